@@ -1,0 +1,60 @@
+"""Every public exception of microdag, and no logic beyond formatting.
+
+All exceptions pickle: their constructors take positional arguments only, and
+``args`` carries everything needed to rebuild them (process backends send them
+across process boundaries).
+"""
+
+from __future__ import annotations
+
+import graphlib
+from typing import Any, Hashable, Sequence
+
+__all__ = ["CycleError", "FlowError"]
+
+
+def _path(cycle: Sequence[Any]) -> str:
+    return " -> ".join(repr(node) for node in cycle)
+
+
+class CycleError(graphlib.CycleError):
+    """The graph has a cycle.
+
+    A subclass of :class:`graphlib.CycleError` (and so of :class:`ValueError`),
+    so ``except graphlib.CycleError`` keeps working.  As in :mod:`graphlib`,
+    ``args[1]`` is the cycle: a list of nodes where each node is an immediate
+    predecessor of the next, and the first and last nodes are the same.
+    """
+
+    @property
+    def cycle(self) -> list[Hashable]:
+        """The cycle as a list, first and last node the same."""
+        return list(self.args[1]) if len(self.args) > 1 else []
+
+    def __str__(self) -> str:
+        if len(self.args) > 1:
+            return f"{self.args[0]}: {_path(self.args[1])}"
+        return super().__str__()
+
+
+class FlowError(ValueError):
+    """A flow or graph definition is invalid.
+
+    ``problems`` lists every problem found, one readable sentence each; the
+    message joins them so that one error reports all of them at once.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+
+    @property
+    def problems(self) -> list[str]:
+        """Each problem found, one sentence each."""
+        return [str(p) for p in self.args]
+
+    def __str__(self) -> str:
+        if len(self.args) == 1:
+            return str(self.args[0])
+        lines = [f"{len(self.args)} problems:"]
+        lines.extend(f"  - {p}" for p in self.args)
+        return "\n".join(lines)

@@ -1,0 +1,736 @@
+"""The ready-set scheduler kernel: the pure-Python twin and the reference.
+
+``_sched.pyx`` implements the same classes with the same names, signatures,
+errors and results; ``_compat`` picks one of the two.  This file is the
+specification: when the twins disagree, this one is right.
+
+State kept by a :class:`Kernel` over node ids ``0 .. n-1``:
+
+- the graph in CSR form: ``succ[start[i]:start[i + 1]]`` are the successors of
+  node ``i``, in the order the edges were given (duplicates allowed: each edge
+  counts once, as in :mod:`graphlib`);
+- per node: a state byte (``PENDING``, ``READY``, ``RUNNING``, ``SUCCEEDED``,
+  ``FAILED``, ``SKIPPED``, ``CANCELLED``, ``EXCLUDED``), the number of
+  unfinished predecessors, a trigger rule and a scheduling rank;
+- the ready set: a FIFO queue (``policy="fifo"``) or a heap ordered by
+  (user priority, longest path to a sink, lowest id) (``policy="critical"``);
+- counters: active nodes (in the current subset), finished, running, ready.
+
+Invariants: a node is in the ready set exactly when its state is ``READY``;
+it enters the set once per run, when its count of unfinished predecessors
+reaches zero while it is ``PENDING``; ``remaining == active - finished``.
+Every node leaves ``PENDING`` at most once per run, so one run does
+``O(nodes + edges)`` work plus the ready-set ordering.
+
+Why a driver loop cannot hang: ``take()`` raises :class:`RuntimeError` when
+work remains but nothing is ready and nothing is running (only a cycle can do
+that, and graphs are checked for cycles before they run).
+
+Example:
+
+>>> k = Kernel(3, [0, 1], [1, 2])   # 0 -> 1 -> 2
+>>> k.reset()
+>>> k.take()
+[0]
+>>> k.done(0)
+1
+>>> k.take(), k.remaining
+([1], 2)
+>>> k.fail(1)
+[2]
+>>> k.remaining
+0
+"""
+
+from __future__ import annotations
+
+import heapq
+from types import GenericAlias
+
+from ._errors import CycleError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+
+__all__ = ["Kernel", "TopologicalSorter", "TWIN"]
+
+#: Which twin this module is: ``"py"`` here, ``"c"`` in the compiled one.
+TWIN = "py"
+
+# Node states.
+PENDING = 0
+READY = 1
+RUNNING = 2
+SUCCEEDED = 3
+FAILED = 4
+SKIPPED = 5
+CANCELLED = 6
+EXCLUDED = 7
+
+STATE_NAMES = (
+    "pending",
+    "ready",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+    "excluded",
+)
+
+# Trigger rules: when does a node run, given how its predecessors finished.
+ALL_SUCCESS = 0  # every predecessor succeeded, else the node is skipped
+ALL_DONE = 1  # every predecessor finished, whatever its state
+NONE_FAILED = 2  # no predecessor failed (skipped ones are fine)
+
+_MAX_NODES = 2**31 - 2
+_PRIO_MIN = -(2**31)
+_PRIO_MAX = 2**31 - 1
+_ID_MASK = 0xFFFFFFFF
+
+
+def _check_id(i: int, n: int) -> int:
+    if not 0 <= i < n:
+        raise IndexError(f"node id {i} out of range for a graph of {n} nodes")
+    return i
+
+
+class Kernel:
+    """Ready-set scheduler over integer node ids ``0 .. n-1``.
+
+    Args:
+        n: number of nodes.
+        src, dst: the edges, ``src[e]`` must finish before ``dst[e]`` starts.
+
+    Raises:
+        ValueError: ``src`` and ``dst`` differ in length, or ``n`` is negative
+            or too large.
+        IndexError: an edge names a node id outside ``0 .. n-1``.
+    """
+
+    __slots__ = (
+        "_n",
+        "_start",
+        "_succ",
+        "_pstart",
+        "_pred",
+        "_state",
+        "_count",
+        "_trigger",
+        "_prio",
+        "_rank",
+        "_policy",
+        "_queue",
+        "_head",
+        "_heap",
+        "_active",
+        "_finished",
+        "_running",
+        "_ready",
+    )
+
+    def __init__(self, n: int, src: Sequence[int] = (), dst: Sequence[int] = ()) -> None:
+        n = int(n)
+        if not 0 <= n <= _MAX_NODES:
+            raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n}")
+        if len(src) != len(dst):
+            raise ValueError(f"src and dst differ in length ({len(src)} != {len(dst)})")
+        start = [0] * (n + 1)
+        for s in src:
+            start[_check_id(s, n) + 1] += 1
+        for d in dst:
+            _check_id(d, n)
+        for i in range(n):
+            start[i + 1] += start[i]
+        fill = start[:-1]
+        succ = [0] * len(src)
+        for s, d in zip(src, dst):
+            succ[fill[s]] = d
+            fill[s] += 1
+        self._n = n
+        self._start = start
+        self._succ = succ
+        self._pstart: list[int] | None = None
+        self._pred: list[int] | None = None
+        self._state = bytearray([EXCLUDED]) * n
+        self._count = [0] * n
+        self._trigger: bytearray | None = None
+        self._prio: list[int] | None = None
+        self._rank: list[int] | None = None
+        self._policy = "critical"
+        self._queue: list[int] = []
+        self._head = 0
+        self._heap: list[int] = []
+        self._active = 0
+        self._finished = 0
+        self._running = 0
+        self._ready = 0
+
+    # -- the graph ---------------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        """Number of nodes."""
+        return self._n
+
+    @property
+    def edges(self) -> int:
+        """Number of edges (duplicates included)."""
+        return len(self._succ)
+
+    def successors(self, i: int) -> list[int]:
+        """The successors of node ``i``, in edge order."""
+        _check_id(i, self._n)
+        return self._succ[self._start[i] : self._start[i + 1]]
+
+    def predecessors(self, i: int) -> list[int]:
+        """The predecessors of node ``i``, in edge order."""
+        _check_id(i, self._n)
+        pstart, pred = self._preds()
+        return pred[pstart[i] : pstart[i + 1]]
+
+    def _preds(self) -> tuple[list[int], list[int]]:
+        if self._pstart is None or self._pred is None:
+            n, start, succ = self._n, self._start, self._succ
+            pstart = [0] * (n + 1)
+            for d in succ:
+                pstart[d + 1] += 1
+            for i in range(n):
+                pstart[i + 1] += pstart[i]
+            fill = pstart[:-1]
+            pred = [0] * len(succ)
+            for s in range(n):
+                for e in range(start[s], start[s + 1]):
+                    d = succ[e]
+                    pred[fill[d]] = s
+                    fill[d] += 1
+            self._pstart, self._pred = pstart, pred
+        return self._pstart, self._pred
+
+    def find_cycle(self) -> list[int] | None:
+        """One cycle of the graph, or ``None`` when it has none.
+
+        The search is the one :mod:`graphlib` makes (depth first, nodes in id
+        order, successors in edge order), so both report the same cycle: a
+        list where each node is an immediate predecessor of the next, and the
+        first and last nodes are the same.  Iterative: no recursion limit.
+        """
+        n, start, succ = self._n, self._start, self._succ
+        seen = bytearray(n)
+        stacki = [-1] * n
+        stack: list[int] = []
+        pos: list[int] = []
+        for root in range(n):
+            if seen[root]:
+                continue
+            node = root
+            while True:
+                if seen[node]:
+                    if stacki[node] >= 0:
+                        return stack[stacki[node] :] + [node]
+                else:
+                    seen[node] = 1
+                    stacki[node] = len(stack)
+                    stack.append(node)
+                    pos.append(start[node])
+                while stack:
+                    top = stack[-1]
+                    e = pos[-1]
+                    if e < start[top + 1]:
+                        pos[-1] = e + 1
+                        node = succ[e]
+                        break
+                    stacki[stack.pop()] = -1
+                    pos.pop()
+                else:
+                    break
+        return None
+
+    def topological_order(self) -> list[int]:
+        """Every node id, each after all its predecessors.
+
+        Kahn's algorithm, ties in id order.
+
+        Raises:
+            CycleError: the graph has a cycle (``args[1]`` holds its ids).
+        """
+        order = self._kahn()
+        if len(order) < self._n:
+            raise CycleError("nodes are in a cycle", self.find_cycle())
+        return order
+
+    def _kahn(self) -> list[int]:
+        n, start, succ = self._n, self._start, self._succ
+        indeg = [0] * n
+        for d in succ:
+            indeg[d] += 1
+        order = [i for i in range(n) if indeg[i] == 0]
+        for s in order:  # the list grows while we walk it
+            for e in range(start[s], start[s + 1]):
+                d = succ[e]
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    order.append(d)
+        return order
+
+    def levels(self) -> list[int]:
+        """Per node, the number of nodes on the longest path from a source to it.
+
+        Sources have level 1.  Nodes on or behind a cycle get 0.
+        """
+        start, succ = self._start, self._succ
+        level = [0] * self._n
+        order = self._kahn()
+        for s in order:
+            if level[s] == 0:
+                level[s] = 1
+            nxt = level[s] + 1
+            for e in range(start[s], start[s + 1]):
+                d = succ[e]
+                if level[d] < nxt:
+                    level[d] = nxt
+        return level
+
+    def critical_path(self) -> list[int]:
+        """Per node, the number of nodes on the longest path from it to a sink.
+
+        Sinks have 1.  Nodes on or before a cycle get 0.
+        """
+        start, succ = self._start, self._succ
+        cp = [0] * self._n
+        for s in reversed(self._kahn()):
+            best = 0
+            for e in range(start[s], start[s + 1]):
+                c = cp[succ[e]]
+                if c > best:
+                    best = c
+            cp[s] = best + 1
+        return cp
+
+    def ancestors(self, ids: Iterable[int]) -> list[int]:
+        """The given nodes and everything they depend on, in id order."""
+        pstart, pred = self._preds()
+        return self._closure(ids, pstart, pred)
+
+    def descendants(self, ids: Iterable[int]) -> list[int]:
+        """The given nodes and everything that depends on them, in id order."""
+        return self._closure(ids, self._start, self._succ)
+
+    def _closure(self, ids: Iterable[int], start: list[int], adj: list[int]) -> list[int]:
+        n = self._n
+        mark = bytearray(n)
+        work = []
+        for i in ids:
+            _check_id(i, n)
+            if not mark[i]:
+                mark[i] = 1
+                work.append(i)
+        for s in work:  # grows while we walk it
+            for e in range(start[s], start[s + 1]):
+                d = adj[e]
+                if not mark[d]:
+                    mark[d] = 1
+                    work.append(d)
+        return [i for i in range(n) if mark[i]]
+
+    # -- run configuration -------------------------------------------------
+
+    def set_priorities(self, priorities: Sequence[int] | None) -> None:
+        """Set user priorities (higher runs first), or ``None`` to clear them.
+
+        User priorities override the critical path under the ``"critical"``
+        policy; the ``"fifo"`` policy ignores them.  Takes effect at the next
+        :meth:`reset`.
+
+        Raises:
+            ValueError: the length is not ``n`` or a value is outside int32.
+        """
+        if priorities is None:
+            self._prio = None
+        else:
+            prio = [int(p) for p in priorities]
+            if len(prio) != self._n:
+                raise ValueError(f"expected {self._n} priorities, got {len(prio)}")
+            for i, p in enumerate(prio):
+                if not _PRIO_MIN <= p <= _PRIO_MAX:
+                    raise ValueError(f"priority {p} of node {i} is outside the 32-bit range")
+            self._prio = prio
+        self._rank = None
+
+    def set_triggers(self, triggers: Sequence[int] | None) -> None:
+        """Set each node's trigger rule (``ALL_SUCCESS``, ``ALL_DONE``,
+        ``NONE_FAILED``), or ``None`` for ``ALL_SUCCESS`` everywhere.
+
+        Raises:
+            ValueError: the length is not ``n`` or a value is not a rule.
+        """
+        if triggers is None:
+            self._trigger = None
+            return
+        trig = bytearray(self._n)
+        values = list(triggers)
+        if len(values) != self._n:
+            raise ValueError(f"expected {self._n} triggers, got {len(values)}")
+        for i, t in enumerate(values):
+            if t not in (ALL_SUCCESS, ALL_DONE, NONE_FAILED):
+                raise ValueError(f"unknown trigger rule {t!r} for node {i}")
+            trig[i] = t
+        self._trigger = trig
+
+    def _ranks(self) -> list[int]:
+        if self._rank is None:
+            cp = self.critical_path()
+            prio = self._prio
+            if prio is None:
+                self._rank = cp
+            else:
+                # Dense ranks of (user priority, critical path): fits 32 bits.
+                keys = sorted(set(zip(prio, cp)))
+                dense = {key: r for r, key in enumerate(keys)}
+                self._rank = [dense[key] for key in zip(prio, cp)]
+        return self._rank
+
+    def reset(self, subset: Iterable[int] | None = None, policy: str = "critical") -> None:
+        """Prepare a new run, keeping the compiled graph.
+
+        Args:
+            subset: run only these node ids (``None``: every node).  A
+                predecessor outside the subset counts as already satisfied.
+            policy: ``"critical"`` (longest path to a sink first, then lowest
+                id; user priorities first when set) or ``"fifo"`` (nodes come
+                out in the order they became ready, as in :mod:`graphlib`).
+
+        Raises:
+            ValueError: unknown policy.
+            IndexError: a subset id outside ``0 .. n-1``.
+        """
+        if policy not in ("critical", "fifo"):
+            raise ValueError(f"unknown policy {policy!r}: expected 'critical' or 'fifo'")
+        n, start, succ = self._n, self._start, self._succ
+        if subset is None:
+            state = bytearray(n)
+            active = n
+        else:
+            state = bytearray([EXCLUDED]) * n
+            for i in subset:
+                state[_check_id(i, n)] = PENDING
+            active = n - state.count(EXCLUDED)
+        count = [0] * n
+        for s in range(n):
+            if state[s] == PENDING:
+                for e in range(start[s], start[s + 1]):
+                    count[succ[e]] += 1
+        self._state, self._count = state, count
+        self._policy = policy
+        self._queue, self._head, self._heap = [], 0, []
+        self._active, self._finished, self._running, self._ready = active, 0, 0, 0
+        if policy == "critical":
+            self._ranks()
+        for i in range(n):
+            if state[i] == PENDING and count[i] == 0:
+                self._push(i)
+
+    def _push(self, i: int) -> None:
+        self._state[i] = READY
+        self._ready += 1
+        if self._policy == "fifo":
+            self._queue.append(i)
+        else:
+            rank = self._rank
+            assert rank is not None
+            heapq.heappush(self._heap, -((rank[i] << 32) | (_ID_MASK - i)))
+
+    # -- a run -------------------------------------------------------------
+
+    @property
+    def ready(self) -> int:
+        """Nodes ready and not yet taken."""
+        return self._ready
+
+    @property
+    def running(self) -> int:
+        """Nodes taken and not yet finished."""
+        return self._running
+
+    @property
+    def remaining(self) -> int:
+        """Nodes of the current run not yet finished (ready and running included)."""
+        return self._active - self._finished
+
+    @property
+    def finished(self) -> int:
+        """Nodes of the current run that finished (any outcome)."""
+        return self._finished
+
+    def state(self, i: int) -> int:
+        """The state of node ``i`` (one of the state constants)."""
+        return self._state[_check_id(i, self._n)]
+
+    def states(self) -> bytes:
+        """Every node's state, one byte per node id."""
+        return bytes(self._state)
+
+    def take(self, limit: int = -1) -> list[int]:
+        """Take up to ``limit`` ready nodes (all when negative), best first.
+
+        The nodes become ``RUNNING``.  Returns ``[]`` when nothing is ready
+        but some node is running.
+
+        Raises:
+            RuntimeError: nodes remain, but none is ready or running: the
+                run could never finish (the graph has a cycle).
+        """
+        if self._ready == 0 and self._running == 0 and self._active != self._finished:
+            raise RuntimeError(
+                f"scheduler stalled: {self._active - self._finished} nodes remain but none "
+                "is ready or running (the graph has a cycle)"
+            )
+        return self._take(limit)
+
+    def _take(self, limit: int) -> list[int]:
+        k = self._ready if limit < 0 or limit > self._ready else limit
+        if k == 0:
+            return []
+        if self._policy == "fifo":
+            h = self._head
+            ids = self._queue[h : h + k]
+            if h + k == len(self._queue):
+                self._queue.clear()
+                self._head = 0
+            else:
+                self._head = h + k
+        else:
+            heap = self._heap
+            pop = heapq.heappop
+            ids = [_ID_MASK - (-pop(heap) & _ID_MASK) for _ in range(k)]
+        state = self._state
+        for i in ids:
+            state[i] = RUNNING
+        self._ready -= k
+        self._running += k
+        return ids
+
+    def _check_running(self, i: int) -> None:
+        st = self._state[_check_id(i, self._n)]
+        if st != RUNNING:
+            if st == SUCCEEDED:
+                raise ValueError(f"node {i} was already marked done")
+            if st in (PENDING, READY):
+                raise ValueError(f"node {i} was not passed out (still not ready)")
+            raise ValueError(f"node {i} is {STATE_NAMES[st]}, not running")
+
+    def done(self, i: int) -> int:
+        """Mark running node ``i`` succeeded; return how many nodes became ready.
+
+        Raises:
+            ValueError: ``i`` is not running (named in the message).
+        """
+        self._check_running(i)
+        return self._done(i)
+
+    def done_many(self, ids: Iterable[int]) -> int:
+        """Mark running nodes succeeded, in order; return how many became ready.
+
+        Stops at the first node that is not running, with the nodes before it
+        marked (as :meth:`graphlib.TopologicalSorter.done` does).
+        """
+        became = 0
+        for i in ids:
+            self._check_running(i)
+            became += self._done(i)
+        return became
+
+    def _done(self, i: int) -> int:
+        state, count, succ = self._state, self._count, self._succ
+        state[i] = SUCCEEDED
+        self._running -= 1
+        self._finished += 1
+        before = self._ready
+        for e in range(self._start[i], self._start[i + 1]):
+            d = succ[e]
+            c = count[d] - 1
+            count[d] = c
+            if c == 0 and state[d] == PENDING:
+                self._push(d)
+        return self._ready - before
+
+    def fail(self, i: int) -> list[int]:
+        """Mark running node ``i`` failed; return the nodes skipped because of it.
+
+        Each successor follows its trigger rule: ``ALL_SUCCESS`` and
+        ``NONE_FAILED`` successors are skipped, and so on down the graph;
+        ``ALL_DONE`` successors count the failure as finished.
+        """
+        self._check_running(i)
+        return self._finish_bad(i, FAILED)
+
+    def skip(self, i: int) -> list[int]:
+        """Mark running node ``i`` skipped; return the nodes skipped because of it.
+
+        ``ALL_SUCCESS`` successors are skipped too; ``NONE_FAILED`` and
+        ``ALL_DONE`` successors count the skip as finished.
+        """
+        self._check_running(i)
+        return self._finish_bad(i, SKIPPED)
+
+    def _finish_bad(self, i: int, outcome: int) -> list[int]:
+        state, count, succ, start = self._state, self._count, self._succ, self._start
+        trig = self._trigger
+        state[i] = outcome
+        self._running -= 1
+        self._finished += 1
+        skipped: list[int] = []
+        work = [i]
+        for s in work:  # grows while we walk it
+            how = state[s]
+            for e in range(start[s], start[s + 1]):
+                d = succ[e]
+                if state[d] != PENDING:
+                    continue
+                rule = ALL_SUCCESS if trig is None else trig[d]
+                if rule == ALL_DONE or (rule == NONE_FAILED and how == SKIPPED):
+                    c = count[d] - 1
+                    count[d] = c
+                    if c == 0:
+                        self._push(d)
+                else:
+                    state[d] = SKIPPED
+                    self._finished += 1
+                    skipped.append(d)
+                    work.append(d)
+        return skipped
+
+    def cancel(self) -> list[int]:
+        """Cancel every pending and ready node; return them in id order.
+
+        Running nodes are left running: finish them with :meth:`done`,
+        :meth:`fail` or :meth:`skip` as usual.
+        """
+        state = self._state
+        ids = [i for i in range(self._n) if state[i] == PENDING or state[i] == READY]
+        for i in ids:
+            state[i] = CANCELLED
+        self._finished += len(ids)
+        self._ready = 0
+        self._queue, self._head, self._heap = [], 0, []
+        return ids
+
+
+class TopologicalSorter:
+    """Drop-in replacement for :class:`graphlib.TopologicalSorter`.
+
+    Same methods, same groups and order, same exceptions and messages, on the
+    microdag kernel.  Nodes must be hashable.
+    """
+
+    __slots__ = ("_index", "_nodes", "_src", "_dst", "_kernel")
+
+    def __init__(self, graph: Mapping[Hashable, Iterable[Hashable]] | None = None) -> None:
+        self._index: dict[Hashable, int] = {}
+        self._nodes: list[Hashable] = []
+        self._src: list[int] = []
+        self._dst: list[int] = []
+        self._kernel: Kernel | None = None
+        if graph is not None:
+            for node, predecessors in graph.items():
+                self.add(node, *predecessors)
+
+    def _intern(self, node: Hashable) -> int:
+        index = self._index
+        i = index.get(node)
+        if i is None:
+            i = index[node] = len(self._nodes)
+            self._nodes.append(node)
+        return i
+
+    def add(self, node: Hashable, *predecessors: Hashable) -> None:
+        """Add a node and its predecessors (both hashable).
+
+        Calls with the same node add up; a predecessor seen for the first time
+        is added with no predecessors of its own.
+
+        Raises:
+            ValueError: called after :meth:`prepare`.
+            TypeError: a node is not hashable.
+        """
+        if self._kernel is not None:
+            raise ValueError("Nodes cannot be added after a call to prepare()")
+        i = self._intern(node)
+        src, dst, intern = self._src, self._dst, self._intern
+        for pred in predecessors:
+            src.append(intern(pred))
+            dst.append(i)
+
+    def prepare(self) -> None:
+        """Freeze the graph and check it for cycles.
+
+        Raises:
+            ValueError: called twice.
+            CycleError: the graph has a cycle; :meth:`get_ready` still hands
+                out every node that the cycle does not block.
+        """
+        if self._kernel is not None:
+            raise ValueError("cannot prepare() more than once")
+        kernel = Kernel(len(self._nodes), self._src, self._dst)
+        self._src, self._dst = [], []
+        kernel.reset(policy="fifo")
+        self._kernel = kernel
+        cycle = kernel.find_cycle()
+        if cycle is not None:
+            nodes = self._nodes
+            raise CycleError("nodes are in a cycle", [nodes[i] for i in cycle])
+
+    def _prepared(self) -> Kernel:
+        kernel = self._kernel
+        if kernel is None:
+            raise ValueError("prepare() must be called first")
+        return kernel
+
+    def get_ready(self) -> tuple[Hashable, ...]:
+        """Every node that is ready and was not handed out yet, as a tuple."""
+        ids = self._prepared()._take(-1)
+        return tuple(map(self._nodes.__getitem__, ids))
+
+    def is_active(self) -> bool:
+        """Whether more progress can be made (nodes ready, or handed out and not done)."""
+        kernel = self._prepared()
+        return kernel._ready > 0 or kernel._running > 0
+
+    def __bool__(self) -> bool:
+        return self.is_active()
+
+    def done(self, *nodes: Hashable) -> None:
+        """Mark nodes handed out by :meth:`get_ready` as processed.
+
+        Raises:
+            ValueError: a node was not added, not handed out, or already done
+                (the nodes before it in the call are marked done).
+        """
+        kernel = self._prepared()
+        index = self._index
+        state = kernel._state
+        for node in nodes:
+            i = index.get(node)
+            if i is None:
+                raise ValueError(f"node {node!r} was not added using add()")
+            st = state[i]
+            if st != RUNNING:
+                if st == SUCCEEDED:
+                    raise ValueError(f"node {node!r} was already marked done")
+                raise ValueError(f"node {node!r} was not passed out (still not ready)")
+            kernel._done(i)
+
+    def static_order(self) -> Iterator[Hashable]:
+        """Every node in a topological order (calls :meth:`prepare`).
+
+        Raises:
+            CycleError: the graph has a cycle.
+        """
+        self.prepare()
+        while self.is_active():
+            group = self.get_ready()
+            yield from group
+            self.done(*group)
+
+    __class_getitem__ = classmethod(GenericAlias)
