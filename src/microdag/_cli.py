@@ -5,8 +5,6 @@ Exit codes: 0 success, 1 a run failed, 2 usage or validation error,
 130 interrupted.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,7 +17,7 @@ def _version() -> str:
     return f"microdag {__version__} (scheduler: {TWIN})"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: "Sequence[str] | None" = None) -> int:
     """Run the command line; return the exit code."""
     import argparse
 

@@ -5,8 +5,6 @@ true value, or it cannot be imported (a vendored copy, an install without a
 compiler); then the pure-Python ``_sched_py`` runs.  Both have the same API.
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False

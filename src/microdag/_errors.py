@@ -5,15 +5,17 @@ All exceptions pickle: their constructors take positional arguments only, and
 across process boundaries).
 """
 
-from __future__ import annotations
-
 import graphlib
-from typing import Any, Hashable, Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Hashable, Sequence
+    from typing import Any
 
 __all__ = ["CycleError", "FlowError"]
 
 
-def _path(cycle: Sequence[Any]) -> str:
+def _path(cycle: "Sequence[Any]") -> str:
     return " -> ".join(repr(node) for node in cycle)
 
 
@@ -27,7 +29,7 @@ class CycleError(graphlib.CycleError):
     """
 
     @property
-    def cycle(self) -> list[Hashable]:
+    def cycle(self) -> "list[Hashable]":
         """The cycle as a list, first and last node the same."""
         return list(self.args[1]) if len(self.args) > 1 else []
 

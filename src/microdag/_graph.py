@@ -17,8 +17,6 @@ not touch the recursion limit.
 kernel twin's own class, re-exported here.
 """
 
-from __future__ import annotations
-
 from ._compat import sched
 from ._errors import CycleError, FlowError
 
@@ -55,8 +53,7 @@ class Graph:
 
     def __init__(
         self,
-        dependencies: Mapping[Hashable, Iterable[Hashable]]
-        | Iterable[tuple[Hashable, Iterable[Hashable]]],
+        dependencies: "Mapping[Hashable, Iterable[Hashable]] | Iterable[tuple[Hashable, Iterable[Hashable]]]",
         *,
         kind: str = "node",
     ) -> None:
@@ -107,12 +104,12 @@ class Graph:
     # -- names and ids -----------------------------------------------------
 
     @property
-    def names(self) -> tuple[Hashable, ...]:
+    def names(self) -> "tuple[Hashable, ...]":
         """Every node name, in definition order (a name's id is its index)."""
         return self._names
 
     @property
-    def kernel(self) -> Kernel:
+    def kernel(self) -> "Kernel":
         """The compiled scheduler kernel (ids are indexes into :attr:`names`)."""
         return self._kernel
 
@@ -125,10 +122,10 @@ class Graph:
         except TypeError:
             return False
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> "Any":
         return iter(self._names)
 
-    def id(self, name: Hashable) -> int:
+    def id(self, name: "Hashable") -> int:
         """The kernel id of ``name``.
 
         Raises:
@@ -139,7 +136,7 @@ class Graph:
         except KeyError:
             raise KeyError(f"no {self._kind} named {name!r}") from None
 
-    def ids(self, names: Iterable[Hashable]) -> list[int]:
+    def ids(self, names: "Iterable[Hashable]") -> list[int]:
         """The kernel ids of ``names``.
 
         Raises:
@@ -159,28 +156,28 @@ class Graph:
             raise FlowError(*unknown)
         return out
 
-    def dependencies(self, name: Hashable) -> tuple[Hashable, ...]:
+    def dependencies(self, name: "Hashable") -> "tuple[Hashable, ...]":
         """The names ``name`` depends on, in the order given."""
         names = self._names
         return tuple(names[j] for j in self._deps[self.id(name)])
 
-    def dependents(self, name: Hashable) -> tuple[Hashable, ...]:
+    def dependents(self, name: "Hashable") -> "tuple[Hashable, ...]":
         """The names that depend on ``name``, in definition order."""
         names = self._names
         return tuple(names[j] for j in sorted(self._kernel.successors(self.id(name))))
 
     # -- whole-graph queries -----------------------------------------------
 
-    def order(self) -> list[Hashable]:
+    def order(self) -> "list[Hashable]":
         """Every name, each after all its dependencies (ties in definition order)."""
         names = self._names
         return [names[i] for i in self._kernel.topological_order()]
 
-    def levels(self) -> dict[Hashable, int]:
+    def levels(self) -> "dict[Hashable, int]":
         """Per name, the number of nodes on the longest path from a source to it (sources: 1)."""
         return dict(zip(self._names, self._kernel.levels()))
 
-    def ancestors(self, names: Iterable[Hashable]) -> list[Hashable]:
+    def ancestors(self, names: "Iterable[Hashable]") -> "list[Hashable]":
         """The given names and everything they depend on, in definition order.
 
         Raises:
@@ -189,7 +186,7 @@ class Graph:
         all_names = self._names
         return [all_names[i] for i in self._kernel.ancestors(self.ids(names))]
 
-    def descendants(self, names: Iterable[Hashable]) -> list[Hashable]:
+    def descendants(self, names: "Iterable[Hashable]") -> "list[Hashable]":
         """The given names and everything that depends on them, in definition order.
 
         Raises:
@@ -198,7 +195,7 @@ class Graph:
         all_names = self._names
         return [all_names[i] for i in self._kernel.descendants(self.ids(names))]
 
-    def edges(self) -> list[tuple[Hashable, Hashable]]:
+    def edges(self) -> "list[tuple[Hashable, Hashable]]":
         """Every ``(dependency, dependent)`` pair, dependents in definition order."""
         names = self._names
         return [(names[j], names[i]) for i, deps in enumerate(self._deps) for j in deps]
@@ -208,7 +205,7 @@ class Graph:
     def to_dot(
         self,
         name: str = "microdag",
-        node_attrs: Mapping[Hashable, Mapping[str, str]] | None = None,
+        node_attrs: "Mapping[Hashable, Mapping[str, str]] | None" = None,
     ) -> str:
         """The graph in Graphviz DOT, every name quoted and escaped.
 
@@ -244,7 +241,7 @@ class Graph:
                 lines.append(f"  n{j} --> n{i}")
         return "\n".join(lines) + "\n"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> "dict[str, Any]":
         """The graph as plain data: ``{"nodes": [...], "edges": [[dep, node], ...]}``.
 
         Names are converted with ``str``; each node also lists its ``level``.

@@ -42,8 +42,6 @@ Example:
 0
 """
 
-from __future__ import annotations
-
 import heapq
 from types import GenericAlias
 
@@ -130,7 +128,7 @@ class Kernel:
         "_ready",
     )
 
-    def __init__(self, n: int, src: Sequence[int] = (), dst: Sequence[int] = ()) -> None:
+    def __init__(self, n: int, src: "Sequence[int]" = (), dst: "Sequence[int]" = ()) -> None:
         n = int(n)
         if not 0 <= n <= _MAX_NODES:
             raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n}")
@@ -308,16 +306,16 @@ class Kernel:
             cp[s] = best + 1
         return cp
 
-    def ancestors(self, ids: Iterable[int]) -> list[int]:
+    def ancestors(self, ids: "Iterable[int]") -> list[int]:
         """The given nodes and everything they depend on, in id order."""
         pstart, pred = self._preds()
         return self._closure(ids, pstart, pred)
 
-    def descendants(self, ids: Iterable[int]) -> list[int]:
+    def descendants(self, ids: "Iterable[int]") -> list[int]:
         """The given nodes and everything that depends on them, in id order."""
         return self._closure(ids, self._start, self._succ)
 
-    def _closure(self, ids: Iterable[int], start: list[int], adj: list[int]) -> list[int]:
+    def _closure(self, ids: "Iterable[int]", start: list[int], adj: list[int]) -> list[int]:
         n = self._n
         mark = bytearray(n)
         work = []
@@ -336,7 +334,7 @@ class Kernel:
 
     # -- run configuration -------------------------------------------------
 
-    def set_priorities(self, priorities: Sequence[int] | None) -> None:
+    def set_priorities(self, priorities: "Sequence[int] | None") -> None:
         """Set user priorities (higher runs first), or ``None`` to clear them.
 
         User priorities override the critical path under the ``"critical"``
@@ -358,7 +356,7 @@ class Kernel:
             self._prio = prio
         self._rank = None
 
-    def set_triggers(self, triggers: Sequence[int] | None) -> None:
+    def set_triggers(self, triggers: "Sequence[int] | None") -> None:
         """Set each node's trigger rule (``ALL_SUCCESS``, ``ALL_DONE``,
         ``NONE_FAILED``), or ``None`` for ``ALL_SUCCESS`` everywhere.
 
@@ -391,7 +389,7 @@ class Kernel:
                 self._rank = [dense[key] for key in zip(prio, cp)]
         return self._rank
 
-    def reset(self, subset: Iterable[int] | None = None, policy: str = "critical") -> None:
+    def reset(self, subset: "Iterable[int] | None" = None, policy: str = "critical") -> None:
         """Prepare a new run, keeping the compiled graph.
 
         Args:
@@ -529,7 +527,7 @@ class Kernel:
         self._check_running(i)
         return self._done(i)
 
-    def done_many(self, ids: Iterable[int]) -> int:
+    def done_many(self, ids: "Iterable[int]") -> int:
         """Mark running nodes succeeded, in order; return how many became ready.
 
         Stops at the first node that is not running, with the nodes before it
@@ -626,7 +624,7 @@ class TopologicalSorter:
 
     __slots__ = ("_index", "_nodes", "_src", "_dst", "_kernel")
 
-    def __init__(self, graph: Mapping[Hashable, Iterable[Hashable]] | None = None) -> None:
+    def __init__(self, graph: "Mapping[Hashable, Iterable[Hashable]] | None" = None) -> None:
         self._index: dict[Hashable, int] = {}
         self._nodes: list[Hashable] = []
         self._src: list[int] = []
@@ -636,7 +634,7 @@ class TopologicalSorter:
             for node, predecessors in graph.items():
                 self.add(node, *predecessors)
 
-    def _intern(self, node: Hashable) -> int:
+    def _intern(self, node: "Hashable") -> int:
         index = self._index
         i = index.get(node)
         if i is None:
@@ -644,7 +642,7 @@ class TopologicalSorter:
             self._nodes.append(node)
         return i
 
-    def add(self, node: Hashable, *predecessors: Hashable) -> None:
+    def add(self, node: "Hashable", *predecessors: "Hashable") -> None:
         """Add a node and its predecessors (both hashable).
 
         Calls with the same node add up; a predecessor seen for the first time
@@ -681,13 +679,13 @@ class TopologicalSorter:
             nodes = self._nodes
             raise CycleError("nodes are in a cycle", [nodes[i] for i in cycle])
 
-    def _prepared(self) -> Kernel:
+    def _prepared(self) -> "Kernel":
         kernel = self._kernel
         if kernel is None:
             raise ValueError("prepare() must be called first")
         return kernel
 
-    def get_ready(self) -> tuple[Hashable, ...]:
+    def get_ready(self) -> "tuple[Hashable, ...]":
         """Every node that is ready and was not handed out yet, as a tuple."""
         ids = self._prepared()._take(-1)
         return tuple(map(self._nodes.__getitem__, ids))
@@ -700,7 +698,7 @@ class TopologicalSorter:
     def __bool__(self) -> bool:
         return self.is_active()
 
-    def done(self, *nodes: Hashable) -> None:
+    def done(self, *nodes: "Hashable") -> None:
         """Mark nodes handed out by :meth:`get_ready` as processed.
 
         Raises:
@@ -721,7 +719,7 @@ class TopologicalSorter:
                 raise ValueError(f"node {node!r} was not passed out (still not ready)")
             kernel._done(i)
 
-    def static_order(self) -> Iterator[Hashable]:
+    def static_order(self) -> "Iterator[Hashable]":
         """Every node in a topological order (calls :meth:`prepare`).
 
         Raises:
@@ -733,4 +731,5 @@ class TopologicalSorter:
             yield from group
             self.done(*group)
 
-    __class_getitem__ = classmethod(GenericAlias)
+    def __class_getitem__(cls, item: object) -> GenericAlias:
+        return GenericAlias(cls, item)

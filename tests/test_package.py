@@ -1,0 +1,191 @@
+"""The package as users meet it: the public surface, the version line, import
+cost, vendoring without a build, the build's fallback rules, and mypy."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import microdag
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src" / "microdag"
+NO_EXTENSIONS = os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not in (
+    "",
+    "0",
+    "false",
+    "no",
+)
+
+HEAVY = {
+    "asyncio",
+    "concurrent.futures",
+    "inspect",
+    "json",
+    "logging",
+    "multiprocessing",
+    "sqlite3",
+    "subprocess",
+    "tomllib",
+    "typing",
+    "threading",
+    "argparse",
+}
+
+
+def run_py(code: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(microdag.__all__) == sorted(
+        [
+            "CycleError",
+            "FlowError",
+            "Graph",
+            "SCHEDULER",
+            "TopologicalSorter",
+            "__version__",
+        ]
+    )
+    for name in microdag.__all__:
+        assert hasattr(microdag, name), name
+
+
+def test_scheduler_twin_matches_environment() -> None:
+    assert microdag.SCHEDULER == ("py" if NO_EXTENSIONS else "c")
+
+
+def test_version_flag_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    from microdag._cli import main
+
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"microdag {microdag.__version__} (scheduler: {microdag.SCHEDULER})"
+
+
+def test_version_flag_subprocess() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "microdag", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"microdag {microdag.__version__} (scheduler: {microdag.SCHEDULER})"
+
+
+def test_version_reports_py_twin_when_asked() -> None:
+    out = run_py(
+        "import microdag; print(microdag.SCHEDULER)", env={"MICRODAG_NO_EXTENSIONS": "1"}
+    )
+    assert out.strip() == "py"
+
+
+def test_import_loads_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import microdag\n"
+        "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
+    )
+    new = set(run_py(code).split())
+    assert not (new & HEAVY), sorted(new & HEAVY)
+    ours = {n for n in new if n == "microdag" or n.startswith("microdag.")}
+    cython_runtime = {n for n in new if n.startswith("_cython") or n == "cython_runtime"}
+    assert new - ours - cython_runtime <= {"graphlib"}, sorted(new - ours - cython_runtime)
+
+
+def test_vendored_copy_runs_on_the_pure_twin(tmp_path: Path) -> None:
+    dest = tmp_path / "vendor" / "microdag"
+    dest.mkdir(parents=True)
+    for path in SRC.iterdir():
+        if path.suffix in (".py", ".typed"):
+            shutil.copy(path, dest / path.name)
+    code = (
+        "import microdag\n"
+        "assert microdag.SCHEDULER == 'py', microdag.SCHEDULER\n"
+        "ts = microdag.TopologicalSorter({'b': {'a'}, 'c': {'b'}})\n"
+        "print(list(ts.static_order()))\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path / "vendor")}
+    out = run_py(code, env=env, cwd=tmp_path)
+    assert out.strip() == "['a', 'b', 'c']"
+
+
+def _build_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    shutil.copytree(SRC, tree / "src" / "microdag", ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    return tree
+
+
+def _build(tree: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("CI", "MICRODAG_NO_EXTENSIONS")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+    )
+
+
+def _built(tree: Path) -> list[Path]:
+    return list((tree / "src" / "microdag").glob("_sched*.so")) + list(
+        (tree / "src" / "microdag").glob("_sched*.pyd")
+    )
+
+
+cython = pytest.importorskip("Cython", reason="the build tests need Cython (test extras)")
+
+
+def test_build_skips_extension_when_asked(tmp_path: Path) -> None:
+    tree = _build_tree(tmp_path)
+    out = _build(tree, MICRODAG_NO_EXTENSIONS="1")
+    assert out.returncode == 0, out.stderr
+    assert _built(tree) == []
+
+
+def test_build_without_compiler_falls_back_outside_ci(tmp_path: Path) -> None:
+    tree = _build_tree(tmp_path)
+    out = _build(tree, CC="false", LDSHARED="false")
+    assert out.returncode == 0, out.stderr
+    assert "installing the pure-Python twin" in out.stderr
+    assert _built(tree) == []
+
+
+def test_build_without_compiler_fails_under_ci(tmp_path: Path) -> None:
+    tree = _build_tree(tmp_path)
+    out = _build(tree, CC="false", LDSHARED="false", CI="true")
+    assert out.returncode != 0
+    assert _built(tree) == []
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="type checking runs once, in the main pass")
+def test_mypy_strict_passes() -> None:
+    api = pytest.importorskip("mypy.api")
+    stdout, stderr, status = api.run(["--strict", "--no-incremental", str(SRC)])
+    assert status == 0, stdout + stderr
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = 'pip install ".[test]" && python -m pytest && MICRODAG_NO_EXTENSIONS=1 python -m pytest'
+    assert command in readme.splitlines()
+    assert command in ci.splitlines()
