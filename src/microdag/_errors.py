@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
     from typing import Any
 
-__all__ = ["CycleError", "FlowError"]
+__all__ = ["CycleError", "FlowError", "RunFailed"]
 
 
 def _path(cycle: "Sequence[Any]") -> str:
@@ -60,3 +60,23 @@ class FlowError(ValueError):
         lines = [f"{len(self.args)} problems:"]
         lines.extend(f"  - {p}" for p in self.args)
         return "\n".join(lines)
+
+
+class RunFailed(Exception):
+    """A run did not succeed (``flow.run(..., raise_on_failure=True)``).
+
+    ``run`` is the :class:`~microdag.Run` with every task's state;
+    ``__cause__`` is the first failing step's own exception, which carries a
+    note naming the step and the attempt.
+    """
+
+    def __init__(self, message: str, run: "Any" = None) -> None:
+        super().__init__(message, run)
+
+    @property
+    def run(self) -> "Any":
+        """The run that did not succeed."""
+        return self.args[1]
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -101,6 +101,12 @@ class Graph:
         self._kernel = kernel
         self._kind = kind
 
+    def _new_kernel(self) -> "Kernel":
+        """A fresh kernel for this graph (for a run while another holds :attr:`kernel`)."""
+        src = [j for deps in self._deps for j in deps]
+        dst = [i for i, deps in enumerate(self._deps) for _ in deps]
+        return sched.Kernel(len(self._names), src, dst)
+
     # -- names and ids -----------------------------------------------------
 
     @property

@@ -36,8 +36,13 @@ cdef extern from "Python.h":
     Py_ssize_t PySequence_Fast_GET_SIZE(object)
     object PySequence_Fast(object, const char*)
     ctypedef Py_ssize_t Py_hash_t
+    PyObject* PyTuple_GET_ITEM_BORROWED "PyTuple_GET_ITEM" (object, Py_ssize_t)
+    Py_ssize_t PyTuple_GET_SIZE(object)
+    Py_ssize_t PyBytes_GET_SIZE(object)
+    PyObject** PySequence_Fast_ITEMS(object)
+    object PyObject_Vectorcall(object, PyObject**, size_t, PyObject*)
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive"]
 
 TWIN = "c"
 
@@ -70,6 +75,13 @@ STATE_NAMES = (
     "cancelled",
     "excluded",
 )
+
+cdef enum:
+    _SLOW = 1
+    _KEEP = 2
+
+SLOW = _SLOW
+KEEP = _KEEP
 
 cdef enum:
     _ALL_SUCCESS = 0
@@ -196,6 +208,7 @@ cdef class Kernel:
     cdef int32_t* _pred
     cdef uint8_t* _state
     cdef int32_t* _count
+    cdef int32_t* _left
     cdef uint8_t* _trigger
     cdef int32_t* _prio
     cdef uint32_t* _rank
@@ -279,6 +292,7 @@ cdef class Kernel:
         PyMem_Free(self._pred)
         PyMem_Free(self._state)
         PyMem_Free(self._count)
+        PyMem_Free(self._left)
         PyMem_Free(self._trigger)
         PyMem_Free(self._prio)
         PyMem_Free(self._rank)
@@ -291,7 +305,7 @@ cdef class Kernel:
         self._out = NULL
         self._ids = None
         self._start = self._succ = self._pstart = self._pred = NULL
-        self._count = self._prio = self._queue = self._work = NULL
+        self._count = self._prio = self._queue = self._work = self._left = NULL
         self._state = self._trigger = NULL
         self._rank = NULL
         self._heap = NULL
@@ -715,10 +729,17 @@ cdef class Kernel:
                 if state[i] == _PENDING:
                     active += 1
         memset(self._count, 0, n * sizeof(int32_t))
+        if self._left == NULL:
+            self._left = <int32_t*>_alloc(n, sizeof(int32_t))
+        memset(self._left, 0, n * sizeof(int32_t))
+        cdef int32_t d
         for i in range(n):
             if state[i] == _PENDING:
                 for e in range(self._start[i], self._start[i + 1]):
-                    self._count[self._succ[e]] += 1
+                    d = self._succ[e]
+                    self._count[d] += 1
+                    if state[d] == _PENDING:
+                        self._left[i] += 1
         self._policy = pol
         if pol == _FIFO:
             if self._queue == NULL:
@@ -1006,6 +1027,27 @@ cdef class Kernel:
                     tail += 1
         return [work[e] for e in range(1, tail)]
 
+    def release(self, Py_ssize_t i):
+        """Count node ``i`` as finished for each of its predecessors' consumers.
+
+        Each active node starts a run with the number of its active
+        successors; this takes one off each predecessor of ``i`` and returns
+        those that reached zero: nothing in the run needs their output any
+        more.  Call it once per finished node, whatever its outcome.
+        """
+        _check_id(i, self._n)
+        self._preds()
+        cdef Py_ssize_t e
+        cdef int32_t p
+        out = []
+        for e in range(self._pstart[i], self._pstart[i + 1]):
+            p = self._pred[e]
+            if self._left[p] > 0:
+                self._left[p] -= 1
+                if self._left[p] == 0:
+                    out.append(p)
+        return out
+
     def cancel(self):
         """Cancel every pending and ready node; return them in id order.
 
@@ -1024,6 +1066,86 @@ cdef class Kernel:
         self._ready = 0
         self._qhead = self._qtail = self._hsize = self._nstaged = 0
         return result
+
+
+def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outputs,
+          list attempts, list started, list finished, object clock, bytes flags,
+          object lock=None, list idle=None):
+    """Run ready steps in the calling thread until none is ready.
+
+    The inline hot loop of the runner, here because a task costs less than
+    a trip out of the kernel per task would.  Step ``i`` is called with the
+    keyword names ``kwnames[i]`` bound to the outputs of ``argdeps[i]``
+    followed by ``consts[i]`` (one vectorcall, no dict); its output goes to
+    ``outputs[i]``, its attempt count and clock readings to the other lists.
+    After a success, predecessors whose consumers have all finished have
+    their output dropped (set to ``None``) unless ``flags[p] & KEEP``; then
+    the step is marked done in the kernel.
+
+    Several threads may drive one kernel at once: kernel operations here run
+    without releasing the GIL, so ``lock`` is accepted and not needed.  When
+    ``idle[0] > 0`` (threads waiting for work) and a step made others ready,
+    the loop returns ``(-1, None)`` so that the caller can wake them.
+
+    Returns:
+        ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
+        taken but ``flags[i] & SLOW`` asks the caller to run it; ``(i, exc)``
+        when step ``i`` raised ``exc`` (it is still running in the kernel:
+        the caller decides between a retry, ``fail`` and ``skip``).
+    """
+    cdef int32_t i, p
+    cdef Py_ssize_t j, m, nc, e
+    cdef const unsigned char* fl = flags
+    cdef tuple deps, cst, names, vals
+    cdef object obj
+    cdef PyObject* item
+    if PyBytes_GET_SIZE(flags) < k._n or len(fns) < k._n or len(outputs) < k._n \
+            or len(attempts) < k._n or len(started) < k._n or len(finished) < k._n \
+            or len(kwnames) < k._n or len(argdeps) < k._n or len(consts) < k._n:
+        raise ValueError("drive() needs one entry per node in every list")
+    k._preds()
+    while k._ready > 0:
+        k._gather(&i, 1)
+        if fl[i] & _SLOW:
+            return (i, None)
+        deps = <tuple?>PyList_GET_ITEM_BORROWED(argdeps, i)
+        cst = <tuple?>PyList_GET_ITEM_BORROWED(consts, i)
+        names = <tuple?>PyList_GET_ITEM_BORROWED(kwnames, i)
+        m = PyTuple_GET_SIZE(deps)
+        nc = PyTuple_GET_SIZE(cst)
+        if m + nc != PyTuple_GET_SIZE(names):
+            raise ValueError(f"step {i}: {PyTuple_GET_SIZE(names)} names for {m + nc} values")
+        vals = PyTuple_New(m + nc)
+        for j in range(m):
+            item = PyList_GET_ITEM_BORROWED(outputs, _check_id(<object>PyTuple_GET_ITEM_BORROWED(deps, j), k._n))
+            Py_INCREF(<object>item)
+            PyTuple_SET_ITEM(vals, j, <object>item)
+        for j in range(nc):
+            item = PyTuple_GET_ITEM_BORROWED(cst, j)
+            Py_INCREF(<object>item)
+            PyTuple_SET_ITEM(vals, m + j, <object>item)
+        attempts[i] = attempts[i] + 1
+        started[i] = clock()
+        try:
+            obj = PyObject_Vectorcall(
+                <object>PyList_GET_ITEM_BORROWED(fns, i), PySequence_Fast_ITEMS(vals), 0,
+                <PyObject*>names if m + nc else NULL)
+        except BaseException as exc:
+            finished[i] = clock()
+            return (i, exc)
+        finished[i] = clock()
+        outputs[i] = obj
+        obj = None
+        vals = None
+        for e in range(k._pstart[i], k._pstart[i + 1]):
+            p = k._pred[e]
+            if k._left[p] > 0:
+                k._left[p] -= 1
+                if k._left[p] == 0 and not (fl[p] & _KEEP):
+                    outputs[p] = None
+        if k._done(i) and idle is not None and idle[0] > 0:
+            return (-1, None)
+    return None
 
 
 @cython.final

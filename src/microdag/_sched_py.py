@@ -49,9 +49,11 @@ from ._errors import CycleError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+    from contextlib import AbstractContextManager
+    from typing import Any
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive"]
 
 #: Which twin this module is: ``"py"`` here, ``"c"`` in the compiled one.
 TWIN = "py"
@@ -76,6 +78,10 @@ STATE_NAMES = (
     "cancelled",
     "excluded",
 )
+
+# Step flags for drive().
+SLOW = 1  # the caller runs this step (timeouts, hooks, ...)
+KEEP = 2  # keep this step's output when its consumers have finished
 
 # Trigger rules: when does a node run, given how its predecessors finished.
 ALL_SUCCESS = 0  # every predecessor succeeded, else the node is skipped
@@ -115,6 +121,7 @@ class Kernel:
         "_pred",
         "_state",
         "_count",
+        "_left",
         "_trigger",
         "_prio",
         "_rank",
@@ -153,6 +160,7 @@ class Kernel:
         self._pred: list[int] | None = None
         self._state = bytearray([EXCLUDED]) * n
         self._count = [0] * n
+        self._left = [0] * n
         self._trigger: bytearray | None = None
         self._prio: list[int] | None = None
         self._rank: list[int] | None = None
@@ -415,11 +423,15 @@ class Kernel:
                 state[_check_id(i, n)] = PENDING
             active = n - state.count(EXCLUDED)
         count = [0] * n
+        left = [0] * n
         for s in range(n):
             if state[s] == PENDING:
                 for e in range(start[s], start[s + 1]):
-                    count[succ[e]] += 1
-        self._state, self._count = state, count
+                    d = succ[e]
+                    count[d] += 1
+                    if state[d] == PENDING:
+                        left[s] += 1
+        self._state, self._count, self._left = state, count, left
         self._policy = policy
         self._queue, self._head, self._heap = [], 0, []
         self._active, self._finished, self._running, self._ready = active, 0, 0, 0
@@ -599,6 +611,26 @@ class Kernel:
                     work.append(d)
         return skipped
 
+    def release(self, i: int) -> list[int]:
+        """Count node ``i`` as finished for each of its predecessors' consumers.
+
+        Each active node starts a run with the number of its active
+        successors; this takes one off each predecessor of ``i`` and returns
+        those that reached zero: nothing in the run needs their output any
+        more.  Call it once per finished node, whatever its outcome.
+        """
+        _check_id(i, self._n)
+        pstart, pred = self._preds()
+        left = self._left
+        out = []
+        for e in range(pstart[i], pstart[i + 1]):
+            p = pred[e]
+            if left[p] > 0:
+                left[p] -= 1
+                if left[p] == 0:
+                    out.append(p)
+        return out
+
     def cancel(self) -> list[int]:
         """Cancel every pending and ready node; return them in id order.
 
@@ -613,6 +645,86 @@ class Kernel:
         self._ready = 0
         self._queue, self._head, self._heap = [], 0, []
         return ids
+
+
+def drive(
+    k: Kernel,
+    fns: "list[Callable[..., Any]]",
+    kwnames: "list[tuple[str, ...]]",
+    argdeps: "list[tuple[int, ...]]",
+    consts: "list[tuple[Any, ...]]",
+    outputs: "list[Any]",
+    attempts: list[int],
+    started: list[float],
+    finished: list[float],
+    clock: "Callable[[], float]",
+    flags: bytes,
+    lock: "AbstractContextManager[Any] | None" = None,
+    idle: "list[int] | None" = None,
+) -> "tuple[int, BaseException | None] | None":
+    """Run ready steps in the calling thread until none is ready.
+
+    The inline hot loop of the runner, here because a task costs less than
+    a trip out of the kernel per task would.  Step ``i`` is called as
+    ``fns[i](**dict(zip(kwnames[i], values)))`` where the values are the
+    outputs of ``argdeps[i]`` followed by ``consts[i]``; its output goes to
+    ``outputs[i]``, its attempt count and clock readings to the other lists.
+    After a success, predecessors whose consumers have all finished have
+    their output dropped (set to ``None``) unless ``flags[p] & KEEP``; then
+    the step is marked done in the kernel.
+
+    Several threads may drive one kernel at once: the compiled twin relies on
+    the GIL, this one on ``lock`` (held around every kernel operation).  When
+    ``idle[0] > 0`` (threads waiting for work) and a step made others ready,
+    the loop returns ``(-1, None)`` so that the caller can wake them.
+
+    Returns:
+        ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
+        taken but ``flags[i] & SLOW`` asks the caller to run it; ``(i, exc)``
+        when step ``i`` raised ``exc`` (it is still running in the kernel:
+        the caller decides between a retry, ``fail`` and ``skip``).
+    """
+    pstart, pred = k._preds()
+    left = k._left
+    while True:
+        if lock is not None:
+            with lock:
+                if k._ready == 0:
+                    return None
+                i = k._take(1)[0]
+        else:
+            if k._ready == 0:
+                return None
+            i = k._take(1)[0]
+        if flags[i] & SLOW:
+            return (i, None)
+        values = [outputs[d] for d in argdeps[i]]
+        values.extend(consts[i])
+        attempts[i] += 1
+        started[i] = clock()
+        try:
+            result = fns[i](**dict(zip(kwnames[i], values)))
+        except BaseException as exc:
+            finished[i] = clock()
+            return (i, exc)
+        finished[i] = clock()
+        outputs[i] = result
+        del values
+        if lock is not None:
+            lock.__enter__()
+        try:
+            for e in range(pstart[i], pstart[i + 1]):
+                p = pred[e]
+                if left[p] > 0:
+                    left[p] -= 1
+                    if left[p] == 0 and not flags[p] & KEEP:
+                        outputs[p] = None
+            became = k._done(i)
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+        if became and idle is not None and idle[0] > 0:
+            return (-1, None)
 
 
 class TopologicalSorter:

@@ -1,0 +1,893 @@
+"""The runner: drives a flow's compiled kernel on a backend.
+
+State of one run (``_Runner``), all indexed by step id:
+
+- the kernel (the flow's own, or a private copy when another run of the
+  same flow holds it): which steps are pending, ready, running, finished;
+- ``outputs``: the output of each step until nothing needs it any more
+  (``None`` after release); ``attempts``, ``started``, ``finished``
+  (``perf_counter`` readings of the last attempt); ``errors`` (failures);
+- ``kwnames``/``consts``: how each step is called in this run (its
+  dependency-bound keyword names, then its flow inputs with their values);
+- ``flags``: ``SLOW`` (the step needs this module's careful path: a timeout,
+  hooks or debug logging) and ``KEEP`` (its output is kept for ``Run.outputs``);
+- ``retry_heap``: ``(due, seq, step, last_error)`` for steps waiting to retry
+  (they stay ``RUNNING`` in the kernel meanwhile).
+
+The loops.  *inline*: the kernel's ``drive`` runs ready steps until one fails,
+needs the careful path, or none is ready; then this module settles that
+step, or sleeps until the next retry is due.  *threads*: N workers each run
+the same loop; a worker with nothing to do waits on a condition that every
+completion notifies (``drive`` returns early to ask for that when some
+worker is idle).  *processes* and *executors*: the calling thread fills the
+pool from the ready set and settles completions as they come.
+
+Why no loop can hang: each waits only for something that is running or for a
+retry that is due at a known time; when nothing is ready, running or due, the
+kernel's ``take()`` raises instead (which a validated graph never reaches),
+and every wait is woken by the completion that changes the answer.
+"""
+
+import heapq
+import os
+import time
+
+from ._compat import sched
+from ._errors import FlowError, RunFailed
+from ._events import Event, debug_enabled, dispatch, log
+from ._flow import _NO_DEFAULT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from concurrent.futures import Executor
+    from typing import Any
+
+    from ._flow import Flow, _Plan, _Step
+
+__all__ = ["Run", "Task", "execute"]
+
+_STATUS = {
+    sched.PENDING: "pending",
+    sched.READY: "pending",
+    sched.RUNNING: "running",
+    sched.SUCCEEDED: "succeeded",
+    sched.FAILED: "failed",
+    sched.SKIPPED: "skipped",
+    sched.CANCELLED: "cancelled",
+}
+_EXECUTORS = ("inline", "threads", "processes")
+_POLICIES = ("fail_fast", "continue")
+_SLOW = sched.SLOW
+_KEEP = sched.KEEP
+
+
+class Task:
+    """What happened to one step in a run.
+
+    Attributes:
+        name: the step.
+        status: ``"succeeded"``, ``"failed"``, ``"skipped"``, ``"cancelled"``
+            or ``"pending"``.
+        attempts: attempts made (0 if it never started).
+        started, finished: wall-clock times (``time.time()``) of the last
+            attempt, or ``None``.
+        duration: seconds the last attempt took, or ``None``.
+        error: the exception that failed the step, or ``None``.
+    """
+
+    __slots__ = ("name", "status", "attempts", "started", "finished", "error")
+
+    def __init__(
+        self,
+        name: str,
+        status: str,
+        attempts: int,
+        started: "float | None",
+        finished: "float | None",
+        error: "BaseException | None",
+    ) -> None:
+        self.name = name
+        self.status = status
+        self.attempts = attempts
+        self.started = started
+        self.finished = finished
+        self.error = error
+
+    @property
+    def duration(self) -> "float | None":
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} {self.status} attempts={self.attempts}>"
+
+
+class _Tasks:
+    """Read-only mapping of step name -> :class:`Task`, built on access."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: "Run") -> None:
+        self._run = run
+
+    def __getitem__(self, name: str) -> Task:
+        run = self._run
+        i = run._index.get(name, -1)
+        if i < 0 or run._states[i] == sched.EXCLUDED:
+            raise KeyError(f"step {name!r} is not part of run {run.id}")
+        return run._task(i)
+
+    def __iter__(self) -> "Iterator[str]":
+        run = self._run
+        states = run._states
+        return (name for i, name in enumerate(run._names) if states[i] != sched.EXCLUDED)
+
+    def __len__(self) -> int:
+        return len(self._run._states) - self._run._states.count(sched.EXCLUDED)
+
+    def __contains__(self, name: object) -> bool:
+        run = self._run
+        i: int = run._index.get(name, -1)  # type: ignore[call-overload]
+        return i >= 0 and run._states[i] != sched.EXCLUDED
+
+    def keys(self) -> "Iterator[str]":
+        return iter(self)
+
+    def values(self) -> "Iterator[Task]":
+        return (self[name] for name in self)
+
+    def items(self) -> "Iterator[tuple[str, Task]]":
+        return ((name, self[name]) for name in self)
+
+    def get(self, name: str, default: "Task | None" = None) -> "Task | None":
+        return self[name] if name in self else default
+
+    def __repr__(self) -> str:
+        return f"<tasks of run {self._run.id}: {len(self)}>"
+
+
+class Run:
+    """The record of one run of a flow.
+
+    Attributes:
+        id: the run id.
+        flow: the flow's name.
+        status: ``"succeeded"``, ``"failed"`` or ``"cancelled"``.
+        outputs: step name -> output, for the kept outputs of succeeded
+            steps (see ``keep_outputs`` in :meth:`Flow.run`).
+        tasks: step name -> :class:`Task`, for every step in the run.
+        inputs: the flow inputs given.
+        started, finished: wall-clock times; ``duration`` in seconds.
+        error: the first failing step's exception, or ``None``.
+    """
+
+    __slots__ = (
+        "id",
+        "flow",
+        "status",
+        "outputs",
+        "inputs",
+        "started",
+        "finished",
+        "error",
+        "_names",
+        "_index",
+        "_states",
+        "_attempts",
+        "_starts",
+        "_ends",
+        "_errors",
+        "_offset",
+        "_cancelled",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        flow: str,
+        status: str,
+        outputs: "dict[str, Any]",
+        inputs: "dict[str, Any]",
+        started: float,
+        finished: float,
+        error: "BaseException | None",
+        names: "tuple[str, ...]",
+        index: "Mapping[str, int]",
+        states: bytes,
+        attempts: "list[int]",
+        starts: "list[float]",
+        ends: "list[float]",
+        errors: "dict[int, BaseException]",
+        offset: float,
+        cancelled: "frozenset[int]" = frozenset(),
+    ) -> None:
+        self.id = run_id
+        self.flow = flow
+        self.status = status
+        self.outputs = outputs
+        self.inputs = inputs
+        self.started = started
+        self.finished = finished
+        self.error = error
+        self._names = names
+        self._index = index
+        self._states = states
+        self._attempts = attempts
+        self._starts = starts
+        self._ends = ends
+        self._errors = errors
+        self._offset = offset
+        self._cancelled = cancelled
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to finish."""
+        return self.finished - self.started
+
+    @property
+    def tasks(self) -> _Tasks:
+        """Step name -> :class:`Task` for every step of the run."""
+        return _Tasks(self)
+
+    def _task(self, i: int) -> Task:
+        attempts = self._attempts[i]
+        status = "cancelled" if i in self._cancelled else _STATUS[self._states[i]]
+        started = finished = None
+        if attempts:
+            started = self._starts[i] + self._offset
+            finished = self._ends[i] + self._offset if self._ends[i] else None
+        return Task(self._names[i], status, attempts, started, finished, self._errors.get(i))
+
+    def __getitem__(self, name: str) -> "Any":
+        """The output of step ``name``.
+
+        Raises:
+            KeyError: the step did not succeed, is not part of the run, or
+                its output was released (the message says which).
+        """
+        try:
+            return self.outputs[name]
+        except KeyError:
+            pass
+        i = self._index.get(name, -1)
+        if i < 0 or self._states[i] == sched.EXCLUDED:
+            raise KeyError(f"step {name!r} is not part of run {self.id}") from None
+        status = self._task(i).status
+        if status != "succeeded":
+            raise KeyError(f"step {name!r} has no output: it is {status}") from None
+        raise KeyError(
+            f"the output of step {name!r} was released once the steps consuming it had "
+            "run; pass keep_outputs=True (or name it in targets=) to keep it"
+        ) from None
+
+    def raise_for_status(self) -> "Run":
+        """Raise :class:`~microdag.RunFailed` unless the run succeeded; else return it."""
+        if self.status != "succeeded":
+            raise _run_failed(self)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} of {self.flow!r}: {self.status}>"
+
+
+def _run_failed(run: Run) -> RunFailed:
+    if run.status == "cancelled":
+        message = f"run {run.id} of flow {run.flow!r} was cancelled"
+    else:
+        failed = [t.name for t in run.tasks.values() if t.status == "failed"]
+        first = failed[0] if failed else "?"
+        err = run.error
+        detail = f": {type(err).__name__}: {err}" if err is not None else ""
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        message = f"run {run.id} of flow {run.flow!r} failed: step {first!r}{more}{detail}"
+    exc = RunFailed(message, run)
+    exc.__cause__ = run.error
+    return exc
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(4).hex()
+
+
+class _Runner:
+    def __init__(
+        self,
+        flow: "Flow",
+        plan: "_Plan",
+        kernel: "sched.Kernel",
+        subset: "list[int] | None",
+        given: "dict[str, Any]",
+        on_failure: str,
+        hooks: "tuple[Callable[[Event], Any], ...]",
+        keep: "list[int] | None",
+    ) -> None:
+        n = len(plan.steps)
+        self.flow = flow
+        self.plan = plan
+        self.k = kernel
+        self.n = n
+        self.names: tuple[str, ...] = plan.graph.names  # type: ignore[assignment]
+        self.run_id = _new_run_id()
+        self.given = given
+        self.hooks = hooks
+        self.fail_fast = on_failure == "fail_fast"
+        self.outputs: list[Any] = [None] * n
+        self.attempts = [0] * n
+        self.started = [0.0] * n
+        self.finished = [0.0] * n
+        self.errors: dict[int, BaseException] = {}
+        self.first_failure = -1
+        self.retry_heap: list[tuple[float, int, int, BaseException]] = []
+        self.retry_seq = 0
+        self.stopping = False
+        self.interrupt: BaseException | None = None
+        self.cancelled: set[int] = set()
+        self.kwnames = list(plan.dep_kwnames)
+        self.consts: list[tuple[Any, ...]] = [()] * n
+        self.debug = debug_enabled()
+        flags = bytearray(n)
+        slow_all = bool(hooks) or self.debug
+        for i, step in enumerate(plan.steps):
+            if slow_all or step.timeout is not None:
+                flags[i] |= _SLOW
+        if keep is None:
+            for i in range(n):
+                flags[i] |= _KEEP
+        else:
+            for i in keep:
+                flags[i] |= _KEEP
+        self.flags = bytes(flags)
+        self.kernel_lock: Any = None
+        self.cond: Any = None
+        self.idle = [0]
+        self.clock = time.perf_counter
+        self.wall0 = time.time()
+        self.pc0 = self.clock()
+        self.subset = subset
+
+    # -- events ---------------------------------------------------------------
+
+    def emit(self, kind: str, i: int = -1, **fields: "Any") -> None:
+        if self.hooks:
+            step = self.names[i] if i >= 0 else None
+            dispatch(
+                self.hooks,
+                Event(kind, self.run_id, self.flow.name, step, time=time.time(), **fields),
+            )
+
+    # -- calling steps ----------------------------------------------------------
+
+    def kwargs(self, i: int) -> "dict[str, Any]":
+        values = [self.outputs[d] for d in self.plan.argdeps[i]]
+        values.extend(self.consts[i])
+        return dict(zip(self.kwnames[i], values))
+
+    def run_careful(self, i: int) -> None:
+        """One attempt of step ``i`` in this thread, with timeout, hooks and logs."""
+        step = self.plan.steps[i]
+        name = self.names[i]
+        kwargs = self.kwargs(i)
+        self.attempts[i] += 1
+        attempt = self.attempts[i]
+        self.emit("step_started", i, attempt=attempt)
+        if self.debug:
+            log(10, "run %s: step %r started (attempt %d)", self.run_id, name, attempt)
+        self.started[i] = self.clock()
+        try:
+            if step.timeout is None:
+                result = step.fn(**kwargs)
+            else:
+                from ._backends import call_with_timeout
+
+                result = call_with_timeout(step.fn, kwargs, step.timeout, f"step {name!r}")
+        except BaseException as exc:
+            self.finished[i] = self.clock()
+            del kwargs
+            self.settle_error(i, exc)
+            return
+        self.finished[i] = self.clock()
+        del kwargs
+        self.succeed(i, result)
+
+    def succeed(self, i: int, result: "Any") -> None:
+        k = self.k
+        with self.locked():
+            self.outputs[i] = result
+            for p in k.release(i):
+                if not self.flags[p] & _KEEP:
+                    self.outputs[p] = None
+            k.done(i)
+        if self.hooks or self.debug:
+            duration = self.finished[i] - self.started[i]
+            self.emit("step_finished", i, status="succeeded", attempt=self.attempts[i], duration=duration)
+            if self.debug:
+                log(10, "run %s: step %r succeeded in %.6f s", self.run_id, self.names[i], duration)
+        self.wake()
+
+    def settle_error(self, i: int, exc: BaseException) -> None:
+        """Step ``i`` raised ``exc`` on its latest attempt: retry it or fail it."""
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit, ...
+            self.abort(i, exc)
+            return
+        step = self.plan.steps[i]
+        attempt = self.attempts[i]
+        name = self.names[i]
+        if attempt <= step.retries and isinstance(exc, step.retry_on) and not self.stopping:
+            delay = _backoff(step, attempt)
+            self.retry_seq += 1
+            heapq.heappush(self.retry_heap, (self.clock() + delay, self.retry_seq, i, exc))
+            log(20, "run %s: step %r failed on attempt %d (%s: %s); retrying in %.3f s",
+                self.run_id, name, attempt, type(exc).__name__, exc, delay)
+            self.emit("step_retrying", i, attempt=attempt, duration=delay, error=exc)
+            self.wake()
+            return
+        self.fail(i, exc)
+
+    def fail(self, i: int, exc: BaseException) -> None:
+        step = self.plan.steps[i]
+        name = self.names[i]
+        attempt = self.attempts[i]
+        exc.add_note(
+            f"microdag: step {name!r} of flow {self.flow.name!r} failed on attempt "
+            f"{attempt} of {step.retries + 1} (run {self.run_id})"
+        )
+        self.errors[i] = exc
+        if self.first_failure < 0:
+            self.first_failure = i
+        log(30, "run %s: step %r failed on attempt %d: %s: %s",
+            self.run_id, name, attempt, type(exc).__name__, exc)
+        k = self.k
+        with self.locked():
+            skipped = k.fail(i)
+            self.release(i)
+            for s in skipped:
+                self.release(s)
+            cancelled = self.stop() if self.fail_fast else []
+        duration = self.finished[i] - self.started[i]
+        self.emit("step_finished", i, status="failed", attempt=attempt, duration=duration, error=exc)
+        for s in skipped:
+            self.emit("step_finished", s, status="skipped")
+        for c in cancelled:
+            self.emit("step_finished", c, status="cancelled")
+        self.wake()
+
+    def release(self, i: int) -> None:
+        for p in self.k.release(i):
+            if not self.flags[p] & _KEEP:
+                self.outputs[p] = None
+
+    def stop(self) -> "list[int]":
+        """Start nothing new: pending steps and waiting retries end cancelled."""
+        self.stopping = True
+        cancelled = self.k.cancel()
+        while self.retry_heap:
+            _, _, i, exc = heapq.heappop(self.retry_heap)
+            self.errors[i] = exc
+            self.cancelled.add(i)
+            self.k.fail(i)
+            cancelled.append(i)
+        return cancelled
+
+    def abort(self, i: int, exc: BaseException) -> None:
+        """A step was interrupted (KeyboardInterrupt...): cancel the run, re-raise later."""
+        if self.interrupt is None:
+            self.interrupt = exc
+        self.cancelled.add(i)
+        with self.locked():
+            self.k.fail(i)
+            self.stop()
+        self.wake()
+
+    def due_retry(self) -> "tuple[int, float | None]":
+        """``(step, None)`` for a retry due now, or ``(-1, seconds until the next or None)``."""
+        heap = self.retry_heap
+        if not heap:
+            return -1, None
+        wait = heap[0][0] - self.clock()
+        if wait > 0:
+            return -1, wait
+        return heapq.heappop(heap)[2], None
+
+    # -- locking and waking (threads backend) -----------------------------------
+
+    def locked(self) -> "Any":
+        lock = self.kernel_lock
+        return lock if lock is not None else _NO_LOCK
+
+    def wake(self) -> None:
+        cond = self.cond
+        if cond is not None:
+            with cond:
+                cond.notify_all()
+
+    # -- loops ------------------------------------------------------------------
+
+    def drive_args(self) -> tuple["Any", ...]:
+        return (
+            self.k,
+            self.plan.fns,
+            self.kwnames,
+            self.plan.argdeps,
+            self.consts,
+            self.outputs,
+            self.attempts,
+            self.started,
+            self.finished,
+            self.clock,
+            self.flags,
+        )
+
+    def loop_inline(self) -> None:
+        drive = sched.drive
+        args = self.drive_args()
+        k = self.k
+        while True:
+            r = drive(*args)
+            if r is not None:
+                i, exc = r
+                if exc is None:
+                    self.run_careful(i)
+                else:
+                    self.settle_error(i, exc)
+                continue
+            if k.remaining == 0:
+                return
+            i, wait = self.due_retry()
+            if i >= 0:
+                self.run_careful(i)
+            elif wait is not None:
+                time.sleep(wait)
+            else:
+                k.take()  # raises: nothing ready, running or due
+
+    def loop_threads(self, workers: int) -> None:
+        import threading
+
+        self.cond = threading.Condition()
+        if sched.TWIN == "py":
+            self.kernel_lock = threading.RLock()
+        all_done = threading.Event()
+        live = [workers]
+        crashes: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                self.work()
+            except BaseException as exc:  # an internal error: stop the run, report it
+                crashes.append(exc)
+                with self.cond:
+                    with self.locked():
+                        if not self.stopping:
+                            self.stop()
+                    self.cond.notify_all()
+            finally:
+                with self.cond:
+                    live[0] -= 1
+                    if live[0] == 0:
+                        all_done.set()
+                    self.cond.notify_all()
+
+        threads = [
+            threading.Thread(target=worker, name=f"microdag worker {w}", daemon=True)
+            for w in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            all_done.wait()
+        except BaseException as exc:  # Ctrl-C in the calling thread
+            if self.interrupt is None:
+                self.interrupt = exc
+            with self.cond:
+                with self.locked():
+                    self.stop()
+                self.cond.notify_all()
+            all_done.wait()
+        if crashes:
+            raise crashes[0]
+
+    def work(self) -> None:
+        """One worker thread's loop (see the module docs)."""
+        drive = sched.drive
+        args = self.drive_args() + (self.kernel_lock, self.idle)
+        k = self.k
+        cond = self.cond
+        idle = self.idle
+        while True:
+            r = drive(*args)
+            if r is not None:
+                i, exc = r
+                if i < 0:
+                    with cond:
+                        cond.notify_all()
+                elif exc is None:
+                    self.run_careful(i)
+                else:
+                    self.settle_error(i, exc)
+                continue
+            with cond:
+                if k.remaining == 0:
+                    cond.notify_all()
+                    return
+                i, wait = self.due_retry()
+                if i < 0:
+                    # Count ourselves idle before looking again, so that a step
+                    # finishing in another thread either sees us or we see it.
+                    idle[0] += 1
+                    try:
+                        if k.ready == 0 and k.remaining:
+                            if wait is None and k.running == 0 and not self.retry_heap:
+                                k.take()  # raises: nothing ready, running or due
+                            cond.wait(wait)
+                    finally:
+                        idle[0] -= 1
+                    continue
+            self.run_careful(i)
+
+    def loop_pool(self, pool: "Any") -> None:
+        k = self.k
+        steps = self.plan.steps
+        try:
+            while True:
+                while pool.free() > 0 and not self.stopping:
+                    i, _ = self.due_retry()
+                    if i < 0:
+                        if k.ready == 0:
+                            break
+                        i = k.take(1)[0]
+                    self.submit(pool, i, steps[i])
+                if k.remaining == 0:
+                    return
+                _, wait = self.due_retry()
+                if pool.busy() == 0 and wait is None and k.ready == 0:
+                    k.take()  # raises: nothing ready, running or due
+                for i, ok, value in pool.wait(wait):
+                    self.finished[i] = self.clock()
+                    if ok:
+                        self.succeed(i, value)
+                    else:
+                        self.settle_error(i, value)
+        except BaseException as exc:  # Ctrl-C while waiting
+            if self.interrupt is None:
+                self.interrupt = exc
+            for i in pool.kill_running():
+                self.cancelled.add(i)
+                if self.k.state(i) == sched.RUNNING:
+                    self.k.fail(i)
+            if not self.stopping:
+                self.stop()
+
+    def submit(self, pool: "Any", i: int, step: "_Step") -> None:
+        kwargs = self.kwargs(i)
+        self.attempts[i] += 1
+        self.emit("step_started", i, attempt=self.attempts[i])
+        self.started[i] = self.clock()
+        try:
+            pool.submit(i, step.fn, kwargs, step.timeout)
+        except Exception as exc:  # the arguments do not pickle, the executor is shut down...
+            self.finished[i] = self.clock()
+            self.settle_error(i, exc)
+
+    # -- the record ---------------------------------------------------------------
+
+    def record(self, inputs: "dict[str, Any]") -> Run:
+        k = self.k
+        states = k.states()
+        names = self.names
+        outputs: dict[str, Any] = {
+            names[i]: self.outputs[i]
+            for i in range(self.n)
+            if self.flags[i] & _KEEP and states[i] == sched.SUCCEEDED
+        }
+        if self.interrupt is not None or (
+            self.stopping and self.first_failure < 0 and self.cancelled
+        ):
+            status = "cancelled"
+        elif self.errors and self.first_failure >= 0:
+            status = "failed"
+        else:
+            status = "succeeded"
+        error = self.errors.get(self.first_failure) if self.first_failure >= 0 else None
+        offset = self.wall0 - self.pc0
+        return Run(
+            self.run_id,
+            self.flow.name,
+            status,
+            outputs,
+            inputs,
+            self.wall0,
+            time.time(),
+            error,
+            names,
+            self.plan.graph._index,  # type: ignore[arg-type]
+            states,
+            self.attempts,
+            self.started,
+            self.finished,
+            self.errors,
+            offset,
+            frozenset(self.cancelled),
+        )
+
+
+class _NoLock:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def _backoff(step: "_Step", attempt: int) -> float:
+    """Seconds before retry number ``attempt``: exponential, capped, with jitter."""
+    delay = step.retry_delay * step.retry_backoff ** (attempt - 1)
+    if step.retry_max_delay is not None:
+        delay = min(delay, step.retry_max_delay)
+    if delay <= 0:
+        return 0.0
+    import random
+
+    return delay * (0.5 + random.random() / 2)  # equal jitter: [delay/2, delay)
+
+
+def _bind_inputs(runner: _Runner, plan: "_Plan", subset: "list[int] | None", given: "Mapping[str, Any]") -> None:
+    problems = []
+    active = None if subset is None else set(subset)
+    for i, params in enumerate(plan.input_params):
+        if not params or (active is not None and i not in active):
+            continue
+        names = list(plan.dep_kwnames[i])
+        values = []
+        for param, input_name, default in params:
+            if input_name in given:
+                names.append(param)
+                values.append(given[input_name])
+            elif default is _NO_DEFAULT:
+                problems.append(
+                    f"step {plan.graph.names[i]!r} needs input {input_name!r} "
+                    f"(parameter {param!r}), which was not given"
+                )
+        runner.kwnames[i] = tuple(names)
+        runner.consts[i] = tuple(values)
+    if problems:
+        raise FlowError(*problems)
+
+
+def execute(
+    flow: "Flow",
+    inputs: "Mapping[str, Any] | None",
+    *,
+    executor: "str | Executor",
+    max_workers: "int | None",
+    targets: "Iterable[str] | None",
+    on_failure: str,
+    hooks: "Iterable[Callable[[Event], Any]]",
+    raise_on_failure: bool,
+    keep_outputs: bool,
+) -> Run:
+    """Run ``flow`` (the implementation of :meth:`Flow.run`)."""
+    problems: list[str] = []
+    if isinstance(executor, str):
+        if executor not in _EXECUTORS:
+            problems.append(
+                f"unknown executor {executor!r}: expected one of {', '.join(map(repr, _EXECUTORS))} "
+                "or a concurrent.futures.Executor"
+            )
+    elif not callable(getattr(executor, "submit", None)):
+        problems.append(f"executor {executor!r} is neither a name nor a concurrent.futures.Executor")
+    if on_failure not in _POLICIES:
+        problems.append(f"unknown on_failure {on_failure!r}: expected 'fail_fast' or 'continue'")
+    if max_workers is not None and (
+        not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
+    ):
+        problems.append(f"max_workers must be an int >= 1 or None, not {max_workers!r}")
+    hooks = tuple(hooks)
+    for hook in hooks:
+        if not callable(hook):
+            problems.append(f"hook {hook!r} is not callable")
+    given = dict(inputs or {})
+    plan = flow._compiled()
+    unknown = sorted(set(given) - set(plan.inputs), key=str)
+    for name in unknown:
+        known = ", ".join(sorted(plan.inputs)) or "none"
+        problems.append(f"flow {flow.name!r} has no input {name!r} (its inputs: {known})")
+    graph = plan.graph
+    subset: list[int] | None = None
+    keep: list[int] | None = None
+    if targets is not None:
+        try:
+            target_ids = graph.ids(targets)
+        except FlowError as exc:
+            problems.extend(p.replace("no step named", "unknown target: no step named") for p in exc.problems)
+            target_ids = []
+        subset = graph.kernel.ancestors(target_ids)
+        keep = None if keep_outputs else target_ids
+    elif not keep_outputs:
+        keep = plan.sinks()
+    if problems:
+        raise FlowError(*problems)
+    if executor == "processes":
+        _check_picklable(plan, subset)
+
+    kernel = graph.kernel
+    owned = not plan.busy
+    if owned:
+        plan.busy = True
+    else:  # another run of this flow holds the kernel: use a private copy
+        kernel = graph._new_kernel()
+        if plan.has_priority:
+            kernel.set_priorities([s.priority or 0 for s in plan.steps])
+    try:
+        runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep)
+        _bind_inputs(runner, plan, subset, given)
+        kernel.reset(subset)
+        runner.emit("run_started")
+        if runner.debug:
+            log(10, "run %s of flow %r started", runner.run_id, flow.name)
+        try:
+            if executor == "inline":
+                runner.loop_inline()
+            elif executor == "threads":
+                runner.loop_threads(max_workers or _default_workers("threads"))
+            else:
+                from ._backends import ExecutorPool, ProcessPool
+
+                pool: Any
+                if executor == "processes":
+                    pool = ProcessPool(max_workers or _default_workers("processes"))
+                else:
+                    assert not isinstance(executor, str)
+                    pool = ExecutorPool(executor, max_workers or _default_workers(executor))
+                try:
+                    runner.loop_pool(pool)
+                finally:
+                    pool.close()
+        except BaseException as exc:  # Ctrl-C in the inline loop
+            if runner.interrupt is None:
+                runner.interrupt = exc
+            with runner.locked():
+                if not runner.stopping:
+                    runner.stop()
+        run = runner.record(given)
+    finally:
+        if owned:
+            plan.busy = False
+    if runner.debug:
+        log(10, "run %s of flow %r finished: %s", run.id, flow.name, run.status)
+    runner.emit("run_finished", status=run.status, duration=run.duration)
+    if runner.interrupt is not None:
+        raise runner.interrupt
+    if raise_on_failure and run.status != "succeeded":
+        raise _run_failed(run)
+    return run
+
+
+def _default_workers(executor: "Any") -> int:
+    from ._backends import default_workers
+
+    return default_workers(executor)
+
+
+def _check_picklable(plan: "_Plan", subset: "list[int] | None") -> None:
+    import pickle
+
+    problems = []
+    for i in range(len(plan.steps)) if subset is None else subset:
+        step = plan.steps[i]
+        try:
+            pickle.dumps(step.fn)
+        except Exception as exc:
+            problems.append(
+                f"step {step.name!r} cannot run on processes: its function "
+                f"{getattr(step.fn, '__qualname__', step.fn)!r} cannot be pickled ({exc}); "
+                "define it at module level"
+            )
+    if problems:
+        raise FlowError(*problems)
