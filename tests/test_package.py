@@ -55,15 +55,26 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(microdag.__all__) == sorted(
         [
             "CycleError",
+            "Event",
+            "Flow",
             "FlowError",
             "Graph",
+            "Run",
+            "RunFailed",
             "SCHEDULER",
+            "Task",
             "TopologicalSorter",
             "__version__",
         ]
     )
     for name in microdag.__all__:
         assert hasattr(microdag, name), name
+    assert set(microdag.__all__) <= set(dir(microdag))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        microdag.nope  # noqa: B018
+    namespace: dict[str, object] = {}
+    exec("from microdag import *", namespace)
+    assert set(microdag.__all__) <= set(namespace)
 
 
 def test_scheduler_twin_matches_environment() -> None:
@@ -93,18 +104,24 @@ def test_version_reports_py_twin_when_asked() -> None:
     assert out.strip() == "py"
 
 
-def test_import_loads_nothing_heavy() -> None:
+@pytest.mark.parametrize(
+    "statement",
+    ["import microdag", "from microdag import Flow, Graph, TopologicalSorter, Run, CycleError"],
+)
+def test_import_loads_nothing_heavy(statement: str) -> None:
     code = (
         "import sys\n"
         "before = set(sys.modules)\n"
-        "import microdag\n"
+        f"{statement}\n"
         "print('\\n'.join(sorted(set(sys.modules) - before)))\n"
     )
     new = set(run_py(code).split())
     assert not (new & HEAVY), sorted(new & HEAVY)
     ours = {n for n in new if n == "microdag" or n.startswith("microdag.")}
     cython_runtime = {n for n in new if n.startswith("_cython") or n == "cython_runtime"}
-    assert new - ours - cython_runtime <= {"graphlib"}, sorted(new - ours - cython_runtime)
+    assert new - ours - cython_runtime <= {"graphlib", "heapq", "_heapq"}, sorted(
+        new - ours - cython_runtime
+    )
 
 
 def test_vendored_copy_runs_on_the_pure_twin(tmp_path: Path) -> None:

@@ -1,15 +1,20 @@
 """microdag: a small, fast, embeddable DAG kernel.
 
-Explicit re-exports only; everything public is listed in ``__all__``.
+Every public name is listed in ``__all__`` and re-exported here.  The modules
+behind them load on first use (PEP 562), so ``import microdag`` costs next to
+nothing: a CLI or a serverless function pays only for what it touches.
 """
 
-from ._compat import TWIN as SCHEDULER
-from ._errors import CycleError, FlowError, RunFailed
-from ._events import Event
-from ._flow import Flow
-from ._graph import Graph, TopologicalSorter
-from ._run import Run, Task
 from ._version import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._compat import TWIN as SCHEDULER
+    from ._errors import CycleError, FlowError, RunFailed
+    from ._events import Event
+    from ._flow import Flow
+    from ._graph import Graph, TopologicalSorter
+    from ._run import Run, Task
 
 __all__ = [
     "CycleError",
@@ -24,3 +29,31 @@ __all__ = [
     "TopologicalSorter",
     "__version__",
 ]
+
+# public name -> (module, name in that module)
+_EXPORTS = {
+    "CycleError": ("_errors", "CycleError"),
+    "Event": ("_events", "Event"),
+    "Flow": ("_flow", "Flow"),
+    "FlowError": ("_errors", "FlowError"),
+    "Graph": ("_graph", "Graph"),
+    "Run": ("_run", "Run"),
+    "RunFailed": ("_errors", "RunFailed"),
+    "SCHEDULER": ("_compat", "TWIN"),
+    "Task": ("_run", "Task"),
+    "TopologicalSorter": ("_graph", "TopologicalSorter"),
+}
+
+
+def __getattr__(name: str) -> object:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'microdag' has no attribute {name!r}") from None
+    value = getattr(__import__(f"microdag.{module}", fromlist=[attr]), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -124,6 +124,9 @@ class ProcessPool:
         methods = multiprocessing.get_all_start_methods()
         method = "forkserver" if "forkserver" in methods else "spawn"
         self._ctx: Any = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Workers fork from the server: have it import the worker code once.
+            self._ctx.set_forkserver_preload(["microdag._backends"])
         self._workers = [self._spawn() for _ in range(size)]
 
     def _spawn(self) -> _Worker:

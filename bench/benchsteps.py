@@ -1,0 +1,18 @@
+"""Module-level steps for the flow benchmarks (process workers import them)."""
+
+import time
+
+
+def nap(seconds: float) -> float:
+    """Sleep (releasing the GIL), return the seconds slept."""
+    time.sleep(seconds)
+    return seconds
+
+
+def burn(seconds: float) -> int:
+    """Spin the CPU for about ``seconds``; return the loop count."""
+    start = time.perf_counter()
+    count = 0
+    while time.perf_counter() - start < seconds:
+        count += 1
+    return count
