@@ -62,9 +62,12 @@ def test_public_surface_is_pinned() -> None:
             "Run",
             "RunFailed",
             "SCHEDULER",
+            "Skip",
+            "StepContext",
             "Task",
             "TopologicalSorter",
             "__version__",
+            "context",
         ]
     )
     for name in microdag.__all__:

@@ -10,7 +10,8 @@ from ._version import __version__
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._compat import TWIN as SCHEDULER
-    from ._errors import CycleError, FlowError, RunFailed
+    from ._context import StepContext, context
+    from ._errors import CycleError, FlowError, RunFailed, Skip
     from ._events import Event
     from ._flow import Flow
     from ._graph import Graph, TopologicalSorter
@@ -25,9 +26,12 @@ __all__ = [
     "Run",
     "RunFailed",
     "SCHEDULER",
+    "Skip",
+    "StepContext",
     "Task",
     "TopologicalSorter",
     "__version__",
+    "context",
 ]
 
 # public name -> (module, name in that module)
@@ -40,6 +44,9 @@ _EXPORTS = {
     "Run": ("_run", "Run"),
     "RunFailed": ("_errors", "RunFailed"),
     "SCHEDULER": ("_compat", "TWIN"),
+    "Skip": ("_errors", "Skip"),
+    "StepContext": ("_context", "StepContext"),
+    "context": ("_context", "context"),
     "Task": ("_run", "Task"),
     "TopologicalSorter": ("_graph", "TopologicalSorter"),
 }

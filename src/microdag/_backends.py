@@ -39,13 +39,32 @@ if TYPE_CHECKING:
     Result = tuple[int, bool, Any]
 
 
-def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> "Any":
-    """Call ``fn(**kwargs)``: what an executor is given (a module-level function pickles)."""
-    return fn(**kwargs)
+def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", ctx: "tuple[Any, ...] | None" = None) -> "Any":
+    """Call ``fn(**kwargs)`` inside step context ``ctx``: what a pool is given.
+
+    ``ctx`` is ``(run_id, flow, step, attempt, item, run_dir)``; a
+    module-level function, so that it pickles for process executors.
+    """
+    if ctx is None:
+        return fn(**kwargs)
+    from ._context import Frame, enter, leave
+
+    run_id, flow, step, attempt, item, run_dir = ctx
+    frame = Frame(run_id, flow, (step,), None, run_dir)
+    frame.current[:] = [0, item, attempt]
+    token = enter(frame)
+    try:
+        return fn(**kwargs)
+    finally:
+        leave(token)
 
 
 def call_with_timeout(
-    fn: "Callable[..., Any]", kwargs: "dict[str, Any]", timeout: float, what: str
+    fn: "Callable[..., Any]",
+    kwargs: "dict[str, Any]",
+    timeout: float,
+    what: str,
+    frame: "Any" = None,
 ) -> "Any":
     """Call ``fn(**kwargs)`` in a daemon thread; raise TimeoutError after ``timeout`` s.
 
@@ -58,6 +77,10 @@ def call_with_timeout(
     finished = threading.Event()
 
     def target() -> None:
+        if frame is not None:
+            from ._context import enter
+
+            enter(frame)
         try:
             box.append((True, fn(**kwargs)))
         except BaseException as exc:  # handed to the waiting thread
@@ -86,9 +109,9 @@ def _worker_main(conn: "Connection") -> None:
             return
         if msg is None:
             return
-        i, fn, kwargs = msg
+        i, fn, kwargs, ctx = msg
         try:
-            payload = (i, True, fn(**kwargs))
+            payload = (i, True, invoke(fn, kwargs, ctx))
         except BaseException as exc:
             payload = (i, False, exc)
         try:
@@ -142,9 +165,16 @@ class ProcessPool:
     def busy(self) -> int:
         return sum(1 for w in self._workers if w.step >= 0)
 
-    def submit(self, i: int, fn: "Callable[..., Any]", kwargs: "dict[str, Any]", timeout: "float | None") -> None:
+    def submit(
+        self,
+        i: int,
+        fn: "Callable[..., Any]",
+        kwargs: "dict[str, Any]",
+        timeout: "float | None",
+        ctx: "tuple[Any, ...] | None" = None,
+    ) -> None:
         worker = next(w for w in self._workers if w.step < 0)
-        worker.conn.send((i, fn, kwargs))  # raises if kwargs do not pickle
+        worker.conn.send((i, fn, kwargs, ctx))  # raises if kwargs do not pickle
         worker.step = i
         worker.timeout = timeout
         worker.deadline = None if timeout is None else time.monotonic() + timeout
@@ -238,8 +268,15 @@ class ExecutorPool:
     def busy(self) -> int:
         return len(self._running)
 
-    def submit(self, i: int, fn: "Callable[..., Any]", kwargs: "dict[str, Any]", timeout: "float | None") -> None:
-        future = self._executor.submit(invoke, fn, kwargs)
+    def submit(
+        self,
+        i: int,
+        fn: "Callable[..., Any]",
+        kwargs: "dict[str, Any]",
+        timeout: "float | None",
+        ctx: "tuple[Any, ...] | None" = None,
+    ) -> None:
+        future = self._executor.submit(invoke, fn, kwargs, ctx)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._running[future] = (i, deadline, timeout)
 

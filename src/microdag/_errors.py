@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
     from typing import Any
 
-__all__ = ["CycleError", "FlowError", "RunFailed"]
+__all__ = ["CycleError", "FlowError", "RunFailed", "Skip"]
 
 
 def _path(cycle: "Sequence[Any]") -> str:
@@ -80,3 +80,39 @@ class RunFailed(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class Skip(Exception):
+    """Raise inside a step to mark it ``skipped`` instead of failed.
+
+    Steps that depend on it follow their trigger rule (by default they are
+    skipped too).  A run whose only non-successes are skips succeeds.
+
+    Raises:
+        RuntimeError: created outside a running step.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        from ._context import in_step
+
+        if not in_step():
+            raise RuntimeError(
+                "microdag.Skip can only be raised inside a running step "
+                f"(Skip({reason!r}) was raised outside any step)"
+            )
+        super().__init__(reason)
+
+    @property
+    def reason(self) -> str:
+        """Why the step skipped itself."""
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> "Any":
+        # Rebuilt in another process (or after the step) without the check.
+        return (_rebuild_skip, (self.args,))
+
+
+def _rebuild_skip(args: "tuple[Any, ...]") -> Skip:
+    skip = Exception.__new__(Skip)
+    skip.args = args
+    return skip

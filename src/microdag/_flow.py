@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["Flow"]
 
 _NO_DEFAULT = object()
+#: Trigger rule names, in the kernel's numbering.
+TRIGGERS = ("all_success", "all_done", "none_failed")
 _RETRY_ON: "tuple[type[BaseException], ...]" = (Exception,)
 
 
@@ -51,6 +53,7 @@ class _Step:
         "retry_on",
         "timeout",
         "priority",
+        "trigger",
     )
 
     def __init__(
@@ -66,6 +69,7 @@ class _Step:
         retry_on: "type[BaseException] | tuple[type[BaseException], ...]" = _RETRY_ON,
         timeout: "float | None" = None,
         priority: "int | None" = None,
+        trigger: str = "all_success",
     ) -> None:
         problems: list[str] = []
         where = f"step {name!r}"
@@ -120,6 +124,11 @@ class _Step:
             not _is_int(priority) or not -(2**31) <= priority < 2**31
         ):
             problems.append(f"{where}: priority must be a 32-bit int or None, not {priority!r}")
+        if trigger not in TRIGGERS:
+            problems.append(
+                f"{where}: unknown trigger {trigger!r}: expected one of "
+                + ", ".join(repr(t) for t in TRIGGERS)
+            )
         if problems:
             raise FlowError(*problems)
         self.name = name
@@ -133,6 +142,7 @@ class _Step:
         self.retry_on = retry_on
         self.timeout = None if timeout is None else float(timeout)
         self.priority = priority
+        self.trigger = trigger
 
 
 def _is_int(value: object) -> bool:
@@ -188,6 +198,7 @@ class _Plan:
         "input_params",
         "inputs",
         "has_priority",
+        "has_triggers",
         "timeouts",
         "busy",
         "_sinks",
@@ -232,11 +243,18 @@ class _Plan:
                 all_inputs.setdefault(name, []).append(i)
         self.inputs = all_inputs
         self.has_priority = any(s.priority is not None for s in steps)
-        if self.has_priority:
-            self.graph.kernel.set_priorities([s.priority or 0 for s in steps])
+        self.has_triggers = any(s.trigger != "all_success" for s in steps)
+        self.configure(self.graph.kernel)
         self.timeouts = any(s.timeout is not None for s in steps)
         self.busy = False
         self._sinks: list[int] | None = None
+
+    def configure(self, kernel: "Any") -> None:
+        """Give ``kernel`` the steps' priorities and trigger rules."""
+        if self.has_priority:
+            kernel.set_priorities([s.priority or 0 for s in self.steps])
+        if self.has_triggers:
+            kernel.set_triggers([TRIGGERS.index(s.trigger) for s in self.steps])
 
     def sinks(self) -> list[int]:
         """Ids of the steps no other step depends on."""
@@ -381,6 +399,11 @@ class Flow:
             timeout: seconds one attempt may take (``TimeoutError`` after).
             priority: higher runs first among ready steps (default: the
                 longest path to the end of the flow goes first).
+            trigger: when the step runs, given how its dependencies ended:
+                ``"all_success"`` (default; otherwise it is skipped),
+                ``"all_done"`` (whatever their state) or ``"none_failed"``
+                (skipped dependencies are fine); a dependency that did not
+                succeed passes ``None``.
 
         Raises:
             FlowError: invalid name, duplicate name, non-callable ``fn`` or
@@ -436,6 +459,7 @@ class Flow:
         hooks: "Iterable[Callable[[Any], Any]]" = (),
         raise_on_failure: bool = True,
         keep_outputs: bool = False,
+        cancel: "Any" = None,
     ) -> "Run":
         """Run the flow and return its :class:`~microdag.Run`.
 
@@ -457,6 +481,10 @@ class Flow:
                 output is released once every step consuming it has finished,
                 and ``Run.outputs`` holds the targets' outputs (or, without
                 targets, those of the steps nothing else consumes).
+            cancel: a ``threading.Event``; once set, no new step starts,
+                pending steps end ``cancelled``, steps running on processes
+                are terminated, steps running inline or on threads finish
+                (their results are recorded), and the run ends ``cancelled``.
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).
@@ -475,6 +503,7 @@ class Flow:
             hooks=hooks,
             raise_on_failure=raise_on_failure,
             keep_outputs=keep_outputs,
+            cancel=cancel,
         )
 
     def run_step(self, name: str, inputs: "Mapping[str, Any] | None" = None) -> "Any":

@@ -33,7 +33,8 @@ import os
 import time
 
 from ._compat import sched
-from ._errors import FlowError, RunFailed
+from ._context import _FRAME, Frame, enter, leave
+from ._errors import FlowError, RunFailed, Skip
 from ._events import Event, debug_enabled, dispatch, log
 from ._flow import _NO_DEFAULT
 
@@ -74,9 +75,10 @@ class Task:
             attempt, or ``None``.
         duration: seconds the last attempt took, or ``None``.
         error: the exception that failed the step, or ``None``.
+        reason: for a step that raised :class:`~microdag.Skip`, its reason.
     """
 
-    __slots__ = ("name", "status", "attempts", "started", "finished", "error")
+    __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason")
 
     def __init__(
         self,
@@ -86,6 +88,7 @@ class Task:
         started: "float | None",
         finished: "float | None",
         error: "BaseException | None",
+        reason: "str | None" = None,
     ) -> None:
         self.name = name
         self.status = status
@@ -93,6 +96,7 @@ class Task:
         self.started = started
         self.finished = finished
         self.error = error
+        self.reason = reason
 
     @property
     def duration(self) -> "float | None":
@@ -181,6 +185,7 @@ class Run:
         "_errors",
         "_offset",
         "_cancelled",
+        "_reasons",
     )
 
     def __init__(
@@ -202,6 +207,7 @@ class Run:
         errors: "dict[int, BaseException]",
         offset: float,
         cancelled: "frozenset[int]" = frozenset(),
+        reasons: "dict[int, str] | None" = None,
     ) -> None:
         self.id = run_id
         self.flow = flow
@@ -220,6 +226,7 @@ class Run:
         self._errors = errors
         self._offset = offset
         self._cancelled = cancelled
+        self._reasons = reasons or {}
 
     @property
     def duration(self) -> float:
@@ -238,7 +245,9 @@ class Run:
         if attempts:
             started = self._starts[i] + self._offset
             finished = self._ends[i] + self._offset if self._ends[i] else None
-        return Task(self._names[i], status, attempts, started, finished, self._errors.get(i))
+        return Task(
+            self._names[i], status, attempts, started, finished, self._errors.get(i), self._reasons.get(i)
+        )
 
     def __getitem__(self, name: str) -> "Any":
         """The output of step ``name``.
@@ -302,6 +311,7 @@ class _Runner:
         on_failure: str,
         hooks: "tuple[Callable[[Event], Any], ...]",
         keep: "list[int] | None",
+        cancel: "Any" = None,
     ) -> None:
         n = len(plan.steps)
         self.flow = flow
@@ -324,6 +334,10 @@ class _Runner:
         self.stopping = False
         self.interrupt: BaseException | None = None
         self.cancelled: set[int] = set()
+        self.cancel = cancel
+        self.cancel_requested = False
+        self.reasons: dict[int, str] = {}
+        self.run_dir: str | None = None
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
         self.debug = debug_enabled()
@@ -364,6 +378,10 @@ class _Runner:
         values.extend(self.consts[i])
         return dict(zip(self.kwnames[i], values))
 
+    def frame(self) -> Frame:
+        """A fresh context frame for a thread (or task) that runs steps."""
+        return Frame(self.run_id, self.flow.name, self.names, self.attempts, self.run_dir)
+
     def run_careful(self, i: int) -> None:
         """One attempt of step ``i`` in this thread, with timeout, hooks and logs."""
         step = self.plan.steps[i]
@@ -371,6 +389,10 @@ class _Runner:
         kwargs = self.kwargs(i)
         self.attempts[i] += 1
         attempt = self.attempts[i]
+        frame = _FRAME.get()
+        if frame is not None:
+            frame.current[0] = i
+            frame.current[1] = None
         self.emit("step_started", i, attempt=attempt)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, name, attempt)
@@ -381,14 +403,20 @@ class _Runner:
             else:
                 from ._backends import call_with_timeout
 
-                result = call_with_timeout(step.fn, kwargs, step.timeout, f"step {name!r}")
+                helper = self.frame()
+                helper.current[0] = i
+                result = call_with_timeout(step.fn, kwargs, step.timeout, f"step {name!r}", helper)
         except BaseException as exc:
             self.finished[i] = self.clock()
             del kwargs
+            if frame is not None:
+                frame.current[0] = -1
             self.settle_error(i, exc)
             return
         self.finished[i] = self.clock()
         del kwargs
+        if frame is not None:
+            frame.current[0] = -1
         self.succeed(i, result)
 
     def succeed(self, i: int, result: "Any") -> None:
@@ -410,6 +438,9 @@ class _Runner:
         """Step ``i`` raised ``exc`` on its latest attempt: retry it or fail it."""
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit, ...
             self.abort(i, exc)
+            return
+        if isinstance(exc, Skip):
+            self.skip(i, exc)
             return
         step = self.plan.steps[i]
         attempt = self.attempts[i]
@@ -452,6 +483,34 @@ class _Runner:
         for c in cancelled:
             self.emit("step_finished", c, status="cancelled")
         self.wake()
+
+    def skip(self, i: int, exc: Skip) -> None:
+        """Step ``i`` raised :class:`Skip`: it and its dependents follow the trigger rules."""
+        self.reasons[i] = exc.reason
+        k = self.k
+        with self.locked():
+            skipped = k.skip(i)
+            self.release(i)
+            for s in skipped:
+                self.release(s)
+        if self.debug:
+            log(10, "run %s: step %r skipped itself: %s", self.run_id, self.names[i], exc.reason)
+        self.emit("step_finished", i, status="skipped", attempt=self.attempts[i])
+        for s in skipped:
+            self.emit("step_finished", s, status="skipped")
+        self.wake()
+
+    def check_cancel(self) -> bool:
+        """Stop the run if its cancel event is set; return whether it is cancelled."""
+        if self.cancel is not None and not self.cancel_requested and self.cancel.is_set():
+            self.cancel_requested = True
+            log(20, "run %s: cancelled", self.run_id)
+            with self.locked():
+                cancelled = self.stop()
+            for c in cancelled:
+                self.emit("step_finished", c, status="cancelled")
+            self.wake()
+        return self.cancel_requested
 
     def release(self, i: int) -> None:
         for p in self.k.release(i):
@@ -521,26 +580,35 @@ class _Runner:
 
     def loop_inline(self) -> None:
         drive = sched.drive
-        args = self.drive_args()
+        frame = self.frame()
+        token = enter(frame)
+        args = self.drive_args() + (None, None, frame.current, self.cancel)
         k = self.k
-        while True:
-            r = drive(*args)
-            if r is not None:
-                i, exc = r
-                if exc is None:
+        try:
+            while True:
+                r = drive(*args)
+                if r is not None:
+                    i, exc = r
+                    if exc is None:
+                        self.run_careful(i)
+                    else:
+                        frame.current[0] = -1
+                        self.settle_error(i, exc)
+                    continue
+                frame.current[0] = -1
+                if self.check_cancel() and k.running == 0:
+                    return
+                if k.remaining == 0:
+                    return
+                i, wait = self.due_retry()
+                if i >= 0:
                     self.run_careful(i)
+                elif wait is not None:
+                    time.sleep(wait if self.cancel is None else min(wait, 0.05))
                 else:
-                    self.settle_error(i, exc)
-                continue
-            if k.remaining == 0:
-                return
-            i, wait = self.due_retry()
-            if i >= 0:
-                self.run_careful(i)
-            elif wait is not None:
-                time.sleep(wait)
-            else:
-                k.take()  # raises: nothing ready, running or due
+                    k.take()  # raises: nothing ready, running or due
+        finally:
+            leave(token)
 
     def loop_threads(self, workers: int) -> None:
         import threading
@@ -590,11 +658,20 @@ class _Runner:
 
     def work(self) -> None:
         """One worker thread's loop (see the module docs)."""
+        frame = self.frame()
+        token = enter(frame)
+        try:
+            self._work(frame)
+        finally:
+            leave(token)
+
+    def _work(self, frame: Frame) -> None:
         drive = sched.drive
-        args = self.drive_args() + (self.kernel_lock, self.idle)
+        args = self.drive_args() + (self.kernel_lock, self.idle, frame.current, self.cancel)
         k = self.k
         cond = self.cond
         idle = self.idle
+        poll = None if self.cancel is None else 0.05
         while True:
             r = drive(*args)
             if r is not None:
@@ -605,10 +682,13 @@ class _Runner:
                 elif exc is None:
                     self.run_careful(i)
                 else:
+                    frame.current[0] = -1
                     self.settle_error(i, exc)
                 continue
+            frame.current[0] = -1
+            self.check_cancel()
             with cond:
-                if k.remaining == 0:
+                if k.remaining == 0 or (self.cancel_requested and k.running == 0):
                     cond.notify_all()
                     return
                 i, wait = self.due_retry()
@@ -620,6 +700,8 @@ class _Runner:
                         if k.ready == 0 and k.remaining:
                             if wait is None and k.running == 0 and not self.retry_heap:
                                 k.take()  # raises: nothing ready, running or due
+                            if poll is not None:
+                                wait = poll if wait is None else min(wait, poll)
                             cond.wait(wait)
                     finally:
                         idle[0] -= 1
@@ -629,8 +711,15 @@ class _Runner:
     def loop_pool(self, pool: "Any") -> None:
         k = self.k
         steps = self.plan.steps
+        poll = None if self.cancel is None else 0.05
         try:
             while True:
+                if self.check_cancel():
+                    for i in pool.kill_running():
+                        self.cancelled.add(i)
+                        if k.state(i) == sched.RUNNING:
+                            k.fail(i)
+                    return
                 while pool.free() > 0 and not self.stopping:
                     i, _ = self.due_retry()
                     if i < 0:
@@ -643,6 +732,8 @@ class _Runner:
                 _, wait = self.due_retry()
                 if pool.busy() == 0 and wait is None and k.ready == 0:
                     k.take()  # raises: nothing ready, running or due
+                if poll is not None:
+                    wait = poll if wait is None else min(wait, poll)
                 for i, ok, value in pool.wait(wait):
                     self.finished[i] = self.clock()
                     if ok:
@@ -664,8 +755,9 @@ class _Runner:
         self.attempts[i] += 1
         self.emit("step_started", i, attempt=self.attempts[i])
         self.started[i] = self.clock()
+        ctx = (self.run_id, self.flow.name, self.names[i], self.attempts[i], None, self.run_dir)
         try:
-            pool.submit(i, step.fn, kwargs, step.timeout)
+            pool.submit(i, step.fn, kwargs, step.timeout, ctx)
         except Exception as exc:  # the arguments do not pickle, the executor is shut down...
             self.finished[i] = self.clock()
             self.settle_error(i, exc)
@@ -681,9 +773,7 @@ class _Runner:
             for i in range(self.n)
             if self.flags[i] & _KEEP and states[i] == sched.SUCCEEDED
         }
-        if self.interrupt is not None or (
-            self.stopping and self.first_failure < 0 and self.cancelled
-        ):
+        if self.interrupt is not None or self.cancel_requested:
             status = "cancelled"
         elif self.errors and self.first_failure >= 0:
             status = "failed"
@@ -709,6 +799,7 @@ class _Runner:
             self.errors,
             offset,
             frozenset(self.cancelled),
+            self.reasons,
         )
 
 
@@ -771,6 +862,7 @@ def execute(
     hooks: "Iterable[Callable[[Event], Any]]",
     raise_on_failure: bool,
     keep_outputs: bool,
+    cancel: "Any" = None,
 ) -> Run:
     """Run ``flow`` (the implementation of :meth:`Flow.run`)."""
     problems: list[str] = []
@@ -788,6 +880,8 @@ def execute(
         not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
     ):
         problems.append(f"max_workers must be an int >= 1 or None, not {max_workers!r}")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        problems.append(f"cancel must be a threading.Event (or have is_set()), not {cancel!r}")
     hooks = tuple(hooks)
     for hook in hooks:
         if not callable(hook):
@@ -822,10 +916,9 @@ def execute(
         plan.busy = True
     else:  # another run of this flow holds the kernel: use a private copy
         kernel = graph._new_kernel()
-        if plan.has_priority:
-            kernel.set_priorities([s.priority or 0 for s in plan.steps])
+        plan.configure(kernel)
     try:
-        runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep)
+        runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep, cancel)
         _bind_inputs(runner, plan, subset, given)
         kernel.reset(subset)
         runner.emit("run_started")

@@ -1070,7 +1070,7 @@ cdef class Kernel:
 
 def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outputs,
           list attempts, list started, list finished, object clock, bytes flags,
-          object lock=None, list idle=None):
+          object lock=None, list idle=None, list current=None, object cancel=None):
     """Run ready steps in the calling thread until none is ready.
 
     The inline hot loop of the runner, here because a task costs less than
@@ -1086,6 +1086,9 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
     without releasing the GIL, so ``lock`` is accepted and not needed.  When
     ``idle[0] > 0`` (threads waiting for work) and a step made others ready,
     the loop returns ``(-1, None)`` so that the caller can wake them.
+    ``current[0]`` is set to the id of the step being called (for
+    ``microdag.context()``); once ``cancel.is_set()`` the loop returns
+    ``None`` without starting another step.
 
     Returns:
         ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
@@ -1105,9 +1108,13 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         raise ValueError("drive() needs one entry per node in every list")
     k._preds()
     while k._ready > 0:
+        if cancel is not None and cancel.is_set():
+            return None
         k._gather(&i, 1)
         if fl[i] & _SLOW:
             return (i, None)
+        if current is not None:
+            current[0] = i
         deps = <tuple?>PyList_GET_ITEM_BORROWED(argdeps, i)
         cst = <tuple?>PyList_GET_ITEM_BORROWED(consts, i)
         names = <tuple?>PyList_GET_ITEM_BORROWED(kwnames, i)

@@ -661,6 +661,8 @@ def drive(
     flags: bytes,
     lock: "AbstractContextManager[Any] | None" = None,
     idle: "list[int] | None" = None,
+    current: "list[Any] | None" = None,
+    cancel: "Any" = None,
 ) -> "tuple[int, BaseException | None] | None":
     """Run ready steps in the calling thread until none is ready.
 
@@ -677,6 +679,9 @@ def drive(
     the GIL, this one on ``lock`` (held around every kernel operation).  When
     ``idle[0] > 0`` (threads waiting for work) and a step made others ready,
     the loop returns ``(-1, None)`` so that the caller can wake them.
+    ``current[0]`` is set to the id of the step being called (for
+    ``microdag.context()``); once ``cancel.is_set()`` the loop returns
+    ``None`` without starting another step.
 
     Returns:
         ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
@@ -687,6 +692,8 @@ def drive(
     pstart, pred = k._preds()
     left = k._left
     while True:
+        if cancel is not None and cancel.is_set():
+            return None
         if lock is not None:
             with lock:
                 if k._ready == 0:
@@ -698,6 +705,8 @@ def drive(
             i = k._take(1)[0]
         if flags[i] & SLOW:
             return (i, None)
+        if current is not None:
+            current[0] = i
         values = [outputs[d] for d in argdeps[i]]
         values.extend(consts[i])
         attempts[i] += 1

@@ -1,0 +1,145 @@
+"""``microdag.context()``: what a running step can learn about itself.
+
+The runner does not build a context object per step (that would cost more
+than many steps do).  Each thread that runs steps holds, in a
+:class:`contextvars.ContextVar`, one :class:`Frame` for the whole run: the
+run's facts plus ``current = [step id, item index]``, which the scheduler's
+hot loop overwrites before each call.  :func:`context` reads the frame and
+builds a :class:`StepContext` only when a step asks.  Worker processes and
+asyncio tasks get frames of their own.
+
+Working directories: each run has a directory (under the system's temporary
+directory unless a store provides one), created on first use; each step gets
+``<run dir>/<step name>``, so a later step finds an earlier one's files with
+``context().path_of("earlier")``.
+"""
+
+import contextvars
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["StepContext", "context"]
+
+
+class Frame:
+    """The per-thread view of a run: fixed facts and the step being run."""
+
+    __slots__ = ("run_id", "flow", "names", "attempts", "run_dir", "current")
+
+    def __init__(
+        self,
+        run_id: str,
+        flow: str,
+        names: "Sequence[str]",
+        attempts: "Sequence[int] | None",
+        run_dir: "str | None",
+    ) -> None:
+        self.run_id = run_id
+        self.flow = flow
+        self.names = names
+        self.attempts = attempts
+        self.run_dir = run_dir
+        self.current: list[object] = [-1, None, 0]  # step id, item index, attempt
+
+
+_FRAME: "contextvars.ContextVar[Frame | None]" = contextvars.ContextVar("microdag_frame", default=None)
+
+
+def enter(frame: Frame) -> "contextvars.Token[Frame | None]":
+    """Make ``frame`` the current thread's (or task's) frame."""
+    return _FRAME.set(frame)
+
+
+def leave(token: "contextvars.Token[Frame | None]") -> None:
+    _FRAME.reset(token)
+
+
+def in_step() -> bool:
+    """Whether the caller runs inside a step."""
+    frame = _FRAME.get()
+    return frame is not None and frame.current[0] != -1
+
+
+class StepContext:
+    """Facts about the running step (from :func:`microdag.context`).
+
+    Attributes:
+        run_id: the run's id.
+        flow: the flow's name.
+        step: the step's name.
+        attempt: the attempt number, 1 for the first.
+        item: the map item index (for a batch, the index of its first item),
+            or ``None`` outside a map.
+    """
+
+    __slots__ = ("run_id", "flow", "step", "attempt", "item", "_run_dir")
+
+    def __init__(
+        self, run_id: str, flow: str, step: str, attempt: int, item: "int | None", run_dir: str
+    ) -> None:
+        self.run_id = run_id
+        self.flow = flow
+        self.step = step
+        self.attempt = attempt
+        self.item = item
+        self._run_dir = run_dir
+
+    @property
+    def run_dir(self) -> str:
+        """The run's directory (created when first asked for)."""
+        os.makedirs(self._run_dir, exist_ok=True)
+        return self._run_dir
+
+    @property
+    def workdir(self) -> str:
+        """This step's directory, ``<run dir>/<step>`` (created when first asked for)."""
+        path = os.path.join(self._run_dir, _safe(self.step))
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def path_of(self, step: str) -> str:
+        """The directory of another step of this run (it need not exist yet)."""
+        return os.path.join(self._run_dir, _safe(step))
+
+    def __repr__(self) -> str:
+        item = "" if self.item is None else f" item={self.item}"
+        return f"<StepContext run={self.run_id} step={self.step!r} attempt={self.attempt}{item}>"
+
+
+def _safe(name: str) -> str:
+    """A step name as one path component."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return cleaned if cleaned.strip(".") else "_" + cleaned
+
+
+def context() -> StepContext:
+    """The running step's :class:`StepContext`.
+
+    Raises:
+        RuntimeError: called outside a running step.
+    """
+    frame = _FRAME.get()
+    if frame is None or frame.current[0] == -1:
+        raise RuntimeError(
+            "microdag.context() was called outside a running step: it is only "
+            "available while a step of a flow run executes"
+        )
+    i, item, attempt = frame.current
+    assert isinstance(i, int)
+    if frame.attempts is not None:
+        attempt = frame.attempts[i]
+    if frame.run_dir is None:
+        frame.run_dir = default_run_dir(frame.run_id)
+    return StepContext(
+        frame.run_id, frame.flow, frame.names[i], int(attempt or 1), item, frame.run_dir  # type: ignore[call-overload, arg-type]
+    )
+
+
+def default_run_dir(run_id: str) -> str:
+    """Where a run's directory goes when no store provides one."""
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"microdag-{run_id}")
