@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
     from typing import Any
 
-    Result = tuple[int, bool, Any]
+    Result = tuple[Any, bool, Any]
 
 
 def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", ctx: "tuple[Any, ...] | None" = None) -> "Any":
@@ -133,7 +133,7 @@ class _Worker:
     def __init__(self, process: "BaseProcess", conn: "Connection") -> None:
         self.process = process
         self.conn = conn
-        self.step = -1
+        self.step: Any = None
         self.deadline: float | None = None
         self.timeout: float | None = None
 
@@ -160,20 +160,20 @@ class ProcessPool:
         return _Worker(process, parent)
 
     def free(self) -> int:
-        return sum(1 for w in self._workers if w.step < 0)
+        return sum(1 for w in self._workers if w.step is None)
 
     def busy(self) -> int:
-        return sum(1 for w in self._workers if w.step >= 0)
+        return sum(1 for w in self._workers if w.step is not None)
 
     def submit(
         self,
-        i: int,
+        i: "Any",
         fn: "Callable[..., Any]",
         kwargs: "dict[str, Any]",
         timeout: "float | None",
         ctx: "tuple[Any, ...] | None" = None,
     ) -> None:
-        worker = next(w for w in self._workers if w.step < 0)
+        worker = next(w for w in self._workers if w.step is None)
         worker.conn.send((i, fn, kwargs, ctx))  # raises if kwargs do not pickle
         worker.step = i
         worker.timeout = timeout
@@ -191,7 +191,7 @@ class ProcessPool:
     def wait(self, timeout: "float | None") -> "list[Result]":
         from multiprocessing.connection import wait
 
-        busy = [w for w in self._workers if w.step >= 0]
+        busy = [w for w in self._workers if w.step is not None]
         if not busy:
             if timeout:
                 time.sleep(timeout)
@@ -214,10 +214,10 @@ class ProcessPool:
                         f"the worker process died (exit code {code}) while running the step")))
                     continue
                 except Exception as exc:  # the result did not unpickle here
-                    worker.step = -1
+                    worker.step = None
                     out.append((i, False, exc))
                     continue
-                worker.step = -1
+                worker.step = None
                 worker.deadline = None
                 out.append(msg)
             elif worker.deadline is not None and time.monotonic() >= worker.deadline:
@@ -230,7 +230,7 @@ class ProcessPool:
 
     def close(self) -> None:
         for worker in self._workers:
-            if worker.step >= 0:
+            if worker.step is not None:
                 worker.process.kill()
             else:
                 try:
@@ -244,11 +244,11 @@ class ProcessPool:
                 worker.process.join(5)
             worker.conn.close()
 
-    def kill_running(self) -> list[int]:
-        """Terminate the processes running steps (cancellation); return those steps."""
+    def kill_running(self) -> "list[Any]":
+        """Terminate the processes running steps (cancellation); return their keys."""
         steps = []
         for worker in list(self._workers):
-            if worker.step >= 0:
+            if worker.step is not None:
                 steps.append(worker.step)
                 self._replace(worker, kill=True)
         return steps
@@ -260,7 +260,7 @@ class ExecutorPool:
     def __init__(self, executor: "Executor", size: int) -> None:
         self._executor = executor
         self._size = size
-        self._running: dict[Future[Any], tuple[int, float | None, float | None]] = {}
+        self._running: dict[Future[Any], tuple[Any, float | None, float | None]] = {}
 
     def free(self) -> int:
         return self._size - len(self._running)
@@ -270,7 +270,7 @@ class ExecutorPool:
 
     def submit(
         self,
-        i: int,
+        i: "Any",
         fn: "Callable[..., Any]",
         kwargs: "dict[str, Any]",
         timeout: "float | None",
@@ -312,7 +312,7 @@ class ExecutorPool:
     def close(self) -> None:
         self._running.clear()
 
-    def kill_running(self) -> list[int]:
+    def kill_running(self) -> "list[Any]":
         steps = [i for i, _, _ in self._running.values()]
         for future in self._running:
             future.cancel()

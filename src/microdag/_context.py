@@ -42,7 +42,8 @@ class Frame:
         self.names = names
         self.attempts = attempts
         self.run_dir = run_dir
-        self.current: list[object] = [-1, None, 0]  # step id, item index, attempt
+        # step id, item index, attempt of a map unit (0: read the step's attempts)
+        self.current: list[object] = [-1, None, 0]
 
 
 _FRAME: "contextvars.ContextVar[Frame | None]" = contextvars.ContextVar("microdag_frame", default=None)
@@ -129,7 +130,7 @@ def context() -> StepContext:
         )
     i, item, attempt = frame.current
     assert isinstance(i, int)
-    if frame.attempts is not None:
+    if not attempt and frame.attempts is not None:  # a step, not a map unit
         attempt = frame.attempts[i]
     if frame.run_dir is None:
         frame.run_dir = default_run_dir(frame.run_id)

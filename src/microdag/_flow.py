@@ -54,6 +54,8 @@ class _Step:
         "timeout",
         "priority",
         "trigger",
+        "map",
+        "batch_size",
     )
 
     def __init__(
@@ -70,6 +72,8 @@ class _Step:
         timeout: "float | None" = None,
         priority: "int | None" = None,
         trigger: str = "all_success",
+        map: "str | None" = None,
+        batch_size: "int | None" = None,
     ) -> None:
         problems: list[str] = []
         where = f"step {name!r}"
@@ -124,6 +128,13 @@ class _Step:
             not _is_int(priority) or not -(2**31) <= priority < 2**31
         ):
             problems.append(f"{where}: priority must be a 32-bit int or None, not {priority!r}")
+        if map is not None and (not isinstance(map, str) or not map):
+            problems.append(f"{where}: map must name a parameter, not {map!r}")
+        if batch_size is not None:
+            if not _is_int(batch_size) or batch_size < 1:
+                problems.append(f"{where}: batch_size must be an int >= 1, not {batch_size!r}")
+            elif map is None:
+                problems.append(f"{where}: batch_size needs map= (the parameter to map over)")
         if trigger not in TRIGGERS:
             problems.append(
                 f"{where}: unknown trigger {trigger!r}: expected one of "
@@ -143,6 +154,8 @@ class _Step:
         self.timeout = None if timeout is None else float(timeout)
         self.priority = priority
         self.trigger = trigger
+        self.map = map
+        self.batch_size = batch_size
 
 
 def _is_int(value: object) -> bool:
@@ -276,6 +289,10 @@ def _bind(
     mapped = step.inputs
     for p in sig.positional_only:
         problems.append(f"step {step.name!r}: positional-only parameter {p!r} cannot be bound by name")
+    if step.map is not None and step.map not in sig.names:
+        problems.append(
+            f"step {step.name!r}: map={step.map!r} names no parameter of {_callable_name(step.fn)}"
+        )
     for param, source in mapped.items():
         if source not in names:
             problems.append(
@@ -399,6 +416,12 @@ class Flow:
             timeout: seconds one attempt may take (``TimeoutError`` after).
             priority: higher runs first among ready steps (default: the
                 longest path to the end of the flow goes first).
+            map: the name of a parameter whose value (a dependency's output
+                or a flow input) is iterable: the step runs once per item,
+                each item a task of its own (attempts, retries, timeout),
+                and its output is the list of item results in order.
+            batch_size: with ``map``, pass lists of up to this many items
+                per call; the function returns one result per item.
             trigger: when the step runs, given how its dependencies ended:
                 ``"all_success"`` (default; otherwise it is skipped),
                 ``"all_done"`` (whatever their state) or ``"none_failed"``

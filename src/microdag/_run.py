@@ -11,8 +11,12 @@ State of one run (``_Runner``), all indexed by step id:
   dependency-bound keyword names, then its flow inputs with their values);
 - ``flags``: ``SLOW`` (the step needs this module's careful path: a timeout,
   hooks or debug logging) and ``KEEP`` (its output is kept for ``Run.outputs``);
-- ``retry_heap``: ``(due, seq, step, last_error)`` for steps waiting to retry
-  (they stay ``RUNNING`` in the kernel meanwhile).
+- ``retry_heap``: ``(due, seq, key, last_error)`` for steps (``key`` = step
+  id) and map units (``key`` = ``(step id, unit index)``) waiting to retry;
+  their steps stay ``RUNNING`` in the kernel meanwhile;
+- ``maps``: the map steps being run (:class:`_Map`): their units (items, or
+  batches of items), results, and which units are claimed, done or failed.
+  A map step stays one ``RUNNING`` kernel node until its last unit settles.
 
 The loops.  *inline*: the kernel's ``drive`` runs ready steps until one fails,
 needs the careful path, or none is ready; then this module settles that
@@ -329,7 +333,10 @@ class _Runner:
         self.finished = [0.0] * n
         self.errors: dict[int, BaseException] = {}
         self.first_failure = -1
-        self.retry_heap: list[tuple[float, int, int, BaseException]] = []
+        self.retry_heap: list[tuple[float, int, Any, BaseException]] = []
+        self.maps: list[_Map] = []
+        self.map_of: dict[int, _Map] = {}
+        self.workers = 1
         self.retry_seq = 0
         self.stopping = False
         self.interrupt: BaseException | None = None
@@ -344,7 +351,7 @@ class _Runner:
         flags = bytearray(n)
         slow_all = bool(hooks) or self.debug
         for i, step in enumerate(plan.steps):
-            if slow_all or step.timeout is not None:
+            if slow_all or step.timeout is not None or step.map is not None:
                 flags[i] |= _SLOW
         if keep is None:
             for i in range(n):
@@ -385,6 +392,11 @@ class _Runner:
     def run_careful(self, i: int) -> None:
         """One attempt of step ``i`` in this thread, with timeout, hooks and logs."""
         step = self.plan.steps[i]
+        if step.map is not None:
+            ms = self.start_map(i)
+            if ms is not None:
+                self.run_units(ms)
+            return
         name = self.names[i]
         kwargs = self.kwargs(i)
         self.attempts[i] += 1
@@ -448,7 +460,7 @@ class _Runner:
         if attempt <= step.retries and isinstance(exc, step.retry_on) and not self.stopping:
             delay = _backoff(step, attempt)
             self.retry_seq += 1
-            heapq.heappush(self.retry_heap, (self.clock() + delay, self.retry_seq, i, exc))
+            heapq.heappush(self.retry_heap, (self.clock() + delay, self.retry_seq, i, exc))  # key: the step
             log(20, "run %s: step %r failed on attempt %d (%s: %s); retrying in %.3f s",
                 self.run_id, name, attempt, type(exc).__name__, exc, delay)
             self.emit("step_retrying", i, attempt=attempt, duration=delay, error=exc)
@@ -518,15 +530,26 @@ class _Runner:
                 self.outputs[p] = None
 
     def stop(self) -> "list[int]":
-        """Start nothing new: pending steps and waiting retries end cancelled."""
+        """Start nothing new: pending steps, waiting retries and unfinished maps end cancelled."""
         self.stopping = True
-        cancelled = self.k.cancel()
+        k = self.k
+        cancelled = k.cancel()
         while self.retry_heap:
-            _, _, i, exc = heapq.heappop(self.retry_heap)
-            self.errors[i] = exc
-            self.cancelled.add(i)
-            self.k.fail(i)
-            cancelled.append(i)
+            _, _, key, exc = heapq.heappop(self.retry_heap)
+            i = key if isinstance(key, int) else key[0]
+            if k.state(i) == sched.RUNNING:
+                self.errors[i] = exc
+                self.cancelled.add(i)
+                k.fail(i)
+                cancelled.append(i)
+        for ms in self.maps:
+            if not ms.finished:
+                ms.finished = True
+                if k.state(ms.i) == sched.RUNNING:
+                    self.cancelled.add(ms.i)
+                    k.fail(ms.i)
+                    cancelled.append(ms.i)
+        self.maps = []
         return cancelled
 
     def abort(self, i: int, exc: BaseException) -> None:
@@ -539,15 +562,231 @@ class _Runner:
             self.stop()
         self.wake()
 
-    def due_retry(self) -> "tuple[int, float | None]":
-        """``(step, None)`` for a retry due now, or ``(-1, seconds until the next or None)``."""
+    def due_retry(self) -> "tuple[Any, float | None]":
+        """``(key, None)`` for a retry due now, or ``(None, seconds until the next or None)``."""
         heap = self.retry_heap
         if not heap:
-            return -1, None
+            return None, None
         wait = heap[0][0] - self.clock()
         if wait > 0:
-            return -1, wait
+            return None, wait
         return heapq.heappop(heap)[2], None
+
+    def claimable(self) -> bool:
+        """Whether some running map has units nobody claimed yet."""
+        return any(ms.next < len(ms.units) and not ms.finished for ms in self.maps)
+
+    def run_key(self, key: "Any") -> None:
+        """Run a due retry in this thread: a step, or one unit of a map."""
+        if isinstance(key, int):
+            self.run_careful(key)
+        else:
+            ms = self.map_of.get(key[0])
+            if ms is not None and not ms.finished:
+                self.run_unit_careful(ms, key[1])
+
+    # -- maps -----------------------------------------------------------------
+
+    def start_map(self, i: int) -> "_Map | None":
+        """Expand map step ``i`` into units; ``None`` when it settled at once."""
+        step = self.plan.steps[i]
+        name = self.names[i]
+        names = self.kwnames[i]
+        values = [self.outputs[d] for d in self.plan.argdeps[i]]
+        values.extend(self.consts[i])
+        self.attempts[i] += 1
+        self.emit("step_started", i, attempt=self.attempts[i])
+        self.started[i] = self.clock()
+        assert step.map is not None
+        pos = names.index(step.map) if step.map in names else -1
+        if pos < 0:  # an optional input left at its default
+            exc: BaseException = TypeError(
+                f"step {name!r} maps over parameter {step.map!r}, which got no value"
+            )
+            self.finished[i] = self.clock()
+            self.fail(i, exc)
+            return None
+        value = values[pos]
+        try:
+            items = list(value)
+        except TypeError:
+            self.finished[i] = self.clock()
+            self.fail(i, TypeError(
+                f"step {name!r} maps over parameter {step.map!r}, but its value is not "
+                f"iterable ({type(value).__name__})"
+            ))
+            return None
+        size = step.batch_size
+        units = items if size is None else [items[j : j + size] for j in range(0, len(items), size)]
+        if not units:
+            self.finished[i] = self.clock()
+            self.succeed(i, [])
+            return None
+        ms = _Map(i, names, values, pos, units, size)
+        with self.locked():
+            self.maps.append(ms)
+            self.map_of[i] = ms
+        self.wake()
+        return ms
+
+    def claim(self, ms: "_Map") -> "tuple[int, int]":
+        """Claim the next units of ``ms`` for this thread: ``(start, stop)``."""
+        with self.locked():
+            left = len(ms.units) - ms.next
+            if ms.finished or left <= 0:
+                return 0, 0
+            chunk = max(1, min(256, left // (4 * self.workers)))
+            start = ms.next
+            ms.next = start + chunk
+            return start, start + chunk
+
+    def run_units(self, ms: "_Map") -> None:
+        """Run claimed units of ``ms`` in this thread until none is left to claim."""
+        step = self.plan.steps[ms.i]
+        fn = step.fn
+        frame = _FRAME.get()
+        current = None
+        if frame is not None:
+            current = frame.current
+            current[0] = ms.i
+            current[2] = 1  # first attempts; retries go through run_unit_careful
+        base = ms.size or 1
+        while True:
+            start, stop = self.claim(ms)
+            if start == stop:
+                break
+            if step.timeout is not None or self.hooks:
+                for j in range(start, stop):
+                    self.run_unit_careful(ms, j)
+                continue
+            j = start
+            while j < stop:
+                r = sched.run_items(fn, ms.names, ms.values, ms.pos, ms.units, ms.results, j, stop, current, base)
+                if r is None:
+                    self.units_done(ms, j, stop)
+                    break
+                jf, exc = r
+                self.units_done(ms, j, jf)
+                self.unit_error(ms, jf, exc)
+                if ms.finished:
+                    break
+                j = jf + 1
+        if current is not None:
+            current[:] = [-1, None, 0]
+
+    def run_unit_careful(self, ms: "_Map", j: int) -> None:
+        """One attempt of unit ``j`` of ``ms`` (timeouts, retries, hooks)."""
+        i = ms.i
+        step = self.plan.steps[i]
+        ms.tries[j] = ms.tries.get(j, 0) + 1
+        kwargs = dict(zip(ms.names, ms.values))
+        kwargs[ms.names[ms.pos]] = ms.units[j]
+        frame = _FRAME.get()
+        item = j * (ms.size or 1)
+        if frame is not None:
+            frame.current[:] = [i, item, ms.tries[j]]
+        try:
+            if step.timeout is None:
+                result = step.fn(**kwargs)
+            else:
+                from ._backends import call_with_timeout
+
+                helper = self.frame()
+                helper.current[:] = [i, item, ms.tries[j]]
+                result = call_with_timeout(
+                    step.fn, kwargs, step.timeout, f"step {self.names[i]!r} item {item}", helper
+                )
+        except BaseException as exc:
+            self.unit_error(ms, j, exc, counted=True)
+            return
+        finally:
+            if frame is not None:
+                frame.current[:] = [-1, None, 0]
+        ms.results[j] = result
+        self.units_done(ms, j, j + 1, counted=True)
+
+    def units_done(self, ms: "_Map", start: int, stop: int, counted: bool = False) -> None:
+        """Units ``start .. stop-1`` of ``ms`` returned (their results are stored)."""
+        if stop <= start or ms.finished:
+            return
+        bad = []
+        if ms.size is not None:  # a batch must return one result per item
+            for j in range(start, stop):
+                got = ms.results[j]
+                if not hasattr(got, "__len__") or len(got) != len(ms.units[j]):
+                    bad.append(j)
+        with self.locked():
+            ms.pending -= stop - start - len(bad)
+            last = ms.pending == 0
+        for j in bad:
+            got = ms.results[j]
+            want = len(ms.units[j])
+            count = len(got) if hasattr(got, "__len__") else f"a {type(got).__name__}, not"
+            first = j * (ms.size or 1)
+            self.unit_error(ms, j, ValueError(
+                f"step {self.names[ms.i]!r}: the batch of items {first} to {first + want - 1} "
+                f"returned {count} results for {want} items"
+            ), counted=counted, retry=False)
+        if last:
+            self.finish_map(ms)
+
+    def unit_error(
+        self, ms: "_Map", j: int, exc: BaseException, counted: bool = False, retry: bool = True
+    ) -> None:
+        """Unit ``j`` of ``ms`` raised ``exc``: retry it, fail it, or end the map."""
+        i = ms.i
+        if ms.finished:
+            return
+        if not counted:
+            ms.tries[j] = ms.tries.get(j, 0) + 1
+        item = j * (ms.size or 1)
+        if not isinstance(exc, Exception):
+            ms.finished = True
+            self.abort(i, exc)
+            return
+        if isinstance(exc, Skip):
+            ms.finished = True
+            self.finished[i] = self.clock()
+            self.skip(i, exc)
+            return
+        step = self.plan.steps[i]
+        tries = ms.tries[j]
+        if retry and tries <= step.retries and isinstance(exc, step.retry_on) and not self.stopping:
+            delay = _backoff(step, tries)
+            self.retry_seq += 1
+            heapq.heappush(self.retry_heap, (self.clock() + delay, self.retry_seq, (i, j), exc))
+            log(20, "run %s: step %r item %d failed on attempt %d (%s: %s); retrying in %.3f s",
+                self.run_id, self.names[i], item, tries, type(exc).__name__, exc, delay)
+            self.emit("step_retrying", i, attempt=tries, duration=delay, error=exc)
+            self.wake()
+            return
+        exc.add_note(f"microdag: item {item} of map step {self.names[i]!r} failed on attempt {tries}")
+        with self.locked():
+            ms.errors[j] = exc
+            ms.pending -= 1
+            last = ms.pending == 0
+        if self.fail_fast or last:
+            self.finish_map(ms)
+
+    def finish_map(self, ms: "_Map") -> None:
+        """Settle map step ``ms.i`` from its units: fail on the first failed item, else succeed."""
+        with self.locked():
+            if ms.finished:
+                return
+            ms.finished = True
+            if ms in self.maps:
+                self.maps.remove(ms)
+        i = ms.i
+        self.finished[i] = self.clock()
+        if ms.errors:
+            self.fail(i, ms.errors[min(ms.errors)])
+            return
+        results = ms.results
+        if ms.size is not None:
+            from itertools import chain
+
+            results = list(chain.from_iterable(results))
+        self.succeed(i, results)
 
     # -- locking and waking (threads backend) -----------------------------------
 
@@ -600,9 +839,9 @@ class _Runner:
                     return
                 if k.remaining == 0:
                     return
-                i, wait = self.due_retry()
-                if i >= 0:
-                    self.run_careful(i)
+                key, wait = self.due_retry()
+                if key is not None:
+                    self.run_key(key)
                 elif wait is not None:
                     time.sleep(wait if self.cancel is None else min(wait, 0.05))
                 else:
@@ -614,6 +853,7 @@ class _Runner:
         import threading
 
         self.cond = threading.Condition()
+        self.workers = workers
         if sched.TWIN == "py":
             self.kernel_lock = threading.RLock()
         all_done = threading.Event()
@@ -673,6 +913,11 @@ class _Runner:
         idle = self.idle
         poll = None if self.cancel is None else 0.05
         while True:
+            maps = self.maps
+            if maps:  # help with the units of running maps first
+                for ms in list(maps):
+                    if ms.next < len(ms.units) and not ms.finished:
+                        self.run_units(ms)
             r = drive(*args)
             if r is not None:
                 i, exc = r
@@ -691,13 +936,13 @@ class _Runner:
                 if k.remaining == 0 or (self.cancel_requested and k.running == 0):
                     cond.notify_all()
                     return
-                i, wait = self.due_retry()
-                if i < 0:
+                key, wait = self.due_retry()
+                if key is None:
                     # Count ourselves idle before looking again, so that a step
                     # finishing in another thread either sees us or we see it.
                     idle[0] += 1
                     try:
-                        if k.ready == 0 and k.remaining:
+                        if k.ready == 0 and k.remaining and not self.claimable():
                             if wait is None and k.running == 0 and not self.retry_heap:
                                 k.take()  # raises: nothing ready, running or due
                             if poll is not None:
@@ -706,7 +951,7 @@ class _Runner:
                     finally:
                         idle[0] -= 1
                     continue
-            self.run_careful(i)
+            self.run_key(key)
 
     def loop_pool(self, pool: "Any") -> None:
         k = self.k
@@ -715,18 +960,27 @@ class _Runner:
         try:
             while True:
                 if self.check_cancel():
-                    for i in pool.kill_running():
-                        self.cancelled.add(i)
-                        if k.state(i) == sched.RUNNING:
-                            k.fail(i)
+                    self.kill_pool(pool)
                     return
                 while pool.free() > 0 and not self.stopping:
-                    i, _ = self.due_retry()
-                    if i < 0:
+                    key, _ = self.due_retry()
+                    if key is None:
+                        unit = self.next_unit()
+                        if unit is not None:
+                            self.submit_unit(pool, *unit)
+                            continue
                         if k.ready == 0:
                             break
-                        i = k.take(1)[0]
-                    self.submit(pool, i, steps[i])
+                        key = k.take(1)[0]
+                    if isinstance(key, int):
+                        if steps[key].map is not None:
+                            self.start_map(key)  # its units go out above
+                        else:
+                            self.submit(pool, key, steps[key])
+                    else:
+                        ms = self.map_of.get(key[0])
+                        if ms is not None and not ms.finished:
+                            self.submit_unit(pool, ms, key[1])
                 if k.remaining == 0:
                     return
                 _, wait = self.due_retry()
@@ -734,21 +988,55 @@ class _Runner:
                     k.take()  # raises: nothing ready, running or due
                 if poll is not None:
                     wait = poll if wait is None else min(wait, poll)
-                for i, ok, value in pool.wait(wait):
-                    self.finished[i] = self.clock()
+                for key, ok, value in pool.wait(wait):
+                    if isinstance(key, tuple):
+                        ms = self.map_of[key[0]]
+                        if ok:
+                            ms.results[key[1]] = value
+                            self.units_done(ms, key[1], key[1] + 1, counted=True)
+                        else:
+                            self.unit_error(ms, key[1], value, counted=True)
+                        continue
+                    self.finished[key] = self.clock()
                     if ok:
-                        self.succeed(i, value)
+                        self.succeed(key, value)
                     else:
-                        self.settle_error(i, value)
+                        self.settle_error(key, value)
         except BaseException as exc:  # Ctrl-C while waiting
             if self.interrupt is None:
                 self.interrupt = exc
-            for i in pool.kill_running():
-                self.cancelled.add(i)
-                if self.k.state(i) == sched.RUNNING:
-                    self.k.fail(i)
+            self.kill_pool(pool)
             if not self.stopping:
                 self.stop()
+
+    def kill_pool(self, pool: "Any") -> None:
+        """Terminate what runs in ``pool``; those steps end cancelled."""
+        for key in pool.kill_running():
+            i = key if isinstance(key, int) else key[0]
+            self.cancelled.add(i)
+            if self.k.state(i) == sched.RUNNING:
+                self.k.fail(i)
+
+    def next_unit(self) -> "tuple[_Map, int] | None":
+        """Claim one unit of a running map, for a pool."""
+        for ms in self.maps:
+            if ms.next < len(ms.units) and not ms.finished:
+                ms.next += 1
+                return ms, ms.next - 1
+        return None
+
+    def submit_unit(self, pool: "Any", ms: "_Map", j: int) -> None:
+        i = ms.i
+        step = self.plan.steps[i]
+        ms.tries[j] = ms.tries.get(j, 0) + 1
+        kwargs = dict(zip(ms.names, ms.values))
+        kwargs[ms.names[ms.pos]] = ms.units[j]
+        item = j * (ms.size or 1)
+        ctx = (self.run_id, self.flow.name, self.names[i], ms.tries[j], item, self.run_dir)
+        try:
+            pool.submit((i, j), step.fn, kwargs, step.timeout, ctx)
+        except Exception as exc:
+            self.unit_error(ms, j, exc, counted=True)
 
     def submit(self, pool: "Any", i: int, step: "_Step") -> None:
         kwargs = self.kwargs(i)
@@ -801,6 +1089,30 @@ class _Runner:
             frozenset(self.cancelled),
             self.reasons,
         )
+
+
+class _Map:
+    """One map step being run: its units and how far they got."""
+
+    __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
+                 "tries", "errors", "finished")
+
+    def __init__(
+        self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
+        units: "list[Any]", size: "int | None",
+    ) -> None:
+        self.i = i
+        self.names = names
+        self.values = values
+        self.pos = pos
+        self.units = units
+        self.size = size
+        self.results: list[Any] = [None] * len(units)
+        self.next = 0  # first unclaimed unit
+        self.pending = len(units)  # units not yet settled
+        self.tries: dict[int, int] = {}  # attempts, for units that failed once
+        self.errors: dict[int, BaseException] = {}
+        self.finished = False
 
 
 class _NoLock:

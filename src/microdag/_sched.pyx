@@ -42,7 +42,7 @@ cdef extern from "Python.h":
     PyObject** PySequence_Fast_ITEMS(object)
     object PyObject_Vectorcall(object, PyObject**, size_t, PyObject*)
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "run_items"]
 
 TWIN = "c"
 
@@ -1153,6 +1153,48 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         if k._done(i) and idle is not None and idle[0] > 0:
             return (-1, None)
     return None
+
+
+def run_items(object fn, tuple kwnames, list values, Py_ssize_t pos, list units,
+              list results, Py_ssize_t start, Py_ssize_t stop, list current=None,
+              Py_ssize_t item_base=1):
+    """Call ``fn`` once per unit of ``units[start:stop]``: the map hot loop.
+
+    Each call gets the keyword names ``kwnames`` bound to ``values``, except
+    that ``values[pos]`` is replaced by the unit; results go to ``results[j]``.
+    ``current[1]`` is set to ``j * item_base`` (the item index) before each
+    call.
+
+    Returns:
+        ``None`` when every call returned, or ``(j, exc)`` for the first unit
+        that raised (the results before it are stored).
+    """
+    cdef Py_ssize_t n = len(values), j
+    cdef PyObject** args
+    cdef tuple vals
+    cdef object unit, obj
+    if len(kwnames) != n or not 0 <= pos < n:
+        raise ValueError("run_items() needs one keyword name per value and pos among them")
+    if not 0 <= start <= stop <= len(units) or len(results) < stop:
+        raise ValueError("run_items() range is outside units or results")
+    vals = tuple(values)
+    args = <PyObject**>_alloc(n, sizeof(PyObject*))
+    try:
+        for j in range(n):
+            args[j] = PyTuple_GET_ITEM_BORROWED(vals, j)
+        for j in range(start, stop):
+            unit = <object>PyList_GET_ITEM_BORROWED(units, j)
+            args[pos] = <PyObject*>unit
+            if current is not None:
+                current[1] = j * item_base
+            try:
+                obj = PyObject_Vectorcall(fn, args, 0, <PyObject*>kwnames)
+            except BaseException as exc:
+                return (j, exc)
+            results[j] = obj
+        return None
+    finally:
+        PyMem_Free(args)
 
 
 @cython.final

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import Any
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "run_items"]
 
 #: Which twin this module is: ``"py"`` here, ``"c"`` in the compiled one.
 TWIN = "py"
@@ -734,6 +734,47 @@ def drive(
                 lock.__exit__(None, None, None)
         if became and idle is not None and idle[0] > 0:
             return (-1, None)
+
+
+def run_items(
+    fn: "Callable[..., Any]",
+    kwnames: "tuple[str, ...]",
+    values: "list[Any]",
+    pos: int,
+    units: "list[Any]",
+    results: "list[Any]",
+    start: int,
+    stop: int,
+    current: "list[Any] | None" = None,
+    item_base: int = 1,
+) -> "tuple[int, BaseException] | None":
+    """Call ``fn`` once per unit of ``units[start:stop]``: the map hot loop.
+
+    Each call gets the keyword names ``kwnames`` bound to ``values``, except
+    that ``values[pos]`` is replaced by the unit; results go to ``results[j]``.
+    ``current[1]`` is set to ``j * item_base`` (the item index) before each
+    call.
+
+    Returns:
+        ``None`` when every call returned, or ``(j, exc)`` for the first unit
+        that raised (the results before it are stored).
+    """
+    n = len(values)
+    if len(kwnames) != n or not 0 <= pos < n:
+        raise ValueError("run_items() needs one keyword name per value and pos among them")
+    if not 0 <= start <= stop <= len(units) or len(results) < stop:
+        raise ValueError("run_items() range is outside units or results")
+    kwargs = dict(zip(kwnames, values))
+    name = kwnames[pos]
+    for j in range(start, stop):
+        kwargs[name] = units[j]
+        if current is not None:
+            current[1] = j * item_base
+        try:
+            results[j] = fn(**kwargs)
+        except BaseException as exc:
+            return (j, exc)
+    return None
 
 
 class TopologicalSorter:
