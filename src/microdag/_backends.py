@@ -46,7 +46,7 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", ctx: "tuple[Any, 
     module-level function, so that it pickles for process executors.
     """
     if ctx is None:
-        return fn(**kwargs)
+        return awaited(fn(**kwargs))
     from ._context import Frame, enter, leave
 
     run_id, flow, step, attempt, item, run_dir = ctx
@@ -54,9 +54,18 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", ctx: "tuple[Any, 
     frame.current[:] = [0, item, attempt]
     token = enter(frame)
     try:
-        return fn(**kwargs)
+        return awaited(fn(**kwargs))
     finally:
         leave(token)
+
+
+def awaited(result: "Any") -> "Any":
+    """``result``, or what it returns when run to completion if it is a coroutine."""
+    if hasattr(result, "__await__") and hasattr(result, "send"):
+        import asyncio
+
+        return asyncio.run(result)
+    return result
 
 
 def call_with_timeout(

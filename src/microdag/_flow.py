@@ -169,7 +169,7 @@ def _is_number(value: object) -> bool:
 class _Signature:
     """What binding needs from a function's signature (cached per function)."""
 
-    __slots__ = ("params", "names", "var_kw", "positional_only")
+    __slots__ = ("params", "names", "var_kw", "positional_only", "is_async")
 
     def __init__(self, fn: "Callable[..., Any]") -> None:
         import inspect
@@ -189,6 +189,7 @@ class _Signature:
             else:
                 params.append((p.name, _NO_DEFAULT if p.default is p.empty else p.default))
         self.params = tuple(params)
+        self.is_async = inspect.iscoroutinefunction(fn)
         self.names = frozenset(p for p, _ in params)
         self.var_kw = var_kw
         self.positional_only = tuple(positional_only)
@@ -212,6 +213,7 @@ class _Plan:
         "inputs",
         "has_priority",
         "has_triggers",
+        "is_async",
         "timeouts",
         "busy",
         "_sinks",
@@ -224,11 +226,13 @@ class _Plan:
         bound: list[list[tuple[str, str]]] = []  # (param, step)
         inputs_of: list[list[tuple[str, str, object]]] = []
         signatures: dict[int, _Signature] = {}  # flows often reuse one function
+        is_async: list[bool] = []
         for step in steps:
             sig = signatures.get(id(step.fn))
             if sig is None:
                 sig = signatures[id(step.fn)] = _Signature(step.fn)
             pairs, ins = _bind(step, sig, names, problems)
+            is_async.append(sig.is_async)
             if step.depends_on:
                 seen = dict.fromkeys(source for _, source in pairs)
                 for dep in step.depends_on:
@@ -259,6 +263,7 @@ class _Plan:
         self.has_triggers = any(s.trigger != "all_success" for s in steps)
         self.configure(self.graph.kernel)
         self.timeouts = any(s.timeout is not None for s in steps)
+        self.is_async = is_async
         self.busy = False
         self._sinks: list[int] | None = None
 
@@ -529,6 +534,41 @@ class Flow:
             cancel=cancel,
         )
 
+    async def arun(
+        self,
+        inputs: "Mapping[str, Any] | None" = None,
+        *,
+        max_workers: "int | None" = None,
+        targets: "Iterable[str] | None" = None,
+        on_failure: str = "fail_fast",
+        hooks: "Iterable[Callable[[Any], Any]]" = (),
+        raise_on_failure: bool = True,
+        keep_outputs: bool = False,
+        cancel: "Any" = None,
+    ) -> "Run":
+        """Run the flow inside the caller's event loop; same options as :meth:`run`.
+
+        ``async def`` steps run concurrently as tasks of the running loop,
+        other steps on threads; ``max_workers`` bounds how many run at once
+        (default: like the threads executor).  A timed-out async step is
+        cancelled.  Cancelling the ``arun`` task cancels the step tasks,
+        ends the run ``cancelled`` and re-raises
+        :class:`asyncio.CancelledError`.
+        """
+        from ._run import execute_async
+
+        return await execute_async(
+            self,
+            inputs,
+            max_workers=max_workers,
+            targets=targets,
+            on_failure=on_failure,
+            hooks=hooks,
+            raise_on_failure=raise_on_failure,
+            keep_outputs=keep_outputs,
+            cancel=cancel,
+        )
+
     def run_step(self, name: str, inputs: "Mapping[str, Any] | None" = None) -> "Any":
         """Run one step alone, in the calling thread, and return its output.
 
@@ -563,5 +603,8 @@ class Flow:
                 )
         if missing:
             raise FlowError(*missing)
-        return plan.fns[i](**kwargs)
+        from ._backends import invoke
+        from ._run import _new_run_id
+
+        return invoke(plan.fns[i], kwargs, (_new_run_id(), self._name, name, 1, None, None))
 

@@ -345,13 +345,15 @@ class _Runner:
         self.cancel_requested = False
         self.reasons: dict[int, str] = {}
         self.run_dir: str | None = None
+        self.owned = False
+        self.loops: dict[int, Any] = {}  # thread id -> event loop, for async steps
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
         self.debug = debug_enabled()
         flags = bytearray(n)
         slow_all = bool(hooks) or self.debug
         for i, step in enumerate(plan.steps):
-            if slow_all or step.timeout is not None or step.map is not None:
+            if slow_all or step.timeout is not None or step.map is not None or plan.is_async[i]:
                 flags[i] |= _SLOW
         if keep is None:
             for i in range(n):
@@ -410,7 +412,9 @@ class _Runner:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, name, attempt)
         self.started[i] = self.clock()
         try:
-            if step.timeout is None:
+            if self.plan.is_async[i]:
+                result = self.run_coroutine(step, step.fn(**kwargs), f"step {name!r}")
+            elif step.timeout is None:
                 result = step.fn(**kwargs)
             else:
                 from ._backends import call_with_timeout
@@ -585,6 +589,137 @@ class _Runner:
             if ms is not None and not ms.finished:
                 self.run_unit_careful(ms, key[1])
 
+    # -- async steps on threads ------------------------------------------------
+
+    def run_coroutine(self, step: "_Step", coro: "Any", what: str) -> "Any":
+        """Run an async step's coroutine on this thread's event loop (timeout: cancel it)."""
+        import asyncio
+        import threading
+
+        key = threading.get_ident()
+        loop = self.loops.get(key)
+        if loop is None:
+            loop = self.loops[key] = asyncio.new_event_loop()
+        if step.timeout is not None:
+            coro = _cancel_after(coro, step.timeout, what)
+        return loop.run_until_complete(coro)
+
+    def close_loops(self) -> None:
+        for loop in self.loops.values():
+            loop.close()
+        self.loops.clear()
+
+    async def loop_async(self, workers: int) -> None:
+        """``arun``: async steps as tasks of the running loop, sync steps on threads."""
+        import asyncio
+
+        k = self.k
+        steps = self.plan.steps
+        self.workers = workers
+        running: dict[Any, Any] = {}  # task -> key
+        threads: Any = None
+        poll = None if self.cancel is None else 0.05
+
+        def launch(key: "Any", fn: "Any", kwargs: "dict[str, Any]", timeout: "float | None",
+                   ctx: "tuple[Any, ...]") -> None:
+            nonlocal threads
+            if asyncio.iscoroutinefunction(fn):
+                task = asyncio.ensure_future(_attempt_async(fn, kwargs, timeout, ctx))
+            else:
+                if threads is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    threads = ThreadPoolExecutor(workers, thread_name_prefix="microdag arun")
+                task = asyncio.ensure_future(_attempt_thread(threads, fn, kwargs, timeout, ctx))
+            running[task] = key
+
+        try:
+            while True:
+                if self.check_cancel():
+                    for task in running:
+                        task.cancel()
+                    for key in running.values():
+                        i = key if isinstance(key, int) else key[0]
+                        self.cancelled.add(i)
+                        if k.state(i) == sched.RUNNING:
+                            k.fail(i)
+                    return
+                while len(running) < workers and not self.stopping:
+                    key, _ = self.due_retry()
+                    if key is None:
+                        unit = self.next_unit()
+                        if unit is not None:
+                            self.launch_unit(launch, *unit)
+                            continue
+                        if k.ready == 0:
+                            break
+                        key = k.take(1)[0]
+                    if isinstance(key, int):
+                        step = steps[key]
+                        if step.map is not None:
+                            self.start_map(key)
+                            continue
+                        kwargs = self.kwargs(key)
+                        self.attempts[key] += 1
+                        self.emit("step_started", key, attempt=self.attempts[key])
+                        self.started[key] = self.clock()
+                        ctx: tuple[Any, ...] = (
+                            self.run_id, self.flow.name, self.names[key], self.attempts[key], None, self.run_dir
+                        )
+                        launch(key, step.fn, kwargs, step.timeout, ctx)
+                    else:
+                        retried = self.map_of.get(key[0])
+                        if retried is not None and not retried.finished:
+                            self.launch_unit(launch, retried, key[1])
+                if k.remaining == 0:
+                    return
+                _, wait = self.due_retry()
+                if not running and wait is None and k.ready == 0 and not self.claimable():
+                    k.take()  # raises: nothing ready, running or due
+                if poll is not None:
+                    wait = poll if wait is None else min(wait, poll)
+                if not running:
+                    await asyncio.sleep(wait or 0)
+                    continue
+                done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    key = running.pop(task)
+                    exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+                    if isinstance(key, tuple):
+                        ms = self.map_of[key[0]]
+                        if exc is None:
+                            ms.results[key[1]] = task.result()
+                            self.units_done(ms, key[1], key[1] + 1, counted=True)
+                        else:
+                            self.unit_error(ms, key[1], exc, counted=True)
+                        continue
+                    self.finished[key] = self.clock()
+                    if exc is None:
+                        self.succeed(key, task.result())
+                    else:
+                        self.settle_error(key, exc)
+        except BaseException:
+            for task in running:
+                task.cancel()
+            for key in running.values():
+                i = key if isinstance(key, int) else key[0]
+                self.cancelled.add(i)
+                if k.state(i) == sched.RUNNING:
+                    k.fail(i)
+            raise
+        finally:
+            if threads is not None:
+                threads.shutdown(wait=False, cancel_futures=True)
+
+    def launch_unit(self, launch: "Callable[..., None]", ms: "_Map", j: int) -> None:
+        """Start an attempt of unit ``j`` of ``ms`` with ``launch`` (arun)."""
+        step = self.plan.steps[ms.i]
+        ms.tries[j] = ms.tries.get(j, 0) + 1
+        kwargs = dict(zip(ms.names, ms.values))
+        kwargs[ms.names[ms.pos]] = ms.units[j]
+        ctx = (self.run_id, self.flow.name, self.names[ms.i], ms.tries[j], j * (ms.size or 1), self.run_dir)
+        launch((ms.i, j), step.fn, kwargs, step.timeout, ctx)
+
     # -- maps -----------------------------------------------------------------
 
     def start_map(self, i: int) -> "_Map | None":
@@ -655,7 +790,7 @@ class _Runner:
             start, stop = self.claim(ms)
             if start == stop:
                 break
-            if step.timeout is not None or self.hooks:
+            if step.timeout is not None or self.hooks or self.plan.is_async[ms.i]:
                 for j in range(start, stop):
                     self.run_unit_careful(ms, j)
                 continue
@@ -686,7 +821,11 @@ class _Runner:
         if frame is not None:
             frame.current[:] = [i, item, ms.tries[j]]
         try:
-            if step.timeout is None:
+            if self.plan.is_async[i]:
+                result = self.run_coroutine(
+                    step, step.fn(**kwargs), f"step {self.names[i]!r} item {item}"
+                )
+            elif step.timeout is None:
                 result = step.fn(**kwargs)
             else:
                 from ._backends import call_with_timeout
@@ -1091,6 +1230,46 @@ class _Runner:
         )
 
 
+async def _cancel_after(coro: "Any", timeout: float, what: str) -> "Any":
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what} timed out after {timeout:g} s (it was cancelled)") from None
+
+
+async def _attempt_async(
+    fn: "Any", kwargs: "dict[str, Any]", timeout: "float | None", ctx: "tuple[Any, ...]"
+) -> "Any":
+    """One attempt of an async step, as a task of the running loop (own context frame)."""
+    run_id, flow, step, attempt, item, run_dir = ctx
+    frame = Frame(run_id, flow, (step,), None, run_dir)
+    frame.current[:] = [0, item, attempt]
+    enter(frame)  # a task runs in a copy of the context: this stays in the task
+    coro = fn(**kwargs)
+    if timeout is not None:
+        return await _cancel_after(coro, timeout, f"step {step!r}")
+    return await coro
+
+
+async def _attempt_thread(
+    pool: "Any", fn: "Any", kwargs: "dict[str, Any]", timeout: "float | None", ctx: "tuple[Any, ...]"
+) -> "Any":
+    """One attempt of a sync step on a thread; on timeout it is abandoned."""
+    import asyncio
+
+    from ._backends import invoke
+
+    future = asyncio.get_running_loop().run_in_executor(pool, invoke, fn, kwargs, ctx)
+    if timeout is None:
+        return await future
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"step {ctx[2]!r} timed out after {timeout:g} s (the call was abandoned)") from None
+
+
 class _Map:
     """One map step being run: its units and how far they got."""
 
@@ -1163,20 +1342,18 @@ def _bind_inputs(runner: _Runner, plan: "_Plan", subset: "list[int] | None", giv
         raise FlowError(*problems)
 
 
-def execute(
+def _prepare(
     flow: "Flow",
     inputs: "Mapping[str, Any] | None",
-    *,
-    executor: "str | Executor",
+    executor: "Any",
     max_workers: "int | None",
     targets: "Iterable[str] | None",
     on_failure: str,
     hooks: "Iterable[Callable[[Event], Any]]",
-    raise_on_failure: bool,
     keep_outputs: bool,
-    cancel: "Any" = None,
-) -> Run:
-    """Run ``flow`` (the implementation of :meth:`Flow.run`)."""
+    cancel: "Any",
+) -> "_Runner":
+    """Check everything a run needs, then set up its runner (the kernel is held)."""
     problems: list[str] = []
     if isinstance(executor, str):
         if executor not in _EXECUTORS:
@@ -1231,47 +1408,99 @@ def execute(
         plan.configure(kernel)
     try:
         runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep, cancel)
+        runner.owned = owned
         _bind_inputs(runner, plan, subset, given)
         kernel.reset(subset)
-        runner.emit("run_started")
-        if runner.debug:
-            log(10, "run %s of flow %r started", runner.run_id, flow.name)
-        try:
-            if executor == "inline":
-                runner.loop_inline()
-            elif executor == "threads":
-                runner.loop_threads(max_workers or _default_workers("threads"))
-            else:
-                from ._backends import ExecutorPool, ProcessPool
-
-                pool: Any
-                if executor == "processes":
-                    pool = ProcessPool(max_workers or _default_workers("processes"))
-                else:
-                    assert not isinstance(executor, str)
-                    pool = ExecutorPool(executor, max_workers or _default_workers(executor))
-                try:
-                    runner.loop_pool(pool)
-                finally:
-                    pool.close()
-        except BaseException as exc:  # Ctrl-C in the inline loop
-            if runner.interrupt is None:
-                runner.interrupt = exc
-            with runner.locked():
-                if not runner.stopping:
-                    runner.stop()
-        run = runner.record(given)
-    finally:
+    except BaseException:
         if owned:
             plan.busy = False
+        raise
+    runner.emit("run_started")
     if runner.debug:
-        log(10, "run %s of flow %r finished: %s", run.id, flow.name, run.status)
+        log(10, "run %s of flow %r started", runner.run_id, flow.name)
+    return runner
+
+
+def _finish(runner: "_Runner", raise_on_failure: bool) -> Run:
+    """Record the run, let go of the kernel, report; re-raise an interruption."""
+    try:
+        with runner.locked():
+            if runner.interrupt is not None and not runner.stopping:
+                runner.stop()
+        run = runner.record(runner.given)
+    finally:
+        runner.close_loops()
+        if runner.owned:
+            runner.plan.busy = False
+    if runner.debug:
+        log(10, "run %s of flow %r finished: %s", run.id, run.flow, run.status)
     runner.emit("run_finished", status=run.status, duration=run.duration)
     if runner.interrupt is not None:
         raise runner.interrupt
     if raise_on_failure and run.status != "succeeded":
         raise _run_failed(run)
     return run
+
+
+def execute(
+    flow: "Flow",
+    inputs: "Mapping[str, Any] | None",
+    *,
+    executor: "str | Executor",
+    max_workers: "int | None",
+    targets: "Iterable[str] | None",
+    on_failure: str,
+    hooks: "Iterable[Callable[[Event], Any]]",
+    raise_on_failure: bool,
+    keep_outputs: bool,
+    cancel: "Any" = None,
+) -> Run:
+    """Run ``flow`` (the implementation of :meth:`Flow.run`)."""
+    runner = _prepare(flow, inputs, executor, max_workers, targets, on_failure, hooks, keep_outputs, cancel)
+    try:
+        if executor == "inline":
+            runner.loop_inline()
+        elif executor == "threads":
+            runner.loop_threads(max_workers or _default_workers("threads"))
+        else:
+            from ._backends import ExecutorPool, ProcessPool
+
+            pool: Any
+            if executor == "processes":
+                pool = ProcessPool(max_workers or _default_workers("processes"))
+            else:
+                assert not isinstance(executor, str)
+                pool = ExecutorPool(executor, max_workers or _default_workers(executor))
+            try:
+                runner.loop_pool(pool)
+            finally:
+                pool.close()
+    except BaseException as exc:  # Ctrl-C in the inline loop
+        if runner.interrupt is None:
+            runner.interrupt = exc
+    return _finish(runner, raise_on_failure)
+
+
+async def execute_async(
+    flow: "Flow",
+    inputs: "Mapping[str, Any] | None",
+    *,
+    max_workers: "int | None",
+    targets: "Iterable[str] | None",
+    on_failure: str,
+    hooks: "Iterable[Callable[[Event], Any]]",
+    raise_on_failure: bool,
+    keep_outputs: bool,
+    cancel: "Any" = None,
+) -> Run:
+    """Run ``flow`` in the running event loop (the implementation of :meth:`Flow.arun`)."""
+    runner = _prepare(flow, inputs, "inline", max_workers, targets, on_failure, hooks, keep_outputs, cancel)
+    try:
+        await runner.loop_async(max_workers or _default_workers("threads"))
+    except BaseException as exc:  # cancelled, or Ctrl-C
+        if runner.interrupt is None:
+            runner.interrupt = exc
+    return _finish(runner, raise_on_failure)
 
 
 def _default_workers(executor: "Any") -> int:
