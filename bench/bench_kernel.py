@@ -27,7 +27,7 @@ import graphs
 
 TWINS = ("c", "py")
 POLICIES = ("fifo", "critical")
-ROUNDS = {"c": 25, "py": 5}
+ROUNDS = {"c": 41, "py": 5}
 
 NO_EXTENSIONS = os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not in (
     "",
