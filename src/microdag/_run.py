@@ -1319,9 +1319,16 @@ def _backoff(step: "_Step", attempt: int) -> float:
     return delay * (0.5 + random.random() / 2)  # equal jitter: [delay/2, delay)
 
 
-def _bind_inputs(runner: _Runner, plan: "_Plan", subset: "list[int] | None", given: "Mapping[str, Any]") -> None:
-    problems = []
+def _bind_inputs(
+    plan: "_Plan", subset: "list[int] | None", given: "Mapping[str, Any]", problems: "list[str]"
+) -> "dict[int, tuple[tuple[str, ...], tuple[Any, ...]]]":
+    """Per step taking flow inputs: its keyword names and constant values for this run.
+
+    A required input that was not given goes into ``problems``, naming the
+    step and the parameter.
+    """
     active = None if subset is None else set(subset)
+    bound = {}
     for i, params in enumerate(plan.input_params):
         if not params or (active is not None and i not in active):
             continue
@@ -1336,10 +1343,8 @@ def _bind_inputs(runner: _Runner, plan: "_Plan", subset: "list[int] | None", giv
                     f"step {plan.graph.names[i]!r} needs input {input_name!r} "
                     f"(parameter {param!r}), which was not given"
                 )
-        runner.kwnames[i] = tuple(names)
-        runner.consts[i] = tuple(values)
-    if problems:
-        raise FlowError(*problems)
+        bound[i] = (tuple(names), tuple(values))
+    return bound
 
 
 def _prepare(
@@ -1394,6 +1399,7 @@ def _prepare(
         keep = None if keep_outputs else target_ids
     elif not keep_outputs:
         keep = plan.sinks()
+    bound = _bind_inputs(plan, subset, given, problems)
     if problems:
         raise FlowError(*problems)
     if executor == "processes":
@@ -1409,7 +1415,9 @@ def _prepare(
     try:
         runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep, cancel)
         runner.owned = owned
-        _bind_inputs(runner, plan, subset, given)
+        for i, (names, values) in bound.items():
+            runner.kwnames[i] = names
+            runner.consts[i] = values
         kernel.reset(subset)
     except BaseException:
         if owned:

@@ -1277,10 +1277,10 @@ cdef class TopologicalSorter:
                         return j
                     if r == 0:
                         r = PyObject_RichCompareBool(<object>other, node, Py_EQ)
-                    if self._mask != mask:
-                        break
-                    if r:
-                        return j
+                        if self._mask != mask:
+                            break
+                        if r:
+                            return j
                 perturb >>= 5
                 i = <Py_ssize_t>((<size_t>i * 5 + perturb + 1) & <size_t>mask)
 
