@@ -104,7 +104,7 @@ def graphlib_threads(deps: dict[str, list[str]], workers: int) -> dict[str, int]
 def per_step(benchmark: Any, n: int) -> None:
     stats = benchmark.stats.stats if benchmark.stats else None
     if stats is not None:
-        benchmark.extra_info["us_per_step"] = round(stats.median / n * 1e6, 3)
+        benchmark.extra_info["us_per_step"] = round(stats.median / n * 1e6, 3)  # per item for maps
 
 
 @pytest.fixture
@@ -195,3 +195,27 @@ def test_process_speedup(benchmark: Any, executor: str, request: pytest.FixtureR
     )
     assert run.status == "succeeded"
     assert all(v > 0 for v in run.outputs.values())
+
+
+@pytest.mark.benchmark(group="flow-map-100k")
+@pytest.mark.parametrize("executor", ["inline", "threads-2"])
+@pytest.mark.parametrize("batch", [None, 1000])
+def test_map_items(benchmark: Any, executor: str, batch: int | None, request: pytest.FixtureRequest) -> None:
+    """A map over 100,000 tiny items (``x + 1``), unbatched and in batches of 1000."""
+    n = 2_000 if disabled(request) else 100_000
+    flow = microdag.Flow("map")
+    if batch is None:
+        flow.add("m", benchsteps.plus_one, map="x")
+    else:
+        flow.add("m", benchsteps.plus_one_batch, map="x", batch_size=batch)
+    items = list(range(n))
+    kwargs: dict[str, Any] = {"executor": "inline"}
+    if executor == "threads-2":
+        kwargs = {"executor": "threads", "max_workers": 2}
+    run = benchmark.pedantic(
+        lambda: flow.run({"x": items}, **kwargs), rounds=1 if n == 2_000 else 7, iterations=1,
+        warmup_rounds=0 if n == 2_000 else 1,
+    )
+    out = run["m"]
+    assert len(out) == n and out[0] == 1 and out[-1] == n
+    per_step(benchmark, n)

@@ -16,3 +16,13 @@ def burn(seconds: float) -> int:
     while time.perf_counter() - start < seconds:
         count += 1
     return count
+
+
+def plus_one(x: int) -> int:
+    """A tiny map item."""
+    return x + 1
+
+
+def plus_one_batch(x: list[int]) -> list[int]:
+    """The same, for a batch of items."""
+    return [v + 1 for v in x]
