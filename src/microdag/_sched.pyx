@@ -212,6 +212,7 @@ cdef class Kernel:
     cdef uint8_t* _trigger
     cdef int32_t* _prio
     cdef uint32_t* _rank
+    cdef bint _stale
     cdef int _policy
     cdef int32_t* _queue
     cdef Py_ssize_t _qhead, _qtail
@@ -369,7 +370,11 @@ cdef class Kernel:
         return 0
 
     cdef Py_ssize_t _find_cycle(self, int32_t** out) except -1:
-        """graphlib's depth-first search; the cycle goes to ``*out``."""
+        """graphlib's depth-first search.
+
+        ``*out`` gets ``2 * length`` ints: the cycle's ids, then per element the
+        edge (CSR position) that reached it, -1 for a root.
+        """
         cdef Py_ssize_t n = self._n, root, top, depth = 0, k, first, length
         cdef int32_t node, e
         cdef uint8_t* seen = NULL
@@ -395,10 +400,12 @@ cdef class Kernel:
                         if stacki[node] >= 0:
                             first = stacki[node]
                             length = depth - first + 1
-                            cyc = <int32_t*>_alloc(length, sizeof(int32_t))
+                            cyc = <int32_t*>_alloc(2 * length, sizeof(int32_t))
                             for k in range(first, depth):
                                 cyc[k - first] = stack[k]
+                                cyc[length + k - first] = pos[k - 1] - 1 if k > 0 else -1
                             cyc[length - 1] = node
+                            cyc[2 * length - 1] = pos[depth - 1] - 1
                             out[0] = cyc
                             return length
                     else:
@@ -599,11 +606,10 @@ cdef class Kernel:
         cdef Py_ssize_t i, n = self._n
         cdef int64_t p
         cdef int32_t* prio
-        PyMem_Free(self._rank)
-        self._rank = NULL
         if priorities is None:
             PyMem_Free(self._prio)
             self._prio = NULL
+            self._stale = True  # the ranks of a run in progress stay as they are
             return
         values = [int(v) for v in priorities]
         if len(values) != n:
@@ -617,6 +623,7 @@ cdef class Kernel:
             prio[i] = <int32_t>values[i]
         PyMem_Free(self._prio)
         self._prio = prio
+        self._stale = True
 
     def set_triggers(self, triggers):
         """Set each node's trigger rule (``ALL_SUCCESS``, ``ALL_DONE``,
@@ -650,8 +657,9 @@ cdef class Kernel:
         cdef uint64_t* keys
         cdef uint64_t* uniq
         cdef uint64_t key
-        if self._rank != NULL:
+        if self._rank != NULL and not self._stale:
             return 0
+        self._stale = False
         cp = <uint32_t*>_alloc(n, sizeof(uint32_t))
         self._critical(cp)
         if self._prio != NULL:
@@ -685,10 +693,11 @@ cdef class Kernel:
                 cp[i] = <uint32_t>lo
             PyMem_Free(keys)
             PyMem_Free(uniq)
+        PyMem_Free(self._rank)
         self._rank = cp
         return 0
 
-    def reset(self, subset=None, str policy="critical"):
+    def reset(self, subset=None, object policy="critical"):
         """Prepare a new run, keeping the compiled graph.
 
         Args:
@@ -974,6 +983,24 @@ cdef class Kernel:
         self._ready += became
         return became
 
+    cdef int _done_noting(self, int32_t i, dict objs, dict handed) except -1:
+        """``_done(i)`` that also notes in ``handed[d]`` the object ``objs`` holds
+        for the edge (CSR position) that released ``d``: the sorter's need."""
+        cdef Py_ssize_t e, stop = self._start[i + 1]
+        cdef int32_t d
+        self._state[i] = _SUCCEEDED
+        self._running -= 1
+        self._finished += 1
+        for e in range(self._start[i], stop):
+            d = self._succ[e]
+            self._count[d] -= 1
+            if self._count[d] == 0 and self._state[d] == _PENDING:
+                self._push(d)
+                obj = objs.get(e)
+                if obj is not None:
+                    handed[d] = obj
+        return 0
+
     def fail(self, Py_ssize_t i):
         """Mark running node ``i`` failed; return the nodes skipped because of it.
 
@@ -1218,6 +1245,11 @@ cdef class TopologicalSorter:
     cdef int32_t* _edst
     cdef Py_ssize_t _ne, _ecap
     cdef Kernel _kernel
+    # graphlib hands a node out as the object its releasing edge was added
+    # with: edge -> that object (original index until prepare, then CSR
+    # position), kept only where it could differ from the node's first object.
+    cdef dict _objs
+    cdef dict _handed
 
     def __cinit__(self):
         self._nodes = []
@@ -1228,21 +1260,39 @@ cdef class TopologicalSorter:
         self._esrc = self._edst = NULL
         self._ne = self._ecap = 0
         self._kernel = None
+        self._objs = {}
+        self._handed = {}
 
     def __init__(self, graph=None):
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, first
         if graph is None:
             return
         if type(graph) is dict:
             for node, predecessors in (<dict>graph).items():
                 i = self._intern(node)
+                first = self._ne
                 for pred in predecessors:
                     self._edge(self._intern(pred), i)
+                self._note(node, i, first)
         else:
             for node, predecessors in graph.items():
                 i = self._intern(node)
+                first = self._ne
                 for pred in predecessors:
                     self._edge(self._intern(pred), i)
+                self._note(node, i, first)
+
+    cdef inline int _note(self, object node, Py_ssize_t i, Py_ssize_t first) except -1:
+        """Keep ``node`` for edges ``first ..`` if it could differ from node ``i``'s first object."""
+        cdef PyObject* canonical = PyList_GET_ITEM_BORROWED(self._nodes, i)
+        cdef Py_ssize_t e
+        if canonical == <PyObject*>node or first == self._ne:
+            return 0
+        if type(node) is type(<object>canonical) and (type(node) is int or type(node) is str):
+            return 0  # equal ints and strs differ only by id()
+        for e in range(first, self._ne):
+            self._objs[e] = node
+        return 0
 
     def __dealloc__(self):
         PyMem_Free(self._hashes)
@@ -1360,8 +1410,10 @@ cdef class TopologicalSorter:
         if self._kernel is not None:
             raise ValueError("Nodes cannot be added after a call to prepare()")
         cdef Py_ssize_t i = self._intern(node)
+        cdef Py_ssize_t first = self._ne
         for pred in predecessors:
             self._edge(self._intern(pred), i)
+        self._note(node, i, first)
 
     def prepare(self):
         """Freeze the graph and check it for cycles.
@@ -1378,6 +1430,19 @@ cdef class TopologicalSorter:
         cdef int32_t* cyc = NULL
         cdef void* p
         kernel._build(n, self._esrc, self._edst, self._ne)
+        cdef int32_t* fill
+        cdef Py_ssize_t e, s
+        if self._objs:  # original edge index -> CSR position
+            objs = {}
+            fill = <int32_t*>_alloc(n, sizeof(int32_t))
+            memcpy(fill, kernel._start, n * sizeof(int32_t))
+            for e in range(self._ne):
+                s = self._esrc[e]
+                if e in self._objs:
+                    objs[fill[s]] = self._objs[e]
+                fill[s] += 1
+            PyMem_Free(fill)
+            self._objs = objs
         PyMem_Free(self._esrc)
         PyMem_Free(self._edst)
         self._esrc = self._edst = NULL
@@ -1394,7 +1459,11 @@ cdef class TopologicalSorter:
         length = kernel._find_cycle(&cyc)
         if length:
             try:
-                cycle = [self._nodes[cyc[k]] for k in range(length)]
+                cycle = [
+                    self._objs.get(cyc[length + k], self._nodes[cyc[k]])
+                    if cyc[length + k] >= 0 else self._nodes[cyc[k]]
+                    for k in range(length)
+                ]
             finally:
                 PyMem_Free(cyc)
             raise CycleError("nodes are in a cycle", cycle)
@@ -1411,7 +1480,14 @@ cdef class TopologicalSorter:
         cdef PyObject* obj
         kernel._gather(kernel._queue + head, k)  # FIFO: the ids stay in place
         result = PyTuple_New(k)
+        cdef object handed
         for j in range(k):
+            if self._handed:
+                handed = self._handed.pop(kernel._queue[head + j], None)
+                if handed is not None:
+                    Py_INCREF(handed)
+                    PyTuple_SET_ITEM(result, j, handed)
+                    continue
             obj = PyList_GET_ITEM_BORROWED(self._nodes, kernel._queue[head + j])
             Py_INCREF(<object>obj)
             PyTuple_SET_ITEM(result, j, <object>obj)
@@ -1444,7 +1520,10 @@ cdef class TopologicalSorter:
                 if st == _SUCCEEDED:
                     raise ValueError(f"node {node!r} was already marked done")
                 raise ValueError(f"node {node!r} was not passed out (still not ready)")
-            kernel._done(<int32_t>i)
+            if self._objs:
+                kernel._done_noting(<int32_t>i, self._objs, self._handed)
+            else:
+                kernel._done(<int32_t>i)
 
     def static_order(self):
         """Every node in a topological order (calls :meth:`prepare`).

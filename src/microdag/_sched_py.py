@@ -94,6 +94,12 @@ _PRIO_MAX = 2**31 - 1
 _ID_MASK = 0xFFFFFFFF
 
 
+def _same_object(a: object, b: object) -> bool:
+    """Whether handing out ``a`` or ``b`` is the same to a caller: identical, or
+    equal ``int``s or ``str``s (indistinguishable but for ``id()``)."""
+    return a is b or (type(a) is type(b) and type(a) in (int, str))
+
+
 def _check_id(i: int, n: int) -> int:
     if not 0 <= i < n:
         raise IndexError(f"node id {i} out of range for a graph of {n} nodes")
@@ -125,6 +131,7 @@ class Kernel:
         "_trigger",
         "_prio",
         "_rank",
+        "_stale",
         "_policy",
         "_queue",
         "_head",
@@ -164,6 +171,7 @@ class Kernel:
         self._trigger: bytearray | None = None
         self._prio: list[int] | None = None
         self._rank: list[int] | None = None
+        self._stale = False
         self._policy = "critical"
         self._queue: list[int] = []
         self._head = 0
@@ -222,6 +230,11 @@ class Kernel:
         list where each node is an immediate predecessor of the next, and the
         first and last nodes are the same.  Iterative: no recursion limit.
         """
+        found = self._find_cycle()
+        return None if found is None else found[0]
+
+    def _find_cycle(self) -> "tuple[list[int], list[int]] | None":
+        """The cycle and, per element, the edge (CSR position) that reached it (-1: a root)."""
         n, start, succ = self._n, self._start, self._succ
         seen = bytearray(n)
         stacki = [-1] * n
@@ -234,7 +247,10 @@ class Kernel:
             while True:
                 if seen[node]:
                     if stacki[node] >= 0:
-                        return stack[stacki[node] :] + [node]
+                        first = stacki[node]
+                        via = [pos[k - 1] - 1 if k else -1 for k in range(first, len(stack))]
+                        via.append(pos[-1] - 1)
+                        return stack[first:] + [node], via
                 else:
                     seen[node] = 1
                     stacki[node] = len(stack)
@@ -362,7 +378,7 @@ class Kernel:
                 if not _PRIO_MIN <= p <= _PRIO_MAX:
                     raise ValueError(f"priority {p} of node {i} is outside the 32-bit range")
             self._prio = prio
-        self._rank = None
+        self._stale = True  # the ranks of a run in progress stay as they are
 
     def set_triggers(self, triggers: "Sequence[int] | None") -> None:
         """Set each node's trigger rule (``ALL_SUCCESS``, ``ALL_DONE``,
@@ -385,7 +401,8 @@ class Kernel:
         self._trigger = trig
 
     def _ranks(self) -> list[int]:
-        if self._rank is None:
+        if self._rank is None or self._stale:
+            self._stale = False
             cp = self.critical_path()
             prio = self._prio
             if prio is None:
@@ -551,7 +568,11 @@ class Kernel:
             became += self._done(i)
         return became
 
-    def _done(self, i: int) -> int:
+    def _done(
+        self, i: int, objs: "dict[int, Any] | None" = None, handed: "dict[int, Any] | None" = None
+    ) -> int:
+        # With ``objs`` (CSR position -> object), ``handed[d]`` notes the
+        # object of the edge that released ``d`` (TopologicalSorter's need).
         state, count, succ = self._state, self._count, self._succ
         state[i] = SUCCEEDED
         self._running -= 1
@@ -563,6 +584,8 @@ class Kernel:
             count[d] = c
             if c == 0 and state[d] == PENDING:
                 self._push(d)
+                if objs and e in objs:
+                    handed[d] = objs[e]  # type: ignore[index]
         return self._ready - before
 
     def fail(self, i: int) -> list[int]:
@@ -784,7 +807,7 @@ class TopologicalSorter:
     microdag kernel.  Nodes must be hashable.
     """
 
-    __slots__ = ("_index", "_nodes", "_src", "_dst", "_kernel")
+    __slots__ = ("_index", "_nodes", "_src", "_dst", "_kernel", "_objs", "_handed")
 
     def __init__(self, graph: "Mapping[Hashable, Iterable[Hashable]] | None" = None) -> None:
         self._index: dict[Hashable, int] = {}
@@ -792,6 +815,11 @@ class TopologicalSorter:
         self._src: list[int] = []
         self._dst: list[int] = []
         self._kernel: Kernel | None = None
+        # graphlib hands a node out as the object its releasing edge was added
+        # with: edge (CSR position after prepare) -> that object, kept only
+        # where it could differ from the node's first object.
+        self._objs: dict[int, Hashable] = {}
+        self._handed: dict[int, Hashable] = {}
         if graph is not None:
             for node, predecessors in graph.items():
                 self.add(node, *predecessors)
@@ -818,9 +846,13 @@ class TopologicalSorter:
             raise ValueError("Nodes cannot be added after a call to prepare()")
         i = self._intern(node)
         src, dst, intern = self._src, self._dst, self._intern
+        first = len(src)
         for pred in predecessors:
             src.append(intern(pred))
             dst.append(i)
+        if not _same_object(node, self._nodes[i]):
+            for e in range(first, len(src)):
+                self._objs[e] = node
 
     def prepare(self) -> None:
         """Freeze the graph and check it for cycles.
@@ -833,13 +865,22 @@ class TopologicalSorter:
         if self._kernel is not None:
             raise ValueError("cannot prepare() more than once")
         kernel = Kernel(len(self._nodes), self._src, self._dst)
+        if self._objs:  # original edge index -> CSR position
+            fill = kernel._start[:-1]
+            objs = {}
+            for e, s in enumerate(self._src):
+                if e in self._objs:
+                    objs[fill[s]] = self._objs[e]
+                fill[s] += 1
+            self._objs = objs
         self._src, self._dst = [], []
         kernel.reset(policy="fifo")
         self._kernel = kernel
-        cycle = kernel.find_cycle()
-        if cycle is not None:
-            nodes = self._nodes
-            raise CycleError("nodes are in a cycle", [nodes[i] for i in cycle])
+        found = kernel._find_cycle()
+        if found is not None:
+            nodes, objs = self._nodes, self._objs
+            cycle = [objs.get(e, nodes[i]) if e >= 0 else nodes[i] for i, e in zip(*found)]
+            raise CycleError("nodes are in a cycle", cycle)
 
     def _prepared(self) -> "Kernel":
         kernel = self._kernel
@@ -850,6 +891,9 @@ class TopologicalSorter:
     def get_ready(self) -> "tuple[Hashable, ...]":
         """Every node that is ready and was not handed out yet, as a tuple."""
         ids = self._prepared()._take(-1)
+        if self._handed:
+            handed, nodes = self._handed, self._nodes
+            return tuple([handed.pop(i) if i in handed else nodes[i] for i in ids])
         return tuple(map(self._nodes.__getitem__, ids))
 
     def is_active(self) -> bool:
@@ -879,7 +923,7 @@ class TopologicalSorter:
                 if st == SUCCEEDED:
                     raise ValueError(f"node {node!r} was already marked done")
                 raise ValueError(f"node {node!r} was not passed out (still not ready)")
-            kernel._done(i)
+            kernel._done(i, self._objs, self._handed)
 
     def static_order(self) -> "Iterator[Hashable]":
         """Every node in a topological order (calls :meth:`prepare`).
