@@ -35,6 +35,7 @@ cdef extern from "Python.h":
     PyObject* PySequence_Fast_GET_ITEM_BORROWED "PySequence_Fast_GET_ITEM" (object, Py_ssize_t)
     Py_ssize_t PySequence_Fast_GET_SIZE(object)
     object PySequence_Fast(object, const char*)
+    Py_ssize_t PyNumber_AsSsize_t(object, PyObject*) except? -1
     ctypedef Py_ssize_t Py_hash_t
     PyObject* PyTuple_GET_ITEM_BORROWED "PyTuple_GET_ITEM" (object, Py_ssize_t)
     Py_ssize_t PyTuple_GET_SIZE(object)
@@ -499,7 +500,8 @@ cdef class Kernel:
     def levels(self):
         """Per node, the number of nodes on the longest path from a source to it.
 
-        Sources have level 1.  Nodes on or behind a cycle get 0.
+        Sources have level 1.  Meaningful on acyclic graphs: on a graph with a
+        cycle, the values on and behind the cycle are unspecified.
         """
         cdef Py_ssize_t n = self._n, length, k, e
         cdef int32_t s, d, nxt
@@ -544,7 +546,8 @@ cdef class Kernel:
     def critical_path(self):
         """Per node, the number of nodes on the longest path from it to a sink.
 
-        Sinks have 1.  Nodes on or before a cycle get 0.
+        Sinks have 1.  Meaningful on acyclic graphs: on a graph with a cycle,
+        the values on and before the cycle are unspecified.
         """
         cdef uint32_t* cp = <uint32_t*>_alloc(self._n, sizeof(uint32_t))
         cdef Py_ssize_t k
@@ -643,7 +646,7 @@ cdef class Kernel:
             raise ValueError(f"expected {n} triggers, got {len(values)}")
         for i in range(n):
             t = values[i]
-            if t not in (_ALL_SUCCESS, _ALL_DONE, _NONE_FAILED):
+            if type(t) is not int or t not in (_ALL_SUCCESS, _ALL_DONE, _NONE_FAILED):
                 raise ValueError(f"unknown trigger rule {t!r} for node {i}")
         trig = <uint8_t*>_alloc(n, sizeof(uint8_t))
         for i in range(n):
@@ -873,7 +876,7 @@ cdef class Kernel:
         """Every node's state, one byte per node id."""
         return (<char*>self._state)[:self._n]
 
-    def take(self, Py_ssize_t limit=-1):
+    def take(self, limit=-1):
         """Take up to ``limit`` ready nodes (all when negative), best first.
 
         The nodes become ``RUNNING``.  Returns ``[]`` when nothing is ready
@@ -887,7 +890,8 @@ cdef class Kernel:
             raise RuntimeError(
                 f"scheduler stalled: {self._active - self._finished} nodes remain but none "
                 "is ready or running (the graph has a cycle)")
-        cdef Py_ssize_t k = self._ready if limit < 0 or limit > self._ready else limit
+        cdef Py_ssize_t lim = PyNumber_AsSsize_t(limit, NULL)  # clamps huge values
+        cdef Py_ssize_t k = self._ready if lim < 0 or lim > self._ready else lim
         cdef Py_ssize_t j
         cdef PyObject* obj
         if self._ids is None:

@@ -43,6 +43,7 @@ Example:
 """
 
 import heapq
+import operator
 from types import GenericAlias
 
 from ._errors import CycleError
@@ -143,7 +144,9 @@ class Kernel:
     )
 
     def __init__(self, n: int, src: "Sequence[int]" = (), dst: "Sequence[int]" = ()) -> None:
-        n = int(n)
+        n = operator.index(n)
+        src = [operator.index(s) for s in src]
+        dst = [operator.index(d) for d in dst]
         if not 0 <= n <= _MAX_NODES:
             raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n}")
         if len(src) != len(dst):
@@ -299,7 +302,8 @@ class Kernel:
     def levels(self) -> list[int]:
         """Per node, the number of nodes on the longest path from a source to it.
 
-        Sources have level 1.  Nodes on or behind a cycle get 0.
+        Sources have level 1.  Meaningful on acyclic graphs: on a graph with a
+        cycle, the values on and behind the cycle are unspecified.
         """
         start, succ = self._start, self._succ
         level = [0] * self._n
@@ -317,7 +321,8 @@ class Kernel:
     def critical_path(self) -> list[int]:
         """Per node, the number of nodes on the longest path from it to a sink.
 
-        Sinks have 1.  Nodes on or before a cycle get 0.
+        Sinks have 1.  Meaningful on acyclic graphs: on a graph with a cycle,
+        the values on and before the cycle are unspecified.
         """
         start, succ = self._start, self._succ
         cp = [0] * self._n
@@ -395,7 +400,7 @@ class Kernel:
         if len(values) != self._n:
             raise ValueError(f"expected {self._n} triggers, got {len(values)}")
         for i, t in enumerate(values):
-            if t not in (ALL_SUCCESS, ALL_DONE, NONE_FAILED):
+            if type(t) is not int or t not in (ALL_SUCCESS, ALL_DONE, NONE_FAILED):
                 raise ValueError(f"unknown trigger rule {t!r} for node {i}")
             trig[i] = t
         self._trigger = trig
@@ -508,6 +513,7 @@ class Kernel:
             RuntimeError: nodes remain, but none is ready or running: the
                 run could never finish (the graph has a cycle).
         """
+        limit = operator.index(limit)
         if self._ready == 0 and self._running == 0 and self._active != self._finished:
             raise RuntimeError(
                 f"scheduler stalled: {self._active - self._finished} nodes remain but none "
