@@ -75,10 +75,18 @@ class Event:
 
 
 def log(level: int, msg: str, *args: "Any") -> None:
-    """Log to the ``microdag`` logger (imports :mod:`logging` when first used)."""
+    """Log to the ``microdag`` logger (imports :mod:`logging` when first used).
+
+    The logger gets a :class:`logging.NullHandler` and nothing else, as the
+    logging guide asks of libraries: records reach whatever the application
+    configured, and an application that configured nothing sees nothing.
+    """
     import logging
 
-    logging.getLogger("microdag").log(level, msg, *args)
+    logger = logging.getLogger("microdag")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    logger.log(level, msg, *args)
 
 
 def debug_enabled() -> bool:
