@@ -476,10 +476,13 @@ class _Runner:
         step = self.plan.steps[i]
         name = self.names[i]
         attempt = self.attempts[i]
-        exc.add_note(
-            f"microdag: step {name!r} of flow {self.flow.name!r} failed on attempt "
-            f"{attempt} of {step.retries + 1} (run {self.run_id})"
-        )
+        if step.map is not None:  # attempts are per item, and the item's note says them
+            exc.add_note(f"microdag: map step {name!r} of flow {self.flow.name!r} failed (run {self.run_id})")
+        else:
+            exc.add_note(
+                f"microdag: step {name!r} of flow {self.flow.name!r} failed on attempt "
+                f"{attempt} of {step.retries + 1} (run {self.run_id})"
+            )
         self.errors[i] = exc
         if self.first_failure < 0:
             self.first_failure = i
@@ -733,14 +736,11 @@ class _Runner:
         self.emit("step_started", i, attempt=self.attempts[i])
         self.started[i] = self.clock()
         assert step.map is not None
-        pos = names.index(step.map) if step.map in names else -1
-        if pos < 0:  # an optional input left at its default
-            exc: BaseException = TypeError(
-                f"step {name!r} maps over parameter {step.map!r}, which got no value"
-            )
-            self.finished[i] = self.clock()
-            self.fail(i, exc)
-            return None
+        if step.map not in names:  # an optional flow input left at its default
+            default = next(d for p, _, d in self.plan.input_params[i] if p == step.map)
+            names = names + (step.map,)
+            values.append(default)
+        pos = names.index(step.map)
         value = values[pos]
         try:
             items = list(value)
@@ -765,12 +765,18 @@ class _Runner:
         return ms
 
     def claim(self, ms: "_Map") -> "tuple[int, int]":
-        """Claim the next units of ``ms`` for this thread: ``(start, stop)``."""
+        """Claim the next units of ``ms`` for this thread: ``(start, stop)``.
+
+        With a cancel event, one unit at a time, so that a set event stops
+        the map between two items.
+        """
+        if self.cancel is not None and self.check_cancel():
+            return 0, 0
         with self.locked():
             left = len(ms.units) - ms.next
             if ms.finished or left <= 0:
                 return 0, 0
-            chunk = max(1, min(256, left // (4 * self.workers)))
+            chunk = 1 if self.cancel is not None else max(1, min(256, left // (4 * self.workers)))
             start = ms.next
             ms.next = start + chunk
             return start, start + chunk
@@ -860,11 +866,11 @@ class _Runner:
         for j in bad:
             got = ms.results[j]
             want = len(ms.units[j])
-            count = len(got) if hasattr(got, "__len__") else f"a {type(got).__name__}, not"
             first = j * (ms.size or 1)
+            what = f"{len(got)} results" if hasattr(got, "__len__") else f"a {type(got).__name__}"
             self.unit_error(ms, j, ValueError(
                 f"step {self.names[ms.i]!r}: the batch of items {first} to {first + want - 1} "
-                f"returned {count} results for {want} items"
+                f"returned {what} for its {want} items (a batch must return one result per item)"
             ), counted=counted, retry=False)
         if last:
             self.finish_map(ms)
@@ -1020,17 +1026,30 @@ class _Runner:
             threading.Thread(target=worker, name=f"microdag worker {w}", daemon=True)
             for w in range(workers)
         ]
-        for t in threads:
-            t.start()
+        started = 0
         try:
+            for t in threads:
+                t.start()
+                started += 1
             all_done.wait()
         except BaseException as exc:  # Ctrl-C in the calling thread
             if self.interrupt is None:
                 self.interrupt = exc
             with self.cond:
                 with self.locked():
-                    self.stop()
+                    if not self.stopping:
+                        self.stop()
                 self.cond.notify_all()
+            # A start() cut short may still have launched its thread: give such
+            # threads a moment to come up, then stop counting on the others.
+            deadline = time.monotonic() + 1.0
+            for t in threads[started:]:
+                while t.ident is None and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            with self.cond:
+                live[0] -= sum(1 for t in threads if t.ident is None)
+                if live[0] == 0:
+                    all_done.set()
             all_done.wait()
         if crashes:
             raise crashes[0]
