@@ -210,6 +210,8 @@ cdef class Kernel:
     cdef uint8_t* _state
     cdef int32_t* _count
     cdef int32_t* _left
+    cdef int32_t* _indeg
+    cdef Py_ssize_t _resets
     cdef uint8_t* _trigger
     cdef int32_t* _prio
     cdef uint32_t* _rank
@@ -295,6 +297,7 @@ cdef class Kernel:
         PyMem_Free(self._state)
         PyMem_Free(self._count)
         PyMem_Free(self._left)
+        PyMem_Free(self._indeg)
         PyMem_Free(self._trigger)
         PyMem_Free(self._prio)
         PyMem_Free(self._rank)
@@ -307,7 +310,7 @@ cdef class Kernel:
         self._out = NULL
         self._ids = None
         self._start = self._succ = self._pstart = self._pred = NULL
-        self._count = self._prio = self._queue = self._work = self._left = NULL
+        self._count = self._prio = self._queue = self._work = self._left = self._indeg = NULL
         self._state = self._trigger = NULL
         self._rank = NULL
         self._heap = NULL
@@ -740,18 +743,32 @@ cdef class Kernel:
             for i in range(n):
                 if state[i] == _PENDING:
                     active += 1
-        memset(self._count, 0, n * sizeof(int32_t))
         if self._left == NULL:
             self._left = <int32_t*>_alloc(n, sizeof(int32_t))
-        memset(self._left, 0, n * sizeof(int32_t))
         cdef int32_t d
-        for i in range(n):
-            if state[i] == _PENDING:
-                for e in range(self._start[i], self._start[i + 1]):
-                    d = self._succ[e]
-                    self._count[d] += 1
-                    if state[d] == _PENDING:
-                        self._left[i] += 1
+        if subset is None and self._indeg != NULL:
+            # A warm kernel run on everything: counts are the in-degrees,
+            # consumers the out-degrees; no pass over the edges.
+            memcpy(self._count, self._indeg, n * sizeof(int32_t))
+            for i in range(n):
+                self._left[i] = self._start[i + 1] - self._start[i]
+        else:
+            memset(self._count, 0, n * sizeof(int32_t))
+            memset(self._left, 0, n * sizeof(int32_t))
+            for i in range(n):
+                if state[i] == _PENDING:
+                    for e in range(self._start[i], self._start[i + 1]):
+                        d = self._succ[e]
+                        self._count[d] += 1
+                        if state[d] == _PENDING:
+                            self._left[i] += 1
+            if subset is None:
+                # Reset a second time: keep the in-degrees for the next resets
+                # (a sorter, reset once, never pays for them).
+                if self._resets:
+                    self._indeg = <int32_t*>_alloc(n, sizeof(int32_t))
+                    memcpy(self._indeg, self._count, n * sizeof(int32_t))
+        self._resets += 1
         self._policy = pol
         if pol == _FIFO:
             if self._queue == NULL:
