@@ -37,7 +37,9 @@ DEGREE = 3
 
 
 def disabled(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getoption("benchmark_disable"))
+    """Whether this is the smoke run (benchmarks disabled, not forced back on)."""
+    config = request.config
+    return bool(config.getoption("benchmark_disable")) and not config.getoption("benchmark_enable")
 
 
 def layered_deps(n: int, seed: int = 7) -> dict[str, list[str]]:
