@@ -170,6 +170,25 @@ def die():
     os._exit(3)
 
 
+def die_by_signal():
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(5)
+
+
+_STATE = ["as imported"]
+
+
+def set_state(value):
+    _STATE[0] = value
+
+
+def read_state():
+    """Module state as the process running the step sees it."""
+    return _STATE[0]
+
+
 def die_first(workdir):
     """Kill the process on the first attempt (a marker file remembers it)."""
     mark = os.path.join(workdir, "died-once")

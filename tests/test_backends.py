@@ -448,10 +448,11 @@ def test_unpicklable_output_fails_the_step_with_a_clear_error() -> None:
     assert run.tasks["noargs"].status == "succeeded"  # the same worker goes on
 
 
-def test_a_dying_worker_fails_its_step_and_is_replaced() -> None:
+@pytest.mark.parametrize("how", ["os._exit", "SIGKILL"])
+def test_a_dying_worker_fails_its_step_and_is_replaced(how) -> None:
     flow = (
         Flow("dies")
-        .add("die", fs.die)
+        .add("die", fs.die if how == "os._exit" else fs.die_by_signal)
         .add("noargs", fs.noargs)
         .add("source", fs.source)
         .add("after", fs.ident, inputs={"value": "die"})
@@ -470,7 +471,7 @@ def test_a_dying_worker_fails_its_step_and_is_replaced() -> None:
     assert time.monotonic() - t0 < 15
     task = run.tasks["die"]
     assert task.status == "failed" and isinstance(task.error, ChildProcessError)
-    assert "exit code 3" in str(task.error)
+    assert ("exit code 3" if how == "os._exit" else "exit code -9") in str(task.error)
     # with one worker, the other steps ran on its replacement
     assert run.tasks["noargs"].status == "succeeded" and run.tasks["source"].status == "succeeded"
     assert run.tasks["after"].status == "skipped"
@@ -525,6 +526,41 @@ def test_large_values_cross_process_boundaries() -> None:
     flow = Flow("big").add("source", fs.source).add("double", fs.double)
     run = within(60, lambda: flow.run({"x": big}, executor="processes", keep_outputs=True))
     assert run["source"] == big and run["double"] == big + big
+
+
+def test_processes_are_never_forked_from_the_caller() -> None:
+    """forkserver or spawn: a worker does not inherit the caller's state."""
+    fs.set_state("changed in the calling process")
+    try:
+        run = Flow("fresh").add("read_state", fs.read_state).run(executor="processes")
+    finally:
+        fs.set_state("as imported")
+    assert run["read_state"] == "as imported"
+
+
+@pytest.mark.parametrize("backend", ["threads", "executor"])
+def test_max_workers_caps_parallel_steps(backend) -> None:
+    lock = threading.Lock()
+    running = [0, 0]  # now, peak
+
+    def step():
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+
+    flow = Flow("cap")
+    for n in range(8):
+        flow.add(f"s{n}", step)
+    pool = fs.WrappedExecutor(workers=6) if backend == "executor" else None
+    try:
+        within(30, lambda: flow.run(executor=pool or backend, max_workers=2))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    assert 1 <= running[1] <= 2
 
 
 def test_steps_run_in_their_own_processes() -> None:

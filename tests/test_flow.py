@@ -353,11 +353,16 @@ def test_failed_step_note_is_added_once_per_failure() -> None:
 
 
 def test_retries_until_success_counting_attempts(executor, tmp_path) -> None:
-    flow = Flow("retry").add("flaky", fs.flaky, retries=2, retry_delay=0.01)
-    run = flow.run({"workdir": str(tmp_path), "failures": 2}, executor=executor)
+    flow = Flow("retry").add("flaky", fs.flaky, retries=2, retry_delay=0.05)
+    events: list[microdag.Event] = []
+    run = flow.run({"workdir": str(tmp_path), "failures": 2}, executor=executor, hooks=[events.append])
     assert run["flaky"] == 3
-    assert run.tasks["flaky"].attempts == 3 and run.tasks["flaky"].error is None
+    task = run.tasks["flaky"]
+    assert task.attempts == 3 and task.error is None and task.status == "succeeded"
     assert len(list(tmp_path.iterdir())) == 3
+    # started/finished describe the last attempt
+    starts = [e.time for e in events if e.kind == "step_started"]
+    assert len(starts) == 3 and task.started >= starts[1] + 0.02
 
 
 def test_retries_exhausted_fail_with_the_last_error(executor, tmp_path) -> None:
