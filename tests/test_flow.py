@@ -163,13 +163,15 @@ def test_kwargs_receive_declared_dependencies_keyed_by_step_name(executor) -> No
     assert run["named_and_rest"] == {"double": 8, "rest": {"marker": "order-only", "source": 4}}
 
 
-def test_kwargs_receive_inputs_entries_keyed_by_step_name() -> None:
-    """docs/api.md: a ``**kwargs`` parameter receives the outputs of "``inputs``
-    entries that name no parameter [...] keyed by step name"."""
+def test_kwargs_receive_inputs_entries_keyed_by_their_parameter_name() -> None:
+    """docs/api.md: ``inputs`` entries that name no parameter reach ``**kwargs``
+    under the keyword the entry gives (``depends_on`` ones under the step name)."""
     flow = Flow("kw").add("source", fs.source)
     flow.add("collect", fs.collect, inputs={"alias": "source"})
     assert flow.graph.dependencies("collect") == ("source",)
-    assert flow.run({"x": 7})["collect"] == {"source": 7}
+    assert flow.run({"x": 7})["collect"] == {"alias": 7}
+    flow.add("both", fs.collect, depends_on=["source"], inputs={"alias": "source"})
+    assert flow.run({"x": 7}, targets=["both"])["both"] == {"alias": 7, "source": 7}
 
 
 def test_var_positional_receives_nothing() -> None:

@@ -1399,7 +1399,13 @@ def _prepare(
     for hook in hooks:
         if not callable(hook):
             problems.append(f"hook {hook!r} is not callable")
-    given = dict(inputs or {})
+    if inputs is None:
+        given: dict[str, Any] = {}
+    elif callable(getattr(inputs, "keys", None)) and callable(getattr(inputs, "__getitem__", None)):
+        given = {key: inputs[key] for key in inputs.keys()}
+    else:
+        problems.append(f"inputs must map input names to values, not {type(inputs).__name__}")
+        given = {}
     plan = flow._compiled()
     unknown = sorted(set(given) - set(plan.inputs), key=str)
     for name in unknown:
@@ -1419,10 +1425,10 @@ def _prepare(
     elif not keep_outputs:
         keep = plan.sinks()
     bound = _bind_inputs(plan, subset, given, problems)
+    if executor == "processes":
+        _check_picklable(plan, subset, problems)
     if problems:
         raise FlowError(*problems)
-    if executor == "processes":
-        _check_picklable(plan, subset)
 
     kernel = graph.kernel
     owned = not plan.busy
@@ -1536,10 +1542,9 @@ def _default_workers(executor: "Any") -> int:
     return default_workers(executor)
 
 
-def _check_picklable(plan: "_Plan", subset: "list[int] | None") -> None:
+def _check_picklable(plan: "_Plan", subset: "list[int] | None", problems: "list[str]") -> None:
     import pickle
 
-    problems = []
     for i in range(len(plan.steps)) if subset is None else subset:
         step = plan.steps[i]
         try:
@@ -1550,5 +1555,3 @@ def _check_picklable(plan: "_Plan", subset: "list[int] | None") -> None:
                 f"{getattr(step.fn, '__qualname__', step.fn)!r} cannot be pickled ({exc}); "
                 "define it at module level"
             )
-    if problems:
-        raise FlowError(*problems)
