@@ -122,7 +122,7 @@ def test_import_loads_nothing_heavy(statement: str) -> None:
     assert not (new & HEAVY), sorted(new & HEAVY)
     ours = {n for n in new if n == "microdag" or n.startswith("microdag.")}
     cython_runtime = {n for n in new if n.startswith("_cython") or n == "cython_runtime"}
-    light = {"graphlib", "heapq", "_heapq", "contextvars", "_contextvars", "types"}
+    light = {"graphlib", "heapq", "_heapq", "contextvars", "_contextvars", "types", "operator", "_operator"}
     assert new - ours - cython_runtime <= light, sorted(
         new - ours - cython_runtime
     )
