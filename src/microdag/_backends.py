@@ -136,6 +136,16 @@ def _worker_main(conn: "Connection") -> None:
                 return
 
 
+def _until_deadline(timeout: "float | None", deadlines: "list[float | None]") -> "float | None":
+    """``timeout`` shortened to reach the first of ``deadlines`` (``time.monotonic()`` values)."""
+    now = time.monotonic()
+    left = [d - now for d in deadlines if d is not None]
+    if left:
+        first = max(0.0, min(left))
+        timeout = first if timeout is None else min(timeout, first)
+    return timeout
+
+
 class _Worker:
     __slots__ = ("process", "conn", "step", "deadline", "timeout")
 
@@ -205,11 +215,7 @@ class ProcessPool:
             if timeout:
                 time.sleep(timeout)
             return []
-        now = time.monotonic()
-        deadlines = [w.deadline - now for w in busy if w.deadline is not None]
-        if deadlines:
-            first = max(0.0, min(deadlines))
-            timeout = first if timeout is None else min(timeout, first)
+        timeout = _until_deadline(timeout, [w.deadline for w in busy])
         ready = wait([w.conn for w in busy], timeout)
         out: list[Result] = []
         for worker in busy:
@@ -296,11 +302,7 @@ class ExecutorPool:
             if timeout:
                 time.sleep(timeout)
             return []
-        now = time.monotonic()
-        deadlines = [d - now for _, d, _ in self._running.values() if d is not None]
-        if deadlines:
-            first = max(0.0, min(deadlines))
-            timeout = first if timeout is None else min(timeout, first)
+        timeout = _until_deadline(timeout, [d for _, d, _ in self._running.values()])
         done, _ = wait(list(self._running), timeout, return_when=FIRST_COMPLETED)
         out: list[Result] = []
         for future in done:

@@ -614,114 +614,23 @@ class _Runner:
 
     async def loop_async(self, workers: int) -> None:
         """``arun``: async steps as tasks of the running loop, sync steps on threads."""
-        import asyncio
-
-        k = self.k
-        steps = self.plan.steps
         self.workers = workers
-        running: dict[Any, Any] = {}  # task -> key
-        threads: Any = None
-        poll = None if self.cancel is None else 0.05
-
-        def launch(key: "Any", fn: "Any", kwargs: "dict[str, Any]", timeout: "float | None",
-                   ctx: "tuple[Any, ...]") -> None:
-            nonlocal threads
-            if asyncio.iscoroutinefunction(fn):
-                task = asyncio.ensure_future(_attempt_async(fn, kwargs, timeout, ctx))
-            else:
-                if threads is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    threads = ThreadPoolExecutor(workers, thread_name_prefix="microdag arun")
-                task = asyncio.ensure_future(_attempt_thread(threads, fn, kwargs, timeout, ctx))
-            running[task] = key
-
+        pool = _AsyncPool(workers)
         try:
             while True:
                 if self.check_cancel():
-                    for task in running:
-                        task.cancel()
-                    for key in running.values():
-                        i = key if isinstance(key, int) else key[0]
-                        self.cancelled.add(i)
-                        if k.state(i) == sched.RUNNING:
-                            k.fail(i)
+                    self.kill_pool(pool)
                     return
-                while len(running) < workers and not self.stopping:
-                    key, _ = self.due_retry()
-                    if key is None:
-                        unit = self.next_unit()
-                        if unit is not None:
-                            self.launch_unit(launch, *unit)
-                            continue
-                        if k.ready == 0:
-                            break
-                        key = k.take(1)[0]
-                    if isinstance(key, int):
-                        step = steps[key]
-                        if step.map is not None:
-                            self.start_map(key)
-                            continue
-                        kwargs = self.kwargs(key)
-                        self.attempts[key] += 1
-                        self.emit("step_started", key, attempt=self.attempts[key])
-                        self.started[key] = self.clock()
-                        ctx: tuple[Any, ...] = (
-                            self.run_id, self.flow.name, self.names[key], self.attempts[key], None, self.run_dir
-                        )
-                        launch(key, step.fn, kwargs, step.timeout, ctx)
-                    else:
-                        retried = self.map_of.get(key[0])
-                        if retried is not None and not retried.finished:
-                            self.launch_unit(launch, retried, key[1])
-                if k.remaining == 0:
+                self.fill(pool)
+                if self.k.remaining == 0:
                     return
-                _, wait = self.due_retry()
-                if not running and wait is None and k.ready == 0 and not self.claimable():
-                    k.take()  # raises: nothing ready, running or due
-                if poll is not None:
-                    wait = poll if wait is None else min(wait, poll)
-                if not running:
-                    await asyncio.sleep(wait or 0)
-                    continue
-                done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    key = running.pop(task)
-                    exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-                    if isinstance(key, tuple):
-                        ms = self.map_of[key[0]]
-                        if exc is None:
-                            ms.results[key[1]] = task.result()
-                            self.units_done(ms, key[1], key[1] + 1, counted=True)
-                        else:
-                            self.unit_error(ms, key[1], exc, counted=True)
-                        continue
-                    self.finished[key] = self.clock()
-                    if exc is None:
-                        self.succeed(key, task.result())
-                    else:
-                        self.settle_error(key, exc)
-        except BaseException:
-            for task in running:
-                task.cancel()
-            for key in running.values():
-                i = key if isinstance(key, int) else key[0]
-                self.cancelled.add(i)
-                if k.state(i) == sched.RUNNING:
-                    k.fail(i)
+                for key, ok, value in await pool.wait(self.wait_time(pool)):
+                    self.settle(key, ok, value)
+        except BaseException:  # the arun task was cancelled, or Ctrl-C
+            self.kill_pool(pool)
             raise
         finally:
-            if threads is not None:
-                threads.shutdown(wait=False, cancel_futures=True)
-
-    def launch_unit(self, launch: "Callable[..., None]", ms: "_Map", j: int) -> None:
-        """Start an attempt of unit ``j`` of ``ms`` with ``launch`` (arun)."""
-        step = self.plan.steps[ms.i]
-        ms.tries[j] = ms.tries.get(j, 0) + 1
-        kwargs = dict(zip(ms.names, ms.values))
-        kwargs[ms.names[ms.pos]] = ms.units[j]
-        ctx = (self.run_id, self.flow.name, self.names[ms.i], ms.tries[j], j * (ms.size or 1), self.run_dir)
-        launch((ms.i, j), step.fn, kwargs, step.timeout, ctx)
+            pool.close()
 
     # -- maps -----------------------------------------------------------------
 
@@ -1112,60 +1021,72 @@ class _Runner:
             self.run_key(key)
 
     def loop_pool(self, pool: "Any") -> None:
-        k = self.k
-        steps = self.plan.steps
-        poll = None if self.cancel is None else 0.05
+        """Processes and executors: fill the pool, settle what comes back."""
         try:
             while True:
                 if self.check_cancel():
                     self.kill_pool(pool)
                     return
-                while pool.free() > 0 and not self.stopping:
-                    key, _ = self.due_retry()
-                    if key is None:
-                        unit = self.next_unit()
-                        if unit is not None:
-                            self.submit_unit(pool, *unit)
-                            continue
-                        if k.ready == 0:
-                            break
-                        key = k.take(1)[0]
-                    if isinstance(key, int):
-                        if steps[key].map is not None:
-                            self.start_map(key)  # its units go out above
-                        else:
-                            self.submit(pool, key, steps[key])
-                    else:
-                        ms = self.map_of.get(key[0])
-                        if ms is not None and not ms.finished:
-                            self.submit_unit(pool, ms, key[1])
-                if k.remaining == 0:
+                self.fill(pool)
+                if self.k.remaining == 0:
                     return
-                _, wait = self.due_retry()
-                if pool.busy() == 0 and wait is None and k.ready == 0:
-                    k.take()  # raises: nothing ready, running or due
-                if poll is not None:
-                    wait = poll if wait is None else min(wait, poll)
-                for key, ok, value in pool.wait(wait):
-                    if isinstance(key, tuple):
-                        ms = self.map_of[key[0]]
-                        if ok:
-                            ms.results[key[1]] = value
-                            self.units_done(ms, key[1], key[1] + 1, counted=True)
-                        else:
-                            self.unit_error(ms, key[1], value, counted=True)
-                        continue
-                    self.finished[key] = self.clock()
-                    if ok:
-                        self.succeed(key, value)
-                    else:
-                        self.settle_error(key, value)
+                for key, ok, value in pool.wait(self.wait_time(pool)):
+                    self.settle(key, ok, value)
         except BaseException as exc:  # Ctrl-C while waiting
             if self.interrupt is None:
                 self.interrupt = exc
             self.kill_pool(pool)
             if not self.stopping:
                 self.stop()
+
+    def fill(self, pool: "Any") -> None:
+        """Start work in ``pool`` while it has room: due retries, map units, ready steps."""
+        k = self.k
+        steps = self.plan.steps
+        while pool.free() > 0 and not self.stopping:
+            key, _ = self.due_retry()
+            if key is None:
+                unit = self.next_unit()
+                if unit is not None:
+                    self.submit_unit(pool, *unit)
+                    continue
+                if k.ready == 0:
+                    break
+                key = k.take(1)[0]
+            if isinstance(key, int):
+                if steps[key].map is not None:
+                    self.start_map(key)  # its units go out above
+                else:
+                    self.submit(pool, key, steps[key])
+            else:
+                ms = self.map_of.get(key[0])
+                if ms is not None and not ms.finished:
+                    self.submit_unit(pool, ms, key[1])
+
+    def wait_time(self, pool: "Any") -> "float | None":
+        """How long a dispatcher may wait for ``pool`` (raises if nothing could ever come)."""
+        _, wait = self.due_retry()
+        if pool.busy() == 0 and wait is None and self.k.ready == 0 and not self.claimable():
+            self.k.take()  # raises: nothing ready, running or due
+        if self.cancel is not None:  # look at the event every 50 ms
+            wait = 0.05 if wait is None else min(wait, 0.05)
+        return wait
+
+    def settle(self, key: "Any", ok: bool, value: "Any") -> None:
+        """A pool finished ``key`` (a step id, or ``(step id, unit)``) with ``value``."""
+        if isinstance(key, tuple):
+            ms = self.map_of[key[0]]
+            if ok:
+                ms.results[key[1]] = value
+                self.units_done(ms, key[1], key[1] + 1, counted=True)
+            else:
+                self.unit_error(ms, key[1], value, counted=True)
+            return
+        self.finished[key] = self.clock()
+        if ok:
+            self.succeed(key, value)
+        else:
+            self.settle_error(key, value)
 
     def kill_pool(self, pool: "Any") -> None:
         """Terminate what runs in ``pool``; those steps end cancelled."""
@@ -1287,6 +1208,67 @@ async def _attempt_thread(
         return await asyncio.wait_for(future, timeout)
     except TimeoutError:
         raise TimeoutError(f"step {ctx[2]!r} timed out after {timeout:g} s (the call was abandoned)") from None
+
+
+class _AsyncPool:
+    """The pool interface of ``_backends`` over the running event loop (``arun``):
+    async steps become tasks, other steps run on a thread pool."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._running: dict[Any, Any] = {}  # task -> key
+        self._threads: Any = None
+
+    def free(self) -> int:
+        return self._size - len(self._running)
+
+    def busy(self) -> int:
+        return len(self._running)
+
+    def submit(
+        self, key: "Any", fn: "Any", kwargs: "dict[str, Any]", timeout: "float | None", ctx: "tuple[Any, ...]"
+    ) -> None:
+        import asyncio
+
+        if asyncio.iscoroutinefunction(fn):
+            task = asyncio.ensure_future(_attempt_async(fn, kwargs, timeout, ctx))
+        else:
+            if self._threads is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="microdag arun")
+            task = asyncio.ensure_future(_attempt_thread(self._threads, fn, kwargs, timeout, ctx))
+        self._running[task] = key
+
+    async def wait(self, timeout: "float | None") -> "list[tuple[Any, bool, Any]]":
+        import asyncio
+
+        if not self._running:
+            await asyncio.sleep(timeout or 0)
+            return []
+        done, _ = await asyncio.wait(self._running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        out = []
+        for task in done:
+            key = self._running.pop(task)
+            if task.cancelled():
+                out.append((key, False, asyncio.CancelledError()))
+            elif task.exception() is not None:
+                out.append((key, False, task.exception()))
+            else:
+                out.append((key, True, task.result()))
+        return out
+
+    def kill_running(self) -> "list[Any]":
+        """Cancel the step tasks (a step on a thread is left to finish); return their keys."""
+        keys = list(self._running.values())
+        for task in self._running:
+            task.cancel()
+        self._running.clear()
+        return keys
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class _Map:
