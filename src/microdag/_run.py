@@ -403,37 +403,45 @@ class _Runner:
         kwargs = self.kwargs(i)
         self.attempts[i] += 1
         attempt = self.attempts[i]
-        frame = _FRAME.get()
-        if frame is not None:
-            frame.current[0] = i
-            frame.current[1] = None
         self.emit("step_started", i, attempt=attempt)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, name, attempt)
         self.started[i] = self.clock()
         try:
-            if self.plan.is_async[i]:
-                result = self.run_coroutine(step, step.fn(**kwargs), f"step {name!r}")
-            elif step.timeout is None:
-                result = step.fn(**kwargs)
-            else:
-                from ._backends import call_with_timeout
-
-                helper = self.frame()
-                helper.current[0] = i
-                result = call_with_timeout(step.fn, kwargs, step.timeout, f"step {name!r}", helper)
+            result = self.call(i, kwargs, f"step {name!r}", None, 0)
         except BaseException as exc:
             self.finished[i] = self.clock()
             del kwargs
-            if frame is not None:
-                frame.current[0] = -1
             self.settle_error(i, exc)
             return
         self.finished[i] = self.clock()
         del kwargs
-        if frame is not None:
-            frame.current[0] = -1
         self.succeed(i, result)
+
+    def call(self, i: int, kwargs: "dict[str, Any]", what: str, item: "int | None", attempt: int) -> "Any":
+        """Call step ``i``'s function in this thread, as ``microdag.context()`` says.
+
+        An async step runs on this thread's event loop; a timeout cancels the
+        coroutine, or abandons a plain call in its helper thread.  ``attempt``
+        is a map unit's (0 for a step: the context reads the step's).
+        """
+        step = self.plan.steps[i]
+        frame = _FRAME.get()
+        if frame is not None:
+            frame.current[:] = [i, item, attempt]
+        try:
+            if self.plan.is_async[i]:
+                return self.run_coroutine(step, step.fn(**kwargs), what)
+            if step.timeout is None:
+                return step.fn(**kwargs)
+            from ._backends import call_with_timeout
+
+            helper = self.frame()
+            helper.current[:] = [i, item, attempt]
+            return call_with_timeout(step.fn, kwargs, step.timeout, what, helper)
+        finally:
+            if frame is not None:
+                frame.current[:] = [-1, None, 0]
 
     def succeed(self, i: int, result: "Any") -> None:
         k = self.k
@@ -727,35 +735,13 @@ class _Runner:
     def run_unit_careful(self, ms: "_Map", j: int) -> None:
         """One attempt of unit ``j`` of ``ms`` (timeouts, retries, hooks)."""
         i = ms.i
-        step = self.plan.steps[i]
         ms.tries[j] = ms.tries.get(j, 0) + 1
-        kwargs = dict(zip(ms.names, ms.values))
-        kwargs[ms.names[ms.pos]] = ms.units[j]
-        frame = _FRAME.get()
         item = j * (ms.size or 1)
-        if frame is not None:
-            frame.current[:] = [i, item, ms.tries[j]]
         try:
-            if self.plan.is_async[i]:
-                result = self.run_coroutine(
-                    step, step.fn(**kwargs), f"step {self.names[i]!r} item {item}"
-                )
-            elif step.timeout is None:
-                result = step.fn(**kwargs)
-            else:
-                from ._backends import call_with_timeout
-
-                helper = self.frame()
-                helper.current[:] = [i, item, ms.tries[j]]
-                result = call_with_timeout(
-                    step.fn, kwargs, step.timeout, f"step {self.names[i]!r} item {item}", helper
-                )
+            result = self.call(i, ms.kwargs(j), f"step {self.names[i]!r} item {item}", item, ms.tries[j])
         except BaseException as exc:
             self.unit_error(ms, j, exc, counted=True)
             return
-        finally:
-            if frame is not None:
-                frame.current[:] = [-1, None, 0]
         ms.results[j] = result
         self.units_done(ms, j, j + 1, counted=True)
 
@@ -1108,12 +1094,9 @@ class _Runner:
         i = ms.i
         step = self.plan.steps[i]
         ms.tries[j] = ms.tries.get(j, 0) + 1
-        kwargs = dict(zip(ms.names, ms.values))
-        kwargs[ms.names[ms.pos]] = ms.units[j]
-        item = j * (ms.size or 1)
-        ctx = (self.run_id, self.flow.name, self.names[i], ms.tries[j], item, self.run_dir)
+        ctx = (self.run_id, self.flow.name, self.names[i], ms.tries[j], j * (ms.size or 1), self.run_dir)
         try:
-            pool.submit((i, j), step.fn, kwargs, step.timeout, ctx)
+            pool.submit((i, j), step.fn, ms.kwargs(j), step.timeout, ctx)
         except Exception as exc:
             self.unit_error(ms, j, exc, counted=True)
 
@@ -1293,6 +1276,12 @@ class _Map:
         self.tries: dict[int, int] = {}  # attempts, for units that failed once
         self.errors: dict[int, BaseException] = {}
         self.finished = False
+
+    def kwargs(self, j: int) -> "dict[str, Any]":
+        """The keyword arguments of unit ``j``."""
+        kwargs = dict(zip(self.names, self.values))
+        kwargs[self.names[self.pos]] = self.units[j]
+        return kwargs
 
 
 class _NoLock:
