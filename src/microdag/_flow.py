@@ -17,6 +17,7 @@ parameter receives the outputs of every declared dependency not already
 bound to a named parameter, keyed by step name.
 """
 
+from ._compat import sched
 from ._errors import FlowError
 from ._graph import Graph
 
@@ -217,6 +218,7 @@ class _Plan:
         "timeouts",
         "busy",
         "_sinks",
+        "_flags",
     )
 
     def __init__(self, flow_name: str, steps: "Sequence[_Step]") -> None:
@@ -266,6 +268,7 @@ class _Plan:
         self.is_async = is_async
         self.busy = False
         self._sinks: list[int] | None = None
+        self._flags: dict[tuple[bool, bool], bytes] = {}
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
@@ -273,6 +276,30 @@ class _Plan:
             kernel.set_priorities([s.priority or 0 for s in self.steps])
         if self.has_triggers:
             kernel.set_triggers([TRIGGERS.index(s.trigger) for s in self.steps])
+
+    def flags(self, slow_all: bool, keep: "list[int] | None") -> bytes:
+        """The scheduler's per-step flags for a run (see ``drive``).
+
+        ``SLOW``: the step needs the runner's careful path (a timeout, a map,
+        an async function, or ``slow_all`` for hooks and debug logging);
+        ``KEEP``: its output is kept (every step when ``keep`` is ``None``).
+        The two usual cases (keep all, keep the sinks) are cached.
+        """
+        usual = keep is None or keep is self._sinks
+        key = (slow_all, keep is None)
+        if usual and key in self._flags:
+            return self._flags[key]
+        flags = bytearray(len(self.steps))
+        slow, keep_bit = sched.SLOW, sched.KEEP
+        for i, step in enumerate(self.steps):
+            if slow_all or step.timeout is not None or step.map is not None or self.is_async[i]:
+                flags[i] = slow
+        for i in range(len(flags)) if keep is None else keep:
+            flags[i] |= keep_bit
+        out = bytes(flags)
+        if usual:
+            self._flags[key] = out
+        return out
 
     def sinks(self) -> list[int]:
         """Ids of the steps no other step depends on."""

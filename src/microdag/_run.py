@@ -350,18 +350,8 @@ class _Runner:
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
         self.debug = debug_enabled()
-        flags = bytearray(n)
-        slow_all = bool(hooks) or self.debug
-        for i, step in enumerate(plan.steps):
-            if slow_all or step.timeout is not None or step.map is not None or plan.is_async[i]:
-                flags[i] |= _SLOW
-        if keep is None:
-            for i in range(n):
-                flags[i] |= _KEEP
-        else:
-            for i in keep:
-                flags[i] |= _KEEP
-        self.flags = bytes(flags)
+        self.keep = keep
+        self.flags = plan.flags(bool(hooks) or self.debug, keep)
         self.kernel_lock: Any = None
         self.cond: Any = None
         self.idle = [0]
@@ -1118,10 +1108,9 @@ class _Runner:
         k = self.k
         states = k.states()
         names = self.names
+        kept = range(self.n) if self.keep is None else self.keep
         outputs: dict[str, Any] = {
-            names[i]: self.outputs[i]
-            for i in range(self.n)
-            if self.flags[i] & _KEEP and states[i] == sched.SUCCEEDED
+            names[i]: self.outputs[i] for i in kept if states[i] == sched.SUCCEEDED
         }
         if self.interrupt is not None or self.cancel_requested:
             status = "cancelled"
