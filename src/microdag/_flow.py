@@ -196,6 +196,9 @@ class _Signature:
         self.positional_only = tuple(positional_only)
 
 
+_NO_SIGNATURE = _Signature(lambda: None)
+
+
 class _Plan:
     """A compiled flow: graph, kernel and per-step call layout (ids = graph ids).
 
@@ -215,13 +218,12 @@ class _Plan:
         "has_priority",
         "has_triggers",
         "is_async",
-        "timeouts",
         "busy",
         "_sinks",
         "_flags",
     )
 
-    def __init__(self, flow_name: str, steps: "Sequence[_Step]") -> None:
+    def __init__(self, steps: "Sequence[_Step]") -> None:
         names = {s.name for s in steps}
         problems: list[str] = []
         deps_of: list[tuple[str, ...]] = []
@@ -232,7 +234,14 @@ class _Plan:
         for step in steps:
             sig = signatures.get(id(step.fn))
             if sig is None:
-                sig = signatures[id(step.fn)] = _Signature(step.fn)
+                try:
+                    sig = signatures[id(step.fn)] = _Signature(step.fn)
+                except (TypeError, ValueError) as exc:  # some builtins have no signature
+                    problems.append(
+                        f"step {step.name!r}: cannot read the parameters of "
+                        f"{_callable_name(step.fn)} ({exc}); wrap it in a def"
+                    )
+                    sig = _NO_SIGNATURE
             pairs, ins = _bind(step, sig, names, problems)
             is_async.append(sig.is_async)
             if step.depends_on:
@@ -264,7 +273,6 @@ class _Plan:
         self.has_priority = any(s.priority is not None for s in steps)
         self.has_triggers = any(s.trigger != "all_success" for s in steps)
         self.configure(self.graph.kernel)
-        self.timeouts = any(s.timeout is not None for s in steps)
         self.is_async = is_async
         self.busy = False
         self._sinks: list[int] | None = None
@@ -476,7 +484,7 @@ class Flow:
     def _compiled(self) -> _Plan:
         plan = self._plan
         if plan is None:
-            plan = self._plan = _Plan(self._name, tuple(self._steps.values()))
+            plan = self._plan = _Plan(tuple(self._steps.values()))
         return plan
 
     def validate(self) -> None:
