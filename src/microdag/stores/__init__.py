@@ -1,0 +1,64 @@
+"""Durable run state: one small interface, three stores.
+
+A store keeps, per run, its id, flow name, the fingerprint of the flow's
+structure, its inputs, status and timestamps; per task (a step, or one item of
+a map step) its status, attempts, timings, error (type, message, traceback)
+and encoded output.  The runner talks to a store only through :class:`Store`
+and never knows which one it is.
+
+- :class:`MemoryStore`: in this process only (tests, warm serverless
+  functions);
+- :class:`JSONStore`: a directory, one subdirectory per run, every file
+  written atomically (temporary file, fsync, ``os.replace``);
+- :class:`SQLiteStore`: one SQLite file (WAL, a busy timeout, a schema-version
+  table): the reference.
+
+Outputs are encoded by the store's codec: ``"json"`` (the default: JSON
+values only, so a resumed run sees exactly what the first one produced) or
+``"pickle"`` (any picklable value; trusted data only, since unpickling runs
+code).  Encoded outputs of 64 KiB and more are kept once each, by their
+SHA-256, beside the run records.
+"""
+
+from ._base import RunInfo, Store, StoreError, TaskRecord
+from ._json import JSONStore
+from ._memory import MemoryStore
+from ._sqlite import SQLiteStore
+
+__all__ = [
+    "JSONStore",
+    "MemoryStore",
+    "RunInfo",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "TaskRecord",
+    "open_store",
+]
+
+
+def open_store(spec: "str | Store", *, codec: str = "json") -> Store:
+    """A store from a spec: a :class:`Store` (returned as is), ``"memory"``,
+    ``"json:DIR"``, ``"sqlite:PATH"``, or a path ending in ``.db``,
+    ``.sqlite`` or ``.sqlite3``.
+
+    Raises:
+        ValueError: the spec names no kind of store.
+        StoreError: the file or directory cannot be used as a store.
+    """
+    if isinstance(spec, Store):
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"a store spec is a string or a Store, not {type(spec).__name__}")
+    if spec == "memory":
+        return MemoryStore(codec=codec)
+    if spec.startswith("json:"):
+        return JSONStore(spec[5:], codec=codec)
+    if spec.startswith("sqlite:"):
+        return SQLiteStore(spec[7:], codec=codec)
+    if spec.endswith((".db", ".sqlite", ".sqlite3")):
+        return SQLiteStore(spec, codec=codec)
+    raise ValueError(
+        f"unknown store spec {spec!r}: expected 'memory', 'json:DIR', 'sqlite:PATH' "
+        "or a path ending in .db, .sqlite or .sqlite3"
+    )

@@ -1,0 +1,355 @@
+"""The store interface, its records, and what every store shares: the codecs.
+
+A store's methods are the whole contract between the runner and durable
+state (the contract tests in ``tests/test_stores.py`` hold every store to it):
+
+- :meth:`Store.begin` records a new run (``status="running"``);
+- :meth:`Store.save` upserts task records; a store may buffer them, but
+  :meth:`Store.flush` and :meth:`Store.finish` make everything saved so far
+  durable (committed and fsync'd) before they return;
+- :meth:`Store.run_info`, :meth:`Store.tasks`, :meth:`Store.output`,
+  :meth:`Store.list_runs` and :meth:`Store.load_run` read back;
+- :meth:`Store.prune` deletes old runs and the outputs only they used.
+
+Outputs travel encoded (``bytes``); the store holds encoded outputs below
+:data:`BLOB_SIZE` inline and bigger ones once each under their SHA-256.
+"""
+
+import hashlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
+    from .._run import Run
+
+__all__ = ["BLOB_SIZE", "RunInfo", "Store", "StoreError", "TaskRecord"]
+
+#: Encoded outputs of this many bytes and more are kept by content hash.
+BLOB_SIZE = 64 * 1024
+
+CODECS = ("json", "pickle")
+
+
+class StoreError(Exception):
+    """A store cannot be opened or used (not a microdag store, a newer schema,
+    a corrupt file, an unknown run, a run id that is taken); the message says
+    which, naming the file or the run."""
+
+
+class RunInfo:
+    """One run as a store records it (without its tasks)."""
+
+    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished")
+
+    def __init__(
+        self,
+        id: str,
+        flow: str,
+        fingerprint: str,
+        inputs: "dict[str, Any]",
+        status: str,
+        started: float,
+        finished: "float | None" = None,
+    ) -> None:
+        self.id = id
+        self.flow = flow
+        self.fingerprint = fingerprint
+        self.inputs = inputs
+        self.status = status
+        self.started = started
+        self.finished = finished
+
+    def __repr__(self) -> str:
+        return f"<RunInfo {self.id} of {self.flow!r}: {self.status}>"
+
+
+class TaskRecord:
+    """One task (a step, or item ``item`` of a map step) as a store records it.
+
+    ``output`` is the encoded output (``None`` when there is none).
+    """
+
+    __slots__ = (
+        "step",
+        "item",
+        "status",
+        "attempts",
+        "started",
+        "finished",
+        "error_type",
+        "error_message",
+        "traceback",
+        "output",
+    )
+
+    def __init__(
+        self,
+        step: str,
+        item: int = -1,
+        status: str = "pending",
+        attempts: int = 0,
+        started: "float | None" = None,
+        finished: "float | None" = None,
+        error_type: "str | None" = None,
+        error_message: "str | None" = None,
+        traceback: "str | None" = None,
+        output: "bytes | None" = None,
+    ) -> None:
+        self.step = step
+        self.item = item
+        self.status = status
+        self.attempts = attempts
+        self.started = started
+        self.finished = finished
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+        self.output = output
+
+    def as_tuple(self) -> tuple["Any", ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskRecord) and self.as_tuple() == other.as_tuple()
+
+    def __repr__(self) -> str:
+        item = "" if self.item < 0 else f"[{self.item}]"
+        return f"<TaskRecord {self.step}{item} {self.status} attempts={self.attempts}>"
+
+
+class StoredError(Exception):
+    """A step's error read back from a store: its type's name, message and traceback."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(type_name, message, traceback)
+
+    @property
+    def type_name(self) -> str:
+        return str(self.args[0])
+
+    @property
+    def traceback(self) -> str:
+        return str(self.args[2])
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}: {self.args[1]}"
+
+
+class Store:
+    """Where runs are kept.  Subclasses implement the storage; see the module docs.
+
+    Args:
+        codec: ``"json"`` (default) or ``"pickle"`` (trusted data only).
+    """
+
+    def __init__(self, codec: str = "json") -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}: expected 'json' or 'pickle'")
+        self.codec = codec
+
+    # -- codecs ----------------------------------------------------------------
+
+    def encode(self, value: "Any", what: str) -> bytes:
+        """Encode an output (or the inputs); ``what`` names it in errors.
+
+        Raises:
+            TypeError: the JSON codec cannot represent the value exactly.
+        """
+        if self.codec == "pickle":
+            import pickle
+
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        import json
+
+        bad = _not_json(value)
+        if bad is not None:
+            raise TypeError(
+                f"{what} is not JSON: it holds a {bad}; store it with codec='pickle' "
+                "(trusted data only), or return JSON values (dict with str keys, list, "
+                "str, int, float, bool, None)"
+            )
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def decode(self, data: bytes) -> "Any":
+        if self.codec == "pickle":
+            import pickle
+
+            return pickle.loads(data)
+        import json
+
+        return json.loads(data)
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    # -- the interface -------------------------------------------------------------
+
+    def begin(self, info: RunInfo) -> None:
+        """Record a new run.
+
+        Raises:
+            StoreError: the run id is taken.
+        """
+        raise NotImplementedError
+
+    def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
+        """Upsert task records (keyed by step and item); may buffer until :meth:`flush`."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make everything saved so far durable."""
+        raise NotImplementedError
+
+    def finish(self, run_id: str, status: str, finished: float) -> None:
+        """Record the run's end; everything saved is durable when this returns."""
+        raise NotImplementedError
+
+    def run_info(self, run_id: str) -> RunInfo:
+        """The run's record.
+
+        Raises:
+            StoreError: no such run.
+        """
+        raise NotImplementedError
+
+    def tasks(self, run_id: str) -> "list[TaskRecord]":
+        """Every task record of the run, in the order they were first saved."""
+        raise NotImplementedError
+
+    def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
+        """The runs, newest first; only those of ``flow`` when given."""
+        raise NotImplementedError
+
+    def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
+        """Delete runs that started more than ``older_than`` seconds ago, keeping
+        the ``keep_last`` newest of each flow; return how many were deleted."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and let go of files."""
+
+    # -- shared reading ------------------------------------------------------------
+
+    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
+        """The decoded output of a task.
+
+        Raises:
+            KeyError: the task has no stored output.
+        """
+        for record in self.tasks(run_id):
+            if record.step == step and record.item == item and record.output is not None:
+                return self.decode(record.output)
+        raise KeyError(f"run {run_id} has no stored output for step {step!r}")
+
+    def load_run(self, run_id: str) -> "Run":
+        """The run as a :class:`~microdag.Run`; outputs are decoded when read.
+
+        Raises:
+            StoreError: no such run.
+        """
+        from .._compat import sched
+        from .._run import Run
+
+        info = self.run_info(run_id)
+        records = [r for r in self.tasks(run_id) if r.item < 0]
+        names = tuple(r.step for r in records)
+        codes = {
+            "pending": sched.PENDING,
+            "running": sched.RUNNING,
+            "succeeded": sched.SUCCEEDED,
+            "failed": sched.FAILED,
+            "skipped": sched.SKIPPED,
+            "cancelled": sched.CANCELLED,
+        }
+        states = bytes(codes.get(r.status, sched.PENDING) for r in records)
+        errors = {
+            i: StoredError(r.error_type, r.error_message or "", r.traceback or "")
+            for i, r in enumerate(records)
+            if r.error_type is not None
+        }
+        first = min(errors, default=-1, key=lambda i: records[i].finished or 0.0)
+        outputs = _Outputs(self, run_id, {r.step for r in records if r.output is not None})
+        return Run(
+            info.id,
+            info.flow,
+            info.status,
+            outputs,  # type: ignore[arg-type]
+            info.inputs,
+            info.started,
+            info.finished or info.started,
+            errors.get(first),
+            names,
+            {name: i for i, name in enumerate(names)},
+            states,
+            [r.attempts for r in records],
+            [r.started or 0.0 for r in records],
+            [r.finished or 0.0 for r in records],
+            errors,  # type: ignore[arg-type]
+            0.0,
+        )
+
+
+class _Outputs:
+    """Read-only mapping of step -> output, decoded from the store when read."""
+
+    def __init__(self, store: Store, run_id: str, steps: "set[str]") -> None:
+        self._store = store
+        self._run_id = run_id
+        self._steps = steps
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, step: str) -> "Any":
+        if step not in self._steps:
+            raise KeyError(step)
+        if step not in self._cache:
+            self._cache[step] = self._store.output(self._run_id, step)
+        return self._cache[step]
+
+    def __contains__(self, step: object) -> bool:
+        return step in self._steps
+
+    def __iter__(self) -> "Iterator[str]":
+        return iter(sorted(self._steps))
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def get(self, step: str, default: "Any" = None) -> "Any":
+        return self[step] if step in self._steps else default
+
+    def keys(self) -> "list[str]":
+        return sorted(self._steps)
+
+    def items(self) -> "list[tuple[str, Any]]":
+        return [(step, self[step]) for step in sorted(self._steps)]
+
+    def values(self) -> "list[Any]":
+        return [self[step] for step in sorted(self._steps)]
+
+
+def _not_json(value: "Any") -> "str | None":
+    """What keeps ``value`` from being a JSON value exactly, or ``None``."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if v is None or t in (str, int, bool):
+            continue
+        if t is float:
+            if v != v or v in (float("inf"), float("-inf")):
+                return f"float {v!r}"
+            continue
+        if t is list:
+            stack.extend(v)
+        elif t is dict:
+            for k in v:
+                if type(k) is not str:
+                    return f"dict key of type {type(k).__name__}"
+            stack.extend(v.values())
+        else:
+            return f"{t.__name__}"
+    return None
+

@@ -1,0 +1,250 @@
+"""The JSON-files store: a directory of plain files, one subdirectory per run.
+
+Layout::
+
+    DIR/microdag-store.json          {"app": "microdag", "schema": 1}
+    DIR/runs/<run id>/run.json       the run's record, rewritten as it changes
+    DIR/runs/<run id>/tasks-<n>.json one group of task records per commit
+    DIR/blobs/<ab>/<sha256>          encoded outputs of 64 KiB and more
+
+Every file is written atomically (temporary file, fsync, ``os.replace``, fsync
+of the directory), so a crash leaves each file whole, old or new.  Task
+records are appended as numbered groups (a log): reading replays the groups
+in order, a later record of a task replacing an earlier one, and ignores the
+temporary files a crash can leave behind.  A group is written every
+:data:`GROUP` records and by ``flush``/``finish``.
+"""
+
+import base64
+import json
+import os
+import threading
+
+from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
+from ._sqlite import write_atomic
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+SCHEMA = 1
+GROUP = 256
+_MARKER = "microdag-store.json"
+
+
+class JSONStore(Store):
+    """Runs kept as JSON files in a directory.
+
+    Args:
+        path: the directory (created when missing; its parent must exist).
+        codec: ``"json"`` (default) or ``"pickle"`` (trusted data only).
+
+    Raises:
+        StoreError: the parent directory is missing, or the directory holds
+            other files and is not a microdag store, or has a newer schema.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", codec: str = "json") -> None:
+        super().__init__(codec)
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(parent):
+            raise StoreError(f"cannot open store {self.path!r}: directory {parent!r} does not exist")
+        marker = os.path.join(self.path, _MARKER)
+        if os.path.isdir(self.path) and os.path.exists(marker):
+            try:
+                with open(marker, "rb") as f:
+                    meta = json.load(f)
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"{self.path!r} is not a usable microdag store: {exc}") from None
+            if not isinstance(meta, dict) or meta.get("app") != "microdag":
+                raise StoreError(f"{self.path!r} is not a microdag store")
+            if int(meta.get("schema", 0)) > SCHEMA:
+                raise StoreError(
+                    f"{self.path!r} has store schema {meta['schema']}, newer than this "
+                    f"microdag's ({SCHEMA}): upgrade microdag to use it"
+                )
+        elif os.path.isdir(self.path) and os.listdir(self.path):
+            raise StoreError(f"{self.path!r} is a directory with other files, not a microdag store")
+        else:
+            try:
+                os.makedirs(os.path.join(self.path, "runs"), exist_ok=True)
+                write_atomic(marker, json.dumps({"app": "microdag", "schema": SCHEMA}).encode())
+            except OSError as exc:
+                raise StoreError(f"cannot create store {self.path!r}: {exc}") from None
+        self._lock = threading.RLock()
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._groups: dict[str, int] = {}
+
+    def _run_dir(self, run_id: str) -> str:
+        if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", ".."):
+            raise StoreError(f"run id {run_id!r} cannot name a directory")
+        return os.path.join(self.path, "runs", run_id)
+
+    def _write_info(self, info: RunInfo) -> None:
+        record = {
+            "id": info.id,
+            "flow": info.flow,
+            "fingerprint": info.fingerprint,
+            "inputs": self._bytes_out(self.encode(info.inputs, "the run's inputs")),
+            "status": info.status,
+            "started": info.started,
+            "finished": info.finished,
+        }
+        try:
+            write_atomic(os.path.join(self._run_dir(info.id), "run.json"), json.dumps(record).encode())
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+
+    def _bytes_out(self, data: bytes) -> str:
+        return data.decode() if self.codec == "json" else base64.b64encode(data).decode()
+
+    def _bytes_in(self, text: str) -> bytes:
+        return text.encode() if self.codec == "json" else base64.b64decode(text)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def begin(self, info: RunInfo) -> None:
+        folder = self._run_dir(info.id)
+        with self._lock:
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}") from None
+            except OSError as exc:
+                raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+            self._write_info(info)
+
+    def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
+        with self._lock:
+            pending = self._pending.setdefault(run_id, [])
+            for r in records:
+                row: dict[str, Any] = {name: getattr(r, name) for name in TaskRecord.__slots__}
+                if r.output is not None:
+                    if len(r.output) >= BLOB_SIZE:
+                        row["output"] = None
+                        row["output_ref"] = self._put_blob(r.output)
+                    else:
+                        row["output"] = self._bytes_out(r.output)
+                pending.append(row)
+            if len(pending) >= GROUP:
+                self._commit(run_id)
+
+    def _commit(self, run_id: str) -> None:
+        pending = self._pending.get(run_id)
+        if not pending:
+            return
+        folder = self._run_dir(run_id)
+        n = self._groups.get(run_id)
+        if n is None:
+            n = len([name for name in os.listdir(folder) if _is_group(name)])
+        try:
+            write_atomic(os.path.join(folder, f"tasks-{n + 1:06d}.json"), json.dumps(pending).encode())
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+        self._groups[run_id] = n + 1
+        pending.clear()
+
+    def flush(self) -> None:
+        with self._lock:
+            for run_id in list(self._pending):
+                self._commit(run_id)
+
+    def finish(self, run_id: str, status: str, finished: float) -> None:
+        with self._lock:
+            self._commit(run_id)
+            info = self.run_info(run_id)
+            info.status = status
+            info.finished = finished
+            self._write_info(info)
+
+    def _put_blob(self, data: bytes) -> str:
+        digest = self.digest(data)
+        folder = os.path.join(self.path, "blobs", digest[:2])
+        path = os.path.join(folder, digest)
+        if not os.path.exists(path):
+            os.makedirs(folder, exist_ok=True)
+            write_atomic(path, data)
+        return digest
+
+    # -- reading -------------------------------------------------------------------------
+
+    def run_info(self, run_id: str) -> RunInfo:
+        path = os.path.join(self._run_dir(run_id), "run.json")
+        try:
+            with open(path, "rb") as f:
+                r = json.load(f)
+        except FileNotFoundError:
+            raise StoreError(f"no run {run_id!r} in store {self.path!r}") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"run {run_id!r} in store {self.path!r} is unreadable: {exc}") from None
+        inputs = self.decode(self._bytes_in(r["inputs"]))
+        return RunInfo(r["id"], r["flow"], r["fingerprint"], inputs, r["status"], r["started"], r["finished"])
+
+    def tasks(self, run_id: str) -> "list[TaskRecord]":
+        self.run_info(run_id)
+        folder = self._run_dir(run_id)
+        with self._lock:
+            self._commit(run_id)
+            names = sorted(name for name in os.listdir(folder) if _is_group(name))
+        merged: dict[tuple[str, int], TaskRecord] = {}
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                rows = json.load(f)
+            for row in rows:
+                ref = row.pop("output_ref", None)
+                if ref is not None:
+                    with open(os.path.join(self.path, "blobs", ref[:2], ref), "rb") as f:
+                        row["output"] = f.read()
+                elif row["output"] is not None:
+                    row["output"] = self._bytes_in(row["output"])
+                record = TaskRecord(**row)
+                merged[(record.step, record.item)] = record  # a later record wins, in first place
+        return list(merged.values())
+
+    def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
+        runs = []
+        for run_id in os.listdir(os.path.join(self.path, "runs")):
+            try:
+                info = self.run_info(run_id)
+            except StoreError:
+                continue  # a run directory a crash left without its record
+            if flow is None or info.flow == flow:
+                runs.append(info)
+        runs.sort(key=lambda r: (r.started, r.id), reverse=True)
+        return runs if limit is None else runs[:limit]
+
+    def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
+        import shutil
+
+        from ._memory import _doomed
+
+        doomed = _doomed(self.list_runs(), older_than, keep_last)
+        with self._lock:
+            for run_id in doomed:
+                shutil.rmtree(self._run_dir(run_id))
+            used: set[str | None] = set()
+            for run_id in os.listdir(os.path.join(self.path, "runs")):
+                folder = self._run_dir(run_id)
+                for name in os.listdir(folder):
+                    if _is_group(name):
+                        with open(os.path.join(folder, name), "rb") as f:
+                            used.update(row.get("output_ref") for row in json.load(f))
+            blobs = os.path.join(self.path, "blobs")
+            if os.path.isdir(blobs):
+                for sub in os.listdir(blobs):
+                    for name in os.listdir(os.path.join(blobs, sub)):
+                        if name not in used:
+                            os.remove(os.path.join(blobs, sub, name))
+        return len(doomed)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __repr__(self) -> str:
+        return f"JSONStore({self.path!r})"
+
+
+def _is_group(name: str) -> bool:
+    return name.startswith("tasks-") and name.endswith(".json")

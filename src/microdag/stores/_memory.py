@@ -1,0 +1,124 @@
+"""The in-memory store: this process only, for tests and warm functions."""
+
+import threading
+
+from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+class MemoryStore(Store):
+    """Runs kept in this process's memory (nothing survives it).
+
+    Args:
+        codec: ``"json"`` (default) or ``"pickle"``.
+    """
+
+    def __init__(self, codec: str = "json") -> None:
+        super().__init__(codec)
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunInfo] = {}
+        self._tasks: dict[str, dict[tuple[str, int], TaskRecord]] = {}
+        self._blobs: dict[str, bytes] = {}
+
+    def begin(self, info: RunInfo) -> None:
+        with self._lock:
+            if info.id in self._runs:
+                raise StoreError(f"a run with id {info.id!r} is already in this store")
+            self._runs[info.id] = _copy_info(info)
+            self._tasks[info.id] = {}
+
+    def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
+        with self._lock:
+            tasks = self._tasks[run_id]
+            for record in records:
+                kept = TaskRecord(*record.as_tuple())
+                if kept.output is not None and len(kept.output) >= BLOB_SIZE:
+                    digest = self.digest(kept.output)
+                    self._blobs[digest] = kept.output
+                    kept.output = _Blob(digest)  # type: ignore[assignment]
+                tasks[(record.step, record.item)] = kept
+
+    def flush(self) -> None:
+        return None
+
+    def finish(self, run_id: str, status: str, finished: float) -> None:
+        with self._lock:
+            info = self._info(run_id)
+            info.status = status
+            info.finished = finished
+
+    def _info(self, run_id: str) -> RunInfo:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise StoreError(f"no run {run_id!r} in this memory store") from None
+
+    def run_info(self, run_id: str) -> RunInfo:
+        with self._lock:
+            return _copy_info(self._info(run_id))
+
+    def tasks(self, run_id: str) -> "list[TaskRecord]":
+        with self._lock:
+            self._info(run_id)
+            out = []
+            for record in self._tasks[run_id].values():
+                copy = TaskRecord(*record.as_tuple())
+                if isinstance(copy.output, _Blob):
+                    copy.output = self._blobs[copy.output.digest]
+                out.append(copy)
+            return out
+
+    def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
+        with self._lock:
+            runs = [_copy_info(r) for r in self._runs.values() if flow is None or r.flow == flow]
+        runs.sort(key=lambda r: (r.started, r.id), reverse=True)
+        return runs if limit is None else runs[:limit]
+
+    def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
+        doomed = _doomed(self.list_runs(), older_than, keep_last)
+        with self._lock:
+            for run_id in doomed:
+                del self._runs[run_id]
+                del self._tasks[run_id]
+            used: set[str] = set()
+            for tasks in self._tasks.values():
+                for r in tasks.values():
+                    blob = r.output
+                    if isinstance(blob, _Blob):
+                        used.add(blob.digest)
+            for digest in set(self._blobs) - used:
+                del self._blobs[digest]
+        return len(doomed)
+
+
+class _Blob:
+    __slots__ = ("digest",)
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+
+def _copy_info(info: RunInfo) -> RunInfo:
+    return RunInfo(info.id, info.flow, info.fingerprint, dict(info.inputs), info.status, info.started, info.finished)
+
+
+def _doomed(runs: "list[RunInfo]", older_than: "float | None", keep_last: "int | None") -> "list[str]":
+    """Ids of the runs ``prune`` deletes (``runs`` newest first)."""
+    import time
+
+    cutoff = None if older_than is None else time.time() - older_than
+    seen: dict[str, int] = {}
+    doomed = []
+    for run in runs:
+        rank = seen[run.flow] = seen.get(run.flow, 0) + 1
+        if keep_last is not None and rank <= keep_last:
+            continue
+        if cutoff is not None and run.started >= cutoff:
+            continue
+        if cutoff is None and keep_last is None:
+            continue
+        doomed.append(run.id)
+    return doomed
