@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._flow import Flow
     from ._graph import Graph, TopologicalSorter
     from ._run import Run, Task
+    from . import stores
 
 __all__ = [
     "CycleError",
@@ -32,6 +33,7 @@ __all__ = [
     "TopologicalSorter",
     "__version__",
     "context",
+    "stores",
 ]
 
 # public name -> (module, name in that module)
@@ -53,6 +55,9 @@ _EXPORTS = {
 
 
 def __getattr__(name: str) -> object:
+    if name == "stores":  # the subpackage, imported on first use
+        __import__(f"{__name__}.stores")  # the import system binds it here
+        return globals()["stores"]
     try:
         module, attr = _EXPORTS[name]
     except KeyError:

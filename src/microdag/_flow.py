@@ -196,7 +196,11 @@ class _Signature:
         self.positional_only = tuple(positional_only)
 
 
-_NO_SIGNATURE = _Signature(lambda: None)
+def _no_signature() -> _Signature:
+    """A signature with no parameters, for a function whose own cannot be read."""
+    sig = _Signature.__new__(_Signature)
+    sig.params, sig.names, sig.var_kw, sig.positional_only, sig.is_async = (), frozenset(), False, (), False
+    return sig
 
 
 class _Plan:
@@ -241,7 +245,7 @@ class _Plan:
                         f"step {step.name!r}: cannot read the parameters of "
                         f"{_callable_name(step.fn)} ({exc}); wrap it in a def"
                     )
-                    sig = _NO_SIGNATURE
+                    sig = _no_signature()
             pairs, ins = _bind(step, sig, names, problems)
             is_async.append(sig.is_async)
             if step.depends_on:
@@ -308,6 +312,30 @@ class _Plan:
         if usual:
             self._flags[key] = out
         return out
+
+    def fingerprint(self) -> str:
+        """A digest of the flow's structure: steps, dependencies, bindings, maps, triggers.
+
+        Retry, timeout and priority options and the functions' code are left
+        out: changing them does not stop a run from being resumed.
+        """
+        import hashlib
+        import json
+
+        names = self.graph.names
+        shape = [
+            [
+                s.name,
+                [names[j] for j in self.graph._deps[i]],
+                list(self.dep_kwnames[i]),
+                [[p, n] for p, n, _ in self.input_params[i]],
+                s.map,
+                s.batch_size,
+                s.trigger,
+            ]
+            for i, s in enumerate(self.steps)
+        ]
+        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:32]
 
     def sinks(self) -> list[int]:
         """Ids of the steps no other step depends on."""
@@ -523,6 +551,10 @@ class Flow:
         raise_on_failure: bool = True,
         keep_outputs: bool = False,
         cancel: "Any" = None,
+        store: "Any" = None,
+        run_id: "str | None" = None,
+        resume: bool = False,
+        force: bool = False,
     ) -> "Run":
         """Run the flow and return its :class:`~microdag.Run`.
 
@@ -548,6 +580,17 @@ class Flow:
                 pending steps end ``cancelled``, steps running on processes
                 are terminated, steps running inline or on threads finish
                 (their results are recorded), and the run ends ``cancelled``.
+            store: keep the run in a store: a :class:`microdag.stores.Store`
+                or a spec (``"memory"``, ``"json:DIR"``, ``"sqlite:PATH"``,
+                a path ending in ``.db``); each finished step is recorded
+                (grouped commits), the run's end durably before ``run``
+                returns.
+            run_id: the run's id (default: a new one).
+            resume: with ``store`` and ``run_id``: go on with that run; steps
+                it records as succeeded are not run again (their stored
+                outputs are used), every other step runs; ``inputs``
+                default to the run's.
+            force: resume even if the flow's structure changed since.
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).
@@ -567,6 +610,10 @@ class Flow:
             raise_on_failure=raise_on_failure,
             keep_outputs=keep_outputs,
             cancel=cancel,
+            store=store,
+            run_id=run_id,
+            resume=resume,
+            force=force,
         )
 
     async def arun(
@@ -580,6 +627,10 @@ class Flow:
         raise_on_failure: bool = True,
         keep_outputs: bool = False,
         cancel: "Any" = None,
+        store: "Any" = None,
+        run_id: "str | None" = None,
+        resume: bool = False,
+        force: bool = False,
     ) -> "Run":
         """Run the flow inside the caller's event loop; same options as :meth:`run`.
 
@@ -602,23 +653,52 @@ class Flow:
             raise_on_failure=raise_on_failure,
             keep_outputs=keep_outputs,
             cancel=cancel,
+            store=store,
+            run_id=run_id,
+            resume=resume,
+            force=force,
         )
 
-    def run_step(self, name: str, inputs: "Mapping[str, Any] | None" = None) -> "Any":
+    def run_step(
+        self,
+        name: str,
+        inputs: "Mapping[str, Any] | None" = None,
+        *,
+        from_run: "str | None" = None,
+        store: "Any" = None,
+    ) -> "Any":
         """Run one step alone, in the calling thread, and return its output.
 
         Args:
             name: the step.
             inputs: the outputs of the steps it depends on, by step name, and
                 the flow inputs it takes, by input name.
+            from_run, store: take those values from the stored run
+                ``from_run`` instead (``inputs`` overrides any of them); the
+                stored run is not changed.
 
         Raises:
             FlowError: unknown step, or a value it needs is missing.
+            StoreError: the store or the run cannot be read.
             Exception: whatever the step raises (no retries).
         """
         plan = self._compiled()
         i = plan.graph.ids([name])[0]
-        given = dict(inputs or {})
+        given: dict[str, Any] = {}
+        if from_run is not None:
+            from .stores import open_store
+
+            if store is None:
+                raise FlowError("run_step(from_run=...) needs the store= that holds the run")
+            source = open_store(store)
+            given.update(source.run_info(from_run).inputs)
+            for dep in plan.argdeps[i]:
+                dep_name = str(plan.graph.names[dep])
+                try:
+                    given[dep_name] = source.output(from_run, dep_name)
+                except KeyError:
+                    pass  # reported below as missing, unless inputs gives it
+        given.update(inputs or {})
         kwargs: dict[str, Any] = {}
         missing: list[str] = []
         names = plan.graph.names

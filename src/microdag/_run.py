@@ -316,6 +316,8 @@ class _Runner:
         hooks: "tuple[Callable[[Event], Any], ...]",
         keep: "list[int] | None",
         cancel: "Any" = None,
+        store: "Any" = None,
+        run_id: "str | None" = None,
     ) -> None:
         n = len(plan.steps)
         self.flow = flow
@@ -323,7 +325,9 @@ class _Runner:
         self.k = kernel
         self.n = n
         self.names: tuple[str, ...] = plan.graph.names  # type: ignore[assignment]
-        self.run_id = _new_run_id()
+        self.run_id = run_id or _new_run_id()
+        self.store = store  # a microdag.stores.Store, or None
+        self.resumed: dict[int, Any] = {}  # step id -> its succeeded TaskRecord (resume)
         self.given = given
         self.hooks = hooks
         self.fail_fast = on_failure == "fail_fast"
@@ -344,14 +348,14 @@ class _Runner:
         self.cancel = cancel
         self.cancel_requested = False
         self.reasons: dict[int, str] = {}
-        self.run_dir: str | None = None
+        self.run_dir: str | None = None if store is None else store.run_dir(self.run_id)
         self.owned = False
         self.loops: dict[int, Any] = {}  # thread id -> event loop, for async steps
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
         self.debug = debug_enabled()
         self.keep = keep
-        self.flags = plan.flags(bool(hooks) or self.debug, keep)
+        self.flags = plan.flags(bool(hooks) or self.debug or store is not None, keep)
         self.kernel_lock: Any = None
         self.cond: Any = None
         self.idle = [0]
@@ -383,6 +387,9 @@ class _Runner:
 
     def run_careful(self, i: int) -> None:
         """One attempt of step ``i`` in this thread, with timeout, hooks and logs."""
+        if i in self.resumed:
+            self.restore(i)
+            return
         step = self.plan.steps[i]
         if step.map is not None:
             ms = self.start_map(i)
@@ -433,7 +440,14 @@ class _Runner:
             if frame is not None:
                 frame.current[:] = [-1, None, 0]
 
-    def succeed(self, i: int, result: "Any") -> None:
+    def succeed(self, i: int, result: "Any", restored: bool = False) -> None:
+        if self.store is not None and not restored:
+            try:
+                data = self.store.encode(result, f"the output of step {self.names[i]!r}")
+            except Exception as exc:  # not JSON, does not pickle: the step fails
+                self.fail(i, exc)
+                return
+            self.save(i, "succeeded", output=data)
         k = self.k
         with self.locked():
             self.outputs[i] = result
@@ -484,6 +498,8 @@ class _Runner:
         self.errors[i] = exc
         if self.first_failure < 0:
             self.first_failure = i
+        if self.store is not None:
+            self.save(i, "failed", error=exc)
         log(30, "run %s: step %r failed on attempt %d: %s: %s",
             self.run_id, name, attempt, type(exc).__name__, exc)
         k = self.k
@@ -500,6 +516,34 @@ class _Runner:
         for c in cancelled:
             self.emit("step_finished", c, status="cancelled")
         self.wake()
+
+    # -- durable records ------------------------------------------------------------
+
+    def save(self, i: int, status: str, output: "bytes | None" = None, error: "BaseException | None" = None) -> None:
+        """Hand step ``i``'s record to the store (which commits in groups)."""
+        from .stores import TaskRecord
+
+        offset = self.wall0 - self.pc0
+        started = self.started[i] + offset if self.attempts[i] else None
+        finished = self.finished[i] + offset if self.attempts[i] and self.finished[i] else None
+        etype = emsg = tb = None
+        if error is not None:
+            import traceback
+
+            etype, emsg = type(error).__name__, str(error)
+            tb = "".join(traceback.format_exception(error))
+        record = TaskRecord(self.names[i], -1, status, self.attempts[i], started, finished, etype, emsg, tb, output)
+        self.store.save(self.run_id, [record])
+
+    def restore(self, i: int) -> None:
+        """Step ``i`` succeeded in the run being resumed: take its stored output."""
+        record = self.resumed.pop(i)
+        offset = self.wall0 - self.pc0
+        self.attempts[i] = record.attempts
+        self.started[i] = (record.started or self.wall0) - offset
+        self.finished[i] = (record.finished or self.wall0) - offset
+        output = None if record.output is None else self.store.decode(record.output)
+        self.succeed(i, output, restored=True)
 
     def skip(self, i: int, exc: Skip) -> None:
         """Step ``i`` raised :class:`Skip`: it and its dependents follow the trigger rules."""
@@ -1030,7 +1074,9 @@ class _Runner:
                     break
                 key = k.take(1)[0]
             if isinstance(key, int):
-                if steps[key].map is not None:
+                if key in self.resumed:
+                    self.restore(key)
+                elif steps[key].map is not None:
                     self.start_map(key)  # its units go out above
                 else:
                     self.submit(pool, key, steps[key])
@@ -1120,6 +1166,16 @@ class _Runner:
             status = "succeeded"
         error = self.errors.get(self.first_failure) if self.first_failure >= 0 else None
         offset = self.wall0 - self.pc0
+        finished = time.time()
+        if self.store is not None:
+            active = range(self.n) if self.subset is None else self.subset
+            for i in active:
+                st = states[i]
+                if st == sched.SKIPPED or st == sched.CANCELLED or i in self.cancelled:
+                    self.save(i, "cancelled" if i in self.cancelled or st == sched.CANCELLED else "skipped")
+                elif st in (sched.PENDING, sched.READY):
+                    self.save(i, "pending")
+            self.store.finish(self.run_id, status, finished)
         return Run(
             self.run_id,
             self.flow.name,
@@ -1127,7 +1183,7 @@ class _Runner:
             outputs,
             inputs,
             self.wall0,
-            time.time(),
+            finished,
             error,
             names,
             self.plan.graph._index,  # type: ignore[arg-type]
@@ -1336,9 +1392,32 @@ def _prepare(
     hooks: "Iterable[Callable[[Event], Any]]",
     keep_outputs: bool,
     cancel: "Any",
+    store: "Any" = None,
+    run_id: "str | None" = None,
+    resume: bool = False,
+    force: bool = False,
 ) -> "_Runner":
     """Check everything a run needs, then set up its runner (the kernel is held)."""
     problems: list[str] = []
+    resumed_info = None
+    if store is not None:
+        from .stores import open_store
+
+        try:
+            store = open_store(store)
+        except ValueError as exc:
+            problems.append(str(exc))
+            store = None
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        problems.append(f"run_id must be a non-empty string, not {run_id!r}")
+        run_id = None
+    if resume:
+        if store is None or run_id is None:
+            problems.append("resume=True needs store= and the run_id= of the run to resume")
+        else:
+            resumed_info = store.run_info(run_id)  # StoreError for an unknown run
+            if inputs is None:
+                inputs = resumed_info.inputs
     if isinstance(executor, str):
         if executor not in _EXECUTORS:
             problems.append(
@@ -1387,6 +1466,11 @@ def _prepare(
     bound = _bind_inputs(plan, subset, given, problems)
     if executor == "processes":
         _check_picklable(plan, subset, problems)
+    if resumed_info is not None and resumed_info.fingerprint != plan.fingerprint() and not force:
+        problems.append(
+            f"run {run_id} was made by another version of flow {flow.name!r} (its steps, "
+            "dependencies or bindings changed); resume it with force=True to run it anyway"
+        )
     if problems:
         raise FlowError(*problems)
 
@@ -1398,11 +1482,13 @@ def _prepare(
         kernel = graph._new_kernel()
         plan.configure(kernel)
     try:
-        runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep, cancel)
+        runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep, cancel, store, run_id)
         runner.owned = owned
         for i, (names, values) in bound.items():
             runner.kwnames[i] = names
             runner.consts[i] = values
+        if store is not None:
+            _open_record(runner, store, resumed_info is not None)
         kernel.reset(subset)
     except BaseException:
         if owned:
@@ -1412,6 +1498,25 @@ def _prepare(
     if runner.debug:
         log(10, "run %s of flow %r started", runner.run_id, flow.name)
     return runner
+
+
+def _open_record(runner: "_Runner", store: "Any", resume: bool) -> None:
+    """Start the run's record in ``store``, or reopen it and note what already succeeded."""
+    from .stores import RunInfo
+
+    if resume:
+        index = runner.plan.graph._index
+        for record in store.tasks(runner.run_id):
+            i = index.get(record.step)
+            if i is not None and record.item < 0 and record.status == "succeeded":
+                runner.resumed[i] = record
+        store.finish(runner.run_id, "running", None)
+        return
+    info = RunInfo(runner.run_id, runner.flow.name, runner.plan.fingerprint(), runner.given, "running", runner.wall0)
+    try:
+        store.begin(info)
+    except TypeError as exc:  # inputs the codec cannot store
+        raise FlowError(str(exc)) from None
 
 
 def _finish(runner: "_Runner", raise_on_failure: bool) -> Run:
@@ -1447,9 +1552,16 @@ def execute(
     raise_on_failure: bool,
     keep_outputs: bool,
     cancel: "Any" = None,
+    store: "Any" = None,
+    run_id: "str | None" = None,
+    resume: bool = False,
+    force: bool = False,
 ) -> Run:
     """Run ``flow`` (the implementation of :meth:`Flow.run`)."""
-    runner = _prepare(flow, inputs, executor, max_workers, targets, on_failure, hooks, keep_outputs, cancel)
+    runner = _prepare(
+        flow, inputs, executor, max_workers, targets, on_failure, hooks, keep_outputs, cancel,
+        store, run_id, resume, force,
+    )
     try:
         if executor == "inline":
             runner.loop_inline()
@@ -1485,9 +1597,16 @@ async def execute_async(
     raise_on_failure: bool,
     keep_outputs: bool,
     cancel: "Any" = None,
+    store: "Any" = None,
+    run_id: "str | None" = None,
+    resume: bool = False,
+    force: bool = False,
 ) -> Run:
     """Run ``flow`` in the running event loop (the implementation of :meth:`Flow.arun`)."""
-    runner = _prepare(flow, inputs, "inline", max_workers, targets, on_failure, hooks, keep_outputs, cancel)
+    runner = _prepare(
+        flow, inputs, "inline", max_workers, targets, on_failure, hooks, keep_outputs, cancel,
+        store, run_id, resume, force,
+    )
     try:
         await runner.loop_async(max_workers or _default_workers("threads"))
     except BaseException as exc:  # cancelled, or Ctrl-C

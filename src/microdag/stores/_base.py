@@ -203,8 +203,9 @@ class Store:
         """Make everything saved so far durable."""
         raise NotImplementedError
 
-    def finish(self, run_id: str, status: str, finished: float) -> None:
-        """Record the run's end; everything saved is durable when this returns."""
+    def finish(self, run_id: str, status: str, finished: "float | None") -> None:
+        """Record the run's status (its end, or ``"running"`` again on resume);
+        everything saved is durable when this returns."""
         raise NotImplementedError
 
     def run_info(self, run_id: str) -> RunInfo:
@@ -230,6 +231,11 @@ class Store:
 
     def close(self) -> None:
         """Flush and let go of files."""
+
+    def run_dir(self, run_id: str) -> "str | None":
+        """Where the run's steps keep files (``microdag.context().run_dir``), or
+        ``None`` for a temporary directory."""
+        return None
 
     # -- shared reading ------------------------------------------------------------
 

@@ -151,7 +151,7 @@ class JSONStore(Store):
             for run_id in list(self._pending):
                 self._commit(run_id)
 
-    def finish(self, run_id: str, status: str, finished: float) -> None:
+    def finish(self, run_id: str, status: str, finished: "float | None") -> None:
         with self._lock:
             self._commit(run_id)
             info = self.run_info(run_id)
@@ -238,6 +238,9 @@ class JSONStore(Store):
                         if name not in used:
                             os.remove(os.path.join(blobs, sub, name))
         return len(doomed)
+
+    def run_dir(self, run_id: str) -> str:
+        return os.path.join(self._run_dir(run_id), "work")
 
     def close(self) -> None:
         self.flush()

@@ -44,7 +44,7 @@ class MemoryStore(Store):
     def flush(self) -> None:
         return None
 
-    def finish(self, run_id: str, status: str, finished: float) -> None:
+    def finish(self, run_id: str, status: str, finished: "float | None") -> None:
         with self._lock:
             info = self._info(run_id)
             info.status = status

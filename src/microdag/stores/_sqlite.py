@@ -180,7 +180,7 @@ class SQLiteStore(Store):
         with self._lock:
             self._commit()
 
-    def finish(self, run_id: str, status: str, finished: float) -> None:
+    def finish(self, run_id: str, status: str, finished: "float | None") -> None:
         with self._lock:
             self._commit()
             self._write("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, run_id))
@@ -260,6 +260,9 @@ class SQLiteStore(Store):
                     if name not in used:
                         os.remove(os.path.join(self.blobs, folder, name))
         return len(doomed)
+
+    def run_dir(self, run_id: str) -> str:
+        return os.path.join(self.path + ".work", run_id)
 
     def close(self) -> None:
         with self._lock:
