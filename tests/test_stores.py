@@ -72,6 +72,12 @@ def blob_files(store: Store) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def blob_paths(store: Store) -> list[Path]:
+    """Every file under the store's blobs directory."""
+    root = Path(store.blobs) if isinstance(store, SQLiteStore) else Path(store.path) / "blobs"  # type: ignore[attr-defined]
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -513,8 +519,12 @@ def test_prune_removes_only_blobs_no_remaining_run_uses(store: Store) -> None:
     now = time.time()
     only_old, shared, only_new = big_json("A"), big_json("S"), big_json("B")
     store.begin(new_run("old", started=now - 1000))
-    store.begin(new_run("new", started=now))
     store.save("old", [TaskRecord("a", output=only_old), TaskRecord("s", output=shared)])
+    store.flush()
+    if not isinstance(store, MemoryStore):  # the old run wrote its blobs back then
+        for path in blob_paths(store):
+            os.utime(path, (now - 1000, now - 1000))
+    store.begin(new_run("new", started=now))
     new_records = [TaskRecord("s", output=shared), TaskRecord("b", output=only_new)]
     store.save("new", new_records)
     store.flush()

@@ -377,7 +377,8 @@ class _Runner:
     # -- calling steps ----------------------------------------------------------
 
     def kwargs(self, i: int) -> "dict[str, Any]":
-        values = [self.outputs[d] for d in self.plan.argdeps[i]]
+        value = self.value
+        values = [value(d) for d in self.plan.argdeps[i]]
         values.extend(self.consts[i])
         return dict(zip(self.kwnames[i], values))
 
@@ -387,9 +388,6 @@ class _Runner:
 
     def run_careful(self, i: int) -> None:
         """One attempt of step ``i`` in this thread, with timeout, hooks and logs."""
-        if i in self.resumed:
-            self.restore(i)
-            return
         step = self.plan.steps[i]
         if step.map is not None:
             ms = self.start_map(i)
@@ -440,8 +438,8 @@ class _Runner:
             if frame is not None:
                 frame.current[:] = [-1, None, 0]
 
-    def succeed(self, i: int, result: "Any", restored: bool = False) -> None:
-        if self.store is not None and not restored:
+    def succeed(self, i: int, result: "Any") -> None:
+        if self.store is not None:
             try:
                 data = self.store.encode(result, f"the output of step {self.names[i]!r}")
             except Exception as exc:  # not JSON, does not pickle: the step fails
@@ -535,15 +533,23 @@ class _Runner:
         record = TaskRecord(self.names[i], -1, status, self.attempts[i], started, finished, etype, emsg, tb, output)
         self.store.save(self.run_id, [record])
 
-    def restore(self, i: int) -> None:
-        """Step ``i`` succeeded in the run being resumed: take its stored output."""
-        record = self.resumed.pop(i)
+    def resume_from(self, records: "dict[int, Any]") -> None:
+        """Take over the steps a resumed run records as succeeded: their attempts
+        and times now, their outputs when a step needs them (:meth:`value`)."""
         offset = self.wall0 - self.pc0
-        self.attempts[i] = record.attempts
-        self.started[i] = (record.started or self.wall0) - offset
-        self.finished[i] = (record.finished or self.wall0) - offset
-        output = None if record.output is None else self.store.decode(record.output)
-        self.succeed(i, output, restored=True)
+        for i, record in records.items():
+            self.attempts[i] = record.attempts
+            self.started[i] = (record.started or self.wall0) - offset
+            self.finished[i] = (record.finished or self.wall0) - offset
+            self.outputs[i] = _STORED
+        self.resumed = records
+
+    def value(self, i: int) -> "Any":
+        """Step ``i``'s output, read from the store if a resumed run made it."""
+        out = self.outputs[i]
+        if out is _STORED:
+            out = self.outputs[i] = self.store.output(self.run_id, self.names[i])
+        return out
 
     def skip(self, i: int, exc: Skip) -> None:
         """Step ``i`` raised :class:`Skip`: it and its dependents follow the trigger rules."""
@@ -681,7 +687,7 @@ class _Runner:
         step = self.plan.steps[i]
         name = self.names[i]
         names = self.kwnames[i]
-        values = [self.outputs[d] for d in self.plan.argdeps[i]]
+        values = [self.value(d) for d in self.plan.argdeps[i]]
         values.extend(self.consts[i])
         self.attempts[i] += 1
         self.emit("step_started", i, attempt=self.attempts[i])
@@ -1074,9 +1080,7 @@ class _Runner:
                     break
                 key = k.take(1)[0]
             if isinstance(key, int):
-                if key in self.resumed:
-                    self.restore(key)
-                elif steps[key].map is not None:
+                if steps[key].map is not None:
                     self.start_map(key)  # its units go out above
                 else:
                     self.submit(pool, key, steps[key])
@@ -1156,7 +1160,7 @@ class _Runner:
         names = self.names
         kept = range(self.n) if self.keep is None else self.keep
         outputs: dict[str, Any] = {
-            names[i]: self.outputs[i] for i in kept if states[i] == sched.SUCCEEDED
+            names[i]: self.value(i) for i in kept if states[i] == sched.SUCCEEDED
         }
         if self.interrupt is not None or self.cancel_requested:
             status = "cancelled"
@@ -1329,6 +1333,10 @@ class _Map:
         return kwargs
 
 
+#: An output a resumed run's store holds, read when a step needs it.
+_STORED = object()
+
+
 class _NoLock:
     __slots__ = ()
 
@@ -1489,7 +1497,7 @@ def _prepare(
             runner.consts[i] = values
         if store is not None:
             _open_record(runner, store, resumed_info is not None)
-        kernel.reset(subset)
+        kernel.reset(subset, done=list(runner.resumed) or None)
     except BaseException:
         if owned:
             plan.busy = False
@@ -1506,10 +1514,14 @@ def _open_record(runner: "_Runner", store: "Any", resume: bool) -> None:
 
     if resume:
         index = runner.plan.graph._index
-        for record in store.tasks(runner.run_id):
+        active = None if runner.subset is None else set(runner.subset)
+        records = {}
+        for record in store.tasks(runner.run_id, outputs=False):
             i = index.get(record.step)
             if i is not None and record.item < 0 and record.status == "succeeded":
-                runner.resumed[i] = record
+                if active is None or i in active:
+                    records[i] = record
+        runner.resume_from(records)
         store.finish(runner.run_id, "running", None)
         return
     info = RunInfo(runner.run_id, runner.flow.name, runner.plan.fingerprint(), runner.given, "running", runner.wall0)

@@ -703,7 +703,7 @@ cdef class Kernel:
         self._rank = cp
         return 0
 
-    def reset(self, subset=None, object policy="critical"):
+    def reset(self, subset=None, object policy="critical", done=None):
         """Prepare a new run, keeping the compiled graph.
 
         Args:
@@ -712,10 +712,13 @@ cdef class Kernel:
             policy: ``"critical"`` (longest path to a sink first, then lowest
                 id; user priorities first when set) or ``"fifo"`` (nodes come
                 out in the order they became ready, as in :mod:`graphlib`).
+            done: nodes of the run that already succeeded (a resumed run):
+                they start ``SUCCEEDED``, counted as finished, and release
+                their successors.
 
         Raises:
-            ValueError: unknown policy.
-            IndexError: a subset id outside ``0 .. n-1``.
+            ValueError: unknown policy, or a ``done`` node outside the run.
+            IndexError: a subset or done id outside ``0 .. n-1``.
         """
         cdef int pol
         if policy == "critical":
@@ -769,6 +772,22 @@ cdef class Kernel:
                     self._indeg = <int32_t*>_alloc(n, sizeof(int32_t))
                     memcpy(self._indeg, self._count, n * sizeof(int32_t))
         self._resets += 1
+        cdef Py_ssize_t finished = 0, j
+        cdef int32_t p
+        if done is not None:
+            self._preds()
+            for obj in done:
+                j = _check_id(obj, n)
+                if state[j] != _PENDING:
+                    raise ValueError(f"node {j} is not a pending node of this run")
+                state[j] = _SUCCEEDED
+                finished += 1
+                for e in range(self._start[j], self._start[j + 1]):
+                    self._count[self._succ[e]] -= 1
+                for e in range(self._pstart[j], self._pstart[j + 1]):
+                    p = self._pred[e]
+                    if self._left[p] > 0:
+                        self._left[p] -= 1
         self._policy = pol
         if pol == _FIFO:
             if self._queue == NULL:
@@ -779,7 +798,8 @@ cdef class Kernel:
                 self._heap = <uint64_t*>_alloc(n + 1, sizeof(uint64_t))
         self._qhead = self._qtail = self._hsize = self._nstaged = 0
         self._active = active
-        self._finished = self._running = self._ready = 0
+        self._finished = finished
+        self._running = self._ready = 0
         for i in range(n):
             if state[i] == _PENDING and self._count[i] == 0:
                 self._push(<int32_t>i)

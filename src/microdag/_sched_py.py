@@ -419,7 +419,12 @@ class Kernel:
                 self._rank = [dense[key] for key in zip(prio, cp)]
         return self._rank
 
-    def reset(self, subset: "Iterable[int] | None" = None, policy: str = "critical") -> None:
+    def reset(
+        self,
+        subset: "Iterable[int] | None" = None,
+        policy: str = "critical",
+        done: "Iterable[int] | None" = None,
+    ) -> None:
         """Prepare a new run, keeping the compiled graph.
 
         Args:
@@ -428,10 +433,13 @@ class Kernel:
             policy: ``"critical"`` (longest path to a sink first, then lowest
                 id; user priorities first when set) or ``"fifo"`` (nodes come
                 out in the order they became ready, as in :mod:`graphlib`).
+            done: nodes of the run that already succeeded (a resumed run):
+                they start ``SUCCEEDED``, counted as finished, and release
+                their successors.
 
         Raises:
-            ValueError: unknown policy.
-            IndexError: a subset id outside ``0 .. n-1``.
+            ValueError: unknown policy, or a ``done`` node outside the run.
+            IndexError: a subset or done id outside ``0 .. n-1``.
         """
         if policy not in ("critical", "fifo"):
             raise ValueError(f"unknown policy {policy!r}: expected 'critical' or 'fifo'")
@@ -453,10 +461,24 @@ class Kernel:
                     count[d] += 1
                     if state[d] == PENDING:
                         left[s] += 1
+        finished = 0
+        if done is not None:
+            pstart, pred = self._preds()
+            for i in done:
+                if state[_check_id(i, n)] != PENDING:
+                    raise ValueError(f"node {i} is not a pending node of this run")
+                state[i] = SUCCEEDED
+                finished += 1
+                for e in range(start[i], start[i + 1]):
+                    count[succ[e]] -= 1
+                for e in range(pstart[i], pstart[i + 1]):
+                    p = pred[e]
+                    if left[p] > 0:
+                        left[p] -= 1
         self._state, self._count, self._left = state, count, left
         self._policy = policy
         self._queue, self._head, self._heap = [], 0, []
-        self._active, self._finished, self._running, self._ready = active, 0, 0, 0
+        self._active, self._finished, self._running, self._ready = active, finished, 0, 0
         if policy == "critical":
             self._ranks()
         for i in range(n):

@@ -170,7 +170,8 @@ class Store:
                 "(trusted data only), or return JSON values (dict with str keys, list, "
                 "str, int, float, bool, None)"
             )
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        # ASCII escapes keep str values exact, lone surrogates (file names) too.
+        return json.dumps(value, separators=(",", ":")).encode()
 
     def decode(self, data: bytes) -> "Any":
         if self.codec == "pickle":
@@ -216,8 +217,9 @@ class Store:
         """
         raise NotImplementedError
 
-    def tasks(self, run_id: str) -> "list[TaskRecord]":
-        """Every task record of the run, in the order they were first saved."""
+    def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
+        """Every task record of the run, in the order they were first saved
+        (without their outputs when ``outputs`` is false)."""
         raise NotImplementedError
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
@@ -339,11 +341,16 @@ class _Outputs:
 def _not_json(value: "Any") -> "str | None":
     """What keeps ``value`` from being a JSON value exactly, or ``None``."""
     stack = [value]
+    containers: set[int] = set()
     while stack:
         v = stack.pop()
         t = type(v)
         if v is None or t in (str, int, bool):
             continue
+        if t is list or t is dict:
+            if id(v) in containers:
+                return f"{t.__name__} that contains itself (or is shared)"
+            containers.add(id(v))
         if t is float:
             if v != v or v in (float("inf"), float("-inf")):
                 return f"float {v!r}"

@@ -21,7 +21,7 @@ import os
 import threading
 
 from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
-from ._sqlite import write_atomic
+from ._sqlite import drop_blobs, put_blob, write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ class JSONStore(Store):
         self._lock = threading.RLock()
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._groups: dict[str, int] = {}
+        # run id -> its encoded outputs by (step, item), read once, kept current
+        self._outputs: dict[str, dict[tuple[str, int], bytes]] = {}
 
     def _run_dir(self, run_id: str) -> str:
         if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", ".."):
@@ -107,6 +109,7 @@ class JSONStore(Store):
 
     def begin(self, info: RunInfo) -> None:
         folder = self._run_dir(info.id)
+        self.encode(info.inputs, "the run's inputs")  # refuse before taking the id
         with self._lock:
             try:
                 os.mkdir(folder)
@@ -138,12 +141,16 @@ class JSONStore(Store):
         folder = self._run_dir(run_id)
         n = self._groups.get(run_id)
         if n is None:
-            n = len([name for name in os.listdir(folder) if _is_group(name)])
+            try:
+                n = len([name for name in os.listdir(folder) if _is_group(name)])
+            except FileNotFoundError:
+                raise StoreError(f"no run {run_id!r} in store {self.path!r}") from None
         try:
             write_atomic(os.path.join(folder, f"tasks-{n + 1:06d}.json"), json.dumps(pending).encode())
         except OSError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
         self._groups[run_id] = n + 1
+        self._outputs.pop(run_id, None)  # read again when next asked
         pending.clear()
 
     def flush(self) -> None:
@@ -160,13 +167,7 @@ class JSONStore(Store):
             self._write_info(info)
 
     def _put_blob(self, data: bytes) -> str:
-        digest = self.digest(data)
-        folder = os.path.join(self.path, "blobs", digest[:2])
-        path = os.path.join(folder, digest)
-        if not os.path.exists(path):
-            os.makedirs(folder, exist_ok=True)
-            write_atomic(path, data)
-        return digest
+        return put_blob(os.path.join(self.path, "blobs"), data, self.path)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -182,7 +183,7 @@ class JSONStore(Store):
         inputs = self.decode(self._bytes_in(r["inputs"]))
         return RunInfo(r["id"], r["flow"], r["fingerprint"], inputs, r["status"], r["started"], r["finished"])
 
-    def tasks(self, run_id: str) -> "list[TaskRecord]":
+    def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
         folder = self._run_dir(run_id)
         with self._lock:
@@ -194,7 +195,9 @@ class JSONStore(Store):
                 rows = json.load(f)
             for row in rows:
                 ref = row.pop("output_ref", None)
-                if ref is not None:
+                if not outputs:
+                    row["output"] = None
+                elif ref is not None:
                     with open(os.path.join(self.path, "blobs", ref[:2], ref), "rb") as f:
                         row["output"] = f.read()
                 elif row["output"] is not None:
@@ -202,6 +205,19 @@ class JSONStore(Store):
                 record = TaskRecord(**row)
                 merged[(record.step, record.item)] = record  # a later record wins, in first place
         return list(merged.values())
+
+    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
+        with self._lock:
+            self._commit(run_id)
+            outputs = self._outputs.get(run_id)
+            if outputs is None:
+                outputs = self._outputs[run_id] = {
+                    (r.step, r.item): r.output for r in self.tasks(run_id) if r.output is not None
+                }
+            data = outputs.get((step, item))
+        if data is None:
+            raise KeyError(f"run {run_id} has no stored output for step {step!r}")
+        return self.decode(data)
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         runs = []
@@ -220,6 +236,7 @@ class JSONStore(Store):
 
         from ._memory import _doomed
 
+        self.flush()
         doomed = _doomed(self.list_runs(), older_than, keep_last)
         with self._lock:
             for run_id in doomed:
@@ -231,12 +248,7 @@ class JSONStore(Store):
                     if _is_group(name):
                         with open(os.path.join(folder, name), "rb") as f:
                             used.update(row.get("output_ref") for row in json.load(f))
-            blobs = os.path.join(self.path, "blobs")
-            if os.path.isdir(blobs):
-                for sub in os.listdir(blobs):
-                    for name in os.listdir(os.path.join(blobs, sub)):
-                        if name not in used:
-                            os.remove(os.path.join(blobs, sub, name))
+            drop_blobs(os.path.join(self.path, "blobs"), used, self.list_runs())
         return len(doomed)
 
     def run_dir(self, run_id: str) -> str:

@@ -7,6 +7,7 @@ from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Any
 
 
 class MemoryStore(Store):
@@ -24,20 +25,26 @@ class MemoryStore(Store):
         self._blobs: dict[str, bytes] = {}
 
     def begin(self, info: RunInfo) -> None:
+        # Inputs go through the codec, as in the other stores: what one refuses, all do.
+        inputs = self.decode(self.encode(info.inputs, "the run's inputs"))
         with self._lock:
             if info.id in self._runs:
                 raise StoreError(f"a run with id {info.id!r} is already in this store")
-            self._runs[info.id] = _copy_info(info)
+            kept = _copy_info(info)
+            kept.inputs = inputs
+            self._runs[info.id] = kept
             self._tasks[info.id] = {}
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
+            self._info(run_id)
             tasks = self._tasks[run_id]
             for record in records:
                 kept = TaskRecord(*record.as_tuple())
-                if kept.output is not None and len(kept.output) >= BLOB_SIZE:
-                    digest = self.digest(kept.output)
-                    self._blobs[digest] = kept.output
+                data = kept.output
+                if data is not None and len(data) >= BLOB_SIZE:
+                    digest = self.digest(data)
+                    self._blobs[digest] = data
                     kept.output = _Blob(digest)  # type: ignore[assignment]
                 tasks[(record.step, record.item)] = kept
 
@@ -60,16 +67,29 @@ class MemoryStore(Store):
         with self._lock:
             return _copy_info(self._info(run_id))
 
-    def tasks(self, run_id: str) -> "list[TaskRecord]":
+    def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         with self._lock:
             self._info(run_id)
             out = []
             for record in self._tasks[run_id].values():
                 copy = TaskRecord(*record.as_tuple())
-                if isinstance(copy.output, _Blob):
+                if not outputs:
+                    copy.output = None
+                elif isinstance(copy.output, _Blob):
                     copy.output = self._blobs[copy.output.digest]
                 out.append(copy)
             return out
+
+    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
+        with self._lock:
+            self._info(run_id)
+            record = self._tasks[run_id].get((step, item))
+            data = None if record is None else record.output
+            if isinstance(data, _Blob):
+                data = self._blobs[data.digest]
+        if data is None:
+            raise KeyError(f"run {run_id} has no stored output for step {step!r}")
+        return self.decode(data)
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         with self._lock:
@@ -102,7 +122,10 @@ class _Blob:
 
 
 def _copy_info(info: RunInfo) -> RunInfo:
-    return RunInfo(info.id, info.flow, info.fingerprint, dict(info.inputs), info.status, info.started, info.finished)
+    import copy
+
+    inputs = copy.deepcopy(info.inputs)
+    return RunInfo(info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished)
 
 
 def _doomed(runs: "list[RunInfo]", older_than: "float | None", keep_last: "int | None") -> "list[str]":

@@ -17,6 +17,7 @@ a :class:`StoreError`, and left as it was.
 
 import os
 import threading
+import time
 
 from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
 
@@ -86,10 +87,11 @@ class SQLiteStore(Store):
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             self._check_and_create()
+            self._db.execute("SELECT COUNT(*) FROM runs").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path!r} is not a usable microdag store: {exc}") from None
-        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()
-        self._seq = int(row[0])
+        # Task order across store objects and processes: a clock-based sequence.
+        self._seq = 0
 
     def _check_and_create(self) -> None:
         import sqlite3
@@ -128,7 +130,9 @@ class SQLiteStore(Store):
         try:
             with self._lock:
                 self._db.execute(sql, params)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
     def begin(self, info: RunInfo) -> None:
@@ -150,7 +154,7 @@ class SQLiteStore(Store):
                 if output is not None and len(output) >= BLOB_SIZE:
                     ref = self._put_blob(output)
                     output = None
-                self._seq += 1
+                self._seq = max(self._seq + 1, time.time_ns())
                 self._pending.append(
                     (run_id, r.step, r.item, self._seq, r.status, r.attempts, r.started, r.finished,
                      r.error_type, r.error_message, r.traceback, output, ref)
@@ -172,7 +176,7 @@ class SQLiteStore(Store):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
         self._pending.clear()
 
@@ -184,37 +188,42 @@ class SQLiteStore(Store):
         with self._lock:
             self._commit()
             self._write("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, run_id))
+            if self._db.execute("SELECT changes()").fetchone()[0] == 0:
+                raise StoreError(f"no run {run_id!r} in store {self.path!r}")
 
     def _put_blob(self, data: bytes) -> str:
-        digest = self.digest(data)
-        folder = os.path.join(self.blobs, digest[:2])
-        path = os.path.join(folder, digest)
-        if not os.path.exists(path):
-            os.makedirs(folder, exist_ok=True)
-            write_atomic(path, data)
-        return digest
+        return put_blob(self.blobs, data, self.path)
 
     # -- reading -----------------------------------------------------------------------
 
+    def _read(self, sql: str, params: "tuple[Any, ...]" = ()) -> "list[Any]":
+        import sqlite3
+
+        try:
+            with self._lock:
+                self._commit()
+                return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
+
     def run_info(self, run_id: str) -> RunInfo:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, flow, fingerprint, inputs, status, started, finished FROM runs WHERE id = ?",
-                (run_id,),
-            ).fetchone()
-        if row is None:
+        rows = self._read(
+            "SELECT id, flow, fingerprint, inputs, status, started, finished FROM runs WHERE id = ?",
+            (run_id,),
+        )
+        if not rows:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}")
+        row = rows[0]
         return RunInfo(row[0], row[1], row[2], self.decode(row[3]), row[4], row[5], row[6])
 
-    def tasks(self, run_id: str) -> "list[TaskRecord]":
+    def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
-        with self._lock:
-            self._commit()
-            rows = self._db.execute(
-                "SELECT step, item, status, attempts, started, finished, error_type, error_message,"
-                " traceback, output, output_ref FROM tasks WHERE run_id = ? ORDER BY seq",
-                (run_id,),
-            ).fetchall()
+        columns = "output, output_ref" if outputs else "NULL, NULL"
+        rows = self._read(
+            "SELECT step, item, status, attempts, started, finished, error_type, error_message,"
+            f" traceback, {columns} FROM tasks WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
         out = []
         for row in rows:
             output = row[9]
@@ -228,6 +237,20 @@ class SQLiteStore(Store):
             ))
         return out
 
+    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
+        rows = self._read(
+            "SELECT output, output_ref FROM tasks WHERE run_id = ? AND step = ? AND item = ?",
+            (run_id, step, item),
+        )
+        row = rows[0] if rows else None
+        if row is None or (row[0] is None and row[1] is None):
+            self.run_info(run_id)  # StoreError for an unknown run
+            raise KeyError(f"run {run_id} has no stored output for step {step!r}")
+        if row[1] is not None:
+            with open(os.path.join(self.blobs, row[1][:2], row[1]), "rb") as f:
+                return self.decode(f.read())
+        return self.decode(bytes(row[0]))
+
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         sql = "SELECT id, flow, fingerprint, inputs, status, started, finished FROM runs"
         params: tuple[Any, ...] = ()
@@ -237,8 +260,7 @@ class SQLiteStore(Store):
         sql += " ORDER BY started DESC, id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
+        rows = self._read(sql, params)
         return [RunInfo(r[0], r[1], r[2], self.decode(r[3]), r[4], r[5], r[6]) for r in rows]
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
@@ -254,11 +276,7 @@ class SQLiteStore(Store):
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             used = {row[0] for row in db.execute("SELECT output_ref FROM tasks WHERE output_ref IS NOT NULL")}
             db.execute("COMMIT")
-        if os.path.isdir(self.blobs):
-            for folder in os.listdir(self.blobs):
-                for name in os.listdir(os.path.join(self.blobs, folder)):
-                    if name not in used:
-                        os.remove(os.path.join(self.blobs, folder, name))
+        drop_blobs(self.blobs, used, self.list_runs())
         return len(doomed)
 
     def run_dir(self, run_id: str) -> str:
@@ -273,9 +291,48 @@ class SQLiteStore(Store):
         return f"SQLiteStore({self.path!r})"
 
 
+def put_blob(folder: str, data: bytes, store: str) -> str:
+    """Keep ``data`` once under ``folder/<ab>/<sha256>``; return the digest."""
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    sub = os.path.join(folder, digest[:2])
+    path = os.path.join(sub, digest)
+    try:
+        if os.path.exists(path):
+            os.utime(path)  # fresh again: prune's grace period starts over
+        else:
+            os.makedirs(sub, exist_ok=True)
+            write_atomic(path, data)
+    except OSError as exc:
+        raise StoreError(f"cannot write to store {store!r}: {exc}") from None
+    return digest
+
+
+def drop_blobs(folder: str, used: "set[Any]", runs: "list[RunInfo]") -> None:
+    """Delete the blobs under ``folder`` that ``used`` does not name.
+
+    A run still ``running`` (in another process, or buffered in another store
+    object) may use blobs whose records are not committed yet: blobs written
+    since the oldest such run started are kept.
+    """
+    if not os.path.isdir(folder):
+        return
+    running = [r.started for r in runs if r.status == "running"]
+    keep_after = min(running) - 1.0 if running else None
+    for sub in os.listdir(folder):
+        for name in os.listdir(os.path.join(folder, sub)):
+            path = os.path.join(folder, sub, name)
+            if name in used or name.endswith(".tmp"):
+                continue
+            if keep_after is not None and os.path.getmtime(path) >= keep_after:
+                continue
+            os.remove(path)
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
