@@ -225,6 +225,7 @@ class _Plan:
         "busy",
         "_sinks",
         "_flags",
+        "_fingerprint",
     )
 
     def __init__(self, steps: "Sequence[_Step]") -> None:
@@ -281,6 +282,7 @@ class _Plan:
         self.busy = False
         self._sinks: list[int] | None = None
         self._flags: dict[tuple[bool, bool], bytes] = {}
+        self._fingerprint: str | None = None
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
@@ -319,6 +321,8 @@ class _Plan:
         Retry, timeout and priority options and the functions' code are left
         out: changing them does not stop a run from being resumed.
         """
+        if self._fingerprint is not None:
+            return self._fingerprint
         import hashlib
         import json
 
@@ -335,7 +339,8 @@ class _Plan:
             ]
             for i, s in enumerate(self.steps)
         ]
-        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:32]
+        self._fingerprint = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:32]
+        return self._fingerprint
 
     def sinks(self) -> list[int]:
         """Ids of the steps no other step depends on."""

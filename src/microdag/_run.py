@@ -327,7 +327,8 @@ class _Runner:
         self.names: tuple[str, ...] = plan.graph.names  # type: ignore[assignment]
         self.run_id = run_id or _new_run_id()
         self.store = store  # a microdag.stores.Store, or None
-        self.resumed: dict[int, Any] = {}  # step id -> its succeeded TaskRecord (resume)
+        # resume: step id -> (attempts, started, finished) of its recorded success
+        self.resumed: dict[int, tuple[int, Any, Any]] = {}
         self.given = given
         self.hooks = hooks
         self.fail_fast = on_failure == "fail_fast"
@@ -533,14 +534,14 @@ class _Runner:
         record = TaskRecord(self.names[i], -1, status, self.attempts[i], started, finished, etype, emsg, tb, output)
         self.store.save(self.run_id, [record])
 
-    def resume_from(self, records: "dict[int, Any]") -> None:
+    def resume_from(self, records: "dict[int, tuple[int, Any, Any]]") -> None:
         """Take over the steps a resumed run records as succeeded: their attempts
         and times now, their outputs when a step needs them (:meth:`value`)."""
         offset = self.wall0 - self.pc0
-        for i, record in records.items():
-            self.attempts[i] = record.attempts
-            self.started[i] = (record.started or self.wall0) - offset
-            self.finished[i] = (record.finished or self.wall0) - offset
+        for i, (attempts, started, finished) in records.items():
+            self.attempts[i] = attempts
+            self.started[i] = (started or self.wall0) - offset
+            self.finished[i] = (finished or self.wall0) - offset
             self.outputs[i] = _STORED
         self.resumed = records
 
@@ -1158,10 +1159,14 @@ class _Runner:
         k = self.k
         states = k.states()
         names = self.names
-        kept = range(self.n) if self.keep is None else self.keep
-        outputs: dict[str, Any] = {
-            names[i]: self.value(i) for i in kept if states[i] == sched.SUCCEEDED
-        }
+        kept = [i for i in (range(self.n) if self.keep is None else self.keep) if states[i] == sched.SUCCEEDED]
+        stored = [names[i] for i in kept if self.outputs[i] is _STORED]
+        if stored:  # outputs of a resumed run that nothing read yet: one read
+            loaded = self.store.outputs(self.run_id, stored)
+            for i in kept:
+                if self.outputs[i] is _STORED:
+                    self.outputs[i] = loaded.get(names[i])
+        outputs: dict[str, Any] = {names[i]: self.outputs[i] for i in kept}
         if self.interrupt is not None or self.cancel_requested:
             status = "cancelled"
         elif self.errors and self.first_failure >= 0:
@@ -1516,11 +1521,10 @@ def _open_record(runner: "_Runner", store: "Any", resume: bool) -> None:
         index = runner.plan.graph._index
         active = None if runner.subset is None else set(runner.subset)
         records = {}
-        for record in store.tasks(runner.run_id, outputs=False):
-            i = index.get(record.step)
-            if i is not None and record.item < 0 and record.status == "succeeded":
-                if active is None or i in active:
-                    records[i] = record
+        for step, facts in store.succeeded(runner.run_id).items():
+            i = index.get(step)
+            if i is not None and (active is None or i in active):
+                records[i] = facts
         runner.resume_from(records)
         store.finish(runner.run_id, "running", None)
         return

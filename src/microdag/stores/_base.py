@@ -252,6 +252,24 @@ class Store:
                 return self.decode(record.output)
         raise KeyError(f"run {run_id} has no stored output for step {step!r}")
 
+    def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
+        """The decoded outputs of several steps (those with one), in one read."""
+        out = {}
+        for step in steps:
+            try:
+                out[step] = self.output(run_id, step)
+            except KeyError:
+                pass
+        return out
+
+    def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
+        """Per step that succeeded (not map items): its attempts, start and finish."""
+        return {
+            r.step: (r.attempts, r.started, r.finished)
+            for r in self.tasks(run_id, outputs=False)
+            if r.item < 0 and r.status == "succeeded"
+        }
+
     def load_run(self, run_id: str) -> "Run":
         """The run as a :class:`~microdag.Run`; outputs are decoded when read.
 

@@ -251,6 +251,34 @@ class SQLiteStore(Store):
                 return self.decode(f.read())
         return self.decode(bytes(row[0]))
 
+    def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
+        wanted = list(steps)
+        out: dict[str, Any] = {}
+        for lo in range(0, len(wanted), 500):
+            chunk = wanted[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                "SELECT step, output, output_ref FROM tasks"
+                f" WHERE run_id = ? AND item = -1 AND step IN ({marks})",
+                (run_id, *chunk),
+            )
+            for step, data, ref in rows:
+                if ref is not None:
+                    with open(os.path.join(self.blobs, ref[:2], ref), "rb") as f:
+                        out[step] = self.decode(f.read())
+                elif data is not None:
+                    out[step] = self.decode(bytes(data))
+        return out
+
+    def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
+        self.run_info(run_id)
+        rows = self._read(
+            "SELECT step, attempts, started, finished FROM tasks"
+            " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
+            (run_id,),
+        )
+        return {step: (attempts, started, finished) for step, attempts, started, finished in rows}
+
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         sql = "SELECT id, flow, fingerprint, inputs, status, started, finished FROM runs"
         params: tuple[Any, ...] = ()
