@@ -57,6 +57,8 @@ class _Step:
         "trigger",
         "map",
         "batch_size",
+        "cache",
+        "cache_ttl",
     )
 
     def __init__(
@@ -75,6 +77,8 @@ class _Step:
         trigger: str = "all_success",
         map: "str | None" = None,
         batch_size: "int | None" = None,
+        cache: bool = False,
+        cache_ttl: "float | None" = None,
     ) -> None:
         problems: list[str] = []
         where = f"step {name!r}"
@@ -136,6 +140,10 @@ class _Step:
                 problems.append(f"{where}: batch_size must be an int >= 1, not {batch_size!r}")
             elif map is None:
                 problems.append(f"{where}: batch_size needs map= (the parameter to map over)")
+        if not isinstance(cache, bool):
+            problems.append(f"{where}: cache must be True or False, not {cache!r}")
+        if cache_ttl is not None and (not _is_number(cache_ttl) or cache_ttl <= 0):
+            problems.append(f"{where}: cache_ttl must be a number of seconds > 0 or None, not {cache_ttl!r}")
         if trigger not in TRIGGERS:
             problems.append(
                 f"{where}: unknown trigger {trigger!r}: expected one of "
@@ -157,6 +165,8 @@ class _Step:
         self.trigger = trigger
         self.map = map
         self.batch_size = batch_size
+        self.cache = cache
+        self.cache_ttl = None if cache_ttl is None else float(cache_ttl)
 
 
 def _is_int(value: object) -> bool:
@@ -306,7 +316,7 @@ class _Plan:
         flags = bytearray(len(self.steps))
         slow, keep_bit = sched.SLOW, sched.KEEP
         for i, step in enumerate(self.steps):
-            if slow_all or step.timeout is not None or step.map is not None or self.is_async[i]:
+            if slow_all or step.timeout is not None or step.map is not None or self.is_async[i] or step.cache:
                 flags[i] = slow
         for i in range(len(flags)) if keep is None else keep:
             flags[i] |= keep_bit
@@ -495,6 +505,11 @@ class Flow:
                 and its output is the list of item results in order.
             batch_size: with ``map``, pass lists of up to this many items
                 per call; the function returns one result per item.
+            cache: reuse the output of an earlier call with the same inputs
+                (any run): the key hashes the step's name, its function's
+                code and its arguments; kept in the run's store, or in this
+                process's memory without one.
+            cache_ttl: seconds a cached output stays valid (default: always).
             trigger: when the step runs, given how its dependencies ended:
                 ``"all_success"`` (default; otherwise it is skipped),
                 ``"all_done"`` (whatever their state) or ``"none_failed"``

@@ -80,9 +80,10 @@ class Task:
         duration: seconds the last attempt took, or ``None``.
         error: the exception that failed the step, or ``None``.
         reason: for a step that raised :class:`~microdag.Skip`, its reason.
+        cached: whether its output came from the cache (``cache=True``).
     """
 
-    __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason")
+    __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason", "cached")
 
     def __init__(
         self,
@@ -93,6 +94,7 @@ class Task:
         finished: "float | None",
         error: "BaseException | None",
         reason: "str | None" = None,
+        cached: bool = False,
     ) -> None:
         self.name = name
         self.status = status
@@ -101,6 +103,7 @@ class Task:
         self.finished = finished
         self.error = error
         self.reason = reason
+        self.cached = cached
 
     @property
     def duration(self) -> "float | None":
@@ -190,6 +193,7 @@ class Run:
         "_offset",
         "_cancelled",
         "_reasons",
+        "_cached",
     )
 
     def __init__(
@@ -212,6 +216,7 @@ class Run:
         offset: float,
         cancelled: "frozenset[int]" = frozenset(),
         reasons: "dict[int, str] | None" = None,
+        cached: "frozenset[int]" = frozenset(),
     ) -> None:
         self.id = run_id
         self.flow = flow
@@ -231,6 +236,7 @@ class Run:
         self._offset = offset
         self._cancelled = cancelled
         self._reasons = reasons or {}
+        self._cached = cached
 
     @property
     def duration(self) -> float:
@@ -250,7 +256,8 @@ class Run:
             started = self._starts[i] + self._offset
             finished = self._ends[i] + self._offset if self._ends[i] else None
         return Task(
-            self._names[i], status, attempts, started, finished, self._errors.get(i), self._reasons.get(i)
+            self._names[i], status, attempts, started, finished, self._errors.get(i), self._reasons.get(i),
+            i in self._cached,
         )
 
     def __getitem__(self, name: str) -> "Any":
@@ -352,6 +359,8 @@ class _Runner:
         self.run_dir: str | None = None if store is None else store.run_dir(self.run_id)
         self.owned = False
         self.loops: dict[int, Any] = {}  # thread id -> event loop, for async steps
+        self.cache_keys: dict[int, str] = {}  # step id -> its cache key, until it succeeds
+        self.cached: set[int] = set()  # steps whose output came from the cache
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
         self.debug = debug_enabled()
@@ -390,6 +399,8 @@ class _Runner:
     def run_careful(self, i: int) -> None:
         """One attempt of step ``i`` in this thread, with timeout, hooks and logs."""
         step = self.plan.steps[i]
+        if step.cache and self.from_cache(i):
+            return
         if step.map is not None:
             ms = self.start_map(i)
             if ms is not None:
@@ -440,6 +451,9 @@ class _Runner:
                 frame.current[:] = [-1, None, 0]
 
     def succeed(self, i: int, result: "Any") -> None:
+        key = self.cache_keys.pop(i, None)
+        if key is not None:
+            self.cache_put(key, result)
         if self.store is not None:
             try:
                 data = self.store.encode(result, f"the output of step {self.names[i]!r}")
@@ -533,6 +547,39 @@ class _Runner:
             tb = "".join(traceback.format_exception(error))
         record = TaskRecord(self.names[i], -1, status, self.attempts[i], started, finished, etype, emsg, tb, output)
         self.store.save(self.run_id, [record])
+
+    # -- the cache ------------------------------------------------------------------
+
+    def from_cache(self, i: int) -> bool:
+        """Settle step ``i`` from the cache if an earlier call had its inputs; else
+        note its key, so that its output is cached when it succeeds."""
+        step = self.plan.steps[i]
+        key = _cache_key(step, self.kwargs(i))
+        now = time.time()
+        if self.store is not None:
+            found = self.store.cache_get(key)
+            hit = found is not None and (step.cache_ttl is None or now - found[1] <= step.cache_ttl)
+            value = self.store.decode(found[0]) if hit and found is not None else None
+        else:
+            entry = _PROCESS_CACHE.get(key)
+            hit = entry is not None and (step.cache_ttl is None or now - entry[1] <= step.cache_ttl)
+            value = entry[0] if hit and entry is not None else None
+        if not hit:
+            self.cache_keys[i] = key
+            return False
+        self.cached.add(i)
+        self.started[i] = self.finished[i] = self.clock()
+        self.succeed(i, value)
+        return True
+
+    def cache_put(self, key: str, value: "Any") -> None:
+        if self.store is not None:
+            try:
+                self.store.cache_put(key, self.store.encode(value, "a cached output"), time.time())
+            except TypeError:
+                pass  # not storable: the step's own record says so
+        else:
+            _PROCESS_CACHE[key] = (value, time.time())
 
     def resume_from(self, records: "dict[int, tuple[int, Any, Any]]") -> None:
         """Take over the steps a resumed run records as succeeded: their attempts
@@ -1081,6 +1128,8 @@ class _Runner:
                     break
                 key = k.take(1)[0]
             if isinstance(key, int):
+                if steps[key].cache and self.from_cache(key):
+                    continue
                 if steps[key].map is not None:
                     self.start_map(key)  # its units go out above
                 else:
@@ -1204,6 +1253,7 @@ class _Runner:
             offset,
             frozenset(self.cancelled),
             self.reasons,
+            frozenset(self.cached),
         )
 
 
@@ -1340,6 +1390,33 @@ class _Map:
 
 #: An output a resumed run's store holds, read when a step needs it.
 _STORED = object()
+
+#: The cache of steps with ``cache=True`` in runs without a store: key ->
+#: (output, when it was made), for the life of the process.
+_PROCESS_CACHE: "dict[str, tuple[Any, float]]" = {}
+
+
+def _cache_key(step: "_Step", kwargs: "dict[str, Any]") -> str:
+    """A digest of the step's name, its function's code and its arguments."""
+    import hashlib
+
+    digest = hashlib.sha256(step.name.encode())
+    code = getattr(step.fn, "__code__", None)
+    if code is not None:
+        import marshal
+
+        digest.update(marshal.dumps(code))
+    else:
+        digest.update(repr(getattr(step.fn, "__qualname__", step.fn)).encode())
+    try:
+        import json
+
+        digest.update(json.dumps(kwargs, sort_keys=True, separators=(",", ":")).encode())
+    except (TypeError, ValueError):  # not JSON: the arguments' pickle
+        import pickle
+
+        digest.update(pickle.dumps(sorted(kwargs.items()), protocol=4))
+    return digest.hexdigest()
 
 
 class _NoLock:

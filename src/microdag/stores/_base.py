@@ -231,6 +231,14 @@ class Store:
         the ``keep_last`` newest of each flow; return how many were deleted."""
         raise NotImplementedError
 
+    def cache_get(self, key: str) -> "tuple[bytes, float] | None":
+        """The cached encoded output under ``key`` and when it was made, or ``None``."""
+        raise NotImplementedError
+
+    def cache_put(self, key: str, output: bytes, created: float) -> None:
+        """Cache an encoded output under ``key`` (durable with the next commit)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Flush and let go of files."""
 

@@ -219,6 +219,23 @@ class JSONStore(Store):
             raise KeyError(f"run {run_id} has no stored output for step {step!r}")
         return self.decode(data)
 
+    def cache_get(self, key: str) -> "tuple[bytes, float] | None":
+        try:
+            with open(os.path.join(self.path, "cache", f"{key}.json"), "rb") as f:
+                entry = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+        return self._bytes_in(entry["output"]), float(entry["created"])
+
+    def cache_put(self, key: str, output: bytes, created: float) -> None:
+        folder = os.path.join(self.path, "cache")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            entry = {"output": self._bytes_out(output), "created": created}
+            write_atomic(os.path.join(folder, f"{key}.json"), json.dumps(entry).encode())
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         runs = []
         for run_id in os.listdir(os.path.join(self.path, "runs")):

@@ -23,6 +23,7 @@ class MemoryStore(Store):
         self._runs: dict[str, RunInfo] = {}
         self._tasks: dict[str, dict[tuple[str, int], TaskRecord]] = {}
         self._blobs: dict[str, bytes] = {}
+        self._cache: dict[str, tuple[bytes, float]] = {}
 
     def begin(self, info: RunInfo) -> None:
         # Inputs go through the codec, as in the other stores: what one refuses, all do.
@@ -50,6 +51,14 @@ class MemoryStore(Store):
 
     def flush(self) -> None:
         return None
+
+    def cache_get(self, key: str) -> "tuple[bytes, float] | None":
+        with self._lock:
+            return self._cache.get(key)
+
+    def cache_put(self, key: str, output: bytes, created: float) -> None:
+        with self._lock:
+            self._cache[key] = (output, created)
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
         with self._lock:

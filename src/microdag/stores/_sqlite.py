@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     error_type TEXT, error_message TEXT, traceback TEXT, output BLOB, output_ref TEXT,
     PRIMARY KEY (run_id, step, item)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
 """
 
 _UPSERT = """
@@ -112,6 +113,11 @@ class SQLiteStore(Store):
                 )
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
+        if tables and "cache" not in tables:  # a store made before the cache existed
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS cache"
+                " (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL)"
+            )
         if not tables:
             try:
                 db.executescript(
@@ -251,6 +257,28 @@ class SQLiteStore(Store):
                 return self.decode(f.read())
         return self.decode(bytes(row[0]))
 
+    def cache_get(self, key: str) -> "tuple[bytes, float] | None":
+        rows = self._read("SELECT output, output_ref, created FROM cache WHERE key = ?", (key,))
+        if not rows:
+            return None
+        data, ref, created = rows[0]
+        if ref is not None:
+            try:
+                with open(os.path.join(self.blobs, ref[:2], ref), "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:  # pruned: a miss
+                return None
+        return bytes(data), created
+
+    def cache_put(self, key: str, output: bytes, created: float) -> None:
+        ref = None
+        if len(output) >= BLOB_SIZE:
+            ref = self._put_blob(output)
+            output = None  # type: ignore[assignment]
+        with self._lock:
+            self._commit()
+            self._write("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (key, output, ref, created))
+
     def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
         wanted = list(steps)
         out: dict[str, Any] = {}
@@ -303,6 +331,7 @@ class SQLiteStore(Store):
                 db.execute("DELETE FROM tasks WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             used = {row[0] for row in db.execute("SELECT output_ref FROM tasks WHERE output_ref IS NOT NULL")}
+            used |= {row[0] for row in db.execute("SELECT output_ref FROM cache WHERE output_ref IS NOT NULL")}
             db.execute("COMMIT")
         drop_blobs(self.blobs, used, self.list_runs())
         return len(doomed)

@@ -1,0 +1,90 @@
+"""Caching by input hash (``cache=True``): with each store and without one,
+on inline and threads; a changed input, a changed function or an expired
+``cache_ttl`` runs the step again."""
+
+import time
+
+import pytest
+
+import microdag
+from microdag import FlowError
+from microdag.stores import JSONStore, MemoryStore, SQLiteStore
+
+
+@pytest.fixture(params=["none", "memory", "json", "sqlite"])
+def store(request, tmp_path):
+    return {
+        "none": lambda: None,
+        "memory": MemoryStore,
+        "json": lambda: JSONStore(tmp_path / "store"),
+        "sqlite": lambda: SQLiteStore(tmp_path / "runs.db"),
+    }[request.param]()
+
+
+def counting_flow(calls: list, name: str = "cache-test", ttl=None) -> microdag.Flow:
+    def square(x):
+        calls.append(x)
+        return x * x
+
+    flow = microdag.Flow(name)
+    flow.add(f"square-{id(calls)}", square, cache=True, cache_ttl=ttl)
+    flow.add("report", lambda **kw: sorted(kw.values()), depends_on=[f"square-{id(calls)}"])
+    return flow
+
+
+@pytest.mark.parametrize("executor", ["inline", "threads"])
+def test_same_inputs_reuse_the_output_without_calling(store, executor) -> None:
+    calls: list = []
+    flow = counting_flow(calls)
+    first = flow.run({"x": 3}, store=store, executor=executor)
+    second = flow.run({"x": 3}, store=store, executor=executor)
+    step = f"square-{id(calls)}"
+    assert calls == [3]
+    assert first["report"] == second["report"] == [9]
+    assert not first.tasks[step].cached and second.tasks[step].cached
+    assert second.tasks[step].status == "succeeded" and second.tasks[step].attempts == 0
+    third = flow.run({"x": 4}, store=store, executor=executor)
+    assert calls == [3, 4] and third["report"] == [16]
+
+
+def test_the_cache_outlives_the_store_object(tmp_path) -> None:
+    calls: list = []
+    flow = counting_flow(calls)
+    flow.run({"x": 5}, store=SQLiteStore(tmp_path / "runs.db"))
+    again = flow.run({"x": 5}, store=SQLiteStore(tmp_path / "runs.db"))
+    assert calls == [5] and again["report"] == [25]
+
+
+def test_an_expired_entry_runs_the_step_again(store) -> None:
+    calls: list = []
+    flow = counting_flow(calls, ttl=0.2)
+    flow.run({"x": 2}, store=store)
+    flow.run({"x": 2}, store=store)
+    time.sleep(0.3)
+    flow.run({"x": 2}, store=store)
+    assert calls == [2, 2]
+
+
+def test_another_function_under_the_same_step_name_misses() -> None:
+    calls: list = []
+
+    def double(x):
+        calls.append(("double", x))
+        return 2 * x
+
+    def triple(x):
+        calls.append(("triple", x))
+        return 3 * x
+
+    one = microdag.Flow("a").add("same-name-step", double, cache=True)
+    two = microdag.Flow("b").add("same-name-step", triple, cache=True)
+    assert one.run({"x": 1})["same-name-step"] == 2
+    assert two.run({"x": 1})["same-name-step"] == 3
+    assert calls == [("double", 1), ("triple", 1)]
+
+
+def test_bad_cache_options_are_flow_errors() -> None:
+    with pytest.raises(FlowError, match="cache must be True or False"):
+        microdag.Flow("bad").add("s", lambda: 1, cache="yes")
+    with pytest.raises(FlowError, match="cache_ttl must be"):
+        microdag.Flow("bad").add("s", lambda: 1, cache=True, cache_ttl=0)
