@@ -610,7 +610,8 @@ class Flow:
                 it records as succeeded are not run again (their stored
                 outputs are used), every other step runs; ``inputs``
                 default to the run's.
-            force: resume even if the flow's structure changed since.
+            force: resume even if the flow's structure changed since, or the
+                run seems live in another process.
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).

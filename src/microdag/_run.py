@@ -360,6 +360,7 @@ class _Runner:
         self.owned = False
         self.loops: dict[int, Any] = {}  # thread id -> event loop, for async steps
         self.cache_keys: dict[int, str] = {}  # step id -> its cache key, until it succeeds
+        self.force = False  # resume: ignore a changed fingerprint and a live owner
         self.cached: set[int] = set()  # steps whose output came from the cache
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
@@ -1234,6 +1235,7 @@ class _Runner:
                 elif st in (sched.PENDING, sched.READY):
                     self.save(i, "pending")
             self.store.finish(self.run_id, status, finished)
+            self.store.release(self.run_id)
         return Run(
             self.run_id,
             self.flow.name,
@@ -1574,6 +1576,7 @@ def _prepare(
     try:
         runner = _Runner(flow, plan, kernel, subset, given, on_failure, hooks, keep, cancel, store, run_id)
         runner.owned = owned
+        runner.force = force
         for i, (names, values) in bound.items():
             runner.kwnames[i] = names
             runner.consts[i] = values
@@ -1595,6 +1598,7 @@ def _open_record(runner: "_Runner", store: "Any", resume: bool) -> None:
     from .stores import RunInfo
 
     if resume:
+        store.claim(runner.run_id, force=runner.force)  # StoreError while it is live elsewhere
         index = runner.plan.graph._index
         active = None if runner.subset is None else set(runner.subset)
         records = {}

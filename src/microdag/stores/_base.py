@@ -119,6 +119,32 @@ class TaskRecord:
         return f"<TaskRecord {self.step}{item} {self.status} attempts={self.attempts}>"
 
 
+def _owner() -> str:
+    import os
+
+    return f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
+
+
+#: This process, as a run's owner: ``host:pid``.
+OWNER = _owner()
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process ``owner`` names may still run (another host: assume so)."""
+    import os
+
+    host, _, pid = owner.rpartition(":")
+    if host != OWNER.rpartition(":")[0]:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OSError):
+        return True
+    return True
+
+
 class StoredError(Exception):
     """A step's error read back from a store: its type's name, message and traceback."""
 
@@ -229,6 +255,28 @@ class Store:
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
         """Delete runs that started more than ``older_than`` seconds ago, keeping
         the ``keep_last`` newest of each flow; return how many were deleted."""
+        raise NotImplementedError
+
+    def claim(self, run_id: str, force: bool = False) -> None:
+        """Take run ``run_id`` for this process (to resume it).
+
+        Raises:
+            StoreError: another live process holds the run (unless ``force``).
+        """
+        holder = self._swap_owner(run_id, OWNER, force)
+        if holder is not None and holder != OWNER and not force and _alive(holder):
+            raise StoreError(
+                f"run {run_id!r} is live in another process ({holder}); wait for it, or "
+                "pass force=True if that process is gone"
+            )
+
+    def release(self, run_id: str) -> None:
+        """This process is done with run ``run_id`` (its end is recorded)."""
+        self._swap_owner(run_id, None, True)
+
+    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
+        """Set the run's owner to ``owner`` unless a live other one holds it
+        (``force``: always); return the previous owner.  Atomic per store."""
         raise NotImplementedError
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":

@@ -12,7 +12,8 @@ of the directory), so a crash leaves each file whole, old or new.  Task
 records are appended as numbered groups (a log): reading replays the groups
 in order, a later record of a task replacing an earlier one, and ignores the
 temporary files a crash can leave behind.  A group is written every
-:data:`GROUP` records and by ``flush``/``finish``.
+:data:`GROUP` records or :data:`GROUP_SECONDS` after its oldest record, and
+by ``flush``/``finish``.
 """
 
 import base64
@@ -20,7 +21,7 @@ import json
 import os
 import threading
 
-from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
+from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive
 from ._sqlite import drop_blobs, put_blob, write_atomic
 
 TYPE_CHECKING = False
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 SCHEMA = 1
 GROUP = 256
+GROUP_SECONDS = 0.5
 _MARKER = "microdag-store.json"
 
 
@@ -76,6 +78,7 @@ class JSONStore(Store):
         self._lock = threading.RLock()
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._groups: dict[str, int] = {}
+        self._since: dict[str, float] = {}  # run id -> when its oldest pending record came
         # run id -> its encoded outputs by (step, item), read once, kept current
         self._outputs: dict[str, dict[tuple[str, int], bytes]] = {}
 
@@ -118,10 +121,15 @@ class JSONStore(Store):
             except OSError as exc:
                 raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
             self._write_info(info)
+            write_atomic(os.path.join(folder, "owner"), OWNER.encode())
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
+        import time
+
         with self._lock:
             pending = self._pending.setdefault(run_id, [])
+            if not pending:
+                self._since[run_id] = time.monotonic()
             for r in records:
                 row: dict[str, Any] = {name: getattr(r, name) for name in TaskRecord.__slots__}
                 if r.output is not None:
@@ -131,7 +139,7 @@ class JSONStore(Store):
                     else:
                         row["output"] = self._bytes_out(r.output)
                 pending.append(row)
-            if len(pending) >= GROUP:
+            if len(pending) >= GROUP or time.monotonic() - self._since[run_id] >= GROUP_SECONDS:
                 self._commit(run_id)
 
     def _commit(self, run_id: str) -> None:
@@ -218,6 +226,26 @@ class JSONStore(Store):
         if data is None:
             raise KeyError(f"run {run_id} has no stored output for step {step!r}")
         return self.decode(data)
+
+    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
+        self.run_info(run_id)
+        path = os.path.join(self._run_dir(run_id), "owner")
+        with self._lock:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    before: str | None = f.read().strip() or None
+            except FileNotFoundError:
+                before = None
+            if force or owner is None or before is None or before == owner or not _alive(before):
+                try:
+                    if owner is None:
+                        if before is not None:
+                            os.remove(path)
+                    else:
+                        write_atomic(path, owner.encode())
+                except OSError as exc:
+                    raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+        return before
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         try:

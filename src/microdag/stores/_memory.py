@@ -2,7 +2,7 @@
 
 import threading
 
-from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
+from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ class MemoryStore(Store):
         self._tasks: dict[str, dict[tuple[str, int], TaskRecord]] = {}
         self._blobs: dict[str, bytes] = {}
         self._cache: dict[str, tuple[bytes, float]] = {}
+        self._owners: dict[str, str] = {}
 
     def begin(self, info: RunInfo) -> None:
         # Inputs go through the codec, as in the other stores: what one refuses, all do.
@@ -35,6 +36,7 @@ class MemoryStore(Store):
             kept.inputs = inputs
             self._runs[info.id] = kept
             self._tasks[info.id] = {}
+            self._owners[info.id] = OWNER
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
@@ -51,6 +53,19 @@ class MemoryStore(Store):
 
     def flush(self) -> None:
         return None
+
+    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
+        from ._base import _alive
+
+        with self._lock:
+            self._info(run_id)
+            before = self._owners.get(run_id)
+            if force or owner is None or before is None or before == owner or not _alive(before):
+                if owner is None:
+                    self._owners.pop(run_id, None)
+                else:
+                    self._owners[run_id] = owner
+            return before
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         with self._lock:

@@ -5,8 +5,9 @@ Tables: ``meta`` (``app = microdag``, ``schema = 1``), ``runs`` and ``tasks``
 saved).  The database runs in WAL mode with ``synchronous=FULL`` (a commit
 is fsync'd) and a busy timeout, so several processes can share one file.
 Saved task records are buffered and committed together (group commit):
-every :data:`GROUP` records, and always by ``flush``/``finish``, so a crash
-can lose at most the last ``GROUP`` task records, whose steps a resume runs
+every :data:`GROUP` records or :data:`GROUP_SECONDS` after the oldest one,
+and always by ``flush``/``finish``, so a crash can lose at most the records of
+the last half second (and at most ``GROUP``), whose steps a resume runs
 again.  Encoded outputs of 64 KiB and more go to ``<file>.blobs/``, one file
 per SHA-256, written atomically.
 
@@ -19,7 +20,7 @@ import os
 import threading
 import time
 
-from ._base import BLOB_SIZE, RunInfo, Store, StoreError, TaskRecord
+from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 SCHEMA = 1
-#: Task records buffered before a commit.
+#: Task records buffered before a commit...
 GROUP = 256
+#: ...or seconds the oldest buffered record may wait.
+GROUP_SECONDS = 0.5
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +47,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (run_id, step, item)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS owners (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
 """
 
 _UPSERT = """
@@ -83,6 +87,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open store {self.path!r}: directory {parent!r} does not exist")
         self._lock = threading.RLock()
         self._pending: list[tuple[Any, ...]] = []
+        self._since = 0.0  # when the oldest pending record was saved
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -113,10 +118,11 @@ class SQLiteStore(Store):
                 )
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
-        if tables and "cache" not in tables:  # a store made before the cache existed
-            db.execute(
+        if tables and not {"cache", "owners"} <= tables:  # a store made before these existed
+            db.executescript(
                 "CREATE TABLE IF NOT EXISTS cache"
-                " (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL)"
+                " (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS owners (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL);"
             )
         if not tables:
             try:
@@ -152,9 +158,12 @@ class SQLiteStore(Store):
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}") from None
+        self._write("INSERT OR REPLACE INTO owners VALUES (?, ?)", (info.id, OWNER))
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
+            if not self._pending:
+                self._since = time.monotonic()
             for r in records:
                 output, ref = r.output, None
                 if output is not None and len(output) >= BLOB_SIZE:
@@ -165,7 +174,7 @@ class SQLiteStore(Store):
                     (run_id, r.step, r.item, self._seq, r.status, r.attempts, r.started, r.finished,
                      r.error_type, r.error_message, r.traceback, output, ref)
                 )
-            if len(self._pending) >= GROUP:
+            if len(self._pending) >= GROUP or time.monotonic() - self._since >= GROUP_SECONDS:
                 self._commit()
 
     def _commit(self) -> None:
@@ -257,6 +266,29 @@ class SQLiteStore(Store):
                 return self.decode(f.read())
         return self.decode(bytes(row[0]))
 
+    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
+        import sqlite3
+
+        self.run_info(run_id)
+        try:
+            with self._lock:
+                self._commit()
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")  # one claimant at a time, across processes
+                try:
+                    row = db.execute("SELECT owner FROM owners WHERE run_id = ?", (run_id,)).fetchone()
+                    before = None if row is None else row[0]
+                    if force or owner is None or before is None or before == owner or not _alive(before):
+                        if owner is None:
+                            db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
+                        else:
+                            db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (run_id, owner))
+                finally:
+                    db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+        return before
+
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         rows = self._read("SELECT output, output_ref, created FROM cache WHERE key = ?", (key,))
         if not rows:
@@ -328,6 +360,7 @@ class SQLiteStore(Store):
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             for run_id in doomed:
+                db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM tasks WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             used = {row[0] for row in db.execute("SELECT output_ref FROM tasks WHERE output_ref IS NOT NULL")}
