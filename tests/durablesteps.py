@@ -1,0 +1,320 @@
+"""Module-level steps and flows for ``test_durable.py``.
+
+Worker processes unpickle step functions by name and the crash tests run
+this module as a script (``python -m durablesteps``), so everything those
+runs need lives here.  Every step appends its name to ``<marks>/<step>`` (a
+flow input), so a test counts how often each step really ran; which step is
+running comes from ``microdag.context()``.
+"""
+
+import os
+import random
+import sys
+import time
+import zlib
+
+import microdag
+from microdag import Flow
+
+
+def mark(marks: str, name: "str | None" = None) -> None:
+    """Note one run of the current step (one ``write`` of one line)."""
+    name = name or microdag.context().step
+    fd = os.open(os.path.join(marks, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (name + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def runs_of(marks: str, name: str) -> int:
+    """How many times step ``name`` ran with this marks directory."""
+    try:
+        with open(os.path.join(marks, name), "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def first_time(marks: str, what: str) -> bool:
+    """True the first time it is asked about ``what`` in this marks directory."""
+    try:
+        os.close(os.open(os.path.join(marks, what + ".flag"), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+# -- a small flow: one branch fails, one is independent ------------------------------
+#
+#   src -> left -> flaky -> join
+#     \--> right ----------/
+#   solo (independent)
+
+
+def src(x, marks):
+    mark(marks)
+    return x
+
+
+def left(src, marks):
+    mark(marks)
+    return {"left": src + 1}
+
+
+def right(src, marks):
+    mark(marks)
+    return [src, src * 2]
+
+
+def flaky(left, marks):
+    """Fails on the first run in this marks directory, succeeds afterwards."""
+    mark(marks)
+    if first_time(marks, "flaky"):
+        raise RuntimeError("flaky fails on its first run")
+    return left["left"] * 10
+
+
+def join(flaky, right, marks):
+    mark(marks)
+    return {"sum": flaky + sum(right), "parts": [flaky, right], "note": "naïve ✓"}
+
+
+def solo(x, marks):
+    mark(marks)
+    return x - 1
+
+
+def small_flow(name: str = "durable-small") -> Flow:
+    flow = Flow(name)
+    for fn in (src, left, right, flaky, join, solo):
+        flow.add(fn.__name__, fn)
+    return flow
+
+
+# -- recording: success, retry, failure, skipped/cancelled ----------------------------
+
+
+def base(x):
+    return {"x": x, "items": [x, x + 1], "none": None, "ok": True, "f": 0.5}
+
+
+def retried(base):
+    """Fails on attempt 1, succeeds on attempt 2."""
+    if microdag.context().attempt == 1:
+        raise ConnectionError("transient, attempt 1")
+    return base["x"] * 3
+
+
+def broken(base):
+    raise ValueError(f"broken step saw x={base['x']}")
+
+
+def after_broken(broken):
+    return broken
+
+
+def after_retried(retried):
+    return retried + 1
+
+
+def record_flow() -> Flow:
+    flow = Flow("durable-record")
+    flow.add("base", base)
+    flow.add("retried", retried, retries=1)
+    flow.add("broken", broken)
+    flow.add("after_broken", after_broken)
+    flow.add("after_retried", after_retried)
+    return flow
+
+
+def fail_first(marks):
+    """Fails at once (every run): the highest priority step of ``fail_first_flow``."""
+    mark(marks)
+    raise ValueError("fail_first always fails")
+
+
+def later(marks):
+    mark(marks)
+    return "later"
+
+
+def fail_first_flow() -> Flow:
+    """``fail_first`` runs before anything else; with one worker and fail_fast,
+    ``later`` and ``after`` end cancelled."""
+    flow = Flow("durable-fail-first")
+    flow.add("fail_first", fail_first, priority=10)
+    flow.add("later", later)
+    flow.add("after", after_later, priority=-10)
+    return flow
+
+
+def after_later(later, marks):
+    mark(marks)
+    return later + "!"
+
+
+# -- values the JSON codec refuses ----------------------------------------------------
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __repr__(self) -> str:
+        return f"Point({self.x}, {self.y})"
+
+
+def make_tuple():
+    return (1, 2)
+
+
+def make_set():
+    return {1, 2}
+
+
+def make_point():
+    return Point(1, 2)
+
+
+def use_value(value):
+    return repr(value)
+
+
+# -- files in the run directory --------------------------------------------------------
+
+
+def writer(marks):
+    mark(marks)
+    ctx = microdag.context()
+    path = os.path.join(ctx.workdir, "data.txt")
+    with open(path, "w") as f:
+        f.write("written by writer")
+    return ctx.run_dir
+
+
+def reader(writer, marks):
+    mark(marks)
+    ctx = microdag.context()
+    if first_time(marks, "reader"):
+        raise RuntimeError("reader fails on its first run")
+    with open(os.path.join(ctx.path_of("writer"), "data.txt")) as f:
+        return [f.read(), ctx.run_dir]
+
+
+def files_flow() -> Flow:
+    return Flow("durable-files").add("writer", writer).add("reader", reader)
+
+
+# -- big outputs, map steps, interruptions -----------------------------------------
+
+
+def big(marks):
+    """An output well over the stores' 64 KiB inline limit."""
+    mark(marks)
+    return {"rows": [f"row {i:06d}" for i in range(10_000)]}
+
+
+def count_rows(big, marks):
+    mark(marks)
+    if first_time(marks, "count_rows"):
+        raise RuntimeError("count_rows fails on its first run")
+    return len(big["rows"])
+
+
+def square(item, marks):
+    mark(marks, f"square-{item}")
+    return item * item
+
+
+def total(square, marks):
+    mark(marks)
+    if first_time(marks, "total"):
+        raise RuntimeError("total fails on its first run")
+    return sum(square)
+
+
+def map_flow() -> Flow:
+    return Flow("durable-map").add("square", square, map="item").add("total", total)
+
+
+def interrupted(src, marks):
+    """Raises KeyboardInterrupt (a Ctrl-C) on its first run."""
+    mark(marks)
+    if first_time(marks, "interrupted"):
+        raise KeyboardInterrupt
+    return src + 1000
+
+
+async def async_left(src, marks):
+    mark(marks)
+    return {"left": src + 1}
+
+
+# -- the crash flow: a seeded layered DAG of generic steps ------------------------------
+
+
+def node(marks, sleep, **deps):
+    """A deterministic value from the step's name and its dependencies' values."""
+    name = microdag.context().step
+    mark(marks, name)
+    if sleep:
+        time.sleep(sleep)
+    return value_of(name, deps)
+
+
+def value_of(name: str, deps: dict) -> int:
+    return (zlib.crc32(name.encode()) + sum(31 * v for v in deps.values())) % 1_000_003
+
+
+def crash_flow(layers: int, width: int, seed: int = 20240601) -> Flow:
+    """``layers`` x ``width`` steps; each depends on 1-3 steps of the layer above."""
+    rng = random.Random(seed)
+    flow = Flow(f"durable-crash-{layers}x{width}")
+    above: list[str] = []
+    for layer in range(layers):
+        row = [f"s{layer:03d}_{k:02d}" for k in range(width)]
+        for name in row:
+            deps = rng.sample(above, min(len(above), rng.randint(1, 3))) if above else []
+            flow.add(name, node, depends_on=deps)
+        above = row
+    return flow
+
+
+def expected_values(flow: Flow) -> dict:
+    """Every step's output in an uninterrupted run, computed without running it."""
+    graph = flow.graph
+    out: dict = {}
+    for name in graph.order():
+        out[name] = value_of(name, {d: out[d] for d in graph.dependencies(name)})
+    return out
+
+
+def main(argv: "list[str]") -> None:
+    """``python -m durablesteps STORE MARKS EXECUTOR LAYERS WIDTH SLEEP GROUP [RUN_ID]``:
+    run the crash flow durably (or resume run ``RUN_ID``), printing the run id
+    first; ``GROUP`` > 0 commits every ``GROUP`` task records instead of 256."""
+    spec, marks, executor, layers, width, sleep, group = argv[:7]
+    if int(group) > 0:
+        import microdag.stores._json as json_store
+        import microdag.stores._sqlite as sqlite_store
+
+        json_store.GROUP = sqlite_store.GROUP = int(group)
+    flow = crash_flow(int(layers), int(width))
+
+    def announce(event):
+        if event.kind == "run_started":
+            print(event.run_id, flush=True)
+
+    if len(argv) > 7:
+        flow.run(store=spec, run_id=argv[7], resume=True, executor=executor, hooks=[announce])
+    else:
+        flow.run({"marks": marks, "sleep": float(sleep)}, store=spec, executor=executor, hooks=[announce])
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
