@@ -49,14 +49,32 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", ctx: "tuple[Any, 
         return awaited(fn(**kwargs))
     from ._context import Frame, enter, leave
 
-    run_id, flow, step, attempt, item, run_dir = ctx
+    run_id, flow, step, attempt, item, run_dir = ctx[:6]
     frame = Frame(run_id, flow, (step,), None, run_dir)
     frame.current[:] = [0, item, attempt]
     token = enter(frame)
     try:
+        if len(ctx) > 6 and ctx[6]:  # capture what it prints and logs
+            from ._capture import captured_call
+
+            result, text = captured_call(lambda: awaited(fn(**kwargs)), {})
+            return Captured(result, text)
         return awaited(fn(**kwargs))
     finally:
         leave(token)
+
+
+class Captured:
+    """A step's result with the text it printed and logged (from a pool)."""
+
+    __slots__ = ("value", "text")
+
+    def __init__(self, value: "Any", text: str) -> None:
+        self.value = value
+        self.text = text
+
+    def __reduce__(self) -> "Any":
+        return (Captured, (self.value, self.text))
 
 
 def awaited(result: "Any") -> "Any":
@@ -85,7 +103,11 @@ def call_with_timeout(
     box: list[tuple[bool, Any]] = []
     finished = threading.Event()
 
-    def target() -> None:
+    import contextvars
+
+    context = contextvars.copy_context()  # the caller's capture buffer goes along
+
+    def body() -> None:
         if frame is not None:
             from ._context import enter
 
@@ -96,6 +118,9 @@ def call_with_timeout(
             box.append((False, exc))
         finally:
             finished.set()
+
+    def target() -> None:
+        context.run(body)
 
     thread = threading.Thread(target=target, name=f"microdag {what}", daemon=True)
     thread.start()

@@ -361,6 +361,7 @@ class _Runner:
         self.loops: dict[int, Any] = {}  # thread id -> event loop, for async steps
         self.cache_keys: dict[int, str] = {}  # step id -> its cache key, until it succeeds
         self.force = False  # resume: ignore a changed fingerprint and a live owner
+        self.capturing = False  # stdout, stderr and logging captured per attempt (a store)
         self.cached: set[int] = set()  # steps whose output came from the cache
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
@@ -437,6 +438,11 @@ class _Runner:
         frame = _FRAME.get()
         if frame is not None:
             frame.current[:] = [i, item, attempt]
+        captured = None
+        if self.store is not None:
+            from ._capture import start
+
+            captured, token = start()
         try:
             if self.plan.is_async[i]:
                 return self.run_coroutine(step, step.fn(**kwargs), what)
@@ -450,6 +456,11 @@ class _Runner:
         finally:
             if frame is not None:
                 frame.current[:] = [-1, None, 0]
+            if captured is not None:
+                from ._capture import stop
+
+                stop(token)
+                self.save_logs(i, -1 if item is None else item, attempt or self.attempts[i], "".join(captured))
 
     def succeed(self, i: int, result: "Any") -> None:
         key = self.cache_keys.pop(i, None)
@@ -581,6 +592,11 @@ class _Runner:
                 pass  # not storable: the step's own record says so
         else:
             _PROCESS_CACHE[key] = (value, time.time())
+
+    def save_logs(self, i: int, item: int, attempt: int, text: str) -> None:
+        """Keep what attempt ``attempt`` of step ``i`` (map item ``item``) printed and logged."""
+        if text and self.store is not None:
+            self.store.save_logs(self.run_id, self.names[i], item, attempt, text)
 
     def resume_from(self, records: "dict[int, tuple[int, Any, Any]]") -> None:
         """Take over the steps a resumed run records as succeeded: their attempts
@@ -802,7 +818,7 @@ class _Runner:
             start, stop = self.claim(ms)
             if start == stop:
                 break
-            if step.timeout is not None or self.hooks or self.plan.is_async[ms.i]:
+            if step.timeout is not None or self.hooks or self.plan.is_async[ms.i] or self.store is not None:
                 for j in range(start, stop):
                     self.run_unit_careful(ms, j)
                 continue
@@ -1151,6 +1167,15 @@ class _Runner:
 
     def settle(self, key: "Any", ok: bool, value: "Any") -> None:
         """A pool finished ``key`` (a step id, or ``(step id, unit)``) with ``value``."""
+        from ._backends import Captured
+
+        text = value.text if isinstance(value, Captured) else getattr(value, "__microdag_logs__", None)
+        if isinstance(value, Captured):
+            value = value.value
+        if text:
+            i, j = (key, -1) if isinstance(key, int) else key
+            attempt = self.attempts[i] if j < 0 else self.map_of[i].tries.get(j, 1)
+            self.save_logs(i, j if j < 0 else j * (self.map_of[i].size or 1), attempt, text)
         if isinstance(key, tuple):
             ms = self.map_of[key[0]]
             if ok:
@@ -1185,7 +1210,8 @@ class _Runner:
         i = ms.i
         step = self.plan.steps[i]
         ms.tries[j] = ms.tries.get(j, 0) + 1
-        ctx = (self.run_id, self.flow.name, self.names[i], ms.tries[j], j * (ms.size or 1), self.run_dir)
+        ctx = (self.run_id, self.flow.name, self.names[i], ms.tries[j], j * (ms.size or 1), self.run_dir,
+               self.store is not None)
         try:
             pool.submit((i, j), step.fn, ms.kwargs(j), step.timeout, ctx)
         except Exception as exc:
@@ -1196,7 +1222,8 @@ class _Runner:
         self.attempts[i] += 1
         self.emit("step_started", i, attempt=self.attempts[i])
         self.started[i] = self.clock()
-        ctx = (self.run_id, self.flow.name, self.names[i], self.attempts[i], None, self.run_dir)
+        ctx = (self.run_id, self.flow.name, self.names[i], self.attempts[i], None, self.run_dir,
+               self.store is not None)
         try:
             pool.submit(i, step.fn, kwargs, step.timeout, ctx)
         except Exception as exc:  # the arguments do not pickle, the executor is shut down...
@@ -1272,10 +1299,21 @@ async def _attempt_async(
     fn: "Any", kwargs: "dict[str, Any]", timeout: "float | None", ctx: "tuple[Any, ...]"
 ) -> "Any":
     """One attempt of an async step, as a task of the running loop (own context frame)."""
-    run_id, flow, step, attempt, item, run_dir = ctx
+    run_id, flow, step, attempt, item, run_dir = ctx[:6]
     frame = Frame(run_id, flow, (step,), None, run_dir)
     frame.current[:] = [0, item, attempt]
     enter(frame)  # a task runs in a copy of the context: this stays in the task
+    if len(ctx) > 6 and ctx[6]:
+        from ._backends import Captured
+        from ._capture import start
+
+        buffer, _ = start()  # the task's own context: nothing to reset
+        try:
+            value = await _cancel_after(fn(**kwargs), timeout, f"step {step!r}") if timeout else await fn(**kwargs)
+        except BaseException as exc:
+            exc.__microdag_logs__ = "".join(buffer)  # type: ignore[attr-defined]
+            raise
+        return Captured(value, "".join(buffer))
     coro = fn(**kwargs)
     if timeout is not None:
         return await _cancel_after(coro, timeout, f"step {step!r}")
@@ -1583,6 +1621,11 @@ def _prepare(
         if store is not None:
             _open_record(runner, store, resumed_info is not None)
         kernel.reset(subset, done=list(runner.resumed) or None)
+        if store is not None:
+            from ._capture import install
+
+            install()
+            runner.capturing = True
     except BaseException:
         if owned:
             plan.busy = False
@@ -1625,6 +1668,10 @@ def _finish(runner: "_Runner", raise_on_failure: bool) -> Run:
         run = runner.record(runner.given)
     finally:
         runner.close_loops()
+        if runner.capturing:
+            from ._capture import uninstall
+
+            uninstall()
         if runner.owned:
             runner.plan.busy = False
     if runner.debug:

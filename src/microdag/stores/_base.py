@@ -257,6 +257,28 @@ class Store:
         the ``keep_last`` newest of each flow; return how many were deleted."""
         raise NotImplementedError
 
+    def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
+        """Keep what one attempt of a task printed and logged (committed with the records)."""
+        raise NotImplementedError
+
+    def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
+        """``(attempt, text)`` of every attempt of a task that printed or logged."""
+        raise NotImplementedError
+
+    def logs(self, run_id: str, step: str, item: "int | None" = None) -> str:
+        """What a step (or item ``item`` of a map step) printed and logged, all
+        attempts in order, each under an ``--- attempt N ---`` line when there are
+        several.
+
+        Raises:
+            StoreError: no such run.
+        """
+        self.run_info(run_id)
+        parts = self.attempt_logs(run_id, step, -1 if item is None else item)
+        if len(parts) == 1:
+            return parts[0][1]
+        return "".join(f"--- attempt {attempt} ---\n{text}" for attempt, text in parts)
+
     def claim(self, run_id: str, force: bool = False) -> None:
         """Take run ``run_id`` for this process (to resume it).
 

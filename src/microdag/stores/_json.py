@@ -227,6 +227,28 @@ class JSONStore(Store):
             raise KeyError(f"run {run_id} has no stored output for step {step!r}")
         return self.decode(data)
 
+    def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
+        folder = os.path.join(self._run_dir(run_id), "logs")
+        name = f"{_safe(step)}.{item}.{attempt}.txt"
+        try:
+            os.makedirs(folder, exist_ok=True)
+            write_atomic(os.path.join(folder, name), text.encode("utf-8", "surrogateescape"))
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+
+    def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
+        folder = os.path.join(self._run_dir(run_id), "logs")
+        prefix = f"{_safe(step)}.{item}."
+        out = []
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.startswith(prefix) and name.endswith(".txt"):
+                    attempt = name[len(prefix) : -4]
+                    if attempt.isdigit():
+                        with open(os.path.join(folder, name), "rb") as f:
+                            out.append((int(attempt), f.read().decode("utf-8", "surrogateescape")))
+        return sorted(out)
+
     def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
         self.run_info(run_id)
         path = os.path.join(self._run_dir(run_id), "owner")
@@ -304,6 +326,13 @@ class JSONStore(Store):
 
     def __repr__(self) -> str:
         return f"JSONStore({self.path!r})"
+
+
+def _safe(step: str) -> str:
+    """A step name as a file name (hex for anything unusual, so names never clash)."""
+    if step.replace("_", "").replace("-", "").isalnum() and not step.startswith("."):
+        return step
+    return "%" + step.encode("utf-8", "surrogatepass").hex()
 
 
 def _is_group(name: str) -> bool:

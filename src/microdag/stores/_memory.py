@@ -25,6 +25,7 @@ class MemoryStore(Store):
         self._blobs: dict[str, bytes] = {}
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._owners: dict[str, str] = {}
+        self._logs: dict[tuple[str, str, int, int], str] = {}
 
     def begin(self, info: RunInfo) -> None:
         # Inputs go through the codec, as in the other stores: what one refuses, all do.
@@ -53,6 +54,17 @@ class MemoryStore(Store):
 
     def flush(self) -> None:
         return None
+
+    def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
+        with self._lock:
+            self._info(run_id)
+            self._logs[(run_id, step, item, attempt)] = text
+
+    def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
+        with self._lock:
+            return sorted(
+                (a, text) for (r, s, i, a), text in self._logs.items() if (r, s, i) == (run_id, step, item)
+            )
 
     def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
         from ._base import _alive
@@ -127,6 +139,8 @@ class MemoryStore(Store):
             for run_id in doomed:
                 del self._runs[run_id]
                 del self._tasks[run_id]
+                self._owners.pop(run_id, None)
+            self._logs = {k: v for k, v in self._logs.items() if k[0] in self._runs}
             used: set[str] = set()
             for tasks in self._tasks.values():
                 for r in tasks.values():

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS owners (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS logs (
+    run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    text TEXT NOT NULL, PRIMARY KEY (run_id, step, item, attempt)
+) WITHOUT ROWID;
 """
 
 _UPSERT = """
@@ -87,6 +91,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open store {self.path!r}: directory {parent!r} does not exist")
         self._lock = threading.RLock()
         self._pending: list[tuple[Any, ...]] = []
+        self._pending_logs: list[tuple[Any, ...]] = []
         self._since = 0.0  # when the oldest pending record was saved
         try:
             self._db = sqlite3.connect(
@@ -118,12 +123,8 @@ class SQLiteStore(Store):
                 )
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
-        if tables and not {"cache", "owners"} <= tables:  # a store made before these existed
-            db.executescript(
-                "CREATE TABLE IF NOT EXISTS cache"
-                " (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS owners (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL);"
-            )
+        if tables and not {"cache", "owners", "logs"} <= tables:  # made before these existed
+            db.executescript(_TABLES)
         if not tables:
             try:
                 db.executescript(
@@ -180,13 +181,14 @@ class SQLiteStore(Store):
     def _commit(self) -> None:
         import sqlite3
 
-        if not self._pending:
+        if not self._pending and not self._pending_logs:
             return
         try:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(_UPSERT, self._pending)
+                db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?)", self._pending_logs)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -194,6 +196,7 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
         self._pending.clear()
+        self._pending_logs.clear()
 
     def flush(self) -> None:
         with self._lock:
@@ -265,6 +268,19 @@ class SQLiteStore(Store):
             with open(os.path.join(self.blobs, row[1][:2], row[1]), "rb") as f:
                 return self.decode(f.read())
         return self.decode(bytes(row[0]))
+
+    def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
+        with self._lock:
+            if not self._pending and not self._pending_logs:
+                self._since = time.monotonic()
+            self._pending_logs.append((run_id, step, item, attempt, text))
+
+    def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
+        rows = self._read(
+            "SELECT attempt, text FROM logs WHERE run_id = ? AND step = ? AND item = ? ORDER BY attempt",
+            (run_id, step, item),
+        )
+        return [(a, t) for a, t in rows]
 
     def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
         import sqlite3
@@ -361,6 +377,7 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             for run_id in doomed:
                 db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
+                db.execute("DELETE FROM logs WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM tasks WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             used = {row[0] for row in db.execute("SELECT output_ref FROM tasks WHERE output_ref IS NOT NULL")}
