@@ -1,0 +1,108 @@
+"""Durable runs: the flow-engine workload (50,000 layered steps, inline) with
+each store, and the resume of a run that stopped at 90%.
+
+- ``test_store_overhead``: ``flow.run(store=...)`` with no store, a
+  ``MemoryStore``, a ``JSONStore`` and an ``SQLiteStore`` (a fresh store per
+  round, files in a temporary directory); ``extra_info["us_per_step"]``.
+- ``test_resume_decision``: a run whose steps after the first 90% failed is
+  resumed; the timed part is the resume up to the first step it runs again,
+  i.e. reading what the store recorded and marking those steps done
+  (``extra_info["us_per_recorded_step"]``).
+
+The smoke run (benchmarks disabled) uses 2,000 steps.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import pytest
+
+import microdag
+from bench_flow import add_up, disabled, layered_deps
+from microdag.stores import JSONStore, MemoryStore, SQLiteStore
+
+STORES = {
+    "none": lambda d: None,
+    "memory": lambda d: MemoryStore(),
+    "json": lambda d: JSONStore(d + "/store"),
+    "sqlite": lambda d: SQLiteStore(d + "/runs.db"),
+}
+
+
+def build(n: int) -> microdag.Flow:
+    flow = microdag.Flow("durable")
+    for name, ds in layered_deps(n).items():
+        flow.add(name, add_up, depends_on=ds)
+    flow.validate()
+    return flow
+
+
+_FLOWS: dict[int, microdag.Flow] = {}
+
+
+def flow_of(n: int) -> microdag.Flow:
+    if n not in _FLOWS:
+        _FLOWS[n] = build(n)
+    return _FLOWS[n]
+
+
+@pytest.mark.benchmark(group="durable-50k-layered")
+@pytest.mark.parametrize("kind", list(STORES))
+def test_store_overhead(benchmark: Any, kind: str, request: pytest.FixtureRequest) -> None:
+    n = 2_000 if disabled(request) else 50_000
+    flow = flow_of(n)
+    dirs: list[Any] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        folder = tempfile.TemporaryDirectory()
+        dirs.append(folder)
+        return (), {"store": STORES[kind](folder.name)}
+
+    run = benchmark.pedantic(lambda store: flow.run(store=store), setup=setup,
+                             rounds=1 if n == 2_000 else 3, iterations=1)
+    assert run.status == "succeeded"
+    if benchmark.stats:
+        benchmark.extra_info["us_per_step"] = round(benchmark.stats.stats.median / n * 1e6, 3)
+    for folder in dirs:
+        folder.cleanup()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.benchmark(group="durable-resume-90pct")
+@pytest.mark.parametrize("kind", ["sqlite", "json"])
+def test_resume_decision(benchmark: Any, kind: str, request: pytest.FixtureRequest, tmp_path: Any) -> None:
+    n = 2_000 if disabled(request) else 50_000
+    cut = int(n * 0.9)
+    names = list(layered_deps(n))
+    late = set(names[cut:])
+
+    def stop_late(**deps: int) -> int:
+        raise _Stop()
+
+    first = microdag.Flow("durable")
+    for name, ds in layered_deps(n).items():
+        first.add(name, stop_late if name in late else add_up, depends_on=ds)
+    store = STORES[kind](str(tmp_path))
+    crashed = first.run(store=store, raise_on_failure=False, on_failure="continue")
+    recorded = sum(1 for t in crashed.tasks.values() if t.status == "succeeded")
+
+    def on_first_step(event: microdag.Event) -> None:
+        if event.kind == "step_started":
+            raise KeyboardInterrupt  # stop the resume as soon as it runs a step
+
+    def resume() -> None:
+        try:
+            first.run(store=store, run_id=crashed.id, resume=True, force=True, hooks=[on_first_step],
+                      raise_on_failure=False)
+        except KeyboardInterrupt:
+            pass
+
+    benchmark.pedantic(resume, rounds=1 if n == 2_000 else 3, iterations=1)
+    if benchmark.stats:
+        benchmark.extra_info["us_per_recorded_step"] = round(benchmark.stats.stats.median / recorded * 1e6, 3)
+    assert recorded >= cut * 0.9
