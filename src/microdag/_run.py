@@ -1515,6 +1515,7 @@ def _bind_inputs(
 def _prepare(
     flow: "Flow",
     inputs: "Mapping[str, Any] | None",
+    *,
     executor: "Any",
     max_workers: "int | None",
     targets: "Iterable[str] | None",
@@ -1685,27 +1686,12 @@ def _finish(runner: "_Runner", raise_on_failure: bool) -> Run:
 
 
 def execute(
-    flow: "Flow",
-    inputs: "Mapping[str, Any] | None",
-    *,
-    executor: "str | Executor",
-    max_workers: "int | None",
-    targets: "Iterable[str] | None",
-    on_failure: str,
-    hooks: "Iterable[Callable[[Event], Any]]",
-    raise_on_failure: bool,
-    keep_outputs: bool,
-    cancel: "Any" = None,
-    store: "Any" = None,
-    run_id: "str | None" = None,
-    resume: bool = False,
-    force: bool = False,
+    flow: "Flow", inputs: "Mapping[str, Any] | None", *, raise_on_failure: bool, **options: "Any"
 ) -> Run:
-    """Run ``flow`` (the implementation of :meth:`Flow.run`)."""
-    runner = _prepare(
-        flow, inputs, executor, max_workers, targets, on_failure, hooks, keep_outputs, cancel,
-        store, run_id, resume, force,
-    )
+    """Run ``flow`` (the implementation of :meth:`Flow.run`; options as there)."""
+    runner = _prepare(flow, inputs, **options)
+    executor = options["executor"]
+    max_workers = options["max_workers"]
     try:
         if executor == "inline":
             runner.loop_inline()
@@ -1718,7 +1704,6 @@ def execute(
             if executor == "processes":
                 pool = ProcessPool(max_workers or _default_workers("processes"))
             else:
-                assert not isinstance(executor, str)
                 pool = ExecutorPool(executor, max_workers or _default_workers(executor))
             try:
                 runner.loop_pool(pool)
@@ -1731,28 +1716,12 @@ def execute(
 
 
 async def execute_async(
-    flow: "Flow",
-    inputs: "Mapping[str, Any] | None",
-    *,
-    max_workers: "int | None",
-    targets: "Iterable[str] | None",
-    on_failure: str,
-    hooks: "Iterable[Callable[[Event], Any]]",
-    raise_on_failure: bool,
-    keep_outputs: bool,
-    cancel: "Any" = None,
-    store: "Any" = None,
-    run_id: "str | None" = None,
-    resume: bool = False,
-    force: bool = False,
+    flow: "Flow", inputs: "Mapping[str, Any] | None", *, raise_on_failure: bool, **options: "Any"
 ) -> Run:
     """Run ``flow`` in the running event loop (the implementation of :meth:`Flow.arun`)."""
-    runner = _prepare(
-        flow, inputs, "inline", max_workers, targets, on_failure, hooks, keep_outputs, cancel,
-        store, run_id, resume, force,
-    )
+    runner = _prepare(flow, inputs, executor="inline", **options)
     try:
-        await runner.loop_async(max_workers or _default_workers("threads"))
+        await runner.loop_async(options["max_workers"] or _default_workers("threads"))
     except BaseException as exc:  # cancelled, or Ctrl-C
         if runner.interrupt is None:
             runner.interrupt = exc
