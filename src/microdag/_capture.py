@@ -12,16 +12,16 @@ run that needs them and removed by the last (reference-counted), and left in
 place if someone replaced ``sys.stdout`` meanwhile.
 """
 
+import _thread
 import contextvars
 import sys
-import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
 _BUFFER: "contextvars.ContextVar[list[str] | None]" = contextvars.ContextVar("microdag_capture", default=None)
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # threading itself is not imported for this
 _users = 0
 _installed: "dict[str, Any]" = {}
 

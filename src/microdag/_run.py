@@ -36,6 +36,7 @@ import heapq
 import os
 import time
 
+from . import _capture
 from ._compat import sched
 from ._context import _FRAME, Frame, enter, leave
 from ._errors import FlowError, RunFailed, Skip
@@ -361,6 +362,11 @@ class _Runner:
         self.loops: dict[int, Any] = {}  # thread id -> event loop, for async steps
         self.cache_keys: dict[int, str] = {}  # step id -> its cache key, until it succeeds
         self.force = False  # resume: ignore a changed fingerprint and a live owner
+        self.record_type: Any = None
+        if store is not None:
+            from .stores import TaskRecord
+
+            self.record_type = TaskRecord
         self.capturing = False  # stdout, stderr and logging captured per attempt (a store)
         self.cached: set[int] = set()  # steps whose output came from the cache
         self.kwnames = list(plan.dep_kwnames)
@@ -440,9 +446,7 @@ class _Runner:
             frame.current[:] = [i, item, attempt]
         captured = None
         if self.store is not None:
-            from ._capture import start
-
-            captured, token = start()
+            captured, token = _capture.start()
         try:
             if self.plan.is_async[i]:
                 return self.run_coroutine(step, step.fn(**kwargs), what)
@@ -457,9 +461,7 @@ class _Runner:
             if frame is not None:
                 frame.current[:] = [-1, None, 0]
             if captured is not None:
-                from ._capture import stop
-
-                stop(token)
+                _capture.stop(token)
                 self.save_logs(i, -1 if item is None else item, attempt or self.attempts[i], "".join(captured))
 
     def succeed(self, i: int, result: "Any") -> None:
@@ -546,8 +548,6 @@ class _Runner:
 
     def save(self, i: int, status: str, output: "bytes | None" = None, error: "BaseException | None" = None) -> None:
         """Hand step ``i``'s record to the store (which commits in groups)."""
-        from .stores import TaskRecord
-
         offset = self.wall0 - self.pc0
         started = self.started[i] + offset if self.attempts[i] else None
         finished = self.finished[i] + offset if self.attempts[i] and self.finished[i] else None
@@ -557,7 +557,7 @@ class _Runner:
 
             etype, emsg = type(error).__name__, str(error)
             tb = "".join(traceback.format_exception(error))
-        record = TaskRecord(self.names[i], -1, status, self.attempts[i], started, finished, etype, emsg, tb, output)
+        record = self.record_type(self.names[i], -1, status, self.attempts[i], started, finished, etype, emsg, tb, output)
         self.store.save(self.run_id, [record])
 
     # -- the cache ------------------------------------------------------------------

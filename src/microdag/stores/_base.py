@@ -109,7 +109,10 @@ class TaskRecord:
         self.output = output
 
     def as_tuple(self) -> tuple["Any", ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return (
+            self.step, self.item, self.status, self.attempts, self.started, self.finished,
+            self.error_type, self.error_message, self.traceback, self.output,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TaskRecord) and self.as_tuple() == other.as_tuple()
@@ -187,8 +190,6 @@ class Store:
             import pickle
 
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        import json
-
         bad = _not_json(value)
         if bad is not None:
             raise TypeError(
@@ -197,7 +198,8 @@ class Store:
                 "str, int, float, bool, None)"
             )
         # ASCII escapes keep str values exact, lone surrogates (file names) too.
-        return json.dumps(value, separators=(",", ":")).encode()
+        text: str = _json_encoder().encode(value)
+        return text.encode()
 
     def decode(self, data: bytes) -> "Any":
         if self.codec == "pickle":
@@ -432,6 +434,18 @@ class _Outputs:
 
     def values(self) -> "list[Any]":
         return [self[step] for step in sorted(self._steps)]
+
+
+_ENCODER: "Any" = None
+
+
+def _json_encoder() -> "Any":
+    global _ENCODER
+    if _ENCODER is None:
+        import json
+
+        _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=False)
+    return _ENCODER
 
 
 def _not_json(value: "Any") -> "str | None":
