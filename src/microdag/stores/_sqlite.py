@@ -97,7 +97,15 @@ class SQLiteStore(Store):
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            self._check_and_create()
+            deadline = time.monotonic() + timeout
+            while True:  # another process may be creating the file, or switching it to WAL
+                try:
+                    self._check_and_create()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
             self._db.execute("SELECT COUNT(*) FROM runs").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path!r} is not a usable microdag store: {exc}") from None
