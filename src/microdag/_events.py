@@ -14,9 +14,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Event"]
 
-#: The kinds of event, in the order a run emits them.
-KINDS = ("run_started", "step_started", "step_retrying", "step_finished", "run_finished")
-
 
 class Event:
     """Something that happened in a run, handed to each hook.

@@ -694,7 +694,7 @@ class _Runner:
 
     def claimable(self) -> bool:
         """Whether some running map has units nobody claimed yet."""
-        return any(ms.next < len(ms.units) and not ms.finished for ms in self.maps)
+        return any(ms.unclaimed() for ms in self.maps)
 
     def run_key(self, key: "Any") -> None:
         """Run a due retry in this thread: a step, or one unit of a map."""
@@ -1074,7 +1074,7 @@ class _Runner:
             maps = self.maps
             if maps:  # help with the units of running maps first
                 for ms in list(maps):
-                    if ms.next < len(ms.units) and not ms.finished:
+                    if ms.unclaimed():
                         self.run_units(ms)
             r = drive(*args)
             if r is not None:
@@ -1201,7 +1201,7 @@ class _Runner:
     def next_unit(self) -> "tuple[_Map, int] | None":
         """Claim one unit of a running map, for a pool."""
         for ms in self.maps:
-            if ms.next < len(ms.units) and not ms.finished:
+            if ms.unclaimed():
                 ms.next += 1
                 return ms, ms.next - 1
         return None
@@ -1420,6 +1420,10 @@ class _Map:
         self.tries: dict[int, int] = {}  # attempts, for units that failed once
         self.errors: dict[int, BaseException] = {}
         self.finished = False
+
+    def unclaimed(self) -> bool:
+        """Whether some unit of this map is still to be claimed."""
+        return self.next < len(self.units) and not self.finished
 
     def kwargs(self, j: int) -> "dict[str, Any]":
         """The keyword arguments of unit ``j``."""
