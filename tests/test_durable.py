@@ -729,3 +729,45 @@ def test_step_files_live_in_the_store_and_survive_for_resume(kind, executor, sto
     resumed = flow.run(store=stores(reopen_of=store), run_id=first.id, resume=True, executor=executor)
     assert resumed["reader"] == ["written by writer", run_dir]
     assert counts(marks, flow) == {"writer": 1, "reader": 2}
+
+
+def test_two_processes_run_different_runs_on_one_sqlite_store(tmp_path):
+    db = str(tmp_path / "shared.db")
+    flow = ds.crash_flow(20, 10)
+    expected = ds.expected_values(flow)
+    procs = []
+    for k in range(2):
+        marks = tmp_path / f"marks-{k}"
+        marks.mkdir()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "durablesteps", db, str(marks), "threads", "20", "10", "0.001", "8"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True,
+        ))
+    run_ids = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        run_ids.append(out.split()[0])
+    store = SQLiteStore(db)
+    try:
+        assert sorted(r.id for r in store.list_runs()) == sorted(run_ids)
+        for run_id in run_ids:
+            assert store.run_info(run_id).status == "succeeded"
+            assert recorded(store, run_id, expected) == set(flow.steps)
+    finally:
+        store.close()
+
+
+def test_a_run_records_its_source_and_structure(stores):
+    store = stores("sqlite")
+    flow = ds.small_flow()
+    flow._source = "durablesteps:small_flow"
+    run = flow.run({"x": 1, "marks": "unused"}, store=store, raise_on_failure=False)
+    info = store.run_info(run.id)
+    assert info.source == "durablesteps:small_flow"
+    graph = store.graph(info.fingerprint)
+    assert graph["nodes"] == list(flow.steps)
+    names = graph["nodes"]
+    assert {names[i]: sorted(names[d] for d in deps) for i, deps in enumerate(graph["deps"])} == {
+        name: sorted(flow.graph.dependencies(name)) for name in flow.steps
+    }

@@ -1002,3 +1002,45 @@ def test_two_processes_write_one_sqlite_file_at_once(existing: bool, tmp_path: P
         assert records[0].output == b'"' + run_id.encode() * 40000 + b'"'
         assert all(r.status == "succeeded" and r.output == b"%d" % i for i, r in enumerate(records) if i)
     s.close()
+
+
+def test_a_run_keeps_the_source_it_was_started_from(pstore: Store) -> None:
+    pstore.begin(RunInfo("r1", "etl", "fp", {}, "running", T0, source="/flows/etl.toml"))
+    pstore.begin(new_run("r2"))
+    pstore.flush()
+    again = reopen(pstore)
+    assert again.run_info("r1").source == "/flows/etl.toml"
+    assert again.run_info("r2").source is None
+    assert sorted(str(r.source) for r in again.list_runs()) == ["/flows/etl.toml", "None"]
+    again.close()
+
+
+def test_a_graph_is_kept_once_per_fingerprint(store: Store) -> None:
+    first = json.dumps({"nodes": ["a", "b <&>"], "deps": [[], [0]]})
+    store.save_graph("fp1", first)
+    store.save_graph("fp1", json.dumps({"nodes": ["other"], "deps": [[]]}))
+    assert store.graph("fp1") == {"nodes": ["a", "b <&>"], "deps": [[], [0]]}
+    assert store.graph("fp2") is None
+
+
+def test_a_kept_graph_survives_in_a_new_store_object(pstore: Store) -> None:
+    pstore.save_graph("0123abcd", json.dumps({"nodes": ["x"], "deps": [[]]}))
+    again = reopen(pstore)
+    assert again.graph("0123abcd") == {"nodes": ["x"], "deps": [[]]}
+    again.close()
+
+
+def test_a_store_made_before_graphs_and_sources_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE graphs")
+    db.execute("ALTER TABLE runs DROP COLUMN source")
+    db.execute("INSERT INTO runs VALUES ('old', 'etl', 'fp', '{}', 'succeeded', 1.0, 2.0)")
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    assert store.run_info("old").source is None
+    store.save_graph("fp", json.dumps({"nodes": ["a"], "deps": [[]]}))
+    assert store.graph("fp") == {"nodes": ["a"], "deps": [[]]}
+    store.close()

@@ -352,6 +352,13 @@ class _Plan:
         self._fingerprint = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:32]
         return self._fingerprint
 
+    def graph_json(self) -> str:
+        """The structure a store keeps for reports: names and dependency indices."""
+        import json
+
+        names = [str(name) for name in self.graph.names]
+        return json.dumps({"nodes": names, "deps": [list(d) for d in self.graph._deps]})
+
     def sinks(self) -> list[int]:
         """Ids of the steps no other step depends on."""
         if self._sinks is None:
@@ -430,7 +437,7 @@ class Flow:
         name: the flow's name (used in run records, logs and errors).
     """
 
-    __slots__ = ("_name", "_steps", "_plan", "__weakref__")
+    __slots__ = ("_name", "_steps", "_plan", "_source", "__weakref__")
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -438,6 +445,9 @@ class Flow:
         self._name = name
         self._steps: dict[str, _Step] = {}
         self._plan: _Plan | None = None
+        #: Where the flow was loaded from (a flow-file path or ``module:attr``),
+        #: recorded with its durable runs so they can be resumed by name.
+        self._source: str | None = None
 
     @property
     def name(self) -> str:

@@ -1434,6 +1434,9 @@ class _Map:
 
 #: An output a resumed run's store holds, read when a step needs it.
 _STORED = object()
+#: Flows of at most this many steps have their structure kept with their runs
+#: (for reports); drawing a bigger one would not be read anyway.
+GRAPH_LIMIT = 10_000
 
 #: The cache of steps with ``cache=True`` in runs without a store: key ->
 #: (output, when it was made), for the life of the process.
@@ -1657,11 +1660,18 @@ def _open_record(runner: "_Runner", store: "Any", resume: bool) -> None:
         runner.resume_from(records)
         store.finish(runner.run_id, "running", None)
         return
-    info = RunInfo(runner.run_id, runner.flow.name, runner.plan.fingerprint(), runner.given, "running", runner.wall0)
+    plan = runner.plan
+    fingerprint = plan.fingerprint()
+    info = RunInfo(
+        runner.run_id, runner.flow.name, fingerprint, runner.given, "running", runner.wall0,
+        source=runner.flow._source,
+    )
     try:
         store.begin(info)
     except TypeError as exc:  # inputs the codec cannot store
         raise FlowError(str(exc)) from None
+    if len(plan.fns) <= GRAPH_LIMIT and store.graph(fingerprint) is None:
+        store.save_graph(fingerprint, plan.graph_json())
 
 
 def _finish(runner: "_Runner", raise_on_failure: bool) -> Run:

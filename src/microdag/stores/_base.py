@@ -41,7 +41,7 @@ class StoreError(Exception):
 class RunInfo:
     """One run as a store records it (without its tasks)."""
 
-    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished")
+    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source")
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class RunInfo:
         status: str,
         started: float,
         finished: "float | None" = None,
+        source: "str | None" = None,
     ) -> None:
         self.id = id
         self.flow = flow
@@ -60,6 +61,7 @@ class RunInfo:
         self.status = status
         self.started = started
         self.finished = finished
+        self.source = source
 
     def __repr__(self) -> str:
         return f"<RunInfo {self.id} of {self.flow!r}: {self.status}>"
@@ -310,6 +312,31 @@ class Store:
     def cache_put(self, key: str, output: bytes, created: float) -> None:
         """Cache an encoded output under ``key`` (durable with the next commit)."""
         raise NotImplementedError
+
+    def save_graph(self, fingerprint: str, graph: str) -> None:
+        """Keep the structure of the flow with ``fingerprint`` (JSON text:
+        ``{"nodes": [names], "deps": [[node indices], ...]}``), once per structure."""
+        raise NotImplementedError
+
+    def graph(self, fingerprint: str) -> "dict[str, Any] | None":
+        """The structure kept by :meth:`save_graph`, or ``None``."""
+        raise NotImplementedError
+
+    def report(self, run_id: str) -> str:
+        """One self-contained HTML page on the run: its DAG coloured by status,
+        a timeline of its tasks, each step's error and logs.
+
+        Raises:
+            StoreError: no such run.
+        """
+        from .._render import render_report
+
+        info = self.run_info(run_id)
+        tasks = self.tasks(run_id, outputs=False)
+        graph = self.graph(info.fingerprint)
+        return render_report(
+            info, tasks, graph, lambda step, item: self.logs(run_id, step, None if item < 0 else item)
+        )
 
     def close(self) -> None:
         """Flush and let go of files."""

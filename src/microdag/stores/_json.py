@@ -96,6 +96,7 @@ class JSONStore(Store):
             "status": info.status,
             "started": info.started,
             "finished": info.finished,
+            "source": info.source,
         }
         try:
             write_atomic(os.path.join(self._run_dir(info.id), "run.json"), json.dumps(record).encode())
@@ -189,7 +190,10 @@ class JSONStore(Store):
         except (OSError, ValueError) as exc:
             raise StoreError(f"run {run_id!r} in store {self.path!r} is unreadable: {exc}") from None
         inputs = self.decode(self._bytes_in(r["inputs"]))
-        return RunInfo(r["id"], r["flow"], r["fingerprint"], inputs, r["status"], r["started"], r["finished"])
+        return RunInfo(
+            r["id"], r["flow"], r["fingerprint"], inputs, r["status"], r["started"], r["finished"],
+            r.get("source"),
+        )
 
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
@@ -317,6 +321,28 @@ class JSONStore(Store):
                             used.update(row.get("output_ref") for row in json.load(f))
             drop_blobs(os.path.join(self.path, "blobs"), used, self.list_runs())
         return len(doomed)
+
+    def _graph_path(self, fingerprint: str) -> str:
+        return os.path.join(self.path, "graphs", _safe(fingerprint) + ".json")
+
+    def save_graph(self, fingerprint: str, graph: str) -> None:
+        path = self._graph_path(fingerprint)
+        if os.path.exists(path):
+            return
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_atomic(path, graph.encode())
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+
+    def graph(self, fingerprint: str) -> "dict[str, Any] | None":
+        try:
+            with open(self._graph_path(fingerprint), "rb") as f:
+                return json.load(f)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"the graph {fingerprint} in store {self.path!r} is unreadable: {exc}") from None
 
     def run_dir(self, run_id: str) -> str:
         return os.path.join(self._run_dir(run_id), "work")

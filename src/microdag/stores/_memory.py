@@ -26,6 +26,7 @@ class MemoryStore(Store):
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._owners: dict[str, str] = {}
         self._logs: dict[tuple[str, str, int, int], str] = {}
+        self._graphs: dict[str, str] = {}
 
     def begin(self, info: RunInfo) -> None:
         # Inputs go through the codec, as in the other stores: what one refuses, all do.
@@ -151,6 +152,16 @@ class MemoryStore(Store):
                 del self._blobs[digest]
         return len(doomed)
 
+    def save_graph(self, fingerprint: str, graph: str) -> None:
+        with self._lock:
+            self._graphs.setdefault(fingerprint, graph)
+
+    def graph(self, fingerprint: str) -> "dict[str, Any] | None":
+        import json
+
+        text = self._graphs.get(fingerprint)
+        return None if text is None else json.loads(text)  # type: ignore[no-any-return]
+
 
 class _Blob:
     __slots__ = ("digest",)
@@ -163,7 +174,9 @@ def _copy_info(info: RunInfo) -> RunInfo:
     import copy
 
     inputs = copy.deepcopy(info.inputs)
-    return RunInfo(info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished)
+    return RunInfo(
+        info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished, info.source
+    )
 
 
 def _doomed(runs: "list[RunInfo]", older_than: "float | None", keep_last: "int | None") -> "list[str]":

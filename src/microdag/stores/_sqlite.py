@@ -37,7 +37,7 @@ _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, flow TEXT NOT NULL, fingerprint TEXT NOT NULL, inputs BLOB NOT NULL,
-    status TEXT NOT NULL, started REAL NOT NULL, finished REAL
+    status TEXT NOT NULL, started REAL NOT NULL, finished REAL, source TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS owners (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS graphs (fingerprint TEXT PRIMARY KEY, graph TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS logs (
     run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, attempt INTEGER NOT NULL,
     text TEXT NOT NULL, PRIMARY KEY (run_id, step, item, attempt)
@@ -131,8 +132,11 @@ class SQLiteStore(Store):
                 )
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
-        if tables and not {"cache", "owners", "logs"} <= tables:  # made before these existed
+        if tables and not {"cache", "owners", "logs", "graphs"} <= tables:  # made before these existed
             db.executescript(_TABLES)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            if "source" not in columns:
+                db.execute("ALTER TABLE runs ADD COLUMN source TEXT")
         if not tables:
             try:
                 db.executescript(
@@ -162,8 +166,10 @@ class SQLiteStore(Store):
         inputs = self.encode(info.inputs, "the run's inputs")
         try:
             self._write(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished),
+                "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished,
+                 info.source),
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}") from None
@@ -234,13 +240,13 @@ class SQLiteStore(Store):
 
     def run_info(self, run_id: str) -> RunInfo:
         rows = self._read(
-            "SELECT id, flow, fingerprint, inputs, status, started, finished FROM runs WHERE id = ?",
+            "SELECT id, flow, fingerprint, inputs, status, started, finished, source FROM runs WHERE id = ?",
             (run_id,),
         )
         if not rows:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}")
         row = rows[0]
-        return RunInfo(row[0], row[1], row[2], self.decode(row[3]), row[4], row[5], row[6])
+        return RunInfo(row[0], row[1], row[2], self.decode(row[3]), row[4], row[5], row[6], row[7])
 
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
@@ -364,7 +370,7 @@ class SQLiteStore(Store):
         return {step: (attempts, started, finished) for step, attempts, started, finished in rows}
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
-        sql = "SELECT id, flow, fingerprint, inputs, status, started, finished FROM runs"
+        sql = "SELECT id, flow, fingerprint, inputs, status, started, finished, source FROM runs"
         params: tuple[Any, ...] = ()
         if flow is not None:
             sql += " WHERE flow = ?"
@@ -373,7 +379,7 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self._read(sql, params)
-        return [RunInfo(r[0], r[1], r[2], self.decode(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [RunInfo(r[0], r[1], r[2], self.decode(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
         from ._memory import _doomed
@@ -393,6 +399,17 @@ class SQLiteStore(Store):
             db.execute("COMMIT")
         drop_blobs(self.blobs, used, self.list_runs())
         return len(doomed)
+
+    def save_graph(self, fingerprint: str, graph: str) -> None:
+        with self._lock:
+            self._commit()
+            self._write("INSERT OR IGNORE INTO graphs VALUES (?, ?)", (fingerprint, graph))
+
+    def graph(self, fingerprint: str) -> "dict[str, Any] | None":
+        import json
+
+        rows = self._read("SELECT graph FROM graphs WHERE fingerprint = ?", (fingerprint,))
+        return json.loads(rows[0][0]) if rows else None  # type: ignore[no-any-return]
 
     def run_dir(self, run_id: str) -> str:
         return os.path.join(self.path + ".work", run_id)
