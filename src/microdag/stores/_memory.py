@@ -160,7 +160,7 @@ class MemoryStore(Store):
         import json
 
         text = self._graphs.get(fingerprint)
-        return None if text is None else json.loads(text)  # type: ignore[no-any-return]
+        return None if text is None else json.loads(text)
 
 
 class _Blob:

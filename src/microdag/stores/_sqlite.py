@@ -409,7 +409,7 @@ class SQLiteStore(Store):
         import json
 
         rows = self._read("SELECT graph FROM graphs WHERE fingerprint = ?", (fingerprint,))
-        return json.loads(rows[0][0]) if rows else None  # type: ignore[no-any-return]
+        return json.loads(rows[0][0]) if rows else None
 
     def run_dir(self, run_id: str) -> str:
         return os.path.join(self.path + ".work", run_id)

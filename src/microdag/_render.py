@@ -1,0 +1,403 @@
+"""A stored run as one self-contained HTML report: header, DAG, timeline, steps.
+
+The document needs nothing else: inline CSS, inline SVG, no script, no
+network.  It has four parts:
+
+- the header: flow, run id, status, start (ISO 8601, UTC), duration, inputs
+  (JSON), and how many steps ended in each state;
+- the DAG: one ``<g class="node" data-step data-status>`` per step (a rect
+  coloured by status, the label cut to fit, the full name in ``<title>``,
+  linking to the step's section) and one cubic Bezier ``<path class="edge">``
+  per dependency, drawn from the dependency to its dependent;
+- the timeline: one row per task (map items as ``step[item]``), a bar from
+  its start to its finish relative to the run's start, the attempt count when
+  there were retries, a time axis with "nice" ticks (1, 2 or 5 times a power
+  of ten);
+- one section per step (anchor ``step-`` + the hex of its UTF-8 name): status,
+  attempts, duration, error and traceback, captured logs, and for map steps
+  their items' failures and logs.
+
+Layout of the DAG (layers run left to right): a node's layer is the longest
+path to it from a root, computed in one Kahn pass over the edges (iterative,
+so a chain of any depth is fine).  Inside a layer, nodes start in definition
+order and are reordered by barycenter sweeps: downward by the mean position
+of their dependencies, upward by that of their dependents, positions centred
+on each layer so layers of different sizes compare.  A sweep is one pass over
+the edges plus a sort per layer.  Nodes that the Kahn pass never reaches (on
+a cycle, which a validated flow never has) keep the layer found so far.
+
+Every piece of user text (names, inputs, messages, tracebacks, logs) passes
+through ``html.escape(..., quote=True)``, in text and attributes alike; lone
+surrogates are written as backslash escapes so the document encodes as UTF-8.
+"""
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from .stores import RunInfo, TaskRecord
+
+__all__ = ["render_report"]
+
+#: Status -> (fill, stroke).
+_COLOURS = {
+    "succeeded": ("#d3f0db", "#2e9d5b"),
+    "failed": ("#f8d4d4", "#d64545"),
+    "skipped": ("#ececec", "#9a9a9a"),
+    "cancelled": ("#fbe7c6", "#d98e04"),
+    "pending": ("#ffffff", "#9a9a9a"),
+    "running": ("#d6e6fd", "#3b7be0"),
+}
+#: DAG: node size, gaps between layers and between nodes, label length.
+_NODE_W, _NODE_H, _COL_GAP, _ROW_GAP, _LABEL = 160, 28, 70, 12, 22
+#: Timeline: row height, label column and plot widths.
+_ROW_H, _GANTT_LABEL_W, _GANTT_W = 20, 220, 760
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 2em 3em;color:#222}
+h1{margin:.6em 0 .2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table.meta td{padding:1px 12px 1px 0;vertical-align:top}
+pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:30em;white-space:pre-wrap}
+.scroll{overflow:auto;max-height:80vh;border:1px solid #eee}
+.badge{display:inline-block;padding:0 8px;border-radius:9px;border:1px solid}
+section.step{border-left:4px solid #ccc;padding:2px 12px;margin:12px 0}
+section.step:target{background:#fffbe6}
+.error{color:#b02020;font-weight:600}
+svg text{font:12px system-ui,sans-serif}
+.edge{fill:none;stroke:#8a8a8a;stroke-width:1.2}
+.node a:hover rect{stroke-width:2.5}
+.axis{stroke:#ddd}
+"""
+
+
+def render_report(
+    info: "RunInfo",
+    tasks: "list[TaskRecord]",
+    graph: "dict[str, Any] | None",
+    logs: "Callable[[str, int], str]",
+) -> str:
+    """One self-contained HTML document describing a stored run.
+
+    Args:
+        info: the run's record.
+        tasks: its task records (outputs not needed); a step without one is
+            shown as pending.
+        graph: ``{"nodes": [names], "deps": [[dependency indices], ...]}``,
+            or ``None`` when it was not recorded (the steps are listed
+            without the drawing).
+        logs: ``logs(step, item)``: what that task printed and logged (item
+            ``-1`` for a whole step), ``""`` when nothing.
+
+    Returns:
+        The HTML document.
+    """
+    import json
+
+    steps: dict[str, TaskRecord | None] = {}
+    items: dict[str, list[TaskRecord]] = {}
+    if graph is not None:
+        steps.update((str(n), None) for n in graph["nodes"])
+    for t in tasks:
+        if t.item < 0:
+            steps[t.step] = t
+        else:
+            steps.setdefault(t.step, None)
+            items.setdefault(t.step, []).append(t)
+    status = {name: _step_status(rec, items.get(name)) for name, rec in steps.items()}
+    anchor = {name: "step-" + name.encode("utf-8", "surrogatepass").hex() for name in steps}
+
+    tally = _tally(status.values())
+    inputs = json.dumps(info.inputs, indent=2, sort_keys=True, default=repr, ensure_ascii=False)
+    duration = _span(info.started, info.finished, info.status)
+    out = [
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_esc(info.flow)} run {_esc(info.id)}</title><style>{_CSS}</style></head><body>",
+        f'<h1>{_esc(info.flow)}</h1><table class="meta">',
+        f"<tr><td>run</td><td><code>{_esc(info.id)}</code></td></tr>",
+        f"<tr><td>status</td><td>{_badge(info.status)}</td></tr>",
+        f"<tr><td>started</td><td>{_esc(_iso(info.started))}</td></tr>",
+        f"<tr><td>duration</td><td>{_esc(duration)}</td></tr>",
+        f"<tr><td>fingerprint</td><td><code>{_esc(info.fingerprint)}</code></td></tr>",
+        f"<tr><td>steps</td><td>{len(steps)}: {_esc(tally)}</td></tr>",
+        f'</table><h3>inputs</h3><pre class="inputs">{_esc(inputs)}</pre><h2>Graph</h2>',
+    ]
+    if graph is None:
+        out.append('<p class="nograph">The graph was not recorded for this run (large flows '
+                   "skip it); the steps are listed without the drawing.</p><ul>")
+        for name in steps:
+            link = f'<a href="#{anchor[name]}">{_esc(name)}</a>'
+            out.append(f"<li>{link} {_badge(status[name])}</li>")
+        out.append("</ul>")
+    else:
+        names = [str(n) for n in graph["nodes"]]
+        out.append(_dag(names, graph["deps"], status, anchor))
+    out.append("<h2>Timeline</h2>")
+    out.append(_timeline(info, steps, items))
+    out.append("<h2>Steps</h2>")
+    for name, rec in steps.items():
+        out.append(_section(name, rec, items.get(name, []), status[name], anchor[name], logs))
+    out.append("</body></html>\n")
+    return "".join(out).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _esc(value: "Any") -> str:
+    from html import escape
+
+    return escape(str(value), quote=True)
+
+
+def _step_status(rec: "TaskRecord | None", items: "list[TaskRecord] | None") -> str:
+    """A step's own status, or the worst of its items', or pending."""
+    if rec is not None:
+        return rec.status
+    seen = {t.status for t in items or ()}
+    for s in ("failed", "running", "cancelled", "skipped", "pending"):
+        if s in seen:
+            return s
+    return "succeeded" if seen else "pending"
+
+
+def _tally(statuses: "Iterable[str]") -> str:
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=list(_COLOURS).index))
+
+
+def _badge(status: str) -> str:
+    fill, stroke = _COLOURS.get(status, _COLOURS["pending"])
+    style = f"background:{fill};border-color:{stroke}"
+    return f'<span class="badge" style="{style}">{_esc(status)}</span>'
+
+
+def _iso(t: "float | None") -> str:
+    if t is None:
+        return "-"
+    from datetime import datetime, timezone
+
+    stamp = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def _span(started: "float | None", finished: "float | None", status: str) -> str:
+    if started is None:
+        return "-"
+    if finished is None:
+        return "running" if status == "running" else "-"
+    return _duration(max(0.0, finished - started))
+
+
+def _layers(deps: "list[list[int]]") -> "tuple[list[int], list[list[int]]]":
+    """Each node's layer (longest path from a root) and each node's dependents."""
+    n = len(deps)
+    dependents: list[list[int]] = [[] for _ in range(n)]
+    indegree = [len(ds) for ds in deps]
+    for v, ds in enumerate(deps):
+        for d in ds:
+            dependents[d].append(v)
+    layer = [0] * n
+    queue = [v for v in range(n) if indegree[v] == 0]
+    for v in queue:  # the list grows while it is walked: a Kahn pass
+        lv = layer[v] + 1
+        for w in dependents[v]:
+            if layer[w] < lv:
+                layer[w] = lv
+            indegree[w] -= 1
+            if indegree[w] == 0:
+                queue.append(w)
+    return layer, dependents
+
+
+def _order(
+    layer: "list[int]", deps: "list[list[int]]", dependents: "list[list[int]]", sweeps: int = 4
+) -> "list[list[int]]":
+    """Nodes per layer, ordered by alternating barycenter sweeps."""
+    rows: list[list[int]] = [[] for _ in range(max(layer, default=-1) + 1)]
+    for v, lv in enumerate(layer):
+        rows[lv].append(v)
+    pos = [0.0] * len(layer)
+
+    def place(row: "list[int]") -> None:
+        mid = (len(row) - 1) / 2
+        for k, v in enumerate(row):
+            pos[v] = k - mid
+
+    for row in rows:
+        place(row)
+    for sweep in range(sweeps):
+        down = sweep % 2 == 0
+        links = deps if down else dependents
+        for row in rows if down else reversed(rows):
+            key: dict[int, float] = {}
+            for v in row:
+                ws = links[v]
+                key[v] = sum(pos[w] for w in ws) / len(ws) if ws else pos[v]
+            row.sort(key=key.__getitem__)
+            place(row)
+    return rows
+
+
+def _dag(
+    names: "list[str]", raw: "list[list[int]]", status: "dict[str, str]", anchor: "dict[str, str]"
+) -> str:
+    n = len(names)
+    deps = [list(dict.fromkeys(d for d in ds if 0 <= d < n and d != v)) for v, ds in enumerate(raw)]
+    layer, dependents = _layers(deps)
+    rows = _order(layer, deps, dependents)
+    tallest = max((len(r) for r in rows), default=0)
+    xs, ys = [0] * n, [0] * n
+    for lv, row in enumerate(rows):
+        top = (tallest - len(row)) * (_NODE_H + _ROW_GAP) / 2
+        for k, v in enumerate(row):
+            xs[v] = 10 + lv * (_NODE_W + _COL_GAP)
+            ys[v] = int(10 + top + k * (_NODE_H + _ROW_GAP))
+    width = 20 + len(rows) * (_NODE_W + _COL_GAP) - _COL_GAP
+    height = 20 + tallest * (_NODE_H + _ROW_GAP) - _ROW_GAP
+    out = [f'<div class="scroll"><svg class="dag" xmlns="http://www.w3.org/2000/svg" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    half = _NODE_H // 2
+    for v, ds in enumerate(deps):
+        x2, y2 = xs[v], ys[v] + half
+        for d in ds:
+            x1, y1 = xs[d] + _NODE_W, ys[d] + half
+            c = max(20, (x2 - x1) // 2)
+            out.append(f'<path class="edge" d="M{x1} {y1}C{x1 + c} {y1} {x2 - c} {y2} {x2} {y2}"/>')
+    for v, name in enumerate(names):
+        st = status.get(name, "pending")
+        fill, stroke = _COLOURS.get(st, _COLOURS["pending"])
+        label = name if len(name) <= _LABEL else name[: _LABEL - 1] + "\u2026"
+        x, y = xs[v], ys[v]
+        out.append(
+            f'<g class="node" data-step="{_esc(name)}" data-status="{_esc(st)}">'
+            f'<a href="#{anchor[name]}"><title>{_esc(name)} ({_esc(st)})</title>'
+            f'<rect x="{x}" y="{y}" width="{_NODE_W}" height="{_NODE_H}" rx="5" fill="{fill}" '
+            f'stroke="{stroke}" stroke-width="1.5"/>'
+            f'<text x="{x + 8}" y="{y + half + 4}">{_esc(label)}</text></a></g>'
+        )
+    out.append("</svg></div>")
+    return "".join(out)
+
+
+def _ticks(span: float) -> "list[float]":
+    """Tick times from 0 to ``span``: multiples of 1, 2 or 5 times a power of ten, at most 9."""
+    import math
+
+    if span <= 0:
+        return [0.0]
+    step = 10.0 ** math.floor(math.log10(span / 5))
+    for f in (1, 2, 5, 10):
+        if span / (step * f) <= 8:
+            step *= f
+            break
+    return [k * step for k in range(int(span / step + 1e-9) + 1)]
+
+
+def _timeline(
+    info: "RunInfo", steps: "dict[str, TaskRecord | None]", items: "dict[str, list[TaskRecord]]"
+) -> str:
+    rows: list[tuple[str, TaskRecord | None]] = []
+    for name, rec in sorted(steps.items(), key=lambda kv: _start_key(kv[1], items.get(kv[0]))):
+        rows.append((name, rec))
+        rows.extend((f"{name}[{t.item}]", t) for t in sorted(items.get(name, ()), key=_item))
+    t0 = info.started
+    times = [t for _, r in rows if r is not None for t in (r.started, r.finished) if t is not None]
+    end = max(times + [t0, info.finished or t0])
+    scale = _GANTT_W / (end - t0) if end > t0 else 0.0
+    height = 30 + len(rows) * _ROW_H
+    width = _GANTT_LABEL_W + _GANTT_W + 60
+    out = [f'<div class="scroll"><svg class="timeline" xmlns="http://www.w3.org/2000/svg" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    for tick in _ticks(end - t0):
+        x = _GANTT_LABEL_W + tick * scale
+        out.append(f'<line class="axis" x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{height}"/>'
+                   f'<text class="tick" x="{x:.1f}" y="12" text-anchor="middle">'
+                   f"{_esc(_duration(tick) if tick else '0')}</text>")
+    for k, (label, rec) in enumerate(rows):
+        y = 24 + k * _ROW_H
+        short = label if len(label) <= 30 else label[:29] + "\u2026"
+        out.append(f'<text class="row" x="4" y="{y + 12}">'
+                   f"<title>{_esc(label)}</title>{_esc(short)}</text>")
+        if rec is None or rec.started is None:
+            continue
+        st = rec.status
+        fill, stroke = _COLOURS.get(st, _COLOURS["pending"])
+        x = _GANTT_LABEL_W + (rec.started - t0) * scale
+        w = max(1.0, ((rec.finished if rec.finished is not None else end) - rec.started) * scale)
+        tip = (f"{label}: {st}, attempts {rec.attempts}\nstarted {_iso(rec.started)}\n"
+               f"finished {_iso(rec.finished)}\nduration {_span(rec.started, rec.finished, st)}")
+        out.append(f'<rect class="bar" data-task="{_esc(label)}" data-status="{_esc(st)}" '
+                   f'x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{_ROW_H - 5}" fill="{fill}" '
+                   f'stroke="{stroke}"><title>{_esc(tip)}</title></rect>')
+        if rec.attempts > 1:
+            out.append(f'<text class="attempts" x="{x + w + 4:.1f}" y="{y + 13}">'
+                       f"\u00d7{rec.attempts}</text>")
+    out.append("</svg></div>")
+    return "".join(out)
+
+
+def _item(t: "TaskRecord") -> int:
+    return t.item
+
+
+def _start_key(rec: "TaskRecord | None", items: "list[TaskRecord] | None") -> "tuple[bool, float]":
+    """Steps sort by their first start; those that never started go last, in order."""
+    records = ([rec] if rec is not None else []) + (items or [])
+    starts = [t.started for t in records if t.started is not None]
+    return (not starts, min(starts, default=0.0))
+
+
+def _section(
+    name: str,
+    rec: "TaskRecord | None",
+    items: "list[TaskRecord]",
+    status: str,
+    anchor: str,
+    logs: "Callable[[str, int], str]",
+) -> str:
+    stroke = _COLOURS.get(status, _COLOURS["pending"])[1]
+    out = [f'<section class="step" id="{anchor}" style="border-left-color:{stroke}">'
+           f"<h3>{_esc(name)} {_badge(status)}</h3>"]
+    if rec is not None and rec.started is not None:
+        duration = _span(rec.started, rec.finished, rec.status)
+        out.append(f"<p>attempts {rec.attempts} &middot; started {_esc(_iso(rec.started))} "
+                   f"&middot; duration {_esc(duration)}</p>")
+    elif not items:
+        out.append('<p class="idle">Never started.</p>')
+    if rec is not None:
+        out.append(_error(rec))
+    text = logs(name, -1)
+    if text:
+        out.append(f'<h4>logs</h4><pre class="log">{_esc(text)}</pre>')
+    if items:
+        out.append(f"<p>{len(items)} items: {_esc(_tally(t.status for t in items))}</p>")
+    for t in sorted(items, key=_item):
+        text = logs(name, t.item)
+        if t.error_type is None and t.status != "failed" and not text:
+            continue
+        duration = _span(t.started, t.finished, t.status)
+        out.append(f'<div class="item"><h4>{_esc(name)}[{t.item}] {_badge(t.status)}</h4>'
+                   f"<p>attempts {t.attempts} &middot; duration {_esc(duration)}</p>{_error(t)}")
+        if text:
+            out.append(f'<pre class="log">{_esc(text)}</pre>')
+        out.append("</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _error(rec: "TaskRecord") -> str:
+    if rec.error_type is None and not rec.error_message:
+        return ""
+    out = f'<p class="error">{_esc(rec.error_type or "error")}: {_esc(rec.error_message or "")}</p>'
+    if rec.traceback:
+        out += f'<pre class="traceback">{_esc(rec.traceback)}</pre>'
+    return out
