@@ -241,6 +241,28 @@ def map_flow() -> Flow:
     return Flow("durable-map").add("square", square, map="item").add("total", total)
 
 
+def picky(item, marks):
+    """Fails for item 3 on its first run in this marks directory."""
+    mark(marks, f"picky-{item}")
+    if item == 3 and first_time(marks, "picky-3"):
+        raise RuntimeError("item 3 fails on its first run")
+    return item * 10
+
+
+def picky_batch(item, marks):
+    """``picky`` for a batch of items (``item`` is the batch)."""
+    for one in item:
+        mark(marks, f"picky-{one}")
+    if 3 in item and first_time(marks, "picky-3"):
+        raise RuntimeError("the batch with item 3 fails on its first run")
+    return [one * 10 for one in item]
+
+
+def items_flow(batch_size: "int | None" = None) -> Flow:
+    fn = picky if batch_size is None else picky_batch
+    return Flow("durable-items").add("picky", fn, map="item", batch_size=batch_size)
+
+
 def interrupted(src, marks):
     """Raises KeyboardInterrupt (a Ctrl-C) on its first run."""
     mark(marks)

@@ -401,6 +401,34 @@ def test_resume_does_not_rerun_a_succeeded_map_step(kind, executor, stores, mark
     assert [ds.runs_of(marks, f"square-{i}") for i in (1, 2, 3, 4)] == [1, 1, 1, 1]
 
 
+@pytest.mark.parametrize("batch_size", [None, 2], ids=["items", "batches"])
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_of_a_failed_map_reruns_only_the_items_that_failed(kind, executor, batch_size, stores, marks):
+    store = stores(kind)
+    flow = ds.items_flow(batch_size)
+    first = flow.run({"item": [1, 2, 3, 4, 5], "marks": marks}, store=store, executor=executor,
+                     on_failure="continue", raise_on_failure=False)
+    assert statuses(first) == {"picky": "failed"}
+    items = {r.item: r for r in store.tasks(first.id) if r.step == "picky" and r.item >= 0}
+    base = batch_size or 1
+    failed_item = 3 - (3 - 1) % base  # the first item of the unit holding item 3
+    assert sorted(items) == list(range(0, 5, base))
+    assert {i: r.status for i, r in items.items()} == {
+        i: "failed" if i <= failed_item - 1 < i + base else "succeeded" for i in items
+    }
+    bad = items[failed_item - 1]
+    assert bad.error_type == "RuntimeError" and "fails on its first run" in bad.error_message
+    assert bad.started is not None and bad.finished >= bad.started
+    resumed = flow.run(store=store, run_id=first.id, resume=True, executor=executor, keep_outputs=True)
+    assert resumed["picky"] == [10, 20, 30, 40, 50]
+    rerun = {3, 4} if batch_size == 2 else {3}
+    assert [ds.runs_of(marks, f"picky-{i}") for i in (1, 2, 3, 4, 5)] == [
+        2 if i in rerun else 1 for i in (1, 2, 3, 4, 5)
+    ]
+    assert store.run_info(first.id).status == "succeeded"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_run_interrupted_by_ctrl_c_is_recorded_and_resumes(kind, stores, marks, tmp_path):
     store = stores(kind)

@@ -337,6 +337,8 @@ class _Runner:
         self.store = store  # a microdag.stores.Store, or None
         # resume: step id -> (attempts, started, finished) of its recorded success
         self.resumed: dict[int, tuple[int, Any, Any]] = {}
+        # resume: map step id -> {recorded item index: attempts} of its succeeded units
+        self.resumed_items: dict[int, dict[int, int]] = {}
         self.given = given
         self.hooks = hooks
         self.fail_fast = on_failure == "fail_fast"
@@ -780,11 +782,62 @@ class _Runner:
             self.succeed(i, [])
             return None
         ms = _Map(i, names, values, pos, units, size)
+        recorded = self.resumed_items.pop(i, None)
+        if recorded and not self.take_recorded_units(ms, recorded):
+            return None
         with self.locked():
             self.maps.append(ms)
             self.map_of[i] = ms
         self.wake()
         return ms
+
+    def take_recorded_units(self, ms: "_Map", recorded: "dict[int, int]") -> bool:
+        """Resume: fill in the units of ``ms`` its run records as succeeded (a
+        unit is recorded under its first item's index); ``False`` when that
+        settled the whole map."""
+        base = ms.size or 1
+        name = self.names[ms.i]
+        done: set[int] = set()
+        for item, tries in recorded.items():
+            j, rest = divmod(item, base)
+            if rest or j >= len(ms.units):
+                continue
+            try:
+                result = self.store.output(self.run_id, name, item)
+            except KeyError:
+                continue
+            if ms.size is not None and (not isinstance(result, list) or len(result) != len(ms.units[j])):
+                continue
+            ms.results[j] = result
+            ms.tries[j] = tries
+            done.add(j)
+        ms.todo = [j for j in range(len(ms.units)) if j not in done]
+        ms.pending = len(ms.todo)
+        if ms.todo:
+            return True
+        self.finish_map(ms)
+        return False
+
+    def save_unit(self, ms: "_Map", j: int, status: str, result: "Any" = None,
+                  error: "BaseException | None" = None) -> None:
+        """Hand unit ``j`` of map step ``ms.i`` to the store, as item ``j * batch size``."""
+        i = ms.i
+        item = j * (ms.size or 1)
+        output = etype = emsg = tb = None
+        if status == "succeeded":
+            try:
+                output = self.store.encode(result, f"the output of item {item} of step {self.names[i]!r}")
+            except Exception:
+                return  # the step's own record reports what cannot be stored
+        if error is not None:
+            import traceback
+
+            etype, emsg = type(error).__name__, str(error)
+            tb = "".join(traceback.format_exception(error))
+        record = self.record_type(
+            self.names[i], item, status, ms.tries.get(j, 1), ms.began.get(j), time.time(), etype, emsg, tb, output
+        )
+        self.store.save(self.run_id, [record])
 
     def claim(self, ms: "_Map") -> "tuple[int, int]":
         """Claim the next units of ``ms`` for this thread: ``(start, stop)``.
@@ -795,9 +848,12 @@ class _Runner:
         if self.cancel is not None and self.check_cancel():
             return 0, 0
         with self.locked():
-            left = len(ms.units) - ms.next
+            left = ms.count() - ms.next
             if ms.finished or left <= 0:
                 return 0, 0
+            if ms.todo is not None:
+                j = ms.take()
+                return j, j + 1
             chunk = 1 if self.cancel is not None else max(1, min(256, left // (4 * self.workers)))
             start = ms.next
             ms.next = start + chunk
@@ -842,6 +898,8 @@ class _Runner:
         i = ms.i
         ms.tries[j] = ms.tries.get(j, 0) + 1
         item = j * (ms.size or 1)
+        if self.store is not None:
+            ms.began[j] = time.time()
         try:
             result = self.call(i, ms.kwargs(j), f"step {self.names[i]!r} item {item}", item, ms.tries[j])
         except BaseException as exc:
@@ -860,6 +918,10 @@ class _Runner:
                 got = ms.results[j]
                 if not hasattr(got, "__len__") or len(got) != len(ms.units[j]):
                     bad.append(j)
+        if self.store is not None:
+            for j in range(start, stop):
+                if j not in bad:
+                    self.save_unit(ms, j, "succeeded", ms.results[j])
         with self.locked():
             ms.pending -= stop - start - len(bad)
             last = ms.pending == 0
@@ -906,6 +968,8 @@ class _Runner:
             self.wake()
             return
         exc.add_note(f"microdag: item {item} of map step {self.names[i]!r} failed on attempt {tries}")
+        if self.store is not None:
+            self.save_unit(ms, j, "failed", error=exc)
         with self.locked():
             ms.errors[j] = exc
             ms.pending -= 1
@@ -1202,14 +1266,15 @@ class _Runner:
         """Claim one unit of a running map, for a pool."""
         for ms in self.maps:
             if ms.unclaimed():
-                ms.next += 1
-                return ms, ms.next - 1
+                return ms, ms.take()
         return None
 
     def submit_unit(self, pool: "Any", ms: "_Map", j: int) -> None:
         i = ms.i
         step = self.plan.steps[i]
         ms.tries[j] = ms.tries.get(j, 0) + 1
+        if self.store is not None:
+            ms.began[j] = time.time()
         ctx = (self.run_id, self.flow.name, self.names[i], ms.tries[j], j * (ms.size or 1), self.run_dir,
                self.store is not None)
         try:
@@ -1402,7 +1467,7 @@ class _Map:
     """One map step being run: its units and how far they got."""
 
     __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
-                 "tries", "errors", "finished")
+                 "tries", "errors", "finished", "todo", "began")
 
     def __init__(
         self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
@@ -1420,10 +1485,22 @@ class _Map:
         self.tries: dict[int, int] = {}  # attempts, for units that failed once
         self.errors: dict[int, BaseException] = {}
         self.finished = False
+        self.todo: list[int] | None = None  # resumed: the units still to run, in order
+        self.began: dict[int, float] = {}  # with a store: unit -> wall time its last attempt began
 
     def unclaimed(self) -> bool:
         """Whether some unit of this map is still to be claimed."""
-        return self.next < len(self.units) and not self.finished
+        return self.next < self.count() and not self.finished
+
+    def count(self) -> int:
+        """How many units this run of the map claims in all."""
+        return len(self.units) if self.todo is None else len(self.todo)
+
+    def take(self) -> int:
+        """Claim the next unit (the caller holds the kernel lock); its index."""
+        k = self.next
+        self.next = k + 1
+        return k if self.todo is None else self.todo[k]
 
     def kwargs(self, j: int) -> "dict[str, Any]":
         """The keyword arguments of unit ``j``."""
@@ -1658,6 +1735,14 @@ def _open_record(runner: "_Runner", store: "Any", resume: bool) -> None:
             if i is not None and (active is None or i in active):
                 records[i] = facts
         runner.resume_from(records)
+        maps = {
+            runner.names[i] for i, step in enumerate(runner.plan.steps)
+            if step.map is not None and i not in records and (active is None or i in active)
+        }
+        if maps:  # their items that succeeded are not run again
+            for r in store.tasks(runner.run_id, outputs=False):
+                if r.item >= 0 and r.status == "succeeded" and r.step in maps:
+                    runner.resumed_items.setdefault(index[r.step], {})[r.item] = r.attempts
         store.finish(runner.run_id, "running", None)
         return
     plan = runner.plan
