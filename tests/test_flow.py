@@ -850,3 +850,45 @@ def test_a_third_party_executor_is_really_used() -> None:
     finally:
         pool.shutdown()
     assert run["plus"] == 12 and pool.submitted == 3
+
+
+def _shapes():
+    def plain(a, b=1, *args, c, d=2, **kw):
+        return a
+
+    def posonly(a, b=3, /, c=4, *, d):
+        return a
+
+    def nothing():
+        return None
+
+    async def coro(x, y=None):
+        return x
+
+    async def agen(x):
+        yield x
+
+    def varargs_only(*items):
+        return items
+
+    def kwargs_only(**deps):
+        return deps
+
+    def defaults_all(a=1, b=None, c=()):
+        return a
+
+    return [plain, posonly, nothing, coro, agen, varargs_only, kwargs_only, defaults_all, lambda s, t=5: s]
+
+
+@pytest.mark.parametrize("fn", _shapes(), ids=lambda f: f.__name__)
+def test_signatures_read_from_code_match_inspect(fn):
+    from microdag._flow import _Signature
+
+    fast = _Signature(fn)
+    fn.__signature__ = None  # a set attribute sends _Signature through inspect
+    try:
+        slow = _Signature(fn)
+    finally:
+        del fn.__signature__
+    for attr in ("params", "names", "var_kw", "positional_only", "is_async"):
+        assert getattr(fast, attr) == getattr(slow, attr), attr

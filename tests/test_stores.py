@@ -1025,6 +1025,7 @@ def test_a_graph_is_kept_once_per_fingerprint(store: Store) -> None:
 
 def test_a_kept_graph_survives_in_a_new_store_object(pstore: Store) -> None:
     pstore.save_graph("0123abcd", json.dumps({"nodes": ["x"], "deps": [[]]}))
+    pstore.flush()
     again = reopen(pstore)
     assert again.graph("0123abcd") == {"nodes": ["x"], "deps": [[]]}
     again.close()

@@ -1,4 +1,4 @@
-"""The one place that picks a scheduler twin.
+"""The one place that picks a scheduler twin (and a SHA-256).
 
 The compiled ``_sched`` is used unless ``MICRODAG_NO_EXTENSIONS`` is set to a
 true value, or it cannot be imported (a vendored copy, an install without a
@@ -9,6 +9,8 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from . import _sched_py as sched
 else:
     if os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no"):
@@ -22,4 +24,18 @@ else:
 #: ``"c"`` for the compiled twin, ``"py"`` for the pure-Python one.
 TWIN: str = sched.TWIN
 
-__all__ = ["sched", "TWIN"]
+__all__ = ["sched", "sha256", "TWIN"]
+
+
+def sha256(data: bytes = b"") -> "Any":
+    """A SHA-256 hash object, from CPython's builtin module when it has one:
+    :mod:`hashlib` loads OpenSSL, a few milliseconds a short-lived process
+    (a CLI run, a lambda) would spend for one digest."""
+    for name in ("_sha2", "_sha256"):  # Python 3.12+, 3.11
+        try:
+            return __import__(name).sha256(data)
+        except ImportError:
+            continue
+    import hashlib
+
+    return hashlib.sha256(data)

@@ -177,12 +177,20 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
+_FUNCTION = type(_is_int)
+_CO_VARKEYWORDS = 0x08
+_CO_COROUTINE = 0x80
+
+
 class _Signature:
     """What binding needs from a function's signature (cached per function)."""
 
     __slots__ = ("params", "names", "var_kw", "positional_only", "is_async")
 
     def __init__(self, fn: "Callable[..., Any]") -> None:
+        if type(fn) is _FUNCTION and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
+            self._from_code(fn)  # the common case, without importing inspect
+            return
         import inspect
 
         sig = inspect.signature(fn)
@@ -203,6 +211,33 @@ class _Signature:
         self.is_async = inspect.iscoroutinefunction(fn)
         self.names = frozenset(p for p, _ in params)
         self.var_kw = var_kw
+        self.positional_only = tuple(positional_only)
+
+    def _from_code(self, fn: "Any") -> None:
+        """What :func:`inspect.signature` would say of a plain function."""
+        code = fn.__code__
+        n_pos = code.co_argcount
+        n_posonly = code.co_posonlyargcount
+        n_kwonly = code.co_kwonlyargcount
+        names = code.co_varnames
+        defaults = fn.__defaults__ or ()
+        first_default = n_pos - len(defaults)
+        kwdefaults = fn.__kwdefaults__ or {}
+        params: list[tuple[str, object]] = []
+        positional_only: list[str] = []
+        for k in range(n_pos):
+            default = defaults[k - first_default] if k >= first_default else _NO_DEFAULT
+            if k < n_posonly:
+                if default is _NO_DEFAULT:
+                    positional_only.append(names[k])
+            else:
+                params.append((names[k], default))
+        for name in names[n_pos : n_pos + n_kwonly]:
+            params.append((name, kwdefaults.get(name, _NO_DEFAULT)))
+        self.params = tuple(params)
+        self.is_async = bool(code.co_flags & _CO_COROUTINE)
+        self.names = frozenset(p for p, _ in params)
+        self.var_kw = bool(code.co_flags & _CO_VARKEYWORDS)
         self.positional_only = tuple(positional_only)
 
 
@@ -333,8 +368,9 @@ class _Plan:
         """
         if self._fingerprint is not None:
             return self._fingerprint
-        import hashlib
         import json
+
+        from ._compat import sha256
 
         names = self.graph.names
         shape = [
@@ -349,7 +385,7 @@ class _Plan:
             ]
             for i, s in enumerate(self.steps)
         ]
-        self._fingerprint = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:32]
+        self._fingerprint = sha256(json.dumps(shape).encode()).hexdigest()[:32]
         return self._fingerprint
 
     def graph_json(self) -> str:

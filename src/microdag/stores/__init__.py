@@ -21,9 +21,12 @@ SHA-256, beside the run records.
 """
 
 from ._base import RunInfo, Store, StoreError, TaskRecord
-from ._json import JSONStore
-from ._memory import MemoryStore
-from ._sqlite import SQLiteStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._json import JSONStore
+    from ._memory import MemoryStore
+    from ._sqlite import SQLiteStore
 
 __all__ = [
     "JSONStore",
@@ -51,9 +54,15 @@ def open_store(spec: "str | Store", *, codec: str = "json") -> Store:
     if not isinstance(spec, str):
         raise ValueError(f"a store spec is a string or a Store, not {type(spec).__name__}")
     if spec == "memory":
+        from ._memory import MemoryStore
+
         return MemoryStore(codec=codec)
     if spec.startswith("json:"):
+        from ._json import JSONStore
+
         return JSONStore(spec[5:], codec=codec)
+    from ._sqlite import SQLiteStore
+
     if spec.startswith("sqlite:"):
         return SQLiteStore(spec[7:], codec=codec)
     if spec.endswith((".db", ".sqlite", ".sqlite3")):
@@ -62,3 +71,20 @@ def open_store(spec: "str | Store", *, codec: str = "json") -> Store:
         f"unknown store spec {spec!r}: expected 'memory', 'json:DIR', 'sqlite:PATH' "
         "or a path ending in .db, .sqlite or .sqlite3"
     )
+
+
+# The three stores load on first use: a run needs one of them at most.
+_STORES = {"JSONStore": "_json", "MemoryStore": "_memory", "SQLiteStore": "_sqlite"}
+
+
+def __getattr__(name: str) -> object:
+    module = _STORES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'microdag.stores' has no attribute {name!r}")
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

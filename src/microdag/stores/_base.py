@@ -15,7 +15,6 @@ Outputs travel encoded (``bytes``); the store holds encoded outputs below
 :data:`BLOB_SIZE` inline and bigger ones once each under their SHA-256.
 """
 
-import hashlib
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -214,7 +213,9 @@ class Store:
 
     @staticmethod
     def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
+        from .._compat import sha256
+
+        return sha256(data).hexdigest()  # type: ignore[no-any-return]
 
     # -- the interface -------------------------------------------------------------
 
@@ -315,7 +316,8 @@ class Store:
 
     def save_graph(self, fingerprint: str, graph: str) -> None:
         """Keep the structure of the flow with ``fingerprint`` (JSON text:
-        ``{"nodes": [names], "deps": [[node indices], ...]}``), once per structure."""
+        ``{"nodes": [names], "deps": [[node indices], ...]}``), once per structure;
+        durable with the next commit, as :meth:`save` is."""
         raise NotImplementedError
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":

@@ -93,6 +93,7 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._pending: list[tuple[Any, ...]] = []
         self._pending_logs: list[tuple[Any, ...]] = []
+        self._pending_graphs: list[tuple[str, str]] = []
         self._since = 0.0  # when the oldest pending record was saved
         try:
             self._db = sqlite3.connect(
@@ -165,15 +166,29 @@ class SQLiteStore(Store):
 
         inputs = self.encode(info.inputs, "the run's inputs")
         try:
-            self._write(
-                "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished,
-                 info.source),
-            )
+            self._transaction([
+                (
+                    "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (info.id, info.flow, info.fingerprint, inputs, info.status, info.started,
+                     info.finished, info.source),
+                ),
+                ("INSERT OR REPLACE INTO owners VALUES (?, ?)", (info.id, OWNER)),
+            ])
         except sqlite3.IntegrityError:
             raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}") from None
-        self._write("INSERT OR REPLACE INTO owners VALUES (?, ?)", (info.id, OWNER))
+
+    def _transaction(self, statements: "list[tuple[str, tuple[Any, ...]]]") -> None:
+        """Run ``statements`` in one transaction (one fsync), with what is pending."""
+        import sqlite3
+
+        with self._lock:
+            try:
+                self._commit(statements)
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
@@ -192,10 +207,15 @@ class SQLiteStore(Store):
             if len(self._pending) >= GROUP or time.monotonic() - self._since >= GROUP_SECONDS:
                 self._commit()
 
-    def _commit(self) -> None:
+    def _commit(self, statements: "list[tuple[str, tuple[Any, ...]]] | None" = None) -> None:
+        """Commit what is pending, and ``statements`` after it, in one transaction.
+
+        An ``IntegrityError`` of ``statements`` passes through (the caller
+        says what it means); other database errors become :class:`StoreError`.
+        """
         import sqlite3
 
-        if not self._pending and not self._pending_logs:
+        if not self._pending and not self._pending_logs and not self._pending_graphs and not statements:
             return
         try:
             db = self._db
@@ -203,25 +223,34 @@ class SQLiteStore(Store):
             try:
                 db.executemany(_UPSERT, self._pending)
                 db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?)", self._pending_logs)
+                db.executemany("INSERT OR IGNORE INTO graphs VALUES (?, ?)", self._pending_graphs)
+                for sql, params in statements or ():
+                    db.execute(sql, params)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
         self._pending.clear()
         self._pending_logs.clear()
+        self._pending_graphs.clear()
 
     def flush(self) -> None:
         with self._lock:
             self._commit()
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
-        with self._lock:
-            self._commit()
-            self._write("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, run_id))
-            if self._db.execute("SELECT changes()").fetchone()[0] == 0:
-                raise StoreError(f"no run {run_id!r} in store {self.path!r}")
+        if not self._read("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
+            raise StoreError(f"no run {run_id!r} in store {self.path!r}")
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            ("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, run_id))
+        ]
+        if status != "running":  # its end: this process lets go of it in the same commit
+            statements.append(("DELETE FROM owners WHERE run_id = ? AND owner = ?", (run_id, OWNER)))
+        self._transaction(statements)
 
     def _put_blob(self, data: bytes) -> str:
         return put_blob(self.blobs, data, self.path)
@@ -401,9 +430,10 @@ class SQLiteStore(Store):
         return len(doomed)
 
     def save_graph(self, fingerprint: str, graph: str) -> None:
-        with self._lock:
-            self._commit()
-            self._write("INSERT OR IGNORE INTO graphs VALUES (?, ?)", (fingerprint, graph))
+        with self._lock:  # committed with the next records
+            if not self._pending and not self._pending_logs:
+                self._since = time.monotonic()
+            self._pending_graphs.append((fingerprint, graph))
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
         import json
@@ -425,9 +455,9 @@ class SQLiteStore(Store):
 
 def put_blob(folder: str, data: bytes, store: str) -> str:
     """Keep ``data`` once under ``folder/<ab>/<sha256>``; return the digest."""
-    import hashlib
+    from .._compat import sha256
 
-    digest = hashlib.sha256(data).hexdigest()
+    digest: str = sha256(data).hexdigest()
     sub = os.path.join(folder, digest[:2])
     path = os.path.join(sub, digest)
     try:
