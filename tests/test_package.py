@@ -68,6 +68,7 @@ def test_public_surface_is_pinned() -> None:
             "TopologicalSorter",
             "__version__",
             "context",
+            "load_flow",
             "stores",
         ]
     )

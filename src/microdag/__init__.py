@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._flow import Flow
     from ._graph import Graph, TopologicalSorter
     from ._run import Run, Task
+    from ._spec import load_flow
     from . import stores
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "TopologicalSorter",
     "__version__",
     "context",
+    "load_flow",
     "stores",
 ]
 
@@ -49,6 +51,7 @@ _EXPORTS = {
     "Skip": ("_errors", "Skip"),
     "StepContext": ("_context", "StepContext"),
     "context": ("_context", "context"),
+    "load_flow": ("_spec", "load_flow"),
     "Task": ("_run", "Task"),
     "TopologicalSorter": ("_graph", "TopologicalSorter"),
 }

@@ -1,0 +1,525 @@
+"""``python -m microdag``: every command in-process (``main(argv)``) and the
+ones that matter as real processes (exit codes, Ctrl-C then resume).
+
+Each test works in its own temporary directory (the default store is
+``.microdag/runs.db`` in the current directory).
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import clisteps
+import microdag
+from microdag._cli import DEFAULT_STORE, _Progress, main
+from microdag.stores import SQLiteStore
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(microdag.__file__)))
+
+FLOW = """\
+[flow]
+name = "cli-demo"
+
+[inputs]
+n = 3
+
+[steps.extract]
+call = "clisteps:extract"
+
+[steps.double]
+call = "clisteps:double"
+
+[steps.total]
+call = "clisteps:total"
+"""
+
+CHECKED = FLOW + """
+[steps.checked]
+call = "clisteps:checked"
+retries = 0
+"""
+
+SLOW = FLOW + """
+[steps.slow]
+call = "clisteps:slow"
+"""
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def flags(here):
+    path = here / "flags"
+    path.mkdir()
+    return path
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def cli(capsys, *argv):
+    """Run ``main(argv)``; return (exit code, stdout, stderr)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def only_run_id(store=DEFAULT_STORE):
+    s = SQLiteStore(store)
+    try:
+        runs = s.list_runs()
+        assert len(runs) == 1
+        return runs[0].id
+    finally:
+        s.close()
+
+
+def child_env(**extra):
+    """The environment of a CLI subprocess: it imports this microdag and the steps module."""
+    paths = [TESTS_DIR, PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
+    env.pop("NO_COLOR", None)
+    return env
+
+
+# -- help and usage ----------------------------------------------------------------------
+
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    for command in ("run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report"]
+)
+def test_every_command_has_help(capsys, command):
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith("usage: python -m microdag " + command)
+
+
+def test_no_command_prints_usage_and_exits_2(capsys):
+    code, out, _ = cli(capsys)
+    assert code == 2
+    assert "usage:" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run"], "the following arguments are required: FLOW"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        (["run", "f.toml", "--executor", "gpu"], "invalid choice: 'gpu'"),
+        (["run", "f.toml", "--workers", "0"], "expected a number >= 1"),
+        (["prune", "--older-than", "soon"], "expected a number of days"),
+        (["graph", "f.toml", "--format", "png"], "invalid choice: 'png'"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_problem(capsys, here, argv, message):
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+
+
+# -- run, show, runs, logs, report, graph, validate ----------------------------------------------
+
+
+def test_run_uses_the_default_store_and_every_reader_finds_the_run(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    code, out, err = cli(capsys, "run", flow)
+    assert code == 0, err
+    assert out == ""
+    assert (here / DEFAULT_STORE).exists()
+    run_id = only_run_id()
+    assert f"run {run_id} of cli-demo: succeeded" in err
+    # one plain line per finished step when stderr is not a terminal
+    assert [line.split("]")[0] for line in err.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
+
+    code, out, _ = cli(capsys, "runs")
+    assert code == 0
+    assert run_id in out and "succeeded" in out and "cli-demo" in out
+
+    code, out, _ = cli(capsys, "show", run_id)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"run {run_id} of cli-demo: succeeded"
+    assert any(line.startswith("extract ") and "succeeded" in line for line in lines)
+
+    code, out, _ = cli(capsys, "logs", run_id, "extract")
+    assert code == 0
+    assert "extracting 3 numbers" in out and "extract saw n=3" in out
+
+    code, out, _ = cli(capsys, "report", run_id, "-o", "r.html")
+    assert code == 0 and out.strip() == "r.html"
+    page = (here / "r.html").read_text()
+    assert page.count('class="node"') == 3
+
+
+def test_run_json_is_one_document(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    code, out, err = cli(capsys, "run", flow, "--json", "--input", "n=4")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "succeeded"
+    assert doc["flow"] == "cli-demo"
+    assert doc["outputs"] == {"total": 12}
+    assert doc["inputs"] == {"n": 4}
+    assert set(doc["steps"]) == {"extract", "double", "total"}
+    assert doc["steps"]["total"]["attempts"] == 1
+    assert err == ""
+
+
+def test_inputs_from_a_file_and_the_command_line(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    write(here / "in.json", '{"n": 2}')
+    code, out, _ = cli(capsys, "run", flow, "--inputs", "in.json", "--json", "--store", "memory")
+    assert json.loads(out)["outputs"] == {"total": 2}
+    code, out, _ = cli(capsys, "run", flow, "--inputs", "in.json", "-i", "n=5", "--json", "--store", "memory")
+    assert json.loads(out)["outputs"] == {"total": 20}
+    assert not (here / ".microdag").exists()  # --store memory opts out of the default store
+
+
+def test_quiet_prints_nothing_on_success(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    assert cli(capsys, "run", flow, "--quiet") == (0, "", "")
+
+
+def test_targets_run_only_what_they_need(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    code, out, _ = cli(capsys, "run", flow, "--target", "double", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert set(doc["steps"]) == {"extract", "double"}
+    assert doc["outputs"] == {"double": [0, 2, 4]}
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_run_on_other_executors(capsys, here, executor):
+    flow = write(here / "flow.toml", FLOW)
+    code, out, err = cli(capsys, "run", flow, "--executor", executor, "--workers", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["outputs"] == {"total": 6}
+
+
+def test_a_failed_run_exits_1_then_resume_reruns_only_what_failed(capsys, here, flags):
+    flow = write(here / "flow.toml", CHECKED)
+    (flags / "broken").touch()
+    code, _, err = cli(capsys, "run", flow, "-i", f"flags={flags}")
+    assert code == 1
+    run_id = only_run_id()
+    assert f"run {run_id} of cli-demo: failed" in err
+    assert "checked: ValueError: total 6 failed the check <b>" in err
+    assert f"resume with: python -m microdag resume {run_id}" in err
+
+    code, out, _ = cli(capsys, "show", run_id, "--json")
+    doc = json.loads(out)
+    failed = [t for t in doc["tasks"] if t["status"] == "failed"]
+    assert [t["step"] for t in failed] == ["checked"]
+    assert failed[0]["error"]["type"] == "ValueError"
+    assert "Traceback" in failed[0]["error"]["traceback"]
+
+    (flags / "broken").unlink()
+    code, _, err = cli(capsys, "resume", run_id)  # the flow comes from the run's record
+    assert code == 0, err
+    assert f"run {run_id} of cli-demo: succeeded" in err
+    assert clisteps.runs_of(str(flags), "checked") == 2
+    code, out, _ = cli(capsys, "step", flow, "checked", "--from-run", run_id)
+    assert code == 0
+    assert json.loads(out) == 7
+    assert clisteps.runs_of(str(flags), "checked") == 3
+
+
+def test_step_runs_one_step_on_a_stored_run_with_overrides(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    assert cli(capsys, "run", flow, "-q")[0] == 0
+    run_id = only_run_id()
+    code, out, _ = cli(capsys, "step", flow, "double", "--from-run", run_id, "--input", "extract=[5, 6]")
+    assert code == 0
+    assert json.loads(out) == [10, 12]
+    code, out, _ = cli(capsys, "step", flow, "total", "--from-run", run_id)
+    assert json.loads(out) == 6
+
+
+def test_step_that_raises_exits_1_with_its_error(capsys, here, flags):
+    flow = write(here / "flow.toml", CHECKED)
+    assert cli(capsys, "run", flow, "-q", "-i", f"flags={flags}")[0] == 0
+    (flags / "broken").touch()
+    code, out, err = cli(capsys, "step", flow, "checked", "--from-run", only_run_id())
+    assert code == 1 and out == ""
+    assert "step 'checked' failed: ValueError: total 6 failed the check <b>" in err
+
+
+def test_validate_and_graph(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    code, out, _ = cli(capsys, "validate", flow)
+    assert code == 0
+    assert "flow 'cli-demo' is valid: 3 steps, inputs n" in out
+    code, out, _ = cli(capsys, "graph", flow)
+    assert out.startswith('digraph "cli-demo"') and '"extract" -> "double";' in out
+    code, out, _ = cli(capsys, "graph", flow, "--format", "mermaid")
+    assert out.startswith("flowchart")
+    code, out, _ = cli(capsys, "graph", flow, "-f", "json")
+    assert [n["name"] for n in json.loads(out)["nodes"]] == ["extract", "double", "total"]
+
+
+def test_runs_filters_and_limits(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    for _ in range(3):
+        assert cli(capsys, "run", flow, "-q")[0] == 0
+    code, out, _ = cli(capsys, "runs", "--json", "--limit", "2")
+    runs = json.loads(out)
+    assert len(runs) == 2 and all(r["flow"] == "cli-demo" for r in runs)
+    assert runs[0]["source"] == os.path.abspath(flow)
+    code, out, err = cli(capsys, "runs", "--flow", "other")
+    assert code == 0 and out == "" and "no runs" in err
+
+
+def test_prune(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    for _ in range(3):
+        assert cli(capsys, "run", flow, "-q")[0] == 0
+    assert cli(capsys, "prune", "--keep-last", "1")[1] == "deleted 2 runs\n"
+    assert cli(capsys, "prune", "--older-than", "0")[1] == "deleted 1 run\n"
+    assert json.loads(cli(capsys, "runs", "--json")[1]) == []
+
+
+def test_python_flows_by_file_and_by_module(capsys, here):
+    write(here / "pyflow.py", "import microdag\nimport clisteps\n"
+          "flow = microdag.Flow('py-demo')\nflow.add('extract', clisteps.extract)\n"
+          "flow.add('double', clisteps.double)\n")
+    code, out, _ = cli(capsys, "run", "pyflow.py", "--json")
+    assert code == 0 and json.loads(out)["outputs"] == {"double": [0, 2, 4]}
+    code, out, _ = cli(capsys, "run", "pyflow.py:flow", "--json", "-i", "n=1")
+    assert json.loads(out)["outputs"] == {"double": [0]}
+    monkey = here / "pkgflows"
+    monkey.mkdir()
+    (monkey / "__init__.py").write_text((here / "pyflow.py").read_text())
+    sys.path.insert(0, str(here))
+    try:
+        code, out, _ = cli(capsys, "validate", "pkgflows:flow")
+    finally:
+        sys.path.remove(str(here))
+    assert code == 0 and "flow 'py-demo' is valid: 2 steps" in out
+
+
+# -- bad input: exit 2 and a message naming the problem ---------------------------------------------
+
+
+def test_an_invalid_flow_file_reports_every_problem_and_runs_nothing(capsys, here):
+    flow = write(here / "bad.toml", FLOW + '\n[steps.broken]\ncall = "clisteps:total"\nretries = "many"\ncolour = 1\n'
+                 'depends_on = ["nowhere"]\n')
+    code, out, err = cli(capsys, "run", flow)
+    assert code == 2 and out == ""
+    assert "bad.toml" in err and "retries" in err and "colour" in err and "nowhere" in err
+    assert not (here / ".microdag").exists()
+    assert cli(capsys, "validate", flow)[0] == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "missing.toml"], "missing.toml"),
+        (["run", "flow.toml", "--store", "nowhere/x.db"], "nowhere"),
+        (["run", "flow.toml", "--store", "ftp:thing"], "unknown store spec 'ftp:thing'"),
+        (["run", "flow.toml", "--target", "nope"], "nope"),
+        (["run", "flow.toml", "-i", "novalue"], "--input takes KEY=VALUE, not 'novalue'"),
+        (["run", "flow.toml", "--inputs", "none.json"], "cannot read --inputs none.json"),
+        (["run", "flow.toml", "-i", "x=1"], "x"),
+        (["show", "r-unknown"], "no store at"),
+        (["prune"], "prune needs --older-than DAYS and/or --keep-last N"),
+    ],
+)
+def test_bad_input_exits_2_naming_it(capsys, here, argv, message):
+    write(here / "flow.toml", FLOW)
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, err
+    assert message in err
+    assert err.startswith("error:")
+
+
+@pytest.mark.parametrize("argv", [
+    ["show", "r-unknown"], ["logs", "r-unknown", "extract"], ["report", "r-unknown"],
+    ["resume", "r-unknown"], ["step", "flow.toml", "total", "--from-run", "r-unknown"],
+])
+def test_an_unknown_run_exits_2_naming_it(capsys, here, argv):
+    flow = write(here / "flow.toml", FLOW)
+    assert cli(capsys, "run", flow, "-q")[0] == 0
+    code, _, err = cli(capsys, *argv)
+    assert code == 2
+    assert "r-unknown" in err
+
+
+def test_a_file_that_is_not_a_store_is_refused_and_kept(capsys, here):
+    (here / "notes.db").write_bytes(b"my notes, not a database" * 100)
+    code, _, err = cli(capsys, "runs", "--store", "notes.db")
+    assert code == 2 and "notes.db" in err
+    assert (here / "notes.db").read_bytes() == b"my notes, not a database" * 100
+
+
+def test_resume_of_a_run_started_from_python_needs_the_flow(capsys, here):
+    import microdag
+
+    flow = microdag.Flow("from-python")
+    flow.add("extract", clisteps.extract)
+    (here / ".microdag").mkdir()
+    run = flow.run(store=DEFAULT_STORE)
+    code, _, err = cli(capsys, "resume", run.id)
+    assert code == 2
+    assert "does not record which flow it ran" in err
+
+
+def test_unknown_step_for_logs_and_step(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    assert cli(capsys, "run", flow, "-q")[0] == 0
+    run_id = only_run_id()
+    code, _, err = cli(capsys, "logs", run_id, "nope")
+    assert code == 2 and "no step named 'nope'" in err
+    code, _, err = cli(capsys, "step", flow, "nope", "--from-run", run_id)
+    assert code == 2 and "no step named 'nope'" in err
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class Ev:
+    def __init__(self, kind, step, status=None, attempt=1, duration=0.01, error=None):
+        self.kind, self.step, self.status, self.attempt = kind, step, status, attempt
+        self.duration, self.error = duration, error
+
+
+def test_progress_on_a_terminal_is_one_line_rewritten(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    term = Terminal()
+    progress = _Progress(4, 0, quiet=False, stream=term)
+    progress(Ev("step_started", "a"))
+    progress(Ev("step_finished", "a", "succeeded"))
+    progress(Ev("step_started", "b"))
+    progress(Ev("step_finished", "b", "failed", error=ValueError("x")))
+    progress.close()
+    text = term.getvalue()
+    assert "\n" not in text
+    frames = text.split("\r")
+    assert any(f.startswith("1/4 steps done, 0 running") and "ETA" in f for f in frames)
+    assert any(f.startswith("2/4 steps done, 0 running, 1 failed") for f in frames)
+    assert text.endswith("\r")  # the line is cleared for the summary
+
+
+def test_plain_progress_colours_only_on_a_terminal_without_no_color(monkeypatch):
+    class Colour(Terminal):
+        pass
+
+    stream = io.StringIO()
+    progress = _Progress(1, 0, quiet=False, stream=stream)
+    progress(Ev("step_finished", "a", "failed", error=ValueError("bad\nmore")))
+    progress.close()
+    assert stream.getvalue() == "[1/1] a: failed in 10.0 ms: ValueError: bad\n"
+    monkeypatch.setenv("NO_COLOR", "1")
+    term = Colour()
+    progress = _Progress(1, 0, quiet=False, stream=term)
+    progress(Ev("step_finished", "a", "succeeded"))
+    progress.close()
+    assert "\x1b[" not in term.getvalue()
+
+
+# -- real processes -----------------------------------------------------------------------------
+
+
+def test_python_dash_m_microdag_runs_a_flow_and_exits_with_its_status(here, flags):
+    flow = write(here / "flow.toml", CHECKED)
+    args = [sys.executable, "-m", "microdag", "run", flow, "-i", f"flags={flags}", "--json"]
+    done = subprocess.run(args, capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"checked": 7}
+    (flags / "broken").touch()
+    failed = subprocess.run(args, capture_output=True, text=True, env=child_env(), timeout=120)
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["status"] == "failed"
+    version = subprocess.run([sys.executable, "-m", "microdag", "--version"], capture_output=True, text=True,
+                             env=child_env())
+    assert version.returncode == 0 and version.stdout.startswith("microdag ")
+
+
+def test_ctrl_c_exits_130_records_cancelled_and_resume_finishes(here, flags):
+    flow = write(here / "flow.toml", SLOW)
+    (flags / "sleep").touch()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "microdag", "run", flow, "-i", f"flags={flags}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while clisteps.runs_of(str(flags), "slow") == 0:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the slow step never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    run_id = only_run_id()
+    assert f"interrupted: run {run_id} is recorded as cancelled" in err
+    store = SQLiteStore(DEFAULT_STORE)
+    try:
+        assert store.run_info(run_id).status == "cancelled"
+    finally:
+        store.close()
+    (flags / "sleep").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "microdag", "resume", run_id, "--json"],
+        capture_output=True, text=True, env=child_env(), timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["status"] == "succeeded" and doc["outputs"] == {"slow": 6}
+    assert clisteps.runs_of(str(flags), "slow") == 2
+
+
+def test_the_report_is_html_with_one_node_per_step(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    assert cli(capsys, "run", flow, "-q")[0] == 0
+    run_id = only_run_id()
+    code, out, _ = cli(capsys, "report", run_id)
+    assert code == 0
+    path = here / out.strip()
+    assert path.name == f"report-{run_id}.html"
+
+    class Nodes(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.nodes = {}
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "g" and a.get("class") == "node":
+                self.nodes[a["data-step"]] = a["data-status"]
+
+    parser = Nodes()
+    parser.feed(path.read_text())
+    assert parser.nodes == dict.fromkeys(["extract", "double", "total"], "succeeded")
