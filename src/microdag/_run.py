@@ -1522,9 +1522,9 @@ _PROCESS_CACHE: "dict[str, tuple[Any, float]]" = {}
 
 def _cache_key(step: "_Step", kwargs: "dict[str, Any]") -> str:
     """A digest of the step's name, its function's code and its arguments."""
-    import hashlib
+    from ._compat import sha256
 
-    digest = hashlib.sha256(step.name.encode())
+    digest = sha256(step.name.encode())
     code = getattr(step.fn, "__code__", None)
     if code is not None:
         import marshal
@@ -1540,7 +1540,8 @@ def _cache_key(step: "_Step", kwargs: "dict[str, Any]") -> str:
         import pickle
 
         digest.update(pickle.dumps(sorted(kwargs.items()), protocol=4))
-    return digest.hexdigest()
+    key: str = digest.hexdigest()
+    return key
 
 
 class _NoLock:
