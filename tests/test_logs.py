@@ -106,3 +106,46 @@ def test_a_run_live_in_another_process_cannot_be_resumed(tmp_path) -> None:
         if child.poll() is None:
             child.kill()
             child.wait(30)
+
+
+LATE_LOGGING = textwrap.dedent(
+    """
+    import sys
+    import microdag
+
+    def quiet():
+        return 1
+
+    def late(quiet):
+        import logging  # the process's first import of logging, inside the step
+        logging.getLogger("late").warning("logged by a step that imported logging")
+        return quiet + 1
+
+    flow = microdag.Flow("late").add("quiet", quiet).add("late", late, depends_on=["quiet"])
+    store = microdag.stores.MemoryStore()
+    assert "logging" not in sys.modules
+    first = flow.run(store=store, targets=["quiet"])
+    print("logging imported by a run that logs nothing:", "logging" in sys.modules)
+    run = flow.run(store=store)
+    print(repr(store.logs(run.id, "late")))
+    import logging
+    print("handlers left:", len(logging.getLogger().handlers))
+    print("finders left:", sum(type(f).__name__ == "_LoggingWatch" for f in sys.meta_path))
+    """
+)
+
+
+def test_logging_imported_inside_a_step_is_still_captured(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", LATE_LOGGING], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            [os.path.dirname(os.path.dirname(microdag.__file__))] + sys.path)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "logging imported by a run that logs nothing: False",
+        "'WARNING late: logged by a step that imported logging\\n'",
+        "handlers left: 0",
+        "finders left: 0",
+    ]
+    assert out.stderr == ""

@@ -7,7 +7,8 @@ running in the current thread (or task): text goes to that buffer, or, outside
 any captured attempt, on to the real stream as before.  So several worker
 threads each capture their own step, and code that is not a step is not
 affected.  Logging records are captured as they are emitted: a record that a
-logger's level filters out is not.  The wrappers are installed by the first
+logger's level filters out is not.  A process that has not imported
+:mod:`logging` gets the handler when it first does (see :class:`_LoggingWatch`).  The wrappers are installed by the first
 run that needs them and removed by the last (reference-counted), and left in
 place if someone replaced ``sys.stdout`` meanwhile.
 """
@@ -68,6 +69,65 @@ def _handler() -> "Any":
     return handler
 
 
+def _hook_logging() -> None:
+    """Give the root logger the capturing handler (the caller holds ``_lock``,
+    or the import lock while :mod:`logging` is first imported)."""
+    import logging
+
+    if "handler" not in _installed:
+        handler = _installed["handler"] = _handler()
+        logging.getLogger().addHandler(handler)
+
+
+class _LoggingWatch:
+    """A ``sys.meta_path`` finder that hooks the root logger as soon as
+    :mod:`logging` is first imported while capture is on.
+
+    Importing :mod:`logging` costs more than a short run takes, so a run does
+    not import it for nothing: a process that has not imported it has no
+    records to capture until it does, and this finder catches that moment.
+    """
+
+    def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
+        if name != "logging":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _HookingLoader(spec.loader)  # type: ignore[assignment]
+        return spec
+
+
+class _HookingLoader:
+    """Loads :mod:`logging` as its own loader would, then hooks the root logger."""
+
+    def __init__(self, loader: "Any") -> None:
+        self.loader = loader
+
+    def create_module(self, spec: "Any") -> "Any":
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: "Any") -> None:
+        self.loader.exec_module(module)
+        _unwatch()
+        if _users:
+            _hook_logging()
+
+    def __getattr__(self, name: str) -> "Any":
+        return getattr(self.loader, name)
+
+
+def _unwatch() -> None:
+    watch = _installed.pop("watch", None)
+    if watch is not None:
+        try:
+            sys.meta_path.remove(watch)
+        except ValueError:
+            pass
+
+
 def install() -> None:
     """Start capturing (once for any number of concurrent runs)."""
     global _users
@@ -75,14 +135,15 @@ def install() -> None:
         _users += 1
         if _users > 1:
             return
-        import logging
-
         _installed["stdout"] = sys.stdout
         _installed["stderr"] = sys.stderr
         sys.stdout = _Tee(sys.stdout)
         sys.stderr = _Tee(sys.stderr)
-        handler = _installed["handler"] = _handler()
-        logging.getLogger().addHandler(handler)
+        if "logging" in sys.modules:
+            _hook_logging()
+        else:
+            watch = _installed["watch"] = _LoggingWatch()
+            sys.meta_path.insert(0, watch)
 
 
 def uninstall() -> None:
@@ -92,13 +153,16 @@ def uninstall() -> None:
         _users -= 1
         if _users > 0:
             return
-        import logging
-
         for name in ("stdout", "stderr"):
             current = getattr(sys, name)
             if isinstance(current, _Tee):
                 setattr(sys, name, _installed[name])
-        logging.getLogger().removeHandler(_installed.pop("handler"))
+        _unwatch()
+        handler = _installed.pop("handler", None)
+        if handler is not None:
+            import logging
+
+            logging.getLogger().removeHandler(handler)
 
 
 def start() -> "tuple[list[str], contextvars.Token[list[str] | None]]":

@@ -33,6 +33,8 @@ DEFAULT_STORE = os.path.join(".microdag", "runs.db")
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
+COMMANDS = ("run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report")
+
 _COLORS = {"succeeded": "32", "failed": "31", "cancelled": "33", "skipped": "2", "running": "36"}
 
 
@@ -72,15 +74,17 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     )
     parser.add_argument(
         "--version",
-        action="version",
-        version=_version(),
+        action="store_true",  # printed by main(): the twin is known only once it is imported
         help="print the version and the active scheduler twin (c or py), then exit",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    known = wanted in COMMANDS
+
     def command(name: str, help: str) -> "argparse.ArgumentParser":
         if name != wanted:
-            sub.add_parser(name, help=help, add_help=False)
+            if not known:  # listed in the help, or in the error naming the choices
+                sub.add_parser(name, help=help, add_help=False)
             return _Unused()  # type: ignore[return-value]
         return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
 
@@ -220,6 +224,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.version:
+        print(_version())
+        return OK
     if args.command is None:
         parser.print_help()
         return USAGE
