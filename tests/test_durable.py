@@ -573,12 +573,11 @@ def check_resumed(store, run_id, flow, expected, marks, before, done):
         assert after[name] == before[name] + (name not in done), name
 
 
-# (layers, width, sleep, group commit size or 0 for the default 256, child executor).
-# With the default group commit a small run commits nothing before it ends, so
-# the small flow commits every record (the stores' GROUP, patched in the child)
-# to put kills between many commits.
+# (layers, width, sleep, group commit size or 0 for the default 1024, child executor).
+# With the default group commit a run this small commits only on time, so the
+# stores' GROUP is patched in the child to put kills between many commits.
 CRASH_MODES = {
-    "400 steps, default commits": (40, 10, 0.001, 0, "inline"),
+    "400 steps, commit every 100 records": (40, 10, 0.001, 100, "inline"),
     "40 steps, commit each record": (10, 4, 0.004, 1, "threads"),
 }
 

@@ -1045,3 +1045,20 @@ def test_a_store_made_before_graphs_and_sources_is_upgraded_in_place(tmp_path: P
     store.save_graph("fp", json.dumps({"nodes": ["a"], "deps": [[]]}))
     assert store.graph("fp") == {"nodes": ["a"], "deps": [[]]}
     store.close()
+
+
+def test_a_lone_record_is_committed_within_the_group_time_without_another_save(pstore: Store) -> None:
+    """A long step after a short one: the short one's record must not wait for
+    the next save to be committed."""
+    pstore.begin(new_run())
+    pstore.save("r1", [TaskRecord("short", -1, "succeeded", 1, T0, T0 + 1, output=b"1")])
+    deadline = time.monotonic() + 10
+    while True:
+        other = reopen(pstore)
+        try:
+            if [r.step for r in other.tasks("r1")] == ["short"]:
+                break
+        finally:
+            other.close()
+        assert time.monotonic() < deadline, "the record was never committed"
+        time.sleep(0.1)

@@ -22,9 +22,27 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
 _BUFFER: "contextvars.ContextVar[list[str] | None]" = contextvars.ContextVar("microdag_capture", default=None)
+# The scheduler's hot loop calls steps without a buffer each: while it runs, a
+# thread's output goes by the step id in its context frame (``current[0]``)
+# to ``texts[step id]``, taken by the runner when the step ends.
+_ROUTE: "contextvars.ContextVar[tuple[list[Any], dict[int, list[str]]] | None]" = contextvars.ContextVar(
+    "microdag_capture_route", default=None
+)
 _lock = _thread.allocate_lock()  # threading itself is not imported for this
 _users = 0
 _installed: "dict[str, Any]" = {}
+
+
+def _target() -> "list[str] | None":
+    """Where the current thread's (task's) output goes, if it is captured."""
+    buffer = _BUFFER.get()
+    if buffer is None:
+        route = _ROUTE.get()
+        if route is not None:
+            step = route[0][0]
+            if step >= 0:
+                buffer = route[1].setdefault(step, [])
+    return buffer
 
 
 class _Tee:
@@ -34,7 +52,7 @@ class _Tee:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        buffer = _BUFFER.get()
+        buffer = _target()
         if buffer is None:
             return self._stream.write(text)
         buffer.append(text)
@@ -45,7 +63,7 @@ class _Tee:
             self.write(line)
 
     def flush(self) -> None:
-        if _BUFFER.get() is None:
+        if _target() is None:
             self._stream.flush()
 
     def __getattr__(self, name: str) -> "Any":
@@ -57,7 +75,7 @@ def _handler() -> "Any":
 
     class _Handler(logging.Handler):
         def emit(self, record: "logging.LogRecord") -> None:
-            buffer = _BUFFER.get()
+            buffer = _target()
             if buffer is not None:
                 try:
                     buffer.append(self.format(record) + "\n")
@@ -173,6 +191,25 @@ def start() -> "tuple[list[str], contextvars.Token[list[str] | None]]":
 
 def stop(token: "contextvars.Token[list[str] | None]") -> None:
     _BUFFER.reset(token)
+
+
+def route(current: "list[Any]") -> "contextvars.Token[Any]":
+    """Capture the current thread's output by the step id in ``current[0]``
+    (the hot loop's), until :func:`unroute`."""
+    return _ROUTE.set((current, {}))
+
+
+def unroute(token: "contextvars.Token[Any]") -> None:
+    _ROUTE.reset(token)
+
+
+def take(step: int) -> str:
+    """What step ``step`` wrote in this thread's routed capture (and forget it)."""
+    route = _ROUTE.get()
+    if route is None:
+        return ""
+    parts = route[1].pop(step, None)
+    return "".join(parts) if parts else ""
 
 
 def capture_call(fn: "Any", kwargs: "dict[str, Any]") -> "tuple[Any, str]":

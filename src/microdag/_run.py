@@ -375,7 +375,7 @@ class _Runner:
         self.consts: list[tuple[Any, ...]] = [()] * n
         self.debug = debug_enabled()
         self.keep = keep
-        self.flags = plan.flags(bool(hooks) or self.debug or store is not None, keep)
+        self.flags = plan.flags(bool(hooks) or self.debug, keep)
         self.kernel_lock: Any = None
         self.cond: Any = None
         self.idle = [0]
@@ -595,6 +595,26 @@ class _Runner:
         else:
             _PROCESS_CACHE[key] = (value, time.time())
 
+    def record_done(self, i: int) -> bool:
+        """The hot loop's ``on_done`` in a run with a store: record step ``i``'s
+        success as :meth:`succeed` does; ``False`` if its output cannot be
+        stored (the step is failed then)."""
+        self.take_logs(i)
+        try:
+            data = self.store.encode(self.outputs[i], f"the output of step {self.names[i]!r}")
+        except Exception as exc:  # not JSON, does not pickle: the step fails
+            self.outputs[i] = None
+            self.fail(i, exc)
+            return False
+        self.save(i, "succeeded", output=data)
+        return True
+
+    def take_logs(self, i: int) -> None:
+        """Keep what step ``i`` wrote while the hot loop ran it (see ``_capture.route``)."""
+        text = _capture.take(i)
+        if text:
+            self.save_logs(i, -1, self.attempts[i], text)
+
     def save_logs(self, i: int, item: int, attempt: int, text: str) -> None:
         """Keep what attempt ``attempt`` of step ``i`` (map item ``item``) printed and logged."""
         if text and self.store is not None:
@@ -610,6 +630,13 @@ class _Runner:
             self.finished[i] = (finished or self.wall0) - offset
             self.outputs[i] = _STORED
         self.resumed = records
+        if records:  # steps reading a stored output take the careful path, which reads it
+            flags = bytearray(self.flags)
+            argdeps = self.plan.argdeps
+            for i in set(range(self.n)).difference(records):
+                if not flags[i] & _SLOW and any(d in records for d in argdeps[i]):
+                    flags[i] |= _SLOW
+            self.flags = bytes(flags)
 
     def value(self, i: int) -> "Any":
         """Step ``i``'s output, read from the store if a resumed run made it."""
@@ -1030,7 +1057,11 @@ class _Runner:
         drive = sched.drive
         frame = self.frame()
         token = enter(frame)
-        args = self.drive_args() + (None, None, frame.current, self.cancel)
+        on_done = None
+        if self.store is not None:
+            routed = _capture.route(frame.current)
+            on_done = self.record_done
+        args = self.drive_args() + (None, None, frame.current, self.cancel, on_done)
         k = self.k
         try:
             while True:
@@ -1041,6 +1072,8 @@ class _Runner:
                         self.run_careful(i)
                     else:
                         frame.current[0] = -1
+                        if on_done is not None:
+                            self.take_logs(i)
                         self.settle_error(i, exc)
                     continue
                 frame.current[0] = -1
@@ -1056,6 +1089,8 @@ class _Runner:
                 else:
                     k.take()  # raises: nothing ready, running or due
         finally:
+            if on_done is not None:
+                _capture.unroute(routed)
             leave(token)
 
     def loop_threads(self, workers: int) -> None:
@@ -1122,14 +1157,18 @@ class _Runner:
         """One worker thread's loop (see the module docs)."""
         frame = self.frame()
         token = enter(frame)
+        routed = None if self.store is None else _capture.route(frame.current)
         try:
             self._work(frame)
         finally:
+            if routed is not None:
+                _capture.unroute(routed)
             leave(token)
 
     def _work(self, frame: Frame) -> None:
         drive = sched.drive
-        args = self.drive_args() + (self.kernel_lock, self.idle, frame.current, self.cancel)
+        on_done = None if self.store is None else self.record_done
+        args = self.drive_args() + (self.kernel_lock, self.idle, frame.current, self.cancel, on_done)
         k = self.k
         cond = self.cond
         idle = self.idle
@@ -1150,6 +1189,8 @@ class _Runner:
                     self.run_careful(i)
                 else:
                     frame.current[0] = -1
+                    if on_done is not None:
+                        self.take_logs(i)
                     self.settle_error(i, exc)
                 continue
             frame.current[0] = -1

@@ -1138,7 +1138,8 @@ cdef class Kernel:
 
 def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outputs,
           list attempts, list started, list finished, object clock, bytes flags,
-          object lock=None, list idle=None, list current=None, object cancel=None):
+          object lock=None, list idle=None, list current=None, object cancel=None,
+          object on_done=None):
     """Run ready steps in the calling thread until none is ready.
 
     The inline hot loop of the runner, here because a task costs less than
@@ -1156,7 +1157,10 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
     the loop returns ``(-1, None)`` so that the caller can wake them.
     ``current[0]`` is set to the id of the step being called (for
     ``microdag.context()``); once ``cancel.is_set()`` the loop returns
-    ``None`` without starting another step.
+    ``None`` without starting another step.  ``on_done(i)``, when given, is
+    called after step ``i`` returned and its output is in ``outputs[i]``
+    (the runner records it in its store there); if it returns false, it has
+    settled the step itself and the loop goes on without marking it done.
 
     Returns:
         ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
@@ -1212,6 +1216,8 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         outputs[i] = obj
         obj = None
         vals = None
+        if on_done is not None and not on_done(i):
+            continue
         for e in range(k._pstart[i], k._pstart[i + 1]):
             p = k._pred[e]
             if k._left[p] > 0:

@@ -714,6 +714,7 @@ def drive(
     idle: "list[int] | None" = None,
     current: "list[Any] | None" = None,
     cancel: "Any" = None,
+    on_done: "Callable[[int], bool] | None" = None,
 ) -> "tuple[int, BaseException | None] | None":
     """Run ready steps in the calling thread until none is ready.
 
@@ -732,7 +733,10 @@ def drive(
     the loop returns ``(-1, None)`` so that the caller can wake them.
     ``current[0]`` is set to the id of the step being called (for
     ``microdag.context()``); once ``cancel.is_set()`` the loop returns
-    ``None`` without starting another step.
+    ``None`` without starting another step.  ``on_done(i)``, when given, is
+    called after step ``i`` returned and its output is in ``outputs[i]``
+    (the runner records it in its store there); if it returns false, it has
+    settled the step itself and the loop goes on without marking it done.
 
     Returns:
         ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
@@ -770,6 +774,8 @@ def drive(
         finished[i] = clock()
         outputs[i] = result
         del values
+        if on_done is not None and not on_done(i):
+            continue
         if lock is not None:
             lock.__enter__()
         try:

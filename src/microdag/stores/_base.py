@@ -37,6 +37,38 @@ class StoreError(Exception):
     which, naming the file or the run."""
 
 
+class _CommitTimer:
+    """Calls a store's ``flush`` ``delay`` seconds after it is armed, so that
+    buffered records are committed in time even when no later record comes
+    to trigger the commit (a long step after short ones)."""
+
+    def __init__(self, flush: "Any", delay: float) -> None:
+        self._flush = flush
+        self._delay = delay
+        self._timer: "Any" = None
+
+    def arm(self) -> None:
+        """Start the countdown unless one is running (the caller holds the store's lock)."""
+        if self._timer is None:
+            import threading
+
+            timer = self._timer = threading.Timer(self._delay, self._fire)
+            timer.daemon = True
+            timer.start()
+
+    def _fire(self) -> None:
+        self._timer = None
+        try:
+            self._flush()
+        except Exception:
+            pass  # the next save, flush or finish reports it to the run
+
+    def cancel(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+
 class RunInfo:
     """One run as a store records it (without its tasks)."""
 
@@ -191,6 +223,8 @@ class Store:
             import pickle
 
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        if type(value) is int:  # the commonest small output, as JSON writes it
+            return b"%d" % value
         bad = _not_json(value)
         if bad is not None:
             raise TypeError(

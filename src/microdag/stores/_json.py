@@ -21,7 +21,7 @@ import json
 import os
 import threading
 
-from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive
+from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive, _CommitTimer
 from ._sqlite import drop_blobs, put_blob, write_atomic
 
 TYPE_CHECKING = False
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SCHEMA = 1
-GROUP = 256
+GROUP = 1024
 GROUP_SECONDS = 0.5
 _MARKER = "microdag-store.json"
 
@@ -79,6 +79,7 @@ class JSONStore(Store):
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._groups: dict[str, int] = {}
         self._since: dict[str, float] = {}  # run id -> when its oldest pending record came
+        self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
         # run id -> its encoded outputs by (step, item), read once, kept current
         self._outputs: dict[str, dict[tuple[str, int], bytes]] = {}
 
@@ -131,6 +132,7 @@ class JSONStore(Store):
             pending = self._pending.setdefault(run_id, [])
             if not pending:
                 self._since[run_id] = time.monotonic()
+                self._timer.arm()
             for r in records:
                 row: dict[str, Any] = {name: getattr(r, name) for name in TaskRecord.__slots__}
                 if r.output is not None:
@@ -348,6 +350,7 @@ class JSONStore(Store):
         return os.path.join(self._run_dir(run_id), "work")
 
     def close(self) -> None:
+        self._timer.cancel()
         self.flush()
 
     def __repr__(self) -> str:

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 
-from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive
+from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive, _CommitTimer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 SCHEMA = 1
 #: Task records buffered before a commit...
-GROUP = 256
+GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
 GROUP_SECONDS = 0.5
 
@@ -95,6 +95,7 @@ class SQLiteStore(Store):
         self._pending_logs: list[tuple[Any, ...]] = []
         self._pending_graphs: list[tuple[str, str]] = []
         self._since = 0.0  # when the oldest pending record was saved
+        self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -194,6 +195,7 @@ class SQLiteStore(Store):
         with self._lock:
             if not self._pending:
                 self._since = time.monotonic()
+                self._timer.arm()
             for r in records:
                 output, ref = r.output, None
                 if output is not None and len(output) >= BLOB_SIZE:
@@ -316,6 +318,7 @@ class SQLiteStore(Store):
         with self._lock:
             if not self._pending and not self._pending_logs:
                 self._since = time.monotonic()
+                self._timer.arm()
             self._pending_logs.append((run_id, step, item, attempt, text))
 
     def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
@@ -433,6 +436,7 @@ class SQLiteStore(Store):
         with self._lock:  # committed with the next records
             if not self._pending and not self._pending_logs:
                 self._since = time.monotonic()
+                self._timer.arm()
             self._pending_graphs.append((fingerprint, graph))
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
@@ -445,6 +449,7 @@ class SQLiteStore(Store):
         return os.path.join(self.path + ".work", run_id)
 
     def close(self) -> None:
+        self._timer.cancel()
         with self._lock:
             self._commit()
             self._db.close()
