@@ -810,3 +810,37 @@ def test_doctest_of_the_pure_twin() -> None:
     result = doctest.testmod(microdag._sched_py, verbose=False, report=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def _drive_chain(twin: ModuleType, on_done: Any, outputs: list[Any]) -> Any:
+    """Drive the chain 0 -> 1 -> 2 (each step adds one to its dependency's output)."""
+    k = make(twin, 3, [(0, 1), (1, 2)])
+    k.reset()
+    fns = [lambda: 1, lambda x: x + 1, lambda x: x + 1]
+    r = twin.drive(k, fns, [(), ("x",), ("x",)], [(), (0,), (1,)], [()] * 3, outputs, [0] * 3,
+                   [0.0] * 3, [0.0] * 3, lambda: 0.0, bytes(3), None, None, None, None, on_done)
+    assert r is None
+    return k
+
+
+def test_drive_calls_on_done_after_each_success_before_releasing(twin: ModuleType) -> None:
+    outputs: list[Any] = [None] * 3
+    seen: list[tuple[int, list[Any]]] = []
+
+    def on_done(i: int) -> bool:
+        seen.append((i, list(outputs)))
+        return True
+
+    k = _drive_chain(twin, on_done, outputs)
+    # each output is there when on_done sees it, and its dependency's is not yet dropped
+    assert seen == [(0, [1, None, None]), (1, [1, 2, None]), (2, [None, 2, 3])]
+    assert k.remaining == 0
+
+
+def test_drive_leaves_a_step_on_done_refused_to_the_caller(twin: ModuleType) -> None:
+    outputs: list[Any] = [None] * 3
+    k = _drive_chain(twin, lambda i: i != 1, outputs)
+    assert k.state(0) == twin.SUCCEEDED
+    assert k.state(1) == twin.RUNNING  # on_done settles it (here: not at all)
+    assert k.state(2) == twin.PENDING
+    assert outputs == [1, 2, None]
