@@ -266,6 +266,7 @@ class _Plan:
         "inputs",
         "has_priority",
         "has_triggers",
+        "maps",
         "is_async",
         "busy",
         "_sinks",
@@ -322,6 +323,7 @@ class _Plan:
         self.inputs = all_inputs
         self.has_priority = any(s.priority is not None for s in steps)
         self.has_triggers = any(s.trigger != "all_success" for s in steps)
+        self.maps = [i for i, s in enumerate(steps) if s.map is not None]
         self.configure(self.graph.kernel)
         self.is_async = is_async
         self.busy = False

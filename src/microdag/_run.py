@@ -1778,8 +1778,8 @@ def _open_record(runner: "_Runner", store: "Any", resume: bool) -> None:
                 records[i] = facts
         runner.resume_from(records)
         maps = {
-            runner.names[i] for i, step in enumerate(runner.plan.steps)
-            if step.map is not None and i not in records and (active is None or i in active)
+            runner.names[i] for i in runner.plan.maps
+            if i not in records and (active is None or i in active)
         }
         if maps:  # their items that succeeded are not run again
             for r in store.tasks(runner.run_id, outputs=False):
