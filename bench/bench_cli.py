@@ -55,8 +55,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def env() -> dict[str, str]:
+    """The children's environment: bytecode caches on, and microdag importable
+    (an installed one is, as is; ``PYTHONPATH`` would put its folder ahead of
+    the standard library and slow every import down)."""
+    import site
+
     e = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    e["PYTHONPATH"] = os.pathsep.join([PACKAGE_ROOT] + [p for p in e.get("PYTHONPATH", "").split(os.pathsep) if p])
+    if PACKAGE_ROOT not in site.getsitepackages():
+        e["PYTHONPATH"] = os.pathsep.join([PACKAGE_ROOT] + [p for p in e.get("PYTHONPATH", "").split(os.pathsep) if p])
     return e
 
 
