@@ -368,6 +368,25 @@ def test_an_unknown_run_exits_2_naming_it(capsys, here, argv):
     assert "r-unknown" in err
 
 
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ('[steps.a]\ncall = "clisteps:total"\ndepends_on = ["b"]\n[steps.b]\ncall = "clisteps:total"\n'
+         'depends_on = ["a"]\n', ["cycle", "'a'", "'b'"]),
+        ('[steps.gone]\ncall = "no_such_module_here:fn"\n', ["gone", "call", "no_such_module_here"]),
+    ],
+    ids=["cycle", "call-not-importable"],
+)
+def test_a_cycle_or_a_call_that_cannot_be_imported_exits_2(capsys, here, extra, words):
+    flow = write(here / "bad.toml", FLOW + "\n" + extra)
+    for command in ("run", "validate", "graph"):
+        code, out, err = cli(capsys, command, flow)
+        assert code == 2 and out == ""
+        assert err.startswith("error: ") and err.count("bad.toml:") == 1  # the file and line, once
+        for word in words:
+            assert word in err
+
+
 def test_a_file_that_is_not_a_store_is_refused_and_kept(capsys, here):
     (here / "notes.db").write_bytes(b"my notes, not a database" * 100)
     code, _, err = cli(capsys, "runs", "--store", "notes.db")
