@@ -682,3 +682,43 @@ def test_process_pools_leave_no_children(tmp_path) -> None:
             ),
         )
         assert multiprocessing.active_children() == [], targets
+
+
+def test_processes_import_steps_from_a_folder_added_to_sys_path_later(tmp_path) -> None:
+    """A flow file's folder joins ``sys.path`` when the flow is loaded, possibly
+    after the fork server started: workers must still find its modules."""
+    warm = Flow("warm").add("one", fs.noargs)
+    assert warm.run(executor="processes", max_workers=1).status == "succeeded"  # the fork server is up
+    folder = tmp_path / "late"
+    folder.mkdir()
+    (folder / "latesteps_8c1f.py").write_text("def late(n=2):\n    return n * 21\n")
+    import sys
+
+    sys.path.insert(0, str(folder))
+    try:
+        import latesteps_8c1f
+
+        run = Flow("late").add("late", latesteps_8c1f.late).run(executor="processes", max_workers=1)
+        assert run["late"] == 42
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("latesteps_8c1f", None)
+
+
+def test_a_step_its_worker_cannot_load_fails_with_the_reason(tmp_path) -> None:
+    import sys
+    import types
+
+    ghost = types.ModuleType("ghost_steps_51d2")  # in this process only: workers cannot import it
+    exec("def haunt():\n    return 'boo'\n", ghost.__dict__)
+    sys.modules["ghost_steps_51d2"] = ghost
+    try:
+        run = Flow("ghost").add("haunt", ghost.haunt).run(
+            executor="processes", max_workers=1, raise_on_failure=False
+        )
+    finally:
+        del sys.modules["ghost_steps_51d2"]
+    task = run.tasks["haunt"]
+    assert task.status == "failed"
+    assert isinstance(task.error, ModuleNotFoundError) and "ghost_steps_51d2" in str(task.error)
+    assert any("could not load the step" in note for note in task.error.__notes__)

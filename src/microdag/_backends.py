@@ -133,7 +133,11 @@ def call_with_timeout(
 
 
 def _worker_main(conn: "Connection") -> None:
-    """A worker process: run steps sent down the pipe until told to stop."""
+    """A worker process: run steps sent down the pipe until told to stop.
+
+    (``multiprocessing`` gives each new worker the parent's ``sys.path`` of
+    that moment, so modules of a flow file's folder added later still load.)
+    """
     import pickle
 
     while True:
@@ -141,6 +145,13 @@ def _worker_main(conn: "Connection") -> None:
             msg = conn.recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return
+        except Exception as exc:  # the step's function or arguments do not load here
+            exc.add_note("microdag: the worker process could not load the step's function or arguments")
+            try:
+                conn.send((None, False, exc))
+            except Exception:
+                return
+            continue
         if msg is None:
             return
         i, fn, kwargs, ctx = msg
@@ -259,7 +270,7 @@ class ProcessPool:
                     continue
                 worker.step = None
                 worker.deadline = None
-                out.append(msg)
+                out.append(msg if msg[0] is not None else (i, msg[1], msg[2]))
             elif worker.deadline is not None and time.monotonic() >= worker.deadline:
                 i = worker.step
                 limit = worker.timeout
