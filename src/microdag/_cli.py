@@ -60,12 +60,34 @@ class _Unused:
         return None
 
 
+def _width() -> int:
+    """The help's width, as ``shutil.get_terminal_size`` gives it to argparse
+    (whose default imports :mod:`shutil` and, with it, a few compression
+    modules: several milliseconds of a command's start)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
 def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     """The parser, with the arguments of command ``wanted`` only (names and
     summaries of the others are enough for the top-level help)."""
     import argparse
 
+    width = _width()
+
+    def formatter(prog: str) -> "argparse.HelpFormatter":
+        return argparse.HelpFormatter(prog, width=width)
+
     parser = argparse.ArgumentParser(
+        formatter_class=formatter,
         prog="python -m microdag",
         description="Define, check and run DAGs of steps; keep, resume and inspect their runs.",
         epilog="FLOW is a .toml or .json flow file, a .py file holding one Flow "
@@ -84,9 +106,11 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     def command(name: str, help: str) -> "argparse.ArgumentParser":
         if name != wanted:
             if not known:  # listed in the help, or in the error naming the choices
-                sub.add_parser(name, help=help, add_help=False)
+                sub.add_parser(name, help=help, add_help=False, formatter_class=formatter)
             return _Unused()  # type: ignore[return-value]
-        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        return sub.add_parser(
+            name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=formatter
+        )
 
     def store_option(p: "argparse.ArgumentParser") -> None:
         p.add_argument(
