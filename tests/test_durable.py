@@ -19,7 +19,7 @@ import time
 import pytest
 
 import durablesteps as ds
-from microdag import FlowError, RunFailed
+from microdag import Flow, FlowError, RunFailed
 from microdag.stores import JSONStore, MemoryStore, SQLiteStore, StoreError
 
 KINDS = ["memory", "json", "sqlite"]
@@ -118,6 +118,13 @@ def test_a_run_is_recorded_as_it_ran(kind, executor, stores):
 
     (info,) = stores(reopen_of=store).list_runs()
     assert (info.id, info.flow, info.status, info.inputs) == (run.id, "durable-record", "failed", {"x": 3})
+
+    # the retried step's first attempt is kept beside its record (which holds the last)
+    (first,) = stores(reopen_of=store).attempts(run.id)
+    assert first[:3] == ("retried", -1, 1)
+    assert first[5:] == ("ConnectionError", "transient, attempt 1")
+    retried = loaded.tasks["retried"]
+    assert run.started - 1 <= first[3] <= first[4] <= retried.started + 0.01
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -420,6 +427,7 @@ def test_resume_of_a_failed_map_reruns_only_the_items_that_failed(kind, executor
     bad = items[failed_item - 1]
     assert bad.error_type == "RuntimeError" and "fails on its first run" in bad.error_message
     assert bad.started is not None and bad.finished >= bad.started
+    assert store.attempts(first.id) == []  # no retries: the item's record is its only attempt
     resumed = flow.run(store=store, run_id=first.id, resume=True, executor=executor, keep_outputs=True)
     assert resumed["picky"] == [10, 20, 30, 40, 50]
     rerun = {3, 4} if batch_size == 2 else {3}
@@ -798,3 +806,17 @@ def test_a_run_records_its_source_and_structure(stores):
     assert {names[i]: sorted(names[d] for d in deps) for i, deps in enumerate(graph["deps"])} == {
         name: sorted(flow.graph.dependencies(name)) for name in flow.steps
     }
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_retried_map_item_keeps_its_failed_attempt(executor, stores, marks):
+    store = stores("sqlite")
+    flow = Flow("retried-items").add("picky", ds.picky, map="item", retries=1)
+    run = flow.run({"item": [1, 2, 3, 4], "marks": marks}, store=store, executor=executor, keep_outputs=True)
+    assert run["picky"] == [10, 20, 30, 40]
+    (attempt,) = store.attempts(run.id)
+    assert attempt[:3] == ("picky", 2, 1)  # item index 2 (the value 3), attempt 1
+    assert attempt[5:] == ("RuntimeError", "item 3 fails on its first run")
+    assert attempt[3] <= attempt[4]
+    item = next(r for r in store.tasks(run.id) if r.step == "picky" and r.item == 2)
+    assert (item.status, item.attempts) == ("succeeded", 2)

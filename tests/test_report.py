@@ -108,6 +108,7 @@ def report(flow: microdag.Flow, inputs=None, graph=True, extra=(), **options):
         store.tasks(run.id, outputs=False),
         graph_of(flow) if graph else None,
         lambda step, item: store.logs(run.id, step, None if item < 0 else item),
+        store.attempts(run.id),
     )
     return store, run.id, html, Document(html)
 
@@ -210,6 +211,23 @@ def test_the_timeline_shows_the_attempt_count_of_a_retried_step():
     (count,) = doc.find("text", "attempts")
     assert count.text == "\u00d73"
     assert "attempts 3" in doc.section("flaky").text
+    # the two failed attempts are drawn too, before the last one, with their errors
+    earlier = doc.find("rect", "attempt")
+    assert [(e.attrs["data-task"], e.attrs["data-attempt"]) for e in earlier] == [("flaky", "1"), ("flaky", "2")]
+    (last,) = [b for b in doc.find("rect", "bar") if b.attrs["data-task"] == "flaky"]
+    assert float(earlier[0].attrs["x"]) <= float(earlier[1].attrs["x"]) <= float(last.attrs["x"])
+    assert "attempt 1 failed: OSError: not yet" in earlier[0].text
+
+
+def test_the_store_report_draws_retried_attempts():
+    flow = microdag.Flow("retry-store")
+    flow.add("flaky", fails("<b>again</b>"), retries=1)
+    store = MemoryStore()
+    run = flow.run(store=store, raise_on_failure=False)
+    doc = Document(store.report(run.id))
+    (earlier,) = doc.find("rect", "attempt")
+    assert "attempt 1 failed: ValueError: <b>again</b>" in earlier.text  # as parsed back
+    assert "<b>again" not in store.report(run.id)  # escaped in the file
 
 
 def test_a_step_without_a_record_is_shown_pending_with_no_bar():

@@ -1062,3 +1062,26 @@ def test_a_lone_record_is_committed_within_the_group_time_without_another_save(p
             other.close()
         assert time.monotonic() < deadline, "the record was never committed"
         time.sleep(0.1)
+
+
+def test_retried_attempts_are_kept_by_step_item_and_attempt(pstore: Store) -> None:
+    pstore.begin(new_run())
+    pstore.begin(new_run("r2"))
+    pstore.save_attempt("r1", "load", -1, 2, T0 + 2, T0 + 3, "OSError", "disk <full>")
+    pstore.save_attempt("r1", "load", -1, 1, T0, T0 + 1, "TimeoutError", "timed out after 1 s")
+    pstore.save_attempt("r1", "fan", 4, 1, T0 + 5, T0 + 5.5, "ValueError", "bad item 'é'")
+    pstore.save_attempt("r2", "load", -1, 1, T0, T0 + 1, "OSError", "other run")
+    pstore.flush()
+    again = reopen(pstore)
+    assert again.attempts("r1") == [
+        ("fan", 4, 1, T0 + 5, T0 + 5.5, "ValueError", "bad item 'é'"),
+        ("load", -1, 1, T0, T0 + 1, "TimeoutError", "timed out after 1 s"),
+        ("load", -1, 2, T0 + 2, T0 + 3, "OSError", "disk <full>"),
+    ]
+    assert again.prune(keep_last=0, older_than=0) == 2
+    again.close()
+
+
+def test_attempts_of_an_unknown_run_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError, match="nope"):
+        store.attempts("nope")

@@ -76,6 +76,7 @@ def render_report(
     tasks: "list[TaskRecord]",
     graph: "dict[str, Any] | None",
     logs: "Callable[[str, int], str]",
+    attempts: "Iterable[tuple[str, int, int, float, float, str, str]]" = (),
 ) -> str:
     """One self-contained HTML document describing a stored run.
 
@@ -88,6 +89,9 @@ def render_report(
             without the drawing).
         logs: ``logs(step, item)``: what that task printed and logged (item
             ``-1`` for a whole step), ``""`` when nothing.
+        attempts: the retried attempts, ``(step, item, attempt, started,
+            finished, error type, error message)`` (``Store.attempts``):
+            drawn in the timeline before their task's last attempt.
 
     Returns:
         The HTML document.
@@ -133,7 +137,10 @@ def render_report(
         names = [str(n) for n in graph["nodes"]]
         out.append(_dag(names, graph["deps"], status, anchor))
     out.append("<h2>Timeline</h2>")
-    out.append(_timeline(info, steps, items))
+    earlier: dict[tuple[str, int], list[tuple[int, float, float, str, str]]] = {}
+    for step, item, attempt, started, finished, etype, emsg in attempts:
+        earlier.setdefault((step, item), []).append((attempt, started, finished, etype, emsg))
+    out.append(_timeline(info, steps, items, earlier))
     out.append("<h2>Steps</h2>")
     for name, rec in steps.items():
         out.append(_section(name, rec, items.get(name, []), status[name], anchor[name], logs))
@@ -303,7 +310,10 @@ def _ticks(span: float) -> "list[float]":
 
 
 def _timeline(
-    info: "RunInfo", steps: "dict[str, TaskRecord | None]", items: "dict[str, list[TaskRecord]]"
+    info: "RunInfo",
+    steps: "dict[str, TaskRecord | None]",
+    items: "dict[str, list[TaskRecord]]",
+    earlier: "dict[tuple[str, int], list[tuple[int, float, float, str, str]]]",
 ) -> str:
     rows: list[tuple[str, TaskRecord | None]] = []
     for name, rec in sorted(steps.items(), key=lambda kv: _start_key(kv[1], items.get(kv[0]))):
@@ -311,6 +321,7 @@ def _timeline(
         rows.extend((f"{name}[{t.item}]", t) for t in sorted(items.get(name, ()), key=_item))
     t0 = info.started
     times = [t for _, r in rows if r is not None for t in (r.started, r.finished) if t is not None]
+    times.extend(t for tries in earlier.values() for _, a, b, _, _ in tries for t in (a, b))
     end = max(times + [t0, info.finished or t0])
     scale = _GANTT_W / (end - t0) if end > t0 else 0.0
     height = 30 + len(rows) * _ROW_H
@@ -329,6 +340,16 @@ def _timeline(
                    f"<title>{_esc(label)}</title>{_esc(short)}</text>")
         if rec is None or rec.started is None:
             continue
+        failed_fill, failed_stroke = _COLOURS["failed"]
+        for attempt, a, b, etype, emsg in earlier.get((rec.step, rec.item), ()):
+            ax = _GANTT_LABEL_W + (a - t0) * scale
+            aw = max(1.0, (b - a) * scale)
+            tip = (f"{label}: attempt {attempt} failed: {etype}: {emsg}\nstarted {_iso(a)}\n"
+                   f"finished {_iso(b)}\nduration {_span(a, b, 'failed')}")
+            out.append(f'<rect class="attempt" data-task="{_esc(label)}" data-attempt="{attempt}" '
+                       f'x="{ax:.1f}" y="{y + 2}" width="{aw:.1f}" height="{_ROW_H - 5}" fill="{failed_fill}" '
+                       f'stroke="{failed_stroke}" stroke-dasharray="3 2" opacity="0.6">'
+                       f"<title>{_esc(tip)}</title></rect>")
         st = rec.status
         fill, stroke = _COLOURS.get(st, _COLOURS["pending"])
         x = _GANTT_LABEL_W + (rec.started - t0) * scale

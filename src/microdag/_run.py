@@ -503,6 +503,10 @@ class _Runner:
         attempt = self.attempts[i]
         name = self.names[i]
         if attempt <= step.retries and isinstance(exc, step.retry_on) and not self.stopping:
+            if self.store is not None:
+                offset = self.wall0 - self.pc0
+                self.store.save_attempt(self.run_id, name, -1, attempt, self.started[i] + offset,
+                                        self.finished[i] + offset, type(exc).__name__, str(exc))
             delay = _backoff(step, attempt)
             self.retry_seq += 1
             heapq.heappush(self.retry_heap, (self.clock() + delay, self.retry_seq, i, exc))  # key: the step
@@ -986,6 +990,11 @@ class _Runner:
         step = self.plan.steps[i]
         tries = ms.tries[j]
         if retry and tries <= step.retries and isinstance(exc, step.retry_on) and not self.stopping:
+            if self.store is not None:
+                began = ms.began.get(j)
+                now = time.time()
+                self.store.save_attempt(self.run_id, self.names[i], item, tries, now if began is None else began,
+                                        now, type(exc).__name__, str(exc))
             delay = _backoff(step, tries)
             self.retry_seq += 1
             heapq.heappush(self.retry_heap, (self.clock() + delay, self.retry_seq, (i, j), exc))

@@ -348,6 +348,20 @@ class Store:
         """Cache an encoded output under ``key`` (durable with the next commit)."""
         raise NotImplementedError
 
+    def save_attempt(
+        self, run_id: str, step: str, item: int, attempt: int, started: float, finished: float,
+        error_type: str, error_message: str,
+    ) -> None:
+        """Keep the times and error of an attempt that failed and was retried
+        (a task's own record holds its last attempt only); durable with the
+        next commit."""
+        raise NotImplementedError
+
+    def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
+        """The retried attempts of the run: ``(step, item, attempt, started,
+        finished, error type, error message)``, by step, item and attempt."""
+        raise NotImplementedError
+
     def save_graph(self, fingerprint: str, graph: str) -> None:
         """Keep the structure of the flow with ``fingerprint`` (JSON text:
         ``{"nodes": [names], "deps": [[node indices], ...]}``), once per structure;
@@ -371,7 +385,8 @@ class Store:
         tasks = self.tasks(run_id, outputs=False)
         graph = self.graph(info.fingerprint)
         return render_report(
-            info, tasks, graph, lambda step, item: self.logs(run_id, step, None if item < 0 else item)
+            info, tasks, graph, lambda step, item: self.logs(run_id, step, None if item < 0 else item),
+            self.attempts(run_id),
         )
 
     def close(self) -> None:

@@ -242,6 +242,32 @@ class JSONStore(Store):
         except OSError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
+    def save_attempt(
+        self, run_id: str, step: str, item: int, attempt: int, started: float, finished: float,
+        error_type: str, error_message: str,
+    ) -> None:
+        folder = os.path.join(self._run_dir(run_id), "attempts")
+        record = [step, item, attempt, started, finished, error_type, error_message]
+        try:
+            os.makedirs(folder, exist_ok=True)
+            write_atomic(os.path.join(folder, f"{_safe(step)}.{item}.{attempt}.json"), json.dumps(record).encode())
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+
+    def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
+        self.run_info(run_id)
+        folder = os.path.join(self._run_dir(run_id), "attempts")
+        out = []
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.endswith(".json") and not name.startswith("."):
+                    try:
+                        with open(os.path.join(folder, name), "rb") as f:
+                            out.append(tuple(json.load(f)))
+                    except (OSError, ValueError):
+                        continue  # a file a crash cut short
+        return sorted(out)
+
     def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
         folder = os.path.join(self._run_dir(run_id), "logs")
         prefix = f"{_safe(step)}.{item}."

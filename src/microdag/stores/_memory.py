@@ -27,6 +27,7 @@ class MemoryStore(Store):
         self._owners: dict[str, str] = {}
         self._logs: dict[tuple[str, str, int, int], str] = {}
         self._graphs: dict[str, str] = {}
+        self._attempts: dict[tuple[str, str, int, int], tuple[float, float, str, str]] = {}
 
     def begin(self, info: RunInfo) -> None:
         # Inputs go through the codec, as in the other stores: what one refuses, all do.
@@ -60,6 +61,19 @@ class MemoryStore(Store):
         with self._lock:
             self._info(run_id)
             self._logs[(run_id, step, item, attempt)] = text
+
+    def save_attempt(
+        self, run_id: str, step: str, item: int, attempt: int, started: float, finished: float,
+        error_type: str, error_message: str,
+    ) -> None:
+        with self._lock:
+            self._info(run_id)
+            self._attempts[(run_id, step, item, attempt)] = (started, finished, error_type, error_message)
+
+    def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
+        with self._lock:
+            self._info(run_id)
+            return sorted((s, i, a, *facts) for (r, s, i, a), facts in self._attempts.items() if r == run_id)
 
     def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
         with self._lock:
@@ -142,6 +156,7 @@ class MemoryStore(Store):
                 del self._tasks[run_id]
                 self._owners.pop(run_id, None)
             self._logs = {k: v for k, v in self._logs.items() if k[0] in self._runs}
+            self._attempts = {k: v for k, v in self._attempts.items() if k[0] in self._runs}
             used: set[str] = set()
             for tasks in self._tasks.values():
                 for r in tasks.values():

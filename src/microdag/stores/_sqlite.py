@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS owners (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS graphs (fingerprint TEXT PRIMARY KEY, graph TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    started REAL NOT NULL, finished REAL NOT NULL, error_type TEXT NOT NULL, error_message TEXT NOT NULL,
+    PRIMARY KEY (run_id, step, item, attempt)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (
     run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, attempt INTEGER NOT NULL,
     text TEXT NOT NULL, PRIMARY KEY (run_id, step, item, attempt)
@@ -94,6 +99,7 @@ class SQLiteStore(Store):
         self._pending: list[tuple[Any, ...]] = []
         self._pending_logs: list[tuple[Any, ...]] = []
         self._pending_graphs: list[tuple[str, str]] = []
+        self._pending_attempts: list[tuple[Any, ...]] = []
         self._since = 0.0  # when the oldest pending record was saved
         self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
         try:
@@ -134,7 +140,7 @@ class SQLiteStore(Store):
                 )
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
-        if tables and not {"cache", "owners", "logs", "graphs"} <= tables:  # made before these existed
+        if tables and not {"cache", "owners", "logs", "graphs", "attempts"} <= tables:  # made before these existed
             db.executescript(_TABLES)
             columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
             if "source" not in columns:
@@ -217,7 +223,8 @@ class SQLiteStore(Store):
         """
         import sqlite3
 
-        if not self._pending and not self._pending_logs and not self._pending_graphs and not statements:
+        if not (self._pending or self._pending_logs or self._pending_graphs or self._pending_attempts
+                or statements):
             return
         try:
             db = self._db
@@ -226,6 +233,8 @@ class SQLiteStore(Store):
                 db.executemany(_UPSERT, self._pending)
                 db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?)", self._pending_logs)
                 db.executemany("INSERT OR IGNORE INTO graphs VALUES (?, ?)", self._pending_graphs)
+                db.executemany("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               self._pending_attempts)
                 for sql, params in statements or ():
                     db.execute(sql, params)
             except BaseException:
@@ -239,6 +248,7 @@ class SQLiteStore(Store):
         self._pending.clear()
         self._pending_logs.clear()
         self._pending_graphs.clear()
+        self._pending_attempts.clear()
 
     def flush(self) -> None:
         with self._lock:
@@ -320,6 +330,25 @@ class SQLiteStore(Store):
                 self._since = time.monotonic()
                 self._timer.arm()
             self._pending_logs.append((run_id, step, item, attempt, text))
+
+    def save_attempt(
+        self, run_id: str, step: str, item: int, attempt: int, started: float, finished: float,
+        error_type: str, error_message: str,
+    ) -> None:
+        with self._lock:
+            if not self._pending and not self._pending_logs:
+                self._since = time.monotonic()
+                self._timer.arm()
+            self._pending_attempts.append((run_id, step, item, attempt, started, finished, error_type, error_message))
+
+    def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
+        self.run_info(run_id)
+        rows = self._read(
+            "SELECT step, item, attempt, started, finished, error_type, error_message FROM attempts"
+            " WHERE run_id = ? ORDER BY step, item, attempt",
+            (run_id,),
+        )
+        return [tuple(row) for row in rows]
 
     def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
         rows = self._read(
@@ -424,6 +453,7 @@ class SQLiteStore(Store):
             for run_id in doomed:
                 db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM logs WHERE run_id = ?", (run_id,))
+                db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM tasks WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             used = {row[0] for row in db.execute("SELECT output_ref FROM tasks WHERE output_ref IS NOT NULL")}
