@@ -11,7 +11,8 @@ any other one is a flow input.
 
 Steps that sleep for long (to be timed out) sleep in short slices and give up
 as soon as :func:`release_sleepers` is called, so that abandoned attempts in
-threads do not outlive the test that started them.
+threads do not outlive the test that started them.  :func:`within` runs a
+call in a thread and fails the test, instead of hanging, if it takes too long.
 """
 
 import gc
@@ -263,3 +264,29 @@ class WrappedExecutor(Executor):
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def within(seconds: float, call, on_timeout=None):
+    """``call()``, failing the test instead of hanging if it takes over ``seconds``
+    (after calling ``on_timeout``, which can release what the run waits on)."""
+    import pytest
+
+    box: list = []
+
+    def target() -> None:
+        try:
+            box.append((True, call()))
+        except BaseException as exc:  # re-raised in the test's thread
+            box.append((False, exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if on_timeout is not None:
+            on_timeout()
+        pytest.fail(f"the run did not finish within {seconds} s")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value

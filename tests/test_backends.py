@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import flowsteps as fs
+from flowsteps import within
 import microdag
 from microdag import CycleError, Flow, FlowError
 
@@ -36,27 +37,6 @@ def executor(request: pytest.FixtureRequest):
     else:
         yield request.param
         fs.release_sleepers()
-
-
-def within(seconds: float, call):
-    """``call()``, failing the test instead of hanging if it takes over ``seconds``."""
-    box: list[tuple[bool, object]] = []
-
-    def target() -> None:
-        try:
-            box.append((True, call()))
-        except BaseException as exc:  # re-raised in the test's thread
-            box.append((False, exc))
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"the run did not finish within {seconds} s")
-    ok, value = box[0]
-    if not ok:
-        raise value  # type: ignore[misc]
-    return value
 
 
 class Recorder:

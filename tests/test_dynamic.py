@@ -21,6 +21,7 @@ import time
 import pytest
 
 import dynsteps as ds
+import flowsteps as fs
 import microdag
 from microdag import Flow, FlowError, RunFailed
 
@@ -61,25 +62,8 @@ def name_of(executor) -> str:
 
 
 def within(seconds: float, call):
-    """``call()``, failing the test instead of hanging if it takes over ``seconds``."""
-    box: list = []
-
-    def target() -> None:
-        try:
-            box.append((True, call()))
-        except BaseException as exc:  # re-raised in the test's thread
-            box.append((False, exc))
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        ds.release()
-        pytest.fail(f"the run did not finish within {seconds} s")
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
+    """:func:`flowsteps.within`, releasing the sleeping steps on a timeout."""
+    return fs.within(seconds, call, on_timeout=ds.release)
 
 
 def statuses(run: microdag.Run) -> dict[str, str]:
