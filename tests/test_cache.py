@@ -88,3 +88,35 @@ def test_bad_cache_options_are_flow_errors() -> None:
         microdag.Flow("bad").add("s", lambda: 1, cache="yes")
     with pytest.raises(FlowError, match="cache_ttl must be"):
         microdag.Flow("bad").add("s", lambda: 1, cache=True, cache_ttl=0)
+
+
+def test_a_changed_default_value_misses() -> None:
+    calls: list = []
+
+    def scaled(x, factor=2):
+        calls.append(factor)
+        return x * factor
+
+    flow = microdag.Flow("defaults").add("scaled", scaled, cache=True)
+    assert flow.run({"x": 5})["scaled"] == 10
+    assert flow.run({"x": 5})["scaled"] == 10  # a hit
+    scaled.__defaults__ = (3,)  # as if the source had been edited
+    again = microdag.Flow("defaults").add("scaled", scaled, cache=True)
+    assert again.run({"x": 5})["scaled"] == 15
+    assert calls == [2, 3]
+
+
+def test_a_flow_file_input_default_is_part_of_the_key(tmp_path) -> None:
+    import sys
+
+    (tmp_path / "cachesteps_3e9a.py").write_text("def scaled(x, factor):\n    return x * factor\n")
+    text = '[flow]\nname = "c"\n[inputs]\nfactor = {factor}\nx = 5\n[steps.scaled]\ncall = "cachesteps_3e9a:scaled"\ncache = true\n'
+    (tmp_path / "flow.toml").write_text(text.format(factor=2))
+    try:
+        assert microdag.load_flow(str(tmp_path / "flow.toml")).run()["scaled"] == 10
+        (tmp_path / "flow.toml").write_text(text.format(factor=3))
+        assert microdag.load_flow(str(tmp_path / "flow.toml")).run()["scaled"] == 15
+    finally:
+        sys.modules.pop("cachesteps_3e9a", None)
+        if str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))

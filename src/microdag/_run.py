@@ -1571,27 +1571,39 @@ _PROCESS_CACHE: "dict[str, tuple[Any, float]]" = {}
 
 
 def _cache_key(step: "_Step", kwargs: "dict[str, Any]") -> str:
-    """A digest of the step's name, its function's code and its arguments."""
+    """A digest of the step's name, its function (code and default values:
+    editing either changes what it returns) and its arguments."""
     from ._compat import sha256
 
+    fn = step.fn
     digest = sha256(step.name.encode())
-    code = getattr(step.fn, "__code__", None)
+    code = getattr(fn, "__code__", None)
     if code is not None:
         import marshal
 
         digest.update(marshal.dumps(code))
+        defaults = [getattr(fn, name, None) for name in ("__defaults__", "__kwdefaults__", "keywords")]
+        digest.update(_canonical(defaults))  # "keywords": a functools.partial's
     else:
-        digest.update(repr(getattr(step.fn, "__qualname__", step.fn)).encode())
-    try:
-        import json
-
-        digest.update(json.dumps(kwargs, sort_keys=True, separators=(",", ":")).encode())
-    except (TypeError, ValueError):  # not JSON: the arguments' pickle
-        import pickle
-
-        digest.update(pickle.dumps(sorted(kwargs.items()), protocol=4))
+        digest.update(repr(getattr(fn, "__qualname__", fn)).encode())
+    digest.update(_canonical(sorted(kwargs.items())))
     key: str = digest.hexdigest()
     return key
+
+
+def _canonical(value: "Any") -> bytes:
+    """``value`` as bytes for a cache key: its JSON, else its pickle, else its repr."""
+    import json
+
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        import pickle
+
+        try:
+            return pickle.dumps(value, protocol=4)
+        except Exception:
+            return repr(value).encode()
 
 
 class _NoLock:
