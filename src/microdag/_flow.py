@@ -555,8 +555,8 @@ class Flow:
                 per call; the function returns one result per item.
             cache: reuse the output of an earlier call with the same inputs
                 (any run): the key hashes the step's name, its function's
-                code and its arguments; kept in the run's store, or in this
-                process's memory without one.
+                code and default values, and its arguments; kept in the
+                run's store, or in this process's memory without one.
             cache_ttl: seconds a cached output stays valid (default: always).
             trigger: when the step runs, given how its dependencies ended:
                 ``"all_success"`` (default; otherwise it is skipped),
