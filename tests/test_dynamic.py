@@ -885,3 +885,19 @@ def test_context_outside_a_step_is_a_runtime_error() -> None:
     Flow("once").add("whoami", ds.whoami).run()
     with pytest.raises(RuntimeError, match="outside a running step"):
         microdag.context()  # nothing left behind in the caller's thread
+
+
+def test_threads_claim_map_units_and_count_them_atomically() -> None:
+    """Worker threads switching as often as the interpreter allows must still
+    claim every unit once and see the map end once."""
+    import sys
+
+    flow = Flow("claims").add("square", ds.square, map="items")
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(5):
+            run = flow.run({"items": list(range(20_000))}, executor="threads", max_workers=4)
+            assert run["square"] == [v * v for v in range(20_000)]
+    finally:
+        sys.setswitchinterval(before)

@@ -1107,8 +1107,11 @@ class _Runner:
 
         self.cond = threading.Condition()
         self.workers = workers
-        if sched.TWIN == "py":
-            self.kernel_lock = threading.RLock()
+        # Kernel calls of the compiled twin are atomic under the GIL, the
+        # runner's own bookkeeping around them (map claims and counts, a
+        # careful step's release and done) is not: both twins take this lock
+        # for it (the compiled hot loop does not need it and ignores it).
+        self.kernel_lock = threading.RLock()
         all_done = threading.Event()
         live = [workers]
         crashes: list[BaseException] = []
