@@ -199,9 +199,7 @@ class SQLiteStore(Store):
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
-            if not self._pending:
-                self._since = time.monotonic()
-                self._timer.arm()
+            self._pend()
             for r in records:
                 output, ref = r.output, None
                 if output is not None and len(output) >= BLOB_SIZE:
@@ -214,6 +212,14 @@ class SQLiteStore(Store):
                 )
             if len(self._pending) >= GROUP or time.monotonic() - self._since >= GROUP_SECONDS:
                 self._commit()
+
+    def _pend(self) -> None:
+        """About to buffer something (the caller holds the lock): if nothing
+        waits yet, it is the oldest, which the group commit's clock and the
+        commit timer start from."""
+        if not (self._pending or self._pending_logs or self._pending_graphs or self._pending_attempts):
+            self._since = time.monotonic()
+            self._timer.arm()
 
     def _commit(self, statements: "list[tuple[str, tuple[Any, ...]]] | None" = None) -> None:
         """Commit what is pending, and ``statements`` after it, in one transaction.
@@ -255,7 +261,14 @@ class SQLiteStore(Store):
             self._commit()
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
-        if not self._read("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
+        import sqlite3
+
+        try:
+            with self._lock:  # begin committed the run's row: nothing to commit before looking
+                known = self._db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
+        if known is None:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}")
         statements: list[tuple[str, tuple[Any, ...]]] = [
             ("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, run_id))
@@ -326,9 +339,7 @@ class SQLiteStore(Store):
 
     def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
         with self._lock:
-            if not self._pending and not self._pending_logs:
-                self._since = time.monotonic()
-                self._timer.arm()
+            self._pend()
             self._pending_logs.append((run_id, step, item, attempt, text))
 
     def save_attempt(
@@ -336,9 +347,7 @@ class SQLiteStore(Store):
         error_type: str, error_message: str,
     ) -> None:
         with self._lock:
-            if not self._pending and not self._pending_logs:
-                self._since = time.monotonic()
-                self._timer.arm()
+            self._pend()
             self._pending_attempts.append((run_id, step, item, attempt, started, finished, error_type, error_message))
 
     def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
@@ -464,9 +473,7 @@ class SQLiteStore(Store):
 
     def save_graph(self, fingerprint: str, graph: str) -> None:
         with self._lock:  # committed with the next records
-            if not self._pending and not self._pending_logs:
-                self._since = time.monotonic()
-                self._timer.arm()
+            self._pend()
             self._pending_graphs.append((fingerprint, graph))
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
