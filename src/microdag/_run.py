@@ -1062,6 +1062,17 @@ class _Runner:
             self.flags,
         )
 
+    def taken(self, frame: Frame, i: int, exc: "BaseException | None") -> None:
+        """``drive()`` returned step ``i``: run it carefully (``exc`` is
+        ``None``), or settle what it raised, keeping what it wrote."""
+        if exc is None:
+            self.run_careful(i)
+            return
+        frame.current[0] = -1
+        if self.store is not None:
+            self.take_logs(i)
+        self.settle_error(i, exc)
+
     def loop_inline(self) -> None:
         drive = sched.drive
         frame = self.frame()
@@ -1076,14 +1087,7 @@ class _Runner:
             while True:
                 r = drive(*args)
                 if r is not None:
-                    i, exc = r
-                    if exc is None:
-                        self.run_careful(i)
-                    else:
-                        frame.current[0] = -1
-                        if on_done is not None:
-                            self.take_logs(i)
-                        self.settle_error(i, exc)
+                    self.taken(frame, *r)
                     continue
                 frame.current[0] = -1
                 if self.check_cancel() and k.running == 0:
@@ -1193,17 +1197,11 @@ class _Runner:
                         self.run_units(ms)
             r = drive(*args)
             if r is not None:
-                i, exc = r
-                if i < 0:
+                if r[0] < 0:
                     with cond:
                         cond.notify_all()
-                elif exc is None:
-                    self.run_careful(i)
                 else:
-                    frame.current[0] = -1
-                    if on_done is not None:
-                        self.take_logs(i)
-                    self.settle_error(i, exc)
+                    self.taken(frame, *r)
                 continue
             frame.current[0] = -1
             self.check_cancel()
