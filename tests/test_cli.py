@@ -427,7 +427,7 @@ class Terminal(io.StringIO):
 class Ev:
     def __init__(self, kind, step, status=None, attempt=1, duration=0.01, error=None):
         self.kind, self.step, self.status, self.attempt = kind, step, status, attempt
-        self.duration, self.error = duration, error
+        self.duration, self.error, self.run_id = duration, error, "r-test"
 
 
 def test_progress_on_a_terminal_is_one_line_rewritten(monkeypatch):

@@ -414,6 +414,7 @@ class _Progress:
 
         self.stream = stream or sys.stderr
         self.total = total
+        self.run_id: str | None = None  # from the run's first event
         self.done = done
         self.running = 0
         self.failed = 0
@@ -430,6 +431,7 @@ class _Progress:
 
     def __call__(self, event: "Any") -> None:
         kind = event.kind
+        self.run_id = event.run_id
         with self.lock:
             if kind == "step_started":
                 if event.attempt == 1:
@@ -556,7 +558,10 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
         )
     except KeyboardInterrupt:
         progress.close()
-        run_id = options.get("run_id") or _last_run_id(store, flow.name)
+        run_id = progress.run_id
+        if run_id is None:
+            print("interrupted before the run started", file=sys.stderr)
+            return INTERRUPTED
         hint = "" if store_spec == DEFAULT_STORE else f" --store {store_spec}"
         print(f"interrupted: run {run_id} is recorded as cancelled", file=sys.stderr)
         if store_spec != "memory":
@@ -564,11 +569,6 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
         return INTERRUPTED
     progress.close()
     return _report_run(run, store_spec, args)
-
-
-def _last_run_id(store: "Store", flow: str) -> str:
-    runs = store.list_runs(flow=flow, limit=1)
-    return runs[0].id if runs else "?"
 
 
 # -- commands ---------------------------------------------------------------------------------
