@@ -18,25 +18,9 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 import microdag
-
-# -- sleeping ----------------------------------------------------------------------
-
-_GENERATION = [0]
-
-
-def release():
-    """End every :func:`nap` now running in this process."""
-    _GENERATION[0] += 1
-
-
-def nap(seconds):
-    """Sleep ``seconds`` in short slices; return early after :func:`release`."""
-    generation = _GENERATION[0]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and _GENERATION[0] == generation:
-        time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
-    return seconds
-
+from flowsteps import _GENERATION
+from flowsteps import release_sleepers as release  # ends every nap now running
+from flowsteps import sleeper as nap  # sleeps in short slices, ends early on release()
 
 # -- plain steps -----------------------------------------------------------------------
 

@@ -222,7 +222,7 @@ def sleeper(seconds):
     generation = _GENERATION[0]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and _GENERATION[0] == generation:
-        time.sleep(0.02)
+        time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
     return seconds
 
 
