@@ -199,7 +199,8 @@ class SQLiteStore(Store):
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
-            self._pend()
+            if not self._pending:  # (a group of records open: nothing to check per record)
+                self._pend()
             for r in records:
                 output, ref = r.output, None
                 if output is not None and len(output) >= BLOB_SIZE:
