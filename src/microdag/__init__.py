@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ._events import Event
     from ._flow import Flow
     from ._graph import Graph, TopologicalSorter
-    from ._run import Run, Task
+    from ._result import Run, Task
     from ._spec import load_flow
     from . import stores
 
@@ -45,14 +45,14 @@ _EXPORTS = {
     "Flow": ("_flow", "Flow"),
     "FlowError": ("_errors", "FlowError"),
     "Graph": ("_graph", "Graph"),
-    "Run": ("_run", "Run"),
+    "Run": ("_result", "Run"),
     "RunFailed": ("_errors", "RunFailed"),
     "SCHEDULER": ("_compat", "TWIN"),
     "Skip": ("_errors", "Skip"),
     "StepContext": ("_context", "StepContext"),
     "context": ("_context", "context"),
     "load_flow": ("_spec", "load_flow"),
-    "Task": ("_run", "Task"),
+    "Task": ("_result", "Task"),
     "TopologicalSorter": ("_graph", "TopologicalSorter"),
 }
 

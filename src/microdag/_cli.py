@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from ._flow import Flow
-    from ._run import Run
+    from ._result import Run
     from .stores import Store
 
 #: Where ``run`` keeps its runs when no ``--store`` is given, and where the

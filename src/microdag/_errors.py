@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
     from typing import Any
 
-__all__ = ["CycleError", "FlowError", "RunFailed", "Skip"]
+__all__ = ["CycleError", "FlowError", "RunFailed", "Skip", "StoreError"]
 
 
 def _path(cycle: "Sequence[Any]") -> str:
@@ -116,3 +116,9 @@ def _rebuild_skip(args: "tuple[Any, ...]") -> Skip:
     skip = Exception.__new__(Skip)
     skip.args = args
     return skip
+
+
+class StoreError(Exception):
+    """A store cannot be opened or used (not a microdag store, a newer schema,
+    a corrupt file, an unknown run, a run id that is taken); the message says
+    which, naming the file or the run."""

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-    from .stores import RunInfo, TaskRecord
+    from ._records import RunInfo, TaskRecord
 
 __all__ = ["render_report"]
 

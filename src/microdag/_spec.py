@@ -44,7 +44,8 @@ import os
 import sys
 
 from ._errors import CycleError, FlowError
-from ._flow import TRIGGERS, Flow
+from ._flow import Flow
+from ._plan import TRIGGERS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -560,7 +561,7 @@ class _Builder:
             self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
-        from ._flow import _Signature
+        from ._plan import _Signature
 
         try:
             params = [p for p, _ in _Signature(fn).params]

@@ -1,7 +1,8 @@
-"""The store interface, its records, and what every store shares: the codecs.
+"""The store interface and what every store shares.
 
-A store's methods are the whole contract between the runner and durable
-state (the contract tests in ``tests/test_stores.py`` hold every store to it):
+A store's methods are the whole contract between the runner's recorder and
+durable state (the contract tests in ``tests/test_stores.py`` hold every
+store to it):
 
 - :meth:`Store.begin` records a new run (``status="running"``);
 - :meth:`Store.save` upserts task records; a store may buffer them, but
@@ -11,30 +12,26 @@ state (the contract tests in ``tests/test_stores.py`` hold every store to it):
   :meth:`Store.list_runs` and :meth:`Store.load_run` read back;
 - :meth:`Store.prune` deletes old runs and the outputs only they used.
 
-Outputs travel encoded (``bytes``); the store holds encoded outputs below
-:data:`BLOB_SIZE` inline and bigger ones once each under their SHA-256.
+Outputs travel encoded (``bytes``, by the store's codec: ``_codec``); the
+store holds encoded outputs below ``BLOB_SIZE`` inline and bigger ones once
+each under their SHA-256 (``_files``).  The records are those of
+``microdag._records``; a stored run becomes a :class:`~microdag.Run` through
+:meth:`~microdag.Run.from_records`.
 """
 
+from .._errors import StoreError
+from .._records import RunInfo, StoredError, TaskRecord
+from ._codec import CODECS, decode, encode
+from ._files import BLOB_SIZE, OWNER, alive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable
     from typing import Any
 
-    from .._run import Run
+    from .._result import Run
 
-__all__ = ["BLOB_SIZE", "RunInfo", "Store", "StoreError", "TaskRecord"]
-
-#: Encoded outputs of this many bytes and more are kept by content hash.
-BLOB_SIZE = 64 * 1024
-
-CODECS = ("json", "pickle")
-
-
-class StoreError(Exception):
-    """A store cannot be opened or used (not a microdag store, a newer schema,
-    a corrupt file, an unknown run, a run id that is taken); the message says
-    which, naming the file or the run."""
+__all__ = ["BLOB_SIZE", "RunInfo", "Store", "StoreError", "StoredError", "TaskRecord"]
 
 
 class _CommitTimer:
@@ -69,136 +66,6 @@ class _CommitTimer:
             timer.cancel()
 
 
-class RunInfo:
-    """One run as a store records it (without its tasks)."""
-
-    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source")
-
-    def __init__(
-        self,
-        id: str,
-        flow: str,
-        fingerprint: str,
-        inputs: "dict[str, Any]",
-        status: str,
-        started: float,
-        finished: "float | None" = None,
-        source: "str | None" = None,
-    ) -> None:
-        self.id = id
-        self.flow = flow
-        self.fingerprint = fingerprint
-        self.inputs = inputs
-        self.status = status
-        self.started = started
-        self.finished = finished
-        self.source = source
-
-    def __repr__(self) -> str:
-        return f"<RunInfo {self.id} of {self.flow!r}: {self.status}>"
-
-
-class TaskRecord:
-    """One task (a step, or item ``item`` of a map step) as a store records it.
-
-    ``output`` is the encoded output (``None`` when there is none).
-    """
-
-    __slots__ = (
-        "step",
-        "item",
-        "status",
-        "attempts",
-        "started",
-        "finished",
-        "error_type",
-        "error_message",
-        "traceback",
-        "output",
-    )
-
-    def __init__(
-        self,
-        step: str,
-        item: int = -1,
-        status: str = "pending",
-        attempts: int = 0,
-        started: "float | None" = None,
-        finished: "float | None" = None,
-        error_type: "str | None" = None,
-        error_message: "str | None" = None,
-        traceback: "str | None" = None,
-        output: "bytes | None" = None,
-    ) -> None:
-        self.step = step
-        self.item = item
-        self.status = status
-        self.attempts = attempts
-        self.started = started
-        self.finished = finished
-        self.error_type = error_type
-        self.error_message = error_message
-        self.traceback = traceback
-        self.output = output
-
-    def as_tuple(self) -> tuple["Any", ...]:
-        return (
-            self.step, self.item, self.status, self.attempts, self.started, self.finished,
-            self.error_type, self.error_message, self.traceback, self.output,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TaskRecord) and self.as_tuple() == other.as_tuple()
-
-    def __repr__(self) -> str:
-        item = "" if self.item < 0 else f"[{self.item}]"
-        return f"<TaskRecord {self.step}{item} {self.status} attempts={self.attempts}>"
-
-
-def _owner() -> str:
-    import os
-
-    return f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
-
-
-#: This process, as a run's owner: ``host:pid``.
-OWNER = _owner()
-
-
-def _alive(owner: str) -> bool:
-    """Whether the process ``owner`` names may still run (another host: assume so)."""
-    import os
-
-    host, _, pid = owner.rpartition(":")
-    if host != OWNER.rpartition(":")[0]:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, OSError):
-        return True
-    return True
-
-
-class StoredError(Exception):
-    """A step's error read back from a store: its type's name, message and traceback."""
-
-    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
-        super().__init__(type_name, message, traceback)
-
-    @property
-    def type_name(self) -> str:
-        return str(self.args[0])
-
-    @property
-    def traceback(self) -> str:
-        return str(self.args[2])
-
-    def __str__(self) -> str:
-        return f"{self.args[0]}: {self.args[1]}"
-
-
 class Store:
     """Where runs are kept.  Subclasses implement the storage; see the module docs.
 
@@ -214,36 +81,16 @@ class Store:
     # -- codecs ----------------------------------------------------------------
 
     def encode(self, value: "Any", what: str) -> bytes:
-        """Encode an output (or the inputs); ``what`` names it in errors.
+        """Encode an output (or the inputs) with the store's codec; ``what``
+        names it in errors.
 
         Raises:
             TypeError: the JSON codec cannot represent the value exactly.
         """
-        if self.codec == "pickle":
-            import pickle
-
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        if type(value) is int:  # the commonest small output, as JSON writes it
-            return b"%d" % value
-        bad = _not_json(value)
-        if bad is not None:
-            raise TypeError(
-                f"{what} is not JSON: it holds a {bad}; store it with codec='pickle' "
-                "(trusted data only), or return JSON values (dict with str keys, list, "
-                "str, int, float, bool, None)"
-            )
-        # ASCII escapes keep str values exact, lone surrogates (file names) too.
-        text: str = _json_encoder().encode(value)
-        return text.encode()
+        return encode(self.codec, value, what)
 
     def decode(self, data: bytes) -> "Any":
-        if self.codec == "pickle":
-            import pickle
-
-            return pickle.loads(data)
-        import json
-
-        return json.loads(data)
+        return decode(self.codec, data)
 
     @staticmethod
     def digest(data: bytes) -> str:
@@ -325,7 +172,7 @@ class Store:
             StoreError: another live process holds the run (unless ``force``).
         """
         holder = self._swap_owner(run_id, OWNER, force)
-        if holder is not None and holder != OWNER and not force and _alive(holder):
+        if holder is not None and holder != OWNER and not force and alive(holder):
             raise StoreError(
                 f"run {run_id!r} is live in another process ({holder}); wait for it, or "
                 "pass force=True if that process is gone"
@@ -434,123 +281,7 @@ class Store:
         Raises:
             StoreError: no such run.
         """
-        from .._compat import sched
-        from .._run import Run
+        from .._result import Run
 
         info = self.run_info(run_id)
-        records = [r for r in self.tasks(run_id) if r.item < 0]
-        names = tuple(r.step for r in records)
-        codes = {
-            "pending": sched.PENDING,
-            "running": sched.RUNNING,
-            "succeeded": sched.SUCCEEDED,
-            "failed": sched.FAILED,
-            "skipped": sched.SKIPPED,
-            "cancelled": sched.CANCELLED,
-        }
-        states = bytes(codes.get(r.status, sched.PENDING) for r in records)
-        errors = {
-            i: StoredError(r.error_type, r.error_message or "", r.traceback or "")
-            for i, r in enumerate(records)
-            if r.error_type is not None
-        }
-        first = min(errors, default=-1, key=lambda i: records[i].finished or 0.0)
-        outputs = _Outputs(self, run_id, {r.step for r in records if r.output is not None})
-        return Run(
-            info.id,
-            info.flow,
-            info.status,
-            outputs,  # type: ignore[arg-type]
-            info.inputs,
-            info.started,
-            info.finished or info.started,
-            errors.get(first),
-            names,
-            {name: i for i, name in enumerate(names)},
-            states,
-            [r.attempts for r in records],
-            [r.started or 0.0 for r in records],
-            [r.finished or 0.0 for r in records],
-            errors,  # type: ignore[arg-type]
-            0.0,
-        )
-
-
-class _Outputs:
-    """Read-only mapping of step -> output, decoded from the store when read."""
-
-    def __init__(self, store: Store, run_id: str, steps: "set[str]") -> None:
-        self._store = store
-        self._run_id = run_id
-        self._steps = steps
-        self._cache: dict[str, Any] = {}
-
-    def __getitem__(self, step: str) -> "Any":
-        if step not in self._steps:
-            raise KeyError(step)
-        if step not in self._cache:
-            self._cache[step] = self._store.output(self._run_id, step)
-        return self._cache[step]
-
-    def __contains__(self, step: object) -> bool:
-        return step in self._steps
-
-    def __iter__(self) -> "Iterator[str]":
-        return iter(sorted(self._steps))
-
-    def __len__(self) -> int:
-        return len(self._steps)
-
-    def get(self, step: str, default: "Any" = None) -> "Any":
-        return self[step] if step in self._steps else default
-
-    def keys(self) -> "list[str]":
-        return sorted(self._steps)
-
-    def items(self) -> "list[tuple[str, Any]]":
-        return [(step, self[step]) for step in sorted(self._steps)]
-
-    def values(self) -> "list[Any]":
-        return [self[step] for step in sorted(self._steps)]
-
-
-_ENCODER: "Any" = None
-
-
-def _json_encoder() -> "Any":
-    global _ENCODER
-    if _ENCODER is None:
-        import json
-
-        _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=False)
-    return _ENCODER
-
-
-def _not_json(value: "Any") -> "str | None":
-    """What keeps ``value`` from being a JSON value exactly, or ``None``."""
-    stack = [value]
-    containers: set[int] = set()
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if v is None or t in (str, int, bool):
-            continue
-        if t is list or t is dict:
-            if id(v) in containers:
-                return f"{t.__name__} that contains itself (or is shared)"
-            containers.add(id(v))
-        if t is float:
-            if v != v or v in (float("inf"), float("-inf")):
-                return f"float {v!r}"
-            continue
-        if t is list:
-            stack.extend(v)
-        elif t is dict:
-            for k in v:
-                if type(k) is not str:
-                    return f"dict key of type {type(k).__name__}"
-            stack.extend(v.values())
-        else:
-            return f"{t.__name__}"
-    return None
-
+        return Run.from_records(info, self.tasks(run_id), lambda step: self.output(run_id, step))

@@ -21,8 +21,10 @@ import json
 import os
 import threading
 
-from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive, _CommitTimer
-from ._sqlite import drop_blobs, put_blob, write_atomic
+from .._errors import StoreError
+from .._records import RunInfo, TaskRecord
+from ._base import Store, _CommitTimer
+from ._files import BLOB_SIZE, OWNER, alive, doomed, drop_blobs, put_blob, write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -290,7 +292,7 @@ class JSONStore(Store):
                     before: str | None = f.read().strip() or None
             except FileNotFoundError:
                 before = None
-            if force or owner is None or before is None or before == owner or not _alive(before):
+            if force or owner is None or before is None or before == owner or not alive(before):
                 try:
                     if owner is None:
                         if before is not None:
@@ -333,12 +335,10 @@ class JSONStore(Store):
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
         import shutil
 
-        from ._memory import _doomed
-
         self.flush()
-        doomed = _doomed(self.list_runs(), older_than, keep_last)
+        gone = doomed(self.list_runs(), older_than, keep_last)
         with self._lock:
-            for run_id in doomed:
+            for run_id in gone:
                 shutil.rmtree(self._run_dir(run_id))
             used: set[str | None] = set()
             for run_id in os.listdir(os.path.join(self.path, "runs")):
@@ -348,7 +348,7 @@ class JSONStore(Store):
                         with open(os.path.join(folder, name), "rb") as f:
                             used.update(row.get("output_ref") for row in json.load(f))
             drop_blobs(os.path.join(self.path, "blobs"), used, self.list_runs())
-        return len(doomed)
+        return len(gone)
 
     def _graph_path(self, fingerprint: str) -> str:
         return os.path.join(self.path, "graphs", _safe(fingerprint) + ".json")

@@ -2,7 +2,10 @@
 
 import threading
 
-from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord
+from .._errors import StoreError
+from .._records import RunInfo, TaskRecord
+from ._base import Store
+from ._files import BLOB_SIZE, OWNER, alive, doomed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -82,12 +85,10 @@ class MemoryStore(Store):
             )
 
     def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
-        from ._base import _alive
-
         with self._lock:
             self._info(run_id)
             before = self._owners.get(run_id)
-            if force or owner is None or before is None or before == owner or not _alive(before):
+            if force or owner is None or before is None or before == owner or not alive(before):
                 if owner is None:
                     self._owners.pop(run_id, None)
                 else:
@@ -149,9 +150,9 @@ class MemoryStore(Store):
         return runs if limit is None else runs[:limit]
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
-        doomed = _doomed(self.list_runs(), older_than, keep_last)
+        gone = doomed(self.list_runs(), older_than, keep_last)
         with self._lock:
-            for run_id in doomed:
+            for run_id in gone:
                 del self._runs[run_id]
                 del self._tasks[run_id]
                 self._owners.pop(run_id, None)
@@ -165,7 +166,7 @@ class MemoryStore(Store):
                         used.add(blob.digest)
             for digest in set(self._blobs) - used:
                 del self._blobs[digest]
-        return len(doomed)
+        return len(gone)
 
     def save_graph(self, fingerprint: str, graph: str) -> None:
         with self._lock:
@@ -192,22 +193,3 @@ def _copy_info(info: RunInfo) -> RunInfo:
     return RunInfo(
         info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished, info.source
     )
-
-
-def _doomed(runs: "list[RunInfo]", older_than: "float | None", keep_last: "int | None") -> "list[str]":
-    """Ids of the runs ``prune`` deletes (``runs`` newest first)."""
-    import time
-
-    cutoff = None if older_than is None else time.time() - older_than
-    seen: dict[str, int] = {}
-    doomed = []
-    for run in runs:
-        rank = seen[run.flow] = seen.get(run.flow, 0) + 1
-        if keep_last is not None and rank <= keep_last:
-            continue
-        if cutoff is not None and run.started >= cutoff:
-            continue
-        if cutoff is None and keep_last is None:
-            continue
-        doomed.append(run.id)
-    return doomed

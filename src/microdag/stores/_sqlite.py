@@ -20,7 +20,10 @@ import os
 import threading
 import time
 
-from ._base import BLOB_SIZE, OWNER, RunInfo, Store, StoreError, TaskRecord, _alive, _CommitTimer
+from .._errors import StoreError
+from .._records import RunInfo, TaskRecord
+from ._base import Store, _CommitTimer
+from ._files import BLOB_SIZE, OWNER, alive, doomed, drop_blobs, put_blob
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -379,7 +382,7 @@ class SQLiteStore(Store):
                 try:
                     row = db.execute("SELECT owner FROM owners WHERE run_id = ?", (run_id,)).fetchone()
                     before = None if row is None else row[0]
-                    if force or owner is None or before is None or before == owner or not _alive(before):
+                    if force or owner is None or before is None or before == owner or not alive(before):
                         if owner is None:
                             db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
                         else:
@@ -453,14 +456,12 @@ class SQLiteStore(Store):
         return [RunInfo(r[0], r[1], r[2], self.decode(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
-        from ._memory import _doomed
-
-        doomed = _doomed(self.list_runs(), older_than, keep_last)
+        gone = doomed(self.list_runs(), older_than, keep_last)
         with self._lock:
             self._commit()
             db = self._db
             db.execute("BEGIN IMMEDIATE")
-            for run_id in doomed:
+            for run_id in gone:
                 db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM logs WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
@@ -470,7 +471,7 @@ class SQLiteStore(Store):
             used |= {row[0] for row in db.execute("SELECT output_ref FROM cache WHERE output_ref IS NOT NULL")}
             db.execute("COMMIT")
         drop_blobs(self.blobs, used, self.list_runs())
-        return len(doomed)
+        return len(gone)
 
     def save_graph(self, fingerprint: str, graph: str) -> None:
         with self._lock:  # committed with the next records
@@ -494,60 +495,3 @@ class SQLiteStore(Store):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
-
-
-def put_blob(folder: str, data: bytes, store: str) -> str:
-    """Keep ``data`` once under ``folder/<ab>/<sha256>``; return the digest."""
-    from .._compat import sha256
-
-    digest: str = sha256(data).hexdigest()
-    sub = os.path.join(folder, digest[:2])
-    path = os.path.join(sub, digest)
-    try:
-        if os.path.exists(path):
-            os.utime(path)  # fresh again: prune's grace period starts over
-        else:
-            os.makedirs(sub, exist_ok=True)
-            write_atomic(path, data)
-    except OSError as exc:
-        raise StoreError(f"cannot write to store {store!r}: {exc}") from None
-    return digest
-
-
-def drop_blobs(folder: str, used: "set[Any]", runs: "list[RunInfo]") -> None:
-    """Delete the blobs under ``folder`` that ``used`` does not name.
-
-    A run still ``running`` (in another process, or buffered in another store
-    object) may use blobs whose records are not committed yet: blobs written
-    since the oldest such run started are kept.
-    """
-    if not os.path.isdir(folder):
-        return
-    running = [r.started for r in runs if r.status == "running"]
-    keep_after = min(running) - 1.0 if running else None
-    for sub in os.listdir(folder):
-        for name in os.listdir(os.path.join(folder, sub)):
-            path = os.path.join(folder, sub, name)
-            if name in used or name.endswith(".tmp"):
-                continue
-            if keep_after is not None and os.path.getmtime(path) >= keep_after:
-                continue
-            os.remove(path)
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
-    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

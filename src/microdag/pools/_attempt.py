@@ -1,0 +1,126 @@
+"""One attempt, as a pool runs it: :class:`Attempt`, and the call on the worker's side.
+
+An :class:`Attempt` is one try of a step, or of one unit of a map step (an
+item, or a batch of items).  The runner's state machine makes one for each
+try, a pool runs it (``invoke(fn, kwargs, attempt)`` in a worker process, an
+executor's thread, an event loop) and hands it back with the outcome; the
+state machine settles it.  It pickles, and carries what the worker needs to
+answer ``microdag.context()``: the run's id, flow and folder, the step's name,
+the item and the attempt number.
+"""
+
+from .._context import Frame, enter, leave
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ["Attempt", "Captured", "awaited", "invoke"]
+
+
+class Attempt:
+    """One try of a step (``unit == -1``) or of unit ``unit`` of a map step.
+
+    Attributes:
+        step: the step's id in the plan.
+        unit: the map unit's index, or -1 for a step.
+        item: the map item index (a batch: its first item's), or ``None``.
+        number: the attempt number, 1 for the first.
+        name: the step's name.
+        timeout: seconds the attempt may take, or ``None``.
+        run_id, flow, run_dir: the run's id, flow name and folder (``None``:
+            a temporary one).
+        capture: whether the worker captures what the step prints and logs.
+        started, finished: the runner's clock readings (``0.0`` until set).
+    """
+
+    __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
+                 "capture", "started", "finished")
+
+    def __init__(
+        self,
+        step: int,
+        unit: int,
+        item: "int | None",
+        number: int,
+        name: str,
+        timeout: "float | None",
+        run_id: str,
+        flow: str,
+        run_dir: "str | None" = None,
+        capture: bool = False,
+        started: float = 0.0,
+        finished: float = 0.0,
+    ) -> None:
+        self.step = step
+        self.unit = unit
+        self.item = item
+        self.number = number
+        self.name = name
+        self.timeout = timeout
+        self.run_id = run_id
+        self.flow = flow
+        self.run_dir = run_dir
+        self.capture = capture
+        self.started = started
+        self.finished = finished
+
+    def __reduce__(self) -> "Any":
+        return (Attempt, (self.step, self.unit, self.item, self.number, self.name, self.timeout,
+                          self.run_id, self.flow, self.run_dir, self.capture, self.started, self.finished))
+
+    def describe(self) -> str:
+        """``step 'name'``, or ``step 'name' item 3``: the attempt in messages."""
+        if self.item is None:
+            return f"step {self.name!r}"
+        return f"step {self.name!r} item {self.item}"
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.describe()} #{self.number}>"
+
+
+class Captured:
+    """A step's result with the text it printed and logged (from a worker)."""
+
+    __slots__ = ("value", "text")
+
+    def __init__(self, value: "Any", text: str) -> None:
+        self.value = value
+        self.text = text
+
+    def __reduce__(self) -> "Any":
+        return (Captured, (self.value, self.text))
+
+
+def awaited(result: "Any") -> "Any":
+    """``result``, or what it returns when run to completion if it is a coroutine."""
+    if hasattr(result, "__await__") and hasattr(result, "send"):
+        import asyncio
+
+        return asyncio.run(result)
+    return result
+
+
+def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt | None" = None) -> "Any":
+    """Call ``fn(**kwargs)`` as ``attempt`` of its step: what a pool's worker runs.
+
+    The step's ``microdag.context()`` answers from ``attempt``; with
+    ``attempt.capture`` what it prints and logs comes back with its result as
+    a :class:`Captured` (an exception carries it as ``__microdag_logs__``).  A
+    module-level function, so that it pickles for process executors.
+    """
+    if attempt is None:
+        return awaited(fn(**kwargs))
+    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
+    frame.current[:] = [0, attempt.item, attempt.number]
+    token = enter(frame)
+    try:
+        if attempt.capture:
+            from .._capture import captured_call
+
+            result, text = captured_call(lambda: awaited(fn(**kwargs)), {})
+            return Captured(result, text)
+        return awaited(fn(**kwargs))
+    finally:
+        leave(token)

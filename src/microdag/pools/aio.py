@@ -1,0 +1,139 @@
+"""The running event loop as a pool, for ``Flow.arun``.
+
+``async def`` steps become tasks of the loop: a timeout cancels the task, so
+its slot is free at once.  Other steps run on a thread pool of the pool's
+size: a timeout abandons the call (Python cannot stop a thread), reports the
+attempt as timed out at its deadline, and keeps its slot taken until the call
+returns, as :mod:`.executor` does.  ``wait`` is a coroutine; otherwise the
+contract is :class:`~microdag.pools.Pool`'s.
+
+State: ``_running`` (asyncio future -> attempt and deadline, ``None`` for
+tasks, which time themselves out), ``_abandoned`` (thread calls given up on).
+"""
+
+import time
+
+from . import until_deadline
+from ._attempt import Captured, invoke
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+    from typing import Any
+
+    from . import Outcome
+    from ._attempt import Attempt
+
+__all__ = ["AsyncPool"]
+
+
+async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt") -> "Any":
+    """One attempt of an async step, as a task of the running loop (own context frame)."""
+    from .._context import Frame, enter
+
+    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
+    frame.current[:] = [0, attempt.item, attempt.number]
+    enter(frame)  # a task runs in a copy of the context: this stays in the task
+    if not attempt.capture:
+        return await cancel_after(fn(**kwargs), attempt)
+    from .._capture import start
+
+    buffer, _ = start()  # the task's own context: nothing to reset
+    try:
+        value = await cancel_after(fn(**kwargs), attempt)
+    except BaseException as exc:
+        exc.__microdag_logs__ = "".join(buffer)  # type: ignore[attr-defined]
+        raise
+    return Captured(value, "".join(buffer))
+
+
+async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
+    """Await ``coro``; past ``attempt.timeout`` cancel it and raise ``TimeoutError``."""
+    if attempt.timeout is None:
+        return await coro
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(coro, attempt.timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"{attempt.describe()} timed out after {attempt.timeout:g} s (it was cancelled)"
+        ) from None
+
+
+class AsyncPool:
+    """Async steps as tasks, other steps on threads (see the module docs)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._running: dict[asyncio.Future[Any], tuple[Attempt, float | None]] = {}
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        self._threads: Any = None
+
+    def free(self) -> int:
+        return self._size - len(self._running) - len(self._abandoned)
+
+    def busy(self) -> int:
+        return len(self._running) + len(self._abandoned)
+
+    def submit(self, attempt: "Attempt", fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> None:
+        import asyncio
+        import inspect
+
+        if inspect.iscoroutinefunction(fn):
+            self._running[asyncio.ensure_future(_run_coroutine(fn, kwargs, attempt))] = (attempt, None)
+            return
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="microdag arun")
+        future = asyncio.wrap_future(self._threads.submit(invoke, fn, kwargs, attempt))
+        deadline = None if attempt.timeout is None else time.monotonic() + attempt.timeout
+        self._running[future] = (attempt, deadline)
+
+    async def wait(self, timeout: "float | None") -> "list[Outcome]":
+        import asyncio
+
+        if not self._running and not self._abandoned:
+            await asyncio.sleep(timeout or 0)
+            return []
+        timeout = until_deadline(timeout, [d for _, d in self._running.values() if d is not None])
+        done, _ = await asyncio.wait(
+            [*self._running, *self._abandoned], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        out: list[Outcome] = []
+        for future in done:
+            if future in self._abandoned:
+                self._abandoned.discard(future)
+                if not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" warning
+                continue
+            attempt, _ = self._running.pop(future)
+            if future.cancelled():
+                out.append((attempt, False, asyncio.CancelledError()))
+            elif future.exception() is not None:
+                out.append((attempt, False, future.exception()))
+            else:
+                out.append((attempt, True, future.result()))
+        now = time.monotonic()
+        for future, (attempt, deadline) in list(self._running.items()):
+            if deadline is not None and now >= deadline and not future.done():
+                del self._running[future]
+                self._abandoned.add(future)
+                out.append((attempt, False, TimeoutError(
+                    f"{attempt.describe()} timed out after {attempt.timeout:g} s (the call was "
+                    "abandoned; its thread is not reused until the call returns)")))
+        return out
+
+    def kill_running(self) -> "list[Attempt]":
+        """Cancel the step tasks (a call on a thread is left to finish); return their attempts."""
+        attempts = [attempt for attempt, _ in self._running.values()]
+        for future in self._running:
+            future.cancel()
+        self._running.clear()
+        return attempts
+
+    def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,118 @@
+"""The runner: runs a compiled plan on a backend and returns its :class:`~microdag.Run`.
+
+How a run flows: :func:`execute` (``Flow.run``) or :func:`execute_async`
+(``Flow.arun``) checks the options and sets the run up (``_setup``: the
+state machine of ``_state`` with the recorder of ``_recorder``); one loop
+runs it: ``inline`` (the caller's thread), ``threads`` (N workers), or
+``dispatch`` (processes, any ``concurrent.futures`` executor, the running
+event loop, through the pools of :mod:`microdag.pools`); then the run's end
+is recorded, the kernel let go of, the hooks told, and an interruption
+(Ctrl-C, a cancelled ``arun`` task) raised again.
+
+The modules, from the bottom: ``_cache`` (cache keys), ``_maps`` (map units),
+``_recorder`` (all store I/O), ``_state`` (the state machine), ``_local``
+(attempts in the calling thread), ``inline``/``threads``/``dispatch`` (the
+loops), ``_setup``; this module ties them together.  Nothing here imports
+the :class:`~microdag.Flow` facade: it hands its plan over.
+"""
+
+from .._events import log
+from ._setup import prepare, release
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from .._plan import _Plan
+    from .._result import Run
+    from ._state import Runner
+
+__all__ = ["execute", "execute_async"]
+
+
+def execute(
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", *,
+    raise_on_failure: bool, **options: "Any",
+) -> "Run":
+    """Run ``plan`` (the implementation of :meth:`Flow.run`; options as there)."""
+    runner, given = prepare(plan, flow, source, inputs, **options)
+    executor = options["executor"]
+    max_workers = options["max_workers"]
+    try:
+        if executor == "inline":
+            from .inline import run_inline
+
+            run_inline(runner)
+        elif executor == "threads":
+            from ..pools import default_workers
+            from .threads import run_threads
+
+            run_threads(runner, max_workers or default_workers("threads"))
+        else:
+            _run_on_pool(runner, executor, max_workers)
+    except BaseException as exc:  # Ctrl-C in the inline loop
+        if runner.interrupt is None:
+            runner.interrupt = exc
+    return _finish(runner, given, raise_on_failure)
+
+
+def _run_on_pool(runner: "Runner", executor: "Any", max_workers: "int | None") -> None:
+    from ..pools import default_workers
+    from .dispatch import run_pool
+
+    pool: Any
+    if executor == "processes":
+        from ..pools.process import ProcessPool
+
+        pool = ProcessPool(max_workers or default_workers("processes"))
+    else:
+        from ..pools.executor import ExecutorPool
+
+        pool = ExecutorPool(executor, max_workers or default_workers(executor))
+    try:
+        run_pool(runner, pool)
+    finally:
+        pool.close()
+
+
+async def execute_async(
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", *,
+    raise_on_failure: bool, **options: "Any",
+) -> "Run":
+    """Run ``plan`` in the running event loop (the implementation of :meth:`Flow.arun`)."""
+    from ..pools import default_workers
+    from ..pools.aio import AsyncPool
+    from .dispatch import run_async
+
+    runner, given = prepare(plan, flow, source, inputs, executor="inline", **options)
+    pool = AsyncPool(options["max_workers"] or default_workers("threads"))
+    try:
+        await run_async(runner, pool)
+    except BaseException as exc:  # cancelled, or Ctrl-C
+        if runner.interrupt is None:
+            runner.interrupt = exc
+    finally:
+        pool.close()
+    return _finish(runner, given, raise_on_failure)
+
+
+def _finish(runner: "Runner", given: "dict[str, Any]", raise_on_failure: bool) -> "Run":
+    """Record the run, let go of the kernel, report; raise an interruption again."""
+    from .._result import run_failed
+
+    try:
+        with runner.lock:
+            if runner.interrupt is not None and not runner.stopping:
+                runner.stop()
+        run = runner.result(given)
+    finally:
+        release(runner)
+    if runner.debug:
+        log(10, "run %s of flow %r finished: %s", run.id, run.flow, run.status)
+    runner.emit("run_finished", status=run.status, duration=run.duration)
+    if runner.interrupt is not None:
+        raise runner.interrupt
+    if raise_on_failure and run.status != "succeeded":
+        raise run_failed(run)
+    return run

@@ -1,0 +1,344 @@
+"""Map steps: one step, many units (items, or batches of items), each an attempt of its own.
+
+A map step is one ``RUNNING`` node of the kernel from the moment it starts
+until its last unit settles.  Starting it expands the value it maps over into
+units (:class:`MapRun`); loops claim units (threads in chunks, pools one at
+a time) and report each one back as an :class:`~microdag.pools._attempt.Attempt`
+through the state machine's one path (``Runner.settle`` and
+``Runner.failed``: retries, skips and interrupts are decided there, the same
+way as for steps).  When the last unit settles, the step fails with its first
+failed item's error, or succeeds with the list of results in item order.
+
+State of a :class:`MapRun`: ``units`` and ``results`` by unit index;
+``next`` (the first unit nobody claimed), ``pending`` (units not settled),
+``tries`` (attempts of the units that were tried more than once, or that a
+resumed run recorded), ``errors`` (failed units), ``finished``; ``todo``
+lists the units still to run in a resumed run.  Claims and counts change
+under the runner's lock; a unit's result slot belongs to whoever claimed it.
+
+A map step's ``attempts`` is the largest number of attempts any of its units
+took.
+"""
+
+from .._compat import sched
+from ..pools._attempt import Attempt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._state import Runner
+
+__all__ = ["MapRun", "Maps"]
+
+
+class MapRun:
+    """One map step being run: its units and how far they got."""
+
+    __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
+                 "tries", "errors", "finished", "todo")
+
+    def __init__(
+        self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
+        units: "list[Any]", size: "int | None",
+    ) -> None:
+        self.i = i
+        self.names = names
+        self.values = values
+        self.pos = pos
+        self.units = units
+        self.size = size
+        self.results: list[Any] = [None] * len(units)
+        self.next = 0
+        self.pending = len(units)
+        self.tries: dict[int, int] = {}
+        self.errors: dict[int, BaseException] = {}
+        self.finished = False
+        self.todo: list[int] | None = None
+
+    def unclaimed(self) -> bool:
+        """Whether some unit of this map is still to be claimed."""
+        return self.next < self.count() and not self.finished
+
+    def count(self) -> int:
+        """How many units this run of the map claims in all."""
+        return len(self.units) if self.todo is None else len(self.todo)
+
+    def take(self) -> int:
+        """Claim the next unit (the caller holds the lock); its index."""
+        k = self.next
+        self.next = k + 1
+        return k if self.todo is None else self.todo[k]
+
+    def kwargs(self, j: int) -> "dict[str, Any]":
+        """The keyword arguments of unit ``j``."""
+        kwargs = dict(zip(self.names, self.values))
+        kwargs[self.names[self.pos]] = self.units[j]
+        return kwargs
+
+    def item(self, j: int) -> int:
+        """The index of unit ``j``'s (first) item."""
+        return j * (self.size or 1)
+
+
+class Maps:
+    """The map steps of one run that are being run (see the module docs)."""
+
+    def __init__(self, runner: "Runner") -> None:
+        self.r = runner
+        self.running: list[MapRun] = []
+        self.of: dict[int, MapRun] = {}
+        #: Resume: map step id -> {recorded item index: attempts} of its succeeded units.
+        self.resumed: dict[int, dict[int, int]] = {}
+
+    # -- starting -----------------------------------------------------------------
+
+    def start(self, i: int) -> None:
+        """Start map step ``i`` *(owner; locks)*: expand it into units, or
+        settle it at once (not iterable: failed; no items, or every unit
+        recorded by the resumed run: succeeded)."""
+        r = self.r
+        step = r.plan.steps[i]
+        assert step.map is not None
+        names = r.kwnames[i]
+        values = [r.value(d) for d in r.plan.argdeps[i]]
+        values.extend(r.consts[i])
+        r.attempts[i] += 1
+        r.emit("step_started", i, attempt=r.attempts[i])
+        r.started[i] = r.clock()
+        if step.map not in names:  # an optional flow input left at its default
+            default = next(d for p, _, d in r.plan.input_params[i] if p == step.map)
+            names = names + (step.map,)
+            values.append(default)
+        pos = names.index(step.map)
+        value = values[pos]
+        try:
+            items = list(value)
+        except TypeError:
+            r.finished[i] = r.clock()
+            r.fail(i, TypeError(
+                f"step {r.names[i]!r} maps over parameter {step.map!r}, but its value is not "
+                f"iterable ({type(value).__name__})"
+            ))
+            return
+        size = step.batch_size
+        units = items if size is None else [items[j : j + size] for j in range(0, len(items), size)]
+        if not units:
+            r.finished[i] = r.clock()
+            r.succeed(i, [])
+            return
+        ms = MapRun(i, names, values, pos, units, size)
+        recorded = self.resumed.pop(i, None)
+        with r.lock:
+            self.of[i] = ms
+        if recorded and not self._take_recorded(ms, recorded):
+            return
+        with r.lock:
+            self.running.append(ms)
+        r.wake()
+
+    def _take_recorded(self, ms: MapRun, recorded: "dict[int, int]") -> bool:
+        """Resume: fill in the units of ``ms`` its run records as succeeded (a
+        unit is recorded under its first item's index); ``False`` when that
+        settled the whole map."""
+        base = ms.size or 1
+        name = self.r.names[ms.i]
+        done: set[int] = set()
+        for item, tries in recorded.items():
+            j, rest = divmod(item, base)
+            if rest or j >= len(ms.units):
+                continue
+            try:
+                result = self.r.recorder.output(name, item)
+            except KeyError:
+                continue
+            if ms.size is not None and (not isinstance(result, list) or len(result) != len(ms.units[j])):
+                continue
+            ms.results[j] = result
+            ms.tries[j] = tries
+            done.add(j)
+        ms.todo = [j for j in range(len(ms.units)) if j not in done]
+        ms.pending = len(ms.todo)
+        if ms.todo:
+            return True
+        self.finish(ms)
+        return False
+
+    # -- claiming units ---------------------------------------------------------------
+
+    def claimable(self) -> bool:
+        """Whether some running map has units nobody claimed yet."""
+        return any(ms.unclaimed() for ms in self.running)
+
+    def unclaimed(self) -> "list[MapRun]":
+        """The running maps with units nobody claimed yet."""
+        return [ms for ms in self.running if ms.unclaimed()]
+
+    def claim(self, ms: MapRun) -> "tuple[int, int]":
+        """Claim the next units of ``ms`` for this thread *(locks)*: ``(start, stop)``.
+
+        Chunks shrink as the map nears its end, so that threads finish
+        together; with a cancel event, one unit at a time, so that a set event
+        stops the map between two items.
+        """
+        r = self.r
+        if r.cancel is not None and r.check_cancel():
+            return 0, 0
+        with r.lock:
+            left = ms.count() - ms.next
+            if ms.finished or left <= 0:
+                return 0, 0
+            if ms.todo is not None:
+                j = ms.take()
+                return j, j + 1
+            chunk = 1 if r.cancel is not None else max(1, min(256, left // (4 * r.workers)))
+            start = ms.next
+            ms.next = start + chunk
+            return start, start + chunk
+
+    def next_unit(self) -> "Attempt | None":
+        """Claim one unit of a running map, for a pool *(locks)*."""
+        with self.r.lock:
+            for ms in self.running:
+                if ms.unclaimed():
+                    j = ms.take()
+                    break
+            else:
+                return None
+        return self.begin_unit(ms, j)
+
+    def begin_unit(self, ms: MapRun, j: int) -> Attempt:
+        """The next attempt of unit ``j`` of ``ms``, which the caller claimed."""
+        r = self.r
+        number = ms.tries[j] = ms.tries.get(j, 0) + 1
+        i = ms.i
+        return Attempt(i, j, ms.item(j), number, r.names[i], r.plan.steps[i].timeout, r.run_id, r.flow,
+                       r.run_dir, r.capture, r.clock())
+
+    def hot_attempt(self, ms: MapRun, j: int) -> Attempt:
+        """The attempt of unit ``j`` that the hot loop (``run_items``) just made."""
+        att = self.begin_unit(ms, j)
+        att.finished = att.started
+        return att
+
+    def again(self, att: Attempt) -> "Attempt | None":
+        """The retry of unit attempt ``att``, or ``None`` if its map has ended."""
+        ms = self.of.get(att.step)
+        if ms is None or ms.finished:
+            return None
+        return self.begin_unit(ms, att.unit)
+
+    # -- settling units ------------------------------------------------------------
+
+    def over(self, att: Attempt) -> bool:
+        """Whether the map of unit attempt ``att`` has ended (its outcome is moot)."""
+        ms = self.of.get(att.step)
+        return ms is None or ms.finished
+
+    def settle(self, att: Attempt, ok: bool, value: "Any") -> None:
+        """Unit attempt ``att`` ended (see ``Runner.settle``)."""
+        ms = self.of.get(att.step)
+        if ms is None or ms.finished:
+            return
+        if not ok:
+            self.r.failed(att, value)
+            return
+        ms.results[att.unit] = value
+        self.units_done(ms, att.unit, att.unit + 1, att)
+
+    def units_done(self, ms: MapRun, start: int, stop: int, att: "Attempt | None" = None) -> None:
+        """Units ``start .. stop-1`` of ``ms`` returned; their results are in
+        ``ms.results`` (``att``: the attempt, when there is one unit) *(locks)*."""
+        if stop <= start or ms.finished:
+            return
+        r = self.r
+        bad = []
+        if ms.size is not None:  # a batch must return one result per item
+            for j in range(start, stop):
+                got = ms.results[j]
+                if not hasattr(got, "__len__") or len(got) != len(ms.units[j]):
+                    bad.append(j)
+        if att is not None and not bad:
+            r.recorder.unit_succeeded(att, ms.results[att.unit])
+        with r.lock:
+            ms.pending -= stop - start - len(bad)
+            last = ms.pending == 0
+        for j in bad:
+            got = ms.results[j]
+            want = len(ms.units[j])
+            first = ms.item(j)
+            what = f"{len(got)} results" if hasattr(got, "__len__") else f"a {type(got).__name__}"
+            error = ValueError(
+                f"step {r.names[ms.i]!r}: the batch of items {first} to {first + want - 1} "
+                f"returned {what} for its {want} items (a batch must return one result per item)"
+            )
+            r.failed(att if att is not None else self.hot_attempt(ms, j), error, retry=False)
+        if last:
+            self.finish(ms)
+
+    def unit_failed(self, att: Attempt, exc: BaseException) -> None:
+        """Unit attempt ``att`` raised ``exc`` and is not retried: its item fails
+        *(locks)*; the map ends when it was the last unit, or under ``fail_fast``."""
+        r = self.r
+        ms = self.of[att.step]
+        if ms.finished:
+            return
+        exc.add_note(f"microdag: item {att.item} of map step {r.names[ms.i]!r} failed on attempt {att.number}")
+        r.recorder.unit_failed(att, exc)
+        with r.lock:
+            ms.errors[att.unit] = exc
+            ms.pending -= 1
+            last = ms.pending == 0
+        if r.fail_fast or last:
+            self.finish(ms)
+
+    def end(self, att: Attempt) -> bool:
+        """End the map of unit attempt ``att`` early (a unit skipped or was
+        interrupted) *(locks)*; ``False`` if ``att`` is a step's."""
+        if att.unit < 0:
+            return False
+        ms = self.of[att.step]
+        with self.r.lock:
+            ms.finished = True
+            if ms in self.running:
+                self.running.remove(ms)
+        return True
+
+    def finish(self, ms: MapRun) -> None:
+        """Settle map step ``ms.i`` from its units *(locks)*: fail it with the
+        first failed item's error, else succeed with the results in order."""
+        r = self.r
+        with r.lock:
+            if ms.finished:
+                return
+            ms.finished = True
+            if ms in self.running:
+                self.running.remove(ms)
+        i = ms.i
+        r.finished[i] = r.clock()
+        if ms.tries:
+            r.attempts[i] = max(r.attempts[i], max(ms.tries.values()))
+        if ms.errors:
+            r.fail(i, ms.errors[min(ms.errors)])
+            return
+        results = ms.results
+        if ms.size is not None:
+            from itertools import chain
+
+            results = list(chain.from_iterable(results))
+        r.succeed(i, results)
+
+    def stop(self) -> "list[int]":
+        """The run stops (the caller holds the lock): unfinished maps end
+        cancelled; return their steps."""
+        r = self.r
+        cancelled = []
+        for ms in self.running:
+            if not ms.finished:
+                ms.finished = True
+                if r.k.state(ms.i) == sched.RUNNING:
+                    r.cancelled.add(ms.i)
+                    r.k.fail(ms.i)
+                    cancelled.append(ms.i)
+        self.running = []
+        return cancelled

@@ -1,0 +1,254 @@
+"""The recorder: everything a run keeps, between the state machine and the store.
+
+The state machine tells the recorder what happened (a step succeeded,
+failed, ended; a unit of a map did; an attempt failed and is retried; an
+attempt printed something) and asks it for what a resumed run left (stored
+outputs) and for cached outputs.  Two recorders:
+
+- :class:`NullRecorder`, for runs without a store: it keeps nothing, so that
+  the hot loop pays nothing; its cache lives in this process's memory;
+- :class:`StoreRecorder`: it encodes outputs with the store's codec, builds
+  task records and hands them to the store (which commits them in groups),
+  keeps logs and retried attempts, opens the run's record (new, or resumed:
+  what already succeeded) and closes it.
+
+Times come in as the runner's clock readings and are stored as wall-clock
+times (``reading + offset``).  The recorder is the only part of a run that
+knows the store.
+"""
+
+import time
+
+from .._records import RunInfo, TaskRecord
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._plan import _Plan
+    from ..pools._attempt import Attempt
+    from ..stores import Store
+
+__all__ = ["GRAPH_LIMIT", "PROCESS_CACHE", "NullRecorder", "StoreRecorder"]
+
+#: Flows of at most this many steps have their structure kept with their runs
+#: (for reports); drawing a bigger one would not be read anyway.
+GRAPH_LIMIT = 10_000
+
+#: The cache of steps with ``cache=True`` in runs without a store: key ->
+#: (output, when it was made), for the life of the process.
+PROCESS_CACHE: "dict[str, tuple[Any, float]]" = {}
+
+
+def _fresh(made: float, ttl: "float | None") -> bool:
+    return ttl is None or time.time() - made <= ttl
+
+
+class NullRecorder:
+    """A run without a store: nothing is kept (see the module docs)."""
+
+    durable = False
+    run_dir: "str | None" = None
+
+    def step_succeeded(self, i: int, value: "Any", attempts: int, started: float, finished: float) -> None:
+        return None
+
+    def step_ended(
+        self, i: int, status: str, attempts: int, started: float, finished: float,
+        error: "BaseException | None" = None,
+    ) -> None:
+        return None
+
+    def unit_succeeded(self, att: "Attempt", value: "Any") -> None:
+        return None
+
+    def unit_failed(self, att: "Attempt", exc: BaseException) -> None:
+        return None
+
+    def retried(self, att: "Attempt", exc: BaseException) -> None:
+        return None
+
+    def logs(self, att: "Attempt", text: str) -> None:
+        return None
+
+    def hot_logs(self, i: int, attempt: int) -> None:
+        return None
+
+    def output(self, step: str, item: int = -1) -> "Any":
+        raise KeyError(step)
+
+    def outputs(self, steps: "list[str]") -> "dict[str, Any]":
+        return {}
+
+    def cache_get(self, key: str, ttl: "float | None") -> "tuple[bool, Any]":
+        entry = PROCESS_CACHE.get(key)
+        if entry is not None and _fresh(entry[1], ttl):
+            return True, entry[0]
+        return False, None
+
+    def cache_put(self, key: str, value: "Any") -> None:
+        PROCESS_CACHE[key] = (value, time.time())
+
+    def close(self, status: str, finished: float) -> None:
+        return None
+
+
+class StoreRecorder:
+    """A run kept in a store (see the module docs)."""
+
+    durable = True
+
+    def __init__(self, store: "Store", run_id: str, names: "tuple[str, ...]") -> None:
+        self.store = store
+        self.run_id = run_id
+        self.names = names
+        self.run_dir = store.run_dir(run_id)
+        self.offset = 0.0  # set by the runner: clock reading + offset = wall time
+
+    # -- opening -------------------------------------------------------------------
+
+    def begin(self, info: RunInfo, plan: "_Plan") -> None:
+        """Record a new run (and the flow's structure, for reports).
+
+        Raises:
+            TypeError: the inputs cannot be encoded by the store's codec.
+            StoreError: the run id is taken.
+        """
+        store = self.store
+        store.begin(info)
+        if len(plan.fns) <= GRAPH_LIMIT and store.graph(info.fingerprint) is None:
+            store.save_graph(info.fingerprint, plan.graph_json())
+
+    def resume(
+        self, index: "dict[str, int]", active: "set[int] | None", maps: "set[str]", force: bool
+    ) -> "tuple[dict[int, tuple[int, Any, Any]], dict[int, dict[int, int]]]":
+        """Take run ``run_id`` over to resume it: what its store records as
+        succeeded, as ``(steps, items)``: step id -> (attempts, started,
+        finished), and map step id -> {item: attempts} for the items of the
+        map steps ``maps`` that succeeded.
+
+        Raises:
+            StoreError: the run is live in another process (unless ``force``).
+        """
+        store = self.store
+        run_id = self.run_id
+        store.claim(run_id, force=force)
+        steps = {}
+        for step, facts in store.succeeded(run_id).items():
+            i = index.get(step)
+            if i is not None and (active is None or i in active):
+                steps[i] = facts
+        items: dict[int, dict[int, int]] = {}
+        maps = maps.difference(self.names[i] for i in steps)
+        if maps:
+            for r in store.tasks(run_id, outputs=False):
+                if r.item >= 0 and r.status == "succeeded" and r.step in maps:
+                    items.setdefault(index[r.step], {})[r.item] = r.attempts
+        store.finish(run_id, "running", None)
+        return steps, items
+
+    # -- what happened ---------------------------------------------------------------
+
+    def _save(
+        self, step: str, item: int, status: str, attempts: int, started: "float | None",
+        finished: "float | None", error: "BaseException | None" = None, output: "bytes | None" = None,
+    ) -> None:
+        etype = emsg = tb = None
+        if error is not None:
+            import traceback
+
+            etype, emsg = type(error).__name__, str(error)
+            tb = "".join(traceback.format_exception(error))
+        record = TaskRecord(step, item, status, attempts, started, finished, etype, emsg, tb, output)
+        self.store.save(self.run_id, [record])
+
+    def _wall(self, attempts: int, reading: float) -> "float | None":
+        return reading + self.offset if attempts and reading else None
+
+    def step_succeeded(
+        self, i: int, value: "Any", attempts: int, started: float, finished: float
+    ) -> "Exception | None":
+        """Record step ``i``'s success; the exception when its output cannot be stored."""
+        name = self.names[i]
+        try:
+            data = self.store.encode(value, f"the output of step {name!r}")
+        except Exception as exc:  # not JSON, does not pickle: the step fails
+            return exc
+        offset = self.offset
+        record = TaskRecord(
+            name, -1, "succeeded", attempts, started + offset if attempts else None,
+            finished + offset if attempts and finished else None, None, None, None, data,
+        )
+        self.store.save(self.run_id, [record])
+        return None
+
+    def step_ended(
+        self, i: int, status: str, attempts: int, started: float, finished: float,
+        error: "BaseException | None" = None,
+    ) -> None:
+        """Record that step ``i`` ended ``status`` (not a success), or is left pending."""
+        self._save(self.names[i], -1, status, attempts, self._wall(attempts, started),
+                   self._wall(attempts, finished), error)
+
+    def unit_succeeded(self, att: "Attempt", value: "Any") -> None:
+        """Record a map unit's success (under its first item's index)."""
+        try:
+            data = self.store.encode(value, f"the output of item {att.item} of step {att.name!r}")
+        except Exception:
+            return  # the step's own record reports what cannot be stored
+        self._save(att.name, att.item or 0, "succeeded", att.number, att.started + self.offset,
+                   att.finished + self.offset, output=data)
+
+    def unit_failed(self, att: "Attempt", exc: BaseException) -> None:
+        """Record that a map unit failed for good."""
+        self._save(att.name, att.item or 0, "failed", att.number, att.started + self.offset,
+                   att.finished + self.offset, exc)
+
+    def retried(self, att: "Attempt", exc: BaseException) -> None:
+        """Keep the times and error of an attempt that failed and is tried again."""
+        item = -1 if att.item is None else att.item
+        self.store.save_attempt(self.run_id, att.name, item, att.number, att.started + self.offset,
+                                (att.finished or att.started) + self.offset, type(exc).__name__, str(exc))
+
+    def logs(self, att: "Attempt", text: str) -> None:
+        """Keep what attempt ``att`` printed and logged."""
+        if text:
+            item = -1 if att.item is None else att.item
+            self.store.save_logs(self.run_id, att.name, item, att.number, text)
+
+    def hot_logs(self, i: int, attempt: int) -> None:
+        """Keep what step ``i`` wrote while the hot loop ran it (see ``_capture.route``)."""
+        from .._capture import take
+
+        text = take(i)
+        if text:
+            self.store.save_logs(self.run_id, self.names[i], -1, attempt, text)
+
+    # -- reading what a resumed run left ------------------------------------------------
+
+    def output(self, step: str, item: int = -1) -> "Any":
+        """A stored output of this run (``KeyError`` when there is none)."""
+        return self.store.output(self.run_id, step, item)
+
+    def outputs(self, steps: "list[str]") -> "dict[str, Any]":
+        """Several stored outputs in one read."""
+        return self.store.outputs(self.run_id, steps)
+
+    # -- the cache ------------------------------------------------------------------
+
+    def cache_get(self, key: str, ttl: "float | None") -> "tuple[bool, Any]":
+        found = self.store.cache_get(key)
+        if found is not None and _fresh(found[1], ttl):
+            return True, self.store.decode(found[0])
+        return False, None
+
+    def cache_put(self, key: str, value: "Any") -> None:
+        try:
+            self.store.cache_put(key, self.store.encode(value, "a cached output"), time.time())
+        except TypeError:
+            pass  # not storable: the step's own record says so
+
+    def close(self, status: str, finished: float) -> None:
+        """Record the run's end (durably) and let go of it."""
+        self.store.finish(self.run_id, status, finished)
+        self.store.release(self.run_id)

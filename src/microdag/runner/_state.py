@@ -1,0 +1,546 @@
+"""The run's state machine: every transition of a step's state, and no I/O.
+
+Everything that changes the state of a step or of a map unit lives here (map
+units in ``_maps``, which this module owns), in the spirit of h11's
+``_state.py``.  The loops (``inline``, ``threads``, ``dispatch``) ask it for
+attempts and report how each one ended; it decides retries, skips and
+failures and what is ready next, and tells the recorder (``_recorder``, the
+store's side) and the hooks what happened.  It does not know which backend
+runs the steps, and it never touches a store, a pool, a thread or a file.
+
+State, by step id ``i`` (the plan's):
+
+- ``k``: the kernel: which steps are pending, ready, running, finished.  A
+  step waiting for a retry, and a map step whose units are not all settled,
+  stay ``RUNNING``;
+- ``outputs[i]``: its output until nothing needs it (``None`` after release;
+  ``STORED`` for an output a resumed run's store holds, read when needed);
+- ``attempts[i]``, ``started[i]``, ``finished[i]``: attempts made, and the
+  clock readings of the last one.  One clock (``time.perf_counter``) for
+  steps and map units alike; ``to_wall`` turns a reading into wall time;
+- ``errors``, ``reasons``, ``cancelled``, ``cached``: how steps ended;
+- ``retries``: a heap of ``(due, seq, attempt, error)``: attempts that failed
+  and run again when due;
+- ``maps``: the map steps being run and their units (``_maps.Maps``).
+
+Attempts.  :meth:`Runner.begin` starts a step taken from the kernel and
+returns its :class:`~microdag.pools._attempt.Attempt` (or ``None`` when the
+cache answered, or the step is a map, whose units are attempts of their
+own); :meth:`Runner.settle` takes any attempt back, a step's or a unit's,
+with its outcome.  Steps that the kernel's hot loop (``drive``) ran come back
+through :meth:`Runner.record_done` and :meth:`Runner.hot_failed`.
+
+Locking.  On the threads backend ``lock`` is a real lock and several workers
+call in at once; elsewhere it is a no-op.  A step a loop took from the kernel
+(or a retry it popped) belongs to that loop until it is settled.  Methods
+marked *(owner)* touch only that step's slots and need no lock; methods marked
+*(locks)* take the lock themselves around the kernel and the shared
+structures; :meth:`Runner.stop` is the one called with the lock held.
+
+Why no loop can hang: every step not finished is ready, running, or waiting
+for a retry whose time :meth:`Runner.next_due` tells (without taking it);
+when none of these holds, :meth:`Runner.stall_error` is raised instead of
+waiting.
+"""
+
+import heapq
+import time
+
+from .._compat import sched
+from .._context import Frame
+from .._errors import Skip
+from .._events import Event, debug_enabled, dispatch, log
+from .._result import Run
+from ..pools._attempt import Attempt
+from ._maps import Maps
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from .._plan import _Plan
+    from ._recorder import NullRecorder, StoreRecorder
+
+__all__ = ["STORED", "Runner"]
+
+_SLOW = sched.SLOW
+_KEEP = sched.KEEP
+_RUNNING = sched.RUNNING
+
+
+class _Stored:
+    """The marker of an output a resumed run's store holds."""
+
+    __repr__ = lambda self: "<stored output>"  # noqa: E731
+
+
+#: An output a resumed run's store holds, read when a step needs it.
+STORED = _Stored()
+
+
+class _NoLock:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _nothing() -> None:
+    return None
+
+
+class Runner:
+    """The state of one run and its transitions (see the module docs)."""
+
+    def __init__(
+        self,
+        plan: "_Plan",
+        kernel: "sched.Kernel",
+        run_id: str,
+        flow: str,
+        *,
+        subset: "list[int] | None",
+        on_failure: str,
+        hooks: "tuple[Callable[[Event], Any], ...]",
+        keep: "list[int] | None",
+        cancel: "Any",
+        recorder: "NullRecorder | StoreRecorder",
+    ) -> None:
+        n = len(plan.steps)
+        self.plan = plan
+        self.k = kernel
+        self.n = n
+        self.names: tuple[str, ...] = plan.graph.names  # type: ignore[assignment]
+        self.run_id = run_id
+        self.flow = flow
+        self.subset = subset
+        self.keep = keep
+        self.fail_fast = on_failure == "fail_fast"
+        self.hooks = hooks
+        self.debug = debug_enabled()
+        self.cancel = cancel
+        self.recorder = recorder
+        self.capture = recorder.durable  # attempts capture what steps print and log
+        self.run_dir = recorder.run_dir
+        self.clock = time.perf_counter
+        self.wall0 = time.time()
+        self.pc0 = self.clock()
+        self.offset = self.wall0 - self.pc0  # clock reading + offset = wall time
+        self.outputs: list[Any] = [None] * n
+        self.attempts = [0] * n
+        self.started = [0.0] * n
+        self.finished = [0.0] * n
+        self.errors: dict[int, BaseException] = {}
+        self.first_failure = -1
+        self.reasons: dict[int, str] = {}
+        self.cancelled: set[int] = set()
+        self.cached: set[int] = set()
+        self.cache_keys: dict[int, str] = {}  # step id -> its cache key, until it succeeds
+        self.retries: list[tuple[float, int, Attempt, BaseException]] = []
+        self._seq = 0
+        self.maps = Maps(self)
+        self.stopping = False
+        self.cancel_requested = False
+        self.interrupt: BaseException | None = None
+        self.kwnames = list(plan.dep_kwnames)
+        self.consts: list[tuple[Any, ...]] = [()] * n
+        self.flags = plan.flags(bool(hooks) or self.debug, keep)
+        self.owned = False  # whether this run leased the plan's own kernel (see _setup)
+        # The threads backend replaces these three.
+        self.lock: Any = _NoLock()
+        self.wake: Callable[[], None] = _nothing
+        self.workers = 1
+
+    # -- reading ------------------------------------------------------------------
+
+    def value(self, i: int) -> "Any":
+        """Step ``i``'s output, read from the store if a resumed run made it."""
+        out = self.outputs[i]
+        if out is STORED:
+            out = self.outputs[i] = self.recorder.output(self.names[i])
+        return out
+
+    def kwargs(self, i: int) -> "dict[str, Any]":
+        """The keyword arguments step ``i`` is called with."""
+        value = self.value
+        values = [value(d) for d in self.plan.argdeps[i]]
+        values.extend(self.consts[i])
+        return dict(zip(self.kwnames[i], values))
+
+    def call_args(self, att: Attempt) -> "tuple[Callable[..., Any], dict[str, Any]]":
+        """The function and keyword arguments of ``att``."""
+        if att.unit < 0:
+            return self.plan.fns[att.step], self.kwargs(att.step)
+        return self.plan.fns[att.step], self.maps.of[att.step].kwargs(att.unit)
+
+    def frame(self) -> Frame:
+        """A fresh context frame for a thread (or task) that runs steps."""
+        return Frame(self.run_id, self.flow, self.names, self.attempts, self.run_dir)
+
+    def drive_args(self) -> "tuple[Any, ...]":
+        """The first arguments of the kernel's hot loop, ``drive()``."""
+        return (self.k, self.plan.fns, self.kwnames, self.plan.argdeps, self.consts, self.outputs,
+                self.attempts, self.started, self.finished, self.clock, self.flags)
+
+    def emit(self, kind: str, i: int = -1, **fields: "Any") -> None:
+        if self.hooks:
+            step = self.names[i] if i >= 0 else None
+            dispatch(self.hooks, Event(kind, self.run_id, self.flow, step, time=time.time(), **fields))
+
+    # -- starting attempts --------------------------------------------------------------
+
+    def begin(self, i: int) -> "Attempt | None":
+        """Start step ``i``, just taken from the kernel *(owner)*: its first
+        attempt, or ``None`` when the cache settled it or it is a map step
+        (whose units are claimed from :attr:`maps`)."""
+        step = self.plan.steps[i]
+        if step.cache and self._from_cache(i):
+            return None
+        if step.map is not None:
+            self.maps.start(i)
+            return None
+        return self._attempt(i)
+
+    def _attempt(self, i: int) -> Attempt:
+        self.attempts[i] += 1
+        number = self.attempts[i]
+        now = self.started[i] = self.clock()
+        self.emit("step_started", i, attempt=number)
+        if self.debug:
+            log(10, "run %s: step %r started (attempt %d)", self.run_id, self.names[i], number)
+        return Attempt(i, -1, None, number, self.names[i], self.plan.steps[i].timeout, self.run_id,
+                       self.flow, self.run_dir, self.capture, now)
+
+    def hot_attempt(self, i: int) -> Attempt:
+        """The attempt of step ``i`` that ``drive()`` just made."""
+        return Attempt(i, -1, None, self.attempts[i], self.names[i], self.plan.steps[i].timeout,
+                       self.run_id, self.flow, self.run_dir, self.capture, self.started[i], self.finished[i])
+
+    def _again(self, att: Attempt) -> "Attempt | None":
+        """The next attempt after ``att`` (a due retry), or ``None`` if its map ended."""
+        if att.unit >= 0:
+            return self.maps.again(att)
+        return self._attempt(att.step)
+
+    def _from_cache(self, i: int) -> bool:
+        """Settle step ``i`` from the cache if an earlier call had its inputs;
+        else note its key, so that its output is cached when it succeeds."""
+        from ._cache import cache_key
+
+        step = self.plan.steps[i]
+        key = cache_key(step.name, step.fn, self.kwargs(i))
+        hit, value = self.recorder.cache_get(key, step.cache_ttl)
+        if not hit:
+            self.cache_keys[i] = key
+            return False
+        self.cached.add(i)
+        self.started[i] = self.finished[i] = self.clock()
+        self.succeed(i, value)
+        return True
+
+    # -- settling -------------------------------------------------------------------
+
+    def settle(self, att: Attempt, ok: bool, value: "Any") -> None:
+        """``att`` ended *(owner)*: with result ``value`` if ``ok``, else raising ``value``."""
+        if not att.finished:
+            att.finished = self.clock()
+        if att.unit >= 0:
+            self.maps.settle(att, ok, value)
+            return
+        self.finished[att.step] = att.finished
+        if ok:
+            self.succeed(att.step, value)
+        else:
+            self.failed(att, value)
+
+    def record_done(self, i: int) -> bool:
+        """``drive()``'s ``on_done`` in a run with a store: record step ``i``'s
+        success; ``False`` when its output cannot be stored (it failed then)."""
+        recorder = self.recorder
+        recorder.hot_logs(i, self.attempts[i])
+        exc = recorder.step_succeeded(i, self.outputs[i], self.attempts[i], self.started[i], self.finished[i])
+        if exc is None:
+            return True
+        self.outputs[i] = None
+        self.fail(i, exc)
+        return False
+
+    def hot_failed(self, i: int, exc: BaseException) -> None:
+        """``drive()`` returned step ``i``, which raised ``exc`` *(owner)*."""
+        if self.capture:
+            self.recorder.hot_logs(i, self.attempts[i])
+        self.failed(self.hot_attempt(i), exc)
+
+    def succeed(self, i: int, result: "Any") -> None:
+        """Step ``i`` succeeded with ``result`` *(owner; locks)*."""
+        key = self.cache_keys.pop(i, None)
+        if key is not None:
+            self.recorder.cache_put(key, result)
+        exc = self.recorder.step_succeeded(i, result, self.attempts[i], self.started[i], self.finished[i])
+        if exc is not None:  # the output cannot be stored: the step fails
+            self.fail(i, exc)
+            return
+        k = self.k
+        with self.lock:
+            self.outputs[i] = result
+            self._release(i)
+            k.done(i)
+        if self.hooks or self.debug:
+            duration = self.finished[i] - self.started[i]
+            self.emit("step_finished", i, status="succeeded", attempt=self.attempts[i], duration=duration)
+            if self.debug:
+                log(10, "run %s: step %r succeeded in %.6f s", self.run_id, self.names[i], duration)
+        self.wake()
+
+    def failed(self, att: Attempt, exc: BaseException, retry: bool = True) -> None:
+        """``att`` raised ``exc`` *(owner; locks)*: try it again when its step's
+        retry policy says so, else fail it (or skip it, or abort the run)."""
+        if att.unit >= 0 and self.maps.over(att):
+            return  # a late outcome of a map that has ended
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit, ...
+            self.maps.end(att)
+            self.abort(att.step, exc)
+            return
+        if isinstance(exc, Skip):
+            if self.maps.end(att):
+                self.finished[att.step] = self.clock()
+            self.skip(att.step, exc)
+            return
+        delay = None
+        if retry and not self.stopping:
+            delay = self.plan.retry[att.step].delay(exc, att.number)
+        if delay is None:
+            if att.unit < 0:
+                self.fail(att.step, exc)
+            else:
+                self.maps.unit_failed(att, exc)
+            return
+        self.recorder.retried(att, exc)
+        with self.lock:
+            self._seq += 1
+            heapq.heappush(self.retries, (self.clock() + delay, self._seq, att, exc))
+        log(20, "run %s: %s failed on attempt %d (%s: %s); retrying in %.3f s",
+            self.run_id, att.describe(), att.number, type(exc).__name__, exc, delay)
+        self.emit("step_retrying", att.step, attempt=att.number, duration=delay, error=exc)
+        self.wake()
+
+    def fail(self, i: int, exc: BaseException) -> None:
+        """Step ``i`` failed with ``exc`` *(owner; locks)*: its dependents follow
+        their trigger rules; under ``fail_fast`` the run stops."""
+        step = self.plan.steps[i]
+        name = self.names[i]
+        attempt = self.attempts[i]
+        if step.map is not None:  # attempts are per item, and the item's note says them
+            exc.add_note(f"microdag: map step {name!r} of flow {self.flow!r} failed (run {self.run_id})")
+        else:
+            exc.add_note(
+                f"microdag: step {name!r} of flow {self.flow!r} failed on attempt "
+                f"{attempt} of {step.retries + 1} (run {self.run_id})"
+            )
+        self.errors[i] = exc
+        if self.first_failure < 0:
+            self.first_failure = i
+        self.recorder.step_ended(i, "failed", attempt, self.started[i], self.finished[i], exc)
+        log(30, "run %s: step %r failed on attempt %d: %s: %s", self.run_id, name, attempt, type(exc).__name__, exc)
+        with self.lock:
+            skipped = self.k.fail(i)
+            self._release(i)
+            for s in skipped:
+                self._release(s)
+            cancelled = self.stop() if self.fail_fast else []
+        duration = self.finished[i] - self.started[i]
+        self.emit("step_finished", i, status="failed", attempt=attempt, duration=duration, error=exc)
+        for s in skipped:
+            self.emit("step_finished", s, status="skipped")
+        for c in cancelled:
+            self.emit("step_finished", c, status="cancelled")
+        self.wake()
+
+    def skip(self, i: int, exc: Skip) -> None:
+        """Step ``i`` raised :class:`Skip` *(owner; locks)*: it and its dependents
+        follow the trigger rules."""
+        self.reasons[i] = exc.reason
+        with self.lock:
+            skipped = self.k.skip(i)
+            self._release(i)
+            for s in skipped:
+                self._release(s)
+        if self.debug:
+            log(10, "run %s: step %r skipped itself: %s", self.run_id, self.names[i], exc.reason)
+        self.emit("step_finished", i, status="skipped", attempt=self.attempts[i])
+        for s in skipped:
+            self.emit("step_finished", s, status="skipped")
+        self.wake()
+
+    def abort(self, i: int, exc: BaseException) -> None:
+        """Step ``i`` was interrupted (``KeyboardInterrupt``...) *(locks)*: the
+        run stops and ends cancelled; ``exc`` is raised again at its end."""
+        if self.interrupt is None:
+            self.interrupt = exc
+        self.cancelled.add(i)
+        with self.lock:
+            if self.k.state(i) == _RUNNING:
+                self.k.fail(i)
+            self.stop()
+        self.wake()
+
+    def killed(self, att: Attempt) -> None:
+        """A pool stopped ``att`` while the run was being cancelled: its step ends cancelled."""
+        i = att.step
+        self.cancelled.add(i)
+        with self.lock:
+            if self.k.state(i) == _RUNNING:
+                self.k.fail(i)
+
+    def _release(self, i: int) -> None:
+        """Drop the outputs of ``i``'s dependencies that nothing needs any more."""
+        flags = self.flags
+        outputs = self.outputs
+        for p in self.k.release(i):
+            if not flags[p] & _KEEP:
+                outputs[p] = None
+
+    # -- retries and work for pools --------------------------------------------------
+
+    def next_due(self) -> "float | None":
+        """Seconds until the first waiting retry is due (``<= 0``: due now), or
+        ``None`` when none waits.  Takes nothing."""
+        with self.lock:
+            return self.retries[0][0] - self.clock() if self.retries else None
+
+    def pop_due(self) -> "Attempt | None":
+        """The next attempt of a retry that is due now, taken from the queue
+        *(locks)*; ``None`` when none is due."""
+        while True:
+            with self.lock:
+                heap = self.retries
+                if not heap or heap[0][0] > self.clock():
+                    return None
+                att = heapq.heappop(heap)[2]
+            again = self._again(att)
+            if again is not None:
+                return again
+
+    def next_attempt(self) -> "Attempt | None":
+        """Work for a pool *(locks)*: a due retry, a unit of a running map, or
+        a ready step; ``None`` when there is none now."""
+        k = self.k
+        while not self.stopping:
+            att = self.pop_due()
+            if att is None:
+                att = self.maps.next_unit()
+            if att is not None:
+                return att
+            if k.ready == 0:
+                return None
+            att = self.begin(k.take(1)[0])
+            if att is not None:
+                return att
+        return None
+
+    # -- stopping -----------------------------------------------------------------
+
+    def stop(self) -> "list[int]":
+        """Start nothing new (the caller holds the lock): pending steps, waiting
+        retries and unfinished maps end cancelled; return those steps."""
+        self.stopping = True
+        k = self.k
+        cancelled = k.cancel()
+        while self.retries:
+            _, _, att, exc = heapq.heappop(self.retries)
+            i = att.step
+            if k.state(i) == _RUNNING:
+                self.errors[i] = exc
+                self.cancelled.add(i)
+                k.fail(i)
+                cancelled.append(i)
+        cancelled.extend(self.maps.stop())
+        return cancelled
+
+    def check_cancel(self) -> bool:
+        """Stop the run if its cancel event is set *(locks)*; whether it is cancelled."""
+        if self.cancel is not None and not self.cancel_requested and self.cancel.is_set():
+            self.cancel_requested = True
+            log(20, "run %s: cancelled", self.run_id)
+            with self.lock:
+                cancelled = self.stop()
+            for c in cancelled:
+                self.emit("step_finished", c, status="cancelled")
+            self.wake()
+        return self.cancel_requested
+
+    def stall_error(self) -> RuntimeError:
+        """What a loop raises instead of waiting when nothing can ever come."""
+        k = self.k
+        return RuntimeError(
+            f"microdag: run {self.run_id} cannot go on: {k.remaining} steps remain, {k.ready} ready, "
+            f"{k.running} running, {len(self.retries)} waiting to retry, and no worker has anything "
+            "to wait for (an internal error)"
+        )
+
+    # -- resuming ---------------------------------------------------------------------
+
+    def resume_from(self, records: "dict[int, tuple[int, Any, Any]]") -> None:
+        """Take over the steps a resumed run records as succeeded: their attempts
+        and times now, their outputs when a step needs them (:meth:`value`)."""
+        offset = self.offset
+        for i, (attempts, started, finished) in records.items():
+            self.attempts[i] = attempts
+            self.started[i] = (started or self.wall0) - offset
+            self.finished[i] = (finished or self.wall0) - offset
+            self.outputs[i] = STORED
+        if records:  # steps reading a stored output take the careful path, which reads it
+            flags = bytearray(self.flags)
+            argdeps = self.plan.argdeps
+            for i in set(range(self.n)).difference(records):
+                if not flags[i] & _SLOW and any(d in records for d in argdeps[i]):
+                    flags[i] |= _SLOW
+            self.flags = bytes(flags)
+
+    # -- the end ----------------------------------------------------------------------
+
+    def status(self) -> str:
+        if self.interrupt is not None or self.cancel_requested:
+            return "cancelled"
+        if self.errors and self.first_failure >= 0:
+            return "failed"
+        return "succeeded"
+
+    def result(self, inputs: "dict[str, Any]") -> Run:
+        """The run's :class:`~microdag.Run`; its end is recorded first."""
+        k = self.k
+        states = k.states()
+        names = self.names
+        kept = [i for i in (range(self.n) if self.keep is None else self.keep) if states[i] == sched.SUCCEEDED]
+        stored = [names[i] for i in kept if self.outputs[i] is STORED]
+        if stored:  # outputs of a resumed run that nothing read yet: one read
+            loaded = self.recorder.outputs(stored)
+            for i in kept:
+                if self.outputs[i] is STORED:
+                    self.outputs[i] = loaded.get(names[i])
+        outputs: dict[str, Any] = {names[i]: self.outputs[i] for i in kept}
+        status = self.status()
+        error = self.errors.get(self.first_failure) if self.first_failure >= 0 else None
+        finished = time.time()
+        if self.recorder.durable:
+            ended = (sched.SKIPPED, sched.CANCELLED, sched.PENDING, sched.READY)
+            for i in range(self.n) if self.subset is None else self.subset:
+                st = states[i]
+                if i in self.cancelled or st == sched.CANCELLED:
+                    label = "cancelled"
+                elif st in ended:
+                    label = "skipped" if st == sched.SKIPPED else "pending"
+                else:
+                    continue
+                self.recorder.step_ended(i, label, self.attempts[i], self.started[i], self.finished[i])
+        self.recorder.close(status, finished)
+        return Run(
+            self.run_id, self.flow, status, outputs, inputs, self.wall0, finished, error, names,
+            self.plan.graph._index,  # type: ignore[arg-type]
+            states, self.attempts, self.started, self.finished, self.errors, self.offset,
+            frozenset(self.cancelled), self.reasons, frozenset(self.cached),
+        )

@@ -1,0 +1,129 @@
+"""What the file-backed stores share: atomic writes, blobs, the prune policy, run owners.
+
+- :func:`write_atomic`: a temporary file, ``fsync``, ``os.replace``, then an
+  ``fsync`` of the folder: a crash leaves the old file or the new one;
+- blobs: encoded outputs of :data:`BLOB_SIZE` bytes and more, kept once each
+  under their SHA-256 (:func:`put_blob`), deleted by :func:`drop_blobs` when
+  no record names them;
+- :func:`doomed`: which runs ``prune`` deletes;
+- :data:`OWNER` and :func:`alive`: the ``host:pid`` that holds a live run, and
+  whether that process may still be running.
+"""
+
+import os
+import threading
+
+from .._errors import StoreError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._records import RunInfo
+
+__all__ = ["BLOB_SIZE", "OWNER", "alive", "doomed", "drop_blobs", "put_blob", "write_atomic"]
+
+#: Encoded outputs of this many bytes and more are kept by content hash.
+BLOB_SIZE = 64 * 1024
+
+
+def _owner() -> str:
+    import os
+
+    return f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
+
+
+#: This process, as a run's owner: ``host:pid``.
+OWNER = _owner()
+
+
+def alive(owner: str) -> bool:
+    """Whether the process ``owner`` names may still run (another host: assume so)."""
+    import os
+
+    host, _, pid = owner.rpartition(":")
+    if host != OWNER.rpartition(":")[0]:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OSError):
+        return True
+    return True
+
+
+def put_blob(folder: str, data: bytes, store: str) -> str:
+    """Keep ``data`` once under ``folder/<ab>/<sha256>``; return the digest."""
+    from .._compat import sha256
+
+    digest: str = sha256(data).hexdigest()
+    sub = os.path.join(folder, digest[:2])
+    path = os.path.join(sub, digest)
+    try:
+        if os.path.exists(path):
+            os.utime(path)  # fresh again: prune's grace period starts over
+        else:
+            os.makedirs(sub, exist_ok=True)
+            write_atomic(path, data)
+    except OSError as exc:
+        raise StoreError(f"cannot write to store {store!r}: {exc}") from None
+    return digest
+
+
+def drop_blobs(folder: str, used: "set[Any]", runs: "list[RunInfo]") -> None:
+    """Delete the blobs under ``folder`` that ``used`` does not name.
+
+    A run still ``running`` (in another process, or buffered in another store
+    object) may use blobs whose records are not committed yet: blobs written
+    since the oldest such run started are kept.
+    """
+    if not os.path.isdir(folder):
+        return
+    running = [r.started for r in runs if r.status == "running"]
+    keep_after = min(running) - 1.0 if running else None
+    for sub in os.listdir(folder):
+        for name in os.listdir(os.path.join(folder, sub)):
+            path = os.path.join(folder, sub, name)
+            if name in used or name.endswith(".tmp"):
+                continue
+            if keep_after is not None and os.path.getmtime(path) >= keep_after:
+                continue
+            os.remove(path)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def doomed(runs: "list[RunInfo]", older_than: "float | None", keep_last: "int | None") -> "list[str]":
+    """Ids of the runs ``prune`` deletes (``runs`` newest first)."""
+    import time
+
+    cutoff = None if older_than is None else time.time() - older_than
+    seen: dict[str, int] = {}
+    doomed = []
+    for run in runs:
+        rank = seen[run.flow] = seen.get(run.flow, 0) + 1
+        if keep_last is not None and rank <= keep_last:
+            continue
+        if cutoff is not None and run.started >= cutoff:
+            continue
+        if cutoff is None and keep_last is None:
+            continue
+        doomed.append(run.id)
+    return doomed
