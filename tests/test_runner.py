@@ -1,0 +1,56 @@
+"""The runner's state machine: one regression test per defect it once had, on
+every backend (inline, threads, processes, a foreign executor, arun) and both
+kernel twins.  Each flow runs in a child process with a timeout, so that a
+hang fails its test (with a stack dump) instead of hanging the suite.
+"""
+
+import pytest
+
+from support import run_child
+
+BACKENDS = ["inline", "threads", "processes", "executor", "arun"]
+
+
+
+def case(name: str, *args: object, twin: str, timeout: float = 30.0) -> object:
+    call = f"runnersteps.case_{name}({', '.join(map(repr, args))})"
+    return run_child(f"import json, runnersteps\nprint(json.dumps({call}))", timeout, twin)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_retry_due_while_every_worker_is_busy_runs_when_one_is_free(backend, twin) -> None:
+    out = case("retry_while_busy", backend, twin=twin.TWIN)
+    assert out == {"slow": ["succeeded", 1, None], "flaky": ["succeeded", 2, None]}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_map_items_retry_due_while_every_worker_is_busy_runs_too(backend, twin) -> None:
+    out = case("unit_retry_while_busy", backend, twin=twin.TWIN)
+    assert out["slow"] == ["succeeded", 1, None]
+    assert out["m"] == ["succeeded", 2, None]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_abandoned_call_keeps_its_slot_and_the_next_attempts_get_their_whole_timeout(backend, twin) -> None:
+    out = case("timeout_frees_no_slot", backend, twin=twin.TWIN)
+    assert out == {
+        "stuck": ["succeeded", 2, None],
+        "after": ["succeeded", 1, None],
+        "other": ["succeeded", 1, None],
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_map_steps_attempts_are_its_most_tried_items(backend, twin) -> None:
+    out = case("map_attempts", backend, twin=twin.TWIN)
+    assert out == {"bad": ["failed", 3, "ValueError"], "good": ["succeeded", 2, None]}
+
+
+def test_threads_never_drop_a_step_made_ready_while_a_worker_looks(twin) -> None:
+    rounds = 600
+    counts = case("threads_race", rounds, twin=twin.TWIN, timeout=60.0)
+    assert counts == {
+        "layers:succeeded": 180 * rounds,
+        "failures:failed": 60 * rounds,
+        "failures:succeeded": 60 * rounds,
+    }
