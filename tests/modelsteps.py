@@ -1,0 +1,204 @@
+"""Random flows for the model-based test (``test_model.py``), and their oracle.
+
+A flow is drawn from a seed as a list of step specs (JSON-able, so a child
+process can rebuild it): each step has dependencies on earlier steps, a
+trigger rule, a retry policy and a behaviour:
+
+- ``ok``: returns ``base + the sum of its int inputs``;
+- ``fail``: always raises ``ValueError``;
+- ``flaky``: raises ``ValueError`` on its first ``k`` attempts;
+- ``skip``: raises ``microdag.Skip``;
+- ``sleep``: sleeps a little (under a generous timeout), then as ``ok``;
+- ``hang``: sleeps far past its timeout on every attempt.
+
+Most flows also have a map step over five items, some of which fail their
+first ``k`` attempts.  :func:`expected` says what the documented rules make of
+a flow under ``on_failure="continue"``: per step its status, attempts,
+output and error type.  :func:`run_everywhere` runs a flow on every backend
+and returns the same facts from each run.
+"""
+
+import asyncio
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import microdag
+
+TRIGGERS = ("all_success", "all_done", "none_failed")
+KINDS = ("ok", "ok", "ok", "fail", "flaky", "flaky", "skip", "sleep", "hang")
+HANG_TIMEOUT = 0.05
+HANG_SECONDS = 0.3
+SLEEP_TIMEOUT = 5.0
+ITEMS = 5
+
+
+class Behaviour:
+    """A step (see the module docs); module-level, so that worker processes load it."""
+
+    def __init__(self, base: int, kind: str, k: int = 0, seconds: float = 0.0) -> None:
+        self.base = base
+        self.kind = kind
+        self.k = k
+        self.seconds = seconds
+
+    def __call__(self, **deps):
+        kind = self.kind
+        if kind == "fail":
+            raise ValueError("planned failure")
+        if kind == "flaky" and microdag.context().attempt <= self.k:
+            raise ValueError(f"planned failure on attempt {microdag.context().attempt}")
+        if kind == "skip":
+            raise microdag.Skip("planned skip")
+        if kind in ("sleep", "hang"):
+            time.sleep(self.seconds)
+        return self.base + sum(v for v in deps.values() if type(v) is int)
+
+
+class Items:
+    def __call__(self):
+        return list(range(ITEMS))
+
+
+class Item:
+    """A map item function: item ``x`` fails its first ``flaky[x]`` attempts."""
+
+    def __init__(self, flaky: "dict[int, int]") -> None:
+        self.flaky = flaky
+
+    def __call__(self, x):
+        if microdag.context().attempt <= self.flaky.get(x, 0):
+            raise ValueError(f"item {x} fails")
+        return x * 10
+
+
+def draw(seed: int) -> "list[dict]":
+    """A random flow's step specs (see the module docs)."""
+    rnd = random.Random(seed)
+    n = rnd.randint(4, 12)
+    specs: list[dict] = []
+    hangs = 0
+    for i in range(n):
+        names = [s["name"] for s in specs]
+        kind = rnd.choice(KINDS)
+        if kind == "hang":
+            hangs += 1
+            if hangs > 1:  # one hung step per flow keeps the test quick
+                kind = "fail"
+        spec = {
+            "name": f"s{i}",
+            "deps": sorted(rnd.sample(names, min(len(names), rnd.randint(0, 3)))),
+            "trigger": rnd.choice(TRIGGERS),
+            "kind": kind,
+            "k": rnd.randint(1, 3),
+            "retries": rnd.randint(0, 1 if kind == "hang" else 2),
+            "delay": rnd.choice([0.0, 0.005, 0.02]),
+            "base": rnd.randint(1, 100),
+            "seconds": {"sleep": rnd.choice([0.005, 0.02]), "hang": HANG_SECONDS}.get(kind, 0.0),
+        }
+        specs.append(spec)
+    if rnd.random() < 0.7:
+        flaky = {x: rnd.randint(1, 3) for x in rnd.sample(range(ITEMS), rnd.randint(0, 2))}
+        specs.append({"name": "items", "kind": "items"})
+        specs.append({
+            "name": "m", "kind": "map", "flaky": {str(x): k for x, k in flaky.items()},
+            "retries": rnd.randint(0, 2), "delay": rnd.choice([0.0, 0.01]),
+        })
+        if rnd.random() < 0.5:  # a step after the map
+            specs.append({
+                "name": "after", "deps": ["m", specs[0]["name"]], "trigger": rnd.choice(TRIGGERS),
+                "kind": "ok", "k": 0, "retries": 0, "delay": 0.0, "base": 7, "seconds": 0.0,
+            })
+    return specs
+
+
+def build(specs: "list[dict]") -> microdag.Flow:
+    flow = microdag.Flow("model")
+    for s in specs:
+        if s["kind"] == "items":
+            flow.add("items", Items())
+        elif s["kind"] == "map":
+            flaky = {int(x): k for x, k in s["flaky"].items()}
+            flow.add("m", Item(flaky), map="x", inputs={"x": "items"}, retries=s["retries"],
+                     retry_delay=s["delay"])
+        else:
+            timeout = {"hang": HANG_TIMEOUT, "sleep": SLEEP_TIMEOUT}.get(s["kind"])
+            flow.add(s["name"], Behaviour(s["base"], s["kind"], s["k"], s["seconds"]), depends_on=s["deps"],
+                     trigger=s["trigger"], retries=s["retries"], retry_delay=s["delay"], timeout=timeout)
+    return flow
+
+
+def expected(specs: "list[dict]") -> "dict[str, list]":
+    """Per step ``[status, attempts, output, error type]``, as the rules say."""
+    out: dict[str, list] = {}
+    for s in specs:
+        name, kind = s["name"], s["kind"]
+        if kind == "items":
+            out[name] = ["succeeded", 1, list(range(ITEMS)), None]
+            continue
+        if kind == "map":
+            retries = s["retries"]
+            tries = [min(s["flaky"].get(str(x), 0), retries) + 1 for x in range(ITEMS)]
+            bad = any(s["flaky"].get(str(x), 0) > retries for x in range(ITEMS))
+            if bad:
+                out[name] = ["failed", max(tries), None, "ValueError"]
+            else:
+                out[name] = ["succeeded", max(tries), [x * 10 for x in range(ITEMS)], None]
+            continue
+        deps = [out[d] for d in s["deps"]]
+        statuses = {d[0] for d in deps}
+        trigger = s["trigger"]
+        runs = (
+            trigger == "all_done"
+            or (trigger == "all_success" and statuses <= {"succeeded"})
+            or (trigger == "none_failed" and "failed" not in statuses)
+        )
+        if not runs:
+            out[name] = ["skipped", 0, None, None]
+            continue
+        value = s["base"] + sum(d[2] for d in deps if type(d[2]) is int)
+        retries = s["retries"]
+        if kind in ("ok", "sleep"):
+            out[name] = ["succeeded", 1, value, None]
+        elif kind == "fail":
+            out[name] = ["failed", retries + 1, None, "ValueError"]
+        elif kind == "flaky":
+            if s["k"] <= retries:
+                out[name] = ["succeeded", s["k"] + 1, value, None]
+            else:
+                out[name] = ["failed", retries + 1, None, "ValueError"]
+        elif kind == "skip":
+            out[name] = ["skipped", 1, None, None]
+        elif kind == "hang":
+            out[name] = ["failed", retries + 1, None, "TimeoutError"]
+    return out
+
+
+def facts(run: microdag.Run) -> "dict[str, list]":
+    return {
+        name: [task.status, task.attempts, run.outputs.get(name), type(task.error).__name__ if task.error else None]
+        for name, task in run.tasks.items()
+    }
+
+
+def run_everywhere(specs: "list[dict]") -> "dict[str, object]":
+    """Run the flow on every backend with ``max_workers`` 1, 2 and 3 (inline once).
+
+    Returns ``{"backend/workers": [run status, per-step facts]}``.
+    """
+    flow = build(specs)
+    options = {"on_failure": "continue", "raise_on_failure": False, "keep_outputs": True}
+    results: dict[str, object] = {}
+    run = flow.run(**options)
+    results["inline"] = [run.status, facts(run)]
+    for workers in (1, 2, 3):
+        for backend in ("threads", "processes", "executor", "arun"):
+            if backend == "arun":
+                run = asyncio.run(flow.arun(max_workers=workers, **options))
+            elif backend == "executor":
+                with ThreadPoolExecutor(workers) as pool:
+                    run = flow.run(executor=pool, max_workers=workers, **options)
+            else:
+                run = flow.run(executor=backend, max_workers=workers, **options)
+            results[f"{backend}/{workers}"] = [run.status, facts(run)]
+    return results
