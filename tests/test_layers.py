@@ -1,0 +1,168 @@
+"""The package's layering: imports point down, with no circle, and no class does everything.
+
+The import graph of ``src/microdag`` is read from the source with :mod:`ast`:
+every ``import`` and ``from ... import`` counts, also inside functions (a
+circle through a function-level import is still a circle); imports under
+``if TYPE_CHECKING:`` do not (they never run).  ``from package import name``
+points at the submodule when ``name`` is one, else at the package.
+"""
+
+import ast
+import os
+
+import microdag
+
+ROOT = os.path.dirname(os.path.abspath(microdag.__file__))
+
+#: Bottom to top (docs/design.md): a module may import from its own layer and below.
+LAYERS = [
+    ["microdag._version", "microdag._context"],
+    ["microdag._errors"],
+    ["microdag._sched_py", "microdag._sched", "microdag._compat"],
+    ["microdag._records", "microdag._events", "microdag._capture"],
+    ["microdag._result", "microdag._render"],
+    ["microdag.stores"],
+    ["microdag._graph"],
+    ["microdag._plan"],
+    ["microdag.pools"],
+    ["microdag.runner"],
+    ["microdag._flow"],
+    ["microdag._spec"],
+    ["microdag._cli", "microdag.__main__", "microdag"],
+]
+
+
+def modules(suffixes: "tuple[str, ...]" = (".py",)) -> "dict[str, str]":
+    """Module name -> path, for every ``.py`` file of the package (and ``.pyx``
+    when asked: the compiled kernel imports nothing, but is imported)."""
+    found = {}
+    for folder, _, files in os.walk(ROOT):
+        for name in files:
+            if name.endswith(suffixes):
+                path = os.path.join(folder, name)
+                parts = os.path.splitext(os.path.relpath(path, ROOT))[0].split(os.sep)
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                found[".".join(["microdag", *parts])] = path
+    return found
+
+
+def _type_checking_nodes(tree: ast.AST) -> "set[int]":
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:  # the else branch does run
+                skip.update(id(sub) for sub in ast.walk(statement))
+    return skip
+
+
+def imports_of(name: str, path: str, known: "dict[str, str]") -> "set[str]":
+    """The package's modules that module ``name`` imports (see the module docs)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    skip = _type_checking_nodes(tree)
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                targets.append(sub if sub in known else base)
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+def graph() -> "dict[str, set[str]]":
+    known = modules((".py", ".pyx"))
+    return {name: imports_of(name, path, known) for name, path in modules().items()}
+
+
+def find_cycle(edges: "dict[str, set[str]]") -> "list[str] | None":
+    """One import circle, as a path whose first and last module are the same, or ``None``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in sorted(edges):
+        if start in state:
+            continue
+        path = [start]
+        stack = [iter(sorted(edges[start]))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(edges.get(nxt, ()))))
+    return None
+
+
+def layer_of(name: str) -> int:
+    best = -1, -1  # (length of the matching prefix, layer)
+    for level, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best[0]:
+                best = len(prefix), level
+    assert best[1] >= 0, f"{name} is in no layer: add it to LAYERS (and docs/design.md)"
+    return best[1]
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    cycle = find_cycle(graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_imports_point_down() -> None:
+    upward = [
+        f"{name} -> {target}"
+        for name, targets in graph().items()
+        for target in targets
+        if layer_of(target) > layer_of(name)
+    ]
+    assert upward == []
+
+
+def test_no_class_over_500_lines_outside_the_kernel_twin() -> None:
+    big = []
+    for name, path in modules().items():
+        if name == "microdag._sched_py":  # the kernel is one state machine by design
+            continue
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 500:
+                    big.append(f"{name}.{node.name}: {lines} lines")
+    assert big == []
+
+
+def test_the_checker_sees_function_level_imports_and_circles(tmp_path) -> None:
+    """The checker itself: a circle made by an import inside a function is found,
+    one hidden under TYPE_CHECKING is not."""
+    a = tmp_path / "a.py"
+    a.write_text("def f():\n    from .b import g\n")
+    b = tmp_path / "b.py"
+    b.write_text("TYPE_CHECKING = False\nif TYPE_CHECKING:\n    from . import c\nelse:\n    from . import a\n")
+    c = tmp_path / "c.py"
+    c.write_text("from .b import x\n")
+    known = {"pkg.a": str(a), "pkg.b": str(b), "pkg.c": str(c), "pkg": str(tmp_path / "__init__.py")}
+    edges = {name: imports_of(name, path, known) for name, path in known.items() if name != "pkg"}
+    assert edges == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": {"pkg.b"}}
+    assert find_cycle(edges) == ["pkg.a", "pkg.b", "pkg.a"]
