@@ -54,3 +54,50 @@ def test_threads_never_drop_a_step_made_ready_while_a_worker_looks(twin) -> None
         "failures:failed": 60 * rounds,
         "failures:succeeded": 60 * rounds,
     }
+
+
+class Blob:
+    """An output that can be watched with a weak reference."""
+
+
+def make_blob():
+    return Blob()
+
+
+def keep_blob(make_blob, x):
+    return x
+
+
+@pytest.mark.parametrize("backend", ["inline", "threads", "executor", "arun"])
+def test_a_runs_outputs_are_freed_when_it_returns_not_at_the_next_gc(backend) -> None:
+    import asyncio
+    import gc
+    import weakref
+    from concurrent.futures import ThreadPoolExecutor
+
+    import microdag
+
+    blobs: list = []
+
+    def source():
+        blob = Blob()
+        blobs.append(weakref.ref(blob))
+        return blob
+
+    flow = microdag.Flow("free")
+    flow.add("source", source)
+    flow.add("each", keep_blob, map="x", inputs={"make_blob": "source"})
+    gc.disable()
+    try:
+        if backend == "arun":
+            run = asyncio.run(flow.arun({"x": [1, 2, 3]}))
+        elif backend == "executor":
+            with ThreadPoolExecutor(2) as pool:
+                run = flow.run({"x": [1, 2, 3]}, executor=pool)
+        else:
+            run = flow.run({"x": [1, 2, 3]}, executor=backend)
+        assert run["each"] == [1, 2, 3]
+        del run
+        assert blobs[0]() is None, "the run's state outlived it (a reference cycle)"
+    finally:
+        gc.enable()

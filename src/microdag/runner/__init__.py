@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .._plan import _Plan
     from .._result import Run
+    from ..pools import Pool
     from ._state import Runner
 
 __all__ = ["execute", "execute_async"]
@@ -61,7 +62,7 @@ def _run_on_pool(runner: "Runner", executor: "Any", max_workers: "int | None") -
     from ..pools import default_workers
     from .dispatch import run_pool
 
-    pool: Any
+    pool: Pool
     if executor == "processes":
         from ..pools.process import ProcessPool
 
@@ -108,6 +109,7 @@ def _finish(runner: "Runner", given: "dict[str, Any]", raise_on_failure: bool) -
         run = runner.result(given)
     finally:
         release(runner)
+        runner.close()
     if runner.debug:
         log(10, "run %s of flow %r finished: %s", run.id, run.flow, run.status)
     runner.emit("run_finished", status=run.status, duration=run.duration)

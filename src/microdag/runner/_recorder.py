@@ -19,6 +19,7 @@ knows the store.
 
 import time
 
+from .._capture import take
 from .._records import RunInfo, TaskRecord
 
 TYPE_CHECKING = False
@@ -218,8 +219,6 @@ class StoreRecorder:
 
     def hot_logs(self, i: int, attempt: int) -> None:
         """Keep what step ``i`` wrote while the hot loop ran it (see ``_capture.route``)."""
-        from .._capture import take
-
         text = take(i)
         if text:
             self.store.save_logs(self.run_id, self.names[i], -1, attempt, text)

@@ -503,6 +503,15 @@ class Runner:
 
     # -- the end ----------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Drop what the run no longer needs once its result is made: the
+        references back to this object (the maps', the threads' wake-up),
+        so that a run's outputs and map units are freed when it returns,
+        not when the cycle collector next runs."""
+        self.maps.r = None  # type: ignore[assignment]
+        self.wake = _nothing
+        self.outputs = []  # (a failed step's traceback may keep this object alive)
+
     def status(self) -> str:
         if self.interrupt is not None or self.cancel_requested:
             return "cancelled"

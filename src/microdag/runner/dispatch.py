@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Generator
     from typing import Any
 
-    from ..pools import AsyncPool, Outcome, Pool
+    from ..pools import AwaitPool, Outcome, Pool
     from ._state import Runner
 
 __all__ = ["run_async", "run_pool"]
@@ -56,7 +56,7 @@ def run_pool(runner: "Runner", pool: "Pool") -> None:
         _interrupted(runner, pool, exc)
 
 
-async def run_async(runner: "Runner", pool: "AsyncPool") -> None:
+async def run_async(runner: "Runner", pool: "AwaitPool") -> None:
     """Run ``runner``'s steps on ``pool`` in the running event loop.
 
     Raises:
@@ -75,7 +75,7 @@ async def run_async(runner: "Runner", pool: "AsyncPool") -> None:
         raise
 
 
-def _loop(runner: "Runner", pool: "Pool | AsyncPool") -> "Generator[float | None, list[Outcome], None]":
+def _loop(runner: "Runner", pool: "Pool | AwaitPool") -> "Generator[float | None, list[Outcome], None]":
     """The dispatch body (see the module docs)."""
     k = runner.k
     while True:
@@ -89,7 +89,7 @@ def _loop(runner: "Runner", pool: "Pool | AsyncPool") -> "Generator[float | None
             _settle(runner, attempt, ok, value)
 
 
-def _fill(runner: "Runner", pool: "Pool | AsyncPool") -> None:
+def _fill(runner: "Runner", pool: "Pool | AwaitPool") -> None:
     """Start attempts while ``pool`` has a free slot and there is work."""
     while pool.free() > 0:
         att = runner.next_attempt()
@@ -102,7 +102,7 @@ def _fill(runner: "Runner", pool: "Pool | AsyncPool") -> None:
             runner.settle(att, False, exc)
 
 
-def _wait_time(runner: "Runner", pool: "Pool | AsyncPool") -> "float | None":
+def _wait_time(runner: "Runner", pool: "Pool | AwaitPool") -> "float | None":
     """How long the loop may wait for ``pool`` (see the module docs)."""
     if pool.free() > 0:
         wait = runner.next_due()
@@ -131,13 +131,13 @@ def _settle(runner: "Runner", att: "Any", ok: bool, value: "Any") -> None:
     runner.settle(att, ok, value)
 
 
-def _kill(runner: "Runner", pool: "Pool | AsyncPool") -> None:
+def _kill(runner: "Runner", pool: "Pool | AwaitPool") -> None:
     """Stop what runs in ``pool``; those steps end cancelled."""
     for att in pool.kill_running():
         runner.killed(att)
 
 
-def _interrupted(runner: "Runner", pool: "Pool | AsyncPool", exc: BaseException) -> None:
+def _interrupted(runner: "Runner", pool: "Pool | AwaitPool", exc: BaseException) -> None:
     if runner.interrupt is None:
         runner.interrupt = exc
     _kill(runner, pool)

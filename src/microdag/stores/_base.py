@@ -87,6 +87,8 @@ class Store:
         Raises:
             TypeError: the JSON codec cannot represent the value exactly.
         """
+        if type(value) is int and self.codec == "json":  # the commonest small output
+            return b"%d" % value
         return encode(self.codec, value, what)
 
     def decode(self, data: bytes) -> "Any":
