@@ -315,6 +315,54 @@ def expected_values(flow: Flow) -> dict:
     return out
 
 
+def timed(marks, seconds, **deps):
+    """Sleep ``seconds``, then note in ``<marks>/done`` that this step finished,
+    and how long it took (``name seconds`` per line)."""
+    start = time.perf_counter()
+    time.sleep(seconds)
+    line = f"{microdag.context().step} {time.perf_counter() - start:.6f}\n"
+    fd = os.open(os.path.join(marks, "done"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return 1
+
+
+def timed_flow(layers: int = 60, width: int = 4) -> Flow:
+    """``layers`` x ``width`` timed steps, each after one step of the layer above."""
+    flow = Flow("durable-loss")
+    for layer in range(layers):
+        for k in range(width):
+            deps = [f"t{layer - 1:03d}_{k}"] if layer else []
+            flow.add(f"t{layer:03d}_{k}", timed, depends_on=deps)
+    return flow
+
+
+def finished_steps(marks: str) -> "dict[str, float]":
+    """The steps ``timed`` noted as finished, with how long each took."""
+    try:
+        with open(os.path.join(marks, "done")) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    return {name: float(seconds) for name, seconds in (line.split() for line in lines)}
+
+
+def loss_main(argv: "list[str]") -> None:
+    """``python -m durablesteps loss STORE MARKS EXECUTOR SECONDS``: run the timed
+    flow durably, printing the run id first."""
+    spec, marks, executor, seconds = argv
+
+    def announce(event):
+        if event.kind == "run_started":
+            print(event.run_id, flush=True)
+
+    timed_flow().run({"marks": marks, "seconds": float(seconds)}, store=spec, executor=executor,
+                     max_workers=2, hooks=[announce])
+    print("done", flush=True)
+
+
 def main(argv: "list[str]") -> None:
     """``python -m durablesteps STORE MARKS EXECUTOR LAYERS WIDTH SLEEP GROUP [RUN_ID]``:
     run the crash flow durably (or resume run ``RUN_ID``), printing the run id
@@ -339,4 +387,7 @@ def main(argv: "list[str]") -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1] == "loss":
+        loss_main(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

@@ -11,9 +11,10 @@ Every file is written atomically (temporary file, fsync, ``os.replace``, fsync
 of the directory), so a crash leaves each file whole, old or new.  Task
 records are appended as numbered groups (a log): reading replays the groups
 in order, a later record of a task replacing an earlier one, and ignores the
-temporary files a crash can leave behind.  A group is written every
-:data:`GROUP` records or :data:`GROUP_SECONDS` after its oldest record, and
-by ``flush``/``finish``.
+temporary files a crash can leave behind.  A group is written as soon as
+the successes in it hold ``WORK_SECONDS`` (0.1 s) of step time, every
+:data:`GROUP` records, :data:`GROUP_SECONDS` after its oldest record, and by
+``flush``/``finish``.
 """
 
 import base64
@@ -23,7 +24,7 @@ import threading
 
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord
-from ._base import Store, _CommitTimer
+from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
 from ._files import BLOB_SIZE, OWNER, alive, doomed, drop_blobs, put_blob, write_atomic
 
 TYPE_CHECKING = False
@@ -81,6 +82,7 @@ class JSONStore(Store):
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._groups: dict[str, int] = {}
         self._since: dict[str, float] = {}  # run id -> when its oldest pending record came
+        self._work: dict[str, float] = {}  # run id -> seconds of step time its pending records hold
         self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
         # run id -> its encoded outputs by (step, item), read once, kept current
         self._outputs: dict[str, dict[tuple[str, int], bytes]] = {}
@@ -132,6 +134,7 @@ class JSONStore(Store):
 
         with self._lock:
             pending = self._pending.setdefault(run_id, [])
+            work = self._work.get(run_id, 0.0)
             if not pending:
                 self._since[run_id] = time.monotonic()
                 self._timer.arm()
@@ -144,7 +147,10 @@ class JSONStore(Store):
                     else:
                         row["output"] = self._bytes_out(r.output)
                 pending.append(row)
-            if len(pending) >= GROUP or time.monotonic() - self._since[run_id] >= GROUP_SECONDS:
+                work += work_of(r)
+            self._work[run_id] = work
+            late = time.monotonic() - self._since[run_id] >= GROUP_SECONDS
+            if work >= WORK_SECONDS or len(pending) >= GROUP or late:
                 self._commit(run_id)
 
     def _commit(self, run_id: str) -> None:
@@ -165,6 +171,7 @@ class JSONStore(Store):
         self._groups[run_id] = n + 1
         self._outputs.pop(run_id, None)  # read again when next asked
         pending.clear()
+        self._work[run_id] = 0.0
 
     def flush(self) -> None:
         with self._lock:

@@ -5,10 +5,11 @@ Tables: ``meta`` (``app = microdag``, ``schema = 1``), ``runs`` and ``tasks``
 saved).  The database runs in WAL mode with ``synchronous=FULL`` (a commit
 is fsync'd) and a busy timeout, so several processes can share one file.
 Saved task records are buffered and committed together (group commit):
-every :data:`GROUP` records or :data:`GROUP_SECONDS` after the oldest one,
-and always by ``flush``/``finish``, so a crash can lose at most the records of
-the last half second (and at most ``GROUP``), whose steps a resume runs
-again.  Encoded outputs of 64 KiB and more go to ``<file>.blobs/``, one file
+as soon as the successes among them hold ``WORK_SECONDS`` (0.1 s) of step
+time, every :data:`GROUP` records, :data:`GROUP_SECONDS` after the oldest
+one, and always by ``flush``/``finish``; so a crash loses at most 0.1 s of
+finished work (or the last ``GROUP`` tiny steps), which a resume runs again,
+and a step that ran 0.1 s or more is committed before ``save`` returns.  Encoded outputs of 64 KiB and more go to ``<file>.blobs/``, one file
 per SHA-256, written atomically.
 
 Opening checks the file before changing anything: a file that is not SQLite,
@@ -22,7 +23,7 @@ import time
 
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord
-from ._base import Store, _CommitTimer
+from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
 from ._files import BLOB_SIZE, OWNER, alive, doomed, drop_blobs, put_blob
 
 TYPE_CHECKING = False
@@ -104,6 +105,7 @@ class SQLiteStore(Store):
         self._pending_graphs: list[tuple[str, str]] = []
         self._pending_attempts: list[tuple[Any, ...]] = []
         self._since = 0.0  # when the oldest pending record was saved
+        self._work = 0.0  # seconds of step time the pending records hold
         self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
         try:
             self._db = sqlite3.connect(
@@ -214,7 +216,9 @@ class SQLiteStore(Store):
                     (run_id, r.step, r.item, self._seq, r.status, r.attempts, r.started, r.finished,
                      r.error_type, r.error_message, r.traceback, output, ref)
                 )
-            if len(self._pending) >= GROUP or time.monotonic() - self._since >= GROUP_SECONDS:
+                self._work += work_of(r)
+            if (self._work >= WORK_SECONDS or len(self._pending) >= GROUP
+                    or time.monotonic() - self._since >= GROUP_SECONDS):
                 self._commit()
 
     def _pend(self) -> None:
@@ -256,6 +260,7 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
         self._pending.clear()
+        self._work = 0.0
         self._pending_logs.clear()
         self._pending_graphs.clear()
         self._pending_attempts.clear()
