@@ -349,6 +349,42 @@ def finished_steps(marks: str) -> "dict[str, float]":
     return {name: float(seconds) for name, seconds in (line.split() for line in lines)}
 
 
+def gate(marks):
+    """Fails until ``<marks>/open`` exists."""
+    if not os.path.exists(os.path.join(marks, "open")):
+        raise RuntimeError("the gate is closed")
+    return 0
+
+
+def gated_flow() -> Flow:
+    """``gate`` then three timed steps in a chain: a first run fails at the gate;
+    a resume (once the gate is open) runs for about three times ``seconds``."""
+    flow = Flow("durable-gated")
+    flow.add("gate", gate)
+    previous = "gate"
+    for k in range(3):
+        flow.add(f"t{k}", timed, depends_on=[previous])
+        previous = f"t{k}"
+    return flow
+
+
+def race_main(argv: "list[str]") -> None:
+    """``python -m durablesteps race STORE RUN_ID GO``: once the file ``GO``
+    exists, resume the gated run; print ``ran`` or ``refused: <why>``."""
+    from microdag.stores import StoreError
+
+    spec, run_id, go = argv
+    print("ready", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.0005)
+    try:
+        gated_flow().run(store=spec, run_id=run_id, resume=True)
+    except StoreError as exc:
+        print(f"refused: {exc}", flush=True)
+    else:
+        print("ran", flush=True)
+
+
 def loss_main(argv: "list[str]") -> None:
     """``python -m durablesteps loss STORE MARKS EXECUTOR SECONDS``: run the timed
     flow durably, printing the run id first."""
@@ -389,5 +425,7 @@ def main(argv: "list[str]") -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "loss":
         loss_main(sys.argv[2:])
+    elif sys.argv[1] == "race":
+        race_main(sys.argv[2:])
     else:
         main(sys.argv[1:])

@@ -745,6 +745,77 @@ def test_a_kill_loses_at_most_a_tenth_of_a_second_of_work_per_worker(kind, execu
     print(f"lost work per kill ({kind}, {executor}): {[round(x, 3) for x in losses]}")
 
 
+@pytest.mark.parametrize("kind", ["json", "sqlite"])
+def test_of_several_processes_resuming_one_run_at_once_exactly_one_runs_it(kind, tmp_path):
+    """Four processes resume one failed run at the same moment: one runs it, the
+    others are refused with an error naming the owner, and no step runs twice."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    path = str(tmp_path / ("store.db" if kind == "sqlite" else "store"))
+    store = SQLiteStore(path) if kind == "sqlite" else JSONStore(path)
+    try:
+        first = ds.gated_flow().run({"marks": str(marks), "seconds": 0.2}, store=store, raise_on_failure=False)
+    finally:
+        store.close()
+    assert first.status == "failed"
+    (marks / "open").write_text("")
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "durablesteps", "race", f"{kind}:{path}", first.id, str(go)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True)
+        for _ in range(4)
+    ]
+    try:
+        for proc in procs:
+            assert read_line(proc) == "ready"
+        go.write_text("")
+        outcomes = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            outcomes.append(out.strip())
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert sorted(o.split(":")[0] for o in outcomes) == ["ran", "refused", "refused", "refused"], outcomes
+    for outcome in outcomes:
+        if outcome != "ran":
+            assert f"run {first.id!r} is live in another process" in outcome
+    assert sorted(ds.finished_steps(str(marks))) == ["t0", "t1", "t2"]  # each ran once
+
+
+def test_of_several_threads_resuming_one_run_at_once_exactly_one_runs_it(tmp_path):
+    """The same within one process, on a MemoryStore (and on SQLite)."""
+    import threading
+
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "s.db")):
+        marks = tmp_path / f"marks-{type(store).__name__}"
+        marks.mkdir()
+        first = ds.gated_flow().run({"marks": str(marks), "seconds": 0.2}, store=store, raise_on_failure=False)
+        (marks / "open").write_text("")
+        barrier = threading.Barrier(4)
+        outcomes: list = []
+
+        def resume():
+            barrier.wait()
+            try:
+                ds.gated_flow().run(store=store, run_id=first.id, resume=True)
+                outcomes.append("ran")
+            except StoreError as exc:
+                outcomes.append(f"refused: {exc}")
+
+        threads = [threading.Thread(target=resume) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(o.split(":")[0] for o in outcomes) == ["ran", "refused", "refused", "refused"], outcomes
+        assert sorted(ds.finished_steps(str(marks))) == ["t0", "t1", "t2"]
+        store.close()
+
+
 # -- 4. run_step(from_run=) -------------------------------------------------------------------
 
 

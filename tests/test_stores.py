@@ -1085,3 +1085,51 @@ def test_retried_attempts_are_kept_by_step_item_and_attempt(pstore: Store) -> No
 def test_attempts_of_an_unknown_run_is_a_store_error(store: Store) -> None:
     with pytest.raises(StoreError, match="nope"):
         store.attempts("nope")
+
+
+@pytest.mark.parametrize("kind", PERSISTENT)
+def test_a_claim_is_atomic_across_store_objects(kind, tmp_path, monkeypatch) -> None:
+    """Four store objects on one path claim one run at once, while writing the
+    owner is slow: exactly one claim succeeds, the others name the owner."""
+    import threading
+
+    import microdag.stores._json as json_store
+
+    first = make(kind, tmp_path)
+    first.begin(new_run("r1"))
+    first.release("r1")  # a run nobody holds, as after a crash of its owner
+    real_write = json_store.write_atomic
+
+    def slow_write(path, data):
+        if path.endswith("owner"):
+            time.sleep(0.05)  # widen the window between reading and writing the owner
+        real_write(path, data)
+
+    monkeypatch.setattr(json_store, "write_atomic", slow_write)
+    stores = [reopen(first) for _ in range(4)]
+    barrier = threading.Barrier(4)
+    outcomes: list = []
+
+    def claim(store):
+        barrier.wait()
+        try:
+            store.claim("r1")
+            outcomes.append("claimed")
+        except StoreError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=claim, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outcomes.count("claimed") == 1, outcomes
+    assert all("is live in another process" in o for o in outcomes if o != "claimed")
+    for s in stores:
+        s.release("r1")  # only the holder's release clears the claim
+        s.close()
+    again = reopen(first)
+    again.claim("r1")  # free again once its holder let go
+    again.release("r1")
+    again.close()
+    first.close()

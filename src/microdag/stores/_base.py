@@ -22,11 +22,11 @@ each under their SHA-256 (``_files``).  The records are those of
 from .._errors import StoreError
 from .._records import RunInfo, StoredError, TaskRecord
 from ._codec import CODECS, decode, encode
-from ._files import BLOB_SIZE, OWNER, alive
+from ._files import BLOB_SIZE, HELD, alive, new_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     from .._result import Run
@@ -88,6 +88,7 @@ class Store:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}: expected 'json' or 'pickle'")
         self.codec = codec
+        self._claims: dict[str, str] = {}  # run id -> the owner token this object holds
 
     # -- codecs ----------------------------------------------------------------
 
@@ -179,25 +180,59 @@ class Store:
         return "".join(f"--- attempt {attempt} ---\n{text}" for attempt, text in parts)
 
     def claim(self, run_id: str, force: bool = False) -> None:
-        """Take run ``run_id`` for this process (to resume it).
+        """Take run ``run_id`` for this store object (to resume it), atomically:
+        of several processes (or threads) claiming one run at once, one gets
+        it and the others get :class:`StoreError`.
 
         Raises:
-            StoreError: another live process holds the run (unless ``force``).
+            StoreError: another live claim holds the run (unless ``force``), or
+                there is no such run.
         """
-        holder = self._swap_owner(run_id, OWNER, force)
-        if holder is not None and holder != OWNER and not force and alive(holder):
+        token = new_owner()
+
+        def take(before: "str | None") -> "str | None":
+            return token if force or before is None or not alive(before) else before
+
+        HELD.add(token)  # live from the moment it can be written
+        try:
+            before, after = self._update_owner(run_id, take)
+        except BaseException:
+            HELD.discard(token)
+            raise
+        if after != token:
+            HELD.discard(token)
             raise StoreError(
-                f"run {run_id!r} is live in another process ({holder}); wait for it, or "
-                "pass force=True if that process is gone"
+                f"run {run_id!r} is live in another process or run ({before}); wait for it, or "
+                "resume it with force if that process is gone"
             )
+        self._claims[run_id] = token
+
+    def _new_claim(self, run_id: str) -> str:
+        """The owner token of a run this store object is beginning."""
+        token = self._claims[run_id] = new_owner()
+        HELD.add(token)
+        return token
 
     def release(self, run_id: str) -> None:
-        """This process is done with run ``run_id`` (its end is recorded)."""
-        self._swap_owner(run_id, None, True)
+        """This store object is done with run ``run_id`` (its end is recorded):
+        its claim ends (a claim someone else took over is left alone)."""
+        token = self._claims.pop(run_id, None)
+        if token is None:
+            return
+        try:
+            self._update_owner(run_id, lambda before: None if before == token else before)
+        finally:
+            HELD.discard(token)
 
-    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
-        """Set the run's owner to ``owner`` unless a live other one holds it
-        (``force``: always); return the previous owner.  Atomic per store."""
+    def _update_owner(
+        self, run_id: str, change: "Callable[[str | None], str | None]"
+    ) -> "tuple[str | None, str | None]":
+        """Set the owner of run ``run_id`` to ``change(owner)``, atomically
+        across processes (``None``: no owner); return the owner before and after.
+
+        Raises:
+            StoreError: no such run, or the store cannot be written.
+        """
         raise NotImplementedError
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":

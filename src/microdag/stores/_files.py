@@ -6,11 +6,13 @@
   under their SHA-256 (:func:`put_blob`), deleted by :func:`drop_blobs` when
   no record names them;
 - :func:`doomed`: which runs ``prune`` deletes;
-- :data:`OWNER` and :func:`alive`: the ``host:pid`` that holds a live run, and
-  whether that process may still be running.
+- :func:`new_owner` and :func:`alive`: the token (``host:pid#nonce``) of one
+  claim on a run, and whether the claim may still be held; :class:`FileLock`
+  makes a read-check-write of an owner file atomic across processes.
 """
 
 import os
+import sys
 import threading
 
 from .._errors import StoreError
@@ -21,36 +23,81 @@ if TYPE_CHECKING:
 
     from .._records import RunInfo
 
-__all__ = ["BLOB_SIZE", "OWNER", "alive", "doomed", "drop_blobs", "put_blob", "write_atomic"]
+__all__ = ["BLOB_SIZE", "HELD", "FileLock", "alive", "doomed", "drop_blobs", "new_owner", "put_blob", "write_atomic"]
 
 #: Encoded outputs of this many bytes and more are kept by content hash.
 BLOB_SIZE = 64 * 1024
 
 
-def _owner() -> str:
-    import os
+_HOST = os.uname().nodename if hasattr(os, "uname") else "host"
 
-    return f"{os.uname().nodename if hasattr(os, 'uname') else 'host'}:{os.getpid()}"
+#: The claims on runs that this process holds now (owner tokens).
+HELD: "set[str]" = set()
 
 
-#: This process, as a run's owner: ``host:pid``.
-OWNER = _owner()
+def new_owner() -> str:
+    """A fresh owner token for one claim of this process: ``host:pid#nonce``."""
+    return f"{_HOST}:{os.getpid()}#{os.urandom(4).hex()}"
 
 
 def alive(owner: str) -> bool:
-    """Whether the process ``owner`` names may still run (another host: assume so)."""
-    import os
-
-    host, _, pid = owner.rpartition(":")
-    if host != OWNER.rpartition(":")[0]:
+    """Whether the claim ``owner`` may still be held: by a live process of this
+    host (in this process: a claim it holds now), or on another host (assumed)."""
+    base = owner.partition("#")[0]
+    host, _, pid = base.rpartition(":")
+    if host != _HOST:
         return True
     try:
-        os.kill(int(pid), 0)
+        number = int(pid)
+    except ValueError:
+        return True
+    if number == os.getpid():
+        return owner in HELD
+    try:
+        os.kill(number, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError, OSError):
+    except (PermissionError, OSError):
         return True
     return True
+
+
+class FileLock:
+    """An exclusive lock on ``path`` across processes (``flock``; created if
+    missing), for a read-check-write of a file that must be atomic."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> "FileLock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                msvcrt.locking(self.fd, msvcrt.LK_LOCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                msvcrt.locking(self.fd, msvcrt.LK_UNLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
 
 
 def put_blob(folder: str, data: bytes, store: str) -> str:

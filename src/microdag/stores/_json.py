@@ -25,11 +25,11 @@ import threading
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord
 from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
-from ._files import BLOB_SIZE, OWNER, alive, doomed, drop_blobs, put_blob, write_atomic
+from ._files import BLOB_SIZE, FileLock, doomed, drop_blobs, put_blob, write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 SCHEMA = 1
@@ -127,7 +127,7 @@ class JSONStore(Store):
             except OSError as exc:
                 raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
             self._write_info(info)
-            write_atomic(os.path.join(folder, "owner"), OWNER.encode())
+            write_atomic(os.path.join(folder, "owner"), self._new_claim(info.id).encode())
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         import time
@@ -290,25 +290,28 @@ class JSONStore(Store):
                             out.append((int(attempt), f.read().decode("utf-8", "surrogateescape")))
         return sorted(out)
 
-    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
+    def _update_owner(
+        self, run_id: str, change: "Callable[[str | None], str | None]"
+    ) -> "tuple[str | None, str | None]":
         self.run_info(run_id)
-        path = os.path.join(self._run_dir(run_id), "owner")
-        with self._lock:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    before: str | None = f.read().strip() or None
-            except FileNotFoundError:
-                before = None
-            if force or owner is None or before is None or before == owner or not alive(before):
+        folder = self._run_dir(run_id)
+        path = os.path.join(folder, "owner")
+        try:
+            with self._lock, FileLock(os.path.join(folder, "owner.lock")):  # across processes
                 try:
-                    if owner is None:
-                        if before is not None:
-                            os.remove(path)
-                    else:
-                        write_atomic(path, owner.encode())
-                except OSError as exc:
-                    raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
-        return before
+                    with open(path, encoding="utf-8") as f:
+                        before: str | None = f.read().strip() or None
+                except FileNotFoundError:
+                    before = None
+                after = change(before)
+                if after is None:
+                    if before is not None:
+                        os.remove(path)
+                elif after != before:
+                    write_atomic(path, after.encode())
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+        return before, after
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         try:

@@ -5,11 +5,11 @@ import threading
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord
 from ._base import Store
-from ._files import BLOB_SIZE, OWNER, alive, doomed
+from ._files import BLOB_SIZE, doomed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 
@@ -42,7 +42,7 @@ class MemoryStore(Store):
             kept.inputs = inputs
             self._runs[info.id] = kept
             self._tasks[info.id] = {}
-            self._owners[info.id] = OWNER
+            self._owners[info.id] = self._new_claim(info.id)
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
@@ -84,16 +84,18 @@ class MemoryStore(Store):
                 (a, text) for (r, s, i, a), text in self._logs.items() if (r, s, i) == (run_id, step, item)
             )
 
-    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
+    def _update_owner(
+        self, run_id: str, change: "Callable[[str | None], str | None]"
+    ) -> "tuple[str | None, str | None]":
         with self._lock:
             self._info(run_id)
             before = self._owners.get(run_id)
-            if force or owner is None or before is None or before == owner or not alive(before):
-                if owner is None:
-                    self._owners.pop(run_id, None)
-                else:
-                    self._owners[run_id] = owner
-            return before
+            after = change(before)
+            if after is None:
+                self._owners.pop(run_id, None)
+            else:
+                self._owners[run_id] = after
+            return before, after
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         with self._lock:

@@ -24,11 +24,11 @@ import time
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord
 from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
-from ._files import BLOB_SIZE, OWNER, alive, doomed, drop_blobs, put_blob
+from ._files import BLOB_SIZE, doomed, drop_blobs, put_blob
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
 SCHEMA = 1
@@ -185,7 +185,7 @@ class SQLiteStore(Store):
                     (info.id, info.flow, info.fingerprint, inputs, info.status, info.started,
                      info.finished, info.source),
                 ),
-                ("INSERT OR REPLACE INTO owners VALUES (?, ?)", (info.id, OWNER)),
+                ("INSERT OR REPLACE INTO owners VALUES (?, ?)", (info.id, self._new_claim(info.id))),
             ])
         except sqlite3.IntegrityError:
             raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}") from None
@@ -283,7 +283,9 @@ class SQLiteStore(Store):
             ("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, run_id))
         ]
         if status != "running":  # its end: this process lets go of it in the same commit
-            statements.append(("DELETE FROM owners WHERE run_id = ? AND owner = ?", (run_id, OWNER)))
+            token = self._claims.get(run_id)
+            if token is not None:
+                statements.append(("DELETE FROM owners WHERE run_id = ? AND owner = ?", (run_id, token)))
         self._transaction(statements)
 
     def _put_blob(self, data: bytes) -> str:
@@ -375,7 +377,9 @@ class SQLiteStore(Store):
         )
         return [(a, t) for a, t in rows]
 
-    def _swap_owner(self, run_id: str, owner: "str | None", force: bool) -> "str | None":
+    def _update_owner(
+        self, run_id: str, change: "Callable[[str | None], str | None]"
+    ) -> "tuple[str | None, str | None]":
         import sqlite3
 
         self.run_info(run_id)
@@ -387,16 +391,16 @@ class SQLiteStore(Store):
                 try:
                     row = db.execute("SELECT owner FROM owners WHERE run_id = ?", (run_id,)).fetchone()
                     before = None if row is None else row[0]
-                    if force or owner is None or before is None or before == owner or not alive(before):
-                        if owner is None:
-                            db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
-                        else:
-                            db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (run_id, owner))
+                    after = change(before)
+                    if after is None:
+                        db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
+                    elif after != before:
+                        db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (run_id, after))
                 finally:
                     db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
-        return before
+        return before, after
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         rows = self._read("SELECT output, output_ref, created FROM cache WHERE key = ?", (key,))
