@@ -70,14 +70,18 @@ class JSONStore(Store):
                     f"{self.path!r} has store schema {meta['schema']}, newer than this "
                     f"microdag's ({SCHEMA}): upgrade microdag to use it"
                 )
-        elif os.path.isdir(self.path) and os.listdir(self.path):
+            runs = os.path.join(self.path, "runs")
+            if not os.path.isdir(runs):  # a crash right after the marker was written
+                self._create(runs)
+        elif os.path.isdir(self.path) and _foreign(os.listdir(self.path)):
             raise StoreError(f"{self.path!r} is a directory with other files, not a microdag store")
-        else:
+        else:  # new, or left empty by a crash while it was being made
+            self._create(self.path)
             try:
-                os.makedirs(os.path.join(self.path, "runs"), exist_ok=True)
                 write_atomic(marker, json.dumps({"app": "microdag", "schema": SCHEMA}).encode())
             except OSError as exc:
                 raise StoreError(f"cannot create store {self.path!r}: {exc}") from None
+            self._create(os.path.join(self.path, "runs"))
         self._lock = threading.RLock()
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._groups: dict[str, int] = {}
@@ -86,6 +90,12 @@ class JSONStore(Store):
         self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
         # run id -> its encoded outputs by (step, item), read once, kept current
         self._outputs: dict[str, dict[tuple[str, int], bytes]] = {}
+
+    def _create(self, folder: str) -> None:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store {self.path!r}: {exc}") from None
 
     def _run_dir(self, run_id: str) -> str:
         if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", ".."):
@@ -123,11 +133,17 @@ class JSONStore(Store):
             try:
                 os.mkdir(folder)
             except FileExistsError:
-                raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}") from None
+                pass  # taken, or a begin that a crash cut short: the record says which
             except OSError as exc:
                 raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
-            self._write_info(info)
-            write_atomic(os.path.join(folder, "owner"), self._new_claim(info.id).encode())
+            try:
+                with FileLock(os.path.join(folder, "owner.lock")):  # one begin at a time
+                    if os.path.exists(os.path.join(folder, "run.json")):
+                        raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}")
+                    self._write_info(info)
+                    write_atomic(os.path.join(folder, "owner"), self._new_claim(info.id).encode())
+            except OSError as exc:
+                raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         import time
@@ -391,6 +407,12 @@ class JSONStore(Store):
 
     def __repr__(self) -> str:
         return f"JSONStore({self.path!r})"
+
+
+def _foreign(names: "list[str]") -> bool:
+    """Whether a store directory without its marker holds anything a crash of
+    this store could not have left (its ``runs`` folder, temporary files)."""
+    return any(name != "runs" and not name.endswith(".tmp") for name in names)
 
 
 def _safe(step: str) -> str:
