@@ -18,20 +18,22 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["CODES", "EXCLUDED", "STATUS", "RunInfo", "StoredError", "TaskRecord"]
+__all__ = ["CODES", "EXCLUDED", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_task"]
 
 #: Kernel state code -> task status (``READY`` is still ``"pending"`` to users).
-STATUS = ("pending", "pending", "running", "succeeded", "failed", "skipped", "cancelled", "excluded")
-#: Task status -> kernel state code (a status the table does not know reads as pending).
+STATUS = ("pending", "pending", "running", "succeeded", "failed", "skipped", "cancelled", "excluded", "unknown")
+#: Task status -> kernel state code.
 CODES = {"pending": 0, "running": 2, "succeeded": 3, "failed": 4, "skipped": 5, "cancelled": 6}
 #: The code of a step that is not part of a run (outside its targets).
 EXCLUDED = 7
+#: The code of a stored status this table does not know (a newer microdag's).
+UNKNOWN = 8
 
 
 class RunInfo:
     """One run as a store records it (without its tasks)."""
 
-    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source")
+    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source", "problem")
 
     def __init__(
         self,
@@ -43,6 +45,7 @@ class RunInfo:
         started: float,
         finished: "float | None" = None,
         source: "str | None" = None,
+        problem: "str | None" = None,
     ) -> None:
         self.id = id
         self.flow = flow
@@ -52,6 +55,14 @@ class RunInfo:
         self.started = started
         self.finished = finished
         self.source = source
+        #: For a run whose record cannot be read (``status == "damaged"``,
+        #: from ``Store.list_runs``): what is wrong with it.
+        self.problem = problem
+
+    @classmethod
+    def damaged(cls, run_id: str, problem: str, flow: str = "?", started: float = 0.0) -> "RunInfo":
+        """The listing of a run whose record cannot be read."""
+        return cls(run_id, flow, "", {}, "damaged", started, problem=problem)
 
     def __repr__(self) -> str:
         return f"<RunInfo {self.id} of {self.flow!r}: {self.status}>"
@@ -112,6 +123,51 @@ class TaskRecord:
     def __repr__(self) -> str:
         item = "" if self.item < 0 else f"[{self.item}]"
         return f"<TaskRecord {self.step}{item} {self.status} attempts={self.attempts}>"
+
+
+_NUMBER = (int, float)
+
+
+def check_task(
+    step: object, item: object, status: object, attempts: object, started: object, finished: object,
+    error_type: object, error_message: object, traceback: object, output: object,
+) -> TaskRecord:
+    """A :class:`TaskRecord` from fields read back from a store, each checked.
+
+    Raises:
+        ValueError: a field has the wrong type (the message names it).
+    """
+    if (
+        type(step) is str and type(item) is int and type(status) is str and type(attempts) is int
+        and item >= -1 and attempts >= 0
+        and (started is None or type(started) in _NUMBER) and (finished is None or type(finished) in _NUMBER)
+        and (output is None or type(output) is bytes)
+        and (error_type is None or type(error_type) is str) and (error_message is None or type(error_message) is str)
+        and (traceback is None or type(traceback) is str)
+        and started == started and finished == finished  # not NaN
+    ):
+        return TaskRecord(
+            step, item, status, attempts, started, finished, error_type, error_message,  # type: ignore[arg-type]
+            traceback, output,
+        )
+    problems = []
+    if type(step) is not str:
+        problems.append(f"step is a {type(step).__name__}")
+    if type(item) is not int or item < -1:
+        problems.append(f"item is {item!r}")
+    if type(status) is not str:
+        problems.append(f"status is a {type(status).__name__}")
+    if type(attempts) is not int or attempts < 0:
+        problems.append(f"attempts is {attempts!r}")
+    for name, value in (("started", started), ("finished", finished)):
+        if value is not None and (type(value) not in _NUMBER or value != value):
+            problems.append(f"{name} is {value!r}")
+    for name, value in (("error_type", error_type), ("error_message", error_message), ("traceback", traceback)):
+        if value is not None and type(value) is not str:
+            problems.append(f"{name} is a {type(value).__name__}")
+    if output is not None and type(output) is not bytes:
+        problems.append(f"output is a {type(output).__name__}")
+    raise ValueError(", ".join(problems) or "a field has the wrong type")
 
 
 class StoredError(Exception):

@@ -169,13 +169,17 @@ def _tally(statuses: "Iterable[str]") -> str:
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s] = counts.get(s, 0) + 1
-    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=list(_COLOURS).index))
+    order = list(_COLOURS)
+    known = sorted((s for s in counts if s in _COLOURS), key=order.index)
+    return ", ".join(f"{counts[s]} {s}" for s in known + sorted(s for s in counts if s not in _COLOURS))
 
 
 def _badge(status: str) -> str:
+    """A status as a coloured label; one this version does not know reads ``unknown: <status>``."""
     fill, stroke = _COLOURS.get(status, _COLOURS["pending"])
     style = f"background:{fill};border-color:{stroke}"
-    return f'<span class="badge" style="{style}">{_esc(status)}</span>'
+    label = status if status in _COLOURS else f"unknown: {status}"
+    return f'<span class="badge" style="{style}">{_esc(label)}</span>'
 
 
 def _iso(t: "float | None") -> str:

@@ -13,7 +13,7 @@ import os
 import time
 
 from ._errors import RunFailed
-from ._records import EXCLUDED, STATUS, CODES, StoredError
+from ._records import CODES, EXCLUDED, STATUS, UNKNOWN, StoredError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ class Run:
         """
         steps = [r for r in records if r.item < 0]
         names = tuple(r.step for r in steps)
-        states = bytes(CODES.get(r.status, 0) for r in steps)
+        states = bytes(CODES.get(r.status, UNKNOWN) for r in steps)
         errors: dict[int, BaseException] = {
             i: StoredError(r.error_type, r.error_message or "", r.traceback or "")
             for i, r in enumerate(steps)

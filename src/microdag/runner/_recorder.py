@@ -236,9 +236,16 @@ class StoreRecorder:
     # -- the cache ------------------------------------------------------------------
 
     def cache_get(self, key: str, ttl: "float | None") -> "tuple[bool, Any]":
-        found = self.store.cache_get(key)
-        if found is not None and _fresh(found[1], ttl):
-            return True, self.store.decode(found[0])
+        """The cached output under ``key``; a damaged entry is a miss (logged)."""
+        try:
+            found = self.store.cache_get(key)
+            if found is not None and _fresh(found[1], ttl):
+                return True, self.store.decode(found[0])
+        except Exception as exc:
+            from .._events import log
+
+            log(30, "cache entry %s in %r is damaged (%s: %s); the step runs", key, self.store,
+                type(exc).__name__, exc)
         return False, None
 
     def cache_put(self, key: str, value: "Any") -> None:

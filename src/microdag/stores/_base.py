@@ -106,6 +106,24 @@ class Store:
     def decode(self, data: bytes) -> "Any":
         return decode(self.codec, data)
 
+    def _decoded(self, data: bytes, what: str) -> "Any":
+        """``decode(data)``; a :class:`StoreError` naming ``what`` when it cannot be."""
+        try:
+            return self.decode(data)
+        except Exception as exc:
+            raise StoreError(
+                f"{what} cannot be decoded with the {self.codec} codec ({type(exc).__name__}: {exc}); "
+                "it is damaged, or the store was written with another codec"
+            ) from None
+
+    def _where(self, run_id: str, step: "str | None" = None, item: int = -1) -> str:
+        """``the output of step 'x' (item 3) of run 'r' in store 'path'``, for messages."""
+        place = f"run {run_id!r} in store {getattr(self, 'path', 'memory')!r}"
+        if step is None:
+            return place
+        of_item = f" (item {item})" if item >= 0 else ""
+        return f"the output of step {step!r}{of_item} of {place}"
+
     @staticmethod
     def digest(data: bytes) -> str:
         from .._compat import sha256

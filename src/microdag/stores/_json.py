@@ -23,9 +23,9 @@ import os
 import threading
 
 from .._errors import StoreError
-from .._records import RunInfo, TaskRecord
+from .._records import RunInfo, TaskRecord, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
-from ._files import BLOB_SIZE, FileLock, doomed, drop_blobs, put_blob, write_atomic
+from ._files import BLOB_SIZE, FileLock, doomed, drop_blobs, put_blob, read_blob, write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -215,12 +215,27 @@ class JSONStore(Store):
         except FileNotFoundError:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}") from None
         except (OSError, ValueError) as exc:
-            raise StoreError(f"run {run_id!r} in store {self.path!r} is unreadable: {exc}") from None
+            raise StoreError(f"run {run_id!r} in store {self.path!r} is damaged: {path}: {exc}") from None
+        try:
+            return self._info(r)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(
+                f"run {run_id!r} in store {self.path!r} is damaged: {path}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _info(self, r: "Any") -> RunInfo:
+        """A ``run.json`` record as a :class:`RunInfo`, checked."""
+        if not isinstance(r, dict):
+            raise TypeError("not a record")
         inputs = self.decode(self._bytes_in(r["inputs"]))
-        return RunInfo(
-            r["id"], r["flow"], r["fingerprint"], inputs, r["status"], r["started"], r["finished"],
-            r.get("source"),
-        )
+        fields = (r["id"], r["flow"], r["fingerprint"], r["status"])
+        if not all(type(v) is str for v in fields) or not isinstance(inputs, dict):
+            raise TypeError("a field has the wrong type")
+        started, finished = r["started"], r["finished"]
+        if type(started) not in (int, float) or (finished is not None and type(finished) not in (int, float)):
+            raise TypeError("its start or finish is not a time")
+        source = r.get("source")
+        return RunInfo(*fields[:3], inputs, fields[3], started, finished, source if type(source) is str else None)
 
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
@@ -230,20 +245,48 @@ class JSONStore(Store):
             names = sorted(name for name in os.listdir(folder) if _is_group(name))
         merged: dict[tuple[str, int], TaskRecord] = {}
         for name in names:
-            with open(os.path.join(folder, name), "rb") as f:
-                rows = json.load(f)
+            path = os.path.join(folder, name)
+            try:
+                with open(path, "rb") as f:
+                    rows = json.load(f)
+                if not isinstance(rows, list):
+                    raise ValueError("not a list of records")
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"run {run_id!r} in store {self.path!r} is damaged: {path}: {exc}") from None
             for row in rows:
-                ref = row.pop("output_ref", None)
-                if not outputs:
-                    row["output"] = None
-                elif ref is not None:
-                    with open(os.path.join(self.path, "blobs", ref[:2], ref), "rb") as f:
-                        row["output"] = f.read()
-                elif row["output"] is not None:
-                    row["output"] = self._bytes_in(row["output"])
-                record = TaskRecord(**row)
+                record = self._task(row, run_id, path, outputs)
                 merged[(record.step, record.item)] = record  # a later record wins, in first place
         return list(merged.values())
+
+    def _task(self, row: "Any", run_id: str, path: str, outputs: bool) -> TaskRecord:
+        """One row of a task group file as a checked :class:`TaskRecord`."""
+        step = row.get("step") if isinstance(row, dict) else None
+        try:
+            if not isinstance(row, dict):
+                raise ValueError("it is not a record")
+            ref = row.get("output_ref")
+            output = row.get("output")
+            if not outputs:
+                output = None
+            elif ref is not None:
+                item = row.get("item")
+                where = self._where(run_id, str(step), item if type(item) is int else -1)
+                if type(ref) is not str or len(ref) != 64:
+                    raise ValueError(f"its blob reference is {ref!r}")
+                output = read_blob(os.path.join(self.path, "blobs"), ref, where)
+            elif output is not None:
+                if type(output) is not str:
+                    raise ValueError("its output is not text")
+                output = self._bytes_in(output)
+            return check_task(
+                step, row.get("item"), row.get("status"), row.get("attempts"), row.get("started"),
+                row.get("finished"), row.get("error_type"), row.get("error_message"), row.get("traceback"), output,
+            )
+        except ValueError as exc:  # (binascii.Error, UnicodeError are ValueErrors)
+            raise StoreError(
+                f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
+                f"{os.path.basename(path)}: {exc}"
+            ) from None
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
         with self._lock:
@@ -256,7 +299,7 @@ class JSONStore(Store):
             data = outputs.get((step, item))
         if data is None:
             raise KeyError(f"run {run_id} has no stored output for step {step!r}")
-        return self.decode(data)
+        return self._decoded(data, self._where(run_id, step, item))
 
     def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
         folder = os.path.join(self._run_dir(run_id), "logs")
@@ -333,9 +376,11 @@ class JSONStore(Store):
         try:
             with open(os.path.join(self.path, "cache", f"{key}.json"), "rb") as f:
                 entry = json.load(f)
-        except (FileNotFoundError, ValueError):
+            return self._bytes_in(entry["output"]), float(entry["created"])
+        except FileNotFoundError:
             return None
-        return self._bytes_in(entry["output"]), float(entry["created"])
+        except (OSError, ValueError, KeyError, TypeError):  # damaged: a miss
+            return None
 
     def cache_put(self, key: str, output: bytes, created: float) -> None:
         folder = os.path.join(self.path, "cache")
@@ -349,10 +394,12 @@ class JSONStore(Store):
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         runs = []
         for run_id in os.listdir(os.path.join(self.path, "runs")):
+            if not os.path.exists(os.path.join(self.path, "runs", run_id, "run.json")):
+                continue  # a run directory a crash left before its record
             try:
                 info = self.run_info(run_id)
-            except StoreError:
-                continue  # a run directory a crash left without its record
+            except StoreError as exc:
+                info = RunInfo.damaged(run_id, str(exc))
             if flow is None or info.flow == flow:
                 runs.append(info)
         runs.sort(key=lambda r: (r.started, r.id), reverse=True)
@@ -367,13 +414,18 @@ class JSONStore(Store):
             for run_id in gone:
                 shutil.rmtree(self._run_dir(run_id))
             used: set[str | None] = set()
+            readable = True
             for run_id in os.listdir(os.path.join(self.path, "runs")):
                 folder = self._run_dir(run_id)
                 for name in os.listdir(folder):
                     if _is_group(name):
-                        with open(os.path.join(folder, name), "rb") as f:
-                            used.update(row.get("output_ref") for row in json.load(f))
-            drop_blobs(os.path.join(self.path, "blobs"), used, self.list_runs())
+                        try:
+                            with open(os.path.join(folder, name), "rb") as f:
+                                used.update(row.get("output_ref") for row in json.load(f))
+                        except (OSError, ValueError, AttributeError, TypeError):
+                            readable = False  # a damaged group may name blobs: keep them all
+            if readable:
+                drop_blobs(os.path.join(self.path, "blobs"), used, self.list_runs())
         return len(gone)
 
     def _graph_path(self, fingerprint: str) -> str:

@@ -22,9 +22,9 @@ import threading
 import time
 
 from .._errors import StoreError
-from .._records import RunInfo, TaskRecord
+from .._records import RunInfo, TaskRecord, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
-from ._files import BLOB_SIZE, doomed, drop_blobs, put_blob
+from ._files import BLOB_SIZE, doomed, drop_blobs, put_blob, read_blob
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ SCHEMA = 1
 GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
 GROUP_SECONDS = 0.5
+_NUMBER = (int, float)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -303,6 +304,26 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
 
+    def _info(self, row: "tuple[Any, ...]") -> RunInfo:
+        """A ``runs`` row as a :class:`RunInfo`, checked (``ValueError`` names what is wrong)."""
+        run_id, flow, fingerprint, inputs, status, started, finished, source = row
+        if not all(type(v) is str for v in (run_id, flow, fingerprint, status)):
+            raise ValueError("its id, flow, fingerprint or status is not text")
+        if type(started) not in (int, float) or (finished is not None and type(finished) not in (int, float)):
+            raise ValueError("its start or finish is not a time")
+        if isinstance(inputs, str):  # JSON text written by hand or by another tool
+            inputs = inputs.encode()
+        if not isinstance(inputs, bytes):
+            raise ValueError("its inputs are not encoded data")
+        try:
+            values = self.decode(inputs)
+        except Exception as exc:
+            raise ValueError(f"its inputs cannot be decoded with the {self.codec} codec ({exc})") from None
+        if not isinstance(values, dict):
+            raise ValueError("its inputs are not a mapping")
+        return RunInfo(run_id, flow, fingerprint, values, status, started, finished,
+                       source if type(source) is str else None)
+
     def run_info(self, run_id: str) -> RunInfo:
         rows = self._read(
             "SELECT id, flow, fingerprint, inputs, status, started, finished, source FROM runs WHERE id = ?",
@@ -310,8 +331,15 @@ class SQLiteStore(Store):
         )
         if not rows:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}")
-        row = rows[0]
-        return RunInfo(row[0], row[1], row[2], self.decode(row[3]), row[4], row[5], row[6], row[7])
+        try:
+            return self._info(rows[0])
+        except ValueError as exc:
+            raise StoreError(f"run {run_id!r} in store {self.path!r} is damaged: {exc}") from None
+
+    def _blob(self, ref: object, run_id: str, step: str, item: int) -> bytes:
+        if type(ref) is not str or len(ref) != 64:
+            raise StoreError(f"{self._where(run_id, step, item)} is damaged: its blob reference is {ref!r}")
+        return read_blob(self.blobs, ref, self._where(run_id, step, item))
 
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
@@ -323,15 +351,18 @@ class SQLiteStore(Store):
         )
         out = []
         for row in rows:
+            step, item = row[0], row[1]
             output = row[9]
             if row[10] is not None:
-                with open(os.path.join(self.blobs, row[10][:2], row[10]), "rb") as f:
-                    output = f.read()
-            step, item, status, attempts, started, finished, etype, emsg, tb = row[:9]
-            out.append(TaskRecord(
-                step, item, status, attempts, started, finished, etype, emsg, tb,
-                None if output is None else bytes(output),
-            ))
+                output = self._blob(row[10], run_id, str(step), item if type(item) is int else -1)
+            try:
+                _, _, status, attempts, started, finished, etype, emsg, tb = row[:9]
+                out.append(check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output))
+            except ValueError as exc:
+                raise StoreError(
+                    f"the record of step {step!r} (item {item!r}) of run {run_id!r} in store "
+                    f"{self.path!r} is damaged: {exc}"
+                ) from None
         return out
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
@@ -343,10 +374,10 @@ class SQLiteStore(Store):
         if row is None or (row[0] is None and row[1] is None):
             self.run_info(run_id)  # StoreError for an unknown run
             raise KeyError(f"run {run_id} has no stored output for step {step!r}")
-        if row[1] is not None:
-            with open(os.path.join(self.blobs, row[1][:2], row[1]), "rb") as f:
-                return self.decode(f.read())
-        return self.decode(bytes(row[0]))
+        data = self._blob(row[1], run_id, step, item) if row[1] is not None else row[0]
+        if not isinstance(data, bytes):
+            raise StoreError(f"{self._where(run_id, step, item)} is damaged: it is not encoded data")
+        return self._decoded(data, self._where(run_id, step, item))
 
     def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
         with self._lock:
@@ -409,11 +440,12 @@ class SQLiteStore(Store):
         data, ref, created = rows[0]
         if ref is not None:
             try:
-                with open(os.path.join(self.blobs, ref[:2], ref), "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:  # pruned: a miss
+                data = read_blob(self.blobs, ref, "a cached output")
+            except (StoreError, TypeError):  # pruned or damaged: a miss
                 return None
-        return bytes(data), created
+        if not isinstance(data, bytes) or type(created) not in (int, float):
+            return None  # damaged: a miss
+        return data, created
 
     def cache_put(self, key: str, output: bytes, created: float) -> None:
         ref = None
@@ -437,10 +469,9 @@ class SQLiteStore(Store):
             )
             for step, data, ref in rows:
                 if ref is not None:
-                    with open(os.path.join(self.blobs, ref[:2], ref), "rb") as f:
-                        out[step] = self.decode(f.read())
-                elif data is not None:
-                    out[step] = self.decode(bytes(data))
+                    data = self._blob(ref, run_id, step, -1)
+                if data is not None:
+                    out[step] = self._decoded(bytes(data), self._where(run_id, step))
         return out
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
@@ -450,7 +481,17 @@ class SQLiteStore(Store):
             " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
             (run_id,),
         )
-        return {step: (attempts, started, finished) for step, attempts, started, finished in rows}
+        out = {}
+        for step, attempts, started, finished in rows:
+            if type(step) is not str or type(attempts) is not int or not (
+                (started is None or type(started) in _NUMBER) and (finished is None or type(finished) in _NUMBER)
+            ):
+                raise StoreError(
+                    f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
+                    f"attempts {attempts!r}, started {started!r}, finished {finished!r}"
+                )
+            out[step] = (attempts, started, finished)
+        return out
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         sql = "SELECT id, flow, fingerprint, inputs, status, started, finished, source FROM runs"
@@ -462,7 +503,16 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self._read(sql, params)
-        return [RunInfo(r[0], r[1], r[2], self.decode(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+        runs = []
+        for row in rows:
+            try:
+                runs.append(self._info(row))
+            except ValueError as exc:
+                run_id = row[0] if type(row[0]) is str else repr(row[0])
+                started = row[5] if type(row[5]) in (int, float) else 0.0
+                runs.append(RunInfo.damaged(run_id, f"run {run_id!r} in store {self.path!r} is damaged: {exc}",
+                                            row[1] if type(row[1]) is str else "?", started))
+        return runs
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
         gone = doomed(self.list_runs(), older_than, keep_last)
