@@ -255,6 +255,10 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         parser.print_help()
         return USAGE
     handler: "Callable[[argparse.Namespace], int]" = globals()["_cmd_" + args.command]
+    for stream in (sys.stdout, sys.stderr):  # names from file names may hold lone surrogates
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "") == "strict":
+            reconfigure(errors="backslashreplace")
     from ._errors import CycleError, FlowError
     from .stores import StoreError
 

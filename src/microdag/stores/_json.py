@@ -306,7 +306,7 @@ class JSONStore(Store):
         name = f"{_safe(step)}.{item}.{attempt}.txt"
         try:
             os.makedirs(folder, exist_ok=True)
-            write_atomic(os.path.join(folder, name), text.encode("utf-8", "surrogateescape"))
+            write_atomic(os.path.join(folder, name), text.encode("utf-8", "surrogatepass"))
         except OSError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
@@ -346,7 +346,7 @@ class JSONStore(Store):
                     attempt = name[len(prefix) : -4]
                     if attempt.isdigit():
                         with open(os.path.join(folder, name), "rb") as f:
-                            out.append((int(attempt), f.read().decode("utf-8", "surrogateescape")))
+                            out.append((int(attempt), _text(f.read())))
         return sorted(out)
 
     def _update_owner(
@@ -459,6 +459,15 @@ class JSONStore(Store):
 
     def __repr__(self) -> str:
         return f"JSONStore({self.path!r})"
+
+
+def _text(data: bytes) -> str:
+    """Log text as written (lone surrogates kept: ``surrogatepass``; files of
+    older versions used ``surrogateescape``)."""
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
 
 
 def _foreign(names: "list[str]") -> bool:

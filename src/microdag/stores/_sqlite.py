@@ -38,6 +38,28 @@ GROUP = 1024
 GROUP_SECONDS = 0.5
 _NUMBER = (int, float)
 
+
+def _t(value: "Any") -> "Any":
+    """A value to bind: a ``str`` SQLite cannot take as UTF-8 (lone surrogates,
+    from file names that are not UTF-8) goes in as its bytes, surrogates kept
+    (``surrogatepass``), and comes back whole through :func:`_s`."""
+    if value.__class__ is str and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def _s(value: "Any") -> "Any":
+    """A text column's value as read: the ``str`` that :func:`_t` stored."""
+    if value.__class__ is bytes:
+        try:
+            return value.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return value
+    return value
+
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -183,10 +205,10 @@ class SQLiteStore(Store):
                 (
                     "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (info.id, info.flow, info.fingerprint, inputs, info.status, info.started,
-                     info.finished, info.source),
+                    (_t(info.id), _t(info.flow), info.fingerprint, inputs, info.status, info.started,
+                     info.finished, _t(info.source)),
                 ),
-                ("INSERT OR REPLACE INTO owners VALUES (?, ?)", (info.id, self._new_claim(info.id))),
+                ("INSERT OR REPLACE INTO owners VALUES (?, ?)", (_t(info.id), self._new_claim(info.id))),
             ])
         except sqlite3.IntegrityError:
             raise StoreError(f"a run with id {info.id!r} is already in store {self.path!r}") from None
@@ -214,8 +236,8 @@ class SQLiteStore(Store):
                     output = None
                 self._seq = max(self._seq + 1, time.time_ns())
                 self._pending.append(
-                    (run_id, r.step, r.item, self._seq, r.status, r.attempts, r.started, r.finished,
-                     r.error_type, r.error_message, r.traceback, output, ref)
+                    (_t(run_id), _t(r.step), r.item, self._seq, _t(r.status), r.attempts, r.started, r.finished,
+                     _t(r.error_type), _t(r.error_message), _t(r.traceback), output, ref)
                 )
                 self._work += work_of(r)
             if (self._work >= WORK_SECONDS or len(self._pending) >= GROUP
@@ -281,12 +303,12 @@ class SQLiteStore(Store):
         if known is None:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}")
         statements: list[tuple[str, tuple[Any, ...]]] = [
-            ("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, run_id))
+            ("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, finished, _t(run_id)))
         ]
         if status != "running":  # its end: this process lets go of it in the same commit
             token = self._claims.get(run_id)
             if token is not None:
-                statements.append(("DELETE FROM owners WHERE run_id = ? AND owner = ?", (run_id, token)))
+                statements.append(("DELETE FROM owners WHERE run_id = ? AND owner = ?", (_t(run_id), token)))
         self._transaction(statements)
 
     def _put_blob(self, data: bytes) -> str:
@@ -300,13 +322,13 @@ class SQLiteStore(Store):
         try:
             with self._lock:
                 self._commit()
-                return self._db.execute(sql, params).fetchall()
+                return self._db.execute(sql, tuple(map(_t, params))).fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
 
     def _info(self, row: "tuple[Any, ...]") -> RunInfo:
         """A ``runs`` row as a :class:`RunInfo`, checked (``ValueError`` names what is wrong)."""
-        run_id, flow, fingerprint, inputs, status, started, finished, source = row
+        run_id, flow, fingerprint, inputs, status, started, finished, source = map(_s, row)
         if not all(type(v) is str for v in (run_id, flow, fingerprint, status)):
             raise ValueError("its id, flow, fingerprint or status is not text")
         if type(started) not in (int, float) or (finished is not None and type(finished) not in (int, float)):
@@ -351,6 +373,7 @@ class SQLiteStore(Store):
         )
         out = []
         for row in rows:
+            row = (_s(row[0]), row[1], _s(row[2]), *row[3:6], _s(row[6]), _s(row[7]), _s(row[8]), *row[9:])
             step, item = row[0], row[1]
             output = row[9]
             if row[10] is not None:
@@ -382,7 +405,7 @@ class SQLiteStore(Store):
     def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
         with self._lock:
             self._pend()
-            self._pending_logs.append((run_id, step, item, attempt, text))
+            self._pending_logs.append((_t(run_id), _t(step), item, attempt, _t(text)))
 
     def save_attempt(
         self, run_id: str, step: str, item: int, attempt: int, started: float, finished: float,
@@ -390,7 +413,9 @@ class SQLiteStore(Store):
     ) -> None:
         with self._lock:
             self._pend()
-            self._pending_attempts.append((run_id, step, item, attempt, started, finished, error_type, error_message))
+            self._pending_attempts.append(
+                (_t(run_id), _t(step), item, attempt, started, finished, _t(error_type), _t(error_message))
+            )
 
     def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
         self.run_info(run_id)
@@ -399,14 +424,14 @@ class SQLiteStore(Store):
             " WHERE run_id = ? ORDER BY step, item, attempt",
             (run_id,),
         )
-        return [tuple(row) for row in rows]
+        return [tuple(map(_s, row)) for row in rows]
 
     def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
         rows = self._read(
             "SELECT attempt, text FROM logs WHERE run_id = ? AND step = ? AND item = ? ORDER BY attempt",
             (run_id, step, item),
         )
-        return [(a, t) for a, t in rows]
+        return [(a, _s(t)) for a, t in rows]
 
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
@@ -420,13 +445,13 @@ class SQLiteStore(Store):
                 db = self._db
                 db.execute("BEGIN IMMEDIATE")  # one claimant at a time, across processes
                 try:
-                    row = db.execute("SELECT owner FROM owners WHERE run_id = ?", (run_id,)).fetchone()
+                    row = db.execute("SELECT owner FROM owners WHERE run_id = ?", (_t(run_id),)).fetchone()
                     before = None if row is None else row[0]
                     after = change(before)
                     if after is None:
-                        db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
+                        db.execute("DELETE FROM owners WHERE run_id = ?", (_t(run_id),))
                     elif after != before:
-                        db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (run_id, after))
+                        db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (_t(run_id), after))
                 finally:
                     db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
@@ -468,6 +493,7 @@ class SQLiteStore(Store):
                 (run_id, *chunk),
             )
             for step, data, ref in rows:
+                step = _s(step)
                 if ref is not None:
                     data = self._blob(ref, run_id, step, -1)
                 if data is not None:
@@ -483,6 +509,7 @@ class SQLiteStore(Store):
         )
         out = {}
         for step, attempts, started, finished in rows:
+            step = _s(step)
             if type(step) is not str or type(attempts) is not int or not (
                 (started is None or type(started) in _NUMBER) and (finished is None or type(finished) in _NUMBER)
             ):
@@ -520,7 +547,7 @@ class SQLiteStore(Store):
             self._commit()
             db = self._db
             db.execute("BEGIN IMMEDIATE")
-            for run_id in gone:
+            for run_id in map(_t, gone):
                 db.execute("DELETE FROM owners WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM logs WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
