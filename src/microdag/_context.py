@@ -20,6 +20,7 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
 __all__ = ["StepContext", "context"]
 
@@ -27,7 +28,7 @@ __all__ = ["StepContext", "context"]
 class Frame:
     """The per-thread view of a run: fixed facts and the step being run."""
 
-    __slots__ = ("run_id", "flow", "names", "attempts", "run_dir", "current")
+    __slots__ = ("run_id", "flow", "names", "attempts", "run_dir", "current", "cancel")
 
     def __init__(
         self,
@@ -36,12 +37,15 @@ class Frame:
         names: "Sequence[str]",
         attempts: "Sequence[int] | None",
         run_dir: "str | None",
+        cancel: "Any" = None,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
         self.names = names
         self.attempts = attempts
         self.run_dir = run_dir
+        #: The run's cancel event (``None``: none, or in a worker process).
+        self.cancel = cancel
         # step id, item index, attempt of a map unit (0: read the step's attempts)
         self.current: list[object] = [-1, None, 0]
 

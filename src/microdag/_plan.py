@@ -40,6 +40,9 @@ NO_DEFAULT = object()
 #: Trigger rule names, in the kernel's numbering.
 TRIGGERS = ("all_success", "all_done", "none_failed")
 _RETRY_ON: "tuple[type[BaseException], ...]" = (Exception,)
+#: The longest timeout or retry delay, in seconds (about 11.6 days): finite, and
+#: within what every backend can wait for (``poll`` takes milliseconds in 32 bits).
+MAX_SECONDS = 1_000_000
 
 
 class _Step:
@@ -112,13 +115,16 @@ class _Step:
                         binding[param] = source
         if not _is_int(retries) or retries < 0:
             problems.append(f"{where}: retries must be an int >= 0, not {retries!r}")
-        if not _is_number(retry_delay) or retry_delay < 0:
-            problems.append(f"{where}: retry_delay must be a number >= 0, not {retry_delay!r}")
+        if not _is_number(retry_delay) or not 0 <= retry_delay <= MAX_SECONDS:
+            problems.append(f"{where}: retry_delay must be a number from 0 to {MAX_SECONDS:,}, not {retry_delay!r}")
         if not _is_number(retry_backoff) or retry_backoff < 1:
             problems.append(f"{where}: retry_backoff must be a number >= 1, not {retry_backoff!r}")
-        if retry_max_delay is not None and (not _is_number(retry_max_delay) or retry_max_delay < 0):
+        if retry_max_delay is not None and (
+            not _is_number(retry_max_delay) or not 0 <= retry_max_delay <= MAX_SECONDS
+        ):
             problems.append(
-                f"{where}: retry_max_delay must be a number >= 0 or None, not {retry_max_delay!r}"
+                f"{where}: retry_max_delay must be a number from 0 to {MAX_SECONDS:,} or None, "
+                f"not {retry_max_delay!r}"
             )
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
@@ -130,8 +136,11 @@ class _Step:
                 f"{where}: retry_on must be an exception class or a tuple of them, not {retry_on!r}"
             )
             retry_on = (Exception,)
-        if timeout is not None and (not _is_number(timeout) or timeout <= 0):
-            problems.append(f"{where}: timeout must be a number > 0 or None, not {timeout!r}")
+        if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_SECONDS):
+            problems.append(
+                f"{where}: timeout must be a number of seconds > 0 and at most {MAX_SECONDS:,} "
+                f"(about 11.6 days) or None, not {timeout!r}"
+            )
         if priority is not None and (
             not _is_int(priority) or not -(2**31) <= priority < 2**31
         ):

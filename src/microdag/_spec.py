@@ -71,10 +71,10 @@ STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "depends_on": {"type": "array", "items": {"type": "string"}},
     "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
     "retries": {"type": "integer", "minimum": 0},
-    "retry_delay": {"type": "number", "minimum": 0},
+    "retry_delay": {"type": "number", "minimum": 0, "maximum": 1_000_000},
     "retry_backoff": {"type": "number", "minimum": 1},
-    "retry_max_delay": {"type": "number", "minimum": 0},
-    "timeout": {"type": "number", "exclusiveMinimum": 0},
+    "retry_max_delay": {"type": "number", "minimum": 0, "maximum": 1_000_000},
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
     "priority": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
     "trigger": {"enum": list(TRIGGERS)},
     "map": {"type": "string", "minLength": 1},
@@ -736,9 +736,11 @@ def _expected(rule: "dict[str, Any]") -> str:
         return "a table of parameter = \"step name\""
     words = "an integer" if kind == "integer" else "a number"
     if "minimum" in rule and "maximum" in rule:
-        return f"{words} from {rule['minimum']} to {rule['maximum']}"
+        return f"{words} from {rule['minimum']:,} to {rule['maximum']:,}"
     if "minimum" in rule:
         return f"{words} >= {rule['minimum']}"
+    if "exclusiveMinimum" in rule and "maximum" in rule:
+        return f"{words} > {rule['exclusiveMinimum']} and at most {rule['maximum']:,}"
     if "exclusiveMinimum" in rule:
         return f"{words} > {rule['exclusiveMinimum']}"
     return words
@@ -1015,21 +1017,18 @@ class _Command:
             TimeoutError: it ran past the step's timeout (it is killed).
             OSError: it could not be started (e.g. no such program).
         """
-        import subprocess
-
         argv = self.render(values)
         limit = None
         if self.timeout is not None:
             # Kill it a little before the runner's own deadline, so that the
-            # attempt ends with the program gone (a timed-out worker process
-            # is killed without running any code: its child would live on).
+            # attempt ends with the program gone.
             limit = self.timeout - min(_KILL_GRACE, self.timeout / 10)
-        try:
-            done = subprocess.run(argv, capture_output=True, timeout=limit)
-        except subprocess.TimeoutExpired:
+        done = _run_program(argv, limit)
+        if done is None:
             raise TimeoutError(
-                f"command {argv[0]!r} ran into the step's timeout of {self.timeout:g} s and was killed"
-            ) from None
+                f"command {argv[0]!r} ran into the step's timeout of {self.timeout:g} s and was killed "
+                "(with every process it started)"
+            )
         err = done.stderr.decode("utf-8", "replace")
         if err:
             sys.stderr.write(err)
@@ -1049,6 +1048,62 @@ class _Command:
             if out.endswith("\r\n"):
                 return out[:-2]
             return out[:-1] if out.endswith("\n") else out
+
+
+def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
+    """Run ``argv`` in a process group of its own, capturing its output;
+    ``None`` when it ran past ``limit`` seconds.
+
+    The group is registered for the step's run (``_children``), so that a
+    cancelled or interrupted run kills it (the runner does, and so does this
+    function when it sees the run's cancel event set); it is killed whole (the
+    program and what it started) on a timeout and on any exception here.
+
+    Raises:
+        CommandError: the run was cancelled while the program ran.
+    """
+    import subprocess
+    import time
+
+    from . import _children
+    from ._context import _FRAME
+
+    frame = _FRAME.get()
+    run_id = frame.run_id if frame is not None else None
+    cancel = frame.cancel if frame is not None else None
+    posix = os.name == "posix"
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            process_group=0 if posix else None)
+    if posix:
+        _children.register(run_id, proc.pid)
+    deadline = None if limit is None else time.monotonic() + limit
+    try:
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if cancel is not None:
+                wait = 0.05 if wait is None else min(wait, 0.05)
+            try:
+                out, err = proc.communicate(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    _children.kill(run_id)
+                    continue  # the next communicate() returns: the group is dead
+                if deadline is not None and time.monotonic() >= deadline:
+                    _children.kill_group(proc.pid)
+                    proc.communicate()
+                    return None
+            except BaseException:
+                _children.kill_group(proc.pid)
+                proc.communicate()
+                raise
+        stopped = posix and _children.stopped(proc.pid)
+    finally:
+        if posix:
+            _children.unregister(run_id, proc.pid)
+    if stopped:
+        raise CommandError(f"command {argv[0]!r} was stopped: its run was cancelled", proc.returncode, "")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _defaults_text(inputs: "Mapping[str, Any]") -> str:

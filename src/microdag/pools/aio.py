@@ -54,12 +54,20 @@ async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
         return await coro
     import asyncio
 
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + attempt.timeout
     try:
-        return await asyncio.wait_for(coro, attempt.timeout)
+        result = await asyncio.wait_for(coro, attempt.timeout)
     except TimeoutError:
         raise TimeoutError(
             f"{attempt.describe()} timed out after {attempt.timeout:g} s (it was cancelled)"
         ) from None
+    if loop.time() > deadline:  # it blocked the loop past its deadline, so it could not be cancelled
+        raise TimeoutError(
+            f"{attempt.describe()} timed out after {attempt.timeout:g} s (it blocked the event loop; "
+            "its result came too late)"
+        )
+    return result
 
 
 class AsyncPool:
@@ -103,14 +111,20 @@ class AsyncPool:
             [*self._running, *self._abandoned], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         out: list[Outcome] = []
+        now = time.monotonic()
         for future in done:
             if future in self._abandoned:
                 self._abandoned.discard(future)
                 if not future.cancelled():
                     future.exception()  # retrieved: no "never retrieved" warning
                 continue
-            attempt, _ = self._running.pop(future)
-            if future.cancelled():
+            attempt, deadline = self._running.pop(future)
+            if deadline is not None and now >= deadline:
+                if not future.cancelled():
+                    future.exception()
+                out.append((attempt, False, TimeoutError(
+                    f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")))
+            elif future.cancelled():
                 out.append((attempt, False, asyncio.CancelledError()))
             elif future.exception() is not None:
                 out.append((attempt, False, future.exception()))

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["ExecutorPool"]
 
 
+def _late(attempt: "Attempt") -> TimeoutError:
+    return TimeoutError(f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")
+
+
 class ExecutorPool:
     """Any ``concurrent.futures.Executor`` (see the module docs)."""
 
@@ -62,16 +66,19 @@ class ExecutorPool:
         timeout = until_deadline(timeout, [d for _, d in self._running.values() if d is not None])
         done, _ = wait([*self._running, *self._abandoned], timeout, return_when=FIRST_COMPLETED)
         out: list[Outcome] = []
+        now = time.monotonic()
         for future in done:
             if future in self._abandoned:
                 self._abandoned.discard(future)  # its slot is free again; its result is dropped
                 continue
-            attempt, _ = self._running.pop(future)
+            attempt, deadline = self._running.pop(future)
+            if deadline is not None and now >= deadline:
+                out.append((attempt, False, _late(attempt)))
+                continue
             try:
                 out.append((attempt, True, future.result()))
             except BaseException as exc:
                 out.append((attempt, False, exc))
-        now = time.monotonic()
         for future, entry in list(self._running.items()):
             attempt, deadline = entry
             if deadline is None or now < deadline or future.done():

@@ -17,6 +17,7 @@ timeout that ends at the first deadline among them, and a worker whose pipe
 closes is replaced on the spot.
 """
 
+import os
 import time
 
 from . import until_deadline
@@ -43,6 +44,7 @@ def _worker_main(conn: "Connection") -> None:
     """
     import pickle
 
+    _own_group()
     while True:
         try:
             msg = conn.recv()
@@ -72,6 +74,47 @@ def _worker_main(conn: "Connection") -> None:
                     f"the step's {what} could not be sent back from its process ({detail}): {exc}")))
             except Exception:
                 return
+
+
+def _own_group() -> None:
+    """Make this worker the leader of a process group of its own, so that
+    killing the group takes what its steps started with it; on ``SIGTERM``
+    (the pool stopping it) it kills the command steps' groups first."""
+    if os.name != "posix":
+        return
+    import signal
+
+    os.setpgrp()
+
+    def stop(signum: int, frame: "Any") -> None:
+        from .._children import kill
+
+        kill(every=True)
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _stop(process: "BaseProcess") -> None:
+    """Stop a worker and everything it started: ``SIGTERM`` (it kills its
+    commands' groups), then ``SIGKILL`` to its whole process group."""
+    pid = process.pid
+    if pid is None:
+        return
+    if os.name != "posix":
+        process.kill()
+        return
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    process.join(0.2)
+    from .._children import kill_group
+
+    kill_group(pid)  # the worker leads its own group: its children go too
+    process.kill()
 
 
 class _Worker:
@@ -119,7 +162,7 @@ class ProcessPool:
 
     def _replace(self, worker: _Worker, kill: bool) -> "int | None":
         if kill:
-            worker.process.kill()
+            _stop(worker.process)
         worker.process.join(5)
         code = worker.process.exitcode
         worker.conn.close()
@@ -151,8 +194,12 @@ class ProcessPool:
                     continue
                 except Exception as exc:  # the result did not unpickle here
                     ok, value = False, exc
+                late = worker.deadline is not None and now >= worker.deadline
                 worker.attempt = None
                 worker.deadline = None
+                if late:  # it came after the deadline: the attempt timed out
+                    ok, value = False, TimeoutError(
+                        f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")
                 out.append((attempt, ok, value))
             elif worker.deadline is not None and now >= worker.deadline:
                 self._replace(worker, kill=True)
@@ -173,7 +220,7 @@ class ProcessPool:
     def close(self) -> None:
         for worker in self._workers:
             if worker.attempt is not None:
-                worker.process.kill()
+                _stop(worker.process)
             else:
                 try:
                     worker.conn.send(None)

@@ -179,7 +179,7 @@ class Runner:
 
     def frame(self) -> Frame:
         """A fresh context frame for a thread (or task) that runs steps."""
-        return Frame(self.run_id, self.flow, self.names, self.attempts, self.run_dir)
+        return Frame(self.run_id, self.flow, self.names, self.attempts, self.run_dir, self.cancel)
 
     def drive_args(self) -> "tuple[Any, ...]":
         """The first arguments of the kernel's hot loop, ``drive()``."""
@@ -382,6 +382,7 @@ class Runner:
         if self.interrupt is None:
             self.interrupt = exc
         self.cancelled.add(i)
+        self.halt()
         with self.lock:
             if self.k.state(i) == _RUNNING:
                 self.k.fail(i)
@@ -461,11 +462,19 @@ class Runner:
         cancelled.extend(self.maps.stop())
         return cancelled
 
+    def halt(self) -> None:
+        """The run is cancelled or interrupted: kill the programs its command
+        steps are running (their whole process groups, see ``_children``)."""
+        from .._children import kill
+
+        kill(self.run_id)
+
     def check_cancel(self) -> bool:
         """Stop the run if its cancel event is set *(locks)*; whether it is cancelled."""
         if self.cancel is not None and not self.cancel_requested and self.cancel.is_set():
             self.cancel_requested = True
             log(20, "run %s: cancelled", self.run_id)
+            self.halt()
             with self.lock:
                 cancelled = self.stop()
             for c in cancelled:

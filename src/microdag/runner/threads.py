@@ -97,6 +97,7 @@ def run_threads(runner: "Runner", workers: int) -> None:
     except BaseException as exc:  # Ctrl-C in the calling thread
         if runner.interrupt is None:
             runner.interrupt = exc
+        runner.halt()
         crew.stop()
         # A start() cut short may still have launched its thread: give such
         # threads a moment to come up, then stop counting on the others.
