@@ -101,3 +101,34 @@ def test_a_runs_outputs_are_freed_when_it_returns_not_at_the_next_gc(backend) ->
         assert blobs[0]() is None, "the run's state outlived it (a reference cycle)"
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_system_exit_and_other_base_exceptions_fail_their_step(backend) -> None:
+    """A step raising SystemExit (even in a worker process) or another
+    BaseException fails that step; the run goes on and returns (a server that
+    embeds microdag is not ended by a step)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import microdag
+    import timeoutsteps as ts
+
+    flow = microdag.Flow("escapes")
+    flow.add("exits", ts.exits)
+    flow.add("odd", ts.raises_odd)
+    flow.add("fine", ts.quick)
+    options = {"on_failure": "continue", "raise_on_failure": False}
+    if backend == "arun":
+        run = asyncio.run(flow.arun(**options))
+    elif backend == "executor":
+        with ThreadPoolExecutor(2) as pool:
+            run = flow.run(executor=pool, **options)
+    else:
+        run = flow.run(executor=backend, **options)
+    assert run.status == "failed"
+    assert run.tasks["exits"].status == "failed" and type(run.tasks["exits"].error) is SystemExit
+    assert run.tasks["odd"].status == "failed" and type(run.tasks["odd"].error).__name__ == "Odd"
+    assert run["fine"] == 1
+    with pytest.raises(microdag.RunFailed):
+        flow.run(executor="inline" if backend in ("arun", "executor") else backend)

@@ -25,3 +25,15 @@ def spawn_and_hang(marker, seconds=30.0):
 
 def quick():
     return 1
+
+
+def exits():
+    raise SystemExit(3)
+
+
+class Odd(BaseException):
+    """A BaseException that is not an Exception."""
+
+
+def raises_odd():
+    raise Odd("odd")

@@ -301,8 +301,8 @@ class Runner:
         retry policy says so, else fail it (or skip it, or abort the run)."""
         if att.unit >= 0 and self.maps.over(att):
             return  # a late outcome of a map that has ended
-        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit, ...
-            self.maps.end(att)
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C: the run stops (SystemExit and the
+            self.maps.end(att)                  # other BaseExceptions fail their step below)
             self.abort(att.step, exc)
             return
         if isinstance(exc, Skip):
