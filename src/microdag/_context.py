@@ -115,9 +115,17 @@ class StepContext:
 
 
 def _safe(name: str) -> str:
-    """A step name as one path component."""
+    """A step name as one path component, distinct for distinct names: a name
+    of letters, digits, ``-``, ``_`` and ``.`` is itself; any other gets its
+    odd characters replaced and a digest of the name appended (so ``a b``,
+    ``a_b`` and ``a/b`` get three folders)."""
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return cleaned if cleaned.strip(".") else "_" + cleaned
+    if cleaned == name and cleaned.strip(".") and len(name) <= 100:
+        return name
+    from ._compat import sha256
+
+    digest = sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{cleaned[:80].strip('.') or '_'}-{digest}"
 
 
 def context() -> StepContext:

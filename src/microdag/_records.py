@@ -18,7 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["CODES", "EXCLUDED", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_task"]
+__all__ = [
+    "CODES", "EXCLUDED", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id", "check_task",
+]
 
 #: Kernel state code -> task status (``READY`` is still ``"pending"`` to users).
 STATUS = ("pending", "pending", "running", "succeeded", "failed", "skipped", "cancelled", "excluded", "unknown")
@@ -126,6 +128,40 @@ class TaskRecord:
 
 
 _NUMBER = (int, float)
+#: The longest run id.
+RUN_ID_LIMIT = 128
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it can name a run in every store, the same rule for all.
+
+    A run id is 1 to 128 characters, printable, without ``/``, ``\\`` or lone
+    surrogates, and not ``.`` or ``..`` (stores make folders and files of it).
+
+    Raises:
+        ValueError: it cannot (the message says why).
+    """
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"a run id must be a non-empty string, not {run_id!r}")
+    problem = None
+    if len(run_id) > RUN_ID_LIMIT:
+        problem = f"it is longer than {RUN_ID_LIMIT} characters"
+    elif "/" in run_id or "\\" in run_id:
+        problem = "it holds a path separator"
+    elif run_id in (".", ".."):
+        problem = "it names a folder"
+    else:
+        try:
+            run_id.encode()
+        except UnicodeEncodeError:
+            problem = "it holds a lone surrogate"
+        else:
+            if not run_id.isprintable():
+                problem = "it holds a control character"
+    if problem is not None:
+        raise ValueError(f"run id {run_id!r} cannot be used: {problem}")
+    return run_id
+
 
 
 def check_task(

@@ -106,9 +106,14 @@ def prepare(
         except ValueError as exc:
             problems.append(str(exc))
             store = None
-    if run_id is not None and (not isinstance(run_id, str) or not run_id):
-        problems.append(f"run_id must be a non-empty string, not {run_id!r}")
-        run_id = None
+    if run_id is not None:
+        from .._records import check_run_id
+
+        try:
+            check_run_id(run_id)
+        except ValueError as exc:
+            problems.append(str(exc))
+            run_id = None
     if resume:
         if store is None or run_id is None:
             problems.append("resume=True needs store= and the run_id= of the run to resume")

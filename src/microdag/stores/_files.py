@@ -19,12 +19,14 @@ from .._errors import StoreError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
     from .._records import RunInfo
 
 __all__ = [
-    "BLOB_SIZE", "HELD", "FileLock", "alive", "doomed", "drop_blobs", "new_owner", "put_blob", "read_blob",
+    "BLOB_SIZE", "HELD", "FileLock", "alive", "doomed", "drop_blobs", "drop_folders", "new_owner", "put_blob",
+    "read_blob",
     "write_atomic",
 ]
 
@@ -170,6 +172,14 @@ def drop_blobs(folder: str, used: "set[Any]", runs: "list[RunInfo]") -> None:
             if keep_after is not None and os.path.getmtime(path) >= keep_after:
                 continue
             os.remove(path)
+
+
+def drop_folders(folders: "Iterable[str]") -> None:
+    """Delete the work folders of pruned runs (those that exist)."""
+    import shutil
+
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_atomic(path: str, data: bytes) -> None:

@@ -23,7 +23,7 @@ import os
 import threading
 
 from .._errors import StoreError
-from .._records import RunInfo, TaskRecord, check_task
+from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
 from ._files import BLOB_SIZE, FileLock, doomed, drop_blobs, put_blob, read_blob, write_atomic
 
@@ -127,6 +127,7 @@ class JSONStore(Store):
     # -- writing -----------------------------------------------------------------------
 
     def begin(self, info: RunInfo) -> None:
+        check_run_id(info.id)
         folder = self._run_dir(info.id)
         self.encode(info.inputs, "the run's inputs")  # refuse before taking the id
         with self._lock:

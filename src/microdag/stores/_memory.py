@@ -3,9 +3,9 @@
 import threading
 
 from .._errors import StoreError
-from .._records import RunInfo, TaskRecord
+from .._records import RunInfo, TaskRecord, check_run_id
 from ._base import Store
-from ._files import BLOB_SIZE, doomed
+from ._files import BLOB_SIZE, doomed, drop_folders
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ class MemoryStore(Store):
         self._attempts: dict[tuple[str, str, int, int], tuple[float, float, str, str]] = {}
 
     def begin(self, info: RunInfo) -> None:
+        check_run_id(info.id)
         # Inputs go through the codec, as in the other stores: what one refuses, all do.
         inputs = self.decode(self.encode(info.inputs, "the run's inputs"))
         with self._lock:
@@ -168,6 +169,9 @@ class MemoryStore(Store):
                         used.add(blob.digest)
             for digest in set(self._blobs) - used:
                 del self._blobs[digest]
+        from .._context import default_run_dir
+
+        drop_folders(default_run_dir(run_id) for run_id in gone)  # the runs' temporary folders
         return len(gone)
 
     def save_graph(self, fingerprint: str, graph: str) -> None:

@@ -22,9 +22,9 @@ import threading
 import time
 
 from .._errors import StoreError
-from .._records import RunInfo, TaskRecord, check_task
+from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
-from ._files import BLOB_SIZE, doomed, drop_blobs, put_blob, read_blob
+from ._files import BLOB_SIZE, doomed, drop_blobs, drop_folders, put_blob, read_blob
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -199,6 +199,7 @@ class SQLiteStore(Store):
     def begin(self, info: RunInfo) -> None:
         import sqlite3
 
+        check_run_id(info.id)
         inputs = self.encode(info.inputs, "the run's inputs")
         try:
             self._transaction([
@@ -557,6 +558,7 @@ class SQLiteStore(Store):
             used |= {row[0] for row in db.execute("SELECT output_ref FROM cache WHERE output_ref IS NOT NULL")}
             db.execute("COMMIT")
         drop_blobs(self.blobs, used, self.list_runs())
+        drop_folders(self.run_dir(run_id) for run_id in gone)
         return len(gone)
 
     def save_graph(self, fingerprint: str, graph: str) -> None:
@@ -571,7 +573,7 @@ class SQLiteStore(Store):
         return json.loads(rows[0][0]) if rows else None
 
     def run_dir(self, run_id: str) -> str:
-        return os.path.join(self.path + ".work", run_id)
+        return os.path.join(self.path + ".work", check_run_id(run_id))
 
     def close(self) -> None:
         self._timer.cancel()
