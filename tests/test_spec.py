@@ -815,3 +815,27 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
         load_flow(path)
     shown = f"microdag.FlowError: {info.value}\n".replace(str(tmp_path) + os.sep, "")
     assert shown == report
+
+
+@pytest.mark.parametrize("suffix", ["toml", "json"])
+def test_values_nested_too_deep_are_a_flow_error_with_the_line(tmp_path, suffix) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / f"deep.{suffix}"
+    if suffix == "toml":
+        path.write_text(f'[flow]\nname = "deep"\n[inputs]\nv = {deep}\n')
+        line = 4
+    else:
+        path.write_text('{"flow": {"name": "deep"},\n"inputs":\n{"v": ' + deep + "}}")
+        line = 3
+    with pytest.raises(FlowError) as info:
+        load_flow(str(path))
+    assert str(info.value) == f"{path}:{line}: values nest more than 64 levels deep"
+
+
+def test_brackets_in_strings_and_comments_do_not_count_as_nesting(tmp_path) -> None:
+    path = tmp_path / "brackets.toml"
+    path.write_text(
+        '[flow]\nname = "b"\n# [' + "[" * 100 + '\n[inputs]\nv = "' + "{" * 100 + '"\n'
+        '[steps.a]\ncommand = ["echo", "{inputs.v}"]\n'
+    )
+    assert load_flow(str(path)).steps == ("a",)

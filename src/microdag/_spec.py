@@ -283,8 +283,52 @@ def _load_file(path: str) -> Flow:
         raise FlowError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     problems: list[str] = []
     is_json = path.lower().endswith(".json")
+    deep = _too_deep(text)
+    if deep is not None:
+        raise FlowError(f"{path}:{deep}: values nest more than {_MAX_DEPTH} levels deep")
     data = _parse_json(path, text, problems) if is_json else _parse_toml(path, text)
     return _Builder(path, text, is_json, data, problems).build()
+
+
+#: How deep lists and tables may nest in a flow file (a flow needs a few levels).
+_MAX_DEPTH = 64
+
+
+def _too_deep(text: str) -> "int | None":
+    """The line where brackets (``[``, ``{``) outside strings first nest more than
+    ``_MAX_DEPTH`` deep, or ``None``: checked before parsing, which would run
+    out of stack on such a file (TOML and JSON alike)."""
+    if text.count("[") + text.count("{") <= _MAX_DEPTH:
+        return None
+    depth = 0
+    line = 1
+    quote = ""
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 2
+                continue
+            if c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c == "#":  # a TOML comment (never inside a JSON value outside a string)
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return line
+        elif c in "]}":
+            depth -= 1
+        i += 1
+    return None
 
 
 def _parse_toml(path: str, text: str) -> object:
