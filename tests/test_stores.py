@@ -1133,3 +1133,48 @@ def test_a_claim_is_atomic_across_store_objects(kind, tmp_path, monkeypatch) -> 
     again.release("r1")
     again.close()
     first.close()
+
+
+def test_an_sqlite_store_opened_read_only_reads_and_refuses_writes(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "runs.db")
+    s.begin(new_run())
+    records = sample_records(s)
+    s.save("r1", records)
+    s.close()
+    ro = SQLiteStore(tmp_path / "runs.db", readonly=True)
+    try:
+        assert ro.readonly
+        assert ro.tasks("r1") == records and [r.id for r in ro.list_runs()] == ["r1"]
+        assert "<html" in ro.report("r1")
+        with pytest.raises(StoreError, match="runs.db"):
+            ro.begin(new_run("r2"))
+    finally:
+        ro.close()
+    with pytest.raises(StoreError, match="no store"):
+        SQLiteStore(tmp_path / "missing.db", readonly=True)
+
+
+def test_an_sqlite_store_whose_folder_cannot_be_written_opens_read_only(tmp_path: Path, monkeypatch) -> None:
+    """Where SQLite cannot write the file or make its WAL files (a read-only
+    folder: simulated, as root writes anywhere), the store opens read-only
+    instead of failing, so that show, runs, logs and report still work."""
+    s = SQLiteStore(tmp_path / "runs.db")
+    s.begin(new_run())
+    s.save("r1", sample_records(s))
+    s.close()
+    real_connect = sqlite3.connect
+
+    def connect(database, *args, **kwargs):
+        if not kwargs.get("uri"):
+            raise sqlite3.OperationalError("unable to open database file")
+        if "mode=ro" in str(database):  # no WAL index can be made here either
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    ro = SQLiteStore(tmp_path / "runs.db")
+    try:
+        assert ro.readonly
+        assert [r.id for r in ro.list_runs()] == ["r1"]
+    finally:
+        ro.close()

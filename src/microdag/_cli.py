@@ -298,7 +298,9 @@ def _load(spec: str) -> "Flow":
     return flow
 
 
-def _open(spec: "str | None", create: bool = False) -> "Store":
+def _open(spec: "str | None", create: bool = False, readonly: bool = False) -> "Store":
+    """The store of ``--store`` (default: ``.microdag/runs.db``); the reading
+    commands open it read-only, so that they work where it cannot be written."""
     from .stores import StoreError, open_store
 
     if spec is None:
@@ -310,7 +312,7 @@ def _open(spec: "str | None", create: bool = False) -> "Store":
     elif not create and spec != "memory" and not os.path.exists(spec.partition(":")[2] or spec):
         raise StoreError(f"no store at {spec}")
     try:
-        return open_store(spec)
+        return open_store(spec, readonly=readonly)
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
 
@@ -665,7 +667,7 @@ def _cmd_graph(args: "argparse.Namespace") -> int:
 
 
 def _cmd_runs(args: "argparse.Namespace") -> int:
-    store = _open(args.store)
+    store = _open(args.store, readonly=True)
     try:
         runs = store.list_runs(flow=args.flow, limit=args.limit)
     finally:
@@ -689,7 +691,7 @@ def _cmd_runs(args: "argparse.Namespace") -> int:
 
 
 def _cmd_show(args: "argparse.Namespace") -> int:
-    store = _open(args.store)
+    store = _open(args.store, readonly=True)
     try:
         info = store.run_info(args.run_id)
         records = store.tasks(args.run_id, outputs=False)
@@ -746,7 +748,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
 
 
 def _cmd_logs(args: "argparse.Namespace") -> int:
-    store = _open(args.store)
+    store = _open(args.store, readonly=True)
     try:
         if not any(r.step == args.step for r in store.tasks(args.run_id, outputs=False)):
             raise _UsageError(f"run {args.run_id} has no step named {args.step!r}")
@@ -771,7 +773,7 @@ def _cmd_prune(args: "argparse.Namespace") -> int:
 
 
 def _cmd_report(args: "argparse.Namespace") -> int:
-    store = _open(args.store)
+    store = _open(args.store, readonly=True)
     try:
         html = store.report(args.run_id)
     finally:

@@ -122,9 +122,9 @@ def _safe(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     if cleaned == name and cleaned.strip(".") and len(name) <= 100:
         return name
-    from ._compat import sha256
+    import hashlib  # (only for names that had to change)
 
-    digest = sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{cleaned[:80].strip('.') or '_'}-{digest}"
 
 

@@ -40,10 +40,12 @@ __all__ = [
 ]
 
 
-def open_store(spec: "str | Store", *, codec: str = "json") -> Store:
+def open_store(spec: "str | Store", *, codec: str = "json", readonly: bool = False) -> Store:
     """A store from a spec: a :class:`Store` (returned as is), ``"memory"``,
     ``"json:DIR"``, ``"sqlite:PATH"``, or a path ending in ``.db``,
-    ``.sqlite`` or ``.sqlite3``.
+    ``.sqlite`` or ``.sqlite3``.  With ``readonly``, an SQLite store is opened
+    for reading only (where its file or folder cannot be written, it is
+    anyway).
 
     Raises:
         ValueError: the spec names no kind of store.
@@ -64,9 +66,9 @@ def open_store(spec: "str | Store", *, codec: str = "json") -> Store:
     from ._sqlite import SQLiteStore
 
     if spec.startswith("sqlite:"):
-        return SQLiteStore(spec[7:], codec=codec)
+        return SQLiteStore(spec[7:], codec=codec, readonly=readonly)
     if spec.endswith((".db", ".sqlite", ".sqlite3")):
-        return SQLiteStore(spec, codec=codec)
+        return SQLiteStore(spec, codec=codec, readonly=readonly)
     raise ValueError(
         f"unknown store spec {spec!r}: expected 'memory', 'json:DIR', 'sqlite:PATH' "
         "or a path ending in .db, .sqlite or .sqlite3"

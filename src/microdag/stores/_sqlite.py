@@ -9,12 +9,13 @@ as soon as the successes among them hold ``WORK_SECONDS`` (0.1 s) of step
 time, every :data:`GROUP` records, :data:`GROUP_SECONDS` after the oldest
 one, and always by ``flush``/``finish``; so a crash loses at most 0.1 s of
 finished work (or the last ``GROUP`` tiny steps), which a resume runs again,
-and a step that ran 0.1 s or more is committed before ``save`` returns.  Encoded outputs of 64 KiB and more go to ``<file>.blobs/``, one file
-per SHA-256, written atomically.
+and a step that ran 0.1 s or more is committed before ``save`` returns.
+Encoded outputs of 64 KiB and more go to ``<file>.blobs/``, one file per
+SHA-256, written atomically.
 
-Opening checks the file before changing anything: a file that is not SQLite,
-an SQLite database of another application, or a newer schema is refused with
-a :class:`StoreError`, and left as it was.
+Opening (``_sqlite_file``) checks the file before changing anything: a file
+that is not SQLite, an SQLite database of another application, or a newer
+schema is refused with a :class:`StoreError`, and left as it was.
 """
 
 import os
@@ -25,13 +26,13 @@ from .._errors import StoreError
 from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
 from ._files import BLOB_SIZE, doomed, drop_blobs, drop_folders, put_blob, read_blob
+from ._sqlite_file import SCHEMA, connect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-SCHEMA = 1
 #: Task records buffered before a commit...
 GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
@@ -60,32 +61,7 @@ def _s(value: "Any") -> "Any":
             return value
     return value
 
-_TABLES = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, flow TEXT NOT NULL, fingerprint TEXT NOT NULL, inputs BLOB NOT NULL,
-    status TEXT NOT NULL, started REAL NOT NULL, finished REAL, source TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
-CREATE TABLE IF NOT EXISTS tasks (
-    run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, seq INTEGER NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL, started REAL, finished REAL,
-    error_type TEXT, error_message TEXT, traceback TEXT, output BLOB, output_ref TEXT,
-    PRIMARY KEY (run_id, step, item)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS owners (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS graphs (fingerprint TEXT PRIMARY KEY, graph TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS attempts (
-    run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    started REAL NOT NULL, finished REAL NOT NULL, error_type TEXT NOT NULL, error_message TEXT NOT NULL,
-    PRIMARY KEY (run_id, step, item, attempt)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS logs (
-    run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    text TEXT NOT NULL, PRIMARY KEY (run_id, step, item, attempt)
-) WITHOUT ROWID;
-"""
+
 
 _UPSERT = """
 INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
@@ -113,10 +89,10 @@ class SQLiteStore(Store):
             store, has a newer schema, or is corrupt (the file is not changed).
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", codec: str = "json", timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: "str | os.PathLike[str]", codec: str = "json", timeout: float = 10.0, readonly: bool = False
+    ) -> None:
         super().__init__(codec)
-        import sqlite3
-
         self.path = os.fspath(path)
         self.blobs = self.path + ".blobs"
         parent = os.path.dirname(os.path.abspath(self.path))
@@ -130,58 +106,10 @@ class SQLiteStore(Store):
         self._since = 0.0  # when the oldest pending record was saved
         self._work = 0.0  # seconds of step time the pending records hold
         self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
-        try:
-            self._db = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
-            deadline = time.monotonic() + timeout
-            while True:  # another process may be creating the file, or switching it to WAL
-                try:
-                    self._check_and_create()
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            self._db.execute("SELECT COUNT(*) FROM runs").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path!r} is not a usable microdag store: {exc}") from None
+        # readonly: opened for reading only, as asked or because the file or its folder cannot be written
+        self._db, self.readonly = connect(self.path, timeout, readonly)
         # Task order across store objects and processes: a clock-based sequence.
         self._seq = 0
-
-    def _check_and_create(self) -> None:
-        import sqlite3
-
-        db = self._db
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables:
-            if "meta" not in tables:
-                raise StoreError(f"{self.path!r} is an SQLite database, but not a microdag store")
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            if meta.get("app") != "microdag":
-                raise StoreError(f"{self.path!r} is an SQLite database, but not a microdag store")
-            schema = int(meta.get("schema", "0"))
-            if schema > SCHEMA:
-                raise StoreError(
-                    f"{self.path!r} has store schema {schema}, newer than this microdag's "
-                    f"({SCHEMA}): upgrade microdag to use it"
-                )
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        if tables and not {"cache", "owners", "logs", "graphs", "attempts"} <= tables:  # made before these existed
-            db.executescript(_TABLES)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            if "source" not in columns:
-                db.execute("ALTER TABLE runs ADD COLUMN source TEXT")
-        if not tables:
-            try:
-                db.executescript(
-                    "BEGIN IMMEDIATE;" + _TABLES
-                    + f"INSERT OR IGNORE INTO meta VALUES ('app', 'microdag'), ('schema', '{SCHEMA}');"
-                    + "COMMIT;"
-                )
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"cannot create store {self.path!r}: {exc}") from None
 
     # -- writing ---------------------------------------------------------------------
 
