@@ -736,12 +736,12 @@ def test_a_kill_loses_at_most_a_tenth_of_a_second_of_work_per_worker(kind, execu
             losses.append(sum(lost))
             longest = max(finished.values(), default=0.0)
             assert sum(lost) <= 0.1 + workers * longest, (len(lost), sum(lost), len(finished))
-            run = ds.timed_flow().run(store=store, run_id=run_id, resume=True)
-            assert run.status == "succeeded"
+            if n == 0:  # (resuming is tested elsewhere: once here is enough)
+                run = ds.timed_flow().run(store=store, run_id=run_id, resume=True, executor=executor)
+                assert run.status == "succeeded"
+                assert set(ds.finished_steps(str(marks))) == set(ds.timed_flow().steps)
         finally:
             store.close()
-        again = ds.finished_steps(str(marks))
-        assert set(again) == set(ds.timed_flow().steps)
     print(f"lost work per kill ({kind}, {executor}): {[round(x, 3) for x in losses]}")
 
 

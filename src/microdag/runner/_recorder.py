@@ -140,7 +140,8 @@ class StoreRecorder:
             if i is not None and (active is None or i in active):
                 steps[i] = facts
         items: dict[int, dict[int, int]] = {}
-        maps = maps.difference(self.names[i] for i in steps)
+        if maps:
+            maps = maps.difference(self.names[i] for i in steps)
         if maps:
             for r in store.tasks(run_id, outputs=False):
                 if r.item >= 0 and r.status == "succeeded" and r.step in maps:

@@ -31,18 +31,12 @@ if TYPE_CHECKING:
 
     from .._result import Run
 
-__all__ = ["BLOB_SIZE", "WORK_SECONDS", "RunInfo", "Store", "StoreError", "StoredError", "TaskRecord", "work_of"]
+__all__ = ["BLOB_SIZE", "WORK_SECONDS", "RunInfo", "Store", "StoreError", "StoredError", "TaskRecord"]
 
 #: Buffered records are committed once the successes among them hold this
-#: many seconds of step time: what a crash can make a resume run again.
+#: many seconds of step time (the sum of their durations): what a crash can
+#: make a resume run again.
 WORK_SECONDS = 0.1
-
-
-def work_of(record: TaskRecord) -> float:
-    """Seconds of step time a record's loss would cost: its duration if it succeeded."""
-    if record.status == "succeeded" and record.started is not None and record.finished is not None:
-        return max(0.0, record.finished - record.started)
-    return 0.0
 
 
 class _CommitTimer:

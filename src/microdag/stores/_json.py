@@ -24,7 +24,7 @@ import threading
 
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord, check_run_id, check_task
-from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
+from ._base import WORK_SECONDS, Store, _CommitTimer
 from ._files import BLOB_SIZE, FileLock, doomed, drop_blobs, put_blob, read_blob, write_atomic
 
 TYPE_CHECKING = False
@@ -164,7 +164,8 @@ class JSONStore(Store):
                     else:
                         row["output"] = self._bytes_out(r.output)
                 pending.append(row)
-                work += work_of(r)
+                if r.status == "succeeded" and r.started is not None and r.finished is not None:
+                    work += r.finished - r.started  # (the work lost if this record were)
             self._work[run_id] = work
             late = time.monotonic() - self._since[run_id] >= GROUP_SECONDS
             if work >= WORK_SECONDS or len(pending) >= GROUP or late:

@@ -24,7 +24,7 @@ import time
 
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord, check_run_id, check_task
-from ._base import WORK_SECONDS, Store, _CommitTimer, work_of
+from ._base import WORK_SECONDS, Store, _CommitTimer
 from ._files import BLOB_SIZE, doomed, drop_blobs, drop_folders, put_blob, read_blob
 from ._sqlite_file import SCHEMA, connect
 
@@ -38,6 +38,7 @@ GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
 GROUP_SECONDS = 0.5
 _NUMBER = (int, float)
+_TIME = (float, int, type(None))
 
 
 def _t(value: "Any") -> "Any":
@@ -158,17 +159,25 @@ class SQLiteStore(Store):
         with self._lock:
             if not self._pending:  # (a group of records open: nothing to check per record)
                 self._pend()
+            key = _t(run_id)
             for r in records:
                 output, ref = r.output, None
                 if output is not None and len(output) >= BLOB_SIZE:
                     ref = self._put_blob(output)
                     output = None
                 self._seq = max(self._seq + 1, time.time_ns())
+                step, status = r.step, r.status
+                if not (step.isascii() and status.isascii()):
+                    step, status = _t(step), _t(status)
+                etype, emsg, tb = r.error_type, r.error_message, r.traceback
+                if emsg is not None or etype is not None or tb is not None:
+                    etype, emsg, tb = _t(etype), _t(emsg), _t(tb)
                 self._pending.append(
-                    (_t(run_id), _t(r.step), r.item, self._seq, _t(r.status), r.attempts, r.started, r.finished,
-                     _t(r.error_type), _t(r.error_message), _t(r.traceback), output, ref)
+                    (key, step, r.item, self._seq, status, r.attempts, r.started, r.finished, etype, emsg, tb,
+                     output, ref)
                 )
-                self._work += work_of(r)
+                if status == "succeeded" and r.started is not None and r.finished is not None:
+                    self._work += r.finished - r.started  # (the work lost if this record were)
             if (self._work >= WORK_SECONDS or len(self._pending) >= GROUP
                     or time.monotonic() - self._since >= GROUP_SECONDS):
                 self._commit()
@@ -436,12 +445,12 @@ class SQLiteStore(Store):
             " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
             (run_id,),
         )
-        out = {}
+        out = {}  # (a resume reads every success of a big run here: kept lean)
         for step, attempts, started, finished in rows:
-            step = _s(step)
-            if type(step) is not str or type(attempts) is not int or not (
-                (started is None or type(started) in _NUMBER) and (finished is None or type(finished) in _NUMBER)
-            ):
+            if step.__class__ is not str:
+                step = _s(step)
+            if not (attempts.__class__ is int and started.__class__ in _TIME and finished.__class__ in _TIME
+                    and step.__class__ is str):
                 raise StoreError(
                     f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
                     f"attempts {attempts!r}, started {started!r}, finished {finished!r}"
