@@ -28,6 +28,17 @@ identifiers.  A ``call`` step whose parameters take defaults from
 ``[inputs]`` becomes a :class:`_WithDefaults` (a ``functools.partial``), which
 still pickles and still reads as async to the runner when the function is.
 
+Command argv items are full of braces that are not ours (``awk '{print
+$1}'``, ``find -exec {} ;``, ``${HOME}``, Python dicts), so only the
+placeholder forms are special (:data:`_PLACEHOLDER`): ``{inputs.X}``,
+``{steps.X}``, ``{env.X}``, ``{run_dir}``, ``{workdir}``, and the same forms
+in doubled braces, which stand for their own text.  Every other brace is
+literal; a form that names no input or step is still a load-time problem.
+What a command returns is its stdout as text unless its ``output`` says
+``"json"`` or ``"lines"``: guessing JSON turned ``1.10`` into ``1.1``.  A
+batched command must say which of the two, since one result per item comes
+back.  ``{env.X}`` is read when the step runs, in the process that runs it.
+
 The flow file's directory is put at the front of ``sys.path`` and left
 there: worker processes started later inherit it, so the modules ``call``
 names import in them too.  For the same reason a ``.py`` flow is imported
@@ -68,6 +79,7 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "call": {"type": "string", "pattern": rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"},
     "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    "output": {"enum": ["text", "json", "lines"]},
     "depends_on": {"type": "array", "items": {"type": "string"}},
     "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
     "retries": {"type": "integer", "minimum": 0},
@@ -82,8 +94,10 @@ STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "cache": {"type": "boolean"},
     "cache_ttl": {"type": "number", "exclusiveMinimum": 0},
 }
-#: Placeholders a command's argv items may hold, besides ``{inputs.X}`` and ``{steps.X}``.
-PLACEHOLDERS = ("run_dir", "workdir")
+#: A placeholder in a command's argv item (group 2), or one written with doubled
+#: braces (group 1), which stands for its own text with single braces.
+_FORM = r"(?:inputs|steps|env)\.[^{}]+|run_dir|workdir"
+_PLACEHOLDER = rf"\{{\{{({_FORM})\}}\}}|\{{({_FORM})\}}"
 _STDERR_LINES = 10
 _KILL_GRACE = 0.5  # seconds (at most a tenth of the timeout) a command's timeout leaves the runner
 _loaded = [0]  # .py files loaded under a name of their own so far
@@ -545,6 +559,17 @@ class _Builder:
             self.report(where, f"{label}needs call = \"module:function\" or command = [argv...]")
         if "batch_size" in options and "map" not in body:
             self.report(where + ("batch_size",), f"{label}batch_size needs map (the parameter to map over)")
+        elif "batch_size" in options and "command" in body and body.get("output", "text") == "text":
+            self.report(
+                where + ("batch_size",),
+                f'{label}batch_size needs output = "json" or "lines": the command prints one result '
+                "per item of its batch (a JSON list, or one line each)",
+            )
+        if "output" in body and "call" in body and "command" not in body:
+            self.report(
+                where + ("output",),
+                f"{label}output is for command steps: a call step's output is what its function returns",
+            )
         if "command" in body and "inputs" in body:
             self.report(
                 where + ("inputs",),
@@ -564,7 +589,7 @@ class _Builder:
             if name:
                 flow.add(name, _invalid, depends_on=[d for d in deps if d != name])
             return
-        for key in ("call", "command"):
+        for key in ("call", "command", "output"):
             options.pop(key, None)
         if "command" in body and deps:
             options["depends_on"] = deps
@@ -629,12 +654,7 @@ class _Builder:
         used_steps: list[str] = []
         ok = True
         for n, item in enumerate(argv):
-            try:
-                parsed = _parse_item(item)
-            except ValueError as exc:
-                self.report(where, f"{label} item {n} {item!r}: {exc}")
-                ok = False
-                continue
+            parsed = _parse_item(item)
             for part in parsed:
                 if isinstance(part, str):
                     continue
@@ -668,7 +688,11 @@ class _Builder:
             ok = False
         if not ok:
             return None, used_steps
-        return _Command(tuple(argv), tuple(parts), used_inputs, bool(used_steps), options.get("timeout")), used_steps
+        fn = _Command(
+            tuple(argv), tuple(parts), used_inputs, bool(used_steps), options.get("timeout"),
+            output=options.get("output", "text"), step=name,
+        )
+        return fn, used_steps
 
     def flow_problem(self, problem: str, steps: "Mapping[str, Any]") -> None:
         """Locate and report a problem the Flow found (it names the step first)."""
@@ -903,45 +927,27 @@ def _json_line(text: str, where: "tuple[str, ...]") -> "int | None":
 def _parse_item(item: str) -> "list[str | tuple[str, str]]":
     """An argv item as literal text and ``(kind, name)`` placeholders.
 
-    Raises:
-        ValueError: an unknown, empty or unclosed placeholder, or a lone ``}``.
+    Only the forms of :data:`_PLACEHOLDER` are placeholders: any other brace
+    is text, and ``{{inputs.x}}`` (doubled braces) is the text ``{inputs.x}``.
     """
+    import re
+
     parts: list[str | tuple[str, str]] = []
     text = ""
-    i = 0
-    while i < len(item):
-        c = item[i]
-        if c == "{" and item.startswith("{{", i):
-            text += "{"
-            i += 2
-        elif c == "}" and item.startswith("}}", i):
-            text += "}"
-            i += 2
-        elif c == "}":
-            raise ValueError("a lone '}': write '}}' for a literal brace")
-        elif c == "{":
-            end = item.find("}", i)
-            if end < 0:
-                raise ValueError("a '{' is not closed: write '{{' for a literal brace")
-            body = item[i + 1 : end]
-            kind, dot, name = body.partition(".")
-            if kind in ("inputs", "steps") and dot and name:
-                ref: tuple[str, str] = (kind, name)
-            elif body in PLACEHOLDERS:
-                ref = (body, "")
-            else:
-                raise ValueError(
-                    f"unknown placeholder {{{body}}}: expected {{inputs.NAME}}, {{steps.NAME}}, "
-                    "{run_dir} or {workdir} ('{{' and '}}' for literal braces)"
-                )
-            if text:
-                parts.append(text)
-                text = ""
-            parts.append(ref)
-            i = end + 1
-        else:
-            text += c
-            i += 1
+    pos = 0
+    for m in re.finditer(_PLACEHOLDER, item):
+        text += item[pos : m.start()]
+        pos = m.end()
+        escaped, body = m.groups()
+        if escaped is not None:
+            text += "{" + escaped + "}"
+            continue
+        if text:
+            parts.append(text)
+            text = ""
+        kind, _, name = body.partition(".")
+        parts.append((kind, name))
+    text += item[pos:]
     if text or not parts:
         parts.append(text)
     return parts
@@ -979,7 +985,9 @@ class _Command:
 
     Called with the flow inputs its argv uses (by name) and, under
     ``**deps``, the outputs of the steps it uses (by step name).  Module-level
-    and made of plain data, so it pickles for worker processes.
+    and made of plain data, so it pickles for worker processes.  ``output``
+    is ``"text"``, ``"json"`` or ``"lines"``; ``step`` is the step's name,
+    for error messages.
     """
 
     def __init__(
@@ -989,15 +997,23 @@ class _Command:
         inputs: "dict[str, Any]",
         takes_steps: bool,
         timeout: "float | None",
+        output: str = "text",
+        step: str = "",
     ) -> None:
         self.argv = argv
         self.parts = parts
         self.inputs = inputs  # input name -> default
         self.takes_steps = takes_steps
         self.timeout = timeout
+        self.output = output
+        self.step = step
         # The cache keys a step by its name, this and its arguments: the
-        # defaults of inputs not given are not arguments, so they go here.
-        self.__qualname__ = "command" + repr(list(argv)) + _defaults_text(inputs)
+        # defaults of inputs not given are not arguments, so they go here,
+        # and so does the output's kind, which changes what is returned.
+        self.__qualname__ = f"command{list(argv)!r} (output {output})" + _defaults_text(inputs)
+        # What it runs, without its defaults (a resume compares this: a run
+        # records the inputs it used, defaults included).
+        self.__microdag_code__ = f"command{list(argv)!r} (output {output})"
 
     @property
     def __signature__(self) -> "Any":
@@ -1019,15 +1035,17 @@ class _Command:
         return "command[" + ", ".join(repr(a) for a in shown) + (", ...]" if len(self.argv) > 3 else "]")
 
     def render(self, values: "Mapping[str, Any]") -> "list[str]":
-        """The argv with its placeholders filled from ``values`` (inputs and step outputs).
+        """The argv with its placeholders filled from ``values`` (inputs and step
+        outputs) and, for ``{env.NAME}``, from ``os.environ``.
 
         Raises:
             TypeError: a value that is not a str cannot be written as JSON.
+            LookupError: an environment variable it uses is not set.
         """
         import json
 
         argv = []
-        for parts in self.parts:
+        for n, parts in enumerate(self.parts):
             item = []
             for part in parts:
                 if isinstance(part, str):
@@ -1038,6 +1056,14 @@ class _Command:
                     from ._context import context
 
                     item.append(getattr(context(), kind))
+                    continue
+                if kind == "env":
+                    if name not in os.environ:
+                        raise LookupError(
+                            f"step {self.step!r}: command item {n} {self.argv[n]!r}: "
+                            f"environment variable {name!r} is not set"
+                        )
+                    item.append(os.environ[name])
                     continue
                 value = values[name] if name in values else self.inputs[name]
                 if isinstance(value, str):
@@ -1054,12 +1080,14 @@ class _Command:
         return argv
 
     def __call__(self, **values: "Any") -> "Any":
-        """Run the command; return its stdout as JSON if it parses, else as text.
+        """Run the command; return its stdout as ``output`` says (see :meth:`result`).
 
         Raises:
             CommandError: it exited with a non-zero code.
             TimeoutError: it ran past the step's timeout (it is killed).
             OSError: it could not be started (e.g. no such program).
+            LookupError: an environment variable it uses is not set.
+            ValueError: ``output`` is ``"json"`` and stdout is not JSON.
         """
         argv = self.render(values)
         limit = None
@@ -1083,15 +1111,38 @@ class _Command:
             message = f"command {argv[0]!r} {how}"
             message += f"; the end of its stderr:\n{tail}" if tail else " (its stderr was empty)"
             raise CommandError(message, code, tail)
-        out = done.stdout.decode("utf-8", "replace")
-        import json
+        return self.result(done.stdout.decode("utf-8", "replace"), argv[0])
 
-        try:
-            return json.loads(out)
-        except ValueError:
-            if out.endswith("\r\n"):
-                return out[:-2]
-            return out[:-1] if out.endswith("\n") else out
+    def result(self, out: str, program: str) -> "Any":
+        """What stdout ``out`` makes: the text without one trailing newline
+        (``"text"``), its lines without their endings (``"lines"``), or the
+        value it holds (``"json"``: strict JSON, so no ``NaN``).
+
+        Raises:
+            ValueError: ``output`` is ``"json"`` and ``out`` is not JSON.
+        """
+        if self.output == "lines":
+            lines = out.split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            return [line[:-1] if line.endswith("\r") else line for line in lines]
+        if self.output == "json":
+            import json
+
+            def constant(name: str) -> "Any":
+                raise ValueError(f"{name} is not a JSON value")
+
+            try:
+                return json.loads(out, parse_constant=constant)
+            except (ValueError, RecursionError) as exc:
+                start = f"it began {_short(out)!r}" if out.strip() else "it was empty"
+                raise ValueError(
+                    f'step {self.step!r} has output = "json", but the output of command {program!r} '
+                    f"is not JSON ({exc}); {start}"
+                ) from None
+        if out.endswith("\r\n"):
+            return out[:-2]
+        return out[:-1] if out.endswith("\n") else out
 
 
 def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
