@@ -53,3 +53,20 @@ def slow(total: int, flags: str) -> int:
     while os.path.exists(os.path.join(flags, "sleep")) and time.monotonic() < deadline:
         time.sleep(0.02)
     return total
+
+
+def square(extract: int) -> int:
+    """Mapped over ``extract``'s output: one item each."""
+    print(f"squaring {extract}")
+    return extract * extract
+
+
+def squares(extract: list[int]) -> list[int]:
+    """Mapped over ``extract``'s output in batches."""
+    print(f"squaring {extract}")
+    return [x * x for x in extract]
+
+
+def unique(extract: list[int]) -> set[int]:
+    """A value JSON cannot hold: it needs the pickle codec."""
+    return set(extract)

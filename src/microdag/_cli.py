@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from ._flow import Flow
     from ._result import Run
-    from .stores import Store
+    from .stores import Store, TaskRecord
 
 #: Where ``run`` keeps its runs when no ``--store`` is given, and where the
 #: other commands look for them.
@@ -43,10 +43,11 @@ class _UsageError(Exception):
 
 
 def _version() -> str:
-    from ._compat import TWIN
+    from ._compat import TWIN, WHY_PY
     from ._version import __version__
 
-    return f"microdag {__version__} (scheduler: {TWIN})"
+    why = f"; {WHY_PY}" if TWIN == "py" and WHY_PY else ""
+    return f"microdag {__version__} (scheduler: {TWIN}{why})"
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -60,9 +61,10 @@ class _Unused:
         return None
 
 
-def _width() -> int:
-    """The help's width, as ``shutil.get_terminal_size`` gives it to argparse
-    (whose default imports :mod:`shutil` and, with it, a few compression
+def _columns(stream: "TextIO | None" = None) -> int:
+    """The width of the terminal of ``stream`` (default: ``sys.__stdout__``)
+    as :func:`shutil.get_terminal_size` gives it (``COLUMNS`` first), 80 when
+    unknown; without importing :mod:`shutil` (and, with it, a few compression
     modules: several milliseconds of a command's start)."""
     try:
         columns = int(os.environ["COLUMNS"])
@@ -70,10 +72,16 @@ def _width() -> int:
         columns = 0
     if columns <= 0:
         try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            fd = (sys.__stdout__ if stream is None else stream).fileno()  # type: ignore[union-attr]
+            columns = os.get_terminal_size(fd).columns
         except (AttributeError, ValueError, OSError):
             columns = 0
-    return (columns or 80) - 2
+    return columns or 80
+
+
+def _width() -> int:
+    """The help's width, as ``shutil.get_terminal_size`` gives it to argparse."""
+    return _columns() - 2
 
 
 def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
@@ -120,6 +128,13 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
             help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR or memory "
             f"(default: {DEFAULT_STORE})",
         )
+        p.add_argument(
+            "--codec",
+            choices=("json", "pickle"),
+            default=None,  # json, unless the spec ends in ?codec=NAME
+            help="how the store encodes outputs and inputs (default: json); pickle keeps any "
+            "picklable value, but reading it runs code: trusted stores only",
+        )
 
     def input_options(p: "argparse.ArgumentParser") -> None:
         p.add_argument(
@@ -139,7 +154,9 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
             help="where steps run (default: inline)",
         )
         p.add_argument("--workers", type=_positive, metavar="N", help="parallel steps at most")
-        p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+        p.add_argument(
+            "--quiet", "-q", action="store_true", help="print no progress, summary or outputs unless the run fails"
+        )
         p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
 
     p = command("run", "run a flow")
@@ -189,8 +206,9 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     p.add_argument("--limit", type=_positive, metavar="N", default=20, help="at most N runs (default: 20)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
 
-    p = command("show", "show a stored run: each step's status, attempts, duration and error")
+    p = command("show", "show a stored run: its inputs, each step's status, attempts, duration, output and error")
     p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("step", metavar="STEP", nargs="?", help="print this step's whole output (as JSON when it is JSON)")
     store_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -265,6 +283,10 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     try:
         return handler(args)
     except (FlowError, CycleError, StoreError, _UsageError) as exc:
+        message = str(exc)
+        if isinstance(exc, StoreError) and getattr(args, "codec", None) != "pickle" and "--codec" not in message \
+                and "decod" in message.lower():
+            exc = StoreError(f"{message} (a store written with --codec pickle is read with --codec pickle)")
         _error(exc)
         return USAGE
     except KeyboardInterrupt:
@@ -282,9 +304,15 @@ def _error(exc: BaseException) -> None:
     if isinstance(exc, FlowError) and len(exc.problems) > 1:
         print(f"error: {len(exc.problems)} problems:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {_cli_words(problem)}", file=sys.stderr)
     else:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_cli_words(str(exc))}", file=sys.stderr)
+
+
+def _cli_words(message: str) -> str:
+    """``message`` in the command line's words: the Python API's ``force=True``
+    (a changed flow) and ``force`` (a run live elsewhere) are ``--force`` here."""
+    return message.replace("force=True", "--force").replace("resume it with force ", "resume it with --force ")
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -298,9 +326,13 @@ def _load(spec: str) -> "Flow":
     return flow
 
 
-def _open(spec: "str | None", create: bool = False, readonly: bool = False) -> "Store":
-    """The store of ``--store`` (default: ``.microdag/runs.db``); the reading
-    commands open it read-only, so that they work where it cannot be written."""
+def _open(
+    spec: "str | None", create: bool = False, readonly: bool = False, codec: "str | None" = None
+) -> "Store":
+    """The store of ``--store`` (default: ``.microdag/runs.db``) with the codec
+    of ``--codec`` (when given: else the store's default, or the one its spec
+    names); the reading commands open it read-only, so that they work where it
+    cannot be written."""
     from .stores import StoreError, open_store
 
     if spec is None:
@@ -309,10 +341,15 @@ def _open(spec: "str | None", create: bool = False, readonly: bool = False) -> "
             os.makedirs(os.path.dirname(spec), exist_ok=True)
         elif not os.path.exists(spec):
             raise StoreError(f"no store at {spec} (run a flow here first, or pass --store)")
-    elif not create and spec != "memory" and not os.path.exists(spec.partition(":")[2] or spec):
-        raise StoreError(f"no store at {spec}")
+    elif not create and spec != "memory":
+        path = spec.partition(":")[2] or spec
+        if "?codec=" in path:  # the spec's codec (open_store reads it)
+            path = path[: path.rindex("?codec=")]
+        if not os.path.exists(path):
+            raise StoreError(f"no store at {spec}")
+    options: dict[str, Any] = {} if codec is None else {"codec": codec}
     try:
-        return open_store(spec, readonly=readonly)
+        return open_store(spec, readonly=readonly, **options)
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
 
@@ -399,8 +436,84 @@ def _table(rows: "list[list[str]]", statuses: "list[str]", color: bool) -> str:
     return "\n".join(lines)
 
 
-def _first_line(text: "str | None") -> str:
-    return "" if not text else text.strip().splitlines()[0] if text.strip() else ""
+def _one_line(text: "str | None") -> str:
+    """A message on one line: its first line, and its last when it has more
+    (a command step's error ends with the last lines of its stderr)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    glue = " " if len(lines) == 2 and lines[0].endswith(":") else " ... "
+    return lines[0] + glue + lines[-1]
+
+
+def _indented(text: str, first: str = "  ", rest: str = "    ") -> str:
+    """``text`` with ``first`` before its first line and ``rest`` before the others."""
+    lines = text.rstrip().splitlines() or [""]
+    return "\n".join([first + lines[0]] + [rest + line for line in lines[1:]])
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (and lone surrogates) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _cols(text: str) -> int:
+    """The columns ``text`` takes on a terminal (wide East Asian characters: 2)."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+        for c in text
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest start of ``text`` that takes at most ``limit`` columns."""
+    if text.isascii():
+        return text[: max(0, limit)]
+    if _cols(text) <= limit:
+        return text
+    out, used = [], 0
+    for c in text:
+        used += _cols(c)
+        if used > limit:
+            break
+        out.append(c)
+    return "".join(out)
+
+
+#: How many characters of a value a summary shows (``...`` ends a longer one).
+PREVIEW = 100
+
+
+def _preview(value: "Any", limit: int = PREVIEW) -> str:
+    """``value`` on one line of at most ``limit`` characters: as JSON when it is
+    JSON, else its repr; cut with ``...``.  A big value is not written whole."""
+    import json
+
+    text = ""
+    try:
+        for chunk in json.JSONEncoder(ensure_ascii=False, allow_nan=False).iterencode(value):
+            text += chunk
+            if len(text) > limit:
+                break
+    except (TypeError, ValueError, RecursionError):
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxlevel = 3
+        short.maxstring = short.maxother = short.maxlong = limit + 2
+        short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = limit // 3
+        try:
+            text = short.repr(value)
+        except Exception as exc:  # a broken __repr__
+            text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
+    text = _printable(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -409,12 +522,30 @@ def _first_line(text: "str | None") -> str:
 class _Progress:
     """Reports a run on stderr as it goes.
 
-    On a terminal: one line rewritten in place (steps done, running, failed,
-    elapsed, ETA), refreshed by a daemon thread every 0.2 s.  Elsewhere: one
-    plain line per finished step.  Quiet: nothing.
+    On a terminal: one line rewritten in place (steps done, running and
+    failed, elapsed, ETA, then the names of the running steps, as many as
+    fit), never wider than the terminal, redrawn at most every ``INTERVAL``
+    seconds (a daemon thread keeps the clock moving; the last state is always
+    drawn).  Elsewhere: one plain line per finished step.  Quiet: nothing.
+
+    Steps run from ``step_started`` to ``step_finished`` (a retry starts a
+    step again, a step skipped or cancelled before it started finishes it
+    without a start).  The ETA is the pace of the steps finished so far applied
+    to those left, counted down from the last finish: a long step makes it
+    reach zero (then it is left out), never grow.
     """
 
-    def __init__(self, total: int, done: int, quiet: bool, stream: "TextIO | None" = None) -> None:
+    #: Seconds between two redraws, at least.
+    INTERVAL = 0.1
+
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        quiet: bool,
+        stream: "TextIO | None" = None,
+        clock: "Callable[[], float] | None" = None,
+    ) -> None:
         import threading
         import time
 
@@ -422,15 +553,18 @@ class _Progress:
         self.total = total
         self.run_id: str | None = None  # from the run's first event
         self.done = done
-        self.running = 0
+        self.finished = 0  # steps finished in this process: the ETA's pace
+        self.running: dict[str, None] = {}  # started and not finished, in the order they started
         self.failed = 0
         self.quiet = quiet
         self.live = not quiet and self.stream.isatty()
         self.color = _color(self.stream)
-        self.start = time.monotonic()
-        self.clock = time.monotonic
+        self.clock = clock or time.monotonic
+        self.start = self.last = self.clock()  # the run's start, the last step's finish
         self.lock = threading.Lock()
-        self.width = 0
+        self.shown = 0  # columns of the line on screen
+        self.drawn = float("-inf")  # when it was drawn
+        self.dirty = False  # changed since
         self.stopped = threading.Event()
         if self.live:
             threading.Thread(target=self._tick, name="microdag-progress", daemon=True).start()
@@ -440,79 +574,147 @@ class _Progress:
         self.run_id = event.run_id
         with self.lock:
             if kind == "step_started":
-                if event.attempt == 1:
-                    self.running += 1
+                self.running[event.step] = None
             elif kind == "step_finished":
-                if event.attempt:  # it had started
-                    self.running = max(0, self.running - 1)
+                self.running.pop(event.step, None)
                 self.done += 1
+                self.finished += 1
+                self.last = self.clock()
                 if event.status == "failed":
                     self.failed += 1
                 if not self.live and not self.quiet:
                     self._plain(event)
-            else:
+            elif kind == "run_finished":
+                if self.live:
+                    self._draw()  # the final state, whatever the throttle says
+                return
+            elif kind != "run_started":
                 return
             if self.live:
-                self._draw()
+                if self.clock() - self.drawn >= self.INTERVAL:
+                    self._draw()
+                else:
+                    self.dirty = True
 
     def _plain(self, event: "Any") -> None:
         status = _paint(event.status, event.status, self.color)
-        line = f"[{self.done}/{self.total}] {event.step}: {status}"
+        line = f"[{self.done}/{self.total}] {_printable(event.step)}: {status}"
         if event.duration is not None and event.status in ("succeeded", "failed"):
             line += f" in {_seconds(event.duration)}"
         if event.attempt and event.attempt > 1:
             line += f" (attempt {event.attempt})"
         if event.error is not None:
-            line += f": {type(event.error).__name__}: {_first_line(str(event.error))}"
+            line += f": {type(event.error).__name__}: {_one_line(str(event.error))}"
         print(line, file=self.stream, flush=True)
 
+    def _eta(self, now: float) -> "float | None":
+        left = self.total - self.done
+        if not self.finished or left <= 0:
+            return None
+        eta = (self.last - self.start) / self.finished * left - (now - self.last)
+        return eta if eta > 0 else None
+
+    def _text(self, limit: int) -> str:
+        """The line, at most ``limit`` columns wide."""
+        now = self.clock()
+        text = f"{self.done}/{self.total} steps done, {len(self.running)} running"
+        if self.failed:
+            text += f", {self.failed} failed"
+        text += f", {_seconds(now - self.start)}"
+        eta = self._eta(now)
+        if eta is not None:
+            text += f", ETA {_seconds(eta)}"
+        used = len(text) + 3  # " | "
+        names: list[str] = []
+        count = len(self.running)
+        for k, name in enumerate(self.running):
+            name = _printable(name)
+            width = _cols(name) + (2 if names else 0)
+            more = len(f", +{count - k - 1} more") if k + 1 < count else 0
+            if used + width + more > limit:
+                break
+            names.append(name)
+            used += width
+        if names:
+            text += " | " + ", ".join(names)
+            if len(names) < count:
+                text += f", +{count - len(names)} more"
+        return _cut(text, limit)
+
     def _draw(self) -> None:
-        elapsed = self.clock() - self.start
-        eta = ""
-        if 0 < self.done < self.total:
-            eta = f", ETA {_seconds(elapsed / self.done * (self.total - self.done))}"
-        failed = f", {self.failed} failed" if self.failed else ""
-        text = (
-            f"{self.done}/{self.total} steps done, {self.running} running{failed}, "
-            f"{_seconds(elapsed)}{eta}"
-        )
-        pad = " " * max(0, self.width - len(text))
-        self.width = len(text)
+        limit = _columns(self.stream) - 1  # a full line would wrap on some terminals
+        text = self._text(limit)
+        width = _cols(text)
+        pad = " " * max(0, min(self.shown, limit) - width)  # over what is left of the last one
+        self.shown = width
+        self.drawn = self.clock()
+        self.dirty = False
         self.stream.write("\r" + text + pad)
         self.stream.flush()
 
     def _tick(self) -> None:
-        while not self.stopped.wait(0.2):
+        while not self.stopped.wait(self.INTERVAL):
             with self.lock:
-                self._draw()
+                if self.stopped.is_set():  # closed while this waited for the lock
+                    return
+                since = self.clock() - self.drawn
+                if since >= 2 * self.INTERVAL or (self.dirty and since >= self.INTERVAL):
+                    self._draw()
 
     def close(self) -> None:
         self.stopped.set()
         if self.live:
             with self.lock:
-                self.stream.write("\r" + " " * self.width + "\r")
+                if self.dirty:
+                    self._draw()
+                blank = " " * min(self.shown, _columns(self.stream) - 1)
+                self.stream.write("\r" + blank + "\r")
                 self.stream.flush()
 
 
+def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace") -> str:
+    """The command that resumes run ``run_id`` (it needs the store and codec it was run with)."""
+    import shlex
+
+    hint = f"python -m microdag resume {shlex.quote(run_id)}"
+    if store_spec != DEFAULT_STORE:
+        hint += f" --store {shlex.quote(store_spec)}"
+    if getattr(args, "codec", None) is not None:
+        hint += f" --codec {args.codec}"
+    return hint
+
+
 def _report_run(run: "Run", store_spec: str, args: "argparse.Namespace") -> int:
-    """The end of ``run``/``resume``: summary or JSON document; the exit code."""
+    """The end of ``run``/``resume``: a summary on stderr and the outputs of the
+    final steps on stdout, or one JSON document; the exit code."""
     failed = [t for t in run.tasks.values() if t.status == "failed"]
     if args.json:
         _dump(_run_document(run, store_spec))
     elif not args.quiet or run.status != "succeeded":
         color = _color(sys.stderr)
         status = _paint(run.status, run.status, color)
+        counts: dict[str, int] = {}
+        for task in run.tasks.values():
+            counts[task.status] = counts.get(task.status, 0) + 1
+        order = ["succeeded", "failed", "skipped", "cancelled", "pending"]
+        order += sorted(set(counts) - set(order))
+        steps = f"{sum(counts.values())} step{'s' if sum(counts.values()) != 1 else ''}"
+        tally = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
         print(
             f"run {run.id} of {run.flow}: {status} in {_seconds(run.duration)} "
-            f"({len(run.tasks)} steps)",
+            f"({steps}{': ' + tally if tally else ''})",
             file=sys.stderr,
         )
         for task in failed:
             err = task.error
-            print(f"  {task.name}: {type(err).__name__}: {_first_line(str(err))}", file=sys.stderr)
+            print(_indented(f"{_printable(task.name)}: {type(err).__name__}: {err}"), file=sys.stderr)
         if run.status != "succeeded" and store_spec != "memory":
-            hint = "" if store_spec == DEFAULT_STORE else f" --store {store_spec}"
-            print(f"  resume with: python -m microdag resume {run.id}{hint}", file=sys.stderr)
+            print(f"  resume with: {_resume_hint(run.id, store_spec, args)}", file=sys.stderr)
+        if not args.quiet and len(run.outputs):
+            sys.stderr.flush()  # before the outputs, where both are one terminal
+            lines = ["outputs:"]
+            lines.extend(f"  {_printable(name)}: {_preview(value)}" for name, value in run.outputs.items())
+            sys.stdout.write("\n".join(lines) + "\n")
     return OK if run.status == "succeeded" else FAILED
 
 
@@ -551,7 +753,7 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
     else:
         done = 0
         targets = options.get("targets")
-        total = len(flow.graph.ancestors(targets)) if targets else len(flow)
+        total = len(set(flow.graph.ancestors(targets)) | set(targets)) if targets else len(flow)
     progress = _Progress(total, done, args.quiet or args.json)
     try:
         run = flow.run(
@@ -568,10 +770,9 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
         if run_id is None:
             print("interrupted before the run started", file=sys.stderr)
             return INTERRUPTED
-        hint = "" if store_spec == DEFAULT_STORE else f" --store {store_spec}"
         print(f"interrupted: run {run_id} is recorded as cancelled", file=sys.stderr)
         if store_spec != "memory":
-            print(f"  resume with: python -m microdag resume {run_id}{hint}", file=sys.stderr)
+            print(f"  resume with: {_resume_hint(run_id, store_spec, args)}", file=sys.stderr)
         return INTERRUPTED
     progress.close()
     return _report_run(run, store_spec, args)
@@ -584,7 +785,7 @@ def _cmd_run(args: "argparse.Namespace") -> int:
     inputs = _parse_inputs(args.input, args.inputs)
     flow = _load(args.flow)
     store_spec = args.store or DEFAULT_STORE
-    store = _open(args.store, create=True)
+    store = _open(args.store, create=True, codec=args.codec)
     try:
         return _execute(
             flow, args, store, store_spec,
@@ -596,7 +797,7 @@ def _cmd_run(args: "argparse.Namespace") -> int:
 
 def _cmd_resume(args: "argparse.Namespace") -> int:
     store_spec = args.store or DEFAULT_STORE
-    store = _open(args.store)
+    store = _open(args.store, codec=args.codec)
     try:
         info = store.run_info(args.run_id)
         spec = args.flow or info.source
@@ -618,7 +819,7 @@ def _cmd_step(args: "argparse.Namespace") -> int:
     flow = _load(args.flow)
     if args.step not in flow:
         raise _UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
-    store = _open(args.store)
+    store = _open(args.store, codec=args.codec)
     try:
         inputs = _parse_inputs(args.input)
         store.run_info(args.from_run)  # an unknown run is a usage error, before the step runs
@@ -659,7 +860,7 @@ def _cmd_graph(args: "argparse.Namespace") -> int:
     flow = _load(args.flow)
     graph = flow.graph
     if args.format == "json":
-        _dump(graph.to_json())
+        _dump(graph.to_dict())
         return OK
     text = graph.to_mermaid() if args.format == "mermaid" else graph.to_dot(name=flow.name)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -667,7 +868,7 @@ def _cmd_graph(args: "argparse.Namespace") -> int:
 
 
 def _cmd_runs(args: "argparse.Namespace") -> int:
-    store = _open(args.store, readonly=True)
+    store = _open(args.store, readonly=True, codec=args.codec)
     try:
         runs = store.list_runs(flow=args.flow, limit=args.limit)
     finally:
@@ -690,11 +891,32 @@ def _cmd_runs(args: "argparse.Namespace") -> int:
     return OK
 
 
+def _decode(store: "Store", run_id: str, record: "TaskRecord", data: bytes) -> "Any":
+    """``data``, the output of ``record``, decoded; a :class:`StoreError`
+    naming it when the store's codec cannot decode it."""
+    try:
+        return store.decode(data)
+    except Exception as exc:
+        from .stores import StoreError
+
+        of_item = f" (item {record.item})" if record.item >= 0 else ""
+        raise StoreError(
+            f"the output of step {record.step!r}{of_item} of run {run_id} cannot be decoded with the "
+            f"{store.codec} codec ({type(exc).__name__}: {exc}); it is damaged, or the store was written "
+            "with another codec (--codec)"
+        ) from None
+
+
 def _cmd_show(args: "argparse.Namespace") -> int:
-    store = _open(args.store, readonly=True)
+    store = _open(args.store, readonly=True, codec=args.codec)
     try:
         info = store.run_info(args.run_id)
-        records = store.tasks(args.run_id, outputs=False)
+        records = store.tasks(args.run_id)
+        if args.step is not None:
+            return _show_step(store, args, records)
+        outputs = {
+            n: _decode(store, args.run_id, r, r.output) for n, r in enumerate(records) if r.output is not None
+        }
     finally:
         store.close()
     duration = None if info.finished is None else info.finished - info.started
@@ -720,38 +942,85 @@ def _cmd_show(args: "argparse.Namespace") -> int:
                     "error": None if r.error_type is None else {
                         "type": r.error_type, "message": r.error_message, "traceback": r.traceback,
                     },
+                    **({"output": _jsonable(outputs[n])} if n in outputs else {}),
                 }
-                for r in records
+                for n, r in enumerate(records)
             ],
+            "outputs": {r.step: _jsonable(outputs[n]) for n, r in enumerate(records) if r.item < 0 and n in outputs},
         })
         return OK
     color = _color(sys.stdout)
     print(f"run {info.id} of {info.flow}: {_paint(info.status, info.status, color)}")
     print(f"  started {_when(info.started)}, took {_seconds(duration)}")
     if info.source:
-        print(f"  flow from {info.source}")
+        print(f"  flow from {_printable(info.source)}")
     if info.inputs:
-        import json
-
-        print(f"  inputs {json.dumps(_jsonable(info.inputs), ensure_ascii=False)}")
+        print("  inputs:")
+        for key, value in info.inputs.items():
+            print(f"    {_printable(str(key))}: {_preview(value)}")
+    else:
+        print("  inputs: none")
     if not records:
         return OK
-    rows = [["STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR"]]
-    for r in records:
-        name = r.step if r.item < 0 else f"{r.step}[{r.item}]"
+    rows = [["STEP", "STATUS", "ATTEMPTS", "DURATION", "OUTPUT"]]
+    errors = []
+    for n, r in enumerate(records):
+        name = _printable(r.step if r.item < 0 else f"{r.step}[{r.item}]")
         took = None if r.started is None or r.finished is None else r.finished - r.started
-        error = "" if r.error_type is None else f"{r.error_type}: {_first_line(r.error_message)}"
-        rows.append([name, r.status, str(r.attempts), _seconds(took), error])
+        output = _preview(outputs[n], 60) if n in outputs else "-"
+        rows.append([name, r.status, str(r.attempts), _seconds(took), output])
+        if r.error_type is not None:
+            errors.append(_indented(f"{name}: {r.error_type}: {r.error_message or ''}"))
     print()
     print(_table(rows, [r.status for r in records], color))
+    if errors:
+        print()
+        print("errors:")
+        print("\n".join(errors))
     return OK
 
 
-def _cmd_logs(args: "argparse.Namespace") -> int:
-    store = _open(args.store, readonly=True)
+def _show_step(store: "Store", args: "argparse.Namespace", records: "list[TaskRecord]") -> int:
+    """``show RUN STEP``: the step's whole output, as JSON when it is JSON (always with ``--json``)."""
+    import json
+
+    record = next((r for r in records if r.step == args.step and r.item < 0), None)
+    if record is None:
+        raise _UsageError(f"run {args.run_id} has no step named {args.step!r}")
+    if record.output is None:
+        raise _UsageError(f"step {args.step!r} of run {args.run_id} has no output: it is {record.status}")
+    value = _decode(store, args.run_id, record, record.output)
     try:
-        if not any(r.step == args.step for r in store.tasks(args.run_id, outputs=False)):
+        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        text = json.dumps(repr(value), ensure_ascii=False) if args.json else repr(value)
+    sys.stdout.write(text + "\n")
+    return OK
+
+
+def _items(numbers: "list[int]") -> str:
+    """``0, 1, 2`` or, for many, ``0, 1, 2, ..., 99 (100 items)``."""
+    if len(numbers) <= 8:
+        return ", ".join(map(str, numbers))
+    return f"{', '.join(map(str, numbers[:3]))}, ..., {numbers[-1]} ({len(numbers)} items)"
+
+
+def _cmd_logs(args: "argparse.Namespace") -> int:
+    store = _open(args.store, readonly=True, codec=args.codec)
+    try:
+        records = [r for r in store.tasks(args.run_id, outputs=False) if r.step == args.step]
+        if not records:
             raise _UsageError(f"run {args.run_id} has no step named {args.step!r}")
+        items = sorted(r.item for r in records if r.item >= 0)  # a batch: under its first item
+        if args.item is None and items:
+            raise _UsageError(
+                f"step {args.step!r} is a map step with items {_items(items)}: pass --item N"
+            )
+        if args.item is not None and args.item not in items:
+            raise _UsageError(
+                f"step {args.step!r} of run {args.run_id} has no item {args.item}: "
+                + (f"its items are {_items(items)}" if items else "it is not a map step (or mapped no items)")
+            )
         text = store.logs(args.run_id, args.step, args.item)
     finally:
         store.close()
@@ -762,7 +1031,7 @@ def _cmd_logs(args: "argparse.Namespace") -> int:
 def _cmd_prune(args: "argparse.Namespace") -> int:
     if args.older_than is None and args.keep_last is None:
         raise _UsageError("prune needs --older-than DAYS and/or --keep-last N")
-    store = _open(args.store)
+    store = _open(args.store, codec=args.codec)
     try:
         older = None if args.older_than is None else args.older_than * 86400.0
         n = store.prune(older_than=older, keep_last=args.keep_last)
@@ -773,7 +1042,7 @@ def _cmd_prune(args: "argparse.Namespace") -> int:
 
 
 def _cmd_report(args: "argparse.Namespace") -> int:
-    store = _open(args.store, readonly=True)
+    store = _open(args.store, readonly=True, codec=args.codec)
     try:
         html = store.report(args.run_id)
     finally:
