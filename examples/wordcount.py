@@ -21,13 +21,14 @@ DOCUMENTS = {
 
 
 @flow.step
-def documents(corpus=DOCUMENTS) -> list[tuple[str, str]]:
-    """The documents to count, as (name, text) pairs."""
-    return sorted(corpus.items())
+def documents(corpus=DOCUMENTS) -> list[list[str]]:
+    """The documents to count, as [name, text] pairs (lists: JSON values, which a
+    durable store keeps exactly; a tuple would need the pickle codec)."""
+    return [[name, text] for name, text in sorted(corpus.items())]
 
 
 @flow.step(map="document", inputs={"document": "documents"}, retries=2)
-def counts(document: tuple[str, str]) -> dict[str, int]:
+def counts(document: list[str]) -> dict[str, int]:
     """Word counts of one document (one task per document)."""
     _, text = document
     return dict(collections.Counter(text.split()))

@@ -254,10 +254,11 @@ def test_a_damaged_cache_entry_is_a_miss(made, caplog) -> None:
 # -- the command line ------------------------------------------------------------------------
 
 
-def cli(where: Path, kind: str, *args: str):
+def cli(where: Path, kind: str, *args: str, codec: str = "json"):
     import subprocess
 
     spec = f"sqlite:{where / 'runs.db'}" if kind == "sqlite" else f"json:{where / 'store'}"
+    spec += f"?codec={codec}"
     return subprocess.run(
         [sys.executable, "-m", "microdag", *args, "--store", spec],
         capture_output=True, text=True, env=child_env(), timeout=60,
@@ -270,7 +271,7 @@ def test_the_cli_says_one_line_and_exits_2_on_a_damaged_run(made, command, tmp_p
     damage_run_record(kind, where, victim)
     args = {"show": ["show", victim], "report": ["report", victim, "-o", str(tmp_path / "r.html")],
             "logs": ["logs", victim, "square", "--item", "0"]}[command]
-    done = cli(where, kind, *args)
+    done = cli(where, kind, *args, codec=codec)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -280,7 +281,7 @@ def test_the_cli_says_one_line_and_exits_2_on_a_damaged_run(made, command, tmp_p
 def test_the_cli_lists_the_runs_of_a_store_with_a_damaged_one(made) -> None:
     kind, codec, where, victim, other = made
     damage_run_record(kind, where, victim)
-    done = cli(where, kind, "runs")
+    done = cli(where, kind, "runs", codec=codec)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert other in done.stdout and victim in done.stdout and "damaged" in done.stdout

@@ -34,6 +34,12 @@ def test_wordcount_example_runs(tmp_path) -> None:
     assert "flowchart TD" in lines
 
 
+@pytest.mark.parametrize("store", [[], ["--store", "memory"]], ids=["default store", "memory"])
+def test_wordcount_example_runs_from_the_command_line(tmp_path, store) -> None:
+    out = run(["-m", "microdag", "run", str(EXAMPLES / "wordcount.py"), *store], tmp_path)
+    assert 'report: "a: 3, run: 3, steps: 3"' in out.stdout
+
+
 def test_pipeline_passes_files_through_the_run_directory(tmp_path) -> None:
     out = run([str(EXAMPLES / "pipeline.py")], tmp_path).stdout
     assert "succeeded, 5 rows" in out

@@ -376,7 +376,7 @@ def test_json_codec_refuses_a_value_that_contains_itself() -> None:
         d = {}; d["self"] = d
         for value in (a, d):
             try:
-                MemoryStore().encode(value, "the output of step 'walk'")
+                MemoryStore(codec="json").encode(value, "the output of step 'walk'")
             except (TypeError, ValueError) as exc:
                 print("refused:", type(exc).__name__)
         """
@@ -1037,11 +1037,12 @@ def test_a_store_made_before_graphs_and_sources_is_upgraded_in_place(tmp_path: P
     db = sqlite3.connect(path)
     db.execute("DROP TABLE graphs")
     db.execute("ALTER TABLE runs DROP COLUMN source")
+    db.execute("ALTER TABLE runs DROP COLUMN code")
     db.execute("INSERT INTO runs VALUES ('old', 'etl', 'fp', '{}', 'succeeded', 1.0, 2.0)")
     db.commit()
     db.close()
     store = SQLiteStore(path)
-    assert store.run_info("old").source is None
+    assert store.run_info("old").source is None and store.run_info("old").code is None
     store.save_graph("fp", json.dumps({"nodes": ["a"], "deps": [[]]}))
     assert store.graph("fp") == {"nodes": ["a"], "deps": [[]]}
     store.close()

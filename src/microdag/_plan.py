@@ -343,6 +343,7 @@ class _Plan:
         "_sinks",
         "_flags",
         "_fingerprint",
+        "_code",
     )
 
     def __init__(self, steps: "Sequence[_Step]") -> None:
@@ -402,6 +403,7 @@ class _Plan:
         self._sinks: list[int] | None = None
         self._flags: dict[tuple[bool, bool], bytes] = {}
         self._fingerprint: str | None = None
+        self._code: dict[str, str] | None = None
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
@@ -433,6 +435,21 @@ class _Plan:
         if usual:
             self._flags[key] = out
         return out
+
+    def code(self) -> "dict[str, str] | None":
+        """Step name -> :func:`code_digest` of its function's code, for flows of up to
+        ``CODE_LIMIT`` steps (``None`` beyond: kept with each durable run, so
+        that a resume can tell when a finished step's code changed)."""
+        if self._code is None and len(self.steps) <= CODE_LIMIT:
+            seen: dict[int, str] = {}  # flows often reuse one function
+            code = {}
+            for step in self.steps:
+                digest = seen.get(id(step.fn))
+                if digest is None:
+                    digest = seen[id(step.fn)] = code_digest(step.fn, defaults=False)
+                code[step.name] = digest
+            self._code = code
+        return self._code
 
     def fingerprint(self) -> str:
         """A digest of the flow's structure: steps, dependencies, bindings, maps, triggers.
@@ -535,3 +552,60 @@ def _callable_name(fn: object) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
+#: Flows of at most this many steps keep a digest of each step's code with their runs.
+CODE_LIMIT = 10_000
+
+
+def code_digest(fn: "Callable[..., Any]", defaults: bool = True) -> str:
+    """A digest of what ``fn`` runs: its code, and with ``defaults`` its default
+    values (a ``functools.partial``'s keywords too).  A callable without code
+    of its own is described by its ``__microdag_code__`` (what it runs,
+    without defaults: a flow file's command step has one), else its qualified
+    name.  Editing what is digested changes the digest.
+
+    The cache keys outputs with the defaults (they change what a step
+    returns); a resume compares the code alone, as a run records its inputs'
+    values, defaults included.  Only what the code does counts: not its
+    name, file or line numbers (see :func:`_what_code_does`).
+    """
+    import marshal
+
+    from ._compat import sha256
+
+    digest = sha256()
+    described = getattr(fn, "__microdag_code__", None)
+    code = getattr(fn, "__code__", None)
+    if described is not None and not defaults:
+        digest.update(str(described).encode("utf-8", "surrogatepass"))
+    elif code is not None:
+        digest.update(marshal.dumps(_what_code_does(code)))
+        if defaults:
+            values = [getattr(fn, attr, None) for attr in ("__defaults__", "__kwdefaults__", "keywords")]
+            digest.update(canonical(values))
+    else:
+        digest.update(repr(getattr(fn, "__qualname__", fn)).encode("utf-8", "surrogatepass"))
+    return str(digest.hexdigest()[:16])
+
+
+def _what_code_does(code: "Any") -> "tuple[Any, ...]":
+    """A code object's instructions, names and constants (nested code objects
+    likewise), without its name, file and line numbers: moving a function, or
+    editing the lines above it, does not change what it does."""
+    consts = tuple(_what_code_does(c) if hasattr(c, "co_code") else c for c in code.co_consts)
+    return (code.co_code, consts, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
+            code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags)
+
+
+def canonical(value: "Any") -> bytes:
+    """``value`` as bytes for a digest: its JSON, else its pickle, else its repr."""
+    import json
+
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        import pickle
+
+        try:
+            return pickle.dumps(value, protocol=4)
+        except Exception:
+            return repr(value).encode()

@@ -35,7 +35,7 @@ UNKNOWN = 8
 class RunInfo:
     """One run as a store records it (without its tasks)."""
 
-    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source", "problem")
+    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source", "problem", "code")
 
     def __init__(
         self,
@@ -48,6 +48,7 @@ class RunInfo:
         finished: "float | None" = None,
         source: "str | None" = None,
         problem: "str | None" = None,
+        code: "dict[str, str] | None" = None,
     ) -> None:
         self.id = id
         self.flow = flow
@@ -60,6 +61,10 @@ class RunInfo:
         #: For a run whose record cannot be read (``status == "damaged"``,
         #: from ``Store.list_runs``): what is wrong with it.
         self.problem = problem
+        #: Step name -> a digest of the code (and default values) its step ran,
+        #: so that a resume can tell when a finished step's code has changed
+        #: (``None``: not recorded, by an older microdag or for a huge flow).
+        self.code = code
 
     @classmethod
     def damaged(cls, run_id: str, problem: str, flow: str = "?", started: float = 0.0) -> "RunInfo":

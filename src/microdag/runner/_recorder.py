@@ -123,10 +123,11 @@ class StoreRecorder:
     def resume(
         self, index: "dict[str, int]", active: "set[int] | None", maps: "set[str]", force: bool
     ) -> "tuple[dict[int, tuple[int, Any, Any]], dict[int, dict[int, int]]]":
-        """Take run ``run_id`` over to resume it: what its store records as
+        """Claim run ``run_id`` to resume it; what its store records as
         succeeded, as ``(steps, items)``: step id -> (attempts, started,
         finished), and map step id -> {item: attempts} for the items of the
-        map steps ``maps`` that succeeded.
+        map steps ``maps`` that succeeded.  Then :meth:`reopen` (or
+        :meth:`let_go`).
 
         Raises:
             StoreError: the run is live in another process (unless ``force``).
@@ -146,8 +147,26 @@ class StoreRecorder:
             for r in store.tasks(run_id, outputs=False):
                 if r.item >= 0 and r.status == "succeeded" and r.step in maps:
                     items.setdefault(index[r.step], {})[r.item] = r.attempts
-        store.finish(run_id, "running", None)
         return steps, items
+
+    def reopen(self) -> None:
+        """The resumed run goes on: recorded as running again."""
+        self.store.finish(self.run_id, "running", None)
+
+    def let_go(self) -> None:
+        """The resume is refused after :meth:`resume` claimed the run: let go of it."""
+        self.store.release(self.run_id)
+
+    def storable(self, values: "dict[str, Any]") -> "dict[str, Any]":
+        """The entries of ``values`` that the store's codec can keep."""
+        kept = {}
+        for name, value in values.items():
+            try:
+                self.store.encode(value, "an input")
+            except Exception:
+                continue
+            kept[name] = value
+        return kept
 
     # -- what happened ---------------------------------------------------------------
 

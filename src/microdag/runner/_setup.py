@@ -187,7 +187,7 @@ def prepare(
         kernel = graph._new_kernel()
         plan.configure(kernel)
     try:
-        recorder = NullRecorder() if store is None else StoreRecorder(store, run_id, graph.names)  # type: ignore[arg-type]
+        recorder = NullRecorder() if store is None else StoreRecorder(store, run_id, graph.names)
         runner = Runner(
             plan, kernel, run_id, flow, subset=subset, on_failure=on_failure, hooks=hooks, keep=keep,
             cancel=cancel, recorder=recorder,
@@ -197,9 +197,10 @@ def prepare(
             runner.kwnames[i] = names
             runner.consts[i] = values
         done = None
+        effective = effective_inputs(plan, subset, given)
         if isinstance(recorder, StoreRecorder):
             recorder.offset = runner.offset
-            done = _open_record(runner, recorder, source, given, resumed_info is not None, force)
+            done = _open_record(runner, recorder, source, effective, given, resumed_info, force)
         kernel.reset(subset, done=done)
         if recorder.durable:
             from .._capture import install
@@ -212,30 +213,83 @@ def prepare(
     runner.emit("run_started")
     if runner.debug:
         log(10, "run %s of flow %r started", runner.run_id, flow)
-    return runner, given
+    return runner, effective
 
 
 def _open_record(
-    runner: Runner, recorder: StoreRecorder, source: "str | None", given: "dict[str, Any]",
-    resume: bool, force: bool,
+    runner: Runner, recorder: StoreRecorder, source: "str | None", inputs: "dict[str, Any]",
+    given: "dict[str, Any]", resumed: "Any", force: bool,
 ) -> "list[int] | None":
-    """Start the run's record, or reopen it; the steps it already finished."""
+    """Start the run's record (with its effective ``inputs``: those ``given``
+    and the defaults of the others), or reopen it: the steps it already finished.
+
+    Raises:
+        FlowError: the inputs given cannot be stored, or (resuming, without
+            ``force``) the code of a step the run finished has changed since.
+    """
     plan = runner.plan
     active = None if runner.subset is None else set(runner.subset)
-    if resume:
+    if resumed is not None:
         maps = {runner.names[i] for i in plan.maps if active is None or i in active}
-        steps, items = recorder.resume(plan.graph._index, active, maps, force)  # type: ignore[arg-type]
+        steps, items = recorder.resume(plan.graph._index, active, maps, force)
+        changed = [] if force else _changed_code(resumed.code, plan.code(), [runner.names[i] for i in steps])
+        if changed:
+            recorder.let_go()
+            shown = ", ".join(repr(name) for name in changed[:5]) + (" ..." if len(changed) > 5 else "")
+            raise FlowError(
+                f"run {runner.run_id} finished steps whose code (or default values) changed since: {shown}; "
+                "their recorded outputs would not match what the flow now does: resume it with "
+                "force=True to use them anyway, or run the flow anew"
+            )
+        recorder.reopen()
         runner.resume_from(steps)
         runner.maps.resumed = items
         return list(steps) or None
     from .._records import RunInfo
 
-    info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), given, "running", runner.wall0, source=source)
+    kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep
+    info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**given, **kept}, "running", runner.wall0,
+                   source=source, code=plan.code())
     try:
         recorder.begin(info, plan)
     except TypeError as exc:  # inputs the codec cannot store
         raise FlowError(str(exc)) from None
     return None
+
+
+def _changed_code(recorded: "dict[str, str] | None", now: "dict[str, str] | None", done: "list[str]") -> "list[str]":
+    """The finished steps ``done`` whose code digest differs between a run's
+    record and the flow now (none when either side has no digests)."""
+    if not recorded or not now:
+        return []
+    return [name for name in done if name in recorded and name in now and recorded[name] != now[name]]
+
+
+def effective_inputs(plan: "_Plan", subset: "list[int] | None", given: "dict[str, Any]") -> "dict[str, Any]":
+    """The inputs a run uses: those given, and for the others the default of
+    the steps that take them (when they agree on one: steps may differ)."""
+    active = None if subset is None else set(subset)
+    defaults: dict[str, Any] = {}
+    clash: set[str] = set()
+    for i, params in enumerate(plan.input_params):
+        if not params or (active is not None and i not in active):
+            continue
+        for _, name, default in params:
+            if name in given or default is NO_DEFAULT or name in clash:
+                continue
+            if name not in defaults:
+                defaults[name] = default
+            elif not _same(defaults[name], default):
+                clash.add(name)
+                del defaults[name]
+    return {**given, **defaults}
+
+
+def _same(a: "Any", b: "Any") -> bool:
+    try:
+        return a is b or bool(a == b)
+    except Exception:
+        return False
 
 
 def release(runner: Runner) -> None:

@@ -40,21 +40,24 @@ __all__ = [
 ]
 
 
-def open_store(spec: "str | Store", *, codec: str = "json", readonly: bool = False) -> Store:
+def open_store(spec: "str | Store", *, codec: "str | None" = None, readonly: bool = False) -> Store:
     """A store from a spec: a :class:`Store` (returned as is), ``"memory"``,
     ``"json:DIR"``, ``"sqlite:PATH"``, or a path ending in ``.db``,
-    ``.sqlite`` or ``.sqlite3``.  With ``readonly``, an SQLite store is opened
-    for reading only (where its file or folder cannot be written, it is
-    anyway).
+    ``.sqlite`` or ``.sqlite3``; any of them may end in ``?codec=json`` or
+    ``?codec=pickle`` (as ``codec=`` does).  With ``readonly``, an SQLite store
+    is opened for reading only (where its file or folder cannot be written,
+    it is anyway).
 
     Raises:
-        ValueError: the spec names no kind of store.
-        StoreError: the file or directory cannot be used as a store.
+        ValueError: the spec names no kind of store, or an unknown codec.
+        StoreError: the file or directory cannot be used as a store, or does
+            not keep the codec asked for.
     """
     if isinstance(spec, Store):
         return spec
     if not isinstance(spec, str):
         raise ValueError(f"a store spec is a string or a Store, not {type(spec).__name__}")
+    spec, codec = _codec_of(spec, codec)
     if spec == "memory":
         from ._memory import MemoryStore
 
@@ -71,8 +74,21 @@ def open_store(spec: "str | Store", *, codec: str = "json", readonly: bool = Fal
         return SQLiteStore(spec, codec=codec, readonly=readonly)
     raise ValueError(
         f"unknown store spec {spec!r}: expected 'memory', 'json:DIR', 'sqlite:PATH' "
-        "or a path ending in .db, .sqlite or .sqlite3"
+        "or a path ending in .db, .sqlite or .sqlite3 (any of them may end in ?codec=json or ?codec=pickle)"
     )
+
+
+def _codec_of(spec: str, codec: "str | None") -> "tuple[str, str | None]":
+    """``spec`` without its ``?codec=NAME`` suffix, and the codec it asks for."""
+    base, mark, query = spec.rpartition("?")
+    if not mark or not query.startswith("codec="):
+        return spec, codec
+    named = query[len("codec="):]
+    if named not in ("json", "pickle"):
+        raise ValueError(f"unknown codec {named!r} in store spec {spec!r}: expected 'json' or 'pickle'")
+    if codec is not None and codec != named:
+        raise ValueError(f"store spec {spec!r} asks for codec {named!r}, but codec {codec!r} was given")
+    return base, named
 
 
 # The three stores load on first use: a run needs one of them at most.

@@ -78,10 +78,10 @@ class Store:
         codec: ``"json"`` (default) or ``"pickle"`` (trusted data only).
     """
 
-    def __init__(self, codec: str = "json") -> None:
-        if codec not in CODECS:
+    def __init__(self, codec: "str | None" = "json") -> None:
+        if codec is not None and codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}: expected 'json' or 'pickle'")
-        self.codec = codec
+        self.codec: str = codec or "json"
         self._claims: dict[str, str] = {}  # run id -> the owner token this object holds
 
     # -- codecs ----------------------------------------------------------------

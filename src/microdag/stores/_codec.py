@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["CODECS", "decode", "encode"]
+__all__ = ["CODECS", "decode", "encode", "settle_codec"]
 
 CODECS = ("json", "pickle")
 
@@ -33,12 +33,41 @@ def encode(codec: str, value: "Any", what: str) -> bytes:
     bad = _not_json(value)
     if bad is not None:
         raise TypeError(
-            f"{what} is not JSON: it holds a {bad}; store it with codec='pickle' "
-            "(trusted data only), or return JSON values (dict with str keys, list, "
-            "str, int, float, bool, None)"
+            f"{what} is not JSON: it holds a {bad}. A durable store keeps JSON values "
+            "exactly (dict with str keys, list, str, int, finite float, bool, None) and "
+            "refuses the rest rather than change them; to keep any picklable value, use the "
+            "pickle codec (trusted data only): SQLiteStore(path, codec='pickle'), the store "
+            "spec 'sqlite:PATH?codec=pickle', or --codec pickle on the command line"
         )
     text: str = _json_encoder().encode(value)
     return text.encode()
+
+
+def settle_codec(asked: "str | None", recorded: "str | None", where: str) -> str:
+    """The codec to open a store with: the one asked for, else the one the store
+    records (a store keeps the codec it was made with), else ``"json"``.
+
+    Raises:
+        ValueError: an unknown codec.
+        StoreError: the codec asked for is not the store's, or the store keeps
+            pickle and none was asked for (unpickling runs code: opening a
+            pickle store must be asked for by name).
+    """
+    from .._errors import StoreError
+
+    if asked is not None and asked not in CODECS:
+        raise ValueError(f"unknown codec {asked!r}: expected 'json' or 'pickle'")
+    if recorded is None or recorded == asked:
+        return asked or "json"
+    if asked is None and recorded == "json":
+        return "json"
+    if asked is None:
+        raise StoreError(
+            f"store {where!r} keeps its outputs with the {recorded} codec: open it with "
+            f"codec={recorded!r} (the spec '...?codec={recorded}', or --codec {recorded}), "
+            "if you trust who wrote it"
+        )
+    raise StoreError(f"store {where!r} keeps its outputs with the {recorded} codec, not {asked}")
 
 
 def decode(codec: str, data: bytes) -> "Any":

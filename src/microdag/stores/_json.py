@@ -43,15 +43,19 @@ class JSONStore(Store):
 
     Args:
         path: the directory (created when missing; its parent must exist).
-        codec: ``"json"`` (default) or ``"pickle"`` (trusted data only).
+        codec: ``"json"`` or ``"pickle"`` (trusted data only); default: the
+            codec the store records (a new store: ``"json"``); see
+            :class:`~microdag.stores.SQLiteStore`.
 
     Raises:
         StoreError: the parent directory is missing, or the directory holds
             other files and is not a microdag store, or has a newer schema.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", codec: str = "json") -> None:
+    def __init__(self, path: "str | os.PathLike[str]", codec: "str | None" = None) -> None:
         super().__init__(codec)
+        from ._codec import settle_codec
+
         self.path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
@@ -73,12 +77,14 @@ class JSONStore(Store):
             runs = os.path.join(self.path, "runs")
             if not os.path.isdir(runs):  # a crash right after the marker was written
                 self._create(runs)
+            recorded = meta.get("codec")
+            self.codec = settle_codec(codec, recorded if isinstance(recorded, str) else None, self.path)
         elif os.path.isdir(self.path) and _foreign(os.listdir(self.path)):
             raise StoreError(f"{self.path!r} is a directory with other files, not a microdag store")
         else:  # new, or left empty by a crash while it was being made
             self._create(self.path)
             try:
-                write_atomic(marker, json.dumps({"app": "microdag", "schema": SCHEMA}).encode())
+                write_atomic(marker, json.dumps({"app": "microdag", "schema": SCHEMA, "codec": self.codec}).encode())
             except OSError as exc:
                 raise StoreError(f"cannot create store {self.path!r}: {exc}") from None
             self._create(os.path.join(self.path, "runs"))
@@ -112,6 +118,7 @@ class JSONStore(Store):
             "started": info.started,
             "finished": info.finished,
             "source": info.source,
+            "code": info.code,
         }
         try:
             write_atomic(os.path.join(self._run_dir(info.id), "run.json"), json.dumps(record).encode())
@@ -220,7 +227,7 @@ class JSONStore(Store):
             raise StoreError(f"run {run_id!r} in store {self.path!r} is damaged: {path}: {exc}") from None
         try:
             return self._info(r)
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # a missing key, a wrong type, inputs that do not decode
             raise StoreError(
                 f"run {run_id!r} in store {self.path!r} is damaged: {path}: {type(exc).__name__}: {exc}"
             ) from None
@@ -237,7 +244,9 @@ class JSONStore(Store):
         if type(started) not in (int, float) or (finished is not None and type(finished) not in (int, float)):
             raise TypeError("its start or finish is not a time")
         source = r.get("source")
-        return RunInfo(*fields[:3], inputs, fields[3], started, finished, source if type(source) is str else None)
+        code = r.get("code")
+        return RunInfo(*fields[:3], inputs, fields[3], started, finished, source if type(source) is str else None,
+                       code=code if isinstance(code, dict) else None)
 
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)

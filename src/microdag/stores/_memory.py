@@ -1,5 +1,6 @@
 """The in-memory store: this process only, for tests and warm functions."""
 
+import itertools
 import threading
 
 from .._errors import StoreError
@@ -17,11 +18,19 @@ class MemoryStore(Store):
     """Runs kept in this process's memory (nothing survives it).
 
     Args:
-        codec: ``"json"`` (default) or ``"pickle"``.
+        codec: ``None`` (default): outputs are kept as they are, whatever
+            their type (nothing is written anywhere, so nothing is refused);
+            ``"json"`` or ``"pickle"``: encoded as a durable store would, to
+            check what one would keep.
     """
 
-    def __init__(self, codec: str = "json") -> None:
+    def __init__(self, codec: "str | None" = None) -> None:
         super().__init__(codec)
+        #: Outputs kept as they are (``codec=None``): token -> value.
+        self._objects: "dict[bytes, Any] | None" = {} if codec is None else None
+        self._tokens = itertools.count()
+        if codec is None:
+            self.codec = "none"
         self._lock = threading.Lock()
         self._runs: dict[str, RunInfo] = {}
         self._tasks: dict[str, dict[tuple[str, int], TaskRecord]] = {}
@@ -31,6 +40,20 @@ class MemoryStore(Store):
         self._logs: dict[tuple[str, str, int, int], str] = {}
         self._graphs: dict[str, str] = {}
         self._attempts: dict[tuple[str, str, int, int], tuple[float, float, str, str]] = {}
+
+    def encode(self, value: "Any", what: str) -> bytes:
+        objects = self._objects
+        if objects is None:
+            return super().encode(value, what)
+        token = b"\x00kept %d" % next(self._tokens)  # (pickle and JSON never start with a NUL)
+        objects[token] = value
+        return token
+
+    def decode(self, data: bytes) -> "Any":
+        objects = self._objects
+        if objects is None or not data.startswith(b"\x00kept "):
+            return super().decode(data)
+        return objects[bytes(data)]
 
     def begin(self, info: RunInfo) -> None:
         check_run_id(info.id)
@@ -169,6 +192,10 @@ class MemoryStore(Store):
                         used.add(blob.digest)
             for digest in set(self._blobs) - used:
                 del self._blobs[digest]
+            if self._objects is not None:  # values kept as they are: those of the runs left
+                kept = {r.output for tasks in self._tasks.values() for r in tasks.values()}
+                kept.update(entry[0] for entry in self._cache.values())
+                self._objects = {t: v for t, v in self._objects.items() if t in kept}
         from .._context import default_run_dir
 
         drop_folders(default_run_dir(run_id) for run_id in gone)  # the runs' temporary folders
@@ -197,5 +224,6 @@ def _copy_info(info: RunInfo) -> RunInfo:
 
     inputs = copy.deepcopy(info.inputs)
     return RunInfo(
-        info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished, info.source
+        info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished, info.source,
+        code=None if info.code is None else dict(info.code),
     )

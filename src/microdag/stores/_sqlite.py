@@ -41,6 +41,29 @@ _NUMBER = (int, float)
 _TIME = (float, int, type(None))
 
 
+_RUN_COLUMNS = "id, flow, fingerprint, inputs, status, started, finished, source"
+
+
+def _code_text(code: "dict[str, str] | None") -> "str | None":
+    import json
+
+    return None if code is None else json.dumps(code, separators=(",", ":"))
+
+
+def _code_of(text: "Any") -> "dict[str, str] | None":
+    """The code digests a run recorded (``None`` when missing or unreadable:
+    they only let a resume check more)."""
+    if type(text) is not str:
+        return None
+    import json
+
+    try:
+        code = json.loads(text)
+    except ValueError:
+        return None
+    return code if isinstance(code, dict) else None
+
+
 def _t(value: "Any") -> "Any":
     """A value to bind: a ``str`` SQLite cannot take as UTF-8 (lone surrogates,
     from file names that are not UTF-8) goes in as its bytes, surrogates kept
@@ -82,7 +105,10 @@ class SQLiteStore(Store):
     Args:
         path: the database file (created, with its tables, when missing; its
             directory must exist).
-        codec: ``"json"`` (default) or ``"pickle"`` (trusted data only).
+        codec: ``"json"`` or ``"pickle"`` (trusted data only); default: the
+            codec the store records (a new store: ``"json"``).  A store keeps
+            the codec it was made with; opening it with another, or a pickle
+            store without asking for pickle, is a :class:`StoreError`.
         timeout: seconds to wait for another process's lock.
 
     Raises:
@@ -91,7 +117,8 @@ class SQLiteStore(Store):
     """
 
     def __init__(
-        self, path: "str | os.PathLike[str]", codec: str = "json", timeout: float = 10.0, readonly: bool = False
+        self, path: "str | os.PathLike[str]", codec: "str | None" = None, timeout: float = 10.0,
+        readonly: bool = False,
     ) -> None:
         super().__init__(codec)
         self.path = os.fspath(path)
@@ -108,7 +135,9 @@ class SQLiteStore(Store):
         self._work = 0.0  # seconds of step time the pending records hold
         self._timer = _CommitTimer(self.flush, GROUP_SECONDS)
         # readonly: opened for reading only, as asked or because the file or its folder cannot be written
-        self._db, self.readonly = connect(self.path, timeout, readonly)
+        self._db, self.readonly, self.codec = connect(self.path, timeout, readonly, codec)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        self._code = "code" if "code" in columns else "NULL"  # (an older store opened read-only)
         # Task order across store objects and processes: a clock-based sequence.
         self._seq = 0
 
@@ -133,10 +162,10 @@ class SQLiteStore(Store):
         try:
             self._transaction([
                 (
-                    "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source, code)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (_t(info.id), _t(info.flow), info.fingerprint, inputs, info.status, info.started,
-                     info.finished, _t(info.source)),
+                     info.finished, _t(info.source), _code_text(info.code)),
                 ),
                 ("INSERT OR REPLACE INTO owners VALUES (?, ?)", (_t(info.id), self._new_claim(info.id))),
             ])
@@ -266,7 +295,7 @@ class SQLiteStore(Store):
 
     def _info(self, row: "tuple[Any, ...]") -> RunInfo:
         """A ``runs`` row as a :class:`RunInfo`, checked (``ValueError`` names what is wrong)."""
-        run_id, flow, fingerprint, inputs, status, started, finished, source = map(_s, row)
+        run_id, flow, fingerprint, inputs, status, started, finished, source, code = map(_s, row)
         if not all(type(v) is str for v in (run_id, flow, fingerprint, status)):
             raise ValueError("its id, flow, fingerprint or status is not text")
         if type(started) not in (int, float) or (finished is not None and type(finished) not in (int, float)):
@@ -282,11 +311,11 @@ class SQLiteStore(Store):
         if not isinstance(values, dict):
             raise ValueError("its inputs are not a mapping")
         return RunInfo(run_id, flow, fingerprint, values, status, started, finished,
-                       source if type(source) is str else None)
+                       source if type(source) is str else None, code=_code_of(code))
 
     def run_info(self, run_id: str) -> RunInfo:
         rows = self._read(
-            "SELECT id, flow, fingerprint, inputs, status, started, finished, source FROM runs WHERE id = ?",
+            f"SELECT {_RUN_COLUMNS}, {self._code} FROM runs WHERE id = ?",
             (run_id,),
         )
         if not rows:
@@ -459,7 +488,7 @@ class SQLiteStore(Store):
         return out
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
-        sql = "SELECT id, flow, fingerprint, inputs, status, started, finished, source FROM runs"
+        sql = f"SELECT {_RUN_COLUMNS}, {self._code} FROM runs"
         params: tuple[Any, ...] = ()
         if flow is not None:
             sql += " WHERE flow = ?"

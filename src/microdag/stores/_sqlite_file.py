@@ -31,7 +31,7 @@ _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, flow TEXT NOT NULL, fingerprint TEXT NOT NULL, inputs BLOB NOT NULL,
-    status TEXT NOT NULL, started REAL NOT NULL, finished REAL, source TEXT
+    status TEXT NOT NULL, started REAL NOT NULL, finished REAL, source TEXT, code TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -55,23 +55,37 @@ CREATE TABLE IF NOT EXISTS logs (
 """
 
 
-def connect(path: str, timeout: float, readonly: bool) -> "tuple[sqlite3.Connection, bool]":
+def connect(
+    path: str, timeout: float, readonly: bool, codec: "str | None"
+) -> "tuple[sqlite3.Connection, bool, str]":
     """The store file ``path``, checked (and made or upgraded unless read-only):
-    ``(connection, read-only)``.
+    ``(connection, read-only, codec)``.  A new store records ``codec`` (default
+    ``"json"``); an existing one is opened with the codec it records (see
+    ``_codec.settle_codec``).
 
     Raises:
-        StoreError: it is not a usable microdag store.
+        StoreError: it is not a usable microdag store, or ``codec`` is not its codec.
     """
     import sqlite3
 
+    from ._codec import settle_codec
+
     try:
+        db = None
         if not readonly:
             try:
-                return _open(path, timeout), False
+                db, is_readonly = _open(path, timeout, codec or "json"), False
             except sqlite3.OperationalError as exc:
                 if not os.path.exists(path) or not _cannot_write(exc):
                     raise
-        return _open_readonly(path, timeout), True
+        if db is None:
+            db, is_readonly = _open_readonly(path, timeout), True
+        try:
+            recorded = dict(db.execute("SELECT key, value FROM meta").fetchall()).get("codec")
+            return db, is_readonly, settle_codec(codec, recorded, path)
+        except BaseException:
+            db.close()
+            raise
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path!r} is not a usable microdag store: {exc}") from None
 
@@ -82,7 +96,7 @@ def _cannot_write(exc: BaseException) -> bool:
     return "readonly" in text or "read-only" in text or "unable to open" in text
 
 
-def _open(path: str, timeout: float) -> "sqlite3.Connection":
+def _open(path: str, timeout: float, codec: str) -> "sqlite3.Connection":
     import sqlite3
 
     db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -90,7 +104,7 @@ def _open(path: str, timeout: float) -> "sqlite3.Connection":
         deadline = time.monotonic() + timeout
         while True:  # another process may be creating the file, or switching it to WAL
             try:
-                _check_and_create(db, path)
+                _check_and_create(db, path, codec)
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -150,7 +164,7 @@ def _check_meta(db: "sqlite3.Connection", path: str) -> "set[str]":
     return tables
 
 
-def _check_and_create(db: "sqlite3.Connection", path: str) -> None:
+def _check_and_create(db: "sqlite3.Connection", path: str, codec: str) -> None:
     import sqlite3
 
     tables = _check_meta(db, path)
@@ -158,14 +172,17 @@ def _check_and_create(db: "sqlite3.Connection", path: str) -> None:
     db.execute("PRAGMA synchronous = FULL")
     if tables and not {"cache", "owners", "logs", "graphs", "attempts"} <= tables:  # made before these existed
         db.executescript(_TABLES)
+    if tables:  # columns added since: made where missing (a change of the schema, not of the data)
         columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-        if "source" not in columns:
-            db.execute("ALTER TABLE runs ADD COLUMN source TEXT")
+        for column in ("source", "code"):
+            if column not in columns:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
     if not tables:
         try:
             db.executescript(
                 "BEGIN IMMEDIATE;" + _TABLES
-                + f"INSERT OR IGNORE INTO meta VALUES ('app', 'microdag'), ('schema', '{SCHEMA}');"
+                + f"INSERT OR IGNORE INTO meta VALUES ('app', 'microdag'), ('schema', '{SCHEMA}'),"
+                + f" ('codec', '{codec}');"
                 + "COMMIT;"
             )
         except sqlite3.OperationalError as exc:
