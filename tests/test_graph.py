@@ -2,6 +2,7 @@
 path, subsets, levels and the DOT / Mermaid / JSON exports."""
 
 import graphlib
+import json
 import pickle
 
 import pytest
@@ -86,10 +87,15 @@ def test_unhashable_name_raises_type_error() -> None:
 
 def test_subsets() -> None:
     g = Graph({"a": [], "b": ["a"], "c": ["b"], "d": ["a"], "e": []})
-    assert g.ancestors(["c"]) == ["a", "b", "c"]
-    assert g.ancestors("d") == ["a", "d"]
-    assert g.descendants(["b"]) == ["b", "c"]
-    assert g.descendants(["a"]) == ["a", "b", "c", "d"]
+    # ancestors and descendants as in graph theory: without the names given...
+    assert g.ancestors(["c"]) == ["a", "b"]
+    assert g.ancestors("d") == ["a"]
+    assert g.ancestors(["e"]) == []
+    assert g.descendants(["b"]) == ["c"]
+    assert g.descendants(["a"]) == ["b", "c", "d"]
+    # ...unless one of them is related to another
+    assert g.ancestors(["c", "b"]) == ["a", "b"]
+    assert g.descendants(["a", "b"]) == ["b", "c", "d"]
     with pytest.raises(FlowError, match="no node named 'zz'"):
         g.ancestors(["zz", "a"])
     with pytest.raises(KeyError, match="no node named 'q'"):
@@ -102,7 +108,7 @@ def test_million_node_chain_no_recursion_limit() -> None:
     g = Graph(deps)
     assert g.order()[:3] == [0, 1, 2]
     assert g.levels()[n - 1] == n
-    assert len(g.ancestors([n - 1])) == n
+    assert len(g.ancestors([n - 1])) == n - 1
 
 
 def test_million_node_cycle_is_found() -> None:
@@ -142,13 +148,15 @@ def test_mermaid_export_escapes_labels() -> None:
 
 def test_json_export() -> None:
     g = Graph({"a": [], "b": ["a"]})
-    assert g.to_json() == {
+    data = {
         "nodes": [
             {"name": "a", "depends_on": [], "level": 1},
             {"name": "b", "depends_on": ["a"], "level": 2},
         ],
         "edges": [["a", "b"]],
     }
+    assert g.to_dict() == data
+    assert isinstance(g.to_json(), str) and json.loads(g.to_json()) == data  # text, as to_dot() and to_mermaid()
 
 
 def test_graph_kernel_runs_in_dependency_order() -> None:

@@ -61,10 +61,12 @@ def test_public_surface_is_pinned() -> None:
             "Graph",
             "Run",
             "RunFailed",
+            "RunStatus",
             "SCHEDULER",
             "Skip",
             "StepContext",
             "Task",
+            "TaskStatus",
             "TopologicalSorter",
             "__version__",
             "context",
@@ -131,20 +133,26 @@ def test_import_loads_nothing_heavy(statement: str) -> None:
 
 
 def test_vendored_copy_runs_on_the_pure_twin(tmp_path: Path) -> None:
+    """``src/microdag/`` copied as it is, without a build: flows run, and
+    ``--version`` says why the scheduler is the pure-Python one."""
     dest = tmp_path / "vendor" / "microdag"
-    dest.mkdir(parents=True)
-    for path in SRC.iterdir():
-        if path.suffix in (".py", ".typed"):
-            shutil.copy(path, dest / path.name)
+    shutil.copytree(SRC, dest, ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c", "__pycache__"))
     code = (
         "import microdag\n"
         "assert microdag.SCHEDULER == 'py', microdag.SCHEDULER\n"
         "ts = microdag.TopologicalSorter({'b': {'a'}, 'c': {'b'}})\n"
         "print(list(ts.static_order()))\n"
+        "flow = microdag.Flow('v').add('a', lambda: 1).add('b', lambda a: a + 1)\n"
+        "print(flow.run(executor='threads')['b'])\n"
     )
     env = {"PYTHONPATH": str(tmp_path / "vendor")}
     out = run_py(code, env=env, cwd=tmp_path)
-    assert out.strip() == "['a', 'b', 'c']"
+    assert out.split() == ["['a',", "'b',", "'c']", "2"]
+    version = subprocess.run(
+        [sys.executable, "-m", "microdag", "--version"], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "vendor"), "MICRODAG_NO_EXTENSIONS": ""}, timeout=60,
+    )
+    assert "(scheduler: py; the compiled scheduler is not installed" in version.stdout
 
 
 def _build_tree(tmp_path: Path) -> Path:

@@ -93,7 +93,7 @@ class Document(HTMLParser):
 def graph_of(flow: microdag.Flow) -> dict:
     names = list(flow.graph.names)
     index = {name: i for i, name in enumerate(names)}
-    nodes = flow.graph.to_json()["nodes"]
+    nodes = flow.graph.to_dict()["nodes"]
     return {"nodes": names, "deps": [[index[d] for d in node["depends_on"]] for node in nodes]}
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._graph import Graph, TopologicalSorter
     from ._result import Run, Task
     from ._spec import load_flow
+    from ._types import RunStatus, TaskStatus
     from . import stores
 
 __all__ = [
@@ -27,10 +28,12 @@ __all__ = [
     "Graph",
     "Run",
     "RunFailed",
+    "RunStatus",
     "SCHEDULER",
     "Skip",
     "StepContext",
     "Task",
+    "TaskStatus",
     "TopologicalSorter",
     "__version__",
     "context",
@@ -47,12 +50,14 @@ _EXPORTS = {
     "Graph": ("_graph", "Graph"),
     "Run": ("_result", "Run"),
     "RunFailed": ("_errors", "RunFailed"),
+    "RunStatus": ("_types", "RunStatus"),
     "SCHEDULER": ("_compat", "TWIN"),
     "Skip": ("_errors", "Skip"),
     "StepContext": ("_context", "StepContext"),
     "context": ("_context", "context"),
     "load_flow": ("_spec", "load_flow"),
     "Task": ("_result", "Task"),
+    "TaskStatus": ("_types", "TaskStatus"),
     "TopologicalSorter": ("_graph", "TopologicalSorter"),
 }
 

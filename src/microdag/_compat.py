@@ -15,16 +15,27 @@ if TYPE_CHECKING:
 else:
     if os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no"):
         from . import _sched_py as sched
+
+        WHY_PY = ""  # asked for: nothing to explain
     else:
         try:
             from . import _sched as sched
-        except ImportError:
+
+            WHY_PY = ""
+        except ImportError as exc:
             from . import _sched_py as sched
+
+            WHY_PY = (
+                f"the compiled scheduler is not installed ({exc}): the pure-Python one runs; "
+                "reinstall where a C compiler is found to get it"
+            )
 
 #: ``"c"`` for the compiled twin, ``"py"`` for the pure-Python one.
 TWIN: str = sched.TWIN
+#: Why the pure-Python twin runs (``""`` when the compiled one does).
+WHY_PY: str
 
-__all__ = ["sched", "sha256", "TWIN"]
+__all__ = ["sched", "sha256", "TWIN", "WHY_PY"]
 
 
 def sha256(data: bytes = b"") -> "Any":

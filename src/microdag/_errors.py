@@ -122,3 +122,11 @@ class StoreError(Exception):
     """A store cannot be opened or used (not a microdag store, a newer schema,
     a corrupt file, an unknown run, a run id that is taken); the message says
     which, naming the file or the run."""
+
+
+# Tracebacks print an exception's class by its module: the public one. (They
+# pickle by that name too, which resolves: the package exports each of them.)
+for _cls in (CycleError, FlowError, RunFailed, Skip):
+    _cls.__module__ = "microdag"
+StoreError.__module__ = "microdag.stores"
+del _cls

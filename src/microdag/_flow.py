@@ -6,17 +6,21 @@ and the binding rules); :meth:`Flow.run` and :meth:`Flow.arun` hand the plan
 to :mod:`microdag.runner`, which never imports this module.
 """
 
+import sys
+
 from ._errors import FlowError
 from ._graph import Graph
-from ._plan import NO_DEFAULT, TRIGGERS, _Plan, _Signature, _Step
+from ._result import run_failed
+from ._plan import _RETRY_ON, NO_DEFAULT, TRIGGERS, _Plan, _Signature, _Step
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from concurrent.futures import Executor
-    from typing import Any, TypeVar
+    from typing import Any, TypeVar, overload
 
     from ._result import Run
+    from ._types import ExecutorName, OnFailure, Trigger
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,9 +70,35 @@ class Flow:
     def __repr__(self) -> str:
         return f"<Flow {self._name!r} with {len(self._steps)} steps>"
 
-    def step(
-        self, fn: "F | None" = None, /, *, name: "str | None" = None, **options: "Any"
-    ) -> "Any":
+    if TYPE_CHECKING:  # the decorator gives the function back with its own type
+
+        @overload
+        def step(self, fn: "F", /) -> "F": ...
+
+        @overload
+        def step(
+            self,
+            fn: None = None,
+            /,
+            *,
+            name: "str | None" = None,
+        depends_on: "Iterable[str]" = (),
+        inputs: "Mapping[str, str] | None" = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: "float | None" = None,
+        retry_on: "type[BaseException] | tuple[type[BaseException], ...]" = _RETRY_ON,
+        timeout: "float | None" = None,
+        priority: "int | None" = None,
+        trigger: "Trigger" = "all_success",
+        map: "str | None" = None,
+        batch_size: "int | None" = None,
+        cache: bool = False,
+        cache_ttl: "float | None" = None,
+        ) -> "Callable[[F], F]": ...
+
+    def step(self, fn: "F | None" = None, /, *, name: "str | None" = None, **options: "Any") -> "Any":
         """Decorator adding a function as a step; returns the function unchanged.
 
         Use bare (``@flow.step``) or with options (``@flow.step(retries=2)``).
@@ -90,7 +120,26 @@ class Flow:
             return register(fn)
         return register
 
-    def add(self, name: str, fn: "Callable[..., Any]", **options: "Any") -> "Flow":
+    def add(
+        self,
+        name: str,
+        fn: "Callable[..., Any]",
+        *,
+        depends_on: "Iterable[str]" = (),
+        inputs: "Mapping[str, str] | None" = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: "float | None" = None,
+        retry_on: "type[BaseException] | tuple[type[BaseException], ...]" = _RETRY_ON,
+        timeout: "float | None" = None,
+        priority: "int | None" = None,
+        trigger: "Trigger" = "all_success",
+        map: "str | None" = None,
+        batch_size: "int | None" = None,
+        cache: bool = False,
+        cache_ttl: "float | None" = None,
+    ) -> "Flow":
         """Add a step; returns the flow, so calls chain.
 
         Args:
@@ -133,7 +182,10 @@ class Flow:
             raise FlowError(f"a step name must be a non-empty string, not {name!r}")
         if name in self._steps:
             raise FlowError(f"step {name!r} is defined more than once in flow {self._name!r}")
-        self._steps[name] = _Step(name, fn, **options)
+        self._steps[name] = _Step(
+            name, fn, depends_on, inputs, retries, retry_delay, retry_backoff, retry_max_delay, retry_on,
+            timeout, priority, trigger, map, batch_size, cache, cache_ttl,
+        )
         self._plan = None
         return self
 
@@ -153,7 +205,7 @@ class Flow:
         self._compiled()
 
     @property
-    def graph(self) -> Graph:
+    def graph(self) -> "Graph[str]":
         """The validated :class:`~microdag.Graph` of the steps (compiles the flow)."""
         return self._compiled().graph
 
@@ -171,10 +223,10 @@ class Flow:
         self,
         inputs: "Mapping[str, Any] | None" = None,
         *,
-        executor: "str | Executor" = "inline",
+        executor: "ExecutorName | Executor" = "inline",
         max_workers: "int | None" = None,
         targets: "Iterable[str] | None" = None,
-        on_failure: str = "fail_fast",
+        on_failure: "OnFailure" = "fail_fast",
         hooks: "Iterable[Callable[[Any], Any]]" = (),
         raise_on_failure: bool = True,
         keep_outputs: bool = False,
@@ -228,8 +280,11 @@ class Flow:
         """
         from .runner import execute
 
-        return execute(
-            self._compiled(),
+        plan = self._compiled()
+        if executor == "inline":
+            _check_no_running_loop(self._name, plan)
+        run = execute(
+            plan,
             self._name,
             self._source,
             inputs,
@@ -238,7 +293,6 @@ class Flow:
             targets=targets,
             on_failure=on_failure,
             hooks=hooks,
-            raise_on_failure=raise_on_failure,
             keep_outputs=keep_outputs,
             cancel=cancel,
             store=store,
@@ -246,6 +300,9 @@ class Flow:
             resume=resume,
             force=force,
         )
+        if raise_on_failure and run.status != "succeeded":
+            raise run_failed(run)  # (raised here: the traceback users read starts at their call)
+        return run
 
     async def arun(
         self,
@@ -253,7 +310,7 @@ class Flow:
         *,
         max_workers: "int | None" = None,
         targets: "Iterable[str] | None" = None,
-        on_failure: str = "fail_fast",
+        on_failure: "OnFailure" = "fail_fast",
         hooks: "Iterable[Callable[[Any], Any]]" = (),
         raise_on_failure: bool = True,
         keep_outputs: bool = False,
@@ -267,14 +324,14 @@ class Flow:
 
         ``async def`` steps run concurrently as tasks of the running loop,
         other steps on threads; ``max_workers`` bounds how many run at once
-        (default: like the threads executor).  A timed-out async step is
-        cancelled.  Cancelling the ``arun`` task cancels the step tasks,
+        (default: 100 steps, plain ones on at most ``min(32, cpus + 4)``
+        threads).  A timed-out async step is cancelled.  Cancelling the ``arun`` task cancels the step tasks,
         ends the run ``cancelled`` and re-raises
         :class:`asyncio.CancelledError`.
         """
         from .runner import execute_async
 
-        return await execute_async(
+        run = await execute_async(
             self._compiled(),
             self._name,
             self._source,
@@ -283,7 +340,6 @@ class Flow:
             targets=targets,
             on_failure=on_failure,
             hooks=hooks,
-            raise_on_failure=raise_on_failure,
             keep_outputs=keep_outputs,
             cancel=cancel,
             store=store,
@@ -291,6 +347,9 @@ class Flow:
             resume=resume,
             force=force,
         )
+        if raise_on_failure and run.status != "succeeded":
+            raise run_failed(run)
+        return run
 
     def run_step(
         self,
@@ -357,3 +416,17 @@ class Flow:
         attempt = Attempt(i, -1, None, 1, name, None, new_run_id(), self._name)
         return invoke(plan.fns[i], kwargs, attempt)
 
+
+def _check_no_running_loop(flow: str, plan: _Plan) -> None:
+    """``run(executor="inline")`` from inside a running event loop cannot run
+    ``async def`` steps (they need this thread's loop): say so at once."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None or asyncio._get_running_loop() is None:
+        return
+    steps = [s.name for s, is_async in zip(plan.steps, plan.is_async) if is_async]
+    if steps:
+        shown = ", ".join(repr(name) for name in steps[:3]) + (" ..." if len(steps) > 3 else "")
+        raise FlowError(
+            f"flow {flow!r} has async steps ({shown}) and run() was called inside a running event "
+            "loop: use `await flow.arun(...)` there (or run(executor='threads'))"
+        )

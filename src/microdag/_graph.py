@@ -23,17 +23,31 @@ from ._errors import CycleError, FlowError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Mapping, Sequence
-    from typing import Any
+    from typing import Any, Generic, TypeVar
 
     from ._sched_py import Kernel
+
+    _N = TypeVar("_N", bound=Hashable)
+
+    class _Generic(Generic[_N]):
+        """For type checkers, :class:`Graph` is generic in its node type."""
+else:
+    from types import GenericAlias
+
+    _N = object
+
+    class _Generic:  # at run time: nothing from typing, subscriptable
+        __slots__ = ()
+        __class_getitem__ = classmethod(GenericAlias)
 
 __all__ = ["Graph", "TopologicalSorter"]
 
 TopologicalSorter = sched.TopologicalSorter
 
 
-class Graph:
-    """A validated DAG of named nodes, compiled for the scheduler.
+class Graph(_Generic[_N]):
+    """A validated DAG of named nodes, compiled for the scheduler (generic in
+    the node type: ``Graph[str]``).
 
     Args:
         dependencies: each node's name and the names it depends on, either as
@@ -53,23 +67,23 @@ class Graph:
 
     def __init__(
         self,
-        dependencies: "Mapping[Hashable, Iterable[Hashable]] | Iterable[tuple[Hashable, Iterable[Hashable]]]",
+        dependencies: "Mapping[_N, Iterable[_N]] | Iterable[tuple[_N, Iterable[_N]]]",
         *,
         kind: str = "node",
     ) -> None:
-        pairs: Iterable[tuple[Hashable, Iterable[Hashable]]]
+        pairs: Iterable[tuple[_N, Iterable[_N]]]
         items = getattr(dependencies, "items", None)
         pairs = items() if callable(items) else dependencies  # type: ignore[assignment]
-        names: list[Hashable] = []
-        index: dict[Hashable, int] = {}
-        raw: list[tuple[Hashable, ...]] = []
+        names: list[_N] = []
+        index: dict[_N, int] = {}
+        raw: list[tuple[_N, ...]] = []
         problems: list[str] = []
         for name, deps in pairs:
             if name in index:
                 problems.append(f"{kind} {name!r} is defined more than once")
                 continue
-            if isinstance(deps, (str, bytes)):
-                deps = (deps,)
+            if isinstance(deps, (str, bytes)):  # one name given alone
+                deps = (deps,)  # type: ignore[assignment]
             index[name] = len(names)
             names.append(name)
             raw.append(tuple(deps))
@@ -110,7 +124,7 @@ class Graph:
     # -- names and ids -----------------------------------------------------
 
     @property
-    def names(self) -> "tuple[Hashable, ...]":
+    def names(self) -> "tuple[_N, ...]":
         """Every node name, in definition order (a name's id is its index)."""
         return self._names
 
@@ -131,7 +145,7 @@ class Graph:
     def __iter__(self) -> "Any":
         return iter(self._names)
 
-    def id(self, name: "Hashable") -> int:
+    def id(self, name: "_N") -> int:
         """The kernel id of ``name``.
 
         Raises:
@@ -142,14 +156,14 @@ class Graph:
         except KeyError:
             raise KeyError(f"no {self._kind} named {name!r}") from None
 
-    def ids(self, names: "Iterable[Hashable]") -> list[int]:
+    def ids(self, names: "Iterable[_N]") -> list[int]:
         """The kernel ids of ``names``.
 
         Raises:
             FlowError: some names are unknown (every one is listed).
         """
-        if isinstance(names, (str, bytes)):
-            names = (names,)
+        if isinstance(names, (str, bytes)):  # one name given alone
+            names = (names,)  # type: ignore[assignment]
         out: list[int] = []
         unknown: list[str] = []
         for name in names:
@@ -162,46 +176,53 @@ class Graph:
             raise FlowError(*unknown)
         return out
 
-    def dependencies(self, name: "Hashable") -> "tuple[Hashable, ...]":
+    def dependencies(self, name: "_N") -> "tuple[_N, ...]":
         """The names ``name`` depends on, in the order given."""
         names = self._names
         return tuple(names[j] for j in self._deps[self.id(name)])
 
-    def dependents(self, name: "Hashable") -> "tuple[Hashable, ...]":
+    def dependents(self, name: "_N") -> "tuple[_N, ...]":
         """The names that depend on ``name``, in definition order."""
         names = self._names
         return tuple(names[j] for j in sorted(self._kernel.successors(self.id(name))))
 
     # -- whole-graph queries -----------------------------------------------
 
-    def order(self) -> "list[Hashable]":
+    def order(self) -> "list[_N]":
         """Every name, each after all its dependencies (ties in definition order)."""
         names = self._names
         return [names[i] for i in self._kernel.topological_order()]
 
-    def levels(self) -> "dict[Hashable, int]":
+    def levels(self) -> "dict[_N, int]":
         """Per name, the number of nodes on the longest path from a source to it (sources: 1)."""
         return dict(zip(self._names, self._kernel.levels()))
 
-    def ancestors(self, names: "Iterable[Hashable]") -> "list[Hashable]":
-        """The given names and everything they depend on, in definition order.
+    def ancestors(self, names: "Iterable[_N]") -> "list[_N]":
+        """Every node that one of ``names`` depends on, directly or not, in
+        definition order.  A given name is in the result only when another
+        given name depends on it (as in graph theory and networkx).
 
         Raises:
             FlowError: some names are unknown.
         """
+        deps = self._deps
+        direct = [j for i in self.ids(names) for j in deps[i]]
         all_names = self._names
-        return [all_names[i] for i in self._kernel.ancestors(self.ids(names))]
+        return [all_names[i] for i in self._kernel.ancestors(direct)]
 
-    def descendants(self, names: "Iterable[Hashable]") -> "list[Hashable]":
-        """The given names and everything that depends on them, in definition order.
+    def descendants(self, names: "Iterable[_N]") -> "list[_N]":
+        """Every node that depends on one of ``names``, directly or not, in
+        definition order (a given name only when it depends on another).
 
         Raises:
             FlowError: some names are unknown.
         """
+        kernel = self._kernel
+        direct = [j for i in self.ids(names) for j in kernel.successors(i)]
         all_names = self._names
-        return [all_names[i] for i in self._kernel.descendants(self.ids(names))]
+        return [all_names[i] for i in kernel.descendants(direct)]
 
-    def edges(self) -> "list[tuple[Hashable, Hashable]]":
+    def edges(self) -> "list[tuple[_N, _N]]":
         """Every ``(dependency, dependent)`` pair, dependents in definition order."""
         names = self._names
         return [(names[j], names[i]) for i, deps in enumerate(self._deps) for j in deps]
@@ -211,7 +232,7 @@ class Graph:
     def to_dot(
         self,
         name: str = "microdag",
-        node_attrs: "Mapping[Hashable, Mapping[str, str]] | None" = None,
+        node_attrs: "Mapping[_N, Mapping[str, str]] | None" = None,
     ) -> str:
         """The graph in Graphviz DOT, every name quoted and escaped.
 
@@ -247,11 +268,9 @@ class Graph:
                 lines.append(f"  n{j} --> n{i}")
         return "\n".join(lines) + "\n"
 
-    def to_json(self) -> "dict[str, Any]":
-        """The graph as plain data: ``{"nodes": [...], "edges": [[dep, node], ...]}``.
-
-        Names are converted with ``str``; each node also lists its ``level``.
-        """
+    def to_dict(self) -> "dict[str, Any]":
+        """The graph as plain data: ``{"nodes": [{"name", "depends_on", "level"}, ...],
+        "edges": [[dependency, dependent], ...]}``; names are converted with ``str``."""
         levels = self._kernel.levels()
         return {
             "nodes": [
@@ -260,6 +279,13 @@ class Graph:
             ],
             "edges": [[str(a), str(b)] for a, b in self.edges()],
         }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text (as :meth:`to_dot` and :meth:`to_mermaid`
+        return their formats' text)."""
+        import json
+
+        return json.dumps(self.to_dict(), ensure_ascii=False)
 
     def __repr__(self) -> str:
         return f"<Graph of {len(self._names)} {self._kind}s, {self._kernel.edges} edges>"

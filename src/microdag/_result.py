@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._records import RunInfo, TaskRecord
+    from ._types import RunStatus, TaskStatus
 
 __all__ = ["Run", "Task", "new_run_id", "run_failed"]
 
@@ -46,7 +47,7 @@ class Task:
     def __init__(
         self,
         name: str,
-        status: str,
+        status: "TaskStatus",
         attempts: int,
         started: "float | None",
         finished: "float | None",
@@ -158,7 +159,7 @@ class Run:
         self,
         run_id: str,
         flow: str,
-        status: str,
+        status: "RunStatus",
         outputs: "dict[str, Any]",
         inputs: "dict[str, Any]",
         started: float,
@@ -208,7 +209,7 @@ class Run:
 
     def _task(self, i: int) -> Task:
         attempts = self._attempts[i]
-        status = "cancelled" if i in self._cancelled else STATUS[self._states[i]]
+        status: TaskStatus = "cancelled" if i in self._cancelled else STATUS[self._states[i]]  # type: ignore[assignment]
         started = finished = None
         if attempts:
             started = self._starts[i] + self._offset
@@ -271,7 +272,7 @@ class Run:
         return cls(
             info.id,
             info.flow,
-            info.status,
+            info.status,  # type: ignore[arg-type]  # (a store may hold a newer version's status)
             outputs,  # type: ignore[arg-type]
             info.inputs,
             info.started,

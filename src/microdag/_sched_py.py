@@ -52,7 +52,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager
-    from typing import Any
+    from typing import Any, Generic, TypeVar
+
+    _N = TypeVar("_N", bound=Hashable)
+
+    class _Generic(Generic[_N]):
+        """For type checkers, :class:`TopologicalSorter` is generic in its node type."""
+else:
+    # At run time nothing from typing is imported: a plain base, subscriptable.
+    _N = object
+
+    class _Generic:
+        __slots__ = ()
+        __class_getitem__ = classmethod(GenericAlias)
 
 __all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "run_items"]
 
@@ -834,31 +846,32 @@ def run_items(
     return None
 
 
-class TopologicalSorter:
+class TopologicalSorter(_Generic[_N]):
     """Drop-in replacement for :class:`graphlib.TopologicalSorter`.
 
     Same methods, same groups and order, same exceptions and messages, on the
-    microdag kernel.  Nodes must be hashable.
+    microdag kernel.  Nodes must be hashable.  Generic in the node type, as
+    ``graphlib.TopologicalSorter[str]`` is.
     """
 
     __slots__ = ("_index", "_nodes", "_src", "_dst", "_kernel", "_objs", "_handed")
 
-    def __init__(self, graph: "Mapping[Hashable, Iterable[Hashable]] | None" = None) -> None:
-        self._index: dict[Hashable, int] = {}
-        self._nodes: list[Hashable] = []
+    def __init__(self, graph: "Mapping[_N, Iterable[_N]] | None" = None) -> None:
+        self._index: dict[_N, int] = {}
+        self._nodes: list[_N] = []
         self._src: list[int] = []
         self._dst: list[int] = []
         self._kernel: Kernel | None = None
         # graphlib hands a node out as the object its releasing edge was added
         # with: edge (CSR position after prepare) -> that object, kept only
         # where it could differ from the node's first object.
-        self._objs: dict[int, Hashable] = {}
-        self._handed: dict[int, Hashable] = {}
+        self._objs: dict[int, _N] = {}
+        self._handed: dict[int, _N] = {}
         if graph is not None:
             for node, predecessors in graph.items():
                 self.add(node, *predecessors)
 
-    def _intern(self, node: "Hashable") -> int:
+    def _intern(self, node: "_N") -> int:
         index = self._index
         i = index.get(node)
         if i is None:
@@ -866,7 +879,7 @@ class TopologicalSorter:
             self._nodes.append(node)
         return i
 
-    def add(self, node: "Hashable", *predecessors: "Hashable") -> None:
+    def add(self, node: "_N", *predecessors: "_N") -> None:
         """Add a node and its predecessors (both hashable).
 
         Calls with the same node add up; a predecessor seen for the first time
@@ -922,7 +935,7 @@ class TopologicalSorter:
             raise ValueError("prepare() must be called first")
         return kernel
 
-    def get_ready(self) -> "tuple[Hashable, ...]":
+    def get_ready(self) -> "tuple[_N, ...]":
         """Every node that is ready and was not handed out yet, as a tuple."""
         ids = self._prepared()._take(-1)
         if self._handed:
@@ -938,7 +951,7 @@ class TopologicalSorter:
     def __bool__(self) -> bool:
         return self.is_active()
 
-    def done(self, *nodes: "Hashable") -> None:
+    def done(self, *nodes: "_N") -> None:
         """Mark nodes handed out by :meth:`get_ready` as processed.
 
         Raises:
@@ -959,7 +972,7 @@ class TopologicalSorter:
                 raise ValueError(f"node {node!r} was not passed out (still not ready)")
             kernel._done(i, self._objs, self._handed)
 
-    def static_order(self) -> "Iterator[Hashable]":
+    def static_order(self) -> "Iterator[_N]":
         """Every node in a topological order (calls :meth:`prepare`).
 
         Raises:

@@ -1,14 +1,19 @@
 """The running event loop as a pool, for ``Flow.arun``.
 
-``async def`` steps become tasks of the loop: a timeout cancels the task, so
-its slot is free at once.  Other steps run on a thread pool of the pool's
-size: a timeout abandons the call (Python cannot stop a thread), reports the
-attempt as timed out at its deadline, and keeps its slot taken until the call
-returns, as :mod:`.executor` does.  ``wait`` is a coroutine; otherwise the
-contract is :class:`~microdag.pools.Pool`'s.
+``async def`` steps become tasks of the loop, up to the pool's ``size`` at
+once (they are I/O: many can wait together): a timeout cancels the task, so
+its slot is free at once.  Other steps run on a thread pool of ``threads``
+workers: a timeout abandons the call (Python cannot stop a thread), reports
+the attempt as timed out at its deadline, and keeps its thread taken until
+the call returns, as :mod:`.executor` does.  A plain step submitted while
+every thread is taken waits here, in order, and its timeout starts when it
+gets a thread.  ``wait`` is a coroutine; otherwise the contract is
+:class:`~microdag.pools.Pool`'s.
 
 State: ``_running`` (asyncio future -> attempt and deadline, ``None`` for
-tasks, which time themselves out), ``_abandoned`` (thread calls given up on).
+tasks, which time themselves out), ``_abandoned`` (thread calls given up on),
+``_queued`` (plain steps waiting for a thread), ``_on_threads`` (how many
+threads are taken: running and abandoned calls).
 """
 
 import time
@@ -73,17 +78,20 @@ async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
 class AsyncPool:
     """Async steps as tasks, other steps on threads (see the module docs)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, threads: int) -> None:
         self._size = size
+        self._threads_max = max(1, min(threads, size))
         self._running: dict[asyncio.Future[Any], tuple[Attempt, float | None]] = {}
         self._abandoned: set[asyncio.Future[Any]] = set()
+        self._queued: list[tuple[Attempt, Callable[..., Any], dict[str, Any]]] = []
+        self._on_threads: set[asyncio.Future[Any]] = set()
         self._threads: Any = None
 
     def free(self) -> int:
-        return self._size - len(self._running) - len(self._abandoned)
+        return self._size - self.busy()
 
     def busy(self) -> int:
-        return len(self._running) + len(self._abandoned)
+        return len(self._running) + len(self._abandoned) + len(self._queued)
 
     def submit(self, attempt: "Attempt", fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> None:
         import asyncio
@@ -92,13 +100,23 @@ class AsyncPool:
         if inspect.iscoroutinefunction(fn):
             self._running[asyncio.ensure_future(_run_coroutine(fn, kwargs, attempt))] = (attempt, None)
             return
-        if self._threads is None:
-            from concurrent.futures import ThreadPoolExecutor
+        self._queued.append((attempt, fn, kwargs))
+        self._start_queued()
 
-            self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="microdag arun")
-        future = asyncio.wrap_future(self._threads.submit(invoke, fn, kwargs, attempt))
-        deadline = None if attempt.timeout is None else time.monotonic() + attempt.timeout
-        self._running[future] = (attempt, deadline)
+    def _start_queued(self) -> None:
+        """Give waiting plain steps the threads that are free."""
+        import asyncio
+
+        while self._queued and len(self._on_threads) < self._threads_max:
+            attempt, fn, kwargs = self._queued.pop(0)
+            if self._threads is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._threads = ThreadPoolExecutor(self._threads_max, thread_name_prefix="microdag arun")
+            future = asyncio.wrap_future(self._threads.submit(invoke, fn, kwargs, attempt))
+            deadline = None if attempt.timeout is None else time.monotonic() + attempt.timeout
+            self._running[future] = (attempt, deadline)
+            self._on_threads.add(future)
 
     async def wait(self, timeout: "float | None") -> "list[Outcome]":
         import asyncio
@@ -112,6 +130,7 @@ class AsyncPool:
         )
         out: list[Outcome] = []
         now = time.monotonic()
+        self._on_threads.difference_update(done)
         for future in done:
             if future in self._abandoned:
                 self._abandoned.discard(future)
@@ -138,11 +157,14 @@ class AsyncPool:
                 out.append((attempt, False, TimeoutError(
                     f"{attempt.describe()} timed out after {attempt.timeout:g} s (the call was "
                     "abandoned; its thread is not reused until the call returns)")))
+        self._start_queued()
         return out
 
     def kill_running(self) -> "list[Attempt]":
         """Cancel the step tasks (a call on a thread is left to finish); return their attempts."""
         attempts = [attempt for attempt, _ in self._running.values()]
+        attempts.extend(attempt for attempt, _, _ in self._queued)
+        self._queued.clear()
         for future in self._running:
             future.cancel()
         self._running.clear()

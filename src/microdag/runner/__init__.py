@@ -29,14 +29,18 @@ if TYPE_CHECKING:
     from ..pools import Pool
     from ._state import Runner
 
-__all__ = ["execute", "execute_async"]
+__all__ = ["ASYNC_STEPS", "execute", "execute_async"]
+
+#: How many steps ``arun`` runs at once without ``max_workers``: async steps
+#: are I/O, so many wait together (plain steps get the threads' default).
+ASYNC_STEPS = 100
 
 
 def execute(
-    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", *,
-    raise_on_failure: bool, **options: "Any",
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", **options: "Any"
 ) -> "Run":
-    """Run ``plan`` (the implementation of :meth:`Flow.run`; options as there)."""
+    """Run ``plan`` (the implementation of :meth:`Flow.run`; options as there,
+    but a run that does not succeed is returned: the caller raises)."""
     runner, given = prepare(plan, flow, source, inputs, **options)
     executor = options["executor"]
     max_workers = options["max_workers"]
@@ -55,7 +59,7 @@ def execute(
     except BaseException as exc:  # Ctrl-C in the inline loop
         if runner.interrupt is None:
             runner.interrupt = exc
-    return _finish(runner, given, raise_on_failure)
+    return _finish(runner, given)
 
 
 def _run_on_pool(runner: "Runner", executor: "Any", max_workers: "int | None") -> None:
@@ -78,8 +82,7 @@ def _run_on_pool(runner: "Runner", executor: "Any", max_workers: "int | None") -
 
 
 async def execute_async(
-    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", *,
-    raise_on_failure: bool, **options: "Any",
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", **options: "Any"
 ) -> "Run":
     """Run ``plan`` in the running event loop (the implementation of :meth:`Flow.arun`)."""
     from ..pools import default_workers
@@ -87,7 +90,8 @@ async def execute_async(
     from .dispatch import run_async
 
     runner, given = prepare(plan, flow, source, inputs, executor="inline", **options)
-    pool = AsyncPool(options["max_workers"] or default_workers("threads"))
+    limit = options["max_workers"]
+    pool = AsyncPool(limit or ASYNC_STEPS, min(limit or default_workers("threads"), default_workers("threads")))
     try:
         await run_async(runner, pool)
     except BaseException as exc:  # cancelled, or Ctrl-C
@@ -95,13 +99,11 @@ async def execute_async(
             runner.interrupt = exc
     finally:
         pool.close()
-    return _finish(runner, given, raise_on_failure)
+    return _finish(runner, given)
 
 
-def _finish(runner: "Runner", given: "dict[str, Any]", raise_on_failure: bool) -> "Run":
+def _finish(runner: "Runner", given: "dict[str, Any]") -> "Run":
     """Record the run, let go of the kernel, report; raise an interruption again."""
-    from .._result import run_failed
-
     try:
         with runner.lock:
             if runner.interrupt is not None and not runner.stopping:
@@ -115,6 +117,4 @@ def _finish(runner: "Runner", given: "dict[str, Any]", raise_on_failure: bool) -
     runner.emit("run_finished", status=run.status, duration=run.duration)
     if runner.interrupt is not None:
         raise runner.interrupt
-    if raise_on_failure and run.status != "succeeded":
-        raise run_failed(run)
     return run

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .._plan import _Plan
+    from .._types import RunStatus
     from ._recorder import NullRecorder, StoreRecorder
 
 __all__ = ["STORED", "Runner"]
@@ -114,7 +115,7 @@ class Runner:
         self.plan = plan
         self.k = kernel
         self.n = n
-        self.names: tuple[str, ...] = plan.graph.names  # type: ignore[assignment]
+        self.names: tuple[str, ...] = plan.graph.names
         self.run_id = run_id
         self.flow = flow
         self.subset = subset
@@ -384,9 +385,9 @@ class Runner:
         self.cancelled.add(i)
         self.halt()
         with self.lock:
+            self.stop()  # first: what depends on step i ends cancelled, as every pending step does
             if self.k.state(i) == _RUNNING:
                 self.k.fail(i)
-            self.stop()
         self.wake()
 
     def killed(self, att: Attempt) -> None:
@@ -521,7 +522,7 @@ class Runner:
         self.wake = _nothing
         self.outputs = []  # (a failed step's traceback may keep this object alive)
 
-    def status(self) -> str:
+    def status(self) -> "RunStatus":
         if self.interrupt is not None or self.cancel_requested:
             return "cancelled"
         if self.errors and self.first_failure >= 0:
@@ -558,7 +559,7 @@ class Runner:
         self.recorder.close(status, finished)
         return Run(
             self.run_id, self.flow, status, outputs, inputs, self.wall0, finished, error, names,
-            self.plan.graph._index,  # type: ignore[arg-type]
+            self.plan.graph._index,
             states, self.attempts, self.started, self.finished, self.errors, self.offset,
             frozenset(self.cancelled), self.reasons, frozenset(self.cached),
         )
