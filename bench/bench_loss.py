@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -33,8 +31,6 @@ SECONDS = 0.01
 
 def kill_once(kind: str, executor: str, rng: random.Random) -> tuple[float, float]:
     """One run killed at a random moment: (work lost, longest step), in seconds."""
-    import time
-
     from microdag.stores import JSONStore, SQLiteStore
 
     with tempfile.TemporaryDirectory() as where:
@@ -42,20 +38,7 @@ def kill_once(kind: str, executor: str, rng: random.Random) -> tuple[float, floa
         os.mkdir(marks)
         path = os.path.join(where, "store.db" if kind == "sqlite" else "store")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "durablesteps", "loss", f"{kind}:{path}", marks, executor, str(SECONDS)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-        )
-        try:
-            run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
-            time.sleep(rng.uniform(0.2, 0.9))
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()  # type: ignore[union-attr]
+        run_id = ds.kill_timed_run(f"{kind}:{path}", marks, executor, SECONDS, rng.uniform(0.2, 0.9), env)
         finished = ds.finished_steps(marks)
         store = SQLiteStore(path) if kind == "sqlite" else JSONStore(path)
         try:

@@ -385,6 +385,31 @@ def race_main(argv: "list[str]") -> None:
         print("ran", flush=True)
 
 
+def kill_timed_run(spec: str, marks: str, executor: str, seconds: float, delay: float, env: "dict[str, str]") -> str:
+    """Start ``python -m durablesteps loss`` (the timed flow, with store
+    ``spec``), SIGKILL it ``delay`` seconds after its run began; its run id."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "durablesteps", "loss", spec, marks, executor, str(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+    )
+    try:
+        run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        time.sleep(delay)
+        if proc.poll() is not None:
+            raise AssertionError("the run ended before it was killed")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+    return run_id
+
+
 def loss_main(argv: "list[str]") -> None:
     """``python -m durablesteps loss STORE MARKS EXECUTOR SECONDS``: run the timed
     flow durably, printing the run id first."""

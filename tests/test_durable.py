@@ -711,22 +711,7 @@ def test_a_kill_loses_at_most_a_tenth_of_a_second_of_work_per_worker(kind, execu
         marks = where / "marks"
         marks.mkdir(parents=True)
         path = str(where / ("store.db" if kind == "sqlite" else "store"))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "durablesteps", "loss", f"{kind}:{path}", str(marks), executor, str(seconds)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True,
-        )
-        try:
-            run_id = read_line(proc)
-            time.sleep(rng.uniform(0.2, 0.9))
-            assert proc.poll() is None, "the run ended before it was killed"
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
+        run_id = ds.kill_timed_run(f"{kind}:{path}", str(marks), executor, seconds, rng.uniform(0.2, 0.9), child_env())
         finished = ds.finished_steps(str(marks))
         store = SQLiteStore(path) if kind == "sqlite" else JSONStore(path)
         try:
