@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.abspath(microdag.__file__))
 
 #: Bottom to top (docs/design.md): a module may import from its own layer and below.
 LAYERS = [
-    ["microdag._version", "microdag._context", "microdag._children", "microdag._types"],
+    ["microdag._version", "microdag._context", "microdag._children", "microdag._types", "microdag._yaml"],
     ["microdag._errors"],
     ["microdag._sched_py", "microdag._sched", "microdag._compat"],
     ["microdag._records", "microdag._events", "microdag._capture"],
@@ -27,7 +27,7 @@ LAYERS = [
     ["microdag.pools"],
     ["microdag.runner"],
     ["microdag._flow"],
-    ["microdag._spec"],
+    ["microdag._spec", "microdag._pod", "microdag._argo"],
     ["microdag._cli", "microdag.__main__", "microdag"],
 ]
 

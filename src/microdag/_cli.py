@@ -33,7 +33,7 @@ DEFAULT_STORE = os.path.join(".microdag", "runs.db")
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS = ("run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report")
+COMMANDS = ("run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report", "export")
 
 _COLORS = {"succeeded": "32", "failed": "31", "cancelled": "33", "skipped": "2", "running": "36"}
 
@@ -186,12 +186,34 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
         "--force", action="store_true", help="resume even if the flow changed or the run seems live elsewhere"
     )
 
-    p = command("step", "run one step on the outputs of a stored run; print its output as JSON")
+    p = command(
+        "step",
+        "run one step: on the outputs of a stored run (--from-run; prints its output as JSON), "
+        "or as one task of a run kept in a folder (--run-dir: what an Argo pod runs)",
+    )
     p.add_argument("flow", metavar="FLOW")
     p.add_argument("step", metavar="STEP")
-    p.add_argument("--from-run", metavar="RUN_ID", required=True, help="take inputs and dependency outputs from this run")
+    p.add_argument("--from-run", metavar="RUN_ID", help="take inputs and dependency outputs from this stored run")
     store_option(p)
     input_options(p)
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="read the outputs of the step's dependencies from DIR/outputs and write the step's own there; "
+        "exit 0 when it succeeded or skipped itself, 1 when it failed (docs/argo.md)",
+    )
+    p.add_argument("--run-id", metavar="ID", help="with --run-dir: the run's id (default: the folder's name)")
+    p.add_argument(
+        "--retry", type=_whole, metavar="N", default=0,
+        help="with --run-dir: the attempts before this one (Argo's {{retries}}; default: 0)",
+    )
+    p.add_argument("--item", type=_unit, metavar="N", help="with --run-dir: run unit N of a map step (-1: none)")
+    p.add_argument("--plan", action="store_true", help="with --run-dir: write the units a map step runs")
+    p.add_argument("--gather", action="store_true", help="with --run-dir: a map step's output, from its units")
+    p.add_argument(
+        "--max-output", type=_positive, metavar="BYTES",
+        help="with --run-dir: fail when the output takes more bytes of JSON (Argo parameters are limited)",
+    )
 
     p = command("validate", "check a flow without running it")
     p.add_argument("flow", metavar="FLOW")
@@ -227,6 +249,28 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     p.add_argument("run_id", metavar="RUN_ID")
     store_option(p)
     p.add_argument("-o", "--output", metavar="FILE", help="default: report-RUN_ID.html")
+
+    p = command("export", "write a manifest that runs a flow elsewhere: an Argo Workflow (export argo)")
+    p.add_argument("target", choices=("argo",), metavar="TARGET", help="argo: an Argo Workflows Workflow")
+    p.add_argument("flow", metavar="FLOW")
+    p.add_argument(
+        "--image", required=True, metavar="IMAGE",
+        help="the container image every pod runs: it holds Python, microdag, the flow and its modules",
+    )
+    p.add_argument("--name", metavar="NAME", help="the workflow's name (default: generateName from the flow's name)")
+    p.add_argument("--namespace", metavar="NS", help="the workflow's namespace")
+    p.add_argument(
+        "--volume-claim", metavar="CLAIM",
+        help="a PersistentVolumeClaim every pod mounts at /microdag, where the run's outputs are kept "
+        "(default: outputs travel as Argo parameters, 256 KiB of JSON each at most)",
+    )
+    p.add_argument("--workers", type=_positive, metavar="N", help="pods running at once, at most (spec.parallelism)")
+    p.add_argument(
+        "--flow-path", metavar="SPEC",
+        help="how the pods name the flow (default: FLOW as given, from the image's working directory)",
+    )
+    p.add_argument("--format", "-f", choices=("yaml", "json"), default="yaml", help="default: yaml")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the manifest to FILE (default: stdout)")
     return parser
 
 
@@ -239,6 +283,30 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, not {value}")
+    return value
+
+
+def _whole(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {value}")
+    return value
+
+
+def _unit(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a unit index, not {text!r}") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"expected a unit index >= 0 (or -1: none), not {value}")
     return value
 
 
@@ -816,6 +884,18 @@ def _cmd_step(args: "argparse.Namespace") -> int:
     import json
     import traceback
 
+    if (args.from_run is None) == (args.run_dir is None):
+        raise _UsageError("step needs --from-run RUN_ID (a stored run) or --run-dir DIR (a run folder), not both")
+    if args.run_dir is not None:
+        return _step_in_folder(args)
+    folder_only = [
+        option for option, given in (
+            ("--run-id", args.run_id is not None), ("--retry", args.retry != 0), ("--item", args.item is not None),
+            ("--plan", args.plan), ("--gather", args.gather), ("--max-output", args.max_output is not None),
+        ) if given
+    ]
+    if folder_only:
+        raise _UsageError(f"{', '.join(folder_only)} go{'es' if len(folder_only) == 1 else ''} with --run-dir")
     flow = _load(args.flow)
     if args.step not in flow:
         raise _UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
@@ -840,6 +920,72 @@ def _cmd_step(args: "argparse.Namespace") -> int:
     except (TypeError, ValueError):
         text = json.dumps(repr(output))
     sys.stdout.write(text + "\n")
+    return OK
+
+
+def _step_in_folder(args: "argparse.Namespace") -> int:
+    """``step --run-dir DIR``: one task of a run kept in a folder (an Argo pod's command)."""
+    from ._pod import run_task
+
+    if args.store is not None or args.codec is not None:
+        raise _UsageError("--store and --codec go with --from-run, not --run-dir")
+    roles = [option for option, given in (("--plan", args.plan), ("--item", args.item is not None),
+                                          ("--gather", args.gather)) if given]
+    if len(roles) > 1:
+        raise _UsageError(f"{' and '.join(roles)} cannot be given together: a task plans, runs a unit or gathers")
+    inputs = _parse_inputs(args.input)
+    flow = _load(args.flow)
+    if args.step not in flow:
+        raise _UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
+    role = "plan" if args.plan else "gather" if args.gather else "unit" if args.item is not None else "step"
+    return run_task(
+        flow, args.step, args.run_dir, run_id=args.run_id, inputs=inputs, retry=args.retry, item=args.item,
+        role=role, max_output=args.max_output,
+    )
+
+
+def _cmd_export(args: "argparse.Namespace") -> int:
+    """``export argo FLOW --image IMAGE``: the flow as an Argo Workflow manifest."""
+    import re
+
+    from ._argo import manifest
+
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    words = "lower case letters, digits and '-', starting and ending with a letter or digit"
+    if args.name is not None and (len(args.name) > 63 or not re.fullmatch(label, args.name)):
+        raise _UsageError(f"--name {args.name!r} is not a workflow name: {words}, at most 63 characters")
+    if args.namespace is not None and (len(args.namespace) > 63 or not re.fullmatch(label, args.namespace)):
+        raise _UsageError(f"--namespace {args.namespace!r} is not a namespace: {words}, at most 63 characters")
+    claim = args.volume_claim
+    if claim is not None and (len(claim) > 253 or not re.fullmatch(rf"{label}(\.{label})*", claim)):
+        raise _UsageError(
+            f"--volume-claim {claim!r} is not a claim name: {words} (and '.'), at most 253 characters"
+        )
+    if not args.image.strip() or any(c.isspace() for c in args.image):
+        raise _UsageError(f"--image {args.image!r} is not an image name")
+    flow = _load(args.flow)
+    document = manifest(
+        flow, image=args.image, flow_spec=args.flow_path or args.flow, name=args.name,
+        namespace=args.namespace, volume_claim=claim, workers=args.workers,
+    )
+    if args.format == "json":
+        import json
+
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    else:
+        from ._yaml import dump
+
+        text = dump(document, comment=f"Argo Workflow of flow {flow.name!r}, written by python -m microdag "
+                    "export argo; submit it with: argo submit FILE")
+    if args.output is None:
+        sys.stdout.write(text)
+        return OK
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise _UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(args.output)
     return OK
 
 
