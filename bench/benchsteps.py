@@ -26,3 +26,13 @@ def plus_one(x: int) -> int:
 def plus_one_batch(x: list[int]) -> list[int]:
     """The same, for a batch of items."""
     return [v + 1 for v in x]
+
+
+def one() -> int:
+    """A tiny step with no input."""
+    return 1
+
+
+def add_one(**deps: int) -> int:
+    """A tiny step: 1 plus its dependencies' outputs."""
+    return 1 + sum(deps.values())

@@ -393,13 +393,14 @@ def kill_timed_run(spec: str, marks: str, executor: str, seconds: float, delay: 
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "durablesteps", "loss", spec, marks, executor, str(seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )
     try:
         run_id = proc.stdout.readline().strip()  # type: ignore[union-attr]
         time.sleep(delay)
         if proc.poll() is not None:
-            raise AssertionError("the run ended before it was killed")
+            raise AssertionError(f"the run ended (exit code {proc.returncode}) before it was killed; it said "
+                                 f"{run_id!r}, {proc.stdout.read()!r} and {proc.stderr.read()[-3000:]!r}")  # type: ignore[union-attr]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -407,6 +408,7 @@ def kill_timed_run(spec: str, marks: str, executor: str, seconds: float, delay: 
             proc.kill()
             proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
     return run_id
 
 

@@ -41,6 +41,8 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("where, code", blocks(), ids=[w for w, _ in blocks()])
 def test_the_example_runs_as_written(where, code, folder) -> None:
+    if re.search(r"^import distributed", code, flags=re.M):
+        pytest.importorskip("distributed", reason="the example needs Dask distributed")
     done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True,
                           env=child_env(), timeout=120)
     assert done.returncode == 0, f"{where} failed:\n{done.stderr[-3000:]}"

@@ -21,6 +21,15 @@ def test_a_users_module_type_checks_under_mypy_strict() -> None:
     assert status == 0, stdout + stderr
 
 
+def test_a_users_module_running_on_dask_type_checks() -> None:
+    """``executor=`` takes a ``distributed.Client`` as its own type says."""
+    api = pytest.importorskip("mypy.api")
+    pytest.importorskip("distributed", reason="Dask distributed is not installed")
+    module = USER_MODULE.parent / "dask_user.py"
+    stdout, stderr, status = api.run(["--strict", "--no-incremental", "--warn-unused-ignores", str(module)])
+    assert status == 0, stdout + stderr
+
+
 def test_the_generic_classes_are_subscriptable_at_run_time() -> None:
     import microdag
 

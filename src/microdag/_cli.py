@@ -149,11 +149,16 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     def run_options(p: "argparse.ArgumentParser") -> None:
         p.add_argument(
             "--executor",
-            choices=("inline", "threads", "processes"),
+            type=_executor,
             default="inline",
-            help="where steps run (default: inline)",
+            metavar="{inline,threads,processes,dask,dask://HOST:PORT}",
+            help="where steps run (default: inline); dask: a Dask cluster of worker processes on this "
+            "machine, dask://HOST:PORT: the Dask cluster of the scheduler there (docs/distributed.md)",
         )
-        p.add_argument("--workers", type=_positive, metavar="N", help="parallel steps at most")
+        p.add_argument(
+            "--workers", type=_positive, metavar="N",
+            help="parallel steps at most (--executor dask: the cluster's worker processes)",
+        )
         p.add_argument(
             "--quiet", "-q", action="store_true", help="print no progress, summary or outputs unless the run fails"
         )
@@ -271,6 +276,7 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     )
     p.add_argument("--format", "-f", choices=("yaml", "json"), default="yaml", help="default: yaml")
     p.add_argument("-o", "--output", metavar="FILE", help="write the manifest to FILE (default: stdout)")
+
     return parser
 
 
@@ -284,6 +290,15 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, not {value}")
     return value
+
+
+def _executor(text: str) -> str:
+    import argparse
+
+    if text in ("inline", "threads", "processes", "dask") or (text.startswith("dask://") and len(text) > 7):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from inline, threads, processes, dask, dask://HOST:PORT)")
 
 
 def _whole(text: str) -> int:
@@ -824,14 +839,17 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
         total = len(set(flow.graph.ancestors(targets)) | set(targets)) if targets else len(flow)
     progress = _Progress(total, done, args.quiet or args.json)
     try:
-        run = flow.run(
-            executor=args.executor,
-            max_workers=args.workers,
-            store=store,
-            hooks=[progress],
-            raise_on_failure=False,
-            **options,
-        )
+        if args.executor.startswith("dask"):
+            run = _run_on_dask(flow, args, store, progress, options)
+        else:
+            run = flow.run(
+                executor=args.executor,
+                max_workers=args.workers,
+                store=store,
+                hooks=[progress],
+                raise_on_failure=False,
+                **options,
+            )
     except KeyboardInterrupt:
         progress.close()
         run_id = progress.run_id
@@ -844,6 +862,33 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
         return INTERRUPTED
     progress.close()
     return _report_run(run, store_spec, args)
+
+
+def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", progress: "Any",
+                 options: "dict[str, Any]") -> "Run":
+    """``--executor dask`` (a cluster on this machine, ``--workers`` processes)
+    or ``dask://HOST:PORT`` (a running scheduler; ``--workers`` bounds the steps;
+    the functions of a ``.py`` flow travel with its tasks, by value)."""
+    from .pools.dask import connect
+
+    local = args.executor == "dask"
+    try:
+        cluster = connect(args.executor, workers=args.workers if local else None)
+        client = cluster.__enter__()
+    except (ImportError, OSError) as exc:
+        raise _UsageError(str(exc)) from None
+    if not local and args.flow.endswith(".py"):  # (its workers cannot import a file of this machine)
+        import cloudpickle
+
+        path = os.path.abspath(args.flow)
+        for module in list(sys.modules.values()):
+            if getattr(module, "__file__", None) == path:
+                cloudpickle.register_pickle_by_value(module)
+    try:
+        return flow.run(executor=client, max_workers=None if local else args.workers, store=store,
+                        hooks=[progress], raise_on_failure=False, **options)
+    finally:
+        cluster.__exit__(None, None, None)
 
 
 # -- commands ---------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from concurrent.futures import Executor
-    from typing import Any, TypeVar, overload
+    from typing import Any, Literal, TypeVar, overload
 
     from ._result import Run
-    from ._types import ExecutorName, OnFailure, Trigger
+    from ._types import DaskClient, ExecutorName, OnFailure, Trigger
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -223,7 +223,7 @@ class Flow:
         self,
         inputs: "Mapping[str, Any] | None" = None,
         *,
-        executor: "ExecutorName | Executor" = "inline",
+        executor: "ExecutorName | Executor | DaskClient" = "inline",
         max_workers: "int | None" = None,
         targets: "Iterable[str] | None" = None,
         on_failure: "OnFailure" = "fail_fast",
@@ -241,9 +241,12 @@ class Flow:
         Args:
             inputs: values for the flow inputs, by name.
             executor: ``"inline"`` (the caller's thread), ``"threads"``,
-                ``"processes"``, or any ``concurrent.futures.Executor``.
+                ``"processes"``, any ``concurrent.futures.Executor``, or a
+                ``distributed.Client``: the steps run on its Dask cluster,
+                their outputs stay there (see docs/distributed.md).
             max_workers: parallel steps at most (threads and processes:
-                the pool size; default: like ``concurrent.futures``).
+                the pool size; default: like ``concurrent.futures``; a Dask
+                cluster: every step that can run is given to it).
             targets: run only these steps and what they depend on.
             on_failure: ``"fail_fast"`` (start nothing new after a failure;
                 pending steps end ``cancelled``) or ``"continue"`` (run every
@@ -308,6 +311,7 @@ class Flow:
         self,
         inputs: "Mapping[str, Any] | None" = None,
         *,
+        executor: "Literal['inline'] | DaskClient" = "inline",
         max_workers: "int | None" = None,
         targets: "Iterable[str] | None" = None,
         on_failure: "OnFailure" = "fail_fast",
@@ -325,9 +329,13 @@ class Flow:
         ``async def`` steps run concurrently as tasks of the running loop,
         other steps on threads; ``max_workers`` bounds how many run at once
         (default: 100 steps, plain ones on at most ``min(32, cpus + 4)``
-        threads).  A timed-out async step is cancelled.  Cancelling the ``arun`` task cancels the step tasks,
-        ends the run ``cancelled`` and re-raises
-        :class:`asyncio.CancelledError`.
+        threads).  A timed-out async step is cancelled.  Cancelling the
+        ``arun`` task cancels the step tasks, ends the run ``cancelled`` and
+        re-raises :class:`asyncio.CancelledError`.
+
+        With ``executor=`` a (synchronous) ``distributed.Client``, the steps
+        run on its Dask cluster as with :meth:`run`, and this coroutine
+        waits for them without blocking the loop.
         """
         from .runner import execute_async
 
@@ -336,6 +344,7 @@ class Flow:
             self._name,
             self._source,
             inputs,
+            executor=executor,
             max_workers=max_workers,
             targets=targets,
             on_failure=on_failure,

@@ -6,12 +6,22 @@ For type checkers: the modules that use them import them under
 program asks for them.
 """
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
-__all__ = ["ExecutorName", "OnFailure", "RunStatus", "TaskStatus", "Trigger"]
+__all__ = ["DaskClient", "ExecutorName", "OnFailure", "RunStatus", "TaskStatus", "Trigger"]
 
 #: The executors named by a string (any ``concurrent.futures.Executor`` also works).
 ExecutorName = Literal["inline", "threads", "processes"]
+
+
+class DaskClient(Protocol):
+    """A ``distributed.Client``, as ``executor=`` takes it (what the type
+    checker sees of it; microdag tells a client from an executor by its class)."""
+
+    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
+    def gather(self, futures: Any, /) -> Any: ...
+
 #: What a run does after a step fails.
 OnFailure = Literal["fail_fast", "continue"]
 #: When a step runs, given how its dependencies ended.

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["Attempt", "Captured", "awaited", "invoke"]
+__all__ = ["Attempt", "Captured", "Remote", "awaited", "invoke", "local", "local_all"]
 
 
 class Attempt:
@@ -78,6 +78,49 @@ class Attempt:
 
     def __repr__(self) -> str:
         return f"<Attempt {self.describe()} #{self.number}>"
+
+
+class Remote:
+    """An output that stays where it was made (a Dask cluster): its future.
+
+    The runner keeps it as the step's output; a pool that can pass it on
+    (Dask) gives it to the steps that need it as they are; :func:`local`
+    brings it here when this process needs the value."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: "Any") -> None:
+        self.future = future
+
+    def fetch(self) -> "Any":
+        """The value, brought to this process."""
+        return self.future.result()
+
+    def __repr__(self) -> str:
+        return f"<output on the cluster: {getattr(self.future, 'key', self.future)}>"
+
+
+def local(value: "Any") -> "Any":
+    """``value``, fetched if it stayed on a cluster (so are the items of a list of them)."""
+    if type(value) is Remote:
+        return value.fetch()
+    if type(value) is list and any(type(v) is Remote for v in value):
+        return [v.fetch() if type(v) is Remote else v for v in value]
+    return value
+
+
+def local_all(values: "list[Any]") -> "list[Any]":
+    """:func:`local` of each value, the outputs on a cluster fetched together
+    (one round trip, not one each)."""
+    remote = [v for v in values if type(v) is Remote]
+    remote.extend(x for v in values if type(v) is list for x in v if type(x) is Remote)
+    if not remote:
+        return values
+    futures = [r.future for r in remote]
+    fetched = dict(zip(map(id, remote), futures[0].client.gather(futures)))
+    return [fetched[id(v)] if type(v) is Remote
+            else [fetched[id(x)] if type(x) is Remote else x for x in v] if type(v) is list and v
+            else v for v in values]
 
 
 class Captured:

@@ -26,14 +26,18 @@ if TYPE_CHECKING:
 
     from .._plan import _Plan
     from .._result import Run
-    from ..pools import Pool
+    from ..pools import AwaitPool, Pool
+    from ..pools.dask import DaskPool
     from ._state import Runner
 
-__all__ = ["ASYNC_STEPS", "execute", "execute_async"]
+__all__ = ["ASYNC_STEPS", "DASK_STEPS", "execute", "execute_async"]
 
 #: How many steps ``arun`` runs at once without ``max_workers``: async steps
 #: are I/O, so many wait together (plain steps get the threads' default).
 ASYNC_STEPS = 100
+#: How many attempts a Dask cluster is given at once without ``max_workers``:
+#: all there are (its scheduler queues them for its workers).
+DASK_STEPS = 1 << 30
 
 
 def execute(
@@ -41,8 +45,10 @@ def execute(
 ) -> "Run":
     """Run ``plan`` (the implementation of :meth:`Flow.run`; options as there,
     but a run that does not succeed is returned: the caller raises)."""
-    runner, given = prepare(plan, flow, source, inputs, **options)
     executor = options["executor"]
+    if not isinstance(executor, str):
+        _check_client(flow, executor)
+    runner, given = prepare(plan, flow, source, inputs, **options)
     max_workers = options["max_workers"]
     try:
         if executor == "inline":
@@ -71,6 +77,8 @@ def _run_on_pool(runner: "Runner", executor: "Any", max_workers: "int | None") -
         from ..pools.process import ProcessPool
 
         pool = ProcessPool(max_workers or default_workers("processes"))
+    elif _is_dask_client(executor):
+        pool = _dask_pool(runner, executor, max_workers)
     else:
         from ..pools.executor import ExecutorPool
 
@@ -81,6 +89,41 @@ def _run_on_pool(runner: "Runner", executor: "Any", max_workers: "int | None") -
         pool.close()
 
 
+def _is_dask_client(executor: object) -> bool:
+    """Whether ``executor`` is a ``distributed.Client`` (or a subclass's), without importing distributed."""
+    return any(c.__name__ == "Client" and c.__module__.split(".")[0] == "distributed" for c in type(executor).__mro__)
+
+
+def _check_client(flow: str, executor: "Any", caller: str = "run") -> None:
+    """Refuse what the runner cannot drive: an asynchronous Dask client, and
+    (``arun``) anything but ``"inline"`` or a Dask client."""
+    from .._errors import FlowError
+
+    if not _is_dask_client(executor):
+        if caller == "arun":
+            raise FlowError(
+                f"flow {flow!r}: arun runs steps on the event loop (executor='inline') or on a Dask "
+                f"cluster (a distributed.Client), not on {executor!r}; use run() for other executors")
+        return
+    if getattr(executor, "asynchronous", False):
+        raise FlowError(
+            f"flow {flow!r}: the Dask client is asynchronous (asynchronous=True); give run() or arun() "
+            "a synchronous one, distributed.Client(address)")
+
+
+def _dask_pool(runner: "Runner", client: "Any", max_workers: "int | None") -> "DaskPool":
+    """The pool of a Dask client: every attempt there is at once (its scheduler
+    queues what it cannot run yet), and steps submitted ahead of their
+    dependencies; with ``max_workers``, that many attempts at most and none
+    ahead (a step ahead starts on the cluster when its dependency ends,
+    whatever the bound)."""
+    from ..pools.dask import DaskPool
+    from ._ahead import Ahead
+
+    runner.remote = True
+    return DaskPool(client, max_workers or DASK_STEPS, Ahead(runner) if max_workers is None else None)
+
+
 async def execute_async(
     plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", **options: "Any"
 ) -> "Run":
@@ -89,9 +132,18 @@ async def execute_async(
     from ..pools.aio import AsyncPool
     from .dispatch import run_async
 
+    executor = options.pop("executor")
+    if executor != "inline":
+        _check_client(flow, executor, "arun")
     runner, given = prepare(plan, flow, source, inputs, executor="inline", **options)
     limit = options["max_workers"]
-    pool = AsyncPool(limit or ASYNC_STEPS, min(limit or default_workers("threads"), default_workers("threads")))
+    pool: AwaitPool
+    if executor == "inline":
+        pool = AsyncPool(limit or ASYNC_STEPS, min(limit or default_workers("threads"), default_workers("threads")))
+    else:
+        from ..pools.dask import AwaitDask
+
+        pool = AwaitDask(_dask_pool(runner, executor, limit))
     try:
         await run_async(runner, pool)
     except BaseException as exc:  # cancelled, or Ctrl-C

@@ -21,7 +21,7 @@ took.
 """
 
 from .._compat import sched
-from ..pools._attempt import Attempt
+from ..pools._attempt import Attempt, local
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -111,6 +111,8 @@ class Maps:
             names = names + (step.map,)
             values.append(default)
         pos = names.index(step.map)
+        if self.r.remote:  # an output on a cluster is needed here
+            values[pos] = local(values[pos])
         value = values[pos]
         try:
             items = list(value)

@@ -51,7 +51,7 @@ from .._context import Frame
 from .._errors import Skip
 from .._events import Event, debug_enabled, dispatch, log
 from .._result import Run
-from ..pools._attempt import Attempt
+from ..pools._attempt import Attempt, local_all
 from ._maps import Maps
 
 TYPE_CHECKING = False
@@ -151,6 +151,7 @@ class Runner:
         self.consts: list[tuple[Any, ...]] = [()] * n
         self.flags = plan.flags(bool(hooks) or self.debug, keep)
         self.owned = False  # whether this run leased the plan's own kernel (see _setup)
+        self.remote = False  # whether outputs may stay on a cluster (Dask): fetched when needed here
         # The threads backend replaces these three.
         self.lock: Any = _NoLock()
         self.wake: Callable[[], None] = _nothing
@@ -541,7 +542,8 @@ class Runner:
             for i in kept:
                 if self.outputs[i] is STORED:
                     self.outputs[i] = loaded.get(names[i])
-        outputs: dict[str, Any] = {names[i]: self.outputs[i] for i in kept}
+        values = [self.outputs[i] for i in kept]
+        outputs: dict[str, Any] = dict(zip([names[i] for i in kept], local_all(values) if self.remote else values))
         status = self.status()
         error = self.errors.get(self.first_failure) if self.first_failure >= 0 else None
         finished = time.time()

@@ -118,9 +118,18 @@ def _wait_time(runner: "Runner", pool: "Pool | AwaitPool") -> "float | None":
 
 
 def _settle(runner: "Runner", att: "Any", ok: bool, value: "Any") -> None:
-    """Hand an outcome from the pool to the state machine, with what the step printed."""
-    from ..pools._attempt import Captured
+    """Hand an outcome from the pool to the state machine, with what the step
+    printed; an output that stayed on a cluster is fetched where this process
+    needs it (a store records it, the cache keeps it, a batch is counted)."""
+    from ..pools._attempt import Captured, Remote
 
+    if type(value) is Remote:
+        step = runner.plan.steps[att.step]
+        if runner.capture or step.cache or (att.unit >= 0 and step.batch_size is not None):
+            try:
+                value = value.fetch()
+            except BaseException as exc:  # the task failed on its way back, or the cluster is gone
+                ok, value = False, exc
     if isinstance(value, Captured):
         text: str | None = value.text
         value = value.value
