@@ -294,6 +294,18 @@ def test_step_runs_one_step_on_a_stored_run_with_overrides(capsys, here):
     assert json.loads(out) == 6
 
 
+def test_step_output_to_a_file_keeps_what_it_prints_apart(capsys, here):
+    flow = write(here / "flow.toml", FLOW)
+    assert cli(capsys, "run", flow, "-q")[0] == 0
+    code, out, _ = cli(capsys, "step", flow, "total", "--from-run", only_run_id(), "-o", str(here / "out.json"))
+    assert code == 0 and out == ""
+    assert json.loads((here / "out.json").read_text()) == 6
+    code, _, err = cli(capsys, "step", flow, "total", "--from-run", only_run_id(), "-o", str(here / "no" / "x.json"))
+    assert code == 2 and "cannot write" in err and "x.json" in err
+    code, _, err = cli(capsys, "step", flow, "total", "--run-dir", str(here / "r"), "-o", str(here / "o.json"))
+    assert code == 2 and "--output goes with --from-run" in err
+
+
 def test_step_that_raises_exits_1_with_its_error(capsys, here, flags):
     flow = write(here / "flow.toml", CHECKED)
     assert cli(capsys, "run", flow, "-q", "-i", f"flags={flags}")[0] == 0

@@ -28,7 +28,7 @@ LAYERS = [
     ["microdag.runner"],
     ["microdag._flow"],
     ["microdag._spec", "microdag._pod", "microdag._argo"],
-    ["microdag._cli", "microdag.__main__", "microdag"],
+    ["microdag._cli", "microdag.ui", "microdag.__main__", "microdag"],
 ]
 
 

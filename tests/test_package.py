@@ -220,3 +220,11 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = 'pip install ".[test]" && python -m pytest && MICRODAG_NO_EXTENSIONS=1 python -m pytest'
     assert command in readme.splitlines()
     assert command in ci.splitlines()
+
+
+def test_the_ui_page_is_installed() -> None:
+    """The page's files ship with the package (package data), wherever it is installed."""
+    import microdag
+
+    static = Path(microdag.__file__).parent / "ui" / "static"
+    assert sorted(p.name for p in static.iterdir() if not p.name.startswith(".")) == ["app.css", "app.js", "index.html"]

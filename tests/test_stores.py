@@ -1088,6 +1088,29 @@ def test_attempts_of_an_unknown_run_is_a_store_error(store: Store) -> None:
         store.attempts("nope")
 
 
+def test_logged_lists_the_tasks_with_logs(store: Store) -> None:
+    store.begin(new_run("r1"))
+    store.save_logs("r1", "a", -1, 1, "one")
+    store.save_logs("r1", "b.c <x>", 3, 2, "two")
+    store.save_logs("r1", "b.c <x>", 3, 1, "three")
+    store.flush()
+    asked = [("a", -1), ("b.c <x>", 3), ("b.c <x>", 2), ("d", -1)]
+    assert store._logged("r1", asked) == {("a", -1), ("b.c <x>", 3)}
+    assert store._logged("r1", []) == set()
+
+
+def test_owner_reads_the_claim_without_taking_it(store: Store) -> None:
+    store.begin(new_run("r1"))
+    owner = store.owner("r1")
+    assert owner is not None and owner.split("#")[0].endswith(f":{os.getpid()}")
+    assert store.owner("r1") == owner  # reading changes nothing
+    store.finish("r1", "succeeded", 2.0)
+    store.release("r1")
+    assert store.owner("r1") is None
+    with pytest.raises(StoreError, match="nope"):
+        store.owner("nope")
+
+
 @pytest.mark.parametrize("kind", PERSISTENT)
 def test_a_claim_is_atomic_across_store_objects(kind, tmp_path, monkeypatch) -> None:
     """Four store objects on one path claim one run at once, while writing the

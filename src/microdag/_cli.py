@@ -33,7 +33,9 @@ DEFAULT_STORE = os.path.join(".microdag", "runs.db")
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS = ("run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report", "export")
+COMMANDS = (
+    "run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report", "export", "ui",
+)
 
 _COLORS = {"succeeded": "32", "failed": "31", "cancelled": "33", "skipped": "2", "running": "36"}
 
@@ -199,6 +201,10 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     p.add_argument("flow", metavar="FLOW")
     p.add_argument("step", metavar="STEP")
     p.add_argument("--from-run", metavar="RUN_ID", help="take inputs and dependency outputs from this stored run")
+    p.add_argument(
+        "-o", "--output", metavar="FILE",
+        help="with --from-run: write the output's JSON to FILE instead of stdout (what the step prints stays there)",
+    )
     store_option(p)
     input_options(p)
     p.add_argument(
@@ -277,6 +283,18 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     p.add_argument("--format", "-f", choices=("yaml", "json"), default="yaml", help="default: yaml")
     p.add_argument("-o", "--output", metavar="FILE", help="write the manifest to FILE (default: stdout)")
 
+    p = command("ui", "serve a local web app to watch, run and edit flows (docs/ui.md)")
+    p.add_argument(
+        "flow", metavar="FLOW", nargs="*",
+        help="flows to show beside the flow files of this folder (a .py flow is shown only when named)",
+    )
+    p.add_argument(
+        "--store", metavar="SPEC", default=None,
+        help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR (default: {DEFAULT_STORE})",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=_whole, default=0, metavar="N", help="the port (default: 0, a free one)")
+    p.add_argument("--no-open", action="store_true", help="do not open a browser")
     return parser
 
 
@@ -932,6 +950,8 @@ def _cmd_step(args: "argparse.Namespace") -> int:
     if (args.from_run is None) == (args.run_dir is None):
         raise _UsageError("step needs --from-run RUN_ID (a stored run) or --run-dir DIR (a run folder), not both")
     if args.run_dir is not None:
+        if args.output is not None:
+            raise _UsageError("--output goes with --from-run (with --run-dir, the output is kept in the folder)")
         return _step_in_folder(args)
     folder_only = [
         option for option, given in (
@@ -964,7 +984,14 @@ def _cmd_step(args: "argparse.Namespace") -> int:
         text = json.dumps(output, indent=2, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         text = json.dumps(repr(output))
-    sys.stdout.write(text + "\n")
+    if args.output is None:
+        sys.stdout.write(text + "\n")
+        return OK
+    try:
+        with open(args.output, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text + "\n")
+    except OSError as exc:
+        raise _UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     return OK
 
 
@@ -1032,6 +1059,27 @@ def _cmd_export(args: "argparse.Namespace") -> int:
         raise _UsageError(f"cannot write {args.output}: {exc.strerror}") from None
     print(args.output)
     return OK
+
+
+def _cmd_ui(args: "argparse.Namespace") -> int:
+    """``ui [FLOW ...]``: serve the local web app until Ctrl-C."""
+    from .ui import serve
+
+    if args.store == "memory":
+        raise _UsageError("the UI needs a store that other processes can read: a .db file or json:DIR")
+    if args.port > 65535:
+        raise _UsageError(f"--port must be at most 65535, not {args.port}")
+    for spec in args.flow:
+        path = spec if os.path.exists(spec) else spec.partition(":")[0]
+        if path.endswith((".toml", ".json", ".py")) and not os.path.exists(path):
+            raise _UsageError(f"{spec}: no such flow file")
+    try:
+        return serve(
+            args.flow, store=args.store or DEFAULT_STORE, host=args.host, port=args.port,
+            open_browser=not args.no_open,
+        )
+    except OSError as exc:
+        raise _UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
 def _cmd_validate(args: "argparse.Namespace") -> int:

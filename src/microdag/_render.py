@@ -38,10 +38,10 @@ if TYPE_CHECKING:
 
     from ._records import RunInfo, TaskRecord
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "layout", "layers", "COLOURS", "NODE_W", "NODE_H"]
 
 #: Status -> (fill, stroke).
-_COLOURS = {
+COLOURS = {
     "succeeded": ("#d3f0db", "#2e9d5b"),
     "failed": ("#f8d4d4", "#d64545"),
     "skipped": ("#ececec", "#9a9a9a"),
@@ -50,7 +50,7 @@ _COLOURS = {
     "running": ("#d6e6fd", "#3b7be0"),
 }
 #: DAG: node size, gaps between layers and between nodes, label length.
-_NODE_W, _NODE_H, _COL_GAP, _ROW_GAP, _LABEL = 160, 28, 70, 12, 22
+NODE_W, NODE_H, _COL_GAP, _ROW_GAP, _LABEL = 160, 28, 70, 12, 22
 #: Timeline: row height, label column and plot widths.
 _ROW_H, _GANTT_LABEL_W, _GANTT_W = 20, 220, 760
 
@@ -169,16 +169,16 @@ def _tally(statuses: "Iterable[str]") -> str:
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s] = counts.get(s, 0) + 1
-    order = list(_COLOURS)
-    known = sorted((s for s in counts if s in _COLOURS), key=order.index)
-    return ", ".join(f"{counts[s]} {s}" for s in known + sorted(s for s in counts if s not in _COLOURS))
+    order = list(COLOURS)
+    known = sorted((s for s in counts if s in COLOURS), key=order.index)
+    return ", ".join(f"{counts[s]} {s}" for s in known + sorted(s for s in counts if s not in COLOURS))
 
 
 def _badge(status: str) -> str:
     """A status as a coloured label; one this version does not know reads ``unknown: <status>``."""
-    fill, stroke = _COLOURS.get(status, _COLOURS["pending"])
+    fill, stroke = COLOURS.get(status, COLOURS["pending"])
     style = f"background:{fill};border-color:{stroke}"
-    label = status if status in _COLOURS else f"unknown: {status}"
+    label = status if status in COLOURS else f"unknown: {status}"
     return f'<span class="badge" style="{style}">{_esc(label)}</span>'
 
 
@@ -258,40 +258,55 @@ def _order(
     return rows
 
 
-def _dag(
-    names: "list[str]", raw: "list[list[int]]", status: "dict[str, str]", anchor: "dict[str, str]"
-) -> str:
-    n = len(names)
+def layout(
+    n: int, raw: "list[list[int]]"
+) -> "tuple[list[list[int]], list[int], list[int], int, int]":
+    """Where the DAG of ``n`` nodes with dependencies ``raw`` is drawn: the
+    cleaned dependencies (in range, no self-loops, no duplicates), each node's
+    top-left corner (x, y) and the drawing's width and height, for nodes of
+    ``NODE_W`` x ``NODE_H``.  The report and the local UI draw with it."""
     deps = [list(dict.fromkeys(d for d in ds if 0 <= d < n and d != v)) for v, ds in enumerate(raw)]
     layer, dependents = _layers(deps)
     rows = _order(layer, deps, dependents)
     tallest = max((len(r) for r in rows), default=0)
     xs, ys = [0] * n, [0] * n
     for lv, row in enumerate(rows):
-        top = (tallest - len(row)) * (_NODE_H + _ROW_GAP) / 2
+        top = (tallest - len(row)) * (NODE_H + _ROW_GAP) / 2
         for k, v in enumerate(row):
-            xs[v] = 10 + lv * (_NODE_W + _COL_GAP)
-            ys[v] = int(10 + top + k * (_NODE_H + _ROW_GAP))
-    width = 20 + len(rows) * (_NODE_W + _COL_GAP) - _COL_GAP
-    height = 20 + tallest * (_NODE_H + _ROW_GAP) - _ROW_GAP
+            xs[v] = 10 + lv * (NODE_W + _COL_GAP)
+            ys[v] = int(10 + top + k * (NODE_H + _ROW_GAP))
+    width = max(20, 20 + len(rows) * (NODE_W + _COL_GAP) - _COL_GAP)
+    height = max(20, 20 + tallest * (NODE_H + _ROW_GAP) - _ROW_GAP)
+    return deps, xs, ys, width, height
+
+
+def layers(deps: "list[list[int]]") -> "list[int]":
+    """Each node's layer: the longest path to it from a root."""
+    return _layers(deps)[0]
+
+
+def _dag(
+    names: "list[str]", raw: "list[list[int]]", status: "dict[str, str]", anchor: "dict[str, str]"
+) -> str:
+    deps, xs, ys, width, height = layout(len(names), raw)
     out = [f'<div class="scroll"><svg class="dag" xmlns="http://www.w3.org/2000/svg" '
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
-    half = _NODE_H // 2
+    half = NODE_H // 2
     for v, ds in enumerate(deps):
         x2, y2 = xs[v], ys[v] + half
         for d in ds:
-            x1, y1 = xs[d] + _NODE_W, ys[d] + half
+            x1, y1 = xs[d] + NODE_W, ys[d] + half
             c = max(20, (x2 - x1) // 2)
             out.append(f'<path class="edge" d="M{x1} {y1}C{x1 + c} {y1} {x2 - c} {y2} {x2} {y2}"/>')
     for v, name in enumerate(names):
         st = status.get(name, "pending")
-        fill, stroke = _COLOURS.get(st, _COLOURS["pending"])
+        fill, stroke = COLOURS.get(st, COLOURS["pending"])
         label = name if len(name) <= _LABEL else name[: _LABEL - 1] + "\u2026"
         x, y = xs[v], ys[v]
         out.append(
             f'<g class="node" data-step="{_esc(name)}" data-status="{_esc(st)}">'
             f'<a href="#{anchor[name]}"><title>{_esc(name)} ({_esc(st)})</title>'
-            f'<rect x="{x}" y="{y}" width="{_NODE_W}" height="{_NODE_H}" rx="5" fill="{fill}" '
+            f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="5" fill="{fill}" '
             f'stroke="{stroke}" stroke-width="1.5"/>'
             f'<text x="{x + 8}" y="{y + half + 4}">{_esc(label)}</text></a></g>'
         )
@@ -344,7 +359,7 @@ def _timeline(
                    f"<title>{_esc(label)}</title>{_esc(short)}</text>")
         if rec is None or rec.started is None:
             continue
-        failed_fill, failed_stroke = _COLOURS["failed"]
+        failed_fill, failed_stroke = COLOURS["failed"]
         for attempt, a, b, etype, emsg in earlier.get((rec.step, rec.item), ()):
             ax = _GANTT_LABEL_W + (a - t0) * scale
             aw = max(1.0, (b - a) * scale)
@@ -355,7 +370,7 @@ def _timeline(
                        f'stroke="{failed_stroke}" stroke-dasharray="3 2" opacity="0.6">'
                        f"<title>{_esc(tip)}</title></rect>")
         st = rec.status
-        fill, stroke = _COLOURS.get(st, _COLOURS["pending"])
+        fill, stroke = COLOURS.get(st, COLOURS["pending"])
         x = _GANTT_LABEL_W + (rec.started - t0) * scale
         w = max(1.0, ((rec.finished if rec.finished is not None else end) - rec.started) * scale)
         tip = (f"{label}: {st}, attempts {rec.attempts}\nstarted {_iso(rec.started)}\n"
@@ -389,7 +404,7 @@ def _section(
     anchor: str,
     logs: "Callable[[str, int], str]",
 ) -> str:
-    stroke = _COLOURS.get(status, _COLOURS["pending"])[1]
+    stroke = COLOURS.get(status, COLOURS["pending"])[1]
     out = [f'<section class="step" id="{anchor}" style="border-left-color:{stroke}">'
            f"<h3>{_esc(name)} {_badge(status)}</h3>"]
     if rec is not None and rec.started is not None:

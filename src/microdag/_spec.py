@@ -304,6 +304,35 @@ def _load_file(path: str) -> Flow:
     return _Builder(path, text, is_json, data, problems).build()
 
 
+def check_text(path: str, text: str) -> "tuple[Flow | None, list[tuple[tuple[str, ...], str]]]":
+    """Check ``text`` as the content of the flow file ``path`` (which need not
+    hold it: an editor's unsaved text); its ``call`` modules are imported from
+    beside ``path``.
+
+    Returns:
+        The flow (``None`` when there are problems) and every problem with the
+        key path it concerns (``("steps", NAME, KEY)``, shorter when less is
+        known, ``()`` for the whole file), in the order of the file.
+    """
+    is_json = path.lower().endswith(".json")
+    problems: list[str] = []
+    deep = _too_deep(text)
+    try:
+        if deep is not None:
+            raise FlowError(f"{path}:{deep}: values nest more than {_MAX_DEPTH} levels deep")
+        data = _parse_json(path, text, problems) if is_json else _parse_toml(path, text)
+    except FlowError as exc:
+        return None, [((), str(exc))]
+    builder = _Builder(path, text, is_json, data, problems)
+    try:
+        return builder.build(), []
+    except CycleError as exc:
+        return None, [(("steps", str(exc.cycle[0])) if exc.cycle else (), str(exc))]
+    except FlowError:
+        order = {problem: n for n, (_, problem) in enumerate(sorted(builder.problems, key=lambda p: p[0]))}
+        return None, sorted(builder.located, key=lambda p: order.get(p[1], 0))
+
+
 #: How deep lists and tables may nest in a flow file (a flow needs a few levels).
 _MAX_DEPTH = 64
 
@@ -387,6 +416,7 @@ class _Builder:
         self.is_json = is_json
         self.data = data
         self.problems = [(0, p) for p in problems]  # (line or 0, text), sorted when raised
+        self.located: list[tuple[tuple[str, ...], str]] = [((), p) for p in problems]  # (key path, text)
         self.deps: dict[str, list[str]] = {}  # step -> the steps it runs after
         self.folder = os.path.dirname(os.path.abspath(path))
         self._lines: dict[tuple[str, ...], int] | None = None
@@ -397,7 +427,9 @@ class _Builder:
     def report(self, where: "tuple[str, ...]", message: str) -> None:
         """Add a problem located at key path ``where`` (best effort)."""
         line = self.line(where)
-        self.problems.append((line or 0, f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}"))
+        text = f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}"
+        self.problems.append((line or 0, text))
+        self.located.append((where, text))
 
     def fail(self) -> FlowError:
         """Every problem, in the order of the file."""

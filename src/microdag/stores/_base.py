@@ -191,6 +191,11 @@ class Store:
             return parts[0][1]
         return "".join(f"--- attempt {attempt} ---\n{text}" for attempt, text in parts)
 
+    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+        """Which of ``tasks`` (``(step, item)``) have logs: for the UI's views
+        of big runs, one read where the stores can (this default asks each)."""
+        return {task for task in tasks if self.attempt_logs(run_id, *task)}
+
     def claim(self, run_id: str, force: bool = False) -> None:
         """Take run ``run_id`` for this store object (to resume it), atomically:
         of several processes (or threads) claiming one run at once, one gets
@@ -235,6 +240,16 @@ class Store:
             self._update_owner(run_id, lambda before: None if before == token else before)
         finally:
             HELD.discard(token)
+
+    def owner(self, run_id: str) -> "str | None":
+        """Who holds run ``run_id`` now: ``"host:pid#nonce"`` of the process
+        running or resuming it, or ``None`` (read only: by the time the answer
+        is used, that process may have ended).
+
+        Raises:
+            StoreError: no such run.
+        """
+        raise NotImplementedError
 
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"

@@ -360,6 +360,25 @@ class JSONStore(Store):
                             out.append((int(attempt), _text(f.read())))
         return sorted(out)
 
+    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+        folder = os.path.join(self._run_dir(run_id), "logs")
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return set()
+        prefixes = {name.rsplit(".", 2)[0] for name in names if name.endswith(".txt") and name.count(".") >= 3}
+        return {(step, item) for step, item in tasks if f"{_safe(step)}.{item}" in prefixes}
+
+    def owner(self, run_id: str) -> "str | None":
+        self.run_info(run_id)
+        try:
+            with open(os.path.join(self._run_dir(run_id), "owner"), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
+
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
     ) -> "tuple[str | None, str | None]":

@@ -108,6 +108,16 @@ class MemoryStore(Store):
                 (a, text) for (r, s, i, a), text in self._logs.items() if (r, s, i) == (run_id, step, item)
             )
 
+    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+        with self._lock:
+            found = {(s, i) for (r, s, i, _), _text in self._logs.items() if r == run_id}
+        return found.intersection(tasks)
+
+    def owner(self, run_id: str) -> "str | None":
+        with self._lock:
+            self._info(run_id)
+            return self._owners.get(run_id)
+
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
     ) -> "tuple[str | None, str | None]":

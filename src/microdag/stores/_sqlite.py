@@ -400,6 +400,15 @@ class SQLiteStore(Store):
         )
         return [(a, _s(t)) for a, t in rows]
 
+    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+        found = {(_s(s), i) for s, i in self._read("SELECT DISTINCT step, item FROM logs WHERE run_id = ?", (run_id,))}
+        return found.intersection(tasks)
+
+    def owner(self, run_id: str) -> "str | None":
+        self.run_info(run_id)
+        rows = self._read("SELECT owner FROM owners WHERE run_id = ?", (run_id,))
+        return None if not rows else _s(rows[0][0])
+
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
     ) -> "tuple[str | None, str | None]":

@@ -1,0 +1,298 @@
+"""The JSON API of the UI: one method per route, data in, data out.
+
+:class:`Api` knows the served :class:`~._flows.Folder`, the store spec and the
+:class:`~._launch.Launcher`; it knows nothing of HTTP (the server parses
+requests, checks the token and writes responses).  Each method returns
+``(status, document)``; :class:`ApiError` carries a status and a message for
+what the caller got wrong (404 no such run, 400 bad body, 403 refused path).
+
+The store is opened read-only for each request and closed after it, so that
+the UI never holds a lock a run needs, and sees what any process wrote.
+"""
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Generator
+    from typing import Any
+
+    from .._records import RunInfo
+    from ..stores import Store
+    from ._flows import Folder
+    from ._launch import Launcher
+
+class ApiError(Exception):
+    """A request the API refuses: ``status`` and a message for the page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+class Api:
+    """The routes of ``/api/``."""
+
+    def __init__(self, folder: "Folder", store_spec: str, launcher: "Launcher") -> None:
+        self.folder = folder
+        self.store_spec = store_spec
+        self.launcher = launcher
+
+    # -- the store
+
+    def store(self) -> "Store | None":
+        """The store, opened for reading, or ``None`` when it does not exist yet."""
+        from ..stores import open_store
+
+        path = self.store_spec.partition(":")[2] if ":" in self.store_spec else self.store_spec
+        path = path.split("?codec=")[0]
+        if self.store_spec != "memory" and not os.path.exists(path):
+            return None
+        return open_store(self.store_spec, readonly=True)
+
+    def _reading(self) -> "_Reading":
+        return _Reading(self)
+
+    # -- runs
+
+    def runs(self, flow: "str | None", status: "str | None", limit: int) -> "dict[str, Any]":
+        from ._runs import list_runs
+
+        with self._reading() as store:
+            if store is None:
+                return {"runs": [], "flows": [], "statuses": []}
+            return list_runs(store, flow, status, limit)
+
+    def run(self, run_id: str) -> "dict[str, Any]":
+        from ..stores import StoreError
+        from ._runs import run_detail
+
+        with self._reading() as store:
+            try:
+                if store is None:
+                    raise StoreError("no store yet")
+                out = run_detail(store, run_id)
+            except StoreError as exc:
+                return self._starting(run_id, exc)
+            live = self.launcher.live(store, run_id) is not None
+            out.update(self._actions(out["run"], live))
+            return out
+
+    def _starting(self, run_id: str, exc: Exception) -> "dict[str, Any]":
+        """A run the UI started whose record is not written yet (or never will be)."""
+        child = self.launcher.starting(run_id)
+        if child is None:
+            raise ApiError(404, str(exc))
+        error = child.error()
+        live = child.process.poll() is None
+        run: dict[str, Any] = {"id": run_id, "flow": "", "status": "pending" if live or error is None else "failed",
+               "started": None, "finished": None, "source": None, "inputs": {}, "problem": error}
+        return {"run": run, "tasks": [], "attempts": [], "graph": None, "live": live, "cancellable": live,
+                "resumable": False, "flow_path": None}
+
+    def _actions(self, run: "dict[str, Any]", live: bool) -> "dict[str, Any]":
+        flow_path = self.folder.key_of(run["source"]) if run["source"] else None
+        return {
+            "live": live,
+            "cancellable": live,
+            "resumable": not live and flow_path is not None and run["status"] not in ("succeeded", "damaged"),
+            "flow_path": flow_path,
+        }
+
+    def events(
+        self, run_id: str, interval: float = 0.5
+    ) -> "Generator[tuple[str, dict[str, Any]], None, None]":
+        """``GET /api/runs/ID/events``: ``("update", data)`` whenever the run
+        changes, then ``("end", data)`` once it is not live; ``("ping", {})``
+        while nothing changes (the server sends it as a comment)."""
+        import time
+
+        from ..stores import StoreError
+        from ._runs import changes
+
+        seen: dict[tuple[str, int], tuple[Any, ...]] = {}
+        last: dict[str, Any] | None = None
+        quiet = 0.0
+        store = None
+        try:
+            while True:
+                child = self.launcher.starting(run_id)
+                try:
+                    if store is None:
+                        store = self.store()
+                    if store is None:
+                        raise StoreError("no store yet")
+                    run, tasks = changes(store, run_id, seen)
+                except StoreError as exc:  # not begun yet: its child may still be starting
+                    if child is None or child.process.poll() is not None:
+                        doc = self._starting(run_id, exc)
+                        yield "end", {"run": doc["run"], "tasks": [], "live": False}
+                        return
+                    time.sleep(interval)
+                    continue
+                live = self.launcher.live(store, run_id) is not None
+                starting = child is not None and child.process.poll() is None
+                data = {"run": run, "tasks": tasks, "live": live or starting}
+                if not data["live"]:
+                    data.update(self._actions(run, False))
+                    yield "end", data
+                    return
+                if tasks or run != last:
+                    last = run
+                    quiet = 0.0
+                    yield "update", data
+                else:
+                    quiet += interval
+                    if quiet >= 15:
+                        quiet = 0.0
+                        yield "ping", {}
+                time.sleep(interval)
+        finally:
+            if store is not None:
+                store.close()
+
+    def logs(self, run_id: str, step: str, item: "int | None") -> "dict[str, Any]":
+        from ..stores import StoreError
+
+        with self._reading() as store:
+            try:
+                if store is None:
+                    raise StoreError(f"no run {run_id!r}")
+                return {"text": store.logs(run_id, step, item)}
+            except StoreError as exc:
+                raise ApiError(404, str(exc)) from None
+
+    def output(self, run_id: str, step: str, item: "int | None") -> "dict[str, Any]":
+        from ..stores import StoreError
+        from ._runs import output
+
+        with self._reading() as store:
+            try:
+                if store is None:
+                    raise StoreError(f"no run {run_id!r}")
+                return output(store, run_id, step, -1 if item is None else item)
+            except (StoreError, KeyError) as exc:
+                raise ApiError(404, str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
+
+    # -- actions
+
+    def start(self, body: "dict[str, Any]") -> "dict[str, Any]":
+        from ._flows import PathRefused
+
+        flow, inputs = body.get("flow"), body.get("inputs", {})
+        if not isinstance(flow, str):
+            raise ApiError(400, "flow must be the path of a flow file (a string)")
+        if not isinstance(inputs, dict):
+            raise ApiError(400, "inputs must be an object of input names to values")
+        try:
+            path = self.folder.spec_of(flow)
+        except PathRefused as exc:
+            raise ApiError(403, str(exc)) from None
+        if flow not in self.folder.named and not os.path.isfile(path):
+            raise ApiError(404, f"{flow!r}: no such flow file")
+        for key in inputs:
+            if not key.isidentifier():
+                raise ApiError(400, f"input {key!r} is not a valid input name")
+        return {"id": self.launcher.run(path, inputs)}
+
+    def resume(self, run_id: str) -> "dict[str, Any]":
+        with self._reading() as store:
+            info = _known(store, run_id)
+            if store is not None and self.launcher.live(store, run_id) is not None:
+                raise ApiError(409, f"run {run_id} is running: it cannot be resumed until it stops")
+        if info.status == "succeeded":
+            raise ApiError(409, f"run {run_id} succeeded: there is nothing to resume")
+        if info.source is None or self.folder.key_of(info.source) is None:
+            raise ApiError(403, f"run {run_id} was not started from a flow this UI serves")
+        return {"id": self.launcher.resume(info.id)}
+
+    def cancel(self, run_id: str) -> "dict[str, Any]":
+        import signal
+
+        child = self.launcher.starting(run_id)
+        with self._reading() as store:
+            if child is None:
+                _known(store, run_id)
+            if store is not None and self.launcher.cancel(store, run_id):
+                return {"ok": True}
+        if child is not None and child.process.poll() is None:  # started, its record not written yet
+            child.process.send_signal(signal.SIGINT)
+            return {"ok": True}
+        raise ApiError(409, f"run {run_id} is not running on this machine")
+
+    def run_step(self, run_id: str, step: str) -> "dict[str, Any]":
+        with self._reading() as store:
+            info = _known(store, run_id)
+        rel = self.folder.key_of(info.source) if info.source else None
+        if rel is None:
+            raise ApiError(403, f"run {run_id} was not started from a flow this UI serves")
+        return self.launcher.run_step(self.folder.spec_of(rel), step, run_id)
+
+    # -- flows
+
+    def flows(self) -> "dict[str, Any]":
+        return {"flows": self.folder.flows()}
+
+    def flow(self, rel: str) -> "dict[str, Any]":
+        return self.folder.detail(rel)
+
+    def check(self, rel: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        return self.folder.check(rel, _doc(body))
+
+    def save(self, rel: str, body: "dict[str, Any]") -> "tuple[int, dict[str, Any]]":
+        saved, described = self.folder.save(rel, _doc(body))
+        if saved:
+            return 200, described
+        count = len(described["problems"])
+        described["error"] = f"not saved: the flow has {count} problem{'s' if count != 1 else ''}"
+        return 422, described
+
+    @staticmethod
+    def schema() -> "dict[str, Any]":
+        import json
+
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(here, "flowfile.schema.json"), encoding="utf-8") as f:
+            schema: dict[str, Any] = json.load(f)
+        return schema
+
+
+def _known(store: "Store | None", run_id: str) -> "RunInfo":
+    """The record of run ``run_id``; 404 when the store has none."""
+    from ..stores import StoreError
+
+    try:
+        if store is None:
+            raise StoreError(f"no run {run_id!r} (the store is empty)")
+        return store.run_info(run_id)
+    except StoreError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def _doc(body: "dict[str, Any]") -> "dict[str, Any]":
+    doc = body.get("doc")
+    if not isinstance(doc, dict):
+        raise ApiError(400, "the body must be {\"doc\": the flow file's data}")
+    return doc
+
+
+class _Reading:
+    """``with api._reading() as store``: the store for one request, closed after."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.store: Store | None = None
+
+    def __enter__(self) -> "Store | None":
+        from ..stores import StoreError
+
+        try:
+            self.store = self.api.store()
+        except (StoreError, ValueError) as exc:
+            raise ApiError(500, f"the store {self.api.store_spec} cannot be read: {exc}") from None
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        if self.store is not None:
+            self.store.close()

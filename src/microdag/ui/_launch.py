@@ -1,0 +1,199 @@
+"""Runs the UI starts, resumes, cancels, and single steps it runs: child processes.
+
+Every action is ``python -m microdag ...`` in a child process of its own
+session (``start_new_session``): a step that crashes or hangs takes down
+neither the server nor the other runs, Ctrl-C on the server does not reach
+the runs, and a run goes on when the UI stops.  The argv is a list built from
+checked values (flow path from :class:`~._flows.Folder`, run ids checked by
+the store, input values as JSON): no shell, no string a request wrote is ever
+parsed as a command line.
+
+What the launcher keeps: each child it started (run id -> :class:`Child`),
+so that a run can be shown before its record exists (the child is starting)
+and, when the child failed before beginning the run (bad inputs, a flow that
+does not load), its error is shown instead of a run that never appears.
+Cancelling is SIGINT to the process running the run (a child of ours, or the
+store's owner of the run when it runs on this machine): the runner treats it
+as Ctrl-C, records every unfinished step as cancelled, and exits.
+"""
+
+import os
+import sys
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any
+
+    from ..stores import Store
+
+#: Seconds a single step run from the UI may take before it is killed.
+STEP_TIMEOUT = 600.0
+
+
+class Child:
+    """A ``python -m microdag`` process the UI started."""
+
+    def __init__(self, process: "subprocess.Popen[bytes]", log: str, what: str) -> None:
+        self.process = process
+        self.log = log  # its stdout and stderr
+        self.what = what
+
+    def error(self) -> "str | None":
+        """Why the child ended before beginning its run, or ``None`` (still running, or fine)."""
+        code = self.process.poll()
+        if code is None or code in (0, 1, 130):
+            return None
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                text = f.read()[-4000:].strip()
+        except OSError:
+            text = ""
+        return f"{self.what} ended with exit code {code}" + (f": {text}" if text else "")
+
+
+class Launcher:
+    """The children of one UI server."""
+
+    def __init__(self, root: str, store_spec: str, logs: str) -> None:
+        self.root = root
+        self.store_spec = store_spec
+        self.logs = logs  # a folder for the children's output
+        self.children: dict[str, Child] = {}
+        self._lock = threading.Lock()
+
+    def _spawn(self, run_id: str, argv: "list[str]", what: str) -> Child:
+        import subprocess
+
+        self._create_store()
+
+        log = os.path.join(self.logs, f"{run_id}-{len(self.children)}.log")
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "microdag", *argv], cwd=self.root, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, env=_child_env(),
+            )
+        child = Child(process, log, what)
+        with self._lock:
+            self.children[run_id] = child
+        return child
+
+    def _create_store(self) -> None:
+        """Make the store before the first child writes to it, so that the UI,
+        reading meanwhile, never finds it half made."""
+        from ..stores import open_store
+
+        spec = self.store_spec
+        if not spec.startswith(("json:", "memory")):  # a SQLite file: its folder must exist
+            path = spec[7:] if spec.startswith("sqlite:") else spec
+            folder = os.path.dirname(path.split("?codec=")[0])
+            os.makedirs(folder, exist_ok=True)
+        open_store(spec).close()
+
+    def run(self, flow_path: str, inputs: "dict[str, Any]") -> str:
+        """Start a run of the flow file ``flow_path`` with ``inputs``; return its id."""
+        import json
+
+        from .._result import new_run_id
+
+        run_id = new_run_id()
+        argv = ["run", flow_path, "--store", self.store_spec, "--run-id", run_id, "--quiet"]
+        for key, value in inputs.items():
+            argv += ["--input", f"{key}={json.dumps(value, ensure_ascii=False)}"]
+        self._spawn(run_id, argv, "the run")
+        return run_id
+
+    def resume(self, run_id: str) -> str:
+        """Go on with stored run ``run_id`` in a child; return its id."""
+        self._spawn(run_id, ["resume", run_id, "--store", self.store_spec, "--quiet"], "the resume")
+        return run_id
+
+    def starting(self, run_id: str) -> "Child | None":
+        """The child that runs ``run_id`` when the UI started it."""
+        with self._lock:
+            return self.children.get(run_id)
+
+    def live(self, store: "Store", run_id: str) -> "int | None":
+        """The pid of the process running ``run_id`` on this machine, or ``None``."""
+        child = self.starting(run_id)
+        if child is not None and child.process.poll() is None:
+            return child.process.pid
+        from ..stores._files import _HOST, alive
+
+        try:
+            owner = store.owner(run_id)
+        except Exception:
+            return None
+        if owner is None or not alive(owner):
+            return None
+        host, _, pid = owner.partition("#")[0].rpartition(":")
+        if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
+            return None
+        return int(pid)
+
+    def cancel(self, store: "Store", run_id: str) -> bool:
+        """Ask the process running ``run_id`` to stop (SIGINT); whether there was one."""
+        import signal
+
+        pid = self.live(store, run_id)
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def run_step(self, flow_path: str, step: str, run_id: str) -> "dict[str, Any]":
+        """Run step ``step`` of ``flow_path`` on the outputs of stored run
+        ``run_id``, in a child, and wait for it: its output, error and log."""
+        import json
+        import subprocess
+        import tempfile
+
+        fd, out = tempfile.mkstemp(prefix="step-", suffix=".json", dir=self.logs)
+        os.close(fd)
+        argv = [sys.executable, "-m", "microdag", "step", flow_path, step, "--from-run", run_id,
+                "--store", self.store_spec, "--output", out]
+        try:
+            done = subprocess.run(
+                argv, cwd=self.root, stdin=subprocess.DEVNULL, capture_output=True, timeout=STEP_TIMEOUT,
+                start_new_session=True, env=_child_env(),
+            )
+            log = (done.stdout + done.stderr).decode("utf-8", "replace")
+            if done.returncode == 0:
+                with open(out, encoding="utf-8") as f:
+                    text = f.read()
+                return {"status": "succeeded", "output": json.loads(text) if text.strip() else None,
+                        "error": None, "log": log}
+            return {"status": "failed", "output": None, "error": _last_line(log), "log": log}
+        except subprocess.TimeoutExpired as exc:
+            log = ((exc.stdout or b"") + (exc.stderr or b"")).decode("utf-8", "replace")
+            return {"status": "failed", "output": None,
+                    "error": f"the step took more than {STEP_TIMEOUT:g} s and was stopped", "log": log}
+        finally:
+            try:
+                os.unlink(out)
+            except FileNotFoundError:
+                pass
+
+    def reap(self) -> None:
+        """Forget children that ended long ago (their runs are in the store)."""
+        with self._lock:
+            for run_id, child in list(self.children.items())[:-100]:
+                if child.process.poll() is not None:
+                    del self.children[run_id]
+
+
+def _child_env() -> "dict[str, str]":
+    """The children's environment: ours, with this microdag importable first."""
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "the step failed"

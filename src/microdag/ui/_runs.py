@@ -1,0 +1,224 @@
+"""Stored runs as the JSON documents the UI's API serves.
+
+Everything here reads a store and returns plain data (dicts, lists, str,
+numbers) that ``json.dumps`` can write: the run list, one run with its tasks,
+attempts and graph, a task's output and logs, and what changed between two
+reads of a live run (the events stream).  Nothing is cached between calls:
+the store is the one source of truth, whichever process writes it.
+
+Graphs of up to :data:`FULL_GRAPH` steps come with the layered layout of the
+HTML report (``_render.layout``: each node's corner); bigger ones as layers
+with counts per status, which is what can be drawn usefully of them.
+"""
+
+import json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._records import RunInfo, TaskRecord
+    from ..stores import Store
+
+#: Steps drawn one box each; beyond this, by layers with counts.
+FULL_GRAPH = 1000
+#: Characters of an output shown in a task's preview.
+PREVIEW = 2000
+#: Names listed per layer of a summarised graph.
+SAMPLE = 20
+
+
+def run_json(info: "RunInfo") -> "dict[str, Any]":
+    """The run's record, for the page."""
+    return {
+        "id": info.id, "flow": info.flow, "status": info.status, "started": info.started,
+        "finished": info.finished, "source": info.source, "inputs": jsonable(info.inputs),
+        "problem": info.problem,
+    }
+
+
+def list_runs(store: "Store", flow: "str | None", status: "str | None", limit: int) -> "dict[str, Any]":
+    """``GET /api/runs``: the newest runs first, filtered by flow and status."""
+    runs = store.list_runs()
+    flows = sorted({r.flow for r in runs})
+    statuses = sorted({r.status for r in runs})
+    chosen = [r for r in runs if (flow is None or r.flow == flow) and (status is None or r.status == status)]
+    return {
+        "runs": [
+            {"id": r.id, "flow": r.flow, "status": r.status, "started": r.started, "finished": r.finished,
+             "source": r.source, "problem": r.problem}
+            for r in chosen[:limit]
+        ],
+        "flows": flows,
+        "statuses": statuses,
+    }
+
+
+def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]]") -> "dict[str, Any]":
+    """One task for the page: its record, a preview of its output, whether it logged."""
+    output: str | None = None
+    truncated = False
+    if record.output is not None:
+        try:
+            value = store.decode(record.output)
+            text = None
+            if len(record.output) <= 4 * PREVIEW:  # small: the C encoder, in one go
+                try:
+                    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+                except (TypeError, ValueError, RecursionError):
+                    pass
+            if text is None:
+                text = preview(value, PREVIEW + 1)
+        except Exception as exc:  # damaged, or another codec: say so instead of failing the page
+            text = f"<the output cannot be decoded: {type(exc).__name__}: {exc}>"
+        truncated = len(text) > PREVIEW
+        output = text[:PREVIEW]
+    took = None if record.started is None or record.finished is None else record.finished - record.started
+    return {
+        "step": record.step,
+        "item": None if record.item < 0 else record.item,
+        "status": record.status,
+        "attempts": record.attempts,
+        "started": record.started,
+        "finished": record.finished,
+        "duration": took,
+        "error": None if record.error_type is None else {
+            "type": record.error_type, "message": record.error_message, "traceback": record.traceback,
+        },
+        "output": output,
+        "output_truncated": truncated,
+        "has_log": (record.step, record.item) in logged,
+    }
+
+
+def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
+    """``GET /api/runs/ID`` without what the server adds (live, actions)."""
+    info = store.run_info(run_id)
+    records = store.tasks(run_id)
+    logged = logged_tasks(store, run_id, records)
+    graph = store.graph(info.fingerprint) if info.fingerprint else None
+    return {
+        "run": run_json(info),
+        "tasks": [task_json(store, r, logged) for r in records],
+        "attempts": [
+            {"step": s, "item": None if i < 0 else i, "attempt": a, "started": b, "finished": e,
+             "error_type": et, "error_message": em}
+            for s, i, a, b, e, et, em in store.attempts(run_id)
+        ],
+        "graph": None if graph is None else graph_json(
+            [str(n) for n in graph["nodes"]], graph["deps"], statuses(records)
+        ),
+    }
+
+
+def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "set[tuple[str, int]]":
+    """The tasks of the run that have logs (of those that ran)."""
+    return store._logged(run_id, [(r.step, r.item) for r in records if r.started is not None])
+
+
+def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
+    """Each step's status; a map step without its own record takes its items' worst."""
+    out: dict[str, str] = {}
+    items: dict[str, list[str]] = {}
+    for r in records:
+        if r.item < 0:
+            out[r.step] = r.status
+        else:
+            items.setdefault(r.step, []).append(r.status)
+    for step, states in items.items():
+        if step not in out:
+            out[step] = next((s for s in ("failed", "running", "cancelled", "pending") if s in states), states[0])
+    return out
+
+
+def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, str]") -> "dict[str, Any]":
+    """The graph as the page draws it: positions for up to :data:`FULL_GRAPH`
+    nodes, else layers with counts per status and a few names each."""
+    from .._render import NODE_H, NODE_W, layers, layout
+
+    if len(names) <= FULL_GRAPH:
+        clean, xs, ys, width, height = layout(len(names), deps)
+        return {
+            "mode": "full", "width": width, "height": height, "node_w": NODE_W, "node_h": NODE_H,
+            "nodes": [
+                {"name": name, "x": xs[v], "y": ys[v], "status": status.get(name, "pending")}
+                for v, name in enumerate(names)
+            ],
+            "edges": [[d, v] for v, ds in enumerate(clean) for d in ds],
+        }
+    n = len(names)
+    level = layers([[d for d in ds if 0 <= d < n and d != v] for v, ds in enumerate(deps)])
+    rows: list[dict[str, Any]] = [
+        {"layer": k, "count": 0, "statuses": {}, "sample": []} for k in range(max(level, default=-1) + 1)
+    ]
+    for v, name in enumerate(names):
+        row = rows[level[v]]
+        row["count"] += 1
+        st = status.get(name, "pending")
+        row["statuses"][st] = row["statuses"].get(st, 0) + 1
+        if len(row["sample"]) < SAMPLE:
+            row["sample"].append(name)
+    return {"mode": "layers", "total": n, "layers": rows}
+
+
+def changes(
+    store: "Store", run_id: str, seen: "dict[tuple[str, int], tuple[Any, ...]]"
+) -> "tuple[dict[str, Any], list[dict[str, Any]]]":
+    """The run's record and the tasks that changed since ``seen`` (updated in
+    place: task -> its record's state), for the events stream."""
+    info = store.run_info(run_id)
+    changed = []
+    fresh = []
+    for r in store.tasks(run_id, outputs=False):
+        key = (r.step, r.item)
+        state = (r.status, r.attempts, r.started, r.finished, r.error_type)
+        if seen.get(key) != state:
+            seen[key] = state
+            fresh.append(key)
+    if fresh:
+        wanted = set(fresh)
+        records = [r for r in store.tasks(run_id) if (r.step, r.item) in wanted]
+        logged = logged_tasks(store, run_id, records)
+        changed = [task_json(store, r, logged) for r in records]
+    return run_json(info), changed
+
+
+def output(store: "Store", run_id: str, step: str, item: int) -> "dict[str, Any]":
+    """``GET /api/runs/ID/output/STEP``: the whole output, as JSON when it is JSON."""
+    value = store.output(run_id, step, item)
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return {"output": preview(value, 1 << 30), "json": False}
+    return {"output": value, "json": True}
+
+
+def jsonable(value: "Any") -> "Any":
+    """``value`` if JSON can hold it, else its repr."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return preview(value, PREVIEW)
+    return value
+
+
+def preview(value: "Any", limit: int) -> str:
+    """``value`` as JSON text (indented) when it is JSON, else its repr; a big
+    value is not written whole: at most about ``limit`` characters."""
+    text = ""
+    try:
+        for chunk in json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=2).iterencode(value):
+            text += chunk
+            if len(text) > limit:
+                break
+    except (TypeError, ValueError, RecursionError):
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxstring = short.maxother = short.maxlong = limit
+        short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = max(6, limit // 20)
+        try:
+            text = short.repr(value)
+        except Exception as exc:  # a broken __repr__
+            text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
+    return text

@@ -1,0 +1,272 @@
+"""The UI's page in a real headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, driven by selenium; skipped, saying why, only when no
+browser can be had).
+
+What a user does: open the printed URL, start a run from the form and watch
+its steps turn green without reloading, open a step's log, run one step
+again; edit a flow file (add a step, connect it by dragging and by clicking,
+save) and find the file changed and its comments kept.  And what an attacker
+tries: step names, errors, logs and outputs full of HTML and script must
+show as text, and nothing may run.
+
+``MICRODAG_SCREENSHOTS=DIR`` keeps screenshots of the run view and of the
+editor in DIR (docs/ holds the ones the README shows).
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+import tomllib
+
+import pytest
+
+from uiserver import UI
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or DRIVER is None:
+    pytest.skip("no Chromium and chromedriver on this machine (Debian: apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test extra: pip install '.[test]'")
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+#: Text that would run script if the page ever used it as HTML.
+EVIL = '<img src=x onerror="window.__pwned=1">'
+EVIL_STEP = '<script>window.__pwned=2</script>'
+
+FLOW = f"""\
+# the flow the browser test runs
+[flow]
+name = "browser"
+
+[inputs]
+greeting = "hi"   # what to say
+
+[steps.fetch]
+command = ["sh", "-c", {json.dumps(f"echo 'fetching {EVIL}' >&2; echo 41")}]
+output = "json"
+
+[steps.{json.dumps(EVIL_STEP)}]
+command = ["sh", "-c", {json.dumps(f"echo '{EVIL}'")}]
+depends_on = ["fetch"]
+
+[steps.report]  # the last one
+command = ["echo", "{{inputs.greeting}} {{steps.fetch}}"]
+"""
+
+EDIT = """\
+# a flow edited in the browser
+[flow]
+name = "edited"
+
+# the first step
+[steps.first]
+command = ["echo", "1"]
+output = "json"   # a number
+
+[steps.second]
+command = ["echo", "2"]
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> "UI":
+    folder = tmp_path_factory.mktemp("browser")
+    (folder / "flow.toml").write_text(FLOW)
+    (folder / "edit.toml").write_text(EDIT)
+    (folder / "broken.toml").write_text(
+        f'[flow]\nname = "broken"\n[steps.bad]\ncommand = ["sh", "-c", {json.dumps(f"echo {EVIL!r} >&2; exit 3")}]\n'
+    )
+    server = UI(str(folder))
+    for name in ("flow.toml", "broken.toml", "edit.toml"):
+        assert server.get(f"/api/flows/{name}")["problems"] == [], name  # type: ignore[index]
+    yield server
+    assert server.stop() == 0, server.stderr
+
+
+@pytest.fixture(scope="module")
+def browser() -> "webdriver.Chrome":
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    try:
+        driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    except Exception as exc:  # a browser that cannot start here
+        pytest.skip(f"Chromium does not start: {exc}")
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver: "webdriver.Chrome", condition: "object", timeout: float = 30, what: str = "") -> "object":
+    try:
+        return WebDriverWait(  # the page redraws as it learns more: an element read may be gone, so try again
+            driver, timeout, poll_frequency=0.05,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(condition)  # type: ignore[arg-type]
+    except TimeoutException:
+        raise AssertionError(f"timed out waiting for {what}; errors on the page: {_page_errors(driver)}") from None
+
+
+def _page_errors(driver: "webdriver.Chrome") -> str:
+    """What the page shows: its error banner and the start of its text."""
+    try:
+        return (f"{driver.find_element(By.ID, 'error').text!r}; at {driver.current_url}: "
+                f"{driver.find_element(By.TAG_NAME, 'main').text[:600]!r}")
+    except Exception as exc:
+        return f"(the page cannot be read: {exc})"
+
+
+def _css(driver: "webdriver.Chrome", selector: str) -> "list[object]":
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def _node(name: str, under: str = "svg.dag") -> str:
+    return f'{under} g.node[data-step={json.dumps(name)}]'
+
+
+def _shot(driver: "webdriver.Chrome", name: str) -> None:
+    folder = os.environ.get("MICRODAG_SCREENSHOTS")
+    if folder:
+        driver.save_screenshot(os.path.join(folder, name))
+
+
+def _no_script_ran(driver: "webdriver.Chrome") -> None:
+    try:
+        alert = driver.switch_to.alert
+        raise AssertionError(f"an alert opened: {alert.text}")
+    except NoAlertPresentException:
+        pass
+    assert driver.execute_script("return window.__pwned === undefined") is True
+
+
+def test_open_run_watch_and_read_a_log(served: UI, browser: "webdriver.Chrome") -> None:
+    browser.get(served.url)
+    _wait(browser, lambda d: d.current_url.rstrip("/#").endswith(str(served.port)) or "#/" in d.current_url,
+          what="the page")
+    assert "token" not in browser.current_url  # the token left the address bar
+    browser.get(served.base + "/#/flows/" + "flow.toml")
+    _wait(browser, lambda d: _css(d, "button#run-flow"), what="the run button")
+    browser.find_element(By.CSS_SELECTOR, "button#run-flow").click()
+    field = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form#run-form input[name=greeting]"),
+                  what="the run form")
+    assert field.get_attribute("value") == "hi"  # type: ignore[attr-defined]
+    field.clear()  # type: ignore[attr-defined]
+    field.send_keys("hello")  # type: ignore[attr-defined]
+    browser.find_element(By.CSS_SELECTOR, "form#run-form button[type=submit]").click()
+    _wait(browser, lambda d: "#/runs/" in d.current_url, what="the new run's page")
+    _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "succeeded", what="the run to succeed")
+    for name in ("fetch", EVIL_STEP, "report"):
+        node = _wait(browser, lambda d, n=name: _css(d, _node(n) + '[data-status="succeeded"]'), what=name)
+        assert node
+    labels = _wait(browser, lambda d: [e.text for e in _css(d, "svg.dag g.node text")], what="the labels")
+    assert "report" in labels and any(EVIL_STEP[:10] in label for label in labels)  # type: ignore[operator, union-attr]
+    rows = _wait(browser, lambda d: {e.get_attribute("data-step"): e.get_attribute("data-status")
+                                     for e in _css(d, "table#tasks tr.task")}, what="the table")
+    assert rows == {"fetch": "succeeded", EVIL_STEP: "succeeded", "report": "succeeded"}
+    _shot(browser, "ui-run.png")
+    # the log of a step, as text
+    browser.find_element(By.CSS_SELECTOR, _node("fetch")).click()
+    log = _wait(browser, lambda d: [e.text for e in _css(d, "#step-panel pre.log") if "fetching" in e.text],
+                what="the step's log")
+    assert log[0].strip() == f"fetching {EVIL}"  # type: ignore[index]
+    # the hostile step's output, as text
+    browser.find_element(By.CSS_SELECTOR, _node(EVIL_STEP)).click()
+    out = _wait(browser, lambda d: [e.text for e in _css(d, "#step-panel pre.output") if "onerror" in e.text],
+                what="the hostile output")
+    assert json.loads(out[0]) == EVIL  # type: ignore[index]  (the output, as JSON)
+    # run one step again on this run's outputs
+    browser.find_element(By.CSS_SELECTOR, _node("report")).click()
+    _wait(browser, lambda d: _css(d, "#step-panel h3") and d.find_element(By.CSS_SELECTOR, "#step-panel h3").text
+          == "report", what="the report step's panel")
+    browser.find_element(By.CSS_SELECTOR, "button#run-step").click()
+    result = _wait(browser, lambda d: [e for e in _css(d, "#step-result pre.output") if "hello 41" in e.text],
+                   what="the step's new output")
+    assert result
+    _no_script_ran(browser)
+
+
+def test_hostile_errors_show_as_text(served: UI, browser: "webdriver.Chrome") -> None:
+    run_id = served.post("/api/runs", {"flow": "broken.toml"}, 201)["id"]
+    served.wait_run(run_id)
+    browser.get(f"{served.base}/#/runs/{run_id}")
+    _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "failed", what="the failed run")
+    browser.find_element(By.CSS_SELECTOR, _node("bad")).click()
+    shown = _wait(browser, lambda d: [e.text for e in _css(d, "#step-panel pre.error, #step-panel pre.log")
+                                      if "onerror" in e.text], what="the error text")
+    assert any(EVIL in text for text in shown)  # type: ignore[attr-defined]
+    assert not _css(browser, "img[src=x]")
+    _no_script_ran(browser)
+
+
+def test_the_runs_list_shows_runs_and_filters(served: UI, browser: "webdriver.Chrome") -> None:
+    browser.get(served.base + "/#/runs")
+    _wait(browser, lambda d: len(_css(d, "table#runs tr.run")) >= 2, what="the runs")
+    flows = _wait(browser, lambda d: {e.text for e in _css(d, "table#runs tr.run")}, what="the rows")
+    assert any("browser" in text for text in flows) and any("broken" in text for text in flows)
+
+
+def test_edit_connect_and_save(served: UI, browser: "webdriver.Chrome") -> None:
+    path = os.path.join(served.folder, "edit.toml")
+    browser.get(served.base + "/#/flows/edit.toml")
+    _wait(browser, lambda d: _css(d, _node("first", "svg.canvas")), what="the editor's canvas")
+    browser.find_element(By.CSS_SELECTOR, "button#add-step").click()
+    name = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input#new-step-name"), what="the name field")
+    name.send_keys("added")  # type: ignore[attr-defined]
+    browser.find_element(By.CSS_SELECTOR, "button#add-step-ok").click()
+    _wait(browser, lambda d: _css(d, _node("added", "svg.canvas")), what="the new step")
+    # connect by clicking: first's port, then the new step
+    browser.find_element(By.CSS_SELECTOR, _node("first", "svg.canvas") + " circle.port-out").click()
+    browser.find_element(By.CSS_SELECTOR, _node("added", "svg.canvas") + " rect").click()
+    _wait(browser, lambda d: _css(d, 'svg.canvas path.edge[data-from="first"][data-to="added"]'), what="the edge")
+    # connect by dragging: second's port onto the new step
+    port = browser.find_element(By.CSS_SELECTOR, _node("second", "svg.canvas") + " circle.port-out")
+    target = browser.find_element(By.CSS_SELECTOR, _node("added", "svg.canvas") + " rect")
+    ActionChains(browser).click_and_hold(port).move_to_element(target).pause(0.1).release(target).perform()
+    _wait(browser, lambda d: _css(d, 'svg.canvas path.edge[data-from="second"][data-to="added"]'),
+          what="the dragged edge")
+    _shot(browser, "ui-editor.png")
+    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower() == "saved", what="the save")
+    text = open(path).read()
+    data = tomllib.loads(text)
+    assert data["steps"]["added"]["depends_on"] == ["first", "second"]
+    assert text.startswith(EDIT)  # every byte before the new step, comments included
+    import microdag
+
+    assert microdag.load_flow(path).steps == ("first", "second", "added")
+
+
+def test_problems_show_live_and_block_the_save(served: UI, browser: "webdriver.Chrome") -> None:
+    path = os.path.join(served.folder, "edit.toml")
+    before = open(path).read()
+    browser.get(served.base + "/#/flows/edit.toml")
+    _wait(browser, lambda d: _css(d, _node("second", "svg.canvas")), what="the editor")
+    browser.find_element(By.CSS_SELECTOR, _node("second", "svg.canvas") + " rect").click()
+    field = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form#step-form [name=retries]"),
+                  what="the retries field")
+    field.clear()  # type: ignore[attr-defined]
+    field.send_keys("-4")  # type: ignore[attr-defined]
+    _wait(browser, lambda d: any("retries" in e.text for e in _css(d, "ul#problems li")), what="the problem")
+    assert _css(browser, _node("second", "svg.canvas") + ".problem")
+    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
+          what="the refusal")
+    time.sleep(0.3)
+    assert open(path).read() == before
