@@ -1027,7 +1027,7 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
 
     examples = HERE.parent / "examples" / "website"
     shutil.copy(examples / "websteps.py", tmp_path / "websteps.py")
-    example, snippet, bad = _doc_blocks("toml")
+    example, typed, snippet, bad = _doc_blocks("toml")
     (json_example,) = _doc_blocks("json")
     (report,) = _doc_blocks("text")
 
@@ -1042,6 +1042,10 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
     fns = {name: commands._steps[name].fn for name in ("count", "users", "greet")}
     assert {name: fn.output for name, fn in fns.items()} == {"count": "json", "users": "lines", "greet": "text"}
     assert fns["users"].parts[2] == ("{print $1}",) and fns["greet"].parts[1] == ("hello ", ("env", "USER"))
+    typed_flow = load_flow(write(tmp_path / "typed.toml", '[flow]\nname = "t"\n' + typed + '[steps.s]\ncommand = '
+                                 '["echo", "{inputs.limit} {inputs.version} {inputs.mode} {inputs.tags}"]\n'))
+    assert typed_flow.inputs == {"limit": False, "version": True, "mode": False, "tags": False}
+    assert typed_flow.run({"version": "2"})["s"] == '10 2 fast ["a","b"]'
     path = write(tmp_path / "website.toml", bad)
     with pytest.raises(FlowError) as info:
         load_flow(path)

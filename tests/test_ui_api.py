@@ -363,6 +363,19 @@ def test_an_invalid_flow_is_never_saved(ui: UI) -> None:
     assert status == 400 and open(path).read() == FLOW
 
 
+def test_the_run_form_gets_each_inputs_type(ui: UI) -> None:
+    with open(os.path.join(ui.folder, "typed.toml"), "w") as f:
+        f.write('[flow]\nname = "typed"\n[inputs]\nlimit = { type = "integer", default = 2, description = "how many" }\n'
+                'mode = { type = "string", enum = ["a", "b"] }\n[steps.s]\ncommand = ["echo", "{inputs.limit}{inputs.mode}"]\n')
+    inputs = {i["name"]: i for i in ui.get("/api/flows/typed.toml")["inputs"]}
+    assert inputs["limit"] == {"name": "limit", "default": 2, "required": False, "type": "an integer",
+                               "schema": {"type": "integer", "description": "how many"}}
+    assert inputs["mode"]["required"] is True and inputs["mode"]["schema"]["enum"] == ["a", "b"]
+    run_id = ui.post("/api/runs", {"flow": "typed.toml", "inputs": {"mode": "c"}}, 201)["id"]
+    doc = ui.wait_run(run_id)
+    assert doc["run"]["status"] == "failed" and "expected one of 'a', 'b', not 'c'" in doc["run"]["problem"]
+
+
 def test_python_flows_are_read_only(ui: UI) -> None:
     doc = ui.get(f"/api/flows/{quote('flows.py:flow')}")
     assert doc["editable"] is False and doc["doc"] is None and doc["name"] == "py"

@@ -34,7 +34,8 @@ DEFAULT_STORE = os.path.join(".microdag", "runs.db")
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
 COMMANDS = (
-    "run", "resume", "step", "validate", "graph", "runs", "show", "logs", "prune", "report", "export", "ui",
+    "run", "resume", "step", "validate", "graph", "schema", "runs", "show", "logs", "prune", "report", "export",
+    "ui",
 )
 
 _COLORS = {"succeeded": "32", "failed": "31", "cancelled": "33", "skipped": "2", "running": "36"}
@@ -232,6 +233,9 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     p = command("graph", "print a flow's graph")
     p.add_argument("flow", metavar="FLOW")
     p.add_argument("--format", "-f", choices=("dot", "mermaid", "json"), default="dot", help="default: dot")
+
+    p = command("schema", "print the JSON Schema of a flow's inputs (types, defaults, descriptions)")
+    p.add_argument("flow", metavar="FLOW")
 
     p = command("runs", "list stored runs, newest first")
     store_option(p)
@@ -478,6 +482,30 @@ def _parse_inputs(pairs: "list[str]", path: "str | None" = None) -> "dict[str, A
             inputs[key] = json.loads(text)
         except ValueError:
             inputs[key] = text
+    return inputs
+
+
+def _typed_inputs(flow: "Flow", pairs: "list[str]", inputs: "dict[str, Any]") -> "dict[str, Any]":
+    """``inputs`` with each ``--input K=V`` read as the type input K declares:
+    the text itself for a string, a number or true/false where one is wanted
+    (a clear error when V is not one), JSON or text otherwise."""
+    import json
+
+    from ._schema import describe
+
+    if not pairs:
+        return inputs
+    types = flow._compiled().input_types()
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        schema = types.get(key) or {}
+        kind = schema.get("type")
+        if kind == "string":  # -i version=1.10 is "1.10", not 1.1
+            inputs[key] = text
+        elif kind in ("integer", "number", "boolean"):
+            wanted = {"integer": (int,), "number": (int, float), "boolean": (bool,)}[kind]
+            if type(inputs.get(key)) not in wanted:
+                raise _UsageError(f"--input {key}={text}: {key!r} takes {describe(schema)}, not {json.dumps(text)}")
     return inputs
 
 
@@ -915,6 +943,7 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", progr
 def _cmd_run(args: "argparse.Namespace") -> int:
     inputs = _parse_inputs(args.input, args.inputs)
     flow = _load(args.flow)
+    inputs = _typed_inputs(flow, args.input, inputs)
     store_spec = args.store or DEFAULT_STORE
     store = _open(args.store, create=True, codec=args.codec)
     try:
@@ -1080,6 +1109,15 @@ def _cmd_ui(args: "argparse.Namespace") -> int:
         )
     except OSError as exc:
         raise _UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+
+
+def _cmd_schema(args: "argparse.Namespace") -> int:
+    """``schema FLOW``: the JSON Schema of the flow's inputs, as ``Flow.input_schema`` gives it."""
+    import json
+
+    flow = _load(args.flow)
+    sys.stdout.write(json.dumps(flow.input_schema(), indent=2, ensure_ascii=False, default=repr) + "\n")
+    return OK
 
 
 def _cmd_validate(args: "argparse.Namespace") -> int:

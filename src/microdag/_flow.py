@@ -39,7 +39,7 @@ class Flow:
         name: the flow's name (used in run records, logs and errors).
     """
 
-    __slots__ = ("_name", "_steps", "_plan", "_source", "__weakref__")
+    __slots__ = ("_name", "_steps", "_plan", "_source", "_declared", "__weakref__")
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -50,6 +50,8 @@ class Flow:
         #: Where the flow was loaded from (a flow-file path or ``module:attr``),
         #: recorded with its durable runs so they can be resumed by name.
         self._source: str | None = None
+        #: Input name -> the JSON Schema its flow file declares (``[inputs] x = {type = ...}``).
+        self._declared: dict[str, dict[str, Any]] = {}
 
     @property
     def name(self) -> str:
@@ -193,6 +195,7 @@ class Flow:
         plan = self._plan
         if plan is None:
             plan = self._plan = _Plan(tuple(self._steps.values()))
+            plan.declared = self._declared
         return plan
 
     def validate(self) -> None:
@@ -218,6 +221,44 @@ class Flow:
             for _, name, default in ins:
                 out[name] = out.get(name, False) or default is NO_DEFAULT
         return out
+
+    def input_schema(self) -> dict[str, "Any"]:
+        """A JSON Schema (draft 2020-12) of the flow's inputs: one property per
+        input with its type (from the annotation of the parameters that take
+        it, or the flow file's declaration), default and description;
+        ``required`` lists those without a default.  ``run`` checks the inputs
+        it is given against it.
+
+        Raises:
+            FlowError: the flow is invalid (as :meth:`validate`).
+        """
+        import json
+
+        plan = self._compiled()
+        types = plan.input_types()
+        defaults: dict[str, Any] = {}
+        for ins in plan.input_params:
+            for _, name, default in ins:
+                if default is not NO_DEFAULT and name not in defaults:
+                    defaults[name] = default
+        properties: dict[str, Any] = {}
+        for name in sorted(self.inputs):
+            prop = dict(types.get(name, {}))
+            if name in defaults:
+                try:
+                    json.dumps(defaults[name], allow_nan=False)
+                    prop["default"] = defaults[name]
+                except (TypeError, ValueError):
+                    pass
+            properties[name] = prop
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"inputs of flow {self._name}",
+            "type": "object",
+            "properties": properties,
+            "required": sorted(name for name, needed in self.inputs.items() if needed),
+            "additionalProperties": False,
+        }
 
     def run(
         self,

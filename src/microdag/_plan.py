@@ -253,6 +253,56 @@ class _Signature:
         self.positional_only = tuple(positional_only)
 
 
+def _check_edges(
+    steps: "Sequence[_Step]", bound: "list[list[tuple[str, str]]]", problems: "list[str]"
+) -> None:
+    """A problem for each parameter whose annotation a dependency's return
+    annotation can never satisfy (``-> str`` feeding ``count: int``; a map
+    parameter item-wise); see ``_schema.clash`` for what counts as sure."""
+    from ._schema import MISSING, annotations, clash, item_type
+
+    by_name = {s.name: s for s in steps}
+    hints: dict[int, dict[str, Any]] = {}
+
+    def of(fn: "Callable[..., Any]") -> "dict[str, Any]":
+        out = hints.get(id(fn))
+        if out is None:
+            out = hints[id(fn)] = annotations(fn)
+        return out
+
+    for step, pairs in zip(steps, bound):
+        if not pairs:
+            continue
+        wanted_all = of(step.fn)
+        if not wanted_all:
+            continue
+        for param, source in pairs:
+            wanted = wanted_all.get(param, MISSING)
+            if wanted is MISSING:
+                continue
+            producer = by_name[source]
+            produced = of(producer.fn).get("return", MISSING)
+            if producer.map is not None and producer.batch_size is None and produced is not MISSING:
+                produced = list[produced]  # type: ignore[valid-type]  # a map step's output: the list of its calls'
+            if step.map == param:
+                if step.batch_size is not None:
+                    continue  # the parameter gets a batch: a list of items
+                produced = item_type(produced)
+            if clash(produced, wanted):
+                what = (f"the items of what step {source!r} returns are" if step.map == param
+                        else f"what step {source!r} returns is")
+                problems.append(
+                    f"step {step.name!r}: parameter {param!r} is annotated {_type_name(wanted)}, but "
+                    f"{what} annotated {_type_name(produced)}"
+                )
+
+
+def _type_name(ann: object) -> str:
+    if isinstance(ann, type):
+        return ann.__qualname__
+    return "None" if ann is None else repr(ann).replace("typing.", "")
+
+
 def _no_signature() -> _Signature:
     """A signature with no parameters, for a function whose own cannot be read."""
     sig = _Signature.__new__(_Signature)
@@ -344,6 +394,8 @@ class _Plan:
         "_flags",
         "_fingerprint",
         "_code",
+        "declared",
+        "_types",
     )
 
     def __init__(self, steps: "Sequence[_Step]") -> None:
@@ -379,6 +431,8 @@ class _Plan:
                 deps_of.append(tuple(dict.fromkeys(source for _, source in pairs)))
             bound.append(pairs)
             inputs_of.append(ins)
+        if not problems:
+            _check_edges(steps, bound, problems)
         if problems:
             raise FlowError(*problems)
         self.graph = Graph(((s.name, d) for s, d in zip(steps, deps_of)), kind="step")
@@ -404,6 +458,9 @@ class _Plan:
         self._flags: dict[tuple[bool, bool], bytes] = {}
         self._fingerprint: str | None = None
         self._code: dict[str, str] | None = None
+        #: Input name -> the JSON Schema a flow file declares for it (``Flow`` sets it).
+        self.declared: dict[str, dict[str, Any]] = {}
+        self._types: dict[str, dict[str, Any]] | None = None
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
@@ -435,6 +492,36 @@ class _Plan:
         if usual:
             self._flags[key] = out
         return out
+
+    def input_types(self) -> "dict[str, dict[str, Any]]":
+        """Input name -> its JSON Schema: declared by the flow file, else from
+        the annotation of the first parameter that takes it (``{}``: any)."""
+        if self._types is None:
+            from ._schema import MISSING, annotations, item_type, schema_of
+
+            seen: dict[int, dict[str, Any]] = {}
+            types: dict[str, dict[str, Any]] = {}
+            for i, ins in enumerate(self.input_params):
+                for param, name, _ in ins:
+                    if name in types and types[name]:
+                        continue
+                    if name in self.declared:
+                        types[name] = self.declared[name]
+                        continue
+                    fn = self.fns[i]
+                    hints = seen.get(id(fn))
+                    if hints is None:
+                        hints = seen[id(fn)] = annotations(fn)
+                    ann = hints.get(param, MISSING)
+                    step = self.steps[i]
+                    if step.map == param:  # the input is the items; the parameter, one (or a batch)
+                        item = item_type(ann) if step.batch_size is not None else ann
+                        types[name] = {"type": "array"} if item is MISSING else {
+                            "type": "array", "items": schema_of(item)}
+                    else:
+                        types[name] = {} if ann is MISSING else schema_of(ann)
+            self._types = types
+        return self._types
 
     def code(self) -> "dict[str, str] | None":
         """Step name -> :func:`code_digest` of its function's code, for flows of up to

@@ -333,6 +333,14 @@ def check_text(path: str, text: str) -> "tuple[Flow | None, list[tuple[tuple[str
         return None, sorted(builder.located, key=lambda p: order.get(p[1], 0))
 
 
+class Required:
+    """The default of a typed input declared without one: it must be given."""
+
+
+#: The keys of a typed input's declaration, and the types it may name.
+_DECLARATION = {"type", "default", "description", "enum"}
+_JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
+
 #: How deep lists and tables may nest in a flow file (a flow needs a few levels).
 _MAX_DEPTH = 64
 
@@ -417,6 +425,7 @@ class _Builder:
         self.data = data
         self.problems = [(0, p) for p in problems]  # (line or 0, text), sorted when raised
         self.located: list[tuple[tuple[str, ...], str]] = [((), p) for p in problems]  # (key path, text)
+        self.declared: dict[str, dict[str, Any]] = {}  # typed inputs: name -> JSON Schema
         self.deps: dict[str, list[str]] = {}  # step -> the steps it runs after
         self.folder = os.path.dirname(os.path.abspath(path))
         self._lines: dict[tuple[str, ...], int] | None = None
@@ -493,6 +502,7 @@ class _Builder:
                     "a parameter of that name would receive the step's output; rename one",
                 )
         flow = Flow(name)
+        flow._declared = self.declared
         for step_name, body in steps.items():
             self.step(flow, step_name, body, defaults, steps)
         cycle: CycleError | None = None
@@ -558,9 +568,42 @@ class _Builder:
                     f"[inputs] {key!r} is not a valid input name: use letters, digits and _ "
                     "(a Python identifier), as parameters are named",
                 )
+            elif isinstance(value, dict) and "type" in value and set(value) <= _DECLARATION:
+                out[key] = self.declaration(key, value)
             else:
                 out[key] = value
         return out
+
+    def declaration(self, key: str, value: "dict[str, Any]") -> "Any":
+        """``[inputs] key = {type = ..., default = ..., description = ..., enum = [...]}``:
+        keep its schema for the flow; return its default (:class:`Required`: none)."""
+        from ._schema import problem
+
+        where = ("inputs", key)
+        kinds = value["type"] if isinstance(value["type"], list) else [value["type"]]
+        schema: dict[str, Any] = {}
+        if not kinds or not all(k in _JSON_TYPES for k in kinds):
+            self.report(where, f"[inputs] {key!r}: type must be one of {', '.join(_JSON_TYPES)} (or a list of "
+                               f"them), not {_show(value['type'])}")
+        else:
+            schema["type"] = value["type"]
+        if "enum" in value:
+            if isinstance(value["enum"], list) and value["enum"]:
+                schema["enum"] = value["enum"]
+            else:
+                self.report(where, f"[inputs] {key!r}: enum must be a non-empty list of values")
+        if "description" in value:
+            if isinstance(value["description"], str):
+                schema["description"] = value["description"]
+            else:
+                self.report(where, f"[inputs] {key!r}: description must be a string")
+        self.declared[key] = schema
+        if "default" not in value:
+            return Required
+        wrong = problem(schema, value["default"])
+        if wrong is not None:
+            self.report(where, f"[inputs] {key!r}: the default does not fit its type: {wrong}")
+        return value["default"]
 
     # -- steps
 
@@ -670,7 +713,7 @@ class _Builder:
             return fn, []  # validation reports it
         mapped = options.get("inputs", {})
         free = [p for p in params if p not in mapped]
-        given = {p: defaults[p] for p in free if p in defaults and p not in steps}
+        given = {p: defaults[p] for p in free if p in defaults and p not in steps and defaults[p] is not Required}
         implicit = [p for p in free if p in steps and p != name]
         return (_WithDefaults(fn, **given) if given else fn), implicit
 
@@ -1052,7 +1095,9 @@ class _Command:
         import inspect
 
         params = [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=inspect.Parameter.empty if default is Required else default
+            )
             for name, default in self.inputs.items()
         ]
         if self.takes_steps:
@@ -1235,6 +1280,7 @@ def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
 
 def _defaults_text(inputs: "Mapping[str, Any]") -> str:
     """`` with name=default...`` (a digest of them when long), or ``""``."""
+    inputs = {k: v for k, v in inputs.items() if v is not Required}
     if not inputs:
         return ""
     import json

@@ -68,3 +68,8 @@ assert_type(g.ancestors(["clean"]), list[str])
 assert_type(g.to_json(), str)
 numbers = microdag.Graph({1: [], 2: [1]})
 assert_type(numbers.order(), list[int])
+
+# the inputs' JSON Schema: plain JSON data
+schema = flow.input_schema()
+assert_type(schema, dict[str, Any])
+required: list[str] = schema["required"]

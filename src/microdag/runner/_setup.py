@@ -55,6 +55,19 @@ def _bind_inputs(
     return bound
 
 
+def _check_types(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]") -> None:
+    """A problem for each given input that its declared or annotated type refuses."""
+    types = plan.input_types()
+    for name, value in given.items():
+        schema = types.get(name)
+        if schema:
+            from .._schema import problem
+
+            wrong = problem(schema, value)
+            if wrong is not None:
+                problems.append(f"input {name!r}: {wrong}")
+
+
 def _check_picklable(plan: "_Plan", subset: "list[int] | None", problems: "list[str]") -> None:
     import pickle
 
@@ -152,6 +165,8 @@ def prepare(
     for name in unknown:
         known = ", ".join(sorted(plan.inputs)) or "none"
         problems.append(f"flow {flow!r} has no input {name!r} (its inputs: {known})")
+    if given:
+        _check_types(plan, given, problems)
     graph = plan.graph
     subset: list[int] | None = None
     keep: list[int] | None = None

@@ -334,22 +334,32 @@ def _placeholders(argv: "list[Any]") -> "list[str]":
 def _inputs(flow: "Flow | None", defaults: "dict[str, Any]") -> "list[dict[str, Any]]":
     from ._runs import jsonable
 
+    from .._spec import _DECLARATION
+
+    defaults = {  # a typed declaration's default (a flow file that does not load)
+        n: v.get("default") if isinstance(v, dict) and "type" in v and set(v) <= _DECLARATION else v
+        for n, v in defaults.items()
+    }
     if flow is None:
         return [{"name": n, "default": jsonable(v), "required": False} for n, v in defaults.items()]
     try:
         required = flow.inputs
         plan = flow._compiled()
+        types = plan.input_types()
     except Exception:
         return [{"name": n, "default": jsonable(v), "required": False} for n, v in defaults.items()]
+    from .._schema import describe
     from .._plan import NO_DEFAULT
 
-    found: dict[str, Any] = dict(defaults)
+    found: dict[str, Any] = {}  # the defaults the steps see (a flow file's, or Python's)
     for ins in plan.input_params:
         for _, name, default in ins:
             if name not in found and default is not NO_DEFAULT:
                 found[name] = default
     return [
-        {"name": n, "default": jsonable(found[n]) if n in found else None, "required": need}
+        {"name": n, "default": jsonable(found[n]) if n in found else None,
+         "required": need, "schema": types.get(n, {}),
+         "type": describe(types[n]) if types.get(n) and ("type" in types[n] or "anyOf" in types[n]) else None}
         for n, need in required.items()
     ]
 

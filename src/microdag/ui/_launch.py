@@ -99,8 +99,11 @@ class Launcher:
 
         run_id = new_run_id()
         argv = ["run", flow_path, "--store", self.store_spec, "--run-id", run_id, "--quiet"]
-        for key, value in inputs.items():
-            argv += ["--input", f"{key}={json.dumps(value, ensure_ascii=False)}"]
+        if inputs:  # as JSON, exactly (not --input text, which the command line reads by type)
+            given = os.path.join(self.logs, f"{run_id}-inputs.json")
+            with open(given, "w", encoding="ascii") as f:
+                json.dump(inputs, f)
+            argv += ["--inputs", given]
         self._spawn(run_id, argv, "the run")
         return run_id
 

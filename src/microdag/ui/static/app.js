@@ -895,16 +895,36 @@ function renderFlow(view, path, data) {
   flowEditor(view, path, data, problemsUl, none);
 }
 
-/** form#run-form: one text field per flow input; submitting starts a run and opens it. */
+/**
+ * form#run-form: one field per flow input, built from its JSON Schema (inp.schema: a select for
+ * an enum, a checkbox for a boolean, a number field for numbers, text otherwise, with its
+ * description); submitting starts a run and opens it.
+ */
 function runForm(path, inputs) {
   const fields = new Map(); // name -> [input, its initial text]
   const submit = el('button', {type: 'submit'}, 'Start run');
   const form = el('form', {id: 'run-form', class: 'card'});
   for (const inp of inputs) {
+    const schema = inp.schema || {};
     const text = inp.required ? '' : (typeof inp.default === 'string' ? inp.default : JSON.stringify(inp.default) ?? '');
-    const input = el('input', {type: 'text', name: inp.name, value: text, placeholder: inp.required ? 'required' : null});
-    fields.set(inp.name, [input, text]);
-    form.append(el('label', {class: 'field'}, el('span', {class: 'label'}, inp.name), input));
+    let input;
+    if (Array.isArray(schema.enum)) {
+      input = el('select', {name: inp.name},
+        inp.required ? el('option', {value: ''}, '(choose)') : null,
+        ...schema.enum.map((v) => el('option', {value: JSON.stringify(v)}, typeof v === 'string' ? v : JSON.stringify(v))));
+      input.value = inp.required ? '' : JSON.stringify(inp.default);
+    } else if (schema.type === 'boolean') {
+      input = el('input', {type: 'checkbox', name: inp.name});
+      input.checked = inp.default === true;
+    } else {
+      const numeric = schema.type === 'integer' || schema.type === 'number';
+      input = el('input', {type: numeric ? 'number' : 'text', name: inp.name, value: text,
+        step: schema.type === 'integer' ? '1' : numeric ? 'any' : null, placeholder: inp.required ? 'required' : null});
+    }
+    fields.set(inp.name, [input, input.type === 'checkbox' ? String(input.checked) : input.value]);
+    form.append(el('label', {class: 'field'}, el('span', {class: 'label'}, inp.name),
+      input, inp.type ? el('span', {class: 'muted small'}, ' ' + inp.type) : null,
+      schema.description ? el('span', {class: 'hint'}, schema.description) : null));
   }
   if (!inputs.length) form.append(el('p', {class: 'muted'}, 'This flow takes no inputs.'));
   form.append(el('p', {class: 'hint'}, 'A value is read as JSON when it parses (42, true, [1, 2], "text"), '
@@ -914,9 +934,13 @@ function runForm(path, inputs) {
     const values = {};
     for (const inp of inputs) {
       const [input, initial] = fields.get(inp.name);
-      const text = input.value;
+      const schema = inp.schema || {};
+      const text = input.type === 'checkbox' ? String(input.checked) : input.value;
       if (text === '') continue;
       if (!inp.required && text === initial) values[inp.name] = inp.default; // untouched: the default, typed
+      else if (input.tagName === 'SELECT') values[inp.name] = JSON.parse(text);
+      else if (input.type === 'checkbox') values[inp.name] = input.checked;
+      else if (schema.type === 'string') values[inp.name] = text; // a string input: the text as typed
       else {
         try {
           values[inp.name] = JSON.parse(text);

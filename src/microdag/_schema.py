@@ -1,0 +1,319 @@
+"""Types at the edges of a flow: JSON Schema of its inputs, checked values, checked edges.
+
+Three jobs, all driven by the annotations users already write:
+
+- :func:`schema_of` turns an annotation into a JSON Schema (draft 2020-12)
+  fragment: ``str``, ``int``, ``float``, ``bool``, ``None``, ``list[X]``,
+  ``tuple[...]``, ``set[X]``, ``dict[str, X]``, ``Literal[...]``, ``Enum``
+  classes, unions (``X | None``), ``TypedDict`` and dataclasses (their
+  fields), ``Any``.  What JSON Schema cannot say becomes ``{}`` (anything)
+  with a description naming the type: never an error, never a crash.
+- :func:`problem` checks a value against such a fragment (the subset this
+  module writes, plus what a flow file may declare: ``type``, ``enum``),
+  returning what is wrong in words, or ``None``.
+- :func:`clash` says whether a step's return annotation can never feed a
+  parameter's: only when both are built-in types (``str``, ``int``,
+  ``list[int]``...) that cannot be converted by assignment (``bool`` is an
+  ``int``, an ``int`` is a ``float``).  Anything else (``Any``, unions,
+  type variables, protocols, user classes, names that do not resolve, such as
+  those imported under ``TYPE_CHECKING``) is accepted: no false positives.
+
+Annotations are read from ``fn.__annotations__``; strings (``from __future__
+import annotations``) are evaluated in the function's globals, and one that
+does not evaluate counts as absent.  :mod:`typing` is consulted only when
+the annotation came from it (so it is already imported).
+"""
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ["MISSING", "annotations", "clash", "describe", "item_type", "problem", "schema_of"]
+
+#: An annotation that is absent, or that could not be evaluated.
+MISSING = object()
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+_BUILTINS = (str, int, float, bool, bytes, list, dict, tuple, set, frozenset, complex, type(None))
+
+
+def annotations(fn: "Callable[..., Any]") -> "dict[str, Any]":
+    """The evaluated annotations of function ``fn``'s parameters and return
+    (``"return"``); names that do not evaluate are left out, and so is
+    everything of a callable that is not a function, a method, a
+    ``functools.partial`` of one or an object whose ``__call__`` is one."""
+    target: Any = fn
+    for _ in range(5):  # unwrap: decorators, partials, bound methods, callable objects
+        if hasattr(target, "__wrapped__"):
+            target = target.__wrapped__
+        elif hasattr(target, "func") and type(target).__name__ == "partial":
+            target = target.func
+        elif hasattr(target, "__func__"):
+            target = target.__func__
+        elif type(target).__name__ != "function" and not isinstance(target, type) and hasattr(type(target), "__call__"):
+            target = type(target).__call__
+        else:
+            break
+    if type(target).__name__ != "function":
+        return {}
+    raw = target.__annotations__
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if isinstance(value, str):
+            try:
+                value = eval(value, dict(target.__globals__))  # noqa: S307 - what typing.get_type_hints does
+            except Exception:
+                continue
+        out[name] = value
+    return out
+
+
+def _origin_args(ann: "Any") -> "tuple[Any, tuple[Any, ...]]":
+    """``(origin, args)`` of a generic (``list[int]`` -> ``(list, (int,))``), or ``(ann, ())``."""
+    origin = getattr(ann, "__origin__", None)
+    if origin is None:
+        if type(ann).__name__ == "UnionType":  # int | None
+            return "union", tuple(ann.__args__)
+        return ann, ()
+    args = tuple(getattr(ann, "__args__", ()) or ())
+    if "typing" in sys.modules:
+        import typing
+
+        if origin is typing.Union:
+            return "union", args
+        if origin is typing.Literal:
+            return "literal", args
+    return origin, args
+
+
+def _is_any(ann: "Any") -> bool:
+    return "typing" in sys.modules and ann is sys.modules["typing"].Any
+
+
+def schema_of(ann: "Any") -> "dict[str, Any]":
+    """The JSON Schema of values of annotation ``ann`` (``{}``: anything)."""
+    return _schema(ann, 0)
+
+
+def _schema(ann: "Any", depth: int) -> "dict[str, Any]":
+    if ann is MISSING or _is_any(ann) or ann is object or depth > 20:
+        return {}
+    if ann is None:
+        return {"type": "null"}
+    origin, args = _origin_args(ann)
+    if origin == "literal":
+        return {"enum": list(args)} if len(args) != 1 else {"const": args[0]}
+    if origin == "union":
+        return {"anyOf": [_schema(a, depth + 1) for a in args]}
+    if isinstance(origin, type) and origin in _JSON_TYPES and not args:
+        return {"type": _JSON_TYPES[origin]}
+    if origin in (list, set, frozenset) or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        out: dict[str, Any] = {"type": "array"}
+        if args:
+            out["items"] = _schema(args[0], depth + 1)
+        if origin in (set, frozenset):
+            out["uniqueItems"] = True
+        return out
+    if origin is tuple:
+        if not args or args == ((),):
+            return {"type": "array", "maxItems": 0} if args else {"type": "array"}
+        return {"type": "array", "prefixItems": [_schema(a, depth + 1) for a in args],
+                "minItems": len(args), "maxItems": len(args)}
+    if origin is dict:
+        out = {"type": "object"}
+        if len(args) == 2 and args[0] is str:
+            out["additionalProperties"] = _schema(args[1], depth + 1)
+        return out
+    if isinstance(origin, type):
+        return _class_schema(origin, depth)
+    return _unknown(ann)
+
+
+def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
+    enum = sys.modules.get("enum")
+    if enum is not None and issubclass(cls, enum.Enum):
+        values = [m.value for m in getattr(cls, "__members__", {}).values()]
+        if all(isinstance(v, (str, int, float, bool)) or v is None for v in values):
+            return {"enum": values, "description": cls.__name__}
+        return _unknown(cls)
+    hints = getattr(cls, "__annotations__", None)
+    if hasattr(cls, "__required_keys__") and isinstance(hints, dict):  # a TypedDict
+        return {"type": "object", "properties": {k: _schema(_resolve(v, cls), depth + 1) for k, v in hints.items()},
+                "required": sorted(cls.__required_keys__), "additionalProperties": False,
+                "description": cls.__name__}
+    fields = getattr(cls, "__dataclass_fields__", None)
+    if isinstance(fields, dict):
+        import dataclasses
+
+        required = [name for name, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        return {"type": "object",
+                "properties": {name: _schema(_resolve(f.type, cls), depth + 1) for name, f in fields.items()},
+                "required": required, "description": cls.__name__}
+    return _unknown(cls)
+
+
+def _resolve(ann: "Any", cls: type) -> "Any":
+    """A field's annotation, evaluated in its class's module when it is text
+    (``from __future__ import annotations``); :data:`MISSING` when it does not evaluate."""
+    text = ann if isinstance(ann, str) else getattr(ann, "__forward_arg__", None)
+    if not isinstance(text, str):
+        return ann
+    module = sys.modules.get(cls.__module__)
+    try:
+        return eval(text, dict(vars(module)) if module is not None else {})  # noqa: S307
+    except Exception:
+        return MISSING
+
+
+def _unknown(ann: "Any") -> "dict[str, Any]":
+    name = getattr(ann, "__qualname__", None) or repr(ann)
+    return {"description": f"a Python {name} (not checked: JSON Schema cannot describe it)"}
+
+
+# -- values --------------------------------------------------------------------------
+
+
+def problem(schema: "dict[str, Any]", value: "Any") -> "str | None":
+    """What is wrong with ``value`` by ``schema``, in words, or ``None``."""
+    return _problem(schema, value, 0)
+
+
+_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    # any iterable but text and mappings: a map step takes ranges and generators too
+    "array": lambda v: hasattr(v, "__iter__") and not isinstance(v, (str, bytes, bytearray, dict)),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None":
+    if depth > 50 or not isinstance(schema, dict):
+        return None
+    enum = sys.modules.get("enum")
+    if enum is not None and isinstance(value, enum.Enum):  # a member stands for its value
+        value = value.value
+    if "anyOf" in schema:
+        if not any(_problem(s, value, depth + 1) is None for s in schema["anyOf"]):
+            return f"expected {describe(schema)}, not {_kind(value)}"
+        return None
+    if "const" in schema and not _same(value, schema["const"]):
+        return f"expected {schema['const']!r}, not {_short(value)}"
+    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
+        return f"expected one of {', '.join(map(repr, schema['enum']))}, not {_short(value)}"
+    kind = schema.get("type")
+    kinds = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
+    if kinds and not any(_CHECKS.get(k, lambda v: True)(value) for k in kinds):
+        return f"expected {describe(schema)}, not {_kind(value)}"
+    if isinstance(value, (list, tuple)):  # (sized and not consumed by reading)
+        items = list(value)
+        for k, sub in enumerate(schema.get("prefixItems", [])):
+            if k < len(items):
+                wrong = _problem(sub, items[k], depth + 1)
+                if wrong is not None:
+                    return f"item {k}: {wrong}"
+        if "maxItems" in schema and len(items) > schema["maxItems"] or len(items) < schema.get("minItems", 0):
+            return f"expected {describe(schema)}, not a list of {len(items)}"
+        if isinstance(schema.get("items"), dict):
+            for k, item in enumerate(items):
+                wrong = _problem(schema["items"], item, depth + 1)
+                if wrong is not None:
+                    return f"item {k}: {wrong}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                return f"key {key!r} is missing"
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key, extra)
+            if sub is False:
+                return f"key {key!r} is not expected"
+            if isinstance(sub, dict):
+                wrong = _problem(sub, item, depth + 1)
+                if wrong is not None:
+                    return f"key {key!r}: {wrong}"
+    return None
+
+
+def _same(a: "Any", b: "Any") -> bool:
+    return type(a) is type(b) and a == b or (
+        isinstance(a, (int, float)) and isinstance(b, (int, float))
+        and not isinstance(a, bool) and not isinstance(b, bool) and a == b
+    )
+
+
+def describe(schema: "dict[str, Any]") -> str:
+    """A schema in a few words (``an integer``, ``a list of strings``)."""
+    if "anyOf" in schema:
+        return " or ".join(describe(s) for s in schema["anyOf"])
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(map(repr, schema["enum"]))
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " or ".join(describe({"type": k}) for k in kind)
+    words = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+             "null": "null (None)", "object": "an object (dict)"}
+    if kind == "array":
+        items = schema.get("items")
+        return f"a list of {describe(items)}" if isinstance(items, dict) and items else "a list"
+    return words.get(str(kind), "anything")
+
+
+def _kind(value: "Any") -> str:
+    names = {str: "a string", bool: "a bool", int: "an int", float: "a float", list: "a list", dict: "a dict",
+             tuple: "a tuple", type(None): "None"}
+    return f"{names.get(type(value), type(value).__name__)} ({_short(value)})"
+
+
+def _short(value: "Any") -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# -- edges ---------------------------------------------------------------------------
+
+
+def item_type(ann: "Any") -> "Any":
+    """The type of one item of an iterable annotation (``list[int]`` -> ``int``), or :data:`MISSING`."""
+    origin, args = _origin_args(ann)
+    if origin in (list, set, frozenset) and len(args) == 1:
+        return args[0]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return MISSING
+
+
+def clash(produced: "Any", wanted: "Any") -> bool:
+    """Whether a value annotated ``produced`` can never be what ``wanted``
+    annotates: both built-in types, and not assignable (when in doubt: no)."""
+    if produced is MISSING or wanted is MISSING:
+        return False
+    p_origin, p_args = _origin_args(None if produced is None else produced)
+    w_origin, w_args = _origin_args(None if wanted is None else wanted)
+    p_origin = type(None) if p_origin is None else p_origin
+    w_origin = type(None) if w_origin is None else w_origin
+    if p_origin not in _BUILTINS or w_origin not in _BUILTINS:
+        return False
+    if not _assignable(p_origin, w_origin):
+        return True
+    if p_origin in (list, set, frozenset) and w_origin is p_origin and len(p_args) == 1 and len(w_args) == 1:
+        return clash(p_args[0], w_args[0])
+    if p_origin is dict and w_origin is dict and len(p_args) == 2 and len(w_args) == 2:
+        return clash(p_args[0], w_args[0]) or clash(p_args[1], w_args[1])
+    return False
+
+
+def _assignable(produced: type, wanted: type) -> bool:
+    if produced is wanted or issubclass(produced, wanted):
+        return True
+    return (produced, wanted) in {(int, float), (int, complex), (float, complex), (bool, float), (bool, complex)}
