@@ -336,12 +336,12 @@ def test_barycenter_ordering_untangles_parallel_chains():
         assert y[f"b{i}"] == y[f"a{n - 1 - i}"]  # each edge is horizontal: no crossings
 
 
-def test_a_2000_step_graph_and_a_2000_step_chain_render():
-    width, n = 40, 2000
+def test_a_1000_step_graph_and_chain_render_and_a_2000_step_chain_is_summarised():
+    width, n = 40, 1000
     names = [f"s{i}" for i in range(n)]
     layered = [[] if i < width else [i - width, (i - width + 7) % width + (i // width - 1) * width]
                for i in range(n)]
-    chain = [[i - 1] if i else [] for i in range(n)]  # deeper than the recursion limit
+    chain = [[i - 1] if i else [] for i in range(n)]
     info = RunInfo("r", "big", "fp", {}, "succeeded", 0.0, 1.0)
     tasks = [TaskRecord(name, -1, "succeeded", 1, i / n, (i + 1) / n) for i, name in enumerate(names)]
     doc = Document(render_report(info, tasks, {"nodes": names, "deps": layered}, lambda s, i: ""))
@@ -350,3 +350,60 @@ def test_a_2000_step_graph_and_a_2000_step_chain_render():
     assert len(doc.find("rect", "bar")) == n
     html = render_report(info, tasks, {"nodes": names, "deps": chain}, lambda s, i: "")
     assert html.count('<g class="node"') == n and html.count('<path class="edge"') == n - 1
+    n = 2000  # deeper than the recursion limit
+    names = [f"s{i}" for i in range(n)]
+    tasks = [TaskRecord(name, -1, "succeeded", 1, i / n, (i + 1) / n) for i, name in enumerate(names)]
+    chain = [[i - 1] if i else [] for i in range(n)]
+    doc = Document(render_report(info, tasks, {"nodes": names, "deps": chain}, lambda s, i: ""))
+    assert [row.attrs["data-layer"] for row in doc.find("tr", "layer")] == [str(k) for k in range(n)]
+
+
+def _wide(n: int, failing: "set[int]") -> microdag.Flow:
+    """n steps in chains of 10; the steps in ``failing`` raise."""
+
+    def ok(**deps: object) -> int:
+        return 1
+
+    def boom(**deps: object) -> int:
+        raise ValueError(f"boom {SCRIPT}")
+
+    flow = microdag.Flow("wide")
+    for i in range(n):
+        flow.add(f"s{i}", boom if i in failing else ok, depends_on=[f"s{i - 1}"] if i % 10 else [])
+    return flow
+
+
+def test_a_huge_run_is_summarised_with_its_counts_and_failures() -> None:
+    n = 100_000
+    store = MemoryStore()
+    run = _wide(n, {15, 70_003}).run(store=store, on_failure="continue", raise_on_failure=False)
+    html = store.report(run.id)
+    assert len(html) < 1_500_000  # bounded by what is shown, not by the run (about 12 MB drawn whole)
+    doc = Document(html)
+    assert f"{n}: {n - 2 - 10} succeeded, 2 failed, 10 skipped" in doc.find("table", "meta")[0].text
+    assert "100,000 steps are too many to draw one by one" in doc.find("p", "summary")[0].text
+    assert sorted(e.attrs["id"] for e in doc.find("section", "step")) == sorted(
+        "step-" + name.encode().hex() for name in ("s15", "s70003")
+    )
+    assert "ValueError: boom " + SCRIPT in doc.section("s15").text and SCRIPT not in html
+    rows = doc.find("tr", "task")
+    assert len(rows) == 1000 and rows[0].attrs["data-step"] == "s0"  # in the order the store keeps
+    assert len(doc.find("rect", "bar")) == 100
+    assert not doc.find("g", "node")  # no drawing of 100,000 boxes
+
+
+def test_a_big_run_with_its_graph_is_drawn_by_layers() -> None:
+    store = MemoryStore()
+    run = _wide(5000, {3}).run(store=store, on_failure="continue", raise_on_failure=False)
+    doc = Document(store.report(run.id))
+    layers = doc.find("tr", "layer")
+    assert len(layers) == 10  # chains of 10
+    assert "500" in layers[0].text and "500 succeeded" in layers[0].text
+    assert "499 succeeded, 1 failed" in layers[3].text and "499 succeeded, 1 skipped" in layers[9].text
+
+
+def test_a_run_of_a_thousand_steps_keeps_the_full_drawing() -> None:
+    store = MemoryStore()
+    run = _wide(1000, {3}).run(store=store, on_failure="continue", raise_on_failure=False)
+    doc = Document(store.report(run.id))
+    assert len(doc.nodes()) == 1000 and not doc.find("p", "summary")

@@ -26,6 +26,12 @@ on each layer so layers of different sizes compare.  A sweep is one pass over
 the edges plus a sort per layer.  Nodes that the Kahn pass never reaches (on
 a cycle, which a validated flow never has) keep the layer found so far.
 
+A run of more than ``FULL`` (1,000) steps is summarised instead of drawn:
+the graph as a table of layers (steps and statuses per layer), every failed
+or cancelled step's section (up to 1,000), a timeline of the 100 slowest
+steps, and the first 1,000 steps in a table; the header says how many there
+are and how to list them all.  Its size is bounded whatever the run's.
+
 Every piece of user text (names, inputs, messages, tracebacks, logs) passes
 through ``html.escape(..., quote=True)``, in text and attributes alike; lone
 surrogates are written as backslash escapes so the document encodes as UTF-8.
@@ -51,6 +57,10 @@ COLOURS = {
 }
 #: DAG: node size, gaps between layers and between nodes, label length.
 NODE_W, NODE_H, _COL_GAP, _ROW_GAP, _LABEL = 160, 28, 70, 12, 22
+#: Steps drawn and listed one by one; a bigger run is summarised (:func:`_summary`).
+FULL = 1000
+#: In a summary: the steps listed (the first page), failures shown, slowest tasks drawn.
+PAGE, FAILURES, SLOWEST = 1000, 1000, 100
 #: Timeline: row height, label column and plot widths.
 _ROW_H, _GANTT_LABEL_W, _GANTT_W = 20, 220, 760
 
@@ -68,6 +78,7 @@ svg text{font:12px system-ui,sans-serif}
 .edge{fill:none;stroke:#8a8a8a;stroke-width:1.2}
 .node a:hover rect{stroke-width:2.5}
 .axis{stroke:#ddd}
+table.layers td,table.tasks td{padding:1px 12px 1px 0;vertical-align:top}
 """
 
 
@@ -109,23 +120,13 @@ def render_report(
             steps.setdefault(t.step, None)
             items.setdefault(t.step, []).append(t)
     status = {name: _step_status(rec, items.get(name)) for name, rec in steps.items()}
-    anchor = {name: "step-" + name.encode("utf-8", "surrogatepass").hex() for name in steps}
-
     tally = _tally(status.values())
     inputs = json.dumps(info.inputs, indent=2, sort_keys=True, default=repr, ensure_ascii=False)
-    duration = _span(info.started, info.finished, info.status)
-    out = [
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_esc(info.flow)} run {_esc(info.id)}</title><style>{_CSS}</style></head><body>",
-        f'<h1>{_esc(info.flow)}</h1><table class="meta">',
-        f"<tr><td>run</td><td><code>{_esc(info.id)}</code></td></tr>",
-        f"<tr><td>status</td><td>{_badge(info.status)}</td></tr>",
-        f"<tr><td>started</td><td>{_esc(_iso(info.started))}</td></tr>",
-        f"<tr><td>duration</td><td>{_esc(duration)}</td></tr>",
-        f"<tr><td>fingerprint</td><td><code>{_esc(info.fingerprint)}</code></td></tr>",
-        f"<tr><td>steps</td><td>{len(steps)}: {_esc(tally)}</td></tr>",
-        f'</table><h3>inputs</h3><pre class="inputs">{_esc(inputs)}</pre><h2>Graph</h2>',
-    ]
+    head = _header(info, len(steps), tally, inputs)
+    if len(steps) > FULL:
+        return _summary(info, steps, items, status, graph, logs, head)
+    anchor = {name: "step-" + name.encode("utf-8", "surrogatepass").hex() for name in steps}
+    out = [head, "<h2>Graph</h2>"]
     if graph is None:
         out.append('<p class="nograph">The graph was not recorded for this run (large flows '
                    "skip it); the steps are listed without the drawing.</p><ul>")
@@ -145,6 +146,84 @@ def render_report(
     for name, rec in steps.items():
         out.append(_section(name, rec, items.get(name, []), status[name], anchor[name], logs))
     out.append("</body></html>\n")
+    return "".join(out).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _header(info: "RunInfo", count: int, tally: str, inputs: str) -> str:
+    """The document's start: the run's flow, id, status, start, duration, steps and inputs."""
+    return "".join([
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_esc(info.flow)} run {_esc(info.id)}</title><style>{_CSS}</style></head><body>",
+        f'<h1>{_esc(info.flow)}</h1><table class="meta">',
+        f"<tr><td>run</td><td><code>{_esc(info.id)}</code></td></tr>",
+        f"<tr><td>status</td><td>{_badge(info.status)}</td></tr>",
+        f"<tr><td>started</td><td>{_esc(_iso(info.started))}</td></tr>",
+        f"<tr><td>duration</td><td>{_esc(_span(info.started, info.finished, info.status))}</td></tr>",
+        f"<tr><td>fingerprint</td><td><code>{_esc(info.fingerprint)}</code></td></tr>",
+        f"<tr><td>steps</td><td>{count}: {_esc(tally)}</td></tr>",
+        f'</table><h3>inputs</h3><pre class="inputs">{_esc(inputs)}</pre>',
+    ])
+
+
+def _summary(
+    info: "RunInfo",
+    steps: "dict[str, TaskRecord | None]",
+    items: "dict[str, list[TaskRecord]]",
+    status: "dict[str, str]",
+    graph: "dict[str, Any] | None",
+    logs: "Callable[[str, int], str]",
+    head: str,
+) -> str:
+    """The report of a run too big to draw step by step: the graph by layers
+    with counts, failures first, the slowest tasks, and the first page of the
+    steps; everything else is counted, and ``show`` lists it."""
+    names = list(steps)
+    anchor = {}
+    out = [
+        head,
+        f'<p class="summary">{len(steps):,} steps are too many to draw one by one: this report shows the graph '
+        f"by layers, the failures, the {SLOWEST} slowest tasks and the first {PAGE:,} steps "
+        f"(<code>python -m microdag show {_esc(info.id)} --json</code> lists them all).</p>",
+        "<h2>Graph</h2>",
+    ]
+    if graph is None:
+        out.append('<p class="nograph">The graph was not recorded for this run (large flows skip it).</p>')
+    else:
+        nodes = [str(n) for n in graph["nodes"]]
+        n = len(nodes)
+        level = layers([[d for d in ds if 0 <= d < n and d != v] for v, ds in enumerate(graph["deps"])])
+        rows: list[list[int]] = [[] for _ in range(max(level, default=-1) + 1)]
+        for v, lv in enumerate(level):
+            rows[lv].append(v)
+        out.append('<table class="layers"><tr><th>layer</th><th>steps</th><th>status</th><th>first steps</th></tr>')
+        for lv, row in enumerate(rows):
+            first = ", ".join(nodes[v] for v in row[:5]) + (", \u2026" if len(row) > 5 else "")
+            out.append(f'<tr class="layer" data-layer="{lv}"><td>{lv}</td><td>{len(row):,}</td>'
+                       f"<td>{_esc(_tally(status.get(nodes[v], 'pending') for v in row))}</td>"
+                       f"<td>{_esc(first)}</td></tr>")
+        out.append("</table>")
+    bad = [s for s in names if status[s] in ("failed", "cancelled")]
+    out.append(f"<h2>Failures</h2><p>{len(bad):,} steps failed or were cancelled"
+               + (f"; the first {FAILURES:,} are shown" if len(bad) > FAILURES else "") + ".</p>")
+    for name in bad[:FAILURES]:
+        anchor[name] = "step-" + name.encode("utf-8", "surrogatepass").hex()
+        out.append(_section(name, steps[name], items.get(name, []), status[name], anchor[name], logs))
+    import heapq
+
+    timed = ((name, r) for name, r in steps.items() if r is not None and r.started is not None
+             and r.finished is not None)
+    slowest = heapq.nlargest(SLOWEST, timed, key=lambda kv: kv[1].finished - kv[1].started)  # type: ignore[operator]
+    out.append(f"<h2>The {len(slowest)} slowest steps</h2>")
+    out.append(_timeline(info, dict(slowest), {}, {}))
+    out.append(f"<h2>Steps</h2><p>The first {min(PAGE, len(names)):,} of {len(names):,}.</p>"
+               '<table class="tasks"><tr><th>step</th><th>status</th><th>attempts</th><th>duration</th></tr>')
+    for name in names[:PAGE]:
+        r = steps[name]
+        took = "-" if r is None else _span(r.started, r.finished, r.status)
+        link = f'<a href="#{anchor[name]}">{_esc(name)}</a>' if name in anchor else _esc(name)
+        out.append(f'<tr class="task" data-step="{_esc(name)}"><td>{link}</td><td>{_badge(status[name])}</td>'
+                   f"<td>{0 if r is None else r.attempts}</td><td>{_esc(took)}</td></tr>")
+    out.append("</table></body></html>\n")
     return "".join(out).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
