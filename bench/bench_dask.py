@@ -1,7 +1,7 @@
 """A Dask cluster: what microdag adds over submitting the functions by hand.
 
-Workloads (as the distributed issue states them), on a ``LocalCluster`` of 2
-worker processes with one thread each, started once for the module:
+Workloads, on a ``LocalCluster`` of 2 worker processes with one thread each,
+started once for the module:
 
 - ``independent``: 2,000 tiny steps with no dependencies (``one()``);
 - ``chain``: 300 tiny steps, each taking the one before (``add_one``).

@@ -994,3 +994,29 @@ def test_the_resume_hint_names_the_codec(capsys, here, flags):
     (flags / "broken").unlink()
     code, _, err = cli(capsys, "resume", run_id, "--store", "p.db", "--codec", "pickle")
     assert code == 0, err
+
+
+def test_show_summarises_a_run_of_100000_steps(capsys, here):
+    """Counts, the failures and the first rows; --all lists every task."""
+    flow = microdag.Flow("wide")
+
+    def ok(**deps):
+        return 1
+
+    def boom(**deps):
+        raise ValueError("boom")
+
+    for i in range(100_000):
+        flow.add(f"s{i}", boom if i in (15, 70_003) else ok, depends_on=[f"s{i - 1}"] if i % 10 else [])
+    store = SQLiteStore(str(here / "big.db"))
+    run = flow.run(store=store, on_failure="continue", raise_on_failure=False)
+    store.close()
+    code, out, _ = cli(capsys, "show", run.id, "--store", here / "big.db")
+    assert code == 0
+    assert "tasks: 100,000 (99,988 succeeded, 10 skipped, 2 failed); shown: the first 20" in out
+    table = [line.split()[0] for line in out.splitlines() if line[:1] == "s" and line.split()[0][1:].isdigit()]
+    assert len(table) == 22 and {"s15", "s70003"} <= set(table)
+    assert "s15: ValueError: boom" in out and "s70003: ValueError: boom" in out
+    code, out, _ = cli(capsys, "show", run.id, "--store", here / "big.db", "--all")
+    assert code == 0 and "tasks: 100,000" not in out
+    assert sum(1 for line in out.splitlines() if line[:1] == "s" and line.split()[0][1:].isdigit()) == 100_000

@@ -33,6 +33,9 @@ DEFAULT_STORE = os.path.join(".microdag", "runs.db")
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
+#: ``show``: a run of more tasks than this is summarised unless --all; the rows and failures then listed.
+SHOW_ALL, SHOW_FIRST, SHOW_FAILURES = 1000, 20, 100
+
 COMMANDS = (
     "run", "resume", "step", "validate", "graph", "schema", "runs", "show", "logs", "prune", "report", "export",
     "ui",
@@ -248,6 +251,11 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     p.add_argument("step", metavar="STEP", nargs="?", help="print this step's whole output (as JSON when it is JSON)")
     store_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument(
+        "--all", action="store_true",
+        help=f"list every task of a run of more than {SHOW_ALL:,} (default: their counts, the failures and the "
+        f"first {SHOW_FIRST})",
+    )
 
     p = command("logs", "print what a step printed and logged in a stored run")
     p.add_argument("run_id", metavar="RUN_ID")
@@ -1191,8 +1199,11 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         records = store.tasks(args.run_id)
         if args.step is not None:
             return _show_step(store, args, records)
+        summarised = not args.json and not args.all and len(records) > SHOW_ALL
+        shown = _summarised(records) if summarised else range(len(records))
         outputs = {
-            n: _decode(store, args.run_id, r, r.output) for n, r in enumerate(records) if r.output is not None
+            n: _decode(store, args.run_id, records[n], data)
+            for n in shown if (data := records[n].output) is not None
         }
     finally:
         store.close()
@@ -1241,7 +1252,15 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         return OK
     rows = [["STEP", "STATUS", "ATTEMPTS", "DURATION", "OUTPUT"]]
     errors = []
-    for n, r in enumerate(records):
+    if summarised:
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        tally = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0])))
+        print(f"  tasks: {len(records):,} ({tally}); shown: the first {SHOW_FIRST} and up to "
+              f"{SHOW_FAILURES} that failed or were cancelled (--all lists every one)")
+    for n in shown:
+        r = records[n]
         name = _printable(r.step if r.item < 0 else f"{r.step}[{r.item}]")
         took = None if r.started is None or r.finished is None else r.finished - r.started
         output = _preview(outputs[n], 60) if n in outputs else "-"
@@ -1249,7 +1268,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         if r.error_type is not None:
             errors.append(_indented(f"{name}: {r.error_type}: {r.error_message or ''}"))
     print()
-    print(_table(rows, [r.status for r in records], color))
+    print(_table(rows, [records[n].status for n in shown], color))
     if errors:
         print()
         print("errors:")
@@ -1273,6 +1292,12 @@ def _show_step(store: "Store", args: "argparse.Namespace", records: "list[TaskRe
         text = json.dumps(repr(value), ensure_ascii=False) if args.json else repr(value)
     sys.stdout.write(text + "\n")
     return OK
+
+
+def _summarised(records: "list[TaskRecord]") -> "list[int]":
+    """The tasks ``show`` lists of a big run: the first few, then the failures."""
+    bad = [n for n, r in enumerate(records) if r.status in ("failed", "cancelled")][:SHOW_FAILURES]
+    return sorted(set(range(SHOW_FIRST)) | set(bad))
 
 
 def _items(numbers: "list[int]") -> str:
