@@ -310,16 +310,21 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     return parser
 
 
-def _positive(text: str) -> int:
+def _integer(text: str, low: int, what: str = "a whole number", least: "str | None" = None) -> int:
+    """``text`` as an int of at least ``low``; the argparse error names ``what`` was expected."""
     import argparse
 
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, not {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {least or f'a number >= {low}'}, not {value}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _integer(text, 1)
 
 
 def _executor(text: str) -> str:
@@ -332,27 +337,11 @@ def _executor(text: str) -> str:
 
 
 def _whole(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {value}")
-    return value
+    return _integer(text, 0)
 
 
 def _unit(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a unit index, not {text!r}") from None
-    if value < -1:
-        raise argparse.ArgumentTypeError(f"expected a unit index >= 0 (or -1: none), not {value}")
-    return value
+    return _integer(text, -1, "a unit index", "a unit index >= 0 (or -1: none)")
 
 
 def _days(text: str) -> float:
