@@ -333,6 +333,7 @@ def test_save_keeps_line_endings_and_a_byte_order_mark(ui: UI) -> None:
     original = "\ufeff" + FLOW.replace("\n", "\r\n")
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(original)
+    os.chmod(path, 0o640)
     doc = ui.get("/api/flows/crlf.toml")["doc"]
     doc["steps"]["count"]["timeout"] = 5
     status, _, body = ui.request("PUT", "/api/flows/crlf.toml", {"doc": doc})
@@ -341,6 +342,7 @@ def test_save_keeps_line_endings_and_a_byte_order_mark(ui: UI) -> None:
         text = f.read()
     assert text.startswith("\ufeff# a flow for the UI tests\r\n") and "\n" not in text.replace("\r\n", "")
     assert text.replace("timeout = 5\r\n", "") == original
+    assert os.stat(path).st_mode & 0o777 == 0o640  # its permissions kept
 
 
 def test_an_invalid_flow_is_never_saved(ui: UI) -> None:

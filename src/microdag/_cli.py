@@ -435,7 +435,7 @@ def _open(
     of ``--codec`` (when given: else the store's default, or the one its spec
     names); the reading commands open it read-only, so that they work where it
     cannot be written."""
-    from .stores import StoreError, open_store
+    from .stores import StoreError, open_store, spec_parts
 
     if spec is None:
         spec = DEFAULT_STORE
@@ -444,9 +444,7 @@ def _open(
         elif not os.path.exists(spec):
             raise StoreError(f"no store at {spec} (run a flow here first, or pass --store)")
     elif not create and spec != "memory":
-        path = spec.partition(":")[2] or spec
-        if "?codec=" in path:  # the spec's codec (open_store reads it)
-            path = path[: path.rindex("?codec=")]
+        path = spec_parts(spec)[1]
         if not os.path.exists(path):
             raise StoreError(f"no store at {spec}")
     options: dict[str, Any] = {} if codec is None else {"codec": codec}

@@ -78,6 +78,18 @@ def open_store(spec: "str | Store", *, codec: "str | None" = None, readonly: boo
     )
 
 
+def spec_parts(spec: str) -> "tuple[str, str, str]":
+    """A store spec cut into its scheme (``"json:"``, ``"sqlite:"`` or ``""``),
+    the path it names (``""`` for ``"memory"``) and its ``?codec=`` suffix:
+    ``scheme + path + suffix == spec``."""
+    cut = spec.rfind("?codec=")
+    base, suffix = (spec, "") if cut < 0 else (spec[:cut], spec[cut:])
+    if base == "memory":
+        return "", "", suffix
+    scheme = next((s for s in ("json:", "sqlite:") if base.startswith(s)), "")
+    return scheme, base[len(scheme):], suffix
+
+
 def _codec_of(spec: str, codec: "str | None") -> "tuple[str, str | None]":
     """``spec`` without its ``?codec=NAME`` suffix, and the codec it asks for."""
     base, mark, query = spec.rpartition("?")

@@ -90,10 +90,12 @@ def serve(
 def _anchored(spec: str, root: str) -> str:
     """The store spec with a relative path made absolute from ``root`` (the
     server and its children then name one store, whatever their directory)."""
-    scheme, sep, rest = spec.partition(":") if spec.startswith(("json:", "sqlite:")) else ("", "", spec)
-    if spec == "memory" or os.path.isabs(rest):
+    from ..stores import spec_parts
+
+    scheme, path, suffix = spec_parts(spec)
+    if not path or os.path.isabs(path):
         return spec
-    return f"{scheme}{sep}{os.path.join(root, rest)}"
+    return scheme + os.path.join(root, path) + suffix
 
 
 def _has_display() -> bool:

@@ -43,11 +43,10 @@ class Api:
 
     def store(self) -> "Store | None":
         """The store, opened for reading, or ``None`` when it does not exist yet."""
-        from ..stores import open_store
+        from ..stores import open_store, spec_parts
 
-        path = self.store_spec.partition(":")[2] if ":" in self.store_spec else self.store_spec
-        path = path.split("?codec=")[0]
-        if self.store_spec != "memory" and not os.path.exists(path):
+        path = spec_parts(self.store_spec)[1]
+        if path and not os.path.exists(path):
             return None
         return open_store(self.store_spec, readonly=True)
 

@@ -9,8 +9,9 @@ followed) leaves the folder: that is the one door to the file system.
 Flow files (TOML, JSON) are editable; Python flows are shown read only (their
 code is the user's to edit).  A save checks the new document first (the text
 it would write, checked as that file: ``_spec.check_text``), refuses it with
-every problem when it is invalid, and writes it atomically (a temporary file
-in the same folder, fsync, rename) with ``_edit.edit_text``, which keeps every
+every problem when it is invalid, and writes it atomically (the stores'
+``write_atomic``: a temporary file beside it, fsync, rename, its permissions
+kept) with ``_edit.edit_text``, which keeps every
 byte of the file that the edit did not touch.
 """
 
@@ -176,11 +177,13 @@ class Folder:
     def save(self, rel: str, doc: "dict[str, Any]") -> "tuple[bool, dict[str, Any]]":
         """``PUT /api/flows/PATH``: write ``doc`` when it is a valid flow; return
         whether it was written, and the flow as described after."""
+        from ..stores._files import write_atomic
+
         path, k, text = self._edited(rel, doc)
         described = self._described(rel, k, path, text, doc)
         if described["problems"]:
             return False, described
-        _write_atomic(path, text)
+        write_atomic(path, text.encode("utf-8"), keep_mode=True)
         described["saved"] = True
         return True, described
 
@@ -375,27 +378,3 @@ def _graph(steps: "list[dict[str, Any]]") -> "dict[str, Any]":
 def _relative(message: str, path: str, rel: str) -> str:
     """A problem's text naming the file as the UI names it."""
     return message.replace(path, rel)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """``text`` in ``path``, all or nothing: a temporary file beside it, synced, renamed over it."""
-    import tempfile
-
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".microdag-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -82,14 +82,12 @@ class Launcher:
     def _create_store(self) -> None:
         """Make the store before the first child writes to it, so that the UI,
         reading meanwhile, never finds it half made."""
-        from ..stores import open_store
+        from ..stores import open_store, spec_parts
 
-        spec = self.store_spec
-        if not spec.startswith(("json:", "memory")):  # a SQLite file: its folder must exist
-            path = spec[7:] if spec.startswith("sqlite:") else spec
-            folder = os.path.dirname(path.split("?codec=")[0])
-            os.makedirs(folder, exist_ok=True)
-        open_store(spec).close()
+        scheme, path, _ = spec_parts(self.store_spec)
+        if path and scheme != "json:":  # a SQLite file: its folder must exist
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        open_store(self.store_spec).close()
 
     def run(self, flow_path: str, inputs: "dict[str, Any]") -> str:
         """Start a run of the flow file ``flow_path`` with ``inputs``; return its id."""
