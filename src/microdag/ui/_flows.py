@@ -105,28 +105,30 @@ class Folder:
         seen = set()
         for rel, spec in self.named.items():
             seen.add(rel)
-            out.append(self._entry(rel, spec))
-        for rel in self._search():
+            out.append(self._entry(rel, spec, None))
+        for rel, data in self._search():
             if rel not in seen:
-                out.append(self._entry(rel, None))
+                out.append(self._entry(rel, None, data))
         return out
 
-    def _entry(self, rel: str, spec: "str | None") -> "dict[str, Any]":
+    def _entry(self, rel: str, spec: "str | None", data: "dict[str, Any] | None") -> "dict[str, Any]":
+        """A flow of the list; ``data``: its file's, when the search has read it already."""
         k = kind(rel.partition(":")[0] if spec is not None and not os.path.exists(spec) else rel)
         name, problems = None, []
         if k in ("toml", "json"):
             try:
-                with open(self.resolve(rel), encoding="utf-8-sig") as f:
-                    data = _parse(f.read(), k)
+                if data is None:
+                    with open(self.resolve(rel), encoding="utf-8-sig") as f:
+                        data = _parse(f.read(), k)
                 name = data.get("flow", {}).get("name") if isinstance(data.get("flow"), dict) else None
             except (OSError, ValueError, PathRefused) as exc:
                 problems.append(str(exc))
         return {"path": rel, "name": name, "kind": k, "editable": k in ("toml", "json"), "problems": problems}
 
-    def _search(self) -> "list[str]":
+    def _search(self) -> "list[tuple[str, dict[str, Any]]]":
         """Flow files under the folder (a ``.toml``/``.json`` file with a ``flow``
-        table and ``steps``), sorted; symlinks are not followed."""
-        found: list[str] = []
+        table and ``steps``) with their data, sorted; symlinks are not followed."""
+        found: list[tuple[str, dict[str, Any]]] = []
         looked = 0
         for top, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
@@ -144,8 +146,12 @@ class Folder:
                         head = f.read(_MAX_BYTES)
                 except (OSError, UnicodeDecodeError):
                     continue
-                if _looks_like_flow(head, kind(name)):
-                    found.append(os.path.relpath(path, self.root).replace(os.sep, "/"))
+                try:
+                    data = _parse(head, kind(name))
+                except ValueError:
+                    continue
+                if isinstance(data.get("flow"), dict) and "steps" in data:
+                    found.append((os.path.relpath(path, self.root).replace(os.sep, "/"), data))
         return found
 
     # -- one flow
@@ -310,14 +316,6 @@ def _parse(text: str, k: str) -> "dict[str, Any]":
     if not isinstance(data, dict):
         raise ValueError(f"not a flow file: the top level is not a table")
     return data
-
-
-def _looks_like_flow(text: str, k: str) -> bool:
-    try:
-        data = _parse(text, k)
-    except ValueError:
-        return False
-    return isinstance(data.get("flow"), dict) and "steps" in data
 
 
 def _kinds(doc: "dict[str, Any] | None") -> "dict[str, str]":

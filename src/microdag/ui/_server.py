@@ -129,10 +129,16 @@ class Handler(BaseHTTPRequestHandler):
                 return None
         return False
 
+    def _host(self) -> bool:
+        """Whether the Host header names this server; when not, the refusal (403) is sent."""
+        if self.server.answers_to(self.headers.get("Host", "")):
+            return True
+        self._json(403, {"error": "this server answers only to its own address (the Host header)"})
+        return False
+
     def _gates(self, changes: bool) -> bool:
         """Whether the request may go on; when not, the refusal is sent."""
-        if not self.server.answers_to(self.headers.get("Host", "")):
-            self._json(403, {"error": "this server answers only to its own address (the Host header)"})
+        if not self._host():
             return False
         how = self._authorised()
         if how is False:
@@ -205,8 +211,7 @@ class Handler(BaseHTTPRequestHandler):
         """``/?token=``: set the cookie and go to the bare URL (the token leaves the address bar)."""
         import hmac
 
-        if not self.server.answers_to(self.headers.get("Host", "")):
-            self._json(403, {"error": "this server answers only to its own address (the Host header)"})
+        if not self._host():
             return
         if not hmac.compare_digest(given.encode(), self.server.token.encode()):
             self._json(401, {"error": "wrong token: open the URL the server printed"})
