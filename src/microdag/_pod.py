@@ -72,11 +72,10 @@ class _Folder:
 
     def write(self, path: str, text: str) -> None:
         """Write ``text`` to ``path`` whole (a reader never sees half of it)."""
+        from .stores._files import write_atomic
+
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temporary, path)
+        write_atomic(path, text.encode("utf-8"))
 
 
 def run_task(
