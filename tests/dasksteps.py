@@ -379,4 +379,8 @@ def run_all() -> dict:
         results["arun"] = arun(client)
         results["unpicklable"] = unpicklable(client)
         results["model"] = model(client)
+        import otelsteps
+
+        with tempfile.TemporaryDirectory() as folder:
+            results["tracing"] = otelsteps.traced(client, folder)
     return results

@@ -149,6 +149,23 @@ def test_random_flows_follow_the_rules_on_the_cluster(dask, seed) -> None:
         assert got == case["want"], f"{where} (seed {seed})"
 
 
+def test_traced_attempts_on_the_cluster_run_with_their_span_current(dask) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed")
+    r = dask["tracing"]
+    assert r["status"] == "failed" and r["open"] == 0
+    [run] = [s for s in r["spans"] if s["name"] == "microdag.run"]
+    assert run["parent"] == r["caller"] and run["attributes"]["microdag.executor"] == "dask"
+    steps = {(s["attributes"]["microdag.step"], s["attributes"]["microdag.attempt"],
+              s["attributes"].get("microdag.item")): s for s in r["spans"] if s["name"] == "microdag.step"}
+    assert set(steps) == {("a", 1, None), ("b", 1, None), ("c", 1, 0), ("c", 1, 1), ("c", 1, 2),
+                          ("flaky", 1, None), ("flaky", 2, None), ("boom", 1, None)}
+    assert all(s["parent"] == run["id"] for s in steps.values())
+    assert steps[("flaky", 1, None)]["status"] == "ERROR" and steps[("flaky", 2, None)]["status"] == "UNSET"
+    b = steps[("b", 1, None)]
+    assert r["b"] == [b["trace"], b["id"]]  # the worker ran it with the span's context
+    assert steps[("a", 1, None)]["end"] <= b["start"]  # (traced steps are not submitted ahead)
+
+
 def test_import_microdag_does_not_import_distributed() -> None:
     code = (
         "import sys, microdag\n"

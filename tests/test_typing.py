@@ -15,19 +15,27 @@ import pytest
 USER_MODULE = Path(__file__).parent / "typing" / "user_module.py"
 
 
-def test_a_users_module_type_checks_under_mypy_strict() -> None:
+def _strict(module: Path) -> None:
+    """``module`` passes ``mypy --strict`` (and needs each of its ignores)."""
     api = pytest.importorskip("mypy.api")
-    stdout, stderr, status = api.run(["--strict", "--no-incremental", "--warn-unused-ignores", str(USER_MODULE)])
+    stdout, stderr, status = api.run(["--strict", "--no-incremental", "--warn-unused-ignores", str(module)])
     assert status == 0, stdout + stderr
+
+
+def test_a_users_module_type_checks_under_mypy_strict() -> None:
+    _strict(USER_MODULE)
 
 
 def test_a_users_module_running_on_dask_type_checks() -> None:
     """``executor=`` takes a ``distributed.Client`` as its own type says."""
-    api = pytest.importorskip("mypy.api")
     pytest.importorskip("distributed", reason="Dask distributed is not installed")
-    module = USER_MODULE.parent / "dask_user.py"
-    stdout, stderr, status = api.run(["--strict", "--no-incremental", "--warn-unused-ignores", str(module)])
-    assert status == 0, stdout + stderr
+    _strict(USER_MODULE.parent / "dask_user.py")
+
+
+def test_a_users_module_tracing_runs_type_checks() -> None:
+    """``Tracing`` takes an OpenTelemetry ``TracerProvider`` and is a hook."""
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed")
+    _strict(USER_MODULE.parent / "otel_user.py")
 
 
 def test_the_generic_classes_are_subscriptable_at_run_time() -> None:

@@ -169,6 +169,10 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
             "--quiet", "-q", action="store_true", help="print no progress, summary or outputs unless the run fails"
         )
         p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
+        p.add_argument(
+            "--otel", action="store_true",
+            help="trace the run with OpenTelemetry, exported as the OTEL_* variables say (docs/observability.md)",
+        )
 
     p = command("run", "run a flow")
     p.add_argument("flow", metavar="FLOW")
@@ -878,16 +882,27 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
         done = 0
         targets = options.get("targets")
         total = len(set(flow.graph.ancestors(targets)) | set(targets)) if targets else len(flow)
+    hooks: list[Any] = []
+    provider = None
+    if args.otel:
+        from .otel import Tracing, provider_from_environment
+
+        try:
+            provider = provider_from_environment()
+        except RuntimeError as exc:
+            raise _UsageError(f"--otel: {exc}") from None
+        hooks.append(Tracing(provider))
     progress = _Progress(total, done, args.quiet or args.json)
+    hooks.append(progress)
     try:
         if args.executor.startswith("dask"):
-            run = _run_on_dask(flow, args, store, progress, options)
+            run = _run_on_dask(flow, args, store, hooks, options)
         else:
             run = flow.run(
                 executor=args.executor,
                 max_workers=args.workers,
                 store=store,
-                hooks=[progress],
+                hooks=hooks,
                 raise_on_failure=False,
                 **options,
             )
@@ -901,11 +916,14 @@ def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spe
         if store_spec != "memory":
             print(f"  resume with: {_resume_hint(run_id, store_spec, args)}", file=sys.stderr)
         return INTERRUPTED
+    finally:
+        if provider is not None:
+            provider.shutdown()  # (exports what is left)
     progress.close()
     return _report_run(run, store_spec, args)
 
 
-def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", progress: "Any",
+def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks: "list[Any]",
                  options: "dict[str, Any]") -> "Run":
     """``--executor dask`` (a cluster on this machine, ``--workers`` processes)
     or ``dask://HOST:PORT`` (a running scheduler; ``--workers`` bounds the steps;
@@ -927,7 +945,7 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", progr
                 cloudpickle.register_pickle_by_value(module)
     try:
         return flow.run(executor=client, max_workers=None if local else args.workers, store=store,
-                        hooks=[progress], raise_on_failure=False, **options)
+                        hooks=hooks, raise_on_failure=False, **options)
     finally:
         cluster.__exit__(None, None, None)
 

@@ -1229,7 +1229,9 @@ def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
     The group is registered for the step's run (``_children``), so that a
     cancelled or interrupted run kills it (the runner does, and so does this
     function when it sees the run's cancel event set); it is killed whole (the
-    program and what it started) on a timeout and on any exception here.
+    program and what it started) on a timeout and on any exception here.  In
+    a traced run (``microdag.otel``) its environment has ``TRACEPARENT``, the
+    step span's context, for the program's own spans.
 
     Raises:
         CommandError: the run was cancelled while the program ran.
@@ -1244,7 +1246,14 @@ def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
     run_id = frame.run_id if frame is not None else None
     cancel = frame.cancel if frame is not None else None
     posix = os.name == "posix"
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    env = None
+    if "opentelemetry.trace" in sys.modules:  # a traced step: the program is told its span
+        from .otel import traceparent
+
+        parent = traceparent()
+        if parent is not None:
+            env = {**os.environ, "TRACEPARENT": parent}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             process_group=0 if posix else None)
     if posix:
         _children.register(run_id, proc.pid)

@@ -33,10 +33,12 @@ class Attempt:
             a temporary one).
         capture: whether the worker captures what the step prints and logs.
         started, finished: the runner's clock readings (``0.0`` until set).
+        trace: the attempt's span when a run is traced (``microdag.otel``),
+            made current around the call; else ``None``.
     """
 
     __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
-                 "capture", "started", "finished")
+                 "capture", "started", "finished", "trace")
 
     def __init__(
         self,
@@ -52,6 +54,7 @@ class Attempt:
         capture: bool = False,
         started: float = 0.0,
         finished: float = 0.0,
+        trace: "Any" = None,
     ) -> None:
         self.step = step
         self.unit = unit
@@ -65,10 +68,11 @@ class Attempt:
         self.capture = capture
         self.started = started
         self.finished = finished
+        self.trace = trace
 
     def __reduce__(self) -> "Any":
         return (Attempt, (self.step, self.unit, self.item, self.number, self.name, self.timeout,
-                          self.run_id, self.flow, self.run_dir, self.capture, self.started, self.finished))
+                          self.run_id, self.flow, self.run_dir, self.capture, self.started, self.finished, self.trace))
 
     def describe(self) -> str:
         """``step 'name'``, or ``step 'name' item 3``: the attempt in messages."""
@@ -148,9 +152,10 @@ def awaited(result: "Any") -> "Any":
 def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt | None" = None) -> "Any":
     """Call ``fn(**kwargs)`` as ``attempt`` of its step: what a pool's worker runs.
 
-    The step's ``microdag.context()`` answers from ``attempt``; with
-    ``attempt.capture`` what it prints and logs comes back with its result as
-    a :class:`Captured` (an exception carries it as ``__microdag_logs__``).  A
+    The step's ``microdag.context()`` answers from ``attempt``, and the
+    attempt's span (a traced run) is current; with ``attempt.capture`` what
+    it prints and logs comes back with its result as a :class:`Captured` (an
+    exception carries it as ``__microdag_logs__``).  A
     module-level function, so that it pickles for process executors.
     """
     if attempt is None:
@@ -158,6 +163,8 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
     frame.current[:] = [0, attempt.item, attempt.number]
     token = enter(frame)
+    trace = attempt.trace
+    span = None if trace is None else trace.enter()
     try:
         if attempt.capture:
             from .._capture import captured_call
@@ -166,4 +173,6 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
             return Captured(result, text)
         return awaited(fn(**kwargs))
     finally:
+        if trace is not None:
+            trace.leave(span)
         leave(token)

@@ -40,6 +40,8 @@ async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", att
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
     frame.current[:] = [0, attempt.item, attempt.number]
     enter(frame)  # a task runs in a copy of the context: this stays in the task
+    if attempt.trace is not None:
+        attempt.trace.enter()  # (so does the attempt's span)
     if not attempt.capture:
         return await cancel_after(fn(**kwargs), attempt)
     from .._capture import start

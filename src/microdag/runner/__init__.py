@@ -9,7 +9,8 @@ event loop, through the pools of :mod:`microdag.pools`); then the run's end
 is recorded, the kernel let go of, the hooks told, and an interruption
 (Ctrl-C, a cancelled ``arun`` task) raised again.
 
-The modules, from the bottom: ``_cache`` (cache keys), ``_maps`` (map units),
+The modules, from the bottom: ``_cache`` (cache keys), ``_tracing`` (the
+hooks that trace attempts), ``_maps`` (map units),
 ``_recorder`` (all store I/O), ``_state`` (the state machine), ``_local``
 (attempts in the calling thread), ``inline``/``threads``/``dispatch`` (the
 loops), ``_setup``; this module ties them together.  Nothing here imports
@@ -50,6 +51,10 @@ def execute(
         _check_client(flow, executor)
     runner, given = prepare(plan, flow, source, inputs, **options)
     max_workers = options["max_workers"]
+    if runner.tracers is not None:
+        runner.tracers.run_started(flow, executor if isinstance(executor, str)
+                                   else "dask" if _is_dask_client(executor) else type(executor).__name__,
+                                   runner.wall0)
     try:
         if executor == "inline":
             from .inline import run_inline
@@ -121,7 +126,8 @@ def _dask_pool(runner: "Runner", client: "Any", max_workers: "int | None") -> "D
     from ._ahead import Ahead
 
     runner.remote = True
-    return DaskPool(client, max_workers or DASK_STEPS, Ahead(runner) if max_workers is None else None)
+    ahead = max_workers is None and runner.tracers is None  # (a step's span starts when it does)
+    return DaskPool(client, max_workers or DASK_STEPS, Ahead(runner) if ahead else None)
 
 
 async def execute_async(
@@ -136,6 +142,8 @@ async def execute_async(
     if executor != "inline":
         _check_client(flow, executor, "arun")
     runner, given = prepare(plan, flow, source, inputs, executor="inline", **options)
+    if runner.tracers is not None:
+        runner.tracers.run_started(flow, "asyncio" if executor == "inline" else "dask", runner.wall0)
     limit = options["max_workers"]
     pool: AwaitPool
     if executor == "inline":
@@ -156,6 +164,7 @@ async def execute_async(
 
 def _finish(runner: "Runner", given: "dict[str, Any]") -> "Run":
     """Record the run, let go of the kernel, report; raise an interruption again."""
+    run = None
     try:
         with runner.lock:
             if runner.interrupt is not None and not runner.stopping:
@@ -164,6 +173,8 @@ def _finish(runner: "Runner", given: "dict[str, Any]") -> "Run":
     finally:
         release(runner)
         runner.close()
+        if runner.tracers is not None:
+            runner.tracers.run_ended(run)
     if runner.debug:
         log(10, "run %s of flow %r finished: %s", run.id, run.flow, run.status)
     runner.emit("run_finished", status=run.status, duration=run.duration)

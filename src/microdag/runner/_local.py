@@ -4,7 +4,8 @@ The kernel's hot loop (``drive``) calls plain steps itself.  A step that needs
 more (a timeout, a map, an async function, the cache, hooks) comes back to
 the loop, which runs it here: :meth:`InThread.run_step` begins it,
 :meth:`InThread.run` calls one attempt with the step's context, capture,
-event loop and timeout, and settles it through the state machine.  Map
+span (a traced run), event loop and timeout, and settles it through the
+state machine.  Map
 units are claimed in chunks and run by :meth:`InThread.run_units`, on the
 kernel's map loop (``run_items``) when nothing about them needs care.
 
@@ -59,6 +60,8 @@ class InThread:
         buffer = token = None
         if att.capture:
             buffer, token = _capture.start()
+        trace = att.trace
+        span = None if trace is None else trace.enter()
         try:
             if r.plan.is_async[i]:
                 value = self._run_coroutine(fn(**kwargs), att)
@@ -73,6 +76,8 @@ class InThread:
             ok, value = False, exc
         finally:
             att.finished = r.clock()
+            if trace is not None:
+                trace.leave(span)
             if frame is not None:
                 frame.current[:] = [-1, None, 0]
             if token is not None:
@@ -93,7 +98,8 @@ class InThread:
         maps = r.maps
         i = ms.i
         step = r.plan.steps[i]
-        careful = step.timeout is not None or r.hooks or r.plan.is_async[i] or r.capture
+        careful = (step.timeout is not None or r.hooks or r.tracers is not None or r.plan.is_async[i]
+                   or r.capture)
         fn = step.fn
         frame = _FRAME.get()
         current = None

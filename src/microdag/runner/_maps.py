@@ -214,8 +214,11 @@ class Maps:
         r = self.r
         number = ms.tries[j] = ms.tries.get(j, 0) + 1
         i = ms.i
-        return Attempt(i, j, ms.item(j), number, r.names[i], r.plan.steps[i].timeout, r.run_id, r.flow,
-                       r.run_dir, r.capture, r.clock())
+        att = Attempt(i, j, ms.item(j), number, r.names[i], r.plan.steps[i].timeout, r.run_id, r.flow,
+                      r.run_dir, r.capture, r.clock())
+        if r.tracers is not None:
+            r.tracers.started(att)
+        return att
 
     def hot_attempt(self, ms: MapRun, j: int) -> Attempt:
         """The attempt of unit ``j`` that the hot loop (``run_items``) just made."""

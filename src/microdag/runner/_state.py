@@ -53,6 +53,7 @@ from .._events import Event, debug_enabled, dispatch, log
 from .._result import Run
 from ..pools._attempt import Attempt, local_all
 from ._maps import Maps
+from ._tracing import Tracers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -121,7 +122,6 @@ class Runner:
         self.subset = subset
         self.keep = keep
         self.fail_fast = on_failure == "fail_fast"
-        self.hooks = hooks
         self.debug = debug_enabled()
         self.cancel = cancel
         self.recorder = recorder
@@ -131,6 +131,10 @@ class Runner:
         self.wall0 = time.time()
         self.pc0 = self.clock()
         self.offset = self.wall0 - self.pc0  # clock reading + offset = wall time
+        #: The hooks that trace attempts (``microdag.otel``), or ``None``; the
+        #: other hooks get the events.
+        self.tracers = Tracers.among(hooks, run_id, self.offset, self.clock) if hooks else None
+        self.hooks = hooks if self.tracers is None else Tracers.others(hooks)
         self.outputs: list[Any] = [None] * n
         self.attempts = [0] * n
         self.started = [0.0] * n
@@ -214,8 +218,11 @@ class Runner:
         self.emit("step_started", i, attempt=number)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, self.names[i], number)
-        return Attempt(i, -1, None, number, self.names[i], self.plan.steps[i].timeout, self.run_id,
-                       self.flow, self.run_dir, self.capture, now)
+        att = Attempt(i, -1, None, number, self.names[i], self.plan.steps[i].timeout, self.run_id,
+                      self.flow, self.run_dir, self.capture, now)
+        if self.tracers is not None:
+            self.tracers.started(att)
+        return att
 
     def hot_attempt(self, i: int) -> Attempt:
         """The attempt of step ``i`` that ``drive()`` just made."""
@@ -250,6 +257,8 @@ class Runner:
         """``att`` ended *(owner)*: with result ``value`` if ``ok``, else raising ``value``."""
         if not att.finished:
             att.finished = self.clock()
+        if self.tracers is not None:
+            self.tracers.ended(att, ok, value)
         if att.unit >= 0:
             self.maps.settle(att, ok, value)
             return
@@ -395,6 +404,9 @@ class Runner:
         """A pool stopped ``att`` while the run was being cancelled: its step ends cancelled."""
         i = att.step
         self.cancelled.add(i)
+        if self.tracers is not None:
+            att.finished = self.clock()
+            self.tracers.ended(att, False, None)
         with self.lock:
             if self.k.state(i) == _RUNNING:
                 self.k.fail(i)
