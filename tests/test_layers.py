@@ -24,6 +24,7 @@ LAYERS = [
     ["microdag._result", "microdag._render"],
     ["microdag.stores"],
     ["microdag._graph"],
+    ["microdag._steps"],
     ["microdag._plan"],
     ["microdag.pools"],
     ["microdag.runner"],

@@ -516,7 +516,7 @@ def test_command_step_reads_well_and_pickles(tmp_path: Path) -> None:
     (tmp_path / "specsteps.py").write_text((FLOWFILES / "specsteps.py").read_text())
     flow = load_flow(spec)
 
-    fn = flow._steps["count"].fn
+    fn = flow._steps[flow._index["count"]].fn
     assert repr(fn) == "command['wc', '-c', '{inputs.url}', ...]"
     assert fn.__qualname__.startswith("command['wc', '-c', '{inputs.url}', '{steps.fetch}'] (output text)")
     assert str(fn.__signature__) == "(*, url='a.html', **deps)"
@@ -863,9 +863,9 @@ def test_schema_says_what_the_loader_checks() -> None:
 def test_every_option_of_flow_add_that_is_data_is_a_step_key() -> None:
     import inspect
 
-    from microdag._flow import _Step
+    from microdag import Flow
 
-    options = set(inspect.signature(_Step.__init__).parameters) - {"self", "name", "fn"}
+    options = set(inspect.signature(Flow.add).parameters) - {"self", "name", "fn"}
     assert options - {"retry_on"} == set(STEP_OPTIONS) - {"call", "command", "output"}
 
 
@@ -1039,7 +1039,7 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
     assert toml_flow.steps == json_flow.steps == ("fetch", "count", "top-words")
     assert toml_flow.inputs == json_flow.inputs == {"url": False, "limit": False}
     commands = load_flow(write(tmp_path / "commands.toml", '[flow]\nname = "c"\n[steps.fetch]\ncommand = ["true"]\n' + snippet))
-    fns = {name: commands._steps[name].fn for name in ("count", "users", "greet")}
+    fns = {name: commands._steps[commands._index[name]].fn for name in ("count", "users", "greet")}
     assert {name: fn.output for name, fn in fns.items()} == {"count": "json", "users": "lines", "greet": "text"}
     assert fns["users"].parts[2] == ("{print $1}",) and fns["greet"].parts[1] == ("hello ", ("env", "USER"))
     typed_flow = load_flow(write(tmp_path / "typed.toml", '[flow]\nname = "t"\n' + typed + '[steps.s]\ncommand = '

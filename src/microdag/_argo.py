@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._flow import Flow
-    from ._plan import _Plan, _Step
+    from ._plan import _Plan
+    from ._steps import _Step
 
 from ._pod import file_key
 
@@ -185,7 +186,7 @@ def manifest(
 
 def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
     """What the steps ask for that Argo cannot do, one line per step and option."""
-    from ._plan import _RETRY_ON
+    from ._steps import _RETRY_ON
 
     problems = []
     names = plan.graph.names

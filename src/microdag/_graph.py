@@ -17,6 +17,8 @@ not touch the recursion limit.
 kernel twin's own class, re-exported here.
 """
 
+from itertools import chain, repeat
+
 from ._compat import sched
 from ._errors import CycleError, FlowError
 
@@ -114,6 +116,35 @@ class Graph(_Generic[_N]):
         self._deps = deps_ids
         self._kernel = kernel
         self._kind = kind
+
+    @classmethod
+    def _of(cls, names: "Sequence[_N]", index: "dict[_N, int]", deps: "list[tuple[_N, ...]]") -> "Graph[_N]":
+        """The graph of a flow's steps (``kind="step"``): ``names`` (unique),
+        ``index`` (name -> id; the graph keeps it as its own) and ``deps[i]``,
+        step ``i``'s dependencies, each once.  Builds what ``__init__`` builds,
+        without its per-name checks (a missing name still raises
+        ``FlowError``, a cycle ``CycleError``, with the same messages)."""
+        try:
+            get = index.__getitem__
+            ids = [(get(d[0]),) if len(d) == 1 else tuple(map(get, d)) for d in deps]
+        except KeyError:
+            missing = [f"step {name!r} depends on {d!r}, which is not defined"
+                       for name, ds in zip(names, deps) for d in ds if d not in index]
+            raise FlowError(*missing) from None
+        src = list(chain.from_iterable(ids))
+        dst = list(chain.from_iterable(map(repeat, range(len(ids)), map(len, ids))))
+        kernel = sched.Kernel(len(ids), src, dst)
+        del src, dst
+        cycle = kernel.find_cycle()
+        if cycle is not None:
+            raise CycleError("steps are in a cycle", [names[i] for i in cycle])
+        graph = cls.__new__(cls)
+        graph._names = tuple(names)
+        graph._index = index
+        graph._deps = ids
+        graph._kernel = kernel
+        graph._kind = "step"
+        return graph
 
     def _new_kernel(self) -> "Kernel":
         """A fresh kernel for this graph (for a run while another holds :attr:`kernel`)."""

@@ -1,9 +1,9 @@
-"""Compiling a flow: step definitions, signatures, binding, retry policy, the plan.
+"""Compiling a flow: signatures, binding, retry policy, the plan.
 
-A step's definition (:class:`_Step`) is checked as it is added (names,
-callables, option values); what needs the whole flow (dependencies on steps
-defined later, cycles, parameters bound to steps) is checked when the flow is
-compiled into a :class:`_Plan`, before any step runs.  The plan is what the
+A step's definition is checked as it is added (``_steps``); what needs the
+whole flow (dependencies on steps defined later, cycles, parameters bound to
+steps) is checked when the flow is compiled into a :class:`_Plan`, before
+any step runs.  The plan is what the
 runner takes: the graph and its kernel, per step its function, how it is
 called, its retry policy and its flags.  It is cached by the flow and reused
 by every run until a step is added.
@@ -24,172 +24,29 @@ wait before the next attempt, or ``None`` for no retry.  It is the only place
 that decides retries, for steps and map items alike.
 """
 
+from types import FunctionType as _FUNCTION
+
 from ._compat import sched
-from ._errors import FlowError
+from ._errors import CycleError, FlowError
 from ._graph import Graph
+from ._steps import _NO_BINDING, _RETRY_ON, TRIGGERS, _NoGC, _Options, _Same, _Step, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from typing import Any
 
-__all__ = ["NO_DEFAULT", "TRIGGERS", "Retry", "_Plan", "_Step"]
+    #: What binding makes of a flow's steps, by step id: their dependencies
+    #: (each once), the keyword names their dependencies' outputs are passed
+    #: as and the steps giving them (in that order), their flow inputs
+    #: (``(param, input, default)``) and whether each is a coroutine function.
+    Layout = tuple[list[tuple[str, ...]], list[tuple[str, ...]], list[tuple[str, ...]],
+                   list[tuple[tuple[str, str, object], ...]], list[bool]]
+
+__all__ = ["NO_DEFAULT", "Retry", "_Plan"]
 
 #: The default of a flow input that has none (it is required).
 NO_DEFAULT = object()
-#: Trigger rule names, in the kernel's numbering.
-TRIGGERS = ("all_success", "all_done", "none_failed")
-_RETRY_ON: "tuple[type[BaseException], ...]" = (Exception,)
-#: The longest timeout or retry delay, in seconds (about 11.6 days): finite, and
-#: within what every backend can wait for (``poll`` takes milliseconds in 32 bits).
-MAX_SECONDS = 1_000_000
-
-
-class _Step:
-    """One step's definition (as given; checked for types and ranges)."""
-
-    __slots__ = (
-        "name",
-        "fn",
-        "depends_on",
-        "inputs",
-        "retries",
-        "retry_delay",
-        "retry_backoff",
-        "retry_max_delay",
-        "retry_on",
-        "timeout",
-        "priority",
-        "trigger",
-        "map",
-        "batch_size",
-        "cache",
-        "cache_ttl",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        fn: "Callable[..., Any]",
-        depends_on: "Iterable[str]" = (),
-        inputs: "Mapping[str, str] | None" = None,
-        retries: int = 0,
-        retry_delay: float = 0.0,
-        retry_backoff: float = 2.0,
-        retry_max_delay: "float | None" = None,
-        retry_on: "type[BaseException] | tuple[type[BaseException], ...]" = _RETRY_ON,
-        timeout: "float | None" = None,
-        priority: "int | None" = None,
-        trigger: str = "all_success",
-        map: "str | None" = None,
-        batch_size: "int | None" = None,
-        cache: bool = False,
-        cache_ttl: "float | None" = None,
-    ) -> None:
-        problems: list[str] = []
-        where = f"step {name!r}"
-        if not callable(fn):
-            problems.append(f"{where}: {fn!r} is not callable")
-        if isinstance(depends_on, str):
-            depends_on = (depends_on,)
-        try:
-            deps = tuple(depends_on)
-        except TypeError:
-            problems.append(f"{where}: depends_on must be step names, not {depends_on!r}")
-            deps = ()
-        for dep in deps:
-            if not isinstance(dep, str):
-                problems.append(f"{where}: depends_on entry {dep!r} is not a step name")
-        binding: dict[str, str] = {}
-        if inputs is not None:
-            if not hasattr(inputs, "items"):
-                problems.append(f"{where}: inputs must map parameter names to step names")
-            else:
-                for param, source in inputs.items():
-                    if not isinstance(param, str) or not isinstance(source, str):
-                        problems.append(
-                            f"{where}: inputs entry {param!r}: {source!r} must map a "
-                            "parameter name to a step name"
-                        )
-                    else:
-                        binding[param] = source
-        if not _is_int(retries) or retries < 0:
-            problems.append(f"{where}: retries must be an int >= 0, not {retries!r}")
-        if not _is_number(retry_delay) or not 0 <= retry_delay <= MAX_SECONDS:
-            problems.append(f"{where}: retry_delay must be a number from 0 to {MAX_SECONDS:,}, not {retry_delay!r}")
-        if not _is_number(retry_backoff) or retry_backoff < 1:
-            problems.append(f"{where}: retry_backoff must be a number >= 1, not {retry_backoff!r}")
-        if retry_max_delay is not None and (
-            not _is_number(retry_max_delay) or not 0 <= retry_max_delay <= MAX_SECONDS
-        ):
-            problems.append(
-                f"{where}: retry_max_delay must be a number from 0 to {MAX_SECONDS:,} or None, "
-                f"not {retry_max_delay!r}"
-            )
-        if isinstance(retry_on, type):
-            retry_on = (retry_on,)
-        if retry_on is not _RETRY_ON and (
-            not isinstance(retry_on, tuple)
-            or not all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on)
-        ):
-            problems.append(
-                f"{where}: retry_on must be an exception class or a tuple of them, not {retry_on!r}"
-            )
-            retry_on = (Exception,)
-        if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_SECONDS):
-            problems.append(
-                f"{where}: timeout must be a number of seconds > 0 and at most {MAX_SECONDS:,} "
-                f"(about 11.6 days) or None, not {timeout!r}"
-            )
-        if priority is not None and (
-            not _is_int(priority) or not -(2**31) <= priority < 2**31
-        ):
-            problems.append(f"{where}: priority must be a 32-bit int or None, not {priority!r}")
-        if map is not None and (not isinstance(map, str) or not map):
-            problems.append(f"{where}: map must name a parameter, not {map!r}")
-        if batch_size is not None:
-            if not _is_int(batch_size) or batch_size < 1:
-                problems.append(f"{where}: batch_size must be an int >= 1, not {batch_size!r}")
-            elif map is None:
-                problems.append(f"{where}: batch_size needs map= (the parameter to map over)")
-        if not isinstance(cache, bool):
-            problems.append(f"{where}: cache must be True or False, not {cache!r}")
-        if cache_ttl is not None and (not _is_number(cache_ttl) or cache_ttl <= 0):
-            problems.append(f"{where}: cache_ttl must be a number of seconds > 0 or None, not {cache_ttl!r}")
-        if trigger not in TRIGGERS:
-            problems.append(
-                f"{where}: unknown trigger {trigger!r}: expected one of "
-                + ", ".join(repr(t) for t in TRIGGERS)
-            )
-        if problems:
-            raise FlowError(*problems)
-        self.name = name
-        self.fn = fn
-        self.depends_on = deps
-        self.inputs = binding
-        self.retries = int(retries)
-        self.retry_delay = float(retry_delay)
-        self.retry_backoff = float(retry_backoff)
-        self.retry_max_delay = None if retry_max_delay is None else float(retry_max_delay)
-        self.retry_on = retry_on
-        self.timeout = None if timeout is None else float(timeout)
-        self.priority = priority
-        self.trigger = trigger
-        self.map = map
-        self.batch_size = batch_size
-        self.cache = cache
-        self.cache_ttl = None if cache_ttl is None else float(cache_ttl)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-_FUNCTION = type(_is_int)
 _CO_VARKEYWORDS = 0x08
 _CO_COROUTINE = 0x80
 
@@ -254,34 +111,35 @@ class _Signature:
 
 
 def _check_edges(
-    steps: "Sequence[_Step]", bound: "list[list[tuple[str, str]]]", problems: "list[str]"
+    steps: _Steps, kwnames: "list[tuple[str, ...]]", sources: "list[tuple[str, ...]]",
+    index: "Mapping[str, int]", fns: "dict[int, Callable[..., Any]]", signatures: "dict[int, _Signature]",
+    problems: "list[str]",
 ) -> None:
     """A problem for each parameter whose annotation a dependency's return
     annotation can never satisfy (``-> str`` feeding ``count: int``; a map
-    parameter item-wise); see ``_schema.clash`` for what counts as sure."""
+    parameter item-wise); see ``_schema.clash`` for what counts as sure.
+    ``fns``, ``signatures``: the flow's functions and their signatures, by
+    the function's id."""
     from ._schema import MISSING, annotations, clash, item_type
 
-    by_name = {s.name: s for s in steps}
-    hints: dict[int, dict[str, Any]] = {}
-
-    def of(fn: "Callable[..., Any]") -> "dict[str, Any]":
-        out = hints.get(id(fn))
-        if out is None:
-            out = hints[id(fn)] = annotations(fn)
-        return out
-
-    for step, pairs in zip(steps, bound):
-        if not pairs:
+    hints = {key: annotations(fn) for key, fn in fns.items()}
+    # Only a named parameter's annotation is checked (one of **kwargs is not):
+    # the steps of functions that annotate none are skipped without a look.
+    wanted_by_fn = {key: {k: v for k, v in h.items() if k != "return" and k in signatures[key].names}
+                    for key, h in hints.items()}
+    if not any(wanted_by_fn.values()):
+        return
+    for i, fn in enumerate(steps.fns):
+        wanted_all = wanted_by_fn[id(fn)]
+        if not wanted_all or not kwnames[i]:
             continue
-        wanted_all = of(step.fn)
-        if not wanted_all:
-            continue
-        for param, source in pairs:
+        step = steps[i]
+        for param, source in zip(kwnames[i], sources[i]):
             wanted = wanted_all.get(param, MISSING)
             if wanted is MISSING:
                 continue
-            producer = by_name[source]
-            produced = of(producer.fn).get("return", MISSING)
+            producer = steps[index[source]]
+            produced = hints[id(producer.fn)].get("return", MISSING)
             if producer.map is not None and producer.batch_size is None and produced is not MISSING:
                 produced = list[produced]  # type: ignore[valid-type]  # a map step's output: the list of its calls'
             if step.map == param:
@@ -355,17 +213,114 @@ class Retry:
         return f"<Retry retries={self.retries} delay={self.base:g} backoff={self.backoff:g}>"
 
 
-def _retry_policies(steps: "Sequence[_Step]") -> "list[Retry]":
-    """One :class:`Retry` per step; steps with the same options share one."""
+def _retry_policies(steps: _Steps, options: "set[_Options]") -> "list[Retry]":
+    """One :class:`Retry` per step; steps with the same options share one
+    (``options``: the distinct ones)."""
     shared: dict[tuple[Any, ...], Retry] = {}
-    out = []
-    for s in steps:
-        key = (s.retries, s.retry_delay, s.retry_backoff, s.retry_max_delay, s.retry_on)
+    by_options: dict[int, Retry] = {}
+    for o in options:
+        key = (o.retries, o.retry_delay, o.retry_backoff, o.retry_max_delay, o.retry_on)
         policy = shared.get(key)
         if policy is None:
             policy = shared[key] = Retry(*key)
-        out.append(policy)
-    return out
+        by_options[id(o)] = policy
+    if len(by_options) == 1:
+        return _Same(next(iter(by_options.values())), len(steps))  # type: ignore[return-value]
+    return [by_options[id(o)] for o in steps.opts]
+
+
+#: Up to this many distinct functions, a flow is laid out together (``_layout_together``).
+_FEW = 64
+#: A byte of flags with the kernel's KEEP bit set (``bytes.translate`` sets it on every step).
+_WITH_KEEP = bytes(b | sched.KEEP for b in range(256))
+
+
+
+def _layout_together(
+    steps: _Steps, fns: "dict[int, Callable[..., Any]]", signatures: "dict[int, _Signature | Exception]",
+    options: "set[_Options]",
+) -> "Layout | None":
+    """The layout of a flow whose steps all bind the simple way, made a list
+    at a time: no ``inputs=``, no map, and each function either takes only
+    ``**kwargs`` (it gets its dependencies' outputs by name) or nothing.
+    ``None`` when that is not so (or a signature cannot be read): then each
+    step is bound on its own, which also words the problems.  Names that are
+    not steps are left to the graph, which says so as the binding would."""
+    kinds: dict[int, int] = {}
+    is_async: dict[int, bool] = {}
+    for key in fns:
+        sig = signatures[key]
+        if not isinstance(sig, _Signature):
+            return None
+        kind = _shape(sig)
+        if not kind:
+            return None
+        kinds[key] = kind
+        is_async[key] = sig.is_async
+    if any(o.map is not None for o in options):
+        return None
+    n = len(steps)
+    if steps.inputs.count(_NO_BINDING) != n:  # (a step's inputs are that one empty dict, or not empty)
+        return None
+    deps_of = steps.deps
+    if len(fns) == 1:
+        [kind] = kinds.values()
+        kwnames: list[tuple[str, ...]] = deps_of if kind == _KWARGS else _Same((), n)  # type: ignore[assignment]
+        flags: list[bool] = _Same(next(iter(is_async.values())), n)  # type: ignore[assignment]
+    else:
+        ids = list(map(id, steps.fns))
+        kwnames = [d if kinds[k] == _KWARGS else () for d, k in zip(deps_of, ids)]
+        flags = list(map(is_async.__getitem__, ids))
+    return deps_of, kwnames, kwnames, _Same((), n), flags  # type: ignore[return-value]
+
+
+def _layout_each(
+    steps: _Steps, index: "Mapping[str, int]", signatures: "dict[int, _Signature | Exception]",
+    problems: "list[str]",
+) -> "Layout":
+    """The layout of any flow, binding each step on its own (see the module
+    docs); every problem goes into ``problems``."""
+    deps_of: list[tuple[str, ...]] = []
+    kwnames: list[tuple[str, ...]] = []
+    sources: list[tuple[str, ...]] = []
+    inputs_of: list[tuple[tuple[str, str, object], ...]] = []
+    is_async: list[bool] = []
+    for step in steps:
+        fn = step.fn
+        sig = signatures[id(fn)]
+        if not isinstance(sig, _Signature):  # some builtins have no signature
+            problems.append(
+                f"step {step.name!r}: cannot read the parameters of "
+                f"{_callable_name(fn)} ({sig}); wrap it in a def"
+            )
+            sig = _no_signature()
+        is_async.append(sig.is_async)
+        pairs, ins = _bind(step, sig, index, problems)
+        if step.depends_on:
+            seen = dict.fromkeys(source for _, source in pairs)
+            for dep in step.depends_on:
+                if dep in index:
+                    seen[dep] = None
+                else:
+                    problems.append(f"step {step.name!r} depends on {dep!r}, which is not defined")
+            deps_of.append(tuple(seen))
+        else:
+            deps_of.append(tuple(dict.fromkeys(source for _, source in pairs)))
+        kwnames.append(tuple(p for p, _ in pairs))
+        sources.append(tuple(src for _, src in pairs))
+        inputs_of.append(tuple(ins))
+    return deps_of, kwnames, sources, inputs_of, is_async
+_KWARGS = 1  # a function of **kwargs alone
+_NOTHING = 2  # a function of no parameters
+
+
+def _shape(sig: _Signature) -> int:
+    """``_KWARGS`` or ``_NOTHING`` when binding a step of this function is
+    that simple (no parameter to look at, positional-only ones included),
+    else 0."""
+    if sig.params or sig.positional_only:
+        return 0
+    return _KWARGS if sig.var_kw else _NOTHING
 
 
 class _Plan:
@@ -396,63 +351,73 @@ class _Plan:
         "_code",
         "declared",
         "_types",
+        "_options",
+        "options",
     )
 
-    def __init__(self, steps: "Sequence[_Step]") -> None:
-        names = {s.name for s in steps}
+    def __init__(self, steps: _Steps, index: "dict[str, int] | None" = None) -> None:
+        """Compile ``steps`` (``index``: their names to ids, which the graph
+        keeps; made here when not given).
+
+        Raises:
+            FlowError: every problem of the flow; CycleError: a cycle.
+        """
+        with _NoGC():
+            self._compile(steps, dict(zip(steps.names, range(len(steps)))) if index is None else index)
+
+    def _compile(self, steps: _Steps, index: "dict[str, int]") -> None:
         problems: list[str] = []
-        deps_of: list[tuple[str, ...]] = []
-        bound: list[list[tuple[str, str]]] = []  # (param, step)
-        inputs_of: list[list[tuple[str, str, object]]] = []
-        signatures: dict[int, _Signature] = {}  # flows often reuse one function
-        is_async: list[bool] = []
-        for step in steps:
-            sig = signatures.get(id(step.fn))
-            if sig is None:
-                try:
-                    sig = signatures[id(step.fn)] = _Signature(step.fn)
-                except (TypeError, ValueError) as exc:  # some builtins have no signature
-                    problems.append(
-                        f"step {step.name!r}: cannot read the parameters of "
-                        f"{_callable_name(step.fn)} ({exc}); wrap it in a def"
-                    )
-                    sig = _no_signature()
-            pairs, ins = _bind(step, sig, names, problems)
-            is_async.append(sig.is_async)
-            if step.depends_on:
-                seen = dict.fromkeys(source for _, source in pairs)
-                for dep in step.depends_on:
-                    if dep in names:
-                        seen[dep] = None
-                    else:
-                        problems.append(f"step {step.name!r} depends on {dep!r}, which is not defined")
-                deps_of.append(tuple(seen))
-            else:
-                deps_of.append(tuple(dict.fromkeys(source for _, source in pairs)))
-            bound.append(pairs)
-            inputs_of.append(ins)
+        fn_list = steps.fns
+        fns = dict(zip(map(id, fn_list), fn_list))  # each distinct function, by id
+        signatures: dict[int, _Signature | Exception] = {}
+        for key, fn in fns.items():
+            try:
+                signatures[key] = _Signature(fn)
+            except (TypeError, ValueError) as exc:  # (said for each step of it, by _layout_each)
+                signatures[key] = exc
+        options = set(steps.opts)  # each distinct set of options (they hash by identity)
+        layout = _layout_together(steps, fns, signatures, options) if len(fns) <= _FEW else None
+        if layout is None:
+            layout = _layout_each(steps, index, signatures, problems)
+        deps_of, kwnames, sources, inputs_of, is_async = layout
         if not problems:
-            _check_edges(steps, bound, problems)
+            _check_edges(steps, kwnames, sources, index, fns, signatures, problems)  # type: ignore[arg-type]
+        try:
+            graph = Graph._of(steps.names, index, deps_of)
+        except FlowError as exc:
+            problems.extend(exc.problems)
+        except CycleError:
+            if not problems:
+                raise
         if problems:
             raise FlowError(*problems)
-        self.graph = Graph(((s.name, d) for s, d in zip(steps, deps_of)), kind="step")
-        index = self.graph._index
-        self.steps = tuple(steps)
-        self.fns = [s.fn for s in steps]
-        self.dep_kwnames = [tuple(p for p, _ in pairs) for pairs in bound]
-        self.argdeps = [tuple(index[src] for _, src in pairs) for pairs in bound]
-        self.input_params = [tuple(ins) for ins in inputs_of]
+        self.graph = graph
+        self.steps = steps
+        self.options = steps.opts
+        self.fns = fn_list
+        self.dep_kwnames = kwnames
+        ids = graph._deps  # (the same tuples where the steps giving outputs are the dependencies)
+        if sources is deps_of:
+            self.argdeps = ids
+        elif isinstance(sources, _Same):  # no step is passed anything (the kernel's loop wants a list)
+            self.argdeps = [()] * len(steps)
+        else:
+            self.argdeps = [ids[i] if src is deps_of[i] else tuple(index[d] for d in src)
+                            for i, src in enumerate(sources)]
+        self.input_params = inputs_of
         all_inputs: dict[str, list[int]] = {}
-        for i, ins in enumerate(inputs_of):
-            for _, name, _ in ins:
+        for i, taken in enumerate(inputs_of):
+            for _, name, _ in taken:
                 all_inputs.setdefault(name, []).append(i)
         self.inputs = all_inputs
-        self.has_priority = any(s.priority is not None for s in steps)
-        self.has_triggers = any(s.trigger != "all_success" for s in steps)
-        self.maps = [i for i, s in enumerate(steps) if s.map is not None]
-        self.configure(self.graph.kernel)
+        self._options = options
+        self.has_priority = any(o.priority is not None for o in options)
+        self.has_triggers = any(o.trigger != "all_success" for o in options)
+        self.maps = [i for i, s in enumerate(steps) if s.map is not None] if any(
+            o.map is not None for o in options) else []
+        self.configure(graph.kernel)
         self.is_async = is_async
-        self.retry = _retry_policies(steps)
+        self.retry = _retry_policies(steps, options)
         self.busy = False
         self._sinks: list[int] | None = None
         self._flags: dict[tuple[bool, bool], bytes] = {}
@@ -481,17 +446,69 @@ class _Plan:
         key = (slow_all, keep is None)
         if usual and key in self._flags:
             return self._flags[key]
-        flags = bytearray(len(self.steps))
+        n = len(self.steps)
         slow, keep_bit = sched.SLOW, sched.KEEP
-        for i, step in enumerate(self.steps):
-            if slow_all or step.timeout is not None or step.map is not None or self.is_async[i] or step.cache:
-                flags[i] = slow
-        for i in range(len(flags)) if keep is None else keep:
-            flags[i] |= keep_bit
+        if slow_all:
+            flags = bytearray([slow]) * n
+        else:
+            careful = {id(o) for o in self._options
+                       if o.timeout is not None or o.map is not None or o.cache}
+            flags = bytearray(n)
+            if careful:
+                for i, o in enumerate(self.options):
+                    if id(o) in careful:
+                        flags[i] = slow
+            if True in self.is_async:
+                for i, a in enumerate(self.is_async):
+                    if a:
+                        flags[i] = slow
+        if keep is None:
+            flags = flags.translate(_WITH_KEEP)
+        else:
+            for i in keep:
+                flags[i] |= keep_bit
         out = bytes(flags)
         if usual:
             self._flags[key] = out
         return out
+
+    def needed_inputs(self) -> "dict[str, bool]":
+        """Every flow input, mapped to whether some step requires it (no default)."""
+        out: dict[str, bool] = {}
+        for ins in self.input_params:
+            for _, name, default in ins:
+                out[name] = out.get(name, False) or default is NO_DEFAULT
+        return out
+
+    def input_schema(self, title: str) -> "dict[str, Any]":
+        """``Flow.input_schema``: a JSON Schema of the inputs (see there)."""
+        import json
+
+        types = self.input_types()
+        defaults: dict[str, Any] = {}
+        for ins in self.input_params:
+            for _, name, default in ins:
+                if default is not NO_DEFAULT and name not in defaults:
+                    defaults[name] = default
+        needed = self.needed_inputs()
+        properties: dict[str, Any] = {}
+        for name in sorted(needed):
+            prop = dict(types.get(name, {}))
+            if name in defaults:
+                try:
+                    json.dumps(defaults[name], allow_nan=False)
+                    prop["default"] = defaults[name]
+                except (TypeError, ValueError):
+                    pass
+            properties[name] = prop
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": title,
+            "type": "object",
+            "properties": properties,
+            "required": sorted(name for name, required in needed.items() if required),
+            "additionalProperties": False,
+        }
 
     def input_types(self) -> "dict[str, dict[str, Any]]":
         """Input name -> its JSON Schema: declared by the flow file, else from
@@ -585,7 +602,7 @@ class _Plan:
 
 
 def _bind(
-    step: _Step, sig: _Signature, names: "set[str]", problems: "list[str]"
+    step: _Step, sig: _Signature, names: "Mapping[str, int]", problems: "list[str]"
 ) -> "tuple[list[tuple[str, str]], list[tuple[str, str, object]]]":
     """Bind ``step``'s parameters (see the module docs); report problems."""
     pairs: list[tuple[str, str]] = []  # (param, source step)

@@ -56,7 +56,7 @@ import sys
 
 from ._errors import CycleError, FlowError
 from ._flow import Flow
-from ._plan import TRIGGERS
+from ._steps import TRIGGERS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -56,6 +56,6 @@ class Ahead:
                 return None
         values = [futures[d] if d in futures else r.value(d) for d in r.plan.argdeps[step]]
         values.extend(r.consts[step])
-        attempt = Attempt(step, -1, None, r.attempts[step] + 1, r.names[step], r.plan.steps[step].timeout,
+        attempt = Attempt(step, -1, None, r.attempts[step] + 1, r.names[step], r.plan.options[step].timeout,
                           r.run_id, r.flow, r.run_dir, r.capture)
         return attempt, r.plan.fns[step], dict(zip(r.kwnames[step], values))

@@ -214,7 +214,7 @@ class Maps:
         r = self.r
         number = ms.tries[j] = ms.tries.get(j, 0) + 1
         i = ms.i
-        att = Attempt(i, j, ms.item(j), number, r.names[i], r.plan.steps[i].timeout, r.run_id, r.flow,
+        att = Attempt(i, j, ms.item(j), number, r.names[i], r.plan.options[i].timeout, r.run_id, r.flow,
                       r.run_dir, r.capture, r.clock())
         if r.tracers is not None:
             r.tracers.started(att)

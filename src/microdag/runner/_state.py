@@ -203,7 +203,7 @@ class Runner:
         """Start step ``i``, just taken from the kernel *(owner)*: its first
         attempt, or ``None`` when the cache settled it or it is a map step
         (whose units are claimed from :attr:`maps`)."""
-        step = self.plan.steps[i]
+        step = self.plan.options[i]
         if step.cache and self._from_cache(i):
             return None
         if step.map is not None:
@@ -218,7 +218,7 @@ class Runner:
         self.emit("step_started", i, attempt=number)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, self.names[i], number)
-        att = Attempt(i, -1, None, number, self.names[i], self.plan.steps[i].timeout, self.run_id,
+        att = Attempt(i, -1, None, number, self.names[i], self.plan.options[i].timeout, self.run_id,
                       self.flow, self.run_dir, self.capture, now)
         if self.tracers is not None:
             self.tracers.started(att)
@@ -226,7 +226,7 @@ class Runner:
 
     def hot_attempt(self, i: int) -> Attempt:
         """The attempt of step ``i`` that ``drive()`` just made."""
-        return Attempt(i, -1, None, self.attempts[i], self.names[i], self.plan.steps[i].timeout,
+        return Attempt(i, -1, None, self.attempts[i], self.names[i], self.plan.options[i].timeout,
                        self.run_id, self.flow, self.run_dir, self.capture, self.started[i], self.finished[i])
 
     def _again(self, att: Attempt) -> "Attempt | None":

@@ -1,0 +1,214 @@
+"""Building flows: ``Flow.add_many``, shared options, and compiling large flows.
+
+A flow built with ``add_many`` must be the flow built with ``add`` one step
+at a time (same steps, bindings, graph, options and runs), whatever the
+shapes: random flows are built both ways and compared field by field.  Bad
+input to ``add_many`` is refused whole, naming each problem, and leaves the
+flow as it was.  A compiled flow keeps using the lists it was compiled from
+while the flow grows.
+"""
+
+import random
+
+import pytest
+
+import microdag
+from microdag import CycleError, Flow, FlowError
+
+
+def total(**deps: int) -> int:
+    return 1 + sum(v for v in deps.values() if v is not None)
+
+
+def nothing() -> int:
+    return 1
+
+
+def pair(left: int, right: int = 0) -> int:
+    return left + right
+
+
+def layout(flow: Flow) -> dict:
+    """Everything compiling made of ``flow``, as plain data."""
+    plan = flow._compiled()
+    fields = ("retries", "retry_delay", "retry_backoff", "retry_max_delay", "retry_on", "timeout", "priority",
+              "trigger", "map", "batch_size", "cache", "cache_ttl")
+    return {
+        "names": flow.steps,
+        "deps": [tuple(d) for d in plan.graph._deps],
+        "kwnames": [tuple(k) for k in plan.dep_kwnames],
+        "argdeps": [tuple(a) for a in plan.argdeps],
+        "inputs": [tuple(i) for i in plan.input_params],
+        "steps": [(s.name, s.fn, s.depends_on, dict(s.inputs), tuple(getattr(s, f) for f in fields))
+                  for s in plan.steps],
+        "retry": [(r.retries, r.base, r.backoff, r.max_delay, r.on) for r in plan.retry],
+        "async": list(plan.is_async),
+        "flags": plan.flags(False, None),
+    }
+
+
+def random_flow(seed: int) -> "tuple[list[tuple], dict]":
+    """Groups of steps sharing a function and options: (names, fn, depends_on, inputs, options)."""
+    rnd = random.Random(seed)
+    names: list[str] = []
+    groups = []
+    for g in range(rnd.randint(1, 4)):
+        fn = rnd.choice([total, nothing, pair])
+        size = rnd.randint(1, 30)
+        group = [f"g{g}s{k}" for k in range(size)]
+        deps = []
+        inputs = []
+        for k in range(size):
+            pool = names + group[:k]
+            chosen = [rnd.choice(pool) for _ in range(rnd.randint(0, 3))] if pool else []
+            deps.append(chosen if rnd.random() < 0.8 else tuple(chosen))  # duplicates included
+            if fn is pair and pool and rnd.random() < 0.5:
+                inputs.append({"left": rnd.choice(pool)})
+            else:
+                inputs.append(None)
+        options = rnd.choice([{}, {"retries": 2}, {"timeout": 5.0, "priority": 3}, {"trigger": "all_done"}])
+        groups.append((group, fn, deps, inputs if any(inputs) else None, options))
+        names.extend(group)
+    return groups, {name: 1 for name in names if name.startswith("g")}
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_a_flow_built_with_add_many_is_the_flow_built_step_by_step(seed) -> None:
+    groups, _ = random_flow(seed)
+    one, bulk = Flow("f"), Flow("f")
+    for names, fn, deps, inputs, options in groups:
+        for k, name in enumerate(names):
+            one.add(name, fn, depends_on=deps[k], inputs=None if inputs is None else inputs[k], **options)
+        bulk.add_many(names, fn, depends_on=deps, inputs=inputs, **options)
+    try:
+        expected = layout(one)
+    except FlowError as exc:  # (pair's "left" may be a flow input nobody gives: fine, a run says so)
+        with pytest.raises(FlowError) as got:
+            layout(bulk)
+        assert got.value.problems == exc.problems
+        return
+    assert layout(bulk) == expected
+    needed = {name for name, required in one.inputs.items() if required}
+    inputs = {name: 1 for name in needed}
+    a = one.run(inputs, keep_outputs=True, raise_on_failure=False)
+    b = bulk.run(inputs, keep_outputs=True, raise_on_failure=False)
+    assert a.outputs == b.outputs and a.status == b.status
+
+
+def test_add_many_with_nothing_shared_but_the_function() -> None:
+    flow = Flow("f").add_many(["a", "b", "c"], total)
+    assert flow.steps == ("a", "b", "c")
+    assert flow.run(keep_outputs=True).outputs == {"a": 1, "b": 1, "c": 1}
+    flow.add_many(["d"], total, depends_on=[("a", "b", "a")])
+    assert flow.run()["d"] == 3
+    assert flow.add_many([], total) is flow and len(flow) == 4
+
+
+@pytest.mark.parametrize("call, messages", [
+    (lambda f: f.add_many(["x", "y", "x", "y", "z"], total),
+     ["step 'x' is given more than once to add_many", "step 'y' is given more than once to add_many"]),
+    (lambda f: f.add_many(["new", "a"], total), ["step 'a' is defined more than once in flow 'f'"]),
+    (lambda f: f.add_many(["ok", ""], total), ["a step name must be a non-empty string, not ''"]),
+    (lambda f: f.add_many(["ok", 3, None], total),
+     ["a step name must be a non-empty string, not 3", "a step name must be a non-empty string, not None"]),
+    (lambda f: f.add_many(["p", "q"], total, depends_on=[["a"]]), ["add_many: depends_on has 1 entries for 2 step names"]),
+    (lambda f: f.add_many(["p", "q"], total, depends_on="a"), ["add_many: depends_on must be one entry per step, not 'a'"]),
+    (lambda f: f.add_many(["p", "q"], total, depends_on=[["a"], [1]]), ["step 'q': depends_on entry 1 is not a step name"]),
+    (lambda f: f.add_many(["p", "q"], pair, inputs=[{"left": 2}, None]),
+     ["step 'p': inputs entry 'left': 2 must map a parameter name to a step name"]),
+    (lambda f: f.add_many(["p"], pair, inputs=[None, None]), ["add_many: inputs has 2 entries for 1 step names"]),
+    (lambda f: f.add_many(["p", "q"], "not a function"), ["add_many: 'not a function' is not callable (the steps 'p'...)"]),
+    (lambda f: f.add_many(["p", "q"], total, retries=-1), ["step 'p': retries must be an int >= 0, not -1"]),
+])
+def test_add_many_refuses_bad_input_whole_and_names_each_problem(call, messages) -> None:
+    flow = Flow("f").add("a", nothing)
+    flow.validate()
+    with pytest.raises(FlowError) as exc:
+        call(flow)
+    assert exc.value.problems == messages
+    assert flow.steps == ("a",)  # nothing was added
+    assert flow.run()["a"] == 1
+    flow.add_many(["x", "y"], total, depends_on=[["a"], ["x"]])  # and it still takes steps
+    assert flow.run()["y"] == 3
+
+
+def test_steps_given_equal_options_share_them_but_types_still_count() -> None:
+    flow = Flow("f")
+    for k in range(5):
+        flow.add(f"s{k}", nothing, retries=2, timeout=1.5)
+    flow.add("t", nothing)
+    opts = flow._steps.opts
+    assert len({id(o) for o in opts[:5]}) == 1 and opts[5] is not opts[0]
+    with pytest.raises(FlowError, match=r"step 'bad': retries must be an int >= 0, not True"):
+        flow.add("bad", nothing, retries=True, timeout=1.5)  # True == 1, but is not an int of retries
+    flow.add("one", nothing, retries=1)
+    with pytest.raises(FlowError, match=r"step 'bad': retries must be an int >= 0, not True"):
+        flow.add("bad", nothing, retries=True)
+    with pytest.raises(FlowError, match=r"step 'bad': cache must be True or False, not 0"):
+        flow.add("bad", nothing, cache=0)  # 0 == False, the default
+    flow.add("int delay", nothing, retry_delay=0)  # an int is a number of seconds
+    assert flow._compiled().steps[flow._index["int delay"]].retry_delay == 0.0
+
+
+def test_a_compiled_flow_is_not_changed_by_steps_added_after() -> None:
+    flow = Flow("f").add_many(["a", "b"], total, depends_on=[[], ["a"]])
+    graph = flow.graph
+    plan = flow._compiled()
+    flow.add("c", total, depends_on=["b"])
+    flow.add_many(["d"], total, depends_on=[["c"]])
+    assert graph.names == ("a", "b") and "c" not in graph and len(plan.steps) == 2
+    assert flow.graph.names == ("a", "b", "c", "d")
+    assert flow.run()["d"] == 4
+    assert graph.order() == ["a", "b"]
+
+
+def test_compile_errors_are_the_same_whichever_way_the_flow_was_built() -> None:
+    for build in (lambda f, names, deps: [f.add(n, total, depends_on=d) for n, d in zip(names, deps)],
+                  lambda f, names, deps: f.add_many(names, total, depends_on=deps)):
+        flow = Flow("f")
+        build(flow, ["a", "b", "c"], [["x"], ["a", "y"], []])
+        with pytest.raises(FlowError) as exc:
+            flow.validate()
+        assert exc.value.problems == ["step 'a' depends on 'x', which is not defined",
+                                      "step 'b' depends on 'y', which is not defined"]
+        flow = Flow("f")
+        build(flow, ["a", "b", "c"], [["c"], ["a"], ["b"]])
+        with pytest.raises(CycleError) as cycle:
+            flow.validate()
+        assert sorted(cycle.value.args[1][:-1]) == ["a", "b", "c"]
+        flow = Flow("f")
+        build(flow, ["a"], [["a"]])
+        with pytest.raises(CycleError):
+            flow.validate()
+
+
+def test_a_large_flow_built_in_bulk_runs_on_every_backend() -> None:
+    n = 20_000
+    names = [f"s{i}" for i in range(n)]
+    flow = Flow("big").add_many(names, total, depends_on=[[names[i - 1]] if i else [] for i in range(n)])
+    assert flow.run()[names[-1]] == n
+    assert flow.run(executor="threads", max_workers=2)[names[-1]] == n
+    assert microdag.Flow("small").add_many(["a"], total).run(executor="processes")["a"] == 1
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_quick_layout_binds_as_each_step_would_be_bound(seed) -> None:
+    from microdag._plan import _layout_each, _layout_together, _Signature
+
+    rnd = random.Random(seed)
+    flow = Flow("f")
+    names: list[str] = []
+    for k in range(60):
+        deps = [rnd.choice(names) for _ in range(rnd.randint(0, 3))] if names else []
+        flow.add(f"s{k}", rnd.choice([total, nothing]), depends_on=deps)
+        names.append(f"s{k}")
+    steps = flow._steps
+    fns = {id(f): f for f in steps.fns}
+    signatures = {key: _Signature(fn) for key, fn in fns.items()}
+    quick = _layout_together(steps, fns, signatures, set(steps.opts))
+    assert quick is not None
+    problems: list[str] = []
+    each = _layout_each(steps, flow._index, signatures, problems)
+    assert problems == []
+    assert [list(map(tuple, part)) for part in quick[:4]] == [list(map(tuple, part)) for part in each[:4]]
+    assert list(quick[4]) == list(each[4])
