@@ -212,3 +212,19 @@ def test_the_quick_layout_binds_as_each_step_would_be_bound(seed) -> None:
     assert problems == []
     assert [list(map(tuple, part)) for part in quick[:4]] == [list(map(tuple, part)) for part in each[:4]]
     assert list(quick[4]) == list(each[4])
+
+
+@pytest.mark.parametrize("on_failure", ["fail_fast", "continue"])
+def test_a_runs_status_counts_are_those_of_its_tasks(on_failure) -> None:
+    def boom(**deps: int) -> int:
+        raise ValueError("boom")
+
+    names = [f"s{i}" for i in range(40)]
+    flow = Flow("f").add_many(names, total, depends_on=[[names[i - 1]] if i % 8 else [] for i in range(40)])
+    flow.add("bad", boom, depends_on=["s3"]).add("after", total, depends_on=["bad"])
+    run = flow.run(on_failure=on_failure, raise_on_failure=False, targets=["after", "s39", "s20"])
+    counts: dict[str, int] = {}
+    for task in run.tasks.values():
+        counts[task.status] = counts.get(task.status, 0) + 1
+    assert run._counts() == counts
+    assert [t.name for t in run._failed()] == [t.name for t in run.tasks.values() if t.status == "failed"]

@@ -1202,3 +1202,32 @@ def test_an_sqlite_store_whose_folder_cannot_be_written_opens_read_only(tmp_path
         assert [r.id for r in ro.list_runs()] == ["r1"]
     finally:
         ro.close()
+
+
+def test_the_task_summary_counts_every_task_and_picks_the_first_and_the_failed(store) -> None:
+    """``show``'s view of a big run: the same answer from every store, read
+    without the whole run where the store can (SQLite)."""
+    from microdag.stores import Store
+
+    flow = microdag.Flow("summary")
+
+    def ok(**deps):
+        return "out"
+
+    def boom(**deps):
+        raise ValueError("boom")
+
+    names = [f"s{i}" for i in range(300)]
+    flow.add_many(names, ok, depends_on=[[names[i - 1]] if i % 10 else [] for i in range(300)])
+    for i in (5, 150, 299):
+        flow.add(f"bad{i}", boom, depends_on=[names[i]])
+    run = flow.run(store=store, on_failure="continue", raise_on_failure=False)
+    counts, picked = store.task_summary(run.id, 10, 2)
+    every = store.tasks(run.id)
+    assert counts == {"succeeded": 300, "failed": 3}
+    assert [r.step for r in picked] == [r.step for r in every[:10]] + [
+        r.step for r in every if r.status == "failed"][:2]
+    assert picked[0].output == every[0].output
+    assert Store.task_summary(store, run.id, 10, 2) == (counts, picked)
+    with pytest.raises(microdag.stores.StoreError):
+        store.task_summary("no-such-run", 10, 2)

@@ -815,15 +815,13 @@ def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace") -> st
 def _report_run(run: "Run", store_spec: str, args: "argparse.Namespace") -> int:
     """The end of ``run``/``resume``: a summary on stderr and the outputs of the
     final steps on stdout, or one JSON document; the exit code."""
-    failed = [t for t in run.tasks.values() if t.status == "failed"]
+    failed = run._failed() if run.status != "succeeded" else []
     if args.json:
         _dump(_run_document(run, store_spec))
     elif not args.quiet or run.status != "succeeded":
         color = _color(sys.stderr)
         status = _paint(run.status, run.status, color)
-        counts: dict[str, int] = {}
-        for task in run.tasks.values():
-            counts[task.status] = counts.get(task.status, 0) + 1
+        counts = run._counts()
         order = ["succeeded", "failed", "skipped", "cancelled", "pending"]
         order += sorted(set(counts) - set(order))
         steps = f"{sum(counts.values())} step{'s' if sum(counts.values()) != 1 else ''}"
@@ -876,7 +874,7 @@ def _run_document(run: "Run", store_spec: str) -> "dict[str, Any]":
 def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spec: str, **options: "Any") -> int:
     """Run (or resume) ``flow`` with progress; Ctrl-C ends it cancelled, exit 130."""
     if options.get("resume"):
-        done = len(store.succeeded(options["run_id"]))
+        done = store.succeeded_count(options["run_id"])
         total = len(flow)
     else:
         done = 0
@@ -1201,11 +1199,17 @@ def _cmd_show(args: "argparse.Namespace") -> int:
     store = _open(args.store, readonly=True, codec=args.codec)
     try:
         info = store.run_info(args.run_id)
-        records = store.tasks(args.run_id)
+        counts: dict[str, int] = {}
+        if args.step is None and not args.json and not args.all:
+            counts, records = store.task_summary(args.run_id, SHOW_FIRST, SHOW_FAILURES)
+            if sum(counts.values()) <= SHOW_ALL:
+                counts = {}  # a run this small is listed whole
+        if not counts:
+            records = store.tasks(args.run_id)
         if args.step is not None:
             return _show_step(store, args, records)
-        summarised = not args.json and not args.all and len(records) > SHOW_ALL
-        shown = _summarised(records) if summarised else range(len(records))
+        summarised = bool(counts)
+        shown = range(len(records))
         outputs = {
             n: _decode(store, args.run_id, records[n], data)
             for n in shown if (data := records[n].output) is not None
@@ -1258,11 +1262,8 @@ def _cmd_show(args: "argparse.Namespace") -> int:
     rows = [["STEP", "STATUS", "ATTEMPTS", "DURATION", "OUTPUT"]]
     errors = []
     if summarised:
-        counts: dict[str, int] = {}
-        for r in records:
-            counts[r.status] = counts.get(r.status, 0) + 1
         tally = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0])))
-        print(f"  tasks: {len(records):,} ({tally}); shown: the first {SHOW_FIRST} and up to "
+        print(f"  tasks: {sum(counts.values()):,} ({tally}); shown: the first {SHOW_FIRST} and up to "
               f"{SHOW_FAILURES} that failed or were cancelled (--all lists every one)")
     for n in shown:
         r = records[n]
@@ -1297,12 +1298,6 @@ def _show_step(store: "Store", args: "argparse.Namespace", records: "list[TaskRe
         text = json.dumps(repr(value), ensure_ascii=False) if args.json else repr(value)
     sys.stdout.write(text + "\n")
     return OK
-
-
-def _summarised(records: "list[TaskRecord]") -> "list[int]":
-    """The tasks ``show`` lists of a big run: the first few, then the failures."""
-    bad = [n for n, r in enumerate(records) if r.status in ("failed", "cancelled")][:SHOW_FAILURES]
-    return sorted(set(range(SHOW_FIRST)) | set(bad))
 
 
 def _items(numbers: "list[int]") -> str:

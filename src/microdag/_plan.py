@@ -29,7 +29,8 @@ from types import FunctionType as _FUNCTION
 from ._compat import sched
 from ._errors import CycleError, FlowError
 from ._graph import Graph
-from ._steps import _NO_BINDING, _RETRY_ON, TRIGGERS, _NoGC, _Options, _Same, _Step, _Steps
+from ._nogc import NoGC
+from ._steps import _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Same, _Step, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -362,7 +363,7 @@ class _Plan:
         Raises:
             FlowError: every problem of the flow; CycleError: a cycle.
         """
-        with _NoGC():
+        with NoGC():
             self._compile(steps, dict(zip(steps.names, range(len(steps)))) if index is None else index)
 
     def _compile(self, steps: _Steps, index: "dict[str, int]") -> None:
@@ -568,19 +569,14 @@ class _Plan:
         from ._compat import sha256
 
         names = self.graph.names
-        shape = [
-            [
-                s.name,
-                [names[j] for j in self.graph._deps[i]],
-                list(self.dep_kwnames[i]),
-                [[p, n] for p, n, _ in self.input_params[i]],
-                s.map,
-                s.batch_size,
-                s.trigger,
+        with NoGC():  # (read from the columns: a million steps are not made into objects for this)
+            shape = [
+                [name, [names[j] for j in d] if d else [], list(kw), [[p, n] for p, n, _ in ins] if ins else [],
+                 o.map, o.batch_size, o.trigger]
+                for name, d, kw, ins, o in zip(names, self.graph._deps, self.dep_kwnames, self.input_params,
+                                               self.options)
             ]
-            for i, s in enumerate(self.steps)
-        ]
-        self._fingerprint = sha256(json.dumps(shape).encode()).hexdigest()[:32]
+            self._fingerprint = sha256(json.dumps(shape).encode()).hexdigest()[:32]
         return self._fingerprint
 
     def graph_json(self) -> str:

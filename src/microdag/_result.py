@@ -207,6 +207,24 @@ class Run:
         """Step name -> :class:`Task` for every step of the run."""
         return _Tasks(self)
 
+    def _counts(self) -> "dict[str, int]":
+        """How many tasks ended in each status (read from the states, without a Task each)."""
+        counts: dict[str, int] = {}
+        states = self._states
+        for code in set(states):
+            if code != EXCLUDED:
+                counts[STATUS[code]] = counts.get(STATUS[code], 0) + states.count(code)
+        for i in self._cancelled:  # (recorded as failed or running in the states)
+            counts[STATUS[states[i]]] -= 1
+            counts["cancelled"] = counts.get("cancelled", 0) + 1
+        return {status: n for status, n in counts.items() if n}
+
+    def _failed(self) -> "list[Task]":
+        """The tasks that failed, in step order."""
+        failed = CODES["failed"]
+        states = self._states
+        return [self._task(i) for i in range(len(states)) if states[i] == failed and i not in self._cancelled]
+
     def _task(self, i: int) -> Task:
         attempts = self._attempts[i]
         status: TaskStatus = "cancelled" if i in self._cancelled else STATUS[self._states[i]]  # type: ignore[assignment]

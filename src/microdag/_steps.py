@@ -9,18 +9,18 @@ flow's steps as one list per field, a step's id being its index in them
 one step as code reads it.  What needs the whole flow is ``_plan``'s.
 """
 
-import gc
 from itertools import chain, repeat
 from operator import attrgetter
 
 from ._errors import FlowError
+from ._nogc import NoGC
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
     from typing import Any
 
-__all__ = ["MAX_SECONDS", "TRIGGERS", "_DEFAULTS", "_NO_BINDING", "_RETRY_ON", "_NoGC", "_Options", "_Same",
+__all__ = ["MAX_SECONDS", "TRIGGERS", "_DEFAULTS", "_NO_BINDING", "_RETRY_ON", "_Options", "_Same",
            "_Step", "_Steps"]
 
 #: Trigger rule names, in the kernel's numbering.
@@ -275,7 +275,7 @@ class _Step:
         if not callable(fn):
             raise FlowError(f"add_many: {fn!r} is not callable (the steps {names[0]!r}...)")
         n = len(names)
-        with _NoGC():
+        with NoGC():
             if depends_on is None:
                 deps: list[tuple[str, ...]] = [()] * n
             elif not set(map(type, depends_on)) - {list, tuple}:
@@ -401,22 +401,6 @@ class _Same:
 
     def __eq__(self, other: object) -> bool:
         return list(self) == list(other) if isinstance(other, (_Same, list)) else NotImplemented
-
-
-class _NoGC:
-    """A block during which the cycle collector does not run: building a
-    million small objects would otherwise set it off again and again, for
-    nothing (they are all alive), and cost twice the building."""
-
-    __slots__ = ("was",)
-
-    def __enter__(self) -> None:
-        self.was = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.was:
-            gc.enable()
 
 
 for _option in _Options.__slots__:  # step.retries is step.opts.retries...

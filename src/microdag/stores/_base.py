@@ -164,6 +164,23 @@ class Store:
         """The runs, newest first; only those of ``flow`` when given."""
         raise NotImplementedError
 
+    def task_summary(self, run_id: str, first: int, worst: int) -> "tuple[dict[str, int], list[TaskRecord]]":
+        """What ``show`` prints of a big run without reading all of it: the
+        count of each task status, and the first ``first`` task records with
+        up to ``worst`` of those that failed or were cancelled, each once, in
+        :meth:`tasks`' order.  The SQLite store answers from its index; this
+        version reads every record.
+
+        Raises:
+            StoreError: no such run.
+        """
+        records = self.tasks(run_id)
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        bad = [n for n, r in enumerate(records) if r.status in ("failed", "cancelled")][:worst]
+        return counts, [records[n] for n in sorted(set(range(min(first, len(records)))) | set(bad))]
+
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
         """Delete runs that started more than ``older_than`` seconds ago, keeping
         the ``keep_last`` newest of each flow; return how many were deleted."""
@@ -349,6 +366,10 @@ class Store:
             for r in self.tasks(run_id, outputs=False)
             if r.item < 0 and r.status == "succeeded"
         }
+
+    def succeeded_count(self, run_id: str) -> int:
+        """How many steps (not map items) of the run succeeded."""
+        return len(self.succeeded(run_id))
 
     def load_run(self, run_id: str) -> "Run":
         """The run as a :class:`~microdag.Run`; outputs are decoded when read.

@@ -23,6 +23,7 @@ import threading
 import time
 
 from .._errors import StoreError
+from .._nogc import NoGC
 from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer
 from ._files import BLOB_SIZE, doomed, drop_blobs, drop_folders, put_blob, read_blob
@@ -338,22 +339,37 @@ class SQLiteStore(Store):
             f" traceback, {columns} FROM tasks WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
-        out = []
-        for row in rows:
-            row = (_s(row[0]), row[1], _s(row[2]), *row[3:6], _s(row[6]), _s(row[7]), _s(row[8]), *row[9:])
-            step, item = row[0], row[1]
-            output = row[9]
-            if row[10] is not None:
-                output = self._blob(row[10], run_id, str(step), item if type(item) is int else -1)
-            try:
-                _, _, status, attempts, started, finished, etype, emsg, tb = row[:9]
-                out.append(check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output))
-            except ValueError as exc:
-                raise StoreError(
-                    f"the record of step {step!r} (item {item!r}) of run {run_id!r} in store "
-                    f"{self.path!r} is damaged: {exc}"
-                ) from None
-        return out
+        return [self._record(run_id, row) for row in rows]
+
+    def _record(self, run_id: str, row: "tuple[Any, ...]") -> TaskRecord:
+        """A ``tasks`` row (step ... traceback, output, output_ref) as a checked :class:`TaskRecord`."""
+        row = (_s(row[0]), row[1], _s(row[2]), *row[3:6], _s(row[6]), _s(row[7]), _s(row[8]), *row[9:])
+        step, item = row[0], row[1]
+        output = row[9]
+        if row[10] is not None:
+            output = self._blob(row[10], run_id, str(step), item if type(item) is int else -1)
+        try:
+            _, _, status, attempts, started, finished, etype, emsg, tb = row[:9]
+            return check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output)
+        except ValueError as exc:
+            raise StoreError(
+                f"the record of step {step!r} (item {item!r}) of run {run_id!r} in store "
+                f"{self.path!r} is damaged: {exc}"
+            ) from None
+
+    def task_summary(self, run_id: str, first: int, worst: int) -> "tuple[dict[str, int], list[TaskRecord]]":
+        self.run_info(run_id)
+        counts = {_s(status): n for status, n in self._read(
+            "SELECT status, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY status", (run_id,))}
+        columns = ("seq, step, item, status, attempts, started, finished, error_type, error_message, traceback,"
+                   " output, output_ref")
+        rows = self._read(f"SELECT {columns} FROM tasks WHERE run_id = ? ORDER BY seq LIMIT ?", (run_id, first))
+        if counts.get("failed") or counts.get("cancelled"):
+            rows += self._read(
+                f"SELECT {columns} FROM tasks WHERE run_id = ? AND status IN ('failed', 'cancelled')"
+                " ORDER BY seq LIMIT ?", (run_id, worst))
+        picked = {row[0]: row[1:] for row in rows}
+        return counts, [self._record(run_id, picked[seq]) for seq in sorted(picked)]
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
         rows = self._read(
@@ -478,23 +494,29 @@ class SQLiteStore(Store):
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
         self.run_info(run_id)
-        rows = self._read(
-            "SELECT step, attempts, started, finished FROM tasks"
-            " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
-            (run_id,),
-        )
-        out = {}  # (a resume reads every success of a big run here: kept lean)
-        for step, attempts, started, finished in rows:
-            if step.__class__ is not str:
-                step = _s(step)
-            if not (attempts.__class__ is int and started.__class__ in _TIME and finished.__class__ in _TIME
-                    and step.__class__ is str):
-                raise StoreError(
-                    f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
-                    f"attempts {attempts!r}, started {started!r}, finished {finished!r}"
-                )
-            out[step] = (attempts, started, finished)
+        out = {}  # (a resume reads every success of a big run here: kept lean, the collector paused)
+        with NoGC():
+            rows = self._read(
+                "SELECT step, attempts, started, finished FROM tasks"
+                " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
+                (run_id,),
+            )
+            for step, attempts, started, finished in rows:
+                if step.__class__ is not str:
+                    step = _s(step)
+                if not (attempts.__class__ is int and started.__class__ in _TIME and finished.__class__ in _TIME
+                        and step.__class__ is str):
+                    raise StoreError(
+                        f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
+                        f"attempts {attempts!r}, started {started!r}, finished {finished!r}"
+                    )
+                out[step] = (attempts, started, finished)
         return out
+
+    def succeeded_count(self, run_id: str) -> int:
+        self.run_info(run_id)
+        return int(self._read("SELECT COUNT(*) FROM tasks WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
+                              (run_id,))[0][0])
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         sql = f"SELECT {_RUN_COLUMNS}, {self._code} FROM runs"
