@@ -1,27 +1,61 @@
-"""Worker processes for ``executor="processes"``: one pipe each.
+"""Worker processes for ``executor="processes"``: one pipe each, one attempt at a time.
 
 Workers start with ``forkserver`` (or ``spawn`` where there is none; never
-``fork`` from a threaded parent) and run one attempt at a time, so the pool
-knows which process runs which attempt.  An attempt past its timeout gets its
-process killed and replaced; a process that dies mid-attempt (``os._exit``, a
-signal) is seen at the end of its pipe and replaced, and the attempt fails
-with :class:`ChildProcessError`.
+``fork`` from a threaded parent), when an attempt needs one: a pool of
+``size`` starts at most ``size`` of them, and a run that never has two steps
+running at once (a chain) starts one.  A worker runs one attempt at a time,
+so the pool knows which process runs which attempt.  An attempt past its
+timeout gets its process killed; a process that dies mid-attempt
+(``os._exit``, a signal) is seen at the end of its pipe and the attempt fails
+with :class:`ChildProcessError`.  Either way the process is let go of, and the
+next attempt that finds no idle worker starts a new one.
 
 Data flow::
 
-    dispatch --submit--> (fn, kwargs, attempt) --pipe--> worker: invoke(fn, kwargs, attempt)
-    dispatch <--wait---- (attempt, ok, value)  <--pipe-- worker: (ok, value)
+    dispatch --submit--> [fid, fn the first time, call] --pipe--> worker: invoke(fn, kwargs, attempt)
+    dispatch <--wait---- (attempt, ok, value)          <--pipe-- worker: (ok, value, has fid)
 
-Why ``wait`` cannot hang: it waits on the pipes of busy workers with a
-timeout that ends at the first deadline among them, and a worker whose pipe
-closes is replaced on the spot.
+Messages are one pickle each way (protocol 5, with ``multiprocessing``'s
+reducers, as ``Connection.send`` would pickle them), sent with
+``send_bytes``.  A step's function is pickled once per pool and travels to a
+worker with that worker's first attempt of it; later attempts name it by its
+number in the pool (``fid``), and the worker calls the function it kept (a
+callable object's state therefore lasts between the attempts one worker
+runs, as a module's globals do).  A function that does not load in the
+worker is not kept, and the reply says so: the next attempt sends it again.
+The call is ``(kwargs, the attempt's fields)`` (every field
+``Attempt.__reduce__`` gives, the trace context included), rebuilt into an
+``Attempt`` in the worker.
+
+Latency.  A tiny step costs a message each way, and where waking a process
+that sleeps on another CPU is slow (a virtual machine: tens of microseconds
+per wake-up, more than the rest of the hop), the wake-ups are most of it.  So
+each side polls for a short while (``SPIN``) before it sleeps: the pool in
+``wait``, a worker after it sends a result, for its next attempt.  The poll
+yields the CPU between checks (``sched_yield``), so a process that has work
+on that CPU runs first; and ``SPIN`` is about the price of one sleep and
+wake-up, so a wait that outlasts it costs at most twice what sleeping at once
+would.  The pool gives an attempt to the idle worker it used last (the one
+most likely still polling).
+
+State: ``_workers`` (the started workers: process, pipe, attempt or
+``None``, deadline), ``_idle`` (the idle ones, most recently used last),
+``_busy`` (how many hold an attempt), ``_fns`` (``id(fn)`` -> fid and the
+pickled function; ``_keep`` holds the functions, so their ids stay theirs),
+and per worker ``known``, the fids it was sent.
+
+Why ``wait`` cannot hang: it waits on the pipes of the started workers with
+a timeout that ends at the first deadline among the busy ones (a poll first,
+never longer than that timeout), and a worker whose pipe ends is let go of on
+the spot, its attempt failed.
 """
 
 import os
+import struct
 import time
 
 from . import until_deadline
-from ._attempt import invoke
+from ._attempt import Attempt, invoke
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,13 +65,50 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import Outcome
-    from ._attempt import Attempt
 
 __all__ = ["ProcessPool"]
 
+#: Seconds each side polls for a message before it sleeps (see the module docs).
+SPIN = 100e-6
+
+#: A message's head: the function's number, and the size of the pickled
+#: function that follows (0: the worker has it).
+_HEAD = struct.Struct("<II")
+
+_LOADING = "microdag: the worker process could not load the step's function or arguments"
+
+
+def _pickler() -> "Callable[[Any], bytes]":
+    """``pickle.dumps`` with protocol 5 and ``multiprocessing``'s reducers
+    (``ForkingPickler``'s, without building its table at every call)."""
+    import copyreg
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    table = dict(copyreg.dispatch_table)
+    table.update(ForkingPickler._extra_reducers)
+    if len(table) == len(copyreg.dispatch_table):
+        return lambda obj: pickle.dumps(obj, 5)
+    Pickler = pickle.Pickler
+
+    def dumps(obj: "Any") -> bytes:
+        buf = io.BytesIO()
+        pickler = Pickler(buf, 5)
+        pickler.dispatch_table = table
+        pickler.dump(obj)
+        return buf.getvalue()
+
+    return dumps
+
+
+def _idler() -> "Callable[[], Any]":
+    """What a poll calls between its checks: give the CPU to what else can run."""
+    return getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+
 
 def _worker_main(conn: "Connection") -> None:
-    """A worker process: run attempts sent down the pipe until told to stop.
+    """A worker process: run attempts sent down the pipe until it closes.
 
     (``multiprocessing`` gives each new worker the parent's ``sys.path`` of
     that moment, so modules of a flow file's folder added later still load.)
@@ -45,35 +116,70 @@ def _worker_main(conn: "Connection") -> None:
     import pickle
 
     _own_group()
+    dumps = _pickler()
+    loads = pickle.loads
+    recv, send = conn.recv_bytes, conn.send_bytes
+    ready = _readable(conn)
+    idle = _idler()
+    clock = time.perf_counter
+    fns: dict[int, Any] = {}
+    first = True
     while True:
+        if not first:  # poll a little for the next attempt before sleeping in recv
+            end = clock() + SPIN
+            while not ready() and clock() < end:
+                idle()
+        first = False
         try:
-            msg = conn.recv()
+            msg = recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return
+        fid, size = _HEAD.unpack_from(msg)
+        try:
+            fn = fns.get(fid)
+            if fn is None:
+                if not size:
+                    raise LookupError(f"the step's function (number {fid}) was not sent to this worker")
+                fn = loads(memoryview(msg)[_HEAD.size:_HEAD.size + size])
+                fns[fid] = fn
+            kwargs, fields = loads(memoryview(msg)[_HEAD.size + size:])
+            attempt = Attempt(*fields)
         except Exception as exc:  # the step's function or arguments do not load here
-            exc.add_note("microdag: the worker process could not load the step's function or arguments")
+            exc.add_note(_LOADING)
+            reply: tuple[bool, Any, bool] = (False, exc, fid in fns)
+        else:
             try:
-                conn.send((False, exc))
-            except Exception:
-                return
-            continue
-        if msg is None:
-            return
-        fn, kwargs, attempt = msg
+                reply = (True, invoke(fn, kwargs, attempt), True)
+            except BaseException as exc:
+                reply = (False, exc, True)
         try:
-            payload = (True, invoke(fn, kwargs, attempt))
-        except BaseException as exc:
-            payload = (False, exc)
-        try:
-            conn.send(payload)
+            data = dumps(reply)
         except Exception as exc:  # the output or the exception does not pickle
-            what = "output" if payload[0] else "exception"
-            detail = f"{type(payload[1]).__name__}: {payload[1]}"
+            what = "output" if reply[0] else "exception"
+            detail = f"{type(reply[1]).__name__}: {reply[1]}"
             try:
-                conn.send((False, pickle.PicklingError(
-                    f"the step's {what} could not be sent back from its process ({detail}): {exc}")))
+                data = dumps((False, pickle.PicklingError(
+                    f"the step's {what} could not be sent back from its process ({detail}): {exc}"), reply[2]))
             except Exception:
                 return
+        try:
+            send(data)
+        except (OSError, KeyboardInterrupt):
+            return
+
+
+def _readable(conn: "Connection") -> "Callable[[], bool]":
+    """Whether ``conn`` has something to read, without waiting (a ``poll``
+    object on POSIX; ``Connection.poll`` builds a selector at every call)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+    except (AttributeError, OSError, ValueError):
+        return lambda: conn.poll(0)
+    check = poller.poll
+    return lambda: bool(check(0))
 
 
 def _own_group() -> None:
@@ -118,13 +224,14 @@ def _stop(process: "BaseProcess") -> None:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "attempt", "deadline")
+    __slots__ = ("process", "conn", "attempt", "deadline", "known")
 
     def __init__(self, process: "BaseProcess", conn: "Connection") -> None:
         self.process = process
         self.conn = conn
         self.attempt: Attempt | None = None
         self.deadline: float | None = None
+        self.known: set[int] = set()  # the fids of the functions it was sent
 
 
 class ProcessPool:
@@ -137,72 +244,159 @@ class ProcessPool:
         method = "forkserver" if "forkserver" in methods else "spawn"
         self._ctx: Any = multiprocessing.get_context(method)
         if method == "forkserver":
-            # Workers fork from the server: have it import the worker code once.
-            self._ctx.set_forkserver_preload(["microdag.pools.process"])
-        self._workers = [self._spawn() for _ in range(size)]
+            # Workers fork from the server: have it import once what each of
+            # them needs (the worker code; the module that rebuilds its pipe;
+            # what runs the caller's script again as __mp_main__).
+            self._ctx.set_forkserver_preload(["microdag.pools.process", "multiprocessing.popen_forkserver",
+                                              "pkgutil"])
+        self._size = size
+        self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._busy = 0
+        self._fns: dict[int, tuple[int, bytes]] = {}
+        self._keep: list[Any] = []
+        self._dumps = _pickler()
+        self._idler = _idler()
+        self._sel: Any = None
+        try:
+            import selectors
 
-    def _spawn(self) -> _Worker:
+            self._sel = selectors.DefaultSelector()
+        except (ImportError, OSError):  # pragma: no cover - no selector here: multiprocessing's wait
+            pass
+
+    def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="microdag worker")
         process.start()
         child.close()
-        return _Worker(process, parent)
+        worker = _Worker(process, parent)
+        self._workers.append(worker)
+        if self._sel is not None:
+            try:
+                self._sel.register(parent, 1, worker)  # selectors.EVENT_READ
+            except (OSError, ValueError):  # pragma: no cover - a pipe a selector cannot watch
+                self._sel.close()
+                self._sel = None
+        return worker
 
     def free(self) -> int:
-        return sum(1 for w in self._workers if w.attempt is None)
+        return self._size - self._busy
 
     def busy(self) -> int:
-        return sum(1 for w in self._workers if w.attempt is not None)
+        return self._busy
+
+    def _function(self, fn: "Callable[..., Any]") -> "tuple[int, bytes]":
+        """``fn``'s number in this pool and its pickle (made on its first attempt)."""
+        entry = self._fns.get(id(fn))
+        if entry is None:
+            entry = self._fns[id(fn)] = (len(self._keep), self._dumps(fn))  # raises if it does not pickle
+            self._keep.append(fn)
+        return entry
 
     def submit(self, attempt: "Attempt", fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> None:
-        worker = next(w for w in self._workers if w.attempt is None)
-        worker.conn.send((fn, kwargs, attempt))  # raises if they do not pickle
+        fid, blob = self._function(fn)
+        call = self._dumps((kwargs, attempt.__reduce__()[1]))  # raises if they do not pickle
+        worker = self._idle.pop() if self._idle else self._start()
+        if fid in worker.known:
+            msg = _HEAD.pack(fid, 0) + call
+        else:
+            msg = b"".join((_HEAD.pack(fid, len(blob)), blob, call))
+        try:
+            worker.conn.send_bytes(msg)
+        except BaseException:  # its pipe is gone (it died while idle), or Ctrl-C mid-message
+            self._drop(worker, kill=True)
+            raise
+        worker.known.add(fid)
         worker.attempt = attempt
         worker.deadline = None if attempt.timeout is None else time.monotonic() + attempt.timeout
+        self._busy += 1
 
-    def _replace(self, worker: _Worker, kill: bool) -> "int | None":
+    def _drop(self, worker: _Worker, kill: bool) -> "int | None":
+        """Let go of ``worker`` (killed first if ``kill``); its exit code."""
         if kill:
             _stop(worker.process)
         worker.process.join(5)
         code = worker.process.exitcode
+        if self._sel is not None:
+            try:
+                self._sel.unregister(worker.conn)
+            except (KeyError, ValueError, OSError):
+                pass
         worker.conn.close()
-        self._workers[self._workers.index(worker)] = self._spawn()
+        self._workers.remove(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        if worker.attempt is not None:
+            worker.attempt = None
+            self._busy -= 1
         return code
 
-    def wait(self, timeout: "float | None") -> "list[Outcome]":
-        from multiprocessing.connection import wait
+    def _ready(self, timeout: "float | None") -> "list[_Worker]":
+        """The workers whose pipes have something to read (a result, or their
+        end), after a poll of up to ``SPIN`` and then a wait of the rest of
+        ``timeout``."""
+        sel = self._sel
+        if sel is None:
+            from multiprocessing.connection import wait
 
-        busy = [w for w in self._workers if w.attempt is not None]
-        if not busy:
+            by_conn = {w.conn: w for w in self._workers}
+            return [by_conn[c] for c in wait(list(by_conn), timeout)]
+        events = sel.select(0)
+        if not events and timeout != 0:
+            clock = time.perf_counter
+            start = clock()
+            end = start + (SPIN if timeout is None else min(SPIN, timeout))
+            idle = self._idler
+            while not events and clock() < end:
+                idle()
+                events = sel.select(0)
+            if not events:
+                events = sel.select(None if timeout is None else max(0.0, timeout - (clock() - start)))
+        return [key.data for key, _ in events]
+
+    def wait(self, timeout: "float | None") -> "list[Outcome]":
+        import pickle
+
+        if not self._busy:
             if timeout:
                 time.sleep(timeout)
             return []
-        timeout = until_deadline(timeout, [w.deadline for w in busy if w.deadline is not None])
-        ready = wait([w.conn for w in busy], timeout)
+        timeout = until_deadline(timeout, [w.deadline for w in self._workers if w.deadline is not None])
+        ready = self._ready(timeout)
         out: list[Outcome] = []
         now = time.monotonic()
-        for worker in busy:
+        for worker in ready:
             attempt = worker.attempt
-            assert attempt is not None
-            if worker.conn in ready:
-                try:
-                    ok, value = worker.conn.recv()
-                except (EOFError, OSError):
-                    code = self._replace(worker, kill=False)
-                    out.append((attempt, False, ChildProcessError(
-                        f"the worker process died (exit code {code}) while running the step")))
-                    continue
-                except Exception as exc:  # the result did not unpickle here
-                    ok, value = False, exc
-                late = worker.deadline is not None and now >= worker.deadline
-                worker.attempt = None
-                worker.deadline = None
-                if late:  # it came after the deadline: the attempt timed out
-                    ok, value = False, TimeoutError(
-                        f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")
-                out.append((attempt, ok, value))
-            elif worker.deadline is not None and now >= worker.deadline:
-                self._replace(worker, kill=True)
+            if attempt is None:  # an idle worker's pipe ended: it died between attempts
+                self._drop(worker, kill=False)
+                continue
+            try:
+                data = worker.conn.recv_bytes()
+            except (EOFError, OSError):
+                code = self._drop(worker, kill=False)
+                out.append((attempt, False, ChildProcessError(
+                    f"the worker process died (exit code {code}) while running the step")))
+                continue
+            try:
+                ok, value, has = pickle.loads(data)
+            except Exception as exc:  # the result did not unpickle here
+                ok, value, has = False, exc, True
+            if not has:
+                worker.known.clear()  # it kept no function it could not load
+            late = worker.deadline is not None and now >= worker.deadline
+            worker.attempt = None
+            worker.deadline = None
+            self._busy -= 1
+            self._idle.append(worker)
+            if late:  # it came after the deadline: the attempt timed out
+                ok, value = False, TimeoutError(
+                    f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")
+            out.append((attempt, ok, value))
+        for worker in list(self._workers):
+            attempt = worker.attempt
+            if attempt is not None and worker.deadline is not None and now >= worker.deadline:
+                self._drop(worker, kill=True)
                 out.append((attempt, False, TimeoutError(
                     f"{attempt.describe()} timed out after {attempt.timeout:g} s; its worker "
                     "process was terminated and replaced")))
@@ -214,7 +408,7 @@ class ProcessPool:
         for worker in list(self._workers):
             if worker.attempt is not None:
                 attempts.append(worker.attempt)
-                self._replace(worker, kill=True)
+                self._drop(worker, kill=True)
         return attempts
 
     def close(self) -> None:
@@ -222,13 +416,15 @@ class ProcessPool:
             if worker.attempt is not None:
                 _stop(worker.process)
             else:
-                try:
-                    worker.conn.send(None)
-                except OSError:
-                    pass
+                worker.conn.close()  # the end of its pipe: it returns
         for worker in self._workers:
             worker.process.join(5)
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(5)
             worker.conn.close()
+        self._workers.clear()
+        self._idle.clear()
+        self._busy = 0
+        if self._sel is not None:
+            self._sel.close()
