@@ -51,6 +51,7 @@ the spot, its attempt failed.
 """
 
 import os
+import select
 import struct
 import time
 
@@ -75,31 +76,112 @@ SPIN = 100e-6
 #: function that follows (0: the worker has it).
 _HEAD = struct.Struct("<II")
 
+#: ``Connection``'s framing: the length of what follows (-1: an 8-byte length follows).
+_LEN = struct.Struct("!i")
+_BIG = struct.Struct("!Q")
+
 _LOADING = "microdag: the worker process could not load the step's function or arguments"
 
 
 def _pickler() -> "Callable[[Any], bytes]":
-    """``pickle.dumps`` with protocol 5 and ``multiprocessing``'s reducers
-    (``ForkingPickler``'s, without building its table at every call)."""
+    """``pickle.dumps`` with protocol 5 and ``multiprocessing``'s reducers, as
+    ``ForkingPickler.dumps`` pickles, through one pickler kept for every call
+    (it holds nothing between calls)."""
     import copyreg
     import io
     import pickle
     from multiprocessing.reduction import ForkingPickler
 
-    table = dict(copyreg.dispatch_table)
-    table.update(ForkingPickler._extra_reducers)
-    if len(table) == len(copyreg.dispatch_table):
-        return lambda obj: pickle.dumps(obj, 5)
-    Pickler = pickle.Pickler
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, 5)
+    pickler.dispatch_table = {**copyreg.dispatch_table, **ForkingPickler._extra_reducers}
 
     def dumps(obj: "Any") -> bytes:
-        buf = io.BytesIO()
-        pickler = Pickler(buf, 5)
-        pickler.dispatch_table = table
-        pickler.dump(obj)
-        return buf.getvalue()
+        try:
+            pickler.dump(obj)
+            return buf.getvalue()
+        finally:
+            pickler.clear_memo()
+            buf.seek(0)
+            buf.truncate()
 
     return dumps
+
+
+def _sender(conn: "Connection") -> "Callable[[bytes], None]":
+    """What sends a message down ``conn``: on POSIX, ``os.write`` of its
+    descriptor in ``Connection``'s framing (a big-endian length, then the
+    bytes: one write for a small message); elsewhere ``send_bytes``."""
+    if os.name != "posix":
+        return conn.send_bytes
+    fd = conn.fileno()
+    write = os.write
+    pack = _LEN.pack
+
+    def send(data: bytes) -> None:
+        n = len(data)
+        if n <= 16384:
+            data = pack(n) + data
+            done = write(fd, data)
+            if done < n + 4:  # (a signal cut the write short)
+                _write_all(fd, data, done)
+            return
+        _write_all(fd, pack(n) if n <= 0x7FFFFFFF else pack(-1) + _BIG.pack(n), 0)
+        _write_all(fd, memoryview(data), 0)
+
+    return send
+
+
+def _write_all(fd: int, data: "bytes | memoryview", done: int) -> None:
+    view = memoryview(data)
+    while done < len(view):
+        done += os.write(fd, view[done:])
+
+
+def _receiver(conn: "Connection") -> "Callable[[], bytes | bytearray | memoryview]":
+    """What reads the next message from ``conn`` (``EOFError`` at its end):
+    on POSIX one ``os.read`` for a small message, in ``Connection``'s framing;
+    elsewhere ``recv_bytes``.  One message is in flight each way at most (a
+    worker runs one attempt at a time), so a read never takes in part of the
+    next one."""
+    if os.name != "posix":
+        return conn.recv_bytes
+    fd = conn.fileno()
+    read = os.read
+    unpack = _LEN.unpack_from
+
+    def recv() -> "bytes | bytearray | memoryview":
+        data = read(fd, 65536)
+        if len(data) > 4 and unpack(data)[0] == len(data) - 4:
+            return memoryview(data)[4:]
+        return _read_rest(fd, data)
+
+    return recv
+
+
+def _read_rest(fd: int, data: bytes) -> bytearray:
+    """The message that ``data`` starts (a big one, or a read cut short)."""
+    head = bytearray(data)
+    while len(head) < 4 or (len(head) < 12 and _LEN.unpack_from(head)[0] == -1):
+        more = os.read(fd, 12 - len(head) if len(head) >= 4 else 4 - len(head))
+        if not more:
+            raise EOFError
+        head += more
+    size = _LEN.unpack_from(head)[0]
+    start = 4
+    if size == -1:
+        size = _BIG.unpack_from(head, 4)[0]
+        start = 12
+    out = bytearray(size)
+    got = len(head) - start
+    out[:got] = head[start:]
+    view = memoryview(out)
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            raise EOFError
+        got += n
+    return out
 
 
 def _idler() -> "Callable[[], Any]":
@@ -118,7 +200,7 @@ def _worker_main(conn: "Connection") -> None:
     _own_group()
     dumps = _pickler()
     loads = pickle.loads
-    recv, send = conn.recv_bytes, conn.send_bytes
+    recv, send = _receiver(conn), _sender(conn)
     ready = _readable(conn)
     idle = _idler()
     clock = time.perf_counter
@@ -172,8 +254,6 @@ def _readable(conn: "Connection") -> "Callable[[], bool]":
     """Whether ``conn`` has something to read, without waiting (a ``poll``
     object on POSIX; ``Connection.poll`` builds a selector at every call)."""
     try:
-        import select
-
         poller = select.poll()
         poller.register(conn.fileno(), select.POLLIN)
     except (AttributeError, OSError, ValueError):
@@ -224,11 +304,13 @@ def _stop(process: "BaseProcess") -> None:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "attempt", "deadline", "known")
+    __slots__ = ("process", "conn", "send", "recv", "attempt", "deadline", "known")
 
     def __init__(self, process: "BaseProcess", conn: "Connection") -> None:
         self.process = process
         self.conn = conn
+        self.send = _sender(conn)
+        self.recv = _receiver(conn)
         self.attempt: Attempt | None = None
         self.deadline: float | None = None
         self.known: set[int] = set()  # the fids of the functions it was sent
@@ -239,6 +321,7 @@ class ProcessPool:
 
     def __init__(self, size: int) -> None:
         import multiprocessing
+        import pickle
 
         methods = multiprocessing.get_all_start_methods()
         method = "forkserver" if "forkserver" in methods else "spawn"
@@ -253,17 +336,16 @@ class ProcessPool:
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._busy = 0
+        self._timed = 0  # how many of the busy workers have a deadline
         self._fns: dict[int, tuple[int, bytes]] = {}
         self._keep: list[Any] = []
         self._dumps = _pickler()
+        self._loads = pickle.loads
         self._idler = _idler()
-        self._sel: Any = None
-        try:
-            import selectors
-
-            self._sel = selectors.DefaultSelector()
-        except (ImportError, OSError):  # pragma: no cover - no selector here: multiprocessing's wait
-            pass
+        self._by_fd: dict[int, _Worker] = {}
+        self._poller: Any = None  # a select.poll of the workers' pipes (else multiprocessing's wait)
+        if os.name == "posix" and hasattr(select, "poll"):
+            self._poller = select.poll()
 
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
@@ -272,12 +354,10 @@ class ProcessPool:
         child.close()
         worker = _Worker(process, parent)
         self._workers.append(worker)
-        if self._sel is not None:
-            try:
-                self._sel.register(parent, 1, worker)  # selectors.EVENT_READ
-            except (OSError, ValueError):  # pragma: no cover - a pipe a selector cannot watch
-                self._sel.close()
-                self._sel = None
+        if self._poller is not None:
+            fd = parent.fileno()
+            self._poller.register(fd, select.POLLIN)  # (the end of the pipe comes as POLLHUP)
+            self._by_fd[fd] = worker
         return worker
 
     def free(self) -> int:
@@ -303,14 +383,24 @@ class ProcessPool:
         else:
             msg = b"".join((_HEAD.pack(fid, len(blob)), blob, call))
         try:
-            worker.conn.send_bytes(msg)
+            worker.send(msg)
         except BaseException:  # its pipe is gone (it died while idle), or Ctrl-C mid-message
             self._drop(worker, kill=True)
             raise
         worker.known.add(fid)
         worker.attempt = attempt
-        worker.deadline = None if attempt.timeout is None else time.monotonic() + attempt.timeout
         self._busy += 1
+        if attempt.timeout is not None:
+            worker.deadline = time.monotonic() + attempt.timeout
+            self._timed += 1
+
+    def _vacate(self, worker: _Worker) -> None:
+        """``worker`` holds no attempt any more."""
+        worker.attempt = None
+        self._busy -= 1
+        if worker.deadline is not None:
+            worker.deadline = None
+            self._timed -= 1
 
     def _drop(self, worker: _Worker, kill: bool) -> "int | None":
         """Let go of ``worker`` (killed first if ``kill``); its exit code."""
@@ -318,31 +408,29 @@ class ProcessPool:
             _stop(worker.process)
         worker.process.join(5)
         code = worker.process.exitcode
-        if self._sel is not None:
-            try:
-                self._sel.unregister(worker.conn)
-            except (KeyError, ValueError, OSError):
-                pass
+        if self._poller is not None:
+            fd = worker.conn.fileno()
+            self._poller.unregister(fd)
+            del self._by_fd[fd]
         worker.conn.close()
         self._workers.remove(worker)
         if worker in self._idle:
             self._idle.remove(worker)
         if worker.attempt is not None:
-            worker.attempt = None
-            self._busy -= 1
+            self._vacate(worker)
         return code
 
     def _ready(self, timeout: "float | None") -> "list[_Worker]":
         """The workers whose pipes have something to read (a result, or their
         end), after a poll of up to ``SPIN`` and then a wait of the rest of
         ``timeout``."""
-        sel = self._sel
-        if sel is None:
+        if self._poller is None:
             from multiprocessing.connection import wait
 
             by_conn = {w.conn: w for w in self._workers}
             return [by_conn[c] for c in wait(list(by_conn), timeout)]
-        events = sel.select(0)
+        poll = self._poller.poll
+        events = poll(0)
         if not events and timeout != 0:
             clock = time.perf_counter
             start = clock()
@@ -350,19 +438,19 @@ class ProcessPool:
             idle = self._idler
             while not events and clock() < end:
                 idle()
-                events = sel.select(0)
+                events = poll(0)
             if not events:
-                events = sel.select(None if timeout is None else max(0.0, timeout - (clock() - start)))
-        return [key.data for key, _ in events]
+                events = poll(None if timeout is None else max(0.0, timeout - (clock() - start)) * 1000)
+        by_fd = self._by_fd
+        return [by_fd[fd] for fd, _ in events]
 
     def wait(self, timeout: "float | None") -> "list[Outcome]":
-        import pickle
-
         if not self._busy:
             if timeout:
                 time.sleep(timeout)
             return []
-        timeout = until_deadline(timeout, [w.deadline for w in self._workers if w.deadline is not None])
+        if self._timed:
+            timeout = until_deadline(timeout, [w.deadline for w in self._workers if w.deadline is not None])
         ready = self._ready(timeout)
         out: list[Outcome] = []
         now = time.monotonic()
@@ -372,28 +460,26 @@ class ProcessPool:
                 self._drop(worker, kill=False)
                 continue
             try:
-                data = worker.conn.recv_bytes()
+                data = worker.recv()
             except (EOFError, OSError):
                 code = self._drop(worker, kill=False)
                 out.append((attempt, False, ChildProcessError(
                     f"the worker process died (exit code {code}) while running the step")))
                 continue
             try:
-                ok, value, has = pickle.loads(data)
+                ok, value, has = self._loads(data)
             except Exception as exc:  # the result did not unpickle here
                 ok, value, has = False, exc, True
             if not has:
                 worker.known.clear()  # it kept no function it could not load
             late = worker.deadline is not None and now >= worker.deadline
-            worker.attempt = None
-            worker.deadline = None
-            self._busy -= 1
+            self._vacate(worker)
             self._idle.append(worker)
             if late:  # it came after the deadline: the attempt timed out
                 ok, value = False, TimeoutError(
                     f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")
             out.append((attempt, ok, value))
-        for worker in list(self._workers):
+        for worker in list(self._workers) if self._timed else ():
             attempt = worker.attempt
             if attempt is not None and worker.deadline is not None and now >= worker.deadline:
                 self._drop(worker, kill=True)
@@ -425,6 +511,5 @@ class ProcessPool:
             worker.conn.close()
         self._workers.clear()
         self._idle.clear()
-        self._busy = 0
-        if self._sel is not None:
-            self._sel.close()
+        self._by_fd.clear()
+        self._busy = self._timed = 0
