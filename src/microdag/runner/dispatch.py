@@ -30,6 +30,8 @@ run cannot go on: the state machine's stall error is raised instead of
 waiting forever.  With a cancel event, every wait is 50 ms at most.
 """
 
+from ..pools._attempt import Captured, Remote
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -121,8 +123,6 @@ def _settle(runner: "Runner", att: "Any", ok: bool, value: "Any") -> None:
     """Hand an outcome from the pool to the state machine, with what the step
     printed; an output that stayed on a cluster is fetched where this process
     needs it (a store records it, the cache keeps it, a batch is counted)."""
-    from ..pools._attempt import Captured, Remote
-
     if type(value) is Remote:
         step = runner.plan.steps[att.step]
         if runner.capture or step.cache or (att.unit >= 0 and step.batch_size is not None):
@@ -130,10 +130,11 @@ def _settle(runner: "Runner", att: "Any", ok: bool, value: "Any") -> None:
                 value = value.fetch()
             except BaseException as exc:  # the task failed on its way back, or the cluster is gone
                 ok, value = False, exc
+    text: str | None = None
     if isinstance(value, Captured):
-        text: str | None = value.text
+        text = value.text
         value = value.value
-    else:
+    elif isinstance(value, BaseException):  # (what a step raised carries what it printed)
         text = getattr(value, "__microdag_logs__", None)
     if text:
         runner.recorder.logs(att, text)
