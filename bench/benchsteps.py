@@ -36,3 +36,13 @@ def one() -> int:
 def add_one(**deps: int) -> int:
     """A tiny step: 1 plus its dependencies' outputs."""
     return 1 + sum(deps.values())
+
+
+def add_one_args(*values: int) -> int:
+    """``add_one`` with positional inputs (a dask task's arguments)."""
+    return 1 + sum(values)
+
+
+def one_of(_: object) -> int:
+    """``one()`` for ``Executor.map`` (which passes an item)."""
+    return 1
