@@ -85,16 +85,14 @@ _LOADING = "microdag: the worker process could not load the step's function or a
 
 def _pickler() -> "Callable[[Any], bytes]":
     """``pickle.dumps`` with protocol 5 and ``multiprocessing``'s reducers, as
-    ``ForkingPickler.dumps`` pickles, through one pickler kept for every call
-    (it holds nothing between calls)."""
-    import copyreg
+    ``ForkingPickler.dumps`` pickles, through one ``ForkingPickler`` kept for
+    every call (which builds its reducer table once, not at every call; it
+    holds nothing between calls)."""
     import io
-    import pickle
     from multiprocessing.reduction import ForkingPickler
 
     buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, 5)
-    pickler.dispatch_table = {**copyreg.dispatch_table, **ForkingPickler._extra_reducers}
+    pickler = ForkingPickler(buf, 5)
 
     def dumps(obj: "Any") -> bytes:
         try:
@@ -377,16 +375,23 @@ class ProcessPool:
     def submit(self, attempt: "Attempt", fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> None:
         fid, blob = self._function(fn)
         call = self._dumps((kwargs, attempt.__reduce__()[1]))  # raises if they do not pickle
-        worker = self._idle.pop() if self._idle else self._start()
-        if fid in worker.known:
-            msg = _HEAD.pack(fid, 0) + call
-        else:
-            msg = b"".join((_HEAD.pack(fid, len(blob)), blob, call))
-        try:
-            worker.send(msg)
-        except BaseException:  # its pipe is gone (it died while idle), or Ctrl-C mid-message
-            self._drop(worker, kill=True)
-            raise
+        while True:
+            fresh = not self._idle
+            worker = self._start() if fresh else self._idle.pop()
+            if fid in worker.known:
+                msg = _HEAD.pack(fid, 0) + call
+            else:
+                msg = b"".join((_HEAD.pack(fid, len(blob)), blob, call))
+            try:
+                worker.send(msg)
+                break
+            except OSError:  # its pipe is gone: it died while idle; the attempt goes to another
+                self._drop(worker, kill=True)
+                if fresh:
+                    raise
+            except BaseException:  # Ctrl-C mid-message: what the worker read is not whole
+                self._drop(worker, kill=True)
+                raise
         worker.known.add(fid)
         worker.attempt = attempt
         self._busy += 1
@@ -427,7 +432,7 @@ class ProcessPool:
         if self._poller is None:
             from multiprocessing.connection import wait
 
-            by_conn = {w.conn: w for w in self._workers}
+            by_conn: dict[Any, _Worker] = {w.conn: w for w in self._workers}
             return [by_conn[c] for c in wait(list(by_conn), timeout)]
         poll = self._poller.poll
         events = poll(0)
