@@ -7,47 +7,62 @@ running at once (a chain) starts one.  A worker runs one attempt at a time,
 so the pool knows which process runs which attempt.  An attempt past its
 timeout gets its process killed; a process that dies mid-attempt
 (``os._exit``, a signal) is seen at the end of its pipe and the attempt fails
-with :class:`ChildProcessError`.  Either way the process is let go of, and the
-next attempt that finds no idle worker starts a new one.
+with :class:`ChildProcessError`; one that died while idle is seen the same
+way, or when an attempt is sent to it (which then goes to a new worker).
+Either way the process is let go of, and the next attempt that finds no idle
+worker starts a new one.
 
 Data flow::
 
-    dispatch --submit--> [fid, fn the first time, call] --pipe--> worker: invoke(fn, kwargs, attempt)
-    dispatch <--wait---- (attempt, ok, value)          <--pipe-- worker: (ok, value, has fid)
+    dispatch --submit--> [fid, size | fn's pickle | call's pickle] --pipe--> worker: invoke(fn, kwargs, attempt)
+    dispatch <--wait---- (attempt, ok, value) <---- (ok, value, has fid) <--pipe-- worker
 
-Messages are one pickle each way (protocol 5, with ``multiprocessing``'s
-reducers, as ``Connection.send`` would pickle them), sent with
-``send_bytes``.  A step's function is pickled once per pool and travels to a
-worker with that worker's first attempt of it; later attempts name it by its
-number in the pool (``fid``), and the worker calls the function it kept (a
-callable object's state therefore lasts between the attempts one worker
-runs, as a module's globals do).  A function that does not load in the
-worker is not kept, and the reply says so: the next attempt sends it again.
-The call is ``(kwargs, the attempt's fields)`` (every field
-``Attempt.__reduce__`` gives, the trace context included), rebuilt into an
-``Attempt`` in the worker.
+Messages.  Each is pickled once (protocol 5, with ``multiprocessing``'s
+reducers, as ``Connection.send`` would pickle it) and framed as
+``Connection`` frames it (a big-endian length, then the bytes); on POSIX the
+pool and the workers write and read the pipe's descriptor themselves (one
+``os.write`` and, for a message of up to 64 KiB, one ``os.read``), elsewhere
+they use ``send_bytes`` and ``recv_bytes``.  A step's function is pickled
+once per pool and travels to a worker with that worker's first attempt of it;
+later attempts name it by its number in the pool (``fid``) and the worker
+calls the function it kept (so a callable object's state lasts between the
+attempts one worker runs, as a module's globals do).  A function that does
+not load in the worker is not kept, and the reply says so (``has fid``
+false): the next attempt sends it again.  The call is ``(kwargs, the
+attempt's fields)``, every field ``Attempt.__reduce__`` gives (the trace
+context among them), rebuilt into an ``Attempt`` in the worker.
 
 Latency.  A tiny step costs a message each way, and where waking a process
-that sleeps on another CPU is slow (a virtual machine: tens of microseconds
-per wake-up, more than the rest of the hop), the wake-ups are most of it.  So
-each side polls for a short while (``SPIN``) before it sleeps: the pool in
-``wait``, a worker after it sends a result, for its next attempt.  The poll
-yields the CPU between checks (``sched_yield``), so a process that has work
-on that CPU runs first; and ``SPIN`` is about the price of one sleep and
-wake-up, so a wait that outlasts it costs at most twice what sleeping at once
-would.  The pool gives an attempt to the idle worker it used last (the one
-most likely still polling).
+that sleeps on another CPU is slow (a virtual machine: 25 to 35 us per
+wake-up measured here, more than everything else in a hop), the wake-ups are
+most of it.  So each side polls for a short while (``SPIN``) before it
+sleeps: the pool in ``wait``, a worker after it sends a result (for its next
+attempt).  The poll yields the CPU between checks (``sched_yield``), so a
+process with work on that CPU runs first; and ``SPIN`` is about the price of
+a sleep and a wake-up, so a wait that outlasts it costs at most twice what
+sleeping at once would.  The pool gives an attempt to the idle worker it used
+last, the one most likely still polling.
 
-State: ``_workers`` (the started workers: process, pipe, attempt or
-``None``, deadline), ``_idle`` (the idle ones, most recently used last),
-``_busy`` (how many hold an attempt), ``_fns`` (``id(fn)`` -> fid and the
-pickled function; ``_keep`` holds the functions, so their ids stay theirs),
-and per worker ``known``, the fids it was sent.
+State: ``_workers`` (the started workers, each with its process, pipe,
+attempt or ``None``, deadline or ``None``, and ``known``: the fids it was
+sent), ``_idle`` (those without an attempt, the one used last at the end),
+``_busy`` and ``_timed`` (how many hold an attempt, and how many of those
+have a deadline: ``wait`` skips the deadlines while none has), ``_fns``
+(``id(fn)`` -> fid and pickled function; ``_keep`` holds the functions, so
+that their ids stay theirs) and ``_by_fd`` (pipe descriptor -> worker, for
+the ``poll`` object).  Invariants: every started worker is busy or idle
+(``len(_workers) == _busy + len(_idle)``); at most one message is in flight
+each way on a pipe (a worker is sent an attempt only when idle, and answers
+it once), so a read never takes in part of the next message.
 
-Why ``wait`` cannot hang: it waits on the pipes of the started workers with
-a timeout that ends at the first deadline among the busy ones (a poll first,
-never longer than that timeout), and a worker whose pipe ends is let go of on
-the spot, its attempt failed.
+Why nothing can hang: ``wait`` polls for at most ``SPIN`` and then waits on
+the pipes of the started workers with a timeout that ends at the first
+deadline among the busy ones, and a worker whose pipe ends is let go of on
+the spot, its attempt failed.  The pool writes only to idle workers, which
+read a whole message before anything else, so a write never waits on a
+running step; a worker writes only its one reply, which the pool reads
+whole once it is readable.  A write cut by Ctrl-C leaves the worker's
+message unfinished: that worker is killed.
 """
 
 import os
@@ -348,8 +363,13 @@ class ProcessPool:
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="microdag worker")
-        process.start()
-        child.close()
+        try:
+            process.start()
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
         worker = _Worker(process, parent)
         self._workers.append(worker)
         if self._poller is not None:
