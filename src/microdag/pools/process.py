@@ -35,19 +35,24 @@ context among them), rebuilt into an ``Attempt`` in the worker.
 Latency.  A tiny step costs a message each way, and where waking a process
 that sleeps on another CPU is slow (a virtual machine: 25 to 35 us per
 wake-up measured here, more than everything else in a hop), the wake-ups are
-most of it.  So each side polls for a short while (``SPIN``) before it
-sleeps: the pool in ``wait``, a worker after it sends a result (for its next
-attempt).  The poll yields the CPU between checks (``sched_yield``), so a
-process with work on that CPU runs first; and ``SPIN`` is about the price of
-a sleep and a wake-up, so a wait that outlasts it costs at most twice what
-sleeping at once would.  The pool gives an attempt to the idle worker it used
-last, the one most likely still polling.
+most of it.  So each side polls for a short while before it sleeps, when the
+last wait it made was short: the pool in ``wait``, if the last result came
+within ``SPIN`` of its attempt being sent; a worker after it sends a result,
+until ``SPIN`` after it, if its last attempt came within ``SPIN`` of the
+reply before it.  The poll yields the CPU between checks (``sched_yield``),
+so a process with work on that CPU runs first.  ``SPIN`` is about the price
+of a sleep and a wake-up, so a wait that outlasts it costs at most twice what
+sleeping at once would, and steps longer than ``SPIN`` (or a pool slower than
+it to answer) turn the polling off until waits are short again.  The pool
+gives an attempt to the idle worker it used last, the one most likely still
+polling.
 
 State: ``_workers`` (the started workers, each with its process, pipe,
-attempt or ``None``, deadline or ``None``, and ``known``: the fids it was
-sent), ``_idle`` (those without an attempt, the one used last at the end),
+attempt or ``None``, when that was sent, its deadline or ``None``, and
+``known``: the fids it was sent), ``_idle`` (those without an attempt, the one used last at the end),
 ``_busy`` and ``_timed`` (how many hold an attempt, and how many of those
-have a deadline: ``wait`` skips the deadlines while none has), ``_fns``
+have a deadline: ``wait`` skips the deadlines while none has), ``_quick``
+(whether the last result came within ``SPIN``: ``wait`` polls first), ``_fns``
 (``id(fn)`` -> fid and pickled function; ``_keep`` holds the functions, so
 that their ids stay theirs) and ``_by_fd`` (pipe descriptor -> worker, for
 the ``poll`` object).  Invariants: every started worker is busy or idle
@@ -55,7 +60,7 @@ the ``poll`` object).  Invariants: every started worker is busy or idle
 each way on a pipe (a worker is sent an attempt only when idle, and answers
 it once), so a read never takes in part of the next message.
 
-Why nothing can hang: ``wait`` polls for at most ``SPIN`` and then waits on
+Why nothing can hang: ``wait`` polls for at most ``SPIN``, then waits on
 the pipes of the started workers with a timeout that ends at the first
 deadline among the busy ones, and a worker whose pipe ends is let go of on
 the spot, its attempt failed.  The pool writes only to idle workers, which
@@ -218,17 +223,18 @@ def _worker_main(conn: "Connection") -> None:
     idle = _idler()
     clock = time.perf_counter
     fns: dict[int, Any] = {}
-    first = True
+    quick = False  # whether the last attempt came within SPIN of the reply before it
+    sent = 0.0
     while True:
-        if not first:  # poll a little for the next attempt before sleeping in recv
-            end = clock() + SPIN
+        if quick:  # poll a little for the next attempt before sleeping in recv
+            end = sent + SPIN
             while not ready() and clock() < end:
                 idle()
-        first = False
         try:
             msg = recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return
+        quick = clock() - sent < SPIN
         fid, size = _HEAD.unpack_from(msg)
         try:
             fn = fns.get(fid)
@@ -261,6 +267,7 @@ def _worker_main(conn: "Connection") -> None:
             send(data)
         except (OSError, KeyboardInterrupt):
             return
+        sent = clock()
 
 
 def _readable(conn: "Connection") -> "Callable[[], bool]":
@@ -317,7 +324,7 @@ def _stop(process: "BaseProcess") -> None:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "send", "recv", "attempt", "deadline", "known")
+    __slots__ = ("process", "conn", "send", "recv", "attempt", "sent", "deadline", "known")
 
     def __init__(self, process: "BaseProcess", conn: "Connection") -> None:
         self.process = process
@@ -325,6 +332,7 @@ class _Worker:
         self.send = _sender(conn)
         self.recv = _receiver(conn)
         self.attempt: Attempt | None = None
+        self.sent = 0.0  # when its attempt was sent (time.monotonic)
         self.deadline: float | None = None
         self.known: set[int] = set()  # the fids of the functions it was sent
 
@@ -350,6 +358,7 @@ class ProcessPool:
         self._idle: list[_Worker] = []
         self._busy = 0
         self._timed = 0  # how many of the busy workers have a deadline
+        self._quick = True  # whether the last result came within SPIN of its attempt
         self._fns: dict[int, tuple[int, bytes]] = {}
         self._keep: list[Any] = []
         self._dumps = _pickler()
@@ -414,9 +423,10 @@ class ProcessPool:
                 raise
         worker.known.add(fid)
         worker.attempt = attempt
+        worker.sent = sent = time.monotonic()
         self._busy += 1
         if attempt.timeout is not None:
-            worker.deadline = time.monotonic() + attempt.timeout
+            worker.deadline = sent + attempt.timeout
             self._timed += 1
 
     def _vacate(self, worker: _Worker) -> None:
@@ -456,7 +466,7 @@ class ProcessPool:
             return [by_conn[c] for c in wait(list(by_conn), timeout)]
         poll = self._poller.poll
         events = poll(0)
-        if not events and timeout != 0:
+        if not events and timeout != 0 and self._quick:
             clock = time.perf_counter
             start = clock()
             end = start + (SPIN if timeout is None else min(SPIN, timeout))
@@ -465,7 +475,9 @@ class ProcessPool:
                 idle()
                 events = poll(0)
             if not events:
-                events = poll(None if timeout is None else max(0.0, timeout - (clock() - start)) * 1000)
+                timeout = None if timeout is None else max(0.0, timeout - (clock() - start))
+        if not events and timeout != 0:
+            events = poll(None if timeout is None else timeout * 1000)
         by_fd = self._by_fd
         return [by_fd[fd] for fd, _ in events]
 
@@ -498,6 +510,7 @@ class ProcessPool:
             if not has:
                 worker.known.clear()  # it kept no function it could not load
             late = worker.deadline is not None and now >= worker.deadline
+            self._quick = now - worker.sent < SPIN
             self._vacate(worker)
             self._idle.append(worker)
             if late:  # it came after the deadline: the attempt timed out
