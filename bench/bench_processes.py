@@ -30,6 +30,12 @@ start-up.  The ``start`` group times that start-up alone, for everyone: one
 tiny step with a fresh pool (microdag: a one-step flow run; the executor:
 made, one task, shut down; dask: ``get`` with its own pool).
 
+``polling``: what polling before sleeping costs where it cannot help: a chain
+of 100 steps that sleep 1 ms each, on microdag, with the CPU time the
+calling process and the worker spent per step (``parent_cpu_us``,
+``worker_cpu_us``: the worker's clock read by the last step minus the
+first's; a step sleeps 1 ms, so that wall time is not the figure here).
+
 ``extra_info["us_per_step"]`` is the median round divided by the steps (a hop
 of the chain; ``ms`` for the start group).  The smoke run (benchmarks
 disabled) uses 30 and 200 steps and one round.  Run under ``python -m
@@ -187,3 +193,31 @@ def test_pool_start(benchmark: Any, runner: str, request: pytest.FixtureRequest)
     stats = benchmark.stats.stats if benchmark.stats else None
     if stats is not None:
         benchmark.extra_info["ms"] = round(stats.median * 1e3, 3)
+
+
+@pytest.mark.benchmark(group="processes-polling")
+def test_polling_cost(benchmark: Any, request: pytest.FixtureRequest) -> None:
+    """CPU spent per step by the caller and the worker on steps longer than the poll."""
+    import time
+
+    small = disabled(request)
+    n = 10 if small else 100
+    flow = microdag.Flow("naps")
+    for i in range(n):
+        flow.add(f"s{i}", benchsteps.nap_ms, depends_on=[f"s{i - 1}"] if i else [])
+    flow.validate()
+    spent: list[tuple[float, float]] = []
+
+    def run() -> microdag.Run:
+        start = time.process_time()
+        done = flow.run(executor="processes", max_workers=WORKERS, keep_outputs=True)
+        spent.append((time.process_time() - start, done[f"s{n - 1}"] - done["s0"]))
+        return done
+
+    result = benchmark.pedantic(run, rounds=1 if small else 7, iterations=1, warmup_rounds=0 if small else 1)
+    assert result.status == "succeeded"
+    per_step(benchmark, n)
+    if benchmark.stats:
+        parent, worker = sorted(spent)[len(spent) // 2]
+        benchmark.extra_info["parent_cpu_us"] = round(parent / n * 1e6, 1)
+        benchmark.extra_info["worker_cpu_us"] = round(worker / (n - 1) * 1e6, 1)

@@ -46,3 +46,10 @@ def add_one_args(*values: int) -> int:
 def one_of(_: object) -> int:
     """``one()`` for ``Executor.map`` (which passes an item)."""
     return 1
+
+
+def nap_ms(**deps: object) -> float:
+    """Sleep a millisecond; return this process's CPU time so far (a chain's
+    last step minus its first: what the worker spent meanwhile)."""
+    time.sleep(0.001)
+    return time.process_time()
