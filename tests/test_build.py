@@ -228,3 +228,13 @@ def test_a_runs_status_counts_are_those_of_its_tasks(on_failure) -> None:
         counts[task.status] = counts.get(task.status, 0) + 1
     assert run._counts() == counts
     assert [t.name for t in run._failed()] == [t.name for t in run.tasks.values() if t.status == "failed"]
+
+
+def test_every_problem_of_a_step_is_listed_at_once() -> None:
+    for add in (lambda f: f.add("s", "not callable", depends_on=[1], retries=-1, timeout=0),
+                lambda f: f.add_many(["s"], "not callable", depends_on=[[1]], retries=-1, timeout=0)):
+        with pytest.raises(FlowError) as exc:
+            add(Flow("f"))
+        text = "\n".join(exc.value.problems)
+        assert "not callable" in text and "retries must be an int >= 0, not -1" in text
+        assert "timeout must be a number of seconds > 0" in text

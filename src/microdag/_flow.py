@@ -49,6 +49,17 @@ def _many(
     return names, deps, binding
 
 
+def _every_problem(*checks: "Callable[[], object]") -> "list[str]":
+    """The problems of every one of ``checks`` (each raises ``FlowError`` or not)."""
+    problems: list[str] = []
+    for check in checks:
+        try:
+            check()
+        except FlowError as exc:
+            problems.extend(exc.problems)
+    return problems
+
+
 def _per_step(option: str, values: "Iterable[Any] | None", n: int, problems: "list[str]") -> "list[Any] | None":
     """``values`` of ``add_many``'s ``option`` as a list, one per name (``None``: not given)."""
     if values is None:
@@ -230,11 +241,15 @@ class Flow:
             raise FlowError(f"step {name!r} is defined more than once in flow {self._name!r}")
         options = (retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger,
                    map, batch_size, cache, cache_ttl)
-        if options == _DEFAULTS and type(retries) is int and type(cache) is bool and type(retry_delay) is float:
-            opts = _Options.DEFAULT  # the usual case, checked in a few comparisons
-        else:
-            opts = _Options.shared(self._shared, name, options)
-        deps, binding = _Step.check(name, fn, depends_on, inputs)
+        try:
+            deps, binding = _Step.check(name, fn, depends_on, inputs)
+            if options == _DEFAULTS and type(retries) is int and type(cache) is bool and type(retry_delay) is float:
+                opts = _Options.DEFAULT  # the usual case, checked in a few comparisons
+            else:
+                opts = _Options.shared(self._shared, name, options)
+        except FlowError:  # every problem of the step, in one error
+            raise FlowError(*_every_problem(lambda: _Step.check(name, fn, depends_on, inputs),
+                                            lambda: _Options(f"step {name!r}", *options))) from None
         if self._lent:
             index = self._own()
         steps = self._steps
@@ -291,8 +306,12 @@ class Flow:
         if names:
             options = (retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger,
                        map, batch_size, cache, cache_ttl)
-            opts = _Options.shared(self._shared, names[0], options)
-            deps_of, bindings = _Step.check_many(names, fn, deps, binding)
+            try:
+                deps_of, bindings = _Step.check_many(names, fn, deps, binding)
+                opts = _Options.shared(self._shared, names[0], options)
+            except FlowError:  # every problem, in one error
+                raise FlowError(*_every_problem(lambda: _Step.check_many(names, fn, deps, binding),
+                                                lambda: _Options(f"step {names[0]!r}", *options))) from None
             if self._lent:
                 self._own()
             self._steps.extend(self._index, self._name, names, fn, deps_of, bindings, opts)
