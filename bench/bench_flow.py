@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import graphlib
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
 from typing import Any
 
 import pytest
@@ -84,23 +84,28 @@ def bare_loop(deps: dict[str, list[str]]) -> dict[str, int]:
     return out
 
 
-def graphlib_threads(deps: dict[str, list[str]], workers: int) -> dict[str, int]:
-    """A hand-written graphlib + ThreadPoolExecutor runner: the usual DIY loop."""
+def graphlib_loop(deps: dict[str, list[str]], fn: Any, pool: Executor) -> dict[str, int]:
+    """A hand-written graphlib + ``concurrent.futures`` runner on ``pool``: the usual DIY loop."""
     ts = graphlib.TopologicalSorter(deps)
     ts.prepare()
     out: dict[str, int] = {}
     running: dict[Any, str] = {}
-    with ThreadPoolExecutor(workers) as pool:
-        while ts.is_active():
-            for name in ts.get_ready():
-                kwargs = {d: out[d] for d in deps[name]}
-                running[pool.submit(add_up, **kwargs)] = name
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                name = running.pop(fut)
-                out[name] = fut.result()
-                ts.done(name)
+    while ts.is_active():
+        for name in ts.get_ready():
+            kwargs = {d: out[d] for d in deps[name]}
+            running[pool.submit(fn, **kwargs)] = name
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for fut in done:
+            name = running.pop(fut)
+            out[name] = fut.result()
+            ts.done(name)
     return out
+
+
+def graphlib_threads(deps: dict[str, list[str]], workers: int) -> dict[str, int]:
+    """:func:`graphlib_loop` on a ``ThreadPoolExecutor`` of ``workers``."""
+    with ThreadPoolExecutor(workers) as pool:
+        return graphlib_loop(deps, add_up, pool)
 
 
 def per_step(benchmark: Any, n: int) -> None:

@@ -45,23 +45,17 @@ pytest``: a worker process runs the caller's main script again, and the
 
 from __future__ import annotations
 
-import graphlib
 import multiprocessing
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
 
 import benchsteps
 import microdag
+from bench_flow import disabled, graphlib_loop, per_step
 
 WORKERS = 2
-
-
-def disabled(request: pytest.FixtureRequest) -> bool:
-    """Whether this is the smoke run (benchmarks disabled, not forced back on)."""
-    config = request.config
-    return bool(config.getoption("benchmark_disable")) and not config.getoption("benchmark_enable")
 
 
 def chain_deps(n: int) -> dict[str, list[str]]:
@@ -98,20 +92,8 @@ def step_function(name: str) -> Any:
 
 
 def graphlib_processes(deps: dict[str, list[str]], fn: Any, pool: ProcessPoolExecutor) -> dict[str, int]:
-    """A hand-written graphlib + ProcessPoolExecutor runner: the usual DIY loop."""
-    ts = graphlib.TopologicalSorter(deps)
-    ts.prepare()
-    out: dict[str, int] = {}
-    running: dict[Any, str] = {}
-    while ts.is_active():
-        for name in ts.get_ready():
-            kwargs = {d: out[d] for d in deps[name]}
-            running[pool.submit(fn, **kwargs)] = name
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
-        for fut in done:
-            name = running.pop(fut)
-            out[name] = fut.result()
-            ts.done(name)
+    """``bench_flow``'s hand-written graphlib loop on a ``ProcessPoolExecutor``; the sinks' outputs."""
+    out = graphlib_loop(deps, fn, pool)
     sinks = set(deps) - {d for ds in deps.values() for d in ds}
     return {name: out[name] for name in deps if name in sinks}
 
@@ -143,12 +125,6 @@ def dask_pool() -> Any:
     with ProcessPoolExecutor(WORKERS, mp_context=dask.multiprocessing.get_context()) as pool:
         list(pool.map(benchsteps.one_of, range(WORKERS * 4)))
         yield pool
-
-
-def per_step(benchmark: Any, n: int) -> None:
-    stats = benchmark.stats.stats if benchmark.stats else None
-    if stats is not None:
-        benchmark.extra_info["us_per_step"] = round(stats.median / n * 1e6, 3)
 
 
 @pytest.mark.benchmark(group="processes-2-workers")
