@@ -5,6 +5,7 @@ that a hang fails the test (with the child's stack dump) instead of hanging
 the suite; ``twin`` picks the kernel twin the child uses.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -50,3 +51,13 @@ def run_child(code: str, timeout: float, twin: "str | None" = None) -> "object":
     lines = done.stdout.strip().splitlines()
     assert lines, f"the child printed nothing:\n{done.stderr[-3000:]}"
     return json.loads(lines[-1])
+
+
+@functools.lru_cache(maxsize=None)
+def scenarios(module: str, twin: str, timeout: float) -> dict:
+    """What ``module.run_all()`` returns, run in a child of kernel twin
+    ``twin`` with :func:`run_child` (once per module and twin: the tests of a
+    module's scenarios each check one entry)."""
+    out = run_child(f"import json, {module}\nprint(json.dumps({module}.run_all()))", timeout, twin)
+    assert isinstance(out, dict)
+    return out

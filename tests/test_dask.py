@@ -6,23 +6,19 @@ hang fails the test); each test below checks one scenario's facts.  Skipped,
 with the reason, where ``distributed`` is not installed.
 """
 
-import functools
 import subprocess
 import sys
 
 import pytest
 
 import microdag
-from support import child_env, run_child
+from support import child_env, scenarios
 
 pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install 'microdag[dask]')")
 
 
-@functools.lru_cache(maxsize=None)
 def _results(twin: str) -> dict:
-    out = run_child("import json, dasksteps\nprint(json.dumps(dasksteps.run_all()))", timeout=240.0, twin=twin)
-    assert isinstance(out, dict)
-    return out
+    return scenarios("dasksteps", twin, 240.0)
 
 
 @pytest.fixture

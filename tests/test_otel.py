@@ -7,14 +7,13 @@ parent links, errors, retries, timeouts, cancellation, and that a step's own
 spans are children of its attempt's span, in worker processes too.
 """
 
-import functools
 import os
 import subprocess
 import sys
 
 import pytest
 
-from support import child_env, run_child
+from support import child_env, scenarios
 
 pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed (the test extras have it)")
 
@@ -23,11 +22,8 @@ import otelsteps  # noqa: E402
 BACKENDS = otelsteps.BACKENDS
 
 
-@functools.lru_cache(maxsize=None)
 def _results(twin: str) -> dict:
-    out = run_child("import json, otelsteps\nprint(json.dumps(otelsteps.run_all()))", timeout=120.0, twin=twin)
-    assert isinstance(out, dict)
-    return out
+    return scenarios("otelsteps", twin, 120.0)
 
 
 @pytest.fixture
