@@ -399,9 +399,6 @@ class _Same:
     def __contains__(self, value: object) -> bool:
         return self.n > 0 and self.value == value
 
-    def __eq__(self, other: object) -> bool:
-        return list(self) == list(other) if isinstance(other, (_Same, list)) else NotImplemented
-
 
 for _option in _Options.__slots__:  # step.retries is step.opts.retries...
     setattr(_Step, _option, property(attrgetter("opts." + _option)))
