@@ -1208,11 +1208,8 @@ def _cmd_show(args: "argparse.Namespace") -> int:
             records = store.tasks(args.run_id)
         if args.step is not None:
             return _show_step(store, args, records)
-        summarised = bool(counts)
-        shown = range(len(records))
         outputs = {
-            n: _decode(store, args.run_id, records[n], data)
-            for n in shown if (data := records[n].output) is not None
+            n: _decode(store, args.run_id, r, r.output) for n, r in enumerate(records) if r.output is not None
         }
     finally:
         store.close()
@@ -1261,12 +1258,11 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         return OK
     rows = [["STEP", "STATUS", "ATTEMPTS", "DURATION", "OUTPUT"]]
     errors = []
-    if summarised:
+    if counts:  # a big run: summarised
         tally = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0])))
         print(f"  tasks: {sum(counts.values()):,} ({tally}); shown: the first {SHOW_FIRST} and up to "
               f"{SHOW_FAILURES} that failed or were cancelled (--all lists every one)")
-    for n in shown:
-        r = records[n]
+    for n, r in enumerate(records):
         name = _printable(r.step if r.item < 0 else f"{r.step}[{r.item}]")
         took = None if r.started is None or r.finished is None else r.finished - r.started
         output = _preview(outputs[n], 60) if n in outputs else "-"
@@ -1274,7 +1270,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         if r.error_type is not None:
             errors.append(_indented(f"{name}: {r.error_type}: {r.error_message or ''}"))
     print()
-    print(_table(rows, [records[n].status for n in shown], color))
+    print(_table(rows, [r.status for r in records], color))
     if errors:
         print()
         print("errors:")
