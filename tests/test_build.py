@@ -238,3 +238,108 @@ def test_every_problem_of_a_step_is_listed_at_once() -> None:
         text = "\n".join(exc.value.problems)
         assert "not callable" in text and "retries must be an int >= 0, not -1" in text
         assert "timeout must be a number of seconds > 0" in text
+
+
+def _random_dag(rnd: random.Random, n: int) -> "tuple[list[str], list[list[str]]]":
+    """Names and each one's dependencies on earlier names: repeats, and now
+    and then more than 16 of them (the kernels check those another way)."""
+    names = [f"n{i}" for i in range(n)]
+    deps = []
+    for i in range(n):
+        many = rnd.choice([0, 1, 2, 3, 20]) if i else 0
+        deps.append([names[rnd.randrange(i)] for _ in range(many)])
+    return names, deps
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_steps_may_name_dependencies_defined_later(seed) -> None:
+    """Steps added in any order, by ``add`` and ``add_many``, dependencies
+    named twice or not defined yet: the same graph and outputs as the flow
+    added in order, and the ids found while adding are those compiling finds."""
+    rnd = random.Random(seed)
+    names, deps = _random_dag(rnd, 60)
+    in_order = Flow("f").add_many(names, total, depends_on=deps)
+    order = list(range(len(names)))
+    rnd.shuffle(order)
+    shuffled = Flow("f")
+    k = 0
+    while k < len(order):  # runs of add and add_many
+        part = order[k:k + rnd.randint(1, 8)]
+        if rnd.random() < 0.5:
+            for i in part:
+                shuffled.add(names[i], total, depends_on=deps[i])
+        else:
+            shuffled.add_many([names[i] for i in part], total, depends_on=[deps[i] for i in part])
+        if rnd.random() < 0.3:  # compiled halfway (when it can be): the next add copies what the plan holds
+            try:
+                shuffled.validate()
+            except FlowError as exc:
+                assert all("which is not defined" in problem for problem in exc.problems)
+        k += len(part)
+    want = {name: tuple(dict.fromkeys(d)) for name, d in zip(names, deps)}
+    steps = shuffled._steps
+    assert dict(zip(steps.names, steps.deps)) == want
+    graph = shuffled.graph
+    assert {name: tuple(graph.names[j] for j in graph._deps[graph.id(name)]) for name in names} == want
+    for i, found in enumerate(steps.ids):
+        assert found is None or found == graph._deps[i]
+    expected = in_order.run(keep_outputs=True).outputs
+    assert shuffled.run(keep_outputs=True).outputs == expected
+
+
+def test_a_dependency_that_is_not_a_name_is_refused_whichever_way() -> None:
+    for deps in ([1], ["a", None], ("a", "a", 2.5), [["a"]]):
+        with pytest.raises(FlowError) as one:
+            Flow("f").add("a", nothing).add("b", total, depends_on=deps)
+        with pytest.raises(FlowError) as bulk:
+            Flow("f").add("a", nothing).add_many(["b"], total, depends_on=[deps])
+        assert one.value.problems == bulk.value.problems
+        assert "is not a step name" in one.value.problems[0]
+
+
+def test_graph_kernels_link_and_number_names_alike(twin) -> None:
+    """``number`` (ids given while names are added) then ``link`` with what it
+    found equals ``link`` looking every name up, on both twins."""
+    rnd = random.Random(3)
+    for _ in range(20):
+        names, deps = _random_dag(rnd, rnd.randint(0, 40))
+        deps_t = [tuple(dict.fromkeys(d)) for d in deps]
+        rnd_order = list(range(len(names)))
+        index: dict[str, int] = {}
+        found, again = twin.number(index, 0, names, deps_t)
+        assert index == {name: i for i, name in enumerate(names)}
+        assert again == [i for i, d in enumerate(deps_t) if len(d) > 16]  # repeats were removed
+        looked, kernel = twin.link(index, deps_t)
+        assert looked == [tuple(index[x] for x in d) for d in deps_t] == found
+        given, again_kernel = twin.link(index, deps_t, found)
+        assert given is found
+        assert [kernel.successors(i) for i in rnd_order] == [again_kernel.successors(i) for i in rnd_order]
+        # forward references: the names a step needs come later
+        rev_index: dict[str, int] = {}
+        rev_names, rev_deps = names[::-1], deps_t[::-1]
+        ids, again = twin.number(rev_index, 0, rev_names, rev_deps)
+        assert all(x is None for x, d in zip(ids, rev_deps) if d)
+        assert again == [i for i, d in enumerate(rev_deps) if len(d) > 1]
+        full, _ = twin.link(rev_index, rev_deps, ids)
+        assert full == [tuple(rev_index[x] for x in d) for d in rev_deps]
+
+
+def test_graph_kernels_report_repeats_missing_and_taken_names(twin) -> None:
+    index = {"a": 0, "b": 1}
+    assert twin.ids_of(index, ("a", "b")) == (0, 1)
+    assert twin.ids_of(index, ()) == ()
+    assert twin.ids_of(index, ("x",)) is None
+    assert twin.ids_of(index, ("a", "x")) is False
+    assert twin.ids_of(index, ("a", "b", "a")) is False
+    assert twin.ids_of(index, ("a", 1)) is False
+    assert twin.ids_of(index, tuple(["a"] * 17 + ["b"])) is False
+    ids, again = twin.number(index, 2, ["c", "d"], [("a", "a"), ("c", "zz")])
+    assert ids == [(0, 0), None] and again == [0, 1]
+    with pytest.raises(KeyError):
+        twin.number(index, 4, ["e", "a"], [(), ()])
+    with pytest.raises(KeyError):
+        twin.link(index, [("nope",)])
+    with pytest.raises(TypeError):
+        twin.link(index, [["a"]])
+    with pytest.raises((IndexError, ValueError)):
+        twin.link({"a": 5}, [(), ("a",)])

@@ -8,11 +8,12 @@ to :mod:`microdag.runner`, which never imports this module.
 
 import sys
 
+from ._compat import sched
 from ._errors import FlowError
 from ._graph import Graph
 from ._result import run_failed
-from ._plan import NO_DEFAULT, _Plan, _Signature
-from ._steps import _DEFAULTS, _RETRY_ON, TRIGGERS, _Options, _Step, _Steps
+from ._plan import _Plan, _Signature
+from ._steps import _DEFAULTS, _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Step, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Flow", "TRIGGERS", "_Signature", "_Step"]
+
 
 
 def _many(
@@ -60,6 +62,16 @@ def _every_problem(*checks: "Callable[[], object]") -> "list[str]":
     return problems
 
 
+def _step_problems(
+    name: str, fn: "Callable[..., Any]", depends_on: "Iterable[str]", inputs: "Mapping[str, str] | None",
+    options: "tuple[Any, ...]",
+) -> "list[str]":
+    """Every problem of ``add``'s step (kept out of ``add``, whose closures
+    would otherwise cost every call)."""
+    return _every_problem(lambda: _Step.check(name, fn, depends_on, inputs),
+                          lambda: _Options(f"step {name!r}", *options))
+
+
 def _per_step(option: str, values: "Iterable[Any] | None", n: int, problems: "list[str]") -> "list[Any] | None":
     """``values`` of ``add_many``'s ``option`` as a list, one per name (``None``: not given)."""
     if values is None:
@@ -92,7 +104,7 @@ class Flow:
             raise FlowError(f"a flow name must be a non-empty string, not {name!r}")
         self._name = name
         #: The steps, as columns (a step's id is its index in them).
-        self._steps = _Steps([], [], [], [], [])
+        self._steps = _Steps([], [], [], [], [], [])
         #: Step name -> its id.  The compiled plan keeps these lists and this
         #: dict as its own (``_lent``): the next ``add`` copies them first.
         self._index: dict[str, int] = {}
@@ -239,17 +251,29 @@ class Flow:
         index = self._index
         if name in index:
             raise FlowError(f"step {name!r} is defined more than once in flow {self._name!r}")
+        # The usual step, names met once and no inputs, is checked here in
+        # passing; ``ids``: its dependencies' ids, found while they are fresh
+        # in memory (None: one is defined later), or False for the careful way.
+        if inputs is None and (type(depends_on) is list or type(depends_on) is tuple) and callable(fn):
+            deps = tuple(depends_on)
+            ids: "tuple[int, ...] | Literal[False] | None" = sched.ids_of(index, deps) if deps else ()
+        else:
+            ids = False
         options = (retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger,
                    map, batch_size, cache, cache_ttl)
         try:
-            deps, binding = _Step.check(name, fn, depends_on, inputs)
+            if ids is False:
+                deps, binding = _Step.check(name, fn, depends_on, inputs)
+                deps = tuple(dict.fromkeys(deps))  # each name once, in order
+                ids = (sched.ids_of(index, deps) or None) if deps else ()
+            else:
+                binding = _NO_BINDING
             if options == _DEFAULTS and type(retries) is int and type(cache) is bool and type(retry_delay) is float:
                 opts = _Options.DEFAULT  # the usual case, checked in a few comparisons
             else:
                 opts = _Options.shared(self._shared, name, options)
         except FlowError:  # every problem of the step, in one error
-            raise FlowError(*_every_problem(lambda: _Step.check(name, fn, depends_on, inputs),
-                                            lambda: _Options(f"step {name!r}", *options))) from None
+            raise FlowError(*_step_problems(name, fn, depends_on, inputs, options)) from None
         if self._lent:
             index = self._own()
         steps = self._steps
@@ -259,6 +283,7 @@ class Flow:
         steps.deps.append(deps)
         steps.inputs.append(binding)
         steps.opts.append(opts)
+        steps.ids.append(ids)
         self._plan = None
         return self
 
@@ -546,25 +571,7 @@ class Flow:
                 except KeyError:
                     pass  # reported below as missing, unless inputs gives it
         given.update(inputs or {})
-        kwargs: dict[str, Any] = {}
-        missing: list[str] = []
-        names = plan.graph.names
-        for param, dep in zip(plan.dep_kwnames[i], plan.argdeps[i]):
-            key = names[dep]
-            if key in given:
-                kwargs[param] = given[key]
-            else:
-                missing.append(f"step {name!r} needs the output of step {key!r}, which was not given")
-        for param, input_name, default in plan.input_params[i]:
-            if input_name in given:
-                kwargs[param] = given[input_name]
-            elif default is NO_DEFAULT:
-                missing.append(
-                    f"step {name!r} needs input {input_name!r} (parameter {param!r}), "
-                    "which was not given"
-                )
-        if missing:
-            raise FlowError(*missing)
+        kwargs = plan.arguments(i, given)
         from ._result import new_run_id
         from .pools._attempt import Attempt, invoke
 

@@ -17,7 +17,6 @@ not touch the recursion limit.
 kernel twin's own class, re-exported here.
 """
 
-from itertools import chain, repeat
 
 from ._compat import sched
 from ._errors import CycleError, FlowError
@@ -118,23 +117,22 @@ class Graph(_Generic[_N]):
         self._kind = kind
 
     @classmethod
-    def _of(cls, names: "Sequence[_N]", index: "dict[_N, int]", deps: "list[tuple[_N, ...]]") -> "Graph[_N]":
+    def _of(
+        cls, names: "Sequence[_N]", index: "dict[_N, int]", deps: "list[tuple[_N, ...]]",
+        known: "list[tuple[int, ...] | None] | None" = None,
+    ) -> "Graph[_N]":
         """The graph of a flow's steps (``kind="step"``): ``names`` (unique),
         ``index`` (name -> id; the graph keeps it as its own) and ``deps[i]``,
-        step ``i``'s dependencies, each once.  Builds what ``__init__`` builds,
-        without its per-name checks (a missing name still raises
-        ``FlowError``, a cycle ``CycleError``, with the same messages)."""
+        step ``i``'s dependencies, each once (``known[i]``: their ids, where
+        already found).  Builds what ``__init__`` builds, without its
+        per-name checks (a missing name still raises ``FlowError``, a cycle
+        ``CycleError``, with the same messages)."""
         try:
-            get = index.__getitem__
-            ids = [(get(d[0]),) if len(d) == 1 else tuple(map(get, d)) for d in deps]
+            ids, kernel = sched.link(index, deps, known)
         except KeyError:
             missing = [f"step {name!r} depends on {d!r}, which is not defined"
                        for name, ds in zip(names, deps) for d in ds if d not in index]
             raise FlowError(*missing) from None
-        src = list(chain.from_iterable(ids))
-        dst = list(chain.from_iterable(map(repeat, range(len(ids)), map(len, ids))))
-        kernel = sched.Kernel(len(ids), src, dst)
-        del src, dst
         cycle = kernel.find_cycle()
         if cycle is not None:
             raise CycleError("steps are in a cycle", [names[i] for i in cycle])

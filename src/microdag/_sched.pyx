@@ -21,6 +21,7 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_CheckExact, PyLong_AsLongLongAndOverflow
 from cpython.exc cimport PyErr_Clear
+from cpython.unicode cimport PyUnicode_CheckExact
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memset, memcpy
 from libc.stdlib cimport qsort
@@ -42,8 +43,10 @@ cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object)
     PyObject** PySequence_Fast_ITEMS(object)
     object PyObject_Vectorcall(object, PyObject**, size_t, PyObject*)
+    PyObject* PyDict_GetItemWithError(object, object) except? NULL
+    PyObject* PyDict_SetDefault(object, object, object) except NULL
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "run_items"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "ids_of", "link", "number", "run_items"]
 
 TWIN = "c"
 
@@ -1134,6 +1137,178 @@ cdef class Kernel:
         self._ready = 0
         self._qhead = self._qtail = self._hsize = self._nstaged = 0
         return result
+
+
+cdef int _grow(int32_t** src, int32_t** dst, Py_ssize_t* cap, Py_ssize_t need) except -1:
+    """Make room for ``need`` edges in the two edge arrays."""
+    cdef void* p
+    if need <= cap[0]:
+        return 0
+    if need > _MAX_NODES:
+        raise ValueError(f"a kernel holds at most {_MAX_NODES} edges")
+    cap[0] = min(2 * need, _MAX_NODES)
+    p = PyMem_Realloc(src[0], cap[0] * sizeof(int32_t))
+    if p == NULL:
+        raise MemoryError()
+    src[0] = <int32_t*>p
+    p = PyMem_Realloc(dst[0], cap[0] * sizeof(int32_t))
+    if p == NULL:
+        raise MemoryError()
+    dst[0] = <int32_t*>p
+    return 0
+
+
+def link(dict index, list deps, list known=None):
+    """``(ids, kernel)`` of a graph given by names: node ``i`` depends on the
+    nodes named in ``deps[i]`` (a tuple of names, each once); ``index`` maps
+    every name to its id; ``ids[i]`` is the tuple of those ids and the kernel
+    has the edges ``ids[i][k] -> i``.  ``known[i]``, where given and not
+    ``None``, is taken as ``ids[i]`` without looking its names up (``known``
+    itself is returned as ``ids`` when it holds them all).
+
+    Raises:
+        KeyError: a name in ``deps`` is not in ``index`` (the first one met).
+        TypeError: an entry of ``deps`` is not a tuple.
+        IndexError: an id is out of range.
+    """
+    cdef Py_ssize_t n = PyList_GET_SIZE(deps), i, k, m, ne = 0, looked = 0
+    cdef Py_ssize_t cap = n + 16
+    if n > _MAX_NODES:
+        raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n}")
+    if known is not None and PyList_GET_SIZE(known) != n:
+        raise ValueError(f"known has {PyList_GET_SIZE(known)} entries for {n} nodes")
+    cdef int32_t* src = <int32_t*>_alloc(cap, sizeof(int32_t))
+    cdef int32_t* dst = NULL
+    cdef PyObject* found
+    cdef object d, t
+    cdef list ids = PyList_New(n)
+    cdef Kernel kernel
+    empty = ()
+    try:
+        dst = <int32_t*>_alloc(cap, sizeof(int32_t))
+        for i in range(n):
+            d = <object>PyList_GET_ITEM_BORROWED(deps, i)
+            if type(d) is not tuple:
+                raise TypeError(f"deps[{i}] must be a tuple of names, not {d!r}")
+            m = PyTuple_GET_SIZE(d)
+            _grow(&src, &dst, &cap, ne + m)
+            t = None if known is None else <object>PyList_GET_ITEM_BORROWED(known, i)
+            if t is not None:
+                if type(t) is not tuple or PyTuple_GET_SIZE(t) != m:
+                    raise TypeError(f"known[{i}] must be a tuple of {m} ids, not {t!r}")
+                for k in range(m):
+                    src[ne] = <int32_t>_check_id(<object>PyTuple_GET_ITEM_BORROWED(t, k), n)
+                    dst[ne] = <int32_t>i
+                    ne += 1
+            elif m == 0:
+                t = empty
+            else:
+                looked += 1
+                t = PyTuple_New(m)
+                for k in range(m):
+                    found = PyDict_GetItemWithError(index, <object>PyTuple_GET_ITEM_BORROWED(d, k))
+                    if found == NULL:
+                        raise KeyError(<object>PyTuple_GET_ITEM_BORROWED(d, k))
+                    src[ne] = <int32_t>_check_id(<object>found, n)
+                    dst[ne] = <int32_t>i
+                    ne += 1
+                    Py_INCREF(<object>found)
+                    PyTuple_SET_ITEM(t, k, <object>found)
+            Py_INCREF(t)
+            PyList_SET_ITEM(ids, i, t)
+        kernel = Kernel.__new__(Kernel)
+        kernel._build(n, src, dst, ne)
+    finally:
+        PyMem_Free(src)
+        PyMem_Free(dst)
+    return (known if known is not None and looked == 0 else ids), kernel
+
+
+def ids_of(dict index, tuple names):
+    """The tuple of the ids of ``names`` in ``index`` when they are strings,
+    each named once: ``None`` when the one name is not in ``index``,
+    ``False`` when not so (a name that is not a string, one named twice,
+    several and one not in ``index``)."""
+    cdef Py_ssize_t m = PyTuple_GET_SIZE(names), j, a
+    cdef Py_ssize_t seen[16]
+    cdef PyObject* found
+    cdef object name
+    cdef object t = PyTuple_New(m)
+    for j in range(m):
+        name = <object>PyTuple_GET_ITEM_BORROWED(names, j)
+        if not PyUnicode_CheckExact(name):
+            return False
+        found = PyDict_GetItemWithError(index, name)
+        if found == NULL:
+            return None if m == 1 else False
+        Py_INCREF(<object>found)
+        PyTuple_SET_ITEM(t, j, <object>found)
+        if m <= 16:
+            seen[j] = PyNumber_AsSsize_t(<object>found, NULL)
+            for a in range(j):
+                if seen[a] == seen[j]:
+                    return False
+    if m > 16 and len(set(t)) != m:
+        return False
+    return t
+
+
+def number(dict index, Py_ssize_t first, list names, list deps):
+    """Give ``names[k]`` the id ``first + k`` in ``index``, in order, and
+    find the ids of its dependencies ``deps[k]`` (a tuple of names) right
+    after, while the names they mostly point at (the last ones added) are
+    fresh in memory.  Returns ``(ids, again)``: ``ids[k]``, the tuple of
+    ``deps[k]``'s ids, or ``None`` when one of them is not in ``index`` yet;
+    ``again``, the ``k`` whose ``deps[k]`` may name a step twice (an id
+    seen twice, or several names not all found yet).
+
+    Raises:
+        KeyError: ``names[k]`` is in ``index`` already (the names before it
+            are left added: the caller undoes them).
+        TypeError: an entry of ``deps`` is not a tuple.
+    """
+    cdef Py_ssize_t n = PyList_GET_SIZE(names), k, j, a, m
+    cdef Py_ssize_t seen[16]
+    cdef PyObject* found
+    cdef object d, t, name, value
+    cdef bint twice
+    if PyList_GET_SIZE(deps) != n:
+        raise ValueError(f"deps has {PyList_GET_SIZE(deps)} entries for {n} names")
+    cdef list ids = PyList_New(n)
+    cdef list again = []
+    empty = ()
+    for k in range(n):
+        name = <object>PyList_GET_ITEM_BORROWED(names, k)
+        value = first + k
+        if PyDict_SetDefault(index, name, value) != <PyObject*>value:
+            raise KeyError(name)
+        d = <object>PyList_GET_ITEM_BORROWED(deps, k)
+        if type(d) is not tuple:
+            raise TypeError(f"deps[{k}] must be a tuple of names, not {d!r}")
+        m = PyTuple_GET_SIZE(d)
+        if m == 0:
+            t = empty
+        else:
+            t = PyTuple_New(m)
+            twice = m > 16
+            for j in range(m):
+                found = PyDict_GetItemWithError(index, <object>PyTuple_GET_ITEM_BORROWED(d, j))
+                if found == NULL:
+                    t = None
+                    twice = m > 1
+                    break
+                Py_INCREF(<object>found)
+                PyTuple_SET_ITEM(t, j, <object>found)
+                if 1 < m <= 16:
+                    seen[j] = PyNumber_AsSsize_t(<object>found, NULL)
+                    for a in range(j):
+                        if seen[a] == seen[j]:
+                            twice = True
+            if twice:
+                again.append(k)
+        Py_INCREF(t)
+        PyList_SET_ITEM(ids, k, t)
+    return ids, again
 
 
 def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outputs,

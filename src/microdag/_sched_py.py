@@ -44,6 +44,7 @@ Example:
 
 import heapq
 import operator
+from itertools import chain, repeat
 from types import GenericAlias
 
 from ._errors import CycleError
@@ -52,7 +53,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
     from contextlib import AbstractContextManager
-    from typing import Any, Generic, TypeVar
+    from typing import Any, Generic, Literal, TypeVar
 
     _N = TypeVar("_N", bound=Hashable)
 
@@ -66,7 +67,7 @@ else:
         __slots__ = ()
         __class_getitem__ = classmethod(GenericAlias)
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "run_items"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "link", "run_items"]
 
 #: Which twin this module is: ``"py"`` here, ``"c"`` in the compiled one.
 TWIN = "py"
@@ -708,6 +709,97 @@ class Kernel:
         self._ready = 0
         self._queue, self._head, self._heap = [], 0, []
         return ids
+
+
+def link(
+    index: "dict[Any, int]", deps: "list[tuple[Any, ...]]", known: "list[tuple[int, ...] | None] | None" = None
+) -> "tuple[list[tuple[int, ...]], Kernel]":
+    """``(ids, kernel)`` of a graph given by names: node ``i`` depends on the
+    nodes named in ``deps[i]`` (a tuple of names, each once); ``index`` maps
+    every name to its id; ``ids[i]`` is the tuple of those ids and the kernel
+    has the edges ``ids[i][k] -> i``.  ``known[i]``, where given and not
+    ``None``, is taken as ``ids[i]`` without looking its names up (``known``
+    itself is returned as ``ids`` when it holds them all).
+
+    Raises:
+        KeyError: a name in ``deps`` is not in ``index`` (the first one met).
+        TypeError: an entry of ``deps`` is not a tuple.
+        IndexError: an id is out of range.
+    """
+    n = len(deps)
+    if known is not None and len(known) != n:
+        raise ValueError(f"known has {len(known)} entries for {n} nodes")
+    get = index.__getitem__
+    ids: list[tuple[int, ...]] = []
+    looked = 0
+    for i, d in enumerate(deps):
+        if type(d) is not tuple:
+            raise TypeError(f"deps[{i}] must be a tuple of names, not {d!r}")
+        t = None if known is None else known[i]
+        if t is not None:
+            if type(t) is not tuple or len(t) != len(d):
+                raise TypeError(f"known[{i}] must be a tuple of {len(d)} ids, not {t!r}")
+        elif d:
+            looked += 1
+            t = tuple(map(get, d))
+        ids.append(t if t is not None else ())
+    src = list(chain.from_iterable(ids))
+    dst = list(chain.from_iterable(map(repeat, range(n), map(len, ids))))
+    kernel = Kernel(n, src, dst)
+    return (known if known is not None and not looked else ids), kernel  # type: ignore[return-value]
+
+
+def ids_of(index: "dict[Any, int]", names: "tuple[Any, ...]") -> "tuple[int, ...] | Literal[False] | None":
+    """The tuple of the ids of ``names`` in ``index`` when they are strings,
+    each named once: ``None`` when the one name is not in ``index``,
+    ``False`` when not so (a name that is not a string, one named twice,
+    several and one not in ``index``)."""
+    for name in names:
+        if type(name) is not str:
+            return False
+    try:
+        ids = tuple(map(index.__getitem__, names))
+    except KeyError:
+        return None if len(names) == 1 else False
+    return ids if len(ids) < 2 or len(set(ids)) == len(ids) else False
+
+
+def number(
+    index: "dict[Any, int]", first: int, names: "list[Any]", deps: "list[tuple[Any, ...]]"
+) -> "tuple[list[tuple[int, ...] | None], list[int]]":
+    """Give ``names[k]`` the id ``first + k`` in ``index``, in order, and
+    find the ids of its dependencies ``deps[k]`` (a tuple of names) right
+    after, while the names they mostly point at (the last ones added) are
+    fresh in memory.  Returns ``(ids, again)``: ``ids[k]``, the tuple of
+    ``deps[k]``'s ids, or ``None`` when one of them is not in ``index`` yet;
+    ``again``, the ``k`` whose ``deps[k]`` may name a step twice (an id
+    seen twice, or several names not all found yet).
+
+    Raises:
+        KeyError: ``names[k]`` is in ``index`` already (the names before it
+            are left added: the caller undoes them).
+        TypeError: an entry of ``deps`` is not a tuple.
+    """
+    if len(deps) != len(names):
+        raise ValueError(f"deps has {len(deps)} entries for {len(names)} names")
+    ids: list[tuple[int, ...] | None] = []
+    again: list[int] = []
+    get = index.get
+    for k, name in enumerate(names):
+        if index.setdefault(name, first + k) != first + k:
+            raise KeyError(name)
+        d = deps[k]
+        if type(d) is not tuple:
+            raise TypeError(f"deps[{k}] must be a tuple of names, not {d!r}")
+        t: "tuple[Any, ...] | None" = tuple(map(get, d))
+        if None in t:  # type: ignore[operator]
+            t = None
+            if len(d) > 1:
+                again.append(k)
+        elif len(t) > 1 and len(set(t)) != len(t):  # type: ignore[arg-type]
+            again.append(k)
+        ids.append(t)
+    return ids, again
 
 
 def drive(

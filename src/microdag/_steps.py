@@ -12,6 +12,7 @@ one step as code reads it.  What needs the whole flow is ``_plan``'s.
 from itertools import chain, repeat
 from operator import attrgetter
 
+from ._compat import sched
 from ._errors import FlowError
 from ._nogc import NoGC
 
@@ -199,8 +200,10 @@ class _Step:
     def check(
         name: str, fn: "Callable[..., Any]", depends_on: "Iterable[str]", inputs: "Mapping[str, str] | None"
     ) -> "tuple[tuple[str, ...], dict[str, str]]":
-        """Step ``name``'s ``depends_on`` (a tuple, each name once, in order)
-        and ``inputs`` (a dict; the shared empty one when none), checked.
+        """Step ``name``'s ``depends_on`` (a tuple, in order; a name given
+        twice is still there twice: ``Flow.add`` and :meth:`_Steps.extend`
+        keep it once) and ``inputs`` (a dict; the shared empty one when
+        none), checked.
 
         Raises:
             FlowError: ``fn`` is not callable, or an entry is invalid (each listed).
@@ -218,8 +221,6 @@ class _Step:
             binding = _NO_BINDING
         else:
             deps, binding = _Step._check(name, fn, depends_on, inputs)
-        if len(deps) > 1 and len(set(deps)) != len(deps):
-            deps = tuple(dict.fromkeys(deps))  # each once, in order
         return deps, binding
 
     @staticmethod
@@ -266,8 +267,9 @@ class _Step:
         """:meth:`check` of the steps ``names`` of ``fn``, with
         ``depends_on[k]`` and ``inputs[k]`` (``Flow.add_many``): a list at a
         time where the entries are plain (lists or tuples of names, no
-        ``inputs``), one by one where not.  Returns the dependencies and the
-        inputs (``None``: none) per step.
+        ``inputs``), one by one where not.  Returns the dependencies (tuples;
+        a name may still be there twice, which :meth:`_Steps.extend` mends)
+        and the inputs (``None``: none) per step.
 
         Raises:
             FlowError: ``fn`` is not callable, or an entry is invalid (each listed).
@@ -287,10 +289,7 @@ class _Step:
             if inputs is not None and inputs.count(None) == n:
                 inputs = None
             if deps and inputs is None:
-                lengths = list(map(len, deps))
-                if max(lengths, default=0) > 1 and list(map(len, map(set, deps))) != lengths:
-                    deps = [d if len(d) < 2 or len(set(d)) == len(d) else tuple(dict.fromkeys(d)) for d in deps]
-                return deps, None
+                return deps, None  # (a name given twice in an entry is dropped by _Steps.extend)
             problems: list[str] = []
             deps, bindings = [], []
             for k, name in enumerate(names):  # one by one, each with its checks
@@ -309,29 +308,34 @@ class _Step:
 
 class _Steps:
     """A flow's steps as columns, one list per field (ids are list indexes):
-    ``names``, ``fns``, ``deps`` (tuples), ``inputs`` (dicts; the shared empty
-    one when none) and ``opts`` (:class:`_Options`, shared).  A plan keeps
-    the flow's lists, which the flow copies before it changes them again.
-    ``steps[i]`` makes a :class:`_Step` (a view: equal fields, a new object)."""
+    ``names``, ``fns``, ``deps`` (tuples of names, each once), ``inputs``
+    (dicts; the shared empty one when none), ``opts`` (:class:`_Options`,
+    shared) and ``ids``: the ids of ``deps``, found when the step was added
+    (``None`` when one was not defined yet; the plan then looks them up).
+    A plan keeps the flow's lists, which the flow copies before it changes
+    them again.  ``steps[i]`` makes a :class:`_Step` (a view: equal fields,
+    a new object)."""
 
-    __slots__ = ("names", "fns", "deps", "inputs", "opts")
+    __slots__ = ("names", "fns", "deps", "inputs", "opts", "ids")
 
     def __init__(
         self, names: "list[str]", fns: "list[Callable[..., Any]]", deps: "list[tuple[str, ...]]",
-        inputs: "list[dict[str, str]]", opts: "list[_Options]",
+        inputs: "list[dict[str, str]]", opts: "list[_Options]", ids: "list[tuple[int, ...] | None]",
     ) -> None:
         self.names = names
         self.fns = fns
         self.deps = deps
         self.inputs = inputs
         self.opts = opts
+        self.ids = ids
 
     def __len__(self) -> int:
         return len(self.fns)
 
     def copy(self) -> "_Steps":
         """New lists with the same steps."""
-        return _Steps(list(self.names), list(self.fns), list(self.deps), list(self.inputs), list(self.opts))
+        return _Steps(list(self.names), list(self.fns), list(self.deps), list(self.inputs), list(self.opts),
+                      list(self.ids))
 
     def extend(
         self, index: "dict[str, int]", flow: str, names: "list[str]", fn: "Callable[..., Any]",
@@ -339,23 +343,36 @@ class _Steps:
     ) -> None:
         """Add the checked steps ``names`` of ``fn`` and ``opts`` (``deps``,
         ``inputs``: one per name; ``None``: no inputs), and their ids to
-        ``index`` (the flow's name index, here extended in place).
+        ``index`` (the flow's name index, here extended in place).  A
+        dependency named twice in ``deps[k]`` is kept once (``deps`` is
+        changed in place).
 
         Raises:
             FlowError: a name is empty, given twice or taken (nothing is added).
         """
         first = len(self.fns)
         n = len(names)
-        index.update(zip(names, range(first, first + n)))
-        if len(index) != first + n or "" in index:  # a name given twice, or taken, or empty: undo
+        try:
+            with NoGC():
+                ids, again = sched.number(index, first, names, deps)
+        except KeyError:
+            ids = None
+        if ids is None or "" in index:  # a name given twice, or taken, or empty: undo
             index.clear()
             index.update(zip(self.names, range(first)))
             raise FlowError(*_name_problems(names, self.names, flow))
+        for k in again:
+            d = deps[k]
+            if len(set(d)) != len(d):
+                deps[k] = tuple(dict.fromkeys(d))
+                found = ids[k]
+                ids[k] = None if found is None else tuple(dict.fromkeys(found))
         self.names.extend(names)
         self.fns.extend(repeat(fn, n))
         self.deps.extend(deps)
         self.inputs.extend(repeat(_NO_BINDING, n) if inputs is None else inputs)
         self.opts.extend(repeat(opts, n))
+        self.ids.extend(ids)
 
     def __getitem__(self, i: int) -> _Step:
         return _Step(self.names[i], self.fns[i], self.deps[i], self.inputs[i], self.opts[i])
