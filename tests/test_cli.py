@@ -273,6 +273,8 @@ def test_a_failed_run_exits_1_then_resume_reruns_only_what_failed(capsys, here, 
     (flags / "broken").unlink()
     code, out, err = cli(capsys, "resume", run_id)  # the flow comes from the run's record
     assert code == 0, err
+    # first, before the flow is loaded (a big one takes a while): which run, how far it got
+    assert err.splitlines()[0] == f"resuming run {run_id} of cli-demo: 3 steps succeeded before; loading {flow}"
     assert f"run {run_id} of cli-demo: succeeded" in err
     assert "(4 steps: 4 succeeded)" in err
     assert out == "outputs:\n  checked: 7\n"

@@ -180,6 +180,7 @@ def test_a_record_with_a_wrong_type_is_refused_naming_the_step(made) -> None:
         names = ["'both'", victim, path.name]
     assert_store_error(kind, codec, where, lambda s: s.tasks(victim), *names)
     assert_store_error(kind, codec, where, lambda s: s.load_run(victim), *names)
+    assert_store_error(kind, codec, where, lambda s: s.succeeded(victim), *names)  # (what a resume reads)
 
 
 def test_a_truncated_task_file_is_refused_naming_it(made) -> None:

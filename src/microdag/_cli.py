@@ -871,13 +871,14 @@ def _run_document(run: "Run", store_spec: str) -> "dict[str, Any]":
     }
 
 
-def _execute(flow: "Flow", args: "argparse.Namespace", store: "Store", store_spec: str, **options: "Any") -> int:
-    """Run (or resume) ``flow`` with progress; Ctrl-C ends it cancelled, exit 130."""
+def _execute(
+    flow: "Flow", args: "argparse.Namespace", store: "Store", store_spec: str, done: int = 0, **options: "Any"
+) -> int:
+    """Run (or resume: ``done`` steps succeeded before) ``flow`` with
+    progress; Ctrl-C ends it cancelled, exit 130."""
     if options.get("resume"):
-        done = store.succeeded_count(options["run_id"])
         total = len(flow)
     else:
-        done = 0
         targets = options.get("targets")
         total = len(set(flow.graph.ancestors(targets)) | set(targets)) if targets else len(flow)
     hooks: list[Any] = []
@@ -977,8 +978,12 @@ def _cmd_resume(args: "argparse.Namespace") -> int:
                 f"run {args.run_id} does not record which flow it ran (it was started from "
                 "Python); name it: python -m microdag resume RUN_ID FLOW"
             )
+        done = store.succeeded_count(args.run_id)
+        if not (args.quiet or args.json):  # (a big flow takes a while to load: say what is going on first)
+            print(f"resuming run {args.run_id} of {_printable(info.flow)}: {done} step{'s' if done != 1 else ''} "
+                  f"succeeded before; loading {_printable(spec)}", file=sys.stderr, flush=True)
         flow = _load(spec)
-        return _execute(flow, args, store, store_spec, run_id=args.run_id, resume=True, force=args.force)
+        return _execute(flow, args, store, store_spec, done, run_id=args.run_id, resume=True, force=args.force)
     finally:
         store.close()
 

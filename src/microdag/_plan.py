@@ -590,24 +590,68 @@ class _Plan:
         """A digest of the flow's structure: steps, dependencies, bindings, maps, triggers.
 
         Retry, timeout and priority options and the functions' code are left
-        out: changing them does not stop a run from being resumed.
+        out: changing them does not stop a run from being resumed.  Each
+        part is a column serialised whole (``marshal`` format 2: no
+        references, no interning, the same bytes for equal values in any
+        process), so a million steps take a fraction of a second.
         """
         if self._fingerprint is not None:
             return self._fingerprint
+        import json
+        import marshal
+
+        from ._compat import sha256
+
+        n = len(self.steps)
+        triples: dict[int, tuple[Any, ...] | None] = {}  # options -> their structural part, when not the default
+        for o in self._options:
+            shape = (o.map, o.batch_size, o.trigger)
+            triples[id(o)] = None if shape == (None, None, "all_success") else shape
+        names, deps, kw, argdeps = self.graph.names, self.graph._deps, self.dep_kwnames, self.argdeps
+        with NoGC():
+            columns: list[Any] = [
+                names,
+                deps,
+                # keyword names and the steps passed: b"=" where they are the dependencies (names, ids)
+                b"=" if _dep_names(kw, self.steps.deps, names, deps) else list(kw),
+                b"=" if argdeps is deps or list(argdeps) == deps else list(argdeps),
+                [] if isinstance(self.input_params, _Same) and not self.input_params.value else
+                [(i, tuple((p, name) for p, name, _ in ins)) for i, ins in enumerate(self.input_params) if ins],
+                [] if not any(triples.values()) else
+                [(i, t) for i, t in enumerate(map(triples.__getitem__, map(id, self.options))) if t is not None],
+            ]
+            digest = sha256(b"microdag flow structure, format 2: %d steps\n" % n)
+            for column in columns:
+                try:
+                    digest.update(marshal.dumps(column, 2))
+                except ValueError:  # (a name of a str subclass, which marshal refuses)
+                    digest.update(json.dumps(column).encode())
+        self._fingerprint = digest.hexdigest()[:32]
+        return self._fingerprint
+
+    def made(self, fingerprint: str) -> bool:
+        """Whether a run recorded with ``fingerprint`` ran a flow of this
+        structure (the fingerprint of :meth:`fingerprint`, or of the first
+        format, which runs recorded before it carry)."""
+        return fingerprint == self.fingerprint() or fingerprint == self._first_fingerprint()
+
+    def _first_fingerprint(self) -> str:
+        """The first format of :meth:`fingerprint`: one JSON list per step
+        (name, dependency names, keyword names, bound inputs, map, batch
+        size, trigger)."""
         import json
 
         from ._compat import sha256
 
         names = self.graph.names
-        with NoGC():  # (read from the columns: a million steps are not made into objects for this)
+        with NoGC():
             shape = [
                 [name, [names[j] for j in d] if d else [], list(kw), [[p, n] for p, n, _ in ins] if ins else [],
                  o.map, o.batch_size, o.trigger]
                 for name, d, kw, ins, o in zip(names, self.graph._deps, self.dep_kwnames, self.input_params,
                                                self.options)
             ]
-            self._fingerprint = sha256(json.dumps(shape).encode()).hexdigest()[:32]
-        return self._fingerprint
+            return str(sha256(json.dumps(shape).encode()).hexdigest()[:32])
 
     def graph_json(self) -> str:
         """The structure a store keeps for reports: names and dependency indices."""
@@ -625,6 +669,20 @@ class _Plan:
                     used[j] = 1
             self._sinks = [i for i, u in enumerate(used) if not u]
         return self._sinks
+
+
+def _dep_names(
+    kwnames: "Sequence[tuple[str, ...]]", given: "list[tuple[str, ...]]", names: "Sequence[str]",
+    deps: "list[tuple[int, ...]]",
+) -> bool:
+    """Whether every step's keyword names are the names of its dependencies
+    ``deps`` (as for steps of ``**kwargs``; ``given``: the steps' own
+    ``depends_on``, which ``kwnames`` is when the flow was laid out together)."""
+    if kwnames is given:
+        return True
+    if isinstance(kwnames, _Same):
+        return kwnames.value == () and not any(deps)
+    return all(kw == tuple(map(names.__getitem__, d)) for kw, d in zip(kwnames, deps))
 
 
 def _bind(

@@ -18,17 +18,22 @@ knows the store.
 """
 
 import time
+from itertools import compress
 
 from .._capture import take
 from .._records import RunInfo, TaskRecord
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
     from .._plan import _Plan
     from ..pools._attempt import Attempt
     from ..stores import Store
+
+    #: The steps a resumed run finished: their ids, attempts, starts and finishes (columns).
+    Resumed = tuple[list[int], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
 
 __all__ = ["GRAPH_LIMIT", "PROCESS_CACHE", "NullRecorder", "StoreRecorder"]
 
@@ -122,12 +127,13 @@ class StoreRecorder:
 
     def resume(
         self, index: "dict[str, int]", active: "set[int] | None", maps: "set[str]", force: bool
-    ) -> "tuple[dict[int, tuple[int, Any, Any]], dict[int, dict[int, int]]]":
+    ) -> "tuple[Resumed, dict[int, dict[int, int]]]":
         """Claim run ``run_id`` to resume it; what its store records as
-        succeeded, as ``(steps, items)``: step id -> (attempts, started,
-        finished), and map step id -> {item: attempts} for the items of the
-        map steps ``maps`` that succeeded.  Then :meth:`reopen` (or
-        :meth:`let_go`).
+        succeeded, as ``(steps, items)``: ``steps``, the ids of the steps
+        that succeeded and their attempts, starts and finishes (four
+        columns), and ``items``, map step id -> {item: attempts} for the
+        items of the map steps ``maps`` that succeeded.  Then :meth:`reopen`
+        (or :meth:`let_go`).
 
         Raises:
             StoreError: the run is live in another process (unless ``force``).
@@ -135,14 +141,16 @@ class StoreRecorder:
         store = self.store
         run_id = self.run_id
         store.claim(run_id, force=force)
-        steps = {}
-        for step, facts in store.succeeded(run_id).items():
-            i = index.get(step)
-            if i is not None and (active is None or i in active):
-                steps[i] = facts
+        names, *facts = store._succeeded_columns(run_id)
+        ids = list(map(index.get, names))
+        columns: list[Any] = [ids, *facts]
+        if active is not None or None in ids:  # (not the usual case: a million steps are read as they come)
+            keep = [i is not None and (active is None or i in active) for i in ids]
+            columns = [list(compress(column, keep)) for column in columns]
+        steps: Resumed = tuple(columns)
         items: dict[int, dict[int, int]] = {}
         if maps:
-            maps = maps.difference(self.names[i] for i in steps)
+            maps = maps.difference(self.names[i] for i in steps[0])
         if maps:
             for r in store.tasks(run_id, outputs=False):
                 if r.item >= 0 and r.status == "succeeded" and r.step in maps:

@@ -15,7 +15,7 @@ from ._state import Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
     from .._events import Event
@@ -183,7 +183,7 @@ def prepare(
     bound = _bind_inputs(plan, subset, given, problems)
     if executor == "processes":
         _check_picklable(plan, subset, problems)
-    if resumed_info is not None and resumed_info.fingerprint != plan.fingerprint() and not force:
+    if resumed_info is not None and not force and not plan.made(resumed_info.fingerprint):
         problems.append(
             f"run {run_id} was made by another version of flow {flow!r} (its steps, "
             "dependencies or bindings changed); resume it with force=True to run it anyway"
@@ -247,7 +247,7 @@ def _open_record(
     if resumed is not None:
         maps = {runner.names[i] for i in plan.maps if active is None or i in active}
         steps, items = recorder.resume(plan.graph._index, active, maps, force)
-        changed = [] if force else _changed_code(resumed.code, plan.code(), [runner.names[i] for i in steps])
+        changed = [] if force else _changed_code(resumed.code, plan.code(), runner.names, steps[0])
         if changed:
             recorder.let_go()
             shown = ", ".join(repr(name) for name in changed[:5]) + (" ..." if len(changed) > 5 else "")
@@ -257,9 +257,9 @@ def _open_record(
                 "force=True to use them anyway, or run the flow anew"
             )
         recorder.reopen()
-        runner.resume_from(steps)
+        runner.resume_from(*steps)
         runner.maps.resumed = items
-        return list(steps) or None
+        return steps[0] or None
     from .._records import RunInfo
 
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep
@@ -272,12 +272,16 @@ def _open_record(
     return None
 
 
-def _changed_code(recorded: "dict[str, str] | None", now: "dict[str, str] | None", done: "list[str]") -> "list[str]":
-    """The finished steps ``done`` whose code digest differs between a run's
-    record and the flow now (none when either side has no digests)."""
+def _changed_code(
+    recorded: "dict[str, str] | None", now: "dict[str, str] | None", names: "Sequence[str]", done: "list[int]"
+) -> "list[str]":
+    """The finished steps ``done`` (ids of ``names``) whose code digest differs
+    between a run's record and the flow now (none when either side has no
+    digests)."""
     if not recorded or not now:
         return []
-    return [name for name in done if name in recorded and name in now and recorded[name] != now[name]]
+    return [name for name in map(names.__getitem__, done)
+            if name in recorded and name in now and recorded[name] != now[name]]
 
 
 def effective_inputs(plan: "_Plan", subset: "list[int] | None", given: "dict[str, Any]") -> "dict[str, Any]":

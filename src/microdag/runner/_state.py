@@ -57,7 +57,7 @@ from ._tracing import Tracers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from .._plan import _Plan
@@ -507,20 +507,28 @@ class Runner:
 
     # -- resuming ---------------------------------------------------------------------
 
-    def resume_from(self, records: "dict[int, tuple[int, Any, Any]]") -> None:
-        """Take over the steps a resumed run records as succeeded: their attempts
-        and times now, their outputs when a step needs them (:meth:`value`)."""
-        offset = self.offset
-        for i, (attempts, started, finished) in records.items():
-            self.attempts[i] = attempts
-            self.started[i] = (started or self.wall0) - offset
-            self.finished[i] = (finished or self.wall0) - offset
-            self.outputs[i] = STORED
-        if records:  # steps reading a stored output take the careful path, which reads it
+    def resume_from(
+        self, ids: "list[int]", attempts: "Sequence[int]", started: "Sequence[float | None]",
+        finished: "Sequence[float | None]",
+    ) -> None:
+        """Take over the steps ``ids`` a resumed run records as succeeded
+        (with their attempts, starts and finishes): their attempts and times
+        now, their outputs when a step needs them (:meth:`value`)."""
+        offset, wall0 = self.offset, self.wall0
+        tries, starts, ends, outputs = self.attempts, self.started, self.finished, self.outputs
+        for i, a, start, end in zip(ids, attempts, started, finished):
+            tries[i] = a
+            starts[i] = (start or wall0) - offset
+            ends[i] = (end or wall0) - offset
+            outputs[i] = STORED
+        if ids:  # steps reading a stored output take the careful path, which reads it
+            done = bytearray(self.n)
+            for i in ids:
+                done[i] = 1
             flags = bytearray(self.flags)
             argdeps = self.plan.argdeps
-            for i in set(range(self.n)).difference(records):
-                if not flags[i] & _SLOW and any(d in records for d in argdeps[i]):
+            for i in range(self.n):
+                if not done[i] and not flags[i] & _SLOW and any(done[d] for d in argdeps[i]):
                     flags[i] |= _SLOW
             self.flags = bytes(flags)
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
+    from ._base import Successes
+
 #: Task records buffered before a commit...
 GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
@@ -493,25 +495,34 @@ class SQLiteStore(Store):
         return out
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
+        steps, attempts, started, finished = self._succeeded_columns(run_id)
+        return dict(zip(steps, zip(attempts, started, finished)))
+
+    def _succeeded_columns(self, run_id: str) -> "Successes":
         self.run_info(run_id)
-        out = {}  # (a resume reads every success of a big run here: kept lean, the collector paused)
+        # (a resume reads every success of a big run here: checked a column at a time, the collector paused)
         with NoGC():
             rows = self._read(
                 "SELECT step, attempts, started, finished FROM tasks"
                 " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
                 (run_id,),
             )
-            for step, attempts, started, finished in rows:
-                if step.__class__ is not str:
-                    step = _s(step)
-                if not (attempts.__class__ is int and started.__class__ in _TIME and finished.__class__ in _TIME
-                        and step.__class__ is str):
-                    raise StoreError(
-                        f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
-                        f"attempts {attempts!r}, started {started!r}, finished {finished!r}"
-                    )
-                out[step] = (attempts, started, finished)
-        return out
+            if not rows:
+                return (), (), (), ()
+            steps, attempts, started, finished = zip(*rows)
+            del rows
+            if set(map(type, steps)) != {str}:
+                steps = tuple(map(_s, steps))
+            if (set(map(type, steps)) != {str} or set(map(type, attempts)) != {int}
+                    or not set(map(type, started)) | set(map(type, finished)) <= set(_TIME)):
+                for step, tries, start, end in zip(steps, attempts, started, finished):
+                    if not (tries.__class__ is int and start.__class__ in _TIME and end.__class__ in _TIME
+                            and step.__class__ is str):
+                        raise StoreError(
+                            f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
+                            f"attempts {tries!r}, started {start!r}, finished {end!r}"
+                        )
+            return steps, attempts, started, finished
 
     def succeeded_count(self, run_id: str) -> int:
         self.run_info(run_id)
