@@ -343,3 +343,11 @@ def test_graph_kernels_report_repeats_missing_and_taken_names(twin) -> None:
         twin.link(index, [["a"]])
     with pytest.raises((IndexError, ValueError)):
         twin.link({"a": 5}, [(), ("a",)])
+
+
+def test_graph_kernels_take_lists_or_tuples_of_names_only(twin) -> None:
+    kept = ("a", "b")
+    out = twin.name_tuples([["x"], kept, [], ()])
+    assert out == [("x",), ("a", "b"), (), ()] and out[1] is kept
+    for bad in ([["x"], "ab"], [["x", 1]], [("x", None)], [{"x"}], [["x"], b"ab"]):
+        assert twin.name_tuples(bad) is None

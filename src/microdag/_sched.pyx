@@ -46,7 +46,7 @@ cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object, object) except? NULL
     PyObject* PyDict_SetDefault(object, object, object) except NULL
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "ids_of", "link", "number", "run_items"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "ids_of", "link", "name_tuples", "number", "run_items"]
 
 TWIN = "c"
 
@@ -1251,6 +1251,27 @@ def ids_of(dict index, tuple names):
     if m > 16 and len(set(t)) != m:
         return False
     return t
+
+
+def name_tuples(list entries):
+    """Each entry of ``entries`` (a list or tuple of strings) as a tuple (a
+    tuple is kept as it is); ``None`` when one is anything else."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(entries), k, j, m
+    cdef object e
+    cdef list out = PyList_New(n)
+    for k in range(n):
+        e = <object>PyList_GET_ITEM_BORROWED(entries, k)
+        if type(e) is list:
+            e = tuple(<list>e)
+        elif type(e) is not tuple:
+            return None
+        m = PyTuple_GET_SIZE(e)
+        for j in range(m):
+            if not PyUnicode_CheckExact(<object>PyTuple_GET_ITEM_BORROWED(e, j)):
+                return None
+        Py_INCREF(e)
+        PyList_SET_ITEM(out, k, e)
+    return out
 
 
 def number(dict index, Py_ssize_t first, list names, list deps):

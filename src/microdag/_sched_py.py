@@ -764,6 +764,17 @@ def ids_of(index: "dict[Any, int]", names: "tuple[Any, ...]") -> "tuple[int, ...
     return ids if len(ids) < 2 or len(set(ids)) == len(ids) else False
 
 
+def name_tuples(entries: "list[Any]") -> "list[tuple[str, ...]] | None":
+    """Each entry of ``entries`` (a list or tuple of strings) as a tuple (a
+    tuple is kept as it is); ``None`` when one is anything else."""
+    if set(map(type, entries)) - {list, tuple}:
+        return None
+    out = [e if type(e) is tuple else tuple(e) for e in entries]
+    if set(map(type, chain.from_iterable(out))) - {str}:
+        return None
+    return out
+
+
 def number(
     index: "dict[Any, int]", first: int, names: "list[Any]", deps: "list[tuple[Any, ...]]"
 ) -> "tuple[list[tuple[int, ...] | None], list[int]]":

@@ -9,7 +9,7 @@ flow's steps as one list per field, a step's id being its index in them
 one step as code reads it.  What needs the whole flow is ``_plan``'s.
 """
 
-from itertools import chain, repeat
+from itertools import repeat
 from operator import attrgetter
 
 from ._compat import sched
@@ -280,12 +280,8 @@ class _Step:
         with NoGC():
             if depends_on is None:
                 deps: list[tuple[str, ...]] = [()] * n
-            elif not set(map(type, depends_on)) - {list, tuple}:
-                deps = list(map(tuple, depends_on))
-                if set(map(type, chain.from_iterable(deps))) - {str}:
-                    deps = []
             else:
-                deps = []
+                deps = sched.name_tuples(depends_on) or []  # (None: not lists or tuples of names)
             if inputs is not None and inputs.count(None) == n:
                 inputs = None
             if deps and inputs is None:
