@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["Flow", "TRIGGERS", "_Signature", "_Step"]
 
 
-
 def _many(
     names: "Iterable[str]", depends_on: "Iterable[Any] | None", inputs: "Iterable[Any] | None"
 ) -> "tuple[list[str], list[Any] | None, list[Any] | None]":

@@ -17,7 +17,6 @@ not touch the recursion limit.
 kernel twin's own class, re-exported here.
 """
 
-
 from ._compat import sched
 from ._errors import CycleError, FlowError
 
