@@ -844,3 +844,10 @@ def test_drive_leaves_a_step_on_done_refused_to_the_caller(twin: ModuleType) -> 
     assert k.state(1) == twin.RUNNING  # on_done settles it (here: not at all)
     assert k.state(2) == twin.PENDING
     assert outputs == [1, 2, None]
+
+
+def test_both_twins_offer_the_same_names(twin: ModuleType) -> None:
+    """What one twin exports, the other does (the pure one is the specification)."""
+    assert sorted(twin.__all__) == sorted(microdag._sched_py.__all__)
+    for name in twin.__all__:
+        assert callable(getattr(twin, name)) or name == "TWIN", name

@@ -67,7 +67,7 @@ else:
         __slots__ = ()
         __class_getitem__ = classmethod(GenericAlias)
 
-__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "link", "run_items"]
+__all__ = ["Kernel", "TopologicalSorter", "TWIN", "drive", "ids_of", "link", "name_tuples", "number", "run_items"]
 
 #: Which twin this module is: ``"py"`` here, ``"c"`` in the compiled one.
 TWIN = "py"
