@@ -26,6 +26,13 @@ Why a driver loop cannot hang: ``take()`` raises :class:`RuntimeError` when
 work remains but nothing is ready and nothing is running (only a cycle can do
 that, and graphs are checked for cycles before they run).
 
+Besides the kernel, the hot loops that drive it (``drive``, ``run_items``)
+and the graph-building functions a flow of a million steps needs in bulk:
+``name_tuples`` (dependency lists checked and copied), ``ids_of`` and
+``number`` (names given ids, and their dependencies' ids found while those
+are fresh in memory) and ``link`` (a kernel from id tuples, looking up only
+what is missing).  They keep no state; the flow's columns are ``_steps``'.
+
 Example:
 
 >>> k = Kernel(3, [0, 1], [1, 2])   # 0 -> 1 -> 2
