@@ -15,22 +15,11 @@ import pytest
 import microdag._plan as plan_module
 from microdag import Flow, FlowError
 from microdag.stores import SQLiteStore
-
-
-def total(**deps: int) -> int:
-    return 1 + sum(v for v in deps.values() if v is not None)
+from test_build import nothing, pair, total
 
 
 def total_too(**deps: int) -> int:
     return 2 + sum(v for v in deps.values() if v is not None)
-
-
-def nothing() -> int:
-    return 1
-
-
-def pair(left: int, right: int = 0) -> int:
-    return left + right
 
 
 def shape(seed: int) -> "list[tuple[str, list[str]]]":
