@@ -37,6 +37,8 @@ through ``html.escape(..., quote=True)``, in text and attributes alike; lone
 surrogates are written as backslash escapes so the document encodes as UTF-8.
 """
 
+from ._nogc import NoGC
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -107,19 +109,38 @@ def render_report(
     Returns:
         The HTML document.
     """
+    with NoGC():  # (the tables of a big run: a million entries, none of them garbage)
+        return _render_report(info, tasks, graph, logs, attempts)
+
+
+def _render_report(
+    info: "RunInfo",
+    tasks: "list[TaskRecord]",
+    graph: "dict[str, Any] | None",
+    logs: "Callable[[str, int], str]",
+    attempts: "Iterable[tuple[str, int, int, float, float, str, str]]",
+) -> str:
     import json
+    from operator import attrgetter
 
     steps: dict[str, TaskRecord | None] = {}
     items: dict[str, list[TaskRecord]] = {}
     if graph is not None:
         steps.update((str(n), None) for n in graph["nodes"])
-    for t in tasks:
-        if t.item < 0:
-            steps[t.step] = t
-        else:
-            steps.setdefault(t.step, None)
-            items.setdefault(t.step, []).append(t)
-    status = {name: _step_status(rec, items.get(name)) for name, rec in steps.items()}
+    whole = max(map(attrgetter("item"), tasks), default=-1) < 0
+    if whole:  # no map items: a million steps are taken in whole lists
+        steps.update(zip(map(attrgetter("step"), tasks), tasks))
+    else:
+        for t in tasks:
+            if t.item < 0:
+                steps[t.step] = t
+            else:
+                steps.setdefault(t.step, None)
+                items.setdefault(t.step, []).append(t)
+    if whole and len(steps) == len(tasks):  # (then every step has its record)
+        status = dict(zip(steps, map(attrgetter("status"), steps.values())))
+    else:
+        status = {name: _step_status(rec, items.get(name)) for name, rec in steps.items()}
     tally = _tally(status.values())
     inputs = json.dumps(info.inputs, indent=2, sort_keys=True, default=repr, ensure_ascii=False)
     head = _header(info, len(steps), tally, inputs)
@@ -202,7 +223,8 @@ def _summary(
                        f"<td>{_esc(_tally(status.get(nodes[v], 'pending') for v in row))}</td>"
                        f"<td>{_esc(first)}</td></tr>")
         out.append("</table>")
-    bad = [s for s in names if status[s] in ("failed", "cancelled")]
+    bad = [s for s in names if status[s] in ("failed", "cancelled")] if (
+        "failed" in status.values() or "cancelled" in status.values()) else []
     out.append(f"<h2>Failures</h2><p>{len(bad):,} steps failed or were cancelled"
                + (f"; the first {FAILURES:,} are shown" if len(bad) > FAILURES else "") + ".</p>")
     for name in bad[:FAILURES]:
@@ -210,9 +232,9 @@ def _summary(
         out.append(_section(name, steps[name], items.get(name, []), status[name], anchor[name], logs))
     import heapq
 
-    timed = ((name, r) for name, r in steps.items() if r is not None and r.started is not None
-             and r.finished is not None)
-    slowest = heapq.nlargest(SLOWEST, timed, key=lambda kv: kv[1].finished - kv[1].started)  # type: ignore[operator]
+    timed = [(r.finished - r.started, -k) for k, r in enumerate(steps.values())  # (ties: the earlier first)
+             if r is not None and r.started is not None and r.finished is not None]
+    slowest = [(names[-k], steps[names[-k]]) for _, k in heapq.nlargest(SLOWEST, timed)]
     out.append(f"<h2>The {len(slowest)} slowest steps</h2>")
     out.append(_timeline(info, dict(slowest), {}, {}))
     out.append(f"<h2>Steps</h2><p>The first {min(PAGE, len(names)):,} of {len(names):,}.</p>"
@@ -245,9 +267,9 @@ def _step_status(rec: "TaskRecord | None", items: "list[TaskRecord] | None") -> 
 
 
 def _tally(statuses: "Iterable[str]") -> str:
-    counts: dict[str, int] = {}
-    for s in statuses:
-        counts[s] = counts.get(s, 0) + 1
+    from collections import Counter
+
+    counts = Counter(statuses)
     order = list(COLOURS)
     known = sorted((s for s in counts if s in COLOURS), key=order.index)
     return ", ".join(f"{counts[s]} {s}" for s in known + sorted(s for s in counts if s not in COLOURS))

@@ -2,11 +2,17 @@
 
 import itertools
 import threading
+from operator import attrgetter
 
 from .._errors import StoreError
+from .._nogc import NoGC
 from .._records import RunInfo, TaskRecord, check_run_id
 from ._base import Store
 from ._files import BLOB_SIZE, doomed, drop_folders
+
+#: A task record's fields, in ``TaskRecord``'s order, with its output and without.
+_WITH_OUTPUT = attrgetter(*TaskRecord.__slots__)
+_WITHOUT_OUTPUT = attrgetter(*TaskRecord.__slots__[:-1])
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -156,16 +162,14 @@ class MemoryStore(Store):
             return _copy_info(self._info(run_id))
 
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
-        with self._lock:
+        with self._lock, NoGC():  # (copies: a caller may change them; a big run's million of them)
             self._info(run_id)
-            out = []
-            for record in self._tasks[run_id].values():
-                copy = TaskRecord(*record.as_tuple())
-                if not outputs:
-                    copy.output = None
-                elif isinstance(copy.output, _Blob):
-                    copy.output = self._blobs[copy.output.digest]
-                out.append(copy)
+            fields = _WITH_OUTPUT if outputs else _WITHOUT_OUTPUT
+            out = [TaskRecord(*fields(record)) for record in self._tasks[run_id].values()]
+            if outputs:
+                for copy in out:
+                    if isinstance(copy.output, _Blob):
+                        copy.output = self._blobs[copy.output.digest]
             return out
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":

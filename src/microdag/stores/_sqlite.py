@@ -102,6 +102,45 @@ ON CONFLICT (run_id, step, item) DO UPDATE SET
 """
 
 
+def _records(rows: "list[tuple[Any, ...]]", one: "Callable[[tuple[Any, ...]], TaskRecord]") -> "list[TaskRecord]":
+    """``tasks`` rows as checked :class:`TaskRecord` s: a column at a time
+    when every field has a type it may have (a big run's million rows),
+    else row by row with ``one``, which names what is damaged."""
+    if not rows:
+        return []
+    columns = list(zip(*rows))
+    for k in (0, 2, 6, 7, 8):  # text columns, kept as bytes when not UTF-8 (see _t)
+        if set(map(type, columns[k])) - {str, type(None)}:
+            columns[k] = tuple(map(_s, columns[k]))
+    step, item, status, attempts, started, finished, etype, emsg, tb, output, ref = columns
+    times = set(map(type, started)) | set(map(type, finished))
+    texts = set(map(type, etype)) | set(map(type, emsg)) | set(map(type, tb))
+    if not (set(map(type, step)) == set(map(type, status)) == {str} and set(map(type, item)) == {int}
+            and set(map(type, attempts)) == {int} and min(item) >= -1 and min(attempts) >= 0
+            and times <= {float, int, type(None)} and texts <= {str, type(None)}
+            and set(map(type, output)) <= {bytes, type(None)} and ref.count(None) == len(ref)):
+        return [one(row) for row in rows]  # (a REAL column never holds NaN: SQLite makes it NULL)
+    return list(map(TaskRecord, step, item, status, attempts, started, finished, etype, emsg, tb, output))
+
+
+def _successes(rows: "list[tuple[Any, ...]]", damaged: "Callable[[str], str]") -> "Successes":
+    """``(step, attempts, started, finished)`` rows as four checked columns
+    (``damaged(step)``: the message of a step whose record is damaged)."""
+    if not rows:
+        return (), (), (), ()
+    steps, attempts, started, finished = zip(*rows)
+    del rows
+    if set(map(type, steps)) != {str}:
+        steps = tuple(map(_s, steps))
+    if (set(map(type, steps)) != {str} or set(map(type, attempts)) != {int}
+            or not set(map(type, started)) | set(map(type, finished)) <= set(_TIME)):
+        for step, tries, start, end in zip(steps, attempts, started, finished):
+            if not (tries.__class__ is int and start.__class__ in _TIME and end.__class__ in _TIME
+                    and step.__class__ is str):
+                raise StoreError(f"{damaged(step)}: attempts {tries!r}, started {start!r}, finished {end!r}")
+    return steps, attempts, started, finished
+
+
 class SQLiteStore(Store):
     """Runs kept in one SQLite file.
 
@@ -336,12 +375,13 @@ class SQLiteStore(Store):
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
         columns = "output, output_ref" if outputs else "NULL, NULL"
-        rows = self._read(
-            "SELECT step, item, status, attempts, started, finished, error_type, error_message,"
-            f" traceback, {columns} FROM tasks WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        )
-        return [self._record(run_id, row) for row in rows]
+        with NoGC():  # (a big run's million rows and records)
+            rows = self._read(
+                "SELECT step, item, status, attempts, started, finished, error_type, error_message,"
+                f" traceback, {columns} FROM tasks WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            )
+            return _records(rows, lambda row: self._record(run_id, row))
 
     def _record(self, run_id: str, row: "tuple[Any, ...]") -> TaskRecord:
         """A ``tasks`` row (step ... traceback, output, output_ref) as a checked :class:`TaskRecord`."""
@@ -500,29 +540,14 @@ class SQLiteStore(Store):
 
     def _succeeded_columns(self, run_id: str) -> "Successes":
         self.run_info(run_id)
-        # (a resume reads every success of a big run here: checked a column at a time, the collector paused)
-        with NoGC():
+        with NoGC():  # (a resume reads every success of a big run here: checked a column at a time)
             rows = self._read(
                 "SELECT step, attempts, started, finished FROM tasks"
                 " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
                 (run_id,),
             )
-            if not rows:
-                return (), (), (), ()
-            steps, attempts, started, finished = zip(*rows)
-            del rows
-            if set(map(type, steps)) != {str}:
-                steps = tuple(map(_s, steps))
-            if (set(map(type, steps)) != {str} or set(map(type, attempts)) != {int}
-                    or not set(map(type, started)) | set(map(type, finished)) <= set(_TIME)):
-                for step, tries, start, end in zip(steps, attempts, started, finished):
-                    if not (tries.__class__ is int and start.__class__ in _TIME and end.__class__ in _TIME
-                            and step.__class__ is str):
-                        raise StoreError(
-                            f"the record of step {step!r} of run {run_id!r} in store {self.path!r} is damaged: "
-                            f"attempts {tries!r}, started {start!r}, finished {end!r}"
-                        )
-            return steps, attempts, started, finished
+            return _successes(rows, lambda step: f"the record of step {step!r} of run {run_id!r} in store "
+                                                 f"{self.path!r} is damaged")
 
     def succeeded_count(self, run_id: str) -> int:
         self.run_info(run_id)
