@@ -246,7 +246,7 @@ def _random_dag(rnd: random.Random, n: int) -> "tuple[list[str], list[list[str]]
     names = [f"n{i}" for i in range(n)]
     deps = []
     for i in range(n):
-        many = rnd.choice([0, 1, 2, 3, 20]) if i else 0
+        many = rnd.choice([0, 1, 2, 3, 40]) if i else 0
         deps.append([names[rnd.randrange(i)] for _ in range(many)])
     return names, deps
 
@@ -301,14 +301,18 @@ def test_graph_kernels_link_and_number_names_alike(twin) -> None:
     """``number`` (ids given while names are added) then ``link`` with what it
     found equals ``link`` looking every name up, on both twins."""
     rnd = random.Random(3)
+    wide = 0
     for _ in range(20):
-        names, deps = _random_dag(rnd, rnd.randint(0, 40))
+        names, deps = _random_dag(rnd, rnd.randint(0, 80))
+        wide += sum(len(set(d)) > 16 for d in deps)
         deps_t = [tuple(dict.fromkeys(d)) for d in deps]
         rnd_order = list(range(len(names)))
         index: dict[str, int] = {}
         found, again = twin.number(index, 0, names, deps_t)
         assert index == {name: i for i, name in enumerate(names)}
-        assert again == [i for i, d in enumerate(deps_t) if len(d) > 16]  # repeats were removed
+        assert again == []  # (repeats were removed)
+        _, again = twin.number({}, 0, names, [tuple(d) for d in deps])  # with them
+        assert again == [i for i, d in enumerate(deps) if len(set(d)) != len(d)]
         looked, kernel = twin.link(index, deps_t)
         assert looked == [tuple(index[x] for x in d) for d in deps_t] == found
         given, again_kernel = twin.link(index, deps_t, found)
@@ -322,6 +326,7 @@ def test_graph_kernels_link_and_number_names_alike(twin) -> None:
         assert again == [i for i, d in enumerate(rev_deps) if len(d) > 1]
         full, _ = twin.link(rev_index, rev_deps, ids)
         assert full == [tuple(rev_index[x] for x in d) for d in rev_deps]
+    assert wide  # (steps of more than 16 dependencies were among them)
 
 
 def test_graph_kernels_report_repeats_missing_and_taken_names(twin) -> None:

@@ -1311,7 +1311,7 @@ def number(dict index, Py_ssize_t first, list names, list deps):
             t = empty
         else:
             t = PyTuple_New(m)
-            twice = m > 16
+            twice = False
             for j in range(m):
                 found = PyDict_GetItemWithError(index, <object>PyTuple_GET_ITEM_BORROWED(d, j))
                 if found == NULL:
@@ -1325,6 +1325,8 @@ def number(dict index, Py_ssize_t first, list names, list deps):
                     for a in range(j):
                         if seen[a] == seen[j]:
                             twice = True
+            if t is not None and m > 16 and len(set(t)) != m:
+                twice = True
             if twice:
                 again.append(k)
         Py_INCREF(t)
