@@ -925,3 +925,50 @@ def test_a_retried_map_item_keeps_its_failed_attempt(executor, stores, marks):
     assert attempt[3] <= attempt[4]
     item = next(r for r in store.tasks(run.id) if r.step == "picky" and r.item == 2)
     assert (item.status, item.attempts) == ("succeeded", 2)
+
+
+_CALLS: list[str] = []
+
+
+def _counted(name: str, fail: "set[str]"):  # type: ignore[no-untyped-def]
+    def step(**deps: int) -> int:
+        _CALLS.append(name)
+        if name in fail:
+            raise ValueError(f"{name} fails")
+        return 1 + sum(deps.values())
+    return step
+
+
+def _chain_flow(fail: "set[str]", rename_d: bool = False) -> Flow:
+    flow = Flow("resume-subset")
+    for name, deps in (("a", []), ("b", ["a"]), ("c", ["b"]), ("e" if rename_d else "d", [])):
+        flow.add(name, _counted(name, fail), depends_on=deps)
+    return flow
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_of_some_targets_takes_over_only_their_successes(kind, stores):
+    store = stores(kind)
+    first = _chain_flow({"c"}).run(store=store, on_failure="continue", raise_on_failure=False)
+    assert {t: first.tasks[t].status for t in "abcd"} == {"a": "succeeded", "b": "succeeded", "c": "failed",
+                                                          "d": "succeeded"}
+    _CALLS.clear()
+    again = _chain_flow(set()).run(store=stores(reopen_of=store), run_id=first.id, resume=True, targets=["c"],
+                                   keep_outputs=True)
+    assert _CALLS == ["c"]  # a and b taken over; d is outside the targets
+    assert again["c"] == 3 and set(again.tasks) == {"a", "b", "c"}
+    assert again.tasks["a"].attempts == first.tasks["a"].attempts
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_forced_resume_ignores_recorded_steps_the_flow_no_longer_has(kind, stores):
+    store = stores(kind)
+    first = _chain_flow({"c"}).run(store=store, on_failure="continue", raise_on_failure=False)
+    _CALLS.clear()
+    renamed = _chain_flow(set(), rename_d=True)  # d is now e: another structure
+    with pytest.raises(FlowError, match="force=True"):
+        renamed.run(store=stores(reopen_of=store), run_id=first.id, resume=True)
+    again = renamed.run(store=stores(reopen_of=store), run_id=first.id, resume=True, force=True,
+                        keep_outputs=True)
+    assert sorted(_CALLS) == ["c", "e"]  # a and b taken over, d's record ignored
+    assert again.status == "succeeded" and again["c"] == 3 and "d" not in again.tasks
