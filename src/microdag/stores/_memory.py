@@ -2,7 +2,6 @@
 
 import itertools
 import threading
-from operator import attrgetter
 
 from .._errors import StoreError
 from .._nogc import NoGC
@@ -10,9 +9,8 @@ from .._records import RunInfo, TaskRecord, check_run_id
 from ._base import Store
 from ._files import BLOB_SIZE, doomed, drop_folders
 
-#: A task record's fields, in ``TaskRecord``'s order, with its output and without.
-_WITH_OUTPUT = attrgetter(*TaskRecord.__slots__)
-_WITHOUT_OUTPUT = attrgetter(*TaskRecord.__slots__[:-1])
+#: Where a kept task row (``TaskRecord.as_tuple()``) has its output.
+_OUTPUT = TaskRecord.__slots__.index("output")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,7 +37,9 @@ class MemoryStore(Store):
             self.codec = "none"
         self._lock = threading.Lock()
         self._runs: dict[str, RunInfo] = {}
-        self._tasks: dict[str, dict[tuple[str, int], TaskRecord]] = {}
+        #: Run id -> (step, item) -> the task's fields (``TaskRecord.as_tuple()``):
+        #: tuples of plain values, which the cycle collector stops walking.
+        self._tasks: dict[str, dict[tuple[str, int], tuple[Any, ...]]] = {}
         self._blobs: dict[str, bytes] = {}
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._owners: dict[str, str] = {}
@@ -79,12 +79,12 @@ class MemoryStore(Store):
             self._info(run_id)
             tasks = self._tasks[run_id]
             for record in records:
-                kept = TaskRecord(*record.as_tuple())
-                data = kept.output
+                kept = record.as_tuple()
+                data = record.output
                 if data is not None and len(data) >= BLOB_SIZE:
                     digest = self.digest(data)
                     self._blobs[digest] = data
-                    kept.output = _Blob(digest)  # type: ignore[assignment]
+                    kept = (*kept[:_OUTPUT], _Blob(digest))
                 tasks[(record.step, record.item)] = kept
 
     def flush(self) -> None:
@@ -164,19 +164,19 @@ class MemoryStore(Store):
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         with self._lock, NoGC():  # (copies: a caller may change them; a big run's million of them)
             self._info(run_id)
-            fields = _WITH_OUTPUT if outputs else _WITHOUT_OUTPUT
-            out = [TaskRecord(*fields(record)) for record in self._tasks[run_id].values()]
-            if outputs:
-                for copy in out:
-                    if isinstance(copy.output, _Blob):
-                        copy.output = self._blobs[copy.output.digest]
+            out = list(itertools.starmap(TaskRecord, self._tasks[run_id].values()))
+            for copy in out:
+                if not outputs:
+                    copy.output = None
+                elif isinstance(copy.output, _Blob):
+                    copy.output = self._blobs[copy.output.digest]
             return out
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
         with self._lock:
             self._info(run_id)
-            record = self._tasks[run_id].get((step, item))
-            data = None if record is None else record.output
+            row = self._tasks[run_id].get((step, item))
+            data = None if row is None else row[_OUTPUT]
             if isinstance(data, _Blob):
                 data = self._blobs[data.digest]
         if data is None:
@@ -200,14 +200,14 @@ class MemoryStore(Store):
             self._attempts = {k: v for k, v in self._attempts.items() if k[0] in self._runs}
             used: set[str] = set()
             for tasks in self._tasks.values():
-                for r in tasks.values():
-                    blob = r.output
+                for row in tasks.values():
+                    blob = row[_OUTPUT]
                     if isinstance(blob, _Blob):
                         used.add(blob.digest)
             for digest in set(self._blobs) - used:
                 del self._blobs[digest]
             if self._objects is not None:  # values kept as they are: those of the runs left
-                kept = {r.output for tasks in self._tasks.values() for r in tasks.values()}
+                kept = {row[_OUTPUT] for tasks in self._tasks.values() for row in tasks.values()}
                 kept.update(entry[0] for entry in self._cache.values())
                 self._objects = {t: v for t, v in self._objects.items() if t in kept}
         from .._context import default_run_dir
