@@ -2,6 +2,7 @@
 
 import itertools
 import threading
+from operator import itemgetter
 
 from .._errors import StoreError
 from .._nogc import NoGC
@@ -9,8 +10,10 @@ from .._records import RunInfo, TaskRecord, check_run_id
 from ._base import Store
 from ._files import BLOB_SIZE, doomed, drop_folders
 
-#: Where a kept task row (``TaskRecord.as_tuple()``) has its output.
+#: Where a kept task row (``TaskRecord.as_tuple()``) has its output (the last field).
 _OUTPUT = TaskRecord.__slots__.index("output")
+#: A kept task row without its output.
+_NO_OUTPUT = itemgetter(slice(0, _OUTPUT))
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -164,12 +167,12 @@ class MemoryStore(Store):
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         with self._lock, NoGC():  # (copies: a caller may change them; a big run's million of them)
             self._info(run_id)
-            out = list(itertools.starmap(TaskRecord, self._tasks[run_id].values()))
-            for copy in out:
-                if not outputs:
-                    copy.output = None
-                elif isinstance(copy.output, _Blob):
-                    copy.output = self._blobs[copy.output.digest]
+            rows = self._tasks[run_id].values()
+            out = list(itertools.starmap(TaskRecord, rows if outputs else map(_NO_OUTPUT, rows)))
+            if outputs and self._blobs:
+                for copy in out:
+                    if isinstance(copy.output, _Blob):
+                        copy.output = self._blobs[copy.output.digest]
             return out
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
