@@ -356,3 +356,27 @@ def test_graph_kernels_take_lists_or_tuples_of_names_only(twin) -> None:
     assert out == [("x",), ("a", "b"), (), ()] and out[1] is kept
     for bad in ([["x"], "ab"], [["x", 1]], [("x", None)], [{"x"}], [["x"], b"ab"]):
         assert twin.name_tuples(bad) is None
+
+
+def test_add_many_leaves_the_flow_as_it_was_when_numbering_fails(monkeypatch) -> None:
+    import microdag._steps as steps_module
+
+    real = steps_module.sched
+
+    class Failing:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(real, name)
+
+        @staticmethod
+        def number(index, first, names, deps):  # type: ignore[no-untyped-def]
+            real.number(index, first, names[:1], deps[:1])  # one name in, then it fails
+            raise MemoryError("no memory left")
+
+    flow = Flow("f").add("a", nothing)
+    monkeypatch.setattr(steps_module, "sched", Failing())
+    with pytest.raises(MemoryError):
+        flow.add_many(["b", "c"], total, depends_on=[["a"], ["b"]])
+    monkeypatch.undo()
+    assert flow.steps == ("a",) and "b" not in flow and flow.run()["a"] == 1
+    flow.add_many(["b", "c"], total, depends_on=[["a"], ["b"]])
+    assert flow.run()["c"] == 3

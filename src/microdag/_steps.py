@@ -351,12 +351,14 @@ class _Steps:
         try:
             with NoGC():
                 ids, again = sched.number(index, first, names, deps)
-        except KeyError:
-            ids = None
-        if ids is None or "" in index:  # a name given twice, or taken, or empty: undo
+            if "" in index:
+                raise KeyError("")
+        except BaseException as exc:  # a name given twice, taken or empty (or anything else): undo
             index.clear()
             index.update(zip(self.names, range(first)))
-            raise FlowError(*_name_problems(names, self.names, flow))
+            if isinstance(exc, KeyError):
+                raise FlowError(*_name_problems(names, self.names, flow)) from None
+            raise
         for k in again:
             d = deps[k]
             if len(set(d)) != len(d):
