@@ -234,16 +234,15 @@ def _summary(
     from operator import attrgetter, neg, not_, sub
 
     records = list(steps.values())
-    if any(map(not_, records)):  # (a step without a record; not ``None in``, which calls __eq__ a million times)
-        timed: "Iterable[tuple[float, int]]" = [
-            (r.finished - r.started, -k) for k, r in enumerate(records)
-            if r is not None and r.started is not None and r.finished is not None]
-    else:  # (every step has its record: the durations a list at a time)
+    # Every step has its record (not ``None in``, which calls __eq__ a million
+    # times) and its times: the durations a list at a time; else one by one.
+    whole = not any(map(not_, records))
+    if whole:
         starts, ends = list(map(attrgetter("started"), records)), list(map(attrgetter("finished"), records))
-        if None in starts or None in ends:
-            timed = [(e - b, -k) for k, (b, e) in enumerate(zip(starts, ends)) if b is not None and e is not None]
-        else:
-            timed = zip(map(sub, ends, starts), map(neg, range(len(records))))
+        whole = None not in starts and None not in ends
+    timed: "Iterable[tuple[float, int]]" = zip(map(sub, ends, starts), map(neg, range(len(records)))) if whole else [
+        (r.finished - r.started, -k) for k, r in enumerate(records)
+        if r is not None and r.started is not None and r.finished is not None]
     # (ties: the earlier step first)
     slowest = [(names[-k], steps[names[-k]]) for _, k in heapq.nlargest(SLOWEST, timed)]
     out.append(f"<h2>The {len(slowest)} slowest steps</h2>")
