@@ -102,6 +102,11 @@ ON CONFLICT (run_id, step, item) DO UPDATE SET
 """
 
 
+def _texts(column: "tuple[Any, ...]") -> "tuple[Any, ...]":
+    """A text column as read (:func:`_s` of each value, when one is neither a ``str`` nor ``None``)."""
+    return tuple(map(_s, column)) if set(map(type, column)) - {str, type(None)} else column
+
+
 def _records(rows: "list[tuple[Any, ...]]", one: "Callable[[tuple[Any, ...]], TaskRecord]") -> "list[TaskRecord]":
     """``tasks`` rows as checked :class:`TaskRecord` s: a column at a time
     when every field has a type it may have (a big run's million rows),
@@ -109,9 +114,8 @@ def _records(rows: "list[tuple[Any, ...]]", one: "Callable[[tuple[Any, ...]], Ta
     if not rows:
         return []
     columns = list(zip(*rows))
-    for k in (0, 2, 6, 7, 8):  # text columns, kept as bytes when not UTF-8 (see _t)
-        if set(map(type, columns[k])) - {str, type(None)}:
-            columns[k] = tuple(map(_s, columns[k]))
+    for k in (0, 2, 6, 7, 8):  # the text columns
+        columns[k] = _texts(columns[k])
     step, item, status, attempts, started, finished, etype, emsg, tb, output, ref = columns
     times = set(map(type, started)) | set(map(type, finished))
     texts = set(map(type, etype)) | set(map(type, emsg)) | set(map(type, tb))
@@ -130,8 +134,7 @@ def _successes(rows: "list[tuple[Any, ...]]", damaged: "Callable[[str], str]") -
         return (), (), (), ()
     steps, attempts, started, finished = zip(*rows)
     del rows
-    if set(map(type, steps)) != {str}:
-        steps = tuple(map(_s, steps))
+    steps = _texts(steps)
     if (set(map(type, steps)) != {str} or set(map(type, attempts)) != {int}
             or not set(map(type, started)) | set(map(type, finished)) <= set(_TIME)):
         for step, tries, start, end in zip(steps, attempts, started, finished):
