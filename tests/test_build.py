@@ -297,6 +297,64 @@ def test_a_dependency_that_is_not_a_name_is_refused_whichever_way() -> None:
         assert "is not a step name" in one.value.problems[0]
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_add_without_options_is_add_with_the_default_options(seed) -> None:
+    """``add`` takes a short way when no option is given; passing a default
+    option explicitly goes the whole way.  Both build the same columns,
+    names met twice, tuples and dependencies defined later included."""
+    rnd = random.Random(seed)
+    names, deps = _random_dag(rnd, 50)
+    order = list(range(len(names)))
+    rnd.shuffle(order)
+    short, whole = Flow("f"), Flow("f")
+    for i in order:
+        d = deps[i] if rnd.random() < 0.7 else tuple(deps[i])
+        short.add(names[i], total, depends_on=d)
+        whole.add(names[i], total, depends_on=d, retries=0)
+    for column in ("names", "fns", "deps", "inputs", "opts", "ids"):
+        assert getattr(short._steps, column) == getattr(whole._steps, column), column
+    assert layout(short) == layout(whole)
+
+
+@pytest.mark.parametrize("call", [
+    lambda f, **o: f.add("", nothing, **o),
+    lambda f, **o: f.add(3, nothing, **o),
+    lambda f, **o: f.add("a", nothing, **o),  # defined twice
+    lambda f, **o: f.add("b", "not callable", **o),
+    lambda f, **o: f.add("b", nothing, depends_on="a", **o),
+    lambda f, **o: f.add("b", nothing, depends_on=["a", 1], **o),
+    lambda f, **o: f.add("b", nothing, depends_on=iter(["a", "a"]), **o),
+])
+def test_add_refuses_a_step_alike_with_and_without_options(call) -> None:
+    outcomes = []
+    for options in ({}, {"timeout": None}):
+        flow = Flow("f").add("a", nothing)
+        try:
+            call(flow, **options)
+        except FlowError as exc:
+            outcomes.append(exc.problems)
+        else:
+            outcomes.append(flow._steps.deps[-1])
+    assert outcomes[0] == outcomes[1]
+
+
+def test_add_shows_and_checks_every_option() -> None:
+    import inspect
+
+    flow = Flow("f")
+    for shown in (inspect.signature(Flow.add), inspect.signature(flow.add)):
+        assert {"depends_on", "inputs", "retries", "timeout", "cache_ttl"} <= set(shown.parameters)
+        assert shown.parameters["retries"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "retry_backoff" in (Flow.add.__doc__ or "")
+    with pytest.raises(TypeError, match=r"Flow\.add\(\) got an unexpected keyword argument 'retrys'"):
+        flow.add("a", nothing, retrys=2)
+    with pytest.raises(TypeError):
+        flow.add("a", nothing, [], None)  # options are keywords only
+    assert not flow.steps
+    flow.add(name="a", fn=nothing).add("b", fn=total, depends_on=("a",))
+    assert flow.run(keep_outputs=True).outputs == {"a": 1, "b": 2}
+
+
 def test_graph_kernels_link_and_number_names_alike(twin) -> None:
     """``number`` (ids given while names are added) then ``link`` with what it
     found equals ``link`` looking every name up, on both twins."""

@@ -61,6 +61,48 @@ def _every_problem(*checks: "Callable[[], object]") -> "list[str]":
     return problems
 
 
+def _checked(
+    index: "dict[str, int]", shared: "dict[tuple[Any, ...], _Options]", flow: str, name: str,
+    fn: "Callable[..., Any]", depends_on: "Iterable[str]", inputs: "Mapping[str, str] | None",
+    options: "tuple[Any, ...]",
+) -> "tuple[tuple[str, ...], dict[str, str], _Options, tuple[int, ...] | None]":
+    """The columns of ``Flow.add``'s step, checked: its dependencies (each
+    once, in order), binding, options and dependency ids (``None``: one is
+    defined later).
+
+    Raises:
+        FlowError: every problem of the step.
+    """
+    if type(name) is not str or not name:
+        if not isinstance(name, str) or not name:
+            raise FlowError(f"a step name must be a non-empty string, not {name!r}")
+    if name in index:
+        raise FlowError(f"step {name!r} is defined more than once in flow {flow!r}")
+    # The usual step, names met once and no inputs, is checked here in
+    # passing; ``ids``: its dependencies' ids, found while they are fresh
+    # in memory (None: one is defined later), or False for the careful way.
+    if inputs is None and (type(depends_on) is list or type(depends_on) is tuple) and callable(fn):
+        deps = tuple(depends_on)
+        ids: "tuple[int, ...] | Literal[False] | None" = sched.ids_of(index, deps) if deps else ()
+    else:
+        ids = False
+    try:
+        if ids is False:
+            deps, binding = _Step.check(name, fn, depends_on, inputs)
+            deps = tuple(dict.fromkeys(deps))  # each name once, in order
+            ids = (sched.ids_of(index, deps) or None) if deps else ()
+        else:
+            binding = _NO_BINDING
+        if options == _DEFAULTS and type(options[0]) is int and type(options[1]) is float and \
+                type(options[10]) is bool:
+            opts = _Options.DEFAULT  # the usual case, checked in a few comparisons
+        else:
+            opts = _Options.shared(shared, name, options)
+    except FlowError:  # every problem of the step, in one error
+        raise FlowError(*_step_problems(name, fn, depends_on, inputs, options)) from None
+    return deps, binding, opts, ids
+
+
 def _step_problems(
     name: str, fn: "Callable[..., Any]", depends_on: "Iterable[str]", inputs: "Mapping[str, str] | None",
     options: "tuple[Any, ...]",
@@ -186,7 +228,7 @@ class Flow:
             return register(fn)
         return register
 
-    def add(
+    def _add(
         self,
         name: str,
         fn: "Callable[..., Any]",
@@ -244,35 +286,10 @@ class Flow:
                 invalid options (every problem listed).
             TypeError: an unknown option.
         """
-        if type(name) is not str or not name:
-            if not isinstance(name, str) or not name:
-                raise FlowError(f"a step name must be a non-empty string, not {name!r}")
         index = self._index
-        if name in index:
-            raise FlowError(f"step {name!r} is defined more than once in flow {self._name!r}")
-        # The usual step, names met once and no inputs, is checked here in
-        # passing; ``ids``: its dependencies' ids, found while they are fresh
-        # in memory (None: one is defined later), or False for the careful way.
-        if inputs is None and (type(depends_on) is list or type(depends_on) is tuple) and callable(fn):
-            deps = tuple(depends_on)
-            ids: "tuple[int, ...] | Literal[False] | None" = sched.ids_of(index, deps) if deps else ()
-        else:
-            ids = False
-        options = (retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger,
-                   map, batch_size, cache, cache_ttl)
-        try:
-            if ids is False:
-                deps, binding = _Step.check(name, fn, depends_on, inputs)
-                deps = tuple(dict.fromkeys(deps))  # each name once, in order
-                ids = (sched.ids_of(index, deps) or None) if deps else ()
-            else:
-                binding = _NO_BINDING
-            if options == _DEFAULTS and type(retries) is int and type(cache) is bool and type(retry_delay) is float:
-                opts = _Options.DEFAULT  # the usual case, checked in a few comparisons
-            else:
-                opts = _Options.shared(self._shared, name, options)
-        except FlowError:  # every problem of the step, in one error
-            raise FlowError(*_step_problems(name, fn, depends_on, inputs, options)) from None
+        deps, binding, opts, ids = _checked(index, self._shared, self._name, name, fn, depends_on, inputs, (
+            retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
+            batch_size, cache, cache_ttl))
         if self._lent:
             index = self._own()
         steps = self._steps
@@ -285,6 +302,42 @@ class Flow:
         steps.ids.append(ids)
         self._plan = None
         return self
+
+    _add.__qualname__ = "Flow.add"  # (as an unknown option's TypeError names it)
+
+    if TYPE_CHECKING:
+        add = _add
+    else:
+
+        def add(self, name, fn, *, depends_on=(), **options):
+            # The usual step (no option, a list of names) is added here: the
+            # call of ``_add`` would default fourteen keyword-only options,
+            # a sixth of a step's cost.  Anything else goes the whole way.
+            if options or type(name) is not str or not name or not callable(fn) or (
+                    type(depends_on) is not list and type(depends_on) is not tuple):
+                return self._add(name, fn, depends_on=depends_on, **options)
+            index = self._index
+            if name in index:
+                raise FlowError(f"step {name!r} is defined more than once in flow {self._name!r}")
+            deps = tuple(depends_on)
+            ids = sched.ids_of(index, deps) if deps else ()
+            if ids is False:  # a name met twice, or not a name
+                return self._add(name, fn, depends_on=depends_on)
+            if self._lent:
+                index = self._own()
+            steps = self._steps
+            index[name] = len(steps.fns)
+            steps.names.append(name)
+            steps.fns.append(fn)
+            steps.deps.append(deps)
+            steps.inputs.append(_NO_BINDING)
+            steps.opts.append(_Options.DEFAULT)
+            steps.ids.append(ids)
+            self._plan = None
+            return self
+
+        add.__wrapped__ = _add  # help() and inspect.signature show every option
+        add.__doc__ = _add.__doc__
 
     def add_many(
         self,
@@ -553,29 +606,35 @@ class Flow:
             StoreError: the store or the run cannot be read.
             Exception: whatever the step raises (no retries).
         """
-        plan = self._compiled()
-        i = plan.graph.ids([name])[0]
-        given: dict[str, Any] = {}
-        if from_run is not None:
-            from .stores import open_store
+        return _run_one(self._compiled(), self._name, name, inputs, from_run, store)
 
-            if store is None:
-                raise FlowError("run_step(from_run=...) needs the store= that holds the run")
-            source = open_store(store)
-            given.update(source.run_info(from_run).inputs)
-            for dep in plan.argdeps[i]:
-                dep_name = str(plan.graph.names[dep])
-                try:
-                    given[dep_name] = source.output(from_run, dep_name)
-                except KeyError:
-                    pass  # reported below as missing, unless inputs gives it
-        given.update(inputs or {})
-        kwargs = plan.arguments(i, given)
-        from ._result import new_run_id
-        from .pools._attempt import Attempt, invoke
 
-        attempt = Attempt(i, -1, None, 1, name, None, new_run_id(), self._name)
-        return invoke(plan.fns[i], kwargs, attempt)
+def _run_one(
+    plan: _Plan, flow: str, name: str, inputs: "Mapping[str, Any] | None", from_run: "str | None", store: "Any",
+) -> "Any":
+    """What :meth:`Flow.run_step` does, for ``plan``, the plan of flow ``flow``."""
+    i = plan.graph.ids([name])[0]
+    given: dict[str, Any] = {}
+    if from_run is not None:
+        from .stores import open_store
+
+        if store is None:
+            raise FlowError("run_step(from_run=...) needs the store= that holds the run")
+        source = open_store(store)
+        given.update(source.run_info(from_run).inputs)
+        for dep in plan.argdeps[i]:
+            dep_name = str(plan.graph.names[dep])
+            try:
+                given[dep_name] = source.output(from_run, dep_name)
+            except KeyError:
+                pass  # reported below as missing, unless inputs gives it
+    given.update(inputs or {})
+    kwargs = plan.arguments(i, given)
+    from ._result import new_run_id
+    from .pools._attempt import Attempt, invoke
+
+    attempt = Attempt(i, -1, None, 1, name, None, new_run_id(), flow)
+    return invoke(plan.fns[i], kwargs, attempt)
 
 
 def _check_no_running_loop(flow: str, plan: _Plan) -> None:
