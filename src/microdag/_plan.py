@@ -24,6 +24,8 @@ wait before the next attempt, or ``None`` for no retry.  It is the only place
 that decides retries, for steps and map items alike.
 """
 
+from itertools import repeat
+from operator import is_
 from types import FunctionType as _FUNCTION
 
 from ._compat import sched
@@ -369,7 +371,10 @@ class _Plan:
     def _compile(self, steps: _Steps, index: "dict[str, int]") -> None:
         problems: list[str] = []
         fn_list = steps.fns
-        fns = dict(zip(map(id, fn_list), fn_list))  # each distinct function, by id
+        if fn_list and all(map(is_, fn_list, repeat(fn_list[0]))):  # one function for every step
+            fns = {id(fn_list[0]): fn_list[0]}
+        else:
+            fns = dict(zip(map(id, fn_list), fn_list))  # each distinct function, by id
         signatures: dict[int, _Signature | Exception] = {}
         for key, fn in fns.items():
             try:
@@ -407,9 +412,10 @@ class _Plan:
                             for i, src in enumerate(sources)]
         self.input_params = inputs_of
         all_inputs: dict[str, list[int]] = {}
-        for i, taken in enumerate(inputs_of):
-            for _, name, _ in taken:
-                all_inputs.setdefault(name, []).append(i)
+        if not isinstance(inputs_of, _Same) or inputs_of.value:  # (_Same of nothing: no step takes an input)
+            for i, taken in enumerate(inputs_of):
+                for _, name, _ in taken:
+                    all_inputs.setdefault(name, []).append(i)
         self.inputs = all_inputs
         self._options = options
         self.has_priority = any(o.priority is not None for o in options)
