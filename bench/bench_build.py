@@ -12,7 +12,9 @@ Timed from the step names and dependency lists (built once, untimed):
 - ``add``: ``Flow``, one ``flow.add(name, fn, depends_on=deps)`` per step,
   then ``flow.validate()`` (which compiles);
 - ``add_many``: ``Flow``, one ``flow.add_many(names, fn, depends_on=deps)``,
-  then ``flow.validate()``.
+  then ``flow.validate()``;
+- ``add_options``: as ``add``, each step given two options
+  (``retries=2, timeout=60.0``, the same for every step).
 
 ``extra_info["us_per_step"]``: the median, per step.
 """
@@ -63,6 +65,15 @@ def build_add(names: list[str], deps: list[list[str]]) -> microdag.Flow:
     return flow
 
 
+def build_add_options(names: list[str], deps: list[list[str]]) -> microdag.Flow:
+    flow = microdag.Flow("built")
+    add = flow.add
+    for name, d in zip(names, deps):
+        add(name, add_up, depends_on=d, retries=2, timeout=60.0)
+    flow.validate()
+    return flow
+
+
 def build_bulk(names: list[str], deps: list[list[str]]) -> microdag.Flow:
     flow = microdag.Flow("built").add_many(names, add_up, depends_on=deps)
     flow.validate()
@@ -77,11 +88,11 @@ def prepare(names: list[str], deps: list[list[str]]) -> graphlib.TopologicalSort
 
 @pytest.mark.benchmark(group="build")
 @pytest.mark.parametrize("kind", ["chain", "layered"])
-@pytest.mark.parametrize("builder", ["graphlib", "add", "add_many"])
+@pytest.mark.parametrize("builder", ["graphlib", "add", "add_many", "add_options"])
 def test_build(benchmark: Any, kind: str, builder: str, request: pytest.FixtureRequest) -> None:
     n = 5_000 if disabled(request) else 1_000_000
     names, deps = shape(kind, n)
-    fn = {"graphlib": prepare, "add": build_add, "add_many": build_bulk}[builder]
+    fn = {"graphlib": prepare, "add": build_add, "add_many": build_bulk, "add_options": build_add_options}[builder]
     out = benchmark.pedantic(fn, args=(names, deps), rounds=3, iterations=1)
     if builder != "graphlib":
         assert len(out) == n and out.graph.names[-1] == names[-1]

@@ -298,22 +298,51 @@ def test_a_dependency_that_is_not_a_name_is_refused_whichever_way() -> None:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_add_without_options_is_add_with_the_default_options(seed) -> None:
-    """``add`` takes a short way when no option is given; passing a default
-    option explicitly goes the whole way.  Both build the same columns,
-    names met twice, tuples and dependencies defined later included."""
+def test_add_builds_what_its_whole_way_builds(seed) -> None:
+    """``add`` takes a short way for a step given no option, or the options
+    of the step before; ``_add`` is the whole way.  Both build the same
+    columns: names met twice, tuples, dependencies defined later, options
+    equal in value but not in type, or in another order."""
     rnd = random.Random(seed)
     names, deps = _random_dag(rnd, 50)
     order = list(range(len(names)))
     rnd.shuffle(order)
+    choices = [{}, {"retries": 2}, {"retries": 2, "timeout": 5.0}, {"timeout": 5.0, "retries": 2}, {"timeout": 5},
+               {"timeout": 5.0}, {"retries": 0}, {"cache": False}, {"priority": 3, "trigger": "all_done"}]
     short, whole = Flow("f"), Flow("f")
+    options: dict = {}
     for i in order:
         d = deps[i] if rnd.random() < 0.7 else tuple(deps[i])
-        short.add(names[i], total, depends_on=d)
-        whole.add(names[i], total, depends_on=d, retries=0)
-    for column in ("names", "fns", "deps", "inputs", "opts", "ids"):
+        if rnd.random() < 0.3:
+            options = rnd.choice(choices)
+        short.add(names[i], total, depends_on=d, **options)
+        whole._add(names[i], total, depends_on=d, **options)
+    for column in ("names", "fns", "deps", "inputs", "ids"):
         assert getattr(short._steps, column) == getattr(whole._steps, column), column
+    for a, b in zip(short._steps.opts, whole._steps.opts):
+        assert (a.retries, a.timeout, a.priority, a.trigger) == (b.retries, b.timeout, b.priority, b.trigger)
+        assert (type(a.timeout), type(a.retries)) == (type(b.timeout), type(b.retries))
     assert layout(short) == layout(whole)
+
+
+def test_options_equal_to_the_step_befores_are_taken_only_of_the_same_types() -> None:
+    flow = Flow("f").add("a", nothing, retries=1, timeout=2.0)
+    flow.add("b", nothing, timeout=2.0, retries=1)
+    assert flow._steps.opts[1] is flow._steps.opts[0]  # checked once, shared
+    with pytest.raises(FlowError, match="retries must be an int >= 0, not True"):
+        flow.add("c", nothing, retries=True, timeout=2.0)  # True == 1, but not a count
+    flow.add("c", nothing, retries=1, timeout=2)
+    assert flow._steps.opts[2] is not flow._steps.opts[0]  # (as the whole way: types count)
+    with pytest.raises(FlowError, match="retries must be an int >= 0, not -1"):
+        flow.add("d", nothing, retries=-1)
+    with pytest.raises(FlowError, match="retries must be an int >= 0, not -1"):
+        flow.add("d", nothing, retries=-1)  # refused again: a refused step is not remembered
+    flow.add("d", pair, inputs={"left": "a"}, retries=1, timeout=2)
+    flow.add("e", total, depends_on=["d"], retries=1, timeout=2)  # given inputs before: not these
+    assert dict(flow._steps.inputs[3]) == {"left": "a"} and not flow._steps.inputs[4]
+    assert flow.run(keep_outputs=True).outputs["e"] == 2
+    with pytest.raises(FlowError, match="defined more than once"):
+        flow.add("e", total, retries=1, timeout=2)
 
 
 @pytest.mark.parametrize("call", [

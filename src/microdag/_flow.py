@@ -138,7 +138,8 @@ class Flow:
         name: the flow's name (used in run records, logs and errors).
     """
 
-    __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_shared", "__weakref__")
+    __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_shared", "_given",
+                 "__weakref__")
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
@@ -151,8 +152,11 @@ class Flow:
         self._index: dict[str, int] = {}
         self._lent = False
         self._plan: _Plan | None = None
-        #: The options given to steps -> their checked, shared form (``_Options.key``).
+        #: The options given to steps -> their checked, shared form (``_Options.shared``).
         self._shared: dict[tuple[Any, ...], _Options] = {}
+        #: The options ``add`` was last given (no inputs), their types and
+        #: their checked form: the next step given equal ones takes it at once.
+        self._given: tuple[dict[str, Any], list[type], _Options] | None = None
         #: Where the flow was loaded from (a flow-file path or ``module:attr``),
         #: recorded with its durable runs so they can be resumed by name.
         self._source: str | None = None
@@ -310,10 +314,21 @@ class Flow:
     else:
 
         def add(self, name, fn, *, depends_on=(), **options):
-            # The usual step (no option, a list of names) is added here: the
-            # call of ``_add`` would default fourteen keyword-only options,
-            # a sixth of a step's cost.  Anything else goes the whole way.
-            if options or type(name) is not str or not name or not callable(fn) or (
+            # The usual step (a list of names, no inputs, the options of the
+            # step before or none) is added here: calling ``_add`` would
+            # default fourteen keyword-only options, a sixth of a step's cost.
+            # Anything else goes the whole way.
+            if not options:
+                opts = _Options.DEFAULT
+            else:
+                given = self._given
+                if given is None or options != given[0] or list(map(type, options.values())) != given[1]:
+                    self._add(name, fn, depends_on=depends_on, **options)
+                    if "inputs" not in options:
+                        self._given = (options, list(map(type, options.values())), self._steps.opts[-1])
+                    return self
+                opts = given[2]  # (equal values of equal types: the options `_add` checked and shares)
+            if type(name) is not str or not name or not callable(fn) or (
                     type(depends_on) is not list and type(depends_on) is not tuple):
                 return self._add(name, fn, depends_on=depends_on, **options)
             index = self._index
@@ -322,7 +337,7 @@ class Flow:
             deps = tuple(depends_on)
             ids = sched.ids_of(index, deps) if deps else ()
             if ids is False:  # a name met twice, or not a name
-                return self._add(name, fn, depends_on=depends_on)
+                return self._add(name, fn, depends_on=depends_on, **options)
             if self._lent:
                 index = self._own()
             steps = self._steps
@@ -331,7 +346,7 @@ class Flow:
             steps.fns.append(fn)
             steps.deps.append(deps)
             steps.inputs.append(_NO_BINDING)
-            steps.opts.append(_Options.DEFAULT)
+            steps.opts.append(opts)
             steps.ids.append(ids)
             self._plan = None
             return self

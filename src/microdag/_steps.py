@@ -137,24 +137,18 @@ class _Options:
         Raises:
             FlowError: an invalid value (naming step ``name``).
         """
-        key = cls.key(options)
-        opts = known.get(key) if key is not None else None
+        # Types count where equal values of two types are not equally valid
+        # (``True == 1``, but ``retries=True`` is refused).
+        key = options + tuple(map(type, options))
+        try:
+            opts = known.get(key)
+        except TypeError:  # an unhashable value: checked, not shared
+            return cls(f"step {name!r}", *options)
         if opts is None:
             opts = cls(f"step {name!r}", *options)
-            if key is not None and len(known) < cls.SHARED:
+            if len(known) < cls.SHARED:
                 known[key] = opts
         return opts
-
-    @staticmethod
-    def key(options: "tuple[Any, ...]") -> "tuple[Any, ...] | None":
-        """What options equal as given share (``None``: they cannot be shared,
-        being unhashable).  Types count where equal values of two types are
-        not equally valid (``True == 1``, but ``retries=True`` is refused)."""
-        try:
-            hash(options)
-        except TypeError:
-            return None
-        return options + tuple(map(type, options))
 
 
 #: The inputs of a step that binds none by name (shared; never changed).
