@@ -307,52 +307,55 @@ class Flow:
         self._plan = None
         return self
 
-    _add.__qualname__ = "Flow.add"  # (as an unknown option's TypeError names it)
+    def _short(self, name: str, fn: "Callable[..., Any]", *, depends_on: "Iterable[str]" = (),
+               **options: "Any") -> "Flow":
+        # ``add`` at run time.  The usual step (a list of names, no inputs,
+        # the options of the step before or none) is added here: calling
+        # ``_add`` would default fourteen keyword-only options, a sixth of a
+        # step's cost; its last lines are inlined, for the same reason.
+        # Anything else goes the whole way.
+        if not options:
+            opts = _Options.DEFAULT
+        else:
+            given = self._given
+            if given is None or options != given[0] or list(map(type, options.values())) != given[1]:
+                self._add(name, fn, depends_on=depends_on, **options)
+                if "inputs" not in options:
+                    self._given = (options, list(map(type, options.values())), self._steps.opts[-1])
+                return self
+            opts = given[2]  # (equal values of equal types: the options ``_add`` checked and shares)
+        if type(name) is not str or not name or not callable(fn) or (
+                type(depends_on) is not list and type(depends_on) is not tuple):
+            return self._add(name, fn, depends_on=depends_on, **options)
+        index = self._index
+        if name in index:
+            raise FlowError(f"step {name!r} is defined more than once in flow {self._name!r}")
+        deps = tuple(depends_on)
+        ids = sched.ids_of(index, deps) if deps else ()
+        if ids is False:  # a name met twice, or not a name
+            return self._add(name, fn, depends_on=depends_on, **options)
+        if self._lent:
+            index = self._own()
+        steps = self._steps
+        index[name] = len(steps.fns)
+        steps.names.append(name)
+        steps.fns.append(fn)
+        steps.deps.append(deps)
+        steps.inputs.append(_NO_BINDING)
+        steps.opts.append(opts)
+        steps.ids.append(ids)
+        self._plan = None
+        return self
 
     if TYPE_CHECKING:
-        add = _add
+        add = _add  # (the signature type checkers see)
     else:
-
-        def add(self, name, fn, *, depends_on=(), **options):
-            # The usual step (a list of names, no inputs, the options of the
-            # step before or none) is added here: calling ``_add`` would
-            # default fourteen keyword-only options, a sixth of a step's cost.
-            # Anything else goes the whole way.
-            if not options:
-                opts = _Options.DEFAULT
-            else:
-                given = self._given
-                if given is None or options != given[0] or list(map(type, options.values())) != given[1]:
-                    self._add(name, fn, depends_on=depends_on, **options)
-                    if "inputs" not in options:
-                        self._given = (options, list(map(type, options.values())), self._steps.opts[-1])
-                    return self
-                opts = given[2]  # (equal values of equal types: the options `_add` checked and shares)
-            if type(name) is not str or not name or not callable(fn) or (
-                    type(depends_on) is not list and type(depends_on) is not tuple):
-                return self._add(name, fn, depends_on=depends_on, **options)
-            index = self._index
-            if name in index:
-                raise FlowError(f"step {name!r} is defined more than once in flow {self._name!r}")
-            deps = tuple(depends_on)
-            ids = sched.ids_of(index, deps) if deps else ()
-            if ids is False:  # a name met twice, or not a name
-                return self._add(name, fn, depends_on=depends_on, **options)
-            if self._lent:
-                index = self._own()
-            steps = self._steps
-            index[name] = len(steps.fns)
-            steps.names.append(name)
-            steps.fns.append(fn)
-            steps.deps.append(deps)
-            steps.inputs.append(_NO_BINDING)
-            steps.opts.append(opts)
-            steps.ids.append(ids)
-            self._plan = None
-            return self
-
-        add.__wrapped__ = _add  # help() and inspect.signature show every option
-        add.__doc__ = _add.__doc__
+        # help() and inspect.signature show every option (``__wrapped__``);
+        # an unknown option's TypeError names ``Flow.add``.
+        _add.__qualname__ = _short.__qualname__ = "Flow.add"
+        _short.__name__, _short.__doc__, _short.__wrapped__ = "add", _add.__doc__, _add
+        add = _short
+        del _short
 
     def add_many(
         self,
