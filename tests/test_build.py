@@ -149,6 +149,15 @@ def test_steps_given_equal_options_share_them_but_types_still_count() -> None:
     flow.add("int delay", nothing, retry_delay=0)  # an int is a number of seconds
     assert flow._compiled().steps[flow._index["int delay"]].retry_delay == 0.0
 
+    class Seconds(float):  # a valid value that cannot be a key
+        __hash__ = None  # type: ignore[assignment]
+
+    for add in (flow.add, flow._add):
+        add(f"unhashable {add.__name__}", nothing, timeout=Seconds(2.5))
+        assert flow._steps.opts[-1].timeout == 2.5
+    with pytest.raises(FlowError, match=r"step 'bad': retry_on must be an exception class"):
+        flow.add("bad", nothing, retry_on=[ValueError])  # unhashable, and refused
+
 
 def test_a_compiled_flow_is_not_changed_by_steps_added_after() -> None:
     flow = Flow("f").add_many(["a", "b"], total, depends_on=[[], ["a"]])

@@ -142,11 +142,12 @@ class _Options:
         key = options + tuple(map(type, options))
         try:
             opts = known.get(key)
+            hashable = True
         except TypeError:  # an unhashable value: checked, not shared
-            return cls(f"step {name!r}", *options)
+            opts, hashable = None, False
         if opts is None:
             opts = cls(f"step {name!r}", *options)
-            if len(known) < cls.SHARED:
+            if hashable and len(known) < cls.SHARED:
                 known[key] = opts
         return opts
 
