@@ -30,10 +30,12 @@ __all__ = ["Flow", "TRIGGERS", "_Signature", "_Step"]
 
 
 def _many(
-    names: "Iterable[str]", depends_on: "Iterable[Any] | None", inputs: "Iterable[Any] | None"
-) -> "tuple[list[str], list[Any] | None, list[Any] | None]":
-    """``add_many``'s names, ``depends_on`` and ``inputs`` as lists, checked
-    for their types and lengths.
+    shared: "dict[tuple[Any, ...], _Options]", names: "Iterable[str]", fn: "Callable[..., Any]",
+    depends_on: "Iterable[Any] | None", inputs: "Iterable[Any] | None", options: "tuple[Any, ...]",
+) -> "tuple[list[str], list[tuple[str, ...]], list[dict[str, str]] | None, _Options]":
+    """``add_many``'s steps, checked: their names, dependencies (each once,
+    in order), bindings (``None``: none) and shared options (no step: none
+    checked).
 
     Raises:
         FlowError: every problem found.
@@ -47,7 +49,15 @@ def _many(
     binding = _per_step("inputs", inputs, len(names), problems)
     if problems:
         raise FlowError(*problems)
-    return names, deps, binding
+    if not names:
+        return names, [], None, _Options.DEFAULT
+    try:
+        deps_of, bindings = _Step.check_many(names, fn, deps, binding)
+        opts = _Options.shared(shared, names[0], options)
+    except FlowError:  # every problem, in one error
+        raise FlowError(*_every_problem(lambda: _Step.check_many(names, fn, deps, binding),
+                                        lambda: _Options(f"step {names[0]!r}", *options))) from None
+    return names, deps_of, bindings, opts
 
 
 def _every_problem(*checks: "Callable[[], object]") -> "list[str]":
@@ -397,16 +407,10 @@ class Flow:
                 ``inputs`` of another length than ``names``, invalid entries,
                 a non-callable ``fn`` or invalid options (every problem listed).
         """
-        names, deps, binding = _many(names, depends_on, inputs)
+        names, deps_of, bindings, opts = _many(self._shared, names, fn, depends_on, inputs, (
+            retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
+            batch_size, cache, cache_ttl))
         if names:
-            options = (retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger,
-                       map, batch_size, cache, cache_ttl)
-            try:
-                deps_of, bindings = _Step.check_many(names, fn, deps, binding)
-                opts = _Options.shared(self._shared, names[0], options)
-            except FlowError:  # every problem, in one error
-                raise FlowError(*_every_problem(lambda: _Step.check_many(names, fn, deps, binding),
-                                                lambda: _Options(f"step {names[0]!r}", *options))) from None
             if self._lent:
                 self._own()
             self._steps.extend(self._index, self._name, names, fn, deps_of, bindings, opts)
