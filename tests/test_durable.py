@@ -597,12 +597,16 @@ def test_resume_after_sigkill(kind, mode, tmp_path):
     steps has started (plus a random delay); the run resumed here ends with
     every output of an uninterrupted run, and no step recorded as succeeded
     before the kill runs again.  A fresh store for each kill."""
+    kill_and_resume(kind, mode, tmp_path, f"{kind} {mode}")
+
+
+def kill_and_resume(kind, mode, tmp_path, seed, kills=4):
+    """``test_resume_after_sigkill`` with the random kill points of ``seed``."""
     layers, width, sleep, group, child_executor = CRASH_MODES[mode]
     flow = ds.crash_flow(layers, width)
     expected = ds.expected_values(flow)
     total = len(expected)
-    rng = random.Random(f"{kind} {mode}")
-    kills = 4
+    rng = random.Random(seed)
     # one random kill point in each of `kills` slices of the run, so some kills
     # come before the first commit and some after several
     targets = [rng.randint(2 + k * (total - 4) // kills, 2 + (k + 1) * (total - 4) // kills) for k in range(kills)]

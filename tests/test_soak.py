@@ -1,0 +1,50 @@
+"""Soak: the default run's randomized attacks again, with many more seeds.
+
+Out of the default run (the ``soak`` marker); ``python -m pytest -m soak``
+runs them, ``MICRODAG_SOAK_ROUNDS`` seeds each (default 100; about ten minutes
+on two cores), on the twin ``MICRODAG_NO_EXTENSIONS`` leaves (the model test
+on both twins, as in the default run):
+
+- random flows on every backend, against the documented rules (``test_model``);
+- a child run SIGKILLed at random moments, then resumed, on both durable
+  stores (``test_durable``): nothing recorded as succeeded runs again, and
+  every output is the uninterrupted run's;
+- random flows built with ``add``, its whole way (``_add``) and ``add_many``,
+  equal column by column (``test_build``).
+
+Its seeds are not the default run's; ``MICRODAG_SOAK_BASE`` (default 1000)
+moves them, to explore new flows and kill points.
+"""
+
+import os
+
+import pytest
+
+import test_build
+import test_durable
+import test_model
+
+pytestmark = pytest.mark.soak
+
+ROUNDS = int(os.environ.get("MICRODAG_SOAK_ROUNDS", "100"))
+BASE = int(os.environ.get("MICRODAG_SOAK_BASE", "1000"))
+SEEDS = range(BASE, BASE + ROUNDS)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_backend_follows_the_rules(seed, twin) -> None:
+    test_model.test_every_backend_follows_the_rules_on_random_flows(seed, twin)
+
+
+@pytest.mark.parametrize("seed", SEEDS[: max(1, ROUNDS // 3)])
+@pytest.mark.parametrize("mode", list(test_durable.CRASH_MODES))
+@pytest.mark.parametrize("kind", ["json", "sqlite"])
+def test_a_run_killed_at_random_resumes_losing_nothing(kind, mode, seed, tmp_path) -> None:
+    test_durable.kill_and_resume(kind, mode, tmp_path, f"soak {kind} {mode} {seed}")
+
+
+@pytest.mark.parametrize("seed", range(BASE, BASE + 10 * ROUNDS))
+def test_flows_built_every_way_are_equal(seed) -> None:
+    test_build.test_add_builds_what_its_whole_way_builds(seed)
+    test_build.test_a_flow_built_with_add_many_is_the_flow_built_step_by_step(seed)
+    test_build.test_steps_may_name_dependencies_defined_later(seed)
