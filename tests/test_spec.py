@@ -24,7 +24,8 @@ import pytest
 
 import microdag
 from microdag import CycleError, Flow, FlowError
-from microdag._spec import FLOW_OPTIONS, STEP_OPTIONS, TOP_KEYS, CommandError, load_flow
+from microdag._flowfile import FLOW_OPTIONS, STEP_OPTIONS, TOP_KEYS
+from microdag._spec import CommandError, load_flow
 
 HERE = Path(__file__).resolve().parent
 FLOWFILES = HERE / "flowfiles"
