@@ -23,6 +23,10 @@ quoted key must be decoded.
 
 import re
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = ["BARE", "Stmt", "Unsupported", "key_lines", "parse", "ws"]
 
 #: A bare TOML key.
@@ -152,30 +156,34 @@ def parse(s: str) -> "list[Stmt]":
     Raises:
         Unsupported: ``s`` is not TOML this reader follows.
     """
-    out: list[Stmt] = []
+    return list(_statements(s))
+
+
+def _statements(s: str) -> "Iterator[Stmt]":
+    """:func:`parse`, one statement at a time."""
     i = 0
     while i < len(s):
         j = ws(s, i)
         if j >= len(s) or s[j] in "\r\n":
-            out.append(Stmt("blank", i, _eol(s, j)))
+            st = Stmt("blank", i, _eol(s, j))
         elif s[j] == "#":
-            out.append(Stmt("comment", i, _eol(s, j)))
+            st = Stmt("comment", i, _eol(s, j))
         elif s[j] == "[":
             array = s.startswith("[[", j)
             path, spans, k = _key_path(s, j + (2 if array else 1))
             close = "]]" if array else "]"
             if not s.startswith(close, k):
                 raise Unsupported(f"unexpected text at {k}")
-            out.append(Stmt("array" if array else "header", i, _rest(s, k + len(close)), path, spans))
+            st = Stmt("array" if array else "header", i, _rest(s, k + len(close)), path, spans)
         else:
             path, spans, k = _key_path(s, j)
             if k >= len(s) or s[k] != "=":
                 raise Unsupported(f"unexpected text at {k}")
             v = ws(s, k + 1)
             e = _value_end(s, v)
-            out.append(Stmt("entry", i, _rest(s, e), path, spans, v, e))
-        i = out[-1].end
-    return out
+            st = Stmt("entry", i, _rest(s, e), path, spans, v, e)
+        yield st
+        i = st.end
 
 
 def key_lines(s: str) -> "dict[tuple[str, ...], int]":
@@ -216,7 +224,7 @@ def key_lines(s: str) -> "dict[tuple[str, ...], int]":
 
     table: tuple[str, ...] = ()
     try:
-        for st in parse(s):
+        for st in _statements(s):
             if st.kind in ("header", "array"):
                 table = st.path
                 note(table, st.spans[0][0])
