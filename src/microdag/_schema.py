@@ -203,8 +203,9 @@ _CHECKS = {
 def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None":
     if depth > 50 or not isinstance(schema, dict):
         return None
-    enum = sys.modules.get("enum")
-    if enum is not None and isinstance(value, enum.Enum):  # a member stands for its value
+    enum = sys.modules.get("enum")  # (not imported: then no value is a member)
+    member = None if enum is None else enum.Enum
+    if member is not None and isinstance(value, member):  # a member stands for its value
         value = value.value
     if "anyOf" in schema:
         if not any(_problem(s, value, depth + 1) is None for s in schema["anyOf"]):
@@ -215,25 +216,38 @@ def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None"
     if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
         return f"expected one of {', '.join(map(repr, schema['enum']))}, not {_short(value)}"
     kind = schema.get("type")
-    kinds = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
-    if kinds and not any(_CHECKS.get(k, lambda v: True)(value) for k in kinds):
+    if isinstance(kind, str):  # (the usual case, first: a flow file checks every key of every step)
+        check = _CHECKS.get(kind)
+        if check is not None and not check(value):
+            return f"expected {describe(schema)}, not {_kind(value)}"
+    elif isinstance(kind, list) and kind and not any(_CHECKS.get(k, lambda v: True)(value) for k in kind):
         return f"expected {describe(schema)}, not {_kind(value)}"
-    if isinstance(value, str) and not _text_fits(schema, value):
-        return f"expected {describe(schema)}, not {_short(value)}"
-    if _CHECKS["number"](value) and _BOUNDS.intersection(schema) and not _in_bounds(schema, value):
+    if isinstance(value, str):
+        if ("minLength" in schema or "pattern" in schema) and not _text_fits(schema, value):
+            return f"expected {describe(schema)}, not {_short(value)}"
+        return None
+    if isinstance(value, (int, float)):
+        if isinstance(value, bool) or _BOUNDS.isdisjoint(schema) or _in_bounds(schema, value):
+            return None
         return f"expected {describe(schema)}, not {_short(value)}"
     if isinstance(value, (list, tuple)):  # (sized and not consumed by reading)
-        items = list(value)
-        for k, sub in enumerate(schema.get("prefixItems", [])):
+        items = value
+        for k, sub in enumerate(schema.get("prefixItems", ())):
             if k < len(items):
                 wrong = _problem(sub, items[k], depth + 1)
                 if wrong is not None:
                     return f"item {k}: {wrong}"
         if "maxItems" in schema and len(items) > schema["maxItems"] or len(items) < schema.get("minItems", 0):
             return f"expected {describe(schema)}, not a list of {len(items)}"
-        if isinstance(schema.get("items"), dict):
+        sub = schema.get("items")
+        if isinstance(sub, dict):
+            # {"type": T} alone (a list of names): its check is enough for an item that passes it
+            kind = sub.get("type") if len(sub) == 1 else None
+            simple = _CHECKS.get(kind) if isinstance(kind, str) else None
             for k, item in enumerate(items):
-                wrong = _problem(schema["items"], item, depth + 1)
+                if simple is not None and simple(item) and (member is None or not isinstance(item, member)):
+                    continue
+                wrong = _problem(sub, item, depth + 1)
                 if wrong is not None:
                     return f"item {k}: {wrong}"
     if isinstance(value, dict):
