@@ -107,7 +107,7 @@ class Builder:
     # -- reporting
 
     def report(self, where: "tuple[str, ...]", message: str) -> None:
-        """Add a problem located at key path ``where`` (best effort)."""
+        """Add a problem located at key path ``where`` (its line, or its nearest written parent's)."""
         line = self.line(where)
         text = f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}"
         self.problems.append((line or 0, text))
