@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.abspath(microdag.__file__))
 #: Bottom to top (docs/design.md): a module may import from its own layer and below.
 LAYERS = [
     ["microdag._version", "microdag._context", "microdag._children", "microdag._types", "microdag._yaml",
-     "microdag._schema", "microdag.otel", "microdag._nogc"],
+     "microdag._schema", "microdag._tomltext", "microdag.otel", "microdag._nogc"],
     ["microdag._errors"],
     ["microdag._sched_py", "microdag._sched", "microdag._compat"],
     ["microdag._records", "microdag._events", "microdag._capture"],
@@ -29,6 +29,8 @@ LAYERS = [
     ["microdag.pools"],
     ["microdag.runner"],
     ["microdag._flow"],
+    ["microdag._command"],  # a command step: a step function that runs a program
+    ["microdag._flowfile"],  # a flow file's rules, checked, built into a Flow
     ["microdag._spec", "microdag._pod", "microdag._argo"],
     ["microdag._cli", "microdag.ui", "microdag.__main__", "microdag"],
 ]

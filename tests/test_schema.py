@@ -339,3 +339,27 @@ def test_the_command_line_prints_the_schema_and_reads_inputs_by_type(tmp_path: A
     assert done.returncode == 2 and done.stderr == "error: --input limit=three: 'limit' takes an integer, not \"three\"\n"
     done = _cli(tmp_path, "run", "typed.toml", "--store", "memory")
     assert done.returncode == 2 and "needs input 'version'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_one_checker_reads_the_flow_files_rules() -> None:
+    """``problem`` checks the keywords of a flow file's rules too (there is no
+    second checker): bounds on real numbers only, text length and patterns."""
+    from microdag._schema import describe, problem
+
+    timeout = {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000}
+    assert problem(timeout, 5) is None and problem(timeout, 1_000_000) is None
+    for bad in (0, -1, 1_000_001, float("nan"), float("inf"), True, "5"):
+        assert problem(timeout, bad) is not None, bad
+    assert problem({"type": "number", "minimum": 1}, float("inf")) is not None  # a bound: real numbers only
+    assert problem({"type": "number"}, float("inf")) is None  # no bound: as before
+    assert problem({"type": "integer", "minimum": 0}, 10**400) is None
+    assert problem({"type": "string", "minLength": 1}, "") == "expected a non-empty string, not ''"
+    call = {"type": "string", "pattern": r"^\w+:\w+$"}
+    assert problem(call, "m:f") is None and problem(call, "m.f") is not None
+    assert describe(timeout) == "a number > 0 and at most 1,000,000"
+    assert describe({"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}) == (
+        "an integer from -2,147,483,648 to 2,147,483,647"
+    )
+    assert describe({"type": "integer", "minimum": 0}) == "an integer >= 0"
+    assert describe({"enum": ["a", "b"]}) == "one of 'a', 'b'"
+    assert describe({"enum": ["a", "b"]}, show=lambda v: f'"{v}"') == 'one of "a", "b"'

@@ -24,7 +24,8 @@ import pytest
 
 import microdag
 from microdag import CycleError, Flow, FlowError
-from microdag._spec import FLOW_OPTIONS, STEP_OPTIONS, TOP_KEYS, CommandError, load_flow
+from microdag._flowfile import FLOW_OPTIONS, STEP_OPTIONS, TOP_KEYS
+from microdag._spec import CommandError, load_flow
 
 HERE = Path(__file__).resolve().parent
 FLOWFILES = HERE / "flowfiles"
@@ -751,6 +752,45 @@ def test_every_problem_of_a_toml_file_in_one_error(tmp_path: Path) -> None:
     cycle = one_problem(problems, "steps are in a cycle", "'ping' -> 'pong'")
     assert cycle.startswith((f"{path}:30:", f"{path}:33:"))
     assert len(problems) == 16
+
+
+def test_lines_come_from_the_toml_text_as_written(tmp_path: Path) -> None:
+    """The lines are read by the exact TOML reader (``_tomltext``): a table inside
+    a multi-line string is text, a step written with dotted keys has its own
+    line, and keys inside an inline table are found where they are."""
+    (tmp_path / "m.py").write_text("def f(p=None):\n    return 1\n")
+    path = write(
+        tmp_path / "lines.toml",
+        '[flow]\nname = "lines"\n\n[inputs]\nnote = """\n[steps.inside]\nretries = 3\n"""\n\n'
+        '[steps]\na.call = "m:f"\na.command = ["echo"]\nb = { call = "m:f", inputs = { p = 1 } }\n\n'
+        '[steps.c]\ncall = "m:f"\nretries = -1\n',
+    )
+
+    problems = problems_of(path)
+
+    assert one_problem(problems, ":11:", "step 'a'", "has both call and command")  # was the [steps] line
+    assert one_problem(problems, ":13:", "step 'b'", 'inputs must be a table of parameter = "step name"')
+    assert one_problem(problems, ":17:", "step 'c'", "retries must be an integer >= 0, not -1")
+    assert not any("inside" in p for p in problems)
+    assert len(problems) == 3
+
+
+def test_key_lines_follow_strings_inline_tables_and_arrays_of_tables() -> None:
+    from microdag._tomltext import key_lines
+
+    text = (
+        '# [steps.fake]\n[steps]\n"x.y" = { call = "m:f", inputs = { p = "a" } }\n'
+        "lit = '''\n[steps.z]\n'''\n[[steps.arr]]\ncall = 'm:f'\n[[steps.arr]]\n"
+    )
+
+    lines = key_lines(text)
+
+    assert lines == {
+        ("steps",): 2, ("steps", "x.y"): 3, ("steps", "x.y", "call"): 3, ("steps", "x.y", "inputs"): 3,
+        ("steps", "x.y", "inputs", "p"): 3, ("steps", "lit"): 4, ("steps", "arr"): 7, ("steps", "arr", "call"): 8,
+    }
+    not_toml = "[steps]\nx = 1\n= 2\n[steps.y]\n"
+    assert key_lines(not_toml) == {("steps",): 1, ("steps", "x"): 2}  # the lines found before it stopped
 
 
 def test_every_problem_of_a_json_file_in_one_error(tmp_path: Path) -> None:

@@ -9,8 +9,13 @@ Three jobs, all driven by the annotations users already write:
   fields), ``Any``.  What JSON Schema cannot say becomes ``{}`` (anything)
   with a description naming the type: never an error, never a crash.
 - :func:`problem` checks a value against such a fragment (the subset this
-  module writes, plus what a flow file may declare: ``type``, ``enum``),
-  returning what is wrong in words, or ``None``.
+  module writes, plus what a flow file may declare: ``type``, ``enum``, and
+  the keywords of the flow file's own rules: ``minLength``, ``pattern``,
+  ``minimum``, ``maximum``, ``exclusiveMinimum``), returning what is wrong
+  in words, or ``None``.  It is the one checker: run inputs, typed
+  declarations and every key of a flow file go through it.  A bound is a
+  bound on a real number: NaN and infinities break any of them (JSON has
+  neither).  :func:`describe` says a schema in a few words.
 - :func:`clash` says whether a step's return annotation can never feed a
   parameter's: only when both are built-in types (``str``, ``int``,
   ``list[int]``...) that cannot be converted by assignment (``bool`` is an
@@ -24,6 +29,7 @@ does not evaluate counts as absent.  :mod:`typing` is consulted only when
 the annotation came from it (so it is already imported).
 """
 
+import math
 import sys
 
 TYPE_CHECKING = False
@@ -197,8 +203,9 @@ _CHECKS = {
 def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None":
     if depth > 50 or not isinstance(schema, dict):
         return None
-    enum = sys.modules.get("enum")
-    if enum is not None and isinstance(value, enum.Enum):  # a member stands for its value
+    enum = sys.modules.get("enum")  # (not imported: then no value is a member)
+    member = None if enum is None else enum.Enum
+    if member is not None and isinstance(value, member):  # a member stands for its value
         value = value.value
     if "anyOf" in schema:
         if not any(_problem(s, value, depth + 1) is None for s in schema["anyOf"]):
@@ -209,21 +216,38 @@ def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None"
     if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
         return f"expected one of {', '.join(map(repr, schema['enum']))}, not {_short(value)}"
     kind = schema.get("type")
-    kinds = [kind] if isinstance(kind, str) else kind if isinstance(kind, list) else []
-    if kinds and not any(_CHECKS.get(k, lambda v: True)(value) for k in kinds):
+    if isinstance(kind, str):  # (the usual case, first: a flow file checks every key of every step)
+        check = _CHECKS.get(kind)
+        if check is not None and not check(value):
+            return f"expected {describe(schema)}, not {_kind(value)}"
+    elif isinstance(kind, list) and kind and not any(_CHECKS.get(k, lambda v: True)(value) for k in kind):
         return f"expected {describe(schema)}, not {_kind(value)}"
+    if isinstance(value, str):
+        if ("minLength" in schema or "pattern" in schema) and not _text_fits(schema, value):
+            return f"expected {describe(schema)}, not {_short(value)}"
+        return None
+    if isinstance(value, (int, float)):
+        if isinstance(value, bool) or _BOUNDS.isdisjoint(schema) or _in_bounds(schema, value):
+            return None
+        return f"expected {describe(schema)}, not {_short(value)}"
     if isinstance(value, (list, tuple)):  # (sized and not consumed by reading)
-        items = list(value)
-        for k, sub in enumerate(schema.get("prefixItems", [])):
+        items = value
+        for k, sub in enumerate(schema.get("prefixItems", ())):
             if k < len(items):
                 wrong = _problem(sub, items[k], depth + 1)
                 if wrong is not None:
                     return f"item {k}: {wrong}"
         if "maxItems" in schema and len(items) > schema["maxItems"] or len(items) < schema.get("minItems", 0):
             return f"expected {describe(schema)}, not a list of {len(items)}"
-        if isinstance(schema.get("items"), dict):
+        sub = schema.get("items")
+        if isinstance(sub, dict):
+            # {"type": T} alone (a list of names): its check is enough for an item that passes it
+            kind = sub.get("type") if len(sub) == 1 else None
+            simple = _CHECKS.get(kind) if isinstance(kind, str) else None
             for k, item in enumerate(items):
-                wrong = _problem(schema["items"], item, depth + 1)
+                if simple is not None and simple(item) and (member is None or not isinstance(item, member)):
+                    continue
+                wrong = _problem(sub, item, depth + 1)
                 if wrong is not None:
                     return f"item {k}: {wrong}"
     if isinstance(value, dict):
@@ -243,6 +267,29 @@ def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None"
     return None
 
 
+_BOUNDS = {"minimum", "maximum", "exclusiveMinimum"}
+
+
+def _text_fits(schema: "dict[str, Any]", value: str) -> bool:
+    if len(value) < schema.get("minLength", 0):
+        return False
+    if "pattern" not in schema:
+        return True
+    import re  # (only a flow file's rules have a pattern)
+
+    return re.search(schema["pattern"], value) is not None
+
+
+def _in_bounds(schema: "dict[str, Any]", value: "int | float") -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return (
+        value >= schema.get("minimum", value)
+        and value <= schema.get("maximum", value)
+        and ("exclusiveMinimum" not in schema or value > schema["exclusiveMinimum"])
+    )
+
+
 def _same(a: "Any", b: "Any") -> bool:
     return type(a) is type(b) and a == b or (
         isinstance(a, (int, float)) and isinstance(b, (int, float))
@@ -250,23 +297,42 @@ def _same(a: "Any", b: "Any") -> bool:
     )
 
 
-def describe(schema: "dict[str, Any]") -> str:
-    """A schema in a few words (``an integer``, ``a list of strings``)."""
+def describe(schema: "dict[str, Any]", show: "Callable[[Any], str]" = repr) -> str:
+    """A schema in a few words (``an integer >= 0``, ``a list of an integer``);
+    ``show`` writes the values it names (``repr``; a flow file's loader gives JSON)."""
     if "anyOf" in schema:
-        return " or ".join(describe(s) for s in schema["anyOf"])
+        return " or ".join(describe(s, show) for s in schema["anyOf"])
     if "const" in schema:
-        return repr(schema["const"])
+        return show(schema["const"])
     if "enum" in schema:
-        return "one of " + ", ".join(map(repr, schema["enum"]))
+        return "one of " + ", ".join(map(show, schema["enum"]))
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " or ".join(describe({"type": k}) for k in kind)
+        return " or ".join(describe({"type": k}, show) for k in kind)
     words = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
              "null": "null (None)", "object": "an object (dict)"}
     if kind == "array":
         items = schema.get("items")
-        return f"a list of {describe(items)}" if isinstance(items, dict) and items else "a list"
+        return f"a list of {describe(items, show)}" if isinstance(items, dict) and items else "a list"
+    if kind == "string" and schema.get("minLength"):
+        return "a non-empty string" if schema["minLength"] == 1 else f"a string of {schema['minLength']}+ characters"
+    if kind in ("integer", "number"):
+        return words[kind] + _bounds(schema)
     return words.get(str(kind), "anything")
+
+
+def _bounds(schema: "dict[str, Any]") -> str:
+    """`` >= 0``, `` from 0 to 1,000,000``, `` > 0 and at most 10``, or ``""``."""
+    low, high, above = schema.get("minimum"), schema.get("maximum"), schema.get("exclusiveMinimum")
+    if low is not None and high is not None:
+        return f" from {low:,} to {high:,}"
+    if low is not None:
+        return f" >= {low}"
+    if above is not None and high is not None:
+        return f" > {above} and at most {high:,}"
+    if above is not None:
+        return f" > {above}"
+    return f" at most {high:,}" if high is not None else ""
 
 
 def _kind(value: "Any") -> str:

@@ -7,7 +7,8 @@ and alignment survive everywhere the edit did not reach.
 
 TOML (no third-party library; tomllib only reads):
 
-- The text is cut into statements, one per line or per multi-line value:
+- The text is cut into statements (``_tomltext.parse``, which the flow-file
+  loader reads too), one per line or per multi-line value:
   blank lines, comment lines, table headers and ``key = value`` entries with
   the span of their value (strings of the four kinds, arrays and inline tables
   over several lines, comments inside them are followed exactly).
@@ -59,18 +60,19 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._tomltext import BARE as _BARE
+from .._tomltext import Stmt as _Stmt
+from .._tomltext import Unsupported as _Unsupported  # also: a shape the in-place edit does not handle
+from .._tomltext import parse as _parse
+from .._tomltext import ws as _ws
+
 __all__ = ["dump_toml", "dump_toml_value", "edit_text"]
 
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NAMED = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
 _MAX_DEPTH = 64
 _CUT = 3  # the priority that marks the deletion of a whole table
-
-
-class _Unsupported(Exception):
-    """The text has a shape the in-place edit does not handle: rewrite it whole."""
 
 
 # ---------------------------------------------------------------- writing values
@@ -154,17 +156,7 @@ def dump_toml(data: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- reading text
-
-
-@dataclass
-class _Stmt:
-    kind: str  # "blank", "comment", "header" or "entry"
-    start: int  # first character of its first line
-    end: int  # just past its last line break (or the end of the text)
-    path: tuple[str, ...] = ()  # header: the table's; entry: the dotted key's
-    spans: tuple[tuple[int, int], ...] = ()  # where each part of that path is written
-    vstart: int = 0  # entry: its value's characters
-    vend: int = 0
+# (statements and their spans come from _tomltext, which the flow-file builder reads too)
 
 
 @dataclass
@@ -172,119 +164,6 @@ class _Table:
     path: tuple[str, ...]
     head: int  # index of its header statement (-1: the root table)
     entries: dict[str, _Stmt] = field(default_factory=dict)
-
-
-def _ws(s: str, i: int) -> int:
-    while i < len(s) and s[i] in " \t":
-        i += 1
-    return i
-
-
-def _eol(s: str, i: int) -> int:
-    j = s.find("\n", i)
-    return len(s) if j < 0 else j + 1
-
-
-def _str_end(s: str, i: int) -> int:
-    """Just past the string that starts at s[i] (a quote), of any of the four kinds."""
-    q = s[i]
-    if s.startswith(q * 3, i):
-        j = i + 3
-        while not s.startswith(q * 3, j):
-            if j >= len(s):
-                raise _Unsupported("unterminated string")
-            j += 2 if q == '"' and s[j] == "\\" else 1
-        k = j + 3
-        while k < min(len(s), j + 5) and s[k] == q:  # up to two quotes before the closing three
-            k += 1
-        return k
-    j = i + 1
-    while j < len(s) and s[j] not in (q, "\n"):
-        j += 2 if q == '"' and s[j] == "\\" else 1
-    if j >= len(s) or s[j] != q:
-        raise _Unsupported("unterminated string")
-    return j + 1
-
-
-def _value_end(s: str, i: int) -> int:
-    """Just past the value that starts at s[i] (arrays and strings may span lines)."""
-    start, depth = i, 0
-    while i < len(s):
-        c = s[i]
-        if c in "\"'":
-            i = _str_end(s, i)
-            continue
-        if c in "[{":
-            depth += 1
-        elif c in "]}":
-            depth -= 1
-        elif c in "#\n":
-            if depth <= 0:
-                break
-            if c == "#":
-                i = _eol(s, i)
-                continue
-        i += 1
-    while i > start and s[i - 1] in " \t\r":
-        i -= 1
-    return i
-
-
-def _key_path(s: str, i: int) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...], int]:
-    parts: list[str] = []
-    spans: list[tuple[int, int]] = []
-    while True:
-        i = _ws(s, i)
-        if i < len(s) and s[i] in "\"'":
-            j = _str_end(s, i)
-            parts.append(tomllib.loads("k = " + s[i:j])["k"])
-        else:
-            m = _BARE.match(s, i)
-            if not m:
-                raise _Unsupported(f"no key at {i}")
-            j = m.end()
-            parts.append(m.group())
-        spans.append((i, j))
-        i = _ws(s, j)
-        if i < len(s) and s[i] == ".":
-            i += 1
-            continue
-        return tuple(parts), tuple(spans), i
-
-
-def _rest(s: str, i: int) -> int:
-    """Past the end of the line, after a statement ending at i: blanks and a comment only."""
-    i = _ws(s, i)
-    if i < len(s) and s[i] not in "#\r\n":
-        raise _Unsupported(f"unexpected text at {i}")
-    return _eol(s, i)
-
-
-def _parse(s: str) -> list[_Stmt]:
-    out: list[_Stmt] = []
-    i = 0
-    while i < len(s):
-        j = _ws(s, i)
-        if j >= len(s) or s[j] in "\r\n":
-            out.append(_Stmt("blank", i, _eol(s, j)))
-        elif s[j] == "#":
-            out.append(_Stmt("comment", i, _eol(s, j)))
-        elif s[j] == "[":
-            if s.startswith("[[", j):
-                raise _Unsupported("an array of tables")
-            path, spans, k = _key_path(s, j + 1)
-            if k >= len(s) or s[k] != "]":
-                raise _Unsupported(f"unexpected text at {k}")
-            out.append(_Stmt("header", i, _rest(s, k + 1), path, spans))
-        else:
-            path, spans, k = _key_path(s, j)
-            if k >= len(s) or s[k] != "=":
-                raise _Unsupported(f"unexpected text at {k}")
-            v = _ws(s, k + 1)
-            e = _value_end(s, v)
-            out.append(_Stmt("entry", i, _rest(s, e), path, spans, v, e))
-        i = out[-1].end
-    return out
 
 
 # ---------------------------------------------------------------- editing TOML
@@ -304,6 +183,8 @@ class _TomlEdit:
         self.stmts = _parse(text)
         self.tables = [_Table((), -1)]
         for idx, st in enumerate(self.stmts):
+            if st.kind == "array":
+                raise _Unsupported("an array of tables")
             if st.kind == "header":
                 if not (len(st.path) == 1 or (len(st.path) == 2 and st.path[0] == "steps")):
                     raise _Unsupported(f"table {st.path}")

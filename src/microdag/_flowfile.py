@@ -1,0 +1,553 @@
+"""The flow-file builder: a parsed flow file checked against its rules and made a Flow.
+
+A flow file is data: ``[flow]`` (its name), ``[inputs]`` (flow inputs with
+their defaults, or typed declarations) and ``[steps.NAME]`` tables holding
+either ``call`` (a Python function, imported) or ``command`` (an argv list,
+run without a shell; see ``_command``) and any option of :meth:`Flow.add`
+that can be written as data.  The rules live here, in JSON Schema keywords
+(:data:`STEP_OPTIONS`, :data:`FLOW_OPTIONS`; the shipped
+``flowfile.schema.json`` says the same, and a test keeps them equal), and
+are checked by ``_schema.problem``, the package's one schema checker.
+
+Building is one pass that never stops at the first problem: the document is
+checked key by key, every valid step is added to a new :class:`Flow`, every
+invalid one is replaced by a placeholder that keeps its dependencies, and
+then the whole flow is validated, so that unknown dependencies and cycles
+are found even beside broken steps.  All problems go into one
+:class:`FlowError`, each prefixed with ``FILE:LINE:``; a cycle alone raises
+:class:`CycleError` (file-prefixed message, same path in ``args[1]``).
+Line numbers come from the text only when there is something to report:
+for TOML from ``_tomltext.key_lines`` (the exact reader the UI's editor
+uses), for JSON from a search for each ``"key":`` in order.
+
+A ``call`` step whose parameters take defaults from ``[inputs]`` becomes a
+:class:`_WithDefaults` (a ``functools.partial``), which still pickles and
+still reads as async to the runner when the function is.  The modules
+``call`` names are imported with the flow file's folder at the front of
+``sys.path``, left there so that worker processes started later import them
+too.
+"""
+
+import functools
+import os
+import sys
+
+from ._command import Command, Required, parse_item
+from ._errors import CycleError, FlowError
+from ._flow import Flow
+from ._schema import describe, problem
+from ._steps import TRIGGERS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    _PartialBase = functools.partial[Any]
+else:
+    _PartialBase = functools.partial
+
+__all__ = ["DECLARATION", "FLOW_OPTIONS", "STEP_OPTIONS", "TOP_KEYS", "Builder", "on_path", "reason"]
+
+#: Keys of the document's top level (``$schema`` lets editors find the schema).
+TOP_KEYS = ("$schema", "flow", "inputs", "steps")
+#: Keys of ``[flow]``.
+FLOW_OPTIONS: "dict[str, dict[str, Any]]" = {"name": {"type": "string", "minLength": 1}}
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+#: Every key a step accepts, with its rule in JSON Schema keywords.  The
+#: shipped schema's step properties say the same (a test keeps them equal).
+STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
+    "call": {"type": "string", "pattern": rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"},
+    "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    "output": {"enum": ["text", "json", "lines"]},
+    "depends_on": {"type": "array", "items": {"type": "string"}},
+    "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
+    "retries": {"type": "integer", "minimum": 0},
+    "retry_delay": {"type": "number", "minimum": 0, "maximum": 1_000_000},
+    "retry_backoff": {"type": "number", "minimum": 1},
+    "retry_max_delay": {"type": "number", "minimum": 0, "maximum": 1_000_000},
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
+    "priority": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+    "trigger": {"enum": list(TRIGGERS)},
+    "map": {"type": "string", "minLength": 1},
+    "batch_size": {"type": "integer", "minimum": 1},
+    "cache": {"type": "boolean"},
+    "cache_ttl": {"type": "number", "exclusiveMinimum": 0},
+}
+#: The keys of a typed input's declaration, and the types it may name.
+DECLARATION = {"type", "default", "description", "enum"}
+_JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
+
+#: How a rule reads in a flow file's terms where ``_schema.describe``'s words
+#: (written for Python values) would not say it that way.
+_WORDS = {
+    "call": 'a string "module:function" (e.g. "steps:fetch")',
+    "command": "a non-empty list of strings",
+    "depends_on": "a list of strings",
+    "inputs": 'a table of parameter = "step name"',
+}
+
+
+class Builder:
+    """One flow file being checked and turned into a Flow (see the module docs)."""
+
+    def __init__(self, path: str, text: str, is_json: bool, data: object, problems: "list[str]") -> None:
+        self.path = path
+        self.text = text
+        self.is_json = is_json
+        self.data = data
+        self.problems = [(0, p) for p in problems]  # (line or 0, text), sorted when raised
+        self.located: list[tuple[tuple[str, ...], str]] = [((), p) for p in problems]  # (key path, text)
+        self.declared: dict[str, dict[str, Any]] = {}  # typed inputs: name -> JSON Schema
+        self.deps: dict[str, list[str]] = {}  # step -> the steps it runs after
+        self.folder = os.path.dirname(os.path.abspath(path))
+        self._lines: dict[tuple[str, ...], int] | None = None
+        self._modules: dict[str, object] = {}  # module name -> module or the reason it failed
+
+    # -- reporting
+
+    def report(self, where: "tuple[str, ...]", message: str) -> None:
+        """Add a problem located at key path ``where`` (its line, or its nearest written parent's)."""
+        line = self.line(where)
+        text = f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}"
+        self.problems.append((line or 0, text))
+        self.located.append((where, text))
+
+    def fail(self) -> FlowError:
+        """Every problem, in the order of the file."""
+        return FlowError(*(text for _, text in sorted(self.problems, key=lambda p: p[0])))
+
+    def line(self, where: "tuple[str, ...]") -> "int | None":
+        """The line of key path ``where``, or of its nearest located parent."""
+        if not where:
+            return None
+        if self.is_json:
+            return _json_line(self.text, where)
+        if self._lines is None:
+            from ._tomltext import key_lines  # (only when there is a problem to place)
+
+            self._lines = key_lines(self.text)
+        for n in range(len(where), 0, -1):
+            line = self._lines.get(where[:n])
+            if line is not None:
+                return line
+        return None
+
+    def bad_value(self, where: "tuple[str, ...]", label: str, key: str, value: object, rule: "dict[str, Any]") -> bool:
+        """Report ``value`` if it breaks ``rule``; return whether it did."""
+        if problem(rule, value) is None:
+            return False
+        self.report(where, f"{label}{key} must be {_WORDS.get(key) or describe(rule, _show)}, not {_show(value)}")
+        return True
+
+    def unknown_key(self, where: "tuple[str, ...]", label: str, key: str, known: "Any") -> None:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+        self.report(where, f"{label}unknown key {key!r} ({hint})")
+
+    # -- the document
+
+    def build(self) -> Flow:
+        data = self.data
+        if not isinstance(data, dict):
+            self.report((), f"the top level must be a table of [flow] and [steps], not {_show(data)}")
+            raise self.fail()
+        for key in data:
+            if key not in TOP_KEYS:
+                self.unknown_key((key,), "", key, TOP_KEYS)
+        if "$schema" in data and not isinstance(data["$schema"], str):
+            self.report(("$schema",), f"$schema must be a string, not {_show(data['$schema'])}")
+        name = self.flow_name(data.get("flow"))
+        defaults = self.inputs(data.get("inputs", {}))
+        steps = data.get("steps")
+        if steps is None or steps == {}:
+            self.report(("steps",), "there are no [steps.NAME] tables: a flow needs at least one step")
+            steps = {}
+        elif not isinstance(steps, dict):
+            self.report(("steps",), f"steps must be a table of [steps.NAME] tables, not {_show(steps)}")
+            steps = {}
+        for input_name in defaults:
+            if input_name in steps:
+                self.report(
+                    ("inputs", input_name),
+                    f"input {input_name!r} is named like step {input_name!r}: "
+                    "a parameter of that name would receive the step's output; rename one",
+                )
+        flow = Flow(name)
+        flow._declared = self.declared
+        for step_name, body in steps.items():
+            self.step(flow, step_name, body, defaults, steps)
+        cycle: CycleError | None = None
+        try:
+            flow.validate()
+        except CycleError as exc:
+            cycle = exc
+        except FlowError as exc:
+            for problem in exc.problems:
+                self.flow_problem(problem, steps)
+            cycle = self.cycle()
+        if self.problems:
+            if cycle is not None:
+                self.report(("steps", str(cycle.cycle[0])) if cycle.cycle else (), str(cycle))
+            raise self.fail()
+        if cycle is not None:
+            line = self.line(("steps", str(cycle.cycle[0]))) if cycle.cycle else None
+            where = f"{self.path}:{line}" if line else self.path
+            raise CycleError(f"{where}: {cycle.args[0]}", cycle.cycle) from None
+        return flow
+
+    def cycle(self) -> "CycleError | None":
+        """A cycle among the steps, ignoring dependencies on undefined steps."""
+        from ._graph import Graph
+
+        try:
+            Graph([(name, [d for d in deps if d in self.deps]) for name, deps in self.deps.items()], kind="step")
+        except CycleError as exc:
+            return exc
+        except FlowError:
+            pass
+        return None
+
+    def flow_name(self, section: object) -> str:
+        fallback = os.path.splitext(os.path.basename(self.path))[0] or "flow"
+        if section is None:
+            self.report((), 'there is no [flow] table: it needs name = "..."')
+            return fallback
+        if not isinstance(section, dict):
+            self.report(("flow",), f"flow must be a table holding name, not {_show(section)}")
+            return fallback
+        for key in section:
+            if key not in FLOW_OPTIONS:
+                self.unknown_key(("flow", key), "[flow] ", key, FLOW_OPTIONS)
+        if "name" not in section:
+            self.report(("flow",), '[flow] needs name = "..."')
+            return fallback
+        if self.bad_value(("flow", "name"), "[flow] ", "name", section["name"], FLOW_OPTIONS["name"]):
+            return fallback
+        return str(section["name"])
+
+    def inputs(self, section: object) -> "dict[str, Any]":
+        import keyword
+
+        if not isinstance(section, dict):
+            self.report(("inputs",), f"inputs must be a table of input = default, not {_show(section)}")
+            return {}
+        out = {}
+        for key, value in section.items():
+            if not key.isidentifier() or keyword.iskeyword(key):
+                self.report(
+                    ("inputs", key),
+                    f"[inputs] {key!r} is not a valid input name: use letters, digits and _ "
+                    "(a Python identifier), as parameters are named",
+                )
+            elif isinstance(value, dict) and "type" in value and set(value) <= DECLARATION:
+                out[key] = self.declaration(key, value)
+            else:
+                out[key] = value
+        return out
+
+    def declaration(self, key: str, value: "dict[str, Any]") -> "Any":
+        """``[inputs] key = {type = ..., default = ..., description = ..., enum = [...]}``:
+        keep its schema for the flow; return its default (:class:`Required`: none)."""
+        where = ("inputs", key)
+        kinds = value["type"] if isinstance(value["type"], list) else [value["type"]]
+        schema: dict[str, Any] = {}
+        if not kinds or not all(k in _JSON_TYPES for k in kinds):
+            self.report(where, f"[inputs] {key!r}: type must be one of {', '.join(_JSON_TYPES)} (or a list of "
+                               f"them), not {_show(value['type'])}")
+        else:
+            schema["type"] = value["type"]
+        if "enum" in value:
+            if isinstance(value["enum"], list) and value["enum"]:
+                schema["enum"] = value["enum"]
+            else:
+                self.report(where, f"[inputs] {key!r}: enum must be a non-empty list of values")
+        if "description" in value:
+            if isinstance(value["description"], str):
+                schema["description"] = value["description"]
+            else:
+                self.report(where, f"[inputs] {key!r}: description must be a string")
+        self.declared[key] = schema
+        if "default" not in value:
+            return Required
+        wrong = problem(schema, value["default"])
+        if wrong is not None:
+            self.report(where, f"[inputs] {key!r}: the default does not fit its type: {wrong}")
+        return value["default"]
+
+    # -- steps
+
+    def step(
+        self, flow: Flow, name: str, body: object, defaults: "dict[str, Any]", steps: "Mapping[str, Any]"
+    ) -> None:
+        """Check step ``name``; add it to ``flow`` (or a placeholder if it is invalid)."""
+        where = ("steps", name)
+        label = f"step {name!r}: "
+        before = len(self.problems)
+        if not name:
+            self.report(where, "a step name must not be empty")
+        if not isinstance(body, dict):
+            self.report(where, f"{label}must be a table of options (call or command, ...), not {_show(body)}")
+            if name:
+                flow.add(name, _invalid)
+                self.deps[name] = []
+            return
+        options: dict[str, Any] = {}
+        for key, value in body.items():
+            if key not in STEP_OPTIONS:
+                self.unknown_key(where + (key,), label, key, STEP_OPTIONS)
+            elif not self.bad_value(where + (key,), label, key, value, STEP_OPTIONS[key]):
+                options[key] = value
+        if "call" in body and "command" in body:
+            self.report(where, f"{label}has both call and command: give exactly one")
+        elif "call" not in body and "command" not in body:
+            self.report(where, f"{label}needs call = \"module:function\" or command = [argv...]")
+        if "batch_size" in options and "map" not in body:
+            self.report(where + ("batch_size",), f"{label}batch_size needs map (the parameter to map over)")
+        elif "batch_size" in options and "command" in body and body.get("output", "text") == "text":
+            self.report(
+                where + ("batch_size",),
+                f'{label}batch_size needs output = "json" or "lines": the command prints one result '
+                "per item of its batch (a JSON list, or one line each)",
+            )
+        if "output" in body and "call" in body and "command" not in body:
+            self.report(
+                where + ("output",),
+                f"{label}output is for command steps: a call step's output is what its function returns",
+            )
+        if "command" in body and "inputs" in body:
+            self.report(
+                where + ("inputs",),
+                f"{label}inputs is for call steps: a command names step outputs as {{steps.NAME}}",
+            )
+        deps = list(options.get("depends_on", ()))
+        deps.extend(v for v in options.get("inputs", {}).values() if v not in deps)
+        fn: Callable[..., Any] | None = None
+        if "call" in options:
+            fn, implicit = self.call(name, options["call"], options, defaults, steps)
+            self.deps[name] = deps + [s for s in implicit if s not in deps]
+        elif "command" in options:
+            fn, used = self.command(name, options, defaults, steps)
+            deps.extend(s for s in used if s not in deps)
+        self.deps.setdefault(name, deps)
+        if len(self.problems) > before or fn is None:
+            if name:
+                flow.add(name, _invalid, depends_on=[d for d in deps if d != name])
+            return
+        for key in ("call", "command", "output"):
+            options.pop(key, None)
+        if "command" in body and deps:
+            options["depends_on"] = deps
+        try:
+            flow.add(name, fn, **options)
+        except FlowError as exc:
+            for problem in exc.problems:
+                self.flow_problem(problem, steps)
+            flow.add(name, _invalid, depends_on=[d for d in deps if d != name])
+
+    def call(
+        self,
+        name: str,
+        target: str,
+        options: "dict[str, Any]",
+        defaults: "dict[str, Any]",
+        steps: "Mapping[str, Any]",
+    ) -> "tuple[Callable[..., Any] | None, list[str]]":
+        """The function ``call`` names, with its defaults from ``[inputs]`` (None if it
+        cannot be had), and the steps its parameters name."""
+        where = ("steps", name, "call")
+        label = f"step {name!r}: call {target!r}: "
+        module_name, _, attr = target.partition(":")
+        module = self._modules.get(module_name)
+        if module is None:
+            module = self._modules[module_name] = _import(module_name, self.folder)
+        if isinstance(module, str):
+            self.report(where, label + module)
+            return None, []
+        value: object = module
+        for part in attr.split("."):
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                self.report(where, f"{label}module {module_name!r} has no attribute {attr!r}")
+                return None, []
+        if not callable(value):
+            self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
+            return None, []
+        fn: Callable[..., Any] = value
+        from ._plan import _Signature
+
+        try:
+            params = [p for p, _ in _Signature(fn).params]
+        except (TypeError, ValueError):
+            return fn, []  # validation reports it
+        mapped = options.get("inputs", {})
+        free = [p for p in params if p not in mapped]
+        given = {p: defaults[p] for p in free if p in defaults and p not in steps and defaults[p] is not Required}
+        implicit = [p for p in free if p in steps and p != name]
+        return (_WithDefaults(fn, **given) if given else fn), implicit
+
+    def command(
+        self, name: str, options: "dict[str, Any]", defaults: "dict[str, Any]", steps: "Mapping[str, Any]"
+    ) -> "tuple[Command | None, list[str]]":
+        """The command step's callable and the steps whose outputs it uses."""
+        where = ("steps", name, "command")
+        label = f"step {name!r}: command"
+        argv: list[str] = options["command"]
+        parts: list[tuple[str | tuple[str, str], ...]] = []
+        used_inputs: dict[str, Any] = {}
+        used_steps: list[str] = []
+        ok = True
+        for n, item in enumerate(argv):
+            parsed = parse_item(item)
+            for part in parsed:
+                if isinstance(part, str):
+                    continue
+                kind, ref = part
+                if kind == "inputs":
+                    if ref not in defaults:
+                        declared = ", ".join(defaults) or "none"
+                        self.report(
+                            where,
+                            f"{label} item {n} {item!r}: {{inputs.{ref}}} names no input of "
+                            f"[inputs] (declared: {declared})",
+                        )
+                        ok = False
+                    else:
+                        used_inputs.setdefault(ref, defaults[ref])
+                elif kind == "steps":
+                    if ref not in steps:
+                        self.report(
+                            where, f"{label} item {n} {item!r}: {{steps.{ref}}} names no step of this file"
+                        )
+                        ok = False
+                    elif ref not in used_steps:
+                        used_steps.append(ref)
+            parts.append(tuple(parsed))
+        if "map" in options and options["map"] not in used_inputs:
+            self.report(
+                ("steps", name, "map"),
+                f"step {name!r}: map must name an input the command uses as {{inputs.NAME}}, "
+                f"not {_show(options['map'])}",
+            )
+            ok = False
+        if not ok:
+            return None, used_steps
+        fn = Command(
+            tuple(argv), tuple(parts), used_inputs, bool(used_steps), options.get("timeout"),
+            output=options.get("output", "text"), step=name,
+        )
+        return fn, used_steps
+
+    def flow_problem(self, problem: str, steps: "Mapping[str, Any]") -> None:
+        """Locate and report a problem the Flow found (it names the step first)."""
+        for name in sorted(steps, key=len, reverse=True):
+            prefix = f"step {name!r}"
+            if not problem.startswith(prefix):
+                continue
+            body = steps[name] if isinstance(steps[name], dict) else {}
+            rest = problem[len(prefix):].lstrip(": ")
+            key = rest.split(" ", 1)[0]
+            if key not in STEP_OPTIONS:
+                key = ""
+                if "depends on" in rest:
+                    target = rest.split("depends on ", 1)[1].split(",", 1)[0]
+                    if any(repr(d) == target for d in body.get("depends_on", ()) or ()):
+                        key = "depends_on"
+                    elif "inputs" in body:
+                        key = "inputs"
+                elif "maps parameter" in rest or rest.startswith("inputs"):
+                    key = "inputs"
+                elif "map=" in rest:
+                    key = "map"
+                elif "call" in body:
+                    key = "call"
+            self.report(("steps", name, key) if key else ("steps", name), problem)
+            return
+        self.problems.append((0, f"{self.path}: {problem}"))
+
+
+def _invalid(**deps: "Any") -> None:
+    """Stands in for an invalid step while the rest of the file is checked; never runs."""
+    raise FlowError("this step's definition is invalid")
+
+
+def _import(module_name: str, folder: str) -> object:
+    """The module, or the reason it cannot be imported (a str)."""
+    import importlib
+
+    on_path(folder)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            return (
+                f"cannot import module {module_name!r} ({exc}; looked in the flow file's "
+                "folder and sys.path)"
+            )
+        return f"importing module {module_name!r} raised {reason(exc)}"
+    except Exception as exc:
+        return f"importing module {module_name!r} raised {reason(exc)}"
+
+
+def _show(value: object) -> str:
+    """``value`` as it would be written in the file (JSON), shortened."""
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_line(text: str, where: "tuple[str, ...]") -> "int | None":
+    """The line of the deepest ``"key":`` of ``where`` found in order (best effort)."""
+    import json
+    import re
+
+    pos = -1
+    start = 0
+    for key in where:
+        found = None
+        for encoded in dict.fromkeys((json.dumps(key, ensure_ascii=False), json.dumps(key))):
+            m = re.compile(re.escape(encoded) + r"\s*:").search(text, start)
+            if m is not None and (found is None or m.start() < found):
+                found = m.start()
+        if found is None:
+            break
+        pos = start = found
+    return None if pos < 0 else text.count("\n", 0, pos) + 1
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as ``Type: message``, as problems quote it."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def on_path(folder: str) -> None:
+    """Put ``folder`` at the front of ``sys.path`` (unless it is there already)."""
+    if not sys.path or sys.path[0] != folder:
+        sys.path.insert(0, folder)
+
+
+class _WithDefaults(_PartialBase):
+    """A ``call`` step's function with defaults for the flow inputs of ``[inputs]``.
+
+    A :class:`functools.partial`: the runner reads its signature (those
+    parameters have defaults), sees through it to an async function, and
+    pickles it by reference to the function; the cache keys it by the
+    function's code, as it would the function itself.
+    """
+
+    @property
+    def __code__(self) -> object:
+        return getattr(self.func, "__code__", None)
+
+    def __repr__(self) -> str:
+        fn = self.func
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        given = ", ".join(f"{k}={v!r}" for k, v in self.keywords.items())
+        return f"{getattr(fn, '__module__', '?')}.{name} (defaults: {given})"
