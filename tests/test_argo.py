@@ -24,7 +24,7 @@ import pytest
 import microdag
 from microdag._argo import LOCAL_RUN, MOUNT, PARAMETER_LIMIT, manifest, task_names
 from microdag._pod import file_key
-from microdag._cli import main
+from microdag.cli import main
 from microdag._yaml import dump
 from support import child_env
 
@@ -292,11 +292,11 @@ def test_the_release_example_maps_every_option_to_its_argo_field(capsys):
     assert container["image"] == "registry.example/flows:1"
     assert container["command"] == ["python", "-m", "microdag"]
     assert container["args"] == [
-        "step", "flows/release.toml", "checksum", "--run-dir", "/microdag/{{workflow.name}}",
-        "--run-id", "{{workflow.name}}", "--input", "python={{workflow.parameters.python}}",
+        "pod", "--flow=flows/release.toml", "--step=checksum", "--run-dir=/microdag/{{workflow.name}}",
+        "--run-id={{workflow.name}}", "--input=python={{workflow.parameters.python}}",
     ]
     assert container["volumeMounts"] == [{"name": "microdag", "mountPath": MOUNT}]
-    assert "--retry" in templates["lint"]["container"]["args"]  # its attempt number, from {{retries}}
+    assert "--retry={{retries}}" in templates["lint"]["container"]["args"]  # its attempt number
 
 
 def test_without_a_volume_outputs_travel_as_parameters_and_raw_artifacts(capsys):
@@ -313,7 +313,7 @@ def test_without_a_volume_outputs_travel_as_parameters_and_raw_artifacts(capsys)
         "artifacts": [{"name": "dep-0", "path": f"{LOCAL_RUN}/outputs/fetch.json"}]
     }
     args = templates["top-words"]["container"]["args"]
-    assert args[args.index("--max-output") + 1] == str(PARAMETER_LIMIT) == "262144"
+    assert f"--max-output={PARAMETER_LIMIT}" in args and PARAMETER_LIMIT == 262144
     assert "volumes" not in document["spec"] and "volumeMounts" not in templates["fetch"]["container"]
 
 
@@ -336,7 +336,7 @@ def test_triggers_become_depends_expressions_and_maps_fan_out(capsys):
     assert tasks["square-each"]["arguments"] == {"parameters": [{"name": "item", "value": "{{item}}"}]}
     assert tasks["square"]["depends"] == "square-plan.Succeeded && square-each.Succeeded"
     assert tasks["total"]["depends"] == "square.Succeeded"  # its consumers read the gathered list
-    assert "--item" in templates["square-each"]["container"]["args"]
+    assert "--item={{inputs.parameters.item}}" in templates["square-each"]["container"]["args"]
     assert "--plan" in templates["square-plan"]["container"]["args"]
     assert "--gather" in templates["square"]["container"]["args"]
     # the step's code runs in the units: they carry its retries and timeout, the others do not
@@ -346,7 +346,7 @@ def test_triggers_become_depends_expressions_and_maps_fan_out(capsys):
     assert templates["total"]["retryStrategy"] == {"limit": 1, "retryPolicy": "Always"}
     # a map over a flow input
     assert tasks["shout-plan"].get("depends") is None
-    assert "words={{workflow.parameters.words}}" in templates["shout-each"]["container"]["args"]
+    assert "--input=words={{workflow.parameters.words}}" in templates["shout-each"]["container"]["args"]
     words = next(p for p in spec["arguments"]["parameters"] if p["name"] == "words")
     assert words["value"] == '["alpha","beta","gamma"]'
 
@@ -558,7 +558,7 @@ def test_an_emulated_run_with_a_volume_equals_flow_run(tmp_path):
     assert outputs["done"] == {"maybe": None, "after": None, "square": [1, 4, 9, 16]}
     assert outputs["tolerant"] == {"after": None, "flaky": 4}
     # maps: one pod per unit (a batch of 3 items is one unit), and an empty map ran one idle pod
-    units = lambda task: sorted(int(p["argv"][p["argv"].index("--item") + 1])  # noqa: E731
+    units = lambda task: sorted(int(next(a for a in p["argv"] if a.startswith("--item=")).partition("=")[2])  # noqa: E731
                                 for p in emulator.pods if p["task"] == task)
     assert units("square-each") == [0, 1, 2, 3] and units("pairs-each") == [0, 1]
     assert units("none-squared-each") == [-1] and outputs["none-squared"] == []
@@ -724,7 +724,7 @@ def test_a_batch_that_returns_the_wrong_number_of_results_fails(capsys, tmp_path
         (["--from-run", "r1", "--item", "0"], "--item goes with --run-dir"),
         (["--from-run", "r1", "--plan", "--retry", "2"], "--retry, --plan go with --run-dir"),
         (["--run-dir", "d", "--store", "memory"], "--store and --codec go with --from-run"),
-        (["--run-dir", "d", "--plan", "--gather"], "--plan and --gather cannot be given together"),
+        (["--run-dir", "d", "--plan", "--gather"], "argument --gather: not allowed with argument --plan"),
         (["--run-dir", "d", "--item", "-2"], "expected a unit index >= 0 (or -1: none)"),
         (["--run-dir", "d", "--retry", "-1"], "expected a number >= 0"),
     ],

@@ -29,8 +29,8 @@ LAYERS = [
     ["microdag.pools"],
     ["microdag.runner"],
     ["microdag._flow"],
-    ["microdag._spec", "microdag._pod", "microdag._argo"],
-    ["microdag._cli", "microdag.ui", "microdag.__main__", "microdag"],
+    ["microdag._spec", "microdag._cmdline", "microdag._pod", "microdag._argo"],
+    ["microdag.cli", "microdag.ui", "microdag.__main__", "microdag"],
 ]
 
 
