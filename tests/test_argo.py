@@ -39,6 +39,7 @@ EVERYTHING = os.path.join(ARGO, "everything.toml")
 PARAMS = os.path.join(ARGO, "params.toml")
 FAILING = os.path.join(ARGO, "failing.toml")
 REFUSED = os.path.join(ARGO, "refused.py")
+NAMES = os.path.join(ARGO, "names.py")
 RELEASE = os.path.join(ROOT, "examples", "release", "flow.toml")
 WEBSITE = os.path.join(ROOT, "examples", "website", "website.toml")
 
@@ -374,6 +375,44 @@ def test_file_keys_are_distinct_and_stay_in_their_folder():
     assert len(set(keys)) == len(keys)
     assert all("/" not in k and not k.startswith(".") for k in keys)
     assert file_key("top-words") == "top-words" and file_key("x_y") == "x_y"
+
+
+def test_text_argo_would_read_as_its_template_syntax_is_refused_naming_each_place():
+    import names
+
+    with pytest.raises(microdag.FlowError) as caught:
+        manifest(names.templated, image="img", flow_spec="names.py:templated")
+    problems = caught.value.problems
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("step '{{workflow.uid}}': '{{workflow.uid}}' holds '{{', which Argo reads as "
+                                  "its own template syntax")
+    assert problems[0].endswith("rename the step to export the flow")
+    assert problems[1].startswith("step \"a{{=sprig.trim('x')}}\": ")
+    assert problems[2].startswith("step 'b': the default of input 'where': '{{workflow.name}}' holds '{{'")
+    flow = microdag.Flow("plain")
+    flow.add("a", lambda: 1)
+    for given, where in [({"flow_spec": "f{{workflow.name}}.py"}, "the flow's path"),
+                         ({"image": "img:{{workflow.uid}}"}, "image")]:
+        with pytest.raises(microdag.FlowError, match=re.escape(where)):
+            manifest(flow, **{"image": "img", "flow_spec": "f.py", **given})
+    named = microdag.Flow("{{workflow.name}}")
+    named.add("a", lambda: 1)
+    with pytest.raises(microdag.FlowError, match="the flow's name"):
+        manifest(named, image="img", flow_spec="f.py")
+
+
+def test_a_step_named_like_an_option_runs_from_the_command_line(capsys, tmp_path):
+    code, _, _ = cli(capsys, "pod", f"--flow={NAMES}:odd", "--step=-h", f"--run-dir={tmp_path}", "--input=n=2")
+    assert code == 0 and envelope(tmp_path, "-h")["output"] == [1, 2]
+    code, _, _ = cli(capsys, "pod", f"--flow={NAMES}:odd", "--step=--plan", f"--run-dir={tmp_path}")
+    assert code == 0 and envelope(tmp_path, "--plan")["output"] == 3
+    store = f"json:{tmp_path / 'runs'}"
+    code, _, err = cli(capsys, "run", f"{NAMES}:odd", "-i", "n=2", "--store", store, "--run-id", "r1", "-q")
+    assert code == 0, err
+    code, out, err = cli(capsys, "step", f"{NAMES}:odd", "--from-run", "r1", "--store", store, "--", "-h")
+    assert code == 0 and json.loads(out) == [1, 2], err
+    code, out, err = cli(capsys, "step", f"{NAMES}:odd", "--from-run", "r1", "--store", store, "--", "--plan")
+    assert code == 0 and json.loads(out) == 3, err
 
 
 def test_flow_inputs_become_parameters_with_their_defaults_as_input_reads_them():

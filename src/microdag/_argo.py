@@ -31,9 +31,14 @@ empty, which Argo would mark skipped), ``M-each`` runs one pod per unit
 the step's output list.  The steps after ``M`` depend on the gathering task,
 so a map step reads like any other step to them.
 
-Names.  Kubernetes' naming rules (:func:`name_problems`) and Argo's task
-names (:func:`task_names`) live here.  A pod is given every value as one
-``--option=VALUE`` argument, so no step name is read as an option.
+Names and text.  Kubernetes' naming rules (:func:`name_problems`) and Argo's
+task names (:func:`task_names`) live here.  Argo reads ``{{...}}`` anywhere in
+a template as its own syntax (a tag to fill in, ``{{=...}}`` an expression to
+evaluate), and has no way to escape it: text of the flow that would hold
+``{{`` where Argo reads it (a step's name, an input's default, the flow's
+name or path, the image) is refused, with the step or input named.  A pod is
+given every value as one ``--option=VALUE`` argument, so no step name is read
+as an option.
 """
 
 TYPE_CHECKING = False
@@ -97,9 +102,18 @@ def name_problems(
         problems.append(
             f"{label('volume_claim')} {claim!r} is not a claim name: {_LABEL_WORDS} (and '.'), at most 253 characters"
         )
-    if image is not None and (not image.strip() or any(c.isspace() for c in image)):
+    if image is not None and (not image.strip() or any(c.isspace() for c in image) or "{{" in image):
         problems.append(f"{label('image')} {image!r} is not an image name")
     return problems
+
+
+def _templated(text: str, what: str, fix: str) -> "list[str]":
+    """A problem when ``text`` holds ``{{``, which Argo would read as a template
+    tag or expression (it has no way to escape it), else none."""
+    if "{{" not in text:
+        return []
+    return [f"{what}: {text!r} holds '{{{{', which Argo reads as its own template syntax "
+            f"({{{{...}}}} is filled in or evaluated): {fix} to export the flow"]
 
 
 def _base_name(name: str) -> str:
@@ -185,6 +199,8 @@ def manifest(
     from ._errors import FlowError
 
     problems = name_problems(name=name, namespace=namespace, volume_claim=volume_claim, image=image)
+    problems += _templated(flow.name, "the flow's name", "rename the flow")
+    problems += _templated(flow_spec, "the flow's path", "give the flow another path")
     plan = flow._compiled()
     problems += _refusals(plan, volume_claim is not None)
     parameters, more = _parameters(plan)
@@ -227,6 +243,7 @@ def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
     names = plan.graph.names
     for i, step in enumerate(plan.steps):
         where = f"step {step.name!r}"
+        problems += _templated(step.name, where, "rename the step")
         if step.cache:
             problems.append(
                 f"{where}: cache cannot be expressed in Argo (each pod starts afresh, with no "
@@ -296,6 +313,12 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
                 )
                 continue
             texts = {_parameter_text(v) for _, v in given}
+            templated = [problem for text in sorted(texts) for problem in _templated(
+                text, f"step {step_name!r}: the default of input {input_name!r}", "give the input another default"
+            )]
+            if templated:
+                problems += templated
+                continue
             if len(texts) > 1:
                 steps = ", ".join(repr(s) for s, _ in given)
                 problems.append(
