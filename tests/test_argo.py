@@ -377,6 +377,18 @@ def test_file_keys_are_distinct_and_stay_in_their_folder():
     assert file_key("top-words") == "top-words" and file_key("x_y") == "x_y"
 
 
+def test_file_keys_of_long_or_non_ascii_names_are_short_digests():
+    import names
+
+    for name in (names.LONG, names.CJK, "é" * 40, "a" * 101):
+        key = file_key(name)
+        assert len(key) <= 70 and key.isascii() and "/" not in key and "=" in key, key
+        assert file_key(name) == key and file_key(name + "!") != key
+    assert file_key("a" * 100) == "a" * 100 and file_key("日本") == "%E6%97%A5%E6%9C%AC"  # short ones: as before
+    # the longest file a step makes (a unit of a map step) fits in a file name
+    assert len((file_key(names.LONG) + ".units/999999.json").encode()) < 255
+
+
 def test_text_argo_would_read_as_its_template_syntax_is_refused_naming_each_place():
     import names
 
@@ -399,6 +411,22 @@ def test_text_argo_would_read_as_its_template_syntax_is_refused_naming_each_plac
     named.add("a", lambda: 1)
     with pytest.raises(microdag.FlowError, match="the flow's name"):
         manifest(named, image="img", flow_spec="f.py")
+
+
+@pytest.mark.parametrize("claim", [True, False])
+def test_odd_step_names_run_in_the_emulator_as_flow_run_runs_them(tmp_path, claim):
+    """Steps named like options (``-h``, ``--plan``, ``-``), too long for a file
+    name once encoded (300 ASCII, 30 CJK characters), and braces Argo leaves
+    alone: the emulated workflow, Argo's substitution applied, equals flow.run()."""
+    import names
+
+    emulator, run, statuses, outputs = emulate(f"{NAMES}:odd", tmp_path, claim=claim, inputs={"n": 3})
+    same(run, statuses, outputs)
+    assert run.status == "succeeded" and all(status == "succeeded" for status in statuses.values())
+    assert outputs["-h"] == [1, 2, 3] and outputs["--plan"] == 6 and outputs[names.LONG] == [1, 4, 9]
+    assert outputs[names.CJK] == 14 and outputs["a{b}"] == [14, "{x} }}"] and outputs["}}x"] == 6
+    assert outputs["-"] == [6, [14, "{x} }}"]]
+    assert all("usage:" not in p["stderr"] for p in emulator.pods)
 
 
 def test_a_step_named_like_an_option_runs_from_the_command_line(capsys, tmp_path):

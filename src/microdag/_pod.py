@@ -5,7 +5,8 @@ workflow runs (``python -m microdag pod``, a hidden command this module owns;
 The run folder.  ``DIR/outputs/KEY.json`` holds what a step ended with (its
 *envelope*: ``{"status": "succeeded", "output": ...}``, ``{"status":
 "skipped", "reason": ...}`` or ``{"status": "failed", "error": ...}``), where
-KEY is the step's name made into a file name (:func:`file_key`); ``DIR/work`` is the run's working folder
+KEY is the step's name made into a file name (:func:`file_key`: short and
+ASCII whatever the name); ``DIR/work`` is the run's working folder
 (``microdag.context().run_dir``).  :func:`run_task` reads the envelopes of the
 step's dependencies, runs the step's own code (a step, or for a map step its
 plan, one unit, or the gathering of its units' results) and writes the step's
@@ -34,16 +35,30 @@ if TYPE_CHECKING:
 
 __all__ = ["file_key", "run_task"]
 
+#: The longest file key that is the step's name itself (or its percent-encoding);
+#: a longer one is a digest, so that a key and its suffixes fit in a file name.
+KEY_LIMIT = 100
+
 
 def file_key(name: str) -> str:
     """Step ``name`` as a file name: itself when made of letters, digits, ``-``
     and ``_``, else percent-encoded (``.`` and ``/`` included), so that distinct
-    names get distinct files and none leaves the folder."""
-    if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+    names get distinct files and none leaves the folder.  A key that would be
+    longer than :data:`KEY_LIMIT` characters (a long name, or a short one in
+    another script: 30 CJK characters encode to 270) is the name's first ASCII
+    letters, digits, ``-`` and ``_`` (at most 32), ``=`` and 32 hex digits of
+    the SHA-256 of its UTF-8: no other key holds a ``=``."""
+    if name and len(name) <= KEY_LIMIT and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
         return name
     from urllib.parse import quote
 
-    return quote(name, safe="-_").replace(".", "%2E")
+    key = quote(name, safe="-_", errors="surrogatepass").replace(".", "%2E")
+    if len(key) <= KEY_LIMIT:
+        return key
+    from ._compat import sha256
+
+    start = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_"))[:32]
+    return f"{start}={sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
 
 
 # -- the pods' command line -----------------------------------------------------------------
