@@ -819,3 +819,19 @@ def test_a_role_that_does_not_fit_the_step_exits_2(capsys, tmp_path):
     assert code == 2 and "step 'numbers' is not a map step" in err
     code, _, err = cli(capsys, "step", EVERYTHING, "nope", "--run-dir", tmp_path)
     assert code == 2 and "has no step named 'nope'" in err
+
+
+def test_the_pods_command_is_hidden_and_argparse_checks_its_roles(capsys, tmp_path):
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0 and not re.search(r"^ +pod ", out, re.M) and "    step " in out
+    code, _, err = cli(capsys, "nope")
+    assert code == 2 and "'pod'" not in err and "'step'" in err
+    code, out, _ = cli(capsys, "pod", "--help")
+    assert code == 0 and "--flow SPEC" in out and "[--item N | --plan | --gather]" in out
+    code, _, err = cli(capsys, "pod", f"--flow={EVERYTHING}", "--step=square", f"--run-dir={tmp_path}", "--plan",
+                       "--item=0")
+    assert code == 2 and "argument --item: not allowed with argument --plan" in err
+    code, _, err = cli(capsys, "pod", f"--flow={EVERYTHING}", f"--run-dir={tmp_path}")
+    assert code == 2 and "the following arguments are required: --step" in err
+    code, _, err = cli(capsys, "pod", f"--flow={EVERYTHING}", "--step=nope", f"--run-dir={tmp_path}")
+    assert code == 2 and "error: flow 'argo-everything' has no step named 'nope'" in err
