@@ -24,7 +24,7 @@ import pytest
 import microdag
 from microdag._argo import LOCAL_RUN, MOUNT, PARAMETER_LIMIT, manifest, task_names
 from microdag._pod import file_key
-from microdag._cli import main
+from microdag.cli import main
 from microdag._yaml import dump
 from support import child_env
 
@@ -39,6 +39,7 @@ EVERYTHING = os.path.join(ARGO, "everything.toml")
 PARAMS = os.path.join(ARGO, "params.toml")
 FAILING = os.path.join(ARGO, "failing.toml")
 REFUSED = os.path.join(ARGO, "refused.py")
+NAMES = os.path.join(ARGO, "names.py")
 RELEASE = os.path.join(ROOT, "examples", "release", "flow.toml")
 WEBSITE = os.path.join(ROOT, "examples", "website", "website.toml")
 
@@ -292,11 +293,11 @@ def test_the_release_example_maps_every_option_to_its_argo_field(capsys):
     assert container["image"] == "registry.example/flows:1"
     assert container["command"] == ["python", "-m", "microdag"]
     assert container["args"] == [
-        "step", "flows/release.toml", "checksum", "--run-dir", "/microdag/{{workflow.name}}",
-        "--run-id", "{{workflow.name}}", "--input", "python={{workflow.parameters.python}}",
+        "pod", "--flow=flows/release.toml", "--step=checksum", "--run-dir=/microdag/{{workflow.name}}",
+        "--run-id={{workflow.name}}", "--input=python={{workflow.parameters.python}}",
     ]
     assert container["volumeMounts"] == [{"name": "microdag", "mountPath": MOUNT}]
-    assert "--retry" in templates["lint"]["container"]["args"]  # its attempt number, from {{retries}}
+    assert "--retry={{retries}}" in templates["lint"]["container"]["args"]  # its attempt number
 
 
 def test_without_a_volume_outputs_travel_as_parameters_and_raw_artifacts(capsys):
@@ -313,7 +314,7 @@ def test_without_a_volume_outputs_travel_as_parameters_and_raw_artifacts(capsys)
         "artifacts": [{"name": "dep-0", "path": f"{LOCAL_RUN}/outputs/fetch.json"}]
     }
     args = templates["top-words"]["container"]["args"]
-    assert args[args.index("--max-output") + 1] == str(PARAMETER_LIMIT) == "262144"
+    assert f"--max-output={PARAMETER_LIMIT}" in args and PARAMETER_LIMIT == 262144
     assert "volumes" not in document["spec"] and "volumeMounts" not in templates["fetch"]["container"]
 
 
@@ -336,7 +337,7 @@ def test_triggers_become_depends_expressions_and_maps_fan_out(capsys):
     assert tasks["square-each"]["arguments"] == {"parameters": [{"name": "item", "value": "{{item}}"}]}
     assert tasks["square"]["depends"] == "square-plan.Succeeded && square-each.Succeeded"
     assert tasks["total"]["depends"] == "square.Succeeded"  # its consumers read the gathered list
-    assert "--item" in templates["square-each"]["container"]["args"]
+    assert "--item={{inputs.parameters.item}}" in templates["square-each"]["container"]["args"]
     assert "--plan" in templates["square-plan"]["container"]["args"]
     assert "--gather" in templates["square"]["container"]["args"]
     # the step's code runs in the units: they carry its retries and timeout, the others do not
@@ -346,7 +347,7 @@ def test_triggers_become_depends_expressions_and_maps_fan_out(capsys):
     assert templates["total"]["retryStrategy"] == {"limit": 1, "retryPolicy": "Always"}
     # a map over a flow input
     assert tasks["shout-plan"].get("depends") is None
-    assert "words={{workflow.parameters.words}}" in templates["shout-each"]["container"]["args"]
+    assert "--input=words={{workflow.parameters.words}}" in templates["shout-each"]["container"]["args"]
     words = next(p for p in spec["arguments"]["parameters"] if p["name"] == "words")
     assert words["value"] == '["alpha","beta","gamma"]'
 
@@ -374,6 +375,72 @@ def test_file_keys_are_distinct_and_stay_in_their_folder():
     assert len(set(keys)) == len(keys)
     assert all("/" not in k and not k.startswith(".") for k in keys)
     assert file_key("top-words") == "top-words" and file_key("x_y") == "x_y"
+
+
+def test_file_keys_of_long_or_non_ascii_names_are_short_digests():
+    import names
+
+    for name in (names.LONG, names.CJK, "é" * 40, "a" * 101):
+        key = file_key(name)
+        assert len(key) <= 70 and key.isascii() and "/" not in key and "=" in key, key
+        assert file_key(name) == key and file_key(name + "!") != key
+    assert file_key("a" * 100) == "a" * 100 and file_key("日本") == "%E6%97%A5%E6%9C%AC"  # short ones: as before
+    # the longest file a step makes (a unit of a map step) fits in a file name
+    assert len((file_key(names.LONG) + ".units/999999.json").encode()) < 255
+
+
+def test_text_argo_would_read_as_its_template_syntax_is_refused_naming_each_place():
+    import names
+
+    with pytest.raises(microdag.FlowError) as caught:
+        manifest(names.templated, image="img", flow_spec="names.py:templated")
+    problems = caught.value.problems
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("step '{{workflow.uid}}': '{{workflow.uid}}' holds '{{', which Argo reads as "
+                                  "its own template syntax")
+    assert problems[0].endswith("rename the step to export the flow")
+    assert problems[1].startswith("step \"a{{=sprig.trim('x')}}\": ")
+    assert problems[2].startswith("step 'b': the default of input 'where': '{{workflow.name}}' holds '{{'")
+    flow = microdag.Flow("plain")
+    flow.add("a", lambda: 1)
+    for given, where in [({"flow_spec": "f{{workflow.name}}.py"}, "the flow's path"),
+                         ({"image": "img:{{workflow.uid}}"}, "image")]:
+        with pytest.raises(microdag.FlowError, match=re.escape(where)):
+            manifest(flow, **{"image": "img", "flow_spec": "f.py", **given})
+    named = microdag.Flow("{{workflow.name}}")
+    named.add("a", lambda: 1)
+    with pytest.raises(microdag.FlowError, match="the flow's name"):
+        manifest(named, image="img", flow_spec="f.py")
+
+
+@pytest.mark.parametrize("claim", [True, False])
+def test_odd_step_names_run_in_the_emulator_as_flow_run_runs_them(tmp_path, claim):
+    """Steps named like options (``-h``, ``--plan``, ``-``), too long for a file
+    name once encoded (300 ASCII, 30 CJK characters), and braces Argo leaves
+    alone: the emulated workflow, Argo's substitution applied, equals flow.run()."""
+    import names
+
+    emulator, run, statuses, outputs = emulate(f"{NAMES}:odd", tmp_path, claim=claim, inputs={"n": 3})
+    same(run, statuses, outputs)
+    assert run.status == "succeeded" and all(status == "succeeded" for status in statuses.values())
+    assert outputs["-h"] == [1, 2, 3] and outputs["--plan"] == 6 and outputs[names.LONG] == [1, 4, 9]
+    assert outputs[names.CJK] == 14 and outputs["a{b}"] == [14, "{x} }}"] and outputs["}}x"] == 6
+    assert outputs["-"] == [6, [14, "{x} }}"]]
+    assert all("usage:" not in p["stderr"] for p in emulator.pods)
+
+
+def test_a_step_named_like_an_option_runs_from_the_command_line(capsys, tmp_path):
+    code, _, _ = cli(capsys, "pod", f"--flow={NAMES}:odd", "--step=-h", f"--run-dir={tmp_path}", "--input=n=2")
+    assert code == 0 and envelope(tmp_path, "-h")["output"] == [1, 2]
+    code, _, _ = cli(capsys, "pod", f"--flow={NAMES}:odd", "--step=--plan", f"--run-dir={tmp_path}")
+    assert code == 0 and envelope(tmp_path, "--plan")["output"] == 3
+    store = f"json:{tmp_path / 'runs'}"
+    code, _, err = cli(capsys, "run", f"{NAMES}:odd", "-i", "n=2", "--store", store, "--run-id", "r1", "-q")
+    assert code == 0, err
+    code, out, err = cli(capsys, "step", f"{NAMES}:odd", "--from-run", "r1", "--store", store, "--", "-h")
+    assert code == 0 and json.loads(out) == [1, 2], err
+    code, out, err = cli(capsys, "step", f"{NAMES}:odd", "--from-run", "r1", "--store", store, "--", "--plan")
+    assert code == 0 and json.loads(out) == 3, err
 
 
 def test_flow_inputs_become_parameters_with_their_defaults_as_input_reads_them():
@@ -558,7 +625,7 @@ def test_an_emulated_run_with_a_volume_equals_flow_run(tmp_path):
     assert outputs["done"] == {"maybe": None, "after": None, "square": [1, 4, 9, 16]}
     assert outputs["tolerant"] == {"after": None, "flaky": 4}
     # maps: one pod per unit (a batch of 3 items is one unit), and an empty map ran one idle pod
-    units = lambda task: sorted(int(p["argv"][p["argv"].index("--item") + 1])  # noqa: E731
+    units = lambda task: sorted(int(next(a for a in p["argv"] if a.startswith("--item=")).partition("=")[2])  # noqa: E731
                                 for p in emulator.pods if p["task"] == task)
     assert units("square-each") == [0, 1, 2, 3] and units("pairs-each") == [0, 1]
     assert units("none-squared-each") == [-1] and outputs["none-squared"] == []
@@ -724,7 +791,7 @@ def test_a_batch_that_returns_the_wrong_number_of_results_fails(capsys, tmp_path
         (["--from-run", "r1", "--item", "0"], "--item goes with --run-dir"),
         (["--from-run", "r1", "--plan", "--retry", "2"], "--retry, --plan go with --run-dir"),
         (["--run-dir", "d", "--store", "memory"], "--store and --codec go with --from-run"),
-        (["--run-dir", "d", "--plan", "--gather"], "--plan and --gather cannot be given together"),
+        (["--run-dir", "d", "--plan", "--gather"], "argument --gather: not allowed with argument --plan"),
         (["--run-dir", "d", "--item", "-2"], "expected a unit index >= 0 (or -1: none)"),
         (["--run-dir", "d", "--retry", "-1"], "expected a number >= 0"),
     ],
@@ -752,3 +819,19 @@ def test_a_role_that_does_not_fit_the_step_exits_2(capsys, tmp_path):
     assert code == 2 and "step 'numbers' is not a map step" in err
     code, _, err = cli(capsys, "step", EVERYTHING, "nope", "--run-dir", tmp_path)
     assert code == 2 and "has no step named 'nope'" in err
+
+
+def test_the_pods_command_is_hidden_and_argparse_checks_its_roles(capsys, tmp_path):
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0 and not re.search(r"^ +pod ", out, re.M) and "    step " in out
+    code, _, err = cli(capsys, "nope")
+    assert code == 2 and "'pod'" not in err and "'step'" in err
+    code, out, _ = cli(capsys, "pod", "--help")
+    assert code == 0 and "--flow SPEC" in out and "[--item N | --plan | --gather]" in out
+    code, _, err = cli(capsys, "pod", f"--flow={EVERYTHING}", "--step=square", f"--run-dir={tmp_path}", "--plan",
+                       "--item=0")
+    assert code == 2 and "argument --item: not allowed with argument --plan" in err
+    code, _, err = cli(capsys, "pod", f"--flow={EVERYTHING}", f"--run-dir={tmp_path}")
+    assert code == 2 and "the following arguments are required: --step" in err
+    code, _, err = cli(capsys, "pod", f"--flow={EVERYTHING}", "--step=nope", f"--run-dir={tmp_path}")
+    assert code == 2 and "error: flow 'argo-everything' has no step named 'nope'" in err

@@ -19,7 +19,9 @@ import pytest
 
 import clisteps
 import microdag
-from microdag._cli import DEFAULT_STORE, _Progress, main
+from microdag.cli import main
+from microdag.cli._common import DEFAULT_STORE
+from microdag.cli._progress import Progress as _Progress
 from microdag.stores import SQLiteStore
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))

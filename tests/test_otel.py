@@ -290,7 +290,7 @@ def test_cli_otel_names_what_is_missing(tmp_path) -> None:
     assert "--otel: OTEL_TRACES_EXPORTER names exporter 'zipkin_json', which is not installed" in done.stderr
     assert "Traceback" not in done.stderr
     code = ("import sys; sys.modules['opentelemetry.sdk'] = None\n"
-            "from microdag._cli import main\n"
+            "from microdag.cli import main\n"
             f"sys.exit(main(['run', {flow!r}, '--otel']))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env=child_env(), timeout=60)

@@ -89,7 +89,7 @@ def test_scheduler_twin_matches_environment() -> None:
 
 
 def test_version_flag_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    from microdag._cli import main
+    from microdag.cli import main
 
     assert main(["--version"]) == 0
     out = capsys.readouterr().out.strip()

@@ -2,24 +2,18 @@
 
 :func:`manifest` turns a flow into a ``Workflow``: one DAG template whose
 tasks follow the steps' dependencies and triggers (``depends`` expressions),
-and one container template per task, each running ``python -m microdag step
-FLOW STEP --run-dir DIR``, which is :func:`microdag._pod.run_task`: it reads
-the outputs of the step's dependencies from ``DIR/outputs``, runs the step's
-own code, and writes its output there.  Both sides name a step's file with
-:func:`microdag._pod.file_key`.
+and one container template per task, each running ``python -m microdag pod
+--flow=FLOW --step=STEP --run-dir=DIR``, which is :func:`microdag._pod.run_task`
+(the pod's side, and the run folder it keeps, are described there).  Both
+sides name a step's file with :func:`microdag._pod.file_key`.
 
-The run folder.  ``DIR/outputs/KEY.json`` holds what a step ended with (its
-*envelope*: ``{"status": "succeeded", "output": ...}``, ``{"status":
-"skipped", "reason": ...}`` or ``{"status": "failed", "error": ...}``), where
-KEY is the step's name made into a file name (:func:`file_key`);
-``DIR/work`` is the run's working folder (``microdag.context().run_dir``).
-With ``--volume-claim`` every pod mounts one volume at :data:`MOUNT` and
-``DIR`` is ``/microdag/<workflow name>``: the folder is shared.  Without, each
-pod has its own ``DIR`` (:data:`LOCAL_RUN`), and Argo carries the envelopes
-between pods: a pod's envelope file is its output parameter ``output``, and
-the tasks after it receive it as a raw input artifact placed at the same path
-in their own folder.  Either way a pod only reads and writes files of
-``DIR/outputs``.
+Where the outputs travel.  With ``--volume-claim`` every pod mounts one volume
+at :data:`MOUNT` and ``DIR`` is ``/microdag/<workflow name>``: the folder is
+shared.  Without, each pod has its own ``DIR`` (:data:`LOCAL_RUN`), and Argo
+carries the envelopes between pods: a pod's envelope file is its output
+parameter ``output``, and the tasks after it receive it as a raw input
+artifact placed at the same path in their own folder.  Either way a pod only
+reads and writes files of ``DIR/outputs``.
 
 Skips.  A pod can only succeed or fail; a step that raises
 :class:`microdag.Skip` ends ``Succeeded`` in Argo with a ``skipped``
@@ -36,6 +30,15 @@ empty, which Argo would mark skipped), ``M-each`` runs one pod per unit
 (``withParam`` over those indices), and ``M`` gathers the units' results into
 the step's output list.  The steps after ``M`` depend on the gathering task,
 so a map step reads like any other step to them.
+
+Names and text.  Kubernetes' naming rules (:func:`name_problems`) and Argo's
+task names (:func:`task_names`) live here.  Argo reads ``{{...}}`` anywhere in
+a template as its own syntax (a tag to fill in, ``{{=...}}`` an expression to
+evaluate), and has no way to escape it: text of the flow that would hold
+``{{`` where Argo reads it (a step's name, an input's default, the flow's
+name or path, the image) is refused, with the step or input named.  A pod is
+given every value as one ``--option=VALUE`` argument, so no step name is read
+as an option.
 """
 
 TYPE_CHECKING = False
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
 
 from ._pod import file_key
 
-__all__ = ["LOCAL_RUN", "MOUNT", "PARAMETER_LIMIT", "manifest"]
+__all__ = ["LOCAL_RUN", "MOUNT", "PARAMETER_LIMIT", "manifest", "name_problems"]
 
 #: Where the ``--volume-claim`` volume is mounted in every pod.
 MOUNT = "/microdag"
@@ -63,9 +66,54 @@ VOLUME = "microdag"
 _RESERVED = frozenset({"and", "or", "not", "in", "nil", "true", "false", "matches", "contains", "let", "if",
                        "else", "main"})
 _NAME_LIMIT = 48
+#: A DNS label, as Kubernetes names objects.
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_LABEL_WORDS = "lower case letters, digits and '-', starting and ending with a letter or digit"
 
 
 # -- names -------------------------------------------------------------------------------
+
+
+def name_problems(
+    *,
+    name: "str | None" = None,
+    namespace: "str | None" = None,
+    volume_claim: "str | None" = None,
+    image: "str | None" = None,
+    labels: "dict[str, str] | None" = None,
+) -> "list[str]":
+    """What is wrong with the names :func:`manifest` is given, one line each
+    (empty: nothing); ``labels`` says how to call each argument (default: its
+    name), as the command line calls them ``--name`` and so on."""
+    import re
+
+    def label(argument: str) -> str:
+        return (labels or {}).get(argument, argument)
+
+    problems = []
+    if name is not None and (len(name) > 63 or not re.fullmatch(_LABEL, name)):
+        problems.append(f"{label('name')} {name!r} is not a workflow name: {_LABEL_WORDS}, at most 63 characters")
+    if namespace is not None and (len(namespace) > 63 or not re.fullmatch(_LABEL, namespace)):
+        problems.append(
+            f"{label('namespace')} {namespace!r} is not a namespace: {_LABEL_WORDS}, at most 63 characters"
+        )
+    claim = volume_claim
+    if claim is not None and (len(claim) > 253 or not re.fullmatch(rf"{_LABEL}(\.{_LABEL})*", claim)):
+        problems.append(
+            f"{label('volume_claim')} {claim!r} is not a claim name: {_LABEL_WORDS} (and '.'), at most 253 characters"
+        )
+    if image is not None and (not image.strip() or any(c.isspace() for c in image) or "{{" in image):
+        problems.append(f"{label('image')} {image!r} is not an image name")
+    return problems
+
+
+def _templated(text: str, what: str, fix: str) -> "list[str]":
+    """A problem when ``text`` holds ``{{``, which Argo would read as a template
+    tag or expression (it has no way to escape it), else none."""
+    if "{{" not in text:
+        return []
+    return [f"{what}: {text!r} holds '{{{{', which Argo reads as its own template syntax "
+            f"({{{{...}}}} is filled in or evaluated): {fix} to export the flow"]
 
 
 def _base_name(name: str) -> str:
@@ -150,8 +198,11 @@ def manifest(
     """
     from ._errors import FlowError
 
+    problems = name_problems(name=name, namespace=namespace, volume_claim=volume_claim, image=image)
+    problems += _templated(flow.name, "the flow's name", "rename the flow")
+    problems += _templated(flow_spec, "the flow's path", "give the flow another path")
     plan = flow._compiled()
-    problems = _refusals(plan, volume_claim is not None)
+    problems += _refusals(plan, volume_claim is not None)
     parameters, more = _parameters(plan)
     problems.extend(more)
     if problems:
@@ -192,6 +243,7 @@ def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
     names = plan.graph.names
     for i, step in enumerate(plan.steps):
         where = f"step {step.name!r}"
+        problems += _templated(step.name, where, "rename the step")
         if step.cache:
             problems.append(
                 f"{where}: cache cannot be expressed in Argo (each pod starts afresh, with no "
@@ -261,6 +313,12 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
                 )
                 continue
             texts = {_parameter_text(v) for _, v in given}
+            templated = [problem for text in sorted(texts) for problem in _templated(
+                text, f"step {step_name!r}: the default of input {input_name!r}", "give the input another default"
+            )]
+            if templated:
+                problems += templated
+                continue
             if len(texts) > 1:
                 steps = ", ".join(repr(s) for s, _ in given)
                 problems.append(
@@ -335,14 +393,15 @@ class _Builder:
 
     def args(self, step: "_Step", *extra: str, inputs: bool = True, retry: bool = False) -> "list[str]":
         i = self.ids[step.name]
-        out = ["step", self.flow_spec, step.name, "--run-dir", self.run_dir, "--run-id", "{{workflow.name}}"]
+        out = ["pod", f"--flow={self.flow_spec}", f"--step={step.name}", f"--run-dir={self.run_dir}",
+               "--run-id={{workflow.name}}"]
         if inputs:
             for input_name in dict.fromkeys(n for _, n, _ in self.plan.input_params[i]):
-                out += ["--input", f"{input_name}={{{{workflow.parameters.{input_name}}}}}"]
+                out.append(f"--input={input_name}={{{{workflow.parameters.{input_name}}}}}")
         if retry and step.retries:
-            out += ["--retry", "{{retries}}"]
+            out.append("--retry={{retries}}")
         if not self.volume:
-            out += ["--max-output", str(PARAMETER_LIMIT)]
+            out.append(f"--max-output={PARAMETER_LIMIT}")
         return out + list(extra)
 
     def container(self, args: "list[str]") -> "dict[str, Any]":
@@ -444,7 +503,7 @@ class _Builder:
             template["outputs"] = {"parameters": [self.output(path)]}
         self.limits(step, template)
         template["container"] = self.container(
-            self.args(step, "--item", "{{inputs.parameters.item}}", retry=True)
+            self.args(step, "--item={{inputs.parameters.item}}", retry=True)
         )
         tasks.append(task)
         templates.append(template)

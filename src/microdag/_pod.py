@@ -1,22 +1,32 @@
-"""One task of a run kept in a folder: what ``python -m microdag step FLOW
-STEP --run-dir DIR`` runs (the command of each pod of an exported Argo
-workflow, ``_argo``).
+"""One task of a run kept in a folder: what each pod of an exported Argo
+workflow runs (``python -m microdag pod``, a hidden command this module owns;
+``step FLOW STEP --run-dir DIR`` is its older spelling).
 
 The run folder.  ``DIR/outputs/KEY.json`` holds what a step ended with (its
 *envelope*: ``{"status": "succeeded", "output": ...}``, ``{"status":
 "skipped", "reason": ...}`` or ``{"status": "failed", "error": ...}``), where
-KEY is the step's name made into a file name (:func:`file_key`);
-``DIR/work`` is the run's working folder (``microdag.context().run_dir``).
-:func:`run_task` reads the envelopes of the step's dependencies, runs the
-step's own code (a step, or for a map step its plan, one unit, or the
-gathering of its units' results) and writes the step's envelope.
+KEY is the step's name made into a file name (:func:`file_key`: short and
+ASCII whatever the name); ``DIR/work`` is the run's working folder
+(``microdag.context().run_dir``).  :func:`run_task` reads the envelopes of the
+step's dependencies, runs the step's own code (a step, or for a map step its
+plan, one unit, or the gathering of its units' results) and writes the step's
+envelope.
+
+The command line.  Every value the pod is given travels as ``--option=VALUE``
+in one argument (``--flow=``, ``--step=``, ``--run-dir=``, ``--input=``), so
+that no flow's text, a step named ``-h`` or ``--plan`` say, can ever be read
+as an option; a task's role (``--plan``, ``--item N``, ``--gather``) is one of
+a mutually exclusive group that argparse checks.
 """
 
 import os
 import sys
 
+from ._cmdline import UsageError, input_option, load, parse_inputs, positive, unit, whole
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Mapping
     from typing import Any
 
@@ -25,16 +35,84 @@ if TYPE_CHECKING:
 
 __all__ = ["file_key", "run_task"]
 
+#: The longest file key that is the step's name itself (or its percent-encoding);
+#: a longer one is a digest, so that a key and its suffixes fit in a file name.
+KEY_LIMIT = 100
+
 
 def file_key(name: str) -> str:
     """Step ``name`` as a file name: itself when made of letters, digits, ``-``
     and ``_``, else percent-encoded (``.`` and ``/`` included), so that distinct
-    names get distinct files and none leaves the folder."""
-    if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+    names get distinct files and none leaves the folder.  A key that would be
+    longer than :data:`KEY_LIMIT` characters (a long name, or a short one in
+    another script: 30 CJK characters encode to 270) is the name's first ASCII
+    letters, digits, ``-`` and ``_`` (at most 32), ``=`` and 32 hex digits of
+    the SHA-256 of its UTF-8: no other key holds a ``=``."""
+    if name and len(name) <= KEY_LIMIT and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
         return name
     from urllib.parse import quote
 
-    return quote(name, safe="-_").replace(".", "%2E")
+    key = quote(name, safe="-_", errors="surrogatepass").replace(".", "%2E")
+    if len(key) <= KEY_LIMIT:
+        return key
+    from ._compat import sha256
+
+    start = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_"))[:32]
+    return f"{start}={sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
+
+
+# -- the pods' command line -----------------------------------------------------------------
+
+
+def add_parser(sub: "Any", name: str, **options: "Any") -> None:
+    """The hidden command ``pod`` on subparsers ``sub`` (``microdag.cli``'s table)."""
+    options.setdefault(
+        "description", "Run one task of a run kept in a folder, as the pods of an exported Argo workflow do "
+        "(docs/argo.md). Give every value as --option=VALUE."
+    )
+    p = sub.add_parser(name, **options)
+    p.add_argument("--flow", required=True, metavar="SPEC", help="the flow (a file, or module:attr)")
+    p.add_argument("--step", required=True, metavar="NAME", help="the step")
+    p.add_argument(
+        "--run-dir", required=True, metavar="DIR",
+        help="read the outputs of the step's dependencies from DIR/outputs and write the step's own there; "
+        "exit 0 when it succeeded or skipped itself, 1 when it failed",
+    )
+    task_options(p)
+    input_option(p)
+    p.set_defaults(handler=command)
+
+
+def task_options(p: "argparse.ArgumentParser", prefix: str = "") -> None:
+    """The options of one task of a run folder on parser ``p`` (each help
+    starting with ``prefix``); its role is one of a mutually exclusive group."""
+    p.add_argument("--run-id", metavar="ID", help=f"{prefix}the run's id (default: the folder's name)")
+    p.add_argument(
+        "--retry", type=whole, metavar="N", default=0,
+        help=f"{prefix}the attempts before this one (Argo's {{{{retries}}}}; default: 0)",
+    )
+    role = p.add_mutually_exclusive_group()
+    role.add_argument("--item", type=unit, metavar="N", help=f"{prefix}run unit N of a map step (-1: none)")
+    role.add_argument("--plan", action="store_true", help=f"{prefix}write the units a map step runs")
+    role.add_argument("--gather", action="store_true", help=f"{prefix}a map step's output, from its units")
+    p.add_argument(
+        "--max-output", type=positive, metavar="BYTES",
+        help=f"{prefix}fail when the output takes more bytes of JSON (Argo parameters are limited)",
+    )
+
+
+def command(args: "argparse.Namespace") -> int:
+    """The handler of ``pod`` (and of ``step --run-dir``): :func:`run_task` on
+    the parsed arguments."""
+    inputs = parse_inputs(args.input)
+    flow = load(args.flow)
+    if args.step not in flow:
+        raise UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
+    role = "plan" if args.plan else "gather" if args.gather else "unit" if args.item is not None else "step"
+    return run_task(
+        flow, args.step, args.run_dir, run_id=args.run_id, inputs=inputs, retry=args.retry, item=args.item,
+        role=role, max_output=args.max_output,
+    )
 
 
 class _Failed(Exception):

@@ -7,11 +7,13 @@ the parts of the format that microdag's manifests use.
   parentheses); otherwise they end ``Omitted``.  Ready tasks run at once, up
   to ``spec.parallelism`` (or 4) at a time.
 - ``{{...}}`` tags are filled in as Argo does: ``workflow.name``,
-  ``workflow.parameters.X``, ``tasks.X.outputs.parameters.Y`` (and, for a task
+  ``workflow.uid``, ``workflow.parameters.X`` (whose values are filled in
+  first: a default ``{{workflow.name}}`` becomes the workflow's name), ``tasks.X.outputs.parameters.Y`` (and, for a task
   with ``withParam``, ``tasks.X.outputs.parameters``: the list of its pods'
-  parameters), ``item``, ``inputs.parameters.X`` and ``retries``.  A tag that
-  cannot be filled in is an error, not left as text (Argo would wait for it,
-  or fail the task).
+  parameters), ``item``, ``inputs.parameters.X`` and ``retries``; an
+  expression tag ``{{=...}}`` is evaluated (here: to ``<evaluated>``).  A tag
+  that cannot be filled in is an error, not left as text (Argo would wait for
+  it, or fail the task).
 - ``withParam`` runs one pod per item of the JSON list (an empty list: the
   task ends ``Skipped``); the task succeeds when all of them do.
 - A pod: the template's input artifacts are written (``raw.data``) at their
@@ -52,6 +54,8 @@ def fill(value, scope, leave=()):
     if isinstance(value, str):
         def one(m):
             name = m.group(1)
+            if name.startswith("="):
+                return "<evaluated>"
             if name in scope:
                 return scope[name]
             if name.startswith(tuple(leave)):
@@ -118,7 +122,8 @@ class Emulator:
             given[key] = value
         missing = [k for k, v in given.items() if v is None]
         assert not missing, f"parameters without a value: {missing}"
-        self.parameters = given
+        self.uid = "0b5e1c7a-" + suffix
+        self.parameters = {k: fill(v, {"workflow.name": self.name, "workflow.uid": self.uid}) for k, v in given.items()}
         self.templates = {t["name"]: t for t in self.spec["templates"]}
         self.volumes = {}
         for volume in self.spec.get("volumes", []):
@@ -159,7 +164,7 @@ class Emulator:
         return self
 
     def scope(self):
-        out = {"workflow.name": self.name}
+        out = {"workflow.name": self.name, "workflow.uid": self.uid}
         out.update({f"workflow.parameters.{k}": v for k, v in self.parameters.items()})
         for name, node in list(self.nodes.items()):
             for key, value in node["outputs"].items():
@@ -192,7 +197,7 @@ class Emulator:
         given = {p["name"]: p["value"] for p in arguments.get("parameters", [])}
         artifacts = {a["name"]: a for a in arguments.get("artifacts", [])}
         inputs = template.get("inputs", {})
-        scope = {"workflow.name": self.name}
+        scope = {"workflow.name": self.name, "workflow.uid": self.uid}
         scope.update({f"workflow.parameters.{k}": v for k, v in self.parameters.items()})
         for p in inputs.get("parameters", []):
             assert p["name"] in given, f"task {task['name']!r} does not give input {p['name']!r}"
@@ -243,7 +248,7 @@ class Emulator:
             with open(target, "w", encoding="utf-8") as f:
                 f.write(source["raw"]["data"])
         argv = [sys.executable if c == "python" else c for c in container["command"]]
-        argv += [path(a) if a.startswith("/") else a for a in container.get("args", [])]
+        argv += [_mapped(a, path) for a in container.get("args", [])]
         leftover = [a for a in argv if _TAG.search(a)]
         assert not leftover, f"unfilled tags in the pod of {task['name']!r}: {leftover}"
         deadline = template.get("activeDeadlineSeconds")
@@ -278,6 +283,16 @@ class Emulator:
 
     def logs(self, task):
         return "".join(p["stdout"] + p["stderr"] for p in self.pods if p["task"] == task)
+
+
+def _mapped(arg, path):
+    """A pod's argument with the path it holds mapped (``/path`` or ``--option=/path``)."""
+    if arg.startswith("/"):
+        return path(arg)
+    option, sep, value = arg.partition("=")
+    if sep and option.startswith("--") and value.startswith("/"):
+        return f"{option}={path(value)}"
+    return arg
 
 
 def _item_text(item):

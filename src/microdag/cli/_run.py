@@ -1,0 +1,273 @@
+"""``run`` and ``resume``: a flow run with progress on stderr, its summary,
+and the outputs of its final steps."""
+
+import os
+import sys
+
+from .._cmdline import FAILED, INTERRUPTED, OK, UsageError, input_option, load, parse_inputs, positive
+from ._common import (
+    DEFAULT_STORE, color, dump, indented, jsonable, paint, preview, printable, seconds, store_at, store_options,
+    typed_inputs,
+)
+from ._progress import Progress
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+    from .._flow import Flow
+    from .._result import Run
+    from ..stores import Store
+
+
+def add_parser(sub: "Any", name: str, **options: "Any") -> None:
+    """Command ``name`` (``run`` or ``resume``) on subparsers ``sub``."""
+    p = sub.add_parser(name, **options)
+    if name == "run":
+        p.add_argument("flow", metavar="FLOW")
+        input_option(p)
+        p.add_argument("--inputs", metavar="FILE.json", help="flow inputs from a JSON object (--input overrides)")
+        _run_options(p)
+        store_options(p)
+        p.add_argument("--run-id", metavar="ID", help="the run's id (default: a new one)")
+        p.add_argument(
+            "--target", metavar="STEP", action="append", help="run only this step and what it needs; repeatable"
+        )
+        p.add_argument(
+            "--on-failure",
+            choices=("fail_fast", "continue"),
+            default="fail_fast",
+            help="fail_fast: start nothing new after a failure (default); continue: run every "
+            "branch that does not depend on it",
+        )
+        p.set_defaults(handler=_cmd_run)
+    else:
+        p.add_argument("run_id", metavar="RUN_ID")
+        p.add_argument("flow", metavar="FLOW", nargs="?", help="default: the flow the run was started from")
+        _run_options(p)
+        store_options(p)
+        p.add_argument(
+            "--force", action="store_true", help="resume even if the flow changed or the run seems live elsewhere"
+        )
+        p.set_defaults(handler=_cmd_resume)
+
+
+def _run_options(p: "argparse.ArgumentParser") -> None:
+    p.add_argument(
+        "--executor",
+        type=_executor,
+        default="inline",
+        metavar="{inline,threads,processes,dask,dask://HOST:PORT}",
+        help="where steps run (default: inline); dask: a Dask cluster of worker processes on this "
+        "machine, dask://HOST:PORT: the Dask cluster of the scheduler there (docs/distributed.md)",
+    )
+    p.add_argument(
+        "--workers", type=positive, metavar="N",
+        help="parallel steps at most (--executor dask: the cluster's worker processes)",
+    )
+    p.add_argument(
+        "--quiet", "-q", action="store_true", help="print no progress, summary or outputs unless the run fails"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
+    p.add_argument(
+        "--otel", action="store_true",
+        help="trace the run with OpenTelemetry, exported as the OTEL_* variables say (docs/observability.md)",
+    )
+
+
+def _executor(text: str) -> str:
+    import argparse
+
+    if text in ("inline", "threads", "processes", "dask") or (text.startswith("dask://") and len(text) > 7):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from inline, threads, processes, dask, dask://HOST:PORT)")
+
+
+def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace") -> str:
+    """The command that resumes run ``run_id`` (it needs the store and codec it was run with)."""
+    import shlex
+
+    hint = f"python -m microdag resume {shlex.quote(run_id)}"
+    if store_spec != DEFAULT_STORE:
+        hint += f" --store {shlex.quote(store_spec)}"
+    if getattr(args, "codec", None) is not None:
+        hint += f" --codec {args.codec}"
+    return hint
+
+
+def _report_run(run: "Run", store_spec: str, args: "argparse.Namespace") -> int:
+    """The end of ``run``/``resume``: a summary on stderr and the outputs of the
+    final steps on stdout, or one JSON document; the exit code."""
+    failed = run._failed() if run.status != "succeeded" else []
+    if args.json:
+        dump(_run_document(run, store_spec))
+    elif not args.quiet or run.status != "succeeded":
+        colored = color(sys.stderr)
+        status = paint(run.status, run.status, colored)
+        counts = run._counts()
+        order = ["succeeded", "failed", "skipped", "cancelled", "pending"]
+        order += sorted(set(counts) - set(order))
+        steps = f"{sum(counts.values())} step{'s' if sum(counts.values()) != 1 else ''}"
+        tally = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+        print(
+            f"run {run.id} of {run.flow}: {status} in {seconds(run.duration)} "
+            f"({steps}{': ' + tally if tally else ''})",
+            file=sys.stderr,
+        )
+        for task in failed:
+            err = task.error
+            print(indented(f"{printable(task.name)}: {type(err).__name__}: {err}"), file=sys.stderr)
+        if run.status != "succeeded" and store_spec != "memory":
+            print(f"  resume with: {_resume_hint(run.id, store_spec, args)}", file=sys.stderr)
+        if not args.quiet and len(run.outputs):
+            sys.stderr.flush()  # before the outputs, where both are one terminal
+            lines = ["outputs:"]
+            lines.extend(f"  {printable(name)}: {preview(value)}" for name, value in run.outputs.items())
+            sys.stdout.write("\n".join(lines) + "\n")
+    return OK if run.status == "succeeded" else FAILED
+
+
+def _run_document(run: "Run", store_spec: str) -> "dict[str, Any]":
+    steps = {}
+    for name, task in run.tasks.items():
+        entry: dict[str, Any] = {
+            "status": task.status,
+            "attempts": task.attempts,
+            "duration": task.duration,
+        }
+        if task.error is not None:
+            entry["error"] = {"type": type(task.error).__name__, "message": str(task.error)}
+        if task.cached:
+            entry["cached"] = True
+        steps[name] = entry
+    return {
+        "run_id": run.id,
+        "flow": run.flow,
+        "status": run.status,
+        "started": run.started,
+        "finished": run.finished,
+        "duration": run.duration,
+        "store": store_spec,
+        "inputs": jsonable(run.inputs),
+        "steps": steps,
+        "outputs": {name: jsonable(value) for name, value in run.outputs.items()},
+    }
+
+
+def _execute(
+    flow: "Flow", args: "argparse.Namespace", store: "Store", store_spec: str, done: int = 0, **options: "Any"
+) -> int:
+    """Run (or resume: ``done`` steps succeeded before) ``flow`` with
+    progress; Ctrl-C ends it cancelled, exit 130."""
+    if options.get("resume"):
+        total = len(flow)
+    else:
+        targets = options.get("targets")
+        total = len(set(flow.graph.ancestors(targets)) | set(targets)) if targets else len(flow)
+    hooks: list[Any] = []
+    provider = None
+    if args.otel:
+        from ..otel import Tracing, provider_from_environment
+
+        try:
+            provider = provider_from_environment()
+        except RuntimeError as exc:
+            raise UsageError(f"--otel: {exc}") from None
+        hooks.append(Tracing(provider))
+    progress = Progress(total, done, args.quiet or args.json)
+    hooks.append(progress)
+    try:
+        if args.executor.startswith("dask"):
+            run = _run_on_dask(flow, args, store, hooks, options)
+        else:
+            run = flow.run(
+                executor=args.executor,
+                max_workers=args.workers,
+                store=store,
+                hooks=hooks,
+                raise_on_failure=False,
+                **options,
+            )
+    except KeyboardInterrupt:
+        progress.close()
+        run_id = progress.run_id
+        if run_id is None:
+            print("interrupted before the run started", file=sys.stderr)
+            return INTERRUPTED
+        print(f"interrupted: run {run_id} is recorded as cancelled", file=sys.stderr)
+        if store_spec != "memory":
+            print(f"  resume with: {_resume_hint(run_id, store_spec, args)}", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        if provider is not None:
+            provider.shutdown()  # (exports what is left)
+    progress.close()
+    return _report_run(run, store_spec, args)
+
+
+def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks: "list[Any]",
+                 options: "dict[str, Any]") -> "Run":
+    """``--executor dask`` (a cluster on this machine, ``--workers`` processes)
+    or ``dask://HOST:PORT`` (a running scheduler; ``--workers`` bounds the steps;
+    the functions of a ``.py`` flow travel with its tasks, by value)."""
+    from ..pools.dask import connect
+
+    local = args.executor == "dask"
+    try:
+        cluster = connect(args.executor, workers=args.workers if local else None)
+        client = cluster.__enter__()
+    except (ImportError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if not local and args.flow.endswith(".py"):  # (its workers cannot import a file of this machine)
+        import cloudpickle
+
+        path = os.path.abspath(args.flow)
+        for module in list(sys.modules.values()):
+            if getattr(module, "__file__", None) == path:
+                cloudpickle.register_pickle_by_value(module)
+    try:
+        return flow.run(executor=client, max_workers=None if local else args.workers, store=store,
+                        hooks=hooks, raise_on_failure=False, **options)
+    finally:
+        cluster.__exit__(None, None, None)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _cmd_run(args: "argparse.Namespace") -> int:
+    inputs = parse_inputs(args.input, args.inputs)
+    flow = load(args.flow)
+    inputs = typed_inputs(flow, args.input, inputs)
+    store_spec = args.store or DEFAULT_STORE
+    store = store_at(args.store, create=True, codec=args.codec)
+    try:
+        return _execute(
+            flow, args, store, store_spec,
+            inputs=inputs, run_id=args.run_id, targets=args.target, on_failure=args.on_failure,
+        )
+    finally:
+        store.close()
+
+
+def _cmd_resume(args: "argparse.Namespace") -> int:
+    store_spec = args.store or DEFAULT_STORE
+    store = store_at(args.store, codec=args.codec)
+    try:
+        info = store.run_info(args.run_id)
+        spec = args.flow or info.source
+        if spec is None:
+            raise UsageError(
+                f"run {args.run_id} does not record which flow it ran (it was started from "
+                "Python); name it: python -m microdag resume RUN_ID FLOW"
+            )
+        done = store.succeeded_count(args.run_id)
+        if not (args.quiet or args.json):  # (a big flow takes a while to load: say what is going on first)
+            print(f"resuming run {args.run_id} of {printable(info.flow)}: {done} step{'s' if done != 1 else ''} "
+                  f"succeeded before; loading {printable(spec)}", file=sys.stderr, flush=True)
+        flow = load(spec)
+        return _execute(flow, args, store, store_spec, done, run_id=args.run_id, resume=True, force=args.force)
+    finally:
+        store.close()
