@@ -26,7 +26,7 @@ from microdag._argo import LOCAL_RUN, MOUNT, PARAMETER_LIMIT, manifest, task_nam
 from microdag._pod import file_key
 from microdag._cli import main
 from microdag._yaml import dump
-from support import child_env
+from support import child_env, cli
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -41,12 +41,6 @@ FAILING = os.path.join(ARGO, "failing.toml")
 REFUSED = os.path.join(ARGO, "refused.py")
 RELEASE = os.path.join(ROOT, "examples", "release", "flow.toml")
 WEBSITE = os.path.join(ROOT, "examples", "website", "website.toml")
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def export(path, *extra, capsys=None):
