@@ -8,20 +8,33 @@
   at all) parametrizes :func:`support.make_store` itself.
 - ``warm_forkserver``: the forkserver started once, so that timing bounds do
   not pay for it.
-
-The ``twin`` fixture (each kernel twin) is the root ``conftest.py``'s: the
-benchmarks share it.
+- ``twin``: the kernel module of each twin. The ``c`` case imports the
+  compiled module directly, so a missing build fails instead of silently
+  testing the pure twin twice; it is skipped only when
+  ``MICRODAG_NO_EXTENSIONS`` asks for the pure twin (CI's second pass).
 """
 
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import flowsteps
 from microdag import Flow
 from microdag.stores import Store
-from support import EXECUTORS, STORE_KINDS, executor_for, make_store
+from support import EXECUTORS, NO_EXTENSIONS, STORE_KINDS, executor_for, make_store
+
+
+@pytest.fixture(params=["c", "py"])
+def twin(request: pytest.FixtureRequest) -> ModuleType:
+    """The kernel module of one twin: ``microdag._sched`` or ``microdag._sched_py``."""
+    if request.param == "c":
+        if NO_EXTENSIONS:
+            pytest.skip("MICRODAG_NO_EXTENSIONS is set: the pure twin only")
+        return importlib.import_module("microdag._sched")
+    return importlib.import_module("microdag._sched_py")
 
 
 @pytest.fixture(scope="session")

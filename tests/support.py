@@ -31,6 +31,9 @@ from microdag.stores import JSONStore, MemoryStore, SQLiteStore, Store
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(microdag.__file__)))
 
+# Whether this pass tests the pure twin only (CI's second pass sets it).
+NO_EXTENSIONS = os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no")
+
 # The backends named by a string, and "executor": a concurrent.futures.Executor
 # of the caller's (flowsteps.WrappedExecutor, which has no _max_workers).
 BACKENDS = ("inline", "threads", "processes")
