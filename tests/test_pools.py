@@ -21,6 +21,11 @@ the public API: ``Flow.run(executor=...)`` and ``Flow.arun()``.  Every pool:
   leaves an executor or cluster of the caller's usable;
 - where the workers are processes: fails the attempt of a worker that dies,
   and a step whose arguments do not pickle, without hanging.
+
+Each pool has ``WORKERS`` workers.  The Dask cluster here is one worker of
+threads in this process (quick to start, and the steps it abandons end at
+teardown); ``test_dask.py`` runs a cluster of worker processes in a child.
+No test reaches into ``microdag.pools`` itself.
 """
 
 import asyncio
