@@ -15,7 +15,6 @@ abandoned in threads do not outlive their test.
 import asyncio
 import os
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
 
 import microdag
 from flowsteps import _GENERATION
@@ -313,22 +312,3 @@ def interrupt_on_two(items):
     if items == 2:
         raise KeyboardInterrupt
     return items
-
-
-# -- a third-party-style executor ------------------------------------------------------------
-
-
-class WrappedExecutor(Executor):
-    """A ``concurrent.futures.Executor`` subclass delegating to a thread pool
-    (no ``_max_workers`` attribute, like most third-party executors)."""
-
-    def __init__(self, workers=8):
-        self._inner = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dyn wrapped")
-        self.submitted = 0
-
-    def submit(self, fn, /, *args, **kwargs):
-        self.submitted += 1
-        return self._inner.submit(fn, *args, **kwargs)
-
-    def shutdown(self, wait=True, *, cancel_futures=False):
-        self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)

@@ -1,22 +1,92 @@
-"""Helpers for tests that run Python in a child process.
+"""Helpers the test modules share (their shared fixtures are in ``conftest.py``).
 
-Tests of things that may hang run their flow in a child with a timeout, so
-that a hang fails the test (with the child's stack dump) instead of hanging
-the suite; ``twin`` picks the kernel twin the child uses.
+- What the suite runs on: the executors (:data:`EXECUTORS`, and
+  :func:`executor_value` for the value ``Flow.run`` takes) and the stores
+  (:data:`STORE_KINDS`, :func:`make_store`).
+- The command line: :func:`cli` runs ``main(argv)`` in this process,
+  :func:`run_cli` runs ``python -m microdag`` as a child.
+- Children: :func:`child_env` is the environment of any child Python that
+  imports this microdag and the tests' step modules. Tests of things that may
+  hang run their flow in a child with a timeout (:func:`run_child`), so that a
+  hang fails the test (with the child's stack dump) instead of hanging the
+  suite; ``twin`` picks the kernel twin the child uses.
 """
 
+import contextlib
 import functools
 import json
 import os
 import subprocess
 import sys
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+import flowsteps
 import microdag
+from microdag.stores import JSONStore, MemoryStore, SQLiteStore, Store
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(microdag.__file__)))
+
+# Whether this pass tests the pure twin only (CI's second pass sets it).
+NO_EXTENSIONS = os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no")
+
+# The backends named by a string, and "executor": a concurrent.futures.Executor
+# of the caller's (flowsteps.WrappedExecutor, which has no _max_workers).
+BACKENDS = ("inline", "threads", "processes")
+EXECUTORS = (*BACKENDS, "executor")
+STORE_KINDS = ("memory", "json", "sqlite")
+PERSISTENT = ("json", "sqlite")
+
+
+def executor_value(name: str) -> object:
+    """What ``Flow.run(executor=)`` takes for one of :data:`EXECUTORS`; the caller
+    shuts an ``"executor"``'s pool down."""
+    return flowsteps.WrappedExecutor() if name == "executor" else name
+
+
+@contextlib.contextmanager
+def executor_for(name: str) -> "Iterator[object]":
+    """:func:`executor_value` for the ``with`` block; after it, sleeping steps a
+    test abandoned (``flowsteps.sleeper``) end, then a pool is shut down."""
+    value = executor_value(name)
+    try:
+        yield value
+    finally:
+        flowsteps.release_sleepers()
+        if not isinstance(value, str):
+            value.shutdown(wait=True)  # type: ignore[attr-defined]
+
+
+def make_store(kind: str, where: "str | os.PathLike[str]", codec: str = "json") -> Store:
+    """A new store of ``kind`` (one of :data:`STORE_KINDS`) in the folder ``where``:
+    a JSON store is ``where/store``, an SQLite one ``where/runs.db``."""
+    if kind == "memory":
+        return MemoryStore(codec=codec)
+    if kind == "json":
+        return JSONStore(Path(where) / "store", codec=codec)
+    if kind == "sqlite":
+        return SQLiteStore(Path(where) / "runs.db", codec=codec)
+    raise ValueError(f"no store kind {kind!r}")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> "tuple[int, str, str]":
+    """Run the command line's ``main(argv)`` in this process; return (exit code, stdout, stderr)."""
+    from microdag.cli import main  # the one place the tests name the command line's module
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_cli(*args: object, cwd: "str | os.PathLike[str] | None" = None, timeout: float = 60,
+            **env: str) -> "subprocess.CompletedProcess[str]":
+    """``python -m microdag ARGS`` as a child (environment :func:`child_env` plus ``env``)."""
+    return subprocess.run([sys.executable, "-m", "microdag", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=child_env(**env), timeout=timeout)
 
 
 def child_env(twin: "str | None" = None, **extra: str) -> "dict[str, str]":

@@ -26,7 +26,7 @@ from microdag._argo import LOCAL_RUN, MOUNT, PARAMETER_LIMIT, manifest, task_nam
 from microdag._pod import file_key
 from microdag.cli import main
 from microdag._yaml import dump
-from support import child_env
+from support import child_env, cli
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -42,12 +42,6 @@ REFUSED = os.path.join(ARGO, "refused.py")
 NAMES = os.path.join(ARGO, "names.py")
 RELEASE = os.path.join(ROOT, "examples", "release", "flow.toml")
 WEBSITE = os.path.join(ROOT, "examples", "website", "website.toml")
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def export(path, *extra, capsys=None):

@@ -22,21 +22,7 @@ import flowsteps as fs
 from flowsteps import within
 import microdag
 from microdag import CycleError, Flow, FlowError
-
-EXECUTORS = ["inline", "threads", "processes", "executor"]
-
-
-@pytest.fixture(params=EXECUTORS)
-def executor(request: pytest.FixtureRequest):
-    """An executor value for ``Flow.run``; abandoned sleepers end at teardown."""
-    if request.param == "executor":
-        pool = fs.WrappedExecutor()
-        yield pool
-        fs.release_sleepers()
-        pool.shutdown(wait=True)
-    else:
-        yield request.param
-        fs.release_sleepers()
+from support import EXECUTORS, executor_value
 
 
 class Recorder:
@@ -573,7 +559,7 @@ def test_ctrl_c_during_a_run_cancels_it_and_is_re_raised(backend, tmp_path) -> N
     comes out of run() (threads first let the running step finish)."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")
-    executor = fs.WrappedExecutor() if backend == "executor" else backend
+    executor = executor_value(backend)
     flow = Flow("ctrl-c").add("sleeper", fs.sleeper).add("touch", fs.touch, depends_on=["sleeper"])
     events: list[microdag.Event] = []
 

@@ -8,17 +8,19 @@ import pytest
 
 import microdag
 from microdag import FlowError
-from microdag.stores import JSONStore, MemoryStore, SQLiteStore
+from microdag.stores import SQLiteStore
+from support import STORE_KINDS, make_store
 
 
-@pytest.fixture(params=["none", "memory", "json", "sqlite"])
+@pytest.fixture(params=["none", *STORE_KINDS])
 def store(request, tmp_path):
-    return {
-        "none": lambda: None,
-        "memory": MemoryStore,
-        "json": lambda: JSONStore(tmp_path / "store"),
-        "sqlite": lambda: SQLiteStore(tmp_path / "runs.db"),
-    }[request.param]()
+    """No store (the cache of the flow's process), or one of each kind."""
+    if request.param == "none":
+        yield None
+        return
+    made = make_store(request.param, tmp_path)
+    yield made
+    made.close()
 
 
 def counting_flow(calls: list, name: str = "cache-test", ttl=None) -> microdag.Flow:

@@ -19,13 +19,10 @@ import pytest
 
 import clisteps
 import microdag
-from microdag.cli import main
 from microdag.cli._common import DEFAULT_STORE
 from microdag.cli._progress import Progress as _Progress
 from microdag.stores import SQLiteStore
-
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(microdag.__file__)))
+from support import child_env, cli
 
 FLOW = """\
 [flow]
@@ -108,13 +105,6 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
-def cli(capsys, *argv):
-    """Run ``main(argv)``; return (exit code, stdout, stderr)."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def only_run_id(store=DEFAULT_STORE, codec="json"):
     s = SQLiteStore(store, codec=codec)
     try:
@@ -123,14 +113,6 @@ def only_run_id(store=DEFAULT_STORE, codec="json"):
         return runs[0].id
     finally:
         s.close()
-
-
-def child_env(**extra):
-    """The environment of a CLI subprocess: it imports this microdag and the steps module."""
-    paths = [TESTS_DIR, PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
-    env.pop("NO_COLOR", None)
-    return env
 
 
 # -- help and usage ----------------------------------------------------------------------

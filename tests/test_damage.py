@@ -13,16 +13,14 @@ damaged cache entry is a miss; the command line prints one line and exits 2.
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-import microdag
 from microdag import Flow
-from microdag.stores import JSONStore, SQLiteStore, StoreError
+from microdag.stores import StoreError
 
-from support import child_env
+from support import make_store, run_cli
 
 CODECS = ("json", "pickle")
 
@@ -58,17 +56,11 @@ def make_flow() -> Flow:
     return flow
 
 
-def open_store(kind: str, where: Path, codec: str):
-    if kind == "sqlite":
-        return SQLiteStore(where / "runs.db", codec=codec)
-    return JSONStore(where / "store", codec=codec)
-
-
 @pytest.fixture(params=[(k, c) for k in ("sqlite", "json") for c in CODECS], ids=lambda p: f"{p[0]}-{p[1]}")
 def made(request, tmp_path):
     """``(kind, codec, path, damaged run id, good run id)`` of a store with two runs."""
     kind, codec = request.param
-    store = open_store(kind, tmp_path, codec)
+    store = make_store(kind, tmp_path, codec)
     try:
         first = make_flow().run({"x": [1, 2, 3]}, store=store, run_id="victim")
         second = make_flow().run({"x": [4]}, store=store, run_id="other")
@@ -97,7 +89,7 @@ def json_run_file(where: Path, run_id: str, name: str) -> Path:
 
 
 def reading(kind, codec, where, action):
-    store = open_store(kind, where, codec)
+    store = make_store(kind, where, codec)
     try:
         return action(store)
     finally:
@@ -140,7 +132,7 @@ def test_a_truncated_or_missing_blob_is_refused_naming_it(made, how) -> None:
 def test_a_resume_that_needs_a_damaged_blob_says_so(made) -> None:
     kind, codec, where, victim, _ = made
     blob_of(kind, where).unlink()
-    store = open_store(kind, where, codec)
+    store = make_store(kind, where, codec)
     try:
         with pytest.raises(StoreError, match="'big'"):
             make_flow().run(store=store, run_id=victim, resume=True, keep_outputs=True)
@@ -243,7 +235,7 @@ def test_a_damaged_cache_entry_is_a_miss(made, caplog) -> None:
     else:
         for path in (where / "store" / "cache").glob("*.json"):
             path.write_bytes(b"{trunc")
-    store = open_store(kind, where, codec)
+    store = make_store(kind, where, codec)
     try:
         run = make_flow().run({"x": [1, 2, 3]}, store=store, run_id="again")
     finally:
@@ -256,14 +248,9 @@ def test_a_damaged_cache_entry_is_a_miss(made, caplog) -> None:
 
 
 def cli(where: Path, kind: str, *args: str, codec: str = "json"):
-    import subprocess
-
+    """The command line on the store :func:`support.make_store` made in ``where``."""
     spec = f"sqlite:{where / 'runs.db'}" if kind == "sqlite" else f"json:{where / 'store'}"
-    spec += f"?codec={codec}"
-    return subprocess.run(
-        [sys.executable, "-m", "microdag", *args, "--store", spec],
-        capture_output=True, text=True, env=child_env(), timeout=60,
-    )
+    return run_cli(*args, "--store", f"{spec}?codec={codec}")
 
 
 @pytest.mark.parametrize("command", ["show", "report", "logs"])

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import microdag
-from support import child_env, scenarios
+from support import child_env, run_cli, scenarios
 
 pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install 'microdag[dask]')")
 
@@ -197,13 +197,8 @@ def test_an_asynchronous_client_and_other_arun_executors_are_refused() -> None:
 EXAMPLE = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "wordcount.py")
 
 
-def cli(*args: str, cwd: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "microdag", *args], capture_output=True, text=True,
-                          env=child_env(), cwd=cwd, timeout=120)
-
-
 def test_cli_runs_a_flow_on_a_dask_cluster_of_this_machine(tmp_path) -> None:
-    done = cli("run", EXAMPLE, "--executor", "dask", "--workers", "2", "--json", cwd=str(tmp_path))
+    done = run_cli("run", EXAMPLE, "--executor", "dask", "--workers", "2", "--json", cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     import json
 
@@ -217,15 +212,15 @@ def test_cli_runs_a_flow_on_the_scheduler_it_names(tmp_path) -> None:
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
                       dashboard_address=":0") as cluster:
         address = cluster.scheduler_address.replace("tcp://", "dask://")
-        done = cli("run", EXAMPLE, "--executor", address, "--workers", "2", cwd=str(tmp_path))
+        done = run_cli("run", EXAMPLE, "--executor", address, "--workers", "2", cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert 'report: "a: 3, run: 3, steps: 3"' in done.stdout
 
 
 def test_cli_says_which_scheduler_did_not_answer(tmp_path) -> None:
-    done = cli("run", EXAMPLE, "--executor", "dask://127.0.0.1:9", cwd=str(tmp_path))
+    done = run_cli("run", EXAMPLE, "--executor", "dask://127.0.0.1:9", cwd=tmp_path, timeout=120)
     assert done.returncode == 2
     assert done.stderr.startswith("error: no Dask scheduler answered at tcp://127.0.0.1:9")
     assert "Traceback" not in done.stderr
-    bad = cli("run", EXAMPLE, "--executor", "dask:/x", cwd=str(tmp_path))
+    bad = run_cli("run", EXAMPLE, "--executor", "dask:/x", cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and "invalid choice: 'dask:/x'" in bad.stderr

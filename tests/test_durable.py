@@ -21,10 +21,9 @@ import pytest
 import durablesteps as ds
 from microdag import Flow, FlowError, RunFailed
 from microdag.stores import JSONStore, MemoryStore, SQLiteStore, StoreError
-
-KINDS = ["memory", "json", "sqlite"]
-EXECUTORS = ["inline", "threads", "processes"]
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+from support import BACKENDS as EXECUTORS
+from support import STORE_KINDS as KINDS
+from support import child_env, make_store
 
 
 @pytest.fixture
@@ -38,12 +37,10 @@ def stores(tmp_path):
             if isinstance(reopen_of, MemoryStore):
                 return reopen_of
             store = type(reopen_of)(reopen_of.path, codec=reopen_of.codec)
-        elif kind == "memory":
-            store = MemoryStore(codec=codec)
-        elif kind == "json":
-            store = JSONStore(tmp_path / f"store-{len(opened)}", codec=codec)
         else:
-            store = SQLiteStore(tmp_path / f"store-{len(opened)}.db", codec=codec)
+            folder = tmp_path / f"store-{len(opened)}"
+            folder.mkdir()
+            store = make_store(kind or "sqlite", folder, codec)
         opened.append(store)
         return store
 
@@ -499,11 +496,6 @@ def test_arun_records_and_resumes(kind, stores, marks, tmp_path):
 
 
 # -- 3. crash safety ---------------------------------------------------------------------------
-
-
-def child_env():
-    paths = [TESTS_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def read_line(proc, timeout=60.0):

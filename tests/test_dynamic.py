@@ -3,8 +3,9 @@ and trigger rules, async steps and ``Flow.arun``, cancellation (cancel events,
 Ctrl-C, a cancelled ``arun`` task) and ``microdag.context()``.
 
 Step functions used on processes live in ``dynsteps.py`` (they must be
-importable); "executor" is a ``concurrent.futures.Executor`` subclass wrapping
-a thread pool.
+importable); "executor" is ``flowsteps.WrappedExecutor``, a
+``concurrent.futures.Executor`` subclass wrapping a thread pool (the shared
+``executor`` fixture of ``conftest.py``).
 """
 
 import asyncio
@@ -24,37 +25,18 @@ import dynsteps as ds
 import flowsteps as fs
 import microdag
 from microdag import Flow, FlowError, RunFailed
+from support import executor_for
 
-EXECUTORS = ["inline", "threads", "processes", "executor"]
 PARALLEL = ["threads", "processes", "executor"]
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
-def make(backend: str):
-    return ds.WrappedExecutor() if backend == "executor" else backend
-
-
-def dispose(executor) -> None:
-    ds.release()  # ends naps abandoned in threads
-    if not isinstance(executor, str):
-        executor.shutdown(wait=True)
-
-
-@pytest.fixture(params=EXECUTORS)
-def executor(request: pytest.FixtureRequest):
-    """An ``executor=`` value for ``Flow.run``."""
-    value = make(request.param)
-    yield value
-    dispose(value)
-
-
 @pytest.fixture(params=PARALLEL)
 def parallel(request: pytest.FixtureRequest):
     """An ``executor=`` value that runs steps in parallel."""
-    value = make(request.param)
-    yield value
-    dispose(value)
+    with executor_for(request.param) as value:
+        yield value
 
 
 def name_of(executor) -> str:

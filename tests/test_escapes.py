@@ -16,14 +16,10 @@ import pytest
 
 import microdag
 from microdag import Flow, FlowError
-from microdag.stores import JSONStore, MemoryStore, RunInfo, SQLiteStore
+from microdag.stores import RunInfo
+from support import STORE_KINDS, make_store
 
 BAD_IDS = ["../../../x", "/tmp/abs", "a/b", "a\\b", "..", ".", "x" * 129, "a\x00b", "tab\there", "s\udcff"]
-
-
-def make(kind, tmp_path):
-    return {"memory": MemoryStore, "json": lambda: JSONStore(tmp_path / "store"),
-            "sqlite": lambda: SQLiteStore(tmp_path / "runs.db")}[kind]()
 
 
 def writes_a_file():
@@ -33,10 +29,10 @@ def writes_a_file():
     return path
 
 
-@pytest.mark.parametrize("kind", ["memory", "json", "sqlite"])
+@pytest.mark.parametrize("kind", STORE_KINDS)
 @pytest.mark.parametrize("run_id", BAD_IDS)
 def test_a_run_id_that_cannot_name_a_run_is_refused_everywhere(kind, run_id, tmp_path) -> None:
-    store = make(kind, tmp_path)
+    store = make_store(kind, tmp_path)
     before = set(os.listdir(tmp_path))
     try:
         with pytest.raises(ValueError, match="run id"):
@@ -51,9 +47,9 @@ def test_a_run_id_that_cannot_name_a_run_is_refused_everywhere(kind, run_id, tmp
     assert created <= {"store", "runs.db", "runs.db-wal", "runs.db-shm"}
 
 
-@pytest.mark.parametrize("kind", ["memory", "json", "sqlite"])
+@pytest.mark.parametrize("kind", STORE_KINDS)
 def test_prune_deletes_the_work_folders_of_the_runs_it_deletes(kind, tmp_path) -> None:
-    store = make(kind, tmp_path)
+    store = make_store(kind, tmp_path)
     try:
         old = Flow("pruned").add("w", writes_a_file).run(store=store, keep_outputs=True)
         kept = Flow("kept").add("w", writes_a_file).run(store=store, keep_outputs=True)
@@ -72,7 +68,7 @@ def test_steps_whose_names_differ_get_different_work_folders(kind, tmp_path) -> 
     names = ["a b", "a_b", "a/b", "a\\b", "..", ".", "a\udcffb", "x" * 300]
     for name in names:
         flow.add(name, writes_a_file)
-    store = None if kind is None else make(kind, tmp_path)
+    store = None if kind is None else make_store(kind, tmp_path)
     try:
         run = flow.run(store=store, keep_outputs=True)
     finally:

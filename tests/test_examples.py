@@ -2,7 +2,6 @@
 installed package, each in a fresh working directory."""
 
 import json
-import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -10,18 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import microdag
+from support import child_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(microdag.__file__)))
 
 
 def run(args, cwd, timeout=120):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [PACKAGE_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    )}
-    env.pop("NO_COLOR", None)
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                         env=child_env())
     assert out.returncode == 0, out.stderr
     return out
 

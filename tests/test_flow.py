@@ -19,29 +19,6 @@ import flowsteps as fs
 import microdag
 from microdag import Flow, FlowError, RunFailed
 
-EXECUTORS = ["inline", "threads", "processes", "executor"]
-
-
-@pytest.fixture(scope="session")
-def warm_forkserver() -> None:
-    """Start the forkserver once, so that timing bounds do not pay for it."""
-    Flow("warm-up").add("noargs", fs.noargs).run(executor="processes")
-
-
-@pytest.fixture(params=EXECUTORS)
-def executor(request: pytest.FixtureRequest):
-    """An executor value for ``Flow.run``; abandoned sleepers end at teardown."""
-    if request.param == "processes":
-        request.getfixturevalue("warm_forkserver")
-    if request.param == "executor":
-        pool = fs.WrappedExecutor()
-        yield pool
-        fs.release_sleepers()
-        pool.shutdown(wait=True)
-    else:
-        yield request.param
-        fs.release_sleepers()
-
 
 def chain_flow(name: str = "chain") -> Flow:
     """source(x) -> double -> plus(double, y=10)."""

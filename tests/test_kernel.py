@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import doctest
 import graphlib
-import os
 import re
 import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -27,8 +25,7 @@ import pytest
 
 import microdag
 import microdag._sched_py
-
-SRC = str(Path(microdag.__file__).resolve().parent.parent)
+from support import child_env
 
 
 # -- helpers ------------------------------------------------------------------
@@ -756,9 +753,8 @@ def _run_isolated(twin: ModuleType, body: str) -> subprocess.CompletedProcess[st
     whole test session).
     """
     code = f"import microdag.{twin.__name__.rsplit('.', 1)[1]} as twin\n" + textwrap.dedent(body)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60
     )
 
 

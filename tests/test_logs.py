@@ -9,22 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 import logsteps
 import microdag
-from microdag.stores import JSONStore, MemoryStore, SQLiteStore, StoreError
-
-
-@pytest.fixture(params=["memory", "json", "sqlite"])
-def store(request, tmp_path):
-    return {
-        "memory": MemoryStore,
-        "json": lambda: JSONStore(tmp_path / "store"),
-        "sqlite": lambda: SQLiteStore(tmp_path / "runs.db"),
-    }[request.param]()
+from microdag.stores import MemoryStore, SQLiteStore, StoreError
+from support import child_env
 
 
 def flow() -> microdag.Flow:
@@ -71,7 +62,6 @@ def test_logs_of_an_unknown_run_is_a_store_error(store) -> None:
 
 def test_a_run_live_in_another_process_cannot_be_resumed(tmp_path) -> None:
     db = tmp_path / "runs.db"
-    tests_dir = str(Path(__file__).parent)
     script = textwrap.dedent(
         f"""
         import microdag, logsteps
@@ -81,9 +71,7 @@ def test_a_run_live_in_another_process_cannot_be_resumed(tmp_path) -> None:
         f.run({{"seconds": 0.2}}, store={str(db)!r}, run_id="R1")
         """
     )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([tests_dir, env.get("PYTHONPATH", "")])
-    child = subprocess.Popen([sys.executable, "-c", script], env=env)
+    child = subprocess.Popen([sys.executable, "-c", script], env=child_env())
     try:
         f = microdag.Flow("live")
         for i in range(20):
@@ -138,8 +126,7 @@ LATE_LOGGING = textwrap.dedent(
 def test_logging_imported_inside_a_step_is_still_captured(tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, "-c", LATE_LOGGING], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(
-            [os.path.dirname(os.path.dirname(microdag.__file__))] + sys.path)},
+        env=child_env(),
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from support import child_env, scenarios
+from support import child_env, run_cli, scenarios
 
 pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed (the test extras have it)")
 
@@ -248,11 +248,6 @@ def _flow_file(tmp_path) -> str:
     return str(path)
 
 
-def _cli(*args: str, cwd, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "microdag", *args], capture_output=True, text=True,
-                          cwd=cwd, env=child_env(**env), timeout=60)
-
-
 def _json_objects(text: str) -> list:
     import json
 
@@ -268,7 +263,7 @@ def _json_objects(text: str) -> list:
 
 def test_cli_otel_exports_as_the_environment_says_and_tells_commands_their_span(tmp_path) -> None:
     flow = _flow_file(tmp_path)
-    done = _cli("run", flow, "--otel", "--store", "memory", "-q", "--json", cwd=tmp_path,
+    done = run_cli("run", flow, "--otel", "--store", "memory", "-q", "--json", cwd=tmp_path,
                 OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="nightly")
     assert done.returncode == 0, done.stderr
     *spans, report = _json_objects(done.stdout)
@@ -285,7 +280,7 @@ def test_cli_otel_exports_as_the_environment_says_and_tells_commands_their_span(
 
 def test_cli_otel_names_what_is_missing(tmp_path) -> None:
     flow = _flow_file(tmp_path)
-    done = _cli("run", flow, "--otel", cwd=tmp_path, OTEL_TRACES_EXPORTER="zipkin_json")
+    done = run_cli("run", flow, "--otel", cwd=tmp_path, OTEL_TRACES_EXPORTER="zipkin_json")
     assert done.returncode == 2
     assert "--otel: OTEL_TRACES_EXPORTER names exporter 'zipkin_json', which is not installed" in done.stderr
     assert "Traceback" not in done.stderr

@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 
 import microdag
+from support import NO_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "microdag"
-NO_EXTENSIONS = os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not in (
-    "",
-    "0",
-    "false",
-    "no",
-)
 
 HEAVY = {
     "asyncio",

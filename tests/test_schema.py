@@ -14,14 +14,13 @@ import dataclasses
 import enum
 import json
 import os
-import subprocess
-import sys
 from typing import TYPE_CHECKING, Any, Literal, Optional, TypedDict, TypeVar
 
 import pytest
 
 import microdag
 from microdag import Flow, FlowError
+from support import run_cli
 
 if TYPE_CHECKING:
     from decimal import Decimal  # a name type checkers see, and runs never resolve
@@ -322,22 +321,18 @@ def test_bad_declarations_name_the_input_and_line(tmp_path: Any) -> None:
     assert "bad.toml:6: [inputs] 'm': enum must be a non-empty list" in problems[2]
 
 
-def _cli(cwd: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    return subprocess.run([sys.executable, "-m", "microdag", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
-
-
 def test_the_command_line_prints_the_schema_and_reads_inputs_by_type(tmp_path: Any) -> None:
     (tmp_path / "typed.toml").write_text(TYPED)
-    done = _cli(tmp_path, "schema", "typed.toml")
+    done = run_cli("schema", "typed.toml", cwd=tmp_path)
     assert done.returncode == 0 and json.loads(done.stdout)["required"] == ["version"]
-    done = _cli(tmp_path, "run", "typed.toml", "-i", "version=1.10", "-i", "limit=3", "--json", "--store", "memory")
+    done = run_cli("run", "typed.toml", "-i", "version=1.10", "-i", "limit=3", "--json", "--store", "memory",
+                   cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outputs"] == {"echo": "1.10 3 a"}  # "1.10" stays text
-    done = _cli(tmp_path, "run", "typed.toml", "-i", "version=1", "-i", "limit=three", "--store", "memory")
+    done = run_cli("run", "typed.toml", "-i", "version=1", "-i", "limit=three", "--store", "memory",
+                   cwd=tmp_path)
     assert done.returncode == 2 and done.stderr == "error: --input limit=three: 'limit' takes an integer, not \"three\"\n"
-    done = _cli(tmp_path, "run", "typed.toml", "--store", "memory")
+    done = run_cli("run", "typed.toml", "--store", "memory", cwd=tmp_path)
     assert done.returncode == 2 and "needs input 'version'" in done.stderr and "Traceback" not in done.stderr
 
 

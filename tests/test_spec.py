@@ -26,6 +26,7 @@ import microdag
 from microdag import CycleError, Flow, FlowError
 from microdag._flowfile import FLOW_OPTIONS, STEP_OPTIONS, TOP_KEYS
 from microdag._spec import CommandError, load_flow
+from support import child_env
 
 HERE = Path(__file__).resolve().parent
 FLOWFILES = HERE / "flowfiles"
@@ -629,8 +630,7 @@ def test_py_file_steps_run_on_processes(tmp_path: Path) -> None:
         f"run = load_flow({path!r}).run(executor='processes')\n"
         "print(run['where'] != os.getpid())\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
 
@@ -1044,8 +1044,7 @@ def test_loading_the_module_imports_nothing_heavy() -> None:
         "import sys; before = set(sys.modules); import microdag._spec; "
         "print(' '.join(sorted(set(sys.modules) - before)))"
     )
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60)
     assert out.returncode == 0, out.stderr
     added = set(out.stdout.split())
     assert "microdag._spec" in added

@@ -37,9 +37,10 @@ from microdag.stores import (
     open_store,
 )
 from microdag.stores._base import BLOB_SIZE, StoredError
+from support import PERSISTENT
+from support import STORE_KINDS as KINDS
+from support import make_store as make
 
-KINDS = ("memory", "json", "sqlite")
-PERSISTENT = ("json", "sqlite")
 CODECS = ("json", "pickle")
 T0 = 1_700_000_000.125  # a fixed wall-clock time for runs whose age does not matter
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -49,14 +50,6 @@ AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 class Point:
     x: int
     y: int
-
-
-def make(kind: str, where: Path, codec: str = "json") -> Store:
-    if kind == "memory":
-        return MemoryStore(codec=codec)
-    if kind == "json":
-        return JSONStore(where / "store", codec=codec)
-    return SQLiteStore(where / "runs.db", codec=codec)
 
 
 def reopen(store: Store) -> Store:
@@ -97,13 +90,6 @@ def tree(root: Path) -> dict[str, "bytes | None"]:
     for p in sorted(root.rglob("*")):
         out[str(p.relative_to(root))] = None if p.is_dir() else p.read_bytes()
     return out
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path):
-    s = make(request.param, tmp_path)
-    yield s
-    s.close()
 
 
 @pytest.fixture(params=[(k, c) for k in KINDS for c in CODECS], ids=lambda p: f"{p[0]}-{p[1]}")

@@ -2,6 +2,7 @@
 inside an event loop, how many async steps ``arun`` overlaps."""
 
 import asyncio
+import os
 import time
 import traceback
 
@@ -9,6 +10,10 @@ import pytest
 
 import microdag
 from microdag import Flow, FlowError
+
+# The package's own folder: a frame is microdag's when its file lies under it
+# (not when its path merely contains "microdag", as a checkout's folder does).
+PACKAGE_DIR = os.path.dirname(os.path.abspath(microdag.__file__)) + os.sep
 
 
 def broken():
@@ -25,7 +30,7 @@ def test_run_failed_prints_as_microdag_run_failed_with_the_steps_frames_first() 
     assert 'in broken\n    raise ValueError("the step\'s own error")' in cause  # the step's frame, first
     assert "ValueError: the step's own error" in cause
     frames = traceback.extract_tb(info.value.__traceback__)
-    internal = [f.filename for f in frames if "/microdag/" in f.filename.replace("\\", "/")]
+    internal = [f.filename for f in frames if os.path.abspath(f.filename).startswith(PACKAGE_DIR)]
     assert len(internal) <= 1, internal  # Flow.run, which raised it; no runner internals
 
 

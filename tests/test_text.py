@@ -12,10 +12,8 @@ import logging
 import subprocess
 import sys
 
-import pytest
-
 import microdag
-from microdag.stores import JSONStore, MemoryStore, SQLiteStore
+from microdag.stores import SQLiteStore
 
 from support import child_env
 
@@ -38,15 +36,6 @@ def make_flow() -> microdag.Flow:
     flow.add(STEP, odd_step)
     flow.add("failing", failing)
     return flow
-
-
-@pytest.fixture(params=["memory", "json", "sqlite"])
-def store(request, tmp_path):
-    kind = request.param
-    s = {"memory": MemoryStore, "json": lambda: JSONStore(tmp_path / "store"),
-         "sqlite": lambda: SQLiteStore(tmp_path / "runs.db")}[kind]()
-    yield s
-    s.close()
 
 
 def test_every_text_a_run_keeps_survives_lone_surrogates(store) -> None:

@@ -16,6 +16,7 @@ import urllib.parse
 
 import pytest
 
+from support import child_env, run_cli
 from uiserver import FLOW, ROOT, UI, quote
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
@@ -266,9 +267,8 @@ def test_cancel_a_live_run(ui: UI) -> None:
 def test_runs_started_from_the_shell_show_up_and_can_be_cancelled(ui: UI) -> None:
     with open(os.path.join(ui.folder, "shell.toml"), "w") as f:
         f.write('[flow]\nname = "shell"\n[steps.nap]\ncommand = ["sleep", "60"]\n')
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
     shell = subprocess.Popen(
-        [sys.executable, "-m", "microdag", "run", "shell.toml", "--quiet"], cwd=ui.folder, env=env,
+        [sys.executable, "-m", "microdag", "run", "shell.toml", "--quiet"], cwd=ui.folder, env=child_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -408,9 +408,7 @@ def test_a_non_loopback_host_is_warned_about(tmp_path: "os.PathLike[str]") -> No
 
 
 def test_bad_command_lines_get_one_line(tmp_path: "os.PathLike[str]") -> None:
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
     for args, words in ((["missing.toml"], "no such flow file"), (["--store", "memory"], "other processes"),
                         (["--port", "70000"], "65535")):
-        done = subprocess.run([sys.executable, "-m", "microdag", "ui", "--no-open", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=30)
+        done = run_cli("ui", "--no-open", *args, cwd=tmp_path, timeout=30)
         assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr

@@ -14,6 +14,8 @@ import sys
 import time
 import urllib.parse
 
+from support import child_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLOW = """\
@@ -40,7 +42,7 @@ class UI:
 
     def __init__(self, folder: str, *args: str, env: "dict[str, str] | None" = None) -> None:
         self.folder = folder
-        environ = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"), **(env or {}))
+        environ = child_env(**(env or {}))
         environ.pop("DISPLAY", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "microdag", "ui", "--no-open", *args], cwd=folder, stdout=subprocess.PIPE,
