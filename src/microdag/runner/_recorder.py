@@ -15,12 +15,19 @@ outputs) and for cached outputs.  Two recorders:
 Times come in as the runner's clock readings and are stored as wall-clock
 times (``reading + offset``).  The recorder is the only part of a run that
 knows the store.
+
+A write the store refuses (a full disk: :class:`StoreError`) stops the run:
+the error passes on to the caller, and the recorder keeps the first one with
+the step it was recording.  Writes after it that fail too are dropped, and
+the run's end is recorded as ``failed``, with that step failed by the store's
+error, as far as the store can still write.
 """
 
 import time
 from itertools import compress
 
 from .._capture import take
+from .._errors import StoreError
 from .._records import RunInfo, TaskRecord
 
 TYPE_CHECKING = False
@@ -110,6 +117,16 @@ class StoreRecorder:
         self.names = names
         self.run_dir = store.run_dir(run_id)
         self.offset = 0.0  # set by the runner: clock reading + offset = wall time
+        #: The first write the store refused, with the step and item it recorded.
+        self.broken: "tuple[StoreError, str, int] | None" = None
+
+    def _refused(self, exc: StoreError, step: str, item: int) -> None:
+        """A write failed: the first failure is kept and passes on (it stops the
+        run); later ones are dropped (the run is ending; its end says why)."""
+        if self.broken is not None:
+            return
+        self.broken = (exc, step, item)
+        raise exc
 
     # -- opening -------------------------------------------------------------------
 
@@ -189,7 +206,10 @@ class StoreRecorder:
             etype, emsg = type(error).__name__, str(error)
             tb = "".join(traceback.format_exception(error))
         record = TaskRecord(step, item, status, attempts, started, finished, etype, emsg, tb, output)
-        self.store.save(self.run_id, [record])
+        try:
+            self.store.save(self.run_id, [record])
+        except StoreError as exc:
+            self._refused(exc, step, item)
 
     def _wall(self, attempts: int, reading: float) -> "float | None":
         return reading + self.offset if attempts and reading else None
@@ -208,7 +228,10 @@ class StoreRecorder:
             name, -1, "succeeded", attempts, started + offset if attempts else None,
             finished + offset if attempts and finished else None, None, None, None, data,
         )
-        self.store.save(self.run_id, [record])
+        try:
+            self.store.save(self.run_id, [record])
+        except StoreError as exc:
+            self._refused(exc, name, -1)
         return None
 
     def step_ended(
@@ -236,20 +259,29 @@ class StoreRecorder:
     def retried(self, att: "Attempt", exc: BaseException) -> None:
         """Keep the times and error of an attempt that failed and is tried again."""
         item = -1 if att.item is None else att.item
-        self.store.save_attempt(self.run_id, att.name, item, att.number, att.started + self.offset,
-                                (att.finished or att.started) + self.offset, type(exc).__name__, str(exc))
+        try:
+            self.store.save_attempt(self.run_id, att.name, item, att.number, att.started + self.offset,
+                                    (att.finished or att.started) + self.offset, type(exc).__name__, str(exc))
+        except StoreError as error:
+            self._refused(error, att.name, item)
 
     def logs(self, att: "Attempt", text: str) -> None:
         """Keep what attempt ``att`` printed and logged."""
         if text:
             item = -1 if att.item is None else att.item
-            self.store.save_logs(self.run_id, att.name, item, att.number, text)
+            try:
+                self.store.save_logs(self.run_id, att.name, item, att.number, text)
+            except StoreError as exc:
+                self._refused(exc, att.name, item)
 
     def hot_logs(self, i: int, attempt: int) -> None:
         """Keep what step ``i`` wrote while the hot loop ran it (see ``_capture.route``)."""
         text = take(i)
         if text:
-            self.store.save_logs(self.run_id, self.names[i], -1, attempt, text)
+            try:
+                self.store.save_logs(self.run_id, self.names[i], -1, attempt, text)
+            except StoreError as exc:
+                self._refused(exc, self.names[i], -1)
 
     # -- reading what a resumed run left ------------------------------------------------
 
@@ -283,6 +315,25 @@ class StoreRecorder:
             pass  # not storable: the step's own record says so
 
     def close(self, status: str, finished: float) -> None:
-        """Record the run's end (durably) and let go of it."""
-        self.store.finish(self.run_id, status, finished)
-        self.store.release(self.run_id)
+        """Record the run's end (durably) and let go of it: ``failed``, with the
+        step the store's error stopped, when a write was refused (see the module docs)."""
+        store = self.store
+        stop: "tuple[StoreError, str, int] | None" = None
+        try:
+            if self.broken is None:
+                try:
+                    store.finish(self.run_id, status, finished)
+                    return
+                except StoreError as refused:  # the end is written without what could not be
+                    self.broken = stop = (refused, "", -1)
+            error, step, item = self.broken
+            if step:
+                self._save(step, item, "failed", 1, None, None, error)
+            try:
+                store.finish(self.run_id, "failed", finished)
+            except StoreError:
+                pass  # as far as the store can still write; the first error says why
+            if stop is not None:
+                raise error
+        finally:
+            store.release(self.run_id)

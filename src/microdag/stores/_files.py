@@ -184,18 +184,26 @@ def drop_folders(folders: "Iterable[str]") -> None:
 
 def write_atomic(path: str, data: bytes, keep_mode: bool = False) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one
-    (with ``keep_mode``, the new file gets the permissions of the one it replaces)."""
+    (with ``keep_mode``, the new file gets the permissions of the one it replaces).
+    A write that fails (a full disk) removes its temporary file before it raises."""
     tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_mode:
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_mode:
+            try:
+                os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+            except FileNotFoundError:
+                pass
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-    os.replace(tmp, path)
+            os.remove(tmp)
+        except OSError:
+            pass  # never made, or already gone
+        raise
     try:
         fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     except OSError:

@@ -205,11 +205,20 @@ class JSONStore(Store):
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
         with self._lock:
-            self._commit(run_id)
+            lost = None
+            try:
+                self._commit(run_id)
+            except StoreError as exc:  # a full disk: the end is kept without them, as after a crash
+                if status == "running":
+                    raise
+                lost = exc
+                self._pending.pop(run_id, None)
             info = self.run_info(run_id)
             info.status = status
             info.finished = finished
             self._write_info(info)
+            if lost is not None:
+                raise lost
 
     def _put_blob(self, data: bytes) -> str:
         return put_blob(os.path.join(self.path, "blobs"), data, self.path)

@@ -321,7 +321,18 @@ class SQLiteStore(Store):
             token = self._claims.get(run_id)
             if token is not None:
                 statements.append(("DELETE FROM owners WHERE run_id = ? AND owner = ?", (_t(run_id), token)))
-        self._transaction(statements)
+        try:
+            self._transaction(statements)
+        except StoreError:  # a full disk: the end is kept without what is pending, as after a crash
+            if status == "running":
+                raise
+            with self._lock:
+                self._pending.clear()
+                self._pending_logs.clear()
+                self._pending_attempts.clear()
+                self._work = 0.0
+                self._transaction(statements)
+            raise
 
     def _put_blob(self, data: bytes) -> str:
         return put_blob(self.blobs, data, self.path)
