@@ -148,6 +148,37 @@ def test_a_resume_that_needs_a_damaged_blob_says_so(made) -> None:
         store.close()
 
 
+def boom(big):
+    raise ValueError("not yet")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "json"])
+def test_a_refused_resume_writes_nothing_but_its_released_claim(kind, tmp_path) -> None:
+    flow = Flow("refused")
+    flow.add("big", big)
+    flow.add("boom", boom)
+    store = open_store(kind, tmp_path, "json")
+    try:
+        with pytest.raises(microdag.RunFailed):
+            flow.run(store=store, run_id="r1")
+        before = store.run_info("r1")
+        records = [(r.step, r.status, r.finished) for r in store.tasks("r1", outputs=False)]
+    finally:
+        store.close()
+    blob = blob_of(kind, tmp_path)
+    blob.write_bytes(blob.read_bytes()[:100])
+    store = open_store(kind, tmp_path, "json")
+    try:
+        with pytest.raises(StoreError, match="'big'.* is damaged"):
+            flow.run(store=store, run_id="r1", resume=True)
+        after = store.run_info("r1")
+        assert (after.status, after.finished) == (before.status, before.finished) == ("failed", before.finished)
+        assert [(r.step, r.status, r.finished) for r in store.tasks("r1", outputs=False)] == records
+        assert store.owner("r1") is None
+    finally:
+        store.close()
+
+
 # -- records -----------------------------------------------------------------------------
 
 
