@@ -253,6 +253,56 @@ def damage_run_record(kind, where, victim) -> str:
     return "run.json"
 
 
+@pytest.mark.parametrize("schema", ['"1x"', "null", "[1]", "true", "1.5"])
+def test_a_json_store_marker_whose_schema_is_not_a_number_is_damage(tmp_path, schema) -> None:
+    JSONStore(tmp_path / "store").close()
+    marker = tmp_path / "store" / "microdag-store.json"
+    marker.write_text(marker.read_text().replace('"schema": 1', f'"schema": {schema}'))
+    with pytest.raises(StoreError, match="microdag-store.json is damaged: its schema"):
+        JSONStore(tmp_path / "store")
+
+
+def test_a_flipped_byte_in_a_run_record_is_damage_not_changed_code(tmp_path) -> None:
+    store = JSONStore(tmp_path / "store")
+    try:
+        make_flow().run({"x": [1]}, store=store, run_id="r1")
+    finally:
+        store.close()
+    path = json_run_file(tmp_path, "r1", "run.json")
+    data = path.read_bytes()
+    digest = data.index(b'"code": {') + len(b'"code": {"small": "')
+    flipped = bytearray(data)
+    flipped[digest] ^= 0x01  # a hex digit of step 'small''s code digest
+    path.write_bytes(bytes(flipped))
+    store = JSONStore(tmp_path / "store")
+    try:
+        with pytest.raises(StoreError, match=r"run 'r1' .* is damaged: .*run.json: it does not match its checksum"):
+            store.run_info("r1")
+        with pytest.raises(StoreError, match="does not match its checksum"):
+            make_flow().run(store=store, run_id="r1", resume=True)
+    finally:
+        store.close()
+
+
+def test_a_run_record_written_before_checksums_still_loads(tmp_path) -> None:
+    store = JSONStore(tmp_path / "store")
+    try:
+        make_flow().run({"x": [1]}, store=store, run_id="r1")
+    finally:
+        store.close()
+    path = json_run_file(tmp_path, "r1", "run.json")
+    record = json.loads(path.read_bytes())
+    record.pop("check", None)
+    path.write_text(json.dumps(record))
+    store = JSONStore(tmp_path / "store")
+    try:
+        assert store.run_info("r1").status == "succeeded"
+        assert make_flow().run(store=store, run_id="r1", resume=True).status == "succeeded"
+        assert "check" in json.loads(path.read_bytes())  # written again with one
+    finally:
+        store.close()
+
+
 def test_a_damaged_run_never_hides_the_others(made) -> None:
     kind, codec, where, victim, other = made
     name = damage_run_record(kind, where, victim)
