@@ -1,8 +1,18 @@
 """The SQLite store: one file, the reference store.
 
-Tables: ``meta`` (``app = microdag``, ``schema = 1``), ``runs`` and ``tasks``
-(keyed by run, step and item; ``seq`` keeps the order tasks were first
-saved).  The database runs in WAL mode with ``synchronous=FULL`` (a commit
+Tables (made by ``_sqlite_file``):
+
+- ``meta``: ``app = microdag``, ``schema = 1``, the ``codec``;
+- ``runs``: one row per run (its record: status, times, inputs, code digests);
+- ``tasks``: the task records, keyed by run, step and item (``seq`` keeps the
+  order tasks were first saved), with outputs below 64 KiB inline;
+- ``attempts``: the times and errors of attempts that failed and were retried;
+- ``logs``: what each attempt printed and logged;
+- ``owners``: the claim on each live run (``host:pid#nonce``);
+- ``cache``: the outputs of steps with ``cache=True``, by key;
+- ``graphs``: a flow's structure by fingerprint, for reports.
+
+The database runs in WAL mode with ``synchronous=FULL`` (a commit
 is fsync'd) and a busy timeout, so several processes can share one file.
 Saved task records are buffered and committed together (group commit):
 as soon as the successes among them hold ``WORK_SECONDS`` (0.1 s) of step
