@@ -262,13 +262,18 @@ def test_a_json_store_marker_whose_schema_is_not_a_number_is_damage(tmp_path, sc
         JSONStore(tmp_path / "store")
 
 
-def test_a_flipped_byte_in_a_run_record_is_damage_not_changed_code(tmp_path) -> None:
-    store = JSONStore(tmp_path / "store")
+def one_json_run(where: Path) -> Path:
+    """A JSON store under ``where`` with one run, ``r1``; its ``run.json``."""
+    store = JSONStore(where / "store")
     try:
         make_flow().run({"x": [1]}, store=store, run_id="r1")
     finally:
         store.close()
-    path = json_run_file(tmp_path, "r1", "run.json")
+    return json_run_file(where, "r1", "run.json")
+
+
+def test_a_flipped_byte_in_a_run_record_is_damage_not_changed_code(tmp_path) -> None:
+    path = one_json_run(tmp_path)
     data = path.read_bytes()
     digest = data.index(b'"code": {') + len(b'"code": {"small": "')
     flipped = bytearray(data)
@@ -285,12 +290,7 @@ def test_a_flipped_byte_in_a_run_record_is_damage_not_changed_code(tmp_path) -> 
 
 
 def test_a_run_record_written_before_checksums_still_loads(tmp_path) -> None:
-    store = JSONStore(tmp_path / "store")
-    try:
-        make_flow().run({"x": [1]}, store=store, run_id="r1")
-    finally:
-        store.close()
-    path = json_run_file(tmp_path, "r1", "run.json")
+    path = one_json_run(tmp_path)
     record = json.loads(path.read_bytes())
     record.pop("check", None)
     path.write_text(json.dumps(record))
