@@ -67,6 +67,14 @@ def nap(seconds: float) -> float:
     return seconds
 
 
+def first(value: int) -> int:  # (a tracer that raises: test_otel)
+    return value + 1
+
+
+def second(first: int) -> int:
+    return first * 2
+
+
 def build(async_b: bool = False) -> microdag.Flow:
     flow = microdag.Flow("traced")
     flow.add("a", a)

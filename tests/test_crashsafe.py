@@ -138,3 +138,90 @@ def test_a_crash_at_any_write_leaves_a_store_that_opens_and_resumes(tmp_path, mo
         finally:
             store.close()
     assert outcomes["resumed"] > 0 and outcomes["run again"] > 0, outcomes
+
+
+# -- a full disk ------------------------------------------------------------------------------
+
+
+def test_a_write_that_fails_removes_its_temporary_file(tmp_path, monkeypatch) -> None:
+    """Simulated here (``fsync`` fails with ENOSPC) so that it runs anywhere;
+    the tests below fill a real, small tmpfs."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        files_module.write_atomic(str(tmp_path / "f.json"), b"x" * 1000)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (root only: skipped where mounting is refused)."""
+    import subprocess
+
+    where = tmp_path / "disk"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+                          capture_output=True, timeout=30)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + done.stderr.decode(errors="replace").strip())
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+
+
+def small_then(output: int):
+    def small():
+        return 1
+
+    def huge(small):
+        return "x" * output
+
+    flow = microdag.Flow("full")
+    flow.add("small", small)
+    flow.add("huge", huge)
+    return flow
+
+
+@pytest.mark.parametrize("kind", ["json", "sqlite"])
+def test_a_full_disk_fails_the_run_in_its_record_and_leaves_no_partial_file(small_disk, kind) -> None:
+    from microdag.stores import SQLiteStore
+
+    store = JSONStore(small_disk / "s") if kind == "json" else SQLiteStore(small_disk / "s.db")
+    try:
+        with pytest.raises(StoreError, match="No space left on device"):
+            small_then(600_000).run(store=store, run_id="r1")
+        left = [os.path.join(d, n) for d, _, names in os.walk(small_disk) for n in names if n.endswith(".tmp")]
+        assert left == []
+        assert store.run_info("r1").status == "failed"
+        records = {r.step: r for r in store.tasks("r1")}
+        assert records["small"].status == "succeeded"
+        assert records["huge"].status == "failed"
+        assert "No space left on device" in records["huge"].error_message
+        assert store.owner("r1") is None  # let go of
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["json", "sqlite"])
+def test_records_that_cannot_be_committed_still_leave_the_run_failed(small_disk, kind) -> None:
+    """Outputs below the blob size fill the disk at a group commit: the records
+    waiting in it are lost, as in a crash, and the run's end is still recorded."""
+    from microdag.stores import SQLiteStore
+
+    flow = microdag.Flow("full")
+    for i in range(12):
+        flow.add(f"s{i}", lambda: "y" * 50_000)
+    store = JSONStore(small_disk / "s") if kind == "json" else SQLiteStore(small_disk / "s.db")
+    try:
+        with pytest.raises(StoreError, match="No space left on device|disk is full"):
+            flow.run(store=store, run_id="r1")
+        assert [n for d, _, names in os.walk(small_disk) for n in names if n.endswith(".tmp")] == []
+        assert store.run_info("r1").status == "failed"
+        assert store.owner("r1") is None
+    finally:
+        store.close()

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+import microdag
 from microdag import Flow
-from microdag.stores import StoreError
+from microdag.stores import JSONStore, StoreError
 
 from support import make_store, run_cli
 
@@ -140,6 +141,37 @@ def test_a_resume_that_needs_a_damaged_blob_says_so(made) -> None:
         store.close()
 
 
+def boom(big):
+    raise ValueError("not yet")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "json"])
+def test_a_refused_resume_writes_nothing_but_its_released_claim(kind, tmp_path) -> None:
+    flow = Flow("refused")
+    flow.add("big", big)
+    flow.add("boom", boom)
+    store = make_store(kind, tmp_path, "json")
+    try:
+        with pytest.raises(microdag.RunFailed):
+            flow.run(store=store, run_id="r1")
+        before = store.run_info("r1")
+        records = [(r.step, r.status, r.finished) for r in store.tasks("r1", outputs=False)]
+    finally:
+        store.close()
+    blob = blob_of(kind, tmp_path)
+    blob.write_bytes(blob.read_bytes()[:100])
+    store = make_store(kind, tmp_path, "json")
+    try:
+        with pytest.raises(StoreError, match="'big'.* is damaged"):
+            flow.run(store=store, run_id="r1", resume=True)
+        after = store.run_info("r1")
+        assert (after.status, after.finished) == (before.status, before.finished) == ("failed", before.finished)
+        assert [(r.step, r.status, r.finished) for r in store.tasks("r1", outputs=False)] == records
+        assert store.owner("r1") is None
+    finally:
+        store.close()
+
+
 # -- records -----------------------------------------------------------------------------
 
 
@@ -212,6 +244,56 @@ def damage_run_record(kind, where, victim) -> str:
     path = json_run_file(where, victim, "run.json")
     path.write_bytes(path.read_bytes()[:-7])
     return "run.json"
+
+
+@pytest.mark.parametrize("schema", ['"1x"', "null", "[1]", "true", "1.5"])
+def test_a_json_store_marker_whose_schema_is_not_a_number_is_damage(tmp_path, schema) -> None:
+    JSONStore(tmp_path / "store").close()
+    marker = tmp_path / "store" / "microdag-store.json"
+    marker.write_text(marker.read_text().replace('"schema": 1', f'"schema": {schema}'))
+    with pytest.raises(StoreError, match="microdag-store.json is damaged: its schema"):
+        JSONStore(tmp_path / "store")
+
+
+def one_json_run(where: Path) -> Path:
+    """A JSON store under ``where`` with one run, ``r1``; its ``run.json``."""
+    store = JSONStore(where / "store")
+    try:
+        make_flow().run({"x": [1]}, store=store, run_id="r1")
+    finally:
+        store.close()
+    return json_run_file(where, "r1", "run.json")
+
+
+def test_a_flipped_byte_in_a_run_record_is_damage_not_changed_code(tmp_path) -> None:
+    path = one_json_run(tmp_path)
+    data = path.read_bytes()
+    digest = data.index(b'"code": {') + len(b'"code": {"small": "')
+    flipped = bytearray(data)
+    flipped[digest] ^= 0x01  # a hex digit of step 'small''s code digest
+    path.write_bytes(bytes(flipped))
+    store = JSONStore(tmp_path / "store")
+    try:
+        with pytest.raises(StoreError, match=r"run 'r1' .* is damaged: .*run.json: it does not match its checksum"):
+            store.run_info("r1")
+        with pytest.raises(StoreError, match="does not match its checksum"):
+            make_flow().run(store=store, run_id="r1", resume=True)
+    finally:
+        store.close()
+
+
+def test_a_run_record_written_before_checksums_still_loads(tmp_path) -> None:
+    path = one_json_run(tmp_path)
+    record = json.loads(path.read_bytes())
+    record.pop("check", None)
+    path.write_text(json.dumps(record))
+    store = JSONStore(tmp_path / "store")
+    try:
+        assert store.run_info("r1").status == "succeeded"
+        assert make_flow().run(store=store, run_id="r1", resume=True).status == "succeeded"
+        assert "check" in json.loads(path.read_bytes())  # written again with one
+    finally:
+        store.close()
 
 
 def test_a_damaged_run_never_hides_the_others(made) -> None:

@@ -526,7 +526,7 @@ def test_a_raising_hook_is_logged_and_skipped(executor, caplog) -> None:
     assert run.status == "succeeded" and run["plus"] == 12
     assert seen[0] == "run_started" and seen[-1] == "run_finished" and len(seen) == 8
     warnings = [r for r in caplog.records if r.name == "microdag" and r.levelno == logging.WARNING]
-    assert len(warnings) == 8 and "hook broke" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "hook broke" in warnings[0].getMessage()  # once a run, not once an event
 
 
 def test_failure_is_logged_at_warning_and_retries_at_info(executor, caplog, tmp_path) -> None:

@@ -291,3 +291,64 @@ def test_cli_otel_names_what_is_missing(tmp_path) -> None:
                           env=child_env(), timeout=60)
     assert done.returncode == 2
     assert "pip install opentelemetry-sdk" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- a tracer that raises ----------------------------------------------------------------------
+
+
+def _raising_provider(moment: str):
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    class Raising(SpanProcessor):
+        calls = 0
+
+        def on_start(self, span, parent_context=None):
+            if moment == "on_start":
+                Raising.calls += 1
+                raise RuntimeError("processor broke on start")
+
+        def on_end(self, span):
+            if moment == "on_end":
+                Raising.calls += 1
+                raise RuntimeError("processor broke on end")
+
+    provider = TracerProvider()
+    provider.add_span_processor(Raising())
+    return provider, Raising
+
+
+@pytest.mark.parametrize("executor", ["inline", "threads", "processes"])
+@pytest.mark.parametrize("moment", ["on_start", "on_end"])
+def test_a_tracer_that_raises_never_changes_a_run_or_its_records(tmp_path, caplog, moment, executor) -> None:
+    import microdag
+    from microdag.otel import Tracing
+    from microdag.stores import SQLiteStore
+
+    provider, raising = _raising_provider(moment)
+    flow = microdag.Flow("traced").add("first", otelsteps.first).add("second", otelsteps.second)
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        with caplog.at_level("WARNING", logger="microdag"):
+            run = flow.run({"value": 1}, store=store, executor=executor, hooks=[Tracing(provider)])
+        assert run.status == "succeeded" and run["second"] == 4
+        assert store.run_info(run.id).status == "succeeded"
+        assert {r.step: r.status for r in store.tasks(run.id)} == {"first": "succeeded", "second": "succeeded"}
+    finally:
+        store.close()
+    assert raising.calls >= (1 if moment == "on_start" else 3)  # (a run span that failed to start has no steps)
+    said = [r.getMessage() for r in caplog.records if "tracer" in r.getMessage()]
+    assert len(said) == 1 and f"processor broke on {moment[3:]}" in said[0], said
+
+
+def test_a_hook_that_raises_is_logged_once_and_the_run_goes_on(caplog) -> None:
+    import microdag
+
+    def hook(event):
+        raise RuntimeError("hook broke")
+
+    flow = microdag.Flow("hooked").add("first", otelsteps.first).add("second", otelsteps.second)
+    with caplog.at_level("WARNING", logger="microdag"):
+        run = flow.run({"value": 1}, hooks=[hook])
+    assert run.status == "succeeded" and run["second"] == 4
+    said = [r.getMessage() for r in caplog.records if "hook broke" in r.getMessage()]
+    assert len(said) == 1, said

@@ -1217,3 +1217,13 @@ def test_the_task_summary_counts_every_task_and_picks_the_first_and_the_failed(s
     assert Store.task_summary(store, run.id, 10, 2) == (counts, picked)
     with pytest.raises(microdag.stores.StoreError):
         store.task_summary("no-such-run", 10, 2)
+
+
+def test_the_sqlite_stores_opening_names_every_table_it_makes() -> None:
+    import re
+
+    from microdag.stores import _sqlite, _sqlite_file
+
+    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _sqlite_file._TABLES)
+    assert len(tables) == 8
+    assert [t for t in tables if f"``{t}``" not in _sqlite.__doc__] == []

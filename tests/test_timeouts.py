@@ -148,8 +148,17 @@ def test_a_process_steps_children_die_with_its_worker(tmp_path) -> None:
 ])
 def test_timeouts_and_delays_no_backend_can_wait_for_are_refused(option, value) -> None:
     flow = Flow("forever")
-    with pytest.raises(FlowError, match=option):
+    with pytest.raises(FlowError, match=f"{option} must be .*at most 1,000,000 s"):
         flow.add("s", ts.quick, **{option: value})
+
+
+def test_a_flow_file_refuses_a_timeout_past_the_longest(tmp_path) -> None:
+    from microdag import load_flow
+
+    path = tmp_path / "flow.toml"
+    path.write_text('[flow]\nname = "f"\n[steps.s]\ncommand = ["true"]\ntimeout = 1e9\n')
+    with pytest.raises(FlowError, match="timeout must be a number > 0 and at most 1,000,000"):
+        load_flow(str(path))
 
 
 def test_the_longest_timeout_is_accepted_and_runs_on_processes() -> None:

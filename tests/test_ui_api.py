@@ -412,3 +412,96 @@ def test_bad_command_lines_get_one_line(tmp_path: "os.PathLike[str]") -> None:
                         (["--port", "70000"], "65535")):
         done = run_cli("ui", "--no-open", *args, cwd=tmp_path, timeout=30)
         assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [
+    "/api/runs/x/output/s?item=99999999999999999999999", "/api/runs/x/logs/s?item=99999999999999999999999",
+    "/api/runs/x/output/s?item=%C2%B2", "/api/runs?limit=99999999999999999999999", "/api/runs?limit=%C2%B2",
+])
+def test_a_number_the_store_cannot_take_is_400(ui: UI, path: str) -> None:
+    status, _, body = ui.request("GET", path)
+    assert status == 400 and b"must be a whole number" in body, (status, body)
+
+
+@pytest.fixture
+def bare() -> "object":
+    """A server in this process (no route is reached: every request here is refused
+    or never finished), with a short read timeout and a cap of 8 connections."""
+    import threading
+
+    from microdag.ui._server import Server
+
+    server = Server("127.0.0.1", 0, None, "t" * 32)  # type: ignore[arg-type]
+    server.idle, server.max_connections = 0.5, 8
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def _connect(server: "object", timeout: float = 10) -> "object":
+    import socket
+
+    return socket.create_connection(("127.0.0.1", server.port), timeout=timeout)  # type: ignore[attr-defined]
+
+
+def _reply(sock: "object") -> bytes:
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pass
+    return data
+
+
+def test_an_idle_connection_is_closed_after_the_read_timeout(bare: "object") -> None:
+    sock = _connect(bare)
+    started = time.monotonic()
+    try:
+        assert sock.recv(100) == b""  # type: ignore[attr-defined]  # closed, not held
+    finally:
+        sock.close()  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 5
+
+
+def test_connections_past_the_cap_are_refused_without_a_thread(bare: "object") -> None:
+    import threading
+
+    bare.idle = 30.0  # type: ignore[attr-defined]  # the idle ones stay for this test
+    before = threading.active_count()
+    held = [_connect(bare) for _ in range(8)]
+    try:
+        deadline = time.monotonic() + 5
+        while bare.active < 8 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        extra = [_connect(bare) for _ in range(20)]
+        for sock in extra:  # answered at once, before they send anything
+            assert _reply(sock).startswith(b"HTTP/1.1 503"), "a connection past the cap"
+            sock.close()  # type: ignore[attr-defined]
+        assert threading.active_count() <= before + 8
+    finally:
+        for sock in held:
+            sock.close()  # type: ignore[attr-defined]
+    time.sleep(0.3)
+    sock = _connect(bare)
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{bare.port}\r\n\r\n".encode())  # type: ignore[attr-defined]
+    assert _reply(sock).startswith(b"HTTP/1.1 401")  # served again once they went
+    sock.close()  # type: ignore[attr-defined]
+
+
+def test_the_token_is_checked_before_the_body_is_read(bare: "object") -> None:
+    sock = _connect(bare)
+    head = (f"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{bare.port}\r\nAuthorization: Bearer wrong\r\n"  # type: ignore[attr-defined]
+            f"Content-Type: application/json\r\nContent-Length: {4 << 20}\r\n\r\n")
+    sock.sendall(head.encode())  # type: ignore[attr-defined]
+    assert _reply(sock).startswith(b"HTTP/1.1 401")  # at once: the 4 MiB never came
+    sock.close()  # type: ignore[attr-defined]

@@ -94,10 +94,35 @@ def debug_enabled() -> bool:
     return bool(logging.getLogger("microdag").isEnabledFor(logging.DEBUG))
 
 
+#: (run id, id of a hook or tracer) of those that raised in a run not finished yet.
+_RAISED: "set[tuple[str, int]]" = set()
+
+
+def raised(what: str, exc: Exception, run_id: str, key: object, where: str) -> None:
+    """``what`` (a hook, a tracer: ``key``) raised ``exc`` ``where``: logged once per
+    run and ``key``.  Nothing else happens: an error of a hook or a tracer never
+    changes a run's outcome or its records."""
+    mark = (run_id, id(key))
+    if mark in _RAISED:
+        return
+    _RAISED.add(mark)
+    log(30, "run %s: %s raised %s: %s (%s); the run goes on, and this run logs no more of its errors",
+        run_id, what, type(exc).__name__, exc, where)
+
+
+def forget(run_id: str) -> None:
+    """The run ended: forget which of its hooks and tracers raised."""
+    if _RAISED:
+        for mark in [m for m in _RAISED if m[0] == run_id]:
+            _RAISED.discard(mark)
+
+
 def dispatch(hooks: "Iterable[Callable[[Event], Any]]", event: Event) -> None:
-    """Call every hook with ``event``; a hook that raises is logged and skipped."""
+    """Call every hook with ``event``; a hook that raises is logged (once a run) and skipped."""
     for hook in hooks:
         try:
             hook(event)
         except Exception as exc:
-            log(30, "hook %r raised %r on %r", hook, exc, event)
+            raised(f"hook {hook!r}", exc, event.run_id, hook, f"on {event!r}")
+    if event.kind == "run_finished":
+        forget(event.run_id)

@@ -36,7 +36,7 @@ from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
 from ._schema import describe, problem
-from ._steps import TRIGGERS
+from ._steps import MAX_SECONDS, TRIGGERS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,10 +63,10 @@ STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "depends_on": {"type": "array", "items": {"type": "string"}},
     "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
     "retries": {"type": "integer", "minimum": 0},
-    "retry_delay": {"type": "number", "minimum": 0, "maximum": 1_000_000},
+    "retry_delay": {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
     "retry_backoff": {"type": "number", "minimum": 1},
-    "retry_max_delay": {"type": "number", "minimum": 0, "maximum": 1_000_000},
-    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
+    "retry_max_delay": {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
     "priority": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
     "trigger": {"enum": list(TRIGGERS)},
     "map": {"type": "string", "minLength": 1},

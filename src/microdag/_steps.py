@@ -30,6 +30,13 @@ _RETRY_ON: "tuple[type[BaseException], ...]" = (Exception,)
 #: The longest timeout or retry delay, in seconds (about 11.6 days): finite, and
 #: within what every backend can wait for (``poll`` takes milliseconds in 32 bits).
 MAX_SECONDS = 1_000_000
+_LONGEST = f"at most {MAX_SECONDS:,} s (about 11.6 days)"
+
+
+def _seconds(value: "Any", zero: bool = True) -> bool:
+    """Whether ``value`` is a time a step can wait: a number from 0 (or above 0,
+    without ``zero``) to :data:`MAX_SECONDS`; never infinite or NaN."""
+    return _is_number(value) and (0 <= value if zero else 0 < value) and value <= MAX_SECONDS
 
 
 class _Options:
@@ -67,15 +74,14 @@ class _Options:
         problems: list[str] = []
         if not _is_int(retries) or retries < 0:
             problems.append(f"{where}: retries must be an int >= 0, not {retries!r}")
-        if not _is_number(retry_delay) or not 0 <= retry_delay <= MAX_SECONDS:
-            problems.append(f"{where}: retry_delay must be a number from 0 to {MAX_SECONDS:,}, not {retry_delay!r}")
+        if not _seconds(retry_delay):
+            problems.append(f"{where}: retry_delay must be a number of seconds >= 0 and {_LONGEST}, "
+                            f"not {retry_delay!r}")
         if not _is_number(retry_backoff) or retry_backoff < 1:
             problems.append(f"{where}: retry_backoff must be a number >= 1, not {retry_backoff!r}")
-        if retry_max_delay is not None and (
-            not _is_number(retry_max_delay) or not 0 <= retry_max_delay <= MAX_SECONDS
-        ):
+        if retry_max_delay is not None and not _seconds(retry_max_delay):
             problems.append(
-                f"{where}: retry_max_delay must be a number from 0 to {MAX_SECONDS:,} or None, "
+                f"{where}: retry_max_delay must be a number of seconds >= 0 and {_LONGEST} or None, "
                 f"not {retry_max_delay!r}"
             )
         if isinstance(retry_on, type):
@@ -88,11 +94,8 @@ class _Options:
                 f"{where}: retry_on must be an exception class or a tuple of them, not {retry_on!r}"
             )
             retry_on = (Exception,)
-        if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_SECONDS):
-            problems.append(
-                f"{where}: timeout must be a number of seconds > 0 and at most {MAX_SECONDS:,} "
-                f"(about 11.6 days) or None, not {timeout!r}"
-            )
+        if timeout is not None and not _seconds(timeout, zero=False):
+            problems.append(f"{where}: timeout must be a number of seconds > 0 and {_LONGEST} or None, not {timeout!r}")
         if priority is not None and (
             not _is_int(priority) or not -(2**31) <= priority < 2**31
         ):

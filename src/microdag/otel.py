@@ -127,9 +127,15 @@ class Tracing:
             return
         span, _, open_steps = run
         end = _ns(finished)
+        first = None
         for step in list(open_steps):
-            self._end(step.span, "cancelled", None, end)
+            try:
+                self._end(step.span, "cancelled", None, end)
+            except Exception as exc:  # (a span processor's): every span still ends
+                first = first or exc
         self._end(span, status, error if status == "failed" else None, end)
+        if first is not None:
+            raise first
 
     def _end(self, span: "Any", status: str, error: "BaseException | None", end: int) -> None:
         if error is None:

@@ -12,6 +12,13 @@ way, or when an attempt is sent to it (which then goes to a new worker).
 Either way the process is let go of, and the next attempt that finds no idle
 worker starts a new one.
 
+A script that runs a flow at its top level, without ``if __name__ ==
+"__main__":``, runs it again in each worker, which imports the script anew
+(``forkserver`` and ``spawn`` do).  There the run refuses to start
+(:func:`refuse_run_in_worker`, called as a run is set up): the worker exits
+with :data:`UNGUARDED`, before it starts any run, and the pool raises one
+error saying what to add (:func:`unguarded_error`) instead of failing a step.
+
 Data flow::
 
     dispatch --submit--> [fid, size | fn's pickle | call's pickle] --pipe--> worker: invoke(fn, kwargs, attempt)
@@ -73,6 +80,7 @@ message unfinished: that worker is killed.
 import os
 import select
 import struct
+import sys
 import time
 
 from . import until_deadline
@@ -87,7 +95,11 @@ if TYPE_CHECKING:
 
     from . import Outcome
 
-__all__ = ["ProcessPool"]
+__all__ = ["UNGUARDED", "ProcessPool", "refuse_run_in_worker", "unguarded_error"]
+
+#: The exit code of a worker that refused a run its import of the main script started.
+UNGUARDED = 86
+_NAME = "microdag worker"
 
 #: Seconds each side polls for a message before it sleeps (see the module docs).
 SPIN = 100e-6
@@ -205,6 +217,43 @@ def _read_rest(fd: int, data: bytes) -> bytearray:
 def _idler() -> "Callable[[], Any]":
     """What a poll calls between its checks: give the CPU to what else can run."""
     return getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+
+
+def _guard_text(script: str) -> str:
+    return (
+        f"the script {script} runs its flow as it is imported: executor=\"processes\" starts worker "
+        "processes that import the main script again, and there the run would start a second time. "
+        "Put the code that runs the flow under a main guard (the definitions of the flow and its steps "
+        "stay at the top level, where the workers find them):\n\n"
+        "    if __name__ == \"__main__\":\n        run = flow.run(...)\n"
+    )
+
+
+def refuse_run_in_worker() -> None:
+    """Refuse to start a run while ``multiprocessing`` imports the main script in
+    a process it starts (see the module docs): a worker of this pool exits
+    with :data:`UNGUARDED`; another process gets the error.
+
+    Raises:
+        RuntimeError: a run started by the script's import in a process of
+            another pool (the message says what to add).
+    """
+    mp = sys.modules.get("multiprocessing.process")
+    if mp is None:
+        return
+    me = mp.current_process()
+    if not getattr(me, "_inheriting", False):
+        return
+    if me.name == _NAME:  # the pool that started this worker says what to add
+        os._exit(UNGUARDED)
+    main = sys.modules.get("__mp_main__")
+    raise RuntimeError(_guard_text(getattr(main, "__file__", None) or "of the main module"))
+
+
+def unguarded_error() -> RuntimeError:
+    """The error a run gets when a worker refused a run (see the module docs)."""
+    main = sys.modules.get("__main__")
+    return RuntimeError(_guard_text(getattr(main, "__file__", None) or "of the main module"))
 
 
 def _worker_main(conn: "Connection") -> None:
@@ -371,7 +420,7 @@ class ProcessPool:
 
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="microdag worker")
+        process = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name=_NAME)
         try:
             process.start()
         except BaseException:
@@ -415,7 +464,9 @@ class ProcessPool:
                 worker.send(msg)
                 break
             except OSError:  # its pipe is gone: it died while idle; the attempt goes to another
-                self._drop(worker, kill=True)
+                code = self._drop(worker, kill=True)
+                if code == UNGUARDED:
+                    raise unguarded_error() from None
                 if fresh:
                     raise
             except BaseException:  # Ctrl-C mid-message: what the worker read is not whole
@@ -500,6 +551,8 @@ class ProcessPool:
                 data = worker.recv()
             except (EOFError, OSError):
                 code = self._drop(worker, kill=False)
+                if code == UNGUARDED:  # the run stops: no step of it can run in a worker
+                    raise unguarded_error() from None
                 out.append((attempt, False, ChildProcessError(
                     f"the worker process died (exit code {code}) while running the step")))
                 continue

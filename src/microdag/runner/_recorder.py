@@ -15,12 +15,23 @@ outputs) and for cached outputs.  Two recorders:
 Times come in as the runner's clock readings and are stored as wall-clock
 times (``reading + offset``).  The recorder is the only part of a run that
 knows the store.
+
+A write the store refuses (a full disk: :class:`StoreError`) stops the run:
+the error passes on to the caller, and the recorder keeps the first one with
+the step it was recording.  Writes after it that fail too are dropped, and
+the run's end is recorded as ``failed``, with that step failed by the store's
+error, as far as the store can still write.
+
+A resume refused because an output it reads is damaged (a :class:`StoreError`
+before the resumed run wrote anything) changes nothing in the run's record:
+its status and finish time are put back and its claim let go.
 """
 
 import time
 from itertools import compress
 
 from .._capture import take
+from .._errors import StoreError
 from .._records import RunInfo, TaskRecord
 
 TYPE_CHECKING = False
@@ -110,6 +121,20 @@ class StoreRecorder:
         self.names = names
         self.run_dir = store.run_dir(run_id)
         self.offset = 0.0  # set by the runner: clock reading + offset = wall time
+        #: The first write the store refused, with the step and item it recorded.
+        self.broken: "tuple[StoreError, str, int] | None" = None
+        #: The record of the run being resumed, as it was; whether this run wrote
+        #: since; whether it was refused before it did (then it writes nothing).
+        self.previous: "RunInfo | None" = None
+        self.wrote = self.refused = False
+
+    def _refused(self, exc: StoreError, step: str, item: int) -> None:
+        """A write failed: the first failure is kept and passes on (it stops the
+        run); later ones are dropped (the run is ending; its end says why)."""
+        if self.broken is not None:
+            return
+        self.broken = (exc, step, item)
+        raise exc
 
     # -- opening -------------------------------------------------------------------
 
@@ -141,6 +166,7 @@ class StoreRecorder:
         store = self.store
         run_id = self.run_id
         store.claim(run_id, force=force)
+        self.previous = store.run_info(run_id)
         names, *facts = store._succeeded_columns(run_id)
         ids = list(map(index.get, names))
         columns: list[Any] = [ids, *facts]
@@ -182,6 +208,9 @@ class StoreRecorder:
         self, step: str, item: int, status: str, attempts: int, started: "float | None",
         finished: "float | None", error: "BaseException | None" = None, output: "bytes | None" = None,
     ) -> None:
+        if self.refused:
+            return
+        self.wrote = True
         etype = emsg = tb = None
         if error is not None:
             import traceback
@@ -189,7 +218,10 @@ class StoreRecorder:
             etype, emsg = type(error).__name__, str(error)
             tb = "".join(traceback.format_exception(error))
         record = TaskRecord(step, item, status, attempts, started, finished, etype, emsg, tb, output)
-        self.store.save(self.run_id, [record])
+        try:
+            self.store.save(self.run_id, [record])
+        except StoreError as exc:
+            self._refused(exc, step, item)
 
     def _wall(self, attempts: int, reading: float) -> "float | None":
         return reading + self.offset if attempts and reading else None
@@ -199,6 +231,7 @@ class StoreRecorder:
     ) -> "Exception | None":
         """Record step ``i``'s success; the exception when its output cannot be stored."""
         name = self.names[i]
+        self.wrote = True
         try:
             data = self.store.encode(value, f"the output of step {name!r}")
         except Exception as exc:  # not JSON, does not pickle: the step fails
@@ -208,7 +241,10 @@ class StoreRecorder:
             name, -1, "succeeded", attempts, started + offset if attempts else None,
             finished + offset if attempts and finished else None, None, None, None, data,
         )
-        self.store.save(self.run_id, [record])
+        try:
+            self.store.save(self.run_id, [record])
+        except StoreError as exc:
+            self._refused(exc, name, -1)
         return None
 
     def step_ended(
@@ -236,30 +272,56 @@ class StoreRecorder:
     def retried(self, att: "Attempt", exc: BaseException) -> None:
         """Keep the times and error of an attempt that failed and is tried again."""
         item = -1 if att.item is None else att.item
-        self.store.save_attempt(self.run_id, att.name, item, att.number, att.started + self.offset,
-                                (att.finished or att.started) + self.offset, type(exc).__name__, str(exc))
+        self.wrote = True
+        try:
+            self.store.save_attempt(self.run_id, att.name, item, att.number, att.started + self.offset,
+                                    (att.finished or att.started) + self.offset, type(exc).__name__, str(exc))
+        except StoreError as error:
+            self._refused(error, att.name, item)
 
     def logs(self, att: "Attempt", text: str) -> None:
         """Keep what attempt ``att`` printed and logged."""
-        if text:
+        if text and not self.refused:
             item = -1 if att.item is None else att.item
-            self.store.save_logs(self.run_id, att.name, item, att.number, text)
+            self.wrote = True
+            try:
+                self.store.save_logs(self.run_id, att.name, item, att.number, text)
+            except StoreError as exc:
+                self._refused(exc, att.name, item)
 
     def hot_logs(self, i: int, attempt: int) -> None:
         """Keep what step ``i`` wrote while the hot loop ran it (see ``_capture.route``)."""
         text = take(i)
-        if text:
-            self.store.save_logs(self.run_id, self.names[i], -1, attempt, text)
+        if text and not self.refused:
+            self.wrote = True
+            try:
+                self.store.save_logs(self.run_id, self.names[i], -1, attempt, text)
+            except StoreError as exc:
+                self._refused(exc, self.names[i], -1)
 
     # -- reading what a resumed run left ------------------------------------------------
 
     def output(self, step: str, item: int = -1) -> "Any":
         """A stored output of this run (``KeyError`` when there is none)."""
-        return self.store.output(self.run_id, step, item)
+        try:
+            return self.store.output(self.run_id, step, item)
+        except StoreError:
+            self._unreadable()
+            raise
 
     def outputs(self, steps: "list[str]") -> "dict[str, Any]":
         """Several stored outputs in one read."""
-        return self.store.outputs(self.run_id, steps)
+        try:
+            return self.store.outputs(self.run_id, steps)
+        except StoreError:
+            self._unreadable()
+            raise
+
+    def _unreadable(self) -> None:
+        """An output the resumed run needs is damaged: before it wrote anything,
+        the resume is refused (see the module docs)."""
+        if self.previous is not None and not self.wrote:
+            self.refused = True
 
     # -- the cache ------------------------------------------------------------------
 
@@ -283,6 +345,31 @@ class StoreRecorder:
             pass  # not storable: the step's own record says so
 
     def close(self, status: str, finished: float) -> None:
-        """Record the run's end (durably) and let go of it."""
-        self.store.finish(self.run_id, status, finished)
-        self.store.release(self.run_id)
+        """Record the run's end (durably) and let go of it: ``failed``, with the
+        step the store's error stopped, when a write was refused (see the module docs)."""
+        store = self.store
+        stop: "tuple[StoreError, str, int] | None" = None
+        if self.refused and self.previous is not None:
+            try:
+                store.finish(self.run_id, self.previous.status, self.previous.finished)
+            finally:
+                store.release(self.run_id)
+            return
+        try:
+            if self.broken is None:
+                try:
+                    store.finish(self.run_id, status, finished)
+                    return
+                except StoreError as refused:  # the end is written without what could not be
+                    self.broken = stop = (refused, "", -1)
+            error, step, item = self.broken
+            if step:
+                self._save(step, item, "failed", 1, None, None, error)
+            try:
+                store.finish(self.run_id, "failed", finished)
+            except StoreError:
+                pass  # as far as the store can still write; the first error says why
+            if stop is not None:
+                raise error
+        finally:
+            store.release(self.run_id)

@@ -7,6 +7,8 @@ holds it), binds the flow inputs, opens the run's record (new or resumed)
 and resets the kernel.  Nothing here runs a step.
 """
 
+import sys
+
 from .._errors import FlowError
 from .._events import log
 from .._plan import NO_DEFAULT
@@ -109,6 +111,10 @@ def prepare(
         FlowError: every problem with the options, inputs and store.
         StoreError: the store cannot be used, or the run is live elsewhere.
     """
+    if "__mp_main__" in sys.modules:  # a process of multiprocessing: not a run its import of the script started
+        from ..pools.process import refuse_run_in_worker
+
+        refuse_run_in_worker()
     problems: list[str] = []
     resumed_info = None
     if store is not None:

@@ -6,9 +6,15 @@ through this one object, which a run without tracers does not have (so the
 checks on the careful path are one ``None`` test, and the hot loop has none).
 Tracers get no events: the run's times and attempts are all they need.  Like
 any hook, one routes every step through the careful path.
+
+A tracer that raises (an OpenTelemetry ``SpanProcessor`` failing in
+``on_start`` or ``on_end``, an exporter) never changes the run's outcome or
+its records: its error is logged once a run (``_events.raised``) and the run
+goes on; the tracer is still called at the next moments.
 """
 
 from .._errors import Skip
+from .._events import forget, raised
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,12 +62,18 @@ class Tracers:
     def run_started(self, flow: str, executor: str, started: float) -> None:
         """The run started (on ``executor``, as the tracers name it) at wall time ``started``."""
         for t in self.tracers:
-            t._start_run(self.run_id, flow, executor, started)
+            try:
+                t._start_run(self.run_id, flow, executor, started)
+            except Exception as exc:
+                raised(f"tracer {t!r}", exc, self.run_id, t, "as the run started")
 
     def started(self, att: "Attempt") -> None:
         """``att`` starts now (it carries the first tracer's span into the call)."""
         for t in self.tracers:
-            t._start_attempt(att, att.started + self.offset)
+            try:
+                t._start_attempt(att, att.started + self.offset)
+            except Exception as exc:
+                raised(f"tracer {t!r}", exc, self.run_id, t, f"as step {att.name!r} started")
 
     def ended(self, att: "Attempt", ok: bool, value: "Any") -> None:
         """``att`` ended: with result ``value`` if ``ok``, else raising it (``None``: killed)."""
@@ -75,14 +87,21 @@ class Tracers:
             status, error = "failed", value
         finished = (att.finished or self.clock()) + self.offset
         for t in self.tracers:
-            t._end_attempt(att, status, error, finished)
+            try:
+                t._end_attempt(att, status, error, finished)
+            except Exception as exc:
+                raised(f"tracer {t!r}", exc, self.run_id, t, f"as step {att.name!r} ended")
 
     def run_ended(self, run: "Run | None") -> None:
         """The run ended (``None``: it broke down before its result was made)."""
         import time
 
         for t in self.tracers:
-            if run is None:
-                t._end_run(self.run_id, "failed", None, time.time())
-            else:
-                t._end_run(self.run_id, run.status, run.error, run.finished)
+            try:
+                if run is None:
+                    t._end_run(self.run_id, "failed", None, time.time())
+                else:
+                    t._end_run(self.run_id, run.status, run.error, run.finished)
+            except Exception as exc:
+                raised(f"tracer {t!r}", exc, self.run_id, t, "as the run ended")
+        forget(self.run_id)

@@ -147,7 +147,13 @@ class Store:
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
         """Record the run's status (its end, or ``"running"`` again on resume);
-        everything saved is durable when this returns."""
+        everything saved is durable when this returns.
+
+        Raises:
+            StoreError: what was saved cannot be written (a full disk); the
+                run's end is still recorded when the store can write that
+                (what was buffered is lost, as in a crash).
+        """
         raise NotImplementedError
 
     def run_info(self, run_id: str) -> RunInfo:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .._records import RunInfo
 
 __all__ = [
-    "BLOB_SIZE", "HELD", "FileLock", "alive", "doomed", "drop_blobs", "drop_folders", "new_owner", "put_blob",
+    "BLOB_SIZE", "HELD", "FileLock", "alive", "checksum", "doomed", "drop_blobs", "drop_folders", "new_owner", "put_blob",
     "read_blob",
     "write_atomic",
 ]
@@ -105,9 +105,9 @@ class FileLock:
             os.close(self.fd)
 
 
-def _digest(data: bytes) -> str:
-    """The SHA-256 of a blob (64 KiB and more), by :mod:`hashlib`: several times
-    faster on big data than the builtin module, worth its one import."""
+def checksum(data: bytes) -> str:
+    """The SHA-256 of ``data`` (a blob, a run's record) in hex, by :mod:`hashlib`:
+    several times faster on big data than the builtin module, worth its one import."""
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
@@ -115,7 +115,7 @@ def _digest(data: bytes) -> str:
 
 def put_blob(folder: str, data: bytes, store: str) -> str:
     """Keep ``data`` once under ``folder/<ab>/<sha256>``; return the digest."""
-    digest = _digest(data)
+    digest = checksum(data)
     sub = os.path.join(folder, digest[:2])
     path = os.path.join(sub, digest)
     try:
@@ -145,7 +145,7 @@ def read_blob(folder: str, digest: str, what: str) -> bytes:
         raise StoreError(f"{what} is lost: its blob {path} is missing") from None
     except OSError as exc:
         raise StoreError(f"{what} cannot be read: blob {path}: {exc.strerror or exc}") from None
-    if _digest(data) != digest:
+    if checksum(data) != digest:
         raise StoreError(
             f"{what} is damaged: blob {path} does not match its SHA-256 name "
             f"({len(data)} bytes; truncated or changed)"
@@ -184,18 +184,26 @@ def drop_folders(folders: "Iterable[str]") -> None:
 
 def write_atomic(path: str, data: bytes, keep_mode: bool = False) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one
-    (with ``keep_mode``, the new file gets the permissions of the one it replaces)."""
+    (with ``keep_mode``, the new file gets the permissions of the one it replaces).
+    A write that fails (a full disk) removes its temporary file before it raises."""
     tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_mode:
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_mode:
+            try:
+                os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+            except FileNotFoundError:
+                pass
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-    os.replace(tmp, path)
+            os.remove(tmp)
+        except OSError:
+            pass  # never made, or already gone
+        raise
     try:
         fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     except OSError:

@@ -3,7 +3,8 @@
 Layout::
 
     DIR/microdag-store.json          {"app": "microdag", "schema": 1}
-    DIR/runs/<run id>/run.json       the run's record, rewritten as it changes
+    DIR/runs/<run id>/run.json       the run's record, rewritten as it changes, ending
+                                     with "check": the SHA-256 of the record before it
     DIR/runs/<run id>/tasks-<n>.json one group of task records per commit
     DIR/blobs/<ab>/<sha256>          encoded outputs of 64 KiB and more
 
@@ -11,7 +12,10 @@ Every file is written atomically (temporary file, fsync, ``os.replace``, fsync
 of the directory), so a crash leaves each file whole, old or new.  Task
 records are appended as numbered groups (a log): reading replays the groups
 in order, a later record of a task replacing an earlier one, and ignores the
-temporary files a crash can leave behind.  A group is written as soon as
+temporary files a crash can leave behind.  A run's record that does not match
+its checksum is damaged, never read as what it now says (a flipped digit of a
+code digest is not "code changed"); one written before checksums has none, and
+loads.  A group is written as soon as
 the successes in it hold ``WORK_SECONDS`` (0.1 s) of step time, every
 :data:`GROUP` records, :data:`GROUP_SECONDS` after its oldest record, and by
 ``flush``/``finish``.
@@ -25,7 +29,7 @@ import threading
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer
-from ._files import BLOB_SIZE, FileLock, doomed, drop_blobs, put_blob, read_blob, write_atomic
+from ._files import BLOB_SIZE, FileLock, checksum, doomed, drop_blobs, put_blob, read_blob, write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +40,9 @@ SCHEMA = 1
 GROUP = 1024
 GROUP_SECONDS = 0.5
 _MARKER = "microdag-store.json"
+#: The keys of a run's record written before checksums (any other is damage).
+_RUN_KEYS = frozenset({"id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source", "code"})
+_CHECK = b', "check": "'
 
 
 class JSONStore(Store):
@@ -69,7 +76,10 @@ class JSONStore(Store):
                 raise StoreError(f"{self.path!r} is not a usable microdag store: {exc}") from None
             if not isinstance(meta, dict) or meta.get("app") != "microdag":
                 raise StoreError(f"{self.path!r} is not a microdag store")
-            if int(meta.get("schema", 0)) > SCHEMA:
+            schema = meta.get("schema", 0)
+            if type(schema) is not int:
+                raise StoreError(f"{marker} is damaged: its schema is {schema!r}, not a number")
+            if schema > SCHEMA:
                 raise StoreError(
                     f"{self.path!r} has store schema {meta['schema']}, newer than this "
                     f"microdag's ({SCHEMA}): upgrade microdag to use it"
@@ -120,8 +130,10 @@ class JSONStore(Store):
             "source": info.source,
             "code": info.code,
         }
+        body = json.dumps(record).encode()
+        signed = body[:-1] + _CHECK + checksum(body).encode() + b'"}'
         try:
-            write_atomic(os.path.join(self._run_dir(info.id), "run.json"), json.dumps(record).encode())
+            write_atomic(os.path.join(self._run_dir(info.id), "run.json"), signed)
         except OSError as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
@@ -205,11 +217,20 @@ class JSONStore(Store):
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
         with self._lock:
-            self._commit(run_id)
+            lost = None
+            try:
+                self._commit(run_id)
+            except StoreError as exc:  # a full disk: the end is kept without them, as after a crash
+                if status == "running":
+                    raise
+                lost = exc
+                self._pending.pop(run_id, None)
             info = self.run_info(run_id)
             info.status = status
             info.finished = finished
             self._write_info(info)
+            if lost is not None:
+                raise lost
 
     def _put_blob(self, data: bytes) -> str:
         return put_blob(os.path.join(self.path, "blobs"), data, self.path)
@@ -220,7 +241,9 @@ class JSONStore(Store):
         path = os.path.join(self._run_dir(run_id), "run.json")
         try:
             with open(path, "rb") as f:
-                r = json.load(f)
+                data = f.read()
+            r = json.loads(data)
+            _check_record(r, data)
         except FileNotFoundError:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}") from None
         except (OSError, ValueError) as exc:
@@ -489,6 +512,26 @@ class JSONStore(Store):
 
     def __repr__(self) -> str:
         return f"JSONStore({self.path!r})"
+
+
+def _check_record(r: "Any", data: bytes) -> None:
+    """Check a run's record against its checksum (see the module docs).
+
+    Raises:
+        ValueError: it does not match, or it has no checksum and a key that a
+            record written before checksums never had.
+    """
+    if not isinstance(r, dict):
+        return  # (refused by the reading of its fields)
+    if "check" not in r:
+        if not _RUN_KEYS.issuperset(r):
+            raise ValueError("it has no checksum and unknown keys")
+        return
+    end = data.rfind(_CHECK)
+    if end < 0 or data[end + len(_CHECK):] != f'{r["check"]}"}}'.encode() or (
+        checksum(data[:end] + b"}") != r["check"]
+    ):
+        raise ValueError("it does not match its checksum")
 
 
 def _text(data: bytes) -> str:

@@ -1,8 +1,18 @@
 """The SQLite store: one file, the reference store.
 
-Tables: ``meta`` (``app = microdag``, ``schema = 1``), ``runs`` and ``tasks``
-(keyed by run, step and item; ``seq`` keeps the order tasks were first
-saved).  The database runs in WAL mode with ``synchronous=FULL`` (a commit
+Tables (made by ``_sqlite_file``):
+
+- ``meta``: ``app = microdag``, ``schema = 1``, the ``codec``;
+- ``runs``: one row per run (its record: status, times, inputs, code digests);
+- ``tasks``: the task records, keyed by run, step and item (``seq`` keeps the
+  order tasks were first saved), with outputs below 64 KiB inline;
+- ``attempts``: the times and errors of attempts that failed and were retried;
+- ``logs``: what each attempt printed and logged;
+- ``owners``: the claim on each live run (``host:pid#nonce``);
+- ``cache``: the outputs of steps with ``cache=True``, by key;
+- ``graphs``: a flow's structure by fingerprint, for reports.
+
+The database runs in WAL mode with ``synchronous=FULL`` (a commit
 is fsync'd) and a busy timeout, so several processes can share one file.
 Saved task records are buffered and committed together (group commit):
 as soon as the successes among them hold ``WORK_SECONDS`` (0.1 s) of step
@@ -321,7 +331,18 @@ class SQLiteStore(Store):
             token = self._claims.get(run_id)
             if token is not None:
                 statements.append(("DELETE FROM owners WHERE run_id = ? AND owner = ?", (_t(run_id), token)))
-        self._transaction(statements)
+        try:
+            self._transaction(statements)
+        except StoreError:  # a full disk: the end is kept without what is pending, as after a crash
+            if status == "running":
+                raise
+            with self._lock:
+                self._pending.clear()
+                self._pending_logs.clear()
+                self._pending_attempts.clear()
+                self._work = 0.0
+                self._transaction(statements)
+            raise
 
     def _put_blob(self, data: bytes) -> str:
         return put_blob(self.blobs, data, self.path)

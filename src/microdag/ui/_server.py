@@ -23,7 +23,16 @@ style only), ``nosniff``, ``no-referrer`` (the token must not leak), and
 ``no-store``.  Bodies are JSON, at most :data:`MAX_BODY` bytes; JSON is
 written with ASCII escapes, so any text (lone surrogates included) travels.
 
-One thread per request (``ThreadingHTTPServer``); an events stream holds its
+The body of a request that changes something is read only once the gates
+passed: a refused one is drained when small (the connection stays in step)
+and the connection closed otherwise, so no one without the token makes the
+server read megabytes.
+
+One thread per connection (``ThreadingHTTPServer``), at most
+:data:`MAX_CONNECTIONS` at once: one past the cap is answered 503 and closed
+by the accepting thread, with no thread of its own.  A connection that sends
+nothing for :data:`IDLE_SECONDS` is closed (the read timeout), so idle
+clients cannot hold threads forever; an events stream writes, and holds its
 thread until the run ends or the page goes away.
 """
 
@@ -38,6 +47,15 @@ if TYPE_CHECKING:
 
 #: Largest request body accepted.
 MAX_BODY = 4 << 20
+#: Largest body of a refused request read (and dropped) to keep its connection.
+_DRAIN = 64 << 10
+#: Connections served at once (a page uses a few; each events stream holds one).
+MAX_CONNECTIONS = 64
+#: Seconds a connection may wait without sending before it is closed.
+IDLE_SECONDS = 30.0
+#: What a connection past the cap gets.
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 51\r\n"
+         b"Connection: close\r\n\r\n{\"error\": \"too many connections: try again shortly\"}")
 _STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -72,6 +90,35 @@ class Server(ThreadingHTTPServer):
         self.hosts = {f"{name}:{self.port}" for name in names}
         self.url = f"http://{shown}:{self.port}/"
         self._static: dict[str, bytes] = {}
+        self.idle = IDLE_SECONDS
+        self.max_connections = MAX_CONNECTIONS
+        self.active = 0  # connections being served
+        import threading
+
+        self._count = threading.Lock()
+
+    def process_request(self, request: "Any", client_address: "Any") -> None:
+        """Serve the connection on a thread of its own, or refuse it past the cap."""
+        with self._count:
+            full = self.active >= self.max_connections
+            if not full:
+                self.active += 1
+        if not full:
+            super().process_request(request, client_address)
+            return
+        try:
+            request.settimeout(1.0)
+            request.sendall(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: "Any", client_address: "Any") -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count:
+                self.active -= 1
 
     def answers_to(self, host: str) -> bool:
         """Whether ``host`` (a Host header) names this server: one of its names
@@ -112,6 +159,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: "Any") -> None:  # noqa: A002 - the base class's name
         """Quiet: the terminal shows the URL and errors, not every request."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle)  # the read timeout (see the module docs)
 
     # -- the gates
 
@@ -190,17 +241,21 @@ class Handler(BaseHTTPRequestHandler):
     def _changing(self, method: str) -> None:
         from urllib.parse import parse_qs, urlsplit
 
-        try:  # the body is read first, whatever comes of it: the connection stays in step
+        try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
+        if not self._gates(changes=True):  # before the body is read (see the module docs)
+            if 0 < length <= _DRAIN:
+                self.rfile.read(length)
+            elif length:
+                self.close_connection = True
+            return
         if not 0 <= length <= MAX_BODY:
             self.close_connection = True
             self._json(413 if length > 0 else 400, {"error": f"the body must have a length of at most {MAX_BODY} bytes"})
             return
         self._raw = self.rfile.read(length) if length else b""
-        if not self._gates(changes=True):
-            return
         parts = urlsplit(self.path)
         if not parts.path.startswith("/api/"):
             self._json(405, {"error": f"{method} {parts.path} is not allowed"})
@@ -252,22 +307,23 @@ class Handler(BaseHTTPRequestHandler):
             values = query.get(name)
             return values[0] if values else None
 
-        def item() -> "int | None":
-            raw = one("item")
+        def whole(name: str, low: int) -> "int | None":
+            """A number in the query that a store can take (SQLite's 64 bits), or 400."""
+            raw = one(name)
             if raw is None or raw == "":
                 return None
-            try:
+            if raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 20 and low <= int(raw) < 2**63:
                 return int(raw)
-            except ValueError:
-                raise ApiError(400, f"item must be a whole number, not {raw!r}") from None
+            raise ApiError(400, f"{name} must be a whole number from {low} to {2**63 - 1}, not {raw!r}")
+
+        def item() -> "int | None":
+            return whole("item", -1)
 
         try:
             status, doc = 200, None
             if route == ("GET", "runs", 1):
-                limit = one("limit") or "200"
-                if not limit.isdigit():
-                    raise ApiError(400, f"limit must be a whole number, not {limit!r}")
-                doc = api.runs(one("flow") or None, one("status") or None, int(limit))
+                limit = whole("limit", 0)
+                doc = api.runs(one("flow") or None, one("status") or None, 200 if limit is None else limit)
             elif route == ("GET", "runs", 2):
                 doc = api.run(seg[1])
             elif route == ("GET", "runs", 3) and seg[2] == "events":
