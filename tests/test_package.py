@@ -49,6 +49,7 @@ def run_py(code: str, env: dict[str, str] | None = None, cwd: Path | None = None
 def test_public_surface_is_pinned() -> None:
     assert sorted(microdag.__all__) == sorted(
         [
+            "ALLOW_INF_NAN",
             "CycleError",
             "Event",
             "Flow",

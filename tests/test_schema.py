@@ -346,7 +346,8 @@ def test_the_one_checker_reads_the_flow_files_rules() -> None:
     for bad in (0, -1, 1_000_001, float("nan"), float("inf"), True, "5"):
         assert problem(timeout, bad) is not None, bad
     assert problem({"type": "number", "minimum": 1}, float("inf")) is not None  # a bound: real numbers only
-    assert problem({"type": "number"}, float("inf")) is None  # no bound: as before
+    assert problem({"type": "number"}, float("inf")).startswith("expected a finite number")  # unless allowed:
+    assert problem({"type": "number", "x-allow-inf-nan": True}, float("inf")) is None
     assert problem({"type": "integer", "minimum": 0}, 10**400) is None
     assert problem({"type": "string", "minLength": 1}, "") == "expected a non-empty string, not ''"
     call = {"type": "string", "pattern": r"^\w+:\w+$"}

@@ -15,12 +15,14 @@ if TYPE_CHECKING:
     from ._events import Event
     from ._flow import Flow
     from ._graph import Graph, TopologicalSorter
+    from ._schema import ALLOW_INF_NAN
     from ._result import Run, Task
     from ._spec import load_flow
     from ._types import RunStatus, TaskStatus
     from . import stores
 
 __all__ = [
+    "ALLOW_INF_NAN",
     "CycleError",
     "Event",
     "Flow",
@@ -43,6 +45,7 @@ __all__ = [
 
 # public name -> (module, name in that module)
 _EXPORTS = {
+    "ALLOW_INF_NAN": ("_schema", "ALLOW_INF_NAN"),
     "CycleError": ("_errors", "CycleError"),
     "Event": ("_events", "Event"),
     "Flow": ("_flow", "Flow"),

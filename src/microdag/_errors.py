@@ -9,10 +9,24 @@ import graphlib
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Sequence
+    from collections.abc import Hashable, Iterable, Sequence
     from typing import Any
 
 __all__ = ["CycleError", "FlowError", "RunFailed", "Skip", "StoreError"]
+
+
+def nearest(word: str, choices: "Iterable[object]") -> "str | None":
+    """The choice most like ``word`` (a misspelling of it), or ``None``.
+
+    Only choices of a similar length are compared, so a flow of a million
+    steps is searched in a few tens of milliseconds.
+    """
+    import difflib  # (only when a name is wrong)
+
+    n = len(word)
+    near: list[str] = [c for c in choices if isinstance(c, str) and abs(len(c) - n) <= max(2, n // 3) and c != word]
+    found = difflib.get_close_matches(word, near, n=1, cutoff=0.75)
+    return found[0] if found else None
 
 
 def _path(cycle: "Sequence[Any]") -> str:

@@ -151,7 +151,19 @@ class Flow:
     __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_shared", "_given",
                  "__weakref__")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]" = ()) -> None:
+        """A flow with no step yet.
+
+        Args:
+            name: the flow's name (recorded with its runs).
+            inputs: flow inputs declared ahead, by name, each with the JSON
+                Schema of its values (``{}``: any value), or a list of names.
+                A parameter that names no step is a flow input either way; a
+                declared one is never taken for a misspelt step name.
+
+        Raises:
+            FlowError: the name is empty, or ``inputs`` is not names or schemas.
+        """
         if not isinstance(name, str) or not name:
             raise FlowError(f"a flow name must be a non-empty string, not {name!r}")
         self._name = name
@@ -171,7 +183,7 @@ class Flow:
         #: recorded with its durable runs so they can be resumed by name.
         self._source: str | None = None
         #: Input name -> the JSON Schema its flow file declares (``[inputs] x = {type = ...}``).
-        self._declared: dict[str, dict[str, Any]] = {}
+        self._declared: dict[str, dict[str, Any]] = _declared(name, inputs)
 
     @property
     def name(self) -> str:
@@ -440,7 +452,9 @@ class Flow:
             FlowError: every problem found.
             CycleError: the steps form a cycle (its path is in ``args[1]``).
         """
-        self._compiled()
+        problems = self._compiled().misspelt()
+        if problems:
+            raise FlowError(*problems.values())
 
     @property
     def graph(self) -> "Graph[str]":
@@ -629,6 +643,21 @@ class Flow:
             Exception: whatever the step raises (no retries).
         """
         return _run_one(self._compiled(), self._name, name, inputs, from_run, store)
+
+
+def _declared(flow: str, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]") -> "dict[str, dict[str, Any]]":
+    """``Flow(inputs=...)`` as input name -> JSON Schema."""
+    if isinstance(inputs, str):
+        inputs = (inputs,)
+    pairs = inputs.items() if hasattr(inputs, "items") else ((name, {}) for name in inputs)
+    out: dict[str, dict[str, Any]] = {}
+    for key, schema in pairs:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise FlowError(f"flow {flow!r}: input names must be identifiers, not {key!r}")
+        if not hasattr(schema, "items"):
+            raise FlowError(f"flow {flow!r}: input {key!r} must be given a JSON Schema (a dict), not {schema!r}")
+        out[key] = dict(schema)
+    return out
 
 
 def _run_one(

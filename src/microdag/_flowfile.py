@@ -35,7 +35,7 @@ import sys
 from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
-from ._schema import describe, problem
+from ._schema import INF_NAN, describe, problem
 from ._steps import MAX_SECONDS, TRIGGERS
 
 TYPE_CHECKING = False
@@ -75,7 +75,7 @@ STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "cache_ttl": {"type": "number", "exclusiveMinimum": 0},
 }
 #: The keys of a typed input's declaration, and the types it may name.
-DECLARATION = {"type", "default", "description", "enum"}
+DECLARATION = {"type", "default", "description", "enum", "allow_inf_nan"}
 _JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
 
 #: How a rule reads in a flow file's terms where ``_schema.describe``'s words
@@ -249,7 +249,7 @@ class Builder:
         return out
 
     def declaration(self, key: str, value: "dict[str, Any]") -> "Any":
-        """``[inputs] key = {type = ..., default = ..., description = ..., enum = [...]}``:
+        """``[inputs] key = {type = ..., default = ..., description = ..., enum = [...], allow_inf_nan = ...}``:
         keep its schema for the flow; return its default (:class:`Required`: none)."""
         where = ("inputs", key)
         kinds = value["type"] if isinstance(value["type"], list) else [value["type"]]
@@ -269,6 +269,12 @@ class Builder:
                 schema["description"] = value["description"]
             else:
                 self.report(where, f"[inputs] {key!r}: description must be a string")
+        if "allow_inf_nan" in value:
+            if isinstance(value["allow_inf_nan"], bool):
+                if value["allow_inf_nan"]:
+                    schema[INF_NAN] = True
+            else:
+                self.report(where, f"[inputs] {key!r}: allow_inf_nan must be true or false")
         self.declared[key] = schema
         if "default" not in value:
             return Required

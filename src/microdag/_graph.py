@@ -18,7 +18,7 @@ kernel twin's own class, re-exported here.
 """
 
 from ._compat import sched
-from ._errors import CycleError, FlowError
+from ._errors import CycleError, FlowError, nearest
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -197,7 +197,9 @@ class Graph(_Generic[_N]):
         for name in names:
             i = self._index.get(name)
             if i is None:
-                unknown.append(f"no {self._kind} named {name!r}")
+                guess = nearest(name, self._index) if isinstance(name, str) else None
+                hint = f"; did you mean {self._kind} {guess!r}?" if guess is not None else ""
+                unknown.append(f"no {self._kind} named {name!r}{hint}")
             else:
                 out.append(i)
         if unknown:

@@ -29,7 +29,7 @@ from operator import is_
 from types import FunctionType as _FUNCTION
 
 from ._compat import sched
-from ._errors import CycleError, FlowError
+from ._errors import CycleError, FlowError, nearest
 from ._graph import Graph
 from ._nogc import NoGC
 from ._steps import _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Same, _Step, _Steps
@@ -515,6 +515,24 @@ class _Plan:
         for ins in self.input_params:
             for _, name, default in ins:
                 out[name] = out.get(name, False) or default is NO_DEFAULT
+        return out
+
+    def misspelt(self, given: "Iterable[str]" = ()) -> "dict[str, str]":
+        """Required flow inputs that look like a misspelt step name, neither
+        declared (``declared``) nor ``given``: input name -> the problem, naming
+        the step, the parameter and the step it is most like."""
+        out: dict[str, str] = {}
+        seen = set(self.declared).union(given)  # (each input is looked at once)
+        names = self.graph.names
+        for i, params in enumerate(self.input_params):
+            for param, input_name, default in params:
+                if default is not NO_DEFAULT or input_name in seen:
+                    continue
+                seen.add(input_name)
+                guess = nearest(input_name, names)
+                if guess is not None:
+                    out[input_name] = (f"parameter {param!r} of step {names[i]!r} matches no step; "
+                                       f"did you mean step {guess!r}? (or declare it as a flow input)")
         return out
 
     def input_schema(self, title: str) -> "dict[str, Any]":

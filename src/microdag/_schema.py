@@ -37,10 +37,30 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["MISSING", "annotations", "clash", "describe", "item_type", "problem", "schema_of"]
+__all__ = ["ALLOW_INF_NAN", "INF_NAN", "MISSING", "annotations", "clash", "describe", "item_type", "problem", "schema_of"]
 
 #: An annotation that is absent, or that could not be evaluated.
 MISSING = object()
+
+#: The schema keyword that lets a number be NaN or infinite (JSON has neither,
+#: and a float input given ``NaN`` is almost always a mistake).
+INF_NAN = "x-allow-inf-nan"
+
+
+class _AllowInfNan:
+    """The type of :data:`ALLOW_INF_NAN`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "microdag.ALLOW_INF_NAN"
+
+    def __reduce__(self) -> str:
+        return "ALLOW_INF_NAN"
+
+
+#: ``Annotated[float, ALLOW_INF_NAN]``: this input may be NaN or infinite.
+ALLOW_INF_NAN = _AllowInfNan()
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
 _BUILTINS = (str, int, float, bool, bytes, list, dict, tuple, set, frozenset, complex, type(None))
@@ -109,6 +129,11 @@ def _schema(ann: "Any", depth: int) -> "dict[str, Any]":
         return {}
     if ann is None:
         return {"type": "null"}
+    if type(ann).__name__ == "_AnnotatedAlias":  # Annotated[X, ...]: X, NaN allowed if it says so
+        inner = _schema(ann.__origin__, depth + 1)
+        if any(m is ALLOW_INF_NAN for m in ann.__metadata__):
+            inner[INF_NAN] = True
+        return inner
     origin, args = _origin_args(ann)
     if origin == "literal":
         return {"enum": list(args)} if len(args) != 1 else {"const": args[0]}
@@ -184,7 +209,11 @@ def _unknown(ann: "Any") -> "dict[str, Any]":
 
 
 def problem(schema: "dict[str, Any]", value: "Any") -> "str | None":
-    """What is wrong with ``value`` by ``schema``, in words, or ``None``."""
+    """What is wrong with ``value`` by ``schema``, in words, or ``None``.
+
+    A number must be finite (not NaN or infinite) unless the schema, or one
+    around it, says ``x-allow-inf-nan``.
+    """
     return _problem(schema, value, 0)
 
 
@@ -200,15 +229,26 @@ _CHECKS = {
 }
 
 
-def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None":
+_NOT_FINITE = ("expected a finite number, not {!r} (to allow NaN and infinity, annotate the parameter "
+               "Annotated[float, microdag.ALLOW_INF_NAN], or declare the input with allow_inf_nan = true)")
+
+
+def _non_finite(value: "Any") -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _problem(schema: "dict[str, Any]", value: "Any", depth: int, inf_nan: bool = False) -> "str | None":
     if depth > 50 or not isinstance(schema, dict):
         return None
+    inf_nan = inf_nan or schema.get(INF_NAN) is True
     enum = sys.modules.get("enum")  # (not imported: then no value is a member)
     member = None if enum is None else enum.Enum
     if member is not None and isinstance(value, member):  # a member stands for its value
         value = value.value
     if "anyOf" in schema:
-        if not any(_problem(s, value, depth + 1) is None for s in schema["anyOf"]):
+        if not any(_problem(s, value, depth + 1, inf_nan) is None for s in schema["anyOf"]):
+            if _non_finite(value) and any(_problem(s, value, depth + 1, True) is None for s in schema["anyOf"]):
+                return _NOT_FINITE.format(value)
             return f"expected {describe(schema)}, not {_kind(value)}"
         return None
     if "const" in schema and not _same(value, schema["const"]):
@@ -227,14 +267,18 @@ def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None"
             return f"expected {describe(schema)}, not {_short(value)}"
         return None
     if isinstance(value, (int, float)):
-        if isinstance(value, bool) or _BOUNDS.isdisjoint(schema) or _in_bounds(schema, value):
+        if isinstance(value, bool):
             return None
-        return f"expected {describe(schema)}, not {_short(value)}"
+        if not _BOUNDS.isdisjoint(schema):  # (bounds take real numbers only)
+            return None if _in_bounds(schema, value) else f"expected {describe(schema)}, not {_short(value)}"
+        if not inf_nan and _non_finite(value) and (kind == "number" or isinstance(kind, list) and "number" in kind):
+            return _NOT_FINITE.format(value)
+        return None
     if isinstance(value, (list, tuple)):  # (sized and not consumed by reading)
         items = value
         for k, sub in enumerate(schema.get("prefixItems", ())):
             if k < len(items):
-                wrong = _problem(sub, items[k], depth + 1)
+                wrong = _problem(sub, items[k], depth + 1, inf_nan)
                 if wrong is not None:
                     return f"item {k}: {wrong}"
         if "maxItems" in schema and len(items) > schema["maxItems"] or len(items) < schema.get("minItems", 0):
@@ -245,9 +289,10 @@ def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None"
             kind = sub.get("type") if len(sub) == 1 else None
             simple = _CHECKS.get(kind) if isinstance(kind, str) else None
             for k, item in enumerate(items):
-                if simple is not None and simple(item) and (member is None or not isinstance(item, member)):
+                if simple is not None and simple(item) and (member is None or not isinstance(item, member)) \
+                        and (inf_nan or not _non_finite(item)):
                     continue
-                wrong = _problem(sub, item, depth + 1)
+                wrong = _problem(sub, item, depth + 1, inf_nan)
                 if wrong is not None:
                     return f"item {k}: {wrong}"
     if isinstance(value, dict):
@@ -261,7 +306,7 @@ def _problem(schema: "dict[str, Any]", value: "Any", depth: int) -> "str | None"
             if sub is False:
                 return f"key {key!r} is not expected"
             if isinstance(sub, dict):
-                wrong = _problem(sub, item, depth + 1)
+                wrong = _problem(sub, item, depth + 1, inf_nan)
                 if wrong is not None:
                     return f"key {key!r}: {wrong}"
     return None

@@ -39,6 +39,8 @@ def _bind_inputs(
     """
     active = None if subset is None else set(subset)
     bound = {}
+    misspelt: dict[str, str] | None = None  # (looked for once something is missing)
+    said: set[str] = set()
     for i, params in enumerate(plan.input_params):
         if not params or (active is not None and i not in active):
             continue
@@ -49,10 +51,16 @@ def _bind_inputs(
                 names.append(param)
                 values.append(given[input_name])
             elif default is NO_DEFAULT:
-                problems.append(
-                    f"step {plan.graph.names[i]!r} needs input {input_name!r} "
-                    f"(parameter {param!r}), which was not given"
-                )
+                if misspelt is None:
+                    misspelt = plan.misspelt(given)
+                if input_name not in misspelt:
+                    problems.append(
+                        f"step {plan.graph.names[i]!r} needs input {input_name!r} "
+                        f"(parameter {param!r}), which was not given"
+                    )
+                elif input_name not in said:  # (said once, for the step it is most likely in)
+                    problems.append(misspelt[input_name])
+                    said.add(input_name)
         bound[i] = (tuple(names), tuple(values))
     return bound
 

@@ -1,0 +1,151 @@
+"""What a new user trips on in the first minutes: a misspelt parameter or
+target, a float input given NaN.  Each of these once passed silently."""
+
+import math
+import pickle
+from typing import Annotated
+
+import pytest
+
+import microdag
+
+
+def _prices_flow(**flow_options: object) -> microdag.Flow:
+    flow = microdag.Flow("prices", **flow_options)  # type: ignore[arg-type]
+
+    @flow.step
+    def price(data_dir: str) -> list[int]:
+        return [1, 2, 3]
+
+    @flow.step
+    def aggregate(prices: list[int]) -> int:  # 'prices': meant to be step 'price'
+        return sum(prices)
+
+    return flow
+
+
+MISSPELT = "parameter 'prices' of step 'aggregate' matches no step; did you mean step 'price'?"
+
+
+def test_validate_names_a_parameter_that_looks_like_a_misspelt_step() -> None:
+    with pytest.raises(microdag.FlowError) as caught:
+        _prices_flow().validate()
+    assert MISSPELT in str(caught.value)
+    assert len(caught.value.problems) == 1
+
+
+def test_run_says_the_misspelling_instead_of_a_missing_input() -> None:
+    with pytest.raises(microdag.FlowError) as caught:
+        _prices_flow().run({"data_dir": "."})
+    assert MISSPELT in str(caught.value)
+    assert "needs input 'prices'" not in str(caught.value)
+
+
+def test_an_input_the_user_means_is_declared_or_given_and_nothing_is_said() -> None:
+    declared = _prices_flow(inputs={"prices": {"type": "array"}})
+    declared.validate()
+    assert declared.run({"data_dir": ".", "prices": [4, 5]})["aggregate"] == 9
+    _prices_flow(inputs=["prices"]).validate()
+    assert _prices_flow().run({"data_dir": ".", "prices": [1]})["aggregate"] == 1  # given: meant
+
+
+def test_a_declared_input_is_checked_against_its_schema() -> None:
+    flow = _prices_flow(inputs={"prices": {"type": "array"}})
+    with pytest.raises(microdag.FlowError, match="input 'prices': expected a list"):
+        flow.run({"data_dir": ".", "prices": 3})
+
+
+@pytest.mark.parametrize("bad", [{"1x": {}}, {"x": 3}, [3]])
+def test_bad_declared_inputs_are_refused_naming_them(bad: object) -> None:
+    with pytest.raises(microdag.FlowError, match="flow 'f'"):
+        microdag.Flow("f", inputs=bad)  # type: ignore[arg-type]
+
+
+def test_an_input_unlike_any_step_is_an_ordinary_required_input() -> None:
+    flow = microdag.Flow("f")
+    flow.add("load", lambda source: source)
+    flow.validate()
+    with pytest.raises(microdag.FlowError, match="step 'load' needs input 'source'"):
+        flow.run()
+
+
+def test_a_misspelt_target_suggests_the_nearest_step() -> None:
+    flow = _prices_flow(inputs=["prices"])
+    with pytest.raises(microdag.FlowError, match="no step named 'agregate'; did you mean step 'aggregate'"):
+        flow.run({"data_dir": ".", "prices": []}, targets=["agregate"])
+
+
+def test_nothing_near_suggests_nothing() -> None:
+    flow = _prices_flow(inputs=["prices"])
+    with pytest.raises(microdag.FlowError) as caught:
+        flow.run({"data_dir": ".", "prices": []}, targets=["zzzzzzzz"])
+    assert "did you mean" not in str(caught.value)
+
+
+def _number_flow(annotation: object) -> microdag.Flow:
+    flow = microdag.Flow("numbers")
+
+    def scale(x):  # type: ignore[no-untyped-def]
+        return x * 2
+
+    scale.__annotations__ = {"x": annotation}
+    flow.add("scale", scale)
+    return flow
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_float_input_refuses_nan_and_infinity(value: float) -> None:
+    with pytest.raises(microdag.FlowError, match="input 'x': expected a finite number"):
+        _number_flow(float).run({"x": value})
+    with pytest.raises(microdag.FlowError, match="ALLOW_INF_NAN"):  # and says how to allow them
+        _number_flow(float | None).run({"x": value})
+
+
+def test_an_annotation_allows_nan_and_infinity() -> None:
+    flow = _number_flow(Annotated[float, microdag.ALLOW_INF_NAN])
+    assert flow.run({"x": math.inf})["scale"] == math.inf
+    assert math.isnan(flow.run({"x": math.nan})["scale"])
+    assert flow.input_schema()["properties"]["x"]["x-allow-inf-nan"] is True
+    assert _number_flow(Annotated[list[float], microdag.ALLOW_INF_NAN]).run({"x": [math.nan]})
+
+
+def test_finite_floats_and_untyped_inputs_are_untouched() -> None:
+    assert _number_flow(float).run({"x": 1.5})["scale"] == 3.0
+    flow = microdag.Flow("untyped")
+    flow.add("scale", lambda x: x)
+    assert math.isnan(flow.run({"x": math.nan})["scale"])
+
+
+def test_the_marker_pickles_as_itself() -> None:
+    assert pickle.loads(pickle.dumps(microdag.ALLOW_INF_NAN)) is microdag.ALLOW_INF_NAN
+
+
+def test_a_flow_file_input_allows_nan_only_when_it_says_so(tmp_path) -> None:
+    text = '''[flow]
+name = "numbers"
+
+[inputs]
+x = {{ type = "number"{allow} }}
+
+[steps.scale]
+command = ["echo", "{{inputs.x}}"]
+'''
+    (tmp_path / "strict.toml").write_text(text.format(allow=""))
+    (tmp_path / "loose.toml").write_text(text.format(allow=", allow_inf_nan = true"))
+    with pytest.raises(microdag.FlowError, match="expected a finite number"):
+        microdag.load_flow(str(tmp_path / "strict.toml")).run({"x": math.nan})
+    loose = microdag.load_flow(str(tmp_path / "loose.toml"))
+    assert loose.run({"x": math.inf})["scale"].strip() == "Infinity"  # (a placeholder is written as JSON)
+    (tmp_path / "bad.toml").write_text(text.format(allow=", allow_inf_nan = 1"))
+    with pytest.raises(microdag.FlowError, match="allow_inf_nan must be true or false"):
+        microdag.load_flow(str(tmp_path / "bad.toml"))
+
+
+def test_the_command_line_refuses_nan_for_a_float_input(tmp_path) -> None:
+    from support import run_cli
+
+    (tmp_path / "typed.toml").write_text(
+        '[flow]\nname = "typed"\n\n[inputs]\nx = { type = "number" }\n\n[steps.echo]\ncommand = ["echo", "{inputs.x}"]\n'
+    )
+    done = run_cli("run", "typed.toml", "-i", "x=NaN", "--store", "memory", cwd=tmp_path)
+    assert done.returncode == 2 and "expected a finite number" in done.stderr and "Traceback" not in done.stderr
