@@ -149,3 +149,87 @@ def test_the_command_line_refuses_nan_for_a_float_input(tmp_path) -> None:
     )
     done = run_cli("run", "typed.toml", "-i", "x=NaN", "--store", "memory", cwd=tmp_path)
     assert done.returncode == 2 and "expected a finite number" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- a failed step's traceback, from the command line ------------------------------------------
+
+FAILING = '''\
+import microdag
+
+flow = microdag.Flow("failing")
+
+
+def inner(prices):
+    print("summing", prices)
+    return sum(prices)
+
+
+@flow.step
+def price():
+    return 3
+
+
+@flow.step
+def aggregate(price):
+    return inner(price)
+'''
+
+
+@pytest.fixture
+def failed_run(tmp_path):
+    from support import run_cli
+
+    (tmp_path / "failing.py").write_text(FAILING)
+    done = run_cli("run", "failing.py", "--store", "runs.db", cwd=tmp_path)
+    assert done.returncode == 1
+    run_id = done.stderr.split("run ", 2)[-1].split()[0]
+    return tmp_path, run_id, done.stderr
+
+
+def test_the_failure_summary_points_to_the_traceback(failed_run) -> None:
+    where, run_id, err = failed_run
+    assert f"its traceback: python -m microdag show {run_id} aggregate --store runs.db" in err
+
+
+def test_show_of_a_failed_step_prints_its_traceback_steps_frames_first(failed_run) -> None:
+    from support import run_cli
+
+    where, run_id, _ = failed_run
+    done = run_cli("show", run_id, "aggregate", "--store", "runs.db", cwd=where)
+    assert done.returncode == 1, done.stderr
+    out = done.stdout
+    assert out.startswith(f"step 'aggregate' of run {run_id}: failed after 1 attempt")
+    assert "Traceback (most recent call last)" in out and "TypeError: 'int' object is not iterable" in out
+    frames = [line for line in out.splitlines() if line.lstrip().startswith('File "')]
+    assert "failing.py" in frames[0] and "in aggregate" in frames[0]  # the step's own frame first
+    assert "in inner" in frames[1] and len(frames) == 2  # and no frame of microdag's runner
+    done = run_cli("show", run_id, "aggregate", "--store", "runs.db", "--json", cwd=where)
+    assert done.returncode == 1
+    import json
+
+    document = json.loads(done.stdout)
+    assert document["status"] == "failed" and document["error"]["type"] == "TypeError"
+    assert "in inner" in document["error"]["traceback"]
+
+
+def test_logs_of_a_failed_step_ends_with_its_error(failed_run) -> None:
+    from support import run_cli
+
+    where, run_id, _ = failed_run
+    done = run_cli("logs", run_id, "aggregate", "--store", "runs.db", cwd=where)
+    assert done.returncode == 0, done.stderr
+    printed, _, ending = done.stdout.partition("[failed on attempt 1]\n")
+    assert printed == "summing 3\n"
+    assert "in inner" in ending and "TypeError: 'int' object is not iterable" in ending
+
+
+def test_a_step_that_failed_in_a_worker_process_keeps_its_traceback(tmp_path) -> None:
+    from support import run_cli
+
+    (tmp_path / "failing.py").write_text(FAILING)
+    done = run_cli("run", "failing.py", "--store", "runs.db", "--executor", "processes", cwd=tmp_path, timeout=120)
+    assert done.returncode == 1, done.stderr
+    run_id = done.stderr.split("run ", 2)[-1].split()[0]
+    out = run_cli("show", run_id, "aggregate", "--store", "runs.db", cwd=tmp_path).stdout
+    frames = [line for line in out.splitlines() if line.lstrip().startswith('File "')]
+    assert len(frames) == 2 and "in aggregate" in frames[0] and "in inner" in frames[1], out

@@ -8,6 +8,7 @@ that need them: a command's start-up pays for nothing it does not parse.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
     from ._flow import Flow
@@ -85,11 +86,13 @@ def input_option(p: "Any") -> None:
     )
 
 
-def load(spec: str) -> "Flow":
+def load(spec: str, given: "Iterable[str] | None" = ()) -> "Flow":
     """The flow that ``spec`` names, validated (a ``Flow`` object from Python
-    is checked here, before anything runs)."""
+    is checked here, before anything runs) for a run given the inputs named
+    ``given`` (``None``: inputs that come from elsewhere, such as a stored run,
+    are never taken for misspelt step names)."""
     from ._spec import load_flow
 
     flow = load_flow(spec)
-    flow.validate()
+    flow.validate(flow.inputs if given is None else given)
     return flow

@@ -445,14 +445,19 @@ class Flow:
             plan.declared = self._declared
         return plan
 
-    def validate(self) -> None:
+    def validate(self, inputs: "Iterable[str]" = ()) -> None:
         """Check the whole flow now (dependencies, cycles, bindings).
+
+        Args:
+            inputs: the names of the inputs a run will be given: a required
+                input named almost like a step is taken for a misspelt step
+                name unless it is declared (``Flow(inputs=...)``) or given.
 
         Raises:
             FlowError: every problem found.
             CycleError: the steps form a cycle (its path is in ``args[1]``).
         """
-        problems = self._compiled().misspelt()
+        problems = self._compiled().misspelt(inputs)
         if problems:
             raise FlowError(*problems.values())
 

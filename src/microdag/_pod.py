@@ -105,7 +105,7 @@ def command(args: "argparse.Namespace") -> int:
     """The handler of ``pod`` (and of ``step --run-dir``): :func:`run_task` on
     the parsed arguments."""
     inputs = parse_inputs(args.input)
-    flow = load(args.flow)
+    flow = load(args.flow, None)  # (checked at export; the inputs are the workflow's)
     if args.step not in flow:
         raise UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
     role = "plan" if args.plan else "gather" if args.gather else "unit" if args.item is not None else "step"
@@ -390,9 +390,9 @@ class _Task:
         """Call the step's function as microdag would; its result, or a
         :class:`_Skipped` when it raised :class:`microdag.Skip`."""
         import threading
-        import traceback
 
         from ._errors import Skip
+        from ._records import step_traceback
         from .pools._attempt import Attempt, invoke
 
         step = self.step
@@ -422,11 +422,7 @@ class _Task:
             if isinstance(exc, KeyboardInterrupt):
                 raise exc
             sys.stdout.flush()
-            tb = exc.__traceback__  # the step's own frames: microdag's that called it are left out
-            package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-            while tb is not None and tb.tb_frame.f_code.co_filename.startswith(package):
-                tb = tb.tb_next
-            traceback.print_exception(type(exc), exc, tb)
+            sys.stderr.write(step_traceback(exc))
             raise _Failed(f"{type(exc).__name__}: {exc}")
         return box.get("value")
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODES", "EXCLUDED", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id", "check_task",
+    "step_traceback",
 ]
 
 #: Kernel state code -> task status (``READY`` is still ``"pending"`` to users).
@@ -209,6 +210,28 @@ def check_task(
     if output is not None and type(output) is not bytes:
         problems.append(f"output is a {type(output).__name__}")
     raise ValueError(", ".join(problems) or "a field has the wrong type")
+
+
+def step_traceback(error: BaseException) -> str:
+    """The traceback kept for a step's ``error``: from the step's own frames on.
+
+    The frames of microdag's that called the step (the runner, a pool, a
+    pod) are left out, so the first frame is the step function's; an error
+    raised in microdag itself (a command step, a timeout) keeps none.  An
+    error raised in another process carries its traceback as text
+    (``__microdag_traceback__``, set by ``pools._attempt.invoke``).
+    """
+    kept = getattr(error, "__microdag_traceback__", None)  # (made where it was raised: another process)
+    if isinstance(kept, str):
+        return kept
+    import os
+    import traceback
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(package):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
 
 
 class StoredError(Exception):

@@ -85,15 +85,22 @@ def _executor(text: str) -> str:
         f"invalid choice: {text!r} (choose from inline, threads, processes, dask, dask://HOST:PORT)")
 
 
-def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace") -> str:
-    """The command that resumes run ``run_id`` (it needs the store and codec it was run with)."""
+def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", command: str = "resume",
+                 step: "str | None" = None) -> str:
+    """The command that resumes run ``run_id`` (or runs another ``command`` on it, for
+    ``step``): it needs the store and codec it was run with."""
     import shlex
 
-    hint = f"python -m microdag resume {shlex.quote(run_id)}"
+    hint = f"python -m microdag {command} {shlex.quote(run_id)}"
+    dashed = step is not None and step.startswith("-")  # (then after the options and --)
+    if step is not None and not dashed:
+        hint += f" {shlex.quote(step)}"
     if store_spec != DEFAULT_STORE:
         hint += f" --store {shlex.quote(store_spec)}"
     if getattr(args, "codec", None) is not None:
         hint += f" --codec {args.codec}"
+    if step is not None and dashed:
+        hint += f" -- {shlex.quote(step)}"
     return hint
 
 
@@ -120,6 +127,9 @@ def _report_run(run: "Run", store_spec: str, args: "argparse.Namespace") -> int:
             err = task.error
             print(indented(f"{printable(task.name)}: {type(err).__name__}: {err}"), file=sys.stderr)
         if run.status != "succeeded" and store_spec != "memory":
+            if failed:
+                print(f"  its traceback: {_resume_hint(run.id, store_spec, args, 'show', failed[0].name)}",
+                      file=sys.stderr)
             print(f"  resume with: {_resume_hint(run.id, store_spec, args)}", file=sys.stderr)
         if not args.quiet and len(run.outputs):
             sys.stderr.flush()  # before the outputs, where both are one terminal
@@ -239,7 +249,7 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks
 
 def _cmd_run(args: "argparse.Namespace") -> int:
     inputs = parse_inputs(args.input, args.inputs)
-    flow = load(args.flow)
+    flow = load(args.flow, inputs)
     inputs = typed_inputs(flow, args.input, inputs)
     store_spec = args.store or DEFAULT_STORE
     store = store_at(args.store, create=True, codec=args.codec)
@@ -267,7 +277,7 @@ def _cmd_resume(args: "argparse.Namespace") -> int:
         if not (args.quiet or args.json):  # (a big flow takes a while to load: say what is going on first)
             print(f"resuming run {args.run_id} of {printable(info.flow)}: {done} step{'s' if done != 1 else ''} "
                   f"succeeded before; loading {printable(spec)}", file=sys.stderr, flush=True)
-        flow = load(spec)
+        flow = load(spec, info.inputs)
         return _execute(flow, args, store, store_spec, done, run_id=args.run_id, resume=True, force=args.force)
     finally:
         store.close()

@@ -59,7 +59,7 @@ def _cmd_step(args: "argparse.Namespace") -> int:
     ]
     if folder_only:
         raise UsageError(f"{', '.join(folder_only)} go{'es' if len(folder_only) == 1 else ''} with --run-dir")
-    flow = load(args.flow)
+    flow = load(args.flow, None)  # (the inputs are the stored run's)
     if args.step not in flow:
         raise UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
     store = store_at(args.store, codec=args.codec)

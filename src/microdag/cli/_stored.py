@@ -3,7 +3,7 @@ keeps, listed, read and deleted."""
 
 import sys
 
-from .._cmdline import OK, UsageError, positive
+from .._cmdline import FAILED, OK, UsageError, positive
 from ._common import (
     color, dump, indented, jsonable, paint, preview, printable, seconds,
     store_at, store_options, table, when,
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: ``show``: a run of more tasks than this is summarised unless --all; the rows and failures then listed.
 SHOW_ALL, SHOW_FIRST, SHOW_FAILURES = 1000, 20, 100
+#: ``show RUN STEP`` of a failed map step: the failed items whose errors are printed.
+SHOW_ITEM_ERRORS = 3
 
 
 def add_parser(sub: "Any", name: str, **options: "Any") -> None:
@@ -202,6 +204,8 @@ def _show_step(store: "Store", args: "argparse.Namespace", records: "list[TaskRe
     record = next((r for r in records if r.step == args.step and r.item < 0), None)
     if record is None:
         raise UsageError(f"run {args.run_id} has no step named {args.step!r}")
+    if record.output is None and record.error_type is not None:
+        return _show_error(args, record, [r for r in records if r.step == args.step and r.error_type is not None])
     if record.output is None:
         raise UsageError(f"step {args.step!r} of run {args.run_id} has no output: it is {record.status}")
     value = _decode(store, args.run_id, record, record.output)
@@ -211,6 +215,38 @@ def _show_step(store: "Store", args: "argparse.Namespace", records: "list[TaskRe
         text = json.dumps(repr(value), ensure_ascii=False) if args.json else repr(value)
     sys.stdout.write(text + "\n")
     return OK
+
+
+def _show_error(args: "argparse.Namespace", record: "TaskRecord", failed: "list[TaskRecord]") -> int:
+    """``show RUN STEP`` of a step that failed: its error and traceback (of a map
+    step, each failed item's too); exit 1, as it has no output."""
+    items = [r for r in failed if r.item >= 0]
+    if args.json:
+        dump({"step": record.step, "status": record.status, "attempts": record.attempts,
+              "error": _error_document(record),
+              "items": [{"item": r.item, "error": _error_document(r)} for r in items]})
+        return FAILED
+    attempts = f" after {record.attempts} attempt{'s' if record.attempts != 1 else ''}" if record.attempts else ""
+    print(f"step {printable(repr(record.step))} of run {args.run_id}: {record.status}{attempts}")
+    print()
+    sys.stdout.write(_error_text(record))
+    for r in items[:SHOW_ITEM_ERRORS]:
+        print()
+        print(f"item {r.item}:")
+        sys.stdout.write(_error_text(r))
+    if len(items) > SHOW_ITEM_ERRORS:
+        print(f"\n... and {len(items) - SHOW_ITEM_ERRORS} more failed items (show --json lists every one)")
+    return FAILED
+
+
+def _error_document(r: "TaskRecord") -> "dict[str, Any]":
+    return {"type": r.error_type, "message": r.error_message, "traceback": r.traceback}
+
+
+def _error_text(r: "TaskRecord") -> str:
+    """A task's error as kept: its traceback (the step's own frames), else its type and message."""
+    text = r.traceback or f"{r.error_type}: {r.error_message or ''}"
+    return "\n".join(map(printable, text.rstrip("\n").split("\n"))) + "\n"
 
 
 def _items(numbers: "list[int]") -> str:
@@ -240,6 +276,13 @@ def _cmd_logs(args: "argparse.Namespace") -> int:
     finally:
         store.close()
     sys.stdout.write(text)
+    item = -1 if args.item is None else args.item
+    failed = next((r for r in records if r.item == item and r.error_type is not None), None)
+    if failed is not None:  # what it printed, then how it ended
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+        attempt = f" on attempt {failed.attempts}" if failed.attempts else ""
+        sys.stdout.write(f"[{failed.status}{attempt}]\n" + _error_text(failed))
     return OK
 
 

@@ -10,6 +10,8 @@ the item and the attempt number.
 """
 
 from .._context import Frame, enter, leave
+from .._errors import Skip
+from .._records import step_traceback
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -172,6 +174,13 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
             result, text = captured_call(lambda: awaited(fn(**kwargs)), {})
             return Captured(result, text)
         return awaited(fn(**kwargs))
+    except Exception as exc:  # its traceback, as text: the frames do not travel back with it from a process
+        if not isinstance(exc, Skip):
+            try:
+                exc.__microdag_traceback__ = step_traceback(exc)  # type: ignore[attr-defined]
+            except AttributeError:  # (an exception without a __dict__)
+                pass
+        raise
     finally:
         if trace is not None:
             trace.leave(span)

@@ -32,7 +32,7 @@ from itertools import compress
 
 from .._capture import take
 from .._errors import StoreError
-from .._records import RunInfo, TaskRecord
+from .._records import RunInfo, TaskRecord, step_traceback
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -213,10 +213,7 @@ class StoreRecorder:
         self.wrote = True
         etype = emsg = tb = None
         if error is not None:
-            import traceback
-
-            etype, emsg = type(error).__name__, str(error)
-            tb = "".join(traceback.format_exception(error))
+            etype, emsg, tb = type(error).__name__, str(error), step_traceback(error)
         record = TaskRecord(step, item, status, attempts, started, finished, etype, emsg, tb, output)
         try:
             self.store.save(self.run_id, [record])
