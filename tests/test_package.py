@@ -1,11 +1,15 @@
 """The package as users meet it: the public surface, the version line, import
-cost, vendoring without a build, the build's fallback rules, and mypy."""
+cost, vendoring without a build, the build's fallback rules, what the sdist
+holds, how CI runs, and mypy."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -217,6 +221,57 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = 'pip install ".[test]" && python -m pytest && MICRODAG_NO_EXTENSIONS=1 python -m pytest'
     assert command in readme.splitlines()
     assert command in ci.splitlines()
+    assert ci.splitlines()[-1] == command, "the README's command is CI's last step"
+
+
+def test_ci_runs_in_a_folder_named_microdag_after_the_release_job() -> None:
+    """What ``git clone`` makes is a folder named like the package: CI tests there, so a
+    test that takes the checkout for the package fails in CI too."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    moved = lines.index('cd "$work/microdag"')
+    release = lines.index('bash .ci/wheels "$work/release"')
+    command = next(i for i, line in enumerate(lines) if line.startswith('pip install ".[test]"'))
+    assert moved < release < command
+
+
+def _check_dist() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("check_dist", ROOT / ".ci" / "check_dist.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="the sdist is checked once, in the main pass")
+def test_the_sdist_holds_the_kernel_source_and_the_tests(tmp_path: Path) -> None:
+    """Built as ``python -m build`` builds it (setuptools' sdist, MANIFEST.in), from a copy
+    of this tree without its build output."""
+    tree = tmp_path / "microdag"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "*.so", "*.pyd", "_sched.c", ".*_cache",
+        ".hypothesis", ".benchmarks", ".microdag", ".venv", "venv"))
+    env = {k: v for k, v in os.environ.items() if k != "MICRODAG_NO_EXTENSIONS"}
+    out = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
+                         cwd=tree, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (sdist,) = (tmp_path / "dist").glob("microdag-*.tar.gz")
+    assert _check_dist().sdist_problems(sdist, root=tree) == []
+
+
+def test_the_wheel_check_finds_what_a_release_must_not_ship(tmp_path: Path) -> None:
+    check = _check_dist()
+    wheel = tmp_path / "microdag-0.1.0-cp311-cp311-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as whl:
+        for name in check.WHEEL_NEEDS:
+            whl.writestr(name, "")
+        whl.writestr("microdag/_sched.cpython-311-x86_64-linux-gnu.so", b"\x7fELF ... .symtab\x00.strtab\x00")
+        whl.writestr("microdag-0.1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: cp311-cp311-linux_x86_64\n")
+    problems = check.wheel_problems(wheel, "manylinux_2_17_x86_64")
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "microdag/_sched.cpython-311-x86_64-linux-gnu.so is not stripped (25 bytes)",
+        "not tagged manylinux_2_17_x86_64 (tags: cp311-cp311-linux_x86_64)",
+    ]
+    assert check.wheel_problems(wheel) == problems[:1]
 
 
 def test_the_ui_page_is_installed() -> None:
