@@ -526,16 +526,12 @@ class Flow:
             CycleError: the steps form a cycle.
             RunFailed: the run did not succeed and ``raise_on_failure``.
         """
-        from .runner import execute
+        from .runner import RunOptions, execute
 
         plan = self._compiled()
         if executor == "inline":
             _check_no_running_loop(self._name, plan)
-        run = execute(
-            plan,
-            self._name,
-            self._source,
-            inputs,
+        options = RunOptions(
             executor=executor,
             max_workers=max_workers,
             targets=targets,
@@ -548,6 +544,7 @@ class Flow:
             resume=resume,
             force=force,
         )
+        run = execute(plan, self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":
             raise run_failed(run)  # (raised here: the traceback users read starts at their call)
         return run
@@ -582,13 +579,9 @@ class Flow:
         run on its Dask cluster as with :meth:`run`, and this coroutine
         waits for them without blocking the loop.
         """
-        from .runner import execute_async
+        from .runner import RunOptions, execute_async
 
-        run = await execute_async(
-            self._compiled(),
-            self._name,
-            self._source,
-            inputs,
+        options = RunOptions(
             executor=executor,
             max_workers=max_workers,
             targets=targets,
@@ -601,6 +594,7 @@ class Flow:
             resume=resume,
             force=force,
         )
+        run = await execute_async(self._compiled(), self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":
             raise run_failed(run)
         return run
@@ -651,12 +645,12 @@ def _run_one(
             except KeyError:
                 pass  # reported below as missing, unless inputs gives it
     given.update(inputs or {})
-    kwargs = plan.arguments(i, given)
     from ._result import new_run_id
-    from .pools._attempt import Attempt, invoke
+    from .pools._attempt import invoke
+    from .runner._call import Caller, arguments
 
-    attempt = Attempt(i, -1, None, 1, name, None, new_run_id(), flow)
-    return invoke(plan.fns[i], kwargs, attempt)
+    kwargs = arguments(plan, i, given)
+    return invoke(plan.fns[i], kwargs, Caller(plan, new_run_id(), flow).attempt(i, 1))
 
 
 def _check_no_running_loop(flow: str, plan: _Plan) -> None:

@@ -434,36 +434,6 @@ class _Plan:
         self.declared: dict[str, dict[str, Any]] = {}
         self._types: dict[str, dict[str, Any]] | None = None
 
-    def arguments(self, i: int, given: "Mapping[str, Any]") -> "dict[str, Any]":
-        """The keyword arguments of step ``i`` called alone, from ``given``:
-        the outputs of the steps it takes, by step name, and the flow inputs
-        it takes, by input name (those not given keep their defaults).
-
-        Raises:
-            FlowError: a value it needs is not given (each one said).
-        """
-        kwargs: dict[str, Any] = {}
-        missing: list[str] = []
-        names = self.graph.names
-        name = names[i]
-        for param, dep in zip(self.dep_kwnames[i], self.argdeps[i]):
-            key = names[dep]
-            if key in given:
-                kwargs[param] = given[key]
-            else:
-                missing.append(f"step {name!r} needs the output of step {key!r}, which was not given")
-        for param, input_name, default in self.input_params[i]:
-            if input_name in given:
-                kwargs[param] = given[input_name]
-            elif default is NO_DEFAULT:
-                missing.append(
-                    f"step {name!r} needs input {input_name!r} (parameter {param!r}), "
-                    "which was not given"
-                )
-        if missing:
-            raise FlowError(*missing)
-        return kwargs
-
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
         if self.has_priority:

@@ -56,6 +56,9 @@ class NullRecorder:
     durable = False
     run_dir: "str | None" = None
 
+    def start(self, offset: float) -> None:
+        return None
+
     def step_succeeded(self, i: int, value: "Any", attempts: int, started: float, finished: float) -> None:
         return None
 
@@ -109,7 +112,11 @@ class StoreRecorder:
         self.run_id = run_id
         self.names = names
         self.run_dir = store.run_dir(run_id)
-        self.offset = 0.0  # set by the runner: clock reading + offset = wall time
+        self.offset = 0.0  # clock reading + offset = wall time (start)
+
+    def start(self, offset: float) -> None:
+        """The run's clock starts: a reading plus ``offset`` is a wall time."""
+        self.offset = offset
 
     # -- opening -------------------------------------------------------------------
 

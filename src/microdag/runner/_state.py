@@ -52,12 +52,13 @@ from .._errors import Skip
 from .._events import Event, debug_enabled, dispatch, log
 from .._result import Run
 from ..pools._attempt import Attempt, local_all
+from ._call import Caller, kwargs
 from ._maps import Maps
 from ._tracing import Tracers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from .._plan import _Plan
@@ -105,13 +106,29 @@ class Runner:
         run_id: str,
         flow: str,
         *,
-        subset: "list[int] | None",
-        on_failure: str,
-        hooks: "tuple[Callable[[Event], Any], ...]",
-        keep: "list[int] | None",
-        cancel: "Any",
         recorder: "NullRecorder | StoreRecorder",
+        subset: "list[int] | None" = None,
+        on_failure: str = "fail_fast",
+        hooks: "tuple[Callable[[Event], Any], ...]" = (),
+        keep: "list[int] | None" = None,
+        cancel: "Any" = None,
+        bound: "Mapping[int, tuple[tuple[str, ...], tuple[Any, ...]]] | None" = None,
+        owned: bool = False,
+        halt: "Callable[[], object] | None" = None,
     ) -> None:
+        """Args (besides the plan, its kernel, the run's id and flow name):
+            recorder: the store's side of the run.
+            subset: the steps run (``None``: all); keep: the steps whose
+                outputs the run returns (``None``: all).
+            on_failure, hooks, cancel: as for ``Flow.run``.
+            bound: step id -> its keyword names and the values of the flow
+                inputs it is given (``_call.bind_inputs``), for the steps
+                taking inputs.
+            owned: whether this run leased the plan's own kernel (see ``_setup``).
+            halt: kills the programs the run's command steps are running (an
+                effect this module does not have): called when the run is
+                cancelled or interrupted.
+        """
         n = len(plan.steps)
         self.plan = plan
         self.k = kernel
@@ -131,6 +148,7 @@ class Runner:
         self.wall0 = time.time()
         self.pc0 = self.clock()
         self.offset = self.wall0 - self.pc0  # clock reading + offset = wall time
+        recorder.start(self.offset)
         #: The hooks that trace attempts (``microdag.otel``), or ``None``; the
         #: other hooks get the events.
         self.tracers = Tracers.among(hooks, run_id, self.offset, self.clock) if hooks else None
@@ -153,13 +171,34 @@ class Runner:
         self.interrupt: BaseException | None = None
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
+        for i, (names, values) in (bound or {}).items():
+            self.kwnames[i] = names
+            self.consts[i] = values
         self.flags = plan.flags(bool(hooks) or self.debug, keep)
-        self.owned = False  # whether this run leased the plan's own kernel (see _setup)
+        self.owned = owned
+        self.halt: Callable[[], object] = _nothing if halt is None else halt
         self.remote = False  # whether outputs may stay on a cluster (Dask): fetched when needed here
-        # The threads backend replaces these three.
+        self.caller = Caller(plan, run_id, flow, self.run_dir, self.capture)
+        # Several threads call in at once after share().
         self.lock: Any = _NoLock()
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
+
+    # -- how the run is run --------------------------------------------------------
+
+    def share(self, workers: int, wake: "Callable[[], None]") -> None:
+        """``workers`` threads call in at once (the threads backend): shared
+        state changes under a real lock from now on, and ``wake`` is called
+        whenever a transition may have made work for an idle worker."""
+        import threading
+
+        self.workers = workers
+        self.lock = threading.RLock()
+        self.wake = wake
+
+    def on_cluster(self) -> None:
+        """Outputs may stay on a cluster (Dask): fetched where this process needs them."""
+        self.remote = True
 
     # -- reading ------------------------------------------------------------------
 
@@ -172,10 +211,7 @@ class Runner:
 
     def kwargs(self, i: int) -> "dict[str, Any]":
         """The keyword arguments step ``i`` is called with."""
-        value = self.value
-        values = [value(d) for d in self.plan.argdeps[i]]
-        values.extend(self.consts[i])
-        return dict(zip(self.kwnames[i], values))
+        return kwargs(self.kwnames[i], list(map(self.value, self.plan.argdeps[i])), self.consts[i])
 
     def call_args(self, att: Attempt) -> "tuple[Callable[..., Any], dict[str, Any]]":
         """The function and keyword arguments of ``att``."""
@@ -218,16 +254,14 @@ class Runner:
         self.emit("step_started", i, attempt=number)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, self.names[i], number)
-        att = Attempt(i, -1, None, number, self.names[i], self.plan.options[i].timeout, self.run_id,
-                      self.flow, self.run_dir, self.capture, now)
+        att = self.caller.attempt(i, number, now)
         if self.tracers is not None:
             self.tracers.started(att)
         return att
 
     def hot_attempt(self, i: int) -> Attempt:
         """The attempt of step ``i`` that ``drive()`` just made."""
-        return Attempt(i, -1, None, self.attempts[i], self.names[i], self.plan.options[i].timeout,
-                       self.run_id, self.flow, self.run_dir, self.capture, self.started[i], self.finished[i])
+        return self.caller.attempt(i, self.attempts[i], self.started[i], self.finished[i])
 
     def _again(self, att: Attempt) -> "Attempt | None":
         """The next attempt after ``att`` (a due retry), or ``None`` if its map ended."""
@@ -362,7 +396,7 @@ class Runner:
             self._release(i)
             for s in skipped:
                 self._release(s)
-            cancelled = self.stop() if self.fail_fast else []
+            cancelled = self._stop() if self.fail_fast else []
         duration = self.finished[i] - self.started[i]
         self.emit("step_finished", i, status="failed", attempt=attempt, duration=duration, error=exc)
         for s in skipped:
@@ -390,12 +424,10 @@ class Runner:
     def abort(self, i: int, exc: BaseException) -> None:
         """Step ``i`` was interrupted (``KeyboardInterrupt``...) *(locks)*: the
         run stops and ends cancelled; ``exc`` is raised again at its end."""
-        if self.interrupt is None:
-            self.interrupt = exc
+        self.interrupted(exc)
         self.cancelled.add(i)
-        self.halt()
         with self.lock:
-            self.stop()  # first: what depends on step i ends cancelled, as every pending step does
+            self._stop()  # first: what depends on step i ends cancelled, as every pending step does
             if self.k.state(i) == _RUNNING:
                 self.k.fail(i)
         self.wake()
@@ -459,9 +491,22 @@ class Runner:
 
     # -- stopping -----------------------------------------------------------------
 
+    def interrupted(self, exc: BaseException) -> None:
+        """The run was interrupted by ``exc`` (Ctrl-C, a cancelled ``arun``
+        task): it ends cancelled, and the first such exception is raised again
+        at its end; the programs its command steps run are killed now."""
+        if self.interrupt is None:
+            self.interrupt = exc
+        self.halt()
+
     def stop(self) -> "list[int]":
-        """Start nothing new (the caller holds the lock): pending steps, waiting
-        retries and unfinished maps end cancelled; return those steps."""
+        """Start nothing new, unless the run already stopped *(locks)*: pending
+        steps, waiting retries and unfinished maps end cancelled; return those steps."""
+        with self.lock:
+            return [] if self.stopping else self._stop()
+
+    def _stop(self) -> "list[int]":
+        """:meth:`stop`, the caller holding the lock (and whether or not the run stopped)."""
         self.stopping = True
         k = self.k
         cancelled = k.cancel()
@@ -476,13 +521,6 @@ class Runner:
         cancelled.extend(self.maps.stop())
         return cancelled
 
-    def halt(self) -> None:
-        """The run is cancelled or interrupted: kill the programs its command
-        steps are running (their whole process groups, see ``_children``)."""
-        from .._children import kill
-
-        kill(self.run_id)
-
     def check_cancel(self) -> bool:
         """Stop the run if its cancel event is set *(locks)*; whether it is cancelled."""
         if self.cancel is not None and not self.cancel_requested and self.cancel.is_set():
@@ -490,7 +528,7 @@ class Runner:
             log(20, "run %s: cancelled", self.run_id)
             self.halt()
             with self.lock:
-                cancelled = self.stop()
+                cancelled = self._stop()
             for c in cancelled:
                 self.emit("step_finished", c, status="cancelled")
             self.wake()
@@ -509,11 +547,14 @@ class Runner:
 
     def resume_from(
         self, ids: "list[int]", attempts: "Sequence[int]", started: "Sequence[float | None]",
-        finished: "Sequence[float | None]",
+        finished: "Sequence[float | None]", items: "dict[int, dict[int, int]] | None" = None,
     ) -> None:
         """Take over the steps ``ids`` a resumed run records as succeeded
         (with their attempts, starts and finishes): their attempts and times
-        now, their outputs when a step needs them (:meth:`value`)."""
+        now, their outputs when a step needs them (:meth:`value`); ``items``:
+        map step id -> {item index: attempts} of the units it records as succeeded."""
+        if items:
+            self.maps.resumed = items
         offset, wall0 = self.offset, self.wall0
         tries, starts, ends, outputs = self.attempts, self.started, self.finished, self.outputs
         for i, a, start, end in zip(ids, attempts, started, finished):
