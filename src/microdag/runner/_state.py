@@ -30,12 +30,21 @@ own); :meth:`Runner.settle` takes any attempt back, a step's or a unit's,
 with its outcome.  Steps that the kernel's hot loop (``drive``) ran come back
 through :meth:`Runner.record_done` and :meth:`Runner.hot_failed`.
 
-Locking.  On the threads backend ``lock`` is a real lock and several workers
-call in at once; elsewhere it is a no-op.  A step a loop took from the kernel
-(or a retry it popped) belongs to that loop until it is settled.  Methods
-marked *(owner)* touch only that step's slots and need no lock; methods marked
-*(locks)* take the lock themselves around the kernel and the shared
-structures; :meth:`Runner.stop` is the one called with the lock held.
+Only this object writes its state (``_maps`` is its part).  What the loops
+and the setup have to say comes in through its constructor (inputs bound,
+whether it owns the kernel, ``halt``) or through verbs: :meth:`Runner.share`
+(several threads call in), :meth:`Runner.on_cluster` (outputs stay on a Dask
+cluster), :meth:`Runner.interrupted` (Ctrl-C, a cancelled task),
+:meth:`Runner.stop`, :meth:`Runner.resume_from`.  It does no I/O: the
+recorder keeps what the store must, and ``halt`` (given by ``_setup``) kills
+the programs of the run's command steps when it is cancelled or interrupted.
+
+Locking.  After :meth:`Runner.share` (the threads backend) ``lock`` is a real
+lock and several workers call in at once; elsewhere it is a no-op.  A step a
+loop took from the kernel (or a retry it popped) belongs to that loop until it
+is settled.  Methods marked *(owner)* touch only that step's slots and need no
+lock; methods marked *(locks)* take the lock themselves around the kernel and
+the shared structures; ``_stop`` is the one called with the lock held.
 
 Why no loop can hang: every step not finished is ready, running, or waiting
 for a retry whose time :meth:`Runner.next_due` tells (without taking it);
