@@ -27,7 +27,7 @@ from microdag.runner._call import (
     units,
 )
 from microdag.runner._recorder import NullRecorder
-from microdag.runner._state import Runner
+from microdag.runner._state import Runner, run_result
 
 
 def machine(flow: microdag.Flow, **options: object) -> Runner:
@@ -75,7 +75,7 @@ def test_begin_makes_the_first_attempt_and_settle_makes_the_next_step_ready() ->
     assert att is not None
     r.settle(att, True, 2)
     assert r.k.remaining == 0 and r.status() == "succeeded"
-    assert r.result({}).outputs == {"b": 2}
+    assert run_result(r, {}).outputs == {"b": 2}
 
 
 def test_a_failure_without_retries_fails_the_step_and_skips_or_cancels_what_follows() -> None:
@@ -210,7 +210,7 @@ def test_a_map_step_expands_into_unit_attempts_and_settles_with_their_results_in
         assert u is not None
         r.settle(u, True, u.item * 10)  # type: ignore[operator]
     assert state(r, "sq") == sched.SUCCEEDED
-    assert r.result({}).outputs == {"sq": [0, 10, 20]}
+    assert run_result(r, {}).outputs == {"sq": [0, 10, 20]}
 
 
 def test_a_batch_that_returns_the_wrong_count_fails_its_item_without_a_retry() -> None:

@@ -24,6 +24,7 @@ the :class:`~microdag.Flow` facade: it hands its plan over.
 from .._events import log
 from ._options import RunOptions
 from ._setup import prepare, release
+from ._state import run_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def _finish(runner: "Runner", given: "dict[str, Any]") -> "Run":
     try:
         if runner.interrupt is not None:
             runner.stop()
-        run = runner.result(given)
+        run = run_result(runner, given)
     finally:
         release(runner)
         runner.close()

@@ -14,13 +14,14 @@ ahead) in the pool.  The run stopping stops it.
 """
 
 from .._compat import sched
-from ..pools._attempt import Attempt
 from ._call import kwargs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
+
+    from ..pools._attempt import Attempt
 
     from ._state import Runner
 

@@ -30,7 +30,13 @@ own); :meth:`Runner.settle` takes any attempt back, a step's or a unit's,
 with its outcome.  Steps that the kernel's hot loop (``drive``) ran come back
 through :meth:`Runner.record_done` and :meth:`Runner.hot_failed`.
 
-Only this object writes its state (``_maps`` is its part).  What the loops
+Only this object writes its state (``_maps`` is its part).  Its constructor
+takes, besides the plan, the kernel, the run's id and flow name: the
+``recorder`` (the store's side), the ``subset`` of steps run and the steps
+whose outputs it returns (``keep``; ``None``: all), ``on_failure``, ``hooks``
+and ``cancel`` as ``Flow.run`` does, ``bound`` (step id -> its keyword names
+and the values of the flow inputs it is given, ``_call.bind_inputs``),
+``owned`` (whether the run leased the plan's own kernel) and ``halt``.  What the loops
 and the setup have to say comes in through its constructor (inputs bound,
 whether it owns the kernel, ``halt``) or through verbs: :meth:`Runner.share`
 (several threads call in), :meth:`Runner.on_cluster` (outputs stay on a Dask
@@ -74,7 +80,7 @@ if TYPE_CHECKING:
     from .._types import RunStatus
     from ._recorder import NullRecorder, StoreRecorder
 
-__all__ = ["STORED", "Runner"]
+__all__ = ["STORED", "Runner", "run_result"]
 
 _SLOW = sched.SLOW
 _KEEP = sched.KEEP
@@ -125,19 +131,6 @@ class Runner:
         owned: bool = False,
         halt: "Callable[[], object] | None" = None,
     ) -> None:
-        """Args (besides the plan, its kernel, the run's id and flow name):
-            recorder: the store's side of the run.
-            subset: the steps run (``None``: all); keep: the steps whose
-                outputs the run returns (``None``: all).
-            on_failure, hooks, cancel: as for ``Flow.run``.
-            bound: step id -> its keyword names and the values of the flow
-                inputs it is given (``_call.bind_inputs``), for the steps
-                taking inputs.
-            owned: whether this run leased the plan's own kernel (see ``_setup``).
-            halt: kills the programs the run's command steps are running (an
-                effect this module does not have): called when the run is
-                cancelled or interrupted.
-        """
         n = len(plan.steps)
         self.plan = plan
         self.k = kernel
@@ -600,38 +593,41 @@ class Runner:
             return "failed"
         return "succeeded"
 
-    def result(self, inputs: "dict[str, Any]") -> Run:
-        """The run's :class:`~microdag.Run`; its end is recorded first."""
-        k = self.k
-        states = k.states()
-        names = self.names
-        kept = [i for i in (range(self.n) if self.keep is None else self.keep) if states[i] == sched.SUCCEEDED]
-        stored = [names[i] for i in kept if self.outputs[i] is STORED]
-        if stored:  # outputs of a resumed run that nothing read yet: one read
-            loaded = self.recorder.outputs(stored)
-            for i in kept:
-                if self.outputs[i] is STORED:
-                    self.outputs[i] = loaded.get(names[i])
-        values = [self.outputs[i] for i in kept]
-        outputs: dict[str, Any] = dict(zip([names[i] for i in kept], local_all(values) if self.remote else values))
-        status = self.status()
-        error = self.errors.get(self.first_failure) if self.first_failure >= 0 else None
-        finished = time.time()
-        if self.recorder.durable:
-            ended = (sched.SKIPPED, sched.CANCELLED, sched.PENDING, sched.READY)
-            for i in range(self.n) if self.subset is None else self.subset:
-                st = states[i]
-                if i in self.cancelled or st == sched.CANCELLED:
-                    label = "cancelled"
-                elif st in ended:
-                    label = "skipped" if st == sched.SKIPPED else "pending"
-                else:
-                    continue
-                self.recorder.step_ended(i, label, self.attempts[i], self.started[i], self.finished[i])
-        self.recorder.close(status, finished)
-        return Run(
-            self.run_id, self.flow, status, outputs, inputs, self.wall0, finished, error, names,
-            self.plan.graph._index,
-            states, self.attempts, self.started, self.finished, self.errors, self.offset,
-            frozenset(self.cancelled), self.reasons, frozenset(self.cached),
-        )
+
+def run_result(r: Runner, inputs: "dict[str, Any]") -> Run:
+    """The :class:`~microdag.Run` of the run ``r`` holds (given ``inputs``);
+    its end is recorded first.  (Reads the state; writes only the outputs a
+    resumed run left in the store, read now.)"""
+    k = r.k
+    states = k.states()
+    names = r.names
+    kept = [i for i in (range(r.n) if r.keep is None else r.keep) if states[i] == sched.SUCCEEDED]
+    stored = [names[i] for i in kept if r.outputs[i] is STORED]
+    if stored:  # outputs of a resumed run that nothing read yet: one read
+        loaded = r.recorder.outputs(stored)
+        for i in kept:
+            if r.outputs[i] is STORED:
+                r.outputs[i] = loaded.get(names[i])
+    values = [r.outputs[i] for i in kept]
+    outputs: dict[str, Any] = dict(zip([names[i] for i in kept], local_all(values) if r.remote else values))
+    status = r.status()
+    error = r.errors.get(r.first_failure) if r.first_failure >= 0 else None
+    finished = time.time()
+    if r.recorder.durable:
+        ended = (sched.SKIPPED, sched.CANCELLED, sched.PENDING, sched.READY)
+        for i in range(r.n) if r.subset is None else r.subset:
+            st = states[i]
+            if i in r.cancelled or st == sched.CANCELLED:
+                label = "cancelled"
+            elif st in ended:
+                label = "skipped" if st == sched.SKIPPED else "pending"
+            else:
+                continue
+            r.recorder.step_ended(i, label, r.attempts[i], r.started[i], r.finished[i])
+    r.recorder.close(status, finished)
+    return Run(
+        r.run_id, r.flow, status, outputs, inputs, r.wall0, finished, error, names,
+        r.plan.graph._index,
+        states, r.attempts, r.started, r.finished, r.errors, r.offset,
+        frozenset(r.cancelled), r.reasons, frozenset(r.cached),
+    )
