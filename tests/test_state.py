@@ -349,7 +349,8 @@ def test_call_with_timeout_abandons_a_late_call() -> None:
 
 
 def test_run_options_are_frozen_and_replace_makes_a_copy() -> None:
-    options = RunOptions(executor="threads", max_workers=2)
+    options = RunOptions(executor="threads", max_workers=2, targets=None, on_failure="fail_fast", hooks=(),
+                         keep_outputs=False, cancel=None, store=None, run_id=None, resume=False, force=False)
     with pytest.raises(AttributeError, match="frozen"):
         options.executor = "inline"  # type: ignore[misc]
     copy = options.replace(executor="inline")

@@ -35,20 +35,11 @@ class RunOptions:
     force: bool
 
     def __init__(
-        self,
-        *,
-        executor: "Any" = "inline",
-        max_workers: "int | None" = None,
-        targets: "Iterable[str] | None" = None,
-        on_failure: str = "fail_fast",
-        hooks: "Iterable[Callable[[Any], Any]]" = (),
-        keep_outputs: bool = False,
-        cancel: "Any" = None,
-        store: "Any" = None,
-        run_id: "str | None" = None,
-        resume: bool = False,
-        force: bool = False,
+        self, *, executor: "Any", max_workers: "int | None", targets: "Iterable[str] | None", on_failure: str,
+        hooks: "Iterable[Callable[[Any], Any]]", keep_outputs: bool, cancel: "Any", store: "Any",
+        run_id: "str | None", resume: bool, force: bool,
     ) -> None:
+        # Every field is given: the defaults are Flow.run's, and live there only.
         setattr_ = object.__setattr__
         setattr_(self, "executor", executor)
         setattr_(self, "max_workers", max_workers)
