@@ -15,8 +15,6 @@ gathering of its units' results) and writes the step's envelope.
 import os
 import sys
 
-from .runner._call import Caller, batch_error, bind_inputs, call_with_timeout, kwargs, units
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -232,6 +230,8 @@ class _Task:
     def kwargs(self, deps: "dict[str, dict[str, Any] | None]") -> "dict[str, Any]":
         """The step's arguments: its dependencies' outputs (``None`` for one that
         did not succeed) and its flow inputs."""
+        from .runner._call import bind_inputs, kwargs  # (lazy: an export imports this module, and needs no runner)
+
         plan, i = self.plan, self.i
         names = plan.graph.names
         values = []
@@ -248,6 +248,8 @@ class _Task:
 
     def units(self, kwargs: "dict[str, Any]") -> "list[Any]":
         """The units of the value the map step maps over (items, or batches)."""
+        from .runner._call import units
+
         param = self.step.map
         assert param is not None
         try:
@@ -282,6 +284,8 @@ class _Task:
             envelope: dict[str, Any] = {"status": "skipped", "reason": result.reason}
         else:
             if unit and self.step.batch_size is not None:
+                from .runner._call import batch_error
+
                 assert self.item is not None and index is not None
                 error = batch_error(self.name, index, len(unit_list[self.item]), result)
                 if error is not None:
@@ -298,6 +302,7 @@ class _Task:
 
         from ._errors import Skip
         from .pools._attempt import invoke
+        from .runner._call import Caller, call_with_timeout
 
         step = self.step
         unit = -1 if index is None or self.item is None else self.item
