@@ -14,8 +14,6 @@ steps (``_children``), is given to the runner as its ``halt``: the state
 machine decides when, and does no I/O itself.
 """
 
-from functools import partial
-
 from .._children import kill
 from .._errors import FlowError
 from .._events import log
@@ -247,7 +245,7 @@ def open_run(
         runner = Runner(
             plan, kernel, run_id, flow, recorder=recorder, subset=subset, on_failure=options.on_failure,
             hooks=checked.hooks, keep=checked.keep, cancel=options.cancel, bound=checked.bound, owned=owned,
-            halt=partial(kill, run_id),
+            halt=lambda: kill(run_id),  # (not functools.partial: functools is not loaded yet)
         )
         done = None
         effective = effective_inputs(plan, subset, given)
