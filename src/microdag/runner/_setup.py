@@ -14,7 +14,6 @@ steps (``_children``), is given to the runner as its ``halt``: the state
 machine decides when, and does no I/O itself.
 """
 
-from .._children import kill
 from .._errors import FlowError
 from .._events import log
 from .._plan import NO_DEFAULT
@@ -245,7 +244,7 @@ def open_run(
         runner = Runner(
             plan, kernel, run_id, flow, recorder=recorder, subset=subset, on_failure=options.on_failure,
             hooks=checked.hooks, keep=checked.keep, cancel=options.cancel, bound=checked.bound, owned=owned,
-            halt=lambda: kill(run_id),  # (not functools.partial: functools is not loaded yet)
+            halt=lambda: _halt(run_id),
         )
         done = None
         effective = effective_inputs(plan, subset, given)
@@ -264,6 +263,15 @@ def open_run(
     if runner.debug:
         log(10, "run %s of flow %r started", runner.run_id, flow)
     return runner, effective
+
+
+def _halt(run_id: str) -> None:
+    """Kill the programs run ``run_id``'s command steps are running (their
+    process groups); ``_children`` is loaded by a run that is cancelled or
+    interrupted only."""
+    from .._children import kill
+
+    kill(run_id)
 
 
 def _open_record(
