@@ -30,18 +30,18 @@ own); :meth:`Runner.settle` takes any attempt back, a step's or a unit's,
 with its outcome.  Steps that the kernel's hot loop (``drive``) ran come back
 through :meth:`Runner.record_done` and :meth:`Runner.hot_failed`.
 
-Only this object writes its state (``_maps`` is its part).  Its constructor
-takes, besides the plan, the kernel, the run's id and flow name: the
-``recorder`` (the store's side), the ``subset`` of steps run and the steps
-whose outputs it returns (``keep``; ``None``: all), ``on_failure``, ``hooks``
-and ``cancel`` as ``Flow.run`` does, ``bound`` (step id -> its keyword names
-and the values of the flow inputs it is given, ``_call.bind_inputs``),
-``owned`` (whether the run leased the plan's own kernel) and ``halt``.  What the loops
-and the setup have to say comes in through its constructor (inputs bound,
-whether it owns the kernel, ``halt``) or through verbs: :meth:`Runner.share`
-(several threads call in), :meth:`Runner.on_cluster` (outputs stay on a Dask
-cluster), :meth:`Runner.interrupted` (Ctrl-C, a cancelled task),
-:meth:`Runner.stop`, :meth:`Runner.resume_from`.  It does no I/O: the
+Only this object writes its state (``_maps`` is its part).  What the setup
+knows comes in through its constructor: besides the plan, the kernel, the
+run's id and flow name, the ``recorder`` (the store's side), the ``subset``
+of steps run and the steps whose outputs it returns (``keep``; ``None``:
+all), ``on_failure``, ``hooks`` and ``cancel`` as ``Flow.run`` takes them,
+``bound`` (step id -> its keyword names and the values of the flow inputs
+it is given, ``_call.bind_inputs``), ``owned`` (whether the run leased the
+plan's own kernel) and ``halt``.  What a loop has to say comes in through
+verbs: :meth:`Runner.share` (several threads call in),
+:meth:`Runner.on_cluster` (outputs stay on a Dask cluster),
+:meth:`Runner.interrupted` (Ctrl-C, a cancelled task), :meth:`Runner.stop`;
+a resumed run's through :meth:`Runner.resume_from`.  It does no I/O: the
 recorder keeps what the store must, and ``halt`` (given by ``_setup``) kills
 the programs of the run's command steps when it is cancelled or interrupted.
 
