@@ -613,7 +613,7 @@ def test_an_emulated_run_with_a_volume_equals_flow_run(tmp_path):
     # a timeout: the first attempt hung and was stopped, the retry answered
     slow = [p for p in emulator.pods if p["task"] == "slow"]
     assert [p["code"] for p in slow] == [1, 0] and slow[0]["seconds"] < 5
-    assert "TimeoutError: step 'slow' ran past its timeout of 0.5 s" in slow[0]["stderr"]
+    assert "TimeoutError: step 'slow' timed out after 0.5 s (the call was abandoned)" in slow[0]["stderr"]
     # a skipped branch: Succeeded pods whose envelopes say skipped; all_done and none_failed ran with None
     assert statuses["maybe"] == statuses["after"] == "skipped"
     assert outputs["done"] == {"maybe": None, "after": None, "square": [1, 4, 9, 16]}

@@ -152,14 +152,9 @@ class Flow:
                  "__weakref__")
 
     def __init__(self, name: str, *, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]" = ()) -> None:
-        """A flow with no step yet.
-
-        Args:
-            name: the flow's name (recorded with its runs).
-            inputs: flow inputs declared ahead, by name, each with the JSON
-                Schema of its values (``{}``: any value), or a list of names.
-                A parameter that names no step is a flow input either way; a
-                declared one is never taken for a misspelt step name.
+        """A flow named ``name``, with no step yet; ``inputs`` declares flow
+        inputs (name -> JSON Schema, or names), which are then never taken for
+        misspelt step names (see :meth:`validate`).
 
         Raises:
             FlowError: the name is empty, or ``inputs`` is not names or schemas.
@@ -446,12 +441,9 @@ class Flow:
         return plan
 
     def validate(self, inputs: "Iterable[str]" = ()) -> None:
-        """Check the whole flow now (dependencies, cycles, bindings).
-
-        Args:
-            inputs: the names of the inputs a run will be given: a required
-                input named almost like a step is taken for a misspelt step
-                name unless it is declared (``Flow(inputs=...)``) or given.
+        """Check the whole flow now (dependencies, cycles, bindings); a required
+        input named almost like a step is a misspelling unless declared or
+        named in ``inputs`` (those a run will be given).
 
         Raises:
             FlowError: every problem found.
@@ -545,16 +537,12 @@ class Flow:
             CycleError: the steps form a cycle.
             RunFailed: the run did not succeed and ``raise_on_failure``.
         """
-        from .runner import execute
+        from .runner import RunOptions, execute
 
         plan = self._compiled()
         if executor == "inline":
             _check_no_running_loop(self._name, plan)
-        run = execute(
-            plan,
-            self._name,
-            self._source,
-            inputs,
+        options = RunOptions(
             executor=executor,
             max_workers=max_workers,
             targets=targets,
@@ -567,6 +555,7 @@ class Flow:
             resume=resume,
             force=force,
         )
+        run = execute(plan, self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":
             raise run_failed(run)  # (raised here: the traceback users read starts at their call)
         return run
@@ -601,13 +590,9 @@ class Flow:
         run on its Dask cluster as with :meth:`run`, and this coroutine
         waits for them without blocking the loop.
         """
-        from .runner import execute_async
+        from .runner import RunOptions, execute_async
 
-        run = await execute_async(
-            self._compiled(),
-            self._name,
-            self._source,
-            inputs,
+        options = RunOptions(
             executor=executor,
             max_workers=max_workers,
             targets=targets,
@@ -620,6 +605,7 @@ class Flow:
             resume=resume,
             force=force,
         )
+        run = await execute_async(self._compiled(), self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":
             raise run_failed(run)
         return run
@@ -685,12 +671,12 @@ def _run_one(
             except KeyError:
                 pass  # reported below as missing, unless inputs gives it
     given.update(inputs or {})
-    kwargs = plan.arguments(i, given)
     from ._result import new_run_id
-    from .pools._attempt import Attempt, invoke
+    from .pools._attempt import invoke
+    from .runner._call import Caller, arguments
 
-    attempt = Attempt(i, -1, None, 1, name, None, new_run_id(), flow)
-    return invoke(plan.fns[i], kwargs, attempt)
+    kwargs = arguments(plan, i, given)
+    return invoke(plan.fns[i], kwargs, Caller(plan, new_run_id(), flow).attempt(i, 1))
 
 
 def _check_no_running_loop(flow: str, plan: _Plan) -> None:

@@ -36,7 +36,7 @@ from ._steps import _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Same, _Step, _S
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
     #: What binding makes of a flow's steps, by step id: their dependencies
@@ -433,36 +433,6 @@ class _Plan:
         #: Input name -> the JSON Schema a flow file declares for it (``Flow`` sets it).
         self.declared: dict[str, dict[str, Any]] = {}
         self._types: dict[str, dict[str, Any]] | None = None
-
-    def arguments(self, i: int, given: "Mapping[str, Any]") -> "dict[str, Any]":
-        """The keyword arguments of step ``i`` called alone, from ``given``:
-        the outputs of the steps it takes, by step name, and the flow inputs
-        it takes, by input name (those not given keep their defaults).
-
-        Raises:
-            FlowError: a value it needs is not given (each one said).
-        """
-        kwargs: dict[str, Any] = {}
-        missing: list[str] = []
-        names = self.graph.names
-        name = names[i]
-        for param, dep in zip(self.dep_kwnames[i], self.argdeps[i]):
-            key = names[dep]
-            if key in given:
-                kwargs[param] = given[key]
-            else:
-                missing.append(f"step {name!r} needs the output of step {key!r}, which was not given")
-        for param, input_name, default in self.input_params[i]:
-            if input_name in given:
-                kwargs[param] = given[input_name]
-            elif default is NO_DEFAULT:
-                missing.append(
-                    f"step {name!r} needs input {input_name!r} (parameter {param!r}), "
-                    "which was not given"
-                )
-        if missing:
-            raise FlowError(*missing)
-        return kwargs
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""

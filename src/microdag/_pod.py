@@ -308,43 +308,32 @@ class _Task:
     def kwargs(self, deps: "dict[str, dict[str, Any] | None]") -> "dict[str, Any]":
         """The step's arguments: its dependencies' outputs (``None`` for one that
         did not succeed) and its flow inputs."""
-        from ._plan import NO_DEFAULT
+        from .runner._call import bind_inputs, kwargs  # (lazy: an export imports this module, and needs no runner)
 
         plan, i = self.plan, self.i
         names = plan.graph.names
-        kwargs: dict[str, Any] = {}
-        for param, dep in zip(plan.dep_kwnames[i], plan.argdeps[i]):
+        values = []
+        for dep in plan.argdeps[i]:
             envelope = deps.get(str(names[dep]))
-            kwargs[param] = envelope.get("output") if envelope and envelope["status"] == "succeeded" else None
-        missing = []
-        for param, input_name, default in plan.input_params[i]:
-            if input_name in self.inputs:
-                kwargs[param] = self.inputs[input_name]
-            elif default is not NO_DEFAULT:
-                kwargs[param] = default
-            else:
-                missing.append(input_name)
+            values.append(envelope.get("output") if envelope and envelope["status"] == "succeeded" else None)
+        kwnames, consts, missing = bind_inputs(plan, i, self.inputs, defaults=True)
         if missing:
             from ._errors import FlowError
 
-            shown = ", ".join(map(repr, missing))
+            shown = ", ".join(repr(name) for _, name in missing)
             raise FlowError(f"step {self.name!r} needs input {shown}, which was not given (--input NAME=VALUE)")
-        return kwargs
+        return kwargs(kwnames, values, consts)
 
-    def units(self, kwargs: "dict[str, Any]") -> "tuple[list[Any], list[Any]]":
-        """The items of the value the map step maps over, and its units (items, or batches)."""
+    def units(self, kwargs: "dict[str, Any]") -> "list[Any]":
+        """The units of the value the map step maps over (items, or batches)."""
+        from .runner._call import units
+
         param = self.step.map
         assert param is not None
-        value: Any = kwargs.get(param)
         try:
-            items = list(value)
-        except TypeError:
-            raise _Failed(
-                f"TypeError: step {self.name!r} maps over parameter {param!r}, but its value is not "
-                f"iterable ({type(value).__name__})"
-            ) from None
-        size = self.step.batch_size
-        return items, items if size is None else [items[j : j + size] for j in range(0, len(items), size)]
+            return units(self.name, param, kwargs.get(param), self.step.batch_size)
+        except TypeError as exc:
+            raise _Failed(f"TypeError: {exc}") from None
 
     # -- the roles
 
@@ -362,25 +351,23 @@ class _Task:
                 raise _Failed(f"step {self.name!r} is a map step: --item must be a unit index or -1")
             if self.item == -1:
                 return {"status": "none", "item": -1}
-            _, units = self.units(kwargs)
-            if self.item >= len(units):
-                raise _Failed(f"step {self.name!r} has {len(units)} units to run, no unit {self.item}")
+            unit_list = self.units(kwargs)
+            if self.item >= len(unit_list):
+                raise _Failed(f"step {self.name!r} has {len(unit_list)} units to run, no unit {self.item}")
             assert self.step.map is not None
-            kwargs[self.step.map] = units[self.item]
+            kwargs[self.step.map] = unit_list[self.item]
             index = self.item * (self.step.batch_size or 1)
         result = self.invoke(kwargs, index)
         if isinstance(result, _Skipped):
             envelope: dict[str, Any] = {"status": "skipped", "reason": result.reason}
         else:
             if unit and self.step.batch_size is not None:
+                from .runner._call import batch_error
+
                 assert self.item is not None and index is not None
-                want = len(units[self.item])
-                if not hasattr(result, "__len__") or len(result) != want:
-                    what = f"{len(result)} results" if hasattr(result, "__len__") else f"a {type(result).__name__}"
-                    raise _Failed(
-                        f"ValueError: step {self.name!r}: the batch of items {index} to {index + want - 1} "
-                        f"returned {what} for its {want} items (a batch must return one result per item)"
-                    )
+                error = batch_error(self.name, index, len(unit_list[self.item]), result)
+                if error is not None:
+                    raise _Failed(f"ValueError: {error}")
             envelope = {"status": "succeeded", "output": result}
         if unit:
             envelope["item"] = self.item
@@ -389,42 +376,27 @@ class _Task:
     def invoke(self, kwargs: "dict[str, Any]", index: "int | None") -> "Any":
         """Call the step's function as microdag would; its result, or a
         :class:`_Skipped` when it raised :class:`microdag.Skip`."""
-        import threading
-
         from ._errors import Skip
         from ._records import step_traceback
-        from .pools._attempt import Attempt, invoke
+        from .pools._attempt import invoke
+        from .runner._call import Caller, call_with_timeout
 
         step = self.step
         unit = -1 if index is None or self.item is None else self.item
-        attempt = Attempt(self.i, unit, index, self.retry + 1, self.name, step.timeout, self.run_id,
-                          self.flow.name, self.folder.work)
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["value"] = invoke(step.fn, kwargs, attempt)
-            except BaseException as exc:  # noqa: BLE001 - reported below, whatever it is
-                box["error"] = exc
-
-        if step.timeout is None:
-            target()
-        else:
-            thread = threading.Thread(target=target, name=f"microdag-step-{self.name}", daemon=True)
-            thread.start()
-            thread.join(step.timeout)
-            if thread.is_alive():
-                raise _Failed(f"TimeoutError: step {self.name!r} ran past its timeout of {step.timeout:g} s")
-        if "error" in box:
-            exc = box["error"]
+        attempt = Caller(self.plan, self.run_id, self.flow.name, self.folder.work).attempt(
+            self.i, self.retry + 1, unit=unit, item=index)
+        try:
+            if step.timeout is None:
+                return invoke(step.fn, kwargs, attempt)
+            return call_with_timeout(invoke, {"fn": step.fn, "kwargs": kwargs, "attempt": attempt}, attempt)
+        except BaseException as exc:  # noqa: BLE001 - reported below, whatever it is
             if isinstance(exc, Skip):
                 return _Skipped(exc.reason)
             if isinstance(exc, KeyboardInterrupt):
                 raise exc
             sys.stdout.flush()
             sys.stderr.write(step_traceback(exc))
-            raise _Failed(f"{type(exc).__name__}: {exc}")
-        return box.get("value")
+            raise _Failed(f"{type(exc).__name__}: {exc}") from None
 
     def plan_units(self) -> "dict[str, Any]":
         """A map step's plan: its trigger, then the units of the value mapped over."""
@@ -436,9 +408,10 @@ class _Task:
             envelope: dict[str, Any] = {"status": "skipped", "reason": reason}
             units = 0
         else:
-            items, unit_list = self.units(self.kwargs(deps))
+            unit_list = self.units(self.kwargs(deps))
             units = len(unit_list)
-            envelope = {"status": "planned", "items": len(items), "units": units}
+            items = sum(map(len, unit_list)) if self.step.batch_size is not None else units
+            envelope = {"status": "planned", "items": items, "units": units}
         self.folder.write(self.folder.path(self.name, ".items.json"), json.dumps(list(range(units)) or [-1]))
         return envelope
 

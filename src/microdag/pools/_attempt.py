@@ -82,6 +82,10 @@ class Attempt:
             return f"step {self.name!r}"
         return f"step {self.name!r} item {self.item}"
 
+    def timed_out(self, how: str) -> TimeoutError:
+        """The error of this attempt past its timeout; ``how`` says what became of the call."""
+        return TimeoutError(f"{self.describe()} timed out after {self.timeout:g} s ({how})")
+
     def __repr__(self) -> str:
         return f"<Attempt {self.describe()} #{self.number}>"
 

@@ -66,14 +66,9 @@ async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
     try:
         result = await asyncio.wait_for(coro, attempt.timeout)
     except TimeoutError:
-        raise TimeoutError(
-            f"{attempt.describe()} timed out after {attempt.timeout:g} s (it was cancelled)"
-        ) from None
+        raise attempt.timed_out("it was cancelled") from None
     if loop.time() > deadline:  # it blocked the loop past its deadline, so it could not be cancelled
-        raise TimeoutError(
-            f"{attempt.describe()} timed out after {attempt.timeout:g} s (it blocked the event loop; "
-            "its result came too late)"
-        )
+        raise attempt.timed_out("it blocked the event loop; its result came too late")
     return result
 
 
@@ -143,8 +138,7 @@ class AsyncPool:
             if deadline is not None and now >= deadline:
                 if not future.cancelled():
                     future.exception()
-                out.append((attempt, False, TimeoutError(
-                    f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")))
+                out.append((attempt, False, attempt.timed_out("its result came too late")))
             elif future.cancelled():
                 out.append((attempt, False, asyncio.CancelledError()))
             elif future.exception() is not None:
@@ -156,9 +150,8 @@ class AsyncPool:
             if deadline is not None and now >= deadline and not future.done():
                 del self._running[future]
                 self._abandoned.add(future)
-                out.append((attempt, False, TimeoutError(
-                    f"{attempt.describe()} timed out after {attempt.timeout:g} s (the call was "
-                    "abandoned; its thread is not reused until the call returns)")))
+                out.append((attempt, False, attempt.timed_out(
+                    "the call was abandoned; its thread is not reused until the call returns")))
         self._start_queued()
         return out
 

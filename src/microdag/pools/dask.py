@@ -276,8 +276,7 @@ class DaskPool:
                 continue  # a task submitted ahead, reported when it is adopted (or one dropped)
             attempt, deadline = entry
             if deadline is not None and now >= deadline:
-                out.append((attempt, False, TimeoutError(
-                    f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")))
+                out.append((attempt, False, attempt.timed_out("its result came too late")))
             elif future.status == "finished":
                 out.append((attempt, True, Remote(future)))
                 continue
@@ -305,9 +304,8 @@ class DaskPool:
                 self._abandoned.add(future)
             if attempt.unit < 0:
                 self._drop_ahead_of(attempt.step)
-            out.append((attempt, False, TimeoutError(
-                f"{attempt.describe()} timed out after {attempt.timeout:g} s (Dask cannot stop a running "
-                "task: it was abandoned, and its slot is not reused until it ends)")))
+            out.append((attempt, False, attempt.timed_out(
+                "Dask cannot stop a running task: it was abandoned, and its slot is not reused until it ends")))
         return out
 
     def kill_running(self) -> "list[Attempt]":

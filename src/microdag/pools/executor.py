@@ -33,7 +33,7 @@ __all__ = ["ExecutorPool"]
 
 
 def _late(attempt: "Attempt") -> TimeoutError:
-    return TimeoutError(f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")
+    return attempt.timed_out("its result came too late")
 
 
 class ExecutorPool:
@@ -91,9 +91,8 @@ class ExecutorPool:
             del self._running[future]
             if not future.cancel():
                 self._abandoned.add(future)
-            out.append((attempt, False, TimeoutError(
-                f"{attempt.describe()} timed out after {attempt.timeout:g} s (the call was abandoned; "
-                "its worker is not reused until the call returns)")))
+            out.append((attempt, False, attempt.timed_out(
+                "the call was abandoned; its worker is not reused until the call returns")))
         return out
 
     def kill_running(self) -> "list[Attempt]":

@@ -567,16 +567,14 @@ class ProcessPool:
             self._vacate(worker)
             self._idle.append(worker)
             if late:  # it came after the deadline: the attempt timed out
-                ok, value = False, TimeoutError(
-                    f"{attempt.describe()} timed out after {attempt.timeout:g} s (its result came too late)")
+                ok, value = False, attempt.timed_out("its result came too late")
             out.append((attempt, ok, value))
         for worker in list(self._workers) if self._timed else ():
             attempt = worker.attempt
             if attempt is not None and worker.deadline is not None and now >= worker.deadline:
                 self._drop(worker, kill=True)
-                out.append((attempt, False, TimeoutError(
-                    f"{attempt.describe()} timed out after {attempt.timeout:g} s; its worker "
-                    "process was terminated and replaced")))
+                out.append((attempt, False, attempt.timed_out(
+                    "its worker process was terminated and replaced")))
         return out
 
     def kill_running(self) -> "list[Attempt]":

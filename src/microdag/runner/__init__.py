@@ -9,16 +9,22 @@ event loop, through the pools of :mod:`microdag.pools`); then the run's end
 is recorded, the kernel let go of, the hooks told, and an interruption
 (Ctrl-C, a cancelled ``arun`` task) raised again.
 
-The modules, from the bottom: ``_cache`` (cache keys), ``_tracing`` (the
-hooks that trace attempts), ``_maps`` (map units),
-``_recorder`` (all store I/O), ``_state`` (the state machine), ``_local``
+The modules, from the bottom: ``_options`` (a run's options, frozen),
+``_cache`` (cache keys), ``_tracing`` (the hooks that trace attempts),
+``_call`` (calling a step once: arguments, attempts, map units, batch
+checks, timeouts; also used by ``Flow.run_step``, Argo pods and command
+steps), ``_maps`` (map units), ``_recorder`` (all store I/O), ``_state``
+(the state machine, the only writer of a run's state), ``_local``
 (attempts in the calling thread), ``inline``/``threads``/``dispatch`` (the
-loops), ``_setup``; this module ties them together.  Nothing here imports
+loops), ``_setup`` (checking, then opening a run); this module ties them
+together.  Nothing here imports
 the :class:`~microdag.Flow` facade: it hands its plan over.
 """
 
 from .._events import log
+from ._options import RunOptions
 from ._setup import prepare, release
+from ._state import run_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +37,7 @@ if TYPE_CHECKING:
     from ..pools.dask import DaskPool
     from ._state import Runner
 
-__all__ = ["ASYNC_STEPS", "DASK_STEPS", "execute", "execute_async"]
+__all__ = ["ASYNC_STEPS", "DASK_STEPS", "RunOptions", "execute", "execute_async"]
 
 #: How many steps ``arun`` runs at once without ``max_workers``: async steps
 #: are I/O, so many wait together (plain steps get the threads' default).
@@ -42,15 +48,15 @@ DASK_STEPS = 1 << 30
 
 
 def execute(
-    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", **options: "Any"
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: RunOptions
 ) -> "Run":
     """Run ``plan`` (the implementation of :meth:`Flow.run`; options as there,
     but a run that does not succeed is returned: the caller raises)."""
-    executor = options["executor"]
+    executor = options.executor
     if not isinstance(executor, str):
         _check_client(flow, executor)
-    runner, given = prepare(plan, flow, source, inputs, **options)
-    max_workers = options["max_workers"]
+    runner, given = prepare(plan, flow, source, inputs, options)
+    max_workers = options.max_workers
     if runner.tracers is not None:
         runner.tracers.run_started(flow, executor if isinstance(executor, str)
                                    else "dask" if _is_dask_client(executor) else type(executor).__name__,
@@ -68,8 +74,7 @@ def execute(
         else:
             _run_on_pool(runner, executor, max_workers)
     except BaseException as exc:  # Ctrl-C in the inline loop
-        if runner.interrupt is None:
-            runner.interrupt = exc
+        runner.interrupted(exc)
     return _finish(runner, given)
 
 
@@ -125,26 +130,26 @@ def _dask_pool(runner: "Runner", client: "Any", max_workers: "int | None") -> "D
     from ..pools.dask import DaskPool
     from ._ahead import Ahead
 
-    runner.remote = True
+    runner.on_cluster()
     ahead = max_workers is None and runner.tracers is None  # (a step's span starts when it does)
     return DaskPool(client, max_workers or DASK_STEPS, Ahead(runner) if ahead else None)
 
 
 async def execute_async(
-    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", **options: "Any"
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: RunOptions
 ) -> "Run":
     """Run ``plan`` in the running event loop (the implementation of :meth:`Flow.arun`)."""
     from ..pools import default_workers
     from ..pools.aio import AsyncPool
     from .dispatch import run_async
 
-    executor = options.pop("executor")
+    executor = options.executor
     if executor != "inline":
         _check_client(flow, executor, "arun")
-    runner, given = prepare(plan, flow, source, inputs, executor="inline", **options)
+    runner, given = prepare(plan, flow, source, inputs, options.replace(executor="inline"))
     if runner.tracers is not None:
         runner.tracers.run_started(flow, "asyncio" if executor == "inline" else "dask", runner.wall0)
-    limit = options["max_workers"]
+    limit = options.max_workers
     pool: AwaitPool
     if executor == "inline":
         pool = AsyncPool(limit or ASYNC_STEPS, min(limit or default_workers("threads"), default_workers("threads")))
@@ -155,8 +160,7 @@ async def execute_async(
     try:
         await run_async(runner, pool)
     except BaseException as exc:  # cancelled, or Ctrl-C
-        if runner.interrupt is None:
-            runner.interrupt = exc
+        runner.interrupted(exc)
     finally:
         pool.close()
     return _finish(runner, given)
@@ -166,10 +170,9 @@ def _finish(runner: "Runner", given: "dict[str, Any]") -> "Run":
     """Record the run, let go of the kernel, report; raise an interruption again."""
     run = None
     try:
-        with runner.lock:
-            if runner.interrupt is not None and not runner.stopping:
-                runner.stop()
-        run = runner.result(given)
+        if runner.interrupt is not None:
+            runner.stop()
+        run = run_result(runner, given)
     finally:
         release(runner)
         runner.close()

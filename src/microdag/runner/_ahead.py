@@ -14,12 +14,14 @@ ahead) in the pool.  The run stopping stops it.
 """
 
 from .._compat import sched
-from ..pools._attempt import Attempt
+from ._call import kwargs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
+
+    from ..pools._attempt import Attempt
 
     from ._state import Runner
 
@@ -54,8 +56,6 @@ class Ahead:
         for dep in k.predecessors(step):
             if dep not in futures and k.state(dep) != _SUCCEEDED:
                 return None
-        values = [futures[d] if d in futures else r.value(d) for d in r.plan.argdeps[step]]
-        values.extend(r.consts[step])
-        attempt = Attempt(step, -1, None, r.attempts[step] + 1, r.names[step], r.plan.options[step].timeout,
-                          r.run_id, r.flow, r.run_dir, r.capture)
-        return attempt, r.plan.fns[step], dict(zip(r.kwnames[step], values))
+        deps = [futures[d] if d in futures else r.value(d) for d in r.plan.argdeps[step]]
+        attempt = r.caller.attempt(step, r.attempts[step] + 1)
+        return attempt, r.plan.fns[step], kwargs(r.kwnames[step], deps, r.consts[step])

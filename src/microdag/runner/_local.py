@@ -10,9 +10,9 @@ units are claimed in chunks and run by :meth:`InThread.run_units`, on the
 kernel's map loop (``run_items``) when nothing about them needs care.
 
 A timeout on this path cannot stop the call (Python cannot stop a thread):
-the call runs in a helper thread, and the attempt fails with ``TimeoutError``
-when its time is up; the call is abandoned and its result, if it ever comes,
-is discarded.  A call that holds the GIL (a long C call) keeps every thread
+the call runs in a helper thread (``_call.call_with_timeout``), and the
+attempt fails with ``TimeoutError`` when its time is up; the call is
+abandoned and its result, if it ever comes, is discarded.  A call that holds the GIL (a long C call) keeps every thread
 waiting until it returns; the attempt still fails, as its result came after
 its deadline.  An ``async def`` step runs on an event loop of this thread,
 and a timeout cancels it.
@@ -21,18 +21,17 @@ and a timeout cancels it.
 from .. import _capture
 from .._compat import sched
 from .._context import _FRAME
+from ._call import call_with_timeout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
-    from .._context import Frame
     from ..pools._attempt import Attempt
     from ._maps import MapRun
     from ._state import Runner
 
-__all__ = ["InThread", "call_with_timeout"]
+__all__ = ["InThread"]
 
 
 class InThread:
@@ -150,41 +149,3 @@ class InThread:
             loop.close()
         self.loops.clear()
 
-
-def call_with_timeout(
-    fn: "Callable[..., Any]", kwargs: "dict[str, Any]", att: "Attempt", frame: "Frame | None" = None
-) -> "Any":
-    """Call ``fn(**kwargs)`` in a daemon thread; raise ``TimeoutError`` once
-    ``att.timeout`` seconds have passed without a result, or when the result
-    came after that (see the module docs)."""
-    import contextvars
-    import threading
-    import time
-
-    timeout = att.timeout
-    assert timeout is not None
-    box: list[tuple[bool, Any, float]] = []
-    finished = threading.Event()
-    context = contextvars.copy_context()  # the caller's capture buffer goes along
-
-    def body() -> None:
-        if frame is not None:
-            from .._context import enter
-
-            enter(frame)
-        try:
-            result = (True, fn(**kwargs))
-        except BaseException as exc:  # handed to the waiting thread
-            result = (False, exc)
-        box.append((*result, time.monotonic()))
-        finished.set()
-
-    deadline = time.monotonic() + timeout
-    thread = threading.Thread(target=context.run, args=(body,), name=f"microdag {att.describe()}", daemon=True)
-    thread.start()
-    if not finished.wait(timeout) or box[0][2] > deadline:
-        raise TimeoutError(f"{att.describe()} timed out after {timeout:g} s (the call was abandoned)")
-    ok, value, _ = box[0]
-    if ok:
-        return value
-    raise value

@@ -22,6 +22,7 @@ took.
 
 from .._compat import sched
 from ..pools._attempt import Attempt, local
+from ._call import batch_error, map_call, unit_kwargs, units
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,9 +73,7 @@ class MapRun:
 
     def kwargs(self, j: int) -> "dict[str, Any]":
         """The keyword arguments of unit ``j``."""
-        kwargs = dict(zip(self.names, self.values))
-        kwargs[self.names[self.pos]] = self.units[j]
-        return kwargs
+        return unit_kwargs(self.names, self.values, self.pos, self.units[j])
 
     def item(self, j: int) -> int:
         """The index of unit ``j``'s (first) item."""
@@ -100,36 +99,26 @@ class Maps:
         r = self.r
         step = r.plan.steps[i]
         assert step.map is not None
-        names = r.kwnames[i]
         values = [r.value(d) for d in r.plan.argdeps[i]]
         values.extend(r.consts[i])
         r.attempts[i] += 1
         r.emit("step_started", i, attempt=r.attempts[i])
         r.started[i] = r.clock()
-        if step.map not in names:  # an optional flow input left at its default
-            default = next(d for p, _, d in r.plan.input_params[i] if p == step.map)
-            names = names + (step.map,)
-            values.append(default)
-        pos = names.index(step.map)
+        names, pos = map_call(r.plan, i, r.kwnames[i], values)
         if self.r.remote:  # an output on a cluster is needed here
             values[pos] = local(values[pos])
-        value = values[pos]
-        try:
-            items = list(value)
-        except TypeError:
-            r.finished[i] = r.clock()
-            r.fail(i, TypeError(
-                f"step {r.names[i]!r} maps over parameter {step.map!r}, but its value is not "
-                f"iterable ({type(value).__name__})"
-            ))
-            return
         size = step.batch_size
-        units = items if size is None else [items[j : j + size] for j in range(0, len(items), size)]
-        if not units:
+        try:
+            unit_list = units(r.names[i], step.map, values[pos], size)
+        except TypeError as exc:
+            r.finished[i] = r.clock()
+            r.fail(i, exc)
+            return
+        if not unit_list:
             r.finished[i] = r.clock()
             r.succeed(i, [])
             return
-        ms = MapRun(i, names, values, pos, units, size)
+        ms = MapRun(i, names, values, pos, unit_list, size)
         recorded = self.resumed.pop(i, None)
         with r.lock:
             self.of[i] = ms
@@ -214,8 +203,7 @@ class Maps:
         r = self.r
         number = ms.tries[j] = ms.tries.get(j, 0) + 1
         i = ms.i
-        att = Attempt(i, j, ms.item(j), number, r.names[i], r.plan.options[i].timeout, r.run_id, r.flow,
-                      r.run_dir, r.capture, r.clock())
+        att = r.caller.attempt(i, number, r.clock(), unit=j, item=ms.item(j))
         if r.tracers is not None:
             r.tracers.started(att)
         return att
@@ -259,24 +247,17 @@ class Maps:
         r = self.r
         bad = []
         if ms.size is not None:  # a batch must return one result per item
+            name = r.names[ms.i]
             for j in range(start, stop):
-                got = ms.results[j]
-                if not hasattr(got, "__len__") or len(got) != len(ms.units[j]):
-                    bad.append(j)
+                error = batch_error(name, ms.item(j), len(ms.units[j]), ms.results[j])
+                if error is not None:
+                    bad.append((j, error))
         if att is not None and not bad:
             r.recorder.unit_succeeded(att, ms.results[att.unit])
         with r.lock:
             ms.pending -= stop - start - len(bad)
             last = ms.pending == 0
-        for j in bad:
-            got = ms.results[j]
-            want = len(ms.units[j])
-            first = ms.item(j)
-            what = f"{len(got)} results" if hasattr(got, "__len__") else f"a {type(got).__name__}"
-            error = ValueError(
-                f"step {r.names[ms.i]!r}: the batch of items {first} to {first + want - 1} "
-                f"returned {what} for its {want} items (a batch must return one result per item)"
-            )
+        for j, error in bad:
             r.failed(att if att is not None else self.hot_attempt(ms, j), error, retry=False)
         if last:
             self.finish(ms)

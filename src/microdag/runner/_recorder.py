@@ -67,6 +67,9 @@ class NullRecorder:
     durable = False
     run_dir: "str | None" = None
 
+    def start(self, offset: float) -> None:
+        return None
+
     def step_succeeded(self, i: int, value: "Any", attempts: int, started: float, finished: float) -> None:
         return None
 
@@ -120,13 +123,17 @@ class StoreRecorder:
         self.run_id = run_id
         self.names = names
         self.run_dir = store.run_dir(run_id)
-        self.offset = 0.0  # set by the runner: clock reading + offset = wall time
+        self.offset = 0.0  # clock reading + offset = wall time (start)
         #: The first write the store refused, with the step and item it recorded.
         self.broken: "tuple[StoreError, str, int] | None" = None
         #: The record of the run being resumed, as it was; whether this run wrote
         #: since; whether it was refused before it did (then it writes nothing).
         self.previous: "RunInfo | None" = None
         self.wrote = self.refused = False
+
+    def start(self, offset: float) -> None:
+        """The run's clock starts: a reading plus ``offset`` is a wall time."""
+        self.offset = offset
 
     def _refused(self, exc: StoreError, step: str, item: int) -> None:
         """A write failed: the first failure is kept and passes on (it stops the

@@ -1,10 +1,17 @@
 """Setting a run up: every option and input checked, then the state machine built.
 
-:func:`prepare` collects every problem with the options, the inputs and the
-store into one :class:`~microdag.FlowError` before anything runs; then it
-leases the plan's kernel (or copies it, when another run of the same flow
-holds it), binds the flow inputs, opens the run's record (new or resumed)
-and resets the kernel.  Nothing here runs a step.
+:func:`check` collects every problem with the options (a frozen
+``_options.RunOptions``), the inputs and the store into one
+:class:`~microdag.FlowError` before anything runs, and binds the flow
+inputs; :func:`open_run` then leases the plan's kernel (or copies it, when
+another run of the same flow holds it), builds the :class:`Runner` with
+everything it needs (it is the only writer of its state from then on),
+opens the run's record (new or resumed) and resets the kernel.
+:func:`prepare` does both.  Nothing here runs a step.
+
+What a cancelled or interrupted run must kill, the programs of its command
+steps (``_children``), is given to the runner as its ``halt``: the state
+machine decides when, and does no I/O itself.
 """
 
 import sys
@@ -12,18 +19,20 @@ import sys
 from .._errors import FlowError
 from .._events import log
 from .._plan import NO_DEFAULT
+from ._call import bind_inputs, missing_input
+from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
 from ._state import Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from .._events import Event
     from .._plan import _Plan
 
-__all__ = ["EXECUTORS", "prepare", "release"]
+__all__ = ["EXECUTORS", "Checked", "check", "open_run", "prepare", "release"]
 
 EXECUTORS = ("inline", "threads", "processes")
 _POLICIES = ("fail_fast", "continue")
@@ -32,11 +41,9 @@ _POLICIES = ("fail_fast", "continue")
 def _bind_inputs(
     plan: "_Plan", subset: "list[int] | None", given: "Mapping[str, Any]", problems: "list[str]"
 ) -> "dict[int, tuple[tuple[str, ...], tuple[Any, ...]]]":
-    """Per step taking flow inputs: its keyword names and constant values for this run.
-
-    A required input that was not given goes into ``problems``, naming the
-    step and the parameter.
-    """
+    """Per step taking flow inputs: its keyword names and constant values for
+    this run (``_call.bind_inputs``); each required input not given goes into
+    ``problems``, naming the step and the parameter."""
     active = None if subset is None else set(subset)
     bound = {}
     misspelt: dict[str, str] | None = None  # (looked for once something is missing)
@@ -44,24 +51,16 @@ def _bind_inputs(
     for i, params in enumerate(plan.input_params):
         if not params or (active is not None and i not in active):
             continue
-        names = list(plan.dep_kwnames[i])
-        values = []
-        for param, input_name, default in params:
-            if input_name in given:
-                names.append(param)
-                values.append(given[input_name])
-            elif default is NO_DEFAULT:
-                if misspelt is None:
-                    misspelt = plan.misspelt(given)
-                if input_name not in misspelt:
-                    problems.append(
-                        f"step {plan.graph.names[i]!r} needs input {input_name!r} "
-                        f"(parameter {param!r}), which was not given"
-                    )
-                elif input_name not in said:  # (said once, for the step it is most likely in)
-                    problems.append(misspelt[input_name])
-                    said.add(input_name)
-        bound[i] = (tuple(names), tuple(values))
+        names, values, missing = bind_inputs(plan, i, given)
+        for param, name in missing:
+            if misspelt is None:
+                misspelt = plan.misspelt(given)
+            if name not in misspelt:
+                problems.append(missing_input(plan, i, param, name))
+            elif name not in said:  # (said once, for the step it is most likely in)
+                problems.append(misspelt[name])
+                said.add(name)
+        bound[i] = (names, values)
     return bound
 
 
@@ -93,27 +92,33 @@ def _check_picklable(plan: "_Plan", subset: "list[int] | None", problems: "list[
             )
 
 
+class Checked:
+    """A run's options and inputs once checked (:func:`check`): what
+    :func:`open_run` needs."""
+
+    __slots__ = ("store", "run_id", "resumed", "given", "hooks", "subset", "keep", "bound")
+
+    def __init__(
+        self, store: "Any", run_id: "str | None", resumed: "Any", given: "dict[str, Any]",
+        hooks: "tuple[Callable[[Event], Any], ...]", subset: "list[int] | None", keep: "list[int] | None",
+        bound: "dict[int, tuple[tuple[str, ...], tuple[Any, ...]]]",
+    ) -> None:
+        self.store = store  # opened, or None
+        self.run_id = run_id
+        self.resumed = resumed  # the RunInfo of the run to resume, or None
+        self.given = given
+        self.hooks = hooks
+        self.subset = subset
+        self.keep = keep
+        self.bound = bound
+
+
 def prepare(
-    plan: "_Plan",
-    flow: str,
-    source: "str | None",
-    inputs: "Mapping[str, Any] | None",
-    *,
-    executor: "Any",
-    max_workers: "int | None",
-    targets: "Iterable[str] | None",
-    on_failure: str,
-    hooks: "Iterable[Callable[[Event], Any]]",
-    keep_outputs: bool,
-    cancel: "Any",
-    store: "Any" = None,
-    run_id: "str | None" = None,
-    resume: bool = False,
-    force: bool = False,
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: RunOptions,
 ) -> "tuple[Runner, dict[str, Any]]":
-    """Check everything a run of ``plan`` needs, then set it up: its
-    :class:`Runner` (holding the kernel: :func:`release` lets go) and the
-    inputs given.
+    """Check everything a run of ``plan`` needs (:func:`check`), then set it
+    up (:func:`open_run`): its :class:`Runner` (holding the kernel:
+    :func:`release` lets go) and the run's effective inputs.
 
     Raises:
         FlowError: every problem with the options, inputs and store.
@@ -123,8 +128,26 @@ def prepare(
         from ..pools.process import refuse_run_in_worker
 
         refuse_run_in_worker()
+    return open_run(plan, flow, source, options, check(plan, flow, inputs, options))
+
+
+def check(
+    plan: "_Plan", flow: str, inputs: "Mapping[str, Any] | None", options: RunOptions
+) -> Checked:
+    """Every problem with a run's ``options``, ``inputs`` and store, in one
+    :class:`~microdag.FlowError`; nothing is opened but the store (which
+    says whether the run to resume exists).
+
+    Raises:
+        FlowError: every problem found.
+        StoreError: the run to resume is not in the store.
+    """
     problems: list[str] = []
     resumed_info = None
+    store = options.store
+    run_id = options.run_id
+    executor = options.executor
+    max_workers = options.max_workers
     if store is not None:
         from ..stores import open_store
 
@@ -141,7 +164,7 @@ def prepare(
         except ValueError as exc:
             problems.append(str(exc))
             run_id = None
-    if resume:
+    if options.resume:
         if store is None or run_id is None:
             problems.append("resume=True needs store= and the run_id= of the run to resume")
         else:
@@ -156,15 +179,16 @@ def prepare(
             )
     elif not callable(getattr(executor, "submit", None)):
         problems.append(f"executor {executor!r} is neither a name nor a concurrent.futures.Executor")
-    if on_failure not in _POLICIES:
-        problems.append(f"unknown on_failure {on_failure!r}: expected 'fail_fast' or 'continue'")
+    if options.on_failure not in _POLICIES:
+        problems.append(f"unknown on_failure {options.on_failure!r}: expected 'fail_fast' or 'continue'")
     if max_workers is not None and (
         not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
     ):
         problems.append(f"max_workers must be an int >= 1 or None, not {max_workers!r}")
+    cancel = options.cancel
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
         problems.append(f"cancel must be a threading.Event (or have is_set()), not {cancel!r}")
-    hooks = tuple(hooks)
+    hooks = tuple(options.hooks)
     for hook in hooks:
         if not callable(hook):
             problems.append(f"hook {hook!r} is not callable")
@@ -184,30 +208,45 @@ def prepare(
     graph = plan.graph
     subset: list[int] | None = None
     keep: list[int] | None = None
-    if targets is not None:
+    if options.targets is not None:
         try:
-            target_ids = graph.ids(targets)
+            target_ids = graph.ids(options.targets)
         except FlowError as exc:
             problems.extend(p.replace("no step named", "unknown target: no step named") for p in exc.problems)
             target_ids = []
         subset = graph.kernel.ancestors(target_ids)
-        keep = None if keep_outputs else target_ids
-    elif not keep_outputs:
+        keep = None if options.keep_outputs else target_ids
+    elif not options.keep_outputs:
         keep = plan.sinks()
     bound = _bind_inputs(plan, subset, given, problems)
     if executor == "processes":
         _check_picklable(plan, subset, problems)
-    if resumed_info is not None and not force and not plan.made(resumed_info.fingerprint):
+    if resumed_info is not None and not options.force and not plan.made(resumed_info.fingerprint):
         problems.append(
             f"run {run_id} was made by another version of flow {flow!r} (its steps, "
             "dependencies or bindings changed); resume it with force=True to run it anyway"
         )
     if problems:
         raise FlowError(*problems)
+    return Checked(store, run_id, resumed_info, given, hooks, subset, keep, bound)
 
+
+def open_run(
+    plan: "_Plan", flow: str, source: "str | None", options: RunOptions, checked: Checked,
+) -> "tuple[Runner, dict[str, Any]]":
+    """Set up the run :func:`check` passed: lease the plan's kernel (or copy
+    it, when another run of the flow holds it), open the run's record (new
+    or resumed) and reset the kernel; its :class:`Runner` and effective inputs.
+
+    Raises:
+        FlowError: the inputs cannot be stored, or a finished step's code changed.
+        StoreError: the store cannot be used, or the run is live elsewhere.
+    """
     from .._result import new_run_id
 
-    run_id = run_id or new_run_id()
+    graph = plan.graph
+    store, subset, given = checked.store, checked.subset, checked.given
+    run_id = checked.run_id or new_run_id()
     kernel = graph.kernel
     owned = not plan.busy
     if owned:
@@ -218,18 +257,14 @@ def prepare(
     try:
         recorder = NullRecorder() if store is None else StoreRecorder(store, run_id, graph.names)
         runner = Runner(
-            plan, kernel, run_id, flow, subset=subset, on_failure=on_failure, hooks=hooks, keep=keep,
-            cancel=cancel, recorder=recorder,
+            plan, kernel, run_id, flow, recorder=recorder, subset=subset, on_failure=options.on_failure,
+            hooks=checked.hooks, keep=checked.keep, cancel=options.cancel, bound=checked.bound, owned=owned,
+            halt=lambda: _halt(run_id),
         )
-        runner.owned = owned
-        for i, (names, values) in bound.items():
-            runner.kwnames[i] = names
-            runner.consts[i] = values
         done = None
         effective = effective_inputs(plan, subset, given)
         if isinstance(recorder, StoreRecorder):
-            recorder.offset = runner.offset
-            done = _open_record(runner, recorder, source, effective, given, resumed_info, force)
+            done = _open_record(runner, recorder, source, effective, given, checked.resumed, options.force)
         kernel.reset(subset, done=done)
         if recorder.durable:
             from .._capture import install
@@ -243,6 +278,15 @@ def prepare(
     if runner.debug:
         log(10, "run %s of flow %r started", runner.run_id, flow)
     return runner, effective
+
+
+def _halt(run_id: str) -> None:
+    """Kill the programs run ``run_id``'s command steps are running (their
+    process groups); ``_children`` is loaded by a run that is cancelled or
+    interrupted only."""
+    from .._children import kill
+
+    kill(run_id)
 
 
 def _open_record(
@@ -271,8 +315,7 @@ def _open_record(
                 "force=True to use them anyway, or run the flow anew"
             )
         recorder.reopen()
-        runner.resume_from(*steps)
-        runner.maps.resumed = items
+        runner.resume_from(*steps, items)
         return steps[0] or None
     from .._records import RunInfo
 

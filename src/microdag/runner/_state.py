@@ -30,12 +30,27 @@ own); :meth:`Runner.settle` takes any attempt back, a step's or a unit's,
 with its outcome.  Steps that the kernel's hot loop (``drive``) ran come back
 through :meth:`Runner.record_done` and :meth:`Runner.hot_failed`.
 
-Locking.  On the threads backend ``lock`` is a real lock and several workers
-call in at once; elsewhere it is a no-op.  A step a loop took from the kernel
-(or a retry it popped) belongs to that loop until it is settled.  Methods
-marked *(owner)* touch only that step's slots and need no lock; methods marked
-*(locks)* take the lock themselves around the kernel and the shared
-structures; :meth:`Runner.stop` is the one called with the lock held.
+Only this object writes its state (``_maps`` is its part).  What the setup
+knows comes in through its constructor: besides the plan, the kernel, the
+run's id and flow name, the ``recorder`` (the store's side), the ``subset``
+of steps run and the steps whose outputs it returns (``keep``; ``None``:
+all), ``on_failure``, ``hooks`` and ``cancel`` as ``Flow.run`` takes them,
+``bound`` (step id -> its keyword names and the values of the flow inputs
+it is given, ``_call.bind_inputs``), ``owned`` (whether the run leased the
+plan's own kernel) and ``halt``.  What a loop has to say comes in through
+verbs: :meth:`Runner.share` (several threads call in),
+:meth:`Runner.on_cluster` (outputs stay on a Dask cluster),
+:meth:`Runner.interrupted` (Ctrl-C, a cancelled task), :meth:`Runner.stop`;
+a resumed run's through :meth:`Runner.resume_from`.  It does no I/O: the
+recorder keeps what the store must, and ``halt`` (given by ``_setup``) kills
+the programs of the run's command steps when it is cancelled or interrupted.
+
+Locking.  After :meth:`Runner.share` (the threads backend) ``lock`` is a real
+lock and several workers call in at once; elsewhere it is a no-op.  A step a
+loop took from the kernel (or a retry it popped) belongs to that loop until it
+is settled.  Methods marked *(owner)* touch only that step's slots and need no
+lock; methods marked *(locks)* take the lock themselves around the kernel and
+the shared structures; ``_stop`` is the one called with the lock held.
 
 Why no loop can hang: every step not finished is ready, running, or waiting
 for a retry whose time :meth:`Runner.next_due` tells (without taking it);
@@ -52,19 +67,20 @@ from .._errors import Skip
 from .._events import Event, debug_enabled, dispatch, log
 from .._result import Run
 from ..pools._attempt import Attempt, local_all
+from ._call import Caller, kwargs
 from ._maps import Maps
 from ._tracing import Tracers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from .._plan import _Plan
     from .._types import RunStatus
     from ._recorder import NullRecorder, StoreRecorder
 
-__all__ = ["STORED", "Runner"]
+__all__ = ["STORED", "Runner", "run_result"]
 
 _SLOW = sched.SLOW
 _KEEP = sched.KEEP
@@ -105,12 +121,15 @@ class Runner:
         run_id: str,
         flow: str,
         *,
-        subset: "list[int] | None",
-        on_failure: str,
-        hooks: "tuple[Callable[[Event], Any], ...]",
-        keep: "list[int] | None",
-        cancel: "Any",
         recorder: "NullRecorder | StoreRecorder",
+        subset: "list[int] | None" = None,
+        on_failure: str = "fail_fast",
+        hooks: "tuple[Callable[[Event], Any], ...]" = (),
+        keep: "list[int] | None" = None,
+        cancel: "Any" = None,
+        bound: "Mapping[int, tuple[tuple[str, ...], tuple[Any, ...]]] | None" = None,
+        owned: bool = False,
+        halt: "Callable[[], object] | None" = None,
     ) -> None:
         n = len(plan.steps)
         self.plan = plan
@@ -131,6 +150,7 @@ class Runner:
         self.wall0 = time.time()
         self.pc0 = self.clock()
         self.offset = self.wall0 - self.pc0  # clock reading + offset = wall time
+        recorder.start(self.offset)
         #: The hooks that trace attempts (``microdag.otel``), or ``None``; the
         #: other hooks get the events.
         self.tracers = Tracers.among(hooks, run_id, self.offset, self.clock) if hooks else None
@@ -153,13 +173,34 @@ class Runner:
         self.interrupt: BaseException | None = None
         self.kwnames = list(plan.dep_kwnames)
         self.consts: list[tuple[Any, ...]] = [()] * n
+        for i, (names, values) in (bound or {}).items():
+            self.kwnames[i] = names
+            self.consts[i] = values
         self.flags = plan.flags(bool(hooks) or self.debug, keep)
-        self.owned = False  # whether this run leased the plan's own kernel (see _setup)
+        self.owned = owned
+        self.halt: Callable[[], object] = _nothing if halt is None else halt
         self.remote = False  # whether outputs may stay on a cluster (Dask): fetched when needed here
-        # The threads backend replaces these three.
+        self.caller = Caller(plan, run_id, flow, self.run_dir, self.capture)
+        # Several threads call in at once after share().
         self.lock: Any = _NoLock()
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
+
+    # -- how the run is run --------------------------------------------------------
+
+    def share(self, workers: int, wake: "Callable[[], None]") -> None:
+        """``workers`` threads call in at once (the threads backend): shared
+        state changes under a real lock from now on, and ``wake`` is called
+        whenever a transition may have made work for an idle worker."""
+        import threading
+
+        self.workers = workers
+        self.lock = threading.RLock()
+        self.wake = wake
+
+    def on_cluster(self) -> None:
+        """Outputs may stay on a cluster (Dask): fetched where this process needs them."""
+        self.remote = True
 
     # -- reading ------------------------------------------------------------------
 
@@ -172,10 +213,7 @@ class Runner:
 
     def kwargs(self, i: int) -> "dict[str, Any]":
         """The keyword arguments step ``i`` is called with."""
-        value = self.value
-        values = [value(d) for d in self.plan.argdeps[i]]
-        values.extend(self.consts[i])
-        return dict(zip(self.kwnames[i], values))
+        return kwargs(self.kwnames[i], list(map(self.value, self.plan.argdeps[i])), self.consts[i])
 
     def call_args(self, att: Attempt) -> "tuple[Callable[..., Any], dict[str, Any]]":
         """The function and keyword arguments of ``att``."""
@@ -218,16 +256,14 @@ class Runner:
         self.emit("step_started", i, attempt=number)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, self.names[i], number)
-        att = Attempt(i, -1, None, number, self.names[i], self.plan.options[i].timeout, self.run_id,
-                      self.flow, self.run_dir, self.capture, now)
+        att = self.caller.attempt(i, number, now)
         if self.tracers is not None:
             self.tracers.started(att)
         return att
 
     def hot_attempt(self, i: int) -> Attempt:
         """The attempt of step ``i`` that ``drive()`` just made."""
-        return Attempt(i, -1, None, self.attempts[i], self.names[i], self.plan.options[i].timeout,
-                       self.run_id, self.flow, self.run_dir, self.capture, self.started[i], self.finished[i])
+        return self.caller.attempt(i, self.attempts[i], self.started[i], self.finished[i])
 
     def _again(self, att: Attempt) -> "Attempt | None":
         """The next attempt after ``att`` (a due retry), or ``None`` if its map ended."""
@@ -362,7 +398,7 @@ class Runner:
             self._release(i)
             for s in skipped:
                 self._release(s)
-            cancelled = self.stop() if self.fail_fast else []
+            cancelled = self._stop() if self.fail_fast else []
         duration = self.finished[i] - self.started[i]
         self.emit("step_finished", i, status="failed", attempt=attempt, duration=duration, error=exc)
         for s in skipped:
@@ -390,12 +426,10 @@ class Runner:
     def abort(self, i: int, exc: BaseException) -> None:
         """Step ``i`` was interrupted (``KeyboardInterrupt``...) *(locks)*: the
         run stops and ends cancelled; ``exc`` is raised again at its end."""
-        if self.interrupt is None:
-            self.interrupt = exc
+        self.interrupted(exc)
         self.cancelled.add(i)
-        self.halt()
         with self.lock:
-            self.stop()  # first: what depends on step i ends cancelled, as every pending step does
+            self._stop()  # first: what depends on step i ends cancelled, as every pending step does
             if self.k.state(i) == _RUNNING:
                 self.k.fail(i)
         self.wake()
@@ -459,9 +493,22 @@ class Runner:
 
     # -- stopping -----------------------------------------------------------------
 
+    def interrupted(self, exc: BaseException) -> None:
+        """The run was interrupted by ``exc`` (Ctrl-C, a cancelled ``arun``
+        task): it ends cancelled, and the first such exception is raised again
+        at its end; the programs its command steps run are killed now."""
+        if self.interrupt is None:
+            self.interrupt = exc
+        self.halt()
+
     def stop(self) -> "list[int]":
-        """Start nothing new (the caller holds the lock): pending steps, waiting
-        retries and unfinished maps end cancelled; return those steps."""
+        """Start nothing new, unless the run already stopped *(locks)*: pending
+        steps, waiting retries and unfinished maps end cancelled; return those steps."""
+        with self.lock:
+            return [] if self.stopping else self._stop()
+
+    def _stop(self) -> "list[int]":
+        """:meth:`stop`, the caller holding the lock (and whether or not the run stopped)."""
         self.stopping = True
         k = self.k
         cancelled = k.cancel()
@@ -476,13 +523,6 @@ class Runner:
         cancelled.extend(self.maps.stop())
         return cancelled
 
-    def halt(self) -> None:
-        """The run is cancelled or interrupted: kill the programs its command
-        steps are running (their whole process groups, see ``_children``)."""
-        from .._children import kill
-
-        kill(self.run_id)
-
     def check_cancel(self) -> bool:
         """Stop the run if its cancel event is set *(locks)*; whether it is cancelled."""
         if self.cancel is not None and not self.cancel_requested and self.cancel.is_set():
@@ -490,7 +530,7 @@ class Runner:
             log(20, "run %s: cancelled", self.run_id)
             self.halt()
             with self.lock:
-                cancelled = self.stop()
+                cancelled = self._stop()
             for c in cancelled:
                 self.emit("step_finished", c, status="cancelled")
             self.wake()
@@ -509,11 +549,14 @@ class Runner:
 
     def resume_from(
         self, ids: "list[int]", attempts: "Sequence[int]", started: "Sequence[float | None]",
-        finished: "Sequence[float | None]",
+        finished: "Sequence[float | None]", items: "dict[int, dict[int, int]] | None" = None,
     ) -> None:
         """Take over the steps ``ids`` a resumed run records as succeeded
         (with their attempts, starts and finishes): their attempts and times
-        now, their outputs when a step needs them (:meth:`value`)."""
+        now, their outputs when a step needs them (:meth:`value`); ``items``:
+        map step id -> {item index: attempts} of the units it records as succeeded."""
+        if items:
+            self.maps.resumed = items
         offset, wall0 = self.offset, self.wall0
         tries, starts, ends, outputs = self.attempts, self.started, self.finished, self.outputs
         for i, a, start, end in zip(ids, attempts, started, finished):
@@ -550,38 +593,41 @@ class Runner:
             return "failed"
         return "succeeded"
 
-    def result(self, inputs: "dict[str, Any]") -> Run:
-        """The run's :class:`~microdag.Run`; its end is recorded first."""
-        k = self.k
-        states = k.states()
-        names = self.names
-        kept = [i for i in (range(self.n) if self.keep is None else self.keep) if states[i] == sched.SUCCEEDED]
-        stored = [names[i] for i in kept if self.outputs[i] is STORED]
-        if stored:  # outputs of a resumed run that nothing read yet: one read
-            loaded = self.recorder.outputs(stored)
-            for i in kept:
-                if self.outputs[i] is STORED:
-                    self.outputs[i] = loaded.get(names[i])
-        values = [self.outputs[i] for i in kept]
-        outputs: dict[str, Any] = dict(zip([names[i] for i in kept], local_all(values) if self.remote else values))
-        status = self.status()
-        error = self.errors.get(self.first_failure) if self.first_failure >= 0 else None
-        finished = time.time()
-        if self.recorder.durable:
-            ended = (sched.SKIPPED, sched.CANCELLED, sched.PENDING, sched.READY)
-            for i in range(self.n) if self.subset is None else self.subset:
-                st = states[i]
-                if i in self.cancelled or st == sched.CANCELLED:
-                    label = "cancelled"
-                elif st in ended:
-                    label = "skipped" if st == sched.SKIPPED else "pending"
-                else:
-                    continue
-                self.recorder.step_ended(i, label, self.attempts[i], self.started[i], self.finished[i])
-        self.recorder.close(status, finished)
-        return Run(
-            self.run_id, self.flow, status, outputs, inputs, self.wall0, finished, error, names,
-            self.plan.graph._index,
-            states, self.attempts, self.started, self.finished, self.errors, self.offset,
-            frozenset(self.cancelled), self.reasons, frozenset(self.cached),
-        )
+
+def run_result(r: Runner, inputs: "dict[str, Any]") -> Run:
+    """The :class:`~microdag.Run` of the run ``r`` holds (given ``inputs``);
+    its end is recorded first.  (Reads the state; writes only the outputs a
+    resumed run left in the store, read now.)"""
+    k = r.k
+    states = k.states()
+    names = r.names
+    kept = [i for i in (range(r.n) if r.keep is None else r.keep) if states[i] == sched.SUCCEEDED]
+    stored = [names[i] for i in kept if r.outputs[i] is STORED]
+    if stored:  # outputs of a resumed run that nothing read yet: one read
+        loaded = r.recorder.outputs(stored)
+        for i in kept:
+            if r.outputs[i] is STORED:
+                r.outputs[i] = loaded.get(names[i])
+    values = [r.outputs[i] for i in kept]
+    outputs: dict[str, Any] = dict(zip([names[i] for i in kept], local_all(values) if r.remote else values))
+    status = r.status()
+    error = r.errors.get(r.first_failure) if r.first_failure >= 0 else None
+    finished = time.time()
+    if r.recorder.durable:
+        ended = (sched.SKIPPED, sched.CANCELLED, sched.PENDING, sched.READY)
+        for i in range(r.n) if r.subset is None else r.subset:
+            st = states[i]
+            if i in r.cancelled or st == sched.CANCELLED:
+                label = "cancelled"
+            elif st in ended:
+                label = "skipped" if st == sched.SKIPPED else "pending"
+            else:
+                continue
+            r.recorder.step_ended(i, label, r.attempts[i], r.started[i], r.finished[i])
+    r.recorder.close(status, finished)
+    return Run(
+        r.run_id, r.flow, status, outputs, inputs, r.wall0, finished, error, names,
+        r.plan.graph._index,
+        states, r.attempts, r.started, r.finished, r.errors, r.offset,
+        frozenset(r.cancelled), r.reasons, frozenset(r.cached),
+    )

@@ -148,10 +148,6 @@ def _kill(runner: "Runner", pool: "Pool | AwaitPool") -> None:
 
 
 def _interrupted(runner: "Runner", pool: "Pool | AwaitPool", exc: BaseException) -> None:
-    if runner.interrupt is None:
-        runner.interrupt = exc
-    runner.halt()
+    runner.interrupted(exc)
     _kill(runner, pool)
-    with runner.lock:
-        if not runner.stopping:
-            runner.stop()
+    runner.stop()

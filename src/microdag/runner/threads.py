@@ -55,11 +55,8 @@ class _Crew:
 
     def stop(self) -> None:
         """Stop the run (an internal error, or Ctrl-C in the caller) and wake everyone."""
-        runner = self.runner
         with self.cond:
-            with runner.lock:
-                if not runner.stopping:
-                    runner.stop()
+            self.runner.stop()
             self.cond.notify_all()
 
     def retire(self) -> None:
@@ -74,9 +71,7 @@ class _Crew:
 def run_threads(runner: "Runner", workers: int) -> None:
     """Run ``runner``'s steps on ``workers`` threads until the run is over."""
     crew = _Crew(runner, workers)
-    runner.workers = workers
-    runner.lock = threading.RLock()
-    runner.wake = crew.notify
+    runner.share(workers, crew.notify)
 
     def worker() -> None:
         try:
@@ -95,9 +90,7 @@ def run_threads(runner: "Runner", workers: int) -> None:
             started += 1
         crew.done.wait()
     except BaseException as exc:  # Ctrl-C in the calling thread
-        if runner.interrupt is None:
-            runner.interrupt = exc
-        runner.halt()
+        runner.interrupted(exc)
         crew.stop()
         # A start() cut short may still have launched its thread: give such
         # threads a moment to come up, then stop counting on the others.
