@@ -685,16 +685,27 @@ def test_show_step_prints_its_whole_output(capsys, here):
 
 
 def test_show_step_of_an_unknown_step_or_one_without_output_exits_2(capsys, here, flags):
-    flow = write(here / "flow.toml", CHECKED)
+    flow = write(here / "flow.toml", AFTER_CHECKED)
     (flags / "broken").touch()
     assert cli(capsys, "run", flow, "-q", "-i", f"flags={flags}")[0] == 1
     run_id = only_run_id()
     code, out, err = cli(capsys, "show", run_id, "nope")
     assert (code, out) == (2, "")
     assert err == f"error: run {run_id} has no step named 'nope'\n"
-    code, out, err = cli(capsys, "show", run_id, "checked")
+    code, out, err = cli(capsys, "show", run_id, "again")
     assert (code, out) == (2, "")
-    assert err == f"error: step 'checked' of run {run_id} has no output: it is failed\n"
+    assert err.startswith(f"error: step 'again' of run {run_id} has no output: it is ")
+
+
+def test_show_step_of_a_failed_step_prints_its_error_and_exits_1(capsys, here, flags):
+    flow = write(here / "flow.toml", CHECKED)
+    (flags / "broken").touch()
+    assert cli(capsys, "run", flow, "-q", "-i", f"flags={flags}")[0] == 1
+    run_id = only_run_id()
+    code, out, err = cli(capsys, "show", run_id, "checked")
+    assert (code, err) == (1, "")
+    assert out.startswith(f"step 'checked' of run {run_id}: failed after 1 attempt\n")
+    assert "ValueError: total 6 failed the check <b>" in out and 'File "' in out
 
 
 def test_show_json_has_the_inputs_and_every_output(capsys, here, flags):

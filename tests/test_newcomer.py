@@ -233,3 +233,68 @@ def test_a_step_that_failed_in_a_worker_process_keeps_its_traceback(tmp_path) ->
     out = run_cli("show", run_id, "aggregate", "--store", "runs.db", cwd=tmp_path).stdout
     frames = [line for line in out.splitlines() if line.lstrip().startswith('File "')]
     assert len(frames) == 2 and "in aggregate" in frames[0] and "in inner" in frames[1], out
+
+
+# -- a map step's items as they finish ---------------------------------------------------------
+
+
+def _double(x):
+    return 2 * x
+
+
+def _odd_fails(x):
+    if x % 2:
+        raise ValueError(x)
+    return x
+
+
+def _ten():
+    return list(range(10))
+
+
+def _double_all(x):
+    return [2 * v for v in x]
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_a_map_step_reports_its_items_as_they_end(executor, batch_size) -> None:
+    flow = microdag.Flow("items")
+    flow.add("xs", _ten)
+    if batch_size is None:
+        flow.add("doubled", _double, map="x", inputs={"x": "xs"})
+    else:
+        flow.add("doubled", _double_all, map="x", inputs={"x": "xs"}, batch_size=batch_size)
+    seen = []
+    run = flow.run(executor=executor, hooks=[lambda e: seen.append(e.items) if e.kind == "step_progress" else None])
+    assert run["doubled"] == [2 * x for x in range(10)]
+    assert max(seen) == (10, 10) and all(total == 10 for _, total in seen)  # (threads may tell out of order)
+    assert len(seen) == (10 if batch_size is None else 4)  # once per item, or per batch
+
+
+def test_failed_items_count_as_ended() -> None:
+    flow = microdag.Flow("items")
+    flow.add("xs", lambda: list(range(4)))
+    flow.add("odd", _odd_fails, map="x", inputs={"x": "xs"})
+    seen = []
+    flow.run(on_failure="continue", raise_on_failure=False,
+             hooks=[lambda e: seen.append(e.items) if e.kind == "step_progress" else None])
+    assert max(seen) == (4, 4)
+
+
+def test_the_progress_line_shows_a_map_steps_items() -> None:
+    import io
+
+    from microdag._events import Event
+    from microdag.cli._progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    progress = Progress(2, 0, False, stream=stream)
+    progress(Event("step_started", "r", "f", "embed", attempt=1))
+    progress(Event("step_progress", "r", "f", "embed", items=(40, 100)))
+    progress._draw()
+    progress.close()
+    assert "embed 40/100" in stream.getvalue()

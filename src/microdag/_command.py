@@ -20,7 +20,7 @@ read when the step runs, in the process that runs it.
 Running the program (:func:`_run_program`) is the one place here that does
 I/O: its own process group, registered for the run so that a cancel kills
 it whole, and killed a little before the step's timeout
-(:func:`_kill_limit`) so that the attempt ends with the program gone.  The
+(``runner._call.kill_limit``) so that the attempt ends with the program gone.  The
 runner calls a ``Command`` as it calls any step function; the step's
 timeout itself is the runner's (this only stops the program in time).
 
@@ -43,7 +43,6 @@ __all__ = ["Command", "CommandError", "Required", "parse_item"]
 _FORM = r"(?:inputs|steps|env)\.[^{}]+|run_dir|workdir"
 _PLACEHOLDER = rf"\{{\{{({_FORM})\}}\}}|\{{({_FORM})\}}"
 _STDERR_LINES = 10
-_KILL_GRACE = 0.5  # seconds (at most a tenth of the timeout) a command's timeout leaves the runner
 
 
 class Required:
@@ -218,7 +217,9 @@ class Command:
             ValueError: ``output`` is ``"json"`` and stdout is not JSON.
         """
         argv = self.render(values)
-        done = _run_program(argv, _kill_limit(self.timeout))
+        from .runner._call import kill_limit  # (the runner is loaded once a step runs, not to check a file)
+
+        done = _run_program(argv, kill_limit(self.timeout))
         if done is None:
             raise TimeoutError(
                 f"command {argv[0]!r} ran into the step's timeout of {self.timeout:g} s and was killed "
@@ -266,13 +267,6 @@ class Command:
         if out.endswith("\r\n"):
             return out[:-2]
         return out[:-1] if out.endswith("\n") else out
-
-
-def _kill_limit(timeout: "float | None") -> "float | None":
-    """Seconds the program may run under a step timeout of ``timeout``: a little
-    less, so that the attempt ends with the program gone before the runner's
-    own deadline (which is where the step's timeout is applied)."""
-    return None if timeout is None else timeout - min(_KILL_GRACE, timeout / 10)
 
 
 def _run_program(argv: "list[str]", limit: "float | None") -> "Any":

@@ -20,6 +20,7 @@ class Event:
 
     Attributes:
         kind: ``"run_started"``, ``"step_started"``, ``"step_retrying"``,
+            ``"step_progress"`` (items of a map step finished),
             ``"step_finished"`` or ``"run_finished"``.
         run_id: the run's id.
         flow: the flow's name.
@@ -32,9 +33,12 @@ class Event:
             next attempt.
         error: the exception, for a failed attempt or step.
         time: when it happened (``time.time()``).
+        items: for ``step_progress``, ``(finished, total)``: how many items of
+            the map step have finished (succeeded or failed, in this run or,
+            resumed, before it) and how many it maps over; else ``None``.
     """
 
-    __slots__ = ("kind", "run_id", "flow", "step", "status", "attempt", "duration", "error", "time")
+    __slots__ = ("kind", "run_id", "flow", "step", "status", "attempt", "duration", "error", "time", "items")
 
     def __init__(
         self,
@@ -47,6 +51,7 @@ class Event:
         duration: "float | None" = None,
         error: "BaseException | None" = None,
         time: float = 0.0,
+        items: "tuple[int, int] | None" = None,
     ) -> None:
         self.kind = kind
         self.run_id = run_id
@@ -57,12 +62,13 @@ class Event:
         self.duration = duration
         self.error = error
         self.time = time
+        self.items = items
 
     def __repr__(self) -> str:
         fields = [f"{self.kind}", f"run={self.run_id}"]
         if self.step is not None:
             fields.append(f"step={self.step!r}")
-        for name in ("status", "attempt", "duration"):
+        for name in ("status", "attempt", "duration", "items"):
             value = getattr(self, name)
             if value is not None:
                 fields.append(f"{name}={value!r}")

@@ -16,7 +16,9 @@ class Progress:
     failed, elapsed, ETA, then the names of the running steps, as many as
     fit), never wider than the terminal, redrawn at most every ``INTERVAL``
     seconds (a daemon thread keeps the clock moving; the last state is always
-    drawn).  Elsewhere: one plain line per finished step.  Quiet: nothing.
+    drawn); a running map step shows its items ended and in all.  Elsewhere:
+    one plain line per finished step, and for a map step's items at most every
+    ``PLAIN_ITEMS`` seconds.  Quiet: nothing.
 
     Steps run from ``step_started`` to ``step_finished`` (a retry starts a
     step again, a step skipped or cancelled before it started finishes it
@@ -27,6 +29,8 @@ class Progress:
 
     #: Seconds between two redraws, at least.
     INTERVAL = 0.1
+    #: Seconds between two plain lines of a map step's items, at least.
+    PLAIN_ITEMS = 2.0
 
     def __init__(
         self,
@@ -45,6 +49,8 @@ class Progress:
         self.done = done
         self.finished = 0  # steps finished in this process: the ETA's pace
         self.running: dict[str, None] = {}  # started and not finished, in the order they started
+        self.items: dict[str, tuple[int, int]] = {}  # a running map step's (items ended, items)
+        self.told: dict[str, float] = {}  # plain lines: when a map step's items were last told
         self.failed = 0
         self.quiet = quiet
         self.live = not quiet and self.stream.isatty()
@@ -65,8 +71,16 @@ class Progress:
         with self.lock:
             if kind == "step_started":
                 self.running[event.step] = None
+            elif kind == "step_progress":
+                ended, total = event.items
+                if ended > self.items.get(event.step, (0, 0))[0]:  # (workers may tell out of order)
+                    self.items[event.step] = (ended, total)
+                if not self.live and not self.quiet:
+                    self._plain_items(event.step)
             elif kind == "step_finished":
                 self.running.pop(event.step, None)
+                self.items.pop(event.step, None)
+                self.told.pop(event.step, None)
                 self.done += 1
                 self.finished += 1
                 self.last = self.clock()
@@ -97,6 +111,15 @@ class Progress:
             line += f": {type(event.error).__name__}: {one_line(str(event.error))}"
         print(line, file=self.stream, flush=True)
 
+    def _plain_items(self, step: str) -> None:
+        """A plain line of a map step's items, at most every ``PLAIN_ITEMS`` seconds a step."""
+        now = self.clock()
+        if now - self.told.get(step, self.start) < self.PLAIN_ITEMS:
+            return
+        self.told[step] = now
+        ended, total = self.items[step]
+        print(f"[{self.done}/{self.total}] {printable(step)}: {ended:,}/{total:,} items", file=self.stream, flush=True)
+
     def _eta(self, now: float) -> "float | None":
         left = self.total - self.done
         if not self.finished or left <= 0:
@@ -117,8 +140,11 @@ class Progress:
         used = len(text) + 3  # " | "
         names: list[str] = []
         count = len(self.running)
-        for k, name in enumerate(self.running):
-            name = printable(name)
+        for k, step in enumerate(self.running):
+            name = printable(step)
+            if step in self.items:
+                ended, total = self.items[step]
+                name += f" {ended}/{total}"
             width = cols(name) + (2 if names else 0)
             more = len(f", +{count - k - 1} more") if k + 1 < count else 0
             if used + width + more > limit:

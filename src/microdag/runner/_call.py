@@ -4,7 +4,7 @@ Every way microdag calls a step's function goes through here: the runner's
 state machine (``_state``, and ``_maps`` for map units), Dask's submit-ahead
 path (``_ahead``), the careful path of the inline and threads loops
 (``_local``), :meth:`Flow.run_step`, an Argo pod (``_pod``) and the
-flow-file command steps (``_spec``: :func:`kill_limit`).  So a step cannot be
+flow-file command steps (``_command``: :func:`kill_limit`).  So a step cannot be
 called one way in a pod and another way in a local run.
 
 The rules, one each:

@@ -37,7 +37,7 @@ class MapRun:
     """One map step being run: its units and how far they got."""
 
     __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
-                 "tries", "errors", "finished", "todo")
+                 "tries", "errors", "finished", "todo", "items", "ended")
 
     def __init__(
         self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
@@ -56,6 +56,9 @@ class MapRun:
         self.errors: dict[int, BaseException] = {}
         self.finished = False
         self.todo: list[int] | None = None
+        #: Items it maps over, and those of units that ended (succeeded or failed).
+        self.items = len(units) if size is None else sum(map(len, units))
+        self.ended = 0
 
     def unclaimed(self) -> bool:
         """Whether some unit of this map is still to be claimed."""
@@ -78,6 +81,12 @@ class MapRun:
     def item(self, j: int) -> int:
         """The index of unit ``j``'s (first) item."""
         return j * (self.size or 1)
+
+    def end_units(self, start: int, stop: int) -> "tuple[int, int]":
+        """Units ``start .. stop-1`` ended (the caller holds the lock): the map's
+        progress, ``(items ended, items)``."""
+        self.ended += stop - start if self.size is None else sum(len(self.units[j]) for j in range(start, stop))
+        return self.ended, self.items
 
 
 class Maps:
@@ -150,6 +159,8 @@ class Maps:
             done.add(j)
         ms.todo = [j for j in range(len(ms.units)) if j not in done]
         ms.pending = len(ms.todo)
+        for j in done:
+            ms.end_units(j, j + 1)
         if ms.todo:
             return True
         self.finish(ms)
@@ -257,6 +268,9 @@ class Maps:
         with r.lock:
             ms.pending -= stop - start - len(bad)
             last = ms.pending == 0
+            progress = ms.end_units(start, stop)
+        if r.hooks:
+            r.emit("step_progress", ms.i, items=progress)
         for j, error in bad:
             r.failed(att if att is not None else self.hot_attempt(ms, j), error, retry=False)
         if last:
@@ -275,6 +289,9 @@ class Maps:
             ms.errors[att.unit] = exc
             ms.pending -= 1
             last = ms.pending == 0
+            progress = ms.end_units(att.unit, att.unit + 1)
+        if r.hooks:
+            r.emit("step_progress", ms.i, items=progress)
         if r.fail_fast or last:
             self.finish(ms)
 
