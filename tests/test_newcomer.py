@@ -2,6 +2,7 @@
 target, a float input given NaN.  Each of these once passed silently."""
 
 import math
+import os
 import pickle
 from typing import Annotated
 
@@ -298,3 +299,110 @@ def test_the_progress_line_shows_a_map_steps_items() -> None:
     progress._draw()
     progress.close()
     assert "embed 40/100" in stream.getvalue()
+
+
+# -- after a resume, and what steps print ----------------------------------------------------
+
+
+def test_running_time_is_the_union_of_the_steps_times() -> None:
+    from microdag._records import busy_time
+
+    assert busy_time([0.0, 1.0, 2.0], [3.0, 2.0, 4.0]) == 4.0  # overlapping: counted once
+    assert busy_time([100.0, 1.0], [100.5, 1.5]) == 1.0  # idle between: not counted
+    assert busy_time([None, 5.0], [1.0, None]) == 0.0  # unfinished or never started: nothing
+
+
+def test_a_runs_duration_shows_its_running_time_when_it_idled() -> None:
+    from microdag.cli._common import took
+
+    assert took(16.3, 0.015) == "16.30 s (15.0 ms running)"
+    assert took(0.5, 0.4) == "500.0 ms"  # about the same: one figure
+    assert took(None, None) == "-"
+
+
+def test_a_resumed_run_counts_its_steps_time_not_the_wait(tmp_path, capsys) -> None:
+    import time
+
+    from microdag.stores import SQLiteStore
+
+    marks = tmp_path / "ready"
+    flow = microdag.Flow("later")
+    flow.add("first", lambda: 1)
+    flow.add("second", lambda first, ready: first if os.path.exists(ready) else 1 / 0)
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        run = flow.run({"ready": str(marks)}, store=store, raise_on_failure=False)
+        time.sleep(1.2)
+        marks.touch()
+        again = flow.run({"ready": str(marks)}, store=store, run_id=run.id, resume=True)
+        assert again.duration < 1.0 and again._busy() <= again.duration  # this sitting's
+        info = store.run_info(run.id)
+        assert info.finished - info.started > 1.2  # the record's: from the first start
+    finally:
+        store.close()
+    from support import cli
+
+    code, out, _ = cli(capsys, "show", run.id, "--store", str(tmp_path / "runs.db"))
+    assert code == 0 and " running)" in out.splitlines()[1], out  # took 1.2 s (N ms running)
+
+
+def test_echo_shows_what_steps_print_and_keeps_it(tmp_path) -> None:
+    from support import run_cli
+
+    (tmp_path / "loud.py").write_text(
+        "import logging\nimport microdag\nflow = microdag.Flow('loud')\n\n\n@flow.step\ndef a():\n"
+        "    print('hello from a')\n    logging.getLogger('x').warning('careful in a')\n    return 1\n"
+    )
+    for executor in ("inline", "processes"):
+        done = run_cli("run", "loud.py", "--store", "runs.db", "--echo", "--executor", executor, cwd=tmp_path,
+                       timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "hello from a" in done.stdout and "careful in a" in done.stderr
+        run_id = done.stderr.split("run ", 1)[1].split()[0]
+        kept = run_cli("logs", run_id, "a", "--store", "runs.db", cwd=tmp_path).stdout
+        assert "hello from a" in kept and "careful in a" in kept
+    quiet = run_cli("run", "loud.py", "--store", "runs.db", cwd=tmp_path)
+    assert "hello from a" not in quiet.stdout + quiet.stderr  # without --echo: kept only
+
+
+def test_the_resume_banner_counts_map_items_too(tmp_path) -> None:
+    from support import run_cli
+
+    (tmp_path / "items.py").write_text(
+        "import os\nimport microdag\nflow = microdag.Flow('items')\n\n\n@flow.step\ndef xs():\n"
+        "    return list(range(5))\n\n\n@flow.step(map='x', inputs={'x': 'xs'})\ndef each(x):\n"
+        "    if x == 3 and not os.path.exists('ok'):\n        raise ValueError(x)\n    return x\n"
+    )
+    done = run_cli("run", "items.py", "--store", "runs.db", "--on-failure", "continue", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    run_id = done.stderr.split("run ", 1)[1].split()[0]
+    (tmp_path / "ok").touch()
+    again = run_cli("resume", run_id, "--store", "runs.db", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming run {run_id} of items: 1 step and 4 map items succeeded before" in again.stderr
+
+
+def test_a_resume_given_an_input_only_finished_steps_take_says_it_was_kept(tmp_path) -> None:
+    import warnings
+
+    from microdag.stores import SQLiteStore
+
+    flag = tmp_path / "go"
+    flow = microdag.Flow("release")
+    flow.add("build", lambda version: f"artifact-{version}")
+    flow.add("publish", lambda build, go: build if os.path.exists(go) else 1 / 0)
+    store = SQLiteStore(tmp_path / "runs.db")
+    try:
+        run = flow.run({"version": "1.0", "go": str(flag)}, store=store, raise_on_failure=False)
+        flag.touch()
+        with pytest.warns(UserWarning, match=r"input 'version' was given as '2\.0', but only steps the run "
+                                             r"finished take it \('build'\).*recorded '1\.0'") as caught:
+            again = flow.run({"version": "2.0", "go": str(flag)}, store=store, run_id=run.id, resume=True)
+        assert caught[0].filename == __file__  # pointed at the caller's line
+        assert again["publish"] == "artifact-1.0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the recorded inputs again, or none given: nothing to say
+            flow.run({"version": "1.0", "go": str(flag)}, store=store, run_id=run.id, resume=True)
+            flow.run(store=store, run_id=run.id, resume=True)
+    finally:
+        store.close()

@@ -10,7 +10,8 @@ affected.  Logging records are captured as they are emitted: a record that a
 logger's level filters out is not.  A process that has not imported
 :mod:`logging` gets the handler when it first does (see :class:`_LoggingWatch`).  The wrappers are installed by the first
 run that needs them and removed by the last (reference-counted), and left in
-place if someone replaced ``sys.stdout`` meanwhile.
+place if someone replaced ``sys.stdout`` meanwhile.  With ``MICRODAG_ECHO=1``
+the captured text is also written on to the real streams as it comes.
 """
 
 import _thread
@@ -56,6 +57,8 @@ class _Tee:
         if buffer is None:
             return self._stream.write(text)
         buffer.append(text)
+        if _installed.get("echo"):
+            self._stream.write(text)
         return len(text)
 
     def writelines(self, lines: "Any") -> None:
@@ -78,7 +81,10 @@ def _handler() -> "Any":
             buffer = _target()
             if buffer is not None:
                 try:
-                    buffer.append(self.format(record) + "\n")
+                    line = self.format(record) + "\n"
+                    buffer.append(line)
+                    if _installed.get("echo"):
+                        _installed["stderr"].write(line)
                 except Exception:
                     self.handleError(record)
 
@@ -155,6 +161,7 @@ def install() -> None:
             return
         _installed["stdout"] = sys.stdout
         _installed["stderr"] = sys.stderr
+        _installed["echo"] = echoing()
         sys.stdout = _Tee(sys.stdout)
         sys.stderr = _Tee(sys.stderr)
         if "logging" in sys.modules:
@@ -181,6 +188,32 @@ def uninstall() -> None:
             import logging
 
             logging.getLogger().removeHandler(handler)
+
+
+def echoing() -> bool:
+    """Whether captured text is also written on (``MICRODAG_ECHO=1``, which
+    ``python -m microdag run --echo`` sets): kept, and seen as it comes."""
+    import os
+
+    return os.environ.get("MICRODAG_ECHO", "").strip().lower() not in ("", "0", "false", "no")
+
+
+class _Echo:
+    """A stream that writes to a capture and on to the stream it stands for."""
+
+    def __init__(self, capture: "TextIO", stream: "TextIO") -> None:
+        self._capture = capture
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        return self._capture.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> "Any":
+        return getattr(self._stream, name)
 
 
 def start() -> "tuple[list[str], contextvars.Token[list[str] | None]]":
@@ -222,12 +255,16 @@ def capture_call(fn: "Any", kwargs: "dict[str, Any]") -> "tuple[Any, str]":
     import logging
 
     text = io.StringIO()
-    handler = logging.StreamHandler(text)
+    out: "Any" = text
+    err: "Any" = text
+    if echoing():
+        out, err = _Echo(text, sys.stdout), _Echo(text, sys.stderr)
+    handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             result = fn(**kwargs)
     except BaseException as exc:
         exc.__microdag_logs__ = text.getvalue()  # type: ignore[attr-defined]

@@ -16,11 +16,12 @@ This module imports nothing from microdag: every layer may use it.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 __all__ = [
     "CODES", "EXCLUDED", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id", "check_task",
-    "step_traceback",
+    "busy_time", "step_traceback",
 ]
 
 #: Kernel state code -> task status (``READY`` is still ``"pending"`` to users).
@@ -210,6 +211,28 @@ def check_task(
     if output is not None and type(output) is not bytes:
         problems.append(f"output is a {type(output).__name__}")
     raise ValueError(", ".join(problems) or "a field has the wrong type")
+
+
+def busy_time(starts: "Iterable[float | None]", ends: "Iterable[float | None]") -> float:
+    """Seconds during which some task was running: the length of the union of
+    the intervals ``[start, end]`` (those with both ends).  A run resumed after
+    an interrupt counts its working time, not the idle time between."""
+    busy = 0.0
+    upto = float("-inf")
+    for start, end in sorted(zip(starts, ends), key=_first):  # (nearly sorted already: linear)
+        if start is None or end is None:
+            continue
+        if start > upto:
+            busy += end - start
+            upto = end
+        elif end > upto:
+            busy += end - upto
+            upto = end
+    return busy
+
+
+def _first(pair: "tuple[float | None, float | None]") -> float:
+    return 0.0 if pair[0] is None else pair[0]
 
 
 def step_traceback(error: BaseException) -> str:

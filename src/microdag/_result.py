@@ -202,6 +202,14 @@ class Run:
         """Seconds from start to finish."""
         return self.finished - self.started
 
+    def _busy(self) -> float:
+        """Seconds some step was running (``_records.busy_time``): less than
+        :attr:`duration` by the idle time between an interrupt and a resume."""
+        from ._records import busy_time
+
+        tried = [(s, e) for s, e, a in zip(self._starts, self._ends, self._attempts) if a and e]  # (any clock)
+        return busy_time([s for s, _ in tried], [e for _, e in tried])
+
     @property
     def tasks(self) -> _Tasks:
         """Step name -> :class:`Task` for every step of the run."""

@@ -245,3 +245,13 @@ def store_options(p: "argparse.ArgumentParser") -> None:
         help="how the store encodes outputs and inputs (default: json); pickle keeps any "
         "picklable value, but reading it runs code: trusted stores only",
     )
+
+
+def took(wall: "float | None", busy: "float | None") -> str:
+    """A run's duration, with the time its steps ran beside it when that is
+    much less (a run resumed after idle time): ``16.3 s (15.0 ms running)``."""
+    text = seconds(wall)
+    if wall is not None and busy is not None and wall - busy > max(1.0, wall / 10):
+        text += f" ({seconds(busy)} running)"
+    return text
+

@@ -39,6 +39,7 @@ class Progress:
         quiet: bool,
         stream: "TextIO | None" = None,
         clock: "Callable[[], float] | None" = None,
+        live: "bool | None" = None,
     ) -> None:
         import threading
         import time
@@ -53,7 +54,7 @@ class Progress:
         self.told: dict[str, float] = {}  # plain lines: when a map step's items were last told
         self.failed = 0
         self.quiet = quiet
-        self.live = not quiet and self.stream.isatty()
+        self.live = not quiet and self.stream.isatty() if live is None else live and not quiet  # (False: plain lines)
         self.color = color(self.stream)
         self.clock = clock or time.monotonic
         self.start = self.last = self.clock()  # the run's start, the last step's finish

@@ -6,8 +6,8 @@ import sys
 
 from .._cmdline import FAILED, INTERRUPTED, OK, UsageError, input_option, load, parse_inputs, positive
 from ._common import (
-    DEFAULT_STORE, color, dump, indented, jsonable, paint, preview, printable, seconds, store_at, store_options,
-    typed_inputs,
+    DEFAULT_STORE, color, dump, indented, jsonable, paint, preview, printable, store_at, store_options,
+    took, typed_inputs,
 )
 from ._progress import Progress
 
@@ -71,6 +71,10 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
     p.add_argument(
+        "--echo", "-v", action="store_true",
+        help="show what steps print and log as they run (it is kept in the store all the same: see logs)",
+    )
+    p.add_argument(
         "--otel", action="store_true",
         help="trace the run with OpenTelemetry, exported as the OTEL_* variables say (docs/observability.md)",
     )
@@ -119,7 +123,7 @@ def _report_run(run: "Run", store_spec: str, args: "argparse.Namespace") -> int:
         steps = f"{sum(counts.values())} step{'s' if sum(counts.values()) != 1 else ''}"
         tally = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
         print(
-            f"run {run.id} of {run.flow}: {status} in {seconds(run.duration)} "
+            f"run {run.id} of {run.flow}: {status} in {took(run.duration, run._busy())} "
             f"({steps}{': ' + tally if tally else ''})",
             file=sys.stderr,
         )
@@ -186,8 +190,11 @@ def _execute(
         except RuntimeError as exc:
             raise UsageError(f"--otel: {exc}") from None
         hooks.append(Tracing(provider))
-    progress = Progress(total, done, args.quiet or args.json)
+    progress = Progress(total, done, args.quiet or args.json, live=False if args.echo else None)
     hooks.append(progress)
+    echo = os.environ.get("MICRODAG_ECHO")
+    if args.echo:  # (the capture reads it, here and in worker processes, which inherit it)
+        os.environ["MICRODAG_ECHO"] = "1"
     try:
         if args.executor.startswith("dask"):
             run = _run_on_dask(flow, args, store, hooks, options)
@@ -211,6 +218,11 @@ def _execute(
             print(f"  resume with: {_resume_hint(run_id, store_spec, args)}", file=sys.stderr)
         return INTERRUPTED
     finally:
+        if args.echo:
+            if echo is None:
+                os.environ.pop("MICRODAG_ECHO", None)
+            else:
+                os.environ["MICRODAG_ECHO"] = echo
         if provider is not None:
             provider.shutdown()  # (exports what is left)
     progress.close()
@@ -275,8 +287,10 @@ def _cmd_resume(args: "argparse.Namespace") -> int:
             )
         done = store.succeeded_count(args.run_id)
         if not (args.quiet or args.json):  # (a big flow takes a while to load: say what is going on first)
-            print(f"resuming run {args.run_id} of {printable(info.flow)}: {done} step{'s' if done != 1 else ''} "
-                  f"succeeded before; loading {printable(spec)}", file=sys.stderr, flush=True)
+            items = store.task_summary(args.run_id, 0, 0)[0].get("succeeded", 0) - done  # (records of map items)
+            also = f" and {items:,} map item{'s' if items != 1 else ''}" if items > 0 else ""
+            print(f"resuming run {args.run_id} of {printable(info.flow)}: {done:,} step{'s' if done != 1 else ''}"
+                  f"{also} succeeded before; loading {printable(spec)}", file=sys.stderr, flush=True)
         flow = load(spec, info.inputs)
         return _execute(flow, args, store, store_spec, done, run_id=args.run_id, resume=True, force=args.force)
     finally:

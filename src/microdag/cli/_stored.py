@@ -4,9 +4,10 @@ keeps, listed, read and deleted."""
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, positive
+from .._records import busy_time
 from ._common import (
     color, dump, indented, jsonable, paint, preview, printable, seconds,
-    store_at, store_options, table, when,
+    store_at, store_options, table, took, when,
 )
 
 TYPE_CHECKING = False
@@ -164,7 +165,9 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         return OK
     colored = color(sys.stdout)
     print(f"run {info.id} of {info.flow}: {paint(info.status, info.status, colored)}")
-    print(f"  started {when(info.started)}, took {seconds(duration)}")
+    busy = None if counts else busy_time([r.started for r in records if r.item < 0],
+                                         [r.finished for r in records if r.item < 0])
+    print(f"  started {when(info.started)}, took {took(duration, busy)}")
     if info.source:
         print(f"  flow from {printable(info.source)}")
     if info.inputs:
@@ -183,9 +186,9 @@ def _cmd_show(args: "argparse.Namespace") -> int:
               f"{SHOW_FAILURES} that failed or were cancelled (--all lists every one)")
     for n, r in enumerate(records):
         name = printable(r.step if r.item < 0 else f"{r.step}[{r.item}]")
-        took = None if r.started is None or r.finished is None else r.finished - r.started
+        spent = None if r.started is None or r.finished is None else r.finished - r.started
         output = preview(outputs[n], 60) if n in outputs else "-"
-        rows.append([name, r.status, str(r.attempts), seconds(took), output])
+        rows.append([name, r.status, str(r.attempts), seconds(spent), output])
         if r.error_type is not None:
             errors.append(indented(f"{name}: {r.error_type}: {r.error_message or ''}"))
     print()

@@ -316,6 +316,7 @@ def _open_record(
             )
         recorder.reopen()
         runner.resume_from(*steps, items)
+        _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
     from .._records import RunInfo
 
@@ -339,6 +340,42 @@ def _changed_code(
         return []
     return [name for name in map(names.__getitem__, done)
             if name in recorded and name in now and recorded[name] != now[name]]
+
+
+def _tell_kept_inputs(runner: Runner, recorded: "dict[str, Any]", given: "dict[str, Any]", done: "list[int]") -> None:
+    """A resume given an input that differs from the one recorded, but that
+    only steps the run finished take: those keep their outputs (made with the
+    recorded value) and nothing runs with the given one; say so (a warning)."""
+    changed = [name for name, value in given.items() if name in recorded and not _same(value, recorded[name])]
+    if not changed or not done:
+        return
+    finished = set(done)
+    plan = runner.plan
+    for name in changed:
+        takers = plan.inputs.get(name, [])
+        if takers and finished.issuperset(takers):
+            import warnings
+
+            shown = ", ".join(repr(runner.names[i]) for i in takers[:3]) + (" ..." if len(takers) > 3 else "")
+            warnings.warn(
+                f"resuming run {runner.run_id}: input {name!r} was given as {given[name]!r}, but only steps the "
+                f"run finished take it ({shown}): they keep their outputs, made with the recorded "
+                f"{recorded[name]!r}; run the flow anew to use the new value",
+                UserWarning, stacklevel=_outside(),
+            )
+
+
+def _outside() -> int:
+    """The ``stacklevel`` of the caller's first frame outside microdag (for a warning)."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
 
 
 def effective_inputs(plan: "_Plan", subset: "list[int] | None", given: "dict[str, Any]") -> "dict[str, Any]":
