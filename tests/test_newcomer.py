@@ -406,3 +406,29 @@ def test_a_resume_given_an_input_only_finished_steps_take_says_it_was_kept(tmp_p
             flow.run(store=store, run_id=run.id, resume=True)
     finally:
         store.close()
+
+
+def test_a_misspelt_target_on_the_command_line_lists_the_steps_and_suggests_one(tmp_path) -> None:
+    from support import run_cli
+
+    (tmp_path / "flow.py").write_text(FAILING)
+    done = run_cli("run", "flow.py", "--target", "agregate", "--store", "memory", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == ("error: --target agregate: flow 'failing' has no step named 'agregate'; "
+                           "did you mean 'aggregate'? (its steps: price, aggregate)\n")
+
+
+def test_a_misspelt_parameter_in_a_flow_file_names_its_line(tmp_path) -> None:
+    from support import run_cli
+
+    (tmp_path / "mod.py").write_text("def price():\n    return [1]\n\n\ndef aggregate(prices):\n    return prices\n")
+    (tmp_path / "flow.toml").write_text('[flow]\nname = "f"\n\n[steps.price]\ncall = "mod:price"\n\n'
+                                        '[steps.aggregate]\ncall = "mod:aggregate"\n')
+    done = run_cli("validate", "flow.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: flow.toml:8: parameter 'prices' of step 'aggregate' matches no step; "
+                                  "did you mean step 'price'?")
+    (tmp_path / "flow.toml").write_text('[flow]\nname = "f"\n\n[inputs]\nprices = {type = "array"}\n\n'
+                                        '[steps.price]\ncall = "mod:price"\n\n[steps.aggregate]\n'
+                                        'call = "mod:aggregate"\n')
+    assert run_cli("validate", "flow.toml", cwd=tmp_path).returncode == 0  # declared: meant

@@ -451,6 +451,10 @@ class Builder:
         """Locate and report a problem the Flow found (it names the step first)."""
         for name in sorted(steps, key=len, reverse=True):
             prefix = f"step {name!r}"
+            if problem.startswith("parameter ") and f" of {prefix} " in problem:  # (a misspelt step name)
+                body = steps[name] if isinstance(steps[name], dict) else {}
+                self.report(("steps", name, "call") if "call" in body else ("steps", name), problem)
+                return
             if not problem.startswith(prefix):
                 continue
             body = steps[name] if isinstance(steps[name], dict) else {}

@@ -229,6 +229,22 @@ def _execute(
     return _report_run(run, store_spec, args)
 
 
+def _no_step(flow: "Flow", name: str, option: str) -> str:
+    """``option NAME`` names no step of ``flow``: which step it most likely means, and the steps."""
+    from .._errors import nearest
+
+    guess = nearest(name, flow.steps)
+    steps = ", ".join(map(printable, flow.steps[:LISTED]))
+    if len(flow) > LISTED:
+        steps += f", ... ({len(flow):,} steps)"
+    return (f"{option} {printable(name)}: flow {printable(flow.name)!r} has no step named {printable(repr(name))}"
+            + (f"; did you mean {printable(repr(guess))}?" if guess is not None else "") + f" (its steps: {steps})")
+
+
+#: How many step names an error lists at most.
+LISTED = 20
+
+
 def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks: "list[Any]",
                  options: "dict[str, Any]") -> "Run":
     """``--executor dask`` (a cluster on this machine, ``--workers`` processes)
@@ -263,6 +279,9 @@ def _cmd_run(args: "argparse.Namespace") -> int:
     inputs = parse_inputs(args.input, args.inputs)
     flow = load(args.flow, inputs)
     inputs = typed_inputs(flow, args.input, inputs)
+    for target in args.target or ():
+        if target not in flow:
+            raise UsageError(_no_step(flow, target, "--target"))
     store_spec = args.store or DEFAULT_STORE
     store = store_at(args.store, create=True, codec=args.codec)
     try:
