@@ -245,8 +245,9 @@ def step_traceback(error: BaseException) -> str:
     (``__microdag_traceback__``, set by ``pools._attempt.invoke``).
     """
     kept = getattr(error, "__microdag_traceback__", None)  # (made where it was raised: another process)
-    if isinstance(kept, str):
-        return kept
+    if isinstance(kept, str):  # with the notes added since
+        notes = getattr(error, "__notes__", None)
+        return kept + "".join(f"{note}\n" for note in notes or () if isinstance(note, str) and note not in kept)
     import os
     import traceback
 
