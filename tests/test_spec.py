@@ -739,7 +739,7 @@ def test_every_problem_of_a_toml_file_in_one_error(tmp_path: Path) -> None:
     assert one_problem(problems, ":8:", "'bad name' is not a valid input name")
     assert one_problem(problems, ":11:", "step 'fetch'", "call 'specsteps:no_such_function'", "no attribute")
     assert one_problem(problems, ":12:", "step 'fetch'", 'retries must be an integer >= 0, not "two"')
-    assert one_problem(problems, ":13:", "step 'fetch'", "timeout must be a number > 0 and at most 1,000,000, not 0")
+    assert one_problem(problems, ":13:", "step 'fetch'", "timeout must be a number > 0 and at most 1,000,000 s, not 0")
     assert one_problem(problems, ":15:", "step 'both'", "has both call and command")
     assert one_problem(problems, ":19:", "step 'neither'", "needs call")
     assert one_problem(problems, ":20:", "step 'neither' depends on 'ghost', which is not defined")

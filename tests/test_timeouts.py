@@ -157,7 +157,7 @@ def test_a_flow_file_refuses_a_timeout_past_the_longest(tmp_path) -> None:
 
     path = tmp_path / "flow.toml"
     path.write_text('[flow]\nname = "f"\n[steps.s]\ncommand = ["true"]\ntimeout = 1e9\n')
-    with pytest.raises(FlowError, match="timeout must be a number > 0 and at most 1,000,000"):
+    with pytest.raises(FlowError, match="timeout must be a number > 0 and at most 1,000,000 s"):
         load_flow(str(path))
 
 

@@ -88,6 +88,10 @@ _WORDS = {
 }
 
 
+#: The options that are seconds (their rule's words end with " s").
+_SECONDS = ("timeout", "retry_delay", "retry_max_delay", "cache_ttl")
+
+
 class Builder:
     """One flow file being checked and turned into a Flow (see the module docs)."""
 
@@ -137,7 +141,8 @@ class Builder:
         """Report ``value`` if it breaks ``rule``; return whether it did."""
         if problem(rule, value) is None:
             return False
-        self.report(where, f"{label}{key} must be {_WORDS.get(key) or describe(rule, _show)}, not {_show(value)}")
+        words = _WORDS.get(key) or describe(rule, _show) + (" s" if key in _SECONDS else "")
+        self.report(where, f"{label}{key} must be {words}, not {_show(value)}")
         return True
 
     def unknown_key(self, where: "tuple[str, ...]", label: str, key: str, known: "Any") -> None:
