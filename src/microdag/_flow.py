@@ -8,11 +8,12 @@ to :mod:`microdag.runner`, which never imports this module.
 
 import sys
 
+from ._binding import _Signature
 from ._compat import sched
 from ._errors import FlowError
 from ._graph import Graph
 from ._result import run_failed
-from ._plan import _Plan, _Signature
+from ._plan import _Plan
 from ._steps import _DEFAULTS, _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Step, _Steps
 
 TYPE_CHECKING = False
