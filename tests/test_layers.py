@@ -25,6 +25,7 @@ LAYERS = [
     ["microdag.stores"],
     ["microdag._graph"],
     ["microdag._steps"],
+    ["microdag._build"],  # a step checked as a flow is built (Flow.add, add_many)
     ["microdag._binding", "microdag._retry"],  # a step's parameters bound; when an attempt is retried
     ["microdag._plan"],
     ["microdag.pools"],
