@@ -29,15 +29,16 @@ reducers, as ``Connection.send`` would pickle it) and framed as
 ``Connection`` frames it (a big-endian length, then the bytes); on POSIX the
 pool and the workers write and read the pipe's descriptor themselves (one
 ``os.write`` and, for a message of up to 64 KiB, one ``os.read``), elsewhere
-they use ``send_bytes`` and ``recv_bytes`` (the pipe's side: ``_wire``).
-A step's function is pickled once per pool and travels to a worker with
-that worker's first attempt of it; later attempts name it by its number in the pool (``fid``) and the worker
-calls the function it kept (so a callable object's state lasts between the
-attempts one worker runs, as a module's globals do).  A function that does
-not load in the worker is not kept, and the reply says so (``has fid``
-false): the next attempt sends it again.  The call is ``(kwargs, the
-attempt's fields)``, every field ``Attempt.__reduce__`` gives (the trace
-context among them), rebuilt into an ``Attempt`` in the worker.
+they use ``send_bytes`` and ``recv_bytes`` (the pipe's side: ``_wire``).  A
+step's function is pickled once per pool and travels to a worker with that
+worker's first attempt of it; later attempts name it by its number in the
+pool (``fid``) and the worker calls the function it kept (so a callable
+object's state lasts between the attempts one worker runs, as a module's
+globals do).  A function that does not load in the worker is not kept, and the
+reply says so (``has fid`` false): the next attempt sends it again.  The call
+is ``(kwargs, the attempt's fields)``, every field ``Attempt.__reduce__``
+gives (the trace context among them), rebuilt into an ``Attempt`` in the
+worker.
 
 Latency.  A tiny step costs a message each way, and where waking a process
 that sleeps on another CPU is slow (a virtual machine: 25 to 35 us per
