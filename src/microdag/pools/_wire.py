@@ -1,4 +1,4 @@
-"""The pipe between the process pool and its workers: messages pickled once, framed, read and written whole.
+"""The process pool's pipe to its workers: messages pickled once, framed, read and written whole.
 
 A message is pickled with protocol 5 and ``multiprocessing``'s reducers, as
 ``Connection.send`` would pickle it (:func:`_pickler`, one pickler kept for
