@@ -202,7 +202,7 @@ def test_a_large_flow_built_in_bulk_runs_on_every_backend() -> None:
 
 @pytest.mark.parametrize("seed", range(10))
 def test_the_quick_layout_binds_as_each_step_would_be_bound(seed) -> None:
-    from microdag._plan import _layout_each, _layout_together, _Signature
+    from microdag._binding import _layout_each, _layout_together, _Signature
 
     rnd = random.Random(seed)
     flow = Flow("f")

@@ -859,7 +859,7 @@ def _shapes():
 
 @pytest.mark.parametrize("fn", _shapes(), ids=lambda f: f.__name__)
 def test_signatures_read_from_code_match_inspect(fn):
-    from microdag._flow import _Signature
+    from microdag._binding import _Signature
 
     fast = _Signature(fn)
     fn.__signature__ = None  # a set attribute sends _Signature through inspect

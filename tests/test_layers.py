@@ -1,4 +1,4 @@
-"""The package's layering: imports point down, with no circle, and no class does everything.
+"""The package's layering: imports point down, with no circle, and no class or module does everything.
 
 The import graph of ``src/microdag`` is read from the source with :mod:`ast`:
 every ``import`` and ``from ... import`` counts, also inside functions (a
@@ -25,6 +25,8 @@ LAYERS = [
     ["microdag.stores"],
     ["microdag._graph"],
     ["microdag._steps"],
+    ["microdag._build"],  # a step checked as a flow is built (Flow.add, add_many)
+    ["microdag._binding", "microdag._retry"],  # a step's parameters bound; when an attempt is retried
     ["microdag._plan"],
     ["microdag.pools"],
     ["microdag.runner"],
@@ -154,6 +156,26 @@ def test_no_class_over_500_lines_outside_the_kernel_twin() -> None:
                 lines = node.end_lineno - node.lineno + 1
                 if lines > 500:
                     big.append(f"{name}.{node.name}: {lines} lines")
+    assert big == []
+
+
+#: Modules exempt from the size limit: the kernel twins, one state machine by
+#: design (``_sched.pyx`` is not a ``.py`` file and never looked at).  A
+#: generated module would join them here, with a word why.
+BIG_BY_DESIGN = {"microdag._sched_py"}
+
+
+def test_no_module_over_600_lines_outside_the_kernel_twins() -> None:
+    """A module over about 600 lines does more than one job: split it along a
+    seam, so that its opening docstring can say its job in one line."""
+    big = []
+    for name, path in modules().items():
+        if name in BIG_BY_DESIGN:
+            continue
+        with open(path, encoding="utf-8") as f:
+            lines = sum(1 for _ in f)
+        if lines > 600:
+            big.append(f"{name}: {lines} lines")
     assert big == []
 
 

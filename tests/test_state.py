@@ -26,8 +26,9 @@ from microdag.runner._call import (
     unit_kwargs,
     units,
 )
+from microdag.runner._outcome import run_result
 from microdag.runner._recorder import NullRecorder
-from microdag.runner._state import Runner, run_result
+from microdag.runner._state import Runner
 
 
 def machine(flow: microdag.Flow, **options: object) -> Runner:

@@ -388,7 +388,7 @@ class Builder:
             self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
-        from ._plan import _Signature
+        from ._binding import _Signature
 
         try:
             params = [p for p, _ in _Signature(fn).params]

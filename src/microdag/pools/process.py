@@ -29,15 +29,16 @@ reducers, as ``Connection.send`` would pickle it) and framed as
 ``Connection`` frames it (a big-endian length, then the bytes); on POSIX the
 pool and the workers write and read the pipe's descriptor themselves (one
 ``os.write`` and, for a message of up to 64 KiB, one ``os.read``), elsewhere
-they use ``send_bytes`` and ``recv_bytes``.  A step's function is pickled
-once per pool and travels to a worker with that worker's first attempt of it;
-later attempts name it by its number in the pool (``fid``) and the worker
-calls the function it kept (so a callable object's state lasts between the
-attempts one worker runs, as a module's globals do).  A function that does
-not load in the worker is not kept, and the reply says so (``has fid``
-false): the next attempt sends it again.  The call is ``(kwargs, the
-attempt's fields)``, every field ``Attempt.__reduce__`` gives (the trace
-context among them), rebuilt into an ``Attempt`` in the worker.
+they use ``send_bytes`` and ``recv_bytes`` (the pipe's side: ``_wire``).  A
+step's function is pickled once per pool and travels to a worker with that
+worker's first attempt of it; later attempts name it by its number in the
+pool (``fid``) and the worker calls the function it kept (so a callable
+object's state lasts between the attempts one worker runs, as a module's
+globals do).  A function that does not load in the worker is not kept, and the
+reply says so (``has fid`` false): the next attempt sends it again.  The call
+is ``(kwargs, the attempt's fields)``, every field ``Attempt.__reduce__``
+gives (the trace context among them), rebuilt into an ``Attempt`` in the
+worker.
 
 Latency.  A tiny step costs a message each way, and where waking a process
 that sleeps on another CPU is slow (a virtual machine: 25 to 35 us per
@@ -85,6 +86,7 @@ import time
 
 from . import until_deadline
 from ._attempt import Attempt, invoke
+from ._wire import _pickler, _receiver, _sender
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -108,110 +110,7 @@ SPIN = 100e-6
 #: function that follows (0: the worker has it).
 _HEAD = struct.Struct("<II")
 
-#: ``Connection``'s framing: the length of what follows (-1: an 8-byte length follows).
-_LEN = struct.Struct("!i")
-_BIG = struct.Struct("!Q")
-
 _LOADING = "microdag: the worker process could not load the step's function or arguments"
-
-
-def _pickler() -> "Callable[[Any], bytes]":
-    """``pickle.dumps`` with protocol 5 and ``multiprocessing``'s reducers, as
-    ``ForkingPickler.dumps`` pickles, through one ``ForkingPickler`` kept for
-    every call (which builds its reducer table once, not at every call; it
-    holds nothing between calls)."""
-    import io
-    from multiprocessing.reduction import ForkingPickler
-
-    buf = io.BytesIO()
-    pickler = ForkingPickler(buf, 5)
-
-    def dumps(obj: "Any") -> bytes:
-        try:
-            pickler.dump(obj)
-            return buf.getvalue()
-        finally:
-            pickler.clear_memo()
-            buf.seek(0)
-            buf.truncate()
-
-    return dumps
-
-
-def _sender(conn: "Connection") -> "Callable[[bytes], None]":
-    """What sends a message down ``conn``: on POSIX, ``os.write`` of its
-    descriptor in ``Connection``'s framing (a big-endian length, then the
-    bytes: one write for a small message); elsewhere ``send_bytes``."""
-    if os.name != "posix":
-        return conn.send_bytes
-    fd = conn.fileno()
-    write = os.write
-    pack = _LEN.pack
-
-    def send(data: bytes) -> None:
-        n = len(data)
-        if n <= 16384:
-            data = pack(n) + data
-            done = write(fd, data)
-            if done < n + 4:  # (a signal cut the write short)
-                _write_all(fd, data, done)
-            return
-        _write_all(fd, pack(n) if n <= 0x7FFFFFFF else pack(-1) + _BIG.pack(n), 0)
-        _write_all(fd, memoryview(data), 0)
-
-    return send
-
-
-def _write_all(fd: int, data: "bytes | memoryview", done: int) -> None:
-    view = memoryview(data)
-    while done < len(view):
-        done += os.write(fd, view[done:])
-
-
-def _receiver(conn: "Connection") -> "Callable[[], bytes | bytearray | memoryview]":
-    """What reads the next message from ``conn`` (``EOFError`` at its end):
-    on POSIX one ``os.read`` for a small message, in ``Connection``'s framing;
-    elsewhere ``recv_bytes``.  One message is in flight each way at most (a
-    worker runs one attempt at a time), so a read never takes in part of the
-    next one."""
-    if os.name != "posix":
-        return conn.recv_bytes
-    fd = conn.fileno()
-    read = os.read
-    unpack = _LEN.unpack_from
-
-    def recv() -> "bytes | bytearray | memoryview":
-        data = read(fd, 65536)
-        if len(data) > 4 and unpack(data)[0] == len(data) - 4:
-            return memoryview(data)[4:]
-        return _read_rest(fd, data)
-
-    return recv
-
-
-def _read_rest(fd: int, data: bytes) -> bytearray:
-    """The message that ``data`` starts (a big one, or a read cut short)."""
-    head = bytearray(data)
-    while len(head) < 4 or (len(head) < 12 and _LEN.unpack_from(head)[0] == -1):
-        more = os.read(fd, 12 - len(head) if len(head) >= 4 else 4 - len(head))
-        if not more:
-            raise EOFError
-        head += more
-    size = _LEN.unpack_from(head)[0]
-    start = 4
-    if size == -1:
-        size = _BIG.unpack_from(head, 4)[0]
-        start = 12
-    out = bytearray(size)
-    got = len(head) - start
-    out[:got] = head[start:]
-    view = memoryview(out)
-    while got < size:
-        n = os.readv(fd, [view[got:]])
-        if not n:
-            raise EOFError
-        got += n
-    return out
 
 
 def _idler() -> "Callable[[], Any]":

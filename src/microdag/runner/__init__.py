@@ -14,7 +14,8 @@ The modules, from the bottom: ``_options`` (a run's options, frozen),
 ``_call`` (calling a step once: arguments, attempts, map units, batch
 checks, timeouts; also used by ``Flow.run_step``, Argo pods and command
 steps), ``_maps`` (map units), ``_recorder`` (all store I/O), ``_state``
-(the state machine, the only writer of a run's state), ``_local``
+(the state machine, the only writer of a run's state), ``_outcome`` (a
+finished run's end recorded, its ``Run`` made), ``_local``
 (attempts in the calling thread), ``inline``/``threads``/``dispatch`` (the
 loops), ``_setup`` (checking, then opening a run); this module ties them
 together.  Nothing here imports
@@ -23,8 +24,8 @@ the :class:`~microdag.Flow` facade: it hands its plan over.
 
 from .._events import log
 from ._options import RunOptions
+from ._outcome import run_result
 from ._setup import prepare, release
-from ._state import run_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

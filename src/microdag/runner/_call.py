@@ -30,8 +30,8 @@ The rules, one each:
   pools share.
 """
 
+from .._binding import NO_DEFAULT
 from .._errors import FlowError
-from .._plan import NO_DEFAULT
 from ..pools._attempt import Attempt
 
 TYPE_CHECKING = False

@@ -16,9 +16,9 @@ machine decides when, and does no I/O itself.
 
 import sys
 
+from .._binding import NO_DEFAULT
 from .._errors import FlowError
 from .._events import log
-from .._plan import NO_DEFAULT
 from ._call import bind_inputs, missing_input
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
