@@ -293,8 +293,9 @@ def test_resume_with_new_inputs_uses_them(kind, stores, marks):
     store = stores(kind)
     flow = ds.small_flow()
     first = flow.run({"x": 1, "marks": marks}, store=store, on_failure="continue", raise_on_failure=False)
-    resumed = flow.run({"x": 100, "marks": marks}, store=store, run_id=first.id, resume=True)
-    # src, left and right are restored (x=1); nothing re-ran with x=100
+    with pytest.warns(UserWarning, match="input 'x' was given as 100, but only steps the run finished take it"):
+        resumed = flow.run({"x": 100, "marks": marks}, store=store, run_id=first.id, resume=True)
+    # src, left and right are restored (x=1); nothing re-ran with x=100, and the resume said so
     assert resumed["join"] == {"sum": 23, "parts": [20, [1, 2]], "note": "naïve ✓"}
     assert resumed.inputs == {"x": 100, "marks": marks}
 
