@@ -172,6 +172,34 @@ def test_a_refused_resume_writes_nothing_but_its_released_claim(kind, tmp_path) 
         store.close()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "json"])
+def test_a_damaged_output_read_only_for_the_result_leaves_no_run_running(kind, tmp_path) -> None:
+    """The output of a final step the run finished is read only when the
+    resumed run's result is made: the run's end is recorded all the same."""
+    flow = Flow("late")
+    flow.add("big", big)
+    flow.add("other", boom)
+    store = make_store(kind, tmp_path, "json")
+    try:
+        with pytest.raises(microdag.RunFailed):
+            flow.run(store=store, run_id="r1", on_failure="continue")
+    finally:
+        store.close()
+    blob = blob_of(kind, tmp_path)
+    blob.write_bytes(blob.read_bytes()[:100])
+    fixed = Flow("late")
+    fixed.add("big", big)
+    fixed.add("other", lambda: "ok")
+    store = make_store(kind, tmp_path, "json")
+    try:
+        with pytest.raises(StoreError, match="'big'.* is damaged"):
+            fixed.run(store=store, run_id="r1", resume=True, force=True)
+        assert store.run_info("r1").status == "succeeded"  # its steps all did; the error says what is damaged
+        assert store.owner("r1") is None
+    finally:
+        store.close()
+
+
 # -- records -----------------------------------------------------------------------------
 
 

@@ -33,7 +33,11 @@ def run_result(r: "Runner", inputs: "dict[str, Any]") -> Run:
     kept = [i for i in (range(r.n) if r.keep is None else r.keep) if states[i] == sched.SUCCEEDED]
     stored = [names[i] for i in kept if r.outputs[i] is STORED]
     if stored:  # outputs of a resumed run that nothing read yet: one read
-        loaded = r.recorder.outputs(stored)
+        try:
+            loaded = r.recorder.outputs(stored)
+        except BaseException:  # (damaged): the run's end is recorded all the same, or a refused resume undone
+            r.recorder.close(r.status(), time.time())
+            raise
         for i in kept:
             if r.outputs[i] is STORED:
                 r.outputs[i] = loaded.get(names[i])
