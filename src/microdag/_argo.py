@@ -283,7 +283,7 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
     import re
 
     from ._plan import NO_DEFAULT
-    from .stores._codec import _not_json
+    from .stores._codec import not_json
 
     problems: list[str] = []
     defaults: dict[str, list[tuple[str, Any]]] = {}
@@ -305,7 +305,7 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
         parameter: dict[str, Any] = {"name": input_name}
         if not required[input_name] and given:
             step_name, value = given[0]
-            bad = _not_json(value)
+            bad = not_json(value)
             if bad is not None:
                 problems.append(
                     f"step {step_name!r}: the default of input {input_name!r} holds a {bad}, which an "

@@ -175,8 +175,7 @@ class Builder:
                     f"input {input_name!r} is named like step {input_name!r}: "
                     "a parameter of that name would receive the step's output; rename one",
                 )
-        flow = Flow(name)
-        flow._declared = self.declared
+        flow = Flow(name, inputs=self.declared)
         for step_name, body in steps.items():
             self.step(flow, step_name, body, defaults, steps)
         cycle: CycleError | None = None

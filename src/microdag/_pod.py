@@ -469,10 +469,10 @@ class _Task:
 
     def finish(self, envelope: "dict[str, Any]", check: bool = True) -> None:
         """Write the task's envelope (checked: JSON, and small enough without a volume)."""
-        from .stores._codec import _json_encoder, _not_json
+        from .stores._codec import json_encoder, not_json
 
         if check:
-            bad = _not_json(envelope.get("output"))
+            bad = not_json(envelope.get("output"))
             if bad is not None:
                 raise _Failed(
                     f"TypeError: the output of step {self.name!r} holds a {bad}: on Argo, steps pass "
@@ -480,7 +480,7 @@ class _Task:
                 )
         if self.item is not None and "item" not in envelope:
             envelope["item"] = self.item
-        text: str = _json_encoder().encode(envelope)
+        text: str = json_encoder().encode(envelope)
         if check and self.max_output is not None and len(text.encode()) > self.max_output:
             raise _Failed(
                 f"the output of step {self.name!r} takes {len(text.encode()) / 1024:.1f} KiB of JSON, more "

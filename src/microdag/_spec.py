@@ -29,7 +29,7 @@ import sys
 from ._command import CommandError
 from ._errors import CycleError, FlowError
 from ._flow import Flow
-from ._flowfile import DECLARATION, Builder, on_path, reason
+from ._flowfile import Builder, on_path, reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["CommandError", "check_text", "load_flow"]
 
 _loaded = [0]  # .py files loaded under a name of their own so far
-_DECLARATION = DECLARATION  # (the UI reads a typed input's keys by this name)
 
 
 def load_flow(spec: str) -> Flow:

@@ -174,7 +174,7 @@ class StoreRecorder:
         run_id = self.run_id
         store.claim(run_id, force=force)
         self.previous = store.run_info(run_id)
-        names, *facts = store._succeeded_columns(run_id)
+        names, *facts = store.succeeded_columns(run_id)
         ids = list(map(index.get, names))
         columns: list[Any] = [ids, *facts]
         if active is not None or None in ids:  # (not the usual case: a million steps are read as they come)

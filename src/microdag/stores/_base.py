@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from .._result import Run
 
-    #: A run's successes as columns: steps, attempts, starts, finishes (``Store._succeeded_columns``).
+    #: A run's successes as columns: steps, attempts, starts, finishes (``Store.succeeded_columns``).
     Successes = tuple[Sequence[str], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
 
 __all__ = ["BLOB_SIZE", "WORK_SECONDS", "RunInfo", "Store", "StoreError", "StoredError", "TaskRecord"]
@@ -217,9 +217,14 @@ class Store:
             return parts[0][1]
         return "".join(f"--- attempt {attempt} ---\n{text}" for attempt, text in parts)
 
-    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+    def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
         """Which of ``tasks`` (``(step, item)``) have logs: for the UI's views
-        of big runs, one read where the stores can (this default asks each)."""
+        of big runs, one read where the store can (its :meth:`_logged`)."""
+        return self._logged(run_id, tasks)
+
+    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+        """:meth:`logged`, for a store to answer its own way (this default asks
+        each task)."""
         return {task for task in tasks if self.attempt_logs(run_id, *task)}
 
     def claim(self, run_id: str, force: bool = False) -> None:
@@ -380,10 +385,16 @@ class Store:
         """How many steps (not map items) of the run succeeded."""
         return len(self.succeeded(run_id))
 
-    def _succeeded_columns(self, run_id: str) -> "Successes":
+    def succeeded_columns(self, run_id: str) -> "Successes":
         """:meth:`succeeded` as four columns: steps, attempts, starts and
-        finishes (a resume reads a million of them: a store that can read
-        them so, without a record or a tuple per step, does)."""
+        finishes (what a resume reads; a store that can read them without a
+        record or a tuple per step does, in its :meth:`_succeeded_columns`)."""
+        return self._succeeded_columns(run_id)
+
+    def _succeeded_columns(self, run_id: str) -> "Successes":
+        """:meth:`succeeded_columns`, for a store to answer its own way (a
+        resume reads a million of them; this default goes through
+        :meth:`succeeded`)."""
         found = self.succeeded(run_id)
         if not found:
             return (), (), (), ()

@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["CODECS", "decode", "encode", "settle_codec"]
+__all__ = ["CODECS", "decode", "encode", "json_encoder", "not_json", "settle_codec"]
 
 CODECS = ("json", "pickle")
 
@@ -30,7 +30,7 @@ def encode(codec: str, value: "Any", what: str) -> bytes:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if type(value) is int:  # the commonest small output, as JSON writes it
         return b"%d" % value
-    bad = _not_json(value)
+    bad = not_json(value)
     if bad is not None:
         raise TypeError(
             f"{what} is not JSON: it holds a {bad}. A durable store keeps JSON values "
@@ -39,7 +39,7 @@ def encode(codec: str, value: "Any", what: str) -> bytes:
             "pickle codec (trusted data only): SQLiteStore(path, codec='pickle'), the store "
             "spec 'sqlite:PATH?codec=pickle', or --codec pickle on the command line"
         )
-    text: str = _json_encoder().encode(value)
+    text: str = json_encoder().encode(value)
     return text.encode()
 
 
@@ -84,7 +84,8 @@ def decode(codec: str, data: bytes) -> "Any":
 _ENCODER: "Any" = None
 
 
-def _json_encoder() -> "Any":
+def json_encoder() -> "Any":
+    """The one JSON encoder outputs are written with: compact, no NaN or infinity."""
     global _ENCODER
     if _ENCODER is None:
         import json
@@ -93,7 +94,7 @@ def _json_encoder() -> "Any":
     return _ENCODER
 
 
-def _not_json(value: "Any") -> "str | None":
+def not_json(value: "Any") -> "str | None":
     """What keeps ``value`` from being a JSON value exactly, or ``None``."""
     stack = [value]
     containers: set[int] = set()

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .._records import RunInfo
 
 __all__ = [
-    "BLOB_SIZE", "HELD", "FileLock", "alive", "checksum", "doomed", "drop_blobs", "drop_folders", "new_owner", "put_blob",
+    "BLOB_SIZE", "HELD", "FileLock", "alive", "checksum", "doomed", "drop_blobs", "drop_folders", "local_pid", "new_owner",
+    "put_blob",
     "read_blob",
     "write_atomic",
 ]
@@ -43,6 +44,13 @@ HELD: "set[str]" = set()
 def new_owner() -> str:
     """A fresh owner token for one claim of this process: ``host:pid#nonce``."""
     return f"{_HOST}:{os.getpid()}#{os.urandom(4).hex()}"
+
+
+def local_pid(owner: str) -> "int | None":
+    """The process id in claim ``owner`` when the claim was made on this host
+    (a number), else ``None``."""
+    host, _, pid = owner.partition("#")[0].rpartition(":")
+    return int(pid) if host == _HOST and pid.isdigit() else None
 
 
 def alive(owner: str) -> bool:

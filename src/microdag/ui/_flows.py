@@ -335,10 +335,10 @@ def _placeholders(argv: "list[Any]") -> "list[str]":
 def _inputs(flow: "Flow | None", defaults: "dict[str, Any]") -> "list[dict[str, Any]]":
     from ._runs import jsonable
 
-    from .._spec import _DECLARATION
+    from .._flowfile import DECLARATION
 
     defaults = {  # a typed declaration's default (a flow file that does not load)
-        n: v.get("default") if isinstance(v, dict) and "type" in v and set(v) <= _DECLARATION else v
+        n: v.get("default") if isinstance(v, dict) and "type" in v and set(v) <= DECLARATION else v
         for n, v in defaults.items()
     }
     if flow is None:

@@ -120,7 +120,7 @@ class Launcher:
         child = self.starting(run_id)
         if child is not None and child.process.poll() is None:
             return child.process.pid
-        from ..stores._files import _HOST, alive
+        from ..stores._files import alive, local_pid
 
         try:
             owner = store.owner(run_id)
@@ -128,10 +128,8 @@ class Launcher:
             return None
         if owner is None or not alive(owner):
             return None
-        host, _, pid = owner.partition("#")[0].rpartition(":")
-        if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
-            return None
-        return int(pid)
+        pid = local_pid(owner)
+        return None if pid is None or pid == os.getpid() else pid
 
     def cancel(self, store: "Store", run_id: str) -> bool:
         """Ask the process running ``run_id`` to stop (SIGINT); whether there was one."""

@@ -113,7 +113,7 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
 
 def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "set[tuple[str, int]]":
     """The tasks of the run that have logs (of those that ran)."""
-    return store._logged(run_id, [(r.step, r.item) for r in records if r.started is not None])
+    return store.logged(run_id, [(r.step, r.item) for r in records if r.started is not None])
 
 
 def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
