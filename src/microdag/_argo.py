@@ -49,7 +49,11 @@ if TYPE_CHECKING:
     from ._plan import _Plan
     from ._steps import _Step
 
+from ._errors import FlowError
+from ._plan import NO_DEFAULT
 from ._pod import file_key
+from ._steps import _RETRY_ON
+from .stores._codec import not_json
 
 __all__ = ["LOCAL_RUN", "MOUNT", "PARAMETER_LIMIT", "manifest", "name_problems"]
 
@@ -196,8 +200,6 @@ def manifest(
         FlowError: what Argo cannot express, every problem listed (each names
             the step and the option).
     """
-    from ._errors import FlowError
-
     problems = name_problems(name=name, namespace=namespace, volume_claim=volume_claim, image=image)
     problems += _templated(flow.name, "the flow's name", "rename the flow")
     problems += _templated(flow_spec, "the flow's path", "give the flow another path")
@@ -237,8 +239,6 @@ def manifest(
 
 def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
     """What the steps ask for that Argo cannot do, one line per step and option."""
-    from ._steps import _RETRY_ON
-
     problems = []
     names = plan.graph.names
     for i, step in enumerate(plan.steps):
@@ -281,9 +281,6 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
     """The workflow's ``arguments.parameters`` (one per flow input, with its
     default as ``--input`` would read it) and the problems found."""
     import re
-
-    from ._plan import NO_DEFAULT
-    from .stores._codec import not_json
 
     problems: list[str] = []
     defaults: dict[str, list[tuple[str, Any]]] = {}

@@ -91,7 +91,7 @@ def load(spec: str, given: "Iterable[str] | None" = ()) -> "Flow":
     is checked here, before anything runs) for a run given the inputs named
     ``given`` (``None``: inputs that come from elsewhere, such as a stored run,
     are never taken for misspelt step names)."""
-    from ._spec import load_flow
+    from ._spec import load_flow  # (the command line's start: --help and the store commands load no flow)
 
     flow = load_flow(spec)
     flow.validate(flow.inputs if given is None else given)

@@ -31,6 +31,10 @@ Nothing heavy is imported at module level (``json``, ``subprocess``,
 import os
 import sys
 
+from . import _children
+from ._context import context, current_frame
+from .otel import traceparent
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -180,8 +184,6 @@ class Command:
                     continue
                 kind, name = part
                 if kind == "run_dir" or kind == "workdir":
-                    from ._context import context
-
                     item.append(getattr(context(), kind))
                     continue
                 if kind == "env":
@@ -286,17 +288,12 @@ def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
     import subprocess
     import time
 
-    from . import _children
-    from ._context import _FRAME
-
-    frame = _FRAME.get()
+    frame = current_frame()
     run_id = frame.run_id if frame is not None else None
     cancel = frame.cancel if frame is not None else None
     posix = os.name == "posix"
     env = None
     if "opentelemetry.trace" in sys.modules:  # a traced step: the program is told its span
-        from .otel import traceparent
-
         parent = traceparent()
         if parent is not None:
             env = {**os.environ, "TRACEPARENT": parent}

@@ -52,6 +52,9 @@ class Frame:
 
 _FRAME: "contextvars.ContextVar[Frame | None]" = contextvars.ContextVar("microdag_frame", default=None)
 
+#: The current thread's (or task's) frame, or ``None`` outside a run.
+current_frame = _FRAME.get
+
 
 def enter(frame: Frame) -> "contextvars.Token[Frame | None]":
     """Make ``frame`` the current thread's (or task's) frame."""

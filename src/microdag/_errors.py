@@ -7,6 +7,8 @@ across process boundaries).
 
 import graphlib
 
+from ._context import in_step
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Sequence
@@ -107,8 +109,6 @@ class Skip(Exception):
     """
 
     def __init__(self, reason: str = "") -> None:
-        from ._context import in_step
-
         if not in_step():
             raise RuntimeError(
                 "microdag.Skip can only be raised inside a running step "

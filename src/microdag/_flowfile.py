@@ -35,6 +35,8 @@ import sys
 from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
+from ._graph import Graph
+from ._plan import _Signature
 from ._schema import INF_NAN, describe, problem
 from ._steps import MAX_SECONDS, TRIGGERS
 
@@ -199,8 +201,6 @@ class Builder:
 
     def cycle(self) -> "CycleError | None":
         """A cycle among the steps, ignoring dependencies on undefined steps."""
-        from ._graph import Graph
-
         try:
             Graph([(name, [d for d in deps if d in self.deps]) for name, deps in self.deps.items()], kind="step")
         except CycleError as exc:
@@ -382,8 +382,6 @@ class Builder:
             self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
-        from ._plan import _Signature
-
         try:
             params = [p for p, _ in _Signature(fn).params]
         except (TypeError, ValueError):

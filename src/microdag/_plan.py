@@ -28,7 +28,7 @@ from itertools import repeat
 from operator import is_
 from types import FunctionType as _FUNCTION
 
-from ._compat import sched
+from ._compat import sched, sha256
 from ._errors import CycleError, FlowError, nearest
 from ._graph import Graph
 from ._nogc import NoGC
@@ -123,6 +123,7 @@ def _check_edges(
     parameter item-wise); see ``_schema.clash`` for what counts as sure.
     ``fns``, ``signatures``: the flow's functions and their signatures, by
     the function's id."""
+    # (_schema loads with the first compile, not with a flow's definition)
     from ._schema import MISSING, annotations, clash, item_type
 
     hints = {key: annotations(fn) for key, fn in fns.items()}
@@ -539,6 +540,7 @@ class _Plan:
         """Input name -> its JSON Schema: declared by the flow file, else from
         the annotation of the first parameter that takes it (``{}``: any)."""
         if self._types is None:
+            # (_schema loads with the first compile, not with a flow's definition)
             from ._schema import MISSING, annotations, item_type, schema_of
 
             seen: dict[int, dict[str, Any]] = {}
@@ -594,8 +596,6 @@ class _Plan:
         import json
         import marshal
 
-        from ._compat import sha256
-
         n = len(self.steps)
         triples: dict[int, tuple[Any, ...] | None] = {}  # options -> their structural part, when not the default
         for o in self._options:
@@ -634,8 +634,6 @@ class _Plan:
         (name, dependency names, keyword names, bound inputs, map, batch
         size, trigger)."""
         import json
-
-        from ._compat import sha256
 
         names = self.graph.names
         with NoGC():
@@ -751,8 +749,6 @@ def code_digest(fn: "Callable[..., Any]", defaults: bool = True) -> str:
     name, file or line numbers (see :func:`_what_code_does`).
     """
     import marshal
-
-    from ._compat import sha256
 
     digest = sha256()
     described = getattr(fn, "__microdag_code__", None)

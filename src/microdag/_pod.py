@@ -23,6 +23,11 @@ import os
 import sys
 
 from ._cmdline import UsageError, input_option, load, parse_inputs, positive, unit, whole
+from ._compat import sha256
+from ._errors import FlowError, Skip
+from ._records import step_traceback
+from .stores._codec import json_encoder, not_json
+from .stores._files import write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,8 +60,6 @@ def file_key(name: str) -> str:
     key = quote(name, safe="-_", errors="surrogatepass").replace(".", "%2E")
     if len(key) <= KEY_LIMIT:
         return key
-    from ._compat import sha256
-
     start = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_"))[:32]
     return f"{start}={sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
 
@@ -150,8 +153,6 @@ class _Folder:
 
     def write(self, path: str, text: str) -> None:
         """Write ``text`` to ``path`` whole (a reader never sees half of it)."""
-        from .stores._files import write_atomic
-
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, text.encode("utf-8"))
 
@@ -194,8 +195,6 @@ def run_task(
             step needs that was not given.
     """
     import time
-
-    from ._errors import FlowError
 
     if name not in flow:
         raise FlowError(f"flow {flow.name!r} has no step named {name!r}")
@@ -318,15 +317,13 @@ class _Task:
             values.append(envelope.get("output") if envelope and envelope["status"] == "succeeded" else None)
         kwnames, consts, missing = bind_inputs(plan, i, self.inputs, defaults=True)
         if missing:
-            from ._errors import FlowError
-
             shown = ", ".join(repr(name) for _, name in missing)
             raise FlowError(f"step {self.name!r} needs input {shown}, which was not given (--input NAME=VALUE)")
         return kwargs(kwnames, values, consts)
 
     def units(self, kwargs: "dict[str, Any]") -> "list[Any]":
         """The units of the value the map step maps over (items, or batches)."""
-        from .runner._call import units
+        from .runner._call import units  # (an export imports this module, and needs no runner)
 
         param = self.step.map
         assert param is not None
@@ -362,7 +359,7 @@ class _Task:
             envelope: dict[str, Any] = {"status": "skipped", "reason": result.reason}
         else:
             if unit and self.step.batch_size is not None:
-                from .runner._call import batch_error
+                from .runner._call import batch_error  # (an export imports this module, and needs no runner)
 
                 assert self.item is not None and index is not None
                 error = batch_error(self.name, index, len(unit_list[self.item]), result)
@@ -376,10 +373,8 @@ class _Task:
     def invoke(self, kwargs: "dict[str, Any]", index: "int | None") -> "Any":
         """Call the step's function as microdag would; its result, or a
         :class:`_Skipped` when it raised :class:`microdag.Skip`."""
-        from ._errors import Skip
-        from ._records import step_traceback
-        from .pools._attempt import invoke
-        from .runner._call import Caller, call_with_timeout
+        from .pools._attempt import invoke  # (an export imports this module, and needs no runner)
+        from .runner._call import Caller, call_with_timeout  # (an export imports this module, and needs no runner)
 
         step = self.step
         unit = -1 if index is None or self.item is None else self.item
@@ -469,8 +464,6 @@ class _Task:
 
     def finish(self, envelope: "dict[str, Any]", check: bool = True) -> None:
         """Write the task's envelope (checked: JSON, and small enough without a volume)."""
-        from .stores._codec import json_encoder, not_json
-
         if check:
             bad = not_json(envelope.get("output"))
             if bad is not None:

@@ -13,7 +13,7 @@ import os
 import time
 
 from ._errors import RunFailed
-from ._records import CODES, EXCLUDED, STATUS, UNKNOWN, StoredError
+from ._records import CODES, EXCLUDED, STATUS, UNKNOWN, StoredError, busy_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -205,8 +205,6 @@ class Run:
     def _busy(self) -> float:
         """Seconds some step was running (``_records.busy_time``): less than
         :attr:`duration` by the idle time between an interrupt and a resume."""
-        from ._records import busy_time
-
         tried = [(s, e) for s, e, a in zip(self._starts, self._ends, self._attempts) if a and e]  # (any clock)
         return busy_time([s for s, _ in tried], [e for _, e in tried])
 

@@ -27,6 +27,8 @@ Nothing here imports :mod:`opentelemetry` until a :class:`Tracing` is made
 (or a worker enters an attempt's context): ``import microdag`` never does.
 """
 
+from ._version import __version__
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -73,8 +75,6 @@ class Tracing:
             from opentelemetry import trace
         except ImportError as exc:
             raise ImportError(f"microdag.otel.Tracing: {_INSTALL}") from exc
-        from ._version import __version__
-
         from opentelemetry import context
         from opentelemetry.trace import Status, StatusCode
 

@@ -28,6 +28,8 @@ import os
 import sys
 
 from .._cmdline import INTERRUPTED, OK, USAGE, UsageError
+from .._version import __version__
+from ._common import columns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,8 +63,7 @@ COMMANDS: "dict[str, tuple[str, str | None]]" = {
 
 
 def _version() -> str:
-    from .._compat import TWIN, WHY_PY
-    from .._version import __version__
+    from .._compat import TWIN, WHY_PY  # (--version only: _compat loads the kernel)
 
     why = f"; {WHY_PY}" if TWIN == "py" and WHY_PY else ""
     return f"microdag {__version__} (scheduler: {TWIN}{why})"
@@ -72,8 +73,6 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     """The parser, with the arguments of command ``wanted`` only (names and
     summaries of the others are enough for the top-level help)."""
     import argparse
-
-    from ._common import columns
 
     width = columns() - 2  # the help's width, as shutil.get_terminal_size gives it to argparse
 
@@ -124,8 +123,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None and getattr(stream, "errors", "") == "strict":
             reconfigure(errors="backslashreplace")
-    from .._errors import CycleError, FlowError
-    from ..stores import StoreError
+    from .._errors import CycleError, FlowError  # (after the parse: --help loads neither)
+    from ..stores import StoreError  # (after the parse: --help loads neither)
 
     try:
         return handler(args)
@@ -146,7 +145,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
 
 
 def _error(exc: BaseException) -> None:
-    from .._errors import FlowError
+    from .._errors import FlowError  # (a command's error only)
 
     if isinstance(exc, FlowError) and len(exc.problems) > 1:
         print(f"error: {len(exc.problems)} problems:", file=sys.stderr)

@@ -46,7 +46,7 @@ def store_at(
     of ``--codec`` (when given: else the store's default, or the one its spec
     names); the reading commands open it read-only, so that they work where it
     cannot be written."""
-    from ..stores import StoreError, open_store, spec_parts
+    from ..stores import StoreError, open_store, spec_parts  # (the store commands only: --help opens none)
 
     if spec is None:
         spec = DEFAULT_STORE
@@ -72,7 +72,7 @@ def typed_inputs(flow: "Flow", pairs: "list[str]", inputs: "dict[str, Any]") -> 
     (a clear error when V is not one), JSON or text otherwise."""
     import json
 
-    from .._schema import describe
+    from .._schema import describe  # (commands given inputs only)
 
     if not pairs:
         return inputs

@@ -183,7 +183,7 @@ def _execute(
     hooks: list[Any] = []
     provider = None
     if args.otel:
-        from ..otel import Tracing, provider_from_environment
+        from ..otel import Tracing, provider_from_environment  # (--otel only)
 
         try:
             provider = provider_from_environment()
@@ -234,7 +234,7 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks
     """``--executor dask`` (a cluster on this machine, ``--workers`` processes)
     or ``dask://HOST:PORT`` (a running scheduler; ``--workers`` bounds the steps;
     the functions of a ``.py`` flow travel with its tasks, by value)."""
-    from ..pools.dask import connect
+    from ..pools.dask import connect  # (--dask only: an optional extra)
 
     local = args.executor == "dask"
     try:

@@ -105,7 +105,7 @@ def _decode(store: "Store", run_id: str, record: "TaskRecord", data: bytes) -> "
     try:
         return store.decode(data)
     except Exception as exc:
-        from ..stores import StoreError
+        from ..stores import StoreError  # (the handler's: --help opens no store)
 
         of_item = f" (item {record.item})" if record.item >= 0 else ""
         raise StoreError(

@@ -19,6 +19,8 @@ threads are taken: running and abandoned calls).
 import time
 
 from . import until_deadline
+from .._capture import start
+from .._context import Frame, enter
 from ._attempt import Captured, invoke
 
 TYPE_CHECKING = False
@@ -35,8 +37,6 @@ __all__ = ["AsyncPool"]
 
 async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt") -> "Any":
     """One attempt of an async step, as a task of the running loop (own context frame)."""
-    from .._context import Frame, enter
-
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
     frame.current[:] = [0, attempt.item, attempt.number]
     enter(frame)  # a task runs in a copy of the context: this stays in the task
@@ -44,8 +44,6 @@ async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", att
         attempt.trace.enter()  # (so does the attempt's span)
     if not attempt.capture:
         return await cancel_after(fn(**kwargs), attempt)
-    from .._capture import start
-
     buffer, _ = start()  # the task's own context: nothing to reset
     try:
         value = await cancel_after(fn(**kwargs), attempt)

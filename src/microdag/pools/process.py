@@ -84,6 +84,7 @@ import sys
 import time
 
 from . import until_deadline
+from .._children import kill, kill_group
 from ._attempt import Attempt, invoke
 
 TYPE_CHECKING = False
@@ -342,8 +343,6 @@ def _own_group() -> None:
     os.setpgrp()
 
     def stop(signum: int, frame: "Any") -> None:
-        from .._children import kill
-
         kill(every=True)
         os._exit(1)
 
@@ -366,8 +365,6 @@ def _stop(process: "BaseProcess") -> None:
     except ProcessLookupError:
         pass
     process.join(0.2)
-    from .._children import kill_group
-
     kill_group(pid)  # the worker leads its own group: its children go too
     process.kill()
 

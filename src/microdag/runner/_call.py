@@ -30,6 +30,7 @@ The rules, one each:
   pools share.
 """
 
+from .._context import enter
 from .._errors import FlowError
 from .._plan import NO_DEFAULT
 from ..pools._attempt import Attempt
@@ -217,8 +218,6 @@ def call_with_timeout(
 
     def body() -> None:
         if frame is not None:
-            from .._context import enter
-
             enter(frame)
         try:
             result = (True, fn(**kwargs))

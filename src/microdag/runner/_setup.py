@@ -16,9 +16,13 @@ machine decides when, and does no I/O itself.
 
 import sys
 
+from .._capture import install, uninstall
 from .._errors import FlowError
 from .._events import log
 from .._plan import NO_DEFAULT
+from .._records import RunInfo, check_run_id
+from .._result import new_run_id
+from .._schema import problem
 from ._call import bind_inputs, missing_input
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
@@ -70,8 +74,6 @@ def _check_types(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]
     for name, value in given.items():
         schema = types.get(name)
         if schema:
-            from .._schema import problem
-
             wrong = problem(schema, value)
             if wrong is not None:
                 problems.append(f"input {name!r}: {wrong}")
@@ -125,7 +127,7 @@ def prepare(
         StoreError: the store cannot be used, or the run is live elsewhere.
     """
     if "__mp_main__" in sys.modules:  # a process of multiprocessing: not a run its import of the script started
-        from ..pools.process import refuse_run_in_worker
+        from ..pools.process import refuse_run_in_worker  # (in a process of multiprocessing only)
 
         refuse_run_in_worker()
     return open_run(plan, flow, source, options, check(plan, flow, inputs, options))
@@ -149,7 +151,7 @@ def check(
     executor = options.executor
     max_workers = options.max_workers
     if store is not None:
-        from ..stores import open_store
+        from ..stores import open_store  # (a run that keeps a store only)
 
         try:
             store = open_store(store)
@@ -157,8 +159,6 @@ def check(
             problems.append(str(exc))
             store = None
     if run_id is not None:
-        from .._records import check_run_id
-
         try:
             check_run_id(run_id)
         except ValueError as exc:
@@ -242,8 +242,6 @@ def open_run(
         FlowError: the inputs cannot be stored, or a finished step's code changed.
         StoreError: the store cannot be used, or the run is live elsewhere.
     """
-    from .._result import new_run_id
-
     graph = plan.graph
     store, subset, given = checked.store, checked.subset, checked.given
     run_id = checked.run_id or new_run_id()
@@ -267,8 +265,6 @@ def open_run(
             done = _open_record(runner, recorder, source, effective, given, checked.resumed, options.force)
         kernel.reset(subset, done=done)
         if recorder.durable:
-            from .._capture import install
-
             install()
     except BaseException:
         if owned:
@@ -284,7 +280,7 @@ def _halt(run_id: str) -> None:
     """Kill the programs run ``run_id``'s command steps are running (their
     process groups); ``_children`` is loaded by a run that is cancelled or
     interrupted only."""
-    from .._children import kill
+    from .._children import kill  # (a cancelled or interrupted run only)
 
     kill(run_id)
 
@@ -318,8 +314,6 @@ def _open_record(
         runner.resume_from(*steps, items)
         _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
-    from .._records import RunInfo
-
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep
     info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**given, **kept}, "running", runner.wall0,
                    source=source, code=plan.code())
@@ -408,8 +402,6 @@ def _same(a: "Any", b: "Any") -> bool:
 def release(runner: Runner) -> None:
     """Let go of what :func:`prepare` took: the kernel and output capture."""
     if runner.recorder.durable:
-        from .._capture import uninstall
-
         uninstall()
     if runner.owned:
         runner.plan.busy = False

@@ -274,7 +274,7 @@ class Runner:
     def _from_cache(self, i: int) -> bool:
         """Settle step ``i`` from the cache if an earlier call had its inputs;
         else note its key, so that its output is cached when it succeeds."""
-        from ._cache import cache_key
+        from ._cache import cache_key  # (cached steps only)
 
         step = self.plan.steps[i]
         key = cache_key(step.name, step.fn, self.kwargs(i))

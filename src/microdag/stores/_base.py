@@ -123,7 +123,7 @@ class Store:
 
     @staticmethod
     def digest(data: bytes) -> str:
-        from .._compat import sha256
+        from .._compat import sha256  # (_compat loads the kernel: the reading commands need none)
 
         return sha256(data).hexdigest()  # type: ignore[no-any-return]
 
@@ -332,7 +332,7 @@ class Store:
         Raises:
             StoreError: no such run.
         """
-        from .._render import render_report
+        from .._render import render_report  # (a report only)
 
         info = self.run_info(run_id)
         tasks = self.tasks(run_id, outputs=False)
@@ -407,7 +407,7 @@ class Store:
         Raises:
             StoreError: no such run.
         """
-        from .._result import Run
+        from .._result import Run  # (_result loads the kernel: the reading commands need none)
 
         info = self.run_info(run_id)
         return Run.from_records(info, self.tasks(run_id), lambda step: self.output(run_id, step))

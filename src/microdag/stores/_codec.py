@@ -9,6 +9,8 @@ String values are written with ASCII escapes, so that lone surrogates (file
 names that are not UTF-8) survive the trip.
 """
 
+from .._errors import StoreError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -53,8 +55,6 @@ def settle_codec(asked: "str | None", recorded: "str | None", where: str) -> str
             pickle and none was asked for (unpickling runs code: opening a
             pickle store must be asked for by name).
     """
-    from .._errors import StoreError
-
     if asked is not None and asked not in CODECS:
         raise ValueError(f"unknown codec {asked!r}: expected 'json' or 'pickle'")
     if recorded is None or recorded == asked:

@@ -29,6 +29,7 @@ import threading
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer
+from ._codec import settle_codec
 from ._files import BLOB_SIZE, FileLock, checksum, doomed, drop_blobs, put_blob, read_blob, write_atomic
 
 TYPE_CHECKING = False
@@ -61,8 +62,6 @@ class JSONStore(Store):
 
     def __init__(self, path: "str | os.PathLike[str]", codec: "str | None" = None) -> None:
         super().__init__(codec)
-        from ._codec import settle_codec
-
         self.path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):

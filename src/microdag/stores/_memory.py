@@ -4,6 +4,7 @@ import itertools
 import threading
 from operator import itemgetter
 
+from .._context import default_run_dir
 from .._errors import StoreError
 from .._nogc import NoGC
 from .._records import RunInfo, TaskRecord, check_run_id
@@ -213,8 +214,6 @@ class MemoryStore(Store):
                 kept = {row[_OUTPUT] for tasks in self._tasks.values() for row in tasks.values()}
                 kept.update(entry[0] for entry in self._cache.values())
                 self._objects = {t: v for t, v in self._objects.items() if t in kept}
-        from .._context import default_run_dir
-
         drop_folders(default_run_dir(run_id) for run_id in gone)  # the runs' temporary folders
         return len(gone)
 

@@ -18,6 +18,7 @@ import os
 import time
 
 from .._errors import StoreError
+from ._codec import settle_codec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ def connect(
         StoreError: it is not a usable microdag store, or ``codec`` is not its codec.
     """
     import sqlite3
-
-    from ._codec import settle_codec
 
     try:
         db = None

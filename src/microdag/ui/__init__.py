@@ -17,6 +17,12 @@ The parts, each in its own module, from the bottom:
 import os
 import sys
 
+from ..stores import spec_parts
+from ._api import Api
+from ._flows import Folder
+from ._launch import Launcher
+from ._server import Server
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,11 +58,6 @@ def serve(
     import secrets
     import tempfile
 
-    from ._api import Api
-    from ._flows import Folder
-    from ._launch import Launcher
-    from ._server import Server
-
     root = os.path.abspath(root or os.getcwd())
     store = _anchored(store, root)
     token = secrets.token_urlsafe(24)
@@ -90,8 +91,6 @@ def serve(
 def _anchored(spec: str, root: str) -> str:
     """The store spec with a relative path made absolute from ``root`` (the
     server and its children then name one store, whatever their directory)."""
-    from ..stores import spec_parts
-
     scheme, path, suffix = spec_parts(spec)
     if not path or os.path.isabs(path):
         return spec

@@ -21,6 +21,10 @@ import os
 import sys
 import threading
 
+from .._result import new_run_id
+from ..stores import open_store, spec_parts
+from ..stores._files import alive, local_pid
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
@@ -82,8 +86,6 @@ class Launcher:
     def _create_store(self) -> None:
         """Make the store before the first child writes to it, so that the UI,
         reading meanwhile, never finds it half made."""
-        from ..stores import open_store, spec_parts
-
         scheme, path, _ = spec_parts(self.store_spec)
         if path and scheme != "json:":  # a SQLite file: its folder must exist
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -92,8 +94,6 @@ class Launcher:
     def run(self, flow_path: str, inputs: "dict[str, Any]") -> str:
         """Start a run of the flow file ``flow_path`` with ``inputs``; return its id."""
         import json
-
-        from .._result import new_run_id
 
         run_id = new_run_id()
         argv = ["run", flow_path, "--store", self.store_spec, "--run-id", run_id, "--quiet"]
@@ -120,8 +120,6 @@ class Launcher:
         child = self.starting(run_id)
         if child is not None and child.process.poll() is None:
             return child.process.pid
-        from ..stores._files import alive, local_pid
-
         try:
             owner = store.owner(run_id)
         except Exception:

@@ -13,6 +13,8 @@ with counts per status, which is what can be drawn usefully of them.
 
 import json
 
+from .._render import NODE_H, NODE_W, layers, layout
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -134,8 +136,6 @@ def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
 def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, str]") -> "dict[str, Any]":
     """The graph as the page draws it: positions for up to :data:`FULL_GRAPH`
     nodes, else layers with counts per status and a few names each."""
-    from .._render import NODE_H, NODE_W, layers, layout
-
     if len(names) <= FULL_GRAPH:
         clean, xs, ys, width, height = layout(len(names), deps)
         return {

@@ -39,6 +39,9 @@ thread until the run ends or the page goes away.
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ._api import ApiError
+from ._flows import PathRefused
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -283,8 +286,6 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> "dict[str, Any]":
         import json
 
-        from ._api import ApiError
-
         try:
             body = json.loads(self._raw or b"{}")
         except (ValueError, RecursionError) as exc:
@@ -295,9 +296,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, path: str, query: "dict[str, list[str]]") -> None:
         from urllib.parse import unquote
-
-        from ._api import ApiError
-        from ._flows import PathRefused
 
         api = self.server.api
         seg = [unquote(s, errors="surrogateescape") for s in path[5:].split("/")]
