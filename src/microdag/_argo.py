@@ -89,7 +89,7 @@ def name_problems(
     """What is wrong with the names :func:`manifest` is given, one line each
     (empty: nothing); ``labels`` says how to call each argument (default: its
     name), as the command line calls them ``--name`` and so on."""
-    import re
+    import re  # (import time: re loads on first use)
 
     def label(argument: str) -> str:
         return (labels or {}).get(argument, argument)
@@ -280,7 +280,7 @@ def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
 def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
     """The workflow's ``arguments.parameters`` (one per flow input, with its
     default as ``--input`` would read it) and the problems found."""
-    import re
+    import re  # (import time: re loads on first use)
 
     problems: list[str] = []
     defaults: dict[str, list[tuple[str, Any]]] = {}
@@ -335,7 +335,7 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
 def _parameter_text(value: "Any") -> str:
     """``value`` as text that ``--input NAME=TEXT`` reads back as ``value``: a
     string that does not read as JSON is itself, anything else its JSON."""
-    import json
+    import json  # (import time: json loads on first use)
 
     if isinstance(value, str):
         try:
@@ -420,7 +420,7 @@ class _Builder:
                 strategy["backoff"] = backoff
             template["retryStrategy"] = strategy
         if step.timeout is not None:
-            import math
+            import math  # (import time: math loads on first use)
 
             template["activeDeadlineSeconds"] = max(1, math.ceil(step.timeout))
 

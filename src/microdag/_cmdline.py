@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 def integer(text: str, low: int, what: str = "a whole number", least: "str | None" = None) -> int:
     """``text`` as an int of at least ``low``; the argparse error names ``what`` was expected."""
-    import argparse
+    import argparse  # (import time: argparse loads on first use)
 
     try:
         value = int(text)
@@ -49,7 +49,7 @@ def parse_inputs(pairs: "list[str]", path: "str | None" = None) -> "dict[str, An
     """Flow inputs from ``--inputs FILE.json`` (``path``) and ``--input K=V``
     (``pairs``, which override it): V is parsed as JSON when it is JSON, else
     taken as text."""
-    import json
+    import json  # (import time: json loads on first use)
 
     inputs: dict[str, Any] = {}
     if path is not None:

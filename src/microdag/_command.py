@@ -30,6 +30,7 @@ Nothing heavy is imported at module level (``json``, ``subprocess``,
 
 import os
 import sys
+import time
 
 from . import _children
 from ._context import context, current_frame
@@ -59,7 +60,7 @@ def parse_item(item: str) -> "list[str | tuple[str, str]]":
     Only the forms of :data:`_PLACEHOLDER` are placeholders: any other brace
     is text, and ``{{inputs.x}}`` (doubled braces) is the text ``{inputs.x}``.
     """
-    import re
+    import re  # (import time: re loads on first use)
 
     parts: list[str | tuple[str, str]] = []
     text = ""
@@ -146,7 +147,7 @@ class Command:
 
     @property
     def __signature__(self) -> "Any":
-        import inspect
+        import inspect  # (import time: inspect loads on first use)
 
         params = [
             inspect.Parameter(
@@ -173,7 +174,7 @@ class Command:
             TypeError: a value that is not a str cannot be written as JSON.
             LookupError: an environment variable it uses is not set.
         """
-        import json
+        import json  # (import time: json loads on first use)
 
         argv = []
         for n, parts in enumerate(self.parts):
@@ -253,7 +254,7 @@ class Command:
                 lines.pop()
             return [line[:-1] if line.endswith("\r") else line for line in lines]
         if self.output == "json":
-            import json
+            import json  # (import time: json loads on first use)
 
             def constant(name: str) -> "Any":
                 raise ValueError(f"{name} is not a JSON value")
@@ -285,8 +286,7 @@ def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
     Raises:
         CommandError: the run was cancelled while the program ran.
     """
-    import subprocess
-    import time
+    import subprocess  # (import time: subprocess loads on first use)
 
     frame = current_frame()
     run_id = frame.run_id if frame is not None else None
@@ -336,11 +336,11 @@ def _defaults_text(inputs: "Mapping[str, Any]") -> str:
     inputs = {k: v for k, v in inputs.items() if v is not Required}
     if not inputs:
         return ""
-    import json
+    import json  # (import time: json loads on first use)
 
     text = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=repr)
     if len(text) > 200:
-        import hashlib
+        import hashlib  # (import time: hashlib loads on first use)
 
         text = "#" + hashlib.sha256(text.encode()).hexdigest()[:16]
     return f" with defaults {text}"

@@ -156,6 +156,6 @@ def context() -> StepContext:
 
 def default_run_dir(run_id: str) -> str:
     """Where a run's directory goes when no store provides one."""
-    import tempfile
+    import tempfile  # (import time: tempfile loads on first use)
 
     return os.path.join(tempfile.gettempdir(), f"microdag-{run_id}")

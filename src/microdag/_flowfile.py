@@ -29,6 +29,7 @@ too.
 """
 
 import functools
+import keyword
 import os
 import sys
 
@@ -143,7 +144,7 @@ class Builder:
         return True
 
     def unknown_key(self, where: "tuple[str, ...]", label: str, key: str, known: "Any") -> None:
-        import difflib
+        import difflib  # (import time: difflib loads on first use)
 
         close = difflib.get_close_matches(key, list(known), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
@@ -228,8 +229,6 @@ class Builder:
         return str(section["name"])
 
     def inputs(self, section: object) -> "dict[str, Any]":
-        import keyword
-
         if not isinstance(section, dict):
             self.report(("inputs",), f"inputs must be a table of input = default, not {_show(section)}")
             return {}
@@ -479,7 +478,7 @@ def _invalid(**deps: "Any") -> None:
 
 def _import(module_name: str, folder: str) -> object:
     """The module, or the reason it cannot be imported (a str)."""
-    import importlib
+    import importlib  # (import time: importlib loads on first use)
 
     on_path(folder)
     try:
@@ -497,7 +496,7 @@ def _import(module_name: str, folder: str) -> object:
 
 def _show(value: object) -> str:
     """``value`` as it would be written in the file (JSON), shortened."""
-    import json
+    import json  # (import time: json loads on first use)
 
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
@@ -508,8 +507,8 @@ def _show(value: object) -> str:
 
 def _json_line(text: str, where: "tuple[str, ...]") -> "int | None":
     """The line of the deepest ``"key":`` of ``where`` found in order (best effort)."""
-    import json
-    import re
+    import json  # (import time: json loads on first use)
+    import re  # (import time: re loads on first use)
 
     pos = -1
     start = 0

@@ -313,7 +313,7 @@ class Graph(_Generic[_N]):
     def to_json(self) -> str:
         """:meth:`to_dict` as JSON text (as :meth:`to_dot` and :meth:`to_mermaid`
         return their formats' text)."""
-        import json
+        import json  # (import time: json loads on first use)
 
         return json.dumps(self.to_dict(), ensure_ascii=False)
 

@@ -24,6 +24,7 @@ wait before the next attempt, or ``None`` for no retry.  It is the only place
 that decides retries, for steps and map items alike.
 """
 
+import marshal
 from itertools import repeat
 from operator import is_
 from types import FunctionType as _FUNCTION
@@ -63,7 +64,7 @@ class _Signature:
         if type(fn) is _FUNCTION and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
             self._from_code(fn)  # the common case, without importing inspect
             return
-        import inspect
+        import inspect  # (import time: inspect loads on first use)
 
         sig = inspect.signature(fn)
         params: list[tuple[str, object]] = []
@@ -209,7 +210,7 @@ class Retry:
             delay = min(delay, self.max_delay)
         if delay <= 0:
             return 0.0
-        import random
+        import random  # (import time: random loads on first use)
 
         return delay * (0.5 + random.random() / 2)  # equal jitter: [delay/2, delay)
 
@@ -508,7 +509,7 @@ class _Plan:
 
     def input_schema(self, title: str) -> "dict[str, Any]":
         """``Flow.input_schema``: a JSON Schema of the inputs (see there)."""
-        import json
+        import json  # (import time: json loads on first use)
 
         types = self.input_types()
         defaults: dict[str, Any] = {}
@@ -593,8 +594,7 @@ class _Plan:
         """
         if self._fingerprint is not None:
             return self._fingerprint
-        import json
-        import marshal
+        import json  # (import time: json loads on first use)
 
         n = len(self.steps)
         triples: dict[int, tuple[Any, ...] | None] = {}  # options -> their structural part, when not the default
@@ -633,7 +633,7 @@ class _Plan:
         """The first format of :meth:`fingerprint`: one JSON list per step
         (name, dependency names, keyword names, bound inputs, map, batch
         size, trigger)."""
-        import json
+        import json  # (import time: json loads on first use)
 
         names = self.graph.names
         with NoGC():
@@ -647,7 +647,7 @@ class _Plan:
 
     def graph_json(self) -> str:
         """The structure a store keeps for reports: names and dependency indices."""
-        import json
+        import json  # (import time: json loads on first use)
 
         names = [str(name) for name in self.graph.names]
         return json.dumps({"nodes": names, "deps": [list(d) for d in self.graph._deps]})
@@ -748,8 +748,6 @@ def code_digest(fn: "Callable[..., Any]", defaults: bool = True) -> str:
     values, defaults included.  Only what the code does counts: not its
     name, file or line numbers (see :func:`_what_code_does`).
     """
-    import marshal
-
     digest = sha256()
     described = getattr(fn, "__microdag_code__", None)
     code = getattr(fn, "__code__", None)
@@ -776,12 +774,12 @@ def _what_code_does(code: "Any") -> "tuple[Any, ...]":
 
 def canonical(value: "Any") -> bytes:
     """``value`` as bytes for a digest: its JSON, else its pickle, else its repr."""
-    import json
+    import json  # (import time: json loads on first use)
 
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     except (TypeError, ValueError):
-        import pickle
+        import pickle  # (import time: pickle loads on first use)
 
         try:
             return pickle.dumps(value, protocol=4)

@@ -21,6 +21,7 @@ a mutually exclusive group that argparse checks.
 
 import os
 import sys
+import time
 
 from ._cmdline import UsageError, input_option, load, parse_inputs, positive, unit, whole
 from ._compat import sha256
@@ -55,7 +56,7 @@ def file_key(name: str) -> str:
     the SHA-256 of its UTF-8: no other key holds a ``=``."""
     if name and len(name) <= KEY_LIMIT and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
         return name
-    from urllib.parse import quote
+    from urllib.parse import quote  # (import time: urllib.parse loads on first use)
 
     key = quote(name, safe="-_", errors="surrogatepass").replace(".", "%2E")
     if len(key) <= KEY_LIMIT:
@@ -135,7 +136,7 @@ class _Folder:
 
     def read(self, path: str) -> "Any":
         """The JSON document at ``path``, or ``None`` when there is none."""
-        import json
+        import json  # (import time: json loads on first use)
 
         try:
             with open(path, encoding="utf-8") as f:
@@ -194,8 +195,6 @@ def run_task(
         FlowError: unknown step, a role that does not fit it, or an input the
             step needs that was not given.
     """
-    import time
-
     if name not in flow:
         raise FlowError(f"flow {flow.name!r} has no step named {name!r}")
     plan = flow._compiled()
@@ -395,7 +394,7 @@ class _Task:
 
     def plan_units(self) -> "dict[str, Any]":
         """A map step's plan: its trigger, then the units of the value mapped over."""
-        import json
+        import json  # (import time: json loads on first use)
 
         deps = self.dependencies(check=self.step.trigger == "all_success")
         reason = self.skipped_by(deps)
@@ -436,7 +435,7 @@ class _Task:
     def unit_envelopes(self, count: int) -> "dict[int, dict[str, Any]]":
         """Unit index -> its envelope: from Argo's list of the units' output
         parameters (``.units.json``, without a volume), else from the units' files."""
-        import json
+        import json  # (import time: json loads on first use)
 
         out: dict[int, dict[str, Any]] = {}
         listed = self.folder.read(self.folder.path(self.name, ".units.json"))

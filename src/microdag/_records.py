@@ -14,6 +14,8 @@ that reading a stored run does not need to load the kernel at all.
 This module imports nothing from microdag: every layer may use it.
 """
 
+import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -247,8 +249,7 @@ def step_traceback(error: BaseException) -> str:
     kept = getattr(error, "__microdag_traceback__", None)  # (made where it was raised: another process)
     if isinstance(kept, str):
         return kept
-    import os
-    import traceback
+    import traceback  # (import time: traceback loads on first use)
 
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     tb = error.__traceback__

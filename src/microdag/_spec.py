@@ -94,7 +94,7 @@ def load_flow(spec: str) -> Flow:
 
 def _load_py(path: str, attr: "str | None") -> Flow:
     """The Flow of Python file ``path`` (the one there is, or ``attr``)."""
-    import importlib.util
+    import importlib.util  # (import time: importlib.util loads on first use)
 
     spec = path if attr is None else f"{path}:{attr}"
     if not os.path.isfile(path):
@@ -145,7 +145,7 @@ def _module_name(full: str) -> str:
     whose ``sys.path`` holds the folder, import the file by that name when
     they unpickle its functions.  Otherwise a name of its own.
     """
-    import importlib.machinery
+    import importlib.machinery  # (import time: importlib.machinery loads on first use)
 
     folder = os.path.dirname(full)
     stem = os.path.splitext(os.path.basename(full))[0]
@@ -165,7 +165,7 @@ def _module_name(full: str) -> str:
 
 def _load_module(spec: str, module_name: str, attr: str) -> Flow:
     """The Flow ``attr`` of the importable module ``module_name``."""
-    import importlib
+    import importlib  # (import time: importlib loads on first use)
 
     try:
         module = importlib.import_module(module_name)
@@ -196,7 +196,7 @@ def _attribute(module: object, attr: str, spec: str) -> Flow:
 
 def _raised_in(path: str, exc: BaseException) -> str:
     """``path:LINE`` of the innermost frame of ``exc`` in ``path`` (or just ``path``)."""
-    import traceback
+    import traceback  # (import time: traceback loads on first use)
 
     full = os.path.abspath(path)
     line = None
@@ -302,8 +302,8 @@ def _too_deep(text: str) -> "int | None":
 
 
 def _parse_toml(path: str, text: str) -> object:
-    import re
-    import tomllib
+    import re  # (import time: re loads on first use)
+    import tomllib  # (import time: tomllib loads on first use)
 
     try:
         return tomllib.loads(text)
@@ -318,7 +318,7 @@ def _parse_toml(path: str, text: str) -> object:
 
 
 def _parse_json(path: str, text: str, problems: "list[str]") -> object:
-    import json
+    import json  # (import time: json loads on first use)
 
     def pairs(items: "list[tuple[str, Any]]") -> "dict[str, Any]":
         out: dict[str, Any] = {}

@@ -24,6 +24,7 @@ imported (the others are listed by name and help), and each command imports
 what it uses inside its handler.
 """
 
+import argparse
 import os
 import sys
 
@@ -72,8 +73,6 @@ def _version() -> str:
 def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     """The parser, with the arguments of command ``wanted`` only (names and
     summaries of the others are enough for the top-level help)."""
-    import argparse
-
     width = columns() - 2  # the help's width, as shutil.get_terminal_size gives it to argparse
 
     def formatter(prog: str) -> "argparse.HelpFormatter":

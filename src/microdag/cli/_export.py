@@ -55,7 +55,7 @@ def _cmd_export(args: "argparse.Namespace") -> int:
         namespace=args.namespace, volume_claim=args.volume_claim, workers=args.workers,
     )
     if args.format == "json":
-        import json
+        import json  # (the command line's start: json loads with the command that uses it)
 
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     else:

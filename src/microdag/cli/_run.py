@@ -1,6 +1,7 @@
 """``run`` and ``resume``: a flow run with progress on stderr, its summary,
 and the outputs of its final steps."""
 
+import argparse
 import os
 import sys
 
@@ -81,8 +82,6 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
 
 
 def _executor(text: str) -> str:
-    import argparse
-
     if text in ("inline", "threads", "processes", "dask") or (text.startswith("dask://") and len(text) > 7):
         return text
     raise argparse.ArgumentTypeError(
@@ -93,7 +92,7 @@ def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", comma
                  step: "str | None" = None) -> str:
     """The command that resumes run ``run_id`` (or runs another ``command`` on it, for
     ``step``): it needs the store and codec it was run with."""
-    import shlex
+    import shlex  # (the command line's start: shlex loads with the command that uses it)
 
     hint = f"python -m microdag {command} {shlex.quote(run_id)}"
     dashed = step is not None and step.startswith("-")  # (then after the options and --)
@@ -243,7 +242,7 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks
     except (ImportError, OSError) as exc:
         raise UsageError(str(exc)) from None
     if not local and args.flow.endswith(".py"):  # (its workers cannot import a file of this machine)
-        import cloudpickle
+        import cloudpickle  # (cloudpickle: an optional extra)
 
         path = os.path.abspath(args.flow)
         for module in list(sys.modules.values()):

@@ -42,8 +42,8 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
 
 
 def _cmd_step(args: "argparse.Namespace") -> int:
-    import json
-    import traceback
+    import json  # (the command line's start: json loads with the command that uses it)
+    import traceback  # (the command line's start: traceback loads with the command that uses it)
 
     if (args.from_run is None) == (args.run_dir is None):
         raise UsageError("step needs --from-run RUN_ID (a stored run) or --run-dir DIR (a run folder), not both")

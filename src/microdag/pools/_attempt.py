@@ -150,7 +150,7 @@ class Captured:
 def awaited(result: "Any") -> "Any":
     """``result``, or what it returns when run to completion if it is a coroutine."""
     if hasattr(result, "__await__") and hasattr(result, "send"):
-        import asyncio
+        import asyncio  # (import time: asyncio loads on first use)
 
         return asyncio.run(result)
     return result

@@ -16,6 +16,8 @@ tasks, which time themselves out), ``_abandoned`` (thread calls given up on),
 threads are taken: running and abandoned calls).
 """
 
+import asyncio
+import inspect
 import time
 
 from . import until_deadline
@@ -57,8 +59,6 @@ async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
     """Await ``coro``; past ``attempt.timeout`` cancel it and raise ``TimeoutError``."""
     if attempt.timeout is None:
         return await coro
-    import asyncio
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + attempt.timeout
     try:
@@ -89,9 +89,6 @@ class AsyncPool:
         return len(self._running) + len(self._abandoned) + len(self._queued)
 
     def submit(self, attempt: "Attempt", fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> None:
-        import asyncio
-        import inspect
-
         if inspect.iscoroutinefunction(fn):
             self._running[asyncio.ensure_future(_run_coroutine(fn, kwargs, attempt))] = (attempt, None)
             return
@@ -100,12 +97,10 @@ class AsyncPool:
 
     def _start_queued(self) -> None:
         """Give waiting plain steps the threads that are free."""
-        import asyncio
-
         while self._queued and len(self._on_threads) < self._threads_max:
             attempt, fn, kwargs = self._queued.pop(0)
             if self._threads is None:
-                from concurrent.futures import ThreadPoolExecutor
+                from concurrent.futures import ThreadPoolExecutor  # (plain steps on arun only)
 
                 self._threads = ThreadPoolExecutor(self._threads_max, thread_name_prefix="microdag arun")
             future = asyncio.wrap_future(self._threads.submit(invoke, fn, kwargs, attempt))
@@ -114,8 +109,6 @@ class AsyncPool:
             self._on_threads.add(future)
 
     async def wait(self, timeout: "float | None") -> "list[Outcome]":
-        import asyncio
-
         if not self._running and not self._abandoned:
             await asyncio.sleep(timeout or 0)
             return []

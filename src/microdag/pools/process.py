@@ -77,11 +77,17 @@ whole once it is readable.  A write cut by Ctrl-C leaves the worker's
 message unfinished: that worker is killed.
 """
 
+import io
+import multiprocessing
 import os
+import pickle
 import select
+import signal
 import struct
 import sys
 import time
+from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
 
 from . import until_deadline
 from .._children import kill, kill_group
@@ -121,9 +127,6 @@ def _pickler() -> "Callable[[Any], bytes]":
     ``ForkingPickler.dumps`` pickles, through one ``ForkingPickler`` kept for
     every call (which builds its reducer table once, not at every call; it
     holds nothing between calls)."""
-    import io
-    from multiprocessing.reduction import ForkingPickler
-
     buf = io.BytesIO()
     pickler = ForkingPickler(buf, 5)
 
@@ -263,8 +266,6 @@ def _worker_main(conn: "Connection") -> None:
     (``multiprocessing`` gives each new worker the parent's ``sys.path`` of
     that moment, so modules of a flow file's folder added later still load.)
     """
-    import pickle
-
     _own_group()
     dumps = _pickler()
     loads = pickle.loads
@@ -338,8 +339,6 @@ def _own_group() -> None:
     (the pool stopping it) it kills the command steps' groups first."""
     if os.name != "posix":
         return
-    import signal
-
     os.setpgrp()
 
     def stop(signum: int, frame: "Any") -> None:
@@ -358,8 +357,6 @@ def _stop(process: "BaseProcess") -> None:
     if os.name != "posix":
         process.kill()
         return
-    import signal
-
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -387,9 +384,6 @@ class ProcessPool:
     """Worker processes, one pipe each (see the module docs)."""
 
     def __init__(self, size: int) -> None:
-        import multiprocessing
-        import pickle
-
         methods = multiprocessing.get_all_start_methods()
         method = "forkserver" if "forkserver" in methods else "spawn"
         self._ctx: Any = multiprocessing.get_context(method)
@@ -508,8 +502,6 @@ class ProcessPool:
         end), after a poll of up to ``SPIN`` and then a wait of the rest of
         ``timeout``."""
         if self._poller is None:
-            from multiprocessing.connection import wait
-
             by_conn: dict[Any, _Worker] = {w.conn: w for w in self._workers}
             return [by_conn[c] for c in wait(list(by_conn), timeout)]
         poll = self._poller.poll

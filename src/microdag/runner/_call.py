@@ -30,6 +30,9 @@ The rules, one each:
   pools share.
 """
 
+import contextvars
+import time
+
 from .._context import enter
 from .._errors import FlowError
 from .._plan import NO_DEFAULT
@@ -206,9 +209,7 @@ def call_with_timeout(
     raise ``TimeoutError`` once ``att.timeout`` seconds have passed without a
     result, or when the result came after that: the call is abandoned
     (Python cannot stop a thread) and its result, if it ever comes, dropped."""
-    import contextvars
-    import threading
-    import time
+    import threading  # (import time: threading loads on first use)
 
     timeout = att.timeout
     assert timeout is not None

@@ -132,8 +132,8 @@ class InThread:
 
     def _run_coroutine(self, coro: "Any", att: "Attempt") -> "Any":
         """Run an async step's coroutine on this thread's event loop (timeout: cancel it)."""
-        import asyncio
-        import threading
+        import asyncio  # (import time: asyncio loads on first use)
+        import threading  # (import time: threading loads on first use)
 
         from ..pools.aio import cancel_after  # (async steps only: asyncio)
 

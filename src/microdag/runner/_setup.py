@@ -14,6 +14,7 @@ steps (``_children``), is given to the runner as its ``halt``: the state
 machine decides when, and does no I/O itself.
 """
 
+import os
 import sys
 
 from .._capture import install, uninstall
@@ -80,7 +81,7 @@ def _check_types(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]
 
 
 def _check_picklable(plan: "_Plan", subset: "list[int] | None", problems: "list[str]") -> None:
-    import pickle
+    import pickle  # (import time: pickle loads on first use)
 
     for i in range(len(plan.steps)) if subset is None else subset:
         step = plan.steps[i]
@@ -348,7 +349,7 @@ def _tell_kept_inputs(runner: Runner, recorded: "dict[str, Any]", given: "dict[s
     for name in changed:
         takers = plan.inputs.get(name, [])
         if takers and finished.issuperset(takers):
-            import warnings
+            import warnings  # (import time: warnings loads on first use)
 
             shown = ", ".join(repr(runner.names[i]) for i in takers[:3]) + (" ..." if len(takers) > 3 else "")
             warnings.warn(
@@ -361,9 +362,6 @@ def _tell_kept_inputs(runner: Runner, recorded: "dict[str, Any]", given: "dict[s
 
 def _outside() -> int:
     """The ``stacklevel`` of the caller's first frame outside microdag (for a warning)."""
-    import os
-    import sys
-
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     level, frame = 2, sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(package):

@@ -192,7 +192,7 @@ class Runner:
         """``workers`` threads call in at once (the threads backend): shared
         state changes under a real lock from now on, and ``wake`` is called
         whenever a transition may have made work for an idle worker."""
-        import threading
+        import threading  # (import time: threading loads on first use)
 
         self.workers = workers
         self.lock = threading.RLock()

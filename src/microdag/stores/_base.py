@@ -55,7 +55,7 @@ class _CommitTimer:
     def arm(self) -> None:
         """Start the countdown unless one is running (the caller holds the store's lock)."""
         if self._timer is None:
-            import threading
+            import threading  # (import time: threading loads on first use)
 
             timer = self._timer = threading.Timer(self._delay, self._fire)
             timer.daemon = True

@@ -27,7 +27,7 @@ def encode(codec: str, value: "Any", what: str) -> bytes:
         TypeError: the JSON codec cannot represent the value exactly.
     """
     if codec == "pickle":
-        import pickle
+        import pickle  # (import time: pickle loads on first use)
 
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if type(value) is int:  # the commonest small output, as JSON writes it
@@ -73,10 +73,10 @@ def settle_codec(asked: "str | None", recorded: "str | None", where: str) -> str
 def decode(codec: str, data: bytes) -> "Any":
     """What :func:`encode` encoded."""
     if codec == "pickle":
-        import pickle
+        import pickle  # (import time: pickle loads on first use)
 
         return pickle.loads(data)
-    import json
+    import json  # (import time: json loads on first use)
 
     return json.loads(data)
 
@@ -88,7 +88,7 @@ def json_encoder() -> "Any":
     """The one JSON encoder outputs are written with: compact, no NaN or infinity."""
     global _ENCODER
     if _ENCODER is None:
-        import json
+        import json  # (import time: json loads on first use)
 
         _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=False)
     return _ENCODER

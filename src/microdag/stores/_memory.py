@@ -1,6 +1,8 @@
 """The in-memory store: this process only, for tests and warm functions."""
 
+import copy
 import itertools
+import json
 import threading
 from operator import itemgetter
 
@@ -222,8 +224,6 @@ class MemoryStore(Store):
             self._graphs.setdefault(fingerprint, graph)
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
-        import json
-
         text = self._graphs.get(fingerprint)
         return None if text is None else json.loads(text)
 
@@ -236,8 +236,6 @@ class _Blob:
 
 
 def _copy_info(info: RunInfo) -> RunInfo:
-    import copy
-
     inputs = copy.deepcopy(info.inputs)
     return RunInfo(
         info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished, info.source,

@@ -58,7 +58,7 @@ _RUN_COLUMNS = "id, flow, fingerprint, inputs, status, started, finished, source
 
 
 def _code_text(code: "dict[str, str] | None") -> "str | None":
-    import json
+    import json  # (import time: json loads on first use)
 
     return None if code is None else json.dumps(code, separators=(",", ":"))
 
@@ -68,7 +68,7 @@ def _code_of(text: "Any") -> "dict[str, str] | None":
     they only let a resume check more)."""
     if type(text) is not str:
         return None
-    import json
+    import json  # (import time: json loads on first use)
 
     try:
         code = json.loads(text)
@@ -199,7 +199,7 @@ class SQLiteStore(Store):
     # -- writing ---------------------------------------------------------------------
 
     def _write(self, sql: str, params: "tuple[Any, ...]") -> None:
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         try:
             with self._lock:
@@ -210,7 +210,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
     def begin(self, info: RunInfo) -> None:
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         check_run_id(info.id)
         inputs = self.encode(info.inputs, "the run's inputs")
@@ -229,7 +229,7 @@ class SQLiteStore(Store):
 
     def _transaction(self, statements: "list[tuple[str, tuple[Any, ...]]]") -> None:
         """Run ``statements`` in one transaction (one fsync), with what is pending."""
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         with self._lock:
             try:
@@ -280,7 +280,7 @@ class SQLiteStore(Store):
         An ``IntegrityError`` of ``statements`` passes through (the caller
         says what it means); other database errors become :class:`StoreError`.
         """
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         if not (self._pending or self._pending_logs or self._pending_graphs or self._pending_attempts
                 or statements):
@@ -315,7 +315,7 @@ class SQLiteStore(Store):
             self._commit()
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         try:
             with self._lock:  # begin committed the run's row: nothing to commit before looking
@@ -350,7 +350,7 @@ class SQLiteStore(Store):
     # -- reading -----------------------------------------------------------------------
 
     def _read(self, sql: str, params: "tuple[Any, ...]" = ()) -> "list[Any]":
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         try:
             with self._lock:
@@ -494,7 +494,7 @@ class SQLiteStore(Store):
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
     ) -> "tuple[str | None, str | None]":
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         self.run_info(run_id)
         try:
@@ -624,7 +624,7 @@ class SQLiteStore(Store):
             self._pending_graphs.append((fingerprint, graph))
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
-        import json
+        import json  # (import time: json loads on first use)
 
         rows = self._read("SELECT graph FROM graphs WHERE fingerprint = ?", (fingerprint,))
         return json.loads(rows[0][0]) if rows else None

@@ -15,7 +15,11 @@ The parts, each in its own module, from the bottom:
 """
 
 import os
+import secrets
+import shutil
 import sys
+import tempfile
+import threading
 
 from ..stores import spec_parts
 from ._api import Api
@@ -55,9 +59,6 @@ def serve(
         open_browser: open the URL in a browser, when there is a display.
         root: the served folder (default: the current directory); runs start there.
     """
-    import secrets
-    import tempfile
-
     root = os.path.abspath(root or os.getcwd())
     store = _anchored(store, root)
     token = secrets.token_urlsafe(24)
@@ -73,8 +74,6 @@ def serve(
             file=sys.stderr, flush=True,
         )
     if open_browser and _has_display():
-        import threading
-
         threading.Thread(target=_open, args=(url,), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
@@ -82,8 +81,6 @@ def serve(
         pass
     finally:
         server.server_close()
-        import shutil
-
         shutil.rmtree(logs, ignore_errors=True)
     return 0
 
@@ -104,7 +101,7 @@ def _has_display() -> bool:
 
 
 def _open(url: str) -> None:
-    import webbrowser
+    import webbrowser  # (only when a browser is opened)
 
     try:
         webbrowser.open(url)

@@ -10,7 +10,10 @@ The store is opened read-only for each request and closed after it, so that
 the UI never holds a lock a run needs, and sees what any process wrote.
 """
 
+import json
 import os
+import signal
+import time
 
 from ..stores import StoreError, open_store, spec_parts
 from ._flows import PathRefused
@@ -102,8 +105,6 @@ class Api:
         """``GET /api/runs/ID/events``: ``("update", data)`` whenever the run
         changes, then ``("end", data)`` once it is not live; ``("ping", {})``
         while nothing changes (the server sends it as a comment)."""
-        import time
-
         seen: dict[tuple[str, int], tuple[Any, ...]] = {}
         last: dict[str, Any] | None = None
         quiet = 0.0
@@ -194,8 +195,6 @@ class Api:
         return {"id": self.launcher.resume(info.id)}
 
     def cancel(self, run_id: str) -> "dict[str, Any]":
-        import signal
-
         child = self.launcher.starting(run_id)
         with self._reading() as store:
             if child is None:
@@ -236,8 +235,6 @@ class Api:
 
     @staticmethod
     def schema() -> "dict[str, Any]":
-        import json
-
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(here, "flowfile.schema.json"), encoding="utf-8") as f:
             schema: dict[str, Any] = json.load(f)

@@ -15,7 +15,10 @@ kept) with ``_edit.edit_text``, which keeps every
 byte of the file that the edit did not touch.
 """
 
+import json
 import os
+import re
+import tomllib
 
 from .._errors import CycleError, FlowError
 from .._flowfile import DECLARATION
@@ -306,9 +309,6 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _parse(text: str, k: str) -> "dict[str, Any]":
-    import json
-    import tomllib
-
     try:
         data = json.loads(text) if k == "json" else tomllib.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -326,8 +326,6 @@ def _kinds(doc: "dict[str, Any] | None") -> "dict[str, str]":
 
 
 def _placeholders(argv: "list[Any]") -> "list[str]":
-    import re
-
     return [m.group(1) for item in argv if isinstance(item, str)
             for m in re.finditer(r"(?<!\{)\{steps\.([^{}]+)\}(?!\})", item)]
 

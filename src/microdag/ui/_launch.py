@@ -17,8 +17,12 @@ store's owner of the run when it runs on this machine): the runner treats it
 as Ctrl-C, records every unfinished step as cancelled, and exits.
 """
 
+import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
 
 from .._result import new_run_id
@@ -68,8 +72,6 @@ class Launcher:
         self._lock = threading.Lock()
 
     def _spawn(self, run_id: str, argv: "list[str]", what: str) -> Child:
-        import subprocess
-
         self._create_store()
 
         log = os.path.join(self.logs, f"{run_id}-{len(self.children)}.log")
@@ -93,8 +95,6 @@ class Launcher:
 
     def run(self, flow_path: str, inputs: "dict[str, Any]") -> str:
         """Start a run of the flow file ``flow_path`` with ``inputs``; return its id."""
-        import json
-
         run_id = new_run_id()
         argv = ["run", flow_path, "--store", self.store_spec, "--run-id", run_id, "--quiet"]
         if inputs:  # as JSON, exactly (not --input text, which the command line reads by type)
@@ -131,8 +131,6 @@ class Launcher:
 
     def cancel(self, store: "Store", run_id: str) -> bool:
         """Ask the process running ``run_id`` to stop (SIGINT); whether there was one."""
-        import signal
-
         pid = self.live(store, run_id)
         if pid is None:
             return False
@@ -145,10 +143,6 @@ class Launcher:
     def run_step(self, flow_path: str, step: str, run_id: str) -> "dict[str, Any]":
         """Run step ``step`` of ``flow_path`` on the outputs of stored run
         ``run_id``, in a child, and wait for it: its output, error and log."""
-        import json
-        import subprocess
-        import tempfile
-
         fd, out = tempfile.mkstemp(prefix="step-", suffix=".json", dir=self.logs)
         os.close(fd)
         argv = [sys.executable, "-m", "microdag", "step", flow_path, step, "--from-run", run_id,

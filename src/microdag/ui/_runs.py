@@ -12,6 +12,7 @@ with counts per status, which is what can be drawn usefully of them.
 """
 
 import json
+import reprlib
 
 from .._render import NODE_H, NODE_W, layers, layout
 
@@ -212,8 +213,6 @@ def preview(value: "Any", limit: int) -> str:
             if len(text) > limit:
                 break
     except (TypeError, ValueError, RecursionError):
-        import reprlib
-
         short = reprlib.Repr()
         short.maxstring = short.maxother = short.maxlong = limit
         short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = max(6, limit // 20)
