@@ -32,10 +32,6 @@ import os
 import sys
 import time
 
-from . import _children
-from ._context import context, current_frame
-from .otel import traceparent
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -185,6 +181,8 @@ class Command:
                     continue
                 kind, name = part
                 if kind == "run_dir" or kind == "workdir":
+                    from ._context import context  # (a program's run only: checking a flow file loads none)
+
                     item.append(getattr(context(), kind))
                     continue
                 if kind == "env":
@@ -288,12 +286,17 @@ def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
     """
     import subprocess  # (import time: subprocess loads on first use)
 
+    from . import _children  # (a program's run only: checking a flow file loads none)
+    from ._context import current_frame  # (a program's run only: checking a flow file loads none)
+
     frame = current_frame()
     run_id = frame.run_id if frame is not None else None
     cancel = frame.cancel if frame is not None else None
     posix = os.name == "posix"
     env = None
     if "opentelemetry.trace" in sys.modules:  # a traced step: the program is told its span
+        from .otel import traceparent  # (a program's run only: checking a flow file loads none)
+
         parent = traceparent()
         if parent is not None:
             env = {**os.environ, "TRACEPARENT": parent}

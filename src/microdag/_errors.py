@@ -7,8 +7,6 @@ across process boundaries).
 
 import graphlib
 
-from ._context import in_step
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Sequence
@@ -109,6 +107,8 @@ class Skip(Exception):
     """
 
     def __init__(self, reason: str = "") -> None:
+        from ._context import in_step  # (import time: a flow's definition loads no _context)
+
         if not in_step():
             raise RuntimeError(
                 "microdag.Skip can only be raised inside a running step "

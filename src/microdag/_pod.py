@@ -24,11 +24,6 @@ import sys
 import time
 
 from ._cmdline import UsageError, input_option, load, parse_inputs, positive, unit, whole
-from ._compat import sha256
-from ._errors import FlowError, Skip
-from ._records import step_traceback
-from .stores._codec import json_encoder, not_json
-from .stores._files import write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,6 +56,8 @@ def file_key(name: str) -> str:
     key = quote(name, safe="-_", errors="surrogatepass").replace(".", "%2E")
     if len(key) <= KEY_LIMIT:
         return key
+    from ._compat import sha256  # (step --help reads this module's options: it loads no kernel nor store)
+
     start = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_"))[:32]
     return f"{start}={sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
 
@@ -154,6 +151,9 @@ class _Folder:
 
     def write(self, path: str, text: str) -> None:
         """Write ``text`` to ``path`` whole (a reader never sees half of it)."""
+        # (step --help reads this module's options: it loads no kernel nor store)
+        from .stores._files import write_atomic
+
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, text.encode("utf-8"))
 
@@ -195,6 +195,8 @@ def run_task(
         FlowError: unknown step, a role that does not fit it, or an input the
             step needs that was not given.
     """
+    from ._errors import FlowError  # (step --help reads this module's options: it loads no kernel nor store)
+
     if name not in flow:
         raise FlowError(f"flow {flow.name!r} has no step named {name!r}")
     plan = flow._compiled()
@@ -316,6 +318,8 @@ class _Task:
             values.append(envelope.get("output") if envelope and envelope["status"] == "succeeded" else None)
         kwnames, consts, missing = bind_inputs(plan, i, self.inputs, defaults=True)
         if missing:
+            from ._errors import FlowError  # (step --help reads this module's options: it loads no kernel nor store)
+
             shown = ", ".join(repr(name) for _, name in missing)
             raise FlowError(f"step {self.name!r} needs input {shown}, which was not given (--input NAME=VALUE)")
         return kwargs(kwnames, values, consts)
@@ -372,6 +376,8 @@ class _Task:
     def invoke(self, kwargs: "dict[str, Any]", index: "int | None") -> "Any":
         """Call the step's function as microdag would; its result, or a
         :class:`_Skipped` when it raised :class:`microdag.Skip`."""
+        from ._errors import Skip  # (step --help reads this module's options: it loads no kernel nor store)
+        from ._records import step_traceback  # (step --help reads this module's options: it loads no kernel nor store)
         from .pools._attempt import invoke  # (an export imports this module, and needs no runner)
         from .runner._call import Caller, call_with_timeout  # (an export imports this module, and needs no runner)
 
@@ -463,6 +469,9 @@ class _Task:
 
     def finish(self, envelope: "dict[str, Any]", check: bool = True) -> None:
         """Write the task's envelope (checked: JSON, and small enough without a volume)."""
+        # (step --help reads this module's options: it loads no kernel nor store)
+        from .stores._codec import json_encoder, not_json
+
         if check:
             bad = not_json(envelope.get("output"))
             if bad is not None:

@@ -110,19 +110,21 @@ def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", comma
 def _report_run(run: "Run", store_spec: str, args: "argparse.Namespace") -> int:
     """The end of ``run``/``resume``: a summary on stderr and the outputs of the
     final steps on stdout, or one JSON document; the exit code."""
-    failed = run._failed() if run.status != "succeeded" else []
+    from .._result import busy_seconds, failed_tasks, status_counts  # (the handler's: run --help loads no results)
+
+    failed = failed_tasks(run) if run.status != "succeeded" else []
     if args.json:
         dump(_run_document(run, store_spec))
     elif not args.quiet or run.status != "succeeded":
         colored = color(sys.stderr)
         status = paint(run.status, run.status, colored)
-        counts = run._counts()
+        counts = status_counts(run)
         order = ["succeeded", "failed", "skipped", "cancelled", "pending"]
         order += sorted(set(counts) - set(order))
         steps = f"{sum(counts.values())} step{'s' if sum(counts.values()) != 1 else ''}"
         tally = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
         print(
-            f"run {run.id} of {run.flow}: {status} in {took(run.duration, run._busy())} "
+            f"run {run.id} of {run.flow}: {status} in {took(run.duration, busy_seconds(run))} "
             f"({steps}{': ' + tally if tally else ''})",
             file=sys.stderr,
         )

@@ -9,7 +9,6 @@ argument: ``step FLOW --from-run RUN -- -h``.
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, input_option, load, parse_inputs
-from .._errors import FlowError
 from .._pod import command, task_options
 from ._common import store_at, store_options
 
@@ -69,6 +68,8 @@ def _cmd_step(args: "argparse.Namespace") -> int:
         try:
             output = flow.run_step(args.step, inputs, from_run=args.from_run, store=store)
         except Exception as exc:
+            from .._errors import FlowError  # (the handler's: step --help loads no _errors)
+
             if isinstance(exc, FlowError):
                 raise
             traceback.print_exc()

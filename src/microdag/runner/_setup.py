@@ -20,6 +20,7 @@ import sys
 from .._capture import install, uninstall
 from .._errors import FlowError
 from .._events import log
+from .._graph import name_index, new_kernel
 from .._plan import NO_DEFAULT
 from .._records import RunInfo, check_run_id
 from .._result import new_run_id
@@ -251,7 +252,7 @@ def open_run(
     if owned:
         plan.busy = True
     else:  # another run of this flow holds the kernel: use a private copy
-        kernel = graph._new_kernel()
+        kernel = new_kernel(graph)
         plan.configure(kernel)
     try:
         recorder = NullRecorder() if store is None else StoreRecorder(store, run_id, graph.names)
@@ -301,7 +302,7 @@ def _open_record(
     active = None if runner.subset is None else set(runner.subset)
     if resumed is not None:
         maps = {runner.names[i] for i in plan.maps if active is None or i in active}
-        steps, items = recorder.resume(plan.graph._index, active, maps, force)
+        steps, items = recorder.resume(name_index(plan.graph), active, maps, force)
         changed = [] if force else _changed_code(resumed.code, plan.code(), runner.names, steps[0])
         if changed:
             recorder.let_go()

@@ -407,7 +407,7 @@ class Store:
         Raises:
             StoreError: no such run.
         """
-        from .._result import Run  # (_result loads the kernel: the reading commands need none)
+        from .._result import Run  # (load_run only: the reading commands need no Run)
 
         info = self.run_info(run_id)
         return Run.from_records(info, self.tasks(run_id), lambda step: self.output(run_id, step))
