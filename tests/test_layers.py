@@ -173,11 +173,11 @@ def test_the_checker_sees_function_level_imports_and_circles(tmp_path) -> None:
     assert find_cycle(edges) == ["pkg.a", "pkg.b", "pkg.a"]
 
 
-def unexplained_imports(path: str) -> "list[int]":
-    """Lines of the function-level imports from the package (``from .`` /
-    ``from ..``) in ``path`` that give no reason: the convention
-    (docs/design.md) is a ``# (reason)`` comment on the import's line, or on
-    the line just before it."""
+def unexplained_imports(path: str, every: bool = False) -> "list[int]":
+    """Lines of the function-level imports in ``path`` that give no reason
+    (from the package, ``from .`` / ``from ..``, and any other when ``every``):
+    the convention (docs/design.md) is a ``# (reason)`` comment on the
+    import's line, or on the line just before it."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     lines = text.splitlines()
@@ -187,7 +187,8 @@ def unexplained_imports(path: str) -> "list[int]":
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 visit(child, True)
-            elif isinstance(child, ast.ImportFrom) and child.level and in_function:
+            elif isinstance(child, (ast.Import, ast.ImportFrom)) and in_function and (
+                    every or isinstance(child, ast.ImportFrom) and child.level):
                 own = lines[child.lineno - 1 : (child.end_lineno or child.lineno)]
                 before = lines[child.lineno - 2].strip() if child.lineno > 1 else ""
                 if not any("# (" in line for line in own) and not before.startswith("# ("):
@@ -212,6 +213,17 @@ def test_every_function_level_import_from_the_package_says_why() -> None:
     assert unexplained == [], "move these imports to the module's top, or give each a # (reason)"
 
 
+def test_every_function_level_import_says_why() -> None:
+    """The same for the standard library and the optional extras: each lazy
+    one is there for import time, a platform or an extra, and says so."""
+    unexplained = [
+        f"{os.path.relpath(path, ROOT)}:{line}"
+        for path in modules().values()
+        for line in unexplained_imports(path, every=True)
+    ]
+    assert unexplained == [], "move these imports to the module's top, or give each a # (reason)"
+
+
 def test_the_reason_checker_reads_a_line_or_the_one_before(tmp_path) -> None:
     module = tmp_path / "m.py"
     module.write_text(
@@ -227,3 +239,4 @@ def test_the_reason_checker_reads_a_line_or_the_one_before(tmp_path) -> None:
         "    from .h import i  # a comment that is no reason\n"
     )
     assert unexplained_imports(str(module)) == [3, 10]
+    assert unexplained_imports(str(module), every=True) == [3, 9, 10]
