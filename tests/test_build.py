@@ -14,6 +14,7 @@ import pytest
 
 import microdag
 from microdag import CycleError, Flow, FlowError
+from microdag._result import failed_tasks, status_counts
 
 
 def total(**deps: int) -> int:
@@ -235,8 +236,8 @@ def test_a_runs_status_counts_are_those_of_its_tasks(on_failure) -> None:
     counts: dict[str, int] = {}
     for task in run.tasks.values():
         counts[task.status] = counts.get(task.status, 0) + 1
-    assert run._counts() == counts
-    assert [t.name for t in run._failed()] == [t.name for t in run.tasks.values() if t.status == "failed"]
+    assert status_counts(run) == counts
+    assert [t.name for t in failed_tasks(run)] == [t.name for t in run.tasks.values() if t.status == "failed"]
 
 
 def test_every_problem_of_a_step_is_listed_at_once() -> None:

@@ -1,4 +1,5 @@
-"""The package's layering: imports point down, with no circle, and no class or module does everything.
+"""The package's layering: imports point down, with no circle, and no class or module does everything;
+an import inside a function says why it is there.
 
 The import graph of ``src/microdag`` is read from the source with :mod:`ast`:
 every ``import`` and ``from ... import`` counts, also inside functions (a
@@ -192,3 +193,72 @@ def test_the_checker_sees_function_level_imports_and_circles(tmp_path) -> None:
     edges = {name: imports_of(name, path, known) for name, path in known.items() if name != "pkg"}
     assert edges == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": {"pkg.b"}}
     assert find_cycle(edges) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+def unexplained_imports(path: str, every: bool = False) -> "list[int]":
+    """Lines of the function-level imports in ``path`` that give no reason
+    (from the package, ``from .`` / ``from ..``, and any other when ``every``):
+    the convention (docs/design.md) is a ``# (reason)`` comment on the
+    import's line, or on the line just before it."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines()
+    found: list[int] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, True)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)) and in_function and (
+                    every or isinstance(child, ast.ImportFrom) and child.level):
+                own = lines[child.lineno - 1 : (child.end_lineno or child.lineno)]
+                before = lines[child.lineno - 2].strip() if child.lineno > 1 else ""
+                if not any("# (" in line for line in own) and not before.startswith("# ("):
+                    found.append(child.lineno)
+            else:
+                visit(child, in_function)
+
+    visit(ast.parse(text), False)
+    return found
+
+
+def test_every_function_level_import_from_the_package_says_why() -> None:
+    """Such an import hides a dependency from the module's top: it is there to
+    keep ``import microdag`` (or a light module, or the command line's start)
+    cheap, to load a backend, store or extra only when asked, or to break a
+    circle, and it says which on its line.  Anything else goes to the top."""
+    unexplained = [
+        f"{os.path.relpath(path, ROOT)}:{line}"
+        for path in modules().values()
+        for line in unexplained_imports(path)
+    ]
+    assert unexplained == [], "move these imports to the module's top, or give each a # (reason)"
+
+
+def test_every_function_level_import_says_why() -> None:
+    """The same for the standard library and the optional extras: each lazy
+    one is there for import time, a platform or an extra, and says so."""
+    unexplained = [
+        f"{os.path.relpath(path, ROOT)}:{line}"
+        for path in modules().values()
+        for line in unexplained_imports(path, every=True)
+    ]
+    assert unexplained == [], "move these imports to the module's top, or give each a # (reason)"
+
+
+def test_the_reason_checker_reads_a_line_or_the_one_before(tmp_path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from . import top\n"
+        "def f():\n"
+        "    from .a import b\n"
+        "    from .c import d  # (only when asked)\n"
+        "    # (a circle: c imports this module)\n"
+        "    from .e import (\n"
+        "        g,\n"
+        "    )\n"
+        "    import json\n"
+        "    from .h import i  # a comment that is no reason\n"
+    )
+    assert unexplained_imports(str(module)) == [3, 10]
+    assert unexplained_imports(str(module), every=True) == [3, 9, 10]

@@ -1081,8 +1081,8 @@ def test_logged_lists_the_tasks_with_logs(store: Store) -> None:
     store.save_logs("r1", "b.c <x>", 3, 1, "three")
     store.flush()
     asked = [("a", -1), ("b.c <x>", 3), ("b.c <x>", 2), ("d", -1)]
-    assert store._logged("r1", asked) == {("a", -1), ("b.c <x>", 3)}
-    assert store._logged("r1", []) == set()
+    assert store.logged("r1", asked) == {("a", -1), ("b.c <x>", 3)}
+    assert store.logged("r1", []) == set()
 
 
 def test_owner_reads_the_claim_without_taking_it(store: Store) -> None:

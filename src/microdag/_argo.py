@@ -49,7 +49,11 @@ if TYPE_CHECKING:
     from ._plan import _Plan
     from ._steps import _Step
 
+from ._errors import FlowError
+from ._plan import NO_DEFAULT
 from ._pod import file_key
+from ._steps import _RETRY_ON
+from .stores._codec import not_json
 
 __all__ = ["LOCAL_RUN", "MOUNT", "PARAMETER_LIMIT", "manifest", "name_problems"]
 
@@ -85,7 +89,7 @@ def name_problems(
     """What is wrong with the names :func:`manifest` is given, one line each
     (empty: nothing); ``labels`` says how to call each argument (default: its
     name), as the command line calls them ``--name`` and so on."""
-    import re
+    import re  # (import time: re loads on first use)
 
     def label(argument: str) -> str:
         return (labels or {}).get(argument, argument)
@@ -196,8 +200,6 @@ def manifest(
         FlowError: what Argo cannot express, every problem listed (each names
             the step and the option).
     """
-    from ._errors import FlowError
-
     problems = name_problems(name=name, namespace=namespace, volume_claim=volume_claim, image=image)
     problems += _templated(flow.name, "the flow's name", "rename the flow")
     problems += _templated(flow_spec, "the flow's path", "give the flow another path")
@@ -237,8 +239,6 @@ def manifest(
 
 def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
     """What the steps ask for that Argo cannot do, one line per step and option."""
-    from ._steps import _RETRY_ON
-
     problems = []
     names = plan.graph.names
     for i, step in enumerate(plan.steps):
@@ -280,10 +280,7 @@ def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
 def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
     """The workflow's ``arguments.parameters`` (one per flow input, with its
     default as ``--input`` would read it) and the problems found."""
-    import re
-
-    from ._plan import NO_DEFAULT
-    from .stores._codec import _not_json
+    import re  # (import time: re loads on first use)
 
     problems: list[str] = []
     defaults: dict[str, list[tuple[str, Any]]] = {}
@@ -305,7 +302,7 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
         parameter: dict[str, Any] = {"name": input_name}
         if not required[input_name] and given:
             step_name, value = given[0]
-            bad = _not_json(value)
+            bad = not_json(value)
             if bad is not None:
                 problems.append(
                     f"step {step_name!r}: the default of input {input_name!r} holds a {bad}, which an "
@@ -338,7 +335,7 @@ def _parameters(plan: "_Plan") -> "tuple[list[dict[str, Any]], list[str]]":
 def _parameter_text(value: "Any") -> str:
     """``value`` as text that ``--input NAME=TEXT`` reads back as ``value``: a
     string that does not read as JSON is itself, anything else its JSON."""
-    import json
+    import json  # (import time: json loads on first use)
 
     if isinstance(value, str):
         try:
@@ -423,7 +420,7 @@ class _Builder:
                 strategy["backoff"] = backoff
             template["retryStrategy"] = strategy
         if step.timeout is not None:
-            import math
+            import math  # (import time: math loads on first use)
 
             template["activeDeadlineSeconds"] = max(1, math.ceil(step.timeout))
 

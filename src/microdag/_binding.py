@@ -51,7 +51,7 @@ class _Signature:
         if type(fn) is _FUNCTION and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__"):
             self._from_code(fn)  # the common case, without importing inspect
             return
-        import inspect
+        import inspect  # (import time: inspect loads on first use)
 
         sig = inspect.signature(fn)
         params: list[tuple[str, object]] = []
@@ -111,6 +111,7 @@ def _check_edges(
     parameter item-wise); see ``_schema.clash`` for what counts as sure.
     ``fns``, ``signatures``: the flow's functions and their signatures, by
     the function's id."""
+    # (_schema loads with the first compile, not with a flow's definition)
     from ._schema import MISSING, annotations, clash, item_type
 
     hints = {key: annotations(fn) for key, fn in fns.items()}

@@ -16,6 +16,8 @@ the captured text is also written on to the real streams as it comes.
 
 import _thread
 import contextvars
+import io
+import os
 import sys
 
 TYPE_CHECKING = False
@@ -74,7 +76,7 @@ class _Tee:
 
 
 def _handler() -> "Any":
-    import logging
+    import logging  # (import time: logging loads on first use)
 
     class _Handler(logging.Handler):
         def emit(self, record: "logging.LogRecord") -> None:
@@ -96,7 +98,7 @@ def _handler() -> "Any":
 def _hook_logging() -> None:
     """Give the root logger the capturing handler (the caller holds ``_lock``,
     or the import lock while :mod:`logging` is first imported)."""
-    import logging
+    import logging  # (import time: logging loads on first use)
 
     if "handler" not in _installed:
         handler = _installed["handler"] = _handler()
@@ -115,7 +117,7 @@ class _LoggingWatch:
     def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
         if name != "logging":
             return None
-        import importlib.machinery
+        import importlib.machinery  # (import time: importlib.machinery loads on first use)
 
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -185,7 +187,7 @@ def uninstall() -> None:
         _unwatch()
         handler = _installed.pop("handler", None)
         if handler is not None:
-            import logging
+            import logging  # (import time: logging loads on first use)
 
             logging.getLogger().removeHandler(handler)
 
@@ -193,8 +195,6 @@ def uninstall() -> None:
 def echoing() -> bool:
     """Whether captured text is also written on (``MICRODAG_ECHO=1``, which
     ``python -m microdag run --echo`` sets): kept, and seen as it comes."""
-    import os
-
     return os.environ.get("MICRODAG_ECHO", "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -250,9 +250,8 @@ def capture_call(fn: "Any", kwargs: "dict[str, Any]") -> "tuple[Any, str]":
 
     An exception gets the text as ``__microdag_logs__`` and is re-raised.
     """
-    import contextlib
-    import io
-    import logging
+    import contextlib  # (import time: contextlib loads on first use)
+    import logging  # (import time: logging loads on first use)
 
     text = io.StringIO()
     out: "Any" = text

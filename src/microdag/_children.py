@@ -49,7 +49,7 @@ def kill_group(pgid: int) -> None:
     """Kill process group ``pgid`` (``SIGKILL``); a group that is gone is fine."""
     if os.name != "posix":
         return
-    import signal
+    import signal  # (import time: signal loads on first use)
 
     try:
         os.killpg(pgid, signal.SIGKILL)

@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 def integer(text: str, low: int, what: str = "a whole number", least: "str | None" = None) -> int:
     """``text`` as an int of at least ``low``; the argparse error names ``what`` was expected."""
-    import argparse
+    import argparse  # (import time: argparse loads on first use)
 
     try:
         value = int(text)
@@ -49,7 +49,7 @@ def parse_inputs(pairs: "list[str]", path: "str | None" = None) -> "dict[str, An
     """Flow inputs from ``--inputs FILE.json`` (``path``) and ``--input K=V``
     (``pairs``, which override it): V is parsed as JSON when it is JSON, else
     taken as text."""
-    import json
+    import json  # (import time: json loads on first use)
 
     inputs: dict[str, Any] = {}
     if path is not None:
@@ -91,7 +91,7 @@ def load(spec: str, given: "Iterable[str] | None" = ()) -> "Flow":
     is checked here, before anything runs) for a run given the inputs named
     ``given`` (``None``: inputs that come from elsewhere, such as a stored run,
     are never taken for misspelt step names)."""
-    from ._spec import load_flow
+    from ._spec import load_flow  # (the command line's start: --help and the store commands load no flow)
 
     flow = load_flow(spec)
     flow.validate(flow.inputs if given is None else given)

@@ -30,6 +30,7 @@ Nothing heavy is imported at module level (``json``, ``subprocess``,
 
 import os
 import sys
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def parse_item(item: str) -> "list[str | tuple[str, str]]":
     Only the forms of :data:`_PLACEHOLDER` are placeholders: any other brace
     is text, and ``{{inputs.x}}`` (doubled braces) is the text ``{inputs.x}``.
     """
-    import re
+    import re  # (import time: re loads on first use)
 
     parts: list[str | tuple[str, str]] = []
     text = ""
@@ -142,7 +143,7 @@ class Command:
 
     @property
     def __signature__(self) -> "Any":
-        import inspect
+        import inspect  # (import time: inspect loads on first use)
 
         params = [
             inspect.Parameter(
@@ -169,7 +170,7 @@ class Command:
             TypeError: a value that is not a str cannot be written as JSON.
             LookupError: an environment variable it uses is not set.
         """
-        import json
+        import json  # (import time: json loads on first use)
 
         argv = []
         for n, parts in enumerate(self.parts):
@@ -180,7 +181,7 @@ class Command:
                     continue
                 kind, name = part
                 if kind == "run_dir" or kind == "workdir":
-                    from ._context import context
+                    from ._context import context  # (a program's run only: checking a flow file loads none)
 
                     item.append(getattr(context(), kind))
                     continue
@@ -251,7 +252,7 @@ class Command:
                 lines.pop()
             return [line[:-1] if line.endswith("\r") else line for line in lines]
         if self.output == "json":
-            import json
+            import json  # (import time: json loads on first use)
 
             def constant(name: str) -> "Any":
                 raise ValueError(f"{name} is not a JSON value")
@@ -283,19 +284,18 @@ def _run_program(argv: "list[str]", limit: "float | None") -> "Any":
     Raises:
         CommandError: the run was cancelled while the program ran.
     """
-    import subprocess
-    import time
+    import subprocess  # (import time: subprocess loads on first use)
 
-    from . import _children
-    from ._context import _FRAME
+    from . import _children  # (a program's run only: checking a flow file loads none)
+    from ._context import current_frame  # (a program's run only: checking a flow file loads none)
 
-    frame = _FRAME.get()
+    frame = current_frame()
     run_id = frame.run_id if frame is not None else None
     cancel = frame.cancel if frame is not None else None
     posix = os.name == "posix"
     env = None
     if "opentelemetry.trace" in sys.modules:  # a traced step: the program is told its span
-        from .otel import traceparent
+        from .otel import traceparent  # (a program's run only: checking a flow file loads none)
 
         parent = traceparent()
         if parent is not None:
@@ -339,11 +339,11 @@ def _defaults_text(inputs: "Mapping[str, Any]") -> str:
     inputs = {k: v for k, v in inputs.items() if v is not Required}
     if not inputs:
         return ""
-    import json
+    import json  # (import time: json loads on first use)
 
     text = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=repr)
     if len(text) > 200:
-        import hashlib
+        import hashlib  # (import time: hashlib loads on first use)
 
         text = "#" + hashlib.sha256(text.encode()).hexdigest()[:16]
     return f" with defaults {text}"

@@ -47,6 +47,6 @@ def sha256(data: bytes = b"") -> "Any":
             return __import__(name).sha256(data)
         except ImportError:
             continue
-    import hashlib
+    import hashlib  # (import time: hashlib loads on first use)
 
     return hashlib.sha256(data)

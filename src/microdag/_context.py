@@ -52,6 +52,9 @@ class Frame:
 
 _FRAME: "contextvars.ContextVar[Frame | None]" = contextvars.ContextVar("microdag_frame", default=None)
 
+#: The current thread's (or task's) frame, or ``None`` outside a run.
+current_frame = _FRAME.get
+
 
 def enter(frame: Frame) -> "contextvars.Token[Frame | None]":
     """Make ``frame`` the current thread's (or task's) frame."""
@@ -153,6 +156,6 @@ def context() -> StepContext:
 
 def default_run_dir(run_id: str) -> str:
     """Where a run's directory goes when no store provides one."""
-    import tempfile
+    import tempfile  # (import time: tempfile loads on first use)
 
     return os.path.join(tempfile.gettempdir(), f"microdag-{run_id}")

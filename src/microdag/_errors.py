@@ -107,7 +107,7 @@ class Skip(Exception):
     """
 
     def __init__(self, reason: str = "") -> None:
-        from ._context import in_step
+        from ._context import in_step  # (import time: a flow's definition loads no _context)
 
         if not in_step():
             raise RuntimeError(

@@ -84,7 +84,7 @@ def log(level: int, msg: str, *args: "Any") -> None:
     logging guide asks of libraries: records reach whatever the application
     configured, and an application that configured nothing sees nothing.
     """
-    import logging
+    import logging  # (import time: logging loads on first use)
 
     logger = logging.getLogger("microdag")
     if not logger.handlers:

@@ -14,9 +14,9 @@ from ._build import _checked, _declared, _many
 from ._compat import sched
 from ._errors import FlowError
 from ._graph import Graph
-from ._result import run_failed
+from ._result import new_run_id, run_failed
 from ._plan import _Plan
-from ._steps import _DEFAULTS, _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Step, _Steps
+from ._steps import _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Step, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -433,7 +433,7 @@ class Flow:
             CycleError: the steps form a cycle.
             RunFailed: the run did not succeed and ``raise_on_failure``.
         """
-        from .runner import RunOptions, execute
+        from .runner import RunOptions, execute  # (the runner loads with the first run, not with a flow's definition)
 
         plan = self._compiled()
         if executor == "inline":
@@ -486,6 +486,7 @@ class Flow:
         run on its Dask cluster as with :meth:`run`, and this coroutine
         waits for them without blocking the loop.
         """
+        # (the runner loads with the first run, not with a flow's definition)
         from .runner import RunOptions, execute_async
 
         options = RunOptions(
@@ -539,7 +540,7 @@ def _run_one(
     i = plan.graph.ids([name])[0]
     given: dict[str, Any] = {}
     if from_run is not None:
-        from .stores import open_store
+        from .stores import open_store  # (stores load for a run that keeps one)
 
         if store is None:
             raise FlowError("run_step(from_run=...) needs the store= that holds the run")
@@ -552,9 +553,8 @@ def _run_one(
             except KeyError:
                 pass  # reported below as missing, unless inputs gives it
     given.update(inputs or {})
-    from ._result import new_run_id
-    from .pools._attempt import invoke
-    from .runner._call import Caller, arguments
+    from .pools._attempt import invoke  # (the runner loads with the first run, not with a flow's definition)
+    from .runner._call import Caller, arguments  # (the runner loads with the first run, not with a flow's definition)
 
     kwargs = arguments(plan, i, given)
     return invoke(plan.fns[i], kwargs, Caller(plan, new_run_id(), flow).attempt(i, 1))

@@ -29,12 +29,15 @@ too.
 """
 
 import functools
+import keyword
 import os
 import sys
 
 from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
+from ._graph import Graph
+from ._binding import _Signature
 from ._schema import INF_NAN, describe, problem
 from ._steps import MAX_SECONDS, TRIGGERS
 
@@ -146,7 +149,7 @@ class Builder:
         return True
 
     def unknown_key(self, where: "tuple[str, ...]", label: str, key: str, known: "Any") -> None:
-        import difflib
+        import difflib  # (import time: difflib loads on first use)
 
         close = difflib.get_close_matches(key, list(known), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
@@ -180,8 +183,7 @@ class Builder:
                     f"input {input_name!r} is named like step {input_name!r}: "
                     "a parameter of that name would receive the step's output; rename one",
                 )
-        flow = Flow(name)
-        flow._declared = self.declared
+        flow = Flow(name, inputs=self.declared)
         for step_name, body in steps.items():
             self.step(flow, step_name, body, defaults, steps)
         cycle: CycleError | None = None
@@ -205,8 +207,6 @@ class Builder:
 
     def cycle(self) -> "CycleError | None":
         """A cycle among the steps, ignoring dependencies on undefined steps."""
-        from ._graph import Graph
-
         try:
             Graph([(name, [d for d in deps if d in self.deps]) for name, deps in self.deps.items()], kind="step")
         except CycleError as exc:
@@ -234,8 +234,6 @@ class Builder:
         return str(section["name"])
 
     def inputs(self, section: object) -> "dict[str, Any]":
-        import keyword
-
         if not isinstance(section, dict):
             self.report(("inputs",), f"inputs must be a table of input = default, not {_show(section)}")
             return {}
@@ -388,8 +386,6 @@ class Builder:
             self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
-        from ._binding import _Signature
-
         try:
             params = [p for p, _ in _Signature(fn).params]
         except (TypeError, ValueError):
@@ -491,7 +487,7 @@ def _invalid(**deps: "Any") -> None:
 
 def _import(module_name: str, folder: str) -> object:
     """The module, or the reason it cannot be imported (a str)."""
-    import importlib
+    import importlib  # (import time: importlib loads on first use)
 
     on_path(folder)
     try:
@@ -509,7 +505,7 @@ def _import(module_name: str, folder: str) -> object:
 
 def _show(value: object) -> str:
     """``value`` as it would be written in the file (JSON), shortened."""
-    import json
+    import json  # (import time: json loads on first use)
 
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
@@ -520,8 +516,8 @@ def _show(value: object) -> str:
 
 def _json_line(text: str, where: "tuple[str, ...]") -> "int | None":
     """The line of the deepest ``"key":`` of ``where`` found in order (best effort)."""
-    import json
-    import re
+    import json  # (import time: json loads on first use)
+    import re  # (import time: re loads on first use)
 
     pos = -1
     start = 0

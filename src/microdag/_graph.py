@@ -40,7 +40,7 @@ else:
         __slots__ = ()
         __class_getitem__ = classmethod(GenericAlias)
 
-__all__ = ["Graph", "TopologicalSorter"]
+__all__ = ["Graph", "TopologicalSorter", "name_index", "new_kernel"]
 
 TopologicalSorter = sched.TopologicalSorter
 
@@ -313,7 +313,7 @@ class Graph(_Generic[_N]):
     def to_json(self) -> str:
         """:meth:`to_dict` as JSON text (as :meth:`to_dot` and :meth:`to_mermaid`
         return their formats' text)."""
-        import json
+        import json  # (import time: json loads on first use)
 
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
@@ -347,3 +347,12 @@ _MERMAID_ENTITIES = {
 def _mermaid_label(text: str) -> str:
     return "".join(_MERMAID_ENTITIES.get(ch, ch) for ch in text)
 
+
+def new_kernel(graph: "Graph[Any]") -> "Kernel":
+    """A fresh kernel for ``graph`` (for a run while another holds its :attr:`~Graph.kernel`)."""
+    return graph._new_kernel()
+
+
+def name_index(graph: "Graph[Any]") -> "dict[Any, int]":
+    """``graph``'s name -> id table, as it is (not a copy: do not change it)."""
+    return graph._index

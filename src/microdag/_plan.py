@@ -13,11 +13,12 @@ in ``_retry``.  Here: the plan, its flags, its inputs' schema, and the digests
 of a flow's structure and of its steps' code.
 """
 
+import marshal
 from itertools import repeat
 from operator import is_
 
 from ._binding import NO_DEFAULT, _FEW, _check_edges, _layout_each, _layout_together, _Signature
-from ._compat import sched
+from ._compat import sched, sha256
 from ._errors import CycleError, FlowError, nearest
 from ._graph import Graph
 from ._nogc import NoGC
@@ -216,7 +217,7 @@ class _Plan:
 
     def input_schema(self, title: str) -> "dict[str, Any]":
         """``Flow.input_schema``: a JSON Schema of the inputs (see there)."""
-        import json
+        import json  # (import time: json loads on first use)
 
         types = self.input_types()
         defaults: dict[str, Any] = {}
@@ -248,6 +249,7 @@ class _Plan:
         """Input name -> its JSON Schema: declared by the flow file, else from
         the annotation of the first parameter that takes it (``{}``: any)."""
         if self._types is None:
+            # (_schema loads with the first compile, not with a flow's definition)
             from ._schema import MISSING, annotations, item_type, schema_of
 
             seen: dict[int, dict[str, Any]] = {}
@@ -300,10 +302,7 @@ class _Plan:
         """
         if self._fingerprint is not None:
             return self._fingerprint
-        import json
-        import marshal
-
-        from ._compat import sha256
+        import json  # (import time: json loads on first use)
 
         n = len(self.steps)
         triples: dict[int, tuple[Any, ...] | None] = {}  # options -> their structural part, when not the default
@@ -342,9 +341,7 @@ class _Plan:
         """The first format of :meth:`fingerprint`: one JSON list per step
         (name, dependency names, keyword names, bound inputs, map, batch
         size, trigger)."""
-        import json
-
-        from ._compat import sha256
+        import json  # (import time: json loads on first use)
 
         names = self.graph.names
         with NoGC():
@@ -358,7 +355,7 @@ class _Plan:
 
     def graph_json(self) -> str:
         """The structure a store keeps for reports: names and dependency indices."""
-        import json
+        import json  # (import time: json loads on first use)
 
         names = [str(name) for name in self.graph.names]
         return json.dumps({"nodes": names, "deps": [list(d) for d in self.graph._deps]})
@@ -404,10 +401,6 @@ def code_digest(fn: "Callable[..., Any]", defaults: bool = True) -> str:
     values, defaults included.  Only what the code does counts: not its
     name, file or line numbers (see :func:`_what_code_does`).
     """
-    import marshal
-
-    from ._compat import sha256
-
     digest = sha256()
     described = getattr(fn, "__microdag_code__", None)
     code = getattr(fn, "__code__", None)
@@ -434,12 +427,12 @@ def _what_code_does(code: "Any") -> "tuple[Any, ...]":
 
 def canonical(value: "Any") -> bytes:
     """``value`` as bytes for a digest: its JSON, else its pickle, else its repr."""
-    import json
+    import json  # (import time: json loads on first use)
 
     try:
         return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     except (TypeError, ValueError):
-        import pickle
+        import pickle  # (import time: pickle loads on first use)
 
         try:
             return pickle.dumps(value, protocol=4)

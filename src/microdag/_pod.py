@@ -21,6 +21,7 @@ a mutually exclusive group that argparse checks.
 
 import os
 import sys
+import time
 
 from ._cmdline import UsageError, input_option, load, parse_inputs, positive, unit, whole
 
@@ -50,12 +51,12 @@ def file_key(name: str) -> str:
     the SHA-256 of its UTF-8: no other key holds a ``=``."""
     if name and len(name) <= KEY_LIMIT and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
         return name
-    from urllib.parse import quote
+    from urllib.parse import quote  # (import time: urllib.parse loads on first use)
 
     key = quote(name, safe="-_", errors="surrogatepass").replace(".", "%2E")
     if len(key) <= KEY_LIMIT:
         return key
-    from ._compat import sha256
+    from ._compat import sha256  # (step --help reads this module's options: it loads no kernel nor store)
 
     start = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_"))[:32]
     return f"{start}={sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
@@ -132,7 +133,7 @@ class _Folder:
 
     def read(self, path: str) -> "Any":
         """The JSON document at ``path``, or ``None`` when there is none."""
-        import json
+        import json  # (import time: json loads on first use)
 
         try:
             with open(path, encoding="utf-8") as f:
@@ -150,6 +151,7 @@ class _Folder:
 
     def write(self, path: str, text: str) -> None:
         """Write ``text`` to ``path`` whole (a reader never sees half of it)."""
+        # (step --help reads this module's options: it loads no kernel nor store)
         from .stores._files import write_atomic
 
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -193,9 +195,7 @@ def run_task(
         FlowError: unknown step, a role that does not fit it, or an input the
             step needs that was not given.
     """
-    import time
-
-    from ._errors import FlowError
+    from ._errors import FlowError  # (step --help reads this module's options: it loads no kernel nor store)
 
     if name not in flow:
         raise FlowError(f"flow {flow.name!r} has no step named {name!r}")
@@ -318,7 +318,7 @@ class _Task:
             values.append(envelope.get("output") if envelope and envelope["status"] == "succeeded" else None)
         kwnames, consts, missing = bind_inputs(plan, i, self.inputs, defaults=True)
         if missing:
-            from ._errors import FlowError
+            from ._errors import FlowError  # (step --help reads this module's options: it loads no kernel nor store)
 
             shown = ", ".join(repr(name) for _, name in missing)
             raise FlowError(f"step {self.name!r} needs input {shown}, which was not given (--input NAME=VALUE)")
@@ -326,7 +326,7 @@ class _Task:
 
     def units(self, kwargs: "dict[str, Any]") -> "list[Any]":
         """The units of the value the map step maps over (items, or batches)."""
-        from .runner._call import units
+        from .runner._call import units  # (an export imports this module, and needs no runner)
 
         param = self.step.map
         assert param is not None
@@ -362,7 +362,7 @@ class _Task:
             envelope: dict[str, Any] = {"status": "skipped", "reason": result.reason}
         else:
             if unit and self.step.batch_size is not None:
-                from .runner._call import batch_error
+                from .runner._call import batch_error  # (an export imports this module, and needs no runner)
 
                 assert self.item is not None and index is not None
                 error = batch_error(self.name, index, len(unit_list[self.item]), result)
@@ -376,10 +376,10 @@ class _Task:
     def invoke(self, kwargs: "dict[str, Any]", index: "int | None") -> "Any":
         """Call the step's function as microdag would; its result, or a
         :class:`_Skipped` when it raised :class:`microdag.Skip`."""
-        from ._errors import Skip
-        from ._records import step_traceback
-        from .pools._attempt import invoke
-        from .runner._call import Caller, call_with_timeout
+        from ._errors import Skip  # (step --help reads this module's options: it loads no kernel nor store)
+        from ._records import step_traceback  # (step --help reads this module's options: it loads no kernel nor store)
+        from .pools._attempt import invoke  # (an export imports this module, and needs no runner)
+        from .runner._call import Caller, call_with_timeout  # (an export imports this module, and needs no runner)
 
         step = self.step
         unit = -1 if index is None or self.item is None else self.item
@@ -400,7 +400,7 @@ class _Task:
 
     def plan_units(self) -> "dict[str, Any]":
         """A map step's plan: its trigger, then the units of the value mapped over."""
-        import json
+        import json  # (import time: json loads on first use)
 
         deps = self.dependencies(check=self.step.trigger == "all_success")
         reason = self.skipped_by(deps)
@@ -441,7 +441,7 @@ class _Task:
     def unit_envelopes(self, count: int) -> "dict[int, dict[str, Any]]":
         """Unit index -> its envelope: from Argo's list of the units' output
         parameters (``.units.json``, without a volume), else from the units' files."""
-        import json
+        import json  # (import time: json loads on first use)
 
         out: dict[int, dict[str, Any]] = {}
         listed = self.folder.read(self.folder.path(self.name, ".units.json"))
@@ -469,10 +469,11 @@ class _Task:
 
     def finish(self, envelope: "dict[str, Any]", check: bool = True) -> None:
         """Write the task's envelope (checked: JSON, and small enough without a volume)."""
-        from .stores._codec import _json_encoder, _not_json
+        # (step --help reads this module's options: it loads no kernel nor store)
+        from .stores._codec import json_encoder, not_json
 
         if check:
-            bad = _not_json(envelope.get("output"))
+            bad = not_json(envelope.get("output"))
             if bad is not None:
                 raise _Failed(
                     f"TypeError: the output of step {self.name!r} holds a {bad}: on Argo, steps pass "
@@ -480,7 +481,7 @@ class _Task:
                 )
         if self.item is not None and "item" not in envelope:
             envelope["item"] = self.item
-        text: str = _json_encoder().encode(envelope)
+        text: str = json_encoder().encode(envelope)
         if check and self.max_output is not None and len(text.encode()) > self.max_output:
             raise _Failed(
                 f"the output of step {self.name!r} takes {len(text.encode()) / 1024:.1f} KiB of JSON, more "

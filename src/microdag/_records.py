@@ -14,6 +14,8 @@ that reading a stored run does not need to load the kernel at all.
 This module imports nothing from microdag: every layer may use it.
 """
 
+import os
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -248,8 +250,7 @@ def step_traceback(error: BaseException) -> str:
     if isinstance(kept, str):  # with the notes added since
         notes = getattr(error, "__notes__", None)
         return kept + "".join(f"{note}\n" for note in notes or () if isinstance(note, str) and note not in kept)
-    import os
-    import traceback
+    import traceback  # (import time: traceback loads on first use)
 
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     tb = error.__traceback__

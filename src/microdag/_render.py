@@ -37,6 +37,14 @@ through ``html.escape(..., quote=True)``, in text and attributes alike; lone
 surrogates are written as backslash escapes so the document encodes as UTF-8.
 """
 
+import heapq
+import json
+import math
+from collections import Counter
+from datetime import datetime, timezone
+from html import escape
+from operator import attrgetter, neg, not_, sub
+
 from ._nogc import NoGC
 
 TYPE_CHECKING = False
@@ -120,9 +128,6 @@ def _render_report(
     logs: "Callable[[str, int], str]",
     attempts: "Iterable[tuple[str, int, int, float, float, str, str]]",
 ) -> str:
-    import json
-    from operator import attrgetter
-
     steps: dict[str, TaskRecord | None] = {}
     items: dict[str, list[TaskRecord]] = {}
     if graph is not None:
@@ -230,9 +235,6 @@ def _summary(
     for name in bad[:FAILURES]:
         anchor[name] = "step-" + name.encode("utf-8", "surrogatepass").hex()
         out.append(_section(name, steps[name], items.get(name, []), status[name], anchor[name], logs))
-    import heapq
-    from operator import attrgetter, neg, not_, sub
-
     records = list(steps.values())
     # Every step has its record (not ``None in``, which calls __eq__ a million
     # times) and its times: the durations a list at a time; else one by one.
@@ -260,8 +262,6 @@ def _summary(
 
 
 def _esc(value: "Any") -> str:
-    from html import escape
-
     return escape(str(value), quote=True)
 
 
@@ -277,8 +277,6 @@ def _step_status(rec: "TaskRecord | None", items: "list[TaskRecord] | None") -> 
 
 
 def _tally(statuses: "Iterable[str]") -> str:
-    from collections import Counter
-
     counts = Counter(statuses)
     order = list(COLOURS)
     known = sorted((s for s in counts if s in COLOURS), key=order.index)
@@ -296,8 +294,6 @@ def _badge(status: str) -> str:
 def _iso(t: "float | None") -> str:
     if t is None:
         return "-"
-    from datetime import datetime, timezone
-
     stamp = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
@@ -427,8 +423,6 @@ def _dag(
 
 def _ticks(span: float) -> "list[float]":
     """Tick times from 0 to ``span``: multiples of 1, 2 or 5 times a power of ten, at most 9."""
-    import math
-
     if span <= 0:
         return [0.0]
     step = 10.0 ** math.floor(math.log10(span / 5))

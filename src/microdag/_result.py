@@ -13,7 +13,7 @@ import os
 import time
 
 from ._errors import RunFailed
-from ._records import CODES, EXCLUDED, STATUS, UNKNOWN, StoredError
+from ._records import CODES, EXCLUDED, STATUS, UNKNOWN, StoredError, busy_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._records import RunInfo, TaskRecord
     from ._types import RunStatus, TaskStatus
 
-__all__ = ["Run", "Task", "new_run_id", "run_failed"]
+__all__ = ["Run", "Task", "busy_seconds", "failed_tasks", "new_run_id", "run_failed", "status_counts"]
 
 
 class Task:
@@ -205,8 +205,6 @@ class Run:
     def _busy(self) -> float:
         """Seconds some step was running (``_records.busy_time``): less than
         :attr:`duration` by the idle time between an interrupt and a resume."""
-        from ._records import busy_time
-
         tried = [(s, e) for s, e, a in zip(self._starts, self._ends, self._attempts) if a and e]  # (any clock)
         return busy_time([s for s, _ in tried], [e for _, e in tried])
 
@@ -369,3 +367,21 @@ def run_failed(run: Run) -> RunFailed:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(4).hex()
+
+
+def busy_seconds(run: Run) -> float:
+    """Seconds some step of ``run`` was running: less than its duration by the
+    idle time between an interrupt and a resume (what the CLI's summary shows
+    beside the wall time)."""
+    return run._busy()
+
+
+def status_counts(run: Run) -> "dict[str, int]":
+    """How many of ``run``'s tasks ended in each status (none with 0), read
+    without a :class:`Task` each."""
+    return run._counts()
+
+
+def failed_tasks(run: Run) -> "list[Task]":
+    """``run``'s tasks that failed, in step order."""
+    return run._failed()

@@ -54,7 +54,7 @@ class Retry:
             delay = min(delay, self.max_delay)
         if delay <= 0:
             return 0.0
-        import random
+        import random  # (import time: random loads on first use)
 
         return delay * (0.5 + random.random() / 2)  # equal jitter: [delay/2, delay)
 

@@ -106,7 +106,7 @@ def _origin_args(ann: "Any") -> "tuple[Any, tuple[Any, ...]]":
         return ann, ()
     args = tuple(getattr(ann, "__args__", ()) or ())
     if "typing" in sys.modules:
-        import typing
+        import typing  # (import time: typing loads on first use)
 
         if origin is typing.Union:
             return "union", args
@@ -177,7 +177,7 @@ def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
                 "description": cls.__name__}
     fields = getattr(cls, "__dataclass_fields__", None)
     if isinstance(fields, dict):
-        import dataclasses
+        import dataclasses  # (import time: dataclasses loads on first use)
 
         required = [name for name, f in fields.items()
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -29,7 +29,7 @@ import sys
 from ._command import CommandError
 from ._errors import CycleError, FlowError
 from ._flow import Flow
-from ._flowfile import DECLARATION, Builder, on_path, reason
+from ._flowfile import Builder, on_path, reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["CommandError", "check_text", "load_flow"]
 
 _loaded = [0]  # .py files loaded under a name of their own so far
-_DECLARATION = DECLARATION  # (the UI reads a typed input's keys by this name)
 
 
 def load_flow(spec: str) -> Flow:
@@ -95,7 +94,7 @@ def load_flow(spec: str) -> Flow:
 
 def _load_py(path: str, attr: "str | None") -> Flow:
     """The Flow of Python file ``path`` (the one there is, or ``attr``)."""
-    import importlib.util
+    import importlib.util  # (import time: importlib.util loads on first use)
 
     spec = path if attr is None else f"{path}:{attr}"
     if not os.path.isfile(path):
@@ -146,7 +145,7 @@ def _module_name(full: str) -> str:
     whose ``sys.path`` holds the folder, import the file by that name when
     they unpickle its functions.  Otherwise a name of its own.
     """
-    import importlib.machinery
+    import importlib.machinery  # (import time: importlib.machinery loads on first use)
 
     folder = os.path.dirname(full)
     stem = os.path.splitext(os.path.basename(full))[0]
@@ -166,7 +165,7 @@ def _module_name(full: str) -> str:
 
 def _load_module(spec: str, module_name: str, attr: str) -> Flow:
     """The Flow ``attr`` of the importable module ``module_name``."""
-    import importlib
+    import importlib  # (import time: importlib loads on first use)
 
     try:
         module = importlib.import_module(module_name)
@@ -197,7 +196,7 @@ def _attribute(module: object, attr: str, spec: str) -> Flow:
 
 def _raised_in(path: str, exc: BaseException) -> str:
     """``path:LINE`` of the innermost frame of ``exc`` in ``path`` (or just ``path``)."""
-    import traceback
+    import traceback  # (import time: traceback loads on first use)
 
     full = os.path.abspath(path)
     line = None
@@ -303,8 +302,8 @@ def _too_deep(text: str) -> "int | None":
 
 
 def _parse_toml(path: str, text: str) -> object:
-    import re
-    import tomllib
+    import re  # (import time: re loads on first use)
+    import tomllib  # (import time: tomllib loads on first use)
 
     try:
         return tomllib.loads(text)
@@ -319,7 +318,7 @@ def _parse_toml(path: str, text: str) -> object:
 
 
 def _parse_json(path: str, text: str, problems: "list[str]") -> object:
-    import json
+    import json  # (import time: json loads on first use)
 
     def pairs(items: "list[tuple[str, Any]]") -> "dict[str, Any]":
         out: dict[str, Any] = {}

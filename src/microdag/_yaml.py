@@ -110,7 +110,7 @@ def _string(text: str) -> str:
         and text.lower() not in _SPECIAL
     ):
         return text
-    import json
+    import json  # (import time: json loads on first use)
 
     quoted = json.dumps(text, ensure_ascii=False)
     if all(" " <= c <= "~" for c in quoted):

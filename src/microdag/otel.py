@@ -27,6 +27,11 @@ Nothing here imports :mod:`opentelemetry` until a :class:`Tracing` is made
 (or a worker enters an attempt's context): ``import microdag`` never does.
 """
 
+import os
+import sys
+
+from ._version import __version__
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -70,13 +75,11 @@ class Tracing:
 
     def __init__(self, tracer_provider: "TracerProvider | None" = None) -> None:
         try:
-            from opentelemetry import trace
+            from opentelemetry import trace  # (opentelemetry: an optional extra)
         except ImportError as exc:
             raise ImportError(f"microdag.otel.Tracing: {_INSTALL}") from exc
-        from ._version import __version__
-
-        from opentelemetry import context
-        from opentelemetry.trace import Status, StatusCode
+        from opentelemetry import context  # (opentelemetry: an optional extra)
+        from opentelemetry.trace import Status, StatusCode  # (opentelemetry: an optional extra)
 
         _StepSpan.api = (context.attach, context.detach, trace.set_span_in_context)
         self._trace = trace
@@ -191,7 +194,7 @@ class _RemoteSpan:
 
     def enter(self) -> object:
         try:
-            from opentelemetry import context, trace
+            from opentelemetry import context, trace  # (opentelemetry: an optional extra)
         except ImportError:  # a worker without the API: its steps cannot make spans either
             return None
         trace_id, span_id, flags = self.ids
@@ -201,7 +204,7 @@ class _RemoteSpan:
     @staticmethod
     def leave(token: object) -> None:
         if token is not None:
-            from opentelemetry import context
+            from opentelemetry import context  # (opentelemetry: an optional extra)
 
             context.detach(token)  # type: ignore[arg-type]
 
@@ -209,8 +212,6 @@ class _RemoteSpan:
 def traceparent() -> "str | None":
     """The W3C ``traceparent`` of the current span, if a traced step is
     running here (``None`` otherwise; never imports :mod:`opentelemetry`)."""
-    import sys
-
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None:
         return None
@@ -231,17 +232,15 @@ def provider_from_environment() -> "Any":  # an SDK TracerProvider
         RuntimeError: the SDK or a named exporter is not installed, or the
             exporter list names none (the message says what to install or set).
     """
-    import os
-
     try:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.resources import Resource  # (opentelemetry: an optional extra)
+        from opentelemetry.sdk.trace import TracerProvider  # (opentelemetry: an optional extra)
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # (opentelemetry: an optional extra)
     except ImportError:
         raise RuntimeError(
             "tracing needs the OpenTelemetry SDK and an exporter: pip install opentelemetry-sdk "
             "opentelemetry-exporter-otlp (or set OTEL_TRACES_EXPORTER=console to print spans)") from None
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points  # (entry points: only when asked for)
 
     names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
     if not names or names == ["none"]:

@@ -24,10 +24,13 @@ imported (the others are listed by name and help), and each command imports
 what it uses inside its handler.
 """
 
+import argparse
 import os
 import sys
 
 from .._cmdline import INTERRUPTED, OK, USAGE, UsageError
+from .._version import __version__
+from ._common import columns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,8 +64,7 @@ COMMANDS: "dict[str, tuple[str, str | None]]" = {
 
 
 def _version() -> str:
-    from .._compat import TWIN, WHY_PY
-    from .._version import __version__
+    from .._compat import TWIN, WHY_PY  # (--version only: _compat loads the kernel)
 
     why = f"; {WHY_PY}" if TWIN == "py" and WHY_PY else ""
     return f"microdag {__version__} (scheduler: {TWIN}{why})"
@@ -71,10 +73,6 @@ def _version() -> str:
 def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
     """The parser, with the arguments of command ``wanted`` only (names and
     summaries of the others are enough for the top-level help)."""
-    import argparse
-
-    from ._common import columns
-
     width = columns() - 2  # the help's width, as shutil.get_terminal_size gives it to argparse
 
     def formatter(prog: str) -> "argparse.HelpFormatter":
@@ -124,8 +122,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None and getattr(stream, "errors", "") == "strict":
             reconfigure(errors="backslashreplace")
-    from .._errors import CycleError, FlowError
-    from ..stores import StoreError
+    from .._errors import CycleError, FlowError  # (after the parse: --help loads neither)
+    from ..stores import StoreError  # (after the parse: --help loads neither)
 
     try:
         return handler(args)
@@ -146,7 +144,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
 
 
 def _error(exc: BaseException) -> None:
-    from .._errors import FlowError
+    from .._errors import FlowError  # (a command's error only)
 
     if isinstance(exc, FlowError) and len(exc.problems) > 1:
         print(f"error: {len(exc.problems)} problems:", file=sys.stderr)

@@ -3,6 +3,7 @@ inputs, and how values, times and statuses are shown on a terminal."""
 
 import os
 import sys
+import time
 
 from .._cmdline import UsageError
 
@@ -46,7 +47,7 @@ def store_at(
     of ``--codec`` (when given: else the store's default, or the one its spec
     names); the reading commands open it read-only, so that they work where it
     cannot be written."""
-    from ..stores import StoreError, open_store, spec_parts
+    from ..stores import StoreError, open_store, spec_parts  # (the store commands only: --help opens none)
 
     if spec is None:
         spec = DEFAULT_STORE
@@ -70,9 +71,9 @@ def typed_inputs(flow: "Flow", pairs: "list[str]", inputs: "dict[str, Any]") -> 
     """``inputs`` with each ``--input K=V`` read as the type input K declares:
     the text itself for a string, a number or true/false where one is wanted
     (a clear error when V is not one), JSON or text otherwise."""
-    import json
+    import json  # (the command line's start: json loads with the command that uses it)
 
-    from .._schema import describe
+    from .._schema import describe  # (commands given inputs only)
 
     if not pairs:
         return inputs
@@ -92,7 +93,7 @@ def typed_inputs(flow: "Flow", pairs: "list[str]", inputs: "dict[str, Any]") -> 
 
 def jsonable(value: "Any") -> "Any":
     """``value`` if JSON can hold it, else its repr."""
-    import json
+    import json  # (the command line's start: json loads with the command that uses it)
 
     try:
         json.dumps(value, allow_nan=False)
@@ -102,7 +103,7 @@ def jsonable(value: "Any") -> "Any":
 
 
 def dump(document: "Any") -> None:
-    import json
+    import json  # (the command line's start: json loads with the command that uses it)
 
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
@@ -129,8 +130,6 @@ def seconds(value: "float | None") -> str:
 def when(timestamp: "float | None") -> str:
     if timestamp is None:
         return "-"
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
@@ -173,7 +172,7 @@ def cols(text: str) -> int:
     """The columns ``text`` takes on a terminal (wide East Asian characters: 2)."""
     if text.isascii():
         return len(text)
-    import unicodedata
+    import unicodedata  # (the command line's start: unicodedata loads with the command that uses it)
 
     return sum(
         0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
@@ -203,7 +202,7 @@ PREVIEW = 100
 def preview(value: "Any", limit: int = PREVIEW) -> str:
     """``value`` on one line of at most ``limit`` characters: as JSON when it is
     JSON, else its repr; cut with ``...``.  A big value is not written whole."""
-    import json
+    import json  # (the command line's start: json loads with the command that uses it)
 
     text = ""
     try:
@@ -212,7 +211,7 @@ def preview(value: "Any", limit: int = PREVIEW) -> str:
             if len(text) > limit:
                 break
     except (TypeError, ValueError, RecursionError):
-        import reprlib
+        import reprlib  # (the command line's start: reprlib loads with the command that uses it)
 
         short = reprlib.Repr()
         short.maxlevel = 3

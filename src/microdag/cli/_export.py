@@ -42,7 +42,7 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
 
 def _cmd_export(args: "argparse.Namespace") -> int:
     """``export argo FLOW --image IMAGE``: the flow as an Argo Workflow manifest."""
-    from .._argo import manifest, name_problems
+    from .._argo import manifest, name_problems  # (the handler's: export --help loads no exporter)
 
     problems = name_problems(
         name=args.name, namespace=args.namespace, volume_claim=args.volume_claim, image=args.image, labels=_OPTIONS
@@ -55,11 +55,11 @@ def _cmd_export(args: "argparse.Namespace") -> int:
         namespace=args.namespace, volume_claim=args.volume_claim, workers=args.workers,
     )
     if args.format == "json":
-        import json
+        import json  # (the command line's start: json loads with the command that uses it)
 
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     else:
-        from .._yaml import dump
+        from .._yaml import dump  # (the handler's: export --help loads no exporter)
 
         text = dump(document, comment=f"Argo Workflow of flow {flow.name!r}, written by python -m microdag "
                     "export argo; submit it with: argo submit FILE")

@@ -22,7 +22,7 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
 
 def _cmd_schema(args: "argparse.Namespace") -> int:
     """``schema FLOW``: the JSON Schema of the flow's inputs, as ``Flow.input_schema`` gives it."""
-    import json
+    import json  # (the command line's start: json loads with the command that uses it)
 
     flow = load(args.flow)
     sys.stdout.write(json.dumps(flow.input_schema(), indent=2, ensure_ascii=False, default=repr) + "\n")

@@ -1,6 +1,7 @@
 """The progress of a run on stderr (``run`` and ``resume``)."""
 
 import sys
+import time
 
 from ._common import cols, color, columns, cut, one_line, paint, printable, seconds
 
@@ -41,8 +42,7 @@ class Progress:
         clock: "Callable[[], float] | None" = None,
         live: "bool | None" = None,
     ) -> None:
-        import threading
-        import time
+        import threading  # (the command line's start: threading loads with the command that uses it)
 
         self.stream = stream or sys.stderr
         self.total = total

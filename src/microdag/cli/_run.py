@@ -1,10 +1,12 @@
 """``run`` and ``resume``: a flow run with progress on stderr, its summary,
 and the outputs of its final steps."""
 
+import argparse
 import os
 import sys
 
 from .._cmdline import FAILED, INTERRUPTED, OK, UsageError, input_option, load, parse_inputs, positive
+from .._errors import nearest
 from ._common import (
     DEFAULT_STORE, color, dump, indented, jsonable, paint, preview, printable, store_at, store_options,
     took, typed_inputs,
@@ -81,8 +83,6 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
 
 
 def _executor(text: str) -> str:
-    import argparse
-
     if text in ("inline", "threads", "processes", "dask") or (text.startswith("dask://") and len(text) > 7):
         return text
     raise argparse.ArgumentTypeError(
@@ -93,7 +93,7 @@ def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", comma
                  step: "str | None" = None) -> str:
     """The command that resumes run ``run_id`` (or runs another ``command`` on it, for
     ``step``): it needs the store and codec it was run with."""
-    import shlex
+    import shlex  # (the command line's start: shlex loads with the command that uses it)
 
     hint = f"python -m microdag {command} {shlex.quote(run_id)}"
     dashed = step is not None and step.startswith("-")  # (then after the options and --)
@@ -111,19 +111,21 @@ def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", comma
 def _report_run(run: "Run", store_spec: str, args: "argparse.Namespace") -> int:
     """The end of ``run``/``resume``: a summary on stderr and the outputs of the
     final steps on stdout, or one JSON document; the exit code."""
-    failed = run._failed() if run.status != "succeeded" else []
+    from .._result import busy_seconds, failed_tasks, status_counts  # (the handler's: run --help loads no results)
+
+    failed = failed_tasks(run) if run.status != "succeeded" else []
     if args.json:
         dump(_run_document(run, store_spec))
     elif not args.quiet or run.status != "succeeded":
         colored = color(sys.stderr)
         status = paint(run.status, run.status, colored)
-        counts = run._counts()
+        counts = status_counts(run)
         order = ["succeeded", "failed", "skipped", "cancelled", "pending"]
         order += sorted(set(counts) - set(order))
         steps = f"{sum(counts.values())} step{'s' if sum(counts.values()) != 1 else ''}"
         tally = ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
         print(
-            f"run {run.id} of {run.flow}: {status} in {took(run.duration, run._busy())} "
+            f"run {run.id} of {run.flow}: {status} in {took(run.duration, busy_seconds(run))} "
             f"({steps}{': ' + tally if tally else ''})",
             file=sys.stderr,
         )
@@ -183,7 +185,7 @@ def _execute(
     hooks: list[Any] = []
     provider = None
     if args.otel:
-        from ..otel import Tracing, provider_from_environment
+        from ..otel import Tracing, provider_from_environment  # (--otel only)
 
         try:
             provider = provider_from_environment()
@@ -231,8 +233,6 @@ def _execute(
 
 def _no_step(flow: "Flow", name: str, option: str) -> str:
     """``option NAME`` names no step of ``flow``: which step it most likely means, and the steps."""
-    from .._errors import nearest
-
     guess = nearest(name, flow.steps)
     steps = ", ".join(map(printable, flow.steps[:LISTED]))
     if len(flow) > LISTED:
@@ -250,7 +250,7 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks
     """``--executor dask`` (a cluster on this machine, ``--workers`` processes)
     or ``dask://HOST:PORT`` (a running scheduler; ``--workers`` bounds the steps;
     the functions of a ``.py`` flow travel with its tasks, by value)."""
-    from ..pools.dask import connect
+    from ..pools.dask import connect  # (--dask only: an optional extra)
 
     local = args.executor == "dask"
     try:
@@ -259,7 +259,7 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks
     except (ImportError, OSError) as exc:
         raise UsageError(str(exc)) from None
     if not local and args.flow.endswith(".py"):  # (its workers cannot import a file of this machine)
-        import cloudpickle
+        import cloudpickle  # (cloudpickle: an optional extra)
 
         path = os.path.abspath(args.flow)
         for module in list(sys.modules.values()):

@@ -9,6 +9,7 @@ argument: ``step FLOW --from-run RUN -- -h``.
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, input_option, load, parse_inputs
+from .._pod import command, task_options
 from ._common import store_at, store_options
 
 TYPE_CHECKING = False
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
 
 def add_parser(sub: "Any", name: str, **options: "Any") -> None:
     """Command ``step`` on subparsers ``sub``."""
-    from .._pod import task_options
-
     p = sub.add_parser(name, **options)
     p.add_argument("flow", metavar="FLOW")
     p.add_argument("step", metavar="STEP")
@@ -42,8 +41,8 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
 
 
 def _cmd_step(args: "argparse.Namespace") -> int:
-    import json
-    import traceback
+    import json  # (the command line's start: json loads with the command that uses it)
+    import traceback  # (the command line's start: traceback loads with the command that uses it)
 
     if (args.from_run is None) == (args.run_dir is None):
         raise UsageError("step needs --from-run RUN_ID (a stored run) or --run-dir DIR (a run folder), not both")
@@ -69,7 +68,7 @@ def _cmd_step(args: "argparse.Namespace") -> int:
         try:
             output = flow.run_step(args.step, inputs, from_run=args.from_run, store=store)
         except Exception as exc:
-            from .._errors import FlowError
+            from .._errors import FlowError  # (the handler's: step --help loads no _errors)
 
             if isinstance(exc, FlowError):
                 raise
@@ -95,8 +94,6 @@ def _cmd_step(args: "argparse.Namespace") -> int:
 
 def _step_in_folder(args: "argparse.Namespace") -> int:
     """``step --run-dir DIR``: one task of a run kept in a folder, as ``pod`` runs it."""
-    from .._pod import command
-
     if args.store is not None or args.codec is not None:
         raise UsageError("--store and --codec go with --from-run, not --run-dir")
     return command(args)

@@ -1,6 +1,7 @@
 """``runs``, ``show``, ``logs``, ``prune`` and ``report``: the runs a store
 keeps, listed, read and deleted."""
 
+import argparse
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, positive
@@ -64,8 +65,6 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
 
 
 def _days(text: str) -> float:
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
@@ -105,7 +104,7 @@ def _decode(store: "Store", run_id: str, record: "TaskRecord", data: bytes) -> "
     try:
         return store.decode(data)
     except Exception as exc:
-        from ..stores import StoreError
+        from ..stores import StoreError  # (the handler's: --help opens no store)
 
         of_item = f" (item {record.item})" if record.item >= 0 else ""
         raise StoreError(
@@ -202,7 +201,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
 
 def _show_step(store: "Store", args: "argparse.Namespace", records: "list[TaskRecord]") -> int:
     """``show RUN STEP``: the step's whole output, as JSON when it is JSON (always with ``--json``)."""
-    import json
+    import json  # (the command line's start: json loads with the command that uses it)
 
     record = next((r for r in records if r.step == args.step and r.item < 0), None)
     if record is None:

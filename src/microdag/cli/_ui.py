@@ -30,7 +30,7 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
 
 def _cmd_ui(args: "argparse.Namespace") -> int:
     """``ui [FLOW ...]``: serve the local web app until Ctrl-C."""
-    from ..ui import serve
+    from ..ui import serve  # (the handler's: ui --help loads no server)
 
     if args.store == "memory":
         raise UsageError("the UI needs a store that other processes can read: a .db file or json:DIR")

@@ -9,6 +9,7 @@ answer ``microdag.context()``: the run's id, flow and folder, the step's name,
 the item and the attempt number.
 """
 
+from .._capture import captured_call
 from .._context import Frame, enter, leave
 from .._errors import Skip
 from .._records import step_traceback
@@ -149,7 +150,7 @@ class Captured:
 def awaited(result: "Any") -> "Any":
     """``result``, or what it returns when run to completion if it is a coroutine."""
     if hasattr(result, "__await__") and hasattr(result, "send"):
-        import asyncio
+        import asyncio  # (import time: asyncio loads on first use)
 
         return asyncio.run(result)
     return result
@@ -173,8 +174,6 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
     span = None if trace is None else trace.enter()
     try:
         if attempt.capture:
-            from .._capture import captured_call
-
             result, text = captured_call(lambda: awaited(fn(**kwargs)), {})
             return Captured(result, text)
         return awaited(fn(**kwargs))

@@ -12,8 +12,10 @@ never takes in part of the next one.  What the messages hold is
 ``process``'s (see its module docs).
 """
 
+import io
 import os
 import struct
+from multiprocessing.reduction import ForkingPickler
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,9 +35,6 @@ def _pickler() -> "Callable[[Any], bytes]":
     ``ForkingPickler.dumps`` pickles, through one ``ForkingPickler`` kept for
     every call (which builds its reducer table once, not at every call; it
     holds nothing between calls)."""
-    import io
-    from multiprocessing.reduction import ForkingPickler
-
     buf = io.BytesIO()
     pickler = ForkingPickler(buf, 5)
 

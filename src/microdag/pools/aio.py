@@ -16,9 +16,13 @@ tasks, which time themselves out), ``_abandoned`` (thread calls given up on),
 threads are taken: running and abandoned calls).
 """
 
+import asyncio
+import inspect
 import time
 
 from . import until_deadline
+from .._capture import start
+from .._context import Frame, enter
 from ._attempt import Captured, invoke
 
 TYPE_CHECKING = False
@@ -35,8 +39,6 @@ __all__ = ["AsyncPool"]
 
 async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt") -> "Any":
     """One attempt of an async step, as a task of the running loop (own context frame)."""
-    from .._context import Frame, enter
-
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
     frame.current[:] = [0, attempt.item, attempt.number]
     enter(frame)  # a task runs in a copy of the context: this stays in the task
@@ -44,8 +46,6 @@ async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", att
         attempt.trace.enter()  # (so does the attempt's span)
     if not attempt.capture:
         return await cancel_after(fn(**kwargs), attempt)
-    from .._capture import start
-
     buffer, _ = start()  # the task's own context: nothing to reset
     try:
         value = await cancel_after(fn(**kwargs), attempt)
@@ -59,8 +59,6 @@ async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
     """Await ``coro``; past ``attempt.timeout`` cancel it and raise ``TimeoutError``."""
     if attempt.timeout is None:
         return await coro
-    import asyncio
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + attempt.timeout
     try:
@@ -91,9 +89,6 @@ class AsyncPool:
         return len(self._running) + len(self._abandoned) + len(self._queued)
 
     def submit(self, attempt: "Attempt", fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> None:
-        import asyncio
-        import inspect
-
         if inspect.iscoroutinefunction(fn):
             self._running[asyncio.ensure_future(_run_coroutine(fn, kwargs, attempt))] = (attempt, None)
             return
@@ -102,12 +97,10 @@ class AsyncPool:
 
     def _start_queued(self) -> None:
         """Give waiting plain steps the threads that are free."""
-        import asyncio
-
         while self._queued and len(self._on_threads) < self._threads_max:
             attempt, fn, kwargs = self._queued.pop(0)
             if self._threads is None:
-                from concurrent.futures import ThreadPoolExecutor
+                from concurrent.futures import ThreadPoolExecutor  # (plain steps on arun only)
 
                 self._threads = ThreadPoolExecutor(self._threads_max, thread_name_prefix="microdag arun")
             future = asyncio.wrap_future(self._threads.submit(invoke, fn, kwargs, attempt))
@@ -116,8 +109,6 @@ class AsyncPool:
             self._on_threads.add(future)
 
     async def wait(self, timeout: "float | None") -> "list[Outcome]":
-        import asyncio
-
         if not self._running and not self._abandoned:
             await asyncio.sleep(timeout or 0)
             return []

@@ -35,7 +35,15 @@ loop: ``wait`` takes from it, so a completion costs O(1) however many tasks
 are out).
 """
 
+import asyncio
+import contextlib
+import heapq
+import importlib
+import os
+import pickle
+import queue
 import time
+import uuid
 
 from . import until_deadline
 from ._attempt import Captured, Remote, invoke
@@ -69,10 +77,6 @@ def connect(spec: str, workers: "int | None" = None) -> "Any":
         ImportError: ``distributed`` is not installed (the message says how).
         OSError: no scheduler answers at the address (the message names it).
     """
-    import contextlib
-
-    import importlib
-
     try:
         distributed: Any = importlib.import_module("distributed")  # (untyped in parts: Any here)
     except ImportError as exc:
@@ -82,8 +86,6 @@ def connect(spec: str, workers: "int | None" = None) -> "Any":
     @contextlib.contextmanager
     def client() -> "Any":
         if spec == "dask":
-            import os
-
             n = workers or os.cpu_count() or 1
             with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                           dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
@@ -113,9 +115,6 @@ class DaskPool:
     """A ``distributed.Client``'s cluster (see the module docs)."""
 
     def __init__(self, client: "Any", size: int, ahead: "Ahead | None" = None) -> None:
-        import queue
-        import uuid
-
         self._client = client
         self._size = size
         self._ahead = ahead
@@ -131,7 +130,7 @@ class DaskPool:
         self._watching: set[Any] = set()  # the watchers' tasks (touched on the client's loop only)
         self._done_callback: Any = None
         try:  # a coroutine ending when a future ends, then calling back (on the client's loop)
-            from distributed.client import done_callback
+            from distributed.client import done_callback  # (distributed: an optional extra)
 
             self._done_callback = done_callback
         except ImportError:  # (a version without it: Future.add_done_callback, one at a time)
@@ -183,8 +182,6 @@ class DaskPool:
 
     async def _watch(self, futures: "list[Any]") -> None:
         """(On the client's event loop.)  A watcher per future."""
-        import asyncio
-
         watching, put, done_callback = self._watching, self.put, self._done_callback
         for future in futures:
             task = asyncio.ensure_future(done_callback(future, put))
@@ -192,8 +189,6 @@ class DaskPool:
             task.add_done_callback(watching.discard)
 
     def submit(self, attempt: "Attempt", fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> None:
-        import heapq
-
         early = self._early.pop(attempt.step, None) if attempt.unit < 0 else None
         if early is not None and early[1].number == attempt.number:
             future = early[0]  # submitted ahead: adopted
@@ -247,8 +242,6 @@ class DaskPool:
                     todo.append(nxt)
 
     def wait(self, timeout: "float | None") -> "list[Outcome]":
-        import queue
-
         if self._new:
             self._track()
 
@@ -289,8 +282,6 @@ class DaskPool:
 
     def _past_deadlines(self, now: float) -> "list[Outcome]":
         """The running attempts past their deadline: abandoned (see the module docs)."""
-        import heapq
-
         out: list[Outcome] = []
         heap = self._deadlines
         while heap and heap[0][0] <= now:
@@ -333,8 +324,6 @@ class AwaitDask:
     caller's event loop, woken when the cluster finishes a task."""
 
     def __init__(self, pool: DaskPool) -> None:
-        import asyncio
-
         self.pool = pool
         loop = asyncio.get_running_loop()
         event = self._event = asyncio.Event()
@@ -349,8 +338,6 @@ class AwaitDask:
         self.kill_running, self.close = pool.kill_running, pool.close
 
     async def wait(self, timeout: "float | None") -> "list[Outcome]":
-        import asyncio
-
         pool, event = self.pool, self._event
         end = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -381,7 +368,7 @@ class _Call:
 
     @classmethod
     def of(cls, fn: "Callable[..., Any]") -> "_Call":
-        import cloudpickle
+        import cloudpickle  # (cloudpickle: an optional extra)
 
         if getattr(fn, "__module__", None) in cloudpickle.list_registry_pickle_by_value():
             return cls(fn, cloudpickle.dumps(fn))
@@ -404,8 +391,6 @@ class _Call:
 
 
 def _by_value(blob: bytes) -> _Call:
-    import pickle
-
     return _Call(pickle.loads(blob))
 
 

@@ -16,6 +16,7 @@ timeout that ends at the first deadline, so it cannot hang past one.
 """
 
 import time
+from concurrent.futures import FIRST_COMPLETED, wait
 
 from . import until_deadline
 from ._attempt import invoke
@@ -57,8 +58,6 @@ class ExecutorPool:
         self._running[future] = [attempt, deadline]
 
     def wait(self, timeout: "float | None") -> "list[Outcome]":
-        from concurrent.futures import FIRST_COMPLETED, wait
-
         if not self._running and not self._abandoned:
             if timeout:
                 time.sleep(timeout)

@@ -78,13 +78,18 @@ whole once it is readable.  A write cut by Ctrl-C leaves the worker's
 message unfinished: that worker is killed.
 """
 
+import multiprocessing
 import os
+import pickle
 import select
+import signal
 import struct
 import sys
 import time
+from multiprocessing.connection import wait
 
 from . import until_deadline
+from .._children import kill, kill_group
 from ._attempt import Attempt, invoke
 from ._wire import _pickler, _receiver, _sender
 
@@ -161,8 +166,6 @@ def _worker_main(conn: "Connection") -> None:
     (``multiprocessing`` gives each new worker the parent's ``sys.path`` of
     that moment, so modules of a flow file's folder added later still load.)
     """
-    import pickle
-
     _own_group()
     dumps = _pickler()
     loads = pickle.loads
@@ -236,13 +239,9 @@ def _own_group() -> None:
     (the pool stopping it) it kills the command steps' groups first."""
     if os.name != "posix":
         return
-    import signal
-
     os.setpgrp()
 
     def stop(signum: int, frame: "Any") -> None:
-        from .._children import kill
-
         kill(every=True)
         os._exit(1)
 
@@ -258,15 +257,11 @@ def _stop(process: "BaseProcess") -> None:
     if os.name != "posix":
         process.kill()
         return
-    import signal
-
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     process.join(0.2)
-    from .._children import kill_group
-
     kill_group(pid)  # the worker leads its own group: its children go too
     process.kill()
 
@@ -289,9 +284,6 @@ class ProcessPool:
     """Worker processes, one pipe each (see the module docs)."""
 
     def __init__(self, size: int) -> None:
-        import multiprocessing
-        import pickle
-
         methods = multiprocessing.get_all_start_methods()
         method = "forkserver" if "forkserver" in methods else "spawn"
         self._ctx: Any = multiprocessing.get_context(method)
@@ -410,8 +402,6 @@ class ProcessPool:
         end), after a poll of up to ``SPIN`` and then a wait of the rest of
         ``timeout``."""
         if self._poller is None:
-            from multiprocessing.connection import wait
-
             by_conn: dict[Any, _Worker] = {w.conn: w for w in self._workers}
             return [by_conn[c] for c in wait(list(by_conn), timeout)]
         poll = self._poller.poll

@@ -22,7 +22,9 @@ together.  Nothing here imports
 the :class:`~microdag.Flow` facade: it hands its plan over.
 """
 
+from .._errors import FlowError
 from .._events import log
+from ..pools import default_workers
 from ._options import RunOptions
 from ._outcome import run_result
 from ._setup import prepare, release
@@ -64,12 +66,11 @@ def execute(
                                    runner.wall0)
     try:
         if executor == "inline":
-            from .inline import run_inline
+            from .inline import run_inline  # (only the backend asked for loads)
 
             run_inline(runner)
         elif executor == "threads":
-            from ..pools import default_workers
-            from .threads import run_threads
+            from .threads import run_threads  # (only the backend asked for loads)
 
             run_threads(runner, max_workers or default_workers("threads"))
         else:
@@ -80,18 +81,17 @@ def execute(
 
 
 def _run_on_pool(runner: "Runner", executor: "Any", max_workers: "int | None") -> None:
-    from ..pools import default_workers
-    from .dispatch import run_pool
+    from .dispatch import run_pool  # (only the backend asked for loads)
 
     pool: Pool
     if executor == "processes":
-        from ..pools.process import ProcessPool
+        from ..pools.process import ProcessPool  # (only the backend asked for loads)
 
         pool = ProcessPool(max_workers or default_workers("processes"))
     elif _is_dask_client(executor):
         pool = _dask_pool(runner, executor, max_workers)
     else:
-        from ..pools.executor import ExecutorPool
+        from ..pools.executor import ExecutorPool  # (only the backend asked for loads)
 
         pool = ExecutorPool(executor, max_workers or default_workers(executor))
     try:
@@ -108,8 +108,6 @@ def _is_dask_client(executor: object) -> bool:
 def _check_client(flow: str, executor: "Any", caller: str = "run") -> None:
     """Refuse what the runner cannot drive: an asynchronous Dask client, and
     (``arun``) anything but ``"inline"`` or a Dask client."""
-    from .._errors import FlowError
-
     if not _is_dask_client(executor):
         if caller == "arun":
             raise FlowError(
@@ -128,8 +126,8 @@ def _dask_pool(runner: "Runner", client: "Any", max_workers: "int | None") -> "D
     dependencies; with ``max_workers``, that many attempts at most and none
     ahead (a step ahead starts on the cluster when its dependency ends,
     whatever the bound)."""
-    from ..pools.dask import DaskPool
-    from ._ahead import Ahead
+    from ..pools.dask import DaskPool  # (only the backend asked for loads: dask is an optional extra)
+    from ._ahead import Ahead  # (only the backend asked for loads)
 
     runner.on_cluster()
     ahead = max_workers is None and runner.tracers is None  # (a step's span starts when it does)
@@ -140,9 +138,8 @@ async def execute_async(
     plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: RunOptions
 ) -> "Run":
     """Run ``plan`` in the running event loop (the implementation of :meth:`Flow.arun`)."""
-    from ..pools import default_workers
-    from ..pools.aio import AsyncPool
-    from .dispatch import run_async
+    from ..pools.aio import AsyncPool  # (only the backend asked for loads: asyncio)
+    from .dispatch import run_async  # (only the backend asked for loads)
 
     executor = options.executor
     if executor != "inline":
@@ -155,7 +152,7 @@ async def execute_async(
     if executor == "inline":
         pool = AsyncPool(limit or ASYNC_STEPS, min(limit or default_workers("threads"), default_workers("threads")))
     else:
-        from ..pools.dask import AwaitDask
+        from ..pools.dask import AwaitDask  # (only the backend asked for loads: dask is an optional extra)
 
         pool = AwaitDask(_dask_pool(runner, executor, limit))
     try:

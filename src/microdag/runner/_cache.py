@@ -6,6 +6,9 @@ outputs are kept (the run's store, or this process) is the recorder's
 business.
 """
 
+from .._compat import sha256
+from .._plan import canonical, code_digest
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -16,9 +19,6 @@ __all__ = ["cache_key"]
 
 def cache_key(name: str, fn: "Callable[..., Any]", kwargs: "dict[str, Any]") -> str:
     """The cache key of step ``name`` calling ``fn(**kwargs)``."""
-    from .._compat import sha256
-    from .._plan import canonical, code_digest
-
     digest = sha256(name.encode())
     digest.update(code_digest(fn).encode())
     digest.update(canonical(sorted(kwargs.items())))

@@ -30,7 +30,11 @@ The rules, one each:
   pools share.
 """
 
+import contextvars
+import time
+
 from .._binding import NO_DEFAULT
+from .._context import enter
 from .._errors import FlowError
 from ..pools._attempt import Attempt
 
@@ -205,9 +209,7 @@ def call_with_timeout(
     raise ``TimeoutError`` once ``att.timeout`` seconds have passed without a
     result, or when the result came after that: the call is abandoned
     (Python cannot stop a thread) and its result, if it ever comes, dropped."""
-    import contextvars
-    import threading
-    import time
+    import threading  # (import time: threading loads on first use)
 
     timeout = att.timeout
     assert timeout is not None
@@ -217,8 +219,6 @@ def call_with_timeout(
 
     def body() -> None:
         if frame is not None:
-            from .._context import enter
-
             enter(frame)
         try:
             result = (True, fn(**kwargs))

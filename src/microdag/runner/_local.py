@@ -20,7 +20,7 @@ and a timeout cancels it.
 
 from .. import _capture
 from .._compat import sched
-from .._context import _FRAME
+from .._context import current_frame
 from ._call import call_with_timeout
 
 TYPE_CHECKING = False
@@ -53,7 +53,7 @@ class InThread:
         r = self.r
         i = att.step
         fn, kwargs = r.call_args(att)
-        frame = _FRAME.get()
+        frame = current_frame()
         if frame is not None:
             frame.current[:] = [i, att.item, att.number]
         buffer = token = None
@@ -100,7 +100,7 @@ class InThread:
         careful = (step.timeout is not None or r.hooks or r.tracers is not None or r.plan.is_async[i]
                    or r.capture)
         fn = step.fn
-        frame = _FRAME.get()
+        frame = current_frame()
         current = None
         if frame is not None:
             current = frame.current
@@ -132,10 +132,10 @@ class InThread:
 
     def _run_coroutine(self, coro: "Any", att: "Attempt") -> "Any":
         """Run an async step's coroutine on this thread's event loop (timeout: cancel it)."""
-        import asyncio
-        import threading
+        import asyncio  # (import time: asyncio loads on first use)
+        import threading  # (import time: threading loads on first use)
 
-        from ..pools.aio import cancel_after
+        from ..pools.aio import cancel_after  # (async steps only: asyncio)
 
         key = threading.get_ident()
         loop = self.loops.get(key)

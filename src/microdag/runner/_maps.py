@@ -20,6 +20,8 @@ A map step's ``attempts`` is the largest number of attempts any of its units
 took.
 """
 
+from itertools import chain
+
 from .._compat import sched
 from ..pools._attempt import Attempt, local
 from ._call import batch_error, map_call, unit_kwargs, units
@@ -326,8 +328,6 @@ class Maps:
             return
         results = ms.results
         if ms.size is not None:
-            from itertools import chain
-
             results = list(chain.from_iterable(results))
         r.succeed(i, results)
 

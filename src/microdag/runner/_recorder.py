@@ -32,6 +32,7 @@ from itertools import compress
 
 from .._capture import take
 from .._errors import StoreError
+from .._events import log
 from .._records import RunInfo, TaskRecord, step_traceback
 
 TYPE_CHECKING = False
@@ -174,7 +175,7 @@ class StoreRecorder:
         run_id = self.run_id
         store.claim(run_id, force=force)
         self.previous = store.run_info(run_id)
-        names, *facts = store._succeeded_columns(run_id)
+        names, *facts = store.succeeded_columns(run_id)
         ids = list(map(index.get, names))
         columns: list[Any] = [ids, *facts]
         if active is not None or None in ids:  # (not the usual case: a million steps are read as they come)
@@ -336,8 +337,6 @@ class StoreRecorder:
             if found is not None and _fresh(found[1], ttl):
                 return True, self.store.decode(found[0])
         except Exception as exc:
-            from .._events import log
-
             log(30, "cache entry %s in %r is damaged (%s: %s); the step runs", key, self.store,
                 type(exc).__name__, exc)
         return False, None

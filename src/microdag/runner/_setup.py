@@ -14,11 +14,17 @@ steps (``_children``), is given to the runner as its ``halt``: the state
 machine decides when, and does no I/O itself.
 """
 
+import os
 import sys
 
 from .._binding import NO_DEFAULT
+from .._capture import install, uninstall
 from .._errors import FlowError
 from .._events import log
+from .._graph import name_index, new_kernel
+from .._records import RunInfo, check_run_id
+from .._result import new_run_id
+from .._schema import problem
 from ._call import bind_inputs, missing_input
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
@@ -70,15 +76,13 @@ def _check_types(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]
     for name, value in given.items():
         schema = types.get(name)
         if schema:
-            from .._schema import problem
-
             wrong = problem(schema, value)
             if wrong is not None:
                 problems.append(f"input {name!r}: {wrong}")
 
 
 def _check_picklable(plan: "_Plan", subset: "list[int] | None", problems: "list[str]") -> None:
-    import pickle
+    import pickle  # (import time: pickle loads on first use)
 
     for i in range(len(plan.steps)) if subset is None else subset:
         step = plan.steps[i]
@@ -125,7 +129,7 @@ def prepare(
         StoreError: the store cannot be used, or the run is live elsewhere.
     """
     if "__mp_main__" in sys.modules:  # a process of multiprocessing: not a run its import of the script started
-        from ..pools.process import refuse_run_in_worker
+        from ..pools.process import refuse_run_in_worker  # (in a process of multiprocessing only)
 
         refuse_run_in_worker()
     return open_run(plan, flow, source, options, check(plan, flow, inputs, options))
@@ -149,7 +153,7 @@ def check(
     executor = options.executor
     max_workers = options.max_workers
     if store is not None:
-        from ..stores import open_store
+        from ..stores import open_store  # (a run that keeps a store only)
 
         try:
             store = open_store(store)
@@ -157,8 +161,6 @@ def check(
             problems.append(str(exc))
             store = None
     if run_id is not None:
-        from .._records import check_run_id
-
         try:
             check_run_id(run_id)
         except ValueError as exc:
@@ -242,8 +244,6 @@ def open_run(
         FlowError: the inputs cannot be stored, or a finished step's code changed.
         StoreError: the store cannot be used, or the run is live elsewhere.
     """
-    from .._result import new_run_id
-
     graph = plan.graph
     store, subset, given = checked.store, checked.subset, checked.given
     run_id = checked.run_id or new_run_id()
@@ -252,7 +252,7 @@ def open_run(
     if owned:
         plan.busy = True
     else:  # another run of this flow holds the kernel: use a private copy
-        kernel = graph._new_kernel()
+        kernel = new_kernel(graph)
         plan.configure(kernel)
     try:
         recorder = NullRecorder() if store is None else StoreRecorder(store, run_id, graph.names)
@@ -267,8 +267,6 @@ def open_run(
             done = _open_record(runner, recorder, source, effective, given, checked.resumed, options.force)
         kernel.reset(subset, done=done)
         if recorder.durable:
-            from .._capture import install
-
             install()
     except BaseException:
         if owned:
@@ -284,7 +282,7 @@ def _halt(run_id: str) -> None:
     """Kill the programs run ``run_id``'s command steps are running (their
     process groups); ``_children`` is loaded by a run that is cancelled or
     interrupted only."""
-    from .._children import kill
+    from .._children import kill  # (a cancelled or interrupted run only)
 
     kill(run_id)
 
@@ -304,7 +302,7 @@ def _open_record(
     active = None if runner.subset is None else set(runner.subset)
     if resumed is not None:
         maps = {runner.names[i] for i in plan.maps if active is None or i in active}
-        steps, items = recorder.resume(plan.graph._index, active, maps, force)
+        steps, items = recorder.resume(name_index(plan.graph), active, maps, force)
         changed = [] if force else _changed_code(resumed.code, plan.code(), runner.names, steps[0])
         if changed:
             recorder.let_go()
@@ -318,8 +316,6 @@ def _open_record(
         runner.resume_from(*steps, items)
         _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
-    from .._records import RunInfo
-
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep
     info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**given, **kept}, "running", runner.wall0,
                    source=source, code=plan.code())
@@ -354,7 +350,7 @@ def _tell_kept_inputs(runner: Runner, recorded: "dict[str, Any]", given: "dict[s
     for name in changed:
         takers = plan.inputs.get(name, [])
         if takers and finished.issuperset(takers):
-            import warnings
+            import warnings  # (import time: warnings loads on first use)
 
             shown = ", ".join(repr(runner.names[i]) for i in takers[:3]) + (" ..." if len(takers) > 3 else "")
             warnings.warn(
@@ -367,9 +363,6 @@ def _tell_kept_inputs(runner: Runner, recorded: "dict[str, Any]", given: "dict[s
 
 def _outside() -> int:
     """The ``stacklevel`` of the caller's first frame outside microdag (for a warning)."""
-    import os
-    import sys
-
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     level, frame = 2, sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(package):
@@ -408,8 +401,6 @@ def _same(a: "Any", b: "Any") -> bool:
 def release(runner: Runner) -> None:
     """Let go of what :func:`prepare` took: the kernel and output capture."""
     if runner.recorder.durable:
-        from .._capture import uninstall
-
         uninstall()
     if runner.owned:
         runner.plan.busy = False

@@ -191,7 +191,7 @@ class Runner:
         """``workers`` threads call in at once (the threads backend): shared
         state changes under a real lock from now on, and ``wake`` is called
         whenever a transition may have made work for an idle worker."""
-        import threading
+        import threading  # (import time: threading loads on first use)
 
         self.workers = workers
         self.lock = threading.RLock()
@@ -273,7 +273,7 @@ class Runner:
     def _from_cache(self, i: int) -> bool:
         """Settle step ``i`` from the cache if an earlier call had its inputs;
         else note its key, so that its output is cached when it succeeds."""
-        from ._cache import cache_key
+        from ._cache import cache_key  # (cached steps only)
 
         step = self.plan.steps[i]
         key = cache_key(step.name, step.fn, self.kwargs(i))

@@ -13,6 +13,8 @@ its records: its error is logged once a run (``_events.raised``) and the run
 goes on; the tracer is still called at the next moments.
 """
 
+import time
+
 from .._errors import Skip
 from .._events import forget, raised
 
@@ -94,8 +96,6 @@ class Tracers:
 
     def run_ended(self, run: "Run | None") -> None:
         """The run ended (``None``: it broke down before its result was made)."""
-        import time
-
         for t in self.tracers:
             try:
                 if run is None:

@@ -59,14 +59,14 @@ def open_store(spec: "str | Store", *, codec: "str | None" = None, readonly: boo
         raise ValueError(f"a store spec is a string or a Store, not {type(spec).__name__}")
     spec, codec = _codec_of(spec, codec)
     if spec == "memory":
-        from ._memory import MemoryStore
+        from ._memory import MemoryStore  # (only the store asked for loads)
 
         return MemoryStore(codec=codec)
     if spec.startswith("json:"):
-        from ._json import JSONStore
+        from ._json import JSONStore  # (only the store asked for loads)
 
         return JSONStore(spec[5:], codec=codec)
-    from ._sqlite import SQLiteStore
+    from ._sqlite import SQLiteStore  # (only the store asked for loads: sqlite3 with it)
 
     if spec.startswith("sqlite:"):
         return SQLiteStore(spec[7:], codec=codec, readonly=readonly)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from .._result import Run
 
-    #: A run's successes as columns: steps, attempts, starts, finishes (``Store._succeeded_columns``).
+    #: A run's successes as columns: steps, attempts, starts, finishes (``Store.succeeded_columns``).
     Successes = tuple[Sequence[str], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
 
 __all__ = ["BLOB_SIZE", "WORK_SECONDS", "RunInfo", "Store", "StoreError", "StoredError", "TaskRecord"]
@@ -55,7 +55,7 @@ class _CommitTimer:
     def arm(self) -> None:
         """Start the countdown unless one is running (the caller holds the store's lock)."""
         if self._timer is None:
-            import threading
+            import threading  # (import time: threading loads on first use)
 
             timer = self._timer = threading.Timer(self._delay, self._fire)
             timer.daemon = True
@@ -123,7 +123,7 @@ class Store:
 
     @staticmethod
     def digest(data: bytes) -> str:
-        from .._compat import sha256
+        from .._compat import sha256  # (_compat loads the kernel: the reading commands need none)
 
         return sha256(data).hexdigest()  # type: ignore[no-any-return]
 
@@ -217,9 +217,14 @@ class Store:
             return parts[0][1]
         return "".join(f"--- attempt {attempt} ---\n{text}" for attempt, text in parts)
 
-    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+    def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
         """Which of ``tasks`` (``(step, item)``) have logs: for the UI's views
-        of big runs, one read where the stores can (this default asks each)."""
+        of big runs, one read where the store can (its :meth:`_logged`)."""
+        return self._logged(run_id, tasks)
+
+    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+        """:meth:`logged`, for a store to answer its own way (this default asks
+        each task)."""
         return {task for task in tasks if self.attempt_logs(run_id, *task)}
 
     def claim(self, run_id: str, force: bool = False) -> None:
@@ -327,7 +332,7 @@ class Store:
         Raises:
             StoreError: no such run.
         """
-        from .._render import render_report
+        from .._render import render_report  # (a report only)
 
         info = self.run_info(run_id)
         tasks = self.tasks(run_id, outputs=False)
@@ -380,10 +385,16 @@ class Store:
         """How many steps (not map items) of the run succeeded."""
         return len(self.succeeded(run_id))
 
-    def _succeeded_columns(self, run_id: str) -> "Successes":
+    def succeeded_columns(self, run_id: str) -> "Successes":
         """:meth:`succeeded` as four columns: steps, attempts, starts and
-        finishes (a resume reads a million of them: a store that can read
-        them so, without a record or a tuple per step, does)."""
+        finishes (what a resume reads; a store that can read them without a
+        record or a tuple per step does, in its :meth:`_succeeded_columns`)."""
+        return self._succeeded_columns(run_id)
+
+    def _succeeded_columns(self, run_id: str) -> "Successes":
+        """:meth:`succeeded_columns`, for a store to answer its own way (a
+        resume reads a million of them; this default goes through
+        :meth:`succeeded`)."""
         found = self.succeeded(run_id)
         if not found:
             return (), (), (), ()
@@ -396,7 +407,7 @@ class Store:
         Raises:
             StoreError: no such run.
         """
-        from .._result import Run
+        from .._result import Run  # (load_run only: the reading commands need no Run)
 
         info = self.run_info(run_id)
         return Run.from_records(info, self.tasks(run_id), lambda step: self.output(run_id, step))

@@ -9,11 +9,13 @@ String values are written with ASCII escapes, so that lone surrogates (file
 names that are not UTF-8) survive the trip.
 """
 
+from .._errors import StoreError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["CODECS", "decode", "encode", "settle_codec"]
+__all__ = ["CODECS", "decode", "encode", "json_encoder", "not_json", "settle_codec"]
 
 CODECS = ("json", "pickle")
 
@@ -25,12 +27,12 @@ def encode(codec: str, value: "Any", what: str) -> bytes:
         TypeError: the JSON codec cannot represent the value exactly.
     """
     if codec == "pickle":
-        import pickle
+        import pickle  # (import time: pickle loads on first use)
 
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if type(value) is int:  # the commonest small output, as JSON writes it
         return b"%d" % value
-    bad = _not_json(value)
+    bad = not_json(value)
     if bad is not None:
         raise TypeError(
             f"{what} is not JSON: it holds a {bad}. A durable store keeps JSON values "
@@ -39,7 +41,7 @@ def encode(codec: str, value: "Any", what: str) -> bytes:
             "pickle codec (trusted data only): SQLiteStore(path, codec='pickle'), the store "
             "spec 'sqlite:PATH?codec=pickle', or --codec pickle on the command line"
         )
-    text: str = _json_encoder().encode(value)
+    text: str = json_encoder().encode(value)
     return text.encode()
 
 
@@ -53,8 +55,6 @@ def settle_codec(asked: "str | None", recorded: "str | None", where: str) -> str
             pickle and none was asked for (unpickling runs code: opening a
             pickle store must be asked for by name).
     """
-    from .._errors import StoreError
-
     if asked is not None and asked not in CODECS:
         raise ValueError(f"unknown codec {asked!r}: expected 'json' or 'pickle'")
     if recorded is None or recorded == asked:
@@ -73,10 +73,10 @@ def settle_codec(asked: "str | None", recorded: "str | None", where: str) -> str
 def decode(codec: str, data: bytes) -> "Any":
     """What :func:`encode` encoded."""
     if codec == "pickle":
-        import pickle
+        import pickle  # (import time: pickle loads on first use)
 
         return pickle.loads(data)
-    import json
+    import json  # (import time: json loads on first use)
 
     return json.loads(data)
 
@@ -84,16 +84,17 @@ def decode(codec: str, data: bytes) -> "Any":
 _ENCODER: "Any" = None
 
 
-def _json_encoder() -> "Any":
+def json_encoder() -> "Any":
+    """The one JSON encoder outputs are written with: compact, no NaN or infinity."""
     global _ENCODER
     if _ENCODER is None:
-        import json
+        import json  # (import time: json loads on first use)
 
         _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=False)
     return _ENCODER
 
 
-def _not_json(value: "Any") -> "str | None":
+def not_json(value: "Any") -> "str | None":
     """What keeps ``value`` from being a JSON value exactly, or ``None``."""
     stack = [value]
     containers: set[int] = set()

@@ -14,6 +14,7 @@
 import os
 import sys
 import threading
+import time
 
 from .._errors import StoreError
 
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from .._records import RunInfo
 
 __all__ = [
-    "BLOB_SIZE", "HELD", "FileLock", "alive", "checksum", "doomed", "drop_blobs", "drop_folders", "new_owner", "put_blob",
+    "BLOB_SIZE", "HELD", "FileLock", "alive", "checksum", "doomed", "drop_blobs", "drop_folders", "local_pid", "new_owner",
+    "put_blob",
     "read_blob",
     "write_atomic",
 ]
@@ -43,6 +45,13 @@ HELD: "set[str]" = set()
 def new_owner() -> str:
     """A fresh owner token for one claim of this process: ``host:pid#nonce``."""
     return f"{_HOST}:{os.getpid()}#{os.urandom(4).hex()}"
+
+
+def local_pid(owner: str) -> "int | None":
+    """The process id in claim ``owner`` when the claim was made on this host
+    (a number), else ``None``."""
+    host, _, pid = owner.partition("#")[0].rpartition(":")
+    return int(pid) if host == _HOST and pid.isdigit() else None
 
 
 def alive(owner: str) -> bool:
@@ -79,11 +88,11 @@ class FileLock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if sys.platform == "win32":
-                import msvcrt
+                import msvcrt  # (Windows only)
 
                 msvcrt.locking(self.fd, msvcrt.LK_LOCK, 1)
             else:
-                import fcntl
+                import fcntl  # (POSIX only)
 
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
@@ -94,11 +103,11 @@ class FileLock:
     def __exit__(self, *exc: object) -> None:
         try:
             if sys.platform == "win32":
-                import msvcrt
+                import msvcrt  # (Windows only)
 
                 msvcrt.locking(self.fd, msvcrt.LK_UNLCK, 1)
             else:
-                import fcntl
+                import fcntl  # (POSIX only)
 
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
@@ -108,7 +117,7 @@ class FileLock:
 def checksum(data: bytes) -> str:
     """The SHA-256 of ``data`` (a blob, a run's record) in hex, by :mod:`hashlib`:
     several times faster on big data than the builtin module, worth its one import."""
-    import hashlib
+    import hashlib  # (import time: hashlib loads on first use)
 
     return hashlib.sha256(data).hexdigest()
 
@@ -176,7 +185,7 @@ def drop_blobs(folder: str, used: "set[Any]", runs: "list[RunInfo]") -> None:
 
 def drop_folders(folders: "Iterable[str]") -> None:
     """Delete the work folders of pruned runs (those that exist)."""
-    import shutil
+    import shutil  # (import time: shutil loads on first use)
 
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
@@ -216,8 +225,6 @@ def write_atomic(path: str, data: bytes, keep_mode: bool = False) -> None:
 
 def doomed(runs: "list[RunInfo]", older_than: "float | None", keep_last: "int | None") -> "list[str]":
     """Ids of the runs ``prune`` deletes (``runs`` newest first)."""
-    import time
-
     cutoff = None if older_than is None else time.time() - older_than
     seen: dict[str, int] = {}
     doomed = []

@@ -25,10 +25,12 @@ import base64
 import json
 import os
 import threading
+import time
 
 from .._errors import StoreError
 from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer
+from ._codec import settle_codec
 from ._files import BLOB_SIZE, FileLock, checksum, doomed, drop_blobs, put_blob, read_blob, write_atomic
 
 TYPE_CHECKING = False
@@ -61,8 +63,6 @@ class JSONStore(Store):
 
     def __init__(self, path: "str | os.PathLike[str]", codec: "str | None" = None) -> None:
         super().__init__(codec)
-        from ._codec import settle_codec
-
         self.path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
@@ -166,8 +166,6 @@ class JSONStore(Store):
                 raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
-        import time
-
         with self._lock:
             pending = self._pending.setdefault(run_id, [])
             work = self._work.get(run_id, 0.0)
@@ -459,7 +457,7 @@ class JSONStore(Store):
         return runs if limit is None else runs[:limit]
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
-        import shutil
+        import shutil  # (import time: shutil loads on first use)
 
         self.flush()
         gone = doomed(self.list_runs(), older_than, keep_last)

@@ -1,9 +1,12 @@
 """The in-memory store: this process only, for tests and warm functions."""
 
+import copy
 import itertools
+import json
 import threading
 from operator import itemgetter
 
+from .._context import default_run_dir
 from .._errors import StoreError
 from .._nogc import NoGC
 from .._records import RunInfo, TaskRecord, check_run_id
@@ -213,8 +216,6 @@ class MemoryStore(Store):
                 kept = {row[_OUTPUT] for tasks in self._tasks.values() for row in tasks.values()}
                 kept.update(entry[0] for entry in self._cache.values())
                 self._objects = {t: v for t, v in self._objects.items() if t in kept}
-        from .._context import default_run_dir
-
         drop_folders(default_run_dir(run_id) for run_id in gone)  # the runs' temporary folders
         return len(gone)
 
@@ -223,8 +224,6 @@ class MemoryStore(Store):
             self._graphs.setdefault(fingerprint, graph)
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
-        import json
-
         text = self._graphs.get(fingerprint)
         return None if text is None else json.loads(text)
 
@@ -237,8 +236,6 @@ class _Blob:
 
 
 def _copy_info(info: RunInfo) -> RunInfo:
-    import copy
-
     inputs = copy.deepcopy(info.inputs)
     return RunInfo(
         info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished, info.source,

@@ -112,7 +112,7 @@ class SQLiteStore(Store):
     # -- writing ---------------------------------------------------------------------
 
     def _write(self, sql: str, params: "tuple[Any, ...]") -> None:
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         try:
             with self._lock:
@@ -123,7 +123,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
     def begin(self, info: RunInfo) -> None:
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         check_run_id(info.id)
         inputs = self.encode(info.inputs, "the run's inputs")
@@ -142,7 +142,7 @@ class SQLiteStore(Store):
 
     def _transaction(self, statements: "list[tuple[str, tuple[Any, ...]]]") -> None:
         """Run ``statements`` in one transaction (one fsync), with what is pending."""
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         with self._lock:
             try:
@@ -193,7 +193,7 @@ class SQLiteStore(Store):
         An ``IntegrityError`` of ``statements`` passes through (the caller
         says what it means); other database errors become :class:`StoreError`.
         """
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         if not (self._pending or self._pending_logs or self._pending_graphs or self._pending_attempts
                 or statements):
@@ -228,7 +228,7 @@ class SQLiteStore(Store):
             self._commit()
 
     def finish(self, run_id: str, status: str, finished: "float | None") -> None:
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         try:
             with self._lock:  # begin committed the run's row: nothing to commit before looking
@@ -263,7 +263,7 @@ class SQLiteStore(Store):
     # -- reading -----------------------------------------------------------------------
 
     def _read(self, sql: str, params: "tuple[Any, ...]" = ()) -> "list[Any]":
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         try:
             with self._lock:
@@ -407,7 +407,7 @@ class SQLiteStore(Store):
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
     ) -> "tuple[str | None, str | None]":
-        import sqlite3
+        import sqlite3  # (import time: sqlite3 loads on first use)
 
         self.run_info(run_id)
         try:
@@ -537,7 +537,7 @@ class SQLiteStore(Store):
             self._pending_graphs.append((fingerprint, graph))
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
-        import json
+        import json  # (import time: json loads on first use)
 
         rows = self._read("SELECT graph FROM graphs WHERE fingerprint = ?", (fingerprint,))
         return json.loads(rows[0][0]) if rows else None

@@ -18,6 +18,7 @@ import os
 import time
 
 from .._errors import StoreError
+from ._codec import settle_codec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,9 +67,7 @@ def connect(
     Raises:
         StoreError: it is not a usable microdag store, or ``codec`` is not its codec.
     """
-    import sqlite3
-
-    from ._codec import settle_codec
+    import sqlite3  # (import time: sqlite3 loads on first use)
 
     try:
         db = None
@@ -97,7 +96,7 @@ def _cannot_write(exc: BaseException) -> bool:
 
 
 def _open(path: str, timeout: float, codec: str) -> "sqlite3.Connection":
-    import sqlite3
+    import sqlite3  # (import time: sqlite3 loads on first use)
 
     db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
@@ -120,8 +119,8 @@ def _open(path: str, timeout: float, codec: str) -> "sqlite3.Connection":
 def _open_readonly(path: str, timeout: float) -> "sqlite3.Connection":
     """Open for reading only (``mode=ro``); in a folder where SQLite cannot
     make the WAL's index file, as an immutable file (no one may be writing)."""
-    import sqlite3
-    from urllib.parse import quote
+    import sqlite3  # (import time: sqlite3 loads on first use)
+    from urllib.parse import quote  # (import time: urllib.parse loads on first use)
 
     if not os.path.exists(path):
         raise StoreError(f"no store at {path!r}")
@@ -165,7 +164,7 @@ def _check_meta(db: "sqlite3.Connection", path: str) -> "set[str]":
 
 
 def _check_and_create(db: "sqlite3.Connection", path: str, codec: str) -> None:
-    import sqlite3
+    import sqlite3  # (import time: sqlite3 loads on first use)
 
     tables = _check_meta(db, path)
     db.execute("PRAGMA journal_mode = WAL")

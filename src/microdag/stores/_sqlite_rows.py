@@ -25,7 +25,7 @@ _TIME = (float, int, type(None))
 
 
 def _code_text(code: "dict[str, str] | None") -> "str | None":
-    import json
+    import json  # (import time: json loads on first use)
 
     return None if code is None else json.dumps(code, separators=(",", ":"))
 
@@ -35,7 +35,7 @@ def _code_of(text: "Any") -> "dict[str, str] | None":
     they only let a resume check more)."""
     if type(text) is not str:
         return None
-    import json
+    import json  # (import time: json loads on first use)
 
     try:
         code = json.loads(text)

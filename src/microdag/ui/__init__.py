@@ -15,7 +15,17 @@ The parts, each in its own module, from the bottom:
 """
 
 import os
+import secrets
+import shutil
 import sys
+import tempfile
+import threading
+
+from ..stores import spec_parts
+from ._api import Api
+from ._flows import Folder
+from ._launch import Launcher
+from ._server import Server
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,14 +59,6 @@ def serve(
         open_browser: open the URL in a browser, when there is a display.
         root: the served folder (default: the current directory); runs start there.
     """
-    import secrets
-    import tempfile
-
-    from ._api import Api
-    from ._flows import Folder
-    from ._launch import Launcher
-    from ._server import Server
-
     root = os.path.abspath(root or os.getcwd())
     store = _anchored(store, root)
     token = secrets.token_urlsafe(24)
@@ -72,8 +74,6 @@ def serve(
             file=sys.stderr, flush=True,
         )
     if open_browser and _has_display():
-        import threading
-
         threading.Thread(target=_open, args=(url,), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
@@ -81,8 +81,6 @@ def serve(
         pass
     finally:
         server.server_close()
-        import shutil
-
         shutil.rmtree(logs, ignore_errors=True)
     return 0
 
@@ -90,8 +88,6 @@ def serve(
 def _anchored(spec: str, root: str) -> str:
     """The store spec with a relative path made absolute from ``root`` (the
     server and its children then name one store, whatever their directory)."""
-    from ..stores import spec_parts
-
     scheme, path, suffix = spec_parts(spec)
     if not path or os.path.isabs(path):
         return spec
@@ -105,7 +101,7 @@ def _has_display() -> bool:
 
 
 def _open(url: str) -> None:
-    import webbrowser
+    import webbrowser  # (only when a browser is opened)
 
     try:
         webbrowser.open(url)

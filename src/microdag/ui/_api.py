@@ -10,7 +10,14 @@ The store is opened read-only for each request and closed after it, so that
 the UI never holds a lock a run needs, and sees what any process wrote.
 """
 
+import json
 import os
+import signal
+import time
+
+from ..stores import StoreError, open_store, spec_parts
+from ._flows import PathRefused
+from ._runs import changes, list_runs, output, run_detail
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,8 +50,6 @@ class Api:
 
     def store(self) -> "Store | None":
         """The store, opened for reading, or ``None`` when it does not exist yet."""
-        from ..stores import open_store, spec_parts
-
         path = spec_parts(self.store_spec)[1]
         if path and not os.path.exists(path):
             return None
@@ -56,17 +61,12 @@ class Api:
     # -- runs
 
     def runs(self, flow: "str | None", status: "str | None", limit: int) -> "dict[str, Any]":
-        from ._runs import list_runs
-
         with self._reading() as store:
             if store is None:
                 return {"runs": [], "flows": [], "statuses": []}
             return list_runs(store, flow, status, limit)
 
     def run(self, run_id: str) -> "dict[str, Any]":
-        from ..stores import StoreError
-        from ._runs import run_detail
-
         with self._reading() as store:
             try:
                 if store is None:
@@ -105,11 +105,6 @@ class Api:
         """``GET /api/runs/ID/events``: ``("update", data)`` whenever the run
         changes, then ``("end", data)`` once it is not live; ``("ping", {})``
         while nothing changes (the server sends it as a comment)."""
-        import time
-
-        from ..stores import StoreError
-        from ._runs import changes
-
         seen: dict[tuple[str, int], tuple[Any, ...]] = {}
         last: dict[str, Any] | None = None
         quiet = 0.0
@@ -152,8 +147,6 @@ class Api:
                 store.close()
 
     def logs(self, run_id: str, step: str, item: "int | None") -> "dict[str, Any]":
-        from ..stores import StoreError
-
         with self._reading() as store:
             try:
                 if store is None:
@@ -163,9 +156,6 @@ class Api:
                 raise ApiError(404, str(exc)) from None
 
     def output(self, run_id: str, step: str, item: "int | None") -> "dict[str, Any]":
-        from ..stores import StoreError
-        from ._runs import output
-
         with self._reading() as store:
             try:
                 if store is None:
@@ -177,8 +167,6 @@ class Api:
     # -- actions
 
     def start(self, body: "dict[str, Any]") -> "dict[str, Any]":
-        from ._flows import PathRefused
-
         flow, inputs = body.get("flow"), body.get("inputs", {})
         if not isinstance(flow, str):
             raise ApiError(400, "flow must be the path of a flow file (a string)")
@@ -207,8 +195,6 @@ class Api:
         return {"id": self.launcher.resume(info.id)}
 
     def cancel(self, run_id: str) -> "dict[str, Any]":
-        import signal
-
         child = self.launcher.starting(run_id)
         with self._reading() as store:
             if child is None:
@@ -249,8 +235,6 @@ class Api:
 
     @staticmethod
     def schema() -> "dict[str, Any]":
-        import json
-
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(here, "flowfile.schema.json"), encoding="utf-8") as f:
             schema: dict[str, Any] = json.load(f)
@@ -259,8 +243,6 @@ class Api:
 
 def _known(store: "Store | None", run_id: str) -> "RunInfo":
     """The record of run ``run_id``; 404 when the store has none."""
-    from ..stores import StoreError
-
     try:
         if store is None:
             raise StoreError(f"no run {run_id!r} (the store is empty)")
@@ -284,8 +266,6 @@ class _Reading:
         self.store: Store | None = None
 
     def __enter__(self) -> "Store | None":
-        from ..stores import StoreError
-
         try:
             self.store = self.api.store()
         except (StoreError, ValueError) as exc:

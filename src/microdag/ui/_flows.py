@@ -15,7 +15,19 @@ kept) with ``_edit.edit_text``, which keeps every
 byte of the file that the edit did not touch.
 """
 
+import json
 import os
+import re
+import tomllib
+
+from .._errors import CycleError, FlowError
+from .._flowfile import DECLARATION
+from .._plan import NO_DEFAULT
+from .._schema import describe
+from .._spec import check_text, load_flow
+from ..stores._files import write_atomic
+from ._edit import edit_text
+from ._runs import graph_json, jsonable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -183,8 +195,6 @@ class Folder:
     def save(self, rel: str, doc: "dict[str, Any]") -> "tuple[bool, dict[str, Any]]":
         """``PUT /api/flows/PATH``: write ``doc`` when it is a valid flow; return
         whether it was written, and the flow as described after."""
-        from ..stores._files import write_atomic
-
         path, k, text = self._edited(rel, doc)
         described = self._described(rel, k, path, text, doc)
         if described["problems"]:
@@ -194,8 +204,6 @@ class Folder:
         return True, described
 
     def _edited(self, rel: str, doc: "dict[str, Any]") -> "tuple[str, str, str]":
-        from ._edit import edit_text
-
         k = kind(rel)
         if k not in ("toml", "json"):
             raise PathRefused(f"{rel!r}: only .toml and .json flow files can be edited here")
@@ -216,8 +224,6 @@ class Folder:
     def _described(
         self, rel: str, k: str, path: str, text: str, doc: "dict[str, Any] | None"
     ) -> "dict[str, Any]":
-        from .._spec import check_text
-
         flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
         problems = [
             {"message": _relative(message, path, rel), "step": where[1] if len(where) > 1 and where[0] == "steps"
@@ -236,9 +242,6 @@ class Folder:
         }
 
     def _python(self, rel: str) -> "dict[str, Any]":
-        from .._errors import CycleError, FlowError
-        from .._spec import load_flow
-
         spec = self.named[rel]
         try:
             flow: Flow | None = load_flow(spec)
@@ -306,9 +309,6 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _parse(text: str, k: str) -> "dict[str, Any]":
-    import json
-    import tomllib
-
     try:
         data = json.loads(text) if k == "json" else tomllib.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -326,19 +326,13 @@ def _kinds(doc: "dict[str, Any] | None") -> "dict[str, str]":
 
 
 def _placeholders(argv: "list[Any]") -> "list[str]":
-    import re
-
     return [m.group(1) for item in argv if isinstance(item, str)
             for m in re.finditer(r"(?<!\{)\{steps\.([^{}]+)\}(?!\})", item)]
 
 
 def _inputs(flow: "Flow | None", defaults: "dict[str, Any]") -> "list[dict[str, Any]]":
-    from ._runs import jsonable
-
-    from .._spec import _DECLARATION
-
     defaults = {  # a typed declaration's default (a flow file that does not load)
-        n: v.get("default") if isinstance(v, dict) and "type" in v and set(v) <= _DECLARATION else v
+        n: v.get("default") if isinstance(v, dict) and "type" in v and set(v) <= DECLARATION else v
         for n, v in defaults.items()
     }
     if flow is None:
@@ -349,9 +343,6 @@ def _inputs(flow: "Flow | None", defaults: "dict[str, Any]") -> "list[dict[str, 
         types = plan.input_types()
     except Exception:
         return [{"name": n, "default": jsonable(v), "required": False} for n, v in defaults.items()]
-    from .._schema import describe
-    from .._plan import NO_DEFAULT
-
     found: dict[str, Any] = {}  # the defaults the steps see (a flow file's, or Python's)
     for ins in plan.input_params:
         for _, name, default in ins:
@@ -366,8 +357,6 @@ def _inputs(flow: "Flow | None", defaults: "dict[str, Any]") -> "list[dict[str, 
 
 
 def _graph(steps: "list[dict[str, Any]]") -> "dict[str, Any]":
-    from ._runs import graph_json
-
     index = {s["name"]: n for n, s in enumerate(steps)}
     deps = [[index[d] for d in s["depends"] if d in index] for s in steps]
     return graph_json([s["name"] for s in steps], deps, {})

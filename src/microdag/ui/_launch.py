@@ -17,9 +17,17 @@ store's owner of the run when it runs on this machine): the runner treats it
 as Ctrl-C, records every unfinished step as cancelled, and exits.
 """
 
+import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
+
+from .._result import new_run_id
+from ..stores import open_store, spec_parts
+from ..stores._files import alive, local_pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,8 +72,6 @@ class Launcher:
         self._lock = threading.Lock()
 
     def _spawn(self, run_id: str, argv: "list[str]", what: str) -> Child:
-        import subprocess
-
         self._create_store()
 
         log = os.path.join(self.logs, f"{run_id}-{len(self.children)}.log")
@@ -82,8 +88,6 @@ class Launcher:
     def _create_store(self) -> None:
         """Make the store before the first child writes to it, so that the UI,
         reading meanwhile, never finds it half made."""
-        from ..stores import open_store, spec_parts
-
         scheme, path, _ = spec_parts(self.store_spec)
         if path and scheme != "json:":  # a SQLite file: its folder must exist
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -91,10 +95,6 @@ class Launcher:
 
     def run(self, flow_path: str, inputs: "dict[str, Any]") -> str:
         """Start a run of the flow file ``flow_path`` with ``inputs``; return its id."""
-        import json
-
-        from .._result import new_run_id
-
         run_id = new_run_id()
         argv = ["run", flow_path, "--store", self.store_spec, "--run-id", run_id, "--quiet"]
         if inputs:  # as JSON, exactly (not --input text, which the command line reads by type)
@@ -120,23 +120,17 @@ class Launcher:
         child = self.starting(run_id)
         if child is not None and child.process.poll() is None:
             return child.process.pid
-        from ..stores._files import _HOST, alive
-
         try:
             owner = store.owner(run_id)
         except Exception:
             return None
         if owner is None or not alive(owner):
             return None
-        host, _, pid = owner.partition("#")[0].rpartition(":")
-        if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
-            return None
-        return int(pid)
+        pid = local_pid(owner)
+        return None if pid is None or pid == os.getpid() else pid
 
     def cancel(self, store: "Store", run_id: str) -> bool:
         """Ask the process running ``run_id`` to stop (SIGINT); whether there was one."""
-        import signal
-
         pid = self.live(store, run_id)
         if pid is None:
             return False
@@ -149,10 +143,6 @@ class Launcher:
     def run_step(self, flow_path: str, step: str, run_id: str) -> "dict[str, Any]":
         """Run step ``step`` of ``flow_path`` on the outputs of stored run
         ``run_id``, in a child, and wait for it: its output, error and log."""
-        import json
-        import subprocess
-        import tempfile
-
         fd, out = tempfile.mkstemp(prefix="step-", suffix=".json", dir=self.logs)
         os.close(fd)
         argv = [sys.executable, "-m", "microdag", "step", flow_path, step, "--from-run", run_id,

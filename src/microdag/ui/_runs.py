@@ -12,6 +12,9 @@ with counts per status, which is what can be drawn usefully of them.
 """
 
 import json
+import reprlib
+
+from .._render import NODE_H, NODE_W, layers, layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -113,7 +116,7 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
 
 def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "set[tuple[str, int]]":
     """The tasks of the run that have logs (of those that ran)."""
-    return store._logged(run_id, [(r.step, r.item) for r in records if r.started is not None])
+    return store.logged(run_id, [(r.step, r.item) for r in records if r.started is not None])
 
 
 def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
@@ -134,8 +137,6 @@ def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
 def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, str]") -> "dict[str, Any]":
     """The graph as the page draws it: positions for up to :data:`FULL_GRAPH`
     nodes, else layers with counts per status and a few names each."""
-    from .._render import NODE_H, NODE_W, layers, layout
-
     if len(names) <= FULL_GRAPH:
         clean, xs, ys, width, height = layout(len(names), deps)
         return {
@@ -212,8 +213,6 @@ def preview(value: "Any", limit: int) -> str:
             if len(text) > limit:
                 break
     except (TypeError, ValueError, RecursionError):
-        import reprlib
-
         short = reprlib.Repr()
         short.maxstring = short.maxother = short.maxlong = limit
         short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = max(6, limit // 20)

@@ -36,8 +36,19 @@ clients cannot hold threads forever; an events stream writes, and holds its
 thread until the run ends or the page goes away.
 """
 
+import hmac
+import ipaddress
+import itertools
+import json
 import os
+import socket
+import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ._api import ApiError
+from ._flows import PathRefused
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -69,8 +80,6 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, host: str, port: int, api: "Api", token: str) -> None:
-        import socket
-
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), Handler)
@@ -83,8 +92,6 @@ class Server(ThreadingHTTPServer):
         if host in ("127.0.0.1", "::1", "localhost"):
             names |= {"localhost", "127.0.0.1", "[::1]"}
         if host in ("0.0.0.0", "::", ""):  # every address of this machine: its names, and any IP literal
-            import socket
-
             names |= {"localhost", socket.gethostname(), socket.getfqdn()}
         self.wildcard = host in ("0.0.0.0", "::", "")
         self.hosts = {f"{name}:{self.port}" for name in names}
@@ -93,8 +100,6 @@ class Server(ThreadingHTTPServer):
         self.idle = IDLE_SECONDS
         self.max_connections = MAX_CONNECTIONS
         self.active = 0  # connections being served
-        import threading
-
         self._count = threading.Lock()
 
     def process_request(self, request: "Any", client_address: "Any") -> None:
@@ -128,8 +133,6 @@ class Server(ThreadingHTTPServer):
             return True
         if not self.wildcard:
             return False
-        import ipaddress
-
         name, sep, port = host.rpartition(":")
         if not sep or port != str(self.port):
             return False
@@ -168,8 +171,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> "bool | None":
         """The token, from the header (True) or the cookie (None: a browser); False without it."""
-        import hmac
-
         token = self.server.token
         header = self.headers.get("Authorization", "")
         if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip().encode(), token.encode()):
@@ -207,8 +208,6 @@ class Handler(BaseHTTPRequestHandler):
     # -- methods
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        from urllib.parse import parse_qs, urlsplit
-
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         if parts.path == "/" and "token" in query:
@@ -239,8 +238,6 @@ class Handler(BaseHTTPRequestHandler):
         self._json(403, {"error": "cross-origin requests are not allowed"})
 
     def _changing(self, method: str) -> None:
-        from urllib.parse import parse_qs, urlsplit
-
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -264,8 +261,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _login(self, given: str) -> None:
         """``/?token=``: set the cookie and go to the bare URL (the token leaves the address bar)."""
-        import hmac
-
         if not self._host():
             return
         if not hmac.compare_digest(given.encode(), self.server.token.encode()):
@@ -281,10 +276,6 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes
 
     def _body(self) -> "dict[str, Any]":
-        import json
-
-        from ._api import ApiError
-
         try:
             body = json.loads(self._raw or b"{}")
         except (ValueError, RecursionError) as exc:
@@ -294,11 +285,6 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def _api(self, method: str, path: str, query: "dict[str, list[str]]") -> None:
-        from urllib.parse import unquote
-
-        from ._api import ApiError
-        from ._flows import PathRefused
-
         api = self.server.api
         seg = [unquote(s, errors="surrogateescape") for s in path[5:].split("/")]
         route = (method, seg[0] if seg else "", len(seg))
@@ -360,16 +346,12 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as exc:  # a document the edit cannot write
             status, doc = 400, {"error": str(exc)}
         except Exception as exc:  # a bug: say so, keep serving
-            import traceback
-
             traceback.print_exc()
             status, doc = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
         self._json(status, doc)
 
     def _events(self, run_id: str) -> None:
         """Server-Sent Events of a run until it ends (or the page goes away)."""
-        import json
-
         events = self.server.api.events(run_id)
         first = next(events)  # an unknown run is refused (404) before the stream begins
         self.send_response(200)
@@ -379,8 +361,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         try:
-            import itertools
-
             for event, data in itertools.chain([first], events):
                 if event == "ping":
                     self.wfile.write(b": ping\n\n")
@@ -412,8 +392,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, doc: "Any") -> None:
-        import json
-
         try:
             body = json.dumps(doc, ensure_ascii=True, allow_nan=False, default=repr).encode()
         except ValueError:  # NaN or infinity in an output: as text
