@@ -3,7 +3,6 @@ disk, pickle when asked for by name, everywhere a store can be named."""
 
 import pytest
 
-import microdag
 from microdag import Flow, FlowError
 from microdag.stores import JSONStore, MemoryStore, SQLiteStore, StoreError, open_store
 

@@ -11,7 +11,6 @@ damaged cache entry is a miss; the command line prints one line and exits 2.
 """
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 

@@ -14,7 +14,7 @@ import pytest
 
 import logsteps
 import microdag
-from microdag.stores import MemoryStore, SQLiteStore, StoreError
+from microdag.stores import SQLiteStore, StoreError
 from support import child_env
 
 

@@ -7,7 +7,6 @@ parent links, errors, retries, timeouts, cancellation, and that a step's own
 spans are children of its attempt's span, in worker processes too.
 """
 
-import os
 import subprocess
 import sys
 

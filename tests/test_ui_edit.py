@@ -19,7 +19,7 @@ import tomllib
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from microdag.ui._edit import dump_toml, dump_toml_value, edit_text
 
