@@ -32,6 +32,7 @@ import time
 from functools import partial
 
 from . import _compat
+from ._nogc import NoGC
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,23 +137,22 @@ class _Graph:
 
         graph = convert_legacy_graph(dsk, all_keys=set(dsk) | set(cache))
         index: "dict[Any, int]" = {}
-        keys: "list[Any]" = []
         nodes: "list[Any]" = []
         deps: "list[tuple[Any, ...]]" = []
-        stack = []
+        stack: "list[Any]" = []
+        push = stack.append
         for key in wanted:
             if key not in graph:
                 if key not in cache:
                     raise KeyError(key)
                 graph[key] = DataNode(key, cache[key])
-            stack.append(key)
+            push(key)
         while stack:  # culling: what the requested keys need, and nothing else
             key = stack.pop()
             if key in index:
                 continue
             node = graph[key]
-            index[key] = len(keys)
-            keys.append(key)
+            index[key] = len(nodes)
             nodes.append(node)
             mine = tuple(node.dependencies)
             deps.append(mine)
@@ -162,13 +162,14 @@ class _Graph:
                         if d not in cache:
                             raise ValueError(f"Missing dependency {d!r} for dependents {{{key!r}}}")
                         graph[d] = DataNode(d, cache[d])
-                    stack.append(d)
+                    push(d)
         self.graph = graph
         self.index = index
-        self.keys = keys
+        self.keys = list(index)
         self.nodes = nodes
         self.deps = deps
-        self.argdeps = [tuple(index[d] for d in mine) for mine in deps]
+        at = index.__getitem__
+        self.argdeps = [tuple(map(at, mine)) for mine in deps]
 
 
 def _run(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None", callbacks: "Any", workers: int,
@@ -200,7 +201,8 @@ def _run(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None", callbacks: "An
                     started.append(cb)
             else:
                 started = list(cbs)
-            g = _Graph(dsk, wanted, cache)
+            with NoGC():  # a few small objects per task, none of them garbage
+                g = _Graph(dsk, wanted, cache)
             if start_states or pretasks or posttasks or finishes:
                 state = _dask_state(g, cache)
                 for f in start_states:
@@ -294,36 +296,47 @@ class _Hooks:
 def _execute(g: _Graph, wanted: "set[Any]", workers: int, pool: "Any", state: "dict[str, Any]",
              pretasks: "list[Any]", posttasks: "list[Any]") -> "dict[Any, Any]":
     """Run the culled graph; the values of the requested keys."""
+    with NoGC():  # a few small objects per task, none of them garbage
+        args = _drive_args(g, wanted, state, pretasks, posttasks)
+    k, outputs = args[0], args[5]
+    if workers <= 1 or len(outputs) <= 1:
+        r = _compat.sched.drive(*args)
+        if r is not None:
+            raise r[1] if r[1] is not None else RuntimeError(f"task {g.keys[r[0]]!r} was not run")
+    else:
+        _Crew(k, args, min(workers, len(outputs))).run(pool)
+    if k.remaining:  # pragma: no cover - only a cycle leaves work, and cycles are refused
+        raise RuntimeError("the scheduler stopped with tasks left")
+    return {key: outputs[g.index[key]] for key in wanted}
+
+
+def _drive_args(g: _Graph, wanted: "set[Any]", state: "dict[str, Any]", pretasks: "list[Any]",
+                posttasks: "list[Any]") -> "tuple[Any, ...]":
+    """The kernel over the culled graph, reset, and the other arguments of its hot loop."""
     sched = _compat.sched
     n = len(g.keys)
-    src = [d for i, mine in enumerate(g.argdeps) for d in mine]
+    src = [d for mine in g.argdeps for d in mine]
     dst = [i for i, mine in enumerate(g.argdeps) for _ in mine]
     k = sched.Kernel(n, src, dst)
     cycle = k.find_cycle()
     if cycle is not None:
         raise ValueError(f"Cycle detected in the graph: {[g.keys[i] for i in cycle]!r}")
     k.reset()
-    kwnames = [tuple(f"a{j}" for j in range(len(mine))) for mine in g.argdeps]
-    hooks = _Hooks(g, state, wanted, pretasks, posttasks) if pretasks or posttasks else None
-    if hooks is None:
+    names = tuple(f"a{j}" for j in range(max(map(len, g.argdeps), default=0)))
+    kwnames = [names[: len(mine)] for mine in g.argdeps]
+    if pretasks or posttasks:
+        hooks = _Hooks(g, state, wanted, pretasks, posttasks)
         fns: "list[Callable[..., Any]]" = [
-            partial(_call, node, mine) if mine else node for node, mine in zip(g.nodes, g.deps)
+            partial(_call_watched, node, mine, key, hooks) for node, mine, key in zip(g.nodes, g.deps, g.keys)
         ]
     else:
-        fns = [partial(_call_watched, node, mine, key, hooks) for node, mine, key in zip(g.nodes, g.deps, g.keys)]
-    flags = bytes(sched.KEEP if key in wanted else 0 for key in g.keys)
-    outputs: "list[Any]" = [None] * n
+        fns = [partial(_call, node, mine) if mine else node for node, mine in zip(g.nodes, g.deps)]
+    keep = bytearray(n)
+    for key in wanted:
+        keep[g.index[key]] = sched.KEEP
     zeros = [0.0] * n
-    args = (k, fns, kwnames, g.argdeps, [()] * n, outputs, [0] * n, zeros, list(zeros), time.perf_counter, flags)
-    if workers <= 1 or n <= 1:
-        r = sched.drive(*args)
-        if r is not None:
-            raise r[1] if r[1] is not None else RuntimeError(f"task {g.keys[r[0]]!r} was not run")
-    else:
-        _Crew(k, args, min(workers, n)).run(pool)
-    if k.remaining:  # pragma: no cover - only a cycle leaves work, and cycles are refused above
-        raise RuntimeError("the scheduler stopped with tasks left")
-    return {key: outputs[g.index[key]] for key in wanted}
+    return (k, fns, kwnames, g.argdeps, [()] * n, [None] * n, [0] * n, zeros, list(zeros), time.perf_counter,
+            bytes(keep))
 
 
 class _Crew:
