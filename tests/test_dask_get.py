@@ -7,7 +7,6 @@ intermediates.  Skipped without Dask, except under CI, where the test extras
 bring it and a missing Dask is a failure.
 """
 
-import importlib
 import os
 import subprocess
 import sys
@@ -28,20 +27,13 @@ from dask.utils_test import GetFunctionTestMixin, add, inc  # noqa: E402
 
 import microdag._compat  # noqa: E402
 from microdag import dask as mdask  # noqa: E402
-from support import NO_EXTENSIONS  # noqa: E402
 
 
-@pytest.fixture(params=["c", "py"], autouse=True)
-def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """Every test runs on each kernel twin (the compiled one imported directly)."""
-    if request.param == "c":
-        if NO_EXTENSIONS:
-            pytest.skip("MICRODAG_NO_EXTENSIONS is set: the pure twin only")
-        module = importlib.import_module("microdag._sched")
-    else:
-        module = importlib.import_module("microdag._sched_py")
-    monkeypatch.setattr(microdag._compat, "sched", module)
-    yield module
+@pytest.fixture(autouse=True)
+def kernel(twin: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """Every test runs on each kernel twin (conftest's ``twin``)."""
+    monkeypatch.setattr(microdag._compat, "sched", twin)
+    yield twin
 
 
 class TestGet(GetFunctionTestMixin):
@@ -234,3 +226,26 @@ def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
 def test_import_microdag_does_not_load_it() -> None:
     code = "import sys, microdag; assert 'microdag.dask' not in sys.modules and 'dask' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def interrupt(x: int) -> int:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupt_stops_the_run(workers: int) -> None:
+    import time
+
+    ran: list[int] = []
+
+    def slow(i: int) -> int:
+        time.sleep(0.002)
+        ran.append(i)
+        return i
+
+    dsk: dict[Any, Any] = {("s", i): (slow, i) for i in range(200)}
+    dsk["stop"] = (interrupt, 1)
+    dsk["out"] = (sum, ["stop"] + [("s", i) for i in range(200)])
+    with pytest.raises(KeyboardInterrupt):
+        mdask.get(dsk, "out", num_workers=workers)
+    assert len(ran) < 200  # no new task started once it was raised
