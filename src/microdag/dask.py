@@ -229,7 +229,8 @@ def _dask_state(g: _Graph, cache: "dict[Any, Any]") -> "dict[str, Any]":
         "dependents": dependents,
         "waiting": waiting,
         "waiting_data": {key: set(d) for key, d in dependents.items() if d},
-        "ready": [key for key, mine in zip(g.keys, g.deps) if not mine],
+        # Reversed: the kernel takes low ids first, and before() pops from the end.
+        "ready": [key for key, mine in zip(g.keys, g.deps) if not mine][::-1],
         "running": set(),
         "finished": set(),
         "released": set(),
@@ -259,10 +260,11 @@ class _Hooks:
     def before(self, key: "Hashable") -> None:
         state = self.state
         with self.lock:
-            try:
-                state["ready"].remove(key)
-            except ValueError:  # pragma: no cover - every task starts ready
-                pass
+            ready = state["ready"]
+            for j in range(len(ready) - 1, -1, -1):  # near the end, mostly
+                if ready[j] == key:
+                    del ready[j]
+                    break
             state["running"].add(key)
             for f in self.pretasks:
                 f(key, self.g.graph, state)
