@@ -60,7 +60,7 @@ def get(
             wanted); lists come back as tuples.
         cache: values of keys the graph refers to without computing them.
         num_workers: threads to run on (default: the pool's size, else
-            ``dask.config`` ``num_workers``, else the machine's CPUs).
+            ``dask.config`` ``num_workers``, else the CPUs Dask counts).
         pool: a ``concurrent.futures.Executor`` or a
             ``multiprocessing.pool.ThreadPool`` whose threads run the work.
         callbacks: Dask callbacks (``dask.callbacks.Callback`` tuples); the
@@ -79,8 +79,9 @@ def get(
     workers = num_workers or _pool_size(pool)
     if not workers:
         from dask import config  # (an optional extra: loaded where it is used)
+        from dask.system import CPU_COUNT  # (as above; the CPUs this process may use, as Dask counts them)
 
-        workers = config.get("num_workers", None) or _cpus()
+        workers = config.get("num_workers", None) or CPU_COUNT
     return _run(dsk, keys, cache, callbacks, max(1, int(workers)), pool)
 
 
@@ -91,12 +92,6 @@ def get_sync(dsk: "Mapping[Any, Any]", keys: "Any", cache: "dict[Any, Any] | Non
     Args, Returns and Raises as :func:`get` (``num_workers`` and ``pool`` are ignored).
     """
     return _run(dsk, keys, cache, callbacks, 1, None)
-
-
-def _cpus() -> int:
-    import os  # (import time: the default worker count only)
-
-    return os.cpu_count() or 1
 
 
 def _pool_size(pool: "Any") -> int:
