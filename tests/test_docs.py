@@ -43,6 +43,8 @@ def folder(tmp_path_factory) -> Path:
 def test_the_example_runs_as_written(where, code, folder) -> None:
     if re.search(r"^import distributed", code, flags=re.M):
         pytest.importorskip("distributed", reason="the example needs Dask distributed")
+    if re.search(r"^import dask$", code, flags=re.M):
+        pytest.importorskip("dask", reason="the example needs Dask")
     if "opentelemetry" in code:
         pytest.importorskip("opentelemetry.sdk", reason="the example needs opentelemetry-sdk")
     done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True,

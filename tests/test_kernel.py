@@ -847,3 +847,22 @@ def test_both_twins_offer_the_same_names(twin: ModuleType) -> None:
     assert sorted(twin.__all__) == sorted(microdag._sched_py.__all__)
     for name in twin.__all__:
         assert callable(getattr(twin, name)) or name == "TWIN", name
+
+
+def test_drive_takes_nothing_when_another_thread_took_the_last_ready_step(twin: ModuleType) -> None:
+    """The cancel check runs Python code, where another thread may take the
+    last ready step: the loop then finds none ready and returns."""
+    k = make(twin, 2, [(0, 1)])
+    k.reset()
+    taken: list[int] = []
+
+    class TakeWhileChecked:
+        def is_set(self) -> bool:
+            taken.extend(k.take())  # what another worker does meanwhile
+            return False
+
+    r = twin.drive(k, [lambda: 1, lambda x: x], [(), ("x",)], [(), (0,)], [()] * 2, [None] * 2, [0] * 2,
+                   [0.0] * 2, [0.0] * 2, lambda: 0.0, bytes(2), None, None, None, TakeWhileChecked())
+    assert r is None
+    assert taken == [0]
+    assert (k.state(0), k.state(1), k.ready, k.running) == (twin.RUNNING, twin.PENDING, 0, 1)

@@ -35,7 +35,7 @@ LAYERS = [
     ["microdag._command"],  # a command step: a step function that runs a program
     ["microdag._flowfile"],  # a flow file's rules, checked, built into a Flow
     ["microdag._spec", "microdag._cmdline", "microdag._pod", "microdag._argo"],
-    ["microdag.cli", "microdag.ui", "microdag.__main__", "microdag"],
+    ["microdag.cli", "microdag.ui", "microdag.__main__", "microdag", "microdag.dask"],
 ]
 
 

@@ -1378,8 +1378,11 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         raise ValueError("drive() needs one entry per node in every list")
     k._preds()
     while k._ready > 0:
-        if cancel is not None and cancel.is_set():
-            return None
+        if cancel is not None:
+            if cancel.is_set():
+                return None
+            if k._ready == 0:  # another thread took it while is_set() ran
+                return None
         k._gather(&i, 1)
         if fl[i] & _SLOW:
             return (i, None)

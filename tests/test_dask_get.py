@@ -1,0 +1,251 @@
+"""microdag.dask: microdag's kernel as Dask's local scheduler.
+
+Dask's own contract for a foreign ``get`` (``GetFunctionTestMixin``) on both
+kernel twins, Dask's collections computed on it against Dask's default
+scheduler, callbacks and the progress bar, errors, culling and the release of
+intermediates.  Skipped without Dask, except under CI, where the test extras
+bring it and a missing Dask is a failure.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("dask", reason="Dask is not installed (pip install 'microdag[dask]')")
+
+import dask  # noqa: E402
+from dask.callbacks import Callback  # noqa: E402
+from dask.utils_test import GetFunctionTestMixin, add, inc  # noqa: E402
+
+import microdag._compat  # noqa: E402
+from microdag import dask as mdask  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def kernel(twin: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """Every test runs on each kernel twin (conftest's ``twin``)."""
+    monkeypatch.setattr(microdag._compat, "sched", twin)
+    yield twin
+
+
+class TestGet(GetFunctionTestMixin):
+    get = staticmethod(mdask.get)
+
+
+class TestGetSync(GetFunctionTestMixin):
+    get = staticmethod(mdask.get_sync)
+
+
+class TestGetTwoWorkers(GetFunctionTestMixin):
+    get = staticmethod(lambda dsk, keys, **kw: mdask.get(dsk, keys, num_workers=2, **kw))
+
+
+@pytest.mark.parametrize("get", [mdask.get, mdask.get_sync])
+def test_delayed_equals_the_default_scheduler(get: Any) -> None:
+    from dask import delayed
+
+    parts = [delayed(inc)(i) for i in range(50)]
+    total = delayed(sum)(parts)
+    pairs = [delayed(add)(a, b) for a, b in zip(parts, parts[1:])]
+    assert dask.compute(total, pairs, scheduler=get) == dask.compute(total, pairs)
+    assert total.compute(scheduler=get) == total.compute(scheduler="sync")
+    with dask.config.set(scheduler=get):
+        assert total.compute() == sum(range(1, 51))
+
+
+def test_bag_equals_the_default_scheduler() -> None:
+    import dask.bag as db
+
+    b = db.from_sequence(range(500), npartitions=17)
+    work = b.map(inc).filter(lambda v: v % 3).frequencies()
+    assert sorted(work.compute(scheduler=mdask.get)) == sorted(work.compute())
+    assert b.fold(add).compute(scheduler=mdask.get) == sum(range(500))
+
+
+def test_array_equals_the_default_scheduler() -> None:
+    pytest.importorskip("numpy")
+    import dask.array as da
+
+    x = da.arange(10_000, chunks=700).reshape((100, 100)).rechunk(30)
+    y = (x + x.T).sum(axis=0) - x.mean()
+    assert (y.compute(scheduler=mdask.get) == y.compute()).all()
+
+
+def test_task_spec_nodes() -> None:
+    from dask._task_spec import Alias, DataNode, List, Task, TaskRef
+
+    dsk = {
+        "a": DataNode("a", 2),
+        "b": Task("b", add, TaskRef("a"), 10),
+        "c": Alias("c", "b"),
+        "d": Task("d", sum, List(TaskRef("a"), TaskRef("c"), 1)),
+    }
+    assert mdask.get(dsk, ["d", ["c", "a"]]) == (15, (12, 2))
+    assert mdask.get_sync(dsk, "d") == 15
+
+
+def test_pool_and_workers() -> None:
+    dsk = {f"x{i}": (inc, i) for i in range(200)}
+    dsk["total"] = (sum, [f"x{i}" for i in range(200)])
+    expected = sum(range(1, 201))
+    with ThreadPoolExecutor(3) as pool:
+        assert mdask.get(dsk, "total", pool=pool) == expected
+    from multiprocessing.pool import ThreadPool
+
+    with ThreadPool(2) as tpool:
+        assert mdask.get(dsk, "total", pool=tpool) == expected
+    assert mdask.get(dsk, "total", num_workers=4) == expected
+
+
+def test_culling_runs_only_what_the_keys_need() -> None:
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    def note(name: str, *args: int) -> int:
+        with lock:
+            ran.append(name)
+        return sum(args)
+
+    dsk = {"a": (note, "A", 1), "b": (note, "B", "a"), "c": (note, "C", "a"), "d": (note, "D", "c")}
+    assert mdask.get(dsk, "b") == 1
+    assert sorted(ran) == ["A", "B"]
+
+
+def test_intermediates_released_after_their_last_dependent() -> None:
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    refs: list[Any] = []
+
+    def make() -> Big:
+        obj = Big()
+        refs.append(weakref.ref(obj))
+        return obj
+
+    def check(prev: Big, i: int) -> Big:
+        gc.collect()
+        # Only the argument and the one before it may still live.
+        assert sum(r() is not None for r in refs) <= 2, i
+        return make()
+
+    dsk: dict[str, Any] = {"s0": (make,)}
+    for i in range(1, 30):
+        dsk[f"s{i}"] = (check, f"s{i - 1}", i)
+    assert isinstance(mdask.get_sync(dsk, "s29"), Big)
+    assert isinstance(mdask.get(dsk, "s29", num_workers=2), Big)
+
+
+class Boom(Exception):
+    pass
+
+
+def explode(x: int) -> int:
+    raise Boom(f"no {x}")
+
+
+@pytest.mark.parametrize("get", [mdask.get, mdask.get_sync])
+def test_an_error_keeps_its_type_and_traceback(get: Any) -> None:
+    dsk = {f"x{i}": (inc, i) for i in range(20)}
+    dsk["bad"] = (explode, "x3")
+    dsk["out"] = (sum, ["bad"] + [f"x{i}" for i in range(20)])
+    with pytest.raises(Boom, match="no 4") as info:
+        get(dsk, "out")
+    assert any(entry.name == "explode" for entry in info.traceback)
+
+
+def test_missing_dependency_and_cache() -> None:
+    dsk = {"y": (inc, "x"), "z": (add, "y", "w")}
+    assert mdask.get(dsk, "z", cache={"x": 1, "w": 10}) == 12
+    assert mdask.get(dsk, "x", cache={"x": 5}) == 5
+
+
+def test_cycle_is_refused() -> None:
+    with pytest.raises(ValueError, match="[Cc]ycle"):
+        mdask.get({"a": (inc, "b"), "b": (inc, "a")}, "a")
+
+
+@pytest.mark.parametrize("get", [mdask.get, mdask.get_sync])
+def test_callbacks(get: Any) -> None:
+    seen: dict[str, list[Any]] = {"start": [], "start_state": [], "pretask": [], "posttask": [], "finish": []}
+
+    class Record(Callback):  # type: ignore[misc]
+        def _start(self, dsk: Any) -> None:
+            seen["start"].append(len(dsk))
+
+        def _start_state(self, dsk: Any, state: Any) -> None:
+            seen["start_state"].append(len(state["waiting"]) + len(state["ready"]))
+
+        def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
+            assert key in state["running"]
+            seen["pretask"].append(key)
+
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            assert key in state["finished"]
+            seen["posttask"].append((key, result))
+
+        def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+            seen["finish"].append(errored)
+
+    dsk = {"x": 1, "y": (inc, "x"), "z": (add, "x", "y"), "unused": (inc, 0)}
+    with Record():
+        assert get(dsk, "z") == 3
+    assert seen["start"] == [4]
+    assert seen["start_state"] == [3]
+    assert sorted(seen["pretask"]) == ["x", "y", "z"]
+    assert sorted(seen["posttask"]) == [("x", 1), ("y", 2), ("z", 3)]
+    assert seen["finish"] == [False]
+    with Record(), pytest.raises(Boom):
+        get({"a": (explode, 1)}, "a")
+    assert seen["finish"] == [False, True]
+    # Given explicitly, not as a context.
+    get(dsk, "z", callbacks=[Record()._callback])
+    assert seen["finish"] == [False, True, False]
+
+
+def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    from dask.diagnostics import ProgressBar
+
+    dsk = {f"x{i}": (inc, i) for i in range(100)}
+    dsk["total"] = (sum, [f"x{i}" for i in range(100)])
+    with ProgressBar(out=sys.stdout):
+        assert mdask.get(dsk, "total") == sum(range(1, 101))
+    assert "100% Completed" in capsys.readouterr().out
+
+
+def test_import_microdag_does_not_load_it() -> None:
+    code = "import sys, microdag; assert 'microdag.dask' not in sys.modules and 'dask' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def interrupt(x: int) -> int:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupt_stops_the_run(workers: int) -> None:
+    import time
+
+    ran: list[int] = []
+
+    def slow(i: int) -> int:
+        time.sleep(0.002)
+        ran.append(i)
+        return i
+
+    dsk: dict[Any, Any] = {("s", i): (slow, i) for i in range(200)}
+    dsk["stop"] = (interrupt, 1)
+    dsk["out"] = (sum, ["stop"] + [("s", i) for i in range(200)])
+    with pytest.raises(KeyboardInterrupt):
+        mdask.get(dsk, "out", num_workers=workers)
+    assert len(ran) < 200  # no new task started once it was raised
