@@ -308,9 +308,9 @@ def test_the_progress_line_shows_a_map_steps_items() -> None:
 def test_running_time_is_the_union_of_the_steps_times() -> None:
     from microdag._records import busy_time
 
-    assert busy_time([0.0, 1.0, 2.0], [3.0, 2.0, 4.0]) == 4.0  # overlapping: counted once
-    assert busy_time([100.0, 1.0], [100.5, 1.5]) == 1.0  # idle between: not counted
-    assert busy_time([None, 5.0], [1.0, None]) == 0.0  # unfinished or never started: nothing
+    assert busy_time([(0.0, 3.0), (1.0, 2.0), (2.0, 4.0)]) == 4.0  # overlapping: counted once
+    assert busy_time([(100.0, 100.5), (1.0, 1.5)]) == 1.0  # idle between: not counted
+    assert busy_time([(None, 1.0), (5.0, None)]) == 0.0  # unfinished or never started: nothing
 
 
 def test_a_runs_duration_shows_its_running_time_when_it_idled() -> None:

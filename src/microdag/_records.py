@@ -22,9 +22,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "CODES", "EXCLUDED", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id", "check_task",
-    "busy_time", "step_traceback",
+    "CODES", "EXCLUDED", "PACKAGE", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id",
+    "check_task", "busy_time", "step_traceback",
 ]
+
+#: microdag's own folder (with a trailing separator): a frame whose file is in
+#: it is microdag's, not a step's or a caller's.
+PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 #: Kernel state code -> task status (``READY`` is still ``"pending"`` to users).
 STATUS = ("pending", "pending", "running", "succeeded", "failed", "skipped", "cancelled", "excluded", "unknown")
@@ -215,15 +219,13 @@ def check_task(
     raise ValueError(", ".join(problems) or "a field has the wrong type")
 
 
-def busy_time(starts: "Iterable[float | None]", ends: "Iterable[float | None]") -> float:
+def busy_time(intervals: "Iterable[tuple[float | None, float | None]]") -> float:
     """Seconds during which some task was running: the length of the union of
-    the intervals ``[start, end]`` (those with both ends).  A run resumed after
+    the ``(start, end)`` intervals (those with both ends).  A run resumed after
     an interrupt counts its working time, not the idle time between."""
     busy = 0.0
     upto = float("-inf")
-    for start, end in sorted(zip(starts, ends), key=_first):  # (nearly sorted already: linear)
-        if start is None or end is None:
-            continue
+    for start, end in sorted((s, e) for s, e in intervals if s is not None and e is not None):  # (nearly sorted)
         if start > upto:
             busy += end - start
             upto = end
@@ -231,10 +233,6 @@ def busy_time(starts: "Iterable[float | None]", ends: "Iterable[float | None]") 
             busy += end - upto
             upto = end
     return busy
-
-
-def _first(pair: "tuple[float | None, float | None]") -> float:
-    return 0.0 if pair[0] is None else pair[0]
 
 
 def step_traceback(error: BaseException) -> str:
@@ -252,9 +250,8 @@ def step_traceback(error: BaseException) -> str:
         return kept + "".join(f"{note}\n" for note in notes or () if isinstance(note, str) and note not in kept)
     import traceback  # (import time: traceback loads on first use)
 
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(package):
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(PACKAGE):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(error), error, tb))
 

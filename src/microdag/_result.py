@@ -202,12 +202,6 @@ class Run:
         """Seconds from start to finish."""
         return self.finished - self.started
 
-    def _busy(self) -> float:
-        """Seconds some step was running (``_records.busy_time``): less than
-        :attr:`duration` by the idle time between an interrupt and a resume."""
-        tried = [(s, e) for s, e, a in zip(self._starts, self._ends, self._attempts) if a and e]  # (any clock)
-        return busy_time([s for s, _ in tried], [e for _, e in tried])
-
     @property
     def tasks(self) -> _Tasks:
         """Step name -> :class:`Task` for every step of the run."""
@@ -373,7 +367,8 @@ def busy_seconds(run: Run) -> float:
     """Seconds some step of ``run`` was running: less than its duration by the
     idle time between an interrupt and a resume (what the CLI's summary shows
     beside the wall time)."""
-    return run._busy()
+    # (the clock readings of the steps that ran, and ended: any clock will do)
+    return busy_time((s, e) for s, e, a in zip(run._starts, run._ends, run._attempts) if a and e)
 
 
 def status_counts(run: Run) -> "dict[str, int]":

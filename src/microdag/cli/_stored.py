@@ -164,8 +164,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         return OK
     colored = color(sys.stdout)
     print(f"run {info.id} of {info.flow}: {paint(info.status, info.status, colored)}")
-    busy = None if counts else busy_time([r.started for r in records if r.item < 0],
-                                         [r.finished for r in records if r.item < 0])
+    busy = None if counts else busy_time((r.started, r.finished) for r in records if r.item < 0)
     print(f"  started {when(info.started)}, took {took(duration, busy)}")
     if info.source:
         print(f"  flow from {printable(info.source)}")

@@ -14,7 +14,6 @@ steps (``_children``), is given to the runner as its ``halt``: the state
 machine decides when, and does no I/O itself.
 """
 
-import os
 import sys
 
 from .._binding import NO_DEFAULT
@@ -22,7 +21,7 @@ from .._capture import install, uninstall
 from .._errors import FlowError
 from .._events import log
 from .._graph import name_index, new_kernel
-from .._records import RunInfo, check_run_id
+from .._records import PACKAGE, RunInfo, check_run_id
 from .._result import new_run_id
 from .._schema import problem
 from ._call import bind_inputs, missing_input
@@ -363,9 +362,8 @@ def _tell_kept_inputs(runner: Runner, recorded: "dict[str, Any]", given: "dict[s
 
 def _outside() -> int:
     """The ``stacklevel`` of the caller's first frame outside microdag (for a warning)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     level, frame = 2, sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(package):
+    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
         level += 1
         frame = frame.f_back  # type: ignore[assignment]
     return level
