@@ -58,7 +58,8 @@ class MapRun:
         self.errors: dict[int, BaseException] = {}
         self.finished = False
         self.todo: list[int] | None = None
-        #: Items it maps over, and those of units that ended (succeeded or failed).
+        #: Items it maps over, and those of units that ended (succeeded or failed;
+        #: counted only when a run has hooks, which the counts are for).
         self.items = len(units) if size is None else sum(map(len, units))
         self.ended = 0
 
@@ -161,8 +162,9 @@ class Maps:
             done.add(j)
         ms.todo = [j for j in range(len(ms.units)) if j not in done]
         ms.pending = len(ms.todo)
-        for j in done:
-            ms.end_units(j, j + 1)
+        if self.r.hooks:
+            for j in done:
+                ms.end_units(j, j + 1)
         if ms.todo:
             return True
         self.finish(ms)
@@ -270,8 +272,8 @@ class Maps:
         with r.lock:
             ms.pending -= stop - start - len(bad)
             last = ms.pending == 0
-            progress = ms.end_units(start, stop)
-        if r.hooks:
+            progress = ms.end_units(start, stop) if r.hooks else None  # (counted for the hooks alone)
+        if progress is not None:
             r.emit("step_progress", ms.i, items=progress)
         for j, error in bad:
             r.failed(att if att is not None else self.hot_attempt(ms, j), error, retry=False)
@@ -291,8 +293,8 @@ class Maps:
             ms.errors[att.unit] = exc
             ms.pending -= 1
             last = ms.pending == 0
-            progress = ms.end_units(att.unit, att.unit + 1)
-        if r.hooks:
+            progress = ms.end_units(att.unit, att.unit + 1) if r.hooks else None
+        if progress is not None:
             r.emit("step_progress", ms.i, items=progress)
         if r.fail_fast or last:
             self.finish(ms)
