@@ -19,7 +19,9 @@ gates before any route runs:
    run, even from a browser that holds the cookie.
 
 Responses carry a strict Content-Security-Policy (the page's own script and
-style only), ``nosniff``, ``no-referrer`` (the token must not leak), and
+style only; the page itself also allows the ``<style>`` elements that carry the
+nonce drawn for it, given to its scripts in ``<meta name="csp-nonce">``: the
+code editor puts its styles there), ``nosniff``, ``no-referrer`` (the token must not leak), and
 ``no-store``.  Bodies are JSON, at most :data:`MAX_BODY` bytes; JSON is
 written with ASCII escapes, so any text (lone surrogates included) travels.
 
@@ -67,7 +69,8 @@ IDLE_SECONDS = 30.0
 #: What a connection past the cap gets.
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 51\r\n"
          b"Connection: close\r\n\r\n{\"error\": \"too many connections: try again shortly\"}")
-_STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+_STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
+           "vendor/codemirror.js": "text/javascript; charset=utf-8"}
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _COOKIE = "microdag_token"
@@ -216,7 +219,10 @@ class Handler(BaseHTTPRequestHandler):
         if not self._gates(changes=False):
             return
         if parts.path in ("/", "/index.html"):
-            self._send(200, self.server.static("index.html"), "text/html; charset=utf-8")
+            nonce = os.urandom(16).hex()  # a new one for each page
+            page = self.server.static("index.html").replace(
+                b"<head>", b'<head>\n<meta name="csp-nonce" content="%s">' % nonce.encode(), 1)
+            self._send(200, page, "text/html; charset=utf-8", nonce)
         elif parts.path.startswith("/static/") and parts.path[8:] in _STATIC:
             self._send(200, self.server.static(parts.path[8:]), _STATIC[parts.path[8:]])
         elif parts.path.startswith("/api/"):
@@ -375,18 +381,19 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- responses
 
-    def _common_headers(self) -> None:
-        self.send_header("Content-Security-Policy", _CSP)
+    def _common_headers(self, nonce: str = "") -> None:
+        csp = _CSP.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'") if nonce else _CSP
+        self.send_header("Content-Security-Policy", csp)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Frame-Options", "DENY")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, nonce: str = "") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self._common_headers()
+        self._common_headers(nonce)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
