@@ -183,7 +183,7 @@ def smooth_path(route: "list[list[int]]") -> str:
         if y == y0:
             out.append(f"L{x} {y}")
         else:
-            c = (x - x0) / 2
-            out.append(f"C{x0 + c:g} {y0} {x - c:g} {y} {x} {y}")
+            c = (x - x0) // 2
+            out.append(f"C{x0 + c} {y0} {x - c} {y} {x} {y}")
         x0, y0 = x, y
     return "".join(out)
