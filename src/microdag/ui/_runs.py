@@ -12,8 +12,8 @@ with counts per status, which is what can be drawn usefully of them.
 """
 
 import json
-import reprlib
 
+from .._present import duration_text, preview, step_status
 from .._render import NODE_H, NODE_W, layers, layout
 
 TYPE_CHECKING = False
@@ -36,6 +36,7 @@ def run_json(info: "RunInfo") -> "dict[str, Any]":
     return {
         "id": info.id, "flow": info.flow, "status": info.status, "started": info.started,
         "finished": info.finished, "source": info.source, "inputs": jsonable(info.inputs),
+        "duration_text": duration_text(None if info.finished is None else info.finished - info.started),
         "problem": info.problem,
     }
 
@@ -49,7 +50,8 @@ def list_runs(store: "Store", flow: "str | None", status: "str | None", limit: i
     return {
         "runs": [
             {"id": r.id, "flow": r.flow, "status": r.status, "started": r.started, "finished": r.finished,
-             "source": r.source, "problem": r.problem}
+             "source": r.source, "problem": r.problem,
+             "duration_text": duration_text(None if r.finished is None else r.finished - r.started)}
             for r in chosen[:limit]
         ],
         "flows": flows,
@@ -71,7 +73,7 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
                 except (TypeError, ValueError, RecursionError):
                     pass
             if text is None:
-                text = preview(value, PREVIEW + 1)
+                text = preview(value, PREVIEW + 1, indent=2)
         except Exception as exc:  # damaged, or another codec: say so instead of failing the page
             text = f"<the output cannot be decoded: {type(exc).__name__}: {exc}>"
         truncated = len(text) > PREVIEW
@@ -85,6 +87,7 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
         "started": record.started,
         "finished": record.finished,
         "duration": took,
+        "duration_text": duration_text(took),
         "error": None if record.error_type is None else {
             "type": record.error_type, "message": record.error_message, "traceback": record.traceback,
         },
@@ -120,18 +123,16 @@ def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "s
 
 
 def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
-    """Each step's status; a map step without its own record takes its items' worst."""
-    out: dict[str, str] = {}
+    """Each step's status (``_present.step_status``: a map step without its own
+    record takes its items' worst)."""
+    own: dict[str, str] = {}
     items: dict[str, list[str]] = {}
     for r in records:
         if r.item < 0:
-            out[r.step] = r.status
+            own[r.step] = r.status
         else:
             items.setdefault(r.step, []).append(r.status)
-    for step, states in items.items():
-        if step not in out:
-            out[step] = next((s for s in ("failed", "running", "cancelled", "pending") if s in states), states[0])
-    return out
+    return {step: step_status(own.get(step), items.get(step, ())) for step in {**own, **items}}
 
 
 def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, str]") -> "dict[str, Any]":
@@ -190,7 +191,7 @@ def output(store: "Store", run_id: str, step: str, item: int) -> "dict[str, Any]
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        return {"output": preview(value, 1 << 30), "json": False}
+        return {"output": preview(value, 1 << 30, indent=2), "json": False}
     return {"output": value, "json": True}
 
 
@@ -199,25 +200,5 @@ def jsonable(value: "Any") -> "Any":
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        return preview(value, PREVIEW)
+        return preview(value, PREVIEW, indent=2)
     return value
-
-
-def preview(value: "Any", limit: int) -> str:
-    """``value`` as JSON text (indented) when it is JSON, else its repr; a big
-    value is not written whole: at most about ``limit`` characters."""
-    text = ""
-    try:
-        for chunk in json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=2).iterencode(value):
-            text += chunk
-            if len(text) > limit:
-                break
-    except (TypeError, ValueError, RecursionError):
-        short = reprlib.Repr()
-        short.maxstring = short.maxother = short.maxlong = limit
-        short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = max(6, limit // 20)
-        try:
-            text = short.repr(value)
-        except Exception as exc:  # a broken __repr__
-            text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
-    return text
