@@ -8,6 +8,9 @@
 - **durations as text** (:func:`duration_text`): ``0.3 ms``, ``1.24 s``,
   ``2 min 3 s``, ``1 h 5 min``; the UI's API sends this text beside the
   number (``duration_text``) so the page shows what the terminal shows;
+- **the order of a run's tasks** (:func:`task_order`): a step's tasks
+  together, steps in the order they first ran, a map step's items by number
+  before its own record (a resumed run's new items stay with their step);
 - **output previews** (:func:`preview`, :func:`shorten`): a value as JSON
   text when it is JSON, else its repr, never written whole when it is big,
   and cut to a limit with ``...``.
@@ -21,7 +24,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-__all__ = ["WORST_FIRST", "step_status", "worst", "duration_text", "preview", "shorten"]
+    from ._records import TaskRecord
+
+__all__ = ["WORST_FIRST", "step_status", "worst", "duration_text", "task_order", "preview", "shorten"]
 
 #: Statuses worst first: a step of items, a layer or a list shows the first one found.
 WORST_FIRST = ("failed", "running", "cancelled", "skipped", "pending")
@@ -44,6 +49,16 @@ def worst(statuses: "Iterable[str]") -> str:
 def step_status(own: "str | None", items: "Iterable[str]" = ()) -> str:
     """A step's status: its own record's (``own``), else the worst of its items'."""
     return own if own is not None else worst(items)
+
+
+def task_order(records: "list[TaskRecord]") -> "list[TaskRecord]":
+    """``records`` (as a store lists them: by when each was first written) with
+    each step's together, steps in the order they first appear, a map step's
+    items by number before its own record."""
+    first: dict[str, int] = {}
+    for r in records:
+        first.setdefault(r.step, len(first))
+    return sorted(records, key=lambda r: (first[r.step], r.item < 0, r.item))
 
 
 def duration_text(seconds: "float | None") -> str:

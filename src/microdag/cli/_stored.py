@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, positive
-from .._present import duration_text
+from .._present import duration_text, task_order
 from .._records import busy_time
 from ._common import (
     color, dump, indented, jsonable, paint, preview, printable,
@@ -125,7 +125,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
             if sum(counts.values()) <= SHOW_ALL:
                 counts = {}  # a run this small is listed whole
         if not counts:
-            records = store.tasks(args.run_id)
+            records = task_order(store.tasks(args.run_id))
         if args.step is not None:
             return _show_step(store, args, records)
         outputs = {

@@ -13,7 +13,7 @@ with counts per status, which is what can be drawn usefully of them.
 
 import json
 
-from .._present import duration_text, preview, step_status
+from .._present import duration_text, preview, step_status, task_order
 from .._render import NODE_H, NODE_W, layers, layout
 
 TYPE_CHECKING = False
@@ -100,9 +100,8 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
 def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
     """``GET /api/runs/ID`` without what the server adds (live, actions)."""
     info = store.run_info(run_id)
-    records = store.tasks(run_id)
+    records = task_order(store.tasks(run_id))
     logged = logged_tasks(store, run_id, records)
-    graph = store.graph(info.fingerprint) if info.fingerprint else None
     return {
         "run": run_json(info),
         "tasks": [task_json(store, r, logged) for r in records],
@@ -111,10 +110,17 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
              "error_type": et, "error_message": em}
             for s, i, a, b, e, et, em in store.attempts(run_id)
         ],
-        "graph": None if graph is None else graph_json(
-            [str(n) for n in graph["nodes"]], graph["deps"], statuses(records)
-        ),
+        "graph": run_graph(store, info, records),
     }
+
+
+def run_graph(store: "Store", info: "RunInfo", records: "list[TaskRecord]") -> "dict[str, Any] | None":
+    """The run's graph as the page draws it, with each step's status; ``None``
+    when the store has none (large flows skip it)."""
+    graph = store.graph(info.fingerprint) if info.fingerprint else None
+    if graph is None:
+        return None
+    return graph_json([str(n) for n in graph["nodes"]], graph["deps"], statuses(records))
 
 
 def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "set[tuple[str, int]]":
@@ -164,14 +170,16 @@ def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, s
 
 
 def changes(
-    store: "Store", run_id: str, seen: "dict[tuple[str, int], tuple[Any, ...]]"
-) -> "tuple[dict[str, Any], list[dict[str, Any]]]":
-    """The run's record and the tasks that changed since ``seen`` (updated in
-    place: task -> its record's state), for the events stream."""
+    store: "Store", run_id: str, seen: "dict[tuple[str, int], tuple[Any, ...]]", graph: bool = False
+) -> "tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]":
+    """The run's record, the tasks that changed since ``seen`` (updated in
+    place: task -> its record's state) and, when ``graph`` is asked, the run's
+    graph (``None`` while the store has none), for the events stream."""
     info = store.run_info(run_id)
     changed = []
     fresh = []
-    for r in store.tasks(run_id, outputs=False):
+    everything = store.tasks(run_id, outputs=False)
+    for r in everything:
         key = (r.step, r.item)
         state = (r.status, r.attempts, r.started, r.finished, r.error_type)
         if seen.get(key) != state:
@@ -182,7 +190,7 @@ def changes(
         records = [r for r in store.tasks(run_id) if (r.step, r.item) in wanted]
         logged = logged_tasks(store, run_id, records)
         changed = [task_json(store, r, logged) for r in records]
-    return run_json(info), changed
+    return run_json(info), changed, run_graph(store, info, everything) if graph else None
 
 
 def output(store: "Store", run_id: str, step: str, item: int) -> "dict[str, Any]":
