@@ -17,6 +17,7 @@ import signal
 import time
 
 from ..stores import StoreError, open_store, spec_parts
+from ._code import StepCode
 from ._flows import PathRefused
 from ._runs import changes, list_runs, output, run_detail
 
@@ -238,6 +239,21 @@ class Api:
         count = len(described["problems"])
         described["error"] = f"not saved: the flow has {count} problem{'s' if count != 1 else ''}"
         return 422, described
+
+    # -- a step's code
+
+    def step_code(self, rel: str, step: str) -> "dict[str, Any]":
+        """``GET /api/flows/PATH/steps/STEP/code``."""
+        path, doc = self.folder.document(rel)
+        return StepCode(self.folder.root, path, rel, step, doc).read()
+
+    def save_step_code(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        """``PUT /api/flows/PATH/steps/STEP/code``: ``{"code", "digest"}``."""
+        code, given = body.get("code"), body.get("digest")
+        if not isinstance(code, str) or not isinstance(given, str):
+            raise ApiError(400, 'the body must be {"code": the function\'s new source, "digest": the digest read}')
+        path, doc = self.folder.document(rel)
+        return StepCode(self.folder.root, path, rel, step, doc).save(code, given)
 
     @staticmethod
     def schema() -> "dict[str, Any]":

@@ -225,6 +225,28 @@ class Folder:
             doc = None
         return self._described(rel, k, path, text, doc)
 
+    def document(self, rel: str) -> "tuple[str, dict[str, Any] | None]":
+        """The real path of flow file ``rel`` and its data (``None`` when it does not parse).
+
+        Raises:
+            PathRefused: not a flow file this UI serves (a Python flow has no document).
+        """
+        path = self.resolve(rel)
+        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
+        if k not in ("toml", "json"):
+            raise PathRefused(f"{rel!r}: a Python flow's steps are edited in its own file")
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise PathRefused(f"{rel!r}: no such flow file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
+        try:
+            return path, _parse(text, k)
+        except ValueError:
+            return path, None
+
     def check(self, rel: str, doc: "dict[str, Any]") -> "dict[str, Any]":
         """``POST /api/flows/PATH/check``: what saving ``doc`` would give, without saving."""
         path, k, text = self._edited(rel, doc)
