@@ -17,7 +17,10 @@ import signal
 import time
 
 from ..stores import StoreError, open_store, spec_parts
+from .._result import new_run_id
+from . import _drafts as drafts
 from ._code import StepCode
+from ._drafts import DraftError
 from ._flows import PathRefused
 from ._runs import changes, list_runs, output, run_detail
 
@@ -254,6 +257,37 @@ class Api:
             raise ApiError(400, 'the body must be {"code": the function\'s new source, "digest": the digest read}')
         path, doc = self.folder.document(rel)
         return StepCode(self.folder.root, path, rel, step, doc).save(code, given)
+
+    def run_flow_step(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        """``POST /api/flows/PATH/steps/STEP/run``: run the step (with its
+        ancestors when ``upstream``) of the document given, or of the file;
+        ``{"run_id"}`` of the run started (``_drafts`` says how)."""
+        doc, typed, from_run, upstream = body.get("doc"), body.get("inputs"), body.get("from_run"), body.get("upstream")
+        if doc is not None and not isinstance(doc, dict):
+            raise ApiError(400, "doc must be the flow file's data (an object), or null for the file on disk")
+        if typed is not None and not isinstance(typed, dict):
+            raise ApiError(400, f"inputs must be an object of step {step!r}'s argument values, or null")
+        if from_run is not None and not isinstance(from_run, str):
+            raise ApiError(400, "from_run must be a run id, or null for the flow's latest run")
+        path, disk = self.folder.document(rel)
+        doc = disk if doc is None else doc
+        steps = doc.get("steps") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or not isinstance(steps, dict):
+            raise ApiError(422, f"step {step!r}: flow {rel!r} does not parse: fix it first")
+        if step not in steps:
+            raise ApiError(404, f"flow {rel!r} has no step named {step!r}")
+        run_id = new_run_id()
+        draft = drafts.path_of(path, run_id)
+        text = drafts.text_of(doc if upstream else drafts.alone(doc, step), draft.endswith(".json"))
+        flow, problems = self.folder.checked(rel, draft, text)
+        if flow is None:
+            count = len(problems)
+            raise DraftError(422, f"step {step!r} cannot run: the flow has {count} problem{'s' if count != 1 else ''}",
+                             problems)
+        with self._reading() as store:
+            given, _ = drafts.values(store, flow.name, step, flow.inputs, set(steps), typed, from_run)
+        drafts.write(draft, text)
+        return {"run_id": self.launcher.run(draft, given, run_id, step if upstream else None, draft)}
 
     @staticmethod
     def schema() -> "dict[str, Any]":

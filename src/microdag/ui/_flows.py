@@ -158,11 +158,11 @@ class Folder:
         key = (path, text)
         found = self._problem_cache.get(path)
         if found is None or found[0] != key:
-            found = self._problem_cache[path] = (key, self._problems(rel, path, text)[1])
+            found = self._problem_cache[path] = (key, self.checked(rel, path, text)[1])
         return found[1]
 
     @staticmethod
-    def _problems(rel: str, path: str, text: str) -> "tuple[Flow | None, list[dict[str, Any]]]":
+    def checked(rel: str, path: str, text: str) -> "tuple[Flow | None, list[dict[str, Any]]]":
         """``text`` checked as flow file ``path``: the flow and its problems as the API lists them."""
         flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
         return flow, [
@@ -284,7 +284,7 @@ class Folder:
     def _described(
         self, rel: str, k: str, path: str, text: str, doc: "dict[str, Any] | None"
     ) -> "dict[str, Any]":
-        flow, problems = self._problems(rel, path, text)
+        flow, problems = self.checked(rel, path, text)
         steps = self._steps(flow, doc)
         defaults = doc.get("inputs", {}) if isinstance(doc, dict) and isinstance(doc.get("inputs"), dict) else {}
         inputs = _inputs(flow, defaults)
