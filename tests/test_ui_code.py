@@ -295,3 +295,29 @@ def test_run_this_step_is_quick(ui: UI) -> None:
     best = min(times)
     print(f"run this step: POST to output readable, best of 5: {best * 1000:.0f} ms, median {sorted(times)[2] * 1000:.0f} ms")
     assert best < 2.0  # the target is 0.5 s on a quiet machine; a shared one gets slack
+
+
+# -- a new flow ---------------------------------------------------------------------------
+
+
+def test_a_new_flow_from_the_flows_view(ui: UI) -> None:
+    status, _, body = ui.request("POST", "/api/flows", {"path": "new/first.toml", "doc": None})
+    assert status == 201, body
+    made = json.loads(body)
+    assert made["path"] == "new/first.toml" and made["name"] == "first" and made["editable"] is True
+    assert made["doc"] == {"flow": {"name": "first"}, "steps": {}} and made["problems"]  # it needs a step yet
+    assert ui.get(f"/api/flows/{quote('new/first.toml')}")["doc"] == made["doc"]
+    assert "new/first.toml" in [f["path"] for f in ui.get("/api/flows")["flows"]]
+    doc = {"flow": {"name": "second"}, "steps": {"hello": {"command": ["echo", "hi"]}}}
+    status, _, body = ui.request("POST", "/api/flows", {"path": "second.json", "doc": doc})
+    assert status == 201 and json.loads(body)["problems"] == []
+    with open(os.path.join(ui.folder, "second.json")) as f:
+        assert json.load(f) == doc
+    status, _, body = ui.request("POST", "/api/flows", {"path": "second.json", "doc": doc})
+    assert status == 409 and b"exists" in body
+    for path in ("../out.toml", "/tmp/abs.toml", "x.yaml", "flows.py"):
+        status, _, body = ui.request("POST", "/api/flows", {"path": path, "doc": None})
+        assert status == 400, (path, body)
+    bad = {"flow": {"name": "bad"}, "steps": {"a": {"command": ["true"], "retries": -1}}}
+    status, _, body = ui.request("POST", "/api/flows", {"path": "bad.toml", "doc": bad})
+    assert status == 422 and not os.path.exists(os.path.join(ui.folder, "bad.toml"))

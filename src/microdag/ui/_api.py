@@ -232,6 +232,25 @@ class Api:
     def flow(self, rel: str) -> "dict[str, Any]":
         return self.folder.detail(rel)
 
+    def create(self, body: "dict[str, Any]") -> "tuple[int, dict[str, Any]]":
+        """``POST /api/flows``: ``{"path", "doc"}``, a new flow file (201)."""
+        rel, doc = body.get("path"), body.get("doc")
+        if not isinstance(rel, str):
+            raise ApiError(400, "path must be the new flow file's path in the folder (a string)")
+        if doc is not None and not isinstance(doc, dict):
+            raise ApiError(400, "doc must be the flow file's data (an object), or null for an empty flow")
+        try:
+            made, described = self.folder.create(rel, doc)
+        except PathRefused as exc:
+            raise ApiError(400, str(exc)) from None
+        except FileExistsError as exc:
+            raise ApiError(409, str(exc)) from None
+        if made:
+            return 201, described
+        count = len(described["problems"])
+        described["error"] = f"not created: the flow has {count} problem{'s' if count != 1 else ''}"
+        return 422, described
+
     def check(self, rel: str, body: "dict[str, Any]") -> "dict[str, Any]":
         return self.folder.check(rel, _doc(body))
 

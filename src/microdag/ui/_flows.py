@@ -263,6 +263,35 @@ class Folder:
         described["saved"] = True
         return True, described
 
+    def create(self, rel: str, doc: "dict[str, Any] | None") -> "tuple[bool, dict[str, Any]]":
+        """``POST /api/flows``: a new flow file ``rel`` holding ``doc`` (``None``:
+        a flow named after the file, with no steps yet, written as it is); a
+        given ``doc`` is written only when it is a valid flow.  Returns whether
+        it was written, and the flow as described after.
+
+        Raises:
+            PathRefused: not a path of a flow file under the folder.
+            FileExistsError: the file exists.
+        """
+        if rel in self.named or kind(rel) not in ("toml", "json"):
+            raise PathRefused(f"{rel!r}: a new flow is a .toml or .json file")
+        path = self.resolve(rel)
+        if os.path.lexists(path):
+            raise FileExistsError(f"{rel!r} exists already")
+        starter = doc is None
+        if doc is None:
+            stem = os.path.splitext(os.path.basename(rel))[0]
+            doc = {"flow": {"name": re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "flow"}, "steps": {}}
+        text, _ = edit_text("", kind(rel), doc)
+        described = self._described(rel, kind(rel), path, text, doc)
+        if described["problems"] and not starter:
+            return False, described
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # (FileExistsError: made meanwhile)
+        write_atomic(path, text.encode("utf-8"), keep_mode=True)
+        described["saved"] = True
+        return True, described
+
     def _edited(self, rel: str, doc: "dict[str, Any]") -> "tuple[str, str, str]":
         k = kind(rel)
         if k not in ("toml", "json"):

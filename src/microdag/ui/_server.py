@@ -333,6 +333,8 @@ class Handler(BaseHTTPRequestHandler):
                 doc = api.run_step(seg[1], seg[3])
             elif route == ("GET", "flows", 1):
                 doc = api.flows()
+            elif route == ("POST", "flows", 1):
+                status, doc = api.create(self._body())
             elif route == ("GET", "flows", 2):
                 doc = api.flow(seg[1])
             elif route == ("POST", "flows", 3) and seg[2] == "check":
