@@ -208,17 +208,9 @@ class Folder:
 
     def detail(self, rel: str) -> "dict[str, Any]":
         """``GET /api/flows/PATH``: the flow's document, steps, inputs, problems and drawing."""
-        path = self.resolve(rel)  # refuses what is not served
-        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
-        if k == "py":
+        path, k, text = self._read(rel)
+        if text is None:
             return self._python(rel)
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise PathRefused(f"{rel!r}: no such flow file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
         try:
             doc = _parse(text, k)
         except ValueError:
@@ -231,21 +223,31 @@ class Folder:
         Raises:
             PathRefused: not a flow file this UI serves (a Python flow has no document).
         """
-        path = self.resolve(rel)
-        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
-        if k not in ("toml", "json"):
+        path, k, text = self._read(rel)
+        if text is None:
             raise PathRefused(f"{rel!r}: a Python flow's steps are edited in its own file")
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise PathRefused(f"{rel!r}: no such flow file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
         try:
             return path, _parse(text, k)
         except ValueError:
             return path, None
+
+    def _read(self, rel: str) -> "tuple[str, str, str | None]":
+        """Flow ``rel``'s real path, kind and text (``None`` for a Python flow, not read).
+
+        Raises:
+            PathRefused: not a flow this UI serves, or a file that cannot be read.
+        """
+        path = self.resolve(rel)  # refuses what is not served
+        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
+        if k == "py":
+            return path, k, None
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                return path, k, f.read()
+        except FileNotFoundError:
+            raise PathRefused(f"{rel!r}: no such flow file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
 
     def check(self, rel: str, doc: "dict[str, Any]") -> "dict[str, Any]":
         """``POST /api/flows/PATH/check``: what saving ``doc`` would give, without saving."""
