@@ -242,7 +242,9 @@ def test_run_up_to_here_then_this_step_alone(ui: UI) -> None:
     doc["steps"]["twice"]["command"] = ["echo", "[{steps.base}, {steps.base}]"]
     alone = ui.post(url, {"doc": doc, "inputs": None, "from_run": None, "upstream": False}, 202)["run_id"]
     assert _output(ui, alone, "twice") == [42, 42]
-    assert [t["step"] for t in ui.get(f"/api/runs/{alone}")["tasks"]] == ["twice"]
+    shown = ui.get(f"/api/runs/{alone}")
+    assert [t["step"] for t in shown["tasks"]] == ["twice"]
+    assert shown["flow_path"] is None and shown["run"]["source"].endswith(".toml")  # a draft's: never offered
     # typed arguments win; a named run is used as asked
     typed = ui.post(url, {"doc": None, "inputs": {"base": 7}, "from_run": first, "upstream": False}, 202)["run_id"]
     assert _output(ui, typed, "twice") == 7

@@ -91,12 +91,14 @@ class Api:
         error = child.error()
         live = child.process.poll() is None
         run: dict[str, Any] = {"id": run_id, "flow": "", "status": "pending" if live or error is None else "failed",
-               "started": None, "finished": None, "source": None, "inputs": {}, "problem": error}
+               "started": None, "finished": None, "duration_text": "-", "source": None, "inputs": {},
+               "problem": error}
         return {"run": run, "tasks": [], "attempts": [], "graph": None, "live": live, "cancellable": live,
                 "resumable": False, "resume_why": None, "flow_path": None}
 
     def _actions(self, run: "dict[str, Any]", live: bool) -> "dict[str, Any]":
-        flow_path = self.folder.key_of(run["source"]) if run["source"] else None
+        source = run["source"]
+        flow_path = self.folder.key_of(source) if source and not drafts.is_draft(source) else None
         resumable = not live and flow_path is not None and run["status"] not in ("succeeded", "damaged")
         return {
             "live": live,
@@ -320,8 +322,10 @@ def _why_not(run: "dict[str, Any]") -> str:
     """Why a run that did not succeed cannot be resumed from this UI, and how to make it resumable."""
     shell = f"python -m microdag resume {run['id']}"
     if run["status"] == "damaged":
-        return f"the run's record is damaged: it cannot be resumed (run the flow again)"
+        return "the run's record is damaged: it cannot be resumed (run the flow again)"
     source = run["source"]
+    if source and drafts.is_draft(source):
+        return "the run was of a step run from the editor (a draft of its flow, gone once it ran): run the step again"
     if not source:
         return ("the run did not record where its flow came from (a flow run from Python code): resume it "
                 f"from that code with flow.run(store=..., run_id={run['id']!r}, resume=True)")

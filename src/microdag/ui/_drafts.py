@@ -60,6 +60,11 @@ def path_of(real: str, run_id: str) -> str:
     return os.path.join(os.path.dirname(real), f"{PREFIX}{run_id}{ext}")
 
 
+def is_draft(source: str) -> bool:
+    """Whether a run's recorded source is a draft (a step run from the editor)."""
+    return os.path.basename(source).startswith(PREFIX)
+
+
 def text_of(doc: "dict[str, Any]", json_file: bool) -> str:
     """``doc`` as a flow file's text."""
     if json_file:
