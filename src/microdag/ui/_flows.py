@@ -165,11 +165,15 @@ class Folder:
     def checked(rel: str, path: str, text: str) -> "tuple[Flow | None, list[dict[str, Any]]]":
         """``text`` checked as flow file ``path``: the flow and its problems as the API lists them."""
         flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
-        return flow, [
-            {"message": _relative(message, path, rel), "step": where[1] if len(where) > 1 and where[0] == "steps"
-             else None, "key": where[2] if len(where) > 2 and where[0] == "steps" else None}
-            for where, message in located
-        ]
+        problems = []
+        for where, message in located:
+            problem: dict[str, Any] = {
+                "message": _relative(message, path, rel),
+                "step": where[1] if len(where) > 1 and where[0] == "steps" else None,
+                "key": where[2] if len(where) > 2 and where[0] == "steps" else None,
+            }
+            problems.append(problem)
+        return flow, problems
 
     def _search(self) -> "list[tuple[str, dict[str, Any] | None]]":
         """Flow files under the folder (a ``.toml``/``.json`` file with a ``flow``
