@@ -38,10 +38,10 @@ if TYPE_CHECKING:
 #: Folders never searched for flow files.
 _SKIP = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache",
          ".pytest_cache", ".microdag", "site-packages", "build", "dist"}
-#: How a flow file that does not parse is told from other TOML and JSON files.
+#: How a flow file that does not parse is told from other TOML and JSON files: every pattern found.
 _LOOKS_LIKE_A_FLOW = {
-    "toml": re.compile(r"^\s*\[+\s*(flow|steps)\s*[\].]", re.MULTILINE),
-    "json": re.compile(r'"flow"\s*:[\s\S]*"steps"\s*:|"steps"\s*:[\s\S]*"flow"\s*:'),
+    "toml": (re.compile(r"^\s*\[+\s*(flow|steps)\s*[\].]", re.MULTILINE),),
+    "json": (re.compile(r'"flow"\s*:'), re.compile(r'"steps"\s*:')),
 }
 #: Files looked at when searching the folder, at most (a flow file is small).
 _MAX_FILES, _MAX_BYTES = 2000, 1 << 20
@@ -201,7 +201,7 @@ class Folder:
                 try:
                     data = _parse(head, kind(name))
                 except ValueError:  # listed when it reads like a flow file: the user must see what to fix
-                    if _LOOKS_LIKE_A_FLOW[kind(name)].search(head):
+                    if all(p.search(head) for p in _LOOKS_LIKE_A_FLOW[kind(name)]):
                         found.append((rel, None))
                     continue
                 if isinstance(data.get("flow"), dict) and "steps" in data:
