@@ -12,10 +12,15 @@ the UI never holds a lock a run needs, and sees what any process wrote.
 
 import json
 import os
+import shlex
 import signal
 import time
 
 from ..stores import StoreError, open_store, spec_parts
+from .._result import new_run_id
+from . import _drafts as drafts
+from ._code import StepCode
+from ._drafts import DraftError
 from ._flows import PathRefused
 from ._runs import changes, list_runs, output, run_detail
 
@@ -86,16 +91,20 @@ class Api:
         error = child.error()
         live = child.process.poll() is None
         run: dict[str, Any] = {"id": run_id, "flow": "", "status": "pending" if live or error is None else "failed",
-               "started": None, "finished": None, "source": None, "inputs": {}, "problem": error}
+               "started": None, "finished": None, "duration_text": "-", "source": None, "inputs": {},
+               "problem": error}
         return {"run": run, "tasks": [], "attempts": [], "graph": None, "live": live, "cancellable": live,
-                "resumable": False, "flow_path": None}
+                "resumable": False, "resume_why": None, "flow_path": None}
 
     def _actions(self, run: "dict[str, Any]", live: bool) -> "dict[str, Any]":
-        flow_path = self.folder.key_of(run["source"]) if run["source"] else None
+        source = run["source"]
+        flow_path = self.folder.key_of(source) if source and not drafts.is_draft(source) else None
+        resumable = not live and flow_path is not None and run["status"] not in ("succeeded", "damaged")
         return {
             "live": live,
             "cancellable": live,
-            "resumable": not live and flow_path is not None and run["status"] not in ("succeeded", "damaged"),
+            "resumable": resumable,
+            "resume_why": None if resumable or live or run["status"] == "succeeded" else _why_not(run),
             "flow_path": flow_path,
         }
 
@@ -106,6 +115,7 @@ class Api:
         changes, then ``("end", data)`` once it is not live; ``("ping", {})``
         while nothing changes (the server sends it as a comment)."""
         seen: dict[tuple[str, int], tuple[Any, ...]] = {}
+        drawn = False  # whether the run's graph was sent (a page opened before the run began has none)
         last: dict[str, Any] | None = None
         quiet = 0.0
         store = None
@@ -117,7 +127,7 @@ class Api:
                         store = self.store()
                     if store is None:
                         raise StoreError("no store yet")
-                    run, tasks = changes(store, run_id, seen)
+                    run, tasks, graph = changes(store, run_id, seen, graph=not drawn)
                 except StoreError as exc:  # not begun yet: its child may still be starting
                     if child is None or child.process.poll() is not None:
                         doc = self._starting(run_id, exc)
@@ -128,11 +138,13 @@ class Api:
                 live = self.launcher.live(store, run_id) is not None
                 starting = child is not None and child.process.poll() is None
                 data = {"run": run, "tasks": tasks, "live": live or starting}
+                if graph is not None:
+                    data["graph"], drawn = graph, True
                 if not data["live"]:
                     data.update(self._actions(run, False))
                     yield "end", data
                     return
-                if tasks or run != last:
+                if tasks or run != last or graph is not None:
                     last = run
                     quiet = 0.0
                     yield "update", data
@@ -222,6 +234,25 @@ class Api:
     def flow(self, rel: str) -> "dict[str, Any]":
         return self.folder.detail(rel)
 
+    def create(self, body: "dict[str, Any]") -> "tuple[int, dict[str, Any]]":
+        """``POST /api/flows``: ``{"path", "doc"}``, a new flow file (201)."""
+        rel, doc = body.get("path"), body.get("doc")
+        if not isinstance(rel, str):
+            raise ApiError(400, "path must be the new flow file's path in the folder (a string)")
+        if doc is not None and not isinstance(doc, dict):
+            raise ApiError(400, "doc must be the flow file's data (an object), or null for an empty flow")
+        try:
+            made, described = self.folder.create(rel, doc)
+        except PathRefused as exc:
+            raise ApiError(400, str(exc)) from None
+        except FileExistsError as exc:
+            raise ApiError(409, str(exc)) from None
+        if made:
+            return 201, described
+        count = len(described["problems"])
+        described["error"] = f"not created: the flow has {count} problem{'s' if count != 1 else ''}"
+        return 422, described
+
     def check(self, rel: str, body: "dict[str, Any]") -> "dict[str, Any]":
         return self.folder.check(rel, _doc(body))
 
@@ -233,12 +264,74 @@ class Api:
         described["error"] = f"not saved: the flow has {count} problem{'s' if count != 1 else ''}"
         return 422, described
 
+    # -- a step's code
+
+    def step_code(self, rel: str, step: str) -> "dict[str, Any]":
+        """``GET /api/flows/PATH/steps/STEP/code``."""
+        path, doc = self.folder.document(rel)
+        return StepCode(self.folder.root, path, rel, step, doc).read()
+
+    def save_step_code(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        """``PUT /api/flows/PATH/steps/STEP/code``: ``{"code", "digest"}``."""
+        code, given = body.get("code"), body.get("digest")
+        if not isinstance(code, str) or not isinstance(given, str):
+            raise ApiError(400, 'the body must be {"code": the function\'s new source, "digest": the digest read}')
+        path, doc = self.folder.document(rel)
+        return StepCode(self.folder.root, path, rel, step, doc).save(code, given)
+
+    def run_flow_step(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        """``POST /api/flows/PATH/steps/STEP/run``: run the step (with its
+        ancestors when ``upstream``) of the document given, or of the file;
+        ``{"run_id"}`` of the run started (``_drafts`` says how)."""
+        doc, typed, from_run, upstream = body.get("doc"), body.get("inputs"), body.get("from_run"), body.get("upstream")
+        if doc is not None and not isinstance(doc, dict):
+            raise ApiError(400, "doc must be the flow file's data (an object), or null for the file on disk")
+        if typed is not None and not isinstance(typed, dict):
+            raise ApiError(400, f"inputs must be an object of step {step!r}'s argument values, or null")
+        if from_run is not None and not isinstance(from_run, str):
+            raise ApiError(400, "from_run must be a run id, or null for the flow's latest run")
+        path, disk = self.folder.document(rel)
+        doc = disk if doc is None else doc
+        steps = doc.get("steps") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or not isinstance(steps, dict):
+            raise ApiError(422, f"step {step!r}: flow {rel!r} does not parse: fix it first")
+        if step not in steps:
+            raise ApiError(404, f"flow {rel!r} has no step named {step!r}")
+        run_id = new_run_id()
+        draft = drafts.path_of(path, run_id)
+        text = drafts.text_of(doc if upstream else drafts.alone(doc, step), draft.endswith(".json"))
+        flow, problems = self.folder.checked(rel, draft, text)
+        if flow is None:
+            count = len(problems)
+            raise DraftError(422, f"step {step!r} cannot run: the flow has {count} problem{'s' if count != 1 else ''}",
+                             problems)
+        with self._reading() as store:
+            given, _ = drafts.values(store, flow.name, step, flow.inputs, set(steps), typed, from_run)
+        drafts.write(draft, text)
+        return {"run_id": self.launcher.run(draft, given, run_id, step if upstream else None, draft)}
+
     @staticmethod
     def schema() -> "dict[str, Any]":
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(here, "flowfile.schema.json"), encoding="utf-8") as f:
             schema: dict[str, Any] = json.load(f)
         return schema
+
+
+def _why_not(run: "dict[str, Any]") -> str:
+    """Why a run that did not succeed cannot be resumed from this UI, and how to make it resumable."""
+    shell = f"python -m microdag resume {run['id']}"
+    if run["status"] == "damaged":
+        return "the run's record is damaged: it cannot be resumed (run the flow again)"
+    source = run["source"]
+    if source and drafts.is_draft(source):
+        return "the run was of a step run from the editor (a draft of its flow, gone once it ran): run the step again"
+    if not source:
+        return ("the run did not record where its flow came from (a flow run from Python code): resume it "
+                f"from that code with flow.run(store=..., run_id={run['id']!r}, resume=True)")
+    return (f"its flow, {source}, is not one this UI serves: start the UI with it named "
+            f"(python -m microdag ui {shlex.quote(source)}) to resume the run here, or resume it from a "
+            f"shell in the folder it ran in ({shell})")
 
 
 def _known(store: "Store | None", run_id: str) -> "RunInfo":

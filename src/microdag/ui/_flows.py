@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 #: Folders never searched for flow files.
 _SKIP = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache",
          ".pytest_cache", ".microdag", "site-packages", "build", "dist"}
+#: How a flow file that does not parse is told from other TOML and JSON files: every pattern found.
+_LOOKS_LIKE_A_FLOW = {
+    "toml": (re.compile(r"^\s*\[+\s*(flow|steps)\s*[\].]", re.MULTILINE),),
+    "json": (re.compile(r'"flow"\s*:'), re.compile(r'"steps"\s*:')),
+}
 #: Files looked at when searching the folder, at most (a flow file is small).
 _MAX_FILES, _MAX_BYTES = 2000, 1 << 20
 
@@ -51,6 +56,8 @@ class Folder:
 
     def __init__(self, root: str, named: "list[str]") -> None:
         self.root = os.path.realpath(root)
+        #: A flow file's path -> ((path, its text), its problems): the list's checks, kept while the text is the same.
+        self._problem_cache: dict[str, tuple[tuple[str, str], list[dict[str, Any]]]] = {}
         #: Relative (or, outside the folder, absolute) path -> the spec as named.
         self.named: dict[str, str] = {}
         for spec in named:
@@ -124,23 +131,55 @@ class Folder:
         return out
 
     def _entry(self, rel: str, spec: "str | None", data: "dict[str, Any] | None") -> "dict[str, Any]":
-        """A flow of the list; ``data``: its file's, when the search has read it already."""
+        """A flow of the list: its name and the messages of the problems
+        ``GET /api/flows/PATH`` lists (a file that does not parse included);
+        ``data``: its file's, when the search has read it already."""
         k = kind(rel.partition(":")[0] if spec is not None and not os.path.exists(spec) else rel)
         name, problems = None, []
         if k in ("toml", "json"):
             try:
+                path = self.resolve(rel)
+                with open(path, encoding="utf-8-sig") as f:
+                    text = f.read()
                 if data is None:
-                    with open(self.resolve(rel), encoding="utf-8-sig") as f:
-                        data = _parse(f.read(), k)
+                    data = _parse(text, k)
                 name = data.get("flow", {}).get("name") if isinstance(data.get("flow"), dict) else None
-            except (OSError, ValueError, PathRefused) as exc:
+            except (OSError, UnicodeDecodeError, PathRefused) as exc:
                 problems.append(str(exc))
+            except ValueError:
+                pass  # (the check below words it as the flow's page does)
+            if not problems:
+                problems = [p["message"] for p in self._checked(rel, path, text)]
         return {"path": rel, "name": name, "kind": k, "editable": k in ("toml", "json"), "problems": problems}
 
-    def _search(self) -> "list[tuple[str, dict[str, Any]]]":
+    def _checked(self, rel: str, path: str, text: str) -> "list[dict[str, Any]]":
+        """The problems of flow file ``rel`` holding ``text``, remembered while
+        the text is the same (the list shows every flow's on each visit)."""
+        key = (path, text)
+        found = self._problem_cache.get(path)
+        if found is None or found[0] != key:
+            found = self._problem_cache[path] = (key, self.checked(rel, path, text)[1])
+        return found[1]
+
+    @staticmethod
+    def checked(rel: str, path: str, text: str) -> "tuple[Flow | None, list[dict[str, Any]]]":
+        """``text`` checked as flow file ``path``: the flow and its problems as the API lists them."""
+        flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
+        problems = []
+        for where, message in located:
+            problem: dict[str, Any] = {
+                "message": _relative(message, path, rel),
+                "step": where[1] if len(where) > 1 and where[0] == "steps" else None,
+                "key": where[2] if len(where) > 2 and where[0] == "steps" else None,
+            }
+            problems.append(problem)
+        return flow, problems
+
+    def _search(self) -> "list[tuple[str, dict[str, Any] | None]]":
         """Flow files under the folder (a ``.toml``/``.json`` file with a ``flow``
-        table and ``steps``) with their data, sorted; symlinks are not followed."""
-        found: list[tuple[str, dict[str, Any]]] = []
+        table and ``steps``; one that does not parse when it names them) with
+        their data (``None``: it does not parse), sorted; symlinks are not followed."""
+        found: list[tuple[str, dict[str, Any] | None]] = []
         looked = 0
         for top, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
@@ -158,34 +197,61 @@ class Folder:
                         head = f.read(_MAX_BYTES)
                 except (OSError, UnicodeDecodeError):
                     continue
+                rel = os.path.relpath(path, self.root).replace(os.sep, "/")
                 try:
                     data = _parse(head, kind(name))
-                except ValueError:
+                except ValueError:  # listed when it reads like a flow file: the user must see what to fix
+                    if all(p.search(head) for p in _LOOKS_LIKE_A_FLOW[kind(name)]):
+                        found.append((rel, None))
                     continue
                 if isinstance(data.get("flow"), dict) and "steps" in data:
-                    found.append((os.path.relpath(path, self.root).replace(os.sep, "/"), data))
+                    found.append((rel, data))
         return found
 
     # -- one flow
 
     def detail(self, rel: str) -> "dict[str, Any]":
         """``GET /api/flows/PATH``: the flow's document, steps, inputs, problems and drawing."""
-        path = self.resolve(rel)  # refuses what is not served
-        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
-        if k == "py":
+        path, k, text = self._read(rel)
+        if text is None:
             return self._python(rel)
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise PathRefused(f"{rel!r}: no such flow file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
         try:
             doc = _parse(text, k)
         except ValueError:
             doc = None
         return self._described(rel, k, path, text, doc)
+
+    def document(self, rel: str) -> "tuple[str, dict[str, Any] | None]":
+        """The real path of flow file ``rel`` and its data (``None`` when it does not parse).
+
+        Raises:
+            PathRefused: not a flow file this UI serves (a Python flow has no document).
+        """
+        path, k, text = self._read(rel)
+        if text is None:
+            raise PathRefused(f"{rel!r}: a Python flow's steps are edited in its own file")
+        try:
+            return path, _parse(text, k)
+        except ValueError:
+            return path, None
+
+    def _read(self, rel: str) -> "tuple[str, str, str | None]":
+        """Flow ``rel``'s real path, kind and text (``None`` for a Python flow, not read).
+
+        Raises:
+            PathRefused: not a flow this UI serves, or a file that cannot be read.
+        """
+        path = self.resolve(rel)  # refuses what is not served
+        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
+        if k == "py":
+            return path, k, None
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                return path, k, f.read()
+        except FileNotFoundError:
+            raise PathRefused(f"{rel!r}: no such flow file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
 
     def check(self, rel: str, doc: "dict[str, Any]") -> "dict[str, Any]":
         """``POST /api/flows/PATH/check``: what saving ``doc`` would give, without saving."""
@@ -199,6 +265,35 @@ class Folder:
         described = self._described(rel, k, path, text, doc)
         if described["problems"]:
             return False, described
+        write_atomic(path, text.encode("utf-8"), keep_mode=True)
+        described["saved"] = True
+        return True, described
+
+    def create(self, rel: str, doc: "dict[str, Any] | None") -> "tuple[bool, dict[str, Any]]":
+        """``POST /api/flows``: a new flow file ``rel`` holding ``doc`` (``None``:
+        a flow named after the file, with no steps yet, written as it is); a
+        given ``doc`` is written only when it is a valid flow.  Returns whether
+        it was written, and the flow as described after.
+
+        Raises:
+            PathRefused: not a path of a flow file under the folder.
+            FileExistsError: the file exists.
+        """
+        if rel in self.named or kind(rel) not in ("toml", "json"):
+            raise PathRefused(f"{rel!r}: a new flow is a .toml or .json file")
+        path = self.resolve(rel)
+        if os.path.lexists(path):
+            raise FileExistsError(f"{rel!r} exists already")
+        starter = doc is None
+        if doc is None:
+            stem = os.path.splitext(os.path.basename(rel))[0]
+            doc = {"flow": {"name": re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "flow"}, "steps": {}}
+        text, _ = edit_text("", kind(rel), doc)
+        described = self._described(rel, kind(rel), path, text, doc)
+        if described["problems"] and not starter:
+            return False, described
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # (FileExistsError: made meanwhile)
         write_atomic(path, text.encode("utf-8"), keep_mode=True)
         described["saved"] = True
         return True, described
@@ -224,12 +319,7 @@ class Folder:
     def _described(
         self, rel: str, k: str, path: str, text: str, doc: "dict[str, Any] | None"
     ) -> "dict[str, Any]":
-        flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
-        problems = [
-            {"message": _relative(message, path, rel), "step": where[1] if len(where) > 1 and where[0] == "steps"
-             else None, "key": where[2] if len(where) > 2 and where[0] == "steps" else None}
-            for where, message in located
-        ]
+        flow, problems = self.checked(rel, path, text)
         steps = self._steps(flow, doc)
         defaults = doc.get("inputs", {}) if isinstance(doc, dict) and isinstance(doc.get("inputs"), dict) else {}
         inputs = _inputs(flow, defaults)
