@@ -355,6 +355,7 @@ def test_the_editor_check_gives_code_problems_at_their_line_and_refuses_to_save(
     doc["steps"]["each"]["python"] = "def each(item):\n    return item\n"
     saved, described = folder.save("flow.toml", doc)
     assert saved and described["problems"] == []
+    assert {s["name"]: s["kind"] for s in described["steps"]}["each"] == "python"
     text = Path(path).read_text(encoding="utf-8")
     assert "python = '''\ndef each(item):\n    return item\n'''" in text
     assert tomllib.loads(text) == doc
