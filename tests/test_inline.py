@@ -100,6 +100,11 @@ def test_a_syntax_error_is_the_one_problem_at_its_line_and_column() -> None:
     assert found[0].line in (2, 4) and "syntax error" in found[0].message
     [p] = problems("x = 1\ny = = 2\n", "a", ())
     assert (p.line, p.col) == (2, 4) and p.message.startswith("syntax error")
+    # what only compiling finds
+    [p] = problems("def a():\n    pass\nreturn 1\n", "a", ())
+    assert p.line == 3 and "'return' outside function" in p.message
+    [p] = problems("def a():\n    await b()\n", "a", ())
+    assert p.line == 2 and "'await' outside async function" in p.message
 
 
 def test_no_function_for_the_step() -> None:

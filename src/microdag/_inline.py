@@ -95,6 +95,7 @@ def _check(code: str, step: str, names: "Collection[str] | None") -> "tuple[ast.
         return None, [CodeProblem(1, 0, "the code is empty: define a function for the step")]
     try:
         tree = ast.parse(code)
+        compile(tree, "<step code>", "exec", dont_inherit=True)  # what only compiling finds: return outside a def...
     except SyntaxError as exc:
         line = exc.lineno or 1
         return None, [CodeProblem(line, max((exc.offset or 1) - 1, 0), f"syntax error: {exc.msg}")]
@@ -227,7 +228,7 @@ def _compiled(
                 line = tb.tb_lineno
             tb = tb.tb_next
         raise LoadError((line, CodeProblem(0, 0, f"running its code raised {type(exc).__name__}: {exc}"))) from exc
-    fn = namespace[name]
+    fn = namespace.get(name)
     if not callable(fn):
         raise LoadError((0, CodeProblem(0, 0, f"{name!r} is not a function once its code has run")))
     return fn, module
