@@ -228,6 +228,9 @@ def test_async_code_runs_with_arun(tmp_path: Path) -> None:
 def test_a_step_pickles_as_its_code_and_needs_no_flow_file(tmp_path: Path) -> None:
     flow = microdag.load_flow(write(tmp_path / "flow.toml", FLOW))
     fn = flow._compiled().steps[flow._index["scaled"]].fn
+    path = str(tmp_path / "flow.toml")
+    assert (fn.filename, fn.line) == (path, line_of(path, "def helper(")) and fn.code.startswith("def helper(")
+    assert fn.func.__code__.co_firstlineno == line_of(path, "def scaled(")
     data = pickle.dumps(fn)
     os.remove(tmp_path / "flow.toml")
     code = ("import pickle, sys; fn = pickle.loads(sys.stdin.buffer.read()); "

@@ -260,6 +260,17 @@ class Inline(_PartialBase):
         """The step's code, as the flow file writes it."""
         return self._source[0]
 
+    @property
+    def filename(self) -> str:
+        """The flow file the code is written in (its absolute path)."""
+        return self._source[2]
+
+    @property
+    def line(self) -> int:
+        """The flow file's line of the code's first line (a JSON file: of its key)."""
+        lines = self._source[3]
+        return lines[0] if lines else 1
+
     def with_defaults(self, given: "dict[str, Any]") -> "Inline":
         """The same code, with defaults ``given`` for more parameters."""
         return Inline(self.func, self._source, self._module, **{**self.keywords, **given})
