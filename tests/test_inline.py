@@ -1,9 +1,11 @@
 """Inline step code: a flow file's ``python = '''...'''`` steps (``microdag._inline``).
 
 The code's checks (``problems``), the lines errors and tracebacks name (the
-flow file's), every backend and store, pickling as code, cache keys, a
-resume refusing changed code, ``step --from-run``, ``validate``, the schema
-and the UI editor's check, save and round trip.
+flow file's), every backend and store, Dask, pickling as code, cache keys,
+the schema and the UI editor's check, save and round trip.  Elsewhere: a
+resume refusing changed code (``test_resume_inputs``), the cache keyed by the
+code (``test_cache``), ``validate`` and ``step --from-run`` (``test_cli``),
+the Argo emulator (``test_argo``); the flow file is ``flowfiles/inline.toml``.
 """
 
 import asyncio
@@ -22,49 +24,11 @@ import microdag
 from microdag import FlowError, RunFailed
 from microdag._inline import CodeProblem, problems
 from microdag._plan import code_digest
-from microdag.stores import SQLiteStore
 from microdag.ui._edit import edit_text
 from microdag.ui._flows import Folder
-from support import child_env, cli, run_cli
+from support import child_env
 
-FLOW = """\
-[flow]
-name = "inline"
-
-[inputs]
-factor = 3
-
-[steps.numbers]
-python = '''
-def numbers():
-    return [1, 2, 3]
-'''
-
-[steps.scaled]
-retries = 1
-python = '''
-def helper(n, factor):
-    return n * factor
-
-def scaled(numbers, factor):
-    return [helper(n, factor) for n in numbers]
-'''
-
-[steps.each]
-map = "item"
-inputs = { item = "scaled" }
-python = '''
-def each(item):
-    return item + 1
-'''
-
-[steps.total]
-cache = true
-python = \"\"\"
-def total(each, scaled):
-    return sum(each) + sum(scaled)
-\"\"\"
-"""
+FLOW = (Path(__file__).resolve().parent / "flowfiles" / "inline.toml").read_text(encoding="utf-8")
 OUTPUTS = {"numbers": [1, 2, 3], "scaled": [3, 6, 9], "each": [4, 7, 10], "total": 39}
 
 
@@ -278,54 +242,6 @@ def test_cache_keys_follow_what_the_code_does(tmp_path: Path) -> None:
     assert changed["numbers"] != before["numbers"]
     # the defaults [inputs] gives are in the key (as for a call step)
     assert digests(FLOW.replace("factor = 3", "factor = 4"), tmp_path)["scaled"] != before["scaled"]
-
-
-def test_a_resume_refuses_changed_code_and_keeps_unchanged_code(tmp_path: Path) -> None:
-    marker = tmp_path / "fixed"
-    failing = FLOW.replace("return sum(each) + sum(scaled)",
-                           f"import os\n    if not os.path.exists({str(marker)!r}):\n"
-                           "        raise RuntimeError('not yet')\n    return sum(each) + sum(scaled)")
-    path = write(tmp_path / "flow.toml", failing)
-    store = SQLiteStore(tmp_path / "runs.db")
-    run = microdag.load_flow(path).run(store=store, raise_on_failure=False)
-    assert run.status == "failed" and run.tasks["total"].status == "failed"
-    marker.write_text("")
-    write(tmp_path / "flow.toml", failing.replace("return [1, 2, 3]", "return [1, 2, 4]"))
-    with pytest.raises(FlowError, match=r"finished steps whose code .* changed since: 'numbers'"):
-        microdag.load_flow(path).run(store=store, run_id=run.id, resume=True)
-    write(tmp_path / "flow.toml", "# moved down\n\n" + failing.replace("    return [1, 2, 3]", "    return [1, 2, 3]  # same"))
-    resumed = microdag.load_flow(path).run(store=store, run_id=run.id, resume=True, keep_outputs=True)
-    assert dict(resumed.outputs) == OUTPUTS
-    store.close()
-
-
-# -- the command line ----------------------------------------------------------------------------
-
-
-def test_validate_and_run_from_the_command_line(flow_file: str, tmp_path: Path) -> None:
-    done = run_cli("validate", flow_file, cwd=tmp_path)
-    assert done.returncode == 0 and "is valid: 4 steps" in done.stdout + done.stderr
-    bad = write(tmp_path / "bad.toml", FLOW.replace("def total(each, scaled):", "def total(each, scaled:"))
-    done = run_cli("validate", bad, cwd=tmp_path)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"bad.toml:{line_of(bad, 'def total(each, scaled:')}: step 'total': python: syntax error" in done.stderr
-
-
-def test_step_from_run_runs_the_inline_code(capsys: pytest.CaptureFixture[str], flow_file: str,
-                                            tmp_path: Path) -> None:
-    store = str(tmp_path / "runs.db")
-    code, _, err = cli(capsys, "run", flow_file, "-q", "--store", store)
-    assert code == 0, err
-    opened = SQLiteStore(store)
-    [run] = opened.list_runs()
-    opened.close()
-    run_id = run.id
-    code, out, err = cli(capsys, "step", flow_file, "total", "--from-run", run_id, "--store", store)
-    assert code == 0, err
-    assert json.loads(out) == 39
-    code, out, _ = cli(capsys, "step", flow_file, "scaled", "--from-run", run_id, "--store", store,
-                       "--input", "numbers=[10]")
-    assert json.loads(out) == [30]
 
 
 # -- the schema --------------------------------------------------------------------------------
