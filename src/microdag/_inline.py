@@ -37,6 +37,7 @@ Light on purpose: :mod:`ast` is imported when code is checked, not with
 the package.
 """
 
+import builtins
 import functools
 
 from ._errors import nearest
@@ -53,7 +54,7 @@ else:
 
     _PartialBase = functools.partial
 
-__all__ = ["CodeProblem", "Inline", "function_node", "load", "problems"]
+__all__ = ["CodeProblem", "Inline", "LoadError", "function_node", "load", "problems", "toml_lines"]
 
 
 if TYPE_CHECKING:
@@ -162,7 +163,9 @@ def _parameters(
 
 
 class LoadError(Exception):
-    """Step code that cannot be loaded: ``args``: the file's line (or 0) and the message."""
+    """Step code that cannot be loaded: ``args`` holds, for each problem, the
+    flow file's line (0: not known) and the :class:`CodeProblem` (its line 0
+    for what its top-level code raised)."""
 
 
 def load(
@@ -204,7 +207,6 @@ def _compiled(
 ) -> "tuple[Callable[..., Any], Any]":
     """Compile and run the module ``tree``; its step function and module code."""
     import ast  # (import time: only when there is step code to read)
-    import builtins  # (the module's builtins, as an imported module's)
 
     for each in ast.walk(tree):
         if "lineno" in each._attributes:
