@@ -128,6 +128,9 @@ def test_exactly_one_kind_of_step(tmp_path: Path) -> None:
     path = write(tmp_path / "flow.toml", FLOW.replace("[steps.total]\n", '[steps.total]\ncall = "m:f"\n'))
     with pytest.raises(FlowError, match="step 'total': has both call and python: give exactly one"):
         microdag.load_flow(path)
+    path = write(tmp_path / "flow.toml", FLOW.replace("[steps.total]\n", '[steps.total]\ncall = "m:f"\ncommand = ["x"]\n'))
+    with pytest.raises(FlowError, match="step 'total': has call, python and command: give exactly one"):
+        microdag.load_flow(path)
     path = write(tmp_path / "flow.toml", FLOW.replace("[steps.total]\n", '[steps.total]\noutput = "json"\n'))
     with pytest.raises(FlowError, match="output is for command steps: a python step's output"):
         microdag.load_flow(path)

@@ -315,7 +315,8 @@ class Builder:
                 options[key] = value
         kinds = [k for k in KINDS if k in body]
         if len(kinds) > 1:
-            self.report(where, f"{label}has both {', '.join(kinds[:-1])} and {kinds[-1]}: give exactly one")
+            given = f"both {kinds[0]} and {kinds[1]}" if len(kinds) == 2 else f"{', '.join(kinds[:-1])} and {kinds[-1]}"
+            self.report(where, f"{label}has {given}: give exactly one")
         elif not kinds:
             self.report(
                 where, f"{label}needs call = \"module:function\", python = '''code''' or command = [argv...]"
