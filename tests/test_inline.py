@@ -91,6 +91,8 @@ def test_parameters_that_bind_to_nothing_say_what_they_may_have_meant() -> None:
     [p] = problems("def a(b, /):\n    pass\n", "a", {"b"})
     assert "positional-only parameter 'b' cannot be bound by name" in p.message
     assert problems("def a(b=1, /):\n    pass\n", "a", ()) == []
+    [p] = problems("def a(a):\n    pass\n", "a", {"a"})
+    assert "named like the step itself" in p.message
 
 
 # -- loading: errors name the flow file's lines -------------------------------------------------

@@ -147,7 +147,7 @@ def _parameters(
     params = [(arg, k + len(a.posonlyargs) >= first_default) for k, arg in enumerate(a.args)]
     params += [(arg, default is not None) for arg, default in zip(a.kwonlyargs, a.kw_defaults)]
     for arg, has_default in params:
-        if has_default or arg.arg in names:
+        if has_default or arg.arg in names and arg.arg != step:
             continue
         if arg.arg == step:
             message = f"parameter {arg.arg!r} is named like the step itself: a step cannot take its own output"
