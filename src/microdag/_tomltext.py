@@ -80,10 +80,15 @@ def _str_end(s: str, i: int) -> int:
     q = s[i]
     if s.startswith(q * 3, i):
         j = i + 3
-        while not s.startswith(q * 3, j):
-            if j >= len(s):
+        while True:  # to the next three quotes that no backslash escapes (step code can be long)
+            end = s.find(q * 3, j)
+            if end < 0:
                 raise Unsupported("unterminated string")
-            j += 2 if q == '"' and s[j] == "\\" else 1
+            escape = s.find("\\", j, end) if q == '"' else -1
+            if escape < 0:
+                j = end
+                break
+            j = escape + 2
         k = j + 3
         while k < min(len(s), j + 5) and s[k] == q:  # up to two quotes before the closing three
             k += 1
