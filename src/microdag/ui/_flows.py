@@ -9,10 +9,11 @@ followed) leaves the folder: that is the one door to the file system.
 Flow files (TOML, JSON) are editable; Python flows are shown read only (their
 code is the user's to edit).  A save checks the new document first (the text
 it would write, checked as that file: ``_spec.check_text``), refuses it with
-every problem when it is invalid, and writes it atomically (the stores'
-``write_atomic``: a temporary file beside it, fsync, rename, its permissions
-kept) with ``_edit.edit_text``, which keeps every
-byte of the file that the edit did not touch.
+every problem when it is invalid (a problem of a step's ``python`` code with
+its ``line`` and ``col`` within the code, ``field`` ``"python"``), and writes
+it atomically (the stores' ``write_atomic``: a temporary file beside it,
+fsync, rename, its permissions kept) with ``_edit.edit_text``, which keeps
+every byte of the file that the edit did not touch.
 """
 
 import json
@@ -166,12 +167,14 @@ class Folder:
         """``text`` checked as flow file ``path``: the flow and its problems as the API lists them."""
         flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
         problems = []
-        for where, message in located:
+        for where, message, code in located:
             problem: dict[str, Any] = {
                 "message": _relative(message, path, rel),
                 "step": where[1] if len(where) > 1 and where[0] == "steps" else None,
                 "key": where[2] if len(where) > 2 and where[0] == "steps" else None,
             }
+            if code is not None:  # a problem of step code: where it is within the code
+                problem.update(field="python", line=code.line, col=code.col, message=code.message)
             problems.append(problem)
         return flow, problems
 
@@ -404,7 +407,7 @@ def _parse(text: str, k: str) -> "dict[str, Any]":
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"invalid {k.upper()}: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"not a flow file: the top level is not a table")
+        raise ValueError("not a flow file: the top level is not a table")
     return data
 
 
@@ -412,7 +415,8 @@ def _kinds(doc: "dict[str, Any] | None") -> "dict[str, str]":
     steps = doc.get("steps") if isinstance(doc, dict) else None
     if not isinstance(steps, dict):
         return {}
-    return {str(n): "command" if isinstance(b, dict) and "command" in b else "call" for n, b in steps.items()}
+    return {str(n): next((k for k in ("command", "python") if isinstance(b, dict) and k in b), "call")
+            for n, b in steps.items()}
 
 
 def _placeholders(argv: "list[Any]") -> "list[str]":

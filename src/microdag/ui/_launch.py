@@ -31,7 +31,6 @@ from ..stores._files import alive, local_pid
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import subprocess
     from typing import Any
 
     from ..stores import Store
