@@ -882,7 +882,8 @@ def test_schema_is_json_and_ships_with_the_package() -> None:
     shipped = importlib.resources.files("microdag").joinpath("flowfile.schema.json").read_text()
     assert json.loads(shipped) == data
     pyproject = (HERE.parent / "pyproject.toml").read_text()
-    assert 'microdag = ["py.typed", "*.pyx", "*.json", "ui/static/*"]' in pyproject
+    package_data = next(line for line in pyproject.splitlines() if line.startswith("microdag = ["))
+    assert '"*.json"' in package_data
 
 
 def test_schema_says_what_the_loader_checks() -> None:
