@@ -691,7 +691,7 @@ def test_show_step_of_an_unknown_step_or_one_without_output_exits_2(capsys, here
     run_id = only_run_id()
     code, out, err = cli(capsys, "show", run_id, "nope")
     assert (code, out) == (2, "")
-    assert err == f"error: run {run_id} has no step named 'nope'\n"
+    assert err == f"error: run {run_id} has no step named 'nope' (its steps: extract, double, total, checked, again)\n"
     code, out, err = cli(capsys, "show", run_id, "again")
     assert (code, out) == (2, "")
     assert err.startswith(f"error: step 'again' of run {run_id} has no output: it is ")

@@ -433,3 +433,21 @@ def test_a_misspelt_parameter_in_a_flow_file_names_its_line(tmp_path) -> None:
                                         '[steps.price]\ncall = "mod:price"\n\n[steps.aggregate]\n'
                                         'call = "mod:aggregate"\n')
     assert run_cli("validate", "flow.toml", cwd=tmp_path).returncode == 0  # declared: meant
+
+
+def test_every_command_given_a_misspelt_step_suggests_one_and_lists_the_steps(tmp_path) -> None:
+    from support import run_cli
+
+    (tmp_path / "flow.py").write_text(FAILING)
+    hint = "flow 'failing' has no step named 'agregate'; did you mean 'aggregate'? (its steps: price, aggregate)\n"
+    done = run_cli("step", "flow.py", "agregate", "--from-run", "r1", "--store", "memory", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (2, "error: " + hint)
+    done = run_cli("pod", "--flow=flow.py", "--step=agregate", f"--run-dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (2, "error: " + hint)
+    run_cli("run", "flow.py", "--store", "runs.db", cwd=tmp_path)
+    run_id = microdag.stores.SQLiteStore(tmp_path / "runs.db").list_runs()[0].id
+    for argv in (("show", run_id, "agregate"), ("logs", run_id, "agregate")):
+        done = run_cli(*argv, "--store", "runs.db", cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (
+            2, f"error: run {run_id} has no step named 'agregate'; did you mean 'aggregate'? "
+               "(its steps: price, aggregate)\n"), argv

@@ -8,12 +8,37 @@ that need them: a command's start-up pays for nothing it does not parse.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from typing import Any
 
     from ._flow import Flow
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+
+#: How many step names an error lists at most.
+LISTED = 20
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (and lone surrogates) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def no_step(whose: str, name: str, steps: "Sequence[str]") -> str:
+    """What every command says when ``name`` is none of ``steps`` (of ``whose``,
+    e.g. ``"flow 'etl'"`` or ``"run ID"``): the step it most likely means, and
+    the steps (the first :data:`LISTED`)."""
+    from ._errors import nearest  # (difflib: only when a name is wrong)
+
+    guess = nearest(name, steps)
+    listed = ", ".join(map(printable, steps[:LISTED]))
+    if len(steps) > LISTED:
+        listed += f", ... ({len(steps):,} steps)"
+    return (f"{whose} has no step named {printable(repr(name))}"
+            + (f"; did you mean {printable(repr(guess))}?" if guess is not None else "") + f" (its steps: {listed})")
 
 
 class UsageError(Exception):

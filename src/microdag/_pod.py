@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from ._cmdline import UsageError, input_option, load, parse_inputs, positive, unit, whole
+from ._cmdline import UsageError, input_option, load, no_step, parse_inputs, positive, printable, unit, whole
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def command(args: "argparse.Namespace") -> int:
     inputs = parse_inputs(args.input)
     flow = load(args.flow, None)  # (checked at export; the inputs are the workflow's)
     if args.step not in flow:
-        raise UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
+        raise UsageError(no_step(f"flow {printable(flow.name)!r}", args.step, flow.steps))
     role = "plan" if args.plan else "gather" if args.gather else "unit" if args.item is not None else "step"
     return run_task(
         flow, args.step, args.run_dir, run_id=args.run_id, inputs=inputs, retry=args.retry, item=args.item,

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from .._cmdline import UsageError
+from .._cmdline import UsageError, printable
 from .._present import duration_text, shorten
 from .._present import preview as present
 
@@ -151,13 +151,6 @@ def indented(text: str, first: str = "  ", rest: str = "    ") -> str:
     """``text`` with ``first`` before its first line and ``rest`` before the others."""
     lines = text.rstrip().splitlines() or [""]
     return "\n".join([first + lines[0]] + [rest + line for line in lines[1:]])
-
-
-def printable(text: str) -> str:
-    """``text`` on one line: control characters (and lone surrogates) escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def cols(text: str) -> int:

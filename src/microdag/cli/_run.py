@@ -5,8 +5,7 @@ import argparse
 import os
 import sys
 
-from .._cmdline import FAILED, INTERRUPTED, OK, UsageError, input_option, load, parse_inputs, positive
-from .._errors import nearest
+from .._cmdline import FAILED, INTERRUPTED, OK, UsageError, input_option, load, no_step, parse_inputs, positive
 from ._common import (
     DEFAULT_STORE, color, dump, indented, jsonable, paint, preview, printable, store_at, store_options,
     took, typed_inputs,
@@ -232,17 +231,8 @@ def _execute(
 
 
 def _no_step(flow: "Flow", name: str, option: str) -> str:
-    """``option NAME`` names no step of ``flow``: which step it most likely means, and the steps."""
-    guess = nearest(name, flow.steps)
-    steps = ", ".join(map(printable, flow.steps[:LISTED]))
-    if len(flow) > LISTED:
-        steps += f", ... ({len(flow):,} steps)"
-    return (f"{option} {printable(name)}: flow {printable(flow.name)!r} has no step named {printable(repr(name))}"
-            + (f"; did you mean {printable(repr(guess))}?" if guess is not None else "") + f" (its steps: {steps})")
-
-
-#: How many step names an error lists at most.
-LISTED = 20
+    """``option NAME`` names no step of ``flow``."""
+    return f"{option} {printable(name)}: " + no_step(f"flow {printable(flow.name)!r}", name, flow.steps)
 
 
 def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks: "list[Any]",

@@ -8,7 +8,7 @@ argument: ``step FLOW --from-run RUN -- -h``.
 
 import sys
 
-from .._cmdline import FAILED, OK, UsageError, input_option, load, parse_inputs
+from .._cmdline import FAILED, OK, UsageError, input_option, load, no_step, parse_inputs, printable
 from .._pod import command, task_options
 from ._common import store_at, store_options
 
@@ -60,7 +60,7 @@ def _cmd_step(args: "argparse.Namespace") -> int:
         raise UsageError(f"{', '.join(folder_only)} go{'es' if len(folder_only) == 1 else ''} with --run-dir")
     flow = load(args.flow, None)  # (the inputs are the stored run's)
     if args.step not in flow:
-        raise UsageError(f"flow {flow.name!r} has no step named {args.step!r}")
+        raise UsageError(no_step(f"flow {printable(flow.name)!r}", args.step, flow.steps))
     store = store_at(args.store, codec=args.codec)
     try:
         inputs = parse_inputs(args.input)

@@ -4,7 +4,7 @@ keeps, listed, read and deleted."""
 import argparse
 import sys
 
-from .._cmdline import FAILED, OK, UsageError, positive
+from .._cmdline import FAILED, OK, UsageError, no_step, positive
 from .._present import duration_text, task_order
 from .._records import busy_time
 from ._common import (
@@ -205,7 +205,7 @@ def _show_step(store: "Store", args: "argparse.Namespace", records: "list[TaskRe
 
     record = next((r for r in records if r.step == args.step and r.item < 0), None)
     if record is None:
-        raise UsageError(f"run {args.run_id} has no step named {args.step!r}")
+        raise UsageError(no_step(f"run {args.run_id}", args.step, list(dict.fromkeys(r.step for r in records))))
     if record.output is None and record.error_type is not None:
         return _show_error(args, record, [r for r in records if r.step == args.step and r.error_type is not None])
     if record.output is None:
@@ -261,9 +261,10 @@ def _items(numbers: "list[int]") -> str:
 def _cmd_logs(args: "argparse.Namespace") -> int:
     store = store_at(args.store, readonly=True, codec=args.codec)
     try:
-        records = [r for r in store.tasks(args.run_id, outputs=False) if r.step == args.step]
+        every = store.tasks(args.run_id, outputs=False)
+        records = [r for r in every if r.step == args.step]
         if not records:
-            raise UsageError(f"run {args.run_id} has no step named {args.step!r}")
+            raise UsageError(no_step(f"run {args.run_id}", args.step, list(dict.fromkeys(r.step for r in every))))
         items = sorted(r.item for r in records if r.item >= 0)  # a batch: under its first item
         if args.item is None and items:
             raise UsageError(
