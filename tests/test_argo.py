@@ -281,7 +281,7 @@ def test_the_release_example_maps_every_option_to_its_argo_field(capsys):
     lint_ = templates["lint"]
     backoff = {"duration": "100ms", "factor": 2}
     assert lint_["retryStrategy"] == {"limit": 2, "retryPolicy": "Always", "backoff": backoff}
-    assert lint_["activeDeadlineSeconds"] == 10
+    assert lint_["activeDeadlineSeconds"] == 70
     assert templates["publish"]["retryStrategy"] == {"limit": 1, "retryPolicy": "Always"}
     assert "retryStrategy" not in templates["notes"] and "activeDeadlineSeconds" not in templates["notes"]
     container = templates["checksum"]["container"]
@@ -338,7 +338,7 @@ def test_triggers_become_depends_expressions_and_maps_fan_out(capsys):
     # the step's code runs in the units: they carry its retries and timeout, the others do not
     flaky = templates["flaky"]["retryStrategy"]
     assert flaky == {"limit": 2, "retryPolicy": "Always", "backoff": {"duration": "50ms", "factor": 3, "cap": "100ms"}}
-    assert templates["slow"]["activeDeadlineSeconds"] == 2  # 1.05 s, in whole seconds
+    assert templates["slow"]["activeDeadlineSeconds"] == 61  # 0.5 s, in whole seconds, and a minute to start
     assert templates["total"]["retryStrategy"] == {"limit": 1, "retryPolicy": "Always"}
     # a map over a flow input
     assert tasks["shout-plan"].get("depends") is None
@@ -614,7 +614,7 @@ def test_an_emulated_run_with_a_volume_equals_flow_run(tmp_path):
     # a timeout: the first attempt hung and was stopped, the retry answered
     slow = [p for p in emulator.pods if p["task"] == "slow"]
     assert [p["code"] for p in slow] == [1, 0] and slow[0]["seconds"] < 5
-    assert "TimeoutError: step 'slow' timed out after 1.05 s (the call was abandoned)" in slow[0]["stderr"]
+    assert "TimeoutError: step 'slow' timed out after 0.5 s (the call was abandoned)" in slow[0]["stderr"]
     # a skipped branch: Succeeded pods whose envelopes say skipped; all_done and none_failed ran with None
     assert statuses["maybe"] == statuses["after"] == "skipped"
     assert outputs["done"] == {"maybe": None, "after": None, "square": [1, 4, 9, 16]}

@@ -64,6 +64,10 @@ LOCAL_RUN = "/tmp/microdag/run"
 #: The most bytes of JSON a step's output may take without a volume (Argo
 #: keeps output parameters in the workflow object, whose size is limited).
 PARAMETER_LIMIT = 256 * 1024
+#: Seconds a pod's deadline adds to its step's timeout for the pod to start
+#: (pulling the image, starting Python, loading the flow): the timeout bounds
+#: the step's call, as in a local run, and the pod's own timer enforces it.
+POD_START = 60
 #: The name of the volume in the manifest.
 VOLUME = "microdag"
 #: Words Argo's ``depends`` expressions cannot take as task names.
@@ -422,7 +426,7 @@ class _Builder:
         if step.timeout is not None:
             import math  # (import time: math loads on first use)
 
-            template["activeDeadlineSeconds"] = max(1, math.ceil(step.timeout))
+            template["activeDeadlineSeconds"] = math.ceil(step.timeout) + POD_START
 
     def carried(self, step: "_Step") -> "tuple[list[dict[str, Any]], list[dict[str, Any]]]":
         """Without a volume: the task's artifact arguments and the template's
