@@ -3,8 +3,9 @@
 import sys
 import time
 
+from .._cmdline import printable
 from .._present import duration_text
-from ._common import cols, color, columns, cut, one_line, paint, printable
+from ._common import cols, color, columns, cut, one_line, paint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ import argparse
 import os
 import sys
 
-from .._cmdline import FAILED, INTERRUPTED, OK, UsageError, input_option, load, no_step, parse_inputs, positive
+from .._cmdline import FAILED, INTERRUPTED, OK, UsageError, input_option, load, no_step, parse_inputs, positive, printable
 from ._common import (
-    DEFAULT_STORE, color, dump, indented, jsonable, paint, preview, printable, store_at, store_options,
+    DEFAULT_STORE, color, dump, indented, jsonable, paint, preview, store_at, store_options,
     took, typed_inputs,
 )
 from ._progress import Progress

@@ -4,11 +4,11 @@ keeps, listed, read and deleted."""
 import argparse
 import sys
 
-from .._cmdline import FAILED, OK, UsageError, no_step, positive
+from .._cmdline import FAILED, OK, UsageError, no_step, positive, printable
 from .._present import duration_text, task_order
 from .._records import busy_time
 from ._common import (
-    color, dump, indented, jsonable, paint, preview, printable,
+    color, dump, indented, jsonable, paint, preview,
     store_at, store_options, table, took, when,
 )
 
