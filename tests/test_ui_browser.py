@@ -270,3 +270,28 @@ def test_problems_show_live_and_block_the_save(served: UI, browser: "webdriver.C
           what="the refusal")
     time.sleep(0.3)
     assert open(path).read() == before
+
+
+def test_the_page_is_served_as_es_modules(served: UI) -> None:
+    """Every module of the page, in its folder, as JavaScript the CSP lets run; nothing else."""
+    import re
+
+    status, headers, body = served.request("GET", "/")
+    assert status == 200 and b'<script type="module" src="/static/main.js">' in body
+    csp = {k.lower(): v for k, v in headers.items()}["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe" not in csp
+    seen, todo = set(), ["main.js"]
+    while todo:  # main.js and every module it imports, and so on
+        name = todo.pop()
+        status, headers, body = served.request("GET", "/static/" + name)
+        assert status == 200, name
+        assert {k.lower(): v for k, v in headers.items()}["content-type"] == "text/javascript; charset=utf-8"
+        seen.add(name)
+        folder = os.path.dirname(name)
+        for target in re.findall(rb"^import .* from '(\.[^']+)';", body, re.M):
+            resolved = os.path.normpath(os.path.join(folder, target.decode()))
+            if resolved not in seen:
+                todo.append(resolved)
+    assert {"views/run.js", "editor/editor.js", "draw.js", "present.js"} <= seen
+    for bad in ("../_server.py", "views/../../_api.py", ".hidden.js", "views/", "nothere.js", "index.html"):
+        assert served.request("GET", "/static/" + bad)[0] == 404, bad
