@@ -249,7 +249,7 @@ def test_the_sdist_holds_the_kernel_source_and_the_tests(tmp_path: Path) -> None
     tree = tmp_path / "microdag"
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
         ".git", "build", "dist", "*.egg-info", "__pycache__", "*.so", "*.pyd", "_sched.c", ".*_cache",
-        ".hypothesis", ".benchmarks", ".microdag", ".venv", "venv"))
+        ".hypothesis", ".benchmarks", ".microdag", ".venv", "venv", "node_modules"))
     env = {k: v for k, v in os.environ.items() if k != "MICRODAG_NO_EXTENSIONS"}
     out = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
                          cwd=tree, capture_output=True, text=True, env=env, timeout=300)
@@ -284,3 +284,4 @@ def test_the_ui_page_is_installed() -> None:
     assert page == ["api.js", "app.css", "dom.js", "draw.js", "editor/canvas.js", "editor/editor.js",
                     "editor/form.js", "index.html", "main.js", "present.js", "views/flows.js", "views/panel.js",
                     "views/run.js", "views/runs.js"]
+    assert sorted(p.name for p in (static / "vendor").iterdir()) == ["LICENSE", "VERSIONS", "codemirror.js"]

@@ -19,7 +19,9 @@ gates before any route runs:
    run, even from a browser that holds the cookie.
 
 Responses carry a strict Content-Security-Policy (the page's own script and
-style only), ``nosniff``, ``no-referrer`` (the token must not leak), and
+style only; the page itself also allows the ``<style>`` elements that carry the
+nonce drawn for it, given to its scripts in ``<meta name="csp-nonce">``: the
+code editor puts its styles there), ``nosniff``, ``no-referrer`` (the token must not leak), and
 ``no-store``.  Bodies are JSON, at most :data:`MAX_BODY` bytes; JSON is
 written with ASCII escapes, so any text (lone surrogates included) travels.
 
@@ -231,9 +233,12 @@ class Handler(BaseHTTPRequestHandler):
         if not self._gates(changes=False):
             return
         if parts.path in ("/", "/index.html"):
-            self._send(200, self.server.static("index.html"), "text/html; charset=utf-8")
-        elif parts.path.startswith("/static/") and (page := self.server.static_file(parts.path[8:])):
-            self._send(200, page[0], page[1])
+            nonce = os.urandom(16).hex()  # a new one for each page
+            page = self.server.static("index.html").replace(
+                b"<head>", b'<head>\n<meta name="csp-nonce" content="%s">' % nonce.encode(), 1)
+            self._send(200, page, "text/html; charset=utf-8", nonce)
+        elif parts.path.startswith("/static/") and (found := self.server.static_file(parts.path[8:])):
+            self._send(200, found[0], found[1])
         elif parts.path.startswith("/api/"):
             self._api("GET", parts.path, query)
         else:
@@ -390,18 +395,19 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- responses
 
-    def _common_headers(self) -> None:
-        self.send_header("Content-Security-Policy", _CSP)
+    def _common_headers(self, nonce: str = "") -> None:
+        csp = _CSP.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'") if nonce else _CSP
+        self.send_header("Content-Security-Policy", csp)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Frame-Options", "DENY")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, nonce: str = "") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self._common_headers()
+        self._common_headers(nonce)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
