@@ -32,7 +32,7 @@ LAYERS = [
     ["microdag.pools"],
     ["microdag.runner"],
     ["microdag._flow"],
-    ["microdag._command"],  # a command step: a step function that runs a program
+    ["microdag._command", "microdag._inline"],  # a command step: a step function that runs a program; step code in a flow file
     ["microdag._flowfile"],  # a flow file's rules, checked, built into a Flow
     ["microdag._spec", "microdag._cmdline", "microdag._pod", "microdag._argo"],
     ["microdag.cli", "microdag.ui", "microdag.__main__", "microdag", "microdag.dask"],

@@ -897,7 +897,7 @@ def test_schema_says_what_the_loader_checks() -> None:
     flow = {k: v for k, v in schema()["properties"]["flow"]["properties"]["name"].items() if k != "description"}
     assert {"name": flow} == FLOW_OPTIONS
     assert step["additionalProperties"] is False
-    assert step["oneOf"] == [{"required": ["call"]}, {"required": ["command"]}]
+    assert step["oneOf"] == [{"required": ["call"]}, {"required": ["python"]}, {"required": ["command"]}]
 
 
 def test_every_option_of_flow_add_that_is_data_is_a_step_key() -> None:
@@ -906,7 +906,7 @@ def test_every_option_of_flow_add_that_is_data_is_a_step_key() -> None:
     from microdag import Flow
 
     options = set(inspect.signature(Flow.add).parameters) - {"self", "name", "fn"}
-    assert options - {"retry_on"} == set(STEP_OPTIONS) - {"call", "command", "output"}
+    assert options - {"retry_on"} == set(STEP_OPTIONS) - {"call", "python", "command", "output"}
 
 
 def _valid(value: object, rule: dict, root: dict) -> bool:
@@ -963,6 +963,11 @@ def _valid(value: object, rule: dict, root: dict) -> bool:
         for key, needed in rule.get("dependentRequired", {}).items():
             if key in value and any(n not in value for n in needed):
                 return False
+        for key, schema_ in rule.get("dependentSchemas", {}).items():
+            if key in value and not _valid(value, schema_, root):
+                return False
+    if "not" in rule and _valid(value, rule["not"], root):
+        return False
     if "if" in rule and _valid(value, rule["if"], root) and not _valid(value, rule.get("then", {}), root):
         return False
     if "oneOf" in rule and sum(_valid(value, r, root) for r in rule["oneOf"]) != 1:

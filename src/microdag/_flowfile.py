@@ -2,8 +2,10 @@
 
 A flow file is data: ``[flow]`` (its name), ``[inputs]`` (flow inputs with
 their defaults, or typed declarations) and ``[steps.NAME]`` tables holding
-either ``call`` (a Python function, imported) or ``command`` (an argv list,
-run without a shell; see ``_command``) and any option of :meth:`Flow.add`
+one of ``call`` (a Python function, imported), ``python`` (the step's code
+itself, compiled by ``_inline`` so that its errors and tracebacks name the
+flow file's lines) or ``command`` (an argv list, run without a shell; see
+``_command``) and any option of :meth:`Flow.add`
 that can be written as data.  The rules live here, in JSON Schema keywords
 (:data:`STEP_OPTIONS`, :data:`FLOW_OPTIONS`; the shipped
 ``flowfile.schema.json`` says the same, and a test keeps them equal), and
@@ -37,6 +39,7 @@ from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
 from ._graph import Graph
+from ._inline import CodeProblem, LoadError, load, toml_lines
 from ._binding import _Signature
 from ._schema import INF_NAN, describe, problem
 from ._steps import MAX_SECONDS, TRIGGERS
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 else:
     _PartialBase = functools.partial
 
-__all__ = ["DECLARATION", "FLOW_OPTIONS", "STEP_OPTIONS", "TOP_KEYS", "Builder", "on_path", "reason"]
+__all__ = ["DECLARATION", "FLOW_OPTIONS", "KINDS", "STEP_OPTIONS", "TOP_KEYS", "Builder", "on_path", "reason"]
 
 #: Keys of the document's top level (``$schema`` lets editors find the schema).
 TOP_KEYS = ("$schema", "flow", "inputs", "steps")
@@ -61,6 +64,7 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 #: shipped schema's step properties say the same (a test keeps them equal).
 STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "call": {"type": "string", "pattern": rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"},
+    "python": {"type": "string", "minLength": 1},
     "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     "output": {"enum": ["text", "json", "lines"]},
     "depends_on": {"type": "array", "items": {"type": "string"}},
@@ -86,10 +90,14 @@ _JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "nul
 _WORDS = {
     "call": 'a string "module:function" (e.g. "steps:fetch")',
     "command": "a non-empty list of strings",
+    "python": "a string of Python code defining the step's function",
     "depends_on": "a list of strings",
     "inputs": 'a table of parameter = "step name"',
 }
 
+
+#: The keys that say what a step runs: exactly one of them.
+KINDS = ("call", "python", "command")
 
 #: The options that are seconds (their rule's words end with " s").
 _SECONDS = ("timeout", "retry_delay", "retry_max_delay", "cache_ttl")
@@ -104,7 +112,8 @@ class Builder:
         self.is_json = is_json
         self.data = data
         self.problems = [(0, p) for p in problems]  # (line or 0, text), sorted when raised
-        self.located: list[tuple[tuple[str, ...], str]] = [((), p) for p in problems]  # (key path, text)
+        #: (key path, text, the problem of step code it is, if it is one)
+        self.located: list[tuple[tuple[str, ...], str, CodeProblem | None]] = [((), p, None) for p in problems]
         self.declared: dict[str, dict[str, Any]] = {}  # typed inputs: name -> JSON Schema
         self.deps: dict[str, list[str]] = {}  # step -> the steps it runs after
         self.folder = os.path.dirname(os.path.abspath(path))
@@ -113,12 +122,16 @@ class Builder:
 
     # -- reporting
 
-    def report(self, where: "tuple[str, ...]", message: str) -> None:
-        """Add a problem located at key path ``where`` (its line, or its nearest written parent's)."""
-        line = self.line(where)
+    def report(
+        self, where: "tuple[str, ...]", message: str, line: "int | None" = None, code: "CodeProblem | None" = None
+    ) -> None:
+        """Add a problem located at key path ``where`` (at ``line``, else its
+        line, or its nearest written parent's); ``code``: the problem of step
+        code it is."""
+        line = line or self.line(where)
         text = f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}"
         self.problems.append((line or 0, text))
-        self.located.append((where, text))
+        self.located.append((where, text, code))
 
     def fail(self) -> FlowError:
         """Every problem, in the order of the file."""
@@ -298,7 +311,7 @@ class Builder:
         if not name:
             self.report(where, "a step name must not be empty")
         if not isinstance(body, dict):
-            self.report(where, f"{label}must be a table of options (call or command, ...), not {_show(body)}")
+            self.report(where, f"{label}must be a table of options (call, python or command, ...), not {_show(body)}")
             if name:
                 flow.add(name, _invalid)
                 self.deps[name] = []
@@ -309,10 +322,13 @@ class Builder:
                 self.unknown_key(where + (key,), label, key, STEP_OPTIONS)
             elif not self.bad_value(where + (key,), label, key, value, STEP_OPTIONS[key]):
                 options[key] = value
-        if "call" in body and "command" in body:
-            self.report(where, f"{label}has both call and command: give exactly one")
-        elif "call" not in body and "command" not in body:
-            self.report(where, f"{label}needs call = \"module:function\" or command = [argv...]")
+        kinds = [k for k in KINDS if k in body]
+        if len(kinds) > 1:
+            self.report(where, f"{label}has both {', '.join(kinds[:-1])} and {kinds[-1]}: give exactly one")
+        elif not kinds:
+            self.report(
+                where, f"{label}needs call = \"module:function\", python = '''code''' or command = [argv...]"
+            )
         if "batch_size" in options and "map" not in body:
             self.report(where + ("batch_size",), f"{label}batch_size needs map (the parameter to map over)")
         elif "batch_size" in options and "command" in body and body.get("output", "text") == "text":
@@ -321,10 +337,10 @@ class Builder:
                 f'{label}batch_size needs output = "json" or "lines": the command prints one result '
                 "per item of its batch (a JSON list, or one line each)",
             )
-        if "output" in body and "call" in body and "command" not in body:
+        if "output" in body and "command" not in body and kinds:
             self.report(
                 where + ("output",),
-                f"{label}output is for command steps: a call step's output is what its function returns",
+                f"{label}output is for command steps: a {kinds[0]} step's output is what its function returns",
             )
         if "command" in body and "inputs" in body:
             self.report(
@@ -337,6 +353,9 @@ class Builder:
         if "call" in options:
             fn, implicit = self.call(name, options["call"], options, defaults, steps)
             self.deps[name] = deps + [s for s in implicit if s not in deps]
+        elif "python" in options and len(kinds) == 1:
+            fn, implicit = self.inline(name, options["python"], options, defaults, steps)
+            self.deps[name] = deps + [s for s in implicit if s not in deps]
         elif "command" in options:
             fn, used = self.command(name, options, defaults, steps)
             deps.extend(s for s in used if s not in deps)
@@ -345,7 +364,7 @@ class Builder:
             if name:
                 flow.add(name, _invalid, depends_on=[d for d in deps if d != name])
             return
-        for key in ("call", "command", "output"):
+        for key in ("call", "python", "command", "output"):
             options.pop(key, None)
         if "command" in body and deps:
             options["depends_on"] = deps
@@ -386,15 +405,55 @@ class Builder:
             self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
-        try:
-            params = [p for p, _ in _Signature(fn).params]
-        except (TypeError, ValueError):
+        bound = _bound(name, fn, options, defaults, steps)
+        if bound is None:
             return fn, []  # validation reports it
-        mapped = options.get("inputs", {})
-        free = [p for p in params if p not in mapped]
-        given = {p: defaults[p] for p in free if p in defaults and p not in steps and defaults[p] is not Required}
-        implicit = [p for p in free if p in steps and p != name]
+        given, implicit = bound
         return (_WithDefaults(fn, **given) if given else fn), implicit
+
+    def inline(
+        self,
+        name: str,
+        code: str,
+        options: "dict[str, Any]",
+        defaults: "dict[str, Any]",
+        steps: "Mapping[str, Any]",
+    ) -> "tuple[Callable[..., Any] | None, list[str]]":
+        """The function ``python`` defines, with its defaults from ``[inputs]``
+        (None if it cannot be had: each problem reported at its line of the
+        file), and the steps its parameters name."""
+        where = ("steps", name, "python")
+        names = {*steps, *defaults, *options.get("inputs", {})}
+        lines = self.code_lines(name)
+        try:
+            fn = load(code, name, os.path.abspath(self.path), lines, names)
+        except LoadError as exc:
+            for line, found in exc.args:
+                if self.is_json and found.line:
+                    message = f"step {name!r}: python, line {found.line} of its code: {found.message}"
+                else:
+                    message = f"step {name!r}: python: {found.message}"
+                self.report(where, message, line=None if self.is_json else line or None,
+                            code=found if found.line else None)
+            return None, []
+        bound = _bound(name, fn.func, options, defaults, steps)
+        if bound is None:
+            return fn, []
+        given, implicit = bound
+        return (fn.with_defaults(given) if given else fn), implicit
+
+    def code_lines(self, name: str) -> "tuple[int, ...]":
+        """The file's line of each line of step ``name``'s code (the key's line
+        for a JSON file, or where the value is not a ``key = value`` entry)."""
+        where = ("steps", name, "python")
+        if not self.is_json:
+            from ._tomltext import value_at  # (only for a flow file with step code)
+
+            found = value_at(self.text, where)
+            if found is not None:
+                start, end, line = found
+                return toml_lines(self.text[start:end], line)
+        return (self.line(where) or 1,)
 
     def command(
         self, name: str, options: "dict[str, Any]", defaults: "dict[str, Any]", steps: "Mapping[str, Any]"
@@ -454,7 +513,8 @@ class Builder:
             prefix = f"step {name!r}"
             if problem.startswith("parameter ") and f" of {prefix} " in problem:  # (a misspelt step name)
                 body = steps[name] if isinstance(steps[name], dict) else {}
-                self.report(("steps", name, "call") if "call" in body else ("steps", name), problem)
+                kind = "call" if "call" in body else "python" if "python" in body else ""
+                self.report(("steps", name, kind) if kind else ("steps", name), problem)
                 return
             if not problem.startswith(prefix):
                 continue
@@ -475,9 +535,28 @@ class Builder:
                     key = "map"
                 elif "call" in body:
                     key = "call"
+                elif "python" in body:
+                    key = "python"
             self.report(("steps", name, key) if key else ("steps", name), problem)
             return
         self.problems.append((0, f"{self.path}: {problem}"))
+
+
+def _bound(
+    name: str, fn: "Callable[..., Any]", options: "dict[str, Any]", defaults: "dict[str, Any]",
+    steps: "Mapping[str, Any]",
+) -> "tuple[dict[str, Any], list[str]] | None":
+    """What a call or python step's function receives from the file: the
+    defaults ``[inputs]`` gives its parameters, and the steps its parameters
+    name (None: its signature cannot be read)."""
+    try:
+        params = [p for p, _ in _Signature(fn).params]
+    except (TypeError, ValueError):
+        return None
+    mapped = options.get("inputs", {})
+    free = [p for p in params if p not in mapped]
+    given = {p: defaults[p] for p in free if p in defaults and p not in steps and defaults[p] is not Required}
+    return given, [p for p in free if p in steps and p != name]
 
 
 def _invalid(**deps: "Any") -> None:

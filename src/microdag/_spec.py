@@ -35,6 +35,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._inline import CodeProblem
+
 __all__ = ["CommandError", "check_text", "load_flow"]
 
 _loaded = [0]  # .py files loaded under a name of their own so far
@@ -231,7 +233,9 @@ def _load_file(path: str) -> Flow:
     return Builder(path, text, is_json, data, problems).build()
 
 
-def check_text(path: str, text: str) -> "tuple[Flow | None, list[tuple[tuple[str, ...], str]]]":
+def check_text(
+    path: str, text: str
+) -> "tuple[Flow | None, list[tuple[tuple[str, ...], str, CodeProblem | None]]]":
     """Check ``text`` as the content of the flow file ``path`` (which need not
     hold it: an editor's unsaved text); its ``call`` modules are imported from
     beside ``path``.
@@ -239,7 +243,10 @@ def check_text(path: str, text: str) -> "tuple[Flow | None, list[tuple[tuple[str
     Returns:
         The flow (``None`` when there are problems) and every problem with the
         key path it concerns (``("steps", NAME, KEY)``, shorter when less is
-        known, ``()`` for the whole file), in the order of the file.
+        known, ``()`` for the whole file), in the order of the file, and for
+        a problem of a step's ``python`` code that problem as
+        ``_inline.problems`` gives it (its line and column within the code;
+        else ``None``).
     """
     is_json = path.lower().endswith(".json")
     problems: list[str] = []
@@ -249,12 +256,12 @@ def check_text(path: str, text: str) -> "tuple[Flow | None, list[tuple[tuple[str
             raise FlowError(f"{path}:{deep}: values nest more than {_MAX_DEPTH} levels deep")
         data = _parse_json(path, text, problems) if is_json else _parse_toml(path, text)
     except FlowError as exc:
-        return None, [((), str(exc))]
+        return None, [((), str(exc), None)]
     builder = Builder(path, text, is_json, data, problems)
     try:
         return builder.build(), []
     except CycleError as exc:
-        return None, [(("steps", str(exc.cycle[0])) if exc.cycle else (), str(exc))]
+        return None, [(("steps", str(exc.cycle[0])) if exc.cycle else (), str(exc), None)]
     except FlowError:
         order = {problem: n for n, (_, problem) in enumerate(sorted(builder.problems, key=lambda p: p[0]))}
         return None, sorted(builder.located, key=lambda p: order.get(p[1], 0))

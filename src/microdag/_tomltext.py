@@ -15,7 +15,9 @@ inline tables over several lines and comments inside them exactly, so a
 It reads text that :mod:`tomllib` accepts; on anything else it raises
 :class:`Unsupported` (the editor then rewrites the whole file; the builder
 keeps the lines found so far).  :func:`key_lines` walks the statements (and
-the inline tables in their values) into ``key path -> line``.
+the inline tables in their values) into ``key path -> line``; :func:`value_at`
+finds where a key's value is written (an inline step's code: ``_inline``
+numbers its lines from there).
 
 Light on purpose: it imports :mod:`re` only, and :mod:`tomllib` when a
 quoted key must be decoded.
@@ -27,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["BARE", "Stmt", "Unsupported", "key_lines", "parse", "ws"]
+__all__ = ["BARE", "Stmt", "Unsupported", "key_lines", "parse", "value_at", "ws"]
 
 #: A bare TOML key.
 BARE = re.compile(r"[A-Za-z0-9_-]+")
@@ -236,3 +238,20 @@ def key_lines(s: str) -> "dict[tuple[str, ...], int]":
         pass
     implied.update(exact)
     return implied
+
+
+def value_at(s: str, path: "tuple[str, ...]") -> "tuple[int, int, int] | None":
+    """Where TOML text ``s`` writes the value of key ``path`` (a ``key = value``
+    entry of a table, not one inside an inline table): its first and past-last
+    characters and the line (from 1) where it starts; ``None`` when it is not
+    written so, or :func:`parse` does not read ``s``."""
+    table: tuple[str, ...] = ()
+    try:
+        for st in _statements(s):
+            if st.kind in ("header", "array"):
+                table = st.path
+            elif st.kind == "entry" and table + st.path == path:
+                return st.vstart, st.vend, s.count("\n", 0, st.vstart) + 1
+    except Unsupported:
+        pass
+    return None

@@ -69,6 +69,8 @@ from .._tomltext import ws as _ws
 __all__ = ["dump_toml", "dump_toml_value", "edit_text"]
 
 _ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
+_ESCAPE_LINES = re.compile(r'[\x00-\x08\x0b-\x1f\x7f"\\]')  # in a multi-line basic string: not \n nor tab
+_NOT_LITERAL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what a literal string cannot hold
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NAMED = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
 _MAX_DEPTH = 64
@@ -97,8 +99,20 @@ def _key(key: object, where: str) -> str:
     return key if _BARE.fullmatch(key) else _quote(key, f"{where}: key {key!r}")
 
 
-def dump_toml_value(value: Any, where: str = "value", _depth: int = 0) -> str:
-    """`value` as an inline TOML value; `where` names it in a ValueError."""
+def _multiline(text: str, where: str) -> str:
+    """`text` (which holds a line break) as a multi-line TOML string, its lines
+    one per line of the file: a literal string (no escapes, what you see is the
+    text) when it can be one, else a basic string escaping what it must."""
+    _no_surrogate(text, where)
+    if "'''" not in text and not text.endswith("'") and not _NOT_LITERAL.search(text):
+        return "'''\n" + text + "'''"  # (the line break after the quotes is not part of the text)
+    return '"""\n' + _ESCAPE_LINES.sub(lambda m: _NAMED.get(m.group(), f"\\u{ord(m.group()):04X}"), text) + '"""'
+
+
+def dump_toml_value(value: Any, where: str = "value", _depth: int = 0, lines: bool = False) -> str:
+    """`value` as a TOML value; `where` names it in a ValueError; `lines`: a
+    text holding line breaks is written over several lines (a step's
+    ``python`` code), not as one line with escapes."""
     if _depth > _MAX_DEPTH:
         raise ValueError(f"{where}: nested more than {_MAX_DEPTH} levels deep")
     if isinstance(value, bool):
@@ -110,7 +124,7 @@ def dump_toml_value(value: Any, where: str = "value", _depth: int = 0) -> str:
             return "nan"
         return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(float(value))
     if isinstance(value, str):
-        return _quote(value, where)
+        return _multiline(value, where) if lines and "\n" in value else _quote(value, where)
     if isinstance(value, (datetime.date, datetime.time)):
         if isinstance(value, datetime.time) and value.tzinfo is not None:
             raise ValueError(f"{where}: a time of day with a time zone has no TOML form")
@@ -129,7 +143,8 @@ def dump_toml_value(value: Any, where: str = "value", _depth: int = 0) -> str:
 
 def _line(key: str, value: Any, where: str, indent: str = "") -> str:
     path = f"{where}.{key}" if where else str(key)
-    return f"{indent}{_key(key, where or 'top level')} = {dump_toml_value(value, path)}\n"
+    text = dump_toml_value(value, path, lines=key == "python")
+    return f"{indent}{_key(key, where or 'top level')} = {text}\n"
 
 
 def _block(path: tuple[str, ...], data: Any) -> str:
@@ -224,7 +239,7 @@ class _TomlEdit:
             if k not in new:
                 self.add(st.start, st.end, "")
             elif not _same(old[k], new[k]):
-                self.add(st.vstart, st.vend, dump_toml_value(new[k], f"{where}.{k}"))
+                self.add(st.vstart, st.vend, dump_toml_value(new[k], f"{where}.{k}", lines=k == "python"))
         if t.entries:
             last = max(t.entries.values(), key=lambda st: st.start)
             pos, indent = last.end, self.s[last.start:_ws(self.s, last.start)]

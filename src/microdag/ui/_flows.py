@@ -9,7 +9,8 @@ followed) leaves the folder: that is the one door to the file system.
 Flow files (TOML, JSON) are editable; Python flows are shown read only (their
 code is the user's to edit).  A save checks the new document first (the text
 it would write, checked as that file: ``_spec.check_text``), refuses it with
-every problem when it is invalid, and writes it atomically (the stores'
+every problem when it is invalid (a problem of a step's ``python`` code with
+its ``line`` and ``col`` within the code, ``field`` ``"python"``), and writes it atomically (the stores'
 ``write_atomic``: a temporary file beside it, fsync, rename, its permissions
 kept) with ``_edit.edit_text``, which keeps every
 byte of the file that the edit did not touch.
@@ -225,11 +226,16 @@ class Folder:
         self, rel: str, k: str, path: str, text: str, doc: "dict[str, Any] | None"
     ) -> "dict[str, Any]":
         flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
-        problems = [
-            {"message": _relative(message, path, rel), "step": where[1] if len(where) > 1 and where[0] == "steps"
-             else None, "key": where[2] if len(where) > 2 and where[0] == "steps" else None}
-            for where, message in located
-        ]
+        problems = []
+        for where, message, code in located:
+            problem: dict[str, Any] = {
+                "message": _relative(message, path, rel),
+                "step": where[1] if len(where) > 1 and where[0] == "steps" else None,
+                "key": where[2] if len(where) > 2 and where[0] == "steps" else None,
+            }
+            if code is not None:  # a problem of step code: where it is within the code
+                problem.update(field="python", line=code.line, col=code.col, message=code.message)
+            problems.append(problem)
         steps = self._steps(flow, doc)
         defaults = doc.get("inputs", {}) if isinstance(doc, dict) and isinstance(doc.get("inputs"), dict) else {}
         inputs = _inputs(flow, defaults)
