@@ -21,7 +21,7 @@ LAYERS = [
      "microdag._schema", "microdag._tomltext", "microdag.otel", "microdag._nogc"],
     ["microdag._errors"],
     ["microdag._sched_py", "microdag._sched", "microdag._compat"],
-    ["microdag._records", "microdag._events", "microdag._capture"],
+    ["microdag._records", "microdag._events", "microdag._capture", "microdag._present"],  # _present: how a run is shown
     ["microdag._result", "microdag._render"],
     ["microdag.stores"],
     ["microdag._graph"],

@@ -505,3 +505,100 @@ def test_the_token_is_checked_before_the_body_is_read(bare: "object") -> None:
     sock.sendall(head.encode())  # type: ignore[attr-defined]
     assert _reply(sock).startswith(b"HTTP/1.1 401")  # at once: the 4 MiB never came
     sock.close()  # type: ignore[attr-defined]
+
+
+# -- what a new user found ----------------------------------------------------------------
+
+
+def test_a_live_run_started_from_the_ui_has_its_graph(ui: UI) -> None:
+    with open(os.path.join(ui.folder, "drawn.toml"), "w") as f:
+        f.write('[flow]\nname = "drawn"\n[steps.nap]\ncommand = ["sleep", "60"]\n'
+                '[steps.after]\ncommand = ["echo", "no"]\ndepends_on = ["nap"]\n')
+    run_id = ui.post("/api/runs", {"flow": "drawn.toml"}, 201)["id"]
+    try:
+        deadline = time.monotonic() + 30
+        while (doc := ui.get(f"/api/runs/{run_id}"))["run"]["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert doc["live"] is True
+        assert doc["graph"] is not None, doc
+        assert [n["name"] for n in doc["graph"]["nodes"]] == ["nap", "after"]
+        assert doc["graph"]["nodes"][1]["status"] == "pending"
+    finally:
+        ui.post(f"/api/runs/{run_id}/cancel", {})
+    # a page opened before the run began (no graph yet) gets it from the events
+    events = _events(ui, run_id)
+    assert any("graph" in data for _, data in events)
+    graph = next(data["graph"] for _, data in events if "graph" in data)
+    assert [n["name"] for n in graph["nodes"]] == ["nap", "after"]  # type: ignore[index]
+
+
+BROKEN = {
+    "broken/unparsable.toml": '[flow]\nname = "oops"\n[steps.a\ncommand = ["true"]\n',
+    "broken/seven.toml": '[flow]\nname = "seven"\n' + "".join(
+        f'[steps.s{i}]\ncommand = ["true"]\ndepends_on = ["ghost{i}"]\n' for i in range(7)),
+    "broken/bad.json": '{"flow": {"name": "j"}, "steps": {"a": {"command": ["true"]},}}',
+}
+
+
+def test_the_flows_list_shows_broken_flow_files_with_their_problems(ui: UI) -> None:
+    os.makedirs(os.path.join(ui.folder, "broken"), exist_ok=True)
+    for rel, text in BROKEN.items():
+        with open(os.path.join(ui.folder, rel), "w") as f:
+            f.write(text)
+    with open(os.path.join(ui.folder, "broken", "settings.toml"), "w") as f:
+        f.write("[tool.x]\nnot = 'a flow'\n")  # a TOML file that is no flow: still not listed
+    listed = {f["path"]: f for f in ui.get("/api/flows")["flows"]}
+    for rel in BROKEN:
+        assert rel in listed, f"{rel} is not listed"
+        detail = ui.get(f"/api/flows/{quote(rel)}")
+        assert listed[rel]["problems"] == [p["message"] for p in detail["problems"]], rel
+        assert listed[rel]["problems"], rel
+    assert len(listed["broken/seven.toml"]["problems"]) == 7
+    assert listed["broken/seven.toml"]["name"] == "seven"
+    assert "broken/settings.toml" not in listed
+    assert listed["flow.toml"]["problems"] == []
+
+
+MAPPED = """\
+import os
+import microdag
+
+flow = microdag.Flow("mapped")
+flow.add("a", lambda: [1, 2, 3])
+
+
+def m(a):
+    if a == 3 and os.environ.get("FAIL"):
+        raise ValueError("three")
+    return a
+
+
+flow.add("m", m, map="a")
+flow.add("b", lambda m: sum(m))
+"""
+
+
+def _python_run(ui: UI, *argv: str, fail: bool = False) -> str:
+    """``python -m microdag ARGV`` in the served folder: a Python flow the UI was not started with."""
+    with open(os.path.join(ui.folder, "mapped.py"), "w") as f:
+        f.write(MAPPED)
+    env = child_env(**({"FAIL": "1"} if fail else {}))
+    done = subprocess.run([sys.executable, "-m", "microdag", *argv, "--quiet"], cwd=ui.folder, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == (1 if fail else 0), done.stderr
+    return done.stderr
+
+
+def test_a_run_that_cannot_be_resumed_here_says_why_and_resumed_items_stay_in_order(ui: UI) -> None:
+    _python_run(ui, "run", "mapped.py:flow", fail=True)
+    (run_id,) = [r["id"] for r in ui.get("/api/runs?flow=mapped")["runs"]]
+    doc = ui.get(f"/api/runs/{run_id}")
+    assert doc["run"]["status"] == "failed" and doc["resumable"] is False
+    why = doc["resume_why"]
+    assert why and "python -m microdag ui" in why and f"python -m microdag resume {run_id}" in why
+    _python_run(ui, "resume", run_id)
+    doc = ui.get(f"/api/runs/{run_id}")
+    assert doc["run"]["status"] == "succeeded" and doc["resume_why"] is None
+    order = [(t["step"], t["item"]) for t in doc["tasks"]]
+    assert order == [("a", None), ("m", 0), ("m", 1), ("m", 2), ("m", None), ("b", None)]

@@ -46,6 +46,7 @@ from html import escape
 from operator import attrgetter, neg, not_, sub
 
 from ._nogc import NoGC
+from ._present import duration_text, step_status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ def _render_report(
     if whole and len(steps) == len(tasks):  # (then every step has its record)
         status = dict(zip(steps, map(attrgetter("status"), steps.values())))
     else:
-        status = {name: _step_status(rec, items.get(name)) for name, rec in steps.items()}
+        status = {name: step_status(None if rec is None else rec.status, (t.status for t in items.get(name, ())))
+                  for name, rec in steps.items()}
     tally = _tally(status.values())
     inputs = json.dumps(info.inputs, indent=2, sort_keys=True, default=repr, ensure_ascii=False)
     head = _header(info, len(steps), tally, inputs)
@@ -265,17 +267,6 @@ def _esc(value: "Any") -> str:
     return escape(str(value), quote=True)
 
 
-def _step_status(rec: "TaskRecord | None", items: "list[TaskRecord] | None") -> str:
-    """A step's own status, or the worst of its items', or pending."""
-    if rec is not None:
-        return rec.status
-    seen = {t.status for t in items or ()}
-    for s in ("failed", "running", "cancelled", "skipped", "pending"):
-        if s in seen:
-            return s
-    return "succeeded" if seen else "pending"
-
-
 def _tally(statuses: "Iterable[str]") -> str:
     counts = Counter(statuses)
     order = list(COLOURS)
@@ -298,21 +289,12 @@ def _iso(t: "float | None") -> str:
     return stamp.replace("+00:00", "Z")
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.3g} ms"
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    minutes, s = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-
-
 def _span(started: "float | None", finished: "float | None", status: str) -> str:
     if started is None:
         return "-"
     if finished is None:
         return "running" if status == "running" else "-"
-    return _duration(max(0.0, finished - started))
+    return duration_text(finished - started)
 
 
 def _layers(deps: "list[list[int]]") -> "tuple[list[int], list[list[int]]]":
@@ -456,7 +438,7 @@ def _timeline(
         x = _GANTT_LABEL_W + tick * scale
         out.append(f'<line class="axis" x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{height}"/>'
                    f'<text class="tick" x="{x:.1f}" y="12" text-anchor="middle">'
-                   f"{_esc(_duration(tick) if tick else '0')}</text>")
+                   f"{_esc(duration_text(tick) if tick else '0')}</text>")
     for k, (label, rec) in enumerate(rows):
         y = 24 + k * _ROW_H
         short = label if len(label) <= 30 else label[:29] + "\u2026"

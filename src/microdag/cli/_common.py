@@ -6,6 +6,8 @@ import sys
 import time
 
 from .._cmdline import UsageError
+from .._present import duration_text, shorten
+from .._present import preview as present
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -117,16 +119,6 @@ def paint(text: str, status: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
 
 
-def seconds(value: "float | None") -> str:
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.1f} ms"
-    if value < 120:
-        return f"{value:.2f} s"
-    return f"{int(value // 60)} min {value % 60:02.0f} s"
-
-
 def when(timestamp: "float | None") -> str:
     if timestamp is None:
         return "-"
@@ -201,28 +193,9 @@ PREVIEW = 100
 
 def preview(value: "Any", limit: int = PREVIEW) -> str:
     """``value`` on one line of at most ``limit`` characters: as JSON when it is
-    JSON, else its repr; cut with ``...``.  A big value is not written whole."""
-    import json  # (the command line's start: json loads with the command that uses it)
-
-    text = ""
-    try:
-        for chunk in json.JSONEncoder(ensure_ascii=False, allow_nan=False).iterencode(value):
-            text += chunk
-            if len(text) > limit:
-                break
-    except (TypeError, ValueError, RecursionError):
-        import reprlib  # (the command line's start: reprlib loads with the command that uses it)
-
-        short = reprlib.Repr()
-        short.maxlevel = 3
-        short.maxstring = short.maxother = short.maxlong = limit + 2
-        short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = limit // 3
-        try:
-            text = short.repr(value)
-        except Exception as exc:  # a broken __repr__
-            text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
-    text = printable(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    JSON, else its repr; cut with ``...`` (``_present``'s rules).  A big value is
+    not written whole."""
+    return shorten(printable(present(value, limit)), limit)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -249,8 +222,8 @@ def store_options(p: "argparse.ArgumentParser") -> None:
 def took(wall: "float | None", busy: "float | None") -> str:
     """A run's duration, with the time its steps ran beside it when that is
     much less (a run resumed after idle time): ``16.3 s (15.0 ms running)``."""
-    text = seconds(wall)
+    text = duration_text(wall)
     if wall is not None and busy is not None and wall - busy > max(1.0, wall / 10):
-        text += f" ({seconds(busy)} running)"
+        text += f" ({duration_text(busy)} running)"
     return text
 

@@ -3,7 +3,8 @@
 import sys
 import time
 
-from ._common import cols, color, columns, cut, one_line, paint, printable, seconds
+from .._present import duration_text
+from ._common import cols, color, columns, cut, one_line, paint, printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class Progress:
         status = paint(event.status, event.status, self.color)
         line = f"[{self.done}/{self.total}] {printable(event.step)}: {status}"
         if event.duration is not None and event.status in ("succeeded", "failed"):
-            line += f" in {seconds(event.duration)}"
+            line += f" in {duration_text(event.duration)}"
         if event.attempt and event.attempt > 1:
             line += f" (attempt {event.attempt})"
         if event.error is not None:
@@ -134,10 +135,10 @@ class Progress:
         text = f"{self.done}/{self.total} steps done, {len(self.running)} running"
         if self.failed:
             text += f", {self.failed} failed"
-        text += f", {seconds(now - self.start)}"
+        text += f", {duration_text(now - self.start)}"
         eta = self._eta(now)
         if eta is not None:
-            text += f", ETA {seconds(eta)}"
+            text += f", ETA {duration_text(eta)}"
         used = len(text) + 3  # " | "
         names: list[str] = []
         count = len(self.running)

@@ -5,9 +5,10 @@ import argparse
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, positive
+from .._present import duration_text, task_order
 from .._records import busy_time
 from ._common import (
-    color, dump, indented, jsonable, paint, preview, printable, seconds,
+    color, dump, indented, jsonable, paint, preview, printable,
     store_at, store_options, table, took, when,
 )
 
@@ -93,7 +94,7 @@ def _cmd_runs(args: "argparse.Namespace") -> int:
     rows = [["RUN ID", "STATUS", "FLOW", "STARTED", "DURATION"]]
     for r in runs:
         duration = None if r.finished is None else r.finished - r.started
-        rows.append([r.id, r.status, r.flow, when(r.started), seconds(duration)])
+        rows.append([r.id, r.status, r.flow, when(r.started), duration_text(duration)])
     print(table(rows, [r.status for r in runs], color(sys.stdout)))
     return OK
 
@@ -124,7 +125,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
             if sum(counts.values()) <= SHOW_ALL:
                 counts = {}  # a run this small is listed whole
         if not counts:
-            records = store.tasks(args.run_id)
+            records = task_order(store.tasks(args.run_id))
         if args.step is not None:
             return _show_step(store, args, records)
         outputs = {
@@ -186,7 +187,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         name = printable(r.step if r.item < 0 else f"{r.step}[{r.item}]")
         spent = None if r.started is None or r.finished is None else r.finished - r.started
         output = preview(outputs[n], 60) if n in outputs else "-"
-        rows.append([name, r.status, str(r.attempts), seconds(spent), output])
+        rows.append([name, r.status, str(r.attempts), duration_text(spent), output])
         if r.error_type is not None:
             errors.append(indented(f"{name}: {r.error_type}: {r.error_message or ''}"))
     print()

@@ -154,9 +154,11 @@ class StoreRecorder:
             StoreError: the run id is taken.
         """
         store = self.store
-        store.begin(info)
+        # The graph first: a store that batches writes commits it with the
+        # run's record, so a reader that sees the run sees its graph.
         if len(plan.fns) <= GRAPH_LIMIT and store.graph(info.fingerprint) is None:
             store.save_graph(info.fingerprint, plan.graph_json())
+        store.begin(info)
 
     def resume(
         self, index: "dict[str, int]", active: "set[int] | None", maps: "set[str]", force: bool

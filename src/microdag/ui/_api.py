@@ -12,10 +12,12 @@ the UI never holds a lock a run needs, and sees what any process wrote.
 
 import json
 import os
+import shlex
 import signal
 import time
 
 from ..stores import StoreError, open_store, spec_parts
+from ._code import StepCode
 from ._flows import PathRefused
 from ._runs import changes, list_runs, output, run_detail
 
@@ -88,14 +90,16 @@ class Api:
         run: dict[str, Any] = {"id": run_id, "flow": "", "status": "pending" if live or error is None else "failed",
                "started": None, "finished": None, "source": None, "inputs": {}, "problem": error}
         return {"run": run, "tasks": [], "attempts": [], "graph": None, "live": live, "cancellable": live,
-                "resumable": False, "flow_path": None}
+                "resumable": False, "resume_why": None, "flow_path": None}
 
     def _actions(self, run: "dict[str, Any]", live: bool) -> "dict[str, Any]":
         flow_path = self.folder.key_of(run["source"]) if run["source"] else None
+        resumable = not live and flow_path is not None and run["status"] not in ("succeeded", "damaged")
         return {
             "live": live,
             "cancellable": live,
-            "resumable": not live and flow_path is not None and run["status"] not in ("succeeded", "damaged"),
+            "resumable": resumable,
+            "resume_why": None if resumable or live or run["status"] == "succeeded" else _why_not(run),
             "flow_path": flow_path,
         }
 
@@ -106,6 +110,7 @@ class Api:
         changes, then ``("end", data)`` once it is not live; ``("ping", {})``
         while nothing changes (the server sends it as a comment)."""
         seen: dict[tuple[str, int], tuple[Any, ...]] = {}
+        drawn = False  # whether the run's graph was sent (a page opened before the run began has none)
         last: dict[str, Any] | None = None
         quiet = 0.0
         store = None
@@ -117,7 +122,7 @@ class Api:
                         store = self.store()
                     if store is None:
                         raise StoreError("no store yet")
-                    run, tasks = changes(store, run_id, seen)
+                    run, tasks, graph = changes(store, run_id, seen, graph=not drawn)
                 except StoreError as exc:  # not begun yet: its child may still be starting
                     if child is None or child.process.poll() is not None:
                         doc = self._starting(run_id, exc)
@@ -128,11 +133,13 @@ class Api:
                 live = self.launcher.live(store, run_id) is not None
                 starting = child is not None and child.process.poll() is None
                 data = {"run": run, "tasks": tasks, "live": live or starting}
+                if graph is not None:
+                    data["graph"], drawn = graph, True
                 if not data["live"]:
                     data.update(self._actions(run, False))
                     yield "end", data
                     return
-                if tasks or run != last:
+                if tasks or run != last or graph is not None:
                     last = run
                     quiet = 0.0
                     yield "update", data
@@ -233,12 +240,41 @@ class Api:
         described["error"] = f"not saved: the flow has {count} problem{'s' if count != 1 else ''}"
         return 422, described
 
+    # -- a step's code
+
+    def step_code(self, rel: str, step: str) -> "dict[str, Any]":
+        """``GET /api/flows/PATH/steps/STEP/code``."""
+        path, doc = self.folder.document(rel)
+        return StepCode(self.folder.root, path, rel, step, doc).read()
+
+    def save_step_code(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        """``PUT /api/flows/PATH/steps/STEP/code``: ``{"code", "digest"}``."""
+        code, given = body.get("code"), body.get("digest")
+        if not isinstance(code, str) or not isinstance(given, str):
+            raise ApiError(400, 'the body must be {"code": the function\'s new source, "digest": the digest read}')
+        path, doc = self.folder.document(rel)
+        return StepCode(self.folder.root, path, rel, step, doc).save(code, given)
+
     @staticmethod
     def schema() -> "dict[str, Any]":
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(here, "flowfile.schema.json"), encoding="utf-8") as f:
             schema: dict[str, Any] = json.load(f)
         return schema
+
+
+def _why_not(run: "dict[str, Any]") -> str:
+    """Why a run that did not succeed cannot be resumed from this UI, and how to make it resumable."""
+    shell = f"python -m microdag resume {run['id']}"
+    if run["status"] == "damaged":
+        return f"the run's record is damaged: it cannot be resumed (run the flow again)"
+    source = run["source"]
+    if not source:
+        return ("the run did not record where its flow came from (a flow run from Python code): resume it "
+                f"from that code with flow.run(store=..., run_id={run['id']!r}, resume=True)")
+    return (f"its flow, {source}, is not one this UI serves: start the UI with it named "
+            f"(python -m microdag ui {shlex.quote(source)}) to resume the run here, or resume it from a "
+            f"shell in the folder it ran in ({shell})")
 
 
 def _known(store: "Store | None", run_id: str) -> "RunInfo":

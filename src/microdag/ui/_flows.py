@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 #: Folders never searched for flow files.
 _SKIP = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache",
          ".pytest_cache", ".microdag", "site-packages", "build", "dist"}
+#: How a flow file that does not parse is told from other TOML and JSON files.
+_LOOKS_LIKE_A_FLOW = {
+    "toml": re.compile(r"^\s*\[+\s*(flow|steps)\s*[\].]", re.MULTILINE),
+    "json": re.compile(r'"flow"\s*:[\s\S]*"steps"\s*:|"steps"\s*:[\s\S]*"flow"\s*:'),
+}
 #: Files looked at when searching the folder, at most (a flow file is small).
 _MAX_FILES, _MAX_BYTES = 2000, 1 << 20
 
@@ -52,6 +57,8 @@ class Folder:
 
     def __init__(self, root: str, named: "list[str]") -> None:
         self.root = os.path.realpath(root)
+        #: A flow file's path -> ((path, its text), its problems): the list's checks, kept while the text is the same.
+        self._problem_cache: dict[str, tuple[tuple[str, str], list[dict[str, Any]]]] = {}
         #: Relative (or, outside the folder, absolute) path -> the spec as named.
         self.named: dict[str, str] = {}
         for spec in named:
@@ -125,23 +132,57 @@ class Folder:
         return out
 
     def _entry(self, rel: str, spec: "str | None", data: "dict[str, Any] | None") -> "dict[str, Any]":
-        """A flow of the list; ``data``: its file's, when the search has read it already."""
+        """A flow of the list: its name and the messages of the problems
+        ``GET /api/flows/PATH`` lists (a file that does not parse included);
+        ``data``: its file's, when the search has read it already."""
         k = kind(rel.partition(":")[0] if spec is not None and not os.path.exists(spec) else rel)
         name, problems = None, []
         if k in ("toml", "json"):
             try:
+                path = self.resolve(rel)
+                with open(path, encoding="utf-8-sig") as f:
+                    text = f.read()
                 if data is None:
-                    with open(self.resolve(rel), encoding="utf-8-sig") as f:
-                        data = _parse(f.read(), k)
+                    data = _parse(text, k)
                 name = data.get("flow", {}).get("name") if isinstance(data.get("flow"), dict) else None
-            except (OSError, ValueError, PathRefused) as exc:
+            except (OSError, UnicodeDecodeError, PathRefused) as exc:
                 problems.append(str(exc))
+            except ValueError:
+                pass  # (the check below words it as the flow's page does)
+            if not problems:
+                problems = [p["message"] for p in self._checked(rel, path, text)]
         return {"path": rel, "name": name, "kind": k, "editable": k in ("toml", "json"), "problems": problems}
 
-    def _search(self) -> "list[tuple[str, dict[str, Any]]]":
+    def _checked(self, rel: str, path: str, text: str) -> "list[dict[str, Any]]":
+        """The problems of flow file ``rel`` holding ``text``, remembered while
+        the text is the same (the list shows every flow's on each visit)."""
+        key = (path, text)
+        found = self._problem_cache.get(path)
+        if found is None or found[0] != key:
+            found = self._problem_cache[path] = (key, self._problems(rel, path, text)[1])
+        return found[1]
+
+    @staticmethod
+    def _problems(rel: str, path: str, text: str) -> "tuple[Flow | None, list[dict[str, Any]]]":
+        """``text`` checked as flow file ``path``: the flow and its problems as the API lists them."""
+        flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
+        problems = []
+        for where, message, code in located:
+            problem: dict[str, Any] = {
+                "message": _relative(message, path, rel),
+                "step": where[1] if len(where) > 1 and where[0] == "steps" else None,
+                "key": where[2] if len(where) > 2 and where[0] == "steps" else None,
+            }
+            if code is not None:  # a problem of step code: where it is within the code
+                problem.update(field="python", line=code.line, col=code.col, message=code.message)
+            problems.append(problem)
+        return flow, problems
+
+    def _search(self) -> "list[tuple[str, dict[str, Any] | None]]":
         """Flow files under the folder (a ``.toml``/``.json`` file with a ``flow``
-        table and ``steps``) with their data, sorted; symlinks are not followed."""
-        found: list[tuple[str, dict[str, Any]]] = []
+        table and ``steps``; one that does not parse when it names them) with
+        their data (``None``: it does not parse), sorted; symlinks are not followed."""
+        found: list[tuple[str, dict[str, Any] | None]] = []
         looked = 0
         for top, dirs, files in os.walk(self.root):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
@@ -159,12 +200,15 @@ class Folder:
                         head = f.read(_MAX_BYTES)
                 except (OSError, UnicodeDecodeError):
                     continue
+                rel = os.path.relpath(path, self.root).replace(os.sep, "/")
                 try:
                     data = _parse(head, kind(name))
-                except ValueError:
+                except ValueError:  # listed when it reads like a flow file: the user must see what to fix
+                    if _LOOKS_LIKE_A_FLOW[kind(name)].search(head):
+                        found.append((rel, None))
                     continue
                 if isinstance(data.get("flow"), dict) and "steps" in data:
-                    found.append((os.path.relpath(path, self.root).replace(os.sep, "/"), data))
+                    found.append((rel, data))
         return found
 
     # -- one flow
@@ -187,6 +231,28 @@ class Folder:
         except ValueError:
             doc = None
         return self._described(rel, k, path, text, doc)
+
+    def document(self, rel: str) -> "tuple[str, dict[str, Any] | None]":
+        """The real path of flow file ``rel`` and its data (``None`` when it does not parse).
+
+        Raises:
+            PathRefused: not a flow file this UI serves (a Python flow has no document).
+        """
+        path = self.resolve(rel)
+        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
+        if k not in ("toml", "json"):
+            raise PathRefused(f"{rel!r}: a Python flow's steps are edited in its own file")
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise PathRefused(f"{rel!r}: no such flow file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
+        try:
+            return path, _parse(text, k)
+        except ValueError:
+            return path, None
 
     def check(self, rel: str, doc: "dict[str, Any]") -> "dict[str, Any]":
         """``POST /api/flows/PATH/check``: what saving ``doc`` would give, without saving."""
@@ -225,17 +291,7 @@ class Folder:
     def _described(
         self, rel: str, k: str, path: str, text: str, doc: "dict[str, Any] | None"
     ) -> "dict[str, Any]":
-        flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
-        problems = []
-        for where, message, code in located:
-            problem: dict[str, Any] = {
-                "message": _relative(message, path, rel),
-                "step": where[1] if len(where) > 1 and where[0] == "steps" else None,
-                "key": where[2] if len(where) > 2 and where[0] == "steps" else None,
-            }
-            if code is not None:  # a problem of step code: where it is within the code
-                problem.update(field="python", line=code.line, col=code.col, message=code.message)
-            problems.append(problem)
+        flow, problems = self._problems(rel, path, text)
         steps = self._steps(flow, doc)
         defaults = doc.get("inputs", {}) if isinstance(doc, dict) and isinstance(doc.get("inputs"), dict) else {}
         inputs = _inputs(flow, defaults)

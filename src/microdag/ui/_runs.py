@@ -12,8 +12,8 @@ with counts per status, which is what can be drawn usefully of them.
 """
 
 import json
-import reprlib
 
+from .._present import duration_text, preview, step_status, task_order
 from .._render import NODE_H, NODE_W, layers, layout
 
 TYPE_CHECKING = False
@@ -36,6 +36,7 @@ def run_json(info: "RunInfo") -> "dict[str, Any]":
     return {
         "id": info.id, "flow": info.flow, "status": info.status, "started": info.started,
         "finished": info.finished, "source": info.source, "inputs": jsonable(info.inputs),
+        "duration_text": duration_text(None if info.finished is None else info.finished - info.started),
         "problem": info.problem,
     }
 
@@ -49,7 +50,8 @@ def list_runs(store: "Store", flow: "str | None", status: "str | None", limit: i
     return {
         "runs": [
             {"id": r.id, "flow": r.flow, "status": r.status, "started": r.started, "finished": r.finished,
-             "source": r.source, "problem": r.problem}
+             "source": r.source, "problem": r.problem,
+             "duration_text": duration_text(None if r.finished is None else r.finished - r.started)}
             for r in chosen[:limit]
         ],
         "flows": flows,
@@ -71,7 +73,7 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
                 except (TypeError, ValueError, RecursionError):
                     pass
             if text is None:
-                text = preview(value, PREVIEW + 1)
+                text = preview(value, PREVIEW + 1, indent=2)
         except Exception as exc:  # damaged, or another codec: say so instead of failing the page
             text = f"<the output cannot be decoded: {type(exc).__name__}: {exc}>"
         truncated = len(text) > PREVIEW
@@ -85,6 +87,7 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
         "started": record.started,
         "finished": record.finished,
         "duration": took,
+        "duration_text": duration_text(took),
         "error": None if record.error_type is None else {
             "type": record.error_type, "message": record.error_message, "traceback": record.traceback,
         },
@@ -97,9 +100,8 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
 def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
     """``GET /api/runs/ID`` without what the server adds (live, actions)."""
     info = store.run_info(run_id)
-    records = store.tasks(run_id)
+    records = task_order(store.tasks(run_id))
     logged = logged_tasks(store, run_id, records)
-    graph = store.graph(info.fingerprint) if info.fingerprint else None
     return {
         "run": run_json(info),
         "tasks": [task_json(store, r, logged) for r in records],
@@ -108,10 +110,17 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
              "error_type": et, "error_message": em}
             for s, i, a, b, e, et, em in store.attempts(run_id)
         ],
-        "graph": None if graph is None else graph_json(
-            [str(n) for n in graph["nodes"]], graph["deps"], statuses(records)
-        ),
+        "graph": run_graph(store, info, records),
     }
+
+
+def run_graph(store: "Store", info: "RunInfo", records: "list[TaskRecord]") -> "dict[str, Any] | None":
+    """The run's graph as the page draws it, with each step's status; ``None``
+    when the store has none (large flows skip it)."""
+    graph = store.graph(info.fingerprint) if info.fingerprint else None
+    if graph is None:
+        return None
+    return graph_json([str(n) for n in graph["nodes"]], graph["deps"], statuses(records))
 
 
 def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "set[tuple[str, int]]":
@@ -120,18 +129,16 @@ def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "s
 
 
 def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
-    """Each step's status; a map step without its own record takes its items' worst."""
-    out: dict[str, str] = {}
+    """Each step's status (``_present.step_status``: a map step without its own
+    record takes its items' worst)."""
+    own: dict[str, str] = {}
     items: dict[str, list[str]] = {}
     for r in records:
         if r.item < 0:
-            out[r.step] = r.status
+            own[r.step] = r.status
         else:
             items.setdefault(r.step, []).append(r.status)
-    for step, states in items.items():
-        if step not in out:
-            out[step] = next((s for s in ("failed", "running", "cancelled", "pending") if s in states), states[0])
-    return out
+    return {step: step_status(own.get(step), items.get(step, ())) for step in {**own, **items}}
 
 
 def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, str]") -> "dict[str, Any]":
@@ -163,14 +170,16 @@ def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, s
 
 
 def changes(
-    store: "Store", run_id: str, seen: "dict[tuple[str, int], tuple[Any, ...]]"
-) -> "tuple[dict[str, Any], list[dict[str, Any]]]":
-    """The run's record and the tasks that changed since ``seen`` (updated in
-    place: task -> its record's state), for the events stream."""
+    store: "Store", run_id: str, seen: "dict[tuple[str, int], tuple[Any, ...]]", graph: bool = False
+) -> "tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]":
+    """The run's record, the tasks that changed since ``seen`` (updated in
+    place: task -> its record's state) and, when ``graph`` is asked, the run's
+    graph (``None`` while the store has none), for the events stream."""
     info = store.run_info(run_id)
     changed = []
     fresh = []
-    for r in store.tasks(run_id, outputs=False):
+    everything = store.tasks(run_id, outputs=False)
+    for r in everything:
         key = (r.step, r.item)
         state = (r.status, r.attempts, r.started, r.finished, r.error_type)
         if seen.get(key) != state:
@@ -181,7 +190,7 @@ def changes(
         records = [r for r in store.tasks(run_id) if (r.step, r.item) in wanted]
         logged = logged_tasks(store, run_id, records)
         changed = [task_json(store, r, logged) for r in records]
-    return run_json(info), changed
+    return run_json(info), changed, run_graph(store, info, everything) if graph else None
 
 
 def output(store: "Store", run_id: str, step: str, item: int) -> "dict[str, Any]":
@@ -190,7 +199,7 @@ def output(store: "Store", run_id: str, step: str, item: int) -> "dict[str, Any]
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        return {"output": preview(value, 1 << 30), "json": False}
+        return {"output": preview(value, 1 << 30, indent=2), "json": False}
     return {"output": value, "json": True}
 
 
@@ -199,25 +208,5 @@ def jsonable(value: "Any") -> "Any":
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        return preview(value, PREVIEW)
+        return preview(value, PREVIEW, indent=2)
     return value
-
-
-def preview(value: "Any", limit: int) -> str:
-    """``value`` as JSON text (indented) when it is JSON, else its repr; a big
-    value is not written whole: at most about ``limit`` characters."""
-    text = ""
-    try:
-        for chunk in json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=2).iterencode(value):
-            text += chunk
-            if len(text) > limit:
-                break
-    except (TypeError, ValueError, RecursionError):
-        short = reprlib.Repr()
-        short.maxstring = short.maxother = short.maxlong = limit
-        short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = short.maxdict = max(6, limit // 20)
-        try:
-            text = short.repr(value)
-        except Exception as exc:  # a broken __repr__
-            text = f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
-    return text

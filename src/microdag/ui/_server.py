@@ -51,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._api import ApiError
+from ._code import CodeError
 from ._flows import PathRefused
 
 TYPE_CHECKING = False
@@ -355,12 +356,18 @@ class Handler(BaseHTTPRequestHandler):
                 doc = api.check(seg[1], self._body())
             elif route == ("PUT", "flows", 2):
                 status, doc = api.save(seg[1], self._body())
+            elif route == ("GET", "flows", 5) and seg[2] == "steps" and seg[4] == "code":
+                doc = api.step_code(seg[1], seg[3])
+            elif route == ("PUT", "flows", 5) and seg[2] == "steps" and seg[4] == "code":
+                doc = api.save_step_code(seg[1], seg[3], self._body())
             elif route == ("GET", "schema", 1):
                 doc = api.schema()
             else:
                 raise ApiError(404, f"no such API route: {method} {path}")
         except ApiError as exc:
             status, doc = exc.status, {"error": exc.message}
+        except CodeError as exc:
+            status, doc = exc.status, {"error": exc.message, "problems": exc.problems}
         except PathRefused as exc:
             status, doc = 403, {"error": str(exc)}
         except ValueError as exc:  # a document the edit cannot write
