@@ -9,11 +9,20 @@ import {viewFlow, viewFlows} from './views/flows.js';
 let currentView = null;
 
 function makeView(root) {
-  const cleanups = [];
+  const cleanups = [], guards = [];
   return {
     root,
     alive: true,
     onLeave(fn) { cleanups.push(fn); },
+    /** fn() returns a question to ask before the view is left (unsaved changes), or null. */
+    guard(fn) { guards.push(fn); },
+    question() {
+      for (const fn of guards) {
+        const q = fn();
+        if (q) return q;
+      }
+      return null;
+    },
     leave() {
       this.alive = false;
       for (const fn of cleanups) fn();
@@ -29,8 +38,17 @@ function decodePart(text) {
   }
 }
 
+let shownHash = null; // the address of the view shown: put back when leaving it is cancelled
+
 /** #/runs, #/runs/ID, #/flows, #/flows/PATH (ID and PATH encodeURIComponent'd). */
 function route() {
+  if (location.hash === shownHash && currentView) return; // the address put back below
+  const question = currentView && currentView.question();
+  if (question && !window.confirm(question)) {
+    history.replaceState(null, '', shownHash || '#/');
+    return;
+  }
+  shownHash = location.hash;
   if (currentView) currentView.leave();
   clearError();
   const main = document.getElementById('main');

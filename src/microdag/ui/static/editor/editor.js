@@ -5,6 +5,7 @@
 import {api, flowUrl, loadSchema} from '../api.js';
 import {el, has, isObject, missing, renderProblems, showError} from '../dom.js';
 import {createCanvas} from './canvas.js';
+import {createCodePanel} from './code.js';
 import {createForm, stepOptions} from './form.js';
 
 const CHECK_DELAY_MS = 300;  // wait after the last change before checking
@@ -27,6 +28,9 @@ export function flowEditor(view, path, data, problemsUl, none) {
     seq: 0, timer: 0,      // checks sent; pending debounce
     version: 0,            // edits made (to tell whether a save covered them all)
     stepSchema: null,
+    savedVersion: 0,       // ed.version when the file was last saved (or read)
+    moduleEdits: new Map(), // step -> {code, digest}: a module function edited, not saved yet
+    moduleProblems: new Map(), // step -> problems of its module code, from a refused save
   };
   if (!isObject(ed.doc.steps)) ed.doc.steps = {};
   for (const s of data.steps || []) ed.implied.set(s.name, s.depends || []);
@@ -35,7 +39,9 @@ export function flowEditor(view, path, data, problemsUl, none) {
   const selectedStep = () => (ed.sel && !missing(ed.sel.step) ? ed.sel.step : null);
   const names = () => Object.keys(ed.doc.steps);
   const canvas = createCanvas(ed, {select, connect, say, cancelConnect, markSelection});
-  const stepForm = createForm(ed, {selectedStep, changed: onField});
+  const stepForm = createForm(ed, {selectedStep, changed: onField, hidden: new Set(['python'])});
+  const code = createCodePanel(ed, path, view, {changed: onField, moduleChanged, say, save,
+    kindChanged: () => { renderList(); renderForm(); }});
 
   // ---- DOM
   const newName = el('input', {id: 'new-step-name', type: 'text', placeholder: 'step name', 'aria-label': 'New step name'});
@@ -54,9 +60,13 @@ export function flowEditor(view, path, data, problemsUl, none) {
       addBox, removeStepBtn, removeEdgeBtn, saveBtn, saveStatus),
     note,
     el('div', {class: 'editor'},
-      el('div', {class: 'canvas-scroll'}, canvas.svg),
+      el('div', {class: 'main-col'}, el('div', {class: 'canvas-scroll'}, canvas.svg), code.box),
       el('div', {class: 'side'}, el('h3', null, 'Steps'), stepsUl, stepForm.form)));
-  view.onLeave(() => clearTimeout(ed.timer));
+  const dirty = () => ed.version !== ed.savedVersion || ed.moduleEdits.size > 0;
+  const unloading = (e) => { if (dirty()) { e.preventDefault(); e.returnValue = ''; } };
+  window.addEventListener('beforeunload', unloading);
+  view.guard(() => (dirty() ? 'This flow has unsaved changes: leave without saving them?' : null));
+  view.onLeave(() => { clearTimeout(ed.timer); clearTimeout(ed.codeTimer); window.removeEventListener('beforeunload', unloading); });
   newName.addEventListener('keydown', (e) => {
     if (e.key === 'Enter') addStep(newName.value);
     if (e.key === 'Escape') addBox.hidden = true;
@@ -66,7 +76,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
   function renderList() {
     const kinds = names().map((name) => {
       const s = ed.doc.steps[name];
-      return [name, isObject(s) ? (has(s, 'call') ? 'call' : has(s, 'command') ? 'command' : '') : ''];
+      return [name, isObject(s) ? (has(s, 'python') ? 'python' : has(s, 'call') ? 'call' : has(s, 'command') ? 'command' : '') : ''];
     });
     const signature = JSON.stringify(kinds);
     if (stepsUl.dataset.signature === signature) return;
@@ -91,6 +101,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
 
   function renderForm() {
     stepForm.render();
+    code.sync(selectedStep());
     markProblems();
   }
 
@@ -112,7 +123,12 @@ export function flowEditor(view, path, data, problemsUl, none) {
       if (step !== null && p.step === step && p.key) byKey.set(p.key, [...(byKey.get(p.key) || []), p.message]);
     }
     stepForm.markProblems(byKey);
-    renderProblems(problemsUl, none, ed.problems, (s) => { if (has(ed.doc.steps, s)) select({step: s}); });
+    code.markProblems();
+    renderProblems(problemsUl, none, ed.problems, (s, p) => {
+      if (!has(ed.doc.steps, s)) return;
+      select({step: s});
+      if (p.field === 'python') code.focusLine(p.line);
+    });
   }
 
   /** Drops a pending click-to-connect, and its prompt. */
@@ -140,10 +156,19 @@ export function flowEditor(view, path, data, problemsUl, none) {
     ed.timer = setTimeout(check, CHECK_DELAY_MS);
   }
 
-  /** A field of the step form changed the document. */
+  /** Module code edited (saved with the flow, or before the step runs). */
+  function moduleChanged() {
+    saveStatus.textContent = dirty() ? 'unsaved changes' : saveStatus.textContent;
+  }
+
+  /** A field of the step form (or the code panel: key "python") changed the document. */
   function onField(key) {
     if (key === 'depends_on' || key === 'inputs') canvas.drawEdges();
-    if (key === 'call' || key === 'command') renderList();
+    if (key === 'call' || key === 'command' || key === 'python') renderList();
+    if (key === 'call' || key === 'command') { // the code shown follows, once the typing stops
+      clearTimeout(ed.codeTimer);
+      ed.codeTimer = setTimeout(() => { if (view.alive) code.sync(selectedStep()); }, CHECK_DELAY_MS);
+    }
     markSelection();
     markProblems();
     changed();
@@ -234,24 +259,37 @@ export function flowEditor(view, path, data, problemsUl, none) {
     }
   }
 
+  /** Refuses the save, saying why, with `problems` listed. */
+  function refuse(why, problems) {
+    saveStatus.textContent = '';
+    saveStatus.append(`not saved: ${why}`, el('ul', null, problems.map((p) => el('li', null,
+      p.field === 'python' && !missing(p.line) ? `${p.step}, line ${p.line}: ${p.message}` : p.message))));
+  }
+
   async function save() {
+    const codeProblems = ed.problems.filter((p) => p.field === 'python');
+    if (!ed.timer && codeProblems.length) return refuse('the code of a step has problems', codeProblems);
     clearTimeout(ed.timer);
     ed.timer = 0;
     const seq = ++ed.seq, version = ed.version;
     saveBtn.disabled = true;
     saveStatus.textContent = 'saving\u2026';
     try {
+      if (!(await code.saveModules())) {
+        refuse('the code of a module step was refused', Array.from(ed.moduleProblems.values()).flat());
+        return;
+      }
       const res = await api('PUT', flowUrl(path), {doc: ed.doc});
       if (!view.alive) return;
       if (seq === ed.seq) applyResult(res);
-      saveStatus.textContent = version === ed.version ? 'saved' : 'unsaved changes';
+      ed.savedVersion = version;
+      saveStatus.textContent = dirty() ? 'unsaved changes' : 'saved';
     } catch (err) {
       if (!view.alive) return;
       if (err.status === 422 && err.data) {
         ed.problems = err.data.problems || [];
         markProblems();
-        saveStatus.textContent = '';
-        saveStatus.append(`not saved: ${err.message}`, el('ul', null, ed.problems.map((p) => el('li', null, p.message))));
+        refuse(err.message.replace(/^not saved: /, ''), ed.problems);
       } else {
         saveStatus.textContent = 'not saved';
         showError(err);

@@ -8,7 +8,7 @@ import {flowEditor} from '../editor/editor.js';
 export function viewFlows(view) {
   const ul = el('ul', {id: 'flows', class: 'flow-list'});
   const none = el('p', {class: 'muted', hidden: true}, 'No flow files were found under the served folder.');
-  view.root.append(el('h1', null, 'Flows'), ul, none);
+  view.root.append(el('div', {class: 'toolbar'}, el('h1', null, 'Flows'), newFlow()), ul, none);
   api('GET', '/api/flows').then((data) => {
     if (!view.alive) return;
     for (const f of data.flows) {
@@ -23,6 +23,32 @@ export function viewFlows(view) {
     }
     none.hidden = data.flows.length > 0;
   }).catch((err) => { if (view.alive) showError(err); });
+}
+
+/** button#new-flow: a name, then POST /api/flows creates the file and the editor opens it. */
+function newFlow() {
+  const name = el('input', {id: 'new-flow-name', type: 'text', placeholder: 'folder/name.toml', 'aria-label': 'New flow file'});
+  const create = el('button', {id: 'new-flow-ok', type: 'button'}, 'Create');
+  const box = el('span', {class: 'new-flow', hidden: true}, name, create);
+  const open = el('button', {id: 'new-flow', type: 'button'}, 'New flow');
+  open.addEventListener('click', () => { box.hidden = false; open.hidden = true; name.focus(); });
+  async function submit() {
+    let path = name.value.trim();
+    if (!path) return showError('Give the new flow file a name.');
+    if (!/\.(toml|json)$/i.test(path)) path += '.toml';
+    create.disabled = true;
+    try {
+      const res = await api('POST', '/api/flows', {path, doc: null});
+      location.hash = '#/flows/' + enc(res.path || path);
+    } catch (err) {
+      showError(err);
+    } finally {
+      create.disabled = false;
+    }
+  }
+  create.addEventListener('click', submit);
+  name.addEventListener('keydown', (e) => { if (e.key === 'Enter') submit(); });
+  return el('span', null, open, box);
 }
 
 export function viewFlow(view, path) {
