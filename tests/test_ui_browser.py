@@ -16,12 +16,14 @@ editor in DIR (docs/ holds the ones the README shows).
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import tomllib
 
 import pytest
 
+from support import child_env
 from uiserver import UI
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
@@ -81,11 +83,60 @@ command = ["echo", "2"]
 """
 
 
+def _chain(n: int, name: str = "chain") -> str:
+    """A flow file of ``n`` steps, each after the one before."""
+    text = f'[flow]\nname = "{name}"\n'
+    for k in range(n):
+        text += f'\n[steps.s{k}]\ncommand = ["true"]\n' + (f'depends_on = ["s{k - 1}"]\n' if k else "")
+    return text
+
+
+#: a -> b -> c, and a -> c: the long edge must go around b.
+SKIP = """\
+[flow]
+name = "skip"
+
+[steps.a]
+command = ["true"]
+
+[steps.b]
+command = ["true"]
+depends_on = ["a"]
+
+[steps.c]
+command = ["true"]
+depends_on = ["a", "b"]
+"""
+
+MAPPED = """\
+import os
+import microdag
+
+flow = microdag.Flow("mapped")
+flow.add("a", lambda: [1, 2, 3])
+
+
+def m(a):
+    if a == 3 and os.environ.get("FAIL"):
+        raise ValueError("three")
+    return a
+
+
+flow.add("m", m, map="a")
+flow.add("b", lambda m: sum(m))
+"""
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> "UI":
     folder = tmp_path_factory.mktemp("browser")
     (folder / "flow.toml").write_text(FLOW)
     (folder / "edit.toml").write_text(EDIT)
+    (folder / "five.toml").write_text(_chain(5, "five"))
+    (folder / "thirty.toml").write_text(_chain(30, "thirty"))
+    (folder / "forty.toml").write_text(_chain(40, "forty"))
+    (folder / "skip.toml").write_text(SKIP)
+    (folder / "mapped.py").write_text(MAPPED)
     (folder / "broken.toml").write_text(
         f'[flow]\nname = "broken"\n[steps.bad]\ncommand = ["sh", "-c", {json.dumps(f"echo {EVIL!r} >&2; exit 3")}]\n'
     )
@@ -270,6 +321,15 @@ def test_problems_show_live_and_block_the_save(served: UI, browser: "webdriver.C
           what="the refusal")
     time.sleep(0.3)
     assert open(path).read() == before
+    # leaving with changes not saved asks first: cancelled, the editor stays; accepted, the page goes
+    browser.get(served.base + "/#/runs")
+    _wait(browser, lambda d: d.switch_to.alert, what="the question about unsaved changes")
+    assert "unsaved" in browser.switch_to.alert.text
+    browser.switch_to.alert.dismiss()
+    assert browser.current_url.endswith("#/flows/edit.toml") and _css(browser, "button#save")
+    browser.get(served.base + "/#/runs")
+    _wait(browser, lambda d: d.switch_to.alert, what="the question again").accept()  # type: ignore[attr-defined]
+    _wait(browser, lambda d: _css(d, "table#runs"), what="the runs list")
 
 
 def test_the_page_is_served_as_es_modules(served: UI) -> None:
@@ -295,3 +355,106 @@ def test_the_page_is_served_as_es_modules(served: UI) -> None:
     assert {"views/run.js", "editor/editor.js", "draw.js", "present.js"} <= seen
     for bad in ("../_server.py", "views/../../_api.py", ".hidden.js", "views/", "nothere.js", "index.html"):
         assert served.request("GET", "/static/" + bad)[0] == 404, bad
+
+
+def _run_page(served: UI, browser: "webdriver.Chrome", flow: str) -> str:
+    run_id = served.post("/api/runs", {"flow": flow}, 201)["id"]  # type: ignore[index]
+    served.wait_run(run_id)
+    browser.get(f"{served.base}/#/runs/{run_id}")
+    _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "succeeded", what=f"the run of {flow}")
+    return str(run_id)
+
+
+def _box(browser: "webdriver.Chrome") -> "dict[str, float]":
+    return browser.execute_script(  # type: ignore[no-any-return]
+        "const box = document.querySelector('.dag-scroll'), svg = box.querySelector('svg.dag');"
+        "const r = svg.getBoundingClientRect(), b = box.getBoundingClientRect();"
+        "return {scrollW: box.scrollWidth, clientW: box.clientWidth, scrollH: box.scrollHeight, clientH: box.clientHeight,"
+        " svgW: r.width, svgH: r.height, boxW: b.width, viewBox: svg.getAttribute('viewBox'),"
+        " pannable: svg.classList.contains('pannable'), tools: !!box.querySelector('.zoom-tools')}")
+
+
+def test_the_graph_fits_its_box(served: UI, browser: "webdriver.Chrome") -> None:
+    """A five-step chain needs no scrollbar at 1,400 px, nor does a 30-step one (drawn whole, smaller);
+    a bigger one can be panned and zoomed."""
+    browser.set_window_size(1400, 1000)
+    for flow, steps in (("five.toml", 5), ("thirty.toml", 30)):
+        _run_page(served, browser, flow)
+        _wait(browser, lambda d, n=steps: len(_css(d, "svg.dag g.node")) == n, what=f"the {steps} nodes")
+        box = _box(browser)
+        assert box["scrollW"] <= box["clientW"] and box["scrollH"] <= box["clientH"] + 1, (flow, box)
+        assert box["svgW"] <= box["boxW"] and not box["pannable"], (flow, box)
+    _run_page(served, browser, "forty.toml")
+    _wait(browser, lambda d: len(_css(d, "svg.dag g.node")) == 40, what="the 40 nodes")
+    box = _box(browser)
+    assert box["pannable"] and box["tools"] and box["scrollW"] <= box["clientW"], box
+    before = box["viewBox"]
+    browser.find_element(By.CSS_SELECTOR, ".zoom-tools button[title='Zoom in']").click()
+    assert _box(browser)["viewBox"] != before
+    svg = browser.find_element(By.CSS_SELECTOR, "svg.dag")
+    zoomed = _box(browser)["viewBox"]
+    ActionChains(browser).move_to_element_with_offset(svg, 0, 20).click_and_hold().move_by_offset(-200, 0)\
+        .release().perform()
+    panned = [float(v) for v in _box(browser)["viewBox"].split()]
+    assert panned[0] > float(zoomed.split()[0]), (zoomed, panned)  # dragged left: the view moved right
+    shown = browser.execute_script(  # a node in view after the pan still opens its panel
+        "const box = document.querySelector('svg.dag').getBoundingClientRect();"
+        "return [...document.querySelectorAll('svg.dag g.node')].map((g) => [g.getAttribute('data-step'),"
+        " g.getBoundingClientRect()]).filter(([, r]) => r.left > box.left && r.right < box.right)[0][0]")
+    browser.find_element(By.CSS_SELECTOR, _node(shown)).click()
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#step-panel h3").text == shown, what="the panel")
+
+
+def test_a_long_edge_goes_around_the_nodes_between(served: UI, browser: "webdriver.Chrome") -> None:
+    _run_page(served, browser, "skip.toml")
+    _wait(browser, lambda d: _css(d, 'svg.dag path.edge[data-from="a"][data-to="c"]'), what="the edge a -> c")
+    hits = browser.execute_script(
+        "const path = document.querySelector('svg.dag path.edge[data-from=\"a\"][data-to=\"c\"]');"
+        "const hits = [];"
+        "for (const g of document.querySelectorAll('svg.dag g.node')) {"
+        "  const name = g.getAttribute('data-step'); if (name === 'a' || name === 'c') continue;"
+        "  const m = g.transform.baseVal.consolidate().matrix, r = g.querySelector('rect');"
+        "  const x0 = m.e, y0 = m.f, x1 = x0 + r.width.baseVal.value, y1 = y0 + r.height.baseVal.value;"
+        "  const n = path.getTotalLength();"
+        "  for (let k = 0; k <= 200; k++) { const p = path.getPointAtLength(n * k / 200);"
+        "    if (p.x > x0 && p.x < x1 && p.y > y0 && p.y < y1) { hits.push(name); break; } } }"
+        "return hits;")
+    assert hits == [], f"the edge a -> c passes through {hits}"
+
+
+def test_at_820_px_a_clicked_step_s_panel_is_in_view(served: UI, browser: "webdriver.Chrome") -> None:
+    browser.set_window_size(820, 900)
+    try:
+        _run_page(served, browser, "five.toml")
+        browser.find_element(By.CSS_SELECTOR, _node("s4")).click()
+        _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#step-panel h3").text == "s4", what="the panel")
+        seen = browser.execute_script(
+            "const r = document.getElementById('step-panel').getBoundingClientRect();"
+            "return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, h: innerHeight, w: innerWidth}")
+        assert 0 <= seen["top"] < seen["h"] - 100 and seen["left"] >= 0 and seen["right"] <= seen["w"], seen
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def _cli(served: UI, *argv: str, fail: bool = False) -> None:
+    env = child_env(**({"FAIL": "1"} if fail else {}))
+    done = subprocess.run([sys.executable, "-m", "microdag", *argv, "--quiet"], cwd=served.folder, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == (1 if fail else 0), done.stderr
+
+
+def test_a_failed_run_that_cannot_be_resumed_says_why_and_resumed_items_stay_in_order(
+    served: UI, browser: "webdriver.Chrome"
+) -> None:
+    _cli(served, "run", "mapped.py:flow", fail=True)
+    (run_id,) = [r["id"] for r in served.get("/api/runs?flow=mapped")["runs"]]  # type: ignore[index]
+    browser.get(f"{served.base}/#/runs/{run_id}")
+    why = _wait(browser, lambda d: d.find_element(By.ID, "resume-why").text, what="why there is no Resume button")
+    assert not _css(browser, "button#resume")
+    assert "python -m microdag ui" in why and f"python -m microdag resume {run_id}" in why  # type: ignore[operator]
+    _cli(served, "resume", run_id)
+    browser.refresh()
+    _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "succeeded", what="the resumed run")
+    rows = [(e.get_attribute("data-step"), e.get_attribute("data-item")) for e in _css(browser, "table#tasks tr.task")]
+    assert rows == [("a", ""), ("m", "0"), ("m", "1"), ("m", "2"), ("m", ""), ("b", "")]
+    assert not _css(browser, "#resume-why")

@@ -21,6 +21,33 @@ export function edgeBand(x1, y1, x2, y2, r) {
     + `L ${x2} ${y2 + r} C ${x2 - c} ${y2 + r}, ${x1 + c} ${y1 + r}, ${x1} ${y1 + r} Z`;
 }
 
+/**
+ * An SVG path through a route's [x, y] points (the server's layout: from a dependency's
+ * right side through the lanes of the layers it crosses to the dependent's left side):
+ * straight where two points are level, else a curve with horizontal tangents whose control
+ * points stay between its ends' x, so it stays out of the boxes as the route does. `dy`
+ * moves it down (a band's edges). The same rule as microdag/_layout.py's smooth_path.
+ */
+export function routePath(route, dy = 0) {
+  let [x0, y0] = route[0];
+  const out = [`M ${x0} ${y0 + dy}`];
+  for (const [x, y] of route.slice(1)) {
+    if (y === y0) out.push(`L ${x} ${y + dy}`);
+    else {
+      const c = (x - x0) / 2;
+      out.push(`C ${x0 + c} ${y0 + dy}, ${x - c} ${y + dy}, ${x} ${y + dy}`);
+    }
+    [x0, y0] = [x, y];
+  }
+  return out.join(' ');
+}
+
+/** The outline of a band r px above and below routePath's curve: a target easy to click. */
+export function routeBand(route, r) {
+  const back = routePath(route.slice().reverse(), r).replace(/^M/, 'L');
+  return `${routePath(route, -r)} ${back} Z`;
+}
+
 /** A node's title, box and label at (0, 0); its g is placed with a transform. */
 export function nodeShape(g, name, w, h) {
   g.append(
@@ -46,12 +73,13 @@ export function drawDag(graph) {
     viewBox: `0 0 ${graph.width} ${graph.height}`});
   const frag = document.createDocumentFragment();
   const nodes = new Map();
-  for (const [a, b] of graph.edges) {
+  graph.edges.forEach(([a, b], k) => {
     const from = graph.nodes[a], to = graph.nodes[b];
-    if (!from || !to) continue;
+    if (!from || !to) return;
+    const route = graph.routes && graph.routes[k];
     frag.append(svgEl('path', {class: 'edge', 'data-from': from.name, 'data-to': to.name,
-      d: edgePath(from.x + w, from.y + h / 2, to.x, to.y + h / 2)}));
-  }
+      d: route && route.length >= 2 ? routePath(route) : edgePath(from.x + w, from.y + h / 2, to.x, to.y + h / 2)}));
+  });
   for (const n of graph.nodes) {
     const g = svgEl('g', {class: 'node', 'data-step': n.name, tabindex: 0,
       transform: `translate(${n.x} ${n.y})`});
@@ -167,4 +195,86 @@ export function drawTimeline(tasks, attempts, t0, end) {
   });
   svg.append(frag);
   return {svg, shown: rows.length};
+}
+
+/** Graphs of up to this many steps are drawn whole in their box; bigger ones can be panned and zoomed. */
+export const FIT_MAX = 30;
+const MIN_SCALE = 0.35;      // a big graph is not drawn smaller than this at first (then zoom out)
+
+/**
+ * Puts svg (a drawing with a viewBox) in box: scaled down to the box's width (never up),
+ * whole when it has at most FIT_MAX steps; a bigger one at MIN_SCALE at least, with
+ * buttons to zoom and fit, Ctrl+wheel to zoom and a drag on the background to pan.
+ * The view follows the box's width as it changes (a scrollbar, the window).
+ */
+export function fitInto(box, svg, steps) {
+  const [, , W, H] = svg.getAttribute('viewBox').split(' ').map(Number);
+  box.classList.add('fit-box');
+  if (steps <= FIT_MAX) {
+    svg.classList.add('fit'); // CSS: max-width 100%, height from the viewBox's ratio
+    box.append(svg);
+    return;
+  }
+  svg.classList.add('pannable');
+  box.classList.add('panning'); // the drawing moves inside the box: no scrollbars
+  let view = {x: 0, y: 0, scale: 1};
+  const apply = () => {
+    const width = box.clientWidth || W;
+    const height = Math.max(60, Math.min(H * view.scale, Math.max(240, window.innerHeight * 0.6)));
+    svg.setAttribute('width', '100%');
+    svg.setAttribute('height', height);
+    svg.setAttribute('viewBox', `${view.x} ${view.y} ${width / view.scale} ${height / view.scale}`);
+  };
+  const fit = () => {
+    view = {x: 0, y: 0, scale: Math.min(1, Math.max(MIN_SCALE, (box.clientWidth || W) / W))};
+    apply();
+  };
+  const zoom = (factor, cx, cy) => { // keeps the drawing's point under (cx, cy) in place
+    const scale = Math.min(4, Math.max(0.05, view.scale * factor));
+    view.x += cx / view.scale - cx / scale;
+    view.y += cy / view.scale - cy / scale;
+    view.scale = scale;
+    apply();
+  };
+  const button = (label, title, fn) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = label;
+    b.title = title;
+    b.addEventListener('click', fn);
+    return b;
+  };
+  const tools = document.createElement('div');
+  tools.className = 'zoom-tools';
+  tools.append(button('+', 'Zoom in', () => zoom(1.25, svg.clientWidth / 2, svg.clientHeight / 2)),
+    button('\u2212', 'Zoom out', () => zoom(0.8, svg.clientWidth / 2, svg.clientHeight / 2)),
+    button('Fit', 'Show the whole graph', () => {
+      view = {x: 0, y: 0, scale: Math.min(1, (box.clientWidth || W) / W, Math.max(240, window.innerHeight * 0.6) / H)};
+      apply();
+    }));
+  svg.addEventListener('wheel', (e) => {
+    if (!e.ctrlKey && !e.metaKey) return; // a plain wheel scrolls the page
+    e.preventDefault();
+    const r = svg.getBoundingClientRect();
+    zoom(e.deltaY < 0 ? 1.15 : 1 / 1.15, e.clientX - r.left, e.clientY - r.top);
+  }, {passive: false});
+  let pan = null;
+  svg.addEventListener('pointerdown', (e) => {
+    if (e.button !== 0 || e.target.closest('g.node')) return;
+    pan = {x: e.clientX, y: e.clientY, vx: view.x, vy: view.y};
+    svg.setPointerCapture(e.pointerId);
+  });
+  svg.addEventListener('pointermove', (e) => {
+    if (!pan) return;
+    view.x = pan.vx - (e.clientX - pan.x) / view.scale;
+    view.y = pan.vy - (e.clientY - pan.y) / view.scale;
+    apply();
+  });
+  const stop = () => { pan = null; };
+  svg.addEventListener('pointerup', stop);
+  svg.addEventListener('pointercancel', stop);
+  box.append(tools, svg);
+  fit();
+  let width = box.clientWidth;
+  new ResizeObserver(() => { if (box.clientWidth !== width) { width = box.clientWidth; apply(); } }).observe(box);
 }

@@ -3,7 +3,7 @@
 // gestures that select, move and connect steps. The editor (editor.js) owns the state `ed`;
 // `on` are its actions: select(sel), connect(from, to), say(text), cancelConnect(), markSelection().
 import {has, isObject, setup, svgEl} from '../dom.js';
-import {edgeBand, edgePath, nodeShape} from '../draw.js';
+import {edgeBand, edgePath, nodeShape, routeBand, routePath} from '../draw.js';
 
 export function createCanvas(ed, on) {
   const svg = svgEl('svg', {class: 'canvas', width: 600, height: 300});
@@ -89,11 +89,29 @@ export function createCanvas(ed, on) {
       }
       const a = ed.pos.get(from), b = ed.pos.get(to);
       const [x1, y1, x2, y2] = [a.x + ed.w, a.y + ed.h / 2, b.x, b.y + ed.h / 2];
-      g.firstChild.setAttribute('d', edgePath(x1, y1, x2, y2));
-      g.lastChild.setAttribute('d', edgeBand(x1, y1, x2, y2, 5));
+      const route = routeOf(key, x1, y1, x2, y2);
+      g.firstChild.setAttribute('d', route ? routePath(route) : edgePath(x1, y1, x2, y2));
+      g.lastChild.setAttribute('d', route ? routeBand(route, 5) : edgeBand(x1, y1, x2, y2, 5));
     }
     edgesLayer.append(frag);
     on.markSelection();
+  }
+
+  /** The server's route of an edge, while it still joins where both steps are (no step moved by hand). */
+  function routeOf(key, x1, y1, x2, y2) {
+    const route = ed.pinned.size ? null : ed.routes.get(key);
+    if (!route || route.length < 2) return null;
+    const [[ax, ay], [bx, by]] = [route[0], route[route.length - 1]];
+    return ax === x1 && ay === y1 && bx === x2 && by === y2 ? route : null;
+  }
+
+  /** Keeps the routes of graph `g` (the server's layout), by "from\0to". */
+  function setRoutes(g) {
+    ed.routes = new Map();
+    if (!g || !g.routes) return;
+    g.edges.forEach(([a, b], k) => {
+      if (g.nodes[a] && g.nodes[b]) ed.routes.set(g.nodes[a].name + '\u0000' + g.nodes[b].name, g.routes[k]);
+    });
   }
 
   function sizeCanvas() {
@@ -211,5 +229,5 @@ export function createCanvas(ed, on) {
     if (e.key === 'Escape') on.cancelConnect();
   });
 
-  return {svg, place, syncPositions, depsOf, drawNodes, drawEdges, sizeCanvas, markSelection, markProblems};
+  return {svg, place, setRoutes, syncPositions, depsOf, drawNodes, drawEdges, sizeCanvas, markSelection, markProblems};
 }

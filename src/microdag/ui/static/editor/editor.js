@@ -28,6 +28,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
     seq: 0, timer: 0,      // checks sent; pending debounce
     version: 0,            // edits made (to tell whether a save covered them all)
     stepSchema: null,
+    routes: new Map(),     // "from\0to" -> the server's route of that edge
     savedVersion: 0,       // ed.version when the file was last saved (or read)
     moduleEdits: new Map(), // step -> {code, digest}: a module function edited, not saved yet
     moduleProblems: new Map(), // step -> problems of its module code, from a refused save
@@ -244,6 +245,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
   function applyResult(res) {
     ed.implied = new Map((res.steps || []).map((s) => [s.name, s.depends || []]));
     ed.problems = res.problems || [];
+    canvas.setRoutes(res.graph);
     canvas.syncPositions(res.graph);
     redraw();
   }
@@ -309,6 +311,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
   });
 
   for (const n of graph ? graph.nodes : []) ed.pos.set(n.name, {x: n.x, y: n.y});
+  canvas.setRoutes(graph);
   redraw();
   renderForm();
   loadSchema().then((schema) => {

@@ -2,7 +2,7 @@
 // problems, the form that starts a run, and the editor of an editable flow file.
 import {api, enc, flowUrl} from '../api.js';
 import {el, isObject, renderProblems, showError} from '../dom.js';
-import {drawDag} from '../draw.js';
+import {drawDag, fitInto} from '../draw.js';
 import {flowEditor} from '../editor/editor.js';
 
 export function viewFlows(view) {
@@ -83,7 +83,9 @@ function renderFlow(view, path, data) {
       ? 'Python flows are read-only here: edit the .py file itself. Their graph:'
       : 'This flow file cannot be edited here (read-only). Its graph:'));
     if (data.graph && data.graph.mode === 'full') {
-      view.root.append(el('div', {class: 'dag-scroll'}, drawDag(data.graph).svg));
+      const box = el('div', {class: 'dag-scroll'});
+      view.root.append(box);
+      fitInto(box, drawDag(data.graph).svg, data.graph.nodes.length);
     }
     return;
   }

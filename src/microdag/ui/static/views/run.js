@@ -2,7 +2,7 @@
 // the run's events; a click on a step opens its panel (views/panel.js).
 import {api, enc, runUrl} from '../api.js';
 import {badge, cut, el, missing, parseJson, showError} from '../dom.js';
-import {drawDag, drawLayers, drawTimeline, LAYERS_MAX, paintNode} from '../draw.js';
+import {drawDag, drawLayers, drawTimeline, fitInto, LAYERS_MAX, paintNode} from '../draw.js';
 import {durationText, fmtTime, shownDuration, stepStatus, taskKey} from '../present.js';
 import {renderPanel} from './panel.js';
 
@@ -12,6 +12,8 @@ export function viewRun(view, id) {
   const st = {
     data: null,          // the last GET answer; run and live merged from events
     tasks: new Map(),    // taskKey -> task
+    seen: new Map(),     // step -> the order it was first seen (rows of steps the graph lacks)
+    rank: null,          // step -> its place in the graph's nodes
     byStep: new Map(),   // step -> Map(taskKey -> task)
     nodes: new Map(),    // step -> g.node (full mode), recoloured in place by events
     rows: new Map(),     // taskKey -> tr.task
@@ -109,6 +111,11 @@ export function viewRun(view, id) {
     if (!msg || !view.alive || !st.data) return;
     if (msg.run) st.data.run = {...st.data.run, ...msg.run};
     if (typeof msg.live === 'boolean') st.data.live = msg.live;
+    if (msg.graph && !st.data.graph) { // a run that began after the page opened: its graph comes now
+      st.data.graph = msg.graph;
+      st.rank = null;
+      renderGraph();
+    }
     const touched = new Set();
     for (const t of msg.tasks || []) {
       const key = taskKey(t.step, t.item);
@@ -145,7 +152,7 @@ export function viewRun(view, id) {
 
   // ---- header
   function renderHeader() {
-    const {run, live, cancellable, resumable, flow_path: flowPath} = st.data;
+    const {run, live, cancellable, resumable, flow_path: flowPath, resume_why: resumeWhy} = st.data;
     const running = run.status === 'running' && missing(run.finished);
     const duration = running && run.started ? `${durationText(Date.now() / 1000 - run.started)} so far`
       : shownDuration(run);
@@ -168,7 +175,8 @@ export function viewRun(view, id) {
         row('Duration', duration),
         run.source ? row('Source', run.source) : null,
         flowPath ? row('Flow file', el('a', {href: '#/flows/' + enc(flowPath)}, flowPath)) : null,
-        run.problem ? row('Problem', el('span', {class: 'problem-text'}, run.problem)) : null),
+        run.problem ? row('Problem', el('span', {class: 'problem-text'}, run.problem)) : null,
+        !resumable && resumeWhy ? row('Resume', el('span', {id: 'resume-why', class: 'note'}, `Not offered here: ${resumeWhy}`)) : null),
       el('div', {class: 'inputs'}, el('span', {class: 'label'}, 'Inputs'),
         el('pre', {id: 'run-inputs'}, JSON.stringify(run.inputs ?? {}, null, 2))));
   }
@@ -220,7 +228,11 @@ export function viewRun(view, id) {
     } else {
       const {svg, nodes} = drawDag(graph);
       st.nodes = nodes;
-      dagBox.append(svg);
+      for (const [step, tasks] of st.byStep) { // tasks known since the graph was drawn
+        const g = nodes.get(step);
+        if (g) paintNode(g, stepStatus(tasks.values()));
+      }
+      fitInto(dagBox, svg, graph.nodes.length);
       markSelected();
     }
   }
@@ -236,9 +248,21 @@ export function viewRun(view, id) {
       el('td', {class: 'error-cell', title: err || null}, cut(err, 160)));
   }
 
+  /** Where a task's row goes: its step's place in the graph (else where it was first seen), then its item. */
+  function rowOrder(t) {
+    const nodes = st.data.graph && st.data.graph.nodes;
+    if (nodes && !st.rank) st.rank = new Map(nodes.map((n, k) => [n.name, k]));
+    if (!st.seen.has(t.step)) st.seen.set(t.step, st.seen.size);
+    const rank = st.rank && st.rank.has(t.step) ? st.rank.get(t.step) : 1e9 + st.seen.get(t.step);
+    return [rank, missing(t.item) ? Infinity : t.item]; // a map step's items, then its own record
+  }
+  const before = (a, b) => { const [x, y] = [rowOrder(a), rowOrder(b)]; return x[0] - y[0] || x[1] - y[1]; };
+
   function renderTable() {
     st.rows.clear();
+    st.rank = null;
     let list = Array.from(st.tasks.values());
+    list.sort((a, b) => before(a, b) || 0);
     if (list.length > TABLE_MAX) { // too many: those that did not succeed first, so failures show
       list = [...list.filter((t) => t.status !== 'succeeded'), ...list.filter((t) => t.status === 'succeeded')];
     }
@@ -267,8 +291,13 @@ export function viewRun(view, id) {
     if (old) {
       tr.className = old.className; // keeps "selected"
       old.replaceWith(tr);
-    } else {
-      tbody.append(tr);
+    } else { // in its place: after its step's earlier items, before the steps that follow
+      const next = Array.from(tbody.children).find((row) => {
+        const shown = st.tasks.get(taskKey(row.getAttribute('data-step'), itemOf(row)));
+        return shown && before(shown, t) > 0;
+      });
+      if (next) tbody.insertBefore(tr, next);
+      else tbody.append(tr);
     }
     st.rows.set(key, tr);
     noteTable();
