@@ -7,8 +7,8 @@ network.  It has four parts:
   (JSON), and how many steps ended in each state;
 - the DAG: one ``<g class="node" data-step data-status>`` per step (a rect
   coloured by status, the label cut to fit, the full name in ``<title>``,
-  linking to the step's section) and one cubic Bezier ``<path class="edge">``
-  per dependency, drawn from the dependency to its dependent;
+  linking to the step's section) and one ``<path class="edge">`` per
+  dependency, drawn from the dependency to its dependent along its route;
 - the timeline: one row per task (map items as ``step[item]``), a bar from
   its start to its finish relative to the run's start, the attempt count when
   there were retries, a time axis with "nice" ticks (1, 2 or 5 times a power
@@ -17,14 +17,10 @@ network.  It has four parts:
   attempts, duration, error and traceback, captured logs, and for map steps
   their items' failures and logs.
 
-Layout of the DAG (layers run left to right): a node's layer is the longest
-path to it from a root, computed in one Kahn pass over the edges (iterative,
-so a chain of any depth is fine).  Inside a layer, nodes start in definition
-order and are reordered by barycenter sweeps: downward by the mean position
-of their dependencies, upward by that of their dependents, positions centred
-on each layer so layers of different sizes compare.  A sweep is one pass over
-the edges plus a sort per layer.  Nodes that the Kahn pass never reaches (on
-a cycle, which a validated flow never has) keep the layer found so far.
+The DAG is laid out by :mod:`microdag._layout` (layers left to right, long
+edges routed through lanes between the boxes they pass); each edge is drawn
+along its route.  The drawing scales down to the page's width (at most to
+a third of its size; a wider graph scrolls).
 
 A run of more than ``FULL`` (1,000) steps is summarised instead of drawn:
 the graph as a table of layers (steps and statuses per layer), every failed
@@ -45,6 +41,7 @@ from datetime import datetime, timezone
 from html import escape
 from operator import attrgetter, neg, not_, sub
 
+from ._layout import NODE_H, NODE_W, layers, layout, smooth_path
 from ._nogc import NoGC
 from ._present import duration_text, step_status
 
@@ -55,7 +52,7 @@ if TYPE_CHECKING:
 
     from ._records import RunInfo, TaskRecord
 
-__all__ = ["render_report", "layout", "layers", "COLOURS", "NODE_W", "NODE_H"]
+__all__ = ["render_report", "COLOURS"]
 
 #: Status -> (fill, stroke).
 COLOURS = {
@@ -66,8 +63,8 @@ COLOURS = {
     "pending": ("#ffffff", "#9a9a9a"),
     "running": ("#d6e6fd", "#3b7be0"),
 }
-#: DAG: node size, gaps between layers and between nodes, label length.
-NODE_W, NODE_H, _COL_GAP, _ROW_GAP, _LABEL = 160, 28, 70, 12, 22
+#: DAG: the label's length.
+_LABEL = 22
 #: Steps drawn and listed one by one; a bigger run is summarised (:func:`_summary`).
 FULL = 1000
 #: In a summary: the steps listed (the first page), failures shown, slowest tasks drawn.
@@ -85,6 +82,7 @@ pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:30em;white-space:pre
 section.step{border-left:4px solid #ccc;padding:2px 12px;margin:12px 0}
 section.step:target{background:#fffbe6}
 .error{color:#b02020;font-weight:600}
+svg.dag{display:block;height:auto}
 svg text{font:12px system-ui,sans-serif}
 .edge{fill:none;stroke:#8a8a8a;stroke-width:1.2}
 .node a:hover rect{stroke-width:2.5}
@@ -297,96 +295,14 @@ def _span(started: "float | None", finished: "float | None", status: str) -> str
     return duration_text(finished - started)
 
 
-def _layers(deps: "list[list[int]]") -> "tuple[list[int], list[list[int]]]":
-    """Each node's layer (longest path from a root) and each node's dependents."""
-    n = len(deps)
-    dependents: list[list[int]] = [[] for _ in range(n)]
-    indegree = [len(ds) for ds in deps]
-    for v, ds in enumerate(deps):
-        for d in ds:
-            dependents[d].append(v)
-    layer = [0] * n
-    queue = [v for v in range(n) if indegree[v] == 0]
-    for v in queue:  # the list grows while it is walked: a Kahn pass
-        lv = layer[v] + 1
-        for w in dependents[v]:
-            if layer[w] < lv:
-                layer[w] = lv
-            indegree[w] -= 1
-            if indegree[w] == 0:
-                queue.append(w)
-    return layer, dependents
-
-
-def _order(
-    layer: "list[int]", deps: "list[list[int]]", dependents: "list[list[int]]", sweeps: int = 4
-) -> "list[list[int]]":
-    """Nodes per layer, ordered by alternating barycenter sweeps."""
-    rows: list[list[int]] = [[] for _ in range(max(layer, default=-1) + 1)]
-    for v, lv in enumerate(layer):
-        rows[lv].append(v)
-    pos = [0.0] * len(layer)
-
-    def place(row: "list[int]") -> None:
-        mid = (len(row) - 1) / 2
-        for k, v in enumerate(row):
-            pos[v] = k - mid
-
-    for row in rows:
-        place(row)
-    for sweep in range(sweeps):
-        down = sweep % 2 == 0
-        links = deps if down else dependents
-        for row in rows if down else reversed(rows):
-            key: dict[int, float] = {}
-            for v in row:
-                ws = links[v]
-                key[v] = sum(pos[w] for w in ws) / len(ws) if ws else pos[v]
-            row.sort(key=key.__getitem__)
-            place(row)
-    return rows
-
-
-def layout(
-    n: int, raw: "list[list[int]]"
-) -> "tuple[list[list[int]], list[int], list[int], int, int]":
-    """Where the DAG of ``n`` nodes with dependencies ``raw`` is drawn: the
-    cleaned dependencies (in range, no self-loops, no duplicates), each node's
-    top-left corner (x, y) and the drawing's width and height, for nodes of
-    ``NODE_W`` x ``NODE_H``.  The report and the local UI draw with it."""
-    deps = [list(dict.fromkeys(d for d in ds if 0 <= d < n and d != v)) for v, ds in enumerate(raw)]
-    layer, dependents = _layers(deps)
-    rows = _order(layer, deps, dependents)
-    tallest = max((len(r) for r in rows), default=0)
-    xs, ys = [0] * n, [0] * n
-    for lv, row in enumerate(rows):
-        top = (tallest - len(row)) * (NODE_H + _ROW_GAP) / 2
-        for k, v in enumerate(row):
-            xs[v] = 10 + lv * (NODE_W + _COL_GAP)
-            ys[v] = int(10 + top + k * (NODE_H + _ROW_GAP))
-    width = max(20, 20 + len(rows) * (NODE_W + _COL_GAP) - _COL_GAP)
-    height = max(20, 20 + tallest * (NODE_H + _ROW_GAP) - _ROW_GAP)
-    return deps, xs, ys, width, height
-
-
-def layers(deps: "list[list[int]]") -> "list[int]":
-    """Each node's layer: the longest path to it from a root."""
-    return _layers(deps)[0]
-
-
 def _dag(
     names: "list[str]", raw: "list[list[int]]", status: "dict[str, str]", anchor: "dict[str, str]"
 ) -> str:
-    deps, xs, ys, width, height = layout(len(names), raw)
-    out = [f'<div class="scroll"><svg class="dag" xmlns="http://www.w3.org/2000/svg" '
-           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    _, xs, ys, width, height, routes = layout(len(names), raw)
+    out = [f'<div class="scroll"><svg class="dag" xmlns="http://www.w3.org/2000/svg" width="100%" '
+           f'viewBox="0 0 {width} {height}" style="max-width:{width}px;min-width:{width // 3}px">']
     half = NODE_H // 2
-    for v, ds in enumerate(deps):
-        x2, y2 = xs[v], ys[v] + half
-        for d in ds:
-            x1, y1 = xs[d] + NODE_W, ys[d] + half
-            c = max(20, (x2 - x1) // 2)
-            out.append(f'<path class="edge" d="M{x1} {y1}C{x1 + c} {y1} {x2 - c} {y2} {x2} {y2}"/>')
+    out.extend(f'<path class="edge" d="{smooth_path(route)}"/>' for route in routes)
     for v, name in enumerate(names):
         st = status.get(name, "pending")
         fill, stroke = COLOURS.get(st, COLOURS["pending"])

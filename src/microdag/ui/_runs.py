@@ -7,14 +7,15 @@ reads of a live run (the events stream).  Nothing is cached between calls:
 the store is the one source of truth, whichever process writes it.
 
 Graphs of up to :data:`FULL_GRAPH` steps come with the layered layout of the
-HTML report (``_render.layout``: each node's corner); bigger ones as layers
-with counts per status, which is what can be drawn usefully of them.
+HTML report (``_layout.layout``: each node's corner, each edge's route);
+bigger ones as layers with counts per status, which is what can be drawn
+usefully of them.
 """
 
 import json
 
+from .._layout import NODE_H, NODE_W, layers, layout
 from .._present import duration_text, preview, step_status, task_order
-from .._render import NODE_H, NODE_W, layers, layout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, s
     """The graph as the page draws it: positions for up to :data:`FULL_GRAPH`
     nodes, else layers with counts per status and a few names each."""
     if len(names) <= FULL_GRAPH:
-        clean, xs, ys, width, height = layout(len(names), deps)
+        clean, xs, ys, width, height, routes = layout(len(names), deps)
         return {
             "mode": "full", "width": width, "height": height, "node_w": NODE_W, "node_h": NODE_H,
             "nodes": [
@@ -153,6 +154,7 @@ def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, s
                 for v, name in enumerate(names)
             ],
             "edges": [[d, v] for v, ds in enumerate(clean) for d in ds],
+            "routes": routes,  # each edge's [x, y] points, around the boxes it passes
         }
     n = len(names)
     level = layers([[d for d in ds if 0 <= d < n and d != v] for v, ds in enumerate(deps)])

@@ -34,7 +34,7 @@ export function routePath(route, dy = 0) {
   for (const [x, y] of route.slice(1)) {
     if (y === y0) out.push(`L ${x} ${y + dy}`);
     else {
-      const c = (x - x0) / 2;
+      const c = Math.floor((x - x0) / 2);
       out.push(`C ${x0 + c} ${y0 + dy}, ${x - c} ${y + dy}, ${x} ${y + dy}`);
     }
     [x0, y0] = [x, y];
