@@ -27,6 +27,9 @@ ROUTES = [
     ("POST", "/api/runs"), ("POST", "/api/runs/x/resume"), ("POST", "/api/runs/x/cancel"),
     ("POST", "/api/runs/x/steps/s/run"), ("GET", "/api/flows"), ("GET", "/api/flows/flow.toml"),
     ("POST", "/api/flows/flow.toml/check"), ("PUT", "/api/flows/flow.toml"), ("GET", "/api/schema"),
+    ("POST", "/api/flows"), ("GET", "/api/flows/flow.toml/steps/s/code"), ("PUT", "/api/flows/flow.toml/steps/s/code"),
+    ("POST", "/api/flows/flow.toml/steps/s/run"), ("GET", "/api/runs/x/steps/s/output"),
+    ("GET", "/api/runs/x/steps/s/logs"),
 ]
 
 

@@ -5,6 +5,8 @@ The parts, each in its own module, from the bottom:
 - ``_runs``: stored runs as JSON documents (list, detail, changes, graph layout);
 - ``_flows``: the flow files it may show and save (the one door to the disk);
 - ``_edit``: edits of a flow file that keep every untouched byte;
+- ``_code``: a ``call`` step's function read from and saved to its module file;
+- ``_drafts``: what "run this step" and "run up to here" run, on which values;
 - ``_launch``: the child processes that run, resume, cancel and run one step;
 - ``_api``: one method per route of the JSON API;
 - ``_server``: HTTP, the Host, token and intent gates, the events stream;

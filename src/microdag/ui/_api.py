@@ -17,7 +17,10 @@ import signal
 import time
 
 from ..stores import StoreError, open_store, spec_parts
+from .._result import new_run_id
+from . import _drafts as drafts
 from ._code import StepCode
+from ._drafts import DraftError
 from ._flows import PathRefused
 from ._runs import changes, list_runs, output, run_detail
 
@@ -88,12 +91,14 @@ class Api:
         error = child.error()
         live = child.process.poll() is None
         run: dict[str, Any] = {"id": run_id, "flow": "", "status": "pending" if live or error is None else "failed",
-               "started": None, "finished": None, "source": None, "inputs": {}, "problem": error}
+               "started": None, "finished": None, "duration_text": "-", "source": None, "inputs": {},
+               "problem": error}
         return {"run": run, "tasks": [], "attempts": [], "graph": None, "live": live, "cancellable": live,
                 "resumable": False, "resume_why": None, "flow_path": None}
 
     def _actions(self, run: "dict[str, Any]", live: bool) -> "dict[str, Any]":
-        flow_path = self.folder.key_of(run["source"]) if run["source"] else None
+        source = run["source"]
+        flow_path = self.folder.key_of(source) if source and not drafts.is_draft(source) else None
         resumable = not live and flow_path is not None and run["status"] not in ("succeeded", "damaged")
         return {
             "live": live,
@@ -229,6 +234,25 @@ class Api:
     def flow(self, rel: str) -> "dict[str, Any]":
         return self.folder.detail(rel)
 
+    def create(self, body: "dict[str, Any]") -> "tuple[int, dict[str, Any]]":
+        """``POST /api/flows``: ``{"path", "doc"}``, a new flow file (201)."""
+        rel, doc = body.get("path"), body.get("doc")
+        if not isinstance(rel, str):
+            raise ApiError(400, "path must be the new flow file's path in the folder (a string)")
+        if doc is not None and not isinstance(doc, dict):
+            raise ApiError(400, "doc must be the flow file's data (an object), or null for an empty flow")
+        try:
+            made, described = self.folder.create(rel, doc)
+        except PathRefused as exc:
+            raise ApiError(400, str(exc)) from None
+        except FileExistsError as exc:
+            raise ApiError(409, str(exc)) from None
+        if made:
+            return 201, described
+        count = len(described["problems"])
+        described["error"] = f"not created: the flow has {count} problem{'s' if count != 1 else ''}"
+        return 422, described
+
     def check(self, rel: str, body: "dict[str, Any]") -> "dict[str, Any]":
         return self.folder.check(rel, _doc(body))
 
@@ -255,6 +279,37 @@ class Api:
         path, doc = self.folder.document(rel)
         return StepCode(self.folder.root, path, rel, step, doc).save(code, given)
 
+    def run_flow_step(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        """``POST /api/flows/PATH/steps/STEP/run``: run the step (with its
+        ancestors when ``upstream``) of the document given, or of the file;
+        ``{"run_id"}`` of the run started (``_drafts`` says how)."""
+        doc, typed, from_run, upstream = body.get("doc"), body.get("inputs"), body.get("from_run"), body.get("upstream")
+        if doc is not None and not isinstance(doc, dict):
+            raise ApiError(400, "doc must be the flow file's data (an object), or null for the file on disk")
+        if typed is not None and not isinstance(typed, dict):
+            raise ApiError(400, f"inputs must be an object of step {step!r}'s argument values, or null")
+        if from_run is not None and not isinstance(from_run, str):
+            raise ApiError(400, "from_run must be a run id, or null for the flow's latest run")
+        path, disk = self.folder.document(rel)
+        doc = disk if doc is None else doc
+        steps = doc.get("steps") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or not isinstance(steps, dict):
+            raise ApiError(422, f"step {step!r}: flow {rel!r} does not parse: fix it first")
+        if step not in steps:
+            raise ApiError(404, f"flow {rel!r} has no step named {step!r}")
+        run_id = new_run_id()
+        draft = drafts.path_of(path, run_id)
+        text = drafts.text_of(doc if upstream else drafts.alone(doc, step), draft.endswith(".json"))
+        flow, problems = self.folder.checked(rel, draft, text)
+        if flow is None:
+            count = len(problems)
+            raise DraftError(422, f"step {step!r} cannot run: the flow has {count} problem{'s' if count != 1 else ''}",
+                             problems)
+        with self._reading() as store:
+            given, _ = drafts.values(store, flow.name, step, flow.inputs, set(steps), typed, from_run)
+        drafts.write(draft, text)
+        return {"run_id": self.launcher.run(draft, given, run_id, step if upstream else None, draft)}
+
     @staticmethod
     def schema() -> "dict[str, Any]":
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -267,8 +322,10 @@ def _why_not(run: "dict[str, Any]") -> str:
     """Why a run that did not succeed cannot be resumed from this UI, and how to make it resumable."""
     shell = f"python -m microdag resume {run['id']}"
     if run["status"] == "damaged":
-        return f"the run's record is damaged: it cannot be resumed (run the flow again)"
+        return "the run's record is damaged: it cannot be resumed (run the flow again)"
     source = run["source"]
+    if source and drafts.is_draft(source):
+        return "the run was of a step run from the editor (a draft of its flow, gone once it ran): run the step again"
     if not source:
         return ("the run did not record where its flow came from (a flow run from Python code): resume it "
                 f"from that code with flow.run(store=..., run_id={run['id']!r}, resume=True)")

@@ -39,10 +39,10 @@ if TYPE_CHECKING:
 #: Folders never searched for flow files.
 _SKIP = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache",
          ".pytest_cache", ".microdag", "site-packages", "build", "dist"}
-#: How a flow file that does not parse is told from other TOML and JSON files.
+#: How a flow file that does not parse is told from other TOML and JSON files: every pattern found.
 _LOOKS_LIKE_A_FLOW = {
-    "toml": re.compile(r"^\s*\[+\s*(flow|steps)\s*[\].]", re.MULTILINE),
-    "json": re.compile(r'"flow"\s*:[\s\S]*"steps"\s*:|"steps"\s*:[\s\S]*"flow"\s*:'),
+    "toml": (re.compile(r"^\s*\[+\s*(flow|steps)\s*[\].]", re.MULTILINE),),
+    "json": (re.compile(r'"flow"\s*:'), re.compile(r'"steps"\s*:')),
 }
 #: Files looked at when searching the folder, at most (a flow file is small).
 _MAX_FILES, _MAX_BYTES = 2000, 1 << 20
@@ -159,11 +159,11 @@ class Folder:
         key = (path, text)
         found = self._problem_cache.get(path)
         if found is None or found[0] != key:
-            found = self._problem_cache[path] = (key, self._problems(rel, path, text)[1])
+            found = self._problem_cache[path] = (key, self.checked(rel, path, text)[1])
         return found[1]
 
     @staticmethod
-    def _problems(rel: str, path: str, text: str) -> "tuple[Flow | None, list[dict[str, Any]]]":
+    def checked(rel: str, path: str, text: str) -> "tuple[Flow | None, list[dict[str, Any]]]":
         """``text`` checked as flow file ``path``: the flow and its problems as the API lists them."""
         flow, located = check_text(path, text[1:] if text.startswith("\ufeff") else text)
         problems = []
@@ -204,7 +204,7 @@ class Folder:
                 try:
                     data = _parse(head, kind(name))
                 except ValueError:  # listed when it reads like a flow file: the user must see what to fix
-                    if _LOOKS_LIKE_A_FLOW[kind(name)].search(head):
+                    if all(p.search(head) for p in _LOOKS_LIKE_A_FLOW[kind(name)]):
                         found.append((rel, None))
                     continue
                 if isinstance(data.get("flow"), dict) and "steps" in data:
@@ -215,17 +215,9 @@ class Folder:
 
     def detail(self, rel: str) -> "dict[str, Any]":
         """``GET /api/flows/PATH``: the flow's document, steps, inputs, problems and drawing."""
-        path = self.resolve(rel)  # refuses what is not served
-        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
-        if k == "py":
+        path, k, text = self._read(rel)
+        if text is None:
             return self._python(rel)
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise PathRefused(f"{rel!r}: no such flow file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
         try:
             doc = _parse(text, k)
         except ValueError:
@@ -238,21 +230,31 @@ class Folder:
         Raises:
             PathRefused: not a flow file this UI serves (a Python flow has no document).
         """
-        path = self.resolve(rel)
-        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
-        if k not in ("toml", "json"):
+        path, k, text = self._read(rel)
+        if text is None:
             raise PathRefused(f"{rel!r}: a Python flow's steps are edited in its own file")
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise PathRefused(f"{rel!r}: no such flow file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
         try:
             return path, _parse(text, k)
         except ValueError:
             return path, None
+
+    def _read(self, rel: str) -> "tuple[str, str, str | None]":
+        """Flow ``rel``'s real path, kind and text (``None`` for a Python flow, not read).
+
+        Raises:
+            PathRefused: not a flow this UI serves, or a file that cannot be read.
+        """
+        path = self.resolve(rel)  # refuses what is not served
+        k = kind(rel) if rel not in self.named else _spec_kind(self.named[rel])
+        if k == "py":
+            return path, k, None
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                return path, k, f.read()
+        except FileNotFoundError:
+            raise PathRefused(f"{rel!r}: no such flow file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PathRefused(f"{rel!r}: cannot be read ({exc})") from None
 
     def check(self, rel: str, doc: "dict[str, Any]") -> "dict[str, Any]":
         """``POST /api/flows/PATH/check``: what saving ``doc`` would give, without saving."""
@@ -266,6 +268,35 @@ class Folder:
         described = self._described(rel, k, path, text, doc)
         if described["problems"]:
             return False, described
+        write_atomic(path, text.encode("utf-8"), keep_mode=True)
+        described["saved"] = True
+        return True, described
+
+    def create(self, rel: str, doc: "dict[str, Any] | None") -> "tuple[bool, dict[str, Any]]":
+        """``POST /api/flows``: a new flow file ``rel`` holding ``doc`` (``None``:
+        a flow named after the file, with no steps yet, written as it is); a
+        given ``doc`` is written only when it is a valid flow.  Returns whether
+        it was written, and the flow as described after.
+
+        Raises:
+            PathRefused: not a path of a flow file under the folder.
+            FileExistsError: the file exists.
+        """
+        if rel in self.named or kind(rel) not in ("toml", "json"):
+            raise PathRefused(f"{rel!r}: a new flow is a .toml or .json file")
+        path = self.resolve(rel)
+        if os.path.lexists(path):
+            raise FileExistsError(f"{rel!r} exists already")
+        starter = doc is None
+        if doc is None:
+            stem = os.path.splitext(os.path.basename(rel))[0]
+            doc = {"flow": {"name": re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "flow"}, "steps": {}}
+        text, _ = edit_text("", kind(rel), doc)
+        described = self._described(rel, kind(rel), path, text, doc)
+        if described["problems"] and not starter:
+            return False, described
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # (FileExistsError: made meanwhile)
         write_atomic(path, text.encode("utf-8"), keep_mode=True)
         described["saved"] = True
         return True, described
@@ -291,7 +322,7 @@ class Folder:
     def _described(
         self, rel: str, k: str, path: str, text: str, doc: "dict[str, Any] | None"
     ) -> "dict[str, Any]":
-        flow, problems = self._problems(rel, path, text)
+        flow, problems = self.checked(rel, path, text)
         steps = self._steps(flow, doc)
         defaults = doc.get("inputs", {}) if isinstance(doc, dict) and isinstance(doc.get("inputs"), dict) else {}
         inputs = _inputs(flow, defaults)

@@ -93,16 +93,29 @@ class Launcher:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         open_store(self.store_spec).close()
 
-    def run(self, flow_path: str, inputs: "dict[str, Any]") -> str:
-        """Start a run of the flow file ``flow_path`` with ``inputs``; return its id."""
-        run_id = new_run_id()
+    def run(
+        self, flow_path: str, inputs: "dict[str, Any]", run_id: "str | None" = None, target: "str | None" = None,
+        draft: "str | None" = None,
+    ) -> str:
+        """Start a run of the flow file ``flow_path`` with ``inputs`` (of
+        ``target`` and its ancestors only, when given); return its id.  A
+        ``draft`` file is removed once the child has exited."""
+        run_id = run_id or new_run_id()
         argv = ["run", flow_path, "--store", self.store_spec, "--run-id", run_id, "--quiet"]
+        if target is not None:
+            argv += ["--target", target]
         if inputs:  # as JSON, exactly (not --input text, which the command line reads by type)
             given = os.path.join(self.logs, f"{run_id}-inputs.json")
             with open(given, "w", encoding="ascii") as f:
                 json.dump(inputs, f)
             argv += ["--inputs", given]
-        self._spawn(run_id, argv, "the run")
+        try:
+            child = self._spawn(run_id, argv, "the run")
+        except BaseException:
+            _remove(draft)
+            raise
+        if draft is not None:
+            threading.Thread(target=_remove_after, args=(child, draft), daemon=True).start()
         return run_id
 
     def resume(self, run_id: str) -> str:
@@ -175,6 +188,20 @@ class Launcher:
             for run_id, child in list(self.children.items())[:-100]:
                 if child.process.poll() is not None:
                     del self.children[run_id]
+
+
+def _remove(path: "str | None") -> None:
+    if path is not None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _remove_after(child: Child, path: str) -> None:
+    """Remove ``path`` (a draft the child loads) once the child has exited."""
+    child.process.wait()
+    _remove(path)
 
 
 def _child_env() -> "dict[str, str]":

@@ -52,6 +52,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._api import ApiError
 from ._code import CodeError
+from ._drafts import DraftError
 from ._flows import PathRefused
 
 TYPE_CHECKING = False
@@ -340,6 +341,8 @@ class Handler(BaseHTTPRequestHandler):
                 doc = api.logs(seg[1], seg[3], item())
             elif route == ("GET", "runs", 4) and seg[2] == "output":
                 doc = api.output(seg[1], seg[3], item())
+            elif route == ("GET", "runs", 5) and seg[2] == "steps" and seg[4] in ("output", "logs"):
+                doc = (api.output if seg[4] == "output" else api.logs)(seg[1], seg[3], item())
             elif route == ("POST", "runs", 1):
                 status, doc = 201, api.start(self._body())
             elif route == ("POST", "runs", 3) and seg[2] == "resume":
@@ -350,6 +353,8 @@ class Handler(BaseHTTPRequestHandler):
                 doc = api.run_step(seg[1], seg[3])
             elif route == ("GET", "flows", 1):
                 doc = api.flows()
+            elif route == ("POST", "flows", 1):
+                status, doc = api.create(self._body())
             elif route == ("GET", "flows", 2):
                 doc = api.flow(seg[1])
             elif route == ("POST", "flows", 3) and seg[2] == "check":
@@ -360,13 +365,15 @@ class Handler(BaseHTTPRequestHandler):
                 doc = api.step_code(seg[1], seg[3])
             elif route == ("PUT", "flows", 5) and seg[2] == "steps" and seg[4] == "code":
                 doc = api.save_step_code(seg[1], seg[3], self._body())
+            elif route == ("POST", "flows", 5) and seg[2] == "steps" and seg[4] == "run":
+                status, doc = 202, api.run_flow_step(seg[1], seg[3], self._body())
             elif route == ("GET", "schema", 1):
                 doc = api.schema()
             else:
                 raise ApiError(404, f"no such API route: {method} {path}")
         except ApiError as exc:
             status, doc = exc.status, {"error": exc.message}
-        except CodeError as exc:
+        except (CodeError, DraftError) as exc:
             status, doc = exc.status, {"error": exc.message, "problems": exc.problems}
         except PathRefused as exc:
             status, doc = 403, {"error": str(exc)}
