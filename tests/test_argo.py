@@ -38,6 +38,7 @@ from argo_emulator import Emulator  # noqa: E402  (tests/argo is not a package)
 EVERYTHING = os.path.join(ARGO, "everything.toml")
 PARAMS = os.path.join(ARGO, "params.toml")
 FAILING = os.path.join(ARGO, "failing.toml")
+INLINE = os.path.join(ARGO, "inline.toml")
 REFUSED = os.path.join(ARGO, "refused.py")
 NAMES = os.path.join(ARGO, "names.py")
 RELEASE = os.path.join(ROOT, "examples", "release", "flow.toml")
@@ -641,6 +642,19 @@ def test_an_emulated_run_without_a_volume_equals_flow_run(tmp_path):
     assert outputs["pairs"] == [[1, 2], [2, 3], [3, 4], [4, 5], [5, 6]]
     assert statuses["after"] == "skipped" and outputs["last"] == "last"
     assert emulator.volumes == {}
+
+
+def test_inline_steps_emulated_equal_flow_run_and_their_tracebacks_name_the_flow_file(tmp_path, capsys):
+    export(INLINE, capsys=capsys)  # schema-valid, Argo's rules kept
+    emulator, run, statuses, outputs = emulate(INLINE, tmp_path, inputs={"n": 3})
+    same(run, statuses, outputs)
+    assert outputs == {"numbers": [1, 2, 3], "square": [1, 4, 9], "total": 14}
+    assert statuses["boom"] == "failed"
+    [pod] = [p for p in emulator.pods if p["task"] == "boom"]
+    with open(INLINE, encoding="utf-8") as f:
+        line = next(n for n, text in enumerate(f, 1) if "raise ValueError" in text)
+    assert f'inline.toml", line {line}, in boom' in pod["stderr"]
+    assert 'raise ValueError(f"boom after {total}")' in pod["stderr"]
 
 
 def test_the_release_example_emulated_equals_flow_run(tmp_path, monkeypatch):

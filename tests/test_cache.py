@@ -122,3 +122,26 @@ def test_a_flow_file_input_default_is_part_of_the_key(tmp_path) -> None:
         sys.modules.pop("cachesteps_3e9a", None)
         if str(tmp_path) in sys.path:
             sys.path.remove(str(tmp_path))
+
+
+def test_inline_code_is_the_key_not_its_layout(tmp_path) -> None:
+    """A flow file's python step: a hit after comments and blank lines are added,
+    a miss after a helper beside the step's function changed."""
+    calls = tmp_path / "calls"
+    text = ('[flow]\nname = "c"\n\n[steps.total]\ncache = true\npython = """\n'
+            f"CALLS = {str(calls)!r}\n\n"
+            "def helper(x):\n    return x + 1\n\n"
+            "def total(x=1):\n    with open(CALLS, 'a') as f:\n        f.write('.')\n    return helper(x)\n"
+            '"""\n')
+    path = tmp_path / "flow.toml"
+    store = SQLiteStore(tmp_path / "runs.db")
+
+    def run(text: str) -> int:
+        path.write_text(text)
+        return microdag.load_flow(str(path)).run(store=store)["total"]
+
+    assert run(text) == 2 and run(text) == 2 and calls.read_text() == "."
+    assert run("# moved\n\n" + text.replace("def helper(x):", "# helps\n\ndef helper(x):  # why")) == 2
+    assert calls.read_text() == "."  # a hit
+    assert run(text.replace("return x + 1", "return x + 2")) == 3 and calls.read_text() == ".."
+    store.close()

@@ -1017,3 +1017,31 @@ def test_show_summarises_a_run_of_100000_steps(capsys, here):
     code, out, _ = cli(capsys, "show", run.id, "--store", here / "big.db", "--all")
     assert code == 0 and "tasks: 100,000" not in out
     assert sum(1 for line in out.splitlines() if line[:1] == "s" and line.split()[0][1:].isdigit()) == 100_000
+
+
+# -- inline steps ------------------------------------------------------------------------------
+
+INLINE = Path(__file__).resolve().parent / "flowfiles" / "inline.toml"
+
+
+def test_validate_names_the_flow_files_line_of_bad_inline_code(capsys, here):
+    flow = write(here / "flow.toml", INLINE.read_text(encoding="utf-8"))
+    code, out, err = cli(capsys, "validate", flow)
+    assert code == 0 and "is valid: 4 steps" in out + err
+    text = INLINE.read_text(encoding="utf-8").replace("def total(each, scaled):", "def total(each, scaled:")
+    bad = write(here / "bad.toml", text)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "def total(each, scaled:" in t)
+    code, _, err = cli(capsys, "validate", bad)
+    assert code == 2 and "Traceback" not in err
+    assert f"bad.toml:{line}: step 'total': python: syntax error" in err
+
+
+def test_step_from_run_runs_a_steps_inline_code(capsys, here):
+    flow = write(here / "flow.toml", INLINE.read_text(encoding="utf-8"))
+    assert cli(capsys, "run", flow, "-q")[0] == 0
+    run_id = only_run_id()
+    code, out, err = cli(capsys, "step", flow, "total", "--from-run", run_id)
+    assert code == 0, err
+    assert json.loads(out) == 39
+    code, out, _ = cli(capsys, "step", flow, "scaled", "--from-run", run_id, "--input", "numbers=[10]")
+    assert json.loads(out) == [30]

@@ -32,7 +32,8 @@ LAYERS = [
     ["microdag.pools"],
     ["microdag.runner"],
     ["microdag._flow"],
-    ["microdag._command", "microdag._inline"],  # a command step: a step function that runs a program; step code in a flow file
+    ["microdag._command", "microdag._inline"],  # a command step: a program; a python step: code in a flow file
+    ["microdag._flowcall"],  # a call step's function found, and the defaults a flow file gives it
     ["microdag._flowfile"],  # a flow file's rules, checked, built into a Flow
     ["microdag._spec", "microdag._cmdline", "microdag._pod", "microdag._argo"],
     ["microdag.cli", "microdag.ui", "microdag.__main__", "microdag", "microdag.dask"],

@@ -9,6 +9,8 @@ naming it; a change to the code of a step that did not finish (the fix the
 resume is for) is fine.
 """
 
+from pathlib import Path
+
 import pytest
 
 import resumesteps as rs
@@ -74,3 +76,32 @@ def test_a_fix_to_the_failed_step_resumes(first) -> None:
     fixed = release_flow(publish=rs.publish_v2)  # new code for the step that failed
     resumed = fixed.run(store=store, run_id=run.id, resume=True, inputs={"marks": str(marks), "version": "1.0"})
     assert resumed["publish"] == "uploading artifact-1.0.tar.gz as release 1.0"
+
+
+INLINE = Path(__file__).resolve().parent / "flowfiles" / "inline.toml"
+
+
+def test_a_resume_refuses_changed_inline_code_and_keeps_code_only_moved(tmp_path) -> None:
+    """A flow file's python steps: the code that changed is refused, naming its step;
+    code moved down the file, or given a comment, is the same code."""
+    import microdag
+
+    marker = tmp_path / "fixed"
+    failing = INLINE.read_text(encoding="utf-8").replace(
+        "return sum(each) + sum(scaled)",
+        f"import os\n    if not os.path.exists({str(marker)!r}):\n"
+        "        raise RuntimeError('not yet')\n    return sum(each) + sum(scaled)")
+    path = tmp_path / "flow.toml"
+    path.write_text(failing, encoding="utf-8")
+    store = SQLiteStore(tmp_path / "runs.db")
+    run = microdag.load_flow(str(path)).run(store=store, raise_on_failure=False)
+    assert run.status == "failed" and run.tasks["total"].status == "failed"
+    marker.write_text("")
+    path.write_text(failing.replace("return [1, 2, 3]", "return [1, 2, 4]"), encoding="utf-8")
+    with pytest.raises(FlowError, match=r"finished steps whose code .* changed since: 'numbers'"):
+        microdag.load_flow(str(path)).run(store=store, run_id=run.id, resume=True)
+    moved = "# moved down\n\n" + failing.replace("    return [1, 2, 3]", "    return [1, 2, 3]  # same")
+    path.write_text(moved, encoding="utf-8")
+    resumed = microdag.load_flow(str(path)).run(store=store, run_id=run.id, resume=True)
+    assert resumed["total"] == 39
+    store.close()

@@ -1071,7 +1071,8 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
 
     examples = HERE.parent / "examples" / "website"
     shutil.copy(examples / "websteps.py", tmp_path / "websteps.py")
-    example, typed, snippet, bad = _doc_blocks("toml")
+    example, typed, inline, snippet, bad = _doc_blocks("toml")
+    assert inline == (HERE.parent / "examples" / "inline" / "flow.toml").read_text(encoding="utf-8")
     (json_example,) = _doc_blocks("json")
     (report,) = _doc_blocks("text")
 

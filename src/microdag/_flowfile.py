@@ -22,25 +22,20 @@ Line numbers come from the text only when there is something to report:
 for TOML from ``_tomltext.key_lines`` (the exact reader the UI's editor
 uses), for JSON from a search for each ``"key":`` in order.
 
-A ``call`` step whose parameters take defaults from ``[inputs]`` becomes a
-:class:`_WithDefaults` (a ``functools.partial``), which still pickles and
-still reads as async to the runner when the function is.  The modules
-``call`` names are imported with the flow file's folder at the front of
-``sys.path``, left there so that worker processes started later import them
-too.
+How a ``call`` step's function is found, and what its parameters receive
+from ``[inputs]``, is ``_flowcall``'s; a ``python`` step's code is
+``_inline``'s (this module only says where the file writes it).
 """
 
-import functools
 import keyword
 import os
-import sys
 
 from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
 from ._graph import Graph
+from ._flowcall import WithDefaults, bound, import_module
 from ._inline import CodeProblem, LoadError, load, toml_lines
-from ._binding import _Signature
 from ._schema import INF_NAN, describe, problem
 from ._steps import MAX_SECONDS, TRIGGERS
 
@@ -49,11 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    _PartialBase = functools.partial[Any]
-else:
-    _PartialBase = functools.partial
-
-__all__ = ["DECLARATION", "FLOW_OPTIONS", "KINDS", "STEP_OPTIONS", "TOP_KEYS", "Builder", "on_path", "reason"]
+__all__ = ["DECLARATION", "FLOW_OPTIONS", "KINDS", "STEP_OPTIONS", "TOP_KEYS", "Builder"]
 
 #: Keys of the document's top level (``$schema`` lets editors find the schema).
 TOP_KEYS = ("$schema", "flow", "inputs", "steps")
@@ -324,7 +315,8 @@ class Builder:
                 options[key] = value
         kinds = [k for k in KINDS if k in body]
         if len(kinds) > 1:
-            self.report(where, f"{label}has both {', '.join(kinds[:-1])} and {kinds[-1]}: give exactly one")
+            given = f"both {kinds[0]} and {kinds[1]}" if len(kinds) == 2 else f"{', '.join(kinds[:-1])} and {kinds[-1]}"
+            self.report(where, f"{label}has {given}: give exactly one")
         elif not kinds:
             self.report(
                 where, f"{label}needs call = \"module:function\", python = '''code''' or command = [argv...]"
@@ -390,7 +382,7 @@ class Builder:
         module_name, _, attr = target.partition(":")
         module = self._modules.get(module_name)
         if module is None:
-            module = self._modules[module_name] = _import(module_name, self.folder)
+            module = self._modules[module_name] = import_module(module_name, self.folder)
         if isinstance(module, str):
             self.report(where, label + module)
             return None, []
@@ -405,11 +397,11 @@ class Builder:
             self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
-        bound = _bound(name, fn, options, defaults, steps)
-        if bound is None:
+        found = bound(name, fn, options, defaults, steps)
+        if found is None:
             return fn, []  # validation reports it
-        given, implicit = bound
-        return (_WithDefaults(fn, **given) if given else fn), implicit
+        given, implicit = found
+        return (WithDefaults(fn, **given) if given else fn), implicit
 
     def inline(
         self,
@@ -436,10 +428,10 @@ class Builder:
                 self.report(where, message, line=None if self.is_json else line or None,
                             code=found if found.line else None)
             return None, []
-        bound = _bound(name, fn.func, options, defaults, steps)
-        if bound is None:
+        found = bound(name, fn.func, options, defaults, steps)
+        if found is None:
             return fn, []
-        given, implicit = bound
+        given, implicit = found
         return (fn.with_defaults(given) if given else fn), implicit
 
     def code_lines(self, name: str) -> "tuple[int, ...]":
@@ -542,44 +534,9 @@ class Builder:
         self.problems.append((0, f"{self.path}: {problem}"))
 
 
-def _bound(
-    name: str, fn: "Callable[..., Any]", options: "dict[str, Any]", defaults: "dict[str, Any]",
-    steps: "Mapping[str, Any]",
-) -> "tuple[dict[str, Any], list[str]] | None":
-    """What a call or python step's function receives from the file: the
-    defaults ``[inputs]`` gives its parameters, and the steps its parameters
-    name (None: its signature cannot be read)."""
-    try:
-        params = [p for p, _ in _Signature(fn).params]
-    except (TypeError, ValueError):
-        return None
-    mapped = options.get("inputs", {})
-    free = [p for p in params if p not in mapped]
-    given = {p: defaults[p] for p in free if p in defaults and p not in steps and defaults[p] is not Required}
-    return given, [p for p in free if p in steps and p != name]
-
-
 def _invalid(**deps: "Any") -> None:
     """Stands in for an invalid step while the rest of the file is checked; never runs."""
     raise FlowError("this step's definition is invalid")
-
-
-def _import(module_name: str, folder: str) -> object:
-    """The module, or the reason it cannot be imported (a str)."""
-    import importlib  # (import time: importlib loads on first use)
-
-    on_path(folder)
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            return (
-                f"cannot import module {module_name!r} ({exc}; looked in the flow file's "
-                "folder and sys.path)"
-            )
-        return f"importing module {module_name!r} raised {reason(exc)}"
-    except Exception as exc:
-        return f"importing module {module_name!r} raised {reason(exc)}"
 
 
 def _show(value: object) -> str:
@@ -610,34 +567,3 @@ def _json_line(text: str, where: "tuple[str, ...]") -> "int | None":
             break
         pos = start = found
     return None if pos < 0 else text.count("\n", 0, pos) + 1
-
-
-def reason(exc: BaseException) -> str:
-    """An exception as ``Type: message``, as problems quote it."""
-    return f"{type(exc).__name__}: {exc}"
-
-
-def on_path(folder: str) -> None:
-    """Put ``folder`` at the front of ``sys.path`` (unless it is there already)."""
-    if not sys.path or sys.path[0] != folder:
-        sys.path.insert(0, folder)
-
-
-class _WithDefaults(_PartialBase):
-    """A ``call`` step's function with defaults for the flow inputs of ``[inputs]``.
-
-    A :class:`functools.partial`: the runner reads its signature (those
-    parameters have defaults), sees through it to an async function, and
-    pickles it by reference to the function; the cache keys it by the
-    function's code, as it would the function itself.
-    """
-
-    @property
-    def __code__(self) -> object:
-        return getattr(self.func, "__code__", None)
-
-    def __repr__(self) -> str:
-        fn = self.func
-        name = getattr(fn, "__qualname__", None) or repr(fn)
-        given = ", ".join(f"{k}={v!r}" for k, v in self.keywords.items())
-        return f"{getattr(fn, '__module__', '?')}.{name} (defaults: {given})"

@@ -37,6 +37,7 @@ Light on purpose: :mod:`ast` is imported when code is checked, not with
 the package.
 """
 
+import builtins
 import functools
 
 from ._errors import nearest
@@ -53,7 +54,7 @@ else:
 
     _PartialBase = functools.partial
 
-__all__ = ["CodeProblem", "Inline", "function_node", "load", "problems"]
+__all__ = ["CodeProblem", "Inline", "LoadError", "function_node", "load", "problems", "toml_lines"]
 
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def _check(code: str, step: str, names: "Collection[str] | None") -> "tuple[ast.
         return None, [CodeProblem(1, 0, "the code is empty: define a function for the step")]
     try:
         tree = ast.parse(code)
+        compile(tree, "<step code>", "exec", dont_inherit=True)  # what only compiling finds: return outside a def...
     except SyntaxError as exc:
         line = exc.lineno or 1
         return None, [CodeProblem(line, max((exc.offset or 1) - 1, 0), f"syntax error: {exc.msg}")]
@@ -145,7 +147,7 @@ def _parameters(
     params = [(arg, k + len(a.posonlyargs) >= first_default) for k, arg in enumerate(a.args)]
     params += [(arg, default is not None) for arg, default in zip(a.kwonlyargs, a.kw_defaults)]
     for arg, has_default in params:
-        if has_default or arg.arg in names:
+        if has_default or arg.arg in names and arg.arg != step:
             continue
         if arg.arg == step:
             message = f"parameter {arg.arg!r} is named like the step itself: a step cannot take its own output"
@@ -161,7 +163,9 @@ def _parameters(
 
 
 class LoadError(Exception):
-    """Step code that cannot be loaded: ``args``: the file's line (or 0) and the message."""
+    """Step code that cannot be loaded: ``args`` holds, for each problem, the
+    flow file's line (0: not known) and the :class:`CodeProblem` (its line 0
+    for what its top-level code raised)."""
 
 
 def load(
@@ -203,7 +207,6 @@ def _compiled(
 ) -> "tuple[Callable[..., Any], Any]":
     """Compile and run the module ``tree``; its step function and module code."""
     import ast  # (import time: only when there is step code to read)
-    import builtins  # (the module's builtins, as an imported module's)
 
     for each in ast.walk(tree):
         if "lineno" in each._attributes:
@@ -227,7 +230,7 @@ def _compiled(
                 line = tb.tb_lineno
             tb = tb.tb_next
         raise LoadError((line, CodeProblem(0, 0, f"running its code raised {type(exc).__name__}: {exc}"))) from exc
-    fn = namespace[name]
+    fn = namespace.get(name)
     if not callable(fn):
         raise LoadError((0, CodeProblem(0, 0, f"{name!r} is not a function once its code has run")))
     return fn, module
@@ -258,6 +261,17 @@ class Inline(_PartialBase):
     def code(self) -> str:
         """The step's code, as the flow file writes it."""
         return self._source[0]
+
+    @property
+    def filename(self) -> str:
+        """The flow file the code is written in (its absolute path)."""
+        return self._source[2]
+
+    @property
+    def line(self) -> int:
+        """The flow file's line of the code's first line (a JSON file: of its key)."""
+        lines = self._source[3]
+        return lines[0] if lines else 1
 
     def with_defaults(self, given: "dict[str, Any]") -> "Inline":
         """The same code, with defaults ``given`` for more parameters."""

@@ -29,7 +29,8 @@ import sys
 from ._command import CommandError
 from ._errors import CycleError, FlowError
 from ._flow import Flow
-from ._flowfile import Builder, on_path, reason
+from ._flowcall import on_path, reason
+from ._flowfile import Builder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -82,7 +82,8 @@ def _parser(wanted: "str | None" = None) -> "argparse.ArgumentParser":
         formatter_class=formatter,
         prog="python -m microdag",
         description="Define, check and run DAGs of steps; keep, resume and inspect their runs.",
-        epilog="FLOW is a .toml or .json flow file, a .py file holding one Flow "
+        epilog="FLOW is a .toml or .json flow file (its steps call a function, hold their code as "
+        "python = '''...''', or run a command: docs/flow-file.md), a .py file holding one Flow "
         "(path.py:attr to choose), or module:attr naming a Flow. "
         "Exit codes: 0 succeeded, 1 failed, 2 usage or validation error, 130 interrupted.",
     )

@@ -415,7 +415,8 @@ def _kinds(doc: "dict[str, Any] | None") -> "dict[str, str]":
     steps = doc.get("steps") if isinstance(doc, dict) else None
     if not isinstance(steps, dict):
         return {}
-    return {str(n): "command" if isinstance(b, dict) and "command" in b else "call" for n, b in steps.items()}
+    return {str(n): next((k for k in ("command", "python") if isinstance(b, dict) and k in b), "call")
+            for n, b in steps.items()}
 
 
 def _placeholders(argv: "list[Any]") -> "list[str]":
