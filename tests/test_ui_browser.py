@@ -42,6 +42,7 @@ from selenium.common.exceptions import (  # noqa: E402
 )
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 #: Text that would run script if the page ever used it as HTML.
@@ -127,6 +128,38 @@ flow.add("b", lambda m: sum(m))
 """
 
 
+#: A module whose function a call step names: an edit in the browser must keep every other byte.
+HELPERS = """\
+# helpers, kept byte for byte: \u00e9
+import math
+
+
+def before():  # untouched
+    return math.pi
+
+
+def triple(x=2):
+    return x * 3
+\t
+def after():
+    return 'after'
+"""
+
+MOD = """\
+[flow]
+name = "mod"
+
+[steps.triple]
+call = "helpers:triple"
+"""
+
+#: 50 inline steps, each after the one before.
+FIFTY = '[flow]\nname = "fifty"\n' + "".join(
+    f"\n[steps.s{k}]\npython = \"\"\"\ndef s{k}({f's{k - 1}' if k else ''}):\n    return {f's{k - 1} + 1' if k else '0'}\n\"\"\"\n"
+    for k in range(50)
+)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> "UI":
     folder = tmp_path_factory.mktemp("browser")
@@ -137,6 +170,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> "UI":
     (folder / "forty.toml").write_text(_chain(40, "forty"))
     (folder / "skip.toml").write_text(SKIP)
     (folder / "mapped.py").write_text(MAPPED)
+    (folder / "helpers.py").write_bytes(HELPERS.encode())
+    (folder / "mod.toml").write_text(MOD)
+    (folder / "fifty.toml").write_text(FIFTY)
     (folder / "broken.toml").write_text(
         f'[flow]\nname = "broken"\n[steps.bad]\ncommand = ["sh", "-c", {json.dumps(f"echo {EVIL!r} >&2; exit 3")}]\n'
     )
@@ -358,6 +394,7 @@ def test_the_page_is_served_as_es_modules(served: UI) -> None:
 
 
 def _run_page(served: UI, browser: "webdriver.Chrome", flow: str) -> str:
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
     run_id = served.post("/api/runs", {"flow": flow}, 201)["id"]  # type: ignore[index]
     served.wait_run(run_id)
     browser.get(f"{served.base}/#/runs/{run_id}")
@@ -458,3 +495,152 @@ def test_a_failed_run_that_cannot_be_resumed_says_why_and_resumed_items_stay_in_
     rows = [(e.get_attribute("data-step"), e.get_attribute("data-item")) for e in _css(browser, "table#tasks tr.task")]
     assert rows == [("a", ""), ("m", "0"), ("m", "1"), ("m", "2"), ("m", ""), ("b", "")]
     assert not _css(browser, "#resume-why")
+
+
+def _type_code(browser: "webdriver.Chrome", *lines: str) -> None:
+    """Types lines into the code editor with real key events, as a user would: the editor indents
+    after a colon and closes brackets and quotes (typing the closing one steps over it)."""
+    content = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#code-panel .code-host[data-ready] .cm-content"),
+                    what="the code editor")
+    content.click()  # type: ignore[attr-defined]
+    keys = ActionChains(browser).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL).send_keys(Keys.DELETE)
+    for k, line in enumerate(lines):
+        keys = keys.send_keys(line.lstrip(" "))
+        if k < len(lines) - 1:
+            keys = keys.send_keys(Keys.ENTER)
+    keys.perform()
+
+
+def _add_python_step(browser: "webdriver.Chrome", name: str) -> None:
+    browser.find_element(By.CSS_SELECTOR, "button#add-step").click()
+    field = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input#new-step-name"), what="the name field")
+    field.send_keys(name)  # type: ignore[attr-defined]
+    browser.find_element(By.CSS_SELECTOR, "button#add-step-ok").click()
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#code-panel h3").text == f"Code of {name}",
+          what=f"the code panel of {name}")
+    browser.find_element(By.CSS_SELECTOR, "button#make-inline").click()
+    _wait(browser, lambda d: f"def {name}():" in d.find_element(By.CSS_SELECTOR, "#code-panel .cm-content").text,
+          what="the starter function")
+
+
+def _text(browser: "webdriver.Chrome", selector: str) -> str:
+    return " | ".join(e.text for e in _css(browser, selector))  # type: ignore[attr-defined]
+
+
+def _saved(browser: "webdriver.Chrome", what: str) -> None:
+    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower() == "saved", what=what)
+
+
+def test_the_whole_loop_in_the_browser(served: UI, browser: "webdriver.Chrome") -> None:
+    """A new flow, two steps written in the code editor, a syntax error marked and the save refused,
+    fixed and saved, one step run with its output under the editor, the flow run to its end; a module
+    step's function edited with every other byte of its module kept."""
+    browser.set_window_size(1400, 1000)
+    path = os.path.join(served.folder, "made.toml")
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    browser.get(served.base + "/#/flows")
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "button#new-flow"), what="New flow").click()  # type: ignore[attr-defined]
+    name = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input#new-flow-name"), what="the name field")
+    name.send_keys("made", Keys.ENTER)  # type: ignore[attr-defined]
+    _wait(browser, lambda d: d.current_url.endswith("#/flows/made.toml") and _css(d, "svg.canvas"), what="the editor")
+    assert os.path.exists(path)
+    _add_python_step(browser, "load")
+    _type_code(browser, "def load():", "return 20")
+    _add_python_step(browser, "double")
+    _type_code(browser, "def double(load):", "print('doubling', load)", "return load * 2 +")
+    # connect them: load's port, then double
+    browser.find_element(By.CSS_SELECTOR, _node("load", "svg.canvas") + " circle.port-out").click()
+    browser.find_element(By.CSS_SELECTOR, _node("double", "svg.canvas") + " rect").click()
+    _wait(browser, lambda d: _css(d, 'svg.canvas path.edge[data-from="load"][data-to="double"]'), what="the edge")
+    # the syntax error: in the problems list with its line, and marked in the editor at that line
+    _wait(browser, lambda d: _css(d, 'ul#problems li[data-step="double"][data-line="3"]'), what="the syntax error")
+    _wait(browser, lambda d: _css(d, "#code-panel .cm-lint-marker-error"), what="the mark in the editor")
+    marked = browser.execute_script(  # the gutter row of the mark is the row of line 3
+        "const m = document.querySelector('#code-panel .cm-lint-marker-error').getBoundingClientRect();"
+        "const lines = document.querySelectorAll('#code-panel .cm-content .cm-line');"
+        "return [...lines].findIndex((l) => { const r = l.getBoundingClientRect();"
+        " return m.top + m.height / 2 >= r.top && m.top + m.height / 2 <= r.bottom; }) + 1")
+    assert marked == 3
+    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
+          what="the refusal")
+    assert "double" not in open(path).read()
+    # fixed: the problem goes, the save writes the file
+    content = browser.find_element(By.CSS_SELECTOR, "#code-panel .cm-content")
+    content.send_keys(Keys.CONTROL, Keys.END)  # type: ignore[attr-defined]
+    content.send_keys(Keys.BACKSPACE, Keys.BACKSPACE)  # type: ignore[attr-defined]
+    _wait(browser, lambda d: not _css(d, "ul#problems li"), what="the problem to go")
+    _saved(browser, "the save")
+    data = tomllib.loads(open(path).read())
+    assert "return 20" in data["steps"]["load"]["python"]
+    assert data["steps"]["double"]["python"].strip() == "def double(load):\n    print('doubling', load)\n    return load * 2"
+    assert data["steps"]["double"]["depends_on"] == ["load"]
+    import microdag
+
+    assert microdag.load_flow(path).run().outputs["double"] == 40  # type: ignore[attr-defined]
+    # run up to here (no run yet to take load's output from), then this step alone on that run's output
+    browser.find_element(By.CSS_SELECTOR, "button#run-up-to-here").click()
+    _wait(browser, lambda d: "40" in _text(d, "#step-run-result pre.output"), what="the output of run up to here")
+    _wait(browser, lambda d: "doubling 20" in _text(d, "#step-run-result pre.log"), what="what the step printed")
+    timings = []
+    for _ in range(3):
+        browser.execute_script("document.getElementById('step-run-result').textContent = ''")
+        start = time.perf_counter()
+        browser.find_element(By.CSS_SELECTOR, "button#run-this-step").click()
+        _wait(browser, lambda d: "40" in _text(d, "#step-run-result pre.output"), what="the step's output")
+        timings.append(time.perf_counter() - start)
+    own = browser.execute_script("return document.getElementById('step-run-result').getAttribute('data-ms')")
+    print(f"\nrun this step, click to output shown: {', '.join(f'{t * 1000:.0f} ms' for t in timings)}"
+          f" (the page's own count for the last: {own} ms)")
+    assert min(timings) < 5.0  # the goal (0.5 s over the step's own time) is reported in docs/performance.md
+    # a step that raises: its traceback under the editor
+    _type_code(browser, "def double(load):", "raise ValueError('no ' + str(load))")
+    browser.find_element(By.CSS_SELECTOR, "button#run-this-step").click()
+    tb = _wait(browser, lambda d: _text(d, "#step-run-result pre.traceback"), what="the traceback")
+    assert "ValueError: no 20" in tb  # type: ignore[operator]
+    _type_code(browser, "def double(load):", "return load * 2")
+    _wait(browser, lambda d: not _css(d, "ul#problems li"), what="no problem")
+    _saved(browser, "the second save")
+    # the flow, run to its end
+    browser.find_element(By.CSS_SELECTOR, "button#run-flow").click()
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form#run-form button[type=submit]"),
+          what="the run form").click()  # type: ignore[attr-defined]
+    _wait(browser, lambda d: "#/runs/" in d.current_url, what="the run's page")
+    _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "succeeded", what="the run to succeed")
+    assert {e.get_attribute("data-status") for e in _css(browser, "svg.dag g.node")} == {"succeeded"}
+    # a module step: its function edited in the browser, the rest of its module kept byte for byte
+    module = os.path.join(served.folder, "helpers.py")
+    old = open(module, "rb").read()
+    browser.get(served.base + "/#/flows/mod.toml")
+    _wait(browser, lambda d: _css(d, _node("triple", "svg.canvas")), what="the module flow's editor")
+    browser.find_element(By.CSS_SELECTOR, _node("triple", "svg.canvas") + " rect").click()
+    _wait(browser, lambda d: "line" in d.find_element(By.CSS_SELECTOR, "#code-panel .code-where").text,
+          what="the function's file and line")
+    assert browser.find_element(By.CSS_SELECTOR, "#code-panel .code-where").text == "helpers.py, line 9"
+    _type_code(browser, "def triple(x=2):", "return x * 3 + 1")
+    _saved(browser, "the module's save")
+    new = open(module, "rb").read()
+    start, end = old.index(b"def triple"), old.index(b"\t\ndef after")
+    assert new == old[:start] + b"def triple(x=2):\n    return x * 3 + 1\n" + old[end:]
+    browser.get(served.base + "/#/runs")  # nothing left unsaved: no question
+    _wait(browser, lambda d: _css(d, "table#runs"), what="the runs list")
+
+
+def test_the_editor_of_a_50_step_flow_is_interactive_within_a_second(served: UI, browser: "webdriver.Chrome") -> None:
+    """From the address entered to the 50 steps drawn, and to one's code in the editor (the figures
+    are in docs/performance.md)."""
+    figures = []
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    for _ in range(3):
+        browser.get("about:blank")
+        browser.get(served.base + "/#/flows/fifty.toml")  # a new page: its scripts loaded afresh
+        _wait(browser, lambda d: len(_css(d, "svg.canvas g.node")) == 50, what="the 50 steps")
+        drawn = browser.execute_script("return performance.now()")
+        browser.find_element(By.CSS_SELECTOR, _node("s49", "svg.canvas") + " rect").click()
+        _wait(browser, lambda d: _css(d, "#code-panel .code-host[data-ready] .cm-content"), what="the code editor")
+        editor = browser.execute_script("return performance.now()")
+        figures.append((drawn, editor))
+    print("\neditor of 50 steps: drawn at " + ", ".join(f"{d:.0f} ms" for d, _ in figures)
+          + "; a step's code in the editor at " + ", ".join(f"{e:.0f} ms" for _, e in figures) + " after navigation")
+    assert min(d for d, _ in figures) < 1000

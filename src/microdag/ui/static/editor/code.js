@@ -8,7 +8,7 @@ import {api, enc, itemQuery, runUrl, stepUrl} from '../api.js';
 import {badge, el, isObject, missing, showError} from '../dom.js';
 import {shownDuration, stepStatus} from '../present.js';
 
-const POLL_FIRST_MS = 60, POLL_MAX_MS = 400; // following a step's run: soon, then less often
+const POLL_MS = 40, POLL_SLOW_MS = 300, POLL_FAST_FOR_MS = 5000; // a step's run: read often at first, then less
 
 let cmPromise = null;
 /** The vendored CodeMirror, loaded the first time a step's code is shown (not with the page). */
@@ -190,7 +190,6 @@ export function createCodePanel(ed, path, view, on) {
 
   /** Polls run `id` until it ends, showing the step's status, then its output, log and traceback. */
   async function follow(id, name, result, rt, started) {
-    let wait = POLL_FIRST_MS;
     for (;;) {
       const data = await api('GET', runUrl(id));
       if (rt !== runToken || !view.alive) return;
@@ -201,8 +200,8 @@ export function createCodePanel(ed, path, view, on) {
       result.textContent = '';
       result.append(el('p', null, badge(tasks.length ? stepStatus(tasks) : 'pending'), ' ',
         el('a', {href: '#/runs/' + enc(id), class: 'mono'}, id)));
+      const wait = performance.now() - started < POLL_FAST_FOR_MS ? POLL_MS : POLL_SLOW_MS;
       await new Promise((resolve) => setTimeout(resolve, wait));
-      wait = Math.min(POLL_MAX_MS, wait * 1.5);
     }
   }
 
