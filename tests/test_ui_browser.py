@@ -644,3 +644,28 @@ def test_the_editor_of_a_50_step_flow_is_interactive_within_a_second(served: UI,
     print("\neditor of 50 steps: drawn at " + ", ".join(f"{d:.0f} ms" for d, _ in figures)
           + "; a step's code in the editor at " + ", ".join(f"{e:.0f} ms" for _, e in figures) + " after navigation")
     assert min(d for d, _ in figures) < 1000
+
+
+def test_the_page_shows_statuses_and_durations_as_the_command_line_does(served: UI, browser: "webdriver.Chrome") -> None:
+    """static/present.js and microdag._present: the same cases, the same answers."""
+    from microdag import _present
+
+    seconds = [0, 0.0000463, 0.0003, 0.5, 0.9994, 1, 1.236, 59.99, 119.994, 120, 123.4, 3599, 3600, 3725, 86400]
+    statuses = [[], ["succeeded"], ["succeeded", "skipped"], ["skipped", "cancelled"], ["pending", "failed"],
+                ["succeeded", "running", "skipped"], ["succeeded", "damaged"], ["zeta", "alpha", "succeeded"]]
+    browser.get(served.url)
+    _wait(browser, lambda d: "token" not in d.current_url and _css(d, "main h1"), what="the page")
+    page = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/present.js').then((p) => done({"
+        " durations: arguments[0].map((s) => p.durationText(s)), none: p.durationText(null),"
+        " worst: arguments[1].map((l) => p.worst(l)),"
+        " items: arguments[1].map((l) => p.stepStatus(l.map((status, item) => ({status, item})))),"
+        " own: p.stepStatus([{status: 'succeeded', item: null}, {status: 'failed', item: 0}]),"
+        " order: p.WORST_FIRST}), (e) => done(String(e)));", seconds, statuses)
+    assert page["durations"] == [_present.duration_text(s) for s in seconds]  # type: ignore[index]
+    assert page["none"] == _present.duration_text(None)  # type: ignore[index]
+    assert page["worst"] == [_present.worst(s) for s in statuses]  # type: ignore[index]
+    assert page["items"] == [_present.step_status(None, s) for s in statuses]  # type: ignore[index]
+    assert page["own"] == _present.step_status("succeeded", ["failed"])  # type: ignore[index]
+    assert page["order"] == list(_present.WORST_FIRST)  # type: ignore[index]

@@ -6,7 +6,6 @@ export const SVG_NS = 'http://www.w3.org/2000/svg';
 export const missing = (v) => v === null || v === undefined;
 export const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 export const has = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
-export const pretty = (v) => (typeof v === 'string' ? v : JSON.stringify(v, null, 2));
 export const parseJson = (text) => { try { return JSON.parse(text); } catch { return null; } };
 export const cut = (text, max) => (text.length <= max ? text : text.slice(0, max - 1) + '\u2026');
 

@@ -61,6 +61,12 @@ export function shownDuration(t) {
   return missing(t.duration) ? fmtSpan(t.started, t.finished, t.status) : durationText(t.duration);
 }
 
+/** A value as the page shows it: text as it is, anything else as indented JSON; cut to `limit` by shorten. */
+export function preview(value, limit = Infinity) {
+  const text = typeof value === 'string' ? value : JSON.stringify(value, null, 2) ?? String(value);
+  return Number.isFinite(limit) ? shorten(text, limit) : text;
+}
+
 /** `text` when it has at most `limit` characters, else its start ending in "...". */
 export const shorten = (text, limit) => (text.length <= limit ? text : text.slice(0, Math.max(0, limit - 3)) + '...');
 

@@ -1,8 +1,8 @@
 // The step panel of the Run view: a task's status, error, output and log, and
 // "run this step again" on the run's outputs.
 import {api, enc, itemQuery, runUrl} from '../api.js';
-import {badge, el, missing, pretty, showError} from '../dom.js';
-import {fmtTime, shownDuration, taskKey} from '../present.js';
+import {badge, el, missing, showError} from '../dom.js';
+import {fmtTime, preview, shownDuration, taskKey} from '../present.js';
 
 /** Fills ctx.panel with a step's task (null: not run) and, for a mapped step, a pick of its items. */
 export function renderPanel(ctx, step, task, tasks) {
@@ -44,7 +44,7 @@ export function renderPanel(ctx, step, task, tasks) {
         try {
           const res = await api('GET', `${runUrl(id)}/output/${enc(step)}${itemQuery(task.item)}`);
           if (!current()) return;
-          pre.textContent = res.json ? pretty(res.output) : String(res.output);
+          pre.textContent = res.json ? preview(res.output) : String(res.output);
           more.remove();
         } catch (err) {
           more.disabled = false;
@@ -84,7 +84,7 @@ async function runStep(id, step, button, result, current) {
     if (!current()) return;
     result.textContent = '';
     result.append(el('p', null, 'Result: ', badge(res.status)));
-    if (!missing(res.output)) result.append(el('pre', {class: 'output'}, pretty(res.output)));
+    if (!missing(res.output)) result.append(el('pre', {class: 'output'}, preview(res.output)));
     if (res.error) result.append(el('pre', {class: 'error'}, res.error));
     result.append(el('h4', null, 'Log'), el('pre', {class: 'log'}, res.log || ''));
   } catch (err) {
