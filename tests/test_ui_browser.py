@@ -24,7 +24,7 @@ import tomllib
 import pytest
 
 from support import child_env
-from uiserver import UI
+from uiserver import MAPPED, UI
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 
@@ -109,23 +109,6 @@ command = ["true"]
 depends_on = ["a", "b"]
 """
 
-MAPPED = """\
-import os
-import microdag
-
-flow = microdag.Flow("mapped")
-flow.add("a", lambda: [1, 2, 3])
-
-
-def m(a):
-    if a == 3 and os.environ.get("FAIL"):
-        raise ValueError("three")
-    return a
-
-
-flow.add("m", m, map="a")
-flow.add("b", lambda m: sum(m))
-"""
 
 
 #: A module whose function a call step names: an edit in the browser must keep every other byte.
@@ -485,6 +468,7 @@ def test_a_failed_run_that_cannot_be_resumed_says_why_and_resumed_items_stay_in_
 ) -> None:
     _cli(served, "run", "mapped.py:flow", fail=True)
     (run_id,) = [r["id"] for r in served.get("/api/runs?flow=mapped")["runs"]]  # type: ignore[index]
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
     browser.get(f"{served.base}/#/runs/{run_id}")
     why = _wait(browser, lambda d: d.find_element(By.ID, "resume-why").text, what="why there is no Resume button")
     assert not _css(browser, "button#resume")

@@ -22,10 +22,12 @@ any file before the child starts.
   recorded; values typed as JSON (``inputs``) win.
 """
 
+import ast
 import json
 import os
 import re
 
+from .._inline import function_node
 from ._edit import dump_toml
 
 TYPE_CHECKING = False
@@ -102,10 +104,6 @@ def alone(doc: "dict[str, Any]", step: str) -> "dict[str, Any]":
 
 def _parameters(code: str, step: str) -> "list[str]":
     """The parameter names of inline step ``step``'s function (none when the code does not parse)."""
-    import ast  # (inline steps run alone only)
-
-    from .._inline import function_node
-
     try:
         node = function_node(ast.parse(code), step)
     except SyntaxError:
