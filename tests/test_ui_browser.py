@@ -156,6 +156,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> "UI":
     (folder / "helpers.py").write_bytes(HELPERS.encode())
     (folder / "mod.toml").write_text(MOD)
     (folder / "fifty.toml").write_text(FIFTY)
+    (folder / "slow.toml").write_text(
+        '[flow]\nname = "slow"\n[steps.wait]\ncommand = ["sleep", "3"]\n[steps.after]\ncommand = ["true"]\n'
+        'depends_on = ["wait"]\n')
+    (folder / "outside.toml").write_text('[flow]\nname = "outside"\n[steps.dumps]\ncall = "json:dumps"\n')
     (folder / "broken.toml").write_text(
         f'[flow]\nname = "broken"\n[steps.bad]\ncommand = ["sh", "-c", {json.dumps(f"echo {EVIL!r} >&2; exit 3")}]\n'
     )
@@ -653,3 +657,31 @@ def test_the_page_shows_statuses_and_durations_as_the_command_line_does(served: 
     assert page["items"] == [_present.step_status(None, s) for s in statuses]  # type: ignore[index]
     assert page["own"] == _present.step_status("succeeded", ["failed"])  # type: ignore[index]
     assert page["order"] == list(_present.WORST_FIRST)  # type: ignore[index]
+
+
+def test_a_live_run_started_here_shows_its_graph(served: UI, browser: "webdriver.Chrome") -> None:
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    run_id = served.post("/api/runs", {"flow": "slow.toml"}, 201)["id"]  # type: ignore[index]
+    browser.get(f"{served.base}/#/runs/{run_id}")  # at once: the run may not have begun
+    _wait(browser, lambda d: _css(d, _node("wait")) and _css(d, _node("after")), what="the live run's graph")
+    assert browser.find_element(By.ID, "run-status").text in ("pending", "running")
+    _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "succeeded", what="the end")
+    _wait(browser, lambda d: _css(d, _node("after") + '[data-status="succeeded"]'), what="the last step")
+
+
+def test_a_function_outside_the_folder_is_shown_read_only_with_its_path(served: UI, browser: "webdriver.Chrome") -> None:
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    browser.get(served.base + "/#/flows/outside.toml")
+    _wait(browser, lambda d: _css(d, _node("dumps", "svg.canvas")), what="the editor")
+    browser.find_element(By.CSS_SELECTOR, _node("dumps", "svg.canvas") + " rect").click()
+    where = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#code-panel .code-where.read-only").text,
+                  what="the read-only note")
+    assert "json" in where and "__init__.py, line" in where and "read-only" in where  # type: ignore[operator]
+    content = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#code-panel .code-host[data-ready] .cm-content"),
+                    what="the code")
+    before = content.text  # type: ignore[attr-defined]
+    assert "def dumps(" in before
+    content.click()  # type: ignore[attr-defined]
+    ActionChains(browser).send_keys("typed", Keys.ENTER).perform()
+    time.sleep(0.2)
+    assert content.text == before and "unsaved" not in browser.find_element(By.ID, "save-status").text  # type: ignore[attr-defined]

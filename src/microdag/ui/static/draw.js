@@ -4,7 +4,7 @@ import {cut, missing, svgEl} from './dom.js';
 import {COLOURS, WORST_FIRST, colours, durationText, fmtSpan, fmtTime, taskKey} from './present.js';
 
 const LABEL_MAX = 22;        // characters of a node label, ellipsis included
-const TIMELINE_MAX = 2000;   // tasks drawn in the timeline
+export const TIMELINE_MAX = 2000; // tasks drawn in the timeline
 export const LAYERS_MAX = 500; // boxes drawn in layers mode
 const ROW_H = 20, GANTT_LABEL_W = 220, GANTT_W = 760;
 

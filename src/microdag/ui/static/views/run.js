@@ -2,7 +2,7 @@
 // the run's events; a click on a step opens its panel (views/panel.js).
 import {api, enc, runUrl} from '../api.js';
 import {badge, cut, el, missing, parseJson, showError} from '../dom.js';
-import {drawDag, drawLayers, drawTimeline, fitInto, LAYERS_MAX, paintNode} from '../draw.js';
+import {drawDag, drawLayers, drawTimeline, fitInto, LAYERS_MAX, paintNode, TIMELINE_MAX} from '../draw.js';
 import {durationText, fmtTime, shownDuration, stepStatus, taskKey} from '../present.js';
 import {renderPanel} from './panel.js';
 
