@@ -179,6 +179,7 @@ def browser() -> "webdriver.Chrome":
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # the page's errors, read by tests
     try:
         driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     except Exception as exc:  # a browser that cannot start here
@@ -685,3 +686,24 @@ def test_a_function_outside_the_folder_is_shown_read_only_with_its_path(served: 
     ActionChains(browser).send_keys("typed", Keys.ENTER).perform()
     time.sleep(0.2)
     assert content.text == before and "unsaved" not in browser.find_element(By.ID, "save-status").text  # type: ignore[attr-defined]
+
+
+def test_every_view_opens_without_an_error(served: UI, browser: "webdriver.Chrome") -> None:
+    """Each view, its step panel and the code panel: no error in the banner, none in the console."""
+    browser.get(served.url)
+    _wait(browser, lambda d: "token" not in d.current_url and _css(d, "table#runs"), what="the runs")
+    browser.get_log("browser")  # what came before this test is not this test's
+    run_id = _run_page(served, browser, "skip.toml")
+    browser.find_element(By.CSS_SELECTOR, _node("b")).click()
+    _wait(browser, lambda d: _css(d, "#step-panel h3"), what="the step panel")
+    _wait(browser, lambda d: _css(d, "svg.timeline rect.bar"), what="the timeline")
+    browser.get(served.base + "/#/flows")
+    _wait(browser, lambda d: _css(d, "ul#flows a.flow"), what="the flows")
+    browser.get(served.base + "/#/flows/fifty.toml")
+    _wait(browser, lambda d: _css(d, _node("s3", "svg.canvas")), what="the editor")
+    browser.find_element(By.CSS_SELECTOR, _node("s3", "svg.canvas") + " rect").click()
+    _wait(browser, lambda d: _css(d, "#code-panel .code-host[data-ready]"), what="the code panel")
+    time.sleep(0.3)
+    assert browser.find_element(By.ID, "error").is_displayed() is False, _page_errors(browser)
+    errors = [e["message"] for e in browser.get_log("browser") if "favicon" not in e["message"]]
+    assert errors == [], (run_id, errors)
