@@ -109,6 +109,7 @@ class Builder:
         self.deps: dict[str, list[str]] = {}  # step -> the steps it runs after
         self.folder = os.path.dirname(os.path.abspath(path))
         self._lines: dict[tuple[str, ...], int] | None = None
+        self._values: dict[tuple[str, ...], tuple[int, int, int]] | None = None  # TOML: where values are
         self._modules: dict[str, object] = {}  # module name -> module or the reason it failed
 
     # -- reporting
@@ -439,9 +440,11 @@ class Builder:
         for a JSON file, or where the value is not a ``key = value`` entry)."""
         where = ("steps", name, "python")
         if not self.is_json:
-            from ._tomltext import value_at  # (only for a flow file with step code)
+            if self._values is None:
+                from ._tomltext import value_spans  # (only for a flow file with step code)
 
-            found = value_at(self.text, where)
+                self._values = value_spans(self.text)
+            found = self._values.get(where)
             if found is not None:
                 start, end, line = found
                 return toml_lines(self.text[start:end], line)

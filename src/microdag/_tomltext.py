@@ -15,8 +15,8 @@ inline tables over several lines and comments inside them exactly, so a
 It reads text that :mod:`tomllib` accepts; on anything else it raises
 :class:`Unsupported` (the editor then rewrites the whole file; the builder
 keeps the lines found so far).  :func:`key_lines` walks the statements (and
-the inline tables in their values) into ``key path -> line``; :func:`value_at`
-finds where a key's value is written (an inline step's code: ``_inline``
+the inline tables in their values) into ``key path -> line``; :func:`value_spans`
+finds where each key's value is written (an inline step's code: ``_inline``
 numbers its lines from there).
 
 Light on purpose: it imports :mod:`re` only, and :mod:`tomllib` when a
@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["BARE", "Stmt", "Unsupported", "key_lines", "parse", "value_at", "ws"]
+__all__ = ["BARE", "Stmt", "Unsupported", "key_lines", "parse", "value_spans", "ws"]
 
 #: A bare TOML key.
 BARE = re.compile(r"[A-Za-z0-9_-]+")
@@ -80,10 +80,15 @@ def _str_end(s: str, i: int) -> int:
     q = s[i]
     if s.startswith(q * 3, i):
         j = i + 3
-        while not s.startswith(q * 3, j):
-            if j >= len(s):
+        while True:  # to the next three quotes that no backslash escapes (step code can be long)
+            end = s.find(q * 3, j)
+            if end < 0:
                 raise Unsupported("unterminated string")
-            j += 2 if q == '"' and s[j] == "\\" else 1
+            escape = s.find("\\", j, end) if q == '"' else -1
+            if escape < 0:
+                j = end
+                break
+            j = escape + 2
         k = j + 3
         while k < min(len(s), j + 5) and s[k] == q:  # up to two quotes before the closing three
             k += 1
@@ -240,18 +245,24 @@ def key_lines(s: str) -> "dict[tuple[str, ...], int]":
     return implied
 
 
-def value_at(s: str, path: "tuple[str, ...]") -> "tuple[int, int, int] | None":
-    """Where TOML text ``s`` writes the value of key ``path`` (a ``key = value``
-    entry of a table, not one inside an inline table): its first and past-last
-    characters and the line (from 1) where it starts; ``None`` when it is not
-    written so, or :func:`parse` does not read ``s``."""
+
+def value_spans(s: str) -> "dict[tuple[str, ...], tuple[int, int, int]]":
+    """Key path -> where TOML text ``s`` writes its value: its first and
+    past-last characters and the line (from 1) where it starts, for each
+    ``key = value`` entry of a table (not the keys inside inline tables; the
+    first of repeated ones).  On text that :func:`parse` does not read, the
+    values found before it stopped."""
+    out: dict[tuple[str, ...], tuple[int, int, int]] = {}
     table: tuple[str, ...] = ()
+    pos, line = 0, 1  # offsets only grow, so lines are counted once
     try:
         for st in _statements(s):
             if st.kind in ("header", "array"):
                 table = st.path
-            elif st.kind == "entry" and table + st.path == path:
-                return st.vstart, st.vend, s.count("\n", 0, st.vstart) + 1
+            elif st.kind == "entry":
+                line += s.count("\n", pos, st.vstart)
+                pos = st.vstart
+                out.setdefault(table + st.path, (st.vstart, st.vend, line))
     except Unsupported:
         pass
-    return None
+    return out

@@ -10,10 +10,10 @@ Flow files (TOML, JSON) are editable; Python flows are shown read only (their
 code is the user's to edit).  A save checks the new document first (the text
 it would write, checked as that file: ``_spec.check_text``), refuses it with
 every problem when it is invalid (a problem of a step's ``python`` code with
-its ``line`` and ``col`` within the code, ``field`` ``"python"``), and writes it atomically (the stores'
-``write_atomic``: a temporary file beside it, fsync, rename, its permissions
-kept) with ``_edit.edit_text``, which keeps every
-byte of the file that the edit did not touch.
+its ``line`` and ``col`` within the code, ``field`` ``"python"``), and writes
+it atomically (the stores' ``write_atomic``: a temporary file beside it,
+fsync, rename, its permissions kept) with ``_edit.edit_text``, which keeps
+every byte of the file that the edit did not touch.
 """
 
 import json
