@@ -279,6 +279,9 @@ def test_the_ui_page_is_installed() -> None:
     import microdag
 
     static = Path(microdag.__file__).parent / "ui" / "static"
-    assert sorted(p.name for p in static.iterdir() if not p.name.startswith(".")) == [
-        "app.css", "app.js", "index.html", "vendor"]
+    page = sorted(p.relative_to(static).as_posix() for p in static.rglob("*.*")
+                  if p.is_file() and "vendor" not in p.parts and not p.name.startswith("."))
+    assert page == ["api.js", "app.css", "dom.js", "draw.js", "editor/canvas.js", "editor/code.js", "editor/editor.js",
+                    "editor/form.js", "index.html", "main.js", "present.js", "views/flows.js", "views/panel.js",
+                    "views/run.js", "views/runs.js"]
     assert sorted(p.name for p in (static / "vendor").iterdir()) == ["LICENSE", "VERSIONS", "codemirror.js"]

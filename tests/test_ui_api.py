@@ -17,7 +17,7 @@ import urllib.parse
 import pytest
 
 from support import child_env, run_cli
-from uiserver import FLOW, ROOT, UI, quote
+from uiserver import FLOW, MAPPED, ROOT, UI, quote
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
@@ -563,23 +563,6 @@ def test_the_flows_list_shows_broken_flow_files_with_their_problems(ui: UI) -> N
     assert listed["flow.toml"]["problems"] == []
 
 
-MAPPED = """\
-import os
-import microdag
-
-flow = microdag.Flow("mapped")
-flow.add("a", lambda: [1, 2, 3])
-
-
-def m(a):
-    if a == 3 and os.environ.get("FAIL"):
-        raise ValueError("three")
-    return a
-
-
-flow.add("m", m, map="a")
-flow.add("b", lambda m: sum(m))
-"""
 
 
 def _python_run(ui: UI, *argv: str, fail: bool = False) -> str:

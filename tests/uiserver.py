@@ -36,6 +36,25 @@ command = ["sh", "-c", "echo 'to stderr' >&2; echo \\"$0!\\"", "{inputs.word}"]
 depends_on = ["count"]
 """
 
+#: A Python flow with a map step whose third item fails when FAIL is set (run it from the shell).
+MAPPED = """\
+import os
+import microdag
+
+flow = microdag.Flow("mapped")
+flow.add("a", lambda: [1, 2, 3])
+
+
+def m(a):
+    if a == 3 and os.environ.get("FAIL"):
+        raise ValueError("three")
+    return a
+
+
+flow.add("m", m, map="a")
+flow.add("b", lambda m: sum(m))
+"""
+
 
 class UI:
     """A running UI server."""

@@ -22,10 +22,12 @@ any file before the child starts.
   recorded; values typed as JSON (``inputs``) win.
 """
 
+import ast
 import json
 import os
 import re
 
+from .._inline import function_node
 from ._edit import dump_toml
 
 TYPE_CHECKING = False
@@ -84,9 +86,13 @@ def alone(doc: "dict[str, Any]", step: str) -> "dict[str, Any]":
     body = dict(doc["steps"][step])
     body.pop("depends_on", None)
     out = {k: v for k, v in doc.items() if k != "steps"}
+    named: list[str] = []
+    if isinstance(body.get("python"), str):  # inline code: its parameters named like other steps
+        named = [p for p in _parameters(body["python"], step) if p != step and p in doc["steps"]]
     if isinstance(body.get("command"), list):
         named = [m[1] for a in body["command"] if isinstance(a, str) for m in _PLACEHOLDER.finditer(a)]
         body["command"] = [_PLACEHOLDER.sub(r"{inputs.\1}", a) if isinstance(a, str) else a for a in body["command"]]
+    if named:
         declared = dict(out["inputs"]) if isinstance(out.get("inputs"), dict) else {}
         for name in named:  # an input of any type, with no default: the step's run gives it
             declared.setdefault(name, {"type": list(_ANY)})
@@ -94,6 +100,17 @@ def alone(doc: "dict[str, Any]", step: str) -> "dict[str, Any]":
             out["inputs"] = declared
     out["steps"] = {step: body}
     return out
+
+
+def _parameters(code: str, step: str) -> "list[str]":
+    """The parameter names of inline step ``step``'s function (none when the code does not parse)."""
+    try:
+        node = function_node(ast.parse(code), step)
+    except SyntaxError:
+        return []
+    if isinstance(node, str):  # no function found: the check says so
+        return []
+    return [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
 
 
 def values(

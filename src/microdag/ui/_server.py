@@ -43,6 +43,7 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import socket
 import threading
 import traceback
@@ -71,8 +72,11 @@ IDLE_SECONDS = 30.0
 #: What a connection past the cap gets.
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 51\r\n"
          b"Connection: close\r\n\r\n{\"error\": \"too many connections: try again shortly\"}")
-_STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
-           "vendor/codemirror.js": "text/javascript; charset=utf-8"}
+#: The page's files by suffix (ES modules under static/ and its folders: views/, editor/, vendor/).
+_STATIC = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+           ".txt": "text/plain; charset=utf-8"}
+#: A file of the page: folders and names of letters, digits, "-", "_" and ".", never "..".
+_STATIC_NAME = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9_.-]*/)*[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 _COOKIE = "microdag_token"
@@ -155,6 +159,16 @@ class Server(ThreadingHTTPServer):
                 data = self._static[name] = f.read()
         return data
 
+    def static_file(self, name: str) -> "tuple[bytes, str] | None":
+        """A file under static/ (``views/run.js``) and its type, or None when there is none such."""
+        kind = _STATIC.get(os.path.splitext(name)[1])
+        if kind is None or _STATIC_NAME.fullmatch(name) is None or ".." in name.split("/"):
+            return None
+        try:
+            return self.static(name), kind
+        except OSError:  # no such file (or a folder)
+            return None
+
 
 class Handler(BaseHTTPRequestHandler):
     """One request: the gates, then the route."""
@@ -225,8 +239,8 @@ class Handler(BaseHTTPRequestHandler):
             page = self.server.static("index.html").replace(
                 b"<head>", b'<head>\n<meta name="csp-nonce" content="%s">' % nonce.encode(), 1)
             self._send(200, page, "text/html; charset=utf-8", nonce)
-        elif parts.path.startswith("/static/") and parts.path[8:] in _STATIC:
-            self._send(200, self.server.static(parts.path[8:]), _STATIC[parts.path[8:]])
+        elif parts.path.startswith("/static/") and (found := self.server.static_file(parts.path[8:])):
+            self._send(200, found[0], found[1])
         elif parts.path.startswith("/api/"):
             self._api("GET", parts.path, query)
         else:
