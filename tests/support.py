@@ -40,6 +40,8 @@ BACKENDS = ("inline", "threads", "processes")
 EXECUTORS = (*BACKENDS, "executor")
 STORE_KINDS = ("memory", "json", "sqlite")
 PERSISTENT = ("json", "sqlite")
+#: Whether a missing PostgreSQL fails the tests that need it (CI) instead of skipping them.
+IN_CI = bool(os.environ.get("CI"))
 
 
 def executor_value(name: str) -> object:
@@ -71,6 +73,19 @@ def make_store(kind: str, where: "str | os.PathLike[str]", codec: str = "json") 
     if kind == "sqlite":
         return SQLiteStore(Path(where) / "runs.db", codec=codec)
     raise ValueError(f"no store kind {kind!r}")
+
+
+def postgres_url() -> str:
+    """The URL of a new empty database on the tests' PostgreSQL server (``pgserver``):
+    skips the test where there is none, and fails it in CI, where there must be one."""
+    import pgserver  # (only the PostgreSQL tests start a server)
+
+    why = pgserver.missing()
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"CI runs the PostgreSQL tests, but {why}")
+        pytest.skip(why)
+    return pgserver.new_database()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> "tuple[int, str, str]":
