@@ -34,8 +34,7 @@ ENV = "MICRODAG_TEST_POSTGRES"
 HOW = ("install PostgreSQL (apt-get install postgresql) or set MICRODAG_TEST_POSTGRES to a "
        "postgresql:// URL of a role that may create databases")
 _SETTINGS = {  # a server for tests: nothing it writes has to survive a crash
-    "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "wal_level": "minimal",
-    "max_wal_senders": "0", "shared_buffers": "32MB", "max_connections": "200", "autovacuum": "off",
+    "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "32MB", "max_connections": "200", "autovacuum": "off",
     "log_min_messages": "warning", "logging_collector": "off",
 }
 
@@ -134,13 +133,16 @@ def server() -> _Server:
     return made
 
 
-def restart() -> None:
-    """Stop the session's own server and start it again (a server restart under running stores)."""
+def restart(mode: str = "fast") -> None:
+    """Stop the session's own server and start it again (a server restart under running
+    stores: their connections drop).  ``mode`` is ``pg_ctl``'s: ``"immediate"`` is a crash,
+    which with ``fsync=off`` keeps what the operating system was given."""
     made = server()
     assert made.folder is not None, "the server of MICRODAG_TEST_POSTGRES is not restarted by the tests"
     data = os.path.join(made.folder, "data")
-    subprocess.run(_as(made.user, [os.path.join(made.bindir, "pg_ctl"), "-D", data, "-m", "immediate", "-w",
-                                   "restart"]), check=True, capture_output=True, timeout=120, cwd=made.folder)
+    subprocess.run(_as(made.user, [os.path.join(made.bindir, "pg_ctl"), "-D", data, "-l", os.path.join(made.folder, "log"),
+                                   "-m", mode, "-w", "restart"]),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, cwd=made.folder)
 
 
 def _admin(url: str, sql: str) -> None:
