@@ -35,13 +35,17 @@ psycopg (the ``postgres`` extra) is imported here only: opening a
 import time
 
 from .._errors import StoreError
-from ._files import checksum
+from .._records import check_run_id
+from ._codec import settle_codec
+from ._files import checksum, new_owner
 from ._sql import SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from .._records import RunInfo
 
 __all__ = ["SCHEMA", "PostgresStore"]
 
@@ -149,11 +153,11 @@ class _Connection:
         return q
 
     def execute(self, sql: str, params: "tuple[Any, ...]" = ()) -> "Any":
-        return self.conn.execute(self._q(sql), params or None)  # type: ignore[call-overload]
+        return self.conn.execute(self._q(sql), params or None)
 
     def executemany(self, sql: str, rows: "list[tuple[Any, ...]]") -> None:
         with self.conn.cursor() as cur:
-            cur.executemany(self._q(sql), rows)  # type: ignore[arg-type]
+            cur.executemany(self._q(sql), rows)
 
     @property
     def broken(self) -> bool:
@@ -194,7 +198,7 @@ class PostgresStore(SQLStore):
         self._pending_blobs: dict[str, bytes] = {}
         self._locked: set[str] = set()  # runs whose session lock this connection holds
         try:
-            import psycopg  # noqa: F401  (the postgres extra)
+            import psycopg  # (the postgres extra: a clear error where it is not installed)
         except ImportError:
             raise StoreError(
                 f"store {self.path!r} needs psycopg: pip install 'microdag[postgres]'"
@@ -219,8 +223,6 @@ class PostgresStore(SQLStore):
     def _schema(self, codec: "str | None") -> str:
         """Check the schema (made on first use) and settle the codec."""
         import psycopg  # (the postgres extra)
-
-        from ._codec import settle_codec
 
         db = self._db
         try:
@@ -323,9 +325,7 @@ class PostgresStore(SQLStore):
     def _lock_owner(self, db: "Any", run_id: str) -> None:
         db.execute(f"SELECT pg_advisory_xact_lock({_KEY})", ("microdag owner " + _pt(run_id),))
 
-    def begin(self, info: "Any") -> None:
-        from .._records import check_run_id
-
+    def begin(self, info: "RunInfo") -> None:
         check_run_id(info.id)
         with self._lock:
             self._take_lock(info.id)
@@ -352,8 +352,6 @@ class PostgresStore(SQLStore):
                 self._db.execute(f"SELECT pg_advisory_unlock({_KEY})", (_run_key(run_id),))
 
     def claim(self, run_id: str, force: bool = False) -> None:
-        from ._files import new_owner
-
         database_error, _ = self._errors()
         self.run_info(run_id)
         token = new_owner()
@@ -402,7 +400,7 @@ class PostgresStore(SQLStore):
 
 
 def _run_key(run_id: str) -> str:
-    return "microdag run " + _pt(run_id)
+    return "microdag run " + str(_pt(run_id))
 
 
 def _first_line(exc: BaseException) -> str:

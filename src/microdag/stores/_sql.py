@@ -1,4 +1,4 @@
-"""What the SQL stores share: the tables' use, group commit, and rows read back as records.
+"""What the SQL stores share: the tables' use, group commit, claims and prune.
 
 :class:`SQLStore` is the store over a database with the tables of
 ``_sqlite_file`` (SQLite) or ``_postgres_schema`` (PostgreSQL): the same
@@ -23,19 +23,18 @@ and a step that ran 0.1 s or more is committed before ``save`` returns.
 import threading
 import time
 
+from .._context import default_run_dir
 from .._errors import StoreError
-from .._nogc import NoGC
-from .._records import RunInfo, TaskRecord, check_run_id, check_task
-from ._base import WORK_SECONDS, Store, _CommitTimer
-from ._files import BLOB_SIZE, doomed
-from ._sqlite_rows import _code_of, _code_text, _records, _s, _successes, _t, _texts
+from .._records import RunInfo, TaskRecord, check_run_id
+from ._base import WORK_SECONDS, _CommitTimer
+from ._files import BLOB_SIZE, doomed, drop_folders
+from ._sql_read import SQLReader
+from ._sqlite_rows import _code_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
-
-    from ._base import Successes
 
 __all__ = ["GROUP", "GROUP_SECONDS", "SQLStore"]
 
@@ -43,9 +42,6 @@ __all__ = ["GROUP", "GROUP_SECONDS", "SQLStore"]
 GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
 GROUP_SECONDS = 0.5
-
-#: A run's columns, in the order ``_info`` reads them.
-_RUN_COLUMNS = "id, flow, fingerprint, inputs, status, started, finished, source"
 
 _UPSERT = """
 INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
@@ -68,24 +64,14 @@ _CACHE = ("INSERT INTO cache VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET
           " output = excluded.output, output_ref = excluded.output_ref, created = excluded.created")
 
 
-class _Lost(Exception):
-    """Never raised: what a store whose connection cannot drop retries on."""
-
-
-class SQLStore(Store):
-    """A store over SQL tables; subclasses connect (see the module docs)."""
+class SQLStore(SQLReader):
+    """A store over SQL tables; subclasses connect (see the module docs).  Its
+    reading half is :class:`~._sql_read.SQLReader`."""
 
     #: How a writing transaction begins.
     _BEGIN = "BEGIN"
-    #: The ``code`` column of ``runs`` (``"NULL"`` for an older store opened read-only).
-    _code = "code"
     #: Whether ASCII text binds as it is (``_t`` needs to see only the rest).
     _ASCII_SAFE = True
-    _t = staticmethod(_t)
-    _s = staticmethod(_s)
-    _texts = staticmethod(_texts)
-    _db: "Any"
-    path: str
 
     def __init__(self, codec: "str | None") -> None:
         super().__init__(codec)
@@ -102,25 +88,8 @@ class SQLStore(Store):
 
     # -- what a database gives ---------------------------------------------------------
 
-    def _errors(self) -> "tuple[type[BaseException], type[BaseException]]":
-        """The database's ``(DatabaseError, IntegrityError)`` classes."""
-        raise NotImplementedError
-
-    def _lost(self) -> "type[BaseException]":
-        """The error of a dropped connection, after which :meth:`_reconnect` and one retry."""
-        return _Lost
-
-    def _reconnect(self) -> bool:
-        """A new connection in place of a dropped one; ``False`` when the
-        connection did not drop (the error was another)."""
-        return False
-
     def _put_blob(self, data: bytes) -> str:
         """Keep a big encoded output (by the time the records naming it are committed); its reference."""
-        raise NotImplementedError
-
-    def _read_blob(self, ref: str, what: str) -> bytes:
-        """A big encoded output by its reference; ``StoreError`` naming ``what`` when it cannot be read."""
         raise NotImplementedError
 
     def _drop_blobs(self, db: "Any") -> "Callable[[], None]":
@@ -131,17 +100,6 @@ class SQLStore(Store):
         """Inside a writing transaction, before what is pending is written."""
 
     # -- transactions ------------------------------------------------------------------
-
-    def _retrying(self, work: "Callable[[], Any]") -> "Any":
-        """``work()`` under the lock; once more on a new connection if the connection dropped."""
-        lost = self._lost()
-        with self._lock:
-            try:
-                return work()
-            except lost:
-                if not self._reconnect():
-                    raise
-                return work()
 
     def _in_transaction(self, work: "Callable[[Any], Any]") -> "Any":
         """``work(db)`` in one writing transaction (retried once on a dropped connection)."""
@@ -311,115 +269,8 @@ class SQLStore(Store):
                 self._transaction(statements)
             raise
 
-    # -- reading -----------------------------------------------------------------------
-
-    def _read(self, sql: str, params: "tuple[Any, ...]" = (), commit: bool = True) -> "list[Any]":
-        """The rows of a query, after committing what is pending (unless not ``commit``)."""
-        database_error, _ = self._errors()
-        t = self._t
-
-        def read() -> "list[Any]":
-            if commit:
-                self._commit()
-            return self._db.execute(sql, tuple(map(t, params))).fetchall()  # type: ignore[no-any-return]
-
-        try:
-            return self._retrying(read)  # type: ignore[no-any-return]
-        except database_error as exc:
-            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
-
-    def _info(self, row: "tuple[Any, ...]") -> RunInfo:
-        """A ``runs`` row as a :class:`RunInfo`, checked (``ValueError`` names what is wrong)."""
-        run_id, flow, fingerprint, inputs, status, started, finished, source, code = map(self._s, row)
-        if not all(type(v) is str for v in (run_id, flow, fingerprint, status)):
-            raise ValueError("its id, flow, fingerprint or status is not text")
-        if type(started) not in (int, float) or (finished is not None and type(finished) not in (int, float)):
-            raise ValueError("its start or finish is not a time")
-        if isinstance(inputs, str):  # JSON text written by hand or by another tool
-            inputs = inputs.encode()
-        if not isinstance(inputs, bytes):
-            raise ValueError("its inputs are not encoded data")
-        try:
-            values = self.decode(inputs)
-        except Exception as exc:
-            raise ValueError(f"its inputs cannot be decoded with the {self.codec} codec ({exc})") from None
-        if not isinstance(values, dict):
-            raise ValueError("its inputs are not a mapping")
-        return RunInfo(run_id, flow, fingerprint, values, status, started, finished,
-                       source if type(source) is str else None, code=_code_of(code))
-
-    def run_info(self, run_id: str) -> RunInfo:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS}, {self._code} FROM runs WHERE id = ?",
-            (run_id,),
-        )
-        if not rows:
-            raise StoreError(f"no run {run_id!r} in store {self.path!r}")
-        try:
-            return self._info(rows[0])
-        except ValueError as exc:
-            raise StoreError(f"run {run_id!r} in store {self.path!r} is damaged: {exc}") from None
-
-    def _blob(self, ref: object, run_id: str, step: str, item: int) -> bytes:
-        if type(ref) is not str or len(ref) != 64:
-            raise StoreError(f"{self._where(run_id, step, item)} is damaged: its blob reference is {ref!r}")
-        return self._read_blob(ref, self._where(run_id, step, item))
-
-    def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
-        self.run_info(run_id)
-        columns = "output, output_ref" if outputs else "NULL, NULL"
-        with NoGC():  # (a big run's million rows and records)
-            rows = self._read(
-                "SELECT step, item, status, attempts, started, finished, error_type, error_message,"
-                f" traceback, {columns} FROM tasks WHERE run_id = ? ORDER BY seq",
-                (run_id,),
-            )
-            return _records(rows, lambda row: self._record(run_id, row), self._texts)
-
-    def _record(self, run_id: str, row: "tuple[Any, ...]") -> TaskRecord:
-        """A ``tasks`` row (step ... traceback, output, output_ref) as a checked :class:`TaskRecord`."""
-        s = self._s
-        row = (s(row[0]), row[1], s(row[2]), *row[3:6], s(row[6]), s(row[7]), s(row[8]), *row[9:])
-        step, item = row[0], row[1]
-        output = row[9]
-        if row[10] is not None:
-            output = self._blob(row[10], run_id, str(step), item if type(item) is int else -1)
-        try:
-            _, _, status, attempts, started, finished, etype, emsg, tb = row[:9]
-            return check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output)
-        except ValueError as exc:
-            raise StoreError(
-                f"the record of step {step!r} (item {item!r}) of run {run_id!r} in store "
-                f"{self.path!r} is damaged: {exc}"
-            ) from None
-
-    def task_summary(self, run_id: str, first: int, worst: int) -> "tuple[dict[str, int], list[TaskRecord]]":
-        self.run_info(run_id)
-        counts = {self._s(status): n for status, n in self._read(
-            "SELECT status, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY status", (run_id,))}
-        columns = ("seq, step, item, status, attempts, started, finished, error_type, error_message, traceback,"
-                   " output, output_ref")
-        rows = self._read(f"SELECT {columns} FROM tasks WHERE run_id = ? ORDER BY seq LIMIT ?", (run_id, first))
-        if counts.get("failed") or counts.get("cancelled"):
-            rows += self._read(
-                f"SELECT {columns} FROM tasks WHERE run_id = ? AND status IN ('failed', 'cancelled')"
-                " ORDER BY seq LIMIT ?", (run_id, worst))
-        picked = {row[0]: row[1:] for row in rows}
-        return counts, [self._record(run_id, picked[seq]) for seq in sorted(picked)]
-
-    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
-        rows = self._read(
-            "SELECT output, output_ref FROM tasks WHERE run_id = ? AND step = ? AND item = ?",
-            (run_id, step, item),
-        )
-        row = rows[0] if rows else None
-        if row is None or (row[0] is None and row[1] is None):
-            self.run_info(run_id)  # StoreError for an unknown run
-            raise KeyError(f"run {run_id} has no stored output for step {step!r}")
-        data = self._blob(row[1], run_id, step, item) if row[1] is not None else row[0]
-        if not isinstance(data, bytes):
-            raise StoreError(f"{self._where(run_id, step, item)} is damaged: it is not encoded data")
-        return self._decoded(data, self._where(run_id, step, item))
+    def _lock_owner(self, db: "Any", run_id: str) -> None:
+        """Inside :meth:`_update_owner`'s transaction: one claimant of ``run_id`` at a time."""
 
     def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
         t = self._t
@@ -437,36 +288,6 @@ class SQLStore(Store):
             self._pending_attempts.append(
                 (t(run_id), t(step), item, attempt, started, finished, t(error_type), t(error_message))
             )
-
-    def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
-        self.run_info(run_id)
-        rows = self._read(
-            "SELECT step, item, attempt, started, finished, error_type, error_message FROM attempts"
-            " WHERE run_id = ? ORDER BY step, item, attempt",
-            (run_id,),
-        )
-        return [tuple(map(self._s, row)) for row in rows]
-
-    def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
-        rows = self._read(
-            "SELECT attempt, text FROM logs WHERE run_id = ? AND step = ? AND item = ? ORDER BY attempt",
-            (run_id, step, item),
-        )
-        return [(a, self._s(t)) for a, t in rows]
-
-    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
-        s = self._s
-        found = {(s(step), i) for step, i in self._read("SELECT DISTINCT step, item FROM logs WHERE run_id = ?",
-                                                        (run_id,))}
-        return found.intersection(tasks)
-
-    def owner(self, run_id: str) -> "str | None":
-        self.run_info(run_id)
-        rows = self._read("SELECT owner FROM owners WHERE run_id = ?", (run_id,))
-        return None if not rows else self._s(rows[0][0])
-
-    def _lock_owner(self, db: "Any", run_id: str) -> None:
-        """Inside :meth:`_update_owner`'s transaction: one claimant of ``run_id`` at a time."""
 
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
@@ -493,20 +314,6 @@ class SQLStore(Store):
         except database_error as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
-    def cache_get(self, key: str) -> "tuple[bytes, float] | None":
-        rows = self._read("SELECT output, output_ref, created FROM cache WHERE key = ?", (key,))
-        if not rows:
-            return None
-        data, ref, created = rows[0]
-        if ref is not None:
-            try:
-                data = self._read_blob(ref, "a cached output")
-            except (StoreError, TypeError):  # pruned or damaged: a miss
-                return None
-        if not isinstance(data, bytes) or type(created) not in (int, float):
-            return None  # damaged: a miss
-        return data, created
-
     def cache_put(self, key: str, output: bytes, created: float) -> None:
         with self._lock:
             ref = None
@@ -514,66 +321,6 @@ class SQLStore(Store):
                 ref = self._put_blob(output)
                 output = None  # type: ignore[assignment]
             self._transaction([(_CACHE, (key, output, ref, created))])
-
-    def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
-        wanted = list(steps)
-        out: dict[str, Any] = {}
-        for lo in range(0, len(wanted), 500):
-            chunk = wanted[lo : lo + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._read(
-                "SELECT step, output, output_ref FROM tasks"
-                f" WHERE run_id = ? AND item = -1 AND step IN ({marks})",
-                (run_id, *chunk),
-            )
-            for step, data, ref in rows:
-                step = self._s(step)
-                if ref is not None:
-                    data = self._blob(ref, run_id, step, -1)
-                if data is not None:
-                    out[step] = self._decoded(bytes(data), self._where(run_id, step))
-        return out
-
-    def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
-        steps, attempts, started, finished = self._succeeded_columns(run_id)
-        return dict(zip(steps, zip(attempts, started, finished)))
-
-    def _succeeded_columns(self, run_id: str) -> "Successes":
-        self.run_info(run_id)
-        with NoGC():  # (a resume reads every success of a big run here: checked a column at a time)
-            rows = self._read(
-                "SELECT step, attempts, started, finished FROM tasks"
-                " WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
-                (run_id,),
-            )
-            return _successes(rows, lambda step: f"the record of step {step!r} of run {run_id!r} in store "
-                                                 f"{self.path!r} is damaged", self._texts)
-
-    def succeeded_count(self, run_id: str) -> int:
-        self.run_info(run_id)
-        return int(self._read("SELECT COUNT(*) FROM tasks WHERE run_id = ? AND item = -1 AND status = 'succeeded'",
-                              (run_id,))[0][0])
-
-    def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
-        sql = f"SELECT {_RUN_COLUMNS}, {self._code} FROM runs"
-        params: tuple[Any, ...] = ()
-        if flow is not None:
-            sql += " WHERE flow = ?"
-            params = (flow,)
-        sql += " ORDER BY started DESC, id DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self._read(sql, params)
-        runs = []
-        for row in rows:
-            try:
-                runs.append(self._info(row))
-            except ValueError as exc:
-                run_id = row[0] if type(row[0]) is str else repr(row[0])
-                started = row[5] if type(row[5]) in (int, float) else 0.0
-                runs.append(RunInfo.damaged(run_id, f"run {run_id!r} in store {self.path!r} is damaged: {exc}",
-                                            row[1] if type(row[1]) is str else "?", started))
-        return runs
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
         database_error, _ = self._errors()
@@ -600,21 +347,12 @@ class SQLStore(Store):
 
     def _pruned(self, gone: "list[str]") -> None:
         """After prune: the runs ``gone`` were deleted (their work folders go)."""
-        from .._context import default_run_dir  # (prune only)
-        from ._files import drop_folders
-
         drop_folders(self.run_dir(run_id) or default_run_dir(run_id) for run_id in gone)
 
     def save_graph(self, fingerprint: str, graph: str) -> None:
         with self._lock:  # committed with the next records
             self._pend()
             self._pending_graphs.append((fingerprint, graph))
-
-    def graph(self, fingerprint: str) -> "dict[str, Any] | None":
-        import json  # (import time: json loads on first use)
-
-        rows = self._read("SELECT graph FROM graphs WHERE fingerprint = ?", (fingerprint,))
-        return json.loads(rows[0][0]) if rows else None
 
     def close(self) -> None:
         self._timer.cancel()
