@@ -202,7 +202,7 @@ class SQLReader(Store):
         )
         return [(a, self._s(t)) for a, t in rows]
 
-    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+    def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
         s = self._s
         found = {(s(step), i) for step, i in self._read("SELECT DISTINCT step, item FROM logs WHERE run_id = ?",
                                                         (run_id,))}
@@ -247,10 +247,10 @@ class SQLReader(Store):
         return out
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
-        steps, attempts, started, finished = self._succeeded_columns(run_id)
+        steps, attempts, started, finished = self.succeeded_columns(run_id)
         return dict(zip(steps, zip(attempts, started, finished)))
 
-    def _succeeded_columns(self, run_id: str) -> "Successes":
+    def succeeded_columns(self, run_id: str) -> "Successes":
         self.run_info(run_id)
         with NoGC():  # (a resume reads every success of a big run here: checked a column at a time)
             rows = self._read(
