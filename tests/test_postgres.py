@@ -101,6 +101,18 @@ def test_text_postgres_cannot_keep_comes_back_whole(postgres: str) -> None:
     again.close()
 
 
+def test_a_group_of_records_with_times_of_several_types_is_kept(postgres: str) -> None:
+    """Records go in as one column array each: times saved as ints are floats, as in SQLite."""
+    store = PostgresStore(postgres)
+    store.begin(new_run())
+    records = [TaskRecord("a", -1, "succeeded", 1, 5, 6), TaskRecord("b", -1, "succeeded", 1, 5.5, None),
+               TaskRecord("a", -1, "succeeded", 2, 7, 8.5), TaskRecord("m", 3, "failed", 1, 1.0, 2)]
+    store.save("r1", records)
+    store.flush()
+    assert store.tasks("r1") == [records[2], records[1], records[3]]  # (a: its last record, first place)
+    store.close()
+
+
 def test_a_killed_owner_lets_go_of_its_run(postgres: str) -> None:
     """The claim is the owner's session lock: it ends with the owner's connection,
     on whatever machine the owner ran."""

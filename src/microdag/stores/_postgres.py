@@ -38,7 +38,7 @@ from .._errors import StoreError
 from .._records import check_run_id
 from ._codec import settle_codec
 from ._files import checksum, new_owner
-from ._sql import SQLStore
+from ._sql import TASK_UPDATES, SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,6 +84,17 @@ CREATE TABLE IF NOT EXISTS microdag.logs (
     text TEXT NOT NULL, PRIMARY KEY (run_id, step, item, attempt)
 );
 CREATE TABLE IF NOT EXISTS microdag.blobs (sha TEXT PRIMARY KEY, data BYTEA NOT NULL);
+"""
+
+#: A group of task records in one statement: a column array each, sent in
+#: binary (a row per record costs the server a statement each; arrays as
+#: text cost the client a quoting pass per value).
+_UPSERT_COLUMNS = f"""
+INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
+                   error_type, error_message, traceback, output, output_ref)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::integer[], %b::bigint[], %b::text[], %b::integer[],
+                     %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[])
+{TASK_UPDATES}
 """
 
 # Advisory lock keys: one namespace, hashed by the server.
@@ -299,6 +310,18 @@ class PostgresStore(SQLStore):
             db.execute(f"SELECT pg_advisory_xact_lock_shared({_KEY})", ("microdag blobs",))
             db.executemany("INSERT INTO blobs VALUES (?, ?) ON CONFLICT (sha) DO NOTHING",
                            list(self._pending_blobs.items()))
+
+    def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
+        last: dict[tuple[Any, Any, Any], tuple[Any, ...]] = {}
+        for row in rows:  # one row per task (a statement may not update a row twice): the last, first seq
+            key = row[:3]
+            before = last.get(key)
+            last[key] = row if before is None else (*row[:3], before[3], *row[4:])
+        columns = list(map(list, zip(*last.values())))
+        for k in (6, 7):  # the times: an array holds one type (a time saved as an int is a float, as in SQLite)
+            if set(map(type, columns[k])) - {float, type(None)}:
+                columns[k] = [None if v is None else float(v) for v in columns[k]]
+        db.conn.execute(_UPSERT_COLUMNS, columns)
 
     def _committed(self) -> None:
         self._pending_blobs.clear()

@@ -36,22 +36,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["GROUP", "GROUP_SECONDS", "SQLStore"]
+__all__ = ["GROUP", "GROUP_SECONDS", "SQLStore", "TASK_UPDATES"]
 
 #: Task records buffered before a commit...
 GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
 GROUP_SECONDS = 0.5
 
-_UPSERT = """
-INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, step, item) DO UPDATE SET
+#: What a later record of a task replaces (its ``seq``, the order it was first saved in, stays).
+TASK_UPDATES = """ON CONFLICT (run_id, step, item) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started = excluded.started,
     finished = excluded.finished, error_type = excluded.error_type,
     error_message = excluded.error_message, traceback = excluded.traceback,
-    output = excluded.output, output_ref = excluded.output_ref
+    output = excluded.output, output_ref = excluded.output_ref"""
+_UPSERT = f"""
+INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
+                   error_type, error_message, traceback, output, output_ref)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+{TASK_UPDATES}
 """
 _LOGS = ("INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
          " ON CONFLICT (run_id, step, item, attempt) DO UPDATE SET text = excluded.text")
@@ -95,6 +97,10 @@ class SQLStore(SQLReader):
     def _drop_blobs(self, db: "Any") -> "Callable[[], None]":
         """Inside prune's transaction: drop (or note) the blobs no record names; what to do after the commit."""
         raise NotImplementedError
+
+    def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
+        """Write the pending task rows (inside the commit's transaction)."""
+        db.executemany(_UPSERT, rows)
 
     def _before_writes(self, db: "Any") -> None:
         """Inside a writing transaction, before what is pending is written."""
@@ -211,7 +217,7 @@ class SQLStore(SQLReader):
         def write(db: "Any") -> None:
             self._before_writes(db)
             if self._pending:
-                db.executemany(_UPSERT, self._pending)
+                self._upsert_tasks(db, self._pending)
             if self._pending_logs:
                 db.executemany(_LOGS, self._pending_logs)
             if self._pending_graphs:
