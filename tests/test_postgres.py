@@ -153,6 +153,22 @@ def test_a_flow_resumes_after_the_server_restarted(postgres: str) -> None:
     store.close()
 
 
+def test_the_command_line_runs_and_shows_flows_on_a_postgres_store(postgres: str, tmp_path) -> None:
+    from support import run_cli
+
+    flow = tmp_path / "hello.toml"
+    flow.write_text('[flow]\nname = "hello"\n\n[steps.greet]\ncommand = ["echo", "hi"]\n')
+    done = run_cli("run", flow, "--store", postgres, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = run_cli("runs", "--store", postgres, "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (run,) = __import__("json").loads(listed.stdout)
+    shown = run_cli("show", run["run_id"], "--store", postgres, cwd=tmp_path)
+    assert shown.returncode == 0 and "greet" in shown.stdout, shown.stderr
+    report = run_cli("report", run["run_id"], "--store", postgres, "-o", tmp_path / "r.html", cwd=tmp_path)
+    assert report.returncode == 0 and "greet" in (tmp_path / "r.html").read_text(), report.stderr
+
+
 def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
     with pytest.raises(StoreError) as info:
         PostgresStore("postgresql://someone:s3cret@127.0.0.1:1/db", timeout=0.5)
