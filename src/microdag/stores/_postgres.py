@@ -38,7 +38,7 @@ from .._errors import StoreError
 from .._records import check_run_id
 from ._codec import settle_codec
 from ._files import checksum, new_owner
-from ._sql import TASK_UPDATES, SQLStore
+from ._sql import OWNERS, TASK_UPDATES, SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -375,7 +375,6 @@ class PostgresStore(SQLStore):
                 self._db.execute(f"SELECT pg_advisory_unlock({_KEY})", (_run_key(run_id),))
 
     def claim(self, run_id: str, force: bool = False) -> None:
-        database_error, _ = self._errors()
         self.run_info(run_id)
         token = new_owner()
         key = _pt(run_id)
@@ -387,15 +386,10 @@ class PostgresStore(SQLStore):
                 row = db.execute("SELECT owner FROM owners WHERE run_id = ?", (key,)).fetchone()
                 free = not ours and self._take_lock(run_id)
                 if free or force:
-                    db.execute("INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET"
-                               " owner = excluded.owner", (key, token))
+                    db.execute(OWNERS, (key, token))
                 return (None if row is None else row[0]), free or force
 
-            try:
-                self._commit()
-                before, took = self._in_transaction(take)
-            except database_error as exc:
-                raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+            before, took = self._writing(take)
         if not took:
             raise StoreError(
                 f"run {run_id!r} is live in another process or run ({before}); wait for it, or "
