@@ -176,6 +176,17 @@ def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
     assert "postgresql://someone@127.0.0.1:1/db" in str(info.value)
 
 
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_without_postgresql_the_tests_skip_saying_how_to_get_it_but_fail_in_ci(ci, monkeypatch) -> None:
+    import support
+
+    monkeypatch.setattr(pgserver, "missing", lambda: f"no PostgreSQL server: {pgserver.HOW}")
+    monkeypatch.setattr(support, "IN_CI", bool(ci))
+    with pytest.raises(pytest.fail.Exception if ci else pytest.skip.Exception) as info:
+        support.postgres_url()
+    assert "apt-get install postgresql" in str(info.value) and "MICRODAG_TEST_POSTGRES" in str(info.value)
+
+
 def test_psycopg_loads_only_with_a_postgres_store() -> None:
     out = subprocess.run(
         [sys.executable, "-c", "import sys, microdag, microdag.stores; microdag.stores.open_store('memory');"
