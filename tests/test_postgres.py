@@ -6,6 +6,7 @@
   the schema ``microdag``; a newer one refused;
 - text PostgreSQL cannot keep (NUL, lone surrogates) comes back whole;
 - a claim is a session lock: a process killed while it holds a run lets go of it;
+- the command line and the UI run and show flows on it;
 - a dropped connection (a server restart) is reconnected, and a server that
   cannot be reached is a ``StoreError`` naming it without its password.
 """
@@ -167,6 +168,23 @@ def test_the_command_line_runs_and_shows_flows_on_a_postgres_store(postgres: str
     assert shown.returncode == 0 and "greet" in shown.stdout, shown.stderr
     report = run_cli("report", run["run_id"], "--store", postgres, "-o", tmp_path / "r.html", cwd=tmp_path)
     assert report.returncode == 0 and "greet" in (tmp_path / "r.html").read_text(), report.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
+def test_the_ui_runs_and_shows_flows_on_a_postgres_store(postgres: str, tmp_path) -> None:
+    from uiserver import FLOW, UI
+
+    (tmp_path / "flow.toml").write_text(FLOW)
+    ui = UI(str(tmp_path), "--store", postgres)
+    try:
+        run_id = ui.post("/api/runs", {"flow": "flow.toml", "inputs": {"n": 7}}, 201)["id"]  # type: ignore[index]
+        doc = ui.wait_run(run_id)
+        assert doc["run"]["status"] == "succeeded" and doc["live"] is False  # type: ignore[index]
+        assert ui.get(f"/api/runs/{run_id}/logs/shout") == {"text": "to stderr\n"}
+        assert ui.get(f"/api/runs/{run_id}/output/count") == {"output": 7, "json": True}
+        assert run_id in [r["id"] for r in ui.get("/api/runs")["runs"]]  # type: ignore[index]
+    finally:
+        assert ui.stop() == 0, ui.stderr
 
 
 def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
