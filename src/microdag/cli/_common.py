@@ -234,7 +234,7 @@ def store_options(p: "argparse.ArgumentParser") -> None:
         "--store",
         metavar="SPEC",
         default=None,
-        help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR or memory "
+        help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR, postgresql://USER@HOST/DB or memory "
         f"(default: {DEFAULT_STORE})",
     )
     p.add_argument(
