@@ -141,13 +141,14 @@ def test_a_killed_owner_lets_go_of_its_run(postgres: str) -> None:
     store.close()
 
 
-def test_a_flow_resumes_after_the_server_restarted(postgres: str) -> None:
+@pytest.mark.parametrize("mode", ["fast", "immediate"])  # (immediate: the server crashes)
+def test_a_store_goes_on_after_the_server_restarted(postgres: str, mode: str) -> None:
     if pgserver.server().folder is None:
         pytest.skip("the tests restart only a server of their own (not MICRODAG_TEST_POSTGRES's)")
     store = PostgresStore(postgres)
     flow = Flow("restart").add("a", lambda: 1).add("b", lambda a: a + 1)
     first = flow.run(store=store)
-    pgserver.restart()
+    pgserver.restart(mode)
     second = flow.run(store=store)  # the dropped connection is made again
     assert first["b"] == second["b"] == 2
     assert len(store.list_runs()) == 2
