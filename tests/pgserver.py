@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 
-__all__ = ["missing", "new_database", "server", "stop"]
+__all__ = ["halt", "missing", "new_database", "restart", "server", "stop"]
 
 ENV = "MICRODAG_TEST_POSTGRES"
 HOW = ("install PostgreSQL (apt-get install postgresql) or set MICRODAG_TEST_POSTGRES to a "
@@ -138,12 +138,22 @@ def server() -> _Server:
 def restart(mode: str = "fast") -> None:
     """Stop the session's own server and start it again (a server restart under running
     stores: their connections drop).  ``mode`` is ``pg_ctl``'s: ``"immediate"`` is a crash of
-    the server, which keeps every commit (written to the operating system before it returned)."""
+    the server, which keeps every commit (written to the operating system before it returned).
+    A server :func:`halt` stopped is started."""
+    _pg_ctl("-m", mode, "restart")
+
+
+def halt() -> None:
+    """Stop the session's own server (until :func:`restart`)."""
+    _pg_ctl("-m", "fast", "stop")
+
+
+def _pg_ctl(*args: str) -> None:
     made = server()
-    assert made.folder is not None, "the server of MICRODAG_TEST_POSTGRES is not restarted by the tests"
+    assert made.folder is not None, "the server of MICRODAG_TEST_POSTGRES is not stopped by the tests"
     data = os.path.join(made.folder, "data")
     subprocess.run(_as(made.user, [os.path.join(made.bindir, "pg_ctl"), "-D", data, "-l", os.path.join(made.folder, "log"),
-                                   "-m", mode, "-w", "restart"]),
+                                   "-w", *args]),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, cwd=made.folder)
 
 

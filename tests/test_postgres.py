@@ -12,6 +12,7 @@
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -152,6 +153,21 @@ def test_a_store_goes_on_after_the_server_restarted(postgres: str, mode: str) ->
     second = flow.run(store=store)  # the dropped connection is made again
     assert first["b"] == second["b"] == 2
     assert len(store.list_runs()) == 2
+    store.close()
+
+
+def test_a_server_gone_for_good_is_a_store_error_naming_it(postgres: str) -> None:
+    if pgserver.server().folder is None:
+        pytest.skip("the tests stop only a server of their own (not MICRODAG_TEST_POSTGRES's)")
+    store = PostgresStore(postgres, timeout=1.0)
+    store.begin(new_run())
+    pgserver.halt()
+    try:
+        with pytest.raises(StoreError, match=f"cannot connect to store {re.escape(repr(store.path))}"):
+            store.list_runs()  # one reconnect, for up to the timeout, then the error
+    finally:
+        pgserver.restart()
+    assert [r.id for r in store.list_runs()] == ["r1"]  # and it goes on once the server is back
     store.close()
 
 
