@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from microdag.ui._code import CodeError, StepCode, digest, find, problems
+from microdag import _inline
+from microdag.ui import _code
+from microdag.ui._code import CodeError, StepCode, digest, find
 from uiserver import UI, quote
 
 MODULE = (
@@ -38,7 +40,8 @@ def step(tmp_path: "os.PathLike[str]", call: str, text: str = MODULE, name: str 
     flow = os.path.join(folder, "flow.toml")
     with open(flow, "w") as f:
         f.write(f'[flow]\nname = "f"\n[steps.s]\ncall = "{call}"\n')
-    return StepCode(folder, flow, "flow.toml", "s", {"flow": {"name": "f"}, "steps": {"s": {"call": call}}})
+    doc = {"flow": {"name": "f"}, "inputs": {"n": 1}, "steps": {"s": {"call": call}, "fetch": {"command": ["true"]}}}
+    return StepCode(folder, flow, "flow.toml", "s", doc)
 
 
 def test_a_function_is_found_with_its_decorators(tmp_path: "os.PathLike[str]") -> None:
@@ -98,7 +101,47 @@ def test_bad_code_is_refused_with_problems_and_nothing_written(tmp_path: "os.Pat
         (problem,) = caught.value.problems
         assert problem["line"] == line and words in problem["message"] and isinstance(problem["col"], int)
         assert open(path, encoding="utf-8", newline="").read() == MODULE
-    assert problems("def fetch():\n  pass\n", "fetch") == []
+    assert _inline.problems("def fetch():\n  pass\n", "s", None, function="fetch") == []
+
+
+def test_one_home_for_the_code_checks(tmp_path: "os.PathLike[str]") -> None:
+    """A module's function is checked by ``_inline``'s rules, the function named as the call names it:
+    what only compiling finds is refused too (it was written to the file)."""
+    assert getattr(_code, "problems", _inline.problems) is _inline.problems  # no second copy
+    code = step(tmp_path, "steps:fetch")
+    path = os.path.join(str(tmp_path), "steps.py")
+    for bad in ("def fetch(n):\n    nonlocal q\n", "def fetch(n):\n    return 1\nreturn 2\n"):
+        with pytest.raises(CodeError) as caught:
+            code.save(bad, code.read()["digest"])
+        assert caught.value.status == 422, bad
+        expected = [p._asdict() for p in _inline.problems(bad, "s", None, function="fetch")]
+        assert caught.value.problems == expected and "syntax error" in expected[0]["message"]
+        assert open(path, encoding="utf-8", newline="").read() == MODULE
+    # the only function, named otherwise: fine for inline code, not for a module's (the call names it)
+    assert _inline.problems("def other():\n    pass\n", "fetch", None) == []
+    [p] = _inline.problems("def other():\n    pass\n", "s", None, function="fetch")
+    assert "no function named 'fetch' (it defines other" in p.message
+
+
+def test_a_module_function_s_parameters_are_checked_against_the_flow(tmp_path: "os.PathLike[str]") -> None:
+    """``check``: what the panel shows as you type; a save with a parameter that binds to nothing is
+    refused, as a flow with such inline code is."""
+    code = step(tmp_path, "steps:fetch")
+    code.doc = {"flow": {"name": "f"}, "inputs": {"limit": 3}, "steps": {"s": {"call": "steps:fetch"}, "numbers": {}}}
+    assert code.check("def fetch(numbers, limit, other=1):\n    pass\n") == []
+    [p] = code.check("def fetch(numbrs):\n    pass\n")
+    assert p["line"] == 1 and p["col"] == 10 and "did you mean 'numbers'?" in p["message"]
+    [p] = code.check("def fetch(n):\n    return (\n")
+    assert p["line"] == 2 and "syntax error" in p["message"]
+    # the document given (the editor's, maybe unsaved) is what parameters bind to
+    doc = {"flow": {"name": "f"}, "steps": {"s": {"call": "steps:fetch", "inputs": {"n": "numbers"}}, "numbers": {}}}
+    assert code.check("def fetch(n):\n    pass\n", doc) == []
+    digest_ = code.read()["digest"]
+    with pytest.raises(CodeError) as caught:
+        code.save("def fetch(numbrs):\n    pass\n", digest_)
+    assert caught.value.status == 422 and "binds to nothing" in caught.value.problems[0]["message"]
+    assert open(os.path.join(str(tmp_path), "steps.py"), encoding="utf-8", newline="").read() == MODULE
+    code.save("def fetch(n):\n    pass\n", digest_, doc)  # it binds in the editor's document
 
 
 def test_a_stale_digest_is_a_conflict(tmp_path: "os.PathLike[str]") -> None:
@@ -194,6 +237,20 @@ def test_the_api_reads_and_saves_a_steps_function(ui: UI) -> None:
     assert status == 422 and json.loads(body)["problems"][0]["line"] == 1
     status, _, body = ui.request("PUT", url, {"code": 3})
     assert status == 400
+    # problems as you type: the code checked against the flow (its steps and inputs), nothing written
+    before = open(os.path.join(ui.folder, "pkg", "work.py")).read()
+    check = url + "/check"
+    assert ui.post(check, {"code": "def double(x):\n    return x\n"}, 200) == {"problems": []}
+    found = ui.post(check, {"code": "def double(xx, echo):\n    return (\n"}, 200)["problems"]
+    assert [(p["line"], p["message"][:12]) for p in found] == [(2, "syntax error")]
+    found = ui.post(check, {"code": "def double(x,\n           ecoh):\n    return x\n"}, 200)["problems"]
+    assert len(found) == 1 and found[0]["line"] == 2 and "did you mean 'echo'?" in found[0]["message"]
+    doc = ui.get("/api/flows/flow.toml")["doc"]
+    doc["inputs"]["xx"] = 1  # the editor's unsaved document
+    assert ui.post(check, {"code": "def double(xx):\n    return xx\n", "doc": doc}, 200) == {"problems": []}
+    assert ui.request("POST", check, {"code": None})[0] == 400
+    assert ui.request("POST", "/api/flows/flow.toml/steps/echo/code/check", {"code": "def f():\n  pass"})[0] == 404
+    assert open(os.path.join(ui.folder, "pkg", "work.py")).read() == before
     for path in ("/api/flows/flow.toml/steps/echo/code", "/api/flows/flow.toml/steps/ghost/code"):
         status, _, body = ui.request("GET", path)
         assert status == 404 and (b"echo" in body or b"ghost" in body)

@@ -5,12 +5,16 @@ builder (``_flowfile``), the UI editor's check and save, and the pods of an
 exported workflow all read code through this module.
 
 :func:`problems` says what is wrong with a step's code before it runs: a
-syntax error; no function for the step (the code defines one function named
-like the step, or else its only top-level function); a parameter that binds
-to nothing (no step, input or ``inputs = {...}`` entry is named like it, and
-it has no default: "did you mean ...?"), or one a call by name can never fill
-(positional-only without a default).  Each :class:`CodeProblem` has its line
-(from 1) and column (from 0) within the code.
+syntax error (what compiling finds too); no function for the step (the code
+defines one function named like the step, or else its only top-level
+function); a parameter that binds to nothing (no step, input or ``inputs =
+{...}`` entry is named like it, and it has no default: "did you mean ...?"),
+or one a call by name can never fill (positional-only without a default).
+Each :class:`CodeProblem` has its line (from 1) and column (from 0) within
+the code.  These are the checks of a ``call`` step's function too, as the
+UI's code panel edits it in its module (``ui._code``): there the function is
+the one the call names (``function=``), and it binds as the inline step's
+does.
 
 :func:`load` compiles the code so that everything a user sees of it names the
 flow file and the line in the flow file: the code is parsed, its line numbers
@@ -71,7 +75,9 @@ else:
     CodeProblem.__doc__ = "One problem of step code: its line (from 1) and column (from 0) within the code."
 
 
-def problems(code: str, step: str, names: "Collection[str]") -> "list[CodeProblem]":
+def problems(
+    code: str, step: str, names: "Collection[str] | None", *, function: "str | None" = None
+) -> "list[CodeProblem]":
     """What is wrong with ``code`` as the code of step ``step``.
 
     Args:
@@ -79,16 +85,21 @@ def problems(code: str, step: str, names: "Collection[str]") -> "list[CodeProble
         step: the step's name.
         names: what a parameter may be named to receive a value: the flow's
             steps and inputs, and the parameters the step's ``inputs = {...}``
-            binds.
+            binds (``None``: parameters are not checked).
+        function: the name the function must have (a ``call`` step's
+            function in its module); ``None``: inline code's rule, the
+            function named like the step, or else the only one.
 
     Returns:
-        Every problem (a syntax error is the only one when there is one), in
-        the order of the code.
+        Every problem (a syntax error, or a function not found, is the only
+        one when there is one), in the order of the code.
     """
-    return _check(code, step, names)[1]
+    return _check(code, step, names, function)[1]
 
 
-def _check(code: str, step: str, names: "Collection[str] | None") -> "tuple[ast.Module | None, list[CodeProblem]]":
+def _check(
+    code: str, step: str, names: "Collection[str] | None", function: "str | None" = None
+) -> "tuple[ast.Module | None, list[CodeProblem]]":
     """The parsed code and its problems (``names`` None: parameters not checked)."""
     import ast  # (import time: only when there is step code to read)
 
@@ -102,18 +113,22 @@ def _check(code: str, step: str, names: "Collection[str] | None") -> "tuple[ast.
         return None, [CodeProblem(line, max((exc.offset or 1) - 1, 0), f"syntax error: {exc.msg}")]
     except ValueError as exc:  # a NUL character
         return None, [CodeProblem(1, 0, f"cannot be compiled: {exc}")]
-    node = function_node(tree, step)
+    node = function_node(tree, step) if function is None else _named(tree, function)
     if isinstance(node, str):
         return tree, [CodeProblem(1, 0, node)]
     return tree, [] if names is None else _parameters(node, step, names)
 
 
+def _defs(tree: "ast.Module") -> "list[ast.FunctionDef | ast.AsyncFunctionDef]":
+    import ast  # (import time: only when there is step code to read)
+
+    return [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
 def function_node(tree: "ast.Module", step: str) -> "ast.FunctionDef | ast.AsyncFunctionDef | str":
     """The step's function in ``tree``: the top-level one named like the step,
     else the only top-level one; or why there is none."""
-    import ast  # (import time: only when there is step code to read)
-
-    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    defs = _defs(tree)
     named = [n for n in defs if n.name == step]
     if named:
         return named[-1]  # the one that stands, as Python would keep it
@@ -126,6 +141,16 @@ def function_node(tree: "ast.Module", step: str) -> "ast.FunctionDef | ast.Async
     hint = f" (did you mean {close!r}?)" if close else ""
     return (f"defines several functions ({listed}) and none is named like the step{hint}: "
             f"name the step's function {_def_name(step)}")
+
+
+def _named(tree: "ast.Module", function: str) -> "ast.FunctionDef | ast.AsyncFunctionDef | str":
+    """The top-level function ``function`` of ``tree`` (the last, as Python keeps it); or why there is none."""
+    defs = _defs(tree)
+    named = [n for n in defs if n.name == function]
+    if named:
+        return named[-1]
+    listed = ", ".join(dict.fromkeys(n.name for n in defs))
+    return f"the code defines no function named {function!r}" + (f" (it defines {listed})" if listed else "")
 
 
 def _def_name(step: str) -> str:

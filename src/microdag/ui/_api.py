@@ -272,12 +272,22 @@ class Api:
         return StepCode(self.folder.root, path, rel, step, doc).read()
 
     def save_step_code(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
-        """``PUT /api/flows/PATH/steps/STEP/code``: ``{"code", "digest"}``."""
+        """``PUT /api/flows/PATH/steps/STEP/code``: ``{"code", "digest", "doc"?}``
+        (``doc``: the editor's document, which the code's parameters bind to)."""
         code, given = body.get("code"), body.get("digest")
         if not isinstance(code, str) or not isinstance(given, str):
             raise ApiError(400, 'the body must be {"code": the function\'s new source, "digest": the digest read}')
         path, doc = self.folder.document(rel)
-        return StepCode(self.folder.root, path, rel, step, doc).save(code, given)
+        return StepCode(self.folder.root, path, rel, step, doc).save(code, given, _editors(body))
+
+    def check_step_code(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
+        """``POST /api/flows/PATH/steps/STEP/code/check``: ``{"code", "doc"?}`` ->
+        ``{"problems"}``, the problems a save of that code would be refused for."""
+        code = body.get("code")
+        if not isinstance(code, str):
+            raise ApiError(400, 'the body must be {"code": the function\'s source, "doc": the editor\'s document or null}')
+        path, doc = self.folder.document(rel)
+        return {"problems": StepCode(self.folder.root, path, rel, step, doc).check(code, _editors(body))}
 
     def run_flow_step(self, rel: str, step: str, body: "dict[str, Any]") -> "dict[str, Any]":
         """``POST /api/flows/PATH/steps/STEP/run``: run the step (with its
@@ -342,6 +352,14 @@ def _known(store: "Store | None", run_id: str) -> "RunInfo":
         return store.run_info(run_id)
     except StoreError as exc:
         raise ApiError(404, str(exc)) from None
+
+
+def _editors(body: "dict[str, Any]") -> "dict[str, Any] | None":
+    """The editor's document a step's code is checked against (``None``: the flow file's)."""
+    doc = body.get("doc")
+    if doc is not None and not isinstance(doc, dict):
+        raise ApiError(400, "doc must be the flow file's data (an object), or null for the file on disk")
+    return doc
 
 
 def _doc(body: "dict[str, Any]") -> "dict[str, Any]":

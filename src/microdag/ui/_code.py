@@ -15,9 +15,13 @@ file's line ending.  It is refused, with nothing written, when
 - the module is not under the served folder (403: it is shown read only, with
   its path),
 - the file changed since the digest the page read (409),
-- the new code does not parse, or defines no function of that name, or the
-  file with it would not parse (422, with problems ``{"line", "col",
-  "message"}``, lines within the code, as ``_inline.problems`` words them).
+- the new code has a problem (422, with problems ``{"line", "col",
+  "message"}``, lines within the code): ``_inline.problems``, the one home of
+  the checks of step code, finds them (a syntax error, what only compiling
+  finds, no function of that name, a parameter that binds to nothing in the
+  flow: the editor's document when the page sends it, else the flow file's),
+  or the file with it would not parse.  :meth:`StepCode.check` gives the same
+  problems without saving: the panel shows them as the user types.
 
 The file is written as a flow file's save writes it (``stores._files.write_atomic``:
 a temporary file beside it, fsync, rename, its permissions kept), and the
@@ -36,6 +40,7 @@ import re
 import sys
 import threading
 
+from .._inline import problems
 from ..stores._files import write_atomic
 
 TYPE_CHECKING = False
@@ -108,22 +113,16 @@ def find(text: str, function: str) -> "tuple[int, int, int] | None":
     return first, start, end
 
 
-def problems(code: str, function: str) -> "list[dict[str, Any]]":
-    """What stops ``code`` from standing for function ``function`` in a module:
-    a syntax error, or no top-level ``def``/``async def`` of that name.  Each
-    problem is ``{"line", "col", "message"}``, the line 1-based within the code,
-    the column 0-based."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as exc:
-        return [{"line": exc.lineno or 1, "col": max(0, (exc.offset or 1) - 1), "message": f"syntax error: {exc.msg}"}]
-    except ValueError as exc:  # a NUL byte
-        return [{"line": 1, "col": 0, "message": str(exc)}]
-    if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == function for n in tree.body):
-        names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        found = f" (it defines {', '.join(names)})" if names else ""
-        return [{"line": 1, "col": 0, "message": f"the code defines no function named {function!r}{found}"}]
-    return []
+def _names(doc: "Any", step: str) -> "set[str] | None":
+    """What a parameter of step ``step``'s function may be named in flow document
+    ``doc``, as a flow file binds it (``None``: the document has no steps to bind to)."""
+    steps = doc.get("steps") if isinstance(doc, dict) else None
+    if not isinstance(steps, dict):
+        return None
+    inputs = doc.get("inputs")
+    body = steps.get(step)
+    mapped = body.get("inputs") if isinstance(body, dict) else None
+    return {*steps, *(inputs if isinstance(inputs, dict) else ()), *(mapped if isinstance(mapped, dict) else ())}
 
 
 class StepCode:
@@ -139,6 +138,7 @@ class StepCode:
         if not isinstance(body, dict):
             raise CodeError(404, f"flow {rel!r} has no step named {step!r}")
         self.body = body
+        self.doc = doc
 
     def _shown(self, path: str) -> str:
         inside = path.startswith(self.root.rstrip(os.sep) + os.sep)
@@ -196,14 +196,25 @@ class StepCode:
         return {"kind": "inline", "path": self.rel, "editable": True, "function": self.step, "line": max(1, line),
                 "code": code, "digest": digest(data), "why": None}
 
-    def save(self, code: str, given: str) -> "dict[str, Any]":
-        """``PUT /api/flows/PATH/steps/STEP/code``: the function replaced by ``code``."""
+    def check(self, code: str, doc: "dict[str, Any] | None" = None) -> "list[dict[str, Any]]":
+        """``POST /api/flows/PATH/steps/STEP/code/check``: the problems of ``code``
+        as this step's function (``_inline.problems``: a syntax error, the
+        function missing, parameters that bind to nothing in ``doc``, the
+        editor's document, or else the flow file's), each ``{"line", "col",
+        "message"}`` with its line within the code."""
+        function = None if isinstance(self.body.get("python"), str) else self._module()[0]["function"]
+        names = _names(self.doc if doc is None else doc, self.step)
+        return [p._asdict() for p in problems(code, self.step, names, function=function)]
+
+    def save(self, code: str, given: str, doc: "dict[str, Any] | None" = None) -> "dict[str, Any]":
+        """``PUT /api/flows/PATH/steps/STEP/code``: the function replaced by ``code``
+        (refused when :meth:`check` finds a problem in it)."""
         if isinstance(self.body.get("python"), str):
             raise CodeError(400, f"step {self.step!r} is inline: its code is saved with the flow file")
         shown, path, module = self._module()
         if not shown["editable"]:
             raise CodeError(403, f"step {self.step!r}: {shown['why']}")
-        found = problems(code, shown["function"])
+        found = self.check(code, doc)
         if found:
             raise CodeError(422, f"not saved: {found[0]['message']}", found)
         with _SAVING:

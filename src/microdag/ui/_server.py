@@ -365,6 +365,8 @@ class Handler(BaseHTTPRequestHandler):
                 doc = api.step_code(seg[1], seg[3])
             elif route == ("PUT", "flows", 5) and seg[2] == "steps" and seg[4] == "code":
                 doc = api.save_step_code(seg[1], seg[3], self._body())
+            elif route == ("POST", "flows", 6) and seg[2] == "steps" and seg[4:] == ["code", "check"]:
+                doc = api.check_step_code(seg[1], seg[3], self._body())
             elif route == ("POST", "flows", 5) and seg[2] == "steps" and seg[4] == "run":
                 status, doc = 202, api.run_flow_step(seg[1], seg[3], self._body())
             elif route == ("GET", "schema", 1):
