@@ -136,6 +136,10 @@ name = "mod"
 call = "helpers:triple"
 """
 
+#: A module step whose code the panel checks as it is typed.
+CHECKED_MODULE = "import os\n\n\ndef shout(word):\n    return word.upper()\n"
+CHECKED = '[flow]\nname = "checked"\n[inputs]\nword = "hi"\n[steps.shout]\ncall = "checkedmod:shout"\n'
+
 #: 50 inline steps, each after the one before.
 FIFTY = '[flow]\nname = "fifty"\n' + "".join(
     f"\n[steps.s{k}]\npython = \"\"\"\ndef s{k}({f's{k - 1}' if k else ''}):\n    return {f's{k - 1} + 1' if k else '0'}\n\"\"\"\n"
@@ -156,6 +160,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> "UI":
     (folder / "helpers.py").write_bytes(HELPERS.encode())
     (folder / "mod.toml").write_text(MOD)
     (folder / "fifty.toml").write_text(FIFTY)
+    (folder / "twelve.toml").write_text(_chain(12, "twelve"))
+    (folder / "checkedmod.py").write_text(CHECKED_MODULE)
+    (folder / "checked.toml").write_text(CHECKED)
+    (folder / "guarded.toml").write_text(EDIT.replace('name = "edited"', 'name = "guarded"'))
     (folder / "slow.toml").write_text(
         '[flow]\nname = "slow"\n[steps.wait]\ncommand = ["sleep", "3"]\n[steps.after]\ncommand = ["true"]\n'
         'depends_on = ["wait"]\n')
@@ -707,3 +715,97 @@ def test_every_view_opens_without_an_error(served: UI, browser: "webdriver.Chrom
     assert browser.find_element(By.ID, "error").is_displayed() is False, _page_errors(browser)
     errors = [e["message"] for e in browser.get_log("browser") if "favicon" not in e["message"]]
     assert errors == [], (run_id, errors)
+
+
+def test_a_module_step_s_code_is_checked_as_it_is_typed(served: UI, browser: "webdriver.Chrome") -> None:
+    """Problems of a module function's code: at their line in the editor and in the problems list,
+    and the save refused while there are any (a syntax error, a parameter that binds to nothing)."""
+    browser.set_window_size(1400, 1000)
+    module = os.path.join(served.folder, "checkedmod.py")
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    browser.get(served.base + "/#/flows/checked.toml")
+    _wait(browser, lambda d: _css(d, _node("shout", "svg.canvas")), what="the editor")
+    browser.find_element(By.CSS_SELECTOR, _node("shout", "svg.canvas") + " rect").click()
+    _type_code(browser, "def shout(word):", "return word +")
+    _wait(browser, lambda d: _css(d, 'ul#problems li[data-step="shout"][data-line="2"]'), what="the syntax error")
+    _wait(browser, lambda d: _css(d, "#code-panel .cm-lint-marker-error"), what="the mark in the editor")
+    assert "syntax error" in _text(browser, "ul#problems li")
+    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
+          what="the refusal")
+    assert open(module).read() == CHECKED_MODULE
+    _type_code(browser, "def shout(wrod):", "return wrod.upper()")
+    _wait(browser, lambda d: "did you mean 'word'?" in _text(d, 'ul#problems li[data-step="shout"][data-line="1"]'),
+          what="the parameter that binds to nothing")
+    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
+          what="the second refusal")
+    time.sleep(0.3)
+    assert open(module).read() == CHECKED_MODULE
+    _type_code(browser, "def shout(word):", "return word.upper() + '!'")
+    _wait(browser, lambda d: not _css(d, "ul#problems li"), what="the problems to go")
+    assert not _css(browser, "#code-panel .cm-lint-marker-error")
+    _saved(browser, "the save")
+    assert open(module).read() == CHECKED_MODULE.replace("word.upper()", "word.upper() + '!'")
+
+
+def test_the_editor_s_canvas_fits_its_box_and_steps_can_still_be_dragged(
+    served: UI, browser: "webdriver.Chrome"
+) -> None:
+    browser.set_window_size(1400, 1000)
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    browser.get(served.base + "/#/flows/twelve.toml")
+    _wait(browser, lambda d: len(_css(d, "svg.canvas g.node")) == 12, what="the 12 steps")
+    box = browser.execute_script(
+        "const box = document.querySelector('.canvas-scroll'), svg = box.querySelector('svg.canvas');"
+        "const last = svg.querySelector('g.node[data-step=\"s11\"]').getBoundingClientRect();"
+        "const b = box.getBoundingClientRect();"
+        "return {scrollW: box.scrollWidth, clientW: box.clientWidth, right: last.right, boxRight: b.right,"
+        " viewBox: svg.getAttribute('viewBox')}")
+    assert box["scrollW"] <= box["clientW"] and box["right"] <= box["boxRight"], box
+    assert box["viewBox"], box
+    # a step dragged by hand follows the pointer, wherever the drawing is scaled
+    node = browser.find_element(By.CSS_SELECTOR, _node("s5", "svg.canvas") + " rect")
+    before = node.rect  # type: ignore[attr-defined]
+    ActionChains(browser).click_and_hold(node).move_by_offset(30, 80).pause(0.1).release().perform()
+    after = browser.find_element(By.CSS_SELECTOR, _node("s5", "svg.canvas") + " rect").rect
+    assert abs(after["x"] - before["x"] - 30) < 3 and abs(after["y"] - before["y"] - 80) < 3, (before, after)
+    assert "unsaved" not in browser.find_element(By.ID, "save-status").text  # a place is not an edit
+    # and it is still a step: a click selects it
+    browser.find_element(By.CSS_SELECTOR, _node("s7", "svg.canvas") + " rect").click()
+    _wait(browser, lambda d: _css(d, _node("s7", "svg.canvas") + ".selected"), what="the selected step")
+
+
+def _alert(driver: "webdriver.Chrome") -> "object":
+    try:
+        return driver.switch_to.alert
+    except NoAlertPresentException:
+        return False
+
+
+def test_leaving_the_page_with_unsaved_changes_asks_first(served: UI, browser: "webdriver.Chrome") -> None:
+    """The page's own unload (another address, a reload): the browser's question, dismissed (the editor
+    stays, the change with it) or accepted (the page goes)."""
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    browser.get(served.base + "/#/flows/guarded.toml")
+    _wait(browser, lambda d: _css(d, _node("second", "svg.canvas")), what="the editor")
+    browser.get("about:blank")  # nothing changed: no question
+    assert browser.current_url == "about:blank"
+    browser.get(served.base + "/#/flows/guarded.toml")
+    _wait(browser, lambda d: _css(d, _node("second", "svg.canvas")), what="the editor again")
+    browser.find_element(By.CSS_SELECTOR, _node("second", "svg.canvas") + " rect").click()
+    field = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form#step-form [name=retries]"),
+                  what="the retries field")
+    field.send_keys("2")  # type: ignore[attr-defined]
+    _wait(browser, lambda d: "unsaved" in d.find_element(By.ID, "save-status").text, what="the unsaved change")
+    browser.execute_script("setTimeout(() => { location.href = 'about:blank'; }, 0)")
+    alert = _wait(browser, _alert, what="the browser's question")
+    alert.dismiss()  # type: ignore[attr-defined]
+    time.sleep(0.3)
+    assert browser.current_url.endswith("#/flows/guarded.toml") and _css(browser, "button#save")
+    assert "unsaved" in browser.find_element(By.ID, "save-status").text
+    browser.execute_script("setTimeout(() => { location.reload(); }, 0)")
+    _wait(browser, _alert, what="the question on a reload").accept()  # type: ignore[attr-defined]
+    _wait(browser, lambda d: _css(d, _node("second", "svg.canvas")) and
+          "unsaved" not in d.find_element(By.ID, "save-status").text, what="the page loaded afresh")
+    assert "retries" not in open(os.path.join(served.folder, "guarded.toml")).read()

@@ -2,13 +2,16 @@
 // (an inline step's `python` from the flow document; a `call` step's function read from
 // and saved to its module file), its problems marked at their lines, and "Run this step"
 // / "Run up to here" on the current document with the step's output, log and traceback
-// shown under the editor. The editor (editor.js) owns the state `ed`; `on` are its
-// actions: changed(key) after the document changed, moduleChanged(), say(text).
+// shown under the editor. A module function's code is checked as it is typed (the server's
+// .../code/check, the rules inline code is checked by, against the editor's document) and is
+// not saved while it has problems. The editor (editor.js) owns the state `ed`; `on` are its
+// actions: changed(key) after the document changed, moduleChanged(), problemsChanged(), say(text).
 import {api, enc, itemQuery, runUrl, stepUrl} from '../api.js';
 import {badge, el, isObject, missing, showError} from '../dom.js';
 import {shownDuration, stepStatus} from '../present.js';
 
 const POLL_MS = 40, POLL_SLOW_MS = 300, POLL_FAST_FOR_MS = 5000; // a step's run: read often at first, then less
+const CHECK_DELAY_MS = 300;  // a module function's code is checked once the typing stops this long
 
 let cmPromise = null;
 /** The vendored CodeMirror, loaded the first time a step's code is shown (not with the page). */
@@ -35,7 +38,12 @@ export function createCodePanel(ed, path, view, on) {
   let shown = null;   // {name, kind, editor, data} of the step shown
   let token = 0;      // drops answers meant for a step no longer shown
   let runToken = 0;   // drops the results of a run since replaced
-  view.onLeave(() => { token++; runToken++; if (shown && shown.editor) shown.editor.destroy(); });
+  const checks = new Map(); // step -> {timer, seq, pending: Promise|null}: its module code's checks
+  view.onLeave(() => {
+    token++; runToken++;
+    for (const c of checks.values()) clearTimeout(c.timer);
+    if (shown && shown.editor) shown.editor.destroy();
+  });
 
   const current = (t) => view.alive && t === token;
   const problemsOf = (name) => [
@@ -72,8 +80,10 @@ export function createCodePanel(ed, path, view, on) {
         where.classList.toggle('read-only', !data.editable);
         mount(t, host, {doc: edit ? edit.code : data.code, firstLine: data.line, readOnly: !data.editable,
           onChange: (text) => {
-            ed.moduleEdits.set(name, {code: text, digest: edit ? edit.digest : data.digest});
+            const before = ed.moduleEdits.get(name);
+            ed.moduleEdits.set(name, {code: text, digest: before ? before.digest : data.digest});
             on.moduleChanged();
+            checkSoon(name);
           }});
       }).catch((err) => {
         if (current(t)) where.textContent = `${step.call}: ${err.message}`;
@@ -102,6 +112,53 @@ export function createCodePanel(ed, path, view, on) {
       host.setAttribute('data-ready', '');
       markProblems();
     }).catch((err) => { if (current(t)) { host.textContent = ''; showError(err); } });
+  }
+
+  // ---- a module function's problems as it is typed
+  const checkOf = (name) => {
+    if (!checks.has(name)) checks.set(name, {timer: 0, seq: 0, pending: null});
+    return checks.get(name);
+  };
+
+  /** Checks step `name`'s edited module code once the typing stops. */
+  function checkSoon(name) {
+    const c = checkOf(name);
+    clearTimeout(c.timer);
+    c.timer = setTimeout(() => { c.timer = 0; checkModule(name); }, CHECK_DELAY_MS);
+  }
+
+  /** Checks step `name`'s edited module code now; its problems go to ed.moduleProblems. */
+  function checkModule(name) {
+    const c = checkOf(name), edit = ed.moduleEdits.get(name);
+    clearTimeout(c.timer);
+    c.timer = 0;
+    if (!edit) return Promise.resolve();
+    const seq = ++c.seq;
+    c.pending = api('POST', stepUrl(path, name) + '/code/check', {code: edit.code, doc: ed.doc}).then((res) => {
+      if (!view.alive || seq !== c.seq) return; // overtaken by a newer check
+      setModuleProblems(name, res.problems || []);
+    }).catch((err) => { if (view.alive) showError(err); });
+    return c.pending;
+  }
+
+  function setModuleProblems(name, problems) {
+    if (problems.length) ed.moduleProblems.set(name, problems.map((p) => ({...p, step: name, field: 'python'})));
+    else ed.moduleProblems.delete(name);
+    on.problemsChanged();
+  }
+
+  /** Checks every module function edited (at once, not waiting for the typing to stop): for a save. */
+  async function checkModules() {
+    await Promise.all(Array.from(ed.moduleEdits.keys()).map((name) => {
+      const c = checkOf(name);
+      return c.timer ? checkModule(name) : c.pending;
+    }));
+    return Array.from(ed.moduleProblems.values()).flat();
+  }
+
+  /** The flow changed (steps, inputs): the module code edited is checked again against it. */
+  function recheckModules() {
+    for (const name of ed.moduleEdits.keys()) checkSoon(name);
   }
 
   /** Marks the shown step's code problems at their lines. */
@@ -133,20 +190,24 @@ export function createCodePanel(ed, path, view, on) {
 
   /** Saves the module code edited for step `name`; false when the file refused it. */
   async function saveModule(name) {
+    if (!ed.moduleEdits.has(name)) return true;
+    await checkModules();
+    const found = ed.moduleProblems.get(name);
+    if (found && found.length) {
+      on.say(`The code of ${name} was not saved: ${found[0].message}`);
+      return false;
+    }
     const edit = ed.moduleEdits.get(name);
-    if (!edit) return true;
+    if (!edit) return true; // saved meanwhile
     try {
-      const data = await api('PUT', stepUrl(path, name) + '/code', {code: edit.code, digest: edit.digest});
+      const data = await api('PUT', stepUrl(path, name) + '/code', {code: edit.code, digest: edit.digest, doc: ed.doc});
       if (ed.moduleEdits.get(name) === edit) ed.moduleEdits.delete(name);
       else ed.moduleEdits.get(name).digest = data.digest; // edited again while it was saved
       ed.moduleProblems.delete(name);
       if (shown && shown.name === name) shown.data = data;
       return true;
     } catch (err) {
-      if (err.status === 422 && err.data) {
-        ed.moduleProblems.set(name, (err.data.problems || []).map((p) => ({...p, step: name, field: 'python'})));
-        markProblems();
-      }
+      if (err.status === 422 && err.data) setModuleProblems(name, err.data.problems || []);
       on.say(`The code of ${name} was not saved: ${err.message}`);
       return false;
     } finally {
@@ -255,5 +316,5 @@ export function createCodePanel(ed, path, view, on) {
     if (shown) shown.call = call;
   }
 
-  return {box, sync, markProblems, focusLine, saveModules};
+  return {box, sync, markProblems, focusLine, saveModules, checkModules, recheckModules};
 }

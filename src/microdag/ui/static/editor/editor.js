@@ -41,7 +41,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
   const names = () => Object.keys(ed.doc.steps);
   const canvas = createCanvas(ed, {select, connect, say, cancelConnect, markSelection});
   const stepForm = createForm(ed, {selectedStep, changed: onField, hidden: new Set(['python'])});
-  const code = createCodePanel(ed, path, view, {changed: onField, moduleChanged, say, save,
+  const code = createCodePanel(ed, path, view, {changed: onField, moduleChanged, say, save, problemsChanged: markProblems,
     kindChanged: () => { renderList(); renderForm(); }});
 
   // ---- DOM
@@ -114,8 +114,12 @@ export function flowEditor(view, path, data, problemsUl, none) {
     removeEdgeBtn.disabled = !(ed.sel && ed.sel.from !== undefined);
   }
 
+  /** The flow's problems, then those of module functions being edited (the flow's check sees them saved). */
+  const allProblems = () => [...ed.problems, ...Array.from(ed.moduleProblems.values()).flat()];
+
   function markProblems() {
-    const bad = new Set(ed.problems.map((p) => p.step).filter((s) => !missing(s)));
+    const problems = allProblems();
+    const bad = new Set(problems.map((p) => p.step).filter((s) => !missing(s)));
     canvas.markProblems(bad);
     for (const li of stepsUl.children) li.classList.toggle('problem', bad.has(li.getAttribute('data-step')));
     const step = selectedStep();
@@ -125,7 +129,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
     }
     stepForm.markProblems(byKey);
     code.markProblems();
-    renderProblems(problemsUl, none, ed.problems, (s, p) => {
+    renderProblems(problemsUl, none, problems, (s, p) => {
       if (!has(ed.doc.steps, s)) return;
       select({step: s});
       if (p.field === 'python') code.focusLine(p.line);
@@ -248,6 +252,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
     canvas.setRoutes(res.graph);
     canvas.syncPositions(res.graph);
     redraw();
+    code.recheckModules(); // a parameter of module code may bind now, or no longer
   }
 
   async function check() {
@@ -271,6 +276,9 @@ export function flowEditor(view, path, data, problemsUl, none) {
   async function save() {
     const codeProblems = ed.problems.filter((p) => p.field === 'python');
     if (!ed.timer && codeProblems.length) return refuse('the code of a step has problems', codeProblems);
+    const moduleProblems = await code.checkModules();
+    if (!view.alive) return;
+    if (moduleProblems.length) return refuse('the code of a module step has problems', moduleProblems);
     clearTimeout(ed.timer);
     ed.timer = 0;
     const seq = ++ed.seq, version = ed.version;
