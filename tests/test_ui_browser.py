@@ -178,8 +178,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> "UI":
     assert server.stop() == 0, server.stderr
 
 
-@pytest.fixture(scope="module")
-def browser() -> "webdriver.Chrome":
+def _chromium(**capabilities: object) -> "webdriver.Chrome":
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -188,11 +187,19 @@ def browser() -> "webdriver.Chrome":
                 "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # the page's errors, read by tests
+    for name, value in capabilities.items():
+        options.set_capability(name, value)
     try:
         driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     except Exception as exc:  # a browser that cannot start here
         pytest.skip(f"Chromium does not start: {exc}")
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser() -> "webdriver.Chrome":
+    driver = _chromium()
     yield driver
     driver.quit()
 
@@ -634,10 +641,12 @@ def test_the_editor_of_a_50_step_flow_is_interactive_within_a_second(served: UI,
         browser.get(served.base + "/#/flows/fifty.toml")  # a new page: its scripts loaded afresh
         _wait(browser, lambda d: len(_css(d, "svg.canvas g.node")) == 50, what="the 50 steps")
         drawn = browser.execute_script("return performance.now()")
-        browser.find_element(By.CSS_SELECTOR, _node("s49", "svg.canvas") + " rect").click()
+        browser.find_element(By.CSS_SELECTOR, 'ul#steps li[data-step="s49"]').click()  # (out of the canvas' view)
         _wait(browser, lambda d: _css(d, "#code-panel .code-host[data-ready] .cm-content"), what="the code editor")
         editor = browser.execute_script("return performance.now()")
         figures.append((drawn, editor))
+    browser.find_element(By.CSS_SELECTOR, _node("s49", "svg.canvas") + " rect").click()  # panned into view
+    _wait(browser, lambda d: _css(d, _node("s49", "svg.canvas") + ".selected"), what="the step clicked on the canvas")
     print("\neditor of 50 steps: drawn at " + ", ".join(f"{d:.0f} ms" for d, _ in figures)
           + "; a step's code in the editor at " + ", ".join(f"{e:.0f} ms" for _, e in figures) + " after navigation")
     assert min(d for d, _ in figures) < 1000
@@ -783,9 +792,19 @@ def _alert(driver: "webdriver.Chrome") -> "object":
         return False
 
 
-def test_leaving_the_page_with_unsaved_changes_asks_first(served: UI, browser: "webdriver.Chrome") -> None:
+@pytest.fixture()
+def asking() -> "webdriver.Chrome":
+    """A browser that leaves a page's question before it unloads open for the test to answer (WebDriver
+    answers it by itself otherwise): a session with BiDi, whose prompt handler can leave it open."""
+    driver = _chromium(webSocketUrl=True, unhandledPromptBehavior={"beforeUnload": "ignore"})
+    yield driver
+    driver.quit()
+
+
+def test_leaving_the_page_with_unsaved_changes_asks_first(served: UI, asking: "webdriver.Chrome") -> None:
     """The page's own unload (another address, a reload): the browser's question, dismissed (the editor
     stays, the change with it) or accepted (the page goes)."""
+    browser = asking
     browser.get(served.url)  # the token's cookie (when this test runs alone)
     browser.get(served.base + "/#/flows/guarded.toml")
     _wait(browser, lambda d: _css(d, _node("second", "svg.canvas")), what="the editor")

@@ -380,3 +380,30 @@ def test_a_new_flow_from_the_flows_view(ui: UI) -> None:
     bad = {"flow": {"name": "bad"}, "steps": {"a": {"command": ["true"], "retries": -1}}}
     status, _, body = ui.request("POST", "/api/flows", {"path": "bad.toml", "doc": bad})
     assert status == 422 and not os.path.exists(os.path.join(ui.folder, "bad.toml"))
+
+
+# -- hostile names and code -----------------------------------------------------------------
+
+HOSTILE = [
+    "one", "__proto__", "constructor", "</script><b>", "q\"u'o`te", "\u00e9t\u00e9 \u2603", "x" * 300,
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_an_inline_step_s_first_line_whatever_its_name_and_quotes(tmp_path: "os.PathLike[str]", name: str) -> None:
+    """The line shown is the code's first line in the flow file: on the key's line for code written on
+    one line, the next one after an opening quote that ends its line; code holding the other quotes."""
+    import tomllib
+
+    key = json.dumps(name)
+    text = (f'[flow]\nname = "f"\n\n[steps.{key}]\npython = \'\'\'def s(): return 1\'\'\'\n\n'
+            f'[steps.{json.dumps(name + "2")}]\npython = """\nx = \'\'\'not the end\'\'\'\ndef s():\n    return x\n"""\n')
+    flow = os.path.join(str(tmp_path), "flow.toml")
+    with open(flow, "w", encoding="utf-8") as f:
+        f.write(text)
+    doc = tomllib.loads(text)
+    one = StepCode(str(tmp_path), flow, "flow.toml", name, doc).read()
+    assert (one["kind"], one["line"], one["code"]) == ("inline", 5, "def s(): return 1")
+    two = StepCode(str(tmp_path), flow, "flow.toml", name + "2", doc).read()
+    assert two["line"] == 9 and two["code"].startswith("x = '''not the end'''")
+    assert text.splitlines()[two["line"] - 1] == "x = '''not the end'''"

@@ -40,7 +40,7 @@ import re
 import sys
 import threading
 
-from .._inline import problems
+from .._inline import problems, toml_lines
 from ..stores._files import write_atomic
 
 TYPE_CHECKING = False
@@ -181,18 +181,19 @@ class StepCode:
                 "line": line, "code": text[start:end], "digest": digest(data), "why": why}, path, module
 
     def _inline(self) -> "dict[str, Any]":
-        from .._tomltext import key_lines  # (an inline step's line: its flow file read as TOML)
-
         with open(self.flow_path, "rb") as f:
             data = f.read()
         text = data.decode("utf-8", "replace")
         code = self.body["python"]
         line = 1
         if self.flow_path.lower().endswith(".toml"):
-            line = key_lines(text.removeprefix("\ufeff")).get(("steps", self.step, "python"), 0)
-            rest = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
-            opened = re.search(r"('''|\"\"\")\s*$", rest)  # the code starts on the next line
-            line += 1 if opened else 0
+            from .._tomltext import value_spans  # (an inline step's line: its flow file read as TOML)
+
+            body = text.removeprefix("\ufeff")
+            found = value_spans(body).get(("steps", self.step, "python"))
+            if found is not None:  # where the code's first line is, as the flow file's errors say it
+                start, end, first = found
+                line = toml_lines(body[start:end], first)[0]
         return {"kind": "inline", "path": self.rel, "editable": True, "function": self.step, "line": max(1, line),
                 "code": code, "digest": digest(data), "why": None}
 

@@ -201,22 +201,22 @@ export function drawTimeline(tasks, attempts, t0, end) {
 export const FIT_MAX = 30;
 const MIN_SCALE = 0.35;      // a big graph is not drawn smaller than this at first (then zoom out)
 
+/** The ResizeObserver of a box a drawing was fitted into (one per box: a redraw replaces it). */
+const observers = new WeakMap();
+
 /**
  * Puts svg (a drawing with a viewBox) in box: scaled down to the box's width (never up),
  * whole when it has at most FIT_MAX steps; a bigger one at MIN_SCALE at least, with
  * buttons to zoom and fit, Ctrl+wheel to zoom and a drag on the background to pan.
  * The view follows the box's width as it changes (a scrollbar, the window).
+ * Returns {update(width, height, steps)} for a drawing that changes (the editor's canvas:
+ * steps added, moved, removed), and options.onPan() is called when a drag pans the view
+ * (so that the click that ends it is not taken for a click on the background).
  */
-export function fitInto(box, svg, steps) {
-  const [, , W, H] = svg.getAttribute('viewBox').split(' ').map(Number);
+export function fitInto(box, svg, steps, options = {}) {
+  let [, , W, H] = svg.getAttribute('viewBox').split(' ').map(Number);
   box.classList.add('fit-box');
-  if (steps <= FIT_MAX) {
-    svg.classList.add('fit'); // CSS: max-width 100%, height from the viewBox's ratio
-    box.append(svg);
-    return;
-  }
-  svg.classList.add('pannable');
-  box.classList.add('panning'); // the drawing moves inside the box: no scrollbars
+  let panning = null; // (neither yet: the first update sets one)
   let view = {x: 0, y: 0, scale: 1};
   const apply = () => {
     const width = box.clientWidth || W;
@@ -225,7 +225,9 @@ export function fitInto(box, svg, steps) {
     svg.setAttribute('height', height);
     svg.setAttribute('viewBox', `${view.x} ${view.y} ${width / view.scale} ${height / view.scale}`);
   };
+  let fitted = false; // fitted to the box's width once it had one (a box not in the page yet has none)
   const fit = () => {
+    fitted = box.clientWidth > 0;
     view = {x: 0, y: 0, scale: Math.min(1, Math.max(MIN_SCALE, (box.clientWidth || W) / W))};
     apply();
   };
@@ -253,19 +255,24 @@ export function fitInto(box, svg, steps) {
       apply();
     }));
   svg.addEventListener('wheel', (e) => {
-    if (!e.ctrlKey && !e.metaKey) return; // a plain wheel scrolls the page
+    if (!panning || (!e.ctrlKey && !e.metaKey)) return; // a plain wheel scrolls the page
     e.preventDefault();
     const r = svg.getBoundingClientRect();
     zoom(e.deltaY < 0 ? 1.15 : 1 / 1.15, e.clientX - r.left, e.clientY - r.top);
   }, {passive: false});
-  let pan = null;
+  let pan = null; // a drag on the background: it pans once it has moved a few pixels
   svg.addEventListener('pointerdown', (e) => {
-    if (e.button !== 0 || e.target.closest('g.node')) return;
-    pan = {x: e.clientX, y: e.clientY, vx: view.x, vy: view.y};
-    svg.setPointerCapture(e.pointerId);
+    if (!panning || e.button !== 0 || e.target.closest('g.node, path.edge')) return;
+    pan = {x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, id: e.pointerId, moved: false};
   });
   svg.addEventListener('pointermove', (e) => {
     if (!pan) return;
+    if (!pan.moved) {
+      if (Math.hypot(e.clientX - pan.x, e.clientY - pan.y) < 4) return;
+      pan.moved = true;
+      svg.setPointerCapture(pan.id); // (only now: a click that does not move keeps its target)
+      if (options.onPan) options.onPan();
+    }
     view.x = pan.vx - (e.clientX - pan.x) / view.scale;
     view.y = pan.vy - (e.clientY - pan.y) / view.scale;
     apply();
@@ -273,8 +280,52 @@ export function fitInto(box, svg, steps) {
   const stop = () => { pan = null; };
   svg.addEventListener('pointerup', stop);
   svg.addEventListener('pointercancel', stop);
-  box.append(tools, svg);
-  fit();
-  let width = box.clientWidth;
-  new ResizeObserver(() => { if (box.clientWidth !== width) { width = box.clientWidth; apply(); } }).observe(box);
+  box.append(svg);
+
+  /** Pans the view, when it is panned, so that the box (x, y, w, h) of the drawing is in it. */
+  function reveal(x, y, w, h) {
+    if (!panning) return;
+    const [, , vw, vh] = svg.getAttribute('viewBox').split(' ').map(Number);
+    if (x >= view.x && y >= view.y && x + w <= view.x + vw && y + h <= view.y + vh) return;
+    view.x = Math.max(0, x + w / 2 - vw / 2);
+    view.y = Math.max(0, y + h / 2 - vh / 2);
+    apply();
+  }
+
+  /** The drawing's size and step count: whole and scaled to fit, or panned and zoomed. */
+  function update(width, height, count) {
+    [W, H] = [width, height];
+    const big = count > FIT_MAX;
+    if (big !== panning) {
+      panning = big;
+      svg.classList.toggle('fit', !big); // CSS: max-width 100%, height from the viewBox's ratio
+      svg.classList.toggle('pannable', big);
+      box.classList.toggle('panning', big); // the drawing moves inside the box: no scrollbars
+      if (big) {
+        box.prepend(tools);
+        fit();
+        return;
+      }
+      tools.remove();
+    }
+    if (panning) apply();
+    else {
+      svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+      svg.setAttribute('width', W);
+      svg.setAttribute('height', H);
+    }
+  }
+
+  update(W, H, steps);
+  if (observers.has(box)) observers.get(box).disconnect();
+  let boxWidth = box.clientWidth;
+  const observer = new ResizeObserver(() => {
+    if (box.clientWidth === boxWidth) return;
+    boxWidth = box.clientWidth;
+    if (panning && !fitted) fit();
+    else if (panning) apply();
+  });
+  observer.observe(box);
+  observers.set(box, observer);
+  return {update, reveal};
 }

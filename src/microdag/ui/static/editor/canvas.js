@@ -2,11 +2,14 @@
 // dragged them), edges from every kind of dependency, and the pointer and keyboard
 // gestures that select, move and connect steps. The editor (editor.js) owns the state `ed`;
 // `on` are its actions: select(sel), connect(from, to), say(text), cancelConnect(), markSelection().
-import {has, isObject, setup, svgEl} from '../dom.js';
-import {edgeBand, edgePath, nodeShape, routeBand, routePath} from '../draw.js';
+import {el, has, isObject, setup, svgEl} from '../dom.js';
+import {edgeBand, edgePath, fitInto, nodeShape, routeBand, routePath} from '../draw.js';
+
+const MIN_W = 600, MIN_H = 300; // the canvas of a small flow: room to add steps
 
 export function createCanvas(ed, on) {
-  const svg = svgEl('svg', {class: 'canvas', width: 600, height: 300});
+  const box = el('div', {class: 'canvas-scroll'});
+  const svg = svgEl('svg', {class: 'canvas', width: MIN_W, height: MIN_H, viewBox: `0 0 ${MIN_W} ${MIN_H}`});
   const edgesLayer = svgEl('g', {class: 'edges'});
   const nodesLayer = svgEl('g', {class: 'nodes'});
   const tempLine = svgEl('line', {class: 'temp', visibility: 'hidden'});
@@ -14,6 +17,9 @@ export function createCanvas(ed, on) {
     markerWidth: 8, markerHeight: 8, markerUnits: 'userSpaceOnUse', orient: 'auto'},
   svgEl('path', {d: 'M 0 0 L 10 5 L 0 10 z'}))), edgesLayer, nodesLayer, tempLine);
   const names = () => Object.keys(ed.doc.steps);
+  // drawn whole in its box up to FIT_MAX steps, then panned and zoomed, as the run page's graph;
+  // a pan's drag ends in a click that is not a click on the background
+  const fitted = fitInto(box, svg, 0, {onPan: () => { ed.dragged = true; }});
 
   /** Places a step at hint, moved down past any node it would overlap. */
   function place(name, hint) {
@@ -115,13 +121,12 @@ export function createCanvas(ed, on) {
   }
 
   function sizeCanvas() {
-    let w = 600, h = 300;
+    let w = MIN_W, h = MIN_H;
     for (const p of ed.pos.values()) {
       w = Math.max(w, p.x + ed.w + 40);
       h = Math.max(h, p.y + ed.h + 40);
     }
-    svg.setAttribute('width', w);
-    svg.setAttribute('height', h);
+    fitted.update(w, h, ed.pos.size);
   }
 
   /** Marks the selected step or edge, and the step a click-to-connect starts from. */
@@ -136,15 +141,22 @@ export function createCanvas(ed, on) {
     }
   }
 
+  /** Brings step `name` into view when the canvas is panned (a step picked from the list). */
+  function reveal(name) {
+    const p = ed.pos.get(name);
+    if (p) fitted.reveal(p.x, p.y, ed.w, ed.h);
+  }
+
   function markProblems(bad) {
     for (const [name, g] of ed.nodeEls) g.classList.toggle('problem', bad.has(name));
   }
 
   // ---- pointer and keyboard: select, move nodes, connect ports
   let drag = null; // {mode: 'move'|'connect', name, dx, dy, x0, y0, moved}
-  const toSvg = (e) => {
-    const r = svg.getBoundingClientRect(); // the svg is drawn at scale 1: no viewBox
-    return {x: e.clientX - r.left, y: e.clientY - r.top};
+  const toSvg = (e) => { // the pointer in the drawing's units, however it is scaled and panned
+    const m = svg.getScreenCTM();
+    const p = m ? new DOMPoint(e.clientX, e.clientY).matrixTransform(m.inverse()) : {x: e.clientX, y: e.clientY};
+    return {x: p.x, y: p.y};
   };
   const nodeAt = (e) => {
     const hit = document.elementFromPoint(e.clientX, e.clientY);
@@ -229,5 +241,5 @@ export function createCanvas(ed, on) {
     if (e.key === 'Escape') on.cancelConnect();
   });
 
-  return {svg, place, setRoutes, syncPositions, depsOf, drawNodes, drawEdges, sizeCanvas, markSelection, markProblems};
+  return {box, svg, place, setRoutes, syncPositions, depsOf, drawNodes, drawEdges, sizeCanvas, markSelection, markProblems, reveal};
 }

@@ -61,7 +61,7 @@ export function flowEditor(view, path, data, problemsUl, none) {
       addBox, removeStepBtn, removeEdgeBtn, saveBtn, saveStatus),
     note,
     el('div', {class: 'editor'},
-      el('div', {class: 'main-col'}, el('div', {class: 'canvas-scroll'}, canvas.svg), code.box),
+      el('div', {class: 'main-col'}, canvas.box, code.box),
       el('div', {class: 'side'}, el('h3', null, 'Steps'), stepsUl, stepForm.form)));
   const dirty = () => ed.version !== ed.savedVersion || ed.moduleEdits.size > 0;
   const unloading = (e) => { if (dirty()) { e.preventDefault(); e.returnValue = ''; } };
@@ -149,7 +149,10 @@ export function flowEditor(view, path, data, problemsUl, none) {
     cancelConnect();
     ed.sel = sel;
     markSelection();
-    if (selectedStep() !== before) renderForm();
+    if (selectedStep() !== before) {
+      renderForm();
+      if (selectedStep() !== null) canvas.reveal(selectedStep());
+    }
     markProblems();
   }
 
