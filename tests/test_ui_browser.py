@@ -828,3 +828,22 @@ def test_leaving_the_page_with_unsaved_changes_asks_first(served: UI, asking: "w
     _wait(browser, lambda d: _css(d, _node("second", "svg.canvas")) and
           "unsaved" not in d.find_element(By.ID, "save-status").text, what="the page loaded afresh")
     assert "retries" not in open(os.path.join(served.folder, "guarded.toml")).read()
+
+
+def test_the_starter_code_of_a_step_is_valid_whatever_its_name(served: UI, browser: "webdriver.Chrome") -> None:
+    """A step named like a Python keyword, a JS property, with quotes, markup, unicode or at length: the
+    page's starter code compiles, and its function is the one the problems name."""
+    from microdag import _inline
+
+    names = ["class", "None", "__proto__", "constructor", "</script>", "q\"u'o`te", "\u00e9t\u00e9 \u2603", "2x",
+             "x" * 300, "'''"]
+    browser.get(served.url)
+    _wait(browser, lambda d: "token" not in d.current_url and _css(d, "main h1"), what="the page")
+    page = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/editor/code.js').then((m) => done(arguments[0].map((n) => [m.starter(n), m.functionName(n)])),"
+        " (e) => done(String(e)));", names)
+    for name, (code, function) in zip(names, page):  # type: ignore[arg-type]
+        assert _inline.problems(code, name, ()) == [], (name, code)
+        [missing] = _inline.problems("x = 1\n", name, ())
+        assert f"write def {function}(...)" in missing.message, (name, missing)

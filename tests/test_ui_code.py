@@ -407,3 +407,25 @@ def test_an_inline_step_s_first_line_whatever_its_name_and_quotes(tmp_path: "os.
     two = StepCode(str(tmp_path), flow, "flow.toml", name + "2", doc).read()
     assert two["line"] == 9 and two["code"].startswith("x = '''not the end'''")
     assert text.splitlines()[two["line"] - 1] == "x = '''not the end'''"
+
+
+@pytest.mark.parametrize("code", ["def p():\n    return 1\x00\n", "def p(:\n", "'''"])
+def test_a_step_whose_code_cannot_compile_is_refused_its_run_with_its_problems(ui: UI, code: str) -> None:
+    doc = {"flow": {"name": "code"}, "steps": {"p": {"python": code}}}
+    for upstream in (False, True):
+        status, _, body = ui.request("POST", "/api/flows/flow.toml/steps/p/run", {"doc": doc, "upstream": upstream})
+        assert status == 422, body
+        assert [p["field"] for p in json.loads(body)["problems"]] == ["python"]
+
+
+@pytest.mark.parametrize("body", [5, "text", ["a"], None])
+def test_a_step_that_is_not_a_table_is_refused_its_run_with_its_problems(ui: UI, body: object) -> None:
+    """Run alone or with its ancestors, the same answer: the flow's problems (422), or a value no flow
+    file can hold (400, as a save says it)."""
+    doc = {"flow": {"name": "code"}, "steps": {"p": body, "q": {"command": ["true"]}}}
+    for upstream in (False, True):
+        status, _, answer = ui.request("POST", "/api/flows/flow.toml/steps/p/run", {"doc": doc, "upstream": upstream})
+        if body is None:
+            assert status == 400 and b"steps.p" in answer, (upstream, answer)
+        else:
+            assert status == 422 and json.loads(answer)["problems"], (upstream, answer)

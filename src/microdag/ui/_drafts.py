@@ -82,7 +82,10 @@ def write(path: str, text: str) -> None:
 
 
 def alone(doc: "dict[str, Any]", step: str) -> "dict[str, Any]":
-    """``doc`` with step ``step`` alone: what it took from other steps, it takes from flow inputs."""
+    """``doc`` with step ``step`` alone: what it took from other steps, it takes from flow inputs
+    (``doc`` itself when the step is not a table of options: its check says so)."""
+    if not isinstance(doc["steps"][step], dict):
+        return doc
     body = dict(doc["steps"][step])
     body.pop("depends_on", None)
     out = {k: v for k, v in doc.items() if k != "steps"}

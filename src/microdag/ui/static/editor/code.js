@@ -25,10 +25,16 @@ function loadCodeMirror() {
   return cmPromise;
 }
 
-/** A function name for a step's starter code: the step's name when Python takes it. */
+const KEYWORDS = new Set(['False', 'None', 'True', 'and', 'as', 'assert', 'async', 'await', 'break', 'class',
+  'continue', 'def', 'del', 'elif', 'else', 'except', 'finally', 'for', 'from', 'global', 'if', 'import', 'in',
+  'is', 'lambda', 'nonlocal', 'not', 'or', 'pass', 'raise', 'return', 'try', 'while', 'with', 'yield']);
+
+/** A function name for a step's starter code: the step's name when Python takes it (the rule of
+ * microdag/_inline.py's _def_name, which names it in its problems). */
 export function functionName(step) {
-  const name = step.replace(/[^A-Za-z0-9_]/g, '_');
-  return /^[A-Za-z_]/.test(name) ? name : 'step_' + name;
+  let name = step.replace(/[^A-Za-z0-9_]/g, '_');
+  if (!/^[A-Za-z_]/.test(name)) name = 'step_' + name;
+  return KEYWORDS.has(name) ? name + '_' : name;
 }
 
 export const starter = (step) => `def ${functionName(step)}():\n    return None\n`;
