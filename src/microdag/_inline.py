@@ -155,8 +155,8 @@ def _named(tree: "ast.Module", function: str) -> "ast.FunctionDef | ast.AsyncFun
 
 def _def_name(step: str) -> str:
     """A function name for step ``step``, as the UI's starter code names it (static/editor/code.js)."""
-    import keyword  # (import time: only when there is step code to read)
-    import re
+    import keyword  # (import time: only when a problem names the step's function)
+    import re  # (import time: likewise)
 
     name = re.sub(r"[^A-Za-z0-9_]", "_", step)
     name = name if re.match(r"[A-Za-z_]", name) else "step_" + name
