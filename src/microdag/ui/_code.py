@@ -204,6 +204,9 @@ class StepCode:
         editor's document, or else the flow file's), each ``{"line", "col",
         "message"}`` with its line within the code."""
         function = None if isinstance(self.body.get("python"), str) else self._module()[0]["function"]
+        return self._problems(code, doc, function)
+
+    def _problems(self, code: str, doc: "dict[str, Any] | None", function: "str | None") -> "list[dict[str, Any]]":
         names = _names(self.doc if doc is None else doc, self.step)
         return [p._asdict() for p in problems(code, self.step, names, function=function)]
 
@@ -215,7 +218,7 @@ class StepCode:
         shown, path, module = self._module()
         if not shown["editable"]:
             raise CodeError(403, f"step {self.step!r}: {shown['why']}")
-        found = self.check(code, doc)
+        found = self._problems(code, doc, shown["function"])
         if found:
             raise CodeError(422, f"not saved: {found[0]['message']}", found)
         with _SAVING:
