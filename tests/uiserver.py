@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -67,6 +68,10 @@ class UI:
             [sys.executable, "-m", "microdag", "ui", "--no-open", *args], cwd=folder, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=environ, start_new_session=True,
         )
+        # its stderr read while it runs: a full pipe would stop the server at its next write
+        self._errors: list[bytes] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
         assert self.process.stdout is not None
         self.first_line = self.process.stdout.readline().decode()
         if not self.first_line.startswith("microdag ui: http://"):
@@ -132,6 +137,11 @@ class UI:
                 raise AssertionError(f"run {run_id} still live after {timeout} s: {doc['run']}")
             time.sleep(0.1)
 
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._errors.append(line)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
@@ -140,8 +150,8 @@ class UI:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             code = self.process.wait()
-        assert self.process.stderr is not None
-        self.stderr = self.process.stderr.read().decode(errors="replace")
+        self._reader.join(10)
+        self.stderr = b"".join(self._errors).decode(errors="replace")
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
