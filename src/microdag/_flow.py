@@ -387,13 +387,16 @@ class Flow:
         run_id: "str | None" = None,
         resume: bool = False,
         force: bool = False,
+        lease: "float | None" = None,
     ) -> "Run":
         """Run the flow and return its :class:`~microdag.Run`.
 
         Args:
             inputs: values for the flow inputs, by name.
             executor: ``"inline"`` (the caller's thread), ``"threads"``,
-                ``"processes"``, any ``concurrent.futures.Executor``, or a
+                ``"processes"``, ``"workers"`` (the steps are claimed from
+                ``store`` by ``python -m microdag worker`` processes and by
+                this one; docs/workers.md), any ``concurrent.futures.Executor``, or a
                 ``distributed.Client``: the steps run on its Dask cluster,
                 their outputs stay there (see docs/distributed.md).
             max_workers: parallel steps at most (threads and processes:
@@ -427,6 +430,9 @@ class Flow:
                 default to the run's.
             force: resume even if the flow's structure changed since, or the
                 run seems live in another process.
+            lease: with ``executor="workers"``: seconds a worker's claim on a
+                step holds without a heartbeat (default 30); a worker that
+                dies loses its step after it (docs/workers.md).
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).
@@ -450,6 +456,7 @@ class Flow:
             run_id=run_id,
             resume=resume,
             force=force,
+            lease=lease,
         )
         run = execute(plan, self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":

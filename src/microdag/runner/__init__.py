@@ -56,6 +56,10 @@ def execute(
     """Run ``plan`` (the implementation of :meth:`Flow.run`; options as there,
     but a run that does not succeed is returned: the caller raises)."""
     executor = options.executor
+    if executor == "workers":
+        from .workers import run_on_workers  # (only the backend asked for loads)
+
+        return run_on_workers(plan, flow, source, inputs, options)
     if not isinstance(executor, str):
         _check_client(flow, executor)
     runner, given = prepare(plan, flow, source, inputs, options)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .._result import Run
+    from ._queue import WorkQueue
 
     #: A run's successes as columns: steps, attempts, starts, finishes (``Store.succeeded_columns``).
     Successes = tuple[Sequence[str], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
@@ -340,6 +341,20 @@ class Store:
         return render_report(
             info, tasks, graph, lambda step, item: self.logs(run_id, step, None if item < 0 else item),
             self.attempts(run_id),
+        )
+
+    def queue(self) -> "WorkQueue":
+        """The store's work queue, for runs that workers share
+        (``executor="workers"``; ``stores/_queue``): a new connection, closed
+        by its ``close``.
+
+        Raises:
+            StoreError: the store cannot be one (this one: memory and JSON
+                stores cannot; SQLite stores can).
+        """
+        raise StoreError(
+            f"{type(self).__name__} cannot share a run with workers: executor='workers' needs a store "
+            "that is a work queue, an SQLite store (store='runs.db')"
         )
 
     def close(self) -> None:

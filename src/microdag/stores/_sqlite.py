@@ -38,7 +38,7 @@ from .._records import RunInfo, TaskRecord, check_run_id, check_task
 from ._base import WORK_SECONDS, Store, _CommitTimer
 from ._files import BLOB_SIZE, doomed, drop_blobs, drop_folders, put_blob, read_blob
 from ._sqlite_file import SCHEMA, connect
-from ._sqlite_rows import _code_of, _code_text, _records, _s, _successes, _t
+from ._sqlite_rows import UPSERT, _code_of, _code_text, _records, _s, _successes, _t
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._base import Successes
+    from ._sqlite_queue import SQLiteQueue
 
 #: Task records buffered before a commit...
 GROUP = 1024
@@ -54,17 +55,6 @@ GROUP_SECONDS = 0.5
 
 #: A run's columns, in the order ``_info`` reads them.
 _RUN_COLUMNS = "id, flow, fingerprint, inputs, status, started, finished, source"
-
-_UPSERT = """
-INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, step, item) DO UPDATE SET
-    status = excluded.status, attempts = excluded.attempts, started = excluded.started,
-    finished = excluded.finished, error_type = excluded.error_type,
-    error_message = excluded.error_message, traceback = excluded.traceback,
-    output = excluded.output, output_ref = excluded.output_ref
-"""
 
 
 class SQLiteStore(Store):
@@ -202,7 +192,7 @@ class SQLiteStore(Store):
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(_UPSERT, self._pending)
+                db.executemany(UPSERT, self._pending)
                 db.executemany("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?)", self._pending_logs)
                 db.executemany("INSERT OR IGNORE INTO graphs VALUES (?, ?)", self._pending_graphs)
                 db.executemany("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -541,6 +531,11 @@ class SQLiteStore(Store):
 
         rows = self._read("SELECT graph FROM graphs WHERE fingerprint = ?", (fingerprint,))
         return json.loads(rows[0][0]) if rows else None
+
+    def queue(self) -> "SQLiteQueue":
+        from ._sqlite_queue import SQLiteQueue  # (runs shared with workers only)
+
+        return SQLiteQueue(self)
 
     def run_dir(self, run_id: str) -> str:
         return os.path.join(self.path + ".work", check_run_id(run_id))

@@ -19,9 +19,21 @@ if TYPE_CHECKING:
 
     from ._base import Successes
 
-__all__ = ["_code_of", "_code_text", "_records", "_s", "_successes", "_t"]
+__all__ = ["UPSERT", "_code_of", "_code_text", "_records", "_s", "_successes", "_t"]
 
 _TIME = (float, int, type(None))
+
+#: A task record written: a new one, or the one of its step and item replaced.
+UPSERT = """
+INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
+                   error_type, error_message, traceback, output, output_ref)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, step, item) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, started = excluded.started,
+    finished = excluded.finished, error_type = excluded.error_type,
+    error_message = excluded.error_message, traceback = excluded.traceback,
+    output = excluded.output, output_ref = excluded.output_ref
+"""
 
 
 def _code_text(code: "dict[str, str] | None") -> "str | None":
