@@ -60,9 +60,14 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
         "--executor",
         type=_executor,
         default="inline",
-        metavar="{inline,threads,processes,dask,dask://HOST:PORT}",
-        help="where steps run (default: inline); dask: a Dask cluster of worker processes on this "
+        metavar="{inline,threads,processes,workers,dask,dask://HOST:PORT}",
+        help="where steps run (default: inline); workers: by `python -m microdag worker` processes sharing "
+        "--store, and this one (docs/workers.md); dask: a Dask cluster of worker processes on this "
         "machine, dask://HOST:PORT: the Dask cluster of the scheduler there (docs/distributed.md)",
+    )
+    p.add_argument(
+        "--lease", type=float, default=None, metavar="SECONDS",
+        help="--executor workers: seconds a worker's claim holds without a heartbeat (default: 30)",
     )
     p.add_argument(
         "--workers", type=positive, metavar="N",
@@ -83,10 +88,10 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
 
 
 def _executor(text: str) -> str:
-    if text in ("inline", "threads", "processes", "dask") or (text.startswith("dask://") and len(text) > 7):
+    if text in ("inline", "threads", "processes", "workers", "dask") or (text.startswith("dask://") and len(text) > 7):
         return text
     raise argparse.ArgumentTypeError(
-        f"invalid choice: {text!r} (choose from inline, threads, processes, dask, dask://HOST:PORT)")
+        f"invalid choice: {text!r} (choose from inline, threads, processes, workers, dask, dask://HOST:PORT)")
 
 
 def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", command: str = "resume",
@@ -201,6 +206,10 @@ def _execute(
         if args.executor.startswith("dask"):
             run = _run_on_dask(flow, args, store, hooks, options)
         else:
+            if args.executor == "workers":
+                options["lease"] = args.lease
+            elif args.lease is not None:
+                raise UsageError("--lease goes with --executor workers")
             run = flow.run(
                 executor=args.executor,
                 max_workers=args.workers,
