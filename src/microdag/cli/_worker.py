@@ -153,7 +153,7 @@ def _cmd_submit(args: "argparse.Namespace") -> int:
         keep_outputs=False, cancel=None, store=store_at(args.store, create=True, codec=args.codec),
         run_id=args.run_id, resume=False, force=False, lease=args.lease,
     )
-    store, run_id, _ = submit(flow._compiled(), flow.name, flow._source, inputs, options)
+    store, run_id, _, _ = submit(flow._compiled(), flow.name, flow._source, inputs, options)
     store.close()
     print(run_id)
     return OK

@@ -45,6 +45,7 @@ from .._children import kill
 from .._errors import FlowError, Skip, StoreError
 from .._events import Event, dispatch, log
 from .._records import step_traceback
+from .._result import Run
 from .._steps import TRIGGERS
 from ..pools._attempt import Captured, invoke
 from ..stores._files import new_owner
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 
     from .._plan import _Plan
     from .._records import RunInfo
-    from .._result import Run
     from ..stores import Store
     from ..stores._queue import WorkQueue
     from ._options import RunOptions
@@ -93,9 +93,10 @@ def plan_document(plan: "_Plan", subset: "list[int] | None", on_failure: str) ->
 
 def submit(
     plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: "RunOptions"
-) -> "tuple[Store, str, list[Callable[[Any], Any]]]":
+) -> "tuple[Store, str, list[Callable[[Any], Any]], set[str] | None]":
     """Check and start a run on the store's queue (its record, its plan, its
-    first ready steps); the store, the run's id and its hooks.
+    first ready steps); the store, the run's id, its hooks and the steps
+    whose outputs its ``Run`` holds (``None``: all).
 
     Raises:
         FlowError: a problem with the options, the inputs, or the store.
@@ -107,6 +108,7 @@ def submit(
         shown = ", ".join(repr(s.name) for s in plan.steps if s.map is not None or s.cache)
         raise FlowError(f"flow {flow!r}: executor='workers' runs neither map steps nor cached steps yet ({shown})")
     runner, _ = prepare(plan, flow, source, inputs, options)
+    keep = None if runner.keep is None else {str(runner.names[i]) for i in runner.keep}
     try:
         store = runner.recorder.store  # type: ignore[union-attr]
         queue = store.queue()
@@ -117,7 +119,7 @@ def submit(
         store.release(runner.run_id)  # (the queue holds the run now, not this process)
     finally:
         release(runner)
-    return store, runner.run_id, list(runner.hooks)
+    return store, runner.run_id, list(runner.hooks), keep
 
 
 def run_on_workers(
@@ -126,7 +128,7 @@ def run_on_workers(
     """``Flow.run(executor="workers")``: submit the run, work on it with
     ``max_workers`` threads (default 1) beside the other workers, and wait for
     its end; its :class:`~microdag.Run` as the store records it."""
-    store, run_id, hooks = submit(plan, flow, source, inputs, options)
+    store, run_id, hooks, keep = submit(plan, flow, source, inputs, options)
     cancel = options.cancel
     worker = Worker(store, lambda info: plan if info.id == run_id else None, concurrency=options.max_workers or 1,
                     lease=options.lease or LEASE, only=run_id)
@@ -155,7 +157,7 @@ def run_on_workers(
     finally:
         worker.stop_after(0.0)
         queue.close()
-    run = store.load_run(run_id)
+    run = Run.from_records(store.run_info(run_id), store.tasks(run_id), lambda step: store.output(run_id, step), keep)
     if hooks:
         emit("run_finished", None, status=run.status, duration=run.duration)
     return run
