@@ -394,9 +394,9 @@ class Flow:
         Args:
             inputs: values for the flow inputs, by name.
             executor: ``"inline"`` (the caller's thread), ``"threads"``,
-                ``"processes"``, ``"workers"`` (the steps are claimed from
-                ``store`` by ``python -m microdag worker`` processes and by
-                this one; docs/workers.md), any ``concurrent.futures.Executor``, or a
+                ``"processes"``, ``"workers"`` (claimed from ``store`` by
+                ``python -m microdag worker`` processes and this one:
+                docs/workers.md), any ``concurrent.futures.Executor``, or a
                 ``distributed.Client``: the steps run on its Dask cluster,
                 their outputs stay there (see docs/distributed.md).
             max_workers: parallel steps at most (threads and processes:
@@ -431,8 +431,7 @@ class Flow:
             force: resume even if the flow's structure changed since, or the
                 run seems live in another process.
             lease: with ``executor="workers"``: seconds a worker's claim on a
-                step holds without a heartbeat (default 30); a worker that
-                dies loses its step after it (docs/workers.md).
+                step holds without a heartbeat (default 30).
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).
@@ -445,17 +444,8 @@ class Flow:
         if executor == "inline":
             _check_no_running_loop(self._name, plan)
         options = RunOptions(
-            executor=executor,
-            max_workers=max_workers,
-            targets=targets,
-            on_failure=on_failure,
-            hooks=hooks,
-            keep_outputs=keep_outputs,
-            cancel=cancel,
-            store=store,
-            run_id=run_id,
-            resume=resume,
-            force=force,
+            executor=executor, max_workers=max_workers, targets=targets, on_failure=on_failure, hooks=hooks,
+            keep_outputs=keep_outputs, cancel=cancel, store=store, run_id=run_id, resume=resume, force=force,
             lease=lease,
         )
         run = execute(plan, self._name, self._source, inputs, options)
