@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS queue (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
     due REAL NOT NULL, worker TEXT, claimed REAL, PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS queue_by_due ON queue (due);
+CREATE INDEX IF NOT EXISTS queue_by_due ON queue (state, due);
 CREATE TABLE IF NOT EXISTS queue_log (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, outcome INTEGER NOT NULL,
     PRIMARY KEY (run_id, seq)
@@ -120,6 +120,7 @@ class SQLiteQueue(WorkQueue):
         self._rows: list[tuple[Any, ...]] = []  # task records of the transaction
         self._changed = threading.Event()  # this process changed the queue
         self._version = -1
+        self._durable = True  # synchronous=FULL, as the store's own connection
         try:
             with self._lock:
                 self._db.executescript("BEGIN IMMEDIATE;" + _TABLES + "COMMIT;")
@@ -129,14 +130,19 @@ class SQLiteQueue(WorkQueue):
 
     # -- transactions ------------------------------------------------------------------
 
-    def _transaction(self, body: "Callable[[sqlite3.Connection, float], Any]") -> "Any":
+    def _transaction(self, body: "Callable[[sqlite3.Connection, float], Any]", durable: bool = True) -> "Any":
         """``body(db, now)`` in one immediate transaction; a mirror it touched
-        is dropped if it fails (the next one replays the log again)."""
+        is dropped if it fails (the next one replays the log again).  Unless
+        ``durable``, its commit is not fsync'd: a claim or a lease renewed
+        that a power cut loses is taken again (its worker is gone too)."""
         import sqlite3  # (import time: sqlite3 loads on first use)
 
         with self._lock:
             db = self._db
             try:
+                if durable is not self._durable:
+                    db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     now = db.execute(_NOW).fetchone()[0]
@@ -265,13 +271,15 @@ class SQLiteQueue(WorkQueue):
         where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
         with self._lock:  # a look first, without the write lock: most idle looks find nothing
             now = self._db.execute(_NOW).fetchone()[0]
-            if self._db.execute(f"SELECT 1 FROM queue WHERE due <= ?{where} LIMIT 1", (now, *skip)).fetchone() is None:
+            if self._db.execute(f"SELECT 1 FROM queue WHERE state IN (0, 1) AND due <= ?{where} LIMIT 1",
+                                (now, *skip)).fetchone() is None:
                 return []
 
         def body(db: "sqlite3.Connection", now: float) -> "list[Claim]":
-            rows = db.execute(
-                f"SELECT run_id, step, state, attempt, worker, claimed FROM queue WHERE due <= ?{where}"
-                " ORDER BY due LIMIT ?", (now, *skip, limit * 4 + 16)).fetchall()
+            # Steps whose lease ran out first (they have waited longest), then ready ones as they came.
+            select = f"SELECT run_id, step, state, attempt, worker, claimed FROM queue WHERE state = ? AND due <= ?{where}"
+            rows = db.execute(f"{select} LIMIT ?", (1, now, *skip, limit)).fetchall()
+            rows += db.execute(f"{select} ORDER BY due LIMIT ?", (0, now, *skip, limit * 4 + 16)).fetchall()
             claims: list[Claim] = []
             runs: dict[str, _Run | None] = {}
             for run_id, step, state, attempt, holder, claimed in rows:
@@ -297,7 +305,7 @@ class SQLiteQueue(WorkQueue):
             self._close(db, [run for run in runs.values() if run is not None], now)
             return claims
 
-        return self._transaction(body)  # type: ignore[no-any-return]
+        return self._transaction(body, durable=False)  # type: ignore[no-any-return]
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
         def body(db: "sqlite3.Connection", now: float) -> None:
@@ -307,7 +315,7 @@ class SQLiteQueue(WorkQueue):
                     c.lost = True
 
         if claims:
-            self._transaction(body)
+            self._transaction(body, durable=False)
 
     def finish(self, done: "Sequence[tuple[Claim, Outcome]]") -> "list[bool]":
         def body(db: "sqlite3.Connection", now: float) -> "list[bool]":
@@ -349,7 +357,7 @@ class SQLiteQueue(WorkQueue):
             self._changed.set()
 
         if claims:
-            self._transaction(body)
+            self._transaction(body, durable=False)
 
     def cancel(self, run_id: str) -> None:
         def body(db: "sqlite3.Connection", now: float) -> None:
