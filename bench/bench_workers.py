@@ -108,7 +108,7 @@ FLOOR = """
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
 db.execute("PRAGMA journal_mode = WAL")
-began = time.time()
+began = ended = time.time()
 while True:
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("BEGIN IMMEDIATE")
