@@ -140,16 +140,17 @@ def run_on_workers(
 
     try:
         worker.start()
-        while True:
+        over = False
+        while not over:
             if cancel is not None and cancel.is_set():
                 queue.cancel(run_id)
-            if hooks:
+            over = store.run_info(run_id).status != "running"
+            if hooks:  # (after the look at the status: what the run's last commit wrote is told too)
                 seen, records = queue.progress(run_id, seen)
                 for step, status, attempts in records:
                     emit("step_finished", step, status=status, attempt=attempts)
-            if store.run_info(run_id).status != "running":
-                break
-            queue.wait(0.05)
+            if not over:
+                queue.wait(0.05)
     except BaseException:  # Ctrl-C: the run is cancelled for every worker
         queue.cancel(run_id)
         worker.stop_after(2.0)
