@@ -284,13 +284,20 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks
 # -- commands ---------------------------------------------------------------------------------
 
 
-def _cmd_run(args: "argparse.Namespace") -> int:
+def flow_to_run(args: "argparse.Namespace") -> "tuple[Flow, dict[str, Any]]":
+    """The flow of ``FLOW`` with its inputs (``--input``, ``--inputs``), its
+    ``--target`` steps checked: what ``run`` and ``submit`` start."""
     inputs = parse_inputs(args.input, args.inputs)
     flow = load(args.flow, inputs)
     inputs = typed_inputs(flow, args.input, inputs)
     for target in args.target or ():
         if target not in flow:
             raise UsageError(_no_step(flow, target, "--target"))
+    return flow, inputs
+
+
+def _cmd_run(args: "argparse.Namespace") -> int:
+    flow, inputs = flow_to_run(args)
     store_spec = args.store or DEFAULT_STORE
     store = store_at(args.store, create=True, codec=args.codec)
     try:

@@ -8,11 +8,11 @@ on the queue and prints its id at once; ``cancel`` cancels a run for every
 worker.
 """
 
-import os
 import sys
 
-from .._cmdline import OK, UsageError, input_option, load, parse_inputs, positive
-from ._common import DEFAULT_STORE, store_at, store_options, typed_inputs
+from .._cmdline import OK, UsageError, input_option, load, positive
+from ._common import DEFAULT_STORE, store_at, store_options
+from ._run import flow_to_run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -138,16 +138,9 @@ def _cmd_submit(args: "argparse.Namespace") -> int:
     from ..runner import RunOptions  # (the run's options: the runner loads with the command)
     from ..runner.workers import submit  # (the command's own: the runner loads with it)
 
-    inputs = parse_inputs(args.input, args.inputs)
-    flow = load(args.flow, inputs)
-    inputs = typed_inputs(flow, args.input, inputs)
-    for target in args.target or ():
-        if target not in flow:
-            raise UsageError(f"--target {target}: flow {flow.name!r} has no step named {target!r}")
+    flow, inputs = flow_to_run(args)
     if (args.store or DEFAULT_STORE) == "memory":
         raise UsageError("submit needs a store workers share: --store PATH.db")
-    if args.store is None:
-        os.makedirs(os.path.dirname(DEFAULT_STORE), exist_ok=True)
     options = RunOptions(
         executor="workers", max_workers=None, targets=args.target, on_failure=args.on_failure, hooks=(),
         keep_outputs=False, cancel=None, store=store_at(args.store, create=True, codec=args.codec),
