@@ -2,8 +2,12 @@
 each store, and the resume of a run that stopped at 90%.
 
 - ``test_store_overhead``: ``flow.run(store=...)`` with no store, a
-  ``MemoryStore``, a ``JSONStore`` and an ``SQLiteStore`` (a fresh store per
-  round, files in a temporary directory); ``extra_info["us_per_step"]``.
+  ``MemoryStore``, a ``JSONStore``, an ``SQLiteStore`` and a ``PostgresStore``
+  (a fresh store per round: files in a temporary directory, a new database on
+  the tests' PostgreSQL server, ``tests/pgserver.py``, on this machine);
+  ``extra_info["us_per_step"]``;
+- ``test_store_1k``: the same for a run of 1,000 tiny steps (where the
+  per-run costs show: opening the run, the last commit).
 - ``test_resume_decision``: a run whose steps after the first 90% failed is
   resumed and stopped (Ctrl-C from a hook) when it starts the first step it
   runs again; ``extra_info["decision_us_per_recorded_step"]`` is the time
@@ -16,7 +20,9 @@ The smoke run (benchmarks disabled) uses 2,000 steps.
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any
@@ -25,13 +31,23 @@ import pytest
 
 import microdag
 from bench_flow import add_up, disabled, layered_deps
-from microdag.stores import JSONStore, MemoryStore, SQLiteStore
+from microdag.stores import JSONStore, MemoryStore, PostgresStore, SQLiteStore
+
+
+def postgres_store(folder: str) -> PostgresStore:
+    """A store in a new database of the tests' PostgreSQL server (skipped where there is none)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from support import postgres_url  # (the tests' server: started once, stopped at exit)
+
+    return PostgresStore(postgres_url())
+
 
 STORES = {
     "none": lambda d: None,
     "memory": lambda d: MemoryStore(),
     "json": lambda d: JSONStore(d + "/store"),
     "sqlite": lambda d: SQLiteStore(d + "/runs.db"),
+    "postgres": postgres_store,
 }
 
 
@@ -56,19 +72,34 @@ def flow_of(n: int) -> microdag.Flow:
 @pytest.mark.parametrize("kind", list(STORES))
 def test_store_overhead(benchmark: Any, kind: str, request: pytest.FixtureRequest) -> None:
     n = 2_000 if disabled(request) else 50_000
+    _timed_runs(benchmark, kind, n, 1 if n == 2_000 else 3)
+
+
+@pytest.mark.benchmark(group="durable-1k-tiny")
+@pytest.mark.parametrize("kind", list(STORES))
+def test_store_1k(benchmark: Any, kind: str, request: pytest.FixtureRequest) -> None:
+    _timed_runs(benchmark, kind, 1_000, 1 if disabled(request) else 7)
+
+
+def _timed_runs(benchmark: Any, kind: str, n: int, rounds: int) -> None:
+    """``rounds`` runs of the ``n``-step flow, each with a fresh store of ``kind`` (closed after)."""
     flow = flow_of(n)
     dirs: list[Any] = []
+    stores: list[Any] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         folder = tempfile.TemporaryDirectory()
         dirs.append(folder)
-        return (), {"store": STORES[kind](folder.name)}
+        stores.append(STORES[kind](folder.name))
+        return (), {"store": stores[-1]}
 
-    run = benchmark.pedantic(lambda store: flow.run(store=store), setup=setup,
-                             rounds=1 if n == 2_000 else 3, iterations=1)
+    run = benchmark.pedantic(lambda store: flow.run(store=store), setup=setup, rounds=rounds, iterations=1)
     assert run.status == "succeeded"
     if benchmark.stats:
         benchmark.extra_info["us_per_step"] = round(benchmark.stats.stats.median / n * 1e6, 3)
+    for store in stores:
+        if store is not None:
+            store.close()
     for folder in dirs:
         folder.cleanup()
 

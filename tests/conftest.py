@@ -6,6 +6,11 @@
 - ``store``: a new store of each of :data:`support.STORE_KINDS` in the test's
   ``tmp_path``, closed at teardown. A module that needs more (codecs, no store
   at all) parametrizes :func:`support.make_store` itself.
+- ``postgres``: the URL of a new empty database on the tests' PostgreSQL
+  server (``pgserver``: a throwaway server started once per session, or the
+  one ``MICRODAG_TEST_POSTGRES`` names), so that tests never see each other's
+  runs; skipped where there is no PostgreSQL, an error in CI. The server is
+  stopped and its folder removed when the session ends (Ctrl-C too).
 - ``warm_forkserver``: the forkserver started once, so that timing bounds do
   not pay for it.
 - ``twin``: the kernel module of each twin. The ``c`` case imports the
@@ -22,9 +27,25 @@ from types import ModuleType
 import pytest
 
 import flowsteps
+import pgserver
 from microdag import Flow
 from microdag.stores import Store
-from support import EXECUTORS, NO_EXTENSIONS, STORE_KINDS, executor_for, make_store
+from support import EXECUTORS, NO_EXTENSIONS, STORE_KINDS, executor_for, make_store, postgres_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_server() -> Iterator[None]:
+    """Stops the tests' PostgreSQL server at the end of the session, if a test started one."""
+    try:
+        yield
+    finally:
+        pgserver.stop()
+
+
+@pytest.fixture
+def postgres() -> str:
+    """The ``postgresql://`` URL of a new empty database (see the module docs)."""
+    return postgres_url()
 
 
 @pytest.fixture(params=["c", "py"])

@@ -433,9 +433,9 @@ def main(argv: "list[str]") -> None:
     spec, marks, executor, layers, width, sleep, group = argv[:7]
     if int(group) > 0:
         import microdag.stores._json as json_store
-        import microdag.stores._sqlite as sqlite_store
+        import microdag.stores._sql as sql_store
 
-        json_store.GROUP = sqlite_store.GROUP = int(group)
+        json_store.GROUP = sql_store.GROUP = int(group)
     flow = crash_flow(int(layers), int(width))
 
     def announce(event):

@@ -38,8 +38,13 @@ NO_EXTENSIONS = os.environ.get("MICRODAG_NO_EXTENSIONS", "").strip().lower() not
 # of the caller's (flowsteps.WrappedExecutor, which has no _max_workers).
 BACKENDS = ("inline", "threads", "processes")
 EXECUTORS = (*BACKENDS, "executor")
-STORE_KINDS = ("memory", "json", "sqlite")
-PERSISTENT = ("json", "sqlite")
+# "postgres": a database on the tests' PostgreSQL server (pgserver); its tests skip where there is
+# none, and fail in CI, where there must be one.
+STORE_KINDS = ("memory", "json", "sqlite", "postgres")
+PERSISTENT = ("json", "sqlite", "postgres")
+FILE_STORES = ("json", "sqlite")
+#: Whether a missing PostgreSQL fails the tests that need it (CI) instead of skipping them.
+IN_CI = bool(os.environ.get("CI"))
 
 
 def executor_value(name: str) -> object:
@@ -63,7 +68,12 @@ def executor_for(name: str) -> "Iterator[object]":
 
 def make_store(kind: str, where: "str | os.PathLike[str]", codec: str = "json") -> Store:
     """A new store of ``kind`` (one of :data:`STORE_KINDS`) in the folder ``where``:
-    a JSON store is ``where/store``, an SQLite one ``where/runs.db``."""
+    a JSON store is ``where/store``, an SQLite one ``where/runs.db``, a PostgreSQL
+    one a database of its own for ``where`` (the same one each time)."""
+    if kind == "postgres":
+        from microdag.stores import PostgresStore
+
+        return PostgresStore(postgres_for(where), codec=codec)
     if kind == "memory":
         return MemoryStore(codec=codec)
     if kind == "json":
@@ -71,6 +81,37 @@ def make_store(kind: str, where: "str | os.PathLike[str]", codec: str = "json") 
     if kind == "sqlite":
         return SQLiteStore(Path(where) / "runs.db", codec=codec)
     raise ValueError(f"no store kind {kind!r}")
+
+
+_DATABASES: "dict[str, str]" = {}
+
+
+def postgres_for(where: "str | os.PathLike[str]") -> str:
+    """The URL of the database of the folder ``where`` (made on first use: :func:`postgres_url`)."""
+    key = os.path.abspath(where)
+    if key not in _DATABASES:
+        _DATABASES[key] = postgres_url()
+    return _DATABASES[key]
+
+
+def store_spec(kind: str, where: "str | os.PathLike[str]") -> str:
+    """The spec of the store :func:`make_store` makes of ``kind`` in ``where``."""
+    if kind == "postgres":
+        return postgres_for(where)
+    return {"memory": "memory", "json": f"json:{Path(where) / 'store'}", "sqlite": str(Path(where) / "runs.db")}[kind]
+
+
+def postgres_url() -> str:
+    """The URL of a new empty database on the tests' PostgreSQL server (``pgserver``):
+    skips the test where there is none, and fails it in CI, where there must be one."""
+    import pgserver  # (only the PostgreSQL tests start a server)
+
+    why = pgserver.missing()
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"CI runs the PostgreSQL tests, but {why}")
+        pytest.skip(why)
+    return pgserver.new_database()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> "tuple[int, str, str]":

@@ -27,6 +27,7 @@ HEAVY = {
     "logging",
     "multiprocessing",
     "sqlite3",
+    "psycopg",
     "subprocess",
     "tomllib",
     "typing",

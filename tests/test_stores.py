@@ -1,6 +1,6 @@
 """Contract tests for the run stores.
 
-One suite, run against every store (memory, JSON files, SQLite; with the
+One suite, run against every store (memory, JSON files, SQLite, PostgreSQL; with the
 pickle codec too where the codec matters), holds each to the ``Store``
 contract of ``microdag.stores._base``: what is saved reads back exactly, big
 outputs are kept once by SHA-256, ``prune`` deletes runs and only their blobs,
@@ -29,6 +29,7 @@ import microdag
 from microdag.stores import (
     JSONStore,
     MemoryStore,
+    PostgresStore,
     RunInfo,
     SQLiteStore,
     Store,
@@ -37,7 +38,7 @@ from microdag.stores import (
     open_store,
 )
 from microdag.stores._base import BLOB_SIZE, StoredError
-from support import PERSISTENT
+from support import FILE_STORES, PERSISTENT
 from support import STORE_KINDS as KINDS
 from support import make_store as make
 
@@ -53,12 +54,15 @@ class Point:
 
 
 def reopen(store: Store) -> Store:
-    """A new store object on the same path (what another process would see)."""
-    return type(store)(store.path, codec=store.codec)  # type: ignore[attr-defined, call-arg]
+    """A new store object on the same path or database (what another process would see)."""
+    return type(store)(getattr(store, "conninfo", None) or store.path, codec=store.codec)  # type: ignore[attr-defined, call-arg]
 
 
 def blob_files(store: Store) -> dict[str, bytes]:
-    """Every file under the store's blobs directory: name -> content."""
+    """Every blob of the store (a file under its blobs directory; a row of PostgreSQL's
+    ``blobs``): name -> content."""
+    if isinstance(store, PostgresStore):
+        return {sha: bytes(data) for sha, data in store._read("SELECT sha, data FROM blobs")}
     root = Path(store.blobs) if isinstance(store, SQLiteStore) else Path(store.path) / "blobs"  # type: ignore[attr-defined]
     if not root.exists():
         return {}
@@ -66,7 +70,9 @@ def blob_files(store: Store) -> dict[str, bytes]:
 
 
 def blob_paths(store: Store) -> list[Path]:
-    """Every file under the store's blobs directory."""
+    """Every file under the store's blobs directory (none in a database)."""
+    if isinstance(store, PostgresStore):
+        return []
     root = Path(store.blobs) if isinstance(store, SQLiteStore) else Path(store.path) / "blobs"  # type: ignore[attr-defined]
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
@@ -645,7 +651,7 @@ def test_open_store_specs(tmp_path: Path) -> None:
     sq.close()
 
 
-@pytest.mark.parametrize("spec", ["postgres://host/runs", "runs.txt", "runs", "", "mem", 42])
+@pytest.mark.parametrize("spec", ["postgre://host/runs", "runs.txt", "runs", "", "mem", 42])
 def test_open_store_unknown_spec_is_a_value_error(spec: object) -> None:
     with pytest.raises(ValueError) as info:
         open_store(spec)  # type: ignore[arg-type]
@@ -659,7 +665,7 @@ def test_an_unknown_codec_is_a_value_error(kind: str, tmp_path: Path) -> None:
         make(kind, tmp_path, codec="yaml")
 
 
-@pytest.mark.parametrize("kind", PERSISTENT)
+@pytest.mark.parametrize("kind", FILE_STORES)  # (a database has no directory)
 def test_a_store_in_a_missing_directory_is_a_store_error_naming_it(kind: str, tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such"
     with pytest.raises(StoreError, match=re.escape(str(missing))):
@@ -823,7 +829,7 @@ def _make_writable(root: Path) -> None:
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root ignores file permissions")
-@pytest.mark.parametrize("kind", PERSISTENT)
+@pytest.mark.parametrize("kind", FILE_STORES)  # (file permissions)
 def test_a_read_only_store_reads_but_refuses_writes(kind: str, tmp_path: Path) -> None:
     s = make(kind, tmp_path)
     s.begin(new_run())
@@ -849,7 +855,7 @@ def test_a_read_only_store_reads_but_refuses_writes(kind: str, tmp_path: Path) -
 
 
 @pytest.mark.skipif(AS_ROOT, reason="root ignores file permissions")
-@pytest.mark.parametrize("kind", PERSISTENT)
+@pytest.mark.parametrize("kind", FILE_STORES)  # (file permissions)
 def test_a_store_that_cannot_write_a_big_output_says_so_with_a_store_error(kind: str, tmp_path: Path) -> None:
     s = make(kind, tmp_path)
     s.begin(new_run())

@@ -2,15 +2,23 @@
 
 A store's methods are the whole contract between the runner's recorder and
 durable state (the contract tests in ``tests/test_stores.py`` hold every
-store to it):
+store to it), in two parts along its seam:
 
-- :meth:`Store.begin` records a new run (``status="running"``);
-- :meth:`Store.save` upserts task records; a store may buffer them, but
-  :meth:`Store.flush` and :meth:`Store.finish` make everything saved so far
-  durable (committed and fsync'd) before they return;
-- :meth:`Store.run_info`, :meth:`Store.tasks`, :meth:`Store.output`,
-  :meth:`Store.list_runs` and :meth:`Store.load_run` read back;
-- :meth:`Store.prune` deletes old runs and the outputs only they used.
+- :class:`Writer`, the write side the recorder uses: :meth:`Writer.begin`
+  records a new run (``status="running"``); :meth:`Writer.save` upserts task
+  records (a store may buffer them, but :meth:`Writer.flush` and
+  :meth:`Writer.finish` make everything saved so far durable, committed and
+  fsync'd, before they return); logs, retried attempts, the flow's graph, the
+  cache, and the claim on a run (``claim``/``release``, over the store's
+  atomic ``_update_owner``);
+- :class:`Store`, the writer plus the reading primitives each store answers
+  (``run_info``, ``tasks``, ``list_runs``, ``attempts``, ``attempt_logs``,
+  ``graph``, ``owner``) and ``prune``, which deletes old runs and the outputs
+  only they used.  What is built on the primitives (reports, ``load_run``,
+  logs, summaries) is ``_read``'s, once, for every store.
+
+The work queue of ``executor="workers"`` is a third part beside these
+(``_queue``): :meth:`Store.queue` answers it where the store can be one.
 
 Outputs travel encoded (``bytes``, by the store's codec: ``_codec``); the
 store holds encoded outputs below ``BLOB_SIZE`` inline and bigger ones once
@@ -21,6 +29,7 @@ each under their SHA-256 (``_files``).  The records are those of
 
 from .._errors import StoreError
 from .._records import RunInfo, StoredError, TaskRecord
+from . import _read
 from ._codec import CODECS, decode, encode
 from ._files import BLOB_SIZE, HELD, alive, new_owner
 
@@ -35,7 +44,7 @@ if TYPE_CHECKING:
     #: A run's successes as columns: steps, attempts, starts, finishes (``Store.succeeded_columns``).
     Successes = tuple[Sequence[str], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
 
-__all__ = ["BLOB_SIZE", "WORK_SECONDS", "RunInfo", "Store", "StoreError", "StoredError", "TaskRecord"]
+__all__ = ["BLOB_SIZE", "WORK_SECONDS", "RunInfo", "Store", "StoreError", "StoredError", "TaskRecord", "Writer"]
 
 #: Buffered records are committed once the successes among them hold this
 #: many seconds of step time (the sum of their durations): what a crash can
@@ -75,8 +84,11 @@ class _CommitTimer:
             timer.cancel()
 
 
-class Store:
-    """Where runs are kept.  Subclasses implement the storage; see the module docs.
+class Writer:
+    """The write side of a store: what the runner's recorder needs to keep a
+    run (records, logs, retried attempts, the flow's graph, the cache, the
+    claim on a run).  A new store implements these and :class:`Store`'s few
+    reading primitives; see the module docs.
 
     Args:
         codec: ``"json"`` (default) or ``"pickle"`` (trusted data only).
@@ -87,8 +99,6 @@ class Store:
             raise ValueError(f"unknown codec {codec!r}: expected 'json' or 'pickle'")
         self.codec: str = codec or "json"
         self._claims: dict[str, str] = {}  # run id -> the owner token this object holds
-
-    # -- codecs ----------------------------------------------------------------
 
     def encode(self, value: "Any", what: str) -> bytes:
         """Encode an output (or the inputs) with the store's codec; ``what``
@@ -128,8 +138,6 @@ class Store:
 
         return sha256(data).hexdigest()  # type: ignore[no-any-return]
 
-    # -- the interface -------------------------------------------------------------
-
     def begin(self, info: RunInfo) -> None:
         """Record a new run.
 
@@ -157,76 +165,32 @@ class Store:
         """
         raise NotImplementedError
 
-    def run_info(self, run_id: str) -> RunInfo:
-        """The run's record.
-
-        Raises:
-            StoreError: no such run.
-        """
-        raise NotImplementedError
-
-    def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
-        """Every task record of the run, in the order they were first saved
-        (without their outputs when ``outputs`` is false)."""
-        raise NotImplementedError
-
-    def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
-        """The runs, newest first; only those of ``flow`` when given."""
-        raise NotImplementedError
-
-    def task_summary(self, run_id: str, first: int, worst: int) -> "tuple[dict[str, int], list[TaskRecord]]":
-        """What ``show`` prints of a big run without reading all of it: the
-        count of each task status, and the first ``first`` task records with
-        up to ``worst`` of those that failed or were cancelled, each once, in
-        :meth:`tasks`' order.  The SQLite store answers from its index; this
-        version reads every record.
-
-        Raises:
-            StoreError: no such run.
-        """
-        records = self.tasks(run_id)
-        counts: dict[str, int] = {}
-        for r in records:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        bad = [n for n, r in enumerate(records) if r.status in ("failed", "cancelled")][:worst]
-        return counts, [records[n] for n in sorted(set(range(min(first, len(records)))) | set(bad))]
-
-    def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
-        """Delete runs that started more than ``older_than`` seconds ago, keeping
-        the ``keep_last`` newest of each flow; return how many were deleted."""
-        raise NotImplementedError
-
     def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
         """Keep what one attempt of a task printed and logged (committed with the records)."""
         raise NotImplementedError
 
-    def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
-        """``(attempt, text)`` of every attempt of a task that printed or logged."""
+    def save_attempt(
+        self, run_id: str, step: str, item: int, attempt: int, started: float, finished: float,
+        error_type: str, error_message: str,
+    ) -> None:
+        """Keep the times and error of an attempt that failed and was retried
+        (a task's own record holds its last attempt only); durable with the
+        next commit."""
         raise NotImplementedError
 
-    def logs(self, run_id: str, step: str, item: "int | None" = None) -> str:
-        """What a step (or item ``item`` of a map step) printed and logged, all
-        attempts in order, each under an ``--- attempt N ---`` line when there are
-        several.
+    def save_graph(self, fingerprint: str, graph: str) -> None:
+        """Keep the structure of the flow with ``fingerprint`` (JSON text:
+        ``{"nodes": [names], "deps": [[node indices], ...]}``), once per structure;
+        durable with the next commit, as :meth:`save` is."""
+        raise NotImplementedError
 
-        Raises:
-            StoreError: no such run.
-        """
-        self.run_info(run_id)
-        parts = self.attempt_logs(run_id, step, -1 if item is None else item)
-        if len(parts) == 1:
-            return parts[0][1]
-        return "".join(f"--- attempt {attempt} ---\n{text}" for attempt, text in parts)
+    def cache_get(self, key: str) -> "tuple[bytes, float] | None":
+        """The cached encoded output under ``key`` and when it was made, or ``None``."""
+        raise NotImplementedError
 
-    def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
-        """Which of ``tasks`` (``(step, item)``) have logs: for the UI's views
-        of big runs, one read where the store can (its :meth:`_logged`)."""
-        return self._logged(run_id, tasks)
-
-    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
-        """:meth:`logged`, for a store to answer its own way (this default asks
-        each task)."""
-        return {task for task in tasks if self.attempt_logs(run_id, *task)}
+    def cache_put(self, key: str, output: bytes, created: float) -> None:
+        """Cache an encoded output under ``key`` (durable with the next commit)."""
+        raise NotImplementedError
 
     def claim(self, run_id: str, force: bool = False) -> None:
         """Take run ``run_id`` for this store object (to resume it), atomically:
@@ -273,16 +237,6 @@ class Store:
         finally:
             HELD.discard(token)
 
-    def owner(self, run_id: str) -> "str | None":
-        """Who holds run ``run_id`` now: ``"host:pid#nonce"`` of the process
-        running or resuming it, or ``None`` (read only: by the time the answer
-        is used, that process may have ended).
-
-        Raises:
-            StoreError: no such run.
-        """
-        raise NotImplementedError
-
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
     ) -> "tuple[str | None, str | None]":
@@ -294,21 +248,39 @@ class Store:
         """
         raise NotImplementedError
 
-    def cache_get(self, key: str) -> "tuple[bytes, float] | None":
-        """The cached encoded output under ``key`` and when it was made, or ``None``."""
+    def run_dir(self, run_id: str) -> "str | None":
+        """Where the run's steps keep files (``microdag.context().run_dir``), or
+        ``None`` for a temporary directory."""
+        return None
+
+    def close(self) -> None:
+        """Flush and let go of files."""
+
+
+class Store(Writer):
+    """Where runs are kept: the write side (:class:`Writer`) and the reads.
+    A store answers the primitives (``run_info``, ``tasks``, ``list_runs``,
+    ``attempts``, ``attempt_logs``, ``graph``, ``owner``) and ``prune``; the
+    rest are ``_read``'s functions of a store, which a store may answer its
+    own faster way by overriding the method."""
+
+    # -- reading primitives: each store answers them -------------------------------
+
+    def run_info(self, run_id: str) -> RunInfo:
+        """The run's record.
+
+        Raises:
+            StoreError: no such run.
+        """
         raise NotImplementedError
 
-    def cache_put(self, key: str, output: bytes, created: float) -> None:
-        """Cache an encoded output under ``key`` (durable with the next commit)."""
+    def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
+        """Every task record of the run, in the order they were first saved
+        (without their outputs when ``outputs`` is false)."""
         raise NotImplementedError
 
-    def save_attempt(
-        self, run_id: str, step: str, item: int, attempt: int, started: float, finished: float,
-        error_type: str, error_message: str,
-    ) -> None:
-        """Keep the times and error of an attempt that failed and was retried
-        (a task's own record holds its last attempt only); durable with the
-        next commit."""
+    def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
+        """The runs, newest first; only those of ``flow`` when given."""
         raise NotImplementedError
 
     def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
@@ -316,32 +288,23 @@ class Store:
         finished, error type, error message)``, by step, item and attempt."""
         raise NotImplementedError
 
-    def save_graph(self, fingerprint: str, graph: str) -> None:
-        """Keep the structure of the flow with ``fingerprint`` (JSON text:
-        ``{"nodes": [names], "deps": [[node indices], ...]}``), once per structure;
-        durable with the next commit, as :meth:`save` is."""
+    def attempt_logs(self, run_id: str, step: str, item: int) -> "list[tuple[int, str]]":
+        """``(attempt, text)`` of every attempt of a task that printed or logged."""
         raise NotImplementedError
 
     def graph(self, fingerprint: str) -> "dict[str, Any] | None":
         """The structure kept by :meth:`save_graph`, or ``None``."""
         raise NotImplementedError
 
-    def report(self, run_id: str) -> str:
-        """One self-contained HTML page on the run: its DAG coloured by status,
-        a timeline of its tasks, each step's error and logs.
+    def owner(self, run_id: str) -> "str | None":
+        """Who holds run ``run_id`` now: ``"host:pid#nonce"`` of the process
+        running or resuming it, or ``None`` (read only: by the time the answer
+        is used, that process may have ended).
 
         Raises:
             StoreError: no such run.
         """
-        from .._render import render_report  # (a report only)
-
-        info = self.run_info(run_id)
-        tasks = self.tasks(run_id, outputs=False)
-        graph = self.graph(info.fingerprint)
-        return render_report(
-            info, tasks, graph, lambda step, item: self.logs(run_id, step, None if item < 0 else item),
-            self.attempts(run_id),
-        )
+        raise NotImplementedError
 
     def queue(self) -> "WorkQueue":
         """The store's work queue, for runs that workers share
@@ -349,23 +312,49 @@ class Store:
         by its ``close``.
 
         Raises:
-            StoreError: the store cannot be one (this one: memory and JSON
-                stores cannot; SQLite stores can).
+            StoreError: the store cannot be one (memory and JSON stores cannot).
         """
         raise StoreError(
             f"{type(self).__name__} cannot share a run with workers: executor='workers' needs a store "
             "that is a work queue, an SQLite store (store='runs.db')"
         )
 
-    def close(self) -> None:
-        """Flush and let go of files."""
+    def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
+        """Delete runs that started more than ``older_than`` seconds ago, keeping
+        the ``keep_last`` newest of each flow; return how many were deleted."""
+        raise NotImplementedError
 
-    def run_dir(self, run_id: str) -> "str | None":
-        """Where the run's steps keep files (``microdag.context().run_dir``), or
-        ``None`` for a temporary directory."""
-        return None
+    # -- reads built on them (stores/_read.py) -------------------------------------------
 
-    # -- shared reading ------------------------------------------------------------
+    def task_summary(self, run_id: str, first: int, worst: int) -> "tuple[dict[str, int], list[TaskRecord]]":
+        """What ``show`` prints of a big run (``_read.task_summary``).
+
+        Raises:
+            StoreError: no such run.
+        """
+        return _read.task_summary(self, run_id, first, worst)
+
+    def logs(self, run_id: str, step: str, item: "int | None" = None) -> str:
+        """What a step (or item ``item`` of a map step) printed and logged, all
+        attempts in order (``_read.logs``).
+
+        Raises:
+            StoreError: no such run.
+        """
+        return _read.logs(self, run_id, step, item)
+
+    def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+        """Which of ``tasks`` (``(step, item)``) have logs: for the UI's views
+        of big runs, one read where the store can."""
+        return _read.logged(self, run_id, tasks)
+
+    def report(self, run_id: str) -> str:
+        """One self-contained HTML page on the run (``_read.report``).
+
+        Raises:
+            StoreError: no such run.
+        """
+        return _read.report(self, run_id)
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
         """The decoded output of a task.
@@ -373,28 +362,15 @@ class Store:
         Raises:
             KeyError: the task has no stored output.
         """
-        for record in self.tasks(run_id):
-            if record.step == step and record.item == item and record.output is not None:
-                return self.decode(record.output)
-        raise KeyError(f"run {run_id} has no stored output for step {step!r}")
+        return _read.output(self, run_id, step, item)
 
     def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
         """The decoded outputs of several steps (those with one), in one read."""
-        out = {}
-        for step in steps:
-            try:
-                out[step] = self.output(run_id, step)
-            except KeyError:
-                pass
-        return out
+        return _read.outputs(self, run_id, steps)
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
         """Per step that succeeded (not map items): its attempts, start and finish."""
-        return {
-            r.step: (r.attempts, r.started, r.finished)
-            for r in self.tasks(run_id, outputs=False)
-            if r.item < 0 and r.status == "succeeded"
-        }
+        return _read.succeeded(self, run_id)
 
     def succeeded_count(self, run_id: str) -> int:
         """How many steps (not map items) of the run succeeded."""
@@ -403,18 +379,8 @@ class Store:
     def succeeded_columns(self, run_id: str) -> "Successes":
         """:meth:`succeeded` as four columns: steps, attempts, starts and
         finishes (what a resume reads; a store that can read them without a
-        record or a tuple per step does, in its :meth:`_succeeded_columns`)."""
-        return self._succeeded_columns(run_id)
-
-    def _succeeded_columns(self, run_id: str) -> "Successes":
-        """:meth:`succeeded_columns`, for a store to answer its own way (a
-        resume reads a million of them; this default goes through
-        :meth:`succeeded`)."""
-        found = self.succeeded(run_id)
-        if not found:
-            return (), (), (), ()
-        attempts, started, finished = zip(*found.values())
-        return tuple(found), attempts, started, finished
+        record or a tuple per step does)."""
+        return _read.succeeded_columns(self, run_id)
 
     def load_run(self, run_id: str) -> "Run":
         """The run as a :class:`~microdag.Run`; outputs are decoded when read.
@@ -422,7 +388,4 @@ class Store:
         Raises:
             StoreError: no such run.
         """
-        from .._result import Run  # (load_run only: the reading commands need no Run)
-
-        info = self.run_info(run_id)
-        return Run.from_records(info, self.tasks(run_id), lambda step: self.output(run_id, step))
+        return _read.load_run(self, run_id)

@@ -381,7 +381,7 @@ class JSONStore(Store):
                             out.append((int(attempt), _text(f.read())))
         return sorted(out)
 
-    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+    def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
         folder = os.path.join(self._run_dir(run_id), "logs")
         try:
             names = os.listdir(folder)

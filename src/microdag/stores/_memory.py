@@ -120,7 +120,7 @@ class MemoryStore(Store):
                 (a, text) for (r, s, i, a), text in self._logs.items() if (r, s, i) == (run_id, step, item)
             )
 
-    def _logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
+    def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
         with self._lock:
             found = {(s, i) for (r, s, i, _), _text in self._logs.items() if r == run_id}
         return found.intersection(tasks)

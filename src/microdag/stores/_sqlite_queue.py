@@ -38,7 +38,8 @@ from .._records import run_status
 from ._files import BLOB_SIZE, put_blob, read_blob
 from ._queue import CANCELLED, FAILED, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
 from ._sqlite_file import connect
-from ._sqlite_rows import UPSERT, _s, _t
+from ._sql import UPSERT
+from ._sqlite_rows import _s, _t
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

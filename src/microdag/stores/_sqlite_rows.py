@@ -1,12 +1,13 @@
-"""The SQLite store's rows: values as SQLite keeps them, and rows read back as checked records.
+"""The SQL stores' rows: values as SQLite keeps them, and rows read back as checked records.
 
 Text SQLite cannot take as UTF-8 goes in as bytes and comes back whole
 (:func:`_t`, :func:`_s`); a run's code digests are one JSON text
 (:func:`_code_text`, :func:`_code_of`); ``tasks`` rows become
 :class:`TaskRecord` s a column at a time when every value has a type it may
 have, else row by row, naming what is damaged (:func:`_records`,
-:func:`_successes`).  No I/O: ``_sqlite`` reads and writes, this module
-only converts.
+:func:`_successes`).  No I/O: ``_sql`` reads and writes, this module
+only converts.  The PostgreSQL store reads its rows with the same functions,
+given its own ``texts`` (``_postgres``: what PostgreSQL cannot keep as text).
 """
 
 from .._errors import StoreError
@@ -19,21 +20,9 @@ if TYPE_CHECKING:
 
     from ._base import Successes
 
-__all__ = ["UPSERT", "_code_of", "_code_text", "_records", "_s", "_successes", "_t"]
+__all__ = ["_code_of", "_code_text", "_records", "_s", "_successes", "_t", "_texts"]
 
 _TIME = (float, int, type(None))
-
-#: A task record written: a new one, or the one of its step and item replaced.
-UPSERT = """
-INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, step, item) DO UPDATE SET
-    status = excluded.status, attempts = excluded.attempts, started = excluded.started,
-    finished = excluded.finished, error_type = excluded.error_type,
-    error_message = excluded.error_message, traceback = excluded.traceback,
-    output = excluded.output, output_ref = excluded.output_ref
-"""
 
 
 def _code_text(code: "dict[str, str] | None") -> "str | None":
@@ -83,34 +72,41 @@ def _texts(column: "tuple[Any, ...]") -> "tuple[Any, ...]":
     return tuple(map(_s, column)) if set(map(type, column)) - {str, type(None)} else column
 
 
-def _records(rows: "list[tuple[Any, ...]]", one: "Callable[[tuple[Any, ...]], TaskRecord]") -> "list[TaskRecord]":
+def _records(
+    rows: "list[tuple[Any, ...]]", one: "Callable[[tuple[Any, ...]], TaskRecord]",
+    texts: "Callable[[tuple[Any, ...]], tuple[Any, ...]]" = _texts,
+) -> "list[TaskRecord]":
     """``tasks`` rows as checked :class:`TaskRecord` s: a column at a time
     when every field has a type it may have (a big run's million rows),
-    else row by row with ``one``, which names what is damaged."""
+    else row by row with ``one``, which names what is damaged; ``texts``
+    reads a text column as the database keeps it (:func:`_texts`)."""
     if not rows:
         return []
     columns = list(zip(*rows))
     for k in (0, 2, 6, 7, 8):  # the text columns
-        columns[k] = _texts(columns[k])
+        columns[k] = texts(columns[k])
     step, item, status, attempts, started, finished, etype, emsg, tb, output, ref = columns
     times = set(map(type, started)) | set(map(type, finished))
-    texts = set(map(type, etype)) | set(map(type, emsg)) | set(map(type, tb))
+    kinds = set(map(type, etype)) | set(map(type, emsg)) | set(map(type, tb))
     if not (set(map(type, step)) == set(map(type, status)) == {str} and set(map(type, item)) == {int}
             and set(map(type, attempts)) == {int} and min(item) >= -1 and min(attempts) >= 0
-            and times <= {float, int, type(None)} and texts <= {str, type(None)}
+            and times <= {float, int, type(None)} and kinds <= {str, type(None)}
             and set(map(type, output)) <= {bytes, type(None)} and ref.count(None) == len(ref)):
         return [one(row) for row in rows]  # (a REAL column never holds NaN: SQLite makes it NULL)
     return list(map(TaskRecord, step, item, status, attempts, started, finished, etype, emsg, tb, output))
 
 
-def _successes(rows: "list[tuple[Any, ...]]", damaged: "Callable[[str], str]") -> "Successes":
+def _successes(
+    rows: "list[tuple[Any, ...]]", damaged: "Callable[[str], str]",
+    texts: "Callable[[tuple[Any, ...]], tuple[Any, ...]]" = _texts,
+) -> "Successes":
     """``(step, attempts, started, finished)`` rows as four checked columns
     (``damaged(step)``: the message of a step whose record is damaged)."""
     if not rows:
         return (), (), (), ()
     steps, attempts, started, finished = zip(*rows)
     del rows
-    steps = _texts(steps)
+    steps = texts(steps)
     if (set(map(type, steps)) != {str} or set(map(type, attempts)) != {int}
             or not set(map(type, started)) | set(map(type, finished)) <= set(_TIME)):
         for step, tries, start, end in zip(steps, attempts, started, finished):
