@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["GROUP", "GROUP_SECONDS", "UPSERT", "SQLStore"]
+__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "UPSERT", "SQLStore"]
 
 #: Task records buffered before a commit...
 GROUP = 1024
@@ -54,10 +54,10 @@ ON CONFLICT (run_id, step, item) DO UPDATE SET
     error_message = excluded.error_message, traceback = excluded.traceback,
     output = excluded.output, output_ref = excluded.output_ref
 """
-_LOGS = ("INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
+LOGS = ("INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
          " ON CONFLICT (run_id, step, item, attempt) DO UPDATE SET text = excluded.text")
 _GRAPHS = "INSERT INTO graphs VALUES (?, ?) ON CONFLICT (fingerprint) DO NOTHING"
-_ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step, item, attempt)"
+ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step, item, attempt)"
              " DO UPDATE SET started = excluded.started, finished = excluded.finished,"
              " error_type = excluded.error_type, error_message = excluded.error_message")
 _OWNERS = "INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner"
@@ -214,11 +214,11 @@ class SQLStore(SQLReader):
             if self._pending:
                 db.executemany(UPSERT, self._pending)
             if self._pending_logs:
-                db.executemany(_LOGS, self._pending_logs)
+                db.executemany(LOGS, self._pending_logs)
             if self._pending_graphs:
                 db.executemany(_GRAPHS, self._pending_graphs)
             if self._pending_attempts:
-                db.executemany(_ATTEMPTS, self._pending_attempts)
+                db.executemany(ATTEMPTS, self._pending_attempts)
             for sql, params in statements or ():
                 db.execute(sql, params)
 
