@@ -20,10 +20,20 @@ import time
 import pytest
 
 import modelsteps
-from support import child_env, run_child, run_cli
+from support import child_env, postgres_url, run_child, run_cli
 
 import microdag
-from microdag.stores import SQLiteStore, StoreError
+from microdag.stores import SQLiteStore, StoreError, open_store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared(request, tmp_path) -> str:
+    """The spec of a store workers share: an SQLite file, or a database on the tests' PostgreSQL server."""
+    if request.param == "postgres":
+        return postgres_url()
+    spec = str(tmp_path / "runs.db")
+    SQLiteStore(spec).close()
+    return spec
 
 FLOW = '''
 import os, random, time
@@ -98,7 +108,7 @@ def submit(path: str, store: str, *args: str) -> str:
 def wait_end(store: str, run_id: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        s = SQLiteStore(store, readonly=True)
+        s = open_store(store, readonly=True)
         try:
             status = s.run_info(run_id).status
         finally:
@@ -121,7 +131,7 @@ def calls(log: str) -> "dict[str, int]":
 
 def facts(store: str, run_id: str) -> "tuple[dict, dict, list]":
     """Per step ``(status, attempts)``, the outputs, and the lost attempts."""
-    s = SQLiteStore(store, readonly=True)
+    s = open_store(store, readonly=True)
     try:
         records = s.tasks(run_id)
         lost = [a for a in s.attempts(run_id) if a[5] == "WorkerLost"]
@@ -139,19 +149,19 @@ def inline_outputs(path: str) -> "dict[str, object]":
 # -- in one process ------------------------------------------------------------------------------
 
 
-def test_a_run_on_workers_is_a_run_like_any_other(tmp_path) -> None:
+def test_a_run_on_workers_is_a_run_like_any_other(shared) -> None:
     flow = microdag.Flow("demo")
     flow.add("a", lambda: 1)
     flow.add("b", lambda a: a + 1, depends_on=["a"])
     flow.add("c", lambda a: print("c says hi") or a * 10, depends_on=["a"])
     flow.add("d", lambda b, c: b + c, depends_on=["b", "c"])
-    store = str(tmp_path / "runs.db")
+    store = shared
     run = flow.run(executor="workers", store=store, max_workers=2)
     assert run.status == "succeeded"
     assert dict(run.outputs) == {"d": 12}
     assert {name: (t.status, t.attempts) for name, t in run.tasks.items()} == {
         name: ("succeeded", 1) for name in "abcd"}
-    s = SQLiteStore(store)
+    s = open_store(store)
     assert s.logs(run.id, "c") == "c says hi\n"
     assert s.list_runs()[0].status == "succeeded"
     assert s.owner(run.id) is None
@@ -260,19 +270,18 @@ print(json.dumps(out))
 # -- worker processes ------------------------------------------------------------------------------
 
 
-def test_every_step_runs_exactly_once_on_several_workers(tmp_path) -> None:
-    check_exactly_once(tmp_path, workers=3, steps=300)
+def test_every_step_runs_exactly_once_on_several_workers(tmp_path, shared) -> None:
+    check_exactly_once(tmp_path, shared, workers=3, steps=300)
 
 
 @pytest.mark.soak
-def test_four_workers_two_thousand_steps(tmp_path) -> None:
-    check_exactly_once(tmp_path, workers=4, steps=2000)
+def test_four_workers_two_thousand_steps(tmp_path, shared) -> None:
+    check_exactly_once(tmp_path, shared, workers=4, steps=2000)
 
 
-def check_exactly_once(tmp_path, workers: int, steps: int) -> None:
+def check_exactly_once(tmp_path, store: str, workers: int, steps: int) -> None:
     path = random_flow(tmp_path, seed=steps, n=steps, seconds=0.001)
-    store, log = str(tmp_path / "runs.db"), str(tmp_path / "calls.log")
-    SQLiteStore(store).close()
+    log = str(tmp_path / "calls.log")
     procs = [start_worker(store, log) for _ in range(workers)]
     time.sleep(1.0)  # (all of them serving before the run comes)
     run_id = submit(path, store)
@@ -293,18 +302,18 @@ def check_exactly_once(tmp_path, workers: int, steps: int) -> None:
 
 
 @pytest.mark.parametrize("trial", range(4))
-def test_a_worker_killed_at_a_random_moment_costs_a_counted_attempt(tmp_path, trial) -> None:
+def test_a_worker_killed_at_a_random_moment_costs_a_counted_attempt(tmp_path, shared, trial) -> None:
     rnd = random.Random(trial)
     steps = 150
     path = random_flow(tmp_path, seed=trial, n=steps, seconds=0.01)
-    store, log = str(tmp_path / "runs.db"), str(tmp_path / "calls.log")
+    store, log = shared, str(tmp_path / "calls.log")
     run_id = submit(path, store, "--lease", "0.6")
     procs = [start_worker(store, log, "--lease", "0.6") for _ in range(2)]
     try:
         while calls(log).__len__() < rnd.randint(5, 60):
             time.sleep(0.002)
         procs[0].kill()  # SIGKILL: no goodbye, its claims held until their lease runs out
-        assert SQLiteStore(store, readonly=True).run_info(run_id).status == "running"
+        assert open_store(store, readonly=True).run_info(run_id).status == "running"
         procs.append(start_worker(store, log, "--lease", "0.6"))
         assert wait_end(store, run_id, 90) == "succeeded"
     finally:
@@ -321,7 +330,7 @@ def test_a_worker_killed_at_a_random_moment_costs_a_counted_attempt(tmp_path, tr
         assert 1 <= ran[step] <= attempts, step  # never run more often than counted
 
 
-def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path) -> None:
+def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path, shared) -> None:
     path = tmp_path / "pause.py"
     path.write_text(
         "import os, time, microdag\n"
@@ -333,7 +342,7 @@ def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path
         "flow.add('slow', slow)\n"
         "flow.add('after', lambda slow: slow, depends_on=['slow'])\n"
     )
-    store, log = str(tmp_path / "runs.db"), str(tmp_path / "calls.log")
+    store, log = shared, str(tmp_path / "calls.log")
     run_id = submit(str(path), store, "--lease", "0.5")
     first = start_worker(store, log, "--lease", "0.5")
     procs = [first]
@@ -357,15 +366,15 @@ def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path
         assert [int(line) for line in f] == [first.pid, second.pid]
 
 
-def test_a_worker_with_other_code_leaves_the_step_alone(tmp_path) -> None:
+def test_a_worker_with_other_code_leaves_the_step_alone(tmp_path, shared) -> None:
     path = random_flow(tmp_path, seed=1, n=6)
     other = random_flow(tmp_path, seed=1, n=6, offset=1, name="other.py")  # same shape, other code
-    store, log = str(tmp_path / "runs.db"), str(tmp_path / "calls.log")
+    store, log = shared, str(tmp_path / "calls.log")
     run_id = submit(path, store)
     odd = start_worker(store, log, "--flows", other)
     try:
         time.sleep(1.0)
-        assert SQLiteStore(store, readonly=True).run_info(run_id).status == "running"
+        assert open_store(store, readonly=True).run_info(run_id).status == "running"
         assert not os.path.exists(log)
         good = start_worker(store, log)
         assert wait_end(store, run_id, 30) == "succeeded"
@@ -375,7 +384,7 @@ def test_a_worker_with_other_code_leaves_the_step_alone(tmp_path) -> None:
     assert facts(store, run_id)[1] == inline_outputs(path)
 
 
-def test_cancel_from_another_process_stops_a_running_step(tmp_path) -> None:
+def test_cancel_from_another_process_stops_a_running_step(tmp_path, shared) -> None:
     path = tmp_path / "long.py"
     path.write_text(
         "import os, time, microdag\n"
@@ -383,7 +392,7 @@ def test_cancel_from_another_process_stops_a_running_step(tmp_path) -> None:
         "flow.add('sleepy', lambda: open(os.environ['WORKERS_TEST_LOG'], 'a').write('go') and time.sleep(60))\n"
         "flow.add('after', lambda sleepy: 1, depends_on=['sleepy'])\n"
     )
-    store, log = str(tmp_path / "runs.db"), str(tmp_path / "calls.log")
+    store, log = shared, str(tmp_path / "calls.log")
     run_id = submit(str(path), store)
     worker = start_worker(store, log)
     try:
@@ -437,14 +446,14 @@ def test_a_worker_exits_when_idle_and_says_what_it_ran(tmp_path) -> None:
     assert done.returncode == 0 and "0 steps run" in done.stderr
 
 
-def test_the_queue_fences_a_stale_claim(tmp_path) -> None:
+def test_the_queue_fences_a_stale_claim(shared) -> None:
     """The protocol by hand: a claim whose lease ran out is the next
     attempt's; the old claim can neither renew nor record."""
     from microdag.stores._queue import Outcome
 
     flow = microdag.Flow("q")
     flow.add("a", lambda: 1)
-    store = SQLiteStore(str(tmp_path / "q.db"))
+    store = open_store(shared)
     from microdag.runner import RunOptions
     from microdag.runner.workers import submit as submit_run
 

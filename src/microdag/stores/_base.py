@@ -312,11 +312,12 @@ class Store(Writer):
         by its ``close``.
 
         Raises:
-            StoreError: the store cannot be one (memory and JSON stores cannot).
+            StoreError: the store cannot be one (memory and JSON stores cannot;
+                SQLite and PostgreSQL stores can).
         """
         raise StoreError(
             f"{type(self).__name__} cannot share a run with workers: executor='workers' needs a store "
-            "that is a work queue, an SQLite store (store='runs.db')"
+            "that is a work queue: an SQLite store (store='runs.db') or a PostgreSQL one"
         )
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:

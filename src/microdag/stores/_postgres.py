@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .._records import RunInfo
+    from ._postgres_queue import PostgresQueue
 
 __all__ = ["SCHEMA", "PostgresStore"]
 
@@ -388,6 +389,11 @@ class PostgresStore(SQLStore):
                 self._let_go(run_id)
 
     # -- the rest --------------------------------------------------------------------------
+
+    def queue(self) -> "PostgresQueue":
+        from ._postgres_queue import PostgresQueue  # (runs shared with workers only)
+
+        return PostgresQueue(self)
 
     def close(self) -> None:
         try:
