@@ -1,14 +1,20 @@
-"""Runs shared through an SQLite store's work queue: throughput, wake-up latency, work lost to a kill -9.
+"""Runs shared through a store's work queue: throughput, wake-up latency, work lost to a kill -9.
+
+Each case runs on SQLite (a file) and PostgreSQL (a database on the tests'
+throwaway server, ``tests/pgserver.py``, which runs with ``fsync=off`` and
+``synchronous_commit=off``: its commits cost no disk flush; skipped where
+there is no PostgreSQL).
 
 - ``throughput[microdag]``: two ``python -m microdag worker`` processes,
   started and idle, serve one submitted run of 5,000 tiny independent steps
   (500 in the smoke run); timed from the run's start to its recorded end
   (``extra_info["steps_per_s"]``);
 - ``throughput[floor]``: the same rows claimed and finished by two processes
-  running a hand-written loop on the same kind of file: ``BEGIN IMMEDIATE``,
-  take up to 64 ready rows, mark them claimed, commit (not fsync'd); then
-  mark them done, commit (fsync'd): what any queue in SQLite pays, with no
-  step called, no record written and no dependency followed;
+  running a hand-written loop on the same database: take up to 64 ready rows
+  (SQLite: in ``BEGIN IMMEDIATE``; PostgreSQL: ``FOR UPDATE SKIP LOCKED``),
+  mark them claimed, commit (SQLite: not fsync'd); then mark them done,
+  commit (fsync'd): what any queue in that database pays, with no step
+  called, no record written and no dependency followed;
 - ``latency``: with both workers idle, one-step runs submitted one after
   another; the time from the commit that makes the step ready to the step's
   start (``extra_info["median_ms"]``, ``"p90_ms"``);
@@ -38,6 +44,25 @@ import pytest
 from bench_flow import disabled
 
 BATCH = 64
+TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+KINDS = ["sqlite", "postgres"]
+
+
+def new_store(kind: str, where: str) -> str:
+    """The spec of an empty store of ``kind``."""
+    from microdag.stores import SQLiteStore
+
+    if kind == "sqlite":
+        spec = os.path.join(where, "runs.db")
+        SQLiteStore(spec).close()
+        return spec
+    sys.path.insert(0, TESTS)
+    import pgserver
+
+    why = pgserver.missing()
+    if why is not None:
+        pytest.skip(why)
+    return pgserver.new_database()  # type: ignore[no-any-return]
 
 
 def env() -> dict[str, str]:
@@ -84,17 +109,16 @@ def wait_end(store: Any, run_id: str) -> Any:
         time.sleep(0.005)
 
 
-def microdag_throughput(n: int) -> float:
-    from microdag.stores import SQLiteStore
+def microdag_throughput(kind: str, n: int) -> float:
+    from microdag.stores import open_store
 
     with tempfile.TemporaryDirectory() as where:
-        db = os.path.join(where, "runs.db")
-        SQLiteStore(db).close()
+        db = new_store(kind, where)
         flow = flow_file(where, n)
         procs = workers(db, flow)
         try:
             run_id = submit(flow, db)
-            store = SQLiteStore(db, readonly=True)
+            store = open_store(db, readonly=True)
             info = wait_end(store, run_id)
             assert info.status == "succeeded"
             tasks = store.tasks(run_id, outputs=False)
@@ -126,7 +150,27 @@ print(began, ended)
 """
 
 
-def floor_throughput(n: int) -> float:
+PG_FLOOR = """
+import sys, time
+import psycopg
+db = psycopg.connect(sys.argv[1], autocommit=True)
+began = ended = time.time()
+while True:
+    with db.transaction():
+        rows = db.execute("SELECT id FROM q WHERE state = 0 LIMIT %d FOR UPDATE SKIP LOCKED" % int(sys.argv[2])).fetchall()
+        db.cursor().executemany("UPDATE q SET state = 1 WHERE id = %s", rows)
+    if not rows:
+        break
+    with db.transaction():
+        db.cursor().executemany("UPDATE q SET state = 2 WHERE id = %s", rows)
+    ended = time.time()
+print(began, ended)
+"""
+
+
+def floor_throughput(kind: str, n: int) -> float:
+    if kind == "postgres":
+        return pg_floor_throughput(n)
     with tempfile.TemporaryDirectory() as where:
         db = os.path.join(where, "floor.db")
         con = sqlite3.connect(db, isolation_level=None)
@@ -143,40 +187,58 @@ def floor_throughput(n: int) -> float:
         return n / (max(t[1] for t in times) - min(t[0] for t in times))  # (from the first claim: no start-up)
 
 
+def pg_floor_throughput(n: int) -> float:
+    import psycopg
+
+    with tempfile.TemporaryDirectory() as where:
+        url = new_store("postgres", where)
+        con = psycopg.connect(url, autocommit=True)
+        con.execute("CREATE TABLE q (id INTEGER PRIMARY KEY, state INTEGER NOT NULL)")
+        con.execute("CREATE INDEX q_state ON q (state)")
+        con.execute("INSERT INTO q SELECT i, 0 FROM generate_series(0, %s) AS i", (n - 1,))
+        procs = [subprocess.Popen([sys.executable, "-c", PG_FLOOR, url, str(BATCH)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        times = [tuple(map(float, p.communicate()[0].split())) for p in procs]
+        assert con.execute("SELECT COUNT(*) FROM q WHERE state = 2").fetchone()[0] == n
+        con.close()
+        return n / (max(t[1] for t in times) - min(t[0] for t in times))
+
+
 @pytest.mark.benchmark(group="workers-throughput")
-@pytest.mark.parametrize("kind", ["microdag", "floor"])
-def test_throughput(benchmark: Any, request: pytest.FixtureRequest, kind: str) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("who", ["microdag", "floor"])
+def test_throughput(benchmark: Any, request: pytest.FixtureRequest, who: str, kind: str) -> None:
     n = 500 if disabled(request) else 5_000
-    measure = microdag_throughput if kind == "microdag" else floor_throughput
+    measure = microdag_throughput if who == "microdag" else floor_throughput
     rates: list[float] = []
-    benchmark.pedantic(lambda: rates.append(measure(n)), rounds=1 if disabled(request) else 3, iterations=1)
+    benchmark.pedantic(lambda: rates.append(measure(kind, n)), rounds=1 if disabled(request) else 3, iterations=1)
     benchmark.extra_info["steps_per_s"] = round(statistics.median(rates))
 
 
 @pytest.mark.benchmark(group="workers-latency")
-def test_latency(benchmark: Any, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_latency(benchmark: Any, request: pytest.FixtureRequest, kind: str) -> None:
     from microdag._spec import load_flow
     from microdag.runner import RunOptions
     from microdag.runner.workers import submit as submit_run
-    from microdag.stores import SQLiteStore
-    from microdag.stores._sqlite_queue import SQLiteQueue
+    from microdag.stores import open_store
+    from microdag.stores._sql_queue import SQLQueue
 
     runs = 5 if disabled(request) else 40
     committed: list[float] = []
-    submit_plan = SQLiteQueue.submit
+    submit_plan = SQLQueue.submit
 
     def timed(self: Any, run_id: str, plan: Any) -> None:
         submit_plan(self, run_id, plan)
         committed.append(time.time())
 
     with tempfile.TemporaryDirectory() as where:
-        db = os.path.join(where, "runs.db")
-        SQLiteStore(db).close()
+        db = new_store(kind, where)
         path = flow_file(where, 1)
         flow = load_flow(path)
         procs = workers(db, path)
-        SQLiteQueue.submit = timed  # type: ignore[method-assign]
-        store = SQLiteStore(db)
+        SQLQueue.submit = timed  # type: ignore[method-assign]
+        store = open_store(db)
         delays: list[float] = []
         try:
             def one() -> None:
@@ -190,7 +252,7 @@ def test_latency(benchmark: Any, request: pytest.FixtureRequest) -> None:
 
             benchmark.pedantic(one, rounds=runs, iterations=1)
         finally:
-            SQLiteQueue.submit = submit_plan  # type: ignore[method-assign]
+            SQLQueue.submit = submit_plan  # type: ignore[method-assign]
             stop(procs)
     delays.sort()
     benchmark.extra_info["median_ms"] = round(statistics.median(delays) * 1e3, 2)
@@ -198,23 +260,23 @@ def test_latency(benchmark: Any, request: pytest.FixtureRequest) -> None:
 
 
 @pytest.mark.benchmark(group="workers-lost-work")
-def test_lost_work(benchmark: Any, request: pytest.FixtureRequest) -> None:
-    from microdag.stores import SQLiteStore
+@pytest.mark.parametrize("kind", KINDS)
+def test_lost_work(benchmark: Any, request: pytest.FixtureRequest, kind: str) -> None:
+    from microdag.stores import open_store
 
     lease, seconds = 1.0, 0.2
     lost: list[float] = []
 
     def once() -> None:
         with tempfile.TemporaryDirectory() as where:
-            db = os.path.join(where, "runs.db")
-            SQLiteStore(db).close()
+            db = new_store(kind, where)
             flow = flow_file(where, 40, seconds)
             procs = workers(db, flow, 2, "--lease", str(lease))
             try:
                 run_id = submit(flow, db)
                 time.sleep(1.0 + seconds / 2)  # in the middle of a step
                 procs[0].kill()
-                store = SQLiteStore(db, readonly=True)
+                store = open_store(db, readonly=True)
                 assert wait_end(store, run_id).status == "succeeded"
                 gone = [a for a in store.attempts(run_id) if a[5] == "WorkerLost"]
                 lost.extend(a[4] - a[3] for a in gone)
