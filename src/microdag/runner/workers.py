@@ -216,6 +216,7 @@ class Worker:
         self.token = new_owner()
         self.runs: dict[str, _RunOf | None] = {}
         self.unknown: set[str] = set()  # runs met in a claim, to look at outside it
+        self.learning = threading.Lock()
         self.held: dict[tuple[str, int], Claim] = {}
         self.done = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -233,9 +234,23 @@ class Worker:
             return True
         return run is None or step in run.foreign  # type: ignore[union-attr]
 
+    def _meet(self, run_ids: "list[str]") -> None:
+        """Runs with steps to claim: learn those not seen yet, before the claim."""
+        new = [run_id for run_id in run_ids if run_id not in self.runs and (self.only in (None, run_id))]
+        if new:
+            self.unknown.update(new)
+            self._learn()
+
     def _learn(self) -> None:
         """Look at the runs claims met for the first time: can this worker run them?"""
+        with self.learning:  # (one thread at a time: each run is looked at, and told about, once)
+            self._look()
+
+    def _look(self) -> None:
         for run_id in list(self.unknown):
+            if run_id in self.runs:
+                self.unknown.discard(run_id)
+                continue
             self.unknown.discard(run_id)
             try:
                 info = self.store.run_info(run_id)
@@ -313,13 +328,15 @@ class Worker:
         queue = self.queue
         while not self.done.is_set():
             try:
-                claims = queue.claim(self.token, self.lease, batch, self._refuse, self._skipped_runs())
+                claims = queue.claim(self.token, self.lease, batch, self._refuse, self._skipped_runs(), self._meet)
             except StoreError as exc:
                 log(30, "worker: %s", exc)
                 self.done.wait(0.5)
                 continue
             if self.unknown:
                 self._learn()
+                if not claims:
+                    continue  # (the steps of the runs just learned are claimed at once)
             if not claims:
                 batch = 1
                 queue.wait(0.05)
@@ -328,11 +345,16 @@ class Worker:
                 self.held[c.run_id, c.step] = c
             began = time.perf_counter()
             done: list[tuple[Claim, Outcome]] = []
+            try:
+                outputs = self._inputs(claims)
+            except StoreError as exc:
+                log(30, "worker: %s", exc)
+                outputs = {}
             for c in claims:
                 if self.done.is_set():
                     break
                 if not c.lost:
-                    done.append((c, self._run(c)))
+                    done.append((c, self._run(c, outputs.get(c.run_id, {}))))
             took = time.perf_counter() - began
             try:
                 self.ran += sum(queue.finish([d for d in done if not d[0].lost]))
@@ -342,8 +364,18 @@ class Worker:
                 self.held.pop((c.run_id, c.step), None)
             batch = min(BATCH, batch * 2) if took < 0.001 * len(claims) else 1
 
-    def _run(self, claim: Claim) -> Outcome:
-        """Run the attempt ``claim`` holds; how it ended."""
+    def _inputs(self, claims: "list[Claim]") -> "dict[str, dict[str, bytes]]":
+        """The encoded outputs the claimed steps take, by run: one read per run
+        (a claimed step is ready: what it takes is recorded)."""
+        wanted: dict[str, set[str]] = {}
+        for c in claims:
+            run = self.runs[c.run_id]
+            assert run is not None
+            wanted.setdefault(c.run_id, set()).update(run.names[d] for d in run.plan.argdeps[c.step])
+        return {run_id: self.queue.outputs(run_id, sorted(steps)) for run_id, steps in wanted.items() if steps}
+
+    def _run(self, claim: Claim, encoded: "dict[str, bytes]") -> Outcome:
+        """Run the attempt ``claim`` holds (``encoded``: the outputs it takes); how it ended."""
         run = self.runs[claim.run_id]
         assert run is not None
         i = claim.step
@@ -354,7 +386,6 @@ class Worker:
         fn = plan.fns[i]
         try:
             deps = [names[d] for d in plan.argdeps[i]]
-            encoded = self.queue.outputs(claim.run_id, deps) if deps else {}
             values = [self.store.decode(encoded[d]) if d in encoded else None for d in deps]
             kw = run.kwargs(i, values)
             if att.timeout is None:

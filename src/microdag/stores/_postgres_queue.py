@@ -11,7 +11,7 @@ The queue's SQL is ``_sql_queue``'s; this is PostgreSQL's side of it:
   to the next look when it is busy): the log's order is the commits' order;
 - the database's clock is the server's (``clock_timestamp()``): lease times
   are never compared across machines;
-- claims and renewed leases commit with ``synchronous_commit = off``;
+- claims and renewed leases commit with ``synchronous_commit`` off;
 - big outputs go to the store's ``blobs`` table in the transaction that
   names them (under the shared lock that ``prune`` takes exclusively);
 - waiting: transactions that make work ``NOTIFY microdag_queue``; a waiting
@@ -62,7 +62,8 @@ class PostgresQueue(SQLQueue):
         store: the store; the queue connects on its own to its database.
     """
 
-    _NOW = "SELECT extract(epoch FROM clock_timestamp())"
+    _BEGIN_FAST = "BEGIN; SET LOCAL synchronous_commit TO off"
+    _CLOCK = "extract(epoch FROM clock_timestamp())"
     _TAKE = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, store: "PostgresStore") -> None:
@@ -72,7 +73,6 @@ class PostgresQueue(SQLQueue):
         self._db = store._connect()
         self._listen = store._connect()
         self._listening = threading.Lock()
-        self._fast = False  # synchronous_commit off
         try:
             with self._lock:
                 with self._db.conn.transaction():
@@ -89,11 +89,6 @@ class PostgresQueue(SQLQueue):
             return True
         return bool(db.execute(f"SELECT pg_try_advisory_xact_lock({_KEY})", ("microdag queue " + run_id,))
                     .fetchone()[0])
-
-    def _durability(self, db: "Any", durable: bool) -> None:
-        if durable is self._fast:
-            db.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
-            self._fast = not durable
 
     def _blob(self, db: "Any", data: bytes) -> str:
         ref = checksum(data)

@@ -179,11 +179,13 @@ class WorkQueue:
 
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
-        skip_runs: "Iterable[str]" = (),
+        skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
     ) -> "list[Claim]":
         """Claim up to ``limit`` steps that are ready (or whose lease ran out),
         for ``lease`` seconds, atomically; none of ``skip_runs``, and none
-        that ``refuse(run_id, step)`` turns down."""
+        that ``refuse(run_id, step)`` turns down (asked inside the claim's
+        transaction: no I/O).  ``meet`` is first told the runs that have
+        steps to claim, outside it (a worker learns runs it has not seen)."""
         raise NotImplementedError
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:

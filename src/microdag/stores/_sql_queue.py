@@ -85,10 +85,11 @@ class SQLQueue(WorkQueue):
             made by the subclass before this runs).
     """
 
-    #: How a transaction begins.
+    #: How a transaction begins; one whose commit need not reach the disk.
     _BEGIN = "BEGIN"
-    #: The database's clock, in seconds since the epoch.
-    _NOW = ""
+    _BEGIN_FAST = "BEGIN"
+    #: The database's clock, in seconds since the epoch (an SQL expression).
+    _CLOCK = ""
     #: What locks the rows a claim selects (PostgreSQL: ``FOR UPDATE SKIP LOCKED``).
     _TAKE = ""
 
@@ -112,9 +113,6 @@ class SQLQueue(WorkQueue):
         extend its log); without ``wait``, only if it is free now."""
         return True
 
-    def _durability(self, db: "Any", durable: bool) -> None:
-        """Before a transaction: whether its commit must reach the disk."""
-
     def _blob(self, db: "Any", data: bytes) -> str:
         """Keep an encoded output of ``BLOB_SIZE`` or more (with the transaction); its reference."""
         raise NotImplementedError
@@ -132,10 +130,9 @@ class SQLQueue(WorkQueue):
         with self._lock:
             db = self._db
             try:
-                self._durability(db, durable)
-                db.execute(self._BEGIN)
+                db.execute(self._BEGIN if durable else self._BEGIN_FAST)
                 try:
-                    now = float(db.execute(self._NOW).fetchone()[0])
+                    now = float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
                     result = body(db, now)
                     if self._rows:
                         db.executemany(UPSERT, self._rows)
@@ -261,15 +258,18 @@ class SQLQueue(WorkQueue):
 
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
-        skip_runs: "Iterable[str]" = (),
+        skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
     ) -> "list[Claim]":
         skip = tuple(skip_runs)
         where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
         with self._lock:  # a look first, outside a transaction: most idle looks find nothing
-            now = float(self._db.execute(self._NOW).fetchone()[0])
-            if self._db.execute(f"SELECT 1 FROM queue WHERE state IN (0, 1) AND due <= ?{where} LIMIT 1",
-                                (now, *skip)).fetchone() is None:
-                return []
+            found = [row[0] for row in self._db.execute(
+                f"SELECT DISTINCT run_id FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16",
+                skip).fetchall()]
+        if not found:
+            return []
+        if meet is not None:
+            meet(found)
 
         def body(db: "Any", now: float) -> "list[Claim]":
             # Steps whose lease ran out first (they have waited longest), then ready ones as they came.
@@ -315,16 +315,22 @@ class SQLQueue(WorkQueue):
             self._transaction(body, durable=False)
 
     def finish(self, done: "Sequence[tuple[Claim, Outcome]]") -> "list[bool]":
+        if not done:
+            return []
+
         def body(db: "Any", now: float) -> "list[bool]":
             runs = {key: self._run(db, key) for key in sorted({c.run_id for c, _ in done})}  # (held first)
+            # The fence: the rows these attempts still hold, ended in one statement.
+            marks = ", ".join(["(?, ?, ?)"] * len(done))
+            held = set(db.execute(
+                f"DELETE FROM queue WHERE state = 1 AND (run_id, step, attempt) IN ({marks}) RETURNING run_id, step",
+                tuple(v for c, _ in done for v in (c.run_id, c.step, c.attempt))).fetchall())
             recorded = []
             t = self._t
             for claim, out in done:
                 key = claim.run_id
                 run = runs[key]
-                if run is None or not db.execute(  # the fence: this attempt still holds the step
-                        "DELETE FROM queue WHERE run_id = ? AND step = ? AND attempt = ? AND state = 1",
-                        (key, claim.step, claim.attempt)).rowcount:
+                if run is None or (key, claim.step) not in held:
                     recorded.append(False)
                     continue
                 recorded.append(True)

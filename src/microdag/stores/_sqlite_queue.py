@@ -26,6 +26,7 @@ from ._sqlite_file import connect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ._sqlite import SQLiteStore
@@ -59,8 +60,8 @@ class SQLiteQueue(SQLQueue):
         store: the store; the queue opens a connection of its own to its file.
     """
 
-    _BEGIN = "BEGIN IMMEDIATE"
-    _NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+    _BEGIN = _BEGIN_FAST = "BEGIN IMMEDIATE"
+    _CLOCK = "((julianday('now') - 2440587.5) * 86400.0)"
 
     def __init__(self, store: "SQLiteStore", timeout: float = 30.0) -> None:
         import sqlite3  # (import time: sqlite3 loads on first use)
@@ -79,10 +80,12 @@ class SQLiteQueue(SQLQueue):
             self._db.close()
             raise StoreError(f"cannot make the work queue in store {self.path!r}: {exc}") from None
 
-    def _durability(self, db: "Any", durable: bool) -> None:
-        if durable is not self._durable:
-            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._durable = durable
+    def _transaction(self, body: "Callable[[Any, float], Any]", durable: bool = True) -> "Any":
+        if durable is not self._durable:  # (a pragma outside transactions: per connection)
+            with self._lock:
+                self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
+        return super()._transaction(body, durable)
 
     def _blob(self, db: "Any", data: bytes) -> str:
         return put_blob(self.blobs, data, self.path)
