@@ -23,7 +23,7 @@ import threading
 
 from .._errors import StoreError
 from ._files import checksum
-from ._sql_queue import SQLQueue
+from ._sql_queue import TABLES, SQLQueue
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,21 +36,7 @@ __all__ = ["POLL_MAX", "PostgresQueue"]
 #: The longest wait for a notification before looking again (seconds).
 POLL_MAX = 0.05
 
-_TABLES = """
-CREATE TABLE IF NOT EXISTS queue_runs (
-    run_id TEXT PRIMARY KEY, plan TEXT NOT NULL, seq BIGINT NOT NULL, state INTEGER NOT NULL,
-    failed INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue (
-    run_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    due DOUBLE PRECISION NOT NULL, worker TEXT, claimed DOUBLE PRECISION, PRIMARY KEY (run_id, step)
-);
-CREATE INDEX IF NOT EXISTS queue_by_due ON queue (state, due);
-CREATE TABLE IF NOT EXISTS queue_log (
-    run_id TEXT NOT NULL, seq BIGINT NOT NULL, step INTEGER NOT NULL, outcome INTEGER NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-"""
+_TABLES = TABLES.format(real="DOUBLE PRECISION", big="BIGINT", keyed="")
 
 _KEY = "hashtextextended(?, 0)"
 

@@ -48,7 +48,24 @@ if TYPE_CHECKING:
     from ._queue import Outcome
     from ._sql import SQLStore
 
-__all__ = ["SQLQueue"]
+__all__ = ["TABLES", "SQLQueue"]
+
+#: The queue's tables, in a dialect's types (``real``, ``big``) and ``keyed`` (SQLite: ``WITHOUT ROWID``).
+TABLES = """
+CREATE TABLE IF NOT EXISTS queue_runs (
+    run_id TEXT PRIMARY KEY, plan TEXT NOT NULL, seq {big} NOT NULL, state INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    due {real} NOT NULL, worker TEXT, claimed {real}, PRIMARY KEY (run_id, step)
+){keyed};
+CREATE INDEX IF NOT EXISTS queue_by_due ON queue (state, due);
+CREATE TABLE IF NOT EXISTS queue_log (
+    run_id TEXT NOT NULL, seq {big} NOT NULL, step INTEGER NOT NULL, outcome INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq)
+){keyed};
+"""
 
 _STATUS = {"succeeded": SUCCEEDED, "failed": FAILED, "skipped": SKIPPED, "cancelled": CANCELLED}
 _RUNNING, _STOPPING, _CANCELLED = 0, 1, 2

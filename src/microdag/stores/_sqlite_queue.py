@@ -21,7 +21,7 @@ import time
 
 from .._errors import StoreError
 from ._files import put_blob
-from ._sql_queue import SQLQueue
+from ._sql_queue import TABLES, SQLQueue
 from ._sqlite_file import connect
 
 TYPE_CHECKING = False
@@ -36,21 +36,7 @@ __all__ = ["POLL_MAX", "SQLiteQueue"]
 #: The longest pause between two looks at the file while waiting (seconds).
 POLL_MAX = 0.004
 
-_TABLES = """
-CREATE TABLE IF NOT EXISTS queue_runs (
-    run_id TEXT PRIMARY KEY, plan TEXT NOT NULL, seq INTEGER NOT NULL, state INTEGER NOT NULL,
-    failed INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue (
-    run_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    due REAL NOT NULL, worker TEXT, claimed REAL, PRIMARY KEY (run_id, step)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS queue_by_due ON queue (state, due);
-CREATE TABLE IF NOT EXISTS queue_log (
-    run_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, outcome INTEGER NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-"""
+_TABLES = TABLES.format(real="REAL", big="INTEGER", keyed=" WITHOUT ROWID")
 
 
 class SQLiteQueue(SQLQueue):
