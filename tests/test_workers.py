@@ -366,6 +366,27 @@ def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path
         assert [int(line) for line in f] == [first.pid, second.pid]
 
 
+def test_workers_reconnect_when_the_postgresql_server_restarts(tmp_path) -> None:
+    import pgserver
+
+    store = postgres_url()
+    steps = 60
+    path = random_flow(tmp_path, seed=5, n=steps, seconds=0.02)
+    log = str(tmp_path / "calls.log")
+    run_id = submit(path, store, "--lease", "20")
+    procs = [start_worker(store, log, "--lease", "20") for _ in range(2)]
+    try:
+        while len(calls(log)) < 10:
+            time.sleep(0.01)
+        pgserver.restart()
+        assert wait_end(store, run_id, 90) == "succeeded"
+    finally:
+        stop(procs)
+    records, outputs, _ = facts(store, run_id)
+    assert all(status == "succeeded" for status, _ in records.values()) and len(records) == steps
+    assert outputs == inline_outputs(path)
+
+
 def test_a_worker_with_other_code_leaves_the_step_alone(tmp_path, shared) -> None:
     path = random_flow(tmp_path, seed=1, n=6)
     other = random_flow(tmp_path, seed=1, n=6, offset=1, name="other.py")  # same shape, other code

@@ -356,13 +356,23 @@ class Worker:
                 if not c.lost:
                     done.append((c, self._run(c, outputs.get(c.run_id, {}))))
             took = time.perf_counter() - began
-            try:
-                self.ran += sum(queue.finish([d for d in done if not d[0].lost]))
-            except StoreError as exc:
-                log(30, "worker: %s", exc)
+            self._finish(done)
             for c in claims:
                 self.held.pop((c.run_id, c.step), None)
             batch = min(BATCH, batch * 2) if took < 0.001 * len(claims) else 1
+
+    def _finish(self, done: "list[tuple[Claim, Outcome]]") -> None:
+        """Record what ran; while the store cannot be written (a server
+        restarting), try again for as long as the leases hold."""
+        deadline = time.monotonic() + self.lease / 2
+        while True:
+            try:
+                self.ran += sum(self.queue.finish([d for d in done if not d[0].lost]))
+                return
+            except StoreError as exc:
+                log(30, "worker: %s", exc)
+                if time.monotonic() >= deadline or self.done.wait(0.5):
+                    return  # (their leases run out: the steps run again, as after a kill)
 
     def _inputs(self, claims: "list[Claim]") -> "dict[str, dict[str, bytes]]":
         """The encoded outputs the claimed steps take, by run: one read per run

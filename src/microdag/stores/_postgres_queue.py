@@ -56,8 +56,9 @@ class PostgresQueue(SQLQueue):
         import psycopg  # (the postgres extra: the store imported it already)
 
         super().__init__(store)
-        self._db = store._connect()
-        self._listen = store._connect()
+        self._connect = store._connect  # (waits for the server as the store does)
+        self._db = self._connect()
+        self._listen = self._connect()
         self._listening = threading.Lock()
         try:
             with self._lock:
@@ -85,6 +86,16 @@ class PostgresQueue(SQLQueue):
     def _notify(self, db: "Any") -> None:
         db.execute("NOTIFY microdag_queue")
 
+    def _reconnect(self) -> bool:
+        if not self._db.broken:
+            return False
+        try:
+            self._db.close()
+        except Exception:
+            pass
+        self._db = self._connect()
+        return True
+
     def wait(self, timeout: float) -> None:
         if self._changed.is_set():
             self._changed.clear()
@@ -94,8 +105,13 @@ class PostgresQueue(SQLQueue):
         try:
             for _ in self._listen.conn.notifies(timeout=min(timeout, POLL_MAX), stop_after=1):
                 pass
-        except Exception:  # (the server went away: the next claim says so)
-            pass
+        except Exception:  # the server went away: listen again once it is back (the next claim waits for it)
+            try:
+                self._listen.close()
+                self._listen = self._connect()
+                self._listen.execute("LISTEN microdag_queue")
+            except Exception:
+                pass
         finally:
             self._listening.release()
 

@@ -117,6 +117,7 @@ class SQLQueue(WorkQueue):
         self._s = store._s
         self._db: Any
         self._error: type[BaseException] = store._errors()[0]
+        self._lost: type[BaseException] = store._lost()
         self._lock = threading.RLock()
         self._mirrors: dict[str, tuple[Mirror, list[str]]] = {}
         self._seq = 0
@@ -137,6 +138,27 @@ class SQLQueue(WorkQueue):
     def _notify(self, db: "Any") -> None:
         """In a transaction that made work: wake the workers waiting (when it commits)."""
 
+    def _reconnect(self) -> bool:
+        """After a dropped connection (a server restart): connect again; whether it did."""
+        return False
+
+    def _retrying(self, work: "Callable[[], Any]") -> "Any":
+        """``work()`` under the lock; once more on a new connection if the connection dropped."""
+        with self._lock:
+            try:
+                return work()
+            except self._lost as exc:
+                if not self._reconnect():
+                    raise StoreError(f"cannot use store {self.path!r}: {exc}") from None
+                return work()
+
+    def _query(self, sql: str, params: "tuple[Any, ...]" = ()) -> "list[Any]":
+        """The rows of a query outside a transaction."""
+        try:
+            return self._retrying(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
+        except self._error as exc:
+            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
+
     # -- transactions ------------------------------------------------------------------
 
     def _transaction(self, body: "Callable[[Any, float], Any]", durable: bool = True) -> "Any":
@@ -144,25 +166,30 @@ class SQLQueue(WorkQueue):
         if it fails (the next one replays the log again).  Unless ``durable``,
         its commit need not reach the disk: a claim or a lease renewed that a
         power cut loses is taken again (its worker is gone too)."""
-        with self._lock:
+        def once() -> "Any":
             db = self._db
+            db.execute(self._BEGIN if durable else self._BEGIN_FAST)
             try:
-                db.execute(self._BEGIN if durable else self._BEGIN_FAST)
-                try:
-                    now = float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
-                    result = body(db, now)
-                    if self._rows:
-                        db.executemany(UPSERT, self._rows)
-                except BaseException:
-                    self._rows.clear()
-                    self._mirrors.clear()
-                    db.execute("ROLLBACK")
-                    raise
+                now = float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
+                result = body(db, now)
+                if self._rows:
+                    db.executemany(UPSERT, self._rows)
+            except BaseException:
                 self._rows.clear()
-                db.execute("COMMIT")
-            except self._error as exc:
-                raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
-        return result
+                self._mirrors.clear()
+                try:
+                    db.execute("ROLLBACK")
+                except Exception:
+                    pass  # (a dropped connection rolled it back)
+                raise
+            self._rows.clear()
+            db.execute("COMMIT")
+            return result
+
+        try:
+            return self._retrying(once)
+        except self._error as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
 
     def _run(self, db: "Any", run_id: str, wait: bool = True) -> "_Run | None":
         """Run ``run_id``, held, with its mirror caught up with the log; ``None``
@@ -269,9 +296,8 @@ class SQLQueue(WorkQueue):
         self._transaction(body)
 
     def plan(self, run_id: str) -> "dict[str, Any] | None":
-        with self._lock:
-            row = self._db.execute("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        rows = self._query("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,))
+        return json.loads(rows[0][0]) if rows else None
 
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
@@ -279,10 +305,8 @@ class SQLQueue(WorkQueue):
     ) -> "list[Claim]":
         skip = tuple(skip_runs)
         where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
-        with self._lock:  # a look first, outside a transaction: most idle looks find nothing
-            found = [row[0] for row in self._db.execute(
-                f"SELECT DISTINCT run_id FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16",
-                skip).fetchall()]
+        found = [row[0] for row in self._query(  # a look first, outside a transaction: most find nothing
+            f"SELECT DISTINCT run_id FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16", skip)]
         if not found:
             return []
         if meet is not None:
@@ -391,19 +415,16 @@ class SQLQueue(WorkQueue):
         if not wanted:
             return set()
         marks = ", ".join("?" * len(wanted))
-        with self._lock:
-            live = self._db.execute(
-                f"SELECT run_id FROM queue_runs WHERE state < 2 AND run_id IN ({marks})", tuple(wanted)).fetchall()
+        live = self._query(f"SELECT run_id FROM queue_runs WHERE state < 2 AND run_id IN ({marks})", tuple(wanted))
         return wanted.difference(row[0] for row in live)
 
     def outputs(self, run_id: str, steps: "Sequence[str]") -> "dict[str, bytes]":
         if not steps:
             return {}
         marks = ", ".join("?" * len(steps))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT step, output, output_ref FROM tasks WHERE run_id = ? AND item = -1 AND step IN ({marks})",
-                (self._t(run_id), *map(self._t, steps))).fetchall()
+        rows = self._query(
+            f"SELECT step, output, output_ref FROM tasks WHERE run_id = ? AND item = -1 AND step IN ({marks})",
+            (self._t(run_id), *map(self._t, steps)))
         found = {}
         for step, output, ref in rows:
             name = self._s(step)
@@ -414,9 +435,8 @@ class SQLQueue(WorkQueue):
         return found
 
     def progress(self, run_id: str, after: int) -> "tuple[int, list[tuple[str, str, int]]]":
-        with self._lock:
-            rows = self._db.execute("SELECT seq, step, status, attempts FROM tasks WHERE run_id = ? AND seq > ?"
-                                    " AND item = -1 ORDER BY seq", (self._t(run_id), after)).fetchall()
+        rows = self._query("SELECT seq, step, status, attempts FROM tasks WHERE run_id = ? AND seq > ?"
+                           " AND item = -1 ORDER BY seq", (self._t(run_id), after))
         if not rows:
             return after, []
         s = self._s
