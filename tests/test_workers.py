@@ -242,6 +242,32 @@ def test_cancel_event_cancels_the_run_for_every_worker(tmp_path) -> None:
     assert {n: t.status for n, t in run.tasks.items()} == {"first": "cancelled", "then": "cancelled"}
 
 
+def test_arun_on_workers_and_its_cancel(tmp_path) -> None:
+    import asyncio
+
+    flow = microdag.Flow("async")
+    flow.add("a", lambda: 2)
+    flow.add("b", lambda a: a * 3, depends_on=["a"])
+    store = str(tmp_path / "r.db")
+    run = asyncio.run(flow.arun(executor="workers", store=store))
+    assert run.status == "succeeded" and dict(run.outputs) == {"b": 6}
+
+    slow = microdag.Flow("slow")
+    slow.add("sleepy", lambda: time.sleep(30))
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(slow.arun(executor="workers", store=store))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    began = time.monotonic()
+    asyncio.run(cancelled())
+    assert time.monotonic() - began < 10
+    assert SQLiteStore(store).list_runs(flow="slow")[0].status == "cancelled"
+
+
 def test_the_model_flows_agree_with_inline_on_workers(tmp_path) -> None:
     """``tests/test_model.py``'s random flows (without their map step, which
     workers do not run) give on workers what the rules say."""

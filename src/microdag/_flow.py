@@ -457,7 +457,7 @@ class Flow:
         self,
         inputs: "Mapping[str, Any] | None" = None,
         *,
-        executor: "Literal['inline'] | DaskClient" = "inline",
+        executor: "Literal['inline', 'workers'] | DaskClient" = "inline",
         max_workers: "int | None" = None,
         targets: "Iterable[str] | None" = None,
         on_failure: "OnFailure" = "fail_fast",
@@ -481,7 +481,8 @@ class Flow:
 
         With ``executor=`` a (synchronous) ``distributed.Client``, the steps
         run on its Dask cluster as with :meth:`run`, and this coroutine
-        waits for them without blocking the loop.
+        waits for them without blocking the loop; so it does for
+        ``executor="workers"``.
         """
         # (the runner loads with the first run, not with a flow's definition)
         from .runner import RunOptions, execute_async
