@@ -472,6 +472,40 @@ def test_run_with_executor_workers_shows_progress_and_the_outputs(tmp_path) -> N
     assert shown.returncode == 0 and "succeeded" in shown.stdout
 
 
+def test_ctrl_c_in_run_cancels_the_run_for_every_worker(tmp_path) -> None:
+    path = tmp_path / "long.py"
+    path.write_text(
+        "import os, time, microdag\n"
+        "flow = microdag.Flow('long')\n"
+        "def sleepy(i):\n"
+        "    open(os.environ['WORKERS_TEST_LOG'], 'a').write('go\\n')\n"
+        "    time.sleep(60)\n"
+        "for i in range(3):\n"
+        "    flow.add(f's{i}', lambda i=i: sleepy(i))\n"
+    )
+    store, log = str(tmp_path / "runs.db"), str(tmp_path / "calls.log")
+    SQLiteStore(store).close()
+    other = start_worker(store, log)
+    run = subprocess.Popen([sys.executable, "-m", "microdag", "run", str(path), "--executor", "workers",
+                            "--store", store], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=child_env(WORKERS_TEST_LOG=log))
+    try:
+        deadline = time.monotonic() + 30
+        while (not os.path.exists(log) or open(log).read().count("go") < 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=20)
+        assert run.returncode == 130, err
+        assert "recorded as cancelled" in err
+        (info,) = SQLiteStore(store).list_runs()
+        assert wait_end(store, info.id, 10) == "cancelled"
+        records = facts(store, info.id)[0]
+        assert {status for status, _ in records.values()} == {"cancelled"}
+    finally:
+        run.kill()
+        stop([other])
+
+
 def test_clean_errors(tmp_path) -> None:
     path = random_flow(tmp_path, seed=3, n=3)
     done = run_cli("submit", path, "--store", "memory")

@@ -315,7 +315,8 @@ class Worker:
         if first:
             held = [c for c in list(self.held.values()) if not c.lost]
             try:
-                self.queue.release(held)
+                self._end_cancelled(held)  # (a cancelled run's steps end cancelled, not given back)
+                self.queue.release([c for c in held if not c.lost])
             except StoreError:
                 pass  # their leases run out instead
             from .. import _capture  # (started by start())
@@ -432,14 +433,21 @@ class Worker:
                 if time.monotonic() - last >= every:
                     last = time.monotonic()
                     queue.heartbeat(held, self.lease)
-                stopped = queue.stopping({c.run_id for c in held})
-                if stopped:
-                    now = time.time()
-                    ended = [c for c in held if c.run_id in stopped and not c.lost]
-                    for c in ended:
-                        c.lost = True  # (its thread's own finish is fenced out)
-                    queue.finish([(c, Outcome("cancelled", now, now)) for c in ended])
-                    for run_id in stopped:
-                        kill(run_id)  # the programs of its command steps
+                self._end_cancelled(held)
             except StoreError as exc:
                 log(30, "worker: %s", exc)
+
+    def _end_cancelled(self, held: "list[Claim]") -> None:
+        """The steps of ``held`` whose runs were cancelled end ``cancelled`` now,
+        as a timeout would end them: their calls are abandoned (their threads'
+        own finish is fenced out) and the programs of the runs' command steps killed."""
+        stopped = self.queue.stopping({c.run_id for c in held})
+        if not stopped:
+            return
+        now = time.time()
+        ended = [c for c in held if c.run_id in stopped and not c.lost]
+        for c in ended:
+            c.lost = True
+        self.queue.finish([(c, Outcome("cancelled", now, now)) for c in ended])
+        for run_id in stopped:
+            kill(run_id)

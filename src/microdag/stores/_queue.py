@@ -200,7 +200,9 @@ class WorkQueue:
         raise NotImplementedError
 
     def release(self, claims: "Sequence[Claim]") -> None:
-        """Give claims back unfinished (a worker stopping): ready again at once."""
+        """Give claims back unfinished (a worker stopping): ready again at once;
+        their attempts count (the calls may have begun), so a call still
+        running cannot record under the next claim."""
         raise NotImplementedError
 
     def cancel(self, run_id: str) -> None:

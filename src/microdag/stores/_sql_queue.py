@@ -392,7 +392,7 @@ class SQLQueue(WorkQueue):
 
     def release(self, claims: "Sequence[Claim]") -> None:
         def body(db: "Any", now: float) -> None:
-            db.executemany("UPDATE queue SET state = 0, due = ?, attempt = attempt - 1, worker = NULL"
+            db.executemany("UPDATE queue SET state = 0, due = ?, worker = NULL"  # (the attempt counts: it may have begun)
                            " WHERE run_id = ? AND step = ? AND attempt = ? AND state = 1",
                            [(now, c.run_id, c.step, c.attempt) for c in claims])
             self._notify(db)
