@@ -333,7 +333,7 @@ def test_a_worker_killed_at_a_random_moment_costs_a_counted_attempt(tmp_path, sh
     steps = 150
     path = random_flow(tmp_path, seed=trial, n=steps, seconds=0.01)
     store, log = shared, str(tmp_path / "calls.log")
-    run_id = submit(path, store, "--lease", "0.6")
+    run_id = submit(path, store)
     procs = [start_worker(store, log, "--lease", "0.6") for _ in range(2)]
     try:
         while calls(log).__len__() < rnd.randint(5, 60):
@@ -369,7 +369,7 @@ def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path
         "flow.add('after', lambda slow: slow, depends_on=['slow'])\n"
     )
     store, log = shared, str(tmp_path / "calls.log")
-    run_id = submit(str(path), store, "--lease", "0.5")
+    run_id = submit(str(path), store)
     first = start_worker(store, log, "--lease", "0.5")
     procs = [first]
     try:
@@ -399,7 +399,7 @@ def test_workers_reconnect_when_the_postgresql_server_restarts(tmp_path) -> None
     steps = 60
     path = random_flow(tmp_path, seed=5, n=steps, seconds=0.02)
     log = str(tmp_path / "calls.log")
-    run_id = submit(path, store, "--lease", "20")
+    run_id = submit(path, store)
     procs = [start_worker(store, log, "--lease", "20") for _ in range(2)]
     try:
         while len(calls(log)) < 10:

@@ -430,8 +430,8 @@ class Flow:
                 default to the run's.
             force: resume even if the flow's structure changed since, or the
                 run seems live in another process.
-            lease: with ``executor="workers"``: seconds a worker's claim on a
-                step holds without a heartbeat (default 30).
+            lease: with ``executor="workers"``: seconds this process's claims
+                on steps hold without a heartbeat (default 30).
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).

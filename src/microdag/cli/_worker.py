@@ -46,7 +46,6 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
         p.add_argument("--on-failure", choices=("fail_fast", "continue"), default="fail_fast",
                        help="fail_fast: start nothing new after a failure (default); continue: run every "
                        "branch that does not depend on it")
-        lease_option(p)
         p.set_defaults(handler=_cmd_submit)
     else:
         p.add_argument("run_id", metavar="RUN_ID")
@@ -144,7 +143,7 @@ def _cmd_submit(args: "argparse.Namespace") -> int:
     options = RunOptions(
         executor="workers", max_workers=None, targets=args.target, on_failure=args.on_failure, hooks=(),
         keep_outputs=False, cancel=None, store=store_at(args.store, create=True, codec=args.codec),
-        run_id=args.run_id, resume=False, force=False, lease=args.lease,
+        run_id=args.run_id, resume=False, force=False,
     )
     store, run_id, _, _ = submit(flow._compiled(), flow.name, flow._source, inputs, options)
     store.close()
