@@ -57,6 +57,7 @@ class PostgresQueue(SQLQueue):
 
         super().__init__(store)
         self._connect = store._connect  # (waits for the server as the store does)
+        self._fresh = store._fresh
         self._db = self._connect()
         self._listen = self._connect()
         self._listening = threading.Lock()
@@ -87,13 +88,10 @@ class PostgresQueue(SQLQueue):
         db.execute("NOTIFY microdag_queue")
 
     def _reconnect(self) -> bool:
-        if not self._db.broken:
+        db = self._fresh(self._db)
+        if db is None:
             return False
-        try:
-            self._db.close()
-        except Exception:
-            pass
-        self._db = self._connect()
+        self._db = db
         return True
 
     def wait(self, timeout: float) -> None:
