@@ -4,7 +4,7 @@
 a temporary folder (the binaries found by ``pg_config --bindir``, else under
 ``/usr/lib/postgresql/*/bin``), listening on 127.0.0.1 on a free port and on a
 socket in that folder, with ``fsync=off`` and the other settings that make a
-test server fast.  PostgreSQL refuses to run as root: as root the server runs
+test server fast (but keep what a crash of the server alone keeps).  PostgreSQL refuses to run as root: as root the server runs
 as an unprivileged user (``nobody``), which owns the folder.  :func:`stop`
 stops it and removes the folder (conftest's session fixture calls it, also
 after Ctrl-C; ``atexit`` too, should the fixture not run).
@@ -28,13 +28,15 @@ import tempfile
 import time
 import uuid
 
-__all__ = ["missing", "new_database", "server", "stop"]
+__all__ = ["halt", "missing", "new_database", "restart", "server", "stop"]
 
 ENV = "MICRODAG_TEST_POSTGRES"
 HOW = ("install PostgreSQL (apt-get install postgresql) or set MICRODAG_TEST_POSTGRES to a "
        "postgresql:// URL of a role that may create databases")
-_SETTINGS = {  # a server for tests: nothing it writes has to survive a crash
-    "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "32MB", "max_connections": "200", "autovacuum": "off",
+_SETTINGS = {  # a server for tests: nothing it writes has to survive a crash of the machine (fsync=off);
+    # a commit is still written out before it returns (synchronous_commit stays on), so a crash of the
+    # server alone (pg_ctl -m immediate) keeps every commit, as on a real server
+    "fsync": "off", "full_page_writes": "off", "shared_buffers": "32MB", "max_connections": "200", "autovacuum": "off",
     "log_min_messages": "warning", "logging_collector": "off",
 }
 
@@ -135,13 +137,23 @@ def server() -> _Server:
 
 def restart(mode: str = "fast") -> None:
     """Stop the session's own server and start it again (a server restart under running
-    stores: their connections drop).  ``mode`` is ``pg_ctl``'s: ``"immediate"`` is a crash,
-    which with ``fsync=off`` keeps what the operating system was given."""
+    stores: their connections drop).  ``mode`` is ``pg_ctl``'s: ``"immediate"`` is a crash of
+    the server, which keeps every commit (written to the operating system before it returned).
+    A server :func:`halt` stopped is started."""
+    _pg_ctl("-m", mode, "restart")
+
+
+def halt() -> None:
+    """Stop the session's own server (until :func:`restart`)."""
+    _pg_ctl("-m", "fast", "stop")
+
+
+def _pg_ctl(*args: str) -> None:
     made = server()
-    assert made.folder is not None, "the server of MICRODAG_TEST_POSTGRES is not restarted by the tests"
+    assert made.folder is not None, "the server of MICRODAG_TEST_POSTGRES is not stopped by the tests"
     data = os.path.join(made.folder, "data")
     subprocess.run(_as(made.user, [os.path.join(made.bindir, "pg_ctl"), "-D", data, "-l", os.path.join(made.folder, "log"),
-                                   "-m", mode, "-w", "restart"]),
+                                   "-w", *args]),
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, cwd=made.folder)
 
 

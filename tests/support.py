@@ -94,13 +94,6 @@ def postgres_for(where: "str | os.PathLike[str]") -> str:
     return _DATABASES[key]
 
 
-def store_spec(kind: str, where: "str | os.PathLike[str]") -> str:
-    """The spec of the store :func:`make_store` makes of ``kind`` in ``where``."""
-    if kind == "postgres":
-        return postgres_for(where)
-    return {"memory": "memory", "json": f"json:{Path(where) / 'store'}", "sqlite": str(Path(where) / "runs.db")}[kind]
-
-
 def postgres_url() -> str:
     """The URL of a new empty database on the tests' PostgreSQL server (``pgserver``):
     skips the test where there is none, and fails it in CI, where there must be one."""

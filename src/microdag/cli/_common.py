@@ -57,7 +57,7 @@ def store_at(
             raise StoreError(f"no store at {spec} (run a flow here first, or pass --store)")
     elif not create and spec != "memory" and not spec.startswith(("postgresql://", "postgres://")):
         path = spec_parts(spec)[1]
-        if not os.path.exists(path):
+        if path and not os.path.exists(path):  # (a server's URL names no path)
             raise StoreError(f"no store at {spec}")
     options: dict[str, Any] = {} if codec is None else {"codec": codec}
     try:
@@ -234,7 +234,7 @@ def store_options(p: "argparse.ArgumentParser") -> None:
         "--store",
         metavar="SPEC",
         default=None,
-        help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR or memory "
+        help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR, postgresql://USER@HOST/DB or memory "
         f"(default: {DEFAULT_STORE})",
     )
     p.add_argument(

@@ -20,7 +20,8 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
     )
     p.add_argument(
         "--store", metavar="SPEC", default=None,
-        help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR (default: {DEFAULT_STORE})",
+        help=f"the run store: a path ending in .db, sqlite:PATH, json:DIR, postgresql://USER@HOST/DB "
+        f"(default: {DEFAULT_STORE})",
     )
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=whole, default=0, metavar="N", help="the port (default: 0, a free one)")
@@ -33,7 +34,7 @@ def _cmd_ui(args: "argparse.Namespace") -> int:
     from ..ui import serve  # (the handler's: ui --help loads no server)
 
     if args.store == "memory":
-        raise UsageError("the UI needs a store that other processes can read: a .db file or json:DIR")
+        raise UsageError("the UI needs a store that other processes can read: a .db file, json:DIR or a PostgreSQL URL")
     if args.port > 65535:
         raise UsageError(f"--port must be at most 65535, not {args.port}")
     for spec in args.flow:

@@ -38,7 +38,7 @@ from .._errors import StoreError
 from .._records import check_run_id
 from ._codec import settle_codec
 from ._files import checksum, new_owner
-from ._sql import SQLStore
+from ._sql import OWNERS, TASK_UPDATES, SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,6 +85,17 @@ CREATE TABLE IF NOT EXISTS microdag.logs (
     text TEXT NOT NULL, PRIMARY KEY (run_id, step, item, attempt)
 );
 CREATE TABLE IF NOT EXISTS microdag.blobs (sha TEXT PRIMARY KEY, data BYTEA NOT NULL);
+"""
+
+#: A group of task records in one statement: a column array each, sent in
+#: binary (a row per record costs the server a statement each; arrays as
+#: text cost the client a quoting pass per value).
+_UPSERT_COLUMNS = f"""
+INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
+                   error_type, error_message, traceback, output, output_ref)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::integer[], %b::bigint[], %b::text[], %b::integer[],
+                     %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[])
+{TASK_UPDATES}
 """
 
 # Advisory lock keys: one namespace, hashed by the server.
@@ -308,6 +319,18 @@ class PostgresStore(SQLStore):
             db.executemany("INSERT INTO blobs VALUES (?, ?) ON CONFLICT (sha) DO NOTHING",
                            list(self._pending_blobs.items()))
 
+    def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
+        last: dict[tuple[Any, Any, Any], tuple[Any, ...]] = {}
+        for row in rows:  # one row per task (a statement may not update a row twice): the last, first seq
+            key = row[:3]
+            before = last.get(key)
+            last[key] = row if before is None else (*row[:3], before[3], *row[4:])
+        columns = list(map(list, zip(*last.values())))
+        for k in (6, 7):  # the times: an array holds one type (a time saved as an int is a float, as in SQLite)
+            if set(map(type, columns[k])) - {float, type(None)}:
+                columns[k] = [None if v is None else float(v) for v in columns[k]]
+        db.conn.execute(_UPSERT_COLUMNS, columns)
+
     def _committed(self) -> None:
         self._pending_blobs.clear()
 
@@ -360,7 +383,6 @@ class PostgresStore(SQLStore):
                 self._db.execute(f"SELECT pg_advisory_unlock({_KEY})", (_run_key(run_id),))
 
     def claim(self, run_id: str, force: bool = False) -> None:
-        database_error, _ = self._errors()
         self.run_info(run_id)
         token = new_owner()
         key = _pt(run_id)
@@ -372,15 +394,10 @@ class PostgresStore(SQLStore):
                 row = db.execute("SELECT owner FROM owners WHERE run_id = ?", (key,)).fetchone()
                 free = not ours and self._take_lock(run_id)
                 if free or force:
-                    db.execute("INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET"
-                               " owner = excluded.owner", (key, token))
+                    db.execute(OWNERS, (key, token))
                 return (None if row is None else row[0]), free or force
 
-            try:
-                self._commit()
-                before, took = self._in_transaction(take)
-            except database_error as exc:
-                raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+            before, took = self._writing(take)
         if not took:
             raise StoreError(
                 f"run {run_id!r} is live in another process or run ({before}); wait for it, or "

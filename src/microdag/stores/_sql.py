@@ -36,31 +36,35 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "UPSERT", "SQLStore"]
+__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES"]
 
 #: Task records buffered before a commit...
 GROUP = 1024
 #: ...or seconds the oldest buffered record may wait.
 GROUP_SECONDS = 0.5
 
-#: A task record written: a new one, or the one of its step and item replaced.
-UPSERT = """
-INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, step, item) DO UPDATE SET
+#: What a later record of a task replaces (its ``seq``, the order it was first saved in, stays).
+TASK_UPDATES = """ON CONFLICT (run_id, step, item) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started = excluded.started,
     finished = excluded.finished, error_type = excluded.error_type,
     error_message = excluded.error_message, traceback = excluded.traceback,
-    output = excluded.output, output_ref = excluded.output_ref
+    output = excluded.output, output_ref = excluded.output_ref"""
+_UPSERT = f"""
+INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
+                   error_type, error_message, traceback, output, output_ref)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+{TASK_UPDATES}
 """
+#: What an attempt printed, kept (or replaced).
 LOGS = ("INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
-         " ON CONFLICT (run_id, step, item, attempt) DO UPDATE SET text = excluded.text")
+        " ON CONFLICT (run_id, step, item, attempt) DO UPDATE SET text = excluded.text")
 _GRAPHS = "INSERT INTO graphs VALUES (?, ?) ON CONFLICT (fingerprint) DO NOTHING"
+#: A retried (or lost) attempt, kept (or replaced).
 ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step, item, attempt)"
-             " DO UPDATE SET started = excluded.started, finished = excluded.finished,"
-             " error_type = excluded.error_type, error_message = excluded.error_message")
-_OWNERS = "INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner"
+            " DO UPDATE SET started = excluded.started, finished = excluded.finished,"
+            " error_type = excluded.error_type, error_message = excluded.error_message")
+#: A run's claim, taken or moved.
+OWNERS = "INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner"
 _CACHE = ("INSERT INTO cache VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
           " output = excluded.output, output_ref = excluded.output_ref, created = excluded.created")
 
@@ -97,6 +101,10 @@ class SQLStore(SQLReader):
         """Inside prune's transaction: drop (or note) the blobs no record names; what to do after the commit."""
         raise NotImplementedError
 
+    def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
+        """Write the pending task rows (inside the commit's transaction)."""
+        db.executemany(_UPSERT, rows)
+
     def _before_writes(self, db: "Any") -> None:
         """Inside a writing transaction, before what is pending is written."""
 
@@ -121,10 +129,16 @@ class SQLStore(SQLReader):
 
         return self._retrying(once)
 
-    def _write(self, sql: str, params: "tuple[Any, ...]") -> None:
+    def _writing(self, work: "Callable[[Any], Any]") -> "Any":
+        """``work(db)`` in a transaction of its own, after what is pending is
+        committed; a database error (but an ``IntegrityError``, which the
+        caller says the meaning of) becomes a :class:`StoreError`."""
         database_error, integrity_error = self._errors()
         try:
-            self._retrying(lambda: self._db.execute(sql, params))
+            with self._lock:
+                if self._has_pending():
+                    self._commit()
+                return self._in_transaction(work)
         except integrity_error:
             raise
         except database_error as exc:
@@ -143,7 +157,7 @@ class SQLStore(SQLReader):
                     (t(info.id), t(info.flow), info.fingerprint, inputs, info.status, info.started,
                      info.finished, t(info.source), _code_text(info.code)),
                 ),
-                (_OWNERS, (t(info.id), self._new_claim(info.id))),
+                (OWNERS, (t(info.id), self._new_claim(info.id))),
             ])
         except integrity_error:
             self._claims.pop(info.id, None)
@@ -151,14 +165,8 @@ class SQLStore(SQLReader):
 
     def _transaction(self, statements: "list[tuple[str, tuple[Any, ...]]]") -> None:
         """Run ``statements`` in one transaction (one fsync), with what is pending."""
-        database_error, integrity_error = self._errors()
         with self._lock:
-            try:
-                self._commit(statements)
-            except integrity_error:
-                raise
-            except database_error as exc:
-                raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+            self._commit(statements)
 
     def save(self, run_id: str, records: "Iterable[TaskRecord]") -> None:
         with self._lock:
@@ -212,7 +220,7 @@ class SQLStore(SQLReader):
         def write(db: "Any") -> None:
             self._before_writes(db)
             if self._pending:
-                db.executemany(UPSERT, self._pending)
+                self._upsert_tasks(db, self._pending)
             if self._pending_logs:
                 db.executemany(LOGS, self._pending_logs)
             if self._pending_graphs:
@@ -293,7 +301,6 @@ class SQLStore(SQLReader):
     def _update_owner(
         self, run_id: str, change: "Callable[[str | None], str | None]"
     ) -> "tuple[str | None, str | None]":
-        database_error, _ = self._errors()
         self.run_info(run_id)
         key = self._t(run_id)
 
@@ -305,15 +312,10 @@ class SQLStore(SQLReader):
             if after is None:
                 db.execute("DELETE FROM owners WHERE run_id = ?", (key,))
             elif after != before:
-                db.execute(_OWNERS, (key, after))
+                db.execute(OWNERS, (key, after))
             return before, after
 
-        try:
-            with self._lock:
-                self._commit()
-                return self._in_transaction(update)  # type: ignore[no-any-return]
-        except database_error as exc:
-            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+        return self._writing(update)  # type: ignore[no-any-return]
 
     def cache_put(self, key: str, output: bytes, created: float) -> None:
         with self._lock:
@@ -324,7 +326,6 @@ class SQLStore(SQLReader):
             self._transaction([(_CACHE, (key, output, ref, created))])
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
-        database_error, _ = self._errors()
         gone = doomed(self.list_runs(), older_than, keep_last)
 
         def delete(db: "Any") -> "Callable[[], None]":
@@ -336,12 +337,7 @@ class SQLStore(SQLReader):
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             return self._drop_blobs(db)
 
-        try:
-            with self._lock:
-                self._commit()
-                after = self._in_transaction(delete)
-        except database_error as exc:
-            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+        after = self._writing(delete)
         after()
         self._pruned(gone)
         return len(gone)

@@ -38,7 +38,7 @@ from .._errors import StoreError
 from .._records import run_status
 from ._files import BLOB_SIZE
 from ._queue import CANCELLED, FAILED, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
-from ._sql import ATTEMPTS, LOGS, UPSERT
+from ._sql import ATTEMPTS, LOGS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class SQLQueue(WorkQueue):
                 now = float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
                 result = body(db, now)
                 if self._rows:
-                    db.executemany(UPSERT, self._rows)
+                    self.store._upsert_tasks(db, self._rows)
             except BaseException:
                 self._rows.clear()
                 self._mirrors.clear()
