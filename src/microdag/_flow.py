@@ -387,13 +387,16 @@ class Flow:
         run_id: "str | None" = None,
         resume: bool = False,
         force: bool = False,
+        lease: "float | None" = None,
     ) -> "Run":
         """Run the flow and return its :class:`~microdag.Run`.
 
         Args:
             inputs: values for the flow inputs, by name.
             executor: ``"inline"`` (the caller's thread), ``"threads"``,
-                ``"processes"``, any ``concurrent.futures.Executor``, or a
+                ``"processes"``, ``"workers"`` (claimed from ``store`` by
+                ``python -m microdag worker`` processes and this one:
+                docs/workers.md), any ``concurrent.futures.Executor``, or a
                 ``distributed.Client``: the steps run on its Dask cluster,
                 their outputs stay there (see docs/distributed.md).
             max_workers: parallel steps at most (threads and processes:
@@ -427,6 +430,8 @@ class Flow:
                 default to the run's.
             force: resume even if the flow's structure changed since, or the
                 run seems live in another process.
+            lease: with ``executor="workers"``: seconds this process's claims
+                on steps hold without a heartbeat (default 30).
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).
@@ -439,17 +444,9 @@ class Flow:
         if executor == "inline":
             _check_no_running_loop(self._name, plan)
         options = RunOptions(
-            executor=executor,
-            max_workers=max_workers,
-            targets=targets,
-            on_failure=on_failure,
-            hooks=hooks,
-            keep_outputs=keep_outputs,
-            cancel=cancel,
-            store=store,
-            run_id=run_id,
-            resume=resume,
-            force=force,
+            executor=executor, max_workers=max_workers, targets=targets, on_failure=on_failure, hooks=hooks,
+            keep_outputs=keep_outputs, cancel=cancel, store=store, run_id=run_id, resume=resume, force=force,
+            lease=lease,
         )
         run = execute(plan, self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":
@@ -460,7 +457,7 @@ class Flow:
         self,
         inputs: "Mapping[str, Any] | None" = None,
         *,
-        executor: "Literal['inline'] | DaskClient" = "inline",
+        executor: "Literal['inline', 'workers'] | DaskClient" = "inline",
         max_workers: "int | None" = None,
         targets: "Iterable[str] | None" = None,
         on_failure: "OnFailure" = "fail_fast",
@@ -484,7 +481,8 @@ class Flow:
 
         With ``executor=`` a (synchronous) ``distributed.Client``, the steps
         run on its Dask cluster as with :meth:`run`, and this coroutine
-        waits for them without blocking the loop.
+        waits for them without blocking the loop; so it does for
+        ``executor="workers"``.
         """
         # (the runner loads with the first run, not with a flow's definition)
         from .runner import RunOptions, execute_async

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
+    from ._types import RunStatus
+
 __all__ = [
     "CODES", "EXCLUDED", "PACKAGE", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id",
-    "check_task", "busy_time", "step_traceback",
+    "check_task", "busy_time", "run_status", "step_traceback",
 ]
 
 #: microdag's own folder (with a trailing separator): a frame whose file is in
@@ -38,6 +40,13 @@ CODES = {"pending": 0, "running": 2, "succeeded": 3, "failed": 4, "skipped": 5, 
 EXCLUDED = 7
 #: The code of a stored status this table does not know (a newer microdag's).
 UNKNOWN = 8
+
+
+def run_status(cancelled: bool, failed: bool) -> "RunStatus":
+    """A run's status once it ended: ``cancelled`` (stopped, by Ctrl-C or a
+    cancel), else ``failed`` when a step failed, else ``succeeded``: the one
+    rule, for a run in one process and for a run its workers share."""
+    return "cancelled" if cancelled else "failed" if failed else "succeeded"
 
 
 class RunInfo:

@@ -270,11 +270,13 @@ class Run:
 
     @classmethod
     def from_records(
-        cls, info: "RunInfo", records: "list[TaskRecord]", output: "Callable[[str], Any]"
+        cls, info: "RunInfo", records: "list[TaskRecord]", output: "Callable[[str], Any]",
+        kept: "set[str] | None" = None,
     ) -> "Run":
         """A run as a store keeps it: ``info``, the records of its steps (map
         items are left out) and ``output(step)``, which reads one step's output
-        (called when ``outputs[step]`` is first read).  Errors come back as
+        (called when ``outputs[step]`` is first read); with ``kept``, the
+        outputs of those steps only.  Errors come back as
         :class:`~microdag.stores.StoredError`; the first to finish is ``error``.
         """
         steps = [r for r in records if r.item < 0]
@@ -286,7 +288,8 @@ class Run:
             if r.error_type is not None
         }
         first = min(errors, default=-1, key=lambda i: steps[i].finished or 0.0)
-        outputs = _StoredOutputs(output, {r.step for r in steps if r.output is not None})
+        outputs = _StoredOutputs(output, {r.step for r in steps if r.output is not None
+                                          and (kept is None or r.step in kept)})
         return cls(
             info.id,
             info.flow,

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 __all__ = ["DaskClient", "ExecutorName", "OnFailure", "RunStatus", "TaskStatus", "Trigger"]
 
 #: The executors named by a string (any ``concurrent.futures.Executor`` also works).
-ExecutorName = Literal["inline", "threads", "processes"]
+ExecutorName = Literal["inline", "threads", "processes", "workers"]
 
 
 class DaskClient(Protocol):

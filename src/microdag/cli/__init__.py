@@ -59,6 +59,9 @@ COMMANDS: "dict[str, tuple[str, str | None]]" = {
     "report": ("microdag.cli._stored", "write a self-contained HTML report of a stored run"),
     "export": ("microdag.cli._export", "write a manifest that runs a flow elsewhere: an Argo Workflow (export argo)"),
     "ui": ("microdag.cli._ui", "serve a local web app to watch, run and edit flows (docs/ui.md)"),
+    "worker": ("microdag.cli._worker", "claim and run the ready steps of runs shared through a store (docs/workers.md)"),
+    "submit": ("microdag.cli._worker", "start a run for workers to run (--store) and print its id at once"),
+    "cancel": ("microdag.cli._worker", "cancel a run shared with workers, for every worker"),
     "pod": ("microdag._pod", None),
 }
 

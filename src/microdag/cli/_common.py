@@ -57,7 +57,7 @@ def store_at(
             os.makedirs(os.path.dirname(spec), exist_ok=True)
         elif not os.path.exists(spec):
             raise StoreError(f"no store at {spec} (run a flow here first, or pass --store)")
-    elif not create and spec != "memory":
+    elif not create and spec != "memory" and not spec.startswith(("postgresql://", "postgres://")):
         path = spec_parts(spec)[1]
         if path and not os.path.exists(path):  # (a server's URL names no path)
             raise StoreError(f"no store at {spec}")

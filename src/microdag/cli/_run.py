@@ -59,9 +59,14 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
         "--executor",
         type=_executor,
         default="inline",
-        metavar="{inline,threads,processes,dask,dask://HOST:PORT}",
-        help="where steps run (default: inline); dask: a Dask cluster of worker processes on this "
+        metavar="{inline,threads,processes,workers,dask,dask://HOST:PORT}",
+        help="where steps run (default: inline); workers: by `python -m microdag worker` processes sharing "
+        "--store, and this one (docs/workers.md); dask: a Dask cluster of worker processes on this "
         "machine, dask://HOST:PORT: the Dask cluster of the scheduler there (docs/distributed.md)",
+    )
+    p.add_argument(
+        "--lease", type=float, default=None, metavar="SECONDS",
+        help="--executor workers: seconds a worker's claim holds without a heartbeat (default: 30)",
     )
     p.add_argument(
         "--workers", type=positive, metavar="N",
@@ -82,10 +87,10 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
 
 
 def _executor(text: str) -> str:
-    if text in ("inline", "threads", "processes", "dask") or (text.startswith("dask://") and len(text) > 7):
+    if text in ("inline", "threads", "processes", "workers", "dask") or (text.startswith("dask://") and len(text) > 7):
         return text
     raise argparse.ArgumentTypeError(
-        f"invalid choice: {text!r} (choose from inline, threads, processes, dask, dask://HOST:PORT)")
+        f"invalid choice: {text!r} (choose from inline, threads, processes, workers, dask, dask://HOST:PORT)")
 
 
 def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", command: str = "resume",
@@ -200,6 +205,10 @@ def _execute(
         if args.executor.startswith("dask"):
             run = _run_on_dask(flow, args, store, hooks, options)
         else:
+            if args.executor == "workers":
+                options["lease"] = args.lease
+            elif args.lease is not None:
+                raise UsageError("--lease goes with --executor workers")
             run = flow.run(
                 executor=args.executor,
                 max_workers=args.workers,
@@ -265,13 +274,20 @@ def _run_on_dask(flow: "Flow", args: "argparse.Namespace", store: "Store", hooks
 # -- commands ---------------------------------------------------------------------------------
 
 
-def _cmd_run(args: "argparse.Namespace") -> int:
+def flow_to_run(args: "argparse.Namespace") -> "tuple[Flow, dict[str, Any]]":
+    """The flow of ``FLOW`` with its inputs (``--input``, ``--inputs``), its
+    ``--target`` steps checked: what ``run`` and ``submit`` start."""
     inputs = parse_inputs(args.input, args.inputs)
     flow = load(args.flow, inputs)
     inputs = typed_inputs(flow, args.input, inputs)
     for target in args.target or ():
         if target not in flow:
             raise UsageError(_no_step(flow, target, "--target"))
+    return flow, inputs
+
+
+def _cmd_run(args: "argparse.Namespace") -> int:
+    flow, inputs = flow_to_run(args)
     store_spec = args.store or DEFAULT_STORE
     store = store_at(args.store, create=True, codec=args.codec)
     try:

@@ -56,6 +56,10 @@ def execute(
     """Run ``plan`` (the implementation of :meth:`Flow.run`; options as there,
     but a run that does not succeed is returned: the caller raises)."""
     executor = options.executor
+    if executor == "workers":
+        from .workers import run_on_workers  # (only the backend asked for loads)
+
+        return run_on_workers(plan, flow, source, inputs, options)
     if not isinstance(executor, str):
         _check_client(flow, executor)
     runner, given = prepare(plan, flow, source, inputs, options)
@@ -142,6 +146,8 @@ async def execute_async(
     from .dispatch import run_async  # (only the backend asked for loads)
 
     executor = options.executor
+    if executor == "workers":
+        return await _on_workers_async(plan, flow, source, inputs, options)
     if executor != "inline":
         _check_client(flow, executor, "arun")
     runner, given = prepare(plan, flow, source, inputs, options.replace(executor="inline"))
@@ -162,6 +168,28 @@ async def execute_async(
     finally:
         pool.close()
     return _finish(runner, given)
+
+
+async def _on_workers_async(
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: RunOptions
+) -> "Run":
+    """``arun(executor="workers")``: the run of ``run()``, waited for in a
+    thread; cancelling the task cancels the run for every worker (through
+    its ``cancel`` event), waits for its end and raises again."""
+    import asyncio  # (arun only: asyncio)
+    import threading  # (arun only)
+
+    from .workers import run_on_workers  # (only the backend asked for loads)
+
+    cancel = options.cancel if options.cancel is not None else threading.Event()
+    done = asyncio.get_running_loop().run_in_executor(
+        None, run_on_workers, plan, flow, source, inputs, options.replace(cancel=cancel))
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        cancel.set()
+        await asyncio.wait([done])
+        raise
 
 
 def _finish(runner: "Runner", given: "dict[str, Any]") -> "Run":

@@ -20,7 +20,7 @@ class RunOptions:
     """What ``Flow.run`` was asked for, besides the inputs (see its docs)."""
 
     __slots__ = ("executor", "max_workers", "targets", "on_failure", "hooks", "keep_outputs", "cancel", "store",
-                 "run_id", "resume", "force")
+                 "run_id", "resume", "force", "lease")
 
     executor: "Any"
     max_workers: "int | None"
@@ -33,11 +33,12 @@ class RunOptions:
     run_id: "str | None"
     resume: bool
     force: bool
+    lease: "float | None"
 
     def __init__(
         self, *, executor: "Any", max_workers: "int | None", targets: "Iterable[str] | None", on_failure: str,
         hooks: "Iterable[Callable[[Any], Any]]", keep_outputs: bool, cancel: "Any", store: "Any",
-        run_id: "str | None", resume: bool, force: bool,
+        run_id: "str | None", resume: bool, force: bool, lease: "float | None" = None,
     ) -> None:
         # Every field is given: the defaults are Flow.run's, and live there only.
         setattr_ = object.__setattr__
@@ -52,6 +53,7 @@ class RunOptions:
         setattr_(self, "run_id", run_id)
         setattr_(self, "resume", resume)
         setattr_(self, "force", force)
+        setattr_(self, "lease", lease)
 
     def __setattr__(self, name: str, value: "Any") -> None:
         raise AttributeError(f"RunOptions are frozen: {name!r} cannot be set (make a copy with replace())")

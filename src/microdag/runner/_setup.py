@@ -18,12 +18,13 @@ import sys
 
 from .._binding import NO_DEFAULT
 from .._capture import install, uninstall
-from .._errors import FlowError
+from .._errors import FlowError, StoreError
 from .._events import log
 from .._graph import name_index, new_kernel
 from .._records import PACKAGE, RunInfo, check_run_id
 from .._result import new_run_id
 from .._schema import problem
+from ..stores import Store
 from ._call import bind_inputs, missing_input
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXECUTORS", "Checked", "check", "open_run", "prepare", "release"]
 
-EXECUTORS = ("inline", "threads", "processes")
+EXECUTORS = ("inline", "threads", "processes", "workers")
 _POLICIES = ("fail_fast", "continue")
 
 
@@ -180,6 +181,19 @@ def check(
             )
     elif not callable(getattr(executor, "submit", None)):
         problems.append(f"executor {executor!r} is neither a name nor a concurrent.futures.Executor")
+    if executor == "workers":
+        if store is None:
+            problems.append("executor='workers' needs store=: the store its workers share (an SQLite file)")
+        elif type(store).queue is Store.queue:  # (the refusal of a store that is no work queue)
+            try:
+                store.queue()
+            except StoreError as exc:
+                problems.append(str(exc))
+        lease = options.lease
+        if lease is not None and (type(lease) not in (int, float) or not 0 < lease < float("inf")):
+            problems.append(f"lease must be a number of seconds > 0, not {lease!r}")
+    elif options.lease is not None:
+        problems.append("lease= goes with executor='workers' only")
     if options.on_failure not in _POLICIES:
         problems.append(f"unknown on_failure {options.on_failure!r}: expected 'fail_fast' or 'continue'")
     if max_workers is not None and (

@@ -65,6 +65,7 @@ from .._compat import sched
 from .._context import Frame
 from .._errors import Skip
 from .._events import Event, debug_enabled, dispatch, log
+from .._records import run_status
 from ..pools._attempt import Attempt
 from ._call import Caller, kwargs
 from ._maps import Maps
@@ -586,8 +587,5 @@ class Runner:
         self.outputs = []  # (a failed step's traceback may keep this object alive)
 
     def status(self) -> "RunStatus":
-        if self.interrupt is not None or self.cancel_requested:
-            return "cancelled"
-        if self.errors and self.first_failure >= 0:
-            return "failed"
-        return "succeeded"
+        return run_status(
+            self.interrupt is not None or self.cancel_requested, bool(self.errors) and self.first_failure >= 0)

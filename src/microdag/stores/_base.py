@@ -17,7 +17,8 @@ store to it), in two parts along its seam:
   only they used.  What is built on the primitives (reports, ``load_run``,
   logs, summaries) is ``_read``'s, once, for every store.
 
-The work queue of ``executor="workers"`` is a third part beside these.
+The work queue of ``executor="workers"`` is a third part beside these
+(``_queue``): :meth:`Store.queue` answers it where the store can be one.
 
 Outputs travel encoded (``bytes``, by the store's codec: ``_codec``); the
 store holds encoded outputs below ``BLOB_SIZE`` inline and bigger ones once
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .._result import Run
+    from ._queue import WorkQueue
 
     #: A run's successes as columns: steps, attempts, starts, finishes (``Store.succeeded_columns``).
     Successes = tuple[Sequence[str], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
@@ -303,6 +305,20 @@ class Store(Writer):
             StoreError: no such run.
         """
         raise NotImplementedError
+
+    def queue(self) -> "WorkQueue":
+        """The store's work queue, for runs that workers share
+        (``executor="workers"``; ``stores/_queue``): a new connection, closed
+        by its ``close``.
+
+        Raises:
+            StoreError: the store cannot be one (memory and JSON stores cannot;
+                SQLite and PostgreSQL stores can).
+        """
+        raise StoreError(
+            f"{type(self).__name__} cannot share a run with workers: executor='workers' needs a store "
+            "that is a work queue: an SQLite store (store='runs.db') or a PostgreSQL one"
+        )
 
     def prune(self, older_than: "float | None" = None, keep_last: "int | None" = None) -> int:
         """Delete runs that started more than ``older_than`` seconds ago, keeping

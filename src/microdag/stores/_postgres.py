@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .._records import RunInfo
+    from ._postgres_queue import PostgresQueue
 
 __all__ = ["SCHEMA", "PostgresStore"]
 
@@ -282,14 +283,21 @@ class PostgresStore(SQLStore):
 
         return psycopg.OperationalError
 
-    def _reconnect(self) -> bool:
-        if not self._db.broken:
-            return False
+    def _fresh(self, db: _Connection) -> "_Connection | None":
+        """A new connection in place of ``db`` if it dropped (a server restart), else ``None``."""
+        if not db.broken:
+            return None
         try:
-            self._db.close()
+            db.close()
         except Exception:
-            pass
-        self._db = self._connect()
+            pass  # (it is gone already)
+        return self._connect()
+
+    def _reconnect(self) -> bool:
+        db = self._fresh(self._db)
+        if db is None:
+            return False
+        self._db = db
         for run_id in list(self._locked):  # the claims the dropped session held, taken again where free
             if not self._db.execute(f"SELECT pg_try_advisory_lock({_KEY})", (_run_key(run_id),)).fetchone()[0]:
                 self._locked.discard(run_id)
@@ -405,6 +413,11 @@ class PostgresStore(SQLStore):
                 self._let_go(run_id)
 
     # -- the rest --------------------------------------------------------------------------
+
+    def queue(self) -> "PostgresQueue":
+        from ._postgres_queue import PostgresQueue  # (runs shared with workers only)
+
+        return PostgresQueue(self)
 
     def close(self) -> None:
         try:

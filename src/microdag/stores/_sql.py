@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["GROUP", "GROUP_SECONDS", "OWNERS", "SQLStore", "TASK_UPDATES"]
+__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES"]
 
 #: Task records buffered before a commit...
 GROUP = 1024
@@ -55,12 +55,14 @@ INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 {TASK_UPDATES}
 """
-_LOGS = ("INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
-         " ON CONFLICT (run_id, step, item, attempt) DO UPDATE SET text = excluded.text")
+#: What an attempt printed, kept (or replaced).
+LOGS = ("INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, step, item, attempt) DO UPDATE SET text = excluded.text")
 _GRAPHS = "INSERT INTO graphs VALUES (?, ?) ON CONFLICT (fingerprint) DO NOTHING"
-_ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step, item, attempt)"
-             " DO UPDATE SET started = excluded.started, finished = excluded.finished,"
-             " error_type = excluded.error_type, error_message = excluded.error_message")
+#: A retried (or lost) attempt, kept (or replaced).
+ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step, item, attempt)"
+            " DO UPDATE SET started = excluded.started, finished = excluded.finished,"
+            " error_type = excluded.error_type, error_message = excluded.error_message")
 #: A run's claim, taken or moved.
 OWNERS = "INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner"
 _CACHE = ("INSERT INTO cache VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
@@ -220,11 +222,11 @@ class SQLStore(SQLReader):
             if self._pending:
                 self._upsert_tasks(db, self._pending)
             if self._pending_logs:
-                db.executemany(_LOGS, self._pending_logs)
+                db.executemany(LOGS, self._pending_logs)
             if self._pending_graphs:
                 db.executemany(_GRAPHS, self._pending_graphs)
             if self._pending_attempts:
-                db.executemany(_ATTEMPTS, self._pending_attempts)
+                db.executemany(ATTEMPTS, self._pending_attempts)
             for sql, params in statements or ():
                 db.execute(sql, params)
 

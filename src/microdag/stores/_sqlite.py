@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from ._sqlite_queue import SQLiteQueue
+
 __all__ = ["SQLiteStore"]
 
 
@@ -89,6 +91,11 @@ class SQLiteStore(SQLStore):
         used = {row[0] for row in db.execute("SELECT output_ref FROM tasks WHERE output_ref IS NOT NULL")}
         used |= {row[0] for row in db.execute("SELECT output_ref FROM cache WHERE output_ref IS NOT NULL")}
         return lambda: drop_blobs(self.blobs, used, self.list_runs())
+
+    def queue(self) -> "SQLiteQueue":
+        from ._sqlite_queue import SQLiteQueue  # (runs shared with workers only)
+
+        return SQLiteQueue(self)
 
     def run_dir(self, run_id: str) -> str:
         return os.path.join(self.path + ".work", check_run_id(run_id))

@@ -1,0 +1,453 @@
+"""Workers: processes that claim steps from a store's work queue and run them.
+
+``executor="workers"`` runs a flow through its store (``stores/_queue``):
+:func:`submit` checks the run and opens its record as any run does
+(``_setup``), then writes its plan and first ready steps to the queue;
+:func:`run_on_workers` does that, works on the run in this process too, and
+waits for its end, telling the hooks what the store records
+(``step_finished``), so that the command line shows the usual progress.
+Ctrl-C or the run's ``cancel`` event cancel it through the store, for every
+worker.  ``python -m microdag worker`` is a :class:`Worker` serving every
+run whose flow it can load.
+
+What each rule's home is:
+
+- which steps a finished one makes ready or skips, a failure stopping a run
+  under ``fail_fast``: the kernel, replayed by the store's mirror
+  (``stores/_queue``); a run's status at its end: ``_records.run_status``;
+- calling a step once: ``_call`` (its arguments, its attempt, its timeout)
+  and the pools' ``invoke`` (its context, capture, an ``async def`` step's loop);
+- whether a failed attempt is tried again and when: the step's ``Retry``
+  policy (``plan.retry``), which the worker asks as the state machine does;
+- leases, fencing and cancel: the queue.
+
+A worker runs steps on ``concurrency`` threads, each claiming a few ready
+steps at a time (one at first, more while they take under a millisecond:
+tiny steps pay one transaction per batch, slow ones are not held back from
+idle workers), and one more thread renews the leases of what it holds
+(every third of the lease) and looks for cancelled runs (every
+:data:`LOOK` seconds).  A step of a cancelled run is stopped as a timeout
+would stop it: its record says ``cancelled`` at once and the programs of the
+run's command steps are killed; the call itself is abandoned and its result,
+if it comes, is refused by the fence, and its thread is taken until it
+returns.
+
+Which code runs: a worker compares each step's code digest with the one the
+run recorded, and leaves a step whose code differs alone (it says so once
+per run), as it leaves runs whose flow it cannot load or whose structure
+differs: a half-deployed fleet cannot record results of other code.
+"""
+
+import threading
+import time
+
+from .._children import kill
+from .._errors import FlowError, Skip, StoreError
+from .._events import Event, dispatch, log
+from .._records import step_traceback
+from .._result import Run
+from .._steps import TRIGGERS
+from ..pools._attempt import Captured, invoke
+from ..stores._files import new_owner
+from ..stores._queue import Claim, Outcome
+from ._call import Caller, bind_inputs, call_with_timeout, kwargs
+from ._setup import prepare, release
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from .._plan import _Plan
+    from .._records import RunInfo
+    from ..stores import Store
+    from ..stores._queue import WorkQueue
+    from ._options import RunOptions
+
+__all__ = ["LEASE", "LOOK", "Worker", "plan_document", "run_on_workers", "submit"]
+
+#: Seconds a claim holds without a heartbeat (``lease=``, ``--lease``).
+LEASE = 30.0
+#: Seconds between two looks for cancelled runs while steps run.
+LOOK = 0.1
+#: The most steps one claim takes.
+BATCH = 64
+
+
+def plan_document(plan: "_Plan", subset: "list[int] | None", on_failure: str) -> "dict[str, Any]":
+    """What the queue keeps of a run's plan (``WorkQueue.submit``)."""
+    kernel = plan.graph.kernel
+    src: list[int] = []
+    dst: list[int] = []
+    for i in range(len(plan.steps)):
+        for p in kernel.predecessors(i):
+            src.append(p)
+            dst.append(i)
+    return {
+        "n": len(plan.steps), "src": src, "dst": dst, "names": [str(name) for name in plan.graph.names],
+        "triggers": [TRIGGERS.index(s.trigger) for s in plan.steps] if plan.has_triggers else None,
+        "subset": subset, "on_failure": on_failure,
+        "timeout": [s.timeout for s in plan.steps], "retries": [s.retries for s in plan.steps],
+    }
+
+
+def submit(
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: "RunOptions"
+) -> "tuple[Store, str, list[Callable[[Any], Any]], set[str] | None]":
+    """Check and start a run on the store's queue (its record, its plan, its
+    first ready steps); the store, the run's id, its hooks and the steps
+    whose outputs its ``Run`` holds (``None``: all).
+
+    Raises:
+        FlowError: a problem with the options, the inputs, or the store.
+        StoreError: the store cannot be used.
+    """
+    if options.resume:
+        raise FlowError("executor='workers' starts new runs: resume a run with another executor")
+    if plan.maps or any(s.cache for s in plan.steps):
+        shown = ", ".join(repr(s.name) for s in plan.steps if s.map is not None or s.cache)
+        raise FlowError(f"flow {flow!r}: executor='workers' runs neither map steps nor cached steps yet ({shown})")
+    runner, _ = prepare(plan, flow, source, inputs, options)
+    keep = None if runner.keep is None else {str(runner.names[i]) for i in runner.keep}
+    try:
+        store = runner.recorder.store  # type: ignore[union-attr]
+        queue = store.queue()
+        try:
+            queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure))
+        finally:
+            queue.close()
+        store.release(runner.run_id)  # (the queue holds the run now, not this process)
+    finally:
+        release(runner)
+    return store, runner.run_id, list(runner.hooks), keep
+
+
+def run_on_workers(
+    plan: "_Plan", flow: str, source: "str | None", inputs: "Mapping[str, Any] | None", options: "RunOptions"
+) -> "Run":
+    """``Flow.run(executor="workers")``: submit the run, work on it with
+    ``max_workers`` threads (default 1) beside the other workers, and wait for
+    its end; its :class:`~microdag.Run` as the store records it."""
+    store, run_id, hooks, keep = submit(plan, flow, source, inputs, options)
+    cancel = options.cancel
+    worker = Worker(store, lambda info: plan if info.id == run_id else None, concurrency=options.max_workers or 1,
+                    lease=options.lease or LEASE, only=run_id)
+    queue = store.queue()
+    seen = 0
+
+    def emit(kind: str, step: "str | None", **fields: "Any") -> None:
+        dispatch(tuple(hooks), Event(kind, run_id, flow, step, time=time.time(), **fields))
+
+    try:
+        worker.start()
+        over = False
+        while not over:
+            if cancel is not None and cancel.is_set():
+                queue.cancel(run_id)
+            over = store.run_info(run_id).status != "running"
+            if hooks:  # (after the look at the status: what the run's last commit wrote is told too)
+                seen, records = queue.progress(run_id, seen)
+                for step, status, attempts in records:
+                    emit("step_finished", step, status=status, attempt=attempts)
+            if not over:
+                queue.wait(0.05)
+    except BaseException:  # Ctrl-C: the run is cancelled for every worker
+        queue.cancel(run_id)
+        worker.stop_after(2.0)
+        raise
+    finally:
+        worker.stop_after(0.0)
+        queue.close()
+    run = Run.from_records(store.run_info(run_id), store.tasks(run_id), lambda step: store.output(run_id, step), keep)
+    if hooks:
+        emit("run_finished", None, status=run.status, duration=run.duration)
+    return run
+
+
+class _RunOf:
+    """What a worker knows of one run it works on."""
+
+    __slots__ = ("plan", "names", "caller", "inputs", "bound", "foreign")
+
+    def __init__(self, plan: "_Plan", info: "RunInfo", run_dir: "str | None") -> None:
+        self.plan = plan
+        self.names = plan.graph.names
+        self.caller = Caller(plan, info.id, info.flow, run_dir, capture=True)
+        self.inputs = info.inputs
+        self.bound: dict[int, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+        mine = plan.code() or {}
+        recorded = info.code or {}
+        #: Steps whose code differs from the run's: left alone.
+        self.foreign = {i for i, name in enumerate(self.names)
+                        if name in recorded and name in mine and recorded[name] != mine[name]}
+
+    def kwargs(self, i: int, values: "list[Any]") -> "dict[str, Any]":
+        bound = self.bound.get(i)
+        if bound is None:
+            names, consts, _ = bind_inputs(self.plan, i, self.inputs)
+            bound = self.bound[i] = (names, consts)
+        return kwargs(bound[0], values, bound[1])
+
+
+class Worker:
+    """Claims steps from ``store``'s queue and runs them (see the module docs).
+
+    Args:
+        store: an opened store that is a work queue.
+        plans: a run's record -> the plan of its flow, or ``None`` when this
+            worker cannot run it.
+        concurrency: steps run at once (threads).
+        lease: seconds a claim holds without a heartbeat.
+        only: work on this run only.
+        say: where the worker says what it leaves alone (default: a warning log).
+    """
+
+    def __init__(
+        self, store: "Store", plans: "Callable[[RunInfo], _Plan | None]", *, concurrency: int = 1,
+        lease: float = LEASE, only: "str | None" = None, say: "Callable[[str], object] | None" = None,
+    ) -> None:
+        self.store = store
+        self.queue: WorkQueue = store.queue()
+        self.plans = plans
+        self.concurrency = concurrency
+        self.lease = lease
+        self.only = only
+        self.say = say or (lambda text: log(30, "%s", text))
+        self.token = new_owner()
+        self.runs: dict[str, _RunOf | None] = {}
+        self.unknown: set[str] = set()  # runs met in a claim, to look at outside it
+        self.learning = threading.Lock()
+        self.held: dict[tuple[str, int], Claim] = {}
+        self.done = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.ran = 0  # steps whose outcome was recorded
+
+    # -- which runs and steps ------------------------------------------------------------
+
+    def _refuse(self, run_id: str, step: int) -> bool:
+        """Whether to leave a step alone (in the claim's transaction: no I/O)."""
+        if self.only is not None and run_id != self.only:
+            return True
+        run = self.runs.get(run_id, False)
+        if run is False:
+            self.unknown.add(run_id)
+            return True
+        return run is None or step in run.foreign  # type: ignore[union-attr]
+
+    def _meet(self, run_ids: "list[str]") -> None:
+        """Runs with steps to claim: learn those not seen yet, before the claim."""
+        new = [run_id for run_id in run_ids if run_id not in self.runs and (self.only in (None, run_id))]
+        if new:
+            self.unknown.update(new)
+            self._learn()
+
+    def _learn(self) -> None:
+        """Look at the runs claims met for the first time: can this worker run them?"""
+        with self.learning:  # (one thread at a time: each run is looked at, and told about, once)
+            self._look()
+
+    def _look(self) -> None:
+        for run_id in list(self.unknown):
+            if run_id in self.runs:
+                self.unknown.discard(run_id)
+                continue
+            self.unknown.discard(run_id)
+            try:
+                info = self.store.run_info(run_id)
+                plan = self.plans(info)
+            except Exception as exc:
+                self.runs[run_id] = None
+                self.say(f"worker: run {run_id} is left alone: its flow cannot be loaded "
+                         f"({type(exc).__name__}: {exc})")
+                continue
+            if plan is None:
+                self.runs[run_id] = None
+                self.say(f"worker: run {run_id} of flow {info.flow!r} is left alone: this worker has no such "
+                         "flow (give it with --flows)")
+                continue
+            if not plan.made(info.fingerprint):
+                self.runs[run_id] = None
+                self.say(f"worker: run {run_id} of flow {info.flow!r} is left alone: its steps or dependencies "
+                         "differ from the flow this worker loaded")
+                continue
+            run = self.runs[run_id] = _RunOf(plan, info, self.store.run_dir(run_id))
+            if run.foreign:
+                shown = ", ".join(repr(run.names[i]) for i in sorted(run.foreign)[:5])
+                self.say(f"worker: run {run_id} of flow {info.flow!r}: steps {shown} are left alone: their "
+                         "code differs from the code the run was started with")
+
+    def _skipped_runs(self) -> "list[str]":
+        return [run_id for run_id, run in self.runs.items() if run is None]
+
+    # -- running ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker's threads (and capture of what steps print)."""
+        from .. import _capture  # (what steps print is kept, as in any durable run)
+
+        _capture.install()
+        for n in range(self.concurrency):
+            thread = threading.Thread(target=self._work, name=f"microdag worker {n}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        beat = threading.Thread(target=self._beat, name="microdag heartbeat", daemon=True)
+        beat.start()
+        self.threads.append(beat)
+
+    def serve(self) -> None:
+        """Work until :meth:`stop_after` is called (or Ctrl-C: what it holds is given back)."""
+        self.start()
+        try:
+            while not self.done.wait(0.5):
+                pass
+        finally:
+            self.stop_after(0.0)
+
+    def stop_after(self, seconds: float) -> None:
+        """Stop claiming; wait up to ``seconds`` for the steps running to end,
+        then give back what is still held."""
+        first = not self.done.is_set()
+        self.done.set()
+        deadline = time.monotonic() + seconds
+        for thread in self.threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        if first:
+            held = [c for c in list(self.held.values()) if not c.lost]
+            try:
+                self._end_cancelled(held)  # (a cancelled run's steps end cancelled, not given back)
+                self.queue.release([c for c in held if not c.lost])
+            except StoreError:
+                pass  # their leases run out instead
+            from .. import _capture  # (started by start())
+
+            _capture.uninstall()
+
+    def _work(self) -> None:
+        """One thread: claim, run, finish, until stopped."""
+        batch = 1
+        queue = self.queue
+        while not self.done.is_set():
+            try:
+                claims = queue.claim(self.token, self.lease, batch, self._refuse, self._skipped_runs(), self._meet)
+            except StoreError as exc:
+                log(30, "worker: %s", exc)
+                self.done.wait(0.5)
+                continue
+            if self.unknown:
+                self._learn()
+                if not claims:
+                    continue  # (the steps of the runs just learned are claimed at once)
+            if not claims:
+                batch = 1
+                queue.wait(0.05)
+                continue
+            for c in claims:
+                self.held[c.run_id, c.step] = c
+            began = time.perf_counter()
+            done: list[tuple[Claim, Outcome]] = []
+            try:
+                outputs = self._inputs(claims)
+            except StoreError as exc:
+                log(30, "worker: %s", exc)
+                outputs = {}
+            for c in claims:
+                if self.done.is_set():
+                    break
+                if not c.lost:
+                    done.append((c, self._run(c, outputs.get(c.run_id, {}))))
+            took = time.perf_counter() - began
+            self._finish(done)
+            for c in claims:
+                self.held.pop((c.run_id, c.step), None)
+            batch = min(BATCH, batch * 2) if took < 0.001 * len(claims) else 1
+
+    def _finish(self, done: "list[tuple[Claim, Outcome]]") -> None:
+        """Record what ran; while the store cannot be written (a server
+        restarting), try again for as long as the leases hold."""
+        deadline = time.monotonic() + self.lease / 2
+        while True:
+            try:
+                self.ran += sum(self.queue.finish([d for d in done if not d[0].lost]))
+                return
+            except StoreError as exc:
+                log(30, "worker: %s", exc)
+                if time.monotonic() >= deadline or self.done.wait(0.5):
+                    return  # (their leases run out: the steps run again, as after a kill)
+
+    def _inputs(self, claims: "list[Claim]") -> "dict[str, dict[str, bytes]]":
+        """The encoded outputs the claimed steps take, by run: one read per run
+        (a claimed step is ready: what it takes is recorded)."""
+        wanted: dict[str, set[str]] = {}
+        for c in claims:
+            run = self.runs[c.run_id]
+            assert run is not None
+            wanted.setdefault(c.run_id, set()).update(run.names[d] for d in run.plan.argdeps[c.step])
+        return {run_id: self.queue.outputs(run_id, sorted(steps)) for run_id, steps in wanted.items() if steps}
+
+    def _run(self, claim: Claim, encoded: "dict[str, bytes]") -> Outcome:
+        """Run the attempt ``claim`` holds (``encoded``: the outputs it takes); how it ended."""
+        run = self.runs[claim.run_id]
+        assert run is not None
+        i = claim.step
+        plan = run.plan
+        names = run.names
+        att = run.caller.attempt(i, claim.attempt)
+        started = time.time()
+        fn = plan.fns[i]
+        try:
+            deps = [names[d] for d in plan.argdeps[i]]
+            values = [self.store.decode(encoded[d]) if d in encoded else None for d in deps]
+            kw = run.kwargs(i, values)
+            if att.timeout is None:
+                value = invoke(fn, kw, att)
+            else:
+                value = call_with_timeout(invoke, {"fn": fn, "kwargs": kw, "attempt": att}, att)
+        except Skip as exc:
+            return Outcome("skipped", started, time.time(), logs=getattr(exc, "__microdag_logs__", ""))
+        except Exception as exc:
+            retry = plan.retry[i].delay(exc, claim.attempt)
+            tb = getattr(exc, "__microdag_traceback__", None) or step_traceback(exc)
+            return Outcome("failed", started, time.time(), None, type(exc).__name__, str(exc), tb,
+                           getattr(exc, "__microdag_logs__", ""), retry)
+        finished = time.time()
+        text = ""
+        if type(value) is Captured:
+            value, text = value.value, value.text
+        try:
+            data = self.store.encode(value, f"the output of step {names[i]!r}")
+        except Exception as exc:  # not JSON, does not pickle: the step fails
+            return Outcome("failed", started, finished, None, type(exc).__name__, str(exc), None, text)
+        return Outcome("succeeded", started, finished, data, logs=text)
+
+    def _beat(self) -> None:
+        """Renew leases; stop the steps of cancelled runs."""
+        queue = self.queue
+        every = self.lease / 3
+        last = time.monotonic()
+        while not self.done.wait(LOOK):
+            held = [c for c in list(self.held.values()) if not c.lost]
+            if not held:
+                continue
+            try:
+                if time.monotonic() - last >= every:
+                    last = time.monotonic()
+                    queue.heartbeat(held, self.lease)
+                self._end_cancelled(held)
+            except StoreError as exc:
+                log(30, "worker: %s", exc)
+
+    def _end_cancelled(self, held: "list[Claim]") -> None:
+        """The steps of ``held`` whose runs were cancelled end ``cancelled`` now,
+        as a timeout would end them: their calls are abandoned (their threads'
+        own finish is fenced out) and the programs of the runs' command steps killed."""
+        stopped = self.queue.stopping({c.run_id for c in held})
+        if not stopped:
+            return
+        now = time.time()
+        ended = [c for c in held if c.run_id in stopped and not c.lost]
+        for c in ended:
+            c.lost = True
+        self.queue.finish([(c, Outcome("cancelled", now, now)) for c in ended])
+        for run_id in stopped:
+            kill(run_id)

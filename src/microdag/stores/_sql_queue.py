@@ -1,0 +1,447 @@
+"""The work queue in SQL tables: the protocol of ``_queue`` over the SQL stores' databases.
+
+:class:`SQLQueue` is the queue's SQL, one text for SQLite and PostgreSQL
+(``?`` marks parameters, as in ``_sql``); a subclass gives the dialect: its
+connection, how a transaction begins and reads the database's clock, how a
+run is locked while its mirror is replayed, how claimed rows are locked, its
+tables' types, where big outputs go, and how a waiting worker learns of new
+work (``_sqlite_queue``, ``_postgres_queue``).  Tables, beside the store's
+(made on first use):
+
+- ``queue_runs``: a run on the queue: its plan document, the position of its
+  log, its state (0 running, 1 stopping after a failure under ``fail_fast``,
+  2 cancelled) and whether a step failed;
+- ``queue``: its steps that are ready or claimed, one row each: ``state``
+  (0 ready, 1 claimed), ``attempt`` (attempts made; a claim makes the next
+  and that is its fencing token), ``due`` (ready: when it may be claimed, a
+  retry's time; claimed: when its lease runs out), ``worker``, ``claimed``
+  (when).  A finished step's row is gone; its record is in ``tasks``;
+- ``queue_log``: the run's outcomes in order, which each worker's
+  :class:`~microdag.stores._queue.Mirror` replays.
+
+Every change is one transaction.  A claim reads claimable rows and takes
+them before anyone else can (SQLite: ``BEGIN IMMEDIATE``, the file's one
+writer; PostgreSQL: ``FOR UPDATE SKIP LOCKED``); a finish deletes the
+claimed row *where its attempt is the claim's* (the fence), writes the
+record and what the mirror says follows, and commits once; what replays a
+run's mirror holds the run's lock (SQLite: the file's; PostgreSQL: an
+advisory lock per run), taken before any queue row, and a claim never waits
+for one (it leaves a row whose run is busy for the next look): no deadlock.
+Times are read from the database (``_NOW``).
+"""
+
+import json
+import threading
+import time
+
+from .._errors import StoreError
+from .._records import run_status
+from ._files import BLOB_SIZE
+from ._queue import CANCELLED, FAILED, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
+from ._sql import ATTEMPTS, LOGS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
+
+    from ._queue import Outcome
+    from ._sql import SQLStore
+
+__all__ = ["TABLES", "SQLQueue"]
+
+#: The queue's tables, in a dialect's types (``real``, ``big``) and ``keyed`` (SQLite: ``WITHOUT ROWID``).
+TABLES = """
+CREATE TABLE IF NOT EXISTS queue_runs (
+    run_id TEXT PRIMARY KEY, plan TEXT NOT NULL, seq {big} NOT NULL, state INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    due {real} NOT NULL, worker TEXT, claimed {real}, PRIMARY KEY (run_id, step)
+){keyed};
+CREATE INDEX IF NOT EXISTS queue_by_due ON queue (state, due);
+CREATE TABLE IF NOT EXISTS queue_log (
+    run_id TEXT NOT NULL, seq {big} NOT NULL, step INTEGER NOT NULL, outcome INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq)
+){keyed};
+"""
+
+_STATUS = {"succeeded": SUCCEEDED, "failed": FAILED, "skipped": SKIPPED, "cancelled": CANCELLED}
+_RUNNING, _STOPPING, _CANCELLED = 0, 1, 2
+
+
+class _Run:
+    """A run on the queue during one transaction: its mirror, caught up with
+    the log, and what the transaction adds to it."""
+
+    __slots__ = ("run_id", "mirror", "names", "state", "failed", "log")
+
+    def __init__(self, run_id: str, mirror: Mirror, names: "list[str]", state: int, failed: int) -> None:
+        self.run_id = run_id
+        self.mirror = mirror
+        self.names = names
+        self.state = state
+        self.failed = failed
+        self.log: list[tuple[str, int, int, int]] = []
+
+    def apply(self, step: int, outcome: int) -> "tuple[list[int], list[int]]":
+        """Apply an outcome to the mirror and add it to the log."""
+        m = self.mirror
+        m.seq += 1
+        self.log.append((self.run_id, m.seq, step, outcome))
+        return m.apply(step, outcome)
+
+
+class SQLQueue(WorkQueue):
+    """The work queue in a SQL store's database (see the module docs); a
+    subclass gives the dialect.
+
+    Args:
+        store: the store; the queue keeps a connection of its own (``_db``,
+            made by the subclass before this runs).
+    """
+
+    #: How a transaction begins; one whose commit need not reach the disk.
+    _BEGIN = "BEGIN"
+    _BEGIN_FAST = "BEGIN"
+    #: The database's clock, in seconds since the epoch (an SQL expression).
+    _CLOCK = ""
+    #: What locks the rows a claim selects (PostgreSQL: ``FOR UPDATE SKIP LOCKED``).
+    _TAKE = ""
+
+    def __init__(self, store: "SQLStore") -> None:
+        self.store = store
+        self.path = store.path
+        self._t = store._t
+        self._s = store._s
+        self._db: Any
+        self._error: type[BaseException] = store._errors()[0]
+        self._lost: type[BaseException] = store._lost()
+        self._lock = threading.RLock()
+        self._mirrors: dict[str, tuple[Mirror, list[str]]] = {}
+        self._seq = 0
+        self._rows: list[tuple[Any, ...]] = []  # task records of the transaction
+        self._changed = threading.Event()  # this process changed the queue
+
+    # -- the dialect ------------------------------------------------------------------
+
+    def _lock_run(self, db: "Any", run_id: str, wait: bool) -> bool:
+        """Hold run ``run_id`` for the rest of the transaction (to replay and
+        extend its log); without ``wait``, only if it is free now."""
+        return True
+
+    def _blob(self, db: "Any", data: bytes) -> str:
+        """Keep an encoded output of ``BLOB_SIZE`` or more (with the transaction); its reference."""
+        raise NotImplementedError
+
+    def _notify(self, db: "Any") -> None:
+        """In a transaction that made work: wake the workers waiting (when it commits)."""
+
+    def _reconnect(self) -> bool:
+        """After a dropped connection (a server restart): connect again; whether it did."""
+        return False
+
+    def _retrying(self, work: "Callable[[], Any]") -> "Any":
+        """``work()`` under the lock; once more on a new connection if the connection dropped."""
+        with self._lock:
+            try:
+                return work()
+            except self._lost as exc:
+                if not self._reconnect():
+                    raise StoreError(f"cannot use store {self.path!r}: {exc}") from None
+                return work()
+
+    def _query(self, sql: str, params: "tuple[Any, ...]" = ()) -> "list[Any]":
+        """The rows of a query outside a transaction."""
+        try:
+            return self._retrying(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
+        except self._error as exc:
+            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
+
+    # -- transactions ------------------------------------------------------------------
+
+    def _transaction(self, body: "Callable[[Any, float], Any]", durable: bool = True) -> "Any":
+        """``body(db, now)`` in one transaction; a mirror it touched is dropped
+        if it fails (the next one replays the log again).  Unless ``durable``,
+        its commit need not reach the disk: a claim or a lease renewed that a
+        power cut loses is taken again (its worker is gone too)."""
+        def once() -> "Any":
+            db = self._db
+            db.execute(self._BEGIN if durable else self._BEGIN_FAST)
+            try:
+                now = float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
+                result = body(db, now)
+                if self._rows:
+                    self.store._upsert_tasks(db, self._rows)
+            except BaseException:
+                self._rows.clear()
+                self._mirrors.clear()
+                try:
+                    db.execute("ROLLBACK")
+                except Exception:
+                    pass  # (a dropped connection rolled it back)
+                raise
+            self._rows.clear()
+            db.execute("COMMIT")
+            return result
+
+        try:
+            return self._retrying(once)
+        except self._error as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+
+    def _run(self, db: "Any", run_id: str, wait: bool = True) -> "_Run | None":
+        """Run ``run_id``, held, with its mirror caught up with the log; ``None``
+        once it ended (or, without ``wait``, while another transaction holds it)."""
+        if not self._lock_run(db, run_id, wait):
+            return None
+        row = db.execute("SELECT seq, state, failed FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            self._mirrors.pop(run_id, None)
+            return None
+        seq, state, failed = row
+        known = self._mirrors.get(run_id)
+        if known is None:
+            (text,) = db.execute("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()
+            plan = json.loads(text)
+            known = self._mirrors[run_id] = (Mirror(plan), plan["names"])
+        mirror = known[0]
+        if mirror.seq < seq:
+            for _, step, outcome in db.execute(
+                "SELECT seq, step, outcome FROM queue_log WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (run_id, mirror.seq),
+            ).fetchall():
+                mirror.apply(step, outcome)
+            mirror.seq = seq
+        return _Run(run_id, mirror, known[1], state, failed)
+
+    def _record(
+        self, db: "Any", run: _Run, step: int, status: str, attempts: int, started: "float | None" = None,
+        finished: "float | None" = None, out: "Outcome | None" = None,
+    ) -> None:
+        """Keep the task record of ``step`` (with the transaction)."""
+        output = ref = etype = emsg = tb = None
+        if out is not None:
+            output, etype, emsg, tb = out.output, out.error_type, out.error_message, out.traceback
+            if output is not None and len(output) >= BLOB_SIZE:
+                ref, output = self._blob(db, output), None
+        self._seq = max(self._seq + 1, time.time_ns())
+        t = self._t
+        self._rows.append((t(run.run_id), t(run.names[step]), -1, self._seq, status, attempts, started, finished,
+                           t(etype), t(emsg), t(tb), output, ref))
+
+    def _settle(
+        self, db: "Any", run: _Run, step: int, status: str, attempts: int, now: float,
+        started: "float | None" = None, finished: "float | None" = None, out: "Outcome | None" = None,
+    ) -> None:
+        """Step ``step`` (handed out: its row is gone) ended ``status``: its
+        record, and what the kernel says follows from it."""
+        self._record(db, run, step, status, attempts, started, finished, out)
+        ready, skipped = run.apply(step, _STATUS[status])
+        if ready:
+            db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL)",
+                           [(run.run_id, i, now) for i in ready])
+            self._notify(db)
+        for i in skipped:
+            self._record(db, run, i, "skipped", 0)
+        if status == "failed":
+            run.failed = 1
+            if run.mirror.fail_fast and run.state == _RUNNING:
+                self._stop(db, run, _STOPPING, now)
+
+    def _stop(self, db: "Any", run: _Run, state: int, now: float) -> None:
+        """Start nothing more of ``run`` (``state``: stopping or cancelled):
+        its pending steps and its ready ones end cancelled."""
+        run.state = max(run.state, state)
+        for i in run.apply(-1, STOP)[1]:
+            self._record(db, run, i, "cancelled", 0)
+        rows = db.execute("DELETE FROM queue WHERE run_id = ? AND state = 0 RETURNING step, attempt",
+                          (run.run_id,)).fetchall()
+        for step, attempt in sorted(rows):
+            self._settle(db, run, step, "cancelled", attempt, now)
+
+    def _close(self, db: "Any", runs: "Iterable[_Run]", now: float) -> None:
+        """Write what the transaction did to each run; a run with nothing left ends."""
+        for run in runs:
+            if run.log:
+                db.executemany("INSERT INTO queue_log VALUES (?, ?, ?, ?)", run.log)
+                run.log = []
+            if run.mirror.remaining:
+                db.execute("UPDATE queue_runs SET seq = ?, state = ?, failed = ? WHERE run_id = ?",
+                           (run.mirror.seq, run.state, run.failed, run.run_id))
+                continue
+            status = run_status(run.state == _CANCELLED, bool(run.failed))
+            key = run.run_id
+            db.execute("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now, self._t(key)))
+            db.execute("DELETE FROM owners WHERE run_id = ?", (self._t(key),))
+            for table in ("queue", "queue_log", "queue_runs"):
+                db.execute(f"DELETE FROM {table} WHERE run_id = ?", (key,))
+            self._mirrors.pop(key, None)
+        self._changed.set()
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def submit(self, run_id: str, plan: "dict[str, Any]") -> None:
+        mirror = Mirror(plan)
+
+        def body(db: "Any", now: float) -> None:
+            db.execute("INSERT INTO queue_runs VALUES (?, ?, 0, 0, 0)", (run_id, plan_text(plan)))
+            db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL)",
+                           [(run_id, i, now) for i in mirror.first])
+            self._notify(db)
+            self._mirrors[run_id] = (mirror, plan["names"])
+            self._close(db, [_Run(run_id, mirror, plan["names"], _RUNNING, 0)], now)
+
+        self._transaction(body)
+
+    def plan(self, run_id: str) -> "dict[str, Any] | None":
+        rows = self._query("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def claim(
+        self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
+        skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
+    ) -> "list[Claim]":
+        skip = tuple(skip_runs)
+        where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+        found = [row[0] for row in self._query(  # a look first, outside a transaction: most find nothing
+            f"SELECT DISTINCT run_id FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16", skip)]
+        if not found:
+            return []
+        if meet is not None:
+            meet(found)
+
+        def body(db: "Any", now: float) -> "list[Claim]":
+            # Steps whose lease ran out first (they have waited longest), then ready ones as they came.
+            select = f"SELECT run_id, step, state, attempt, worker, claimed FROM queue WHERE state = ? AND due <= ?{where}"
+            rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, now, *skip, limit)).fetchall()
+            rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, now, *skip, limit * 4 + 16)).fetchall()
+            claims: list[Claim] = []
+            runs: dict[str, _Run | None] = {}
+            for run_id, step, state, attempt, holder, claimed in rows:
+                if len(claims) == limit:
+                    break
+                if refuse is not None and refuse(run_id, step):
+                    continue
+                if state == 1:  # its worker's lease ran out: that attempt is lost, and counted
+                    if run_id not in runs:
+                        runs[run_id] = self._run(db, run_id, wait=False)
+                    run = runs[run_id]
+                    if run is None:
+                        continue  # (ended, or busy: the next look takes it)
+                    db.execute(ATTEMPTS, (self._t(run_id), self._t(run.names[step]), -1, attempt, claimed, now,
+                                          "WorkerLost",
+                                          f"worker {holder} stopped renewing its lease; the step runs again"))
+                    if run.state == _CANCELLED:
+                        db.execute("DELETE FROM queue WHERE run_id = ? AND step = ?", (run_id, step))
+                        self._settle(db, run, step, "cancelled", attempt, now, claimed, now)
+                        continue
+                db.execute("UPDATE queue SET state = 1, attempt = ?, due = ?, worker = ?, claimed = ?"
+                           " WHERE run_id = ? AND step = ?", (attempt + 1, now + lease, worker, now, run_id, step))
+                claims.append(Claim(run_id, step, attempt + 1, worker))
+            self._close(db, [run for run in runs.values() if run is not None], now)
+            return claims
+
+        return self._transaction(body, durable=False)  # type: ignore[no-any-return]
+
+    def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
+        def body(db: "Any", now: float) -> None:
+            for c in claims:
+                if not db.execute("UPDATE queue SET due = ? WHERE run_id = ? AND step = ? AND attempt = ?"
+                                  " AND state = 1", (now + lease, c.run_id, c.step, c.attempt)).rowcount:
+                    c.lost = True
+
+        if claims:
+            self._transaction(body, durable=False)
+
+    def finish(self, done: "Sequence[tuple[Claim, Outcome]]") -> "list[bool]":
+        if not done:
+            return []
+
+        def body(db: "Any", now: float) -> "list[bool]":
+            runs = {key: self._run(db, key) for key in sorted({c.run_id for c, _ in done})}  # (held first)
+            # The fence: the rows these attempts still hold, ended in one statement.
+            marks = ", ".join(["(?, ?, ?)"] * len(done))
+            held = set(db.execute(
+                f"DELETE FROM queue WHERE state = 1 AND (run_id, step, attempt) IN ({marks}) RETURNING run_id, step",
+                tuple(v for c, _ in done for v in (c.run_id, c.step, c.attempt))).fetchall())
+            recorded = []
+            t = self._t
+            for claim, out in done:
+                key = claim.run_id
+                run = runs[key]
+                if run is None or (key, claim.step) not in held:
+                    recorded.append(False)
+                    continue
+                recorded.append(True)
+                name = t(run.names[claim.step])
+                if out.logs:
+                    db.execute(LOGS, (t(key), name, -1, claim.attempt, t(out.logs)))
+                if out.retry_in is not None and run.state == _RUNNING:
+                    db.execute(ATTEMPTS, (t(key), name, -1, claim.attempt, out.started, out.finished,
+                                          t(out.error_type), t(out.error_message)))
+                    db.execute("INSERT INTO queue VALUES (?, ?, 0, ?, ?, NULL, NULL)",
+                               (key, claim.step, claim.attempt, now + out.retry_in))
+                    continue
+                self._settle(db, run, claim.step, out.status, claim.attempt, now, out.started, out.finished, out)
+            self._close(db, [run for run in runs.values() if run is not None], now)
+            return recorded
+
+        return self._transaction(body)  # type: ignore[no-any-return]
+
+    def release(self, claims: "Sequence[Claim]") -> None:
+        def body(db: "Any", now: float) -> None:
+            db.executemany("UPDATE queue SET state = 0, due = ?, worker = NULL"  # (the attempt counts: it may have begun)
+                           " WHERE run_id = ? AND step = ? AND attempt = ? AND state = 1",
+                           [(now, c.run_id, c.step, c.attempt) for c in claims])
+            self._notify(db)
+            self._changed.set()
+
+        if claims:
+            self._transaction(body, durable=False)
+
+    def cancel(self, run_id: str) -> None:
+        def body(db: "Any", now: float) -> None:
+            run = self._run(db, run_id)
+            if run is not None and run.state != _CANCELLED:
+                self._stop(db, run, _CANCELLED, now)
+                self._close(db, [run], now)
+
+        self._transaction(body)
+
+    def stopping(self, run_ids: "Iterable[str]") -> "set[str]":
+        wanted = set(run_ids)
+        if not wanted:
+            return set()
+        marks = ", ".join("?" * len(wanted))
+        live = self._query(f"SELECT run_id FROM queue_runs WHERE state < 2 AND run_id IN ({marks})", tuple(wanted))
+        return wanted.difference(row[0] for row in live)
+
+    def outputs(self, run_id: str, steps: "Sequence[str]") -> "dict[str, bytes]":
+        if not steps:
+            return {}
+        marks = ", ".join("?" * len(steps))
+        rows = self._query(
+            f"SELECT step, output, output_ref FROM tasks WHERE run_id = ? AND item = -1 AND step IN ({marks})",
+            (self._t(run_id), *map(self._t, steps)))
+        found = {}
+        for step, output, ref in rows:
+            name = self._s(step)
+            if ref is not None:
+                output = self.store._read_blob(ref, f"the output of step {name!r} of run {run_id!r}")
+            if output is not None:
+                found[name] = bytes(output)
+        return found
+
+    def progress(self, run_id: str, after: int) -> "tuple[int, list[tuple[str, str, int]]]":
+        rows = self._query("SELECT seq, step, status, attempts FROM tasks WHERE run_id = ? AND seq > ?"
+                           " AND item = -1 ORDER BY seq", (self._t(run_id), after))
+        if not rows:
+            return after, []
+        s = self._s
+        return int(rows[-1][0]), [(s(step), s(status), attempts) for _, step, status, attempts in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

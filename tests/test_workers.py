@@ -1,0 +1,565 @@
+"""Runs shared through a store's work queue (``executor="workers"``, ``python -m microdag worker``).
+
+Worker processes are real children (``python -m microdag worker``), stopped
+by the test at its end; anything that could hang waits with a deadline.
+The flows they run are ``.py`` files written per test (``random_flow``):
+random shapes whose steps note each call in a file (``WORKERS_TEST_LOG``),
+so that a test counts how often each step really ran, and whose outputs
+depend on their dependencies' (a step run before one of them would differ
+from an inline run).
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import modelsteps
+from support import child_env, postgres_url, run_child, run_cli
+
+import microdag
+from microdag.stores import SQLiteStore, StoreError, open_store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared(request, tmp_path) -> str:
+    """The spec of a store workers share: an SQLite file, or a database on the tests' PostgreSQL server."""
+    if request.param == "postgres":
+        return postgres_url()
+    spec = str(tmp_path / "runs.db")
+    SQLiteStore(spec).close()
+    return spec
+
+FLOW = '''
+import os, random, time
+import microdag
+
+LOG = os.environ.get("WORKERS_TEST_LOG")
+rng = random.Random({seed})
+flow = microdag.Flow("rand")
+
+
+def make(i, seconds):
+    def step(**deps):
+        if LOG:
+            fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.write(fd, f"{{i}} {{os.getpid()}}\\n".encode())
+            os.close(fd)
+        assert all(v is not None for v in deps.values()), deps
+        if seconds:
+            time.sleep(seconds)
+        return {offset} + i + sum(deps.values()) % 1000003
+    return step
+
+
+for i in range({n}):
+    deps = rng.sample(range(max(0, i - 30), i), rng.randint(0, min(i, 3)))
+    flow.add(f"s{{i}}", make(i, {seconds}), depends_on=[f"s{{d}}" for d in sorted(deps)])
+'''
+
+
+def random_flow(folder, seed: int, n: int, seconds: float = 0.0, offset: int = 0, name: str = "flow.py") -> str:
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(FLOW.format(seed=seed, n=n, seconds=seconds, offset=offset))
+    return path
+
+
+def load(path: str) -> microdag.Flow:
+    from microdag._spec import load_flow
+
+    return load_flow(path)
+
+
+def start_worker(store: str, log: "str | None" = None, *args: str) -> subprocess.Popen:
+    env = child_env(**({"WORKERS_TEST_LOG": log} if log else {}))
+    return subprocess.Popen([sys.executable, "-m", "microdag", "worker", "--store", store, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def stop(workers: "list[subprocess.Popen]") -> "list[str]":
+    """Stop the workers (SIGTERM, then SIGKILL); what each said on stderr."""
+    said = []
+    for p in workers:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.terminate()
+    for p in workers:
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        said.append(err)
+    return said
+
+
+def submit(path: str, store: str, *args: str) -> str:
+    done = run_cli("submit", path, "--store", store, *args, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def wait_end(store: str, run_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = open_store(store, readonly=True)
+        try:
+            status = s.run_info(run_id).status
+        finally:
+            s.close()
+        if status != "running":
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not end within {timeout} s")
+
+
+def calls(log: str) -> "dict[str, int]":
+    counts: dict[str, int] = {}
+    if os.path.exists(log):
+        with open(log) as f:
+            for line in f:
+                step = f"s{line.split()[0]}"
+                counts[step] = counts.get(step, 0) + 1
+    return counts
+
+
+def facts(store: str, run_id: str) -> "tuple[dict, dict, list]":
+    """Per step ``(status, attempts)``, the outputs, and the lost attempts."""
+    s = open_store(store, readonly=True)
+    try:
+        records = s.tasks(run_id)
+        lost = [a for a in s.attempts(run_id) if a[5] == "WorkerLost"]
+        outputs = {r.step: s.decode(r.output) for r in records if r.output is not None}
+        return {r.step: (r.status, r.attempts) for r in records}, outputs, lost
+    finally:
+        s.close()
+
+
+def inline_outputs(path: str) -> "dict[str, object]":
+    run = load(path).run(keep_outputs=True)
+    return dict(run.outputs)
+
+
+# -- in one process ------------------------------------------------------------------------------
+
+
+def test_a_run_on_workers_is_a_run_like_any_other(shared) -> None:
+    flow = microdag.Flow("demo")
+    flow.add("a", lambda: 1)
+    flow.add("b", lambda a: a + 1, depends_on=["a"])
+    flow.add("c", lambda a: print("c says hi") or a * 10, depends_on=["a"])
+    flow.add("d", lambda b, c: b + c, depends_on=["b", "c"])
+    store = shared
+    run = flow.run(executor="workers", store=store, max_workers=2)
+    assert run.status == "succeeded"
+    assert dict(run.outputs) == {"d": 12}
+    assert {name: (t.status, t.attempts) for name, t in run.tasks.items()} == {
+        name: ("succeeded", 1) for name in "abcd"}
+    s = open_store(store)
+    assert s.logs(run.id, "c") == "c says hi\n"
+    assert s.list_runs()[0].status == "succeeded"
+    assert s.owner(run.id) is None
+    assert "<html" in s.report(run.id).lower()
+
+
+def test_retries_failures_skips_and_the_failure_policy_follow_the_runners_rules(tmp_path) -> None:
+    tries = {"n": 0}
+
+    def flaky():
+        tries["n"] += 1
+        if tries["n"] < 3:
+            raise ValueError("not yet")
+        return 5
+
+    def skipper():
+        raise microdag.Skip("nothing to do")
+
+    flow = microdag.Flow("rules")
+    flow.add("flaky", flaky, retries=3, retry_delay=0.01)
+    flow.add("bad", lambda flaky: 1 / 0, depends_on=["flaky"])
+    flow.add("after_bad", lambda bad: 1, depends_on=["bad"])
+    flow.add("always", lambda bad: 2, depends_on=["bad"], trigger="all_done")
+    flow.add("skipper", skipper)
+    flow.add("after_skip", lambda skipper: 3, depends_on=["skipper"], trigger="none_failed")
+    store = str(tmp_path / "runs.db")
+    for policy in ("continue", "fail_fast"):
+        tries["n"] = 0
+        got = flow.run(executor="workers", store=store, on_failure=policy, raise_on_failure=False)
+        tries["n"] = 0
+        want = flow.run(on_failure=policy, raise_on_failure=False, store=str(tmp_path / "inline.db"))
+        assert got.status == want.status == "failed"
+        assert {n: (t.status, t.attempts) for n, t in got.tasks.items()} == \
+            {n: (t.status, t.attempts) for n, t in want.tasks.items()}, policy
+        assert type(got.tasks["bad"].error).__name__ == "StoredError"
+        assert got.tasks["bad"].error.type_name == "ZeroDivisionError"
+        retried = SQLiteStore(store).attempts(got.id)
+        assert [(a[0], a[2], a[5]) for a in retried] == [("flaky", 1, "ValueError"), ("flaky", 2, "ValueError")]
+    with pytest.raises(microdag.RunFailed):
+        flow.run(executor="workers", store=store)
+
+
+def test_targets_and_inputs(tmp_path) -> None:
+    flow = microdag.Flow("inputs")
+    flow.add("a", lambda x, y=2: x + y)
+    flow.add("b", lambda a: a * 2, depends_on=["a"])
+    flow.add("c", lambda a: 1 / 0, depends_on=["a"])
+    run = flow.run({"x": 1}, executor="workers", store=str(tmp_path / "r.db"), targets=["b"])
+    assert run.status == "succeeded" and dict(run.outputs) == {"b": 6}
+    assert set(run.tasks) == {"a", "b"}
+
+
+def test_stores_that_are_no_work_queue_refuse(tmp_path) -> None:
+    flow = microdag.Flow("f")
+    flow.add("a", lambda: 1)
+    for store in ("memory", f"json:{tmp_path}/j"):
+        with pytest.raises(microdag.FlowError, match="cannot share a run with workers.*SQLite"):
+            flow.run(executor="workers", store=store)
+    with pytest.raises(microdag.FlowError, match="needs store="):
+        flow.run(executor="workers")
+    with pytest.raises(microdag.FlowError, match="lease"):
+        flow.run(executor="workers", store=str(tmp_path / "r.db"), lease=0)
+    with pytest.raises(microdag.FlowError, match="lease= goes with executor='workers'"):
+        flow.run(lease=3)
+
+
+def test_cancel_event_cancels_the_run_for_every_worker(tmp_path) -> None:
+    import threading
+
+    cancel = threading.Event()
+    flow = microdag.Flow("slow")
+    flow.add("first", lambda: cancel.set() or time.sleep(5))
+    flow.add("then", lambda first: 1, depends_on=["first"])
+    began = time.monotonic()
+    run = flow.run(executor="workers", store=str(tmp_path / "r.db"), cancel=cancel, raise_on_failure=False)
+    assert time.monotonic() - began < 4
+    assert run.status == "cancelled"
+    assert {n: t.status for n, t in run.tasks.items()} == {"first": "cancelled", "then": "cancelled"}
+
+
+def test_arun_on_workers_and_its_cancel(tmp_path) -> None:
+    import asyncio
+
+    flow = microdag.Flow("async")
+    flow.add("a", lambda: 2)
+    flow.add("b", lambda a: a * 3, depends_on=["a"])
+    store = str(tmp_path / "r.db")
+    run = asyncio.run(flow.arun(executor="workers", store=store))
+    assert run.status == "succeeded" and dict(run.outputs) == {"b": 6}
+
+    slow = microdag.Flow("slow")
+    slow.add("sleepy", lambda: time.sleep(30))
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(slow.arun(executor="workers", store=store))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    began = time.monotonic()
+    asyncio.run(cancelled())
+    assert time.monotonic() - began < 10
+    assert SQLiteStore(store).list_runs(flow="slow")[0].status == "cancelled"
+
+
+def test_the_model_flows_agree_with_inline_on_workers(tmp_path) -> None:
+    """``tests/test_model.py``'s random flows (without their map step, which
+    workers do not run) give on workers what the rules say."""
+    seeds = [seed for seed in range(12)][:6]
+    code = f"""
+import json, modelsteps
+out = {{}}
+for seed in {seeds!r}:
+    specs = [s for s in modelsteps.draw(seed) if s["kind"] not in ("items", "map") and s["name"] != "after"]
+    flow = modelsteps.build(specs)
+    run = flow.run(executor="workers", store={str(tmp_path / "m.db")!r}, max_workers=2,
+                   on_failure="continue", raise_on_failure=False, keep_outputs=True)
+    out[seed] = [specs, modelsteps.facts(run)]
+print(json.dumps(out))
+"""
+    results = run_child(code, timeout=90.0)
+    assert isinstance(results, dict) and len(results) == len(seeds)
+    for seed, (specs, got) in results.items():
+        want = modelsteps.expected(specs)
+        for name, facts_ in got.items():
+            if facts_[3] == "StoredError":  # a stored run's error is read back as a StoredError
+                facts_[3] = want[name][3]
+        assert got == want, f"seed {seed}: {specs}"
+
+
+# -- worker processes ------------------------------------------------------------------------------
+
+
+def test_every_step_runs_exactly_once_on_several_workers(tmp_path, shared) -> None:
+    check_exactly_once(tmp_path, shared, workers=3, steps=300)
+
+
+@pytest.mark.soak
+def test_four_workers_two_thousand_steps(tmp_path, shared) -> None:
+    check_exactly_once(tmp_path, shared, workers=4, steps=2000)
+
+
+def check_exactly_once(tmp_path, store: str, workers: int, steps: int) -> None:
+    path = random_flow(tmp_path, seed=steps, n=steps, seconds=0.001)
+    log = str(tmp_path / "calls.log")
+    procs = [start_worker(store, log) for _ in range(workers)]
+    time.sleep(1.0)  # (all of them serving before the run comes)
+    run_id = submit(path, store)
+    try:
+        assert wait_end(store, run_id, 120) == "succeeded"
+    finally:
+        said = stop(procs)
+    records, outputs, lost = facts(store, run_id)
+    assert records == {f"s{i}": ("succeeded", 1) for i in range(steps)}
+    assert calls(log) == {f"s{i}": 1 for i in range(steps)}
+    assert outputs == inline_outputs(path)
+    assert not lost
+    ran = [int(text.rsplit(": ", 1)[1].split()[0]) for text in said]
+    assert sum(ran) == steps
+    with open(log) as f:
+        pids = {line.split()[1] for line in f}
+    assert len(pids) >= 2, "the work was shared"
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_a_worker_killed_at_a_random_moment_costs_a_counted_attempt(tmp_path, shared, trial) -> None:
+    rnd = random.Random(trial)
+    steps = 150
+    path = random_flow(tmp_path, seed=trial, n=steps, seconds=0.01)
+    store, log = shared, str(tmp_path / "calls.log")
+    run_id = submit(path, store)
+    procs = [start_worker(store, log, "--lease", "0.6") for _ in range(2)]
+    try:
+        while calls(log).__len__() < rnd.randint(5, 60):
+            time.sleep(0.002)
+        procs[0].kill()  # SIGKILL: no goodbye, its claims held until their lease runs out
+        assert open_store(store, readonly=True).run_info(run_id).status == "running"
+        procs.append(start_worker(store, log, "--lease", "0.6"))
+        assert wait_end(store, run_id, 90) == "succeeded"
+    finally:
+        stop(procs)
+    records, outputs, lost = facts(store, run_id)
+    assert all(status == "succeeded" for status, _ in records.values()) and len(records) == steps
+    assert outputs == inline_outputs(path), "no output lost or wrong"
+    ran = calls(log)
+    lost_of: dict[str, int] = {}
+    for step, *_ in lost:
+        lost_of[step] = lost_of.get(step, 0) + 1
+    for step, (_, attempts) in records.items():
+        assert attempts == 1 + lost_of.get(step, 0), step  # each re-run is a counted attempt
+        assert 1 <= ran[step] <= attempts, step  # never run more often than counted
+
+
+def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path, shared) -> None:
+    path = tmp_path / "pause.py"
+    path.write_text(
+        "import os, time, microdag\n"
+        "flow = microdag.Flow('pause')\n"
+        "def slow():\n"
+        "    open(os.environ['WORKERS_TEST_LOG'], 'a').write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(1.0)\n"
+        "    return os.getpid()\n"
+        "flow.add('slow', slow)\n"
+        "flow.add('after', lambda slow: slow, depends_on=['slow'])\n"
+    )
+    store, log = shared, str(tmp_path / "calls.log")
+    run_id = submit(str(path), store)
+    first = start_worker(store, log, "--lease", "0.5")
+    procs = [first]
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(log) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGSTOP)
+        second = start_worker(store, log, "--lease", "0.5")
+        procs.append(second)
+        assert wait_end(store, run_id, 30) == "succeeded"
+        first.send_signal(signal.SIGCONT)
+        time.sleep(1.5)  # the paused attempt finishes now, and tries to record
+    finally:
+        stop(procs)
+    records, outputs, lost = facts(store, run_id)
+    assert records["slow"] == ("succeeded", 2)
+    assert outputs["slow"] == outputs["after"] == second.pid, "the stale attempt recorded nothing"
+    assert len(lost) == 1
+    with open(log) as f:
+        assert [int(line) for line in f] == [first.pid, second.pid]
+
+
+def test_workers_reconnect_when_the_postgresql_server_restarts(tmp_path) -> None:
+    import pgserver
+
+    store = postgres_url()
+    steps = 60
+    path = random_flow(tmp_path, seed=5, n=steps, seconds=0.02)
+    log = str(tmp_path / "calls.log")
+    run_id = submit(path, store)
+    procs = [start_worker(store, log, "--lease", "20") for _ in range(2)]
+    try:
+        while len(calls(log)) < 10:
+            time.sleep(0.01)
+        pgserver.restart()
+        assert wait_end(store, run_id, 90) == "succeeded"
+    finally:
+        stop(procs)
+    records, outputs, _ = facts(store, run_id)
+    assert all(status == "succeeded" for status, _ in records.values()) and len(records) == steps
+    assert outputs == inline_outputs(path)
+
+
+def test_a_worker_with_other_code_leaves_the_step_alone(tmp_path, shared) -> None:
+    path = random_flow(tmp_path, seed=1, n=6)
+    other = random_flow(tmp_path, seed=1, n=6, offset=1, name="other.py")  # same shape, other code
+    store, log = shared, str(tmp_path / "calls.log")
+    run_id = submit(path, store)
+    odd = start_worker(store, log, "--flows", other)
+    try:
+        time.sleep(1.0)
+        assert open_store(store, readonly=True).run_info(run_id).status == "running"
+        assert not os.path.exists(log)
+        good = start_worker(store, log)
+        assert wait_end(store, run_id, 30) == "succeeded"
+    finally:
+        said = stop([odd, good])
+    assert "left alone" in said[0] and said[0].count("left alone") == 1
+    assert facts(store, run_id)[1] == inline_outputs(path)
+
+
+def test_cancel_from_another_process_stops_a_running_step(tmp_path, shared) -> None:
+    path = tmp_path / "long.py"
+    path.write_text(
+        "import os, time, microdag\n"
+        "flow = microdag.Flow('long')\n"
+        "flow.add('sleepy', lambda: open(os.environ['WORKERS_TEST_LOG'], 'a').write('go') and time.sleep(60))\n"
+        "flow.add('after', lambda sleepy: 1, depends_on=['sleepy'])\n"
+    )
+    store, log = shared, str(tmp_path / "calls.log")
+    run_id = submit(str(path), store)
+    worker = start_worker(store, log)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(log) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        began = time.monotonic()
+        done = run_cli("cancel", run_id, "--store", store)
+        assert done.returncode == 0, done.stderr
+        assert wait_end(store, run_id, 10) == "cancelled"
+        assert time.monotonic() - began < 5
+    finally:
+        stop([worker])
+    records = facts(store, run_id)[0]
+    assert records == {"sleepy": ("cancelled", 1), "after": ("cancelled", 0)}
+    again = run_cli("cancel", run_id, "--store", store)
+    assert again.returncode == 0 and "already ended: cancelled" in again.stderr
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_run_with_executor_workers_shows_progress_and_the_outputs(tmp_path) -> None:
+    path = random_flow(tmp_path, seed=3, n=5)
+    store = str(tmp_path / "runs.db")
+    done = run_cli("run", path, "--executor", "workers", "--store", store, "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert "[5/5]" in done.stderr and "succeeded" in done.stderr
+    shown = run_cli("show", "--store", store, json.loads(run_cli("runs", "--store", store, "--json").stdout)[0]["run_id"])
+    assert shown.returncode == 0 and "succeeded" in shown.stdout
+
+
+def test_ctrl_c_in_run_cancels_the_run_for_every_worker(tmp_path) -> None:
+    path = tmp_path / "long.py"
+    path.write_text(
+        "import os, time, microdag\n"
+        "flow = microdag.Flow('long')\n"
+        "def sleepy(i):\n"
+        "    open(os.environ['WORKERS_TEST_LOG'], 'a').write('go\\n')\n"
+        "    time.sleep(60)\n"
+        "for i in range(3):\n"
+        "    flow.add(f's{i}', lambda i=i: sleepy(i))\n"
+    )
+    store, log = str(tmp_path / "runs.db"), str(tmp_path / "calls.log")
+    SQLiteStore(store).close()
+    other = start_worker(store, log)
+    run = subprocess.Popen([sys.executable, "-m", "microdag", "run", str(path), "--executor", "workers",
+                            "--store", store], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=child_env(WORKERS_TEST_LOG=log))
+    try:
+        deadline = time.monotonic() + 30
+        while (not os.path.exists(log) or open(log).read().count("go") < 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=20)
+        assert run.returncode == 130, err
+        assert "recorded as cancelled" in err
+        (info,) = SQLiteStore(store).list_runs()
+        assert wait_end(store, info.id, 10) == "cancelled"
+        records = facts(store, info.id)[0]
+        assert {status for status, _ in records.values()} == {"cancelled"}
+    finally:
+        run.kill()
+        stop([other])
+
+
+def test_clean_errors(tmp_path) -> None:
+    path = random_flow(tmp_path, seed=3, n=3)
+    done = run_cli("submit", path, "--store", "memory")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "--store" in done.stderr
+    done = run_cli("worker", "--store", "memory", "--exit-idle", "0.1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "cannot share a run" in done.stderr
+    done = run_cli("worker", "--store", str(tmp_path / "r.db"), "--lease", "0")
+    assert done.returncode == 2 and "--lease" in done.stderr
+    done = run_cli("run", path, "--lease", "3")
+    assert done.returncode == 2 and "--executor workers" in done.stderr
+    done = run_cli("cancel", "nope", "--store", str(tmp_path / "none.db"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_a_worker_exits_when_idle_and_says_what_it_ran(tmp_path) -> None:
+    store = str(tmp_path / "runs.db")
+    SQLiteStore(store).close()
+    done = run_cli("worker", "--store", store, "--exit-idle", "0.2", timeout=30)
+    assert done.returncode == 0 and "0 steps run" in done.stderr
+
+
+def test_the_queue_fences_a_stale_claim(shared) -> None:
+    """The protocol by hand: a claim whose lease ran out is the next
+    attempt's; the old claim can neither renew nor record."""
+    from microdag.stores._queue import Outcome
+
+    flow = microdag.Flow("q")
+    flow.add("a", lambda: 1)
+    store = open_store(shared)
+    from microdag.runner import RunOptions
+    from microdag.runner.workers import submit as submit_run
+
+    options = RunOptions(executor="workers", max_workers=None, targets=None, on_failure="fail_fast", hooks=(),
+                         keep_outputs=False, cancel=None, store=store, run_id=None, resume=False, force=False)
+    _, run_id, _, _ = submit_run(flow._compiled(), "q", None, None, options)
+    queue = store.queue()
+    (old,) = queue.claim("w1", 0.05)
+    assert old.attempt == 1 and queue.claim("w2", 10) == []
+    time.sleep(0.1)
+    (new,) = queue.claim("w2", 10)
+    assert new.attempt == 2
+    queue.heartbeat([old], 10)
+    assert old.lost
+    now = time.time()
+    assert queue.finish([(old, Outcome("succeeded", now, now, b"1"))]) == [False]
+    assert store.run_info(run_id).status == "running"
+    assert queue.finish([(new, Outcome("succeeded", now, now, b"2"))]) == [True]
+    assert store.run_info(run_id).status == "succeeded"
+    assert store.output(run_id, "a") == 2
+    assert [a[5] for a in store.attempts(run_id)] == ["WorkerLost"]
+    queue.close()
+
+
+def test_a_store_opened_read_only_is_no_work_queue(tmp_path) -> None:
+    SQLiteStore(str(tmp_path / "r.db")).close()
+    with pytest.raises(StoreError, match="reading only"):
+        SQLiteStore(str(tmp_path / "r.db"), readonly=True).queue()
