@@ -29,7 +29,11 @@ each under their SHA-256 (``_files``).  The records are those of
 
 from .._errors import StoreError
 from .._records import RunInfo, StoredError, TaskRecord
-from . import _read
+from ._read import (
+    load_run as read_load_run, logged as read_logged, logs as read_logs, output as read_output,
+    outputs as read_outputs, report as read_report, succeeded as read_succeeded,
+    succeeded_columns as read_succeeded_columns, task_summary as read_task_summary,
+)
 from ._codec import CODECS, decode, encode
 from ._files import BLOB_SIZE, HELD, alive, new_owner
 
@@ -333,7 +337,7 @@ class Store(Writer):
         Raises:
             StoreError: no such run.
         """
-        return _read.task_summary(self, run_id, first, worst)
+        return read_task_summary(self, run_id, first, worst)
 
     def logs(self, run_id: str, step: str, item: "int | None" = None) -> str:
         """What a step (or item ``item`` of a map step) printed and logged, all
@@ -342,12 +346,12 @@ class Store(Writer):
         Raises:
             StoreError: no such run.
         """
-        return _read.logs(self, run_id, step, item)
+        return read_logs(self, run_id, step, item)
 
     def logged(self, run_id: str, tasks: "Iterable[tuple[str, int]]") -> "set[tuple[str, int]]":
         """Which of ``tasks`` (``(step, item)``) have logs: for the UI's views
         of big runs, one read where the store can."""
-        return _read.logged(self, run_id, tasks)
+        return read_logged(self, run_id, tasks)
 
     def report(self, run_id: str) -> str:
         """One self-contained HTML page on the run (``_read.report``).
@@ -355,7 +359,7 @@ class Store(Writer):
         Raises:
             StoreError: no such run.
         """
-        return _read.report(self, run_id)
+        return read_report(self, run_id)
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
         """The decoded output of a task.
@@ -363,15 +367,15 @@ class Store(Writer):
         Raises:
             KeyError: the task has no stored output.
         """
-        return _read.output(self, run_id, step, item)
+        return read_output(self, run_id, step, item)
 
     def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
         """The decoded outputs of several steps (those with one), in one read."""
-        return _read.outputs(self, run_id, steps)
+        return read_outputs(self, run_id, steps)
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
         """Per step that succeeded (not map items): its attempts, start and finish."""
-        return _read.succeeded(self, run_id)
+        return read_succeeded(self, run_id)
 
     def succeeded_count(self, run_id: str) -> int:
         """How many steps (not map items) of the run succeeded."""
@@ -381,7 +385,7 @@ class Store(Writer):
         """:meth:`succeeded` as four columns: steps, attempts, starts and
         finishes (what a resume reads; a store that can read them without a
         record or a tuple per step does)."""
-        return _read.succeeded_columns(self, run_id)
+        return read_succeeded_columns(self, run_id)
 
     def load_run(self, run_id: str) -> "Run":
         """The run as a :class:`~microdag.Run`; outputs are decoded when read.
@@ -389,4 +393,4 @@ class Store(Writer):
         Raises:
             StoreError: no such run.
         """
-        return _read.load_run(self, run_id)
+        return read_load_run(self, run_id)

@@ -18,9 +18,13 @@ import time
 
 from ..stores import StoreError, open_store, spec_parts
 from .._result import new_run_id
-from . import _drafts as drafts
 from ._code import StepCode
-from ._drafts import DraftError
+from ._drafts import DraftError, is_draft
+from ._drafts import alone as draft_alone
+from ._drafts import path_of as draft_path
+from ._drafts import text_of as draft_text
+from ._drafts import values as draft_values
+from ._drafts import write as write_draft
 from ._flows import PathRefused
 from ._runs import changes, list_runs, output, run_detail
 
@@ -98,7 +102,7 @@ class Api:
 
     def _actions(self, run: "dict[str, Any]", live: bool) -> "dict[str, Any]":
         source = run["source"]
-        flow_path = self.folder.key_of(source) if source and not drafts.is_draft(source) else None
+        flow_path = self.folder.key_of(source) if source and not is_draft(source) else None
         resumable = not live and flow_path is not None and run["status"] not in ("succeeded", "damaged")
         return {
             "live": live,
@@ -308,16 +312,16 @@ class Api:
         if step not in steps:
             raise ApiError(404, f"flow {rel!r} has no step named {step!r}")
         run_id = new_run_id()
-        draft = drafts.path_of(path, run_id)
-        text = drafts.text_of(doc if upstream else drafts.alone(doc, step), draft.endswith(".json"))
+        draft = draft_path(path, run_id)
+        text = draft_text(doc if upstream else draft_alone(doc, step), draft.endswith(".json"))
         flow, problems = self.folder.checked(rel, draft, text)
         if flow is None:
             count = len(problems)
             raise DraftError(422, f"step {step!r} cannot run: the flow has {count} problem{'s' if count != 1 else ''}",
                              problems)
         with self._reading() as store:
-            given, _ = drafts.values(store, flow.name, step, flow.inputs, set(steps), typed, from_run)
-        drafts.write(draft, text)
+            given, _ = draft_values(store, flow.name, step, flow.inputs, set(steps), typed, from_run)
+        write_draft(draft, text)
         return {"run_id": self.launcher.run(draft, given, run_id, step if upstream else None, draft)}
 
     @staticmethod
@@ -334,7 +338,7 @@ def _why_not(run: "dict[str, Any]") -> str:
     if run["status"] == "damaged":
         return "the run's record is damaged: it cannot be resumed (run the flow again)"
     source = run["source"]
-    if source and drafts.is_draft(source):
+    if source and is_draft(source):
         return "the run was of a step run from the editor (a draft of its flow, gone once it ran): run the step again"
     if not source:
         return ("the run did not record where its flow came from (a flow run from Python code): resume it "
