@@ -20,11 +20,9 @@ A map step's ``attempts`` is the largest number of attempts any of its units
 took.
 """
 
-from itertools import chain
-
 from .._compat import sched
 from ..pools._attempt import Attempt, local
-from ._call import batch_error, map_call, unit_kwargs, units
+from ._call import batch_error, gather, map_call, unit_kwargs, units
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -328,10 +326,7 @@ class Maps:
         if ms.errors:
             r.fail(i, ms.errors[min(ms.errors)])
             return
-        results = ms.results
-        if ms.size is not None:
-            results = list(chain.from_iterable(results))
-        r.succeed(i, results)
+        r.succeed(i, gather(ms.results, ms.size is not None))
 
     def stop(self) -> "list[int]":
         """The run stops (the caller holds the lock): unfinished maps end
