@@ -30,6 +30,11 @@ The protocol, one rule each:
 - **retries** are decided by the worker (the step's own retry policy, which
   it loaded with the flow): an outcome with ``retry_in`` puts the step back,
   ready that many seconds from now, and keeps the failed attempt.
+- **map steps**: the step's own claim ends ``"planned"`` with its units,
+  each a claimable row under its first item's index (a retry puts a unit
+  back as it puts a step back); when the last unit finished, a
+  :data:`GATHER` row is ready, whose outcome is the step's.  The mirror
+  sees only the step's.
 - **cancel** (:meth:`~WorkQueue.cancel`) stops a run for every worker: ready
   steps end cancelled at once; claimed ones when their workers see it
   (:meth:`~WorkQueue.stopping`, read with each heartbeat) and stop them as a
