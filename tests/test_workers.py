@@ -382,6 +382,32 @@ def test_an_item_failing_under_fail_fast_ends_its_map_and_the_run(tmp_path) -> N
     assert open_store(str(tmp_path / "r.db")).queue().plan(run.id) is None  # (nothing left on the queue)
 
 
+def test_cancel_during_a_map_ends_it_cancelled(tmp_path) -> None:
+    import threading
+
+    cancel = threading.Event()
+
+    def slow(x):
+        if x == 3:
+            cancel.set()
+        time.sleep(0.02)
+        return x
+
+    flow = microdag.Flow("cancelmap")
+    flow.add("items", lambda: list(range(200)))
+    flow.add("m", slow, map="x", inputs={"x": "items"})
+    flow.add("after", lambda m: 1, depends_on=["m"])
+    store = str(tmp_path / "r.db")
+    began = time.monotonic()
+    run = flow.run(executor="workers", store=store, max_workers=2, cancel=cancel, raise_on_failure=False)
+    assert time.monotonic() - began < 3
+    assert run.status == "cancelled"
+    assert run.tasks["m"].status == "cancelled" and run.tasks["after"].status == "cancelled"
+    s = SQLiteStore(store)
+    assert len([r for r in s.tasks(run.id) if r.step == "m" and r.item >= 0]) < 20
+    assert s.queue().plan(run.id) is None  # (nothing left on the queue)
+
+
 def test_a_cached_step_hit_on_workers_does_not_run(tmp_path, shared) -> None:
     calls: list[str] = []
 
