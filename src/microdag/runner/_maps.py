@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
     from ._state import Runner
 
-__all__ = ["MapRun", "Maps"]
+__all__ = ["MapRun", "Maps", "item_failed"]
+
+
+def item_failed(exc: BaseException, att: Attempt) -> None:
+    """Note on ``exc`` that map unit attempt ``att`` failed for good with it (its item's record says so)."""
+    exc.add_note(f"microdag: item {att.item} of map step {att.name!r} failed on attempt {att.number}")
 
 
 class MapRun:
@@ -285,7 +290,7 @@ class Maps:
         ms = self.of[att.step]
         if ms.finished:
             return
-        exc.add_note(f"microdag: item {att.item} of map step {r.names[ms.i]!r} failed on attempt {att.number}")
+        item_failed(exc, att)
         r.recorder.unit_failed(att, exc)
         with r.lock:
             ms.errors[att.unit] = exc

@@ -66,6 +66,7 @@ from ..stores._files import new_owner
 from ..stores._queue import GATHER, Claim, Outcome
 from ._cache import cache_key
 from ._call import Caller, batch_error, bind_inputs, call_with_timeout, gather, kwargs, map_call, unit_kwargs, units
+from ._maps import item_failed
 from ._recorder import cached
 from ._setup import prepare, release
 
@@ -471,6 +472,8 @@ class Worker:
             return Outcome("skipped", started, time.time(), logs=getattr(exc, "__microdag_logs__", ""))
         except Exception as exc:
             retry = plan.retry[i].delay(exc, claim.attempt)
+            if expanded is not None and retry is None:
+                item_failed(exc, att)
             return self._failed(exc, started, time.time(), getattr(exc, "__microdag_logs__", ""), retry)
         finished = time.time()
         text = ""
@@ -479,6 +482,7 @@ class Worker:
         if expanded is not None and step.batch_size is not None:  # a batch returns one result per item
             error = batch_error(str(names[i]), claim.item, len(expanded[3][att.unit]), value)
             if error is not None:
+                item_failed(error, att)
                 return self._failed(error, started, finished, text)
         what = f"the output of step {names[i]!r}" if expanded is None else \
             f"the output of item {claim.item} of step {names[i]!r}"
