@@ -19,11 +19,14 @@ and returns the same facts from each run.
 """
 
 import asyncio
+import os
 import random
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import microdag
+from microdag._records import StoredError
 
 TRIGGERS = ("all_success", "all_done", "none_failed")
 KINDS = ("ok", "ok", "ok", "fail", "flaky", "flaky", "skip", "sleep", "hang")
@@ -175,14 +178,23 @@ def expected(specs: "list[dict]") -> "dict[str, list]":
 
 
 def facts(run: microdag.Run) -> "dict[str, list]":
-    return {
-        name: [task.status, task.attempts, run.outputs.get(name), type(task.error).__name__ if task.error else None]
-        for name, task in run.tasks.items()
-    }
+    return {name: [task.status, task.attempts, run.outputs.get(name), error_type(task.error)]
+            for name, task in run.tasks.items()}
 
 
-def run_everywhere(specs: "list[dict]") -> "dict[str, object]":
-    """Run the flow on every backend with ``max_workers`` 1, 2 and 3 (inline once).
+def error_type(error: "BaseException | None") -> "str | None":
+    """The name of an error's type (a stored run's error is read back as a ``StoredError`` that names it)."""
+    if error is None:
+        return None
+    if isinstance(error, StoredError):
+        return error.type_name
+    return type(error).__name__
+
+
+def run_everywhere(specs: "list[dict]", stores: "tuple[str, ...]" = ()) -> "dict[str, object]":
+    """Run the flow on every backend with ``max_workers`` 1, 2 and 3 (inline
+    once), and on workers (2 threads) sharing each of ``stores`` (default:
+    an SQLite file in a temporary folder).
 
     Returns ``{"backend/workers": [run status, per-step facts]}``.
     """
@@ -201,4 +213,9 @@ def run_everywhere(specs: "list[dict]") -> "dict[str, object]":
             else:
                 run = flow.run(executor=backend, max_workers=workers, **options)
             results[f"{backend}/{workers}"] = [run.status, facts(run)]
+    with tempfile.TemporaryDirectory() as folder:
+        for store in stores or (os.path.join(folder, "runs.db"),):
+            run = flow.run(executor="workers", store=store, max_workers=2, **options)
+            where = "workers/postgres" if store.startswith("postgresql:") else "workers/sqlite"
+            results[where] = [run.status, facts(run)]
     return results

@@ -5,7 +5,9 @@ dependencies and trigger rules, retries with delays, steps that succeed,
 fail, fail their first k attempts, skip themselves, sleep, or hang past their
 timeout, and most often a map step with flaky items.  A child process runs
 it on every backend (inline; threads, processes, a foreign
-``ThreadPoolExecutor`` and ``arun`` with ``max_workers`` 1, 2 and 3) under
+``ThreadPoolExecutor`` and ``arun`` with ``max_workers`` 1, 2 and 3; workers
+sharing an SQLite file, and a PostgreSQL database where the tests have a
+server, ``executor="workers"``) under
 ``on_failure="continue"``, with a timeout, so a run that hangs fails the test.
 Every run must match what the documented rules say (``modelsteps.expected``),
 step by step: status, attempts, output and error type; so every backend also
@@ -18,21 +20,32 @@ a non-success is skipped; a map step's attempts are its most-tried item's.
 import pytest
 
 import modelsteps
-from support import run_child
+import pgserver
+from support import IN_CI, postgres_url, run_child
 
 SEEDS = range(10)
 
 
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> "tuple[str, ...]":
+    """The stores workers share: an SQLite file, and a PostgreSQL database where there is a server."""
+    sqlite = str(tmp_path_factory.mktemp("model") / "runs.db")
+    if pgserver.missing() is not None and not IN_CI:
+        return (sqlite,)
+    return sqlite, postgres_url()
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-def test_every_backend_follows_the_rules_on_random_flows(seed, twin) -> None:
+def test_every_backend_follows_the_rules_on_random_flows(seed, twin, stores) -> None:
     specs = modelsteps.draw(seed)
     want = modelsteps.expected(specs)
     status = "failed" if any(v[0] == "failed" for v in want.values()) else "succeeded"
     results = run_child(
-        f"import json, modelsteps\nprint(json.dumps(modelsteps.run_everywhere(modelsteps.draw({seed}))))",
+        "import json, modelsteps\n"
+        f"print(json.dumps(modelsteps.run_everywhere(modelsteps.draw({seed}), {stores!r})))",
         timeout=90.0, twin=twin.TWIN,
     )
-    assert isinstance(results, dict) and len(results) == 13
+    assert isinstance(results, dict) and len(results) == 13 + len(stores)
     for where, (got_status, got) in results.items():
         assert got == want, f"{where} (seed {seed}): {specs}"
         assert got_status == status, where

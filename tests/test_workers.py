@@ -63,6 +63,28 @@ for i in range({n}):
 '''
 
 
+MAP_FLOW = '''
+import os, time
+import microdag
+
+LOG = os.environ.get("WORKERS_TEST_LOG")
+flow = microdag.Flow("mapped")
+
+
+def square(x):
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{{x}} {{os.getpid()}}\\n".encode())
+    os.close(fd)
+    time.sleep({seconds})
+    return x * x
+
+
+flow.add("items", lambda: list(range({n})))
+flow.add("m", square, map="x", inputs={{"x": "items"}})
+flow.add("total", lambda m: sum(m), depends_on=["m"])
+'''
+
+
 def random_flow(folder, seed: int, n: int, seconds: float = 0.0, offset: int = 0, name: str = "flow.py") -> str:
     path = os.path.join(folder, name)
     with open(path, "w") as f:
@@ -268,29 +290,154 @@ def test_arun_on_workers_and_its_cancel(tmp_path) -> None:
     assert SQLiteStore(store).list_runs(flow="slow")[0].status == "cancelled"
 
 
-def test_the_model_flows_agree_with_inline_on_workers(tmp_path) -> None:
-    """``tests/test_model.py``'s random flows (without their map step, which
-    workers do not run) give on workers what the rules say."""
-    seeds = [seed for seed in range(12)][:6]
-    code = f"""
-import json, modelsteps
-out = {{}}
-for seed in {seeds!r}:
-    specs = [s for s in modelsteps.draw(seed) if s["kind"] not in ("items", "map") and s["name"] != "after"]
-    flow = modelsteps.build(specs)
-    run = flow.run(executor="workers", store={str(tmp_path / "m.db")!r}, max_workers=2,
-                   on_failure="continue", raise_on_failure=False, keep_outputs=True)
-    out[seed] = [specs, modelsteps.facts(run)]
-print(json.dumps(out))
-"""
-    results = run_child(code, timeout=90.0)
-    assert isinstance(results, dict) and len(results) == len(seeds)
-    for seed, (specs, got) in results.items():
-        want = modelsteps.expected(specs)
-        for name, facts_ in got.items():
-            if facts_[3] == "StoredError":  # a stored run's error is read back as a StoredError
-                facts_[3] = want[name][3]
-        assert got == want, f"seed {seed}: {specs}"
+def map_flow() -> microdag.Flow:
+    """Map steps of every kind: over an input and an output, batched, empty,
+    flaky and failing items, a value that is not a list, a unit that skips."""
+
+    def flaky(x):
+        if x % 3 == 0 and microdag.context().attempt < 2:
+            raise ValueError(f"item {x} not yet")
+        return x * x
+
+    def bad(x):
+        if x == 2:
+            raise ValueError("item 2 is bad")
+        return x
+
+    def skipping(x):
+        if x == 1:
+            raise microdag.Skip("item 1 says no")
+        return x
+
+    flow = microdag.Flow("maps")
+    flow.add("items", lambda: list(range(10)))
+    flow.add("empty", lambda: [])
+    flow.add("number", lambda: 7)
+    flow.add("given", lambda x: x + 1, map="x")  # over the flow input x
+    flow.add("sq", flaky, map="x", inputs={"x": "items"}, retries=1)
+    flow.add("total", lambda sq: sum(sq), depends_on=["sq"])
+    flow.add("batched", lambda xs: [x * 10 for x in xs], map="xs", inputs={"xs": "items"}, batch_size=3)
+    flow.add("short", lambda xs: xs[:1], map="xs", inputs={"xs": "items"}, batch_size=4)
+    flow.add("none", lambda x: x, map="x", inputs={"x": "empty"})
+    flow.add("bad", bad, map="x", inputs={"x": "items"}, retries=1)
+    flow.add("after_bad", lambda bad: 1, depends_on=["bad"])
+    flow.add("not_list", lambda x: x, map="x", inputs={"x": "number"})
+    flow.add("skipping", skipping, map="x", inputs={"x": "items"})
+    flow.add("after_skip", lambda skipping: 1, depends_on=["skipping"], trigger="none_failed")
+    return flow
+
+
+def stored(store: str, run_id: str) -> "tuple[dict, list]":
+    """A run's records by step and item (status, attempts, output, error type), and its retried attempts."""
+    s = open_store(store, readonly=True)
+    try:
+        records = {(r.step, r.item): (r.status, r.attempts, s.decode(r.output) if r.output is not None else None,
+                                      r.error_type) for r in s.tasks(run_id)}
+        return records, sorted((a[0], a[1], a[2], a[5]) for a in s.attempts(run_id))
+    finally:
+        s.close()
+
+
+def test_map_steps_on_workers_are_recorded_as_on_any_backend(tmp_path, shared) -> None:
+    flow = map_flow()
+    inline = str(tmp_path / "inline.db")
+    options = {"on_failure": "continue", "raise_on_failure": False, "keep_outputs": True}
+    got = flow.run({"x": [1, 2, 3]}, executor="workers", store=shared, max_workers=2, **options)
+    want = flow.run({"x": [1, 2, 3]}, store=inline, **options)
+    assert got.status == want.status == "failed"
+    assert {n: (t.status, t.attempts) for n, t in got.tasks.items()} == \
+        {n: (t.status, t.attempts) for n, t in want.tasks.items()}
+    assert dict(got.outputs) == dict(want.outputs)
+    assert got["sq"] == [x * x for x in range(10)] and got["total"] == 285 and got["none"] == []
+    assert got["batched"] == [x * 10 for x in range(10)] and got["given"] == [2, 3, 4]
+    (records, retried), (expected, retried_inline) = stored(shared, got.id), stored(inline, want.id)
+    assert retried == retried_inline  # items, errors and retried attempts alike, but the items run
+    ran = {key for key in [*records, *expected] if key[0] == "skipping" and key[1] >= 0}  # beside the one that skipped
+    assert {k: v for k, v in records.items() if k not in ran} == {k: v for k, v in expected.items() if k not in ran}
+    assert records["skipping", -1][0] == "skipped" and ("skipping", 1) not in records
+    assert got.tasks["bad"].error.type_name == "ValueError"
+    assert got.tasks["not_list"].error.type_name == "TypeError"
+    assert got.tasks["short"].error.type_name == "ValueError"
+    s = open_store(shared, readonly=True)
+    assert "<html" in s.report(got.id).lower()
+    assert [r.item for r in s.tasks(got.id) if r.step == "batched"] == [0, 3, 6, 9, -1]
+    s.close()
+
+
+def test_an_item_failing_under_fail_fast_ends_its_map_and_the_run(tmp_path) -> None:
+    def bad(x):
+        if x == 5:
+            raise ValueError("item 5 is bad")
+        time.sleep(0.01)
+        return x
+
+    flow = microdag.Flow("ff")
+    flow.add("items", lambda: list(range(40)))
+    flow.add("m", bad, map="x", inputs={"x": "items"})
+    flow.add("after", lambda m: 1, depends_on=["m"])
+    run = flow.run(executor="workers", store=str(tmp_path / "r.db"), max_workers=2, raise_on_failure=False)
+    assert run.status == "failed"
+    assert run.tasks["m"].status == "failed" and run.tasks["m"].error.type_name == "ValueError"
+    assert run.tasks["after"].status in ("skipped", "cancelled")
+    assert open_store(str(tmp_path / "r.db")).queue().plan(run.id) is None  # (nothing left on the queue)
+
+
+def test_cancel_during_a_map_ends_it_cancelled(tmp_path) -> None:
+    import threading
+
+    cancel = threading.Event()
+
+    def slow(x):
+        if x == 3:
+            cancel.set()
+        time.sleep(0.02)
+        return x
+
+    flow = microdag.Flow("cancelmap")
+    flow.add("items", lambda: list(range(200)))
+    flow.add("m", slow, map="x", inputs={"x": "items"})
+    flow.add("after", lambda m: 1, depends_on=["m"])
+    store = str(tmp_path / "r.db")
+    began = time.monotonic()
+    run = flow.run(executor="workers", store=store, max_workers=2, cancel=cancel, raise_on_failure=False)
+    assert time.monotonic() - began < 3
+    assert run.status == "cancelled"
+    assert run.tasks["m"].status == "cancelled" and run.tasks["after"].status == "cancelled"
+    s = SQLiteStore(store)
+    assert len([r for r in s.tasks(run.id) if r.step == "m" and r.item >= 0]) < 20
+    assert s.queue().plan(run.id) is None  # (nothing left on the queue)
+
+
+def test_a_cached_step_hit_on_workers_does_not_run(tmp_path, shared) -> None:
+    calls: list[str] = []
+
+    def slow(a):
+        calls.append("slow")
+        return a * 2
+
+    def item(x):
+        calls.append(f"item {x}")
+        return x + 1
+
+    flow = microdag.Flow("cached")
+    flow.add("a", lambda: 21)
+    flow.add("slow", slow, depends_on=["a"], cache=True)
+    flow.add("xs", lambda: [1, 2, 3])
+    flow.add("m", item, map="x", inputs={"x": "xs"}, cache=True)
+    first = flow.run(store=shared, keep_outputs=True)  # a run on another backend fills the cache
+    assert sorted(calls) == ["item 1", "item 2", "item 3", "slow"]
+    calls.clear()
+    run = flow.run(executor="workers", store=shared, max_workers=2, keep_outputs=True)
+    assert calls == [], "cache hits do not run"
+    assert run["slow"] == first["slow"] == 42 and run["m"] == [2, 3, 4]
+    assert (run.tasks["slow"].status, run.tasks["slow"].attempts) == ("succeeded", 0)  # as the runner records a hit
+    assert run.tasks["m"].attempts == 0
+    flow2 = microdag.Flow("cached")
+    flow2.add("a", lambda: 22)  # other inputs: a miss, run and cached on workers, then a hit anywhere
+    flow2.add("slow", slow, depends_on=["a"], cache=True)
+    assert flow2.run(executor="workers", store=shared, keep_outputs=True)["slow"] == 44 and calls == ["slow"]
+    again = flow2.run(store=shared, keep_outputs=True)
+    assert again["slow"] == 44 and again.tasks["slow"].attempts == 0 and calls == ["slow"]
 
 
 # -- worker processes ------------------------------------------------------------------------------
@@ -327,20 +474,20 @@ def check_exactly_once(tmp_path, store: str, workers: int, steps: int) -> None:
     assert len(pids) >= 2, "the work was shared"
 
 
-@pytest.mark.parametrize("trial", range(4))
+@pytest.mark.parametrize("trial", range(10))
 def test_a_worker_killed_at_a_random_moment_costs_a_counted_attempt(tmp_path, shared, trial) -> None:
     rnd = random.Random(trial)
-    steps = 150
+    steps = 60
     path = random_flow(tmp_path, seed=trial, n=steps, seconds=0.01)
     store, log = shared, str(tmp_path / "calls.log")
     run_id = submit(path, store)
-    procs = [start_worker(store, log, "--lease", "0.6") for _ in range(2)]
+    procs = [start_worker(store, log, "--lease", "0.4") for _ in range(2)]
     try:
-        while calls(log).__len__() < rnd.randint(5, 60):
+        while calls(log).__len__() < rnd.randint(3, 40):
             time.sleep(0.002)
         procs[0].kill()  # SIGKILL: no goodbye, its claims held until their lease runs out
         assert open_store(store, readonly=True).run_info(run_id).status == "running"
-        procs.append(start_worker(store, log, "--lease", "0.6"))
+        procs.append(start_worker(store, log, "--lease", "0.4"))
         assert wait_end(store, run_id, 90) == "succeeded"
     finally:
         stop(procs)
@@ -354,6 +501,43 @@ def test_a_worker_killed_at_a_random_moment_costs_a_counted_attempt(tmp_path, sh
     for step, (_, attempts) in records.items():
         assert attempts == 1 + lost_of.get(step, 0), step  # each re-run is a counted attempt
         assert 1 <= ran[step] <= attempts, step  # never run more often than counted
+
+
+@pytest.mark.parametrize("trial", range(2))
+def test_a_worker_killed_during_a_maps_units_costs_a_counted_attempt_of_one_item(tmp_path, shared, trial) -> None:
+    """A map's units are shared by the workers; a kill loses the units the
+    killed worker held, which run again as counted attempts of their items."""
+    n = 40
+    path = tmp_path / "mapped.py"
+    path.write_text(MAP_FLOW.format(n=n, seconds=0.02))
+    store, log = shared, str(tmp_path / "calls.log")
+    run_id = submit(str(path), store)
+    procs = [start_worker(store, log, "--lease", "0.4") for _ in range(2)]
+    try:
+        while calls(log).__len__() < random.Random(trial).randint(3, 15):
+            time.sleep(0.002)
+        procs[0].kill()
+        procs.append(start_worker(store, log, "--lease", "0.4"))
+        assert wait_end(store, run_id, 60) == "succeeded"
+    finally:
+        stop(procs)
+    records, outputs, lost = facts(store, run_id)
+    s = open_store(store, readonly=True)
+    items = {r.item: (r.status, r.attempts) for r in s.tasks(run_id, outputs=False) if r.step == "m" and r.item >= 0}
+    s.close()
+    assert outputs["m"] == [x * x for x in range(n)] and outputs["total"] == sum(x * x for x in range(n))
+    assert sorted(items) == list(range(n)) and all(status == "succeeded" for status, _ in items.values())
+    lost_of: dict[int, int] = {}
+    for step, item, *_ in lost:
+        assert step == "m" and item >= 0
+        lost_of[item] = lost_of.get(item, 0) + 1
+    ran = calls(log)
+    for item, (_, attempts) in items.items():
+        assert attempts == 1 + lost_of.get(item, 0), item
+        assert 1 <= ran[f"s{item}"] <= attempts, item
+    assert records["m"] == ("succeeded", max(attempts for _, attempts in items.values()))
+    with open(log) as f:
+        assert len({line.split()[1] for line in f}) >= 2, "the map's items were shared"
 
 
 def test_a_worker_paused_past_its_lease_cannot_record_its_stale_attempt(tmp_path, shared) -> None:

@@ -434,9 +434,9 @@ class _Task:
             if envelope["status"] != "succeeded":
                 raise _Failed(f"unit {k} of map step {self.name!r} {envelope['status']}")
             results.append(envelope.get("output"))
-        if self.step.batch_size is not None:
-            results = [result for batch in results for result in batch]
-        return {"status": "succeeded", "output": results}
+        from .runner._call import gather  # (an export imports this module, and needs no runner)
+
+        return {"status": "succeeded", "output": gather(results, self.step.batch_size is not None)}
 
     def unit_envelopes(self, count: int) -> "dict[int, dict[str, Any]]":
         """Unit index -> its envelope: from Argo's list of the units' output

@@ -19,9 +19,11 @@ The rules, one each:
   the run's caller, which knows its id, flow, folder, whether attempts
   capture what they print, and each step's timeout.
 - **map units** (:func:`map_call`, :func:`units`, :func:`unit_kwargs`,
-  :func:`batch_error`): the value a map step maps over is expanded into its
-  items, or batches of ``batch_size`` items; a unit is called with that
-  value replaced by the unit; a batch must return one result per item.
+  :func:`batch_error`, :func:`gather`): the value a map step maps over is
+  expanded into its items, or batches of ``batch_size`` items; a unit is
+  called with that value replaced by the unit; a batch must return one
+  result per item; the step's output is its units' results in order (a
+  batched map's flattened).
 - **timeouts** (:func:`call_with_timeout`, :func:`kill_limit`): a call that
   cannot be stopped runs in a daemon thread and is abandoned at its
   deadline (a result that comes after it counts as a timeout too); a
@@ -46,8 +48,8 @@ if TYPE_CHECKING:
     from .._context import Frame
     from .._plan import _Plan
 
-__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "kill_limit", "kwargs",
-           "map_call", "missing_input", "unit_kwargs", "units"]
+__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "gather", "kill_limit",
+           "kwargs", "map_call", "missing_input", "unit_kwargs", "units"]
 
 #: Seconds (at most a tenth of the timeout) a program's kill comes before its step's deadline.
 KILL_GRACE = 0.5
@@ -169,6 +171,12 @@ def batch_error(name: str, first: int, want: int, got: "Any") -> "ValueError | N
         f"step {name!r}: the batch of items {first} to {first + want - 1} returned {what} for its "
         f"{want} items (a batch must return one result per item)"
     )
+
+
+def gather(results: "list[Any]", batched: bool) -> "list[Any]":
+    """A map step's output from its units' ``results`` in unit order: the
+    results, or a batched map's results flattened (one per item)."""
+    return [result for batch in results for result in batch] if batched else results
 
 
 # -- attempts -----------------------------------------------------------------------------

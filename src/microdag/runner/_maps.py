@@ -20,11 +20,9 @@ A map step's ``attempts`` is the largest number of attempts any of its units
 took.
 """
 
-from itertools import chain
-
 from .._compat import sched
 from ..pools._attempt import Attempt, local
-from ._call import batch_error, map_call, unit_kwargs, units
+from ._call import batch_error, gather, map_call, unit_kwargs, units
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,7 +30,12 @@ if TYPE_CHECKING:
 
     from ._state import Runner
 
-__all__ = ["MapRun", "Maps"]
+__all__ = ["MapRun", "Maps", "item_failed"]
+
+
+def item_failed(exc: BaseException, att: Attempt) -> None:
+    """Note on ``exc`` that map unit attempt ``att`` failed for good with it (its item's record says so)."""
+    exc.add_note(f"microdag: item {att.item} of map step {att.name!r} failed on attempt {att.number}")
 
 
 class MapRun:
@@ -287,7 +290,7 @@ class Maps:
         ms = self.of[att.step]
         if ms.finished:
             return
-        exc.add_note(f"microdag: item {att.item} of map step {r.names[ms.i]!r} failed on attempt {att.number}")
+        item_failed(exc, att)
         r.recorder.unit_failed(att, exc)
         with r.lock:
             ms.errors[att.unit] = exc
@@ -328,10 +331,7 @@ class Maps:
         if ms.errors:
             r.fail(i, ms.errors[min(ms.errors)])
             return
-        results = ms.results
-        if ms.size is not None:
-            results = list(chain.from_iterable(results))
-        r.succeed(i, results)
+        r.succeed(i, gather(ms.results, ms.size is not None))
 
     def stop(self) -> "list[int]":
         """The run stops (the caller holds the lock): unfinished maps end

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     #: The steps a resumed run finished: their ids, attempts, starts and finishes (columns).
     Resumed = tuple[list[int], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
 
-__all__ = ["GRAPH_LIMIT", "PROCESS_CACHE", "NullRecorder", "StoreRecorder"]
+__all__ = ["GRAPH_LIMIT", "PROCESS_CACHE", "NullRecorder", "StoreRecorder", "cached"]
 
 #: Flows of at most this many steps have their structure kept with their runs
 #: (for reports); drawing a bigger one would not be read anyway.
@@ -60,6 +60,19 @@ PROCESS_CACHE: "dict[str, tuple[Any, float]]" = {}
 
 def _fresh(made: float, ttl: "float | None") -> bool:
     return ttl is None or time.time() - made <= ttl
+
+
+def cached(store: "Store", key: str, ttl: "float | None") -> "tuple[bool, Any]":
+    """The output ``store`` caches under ``key``, if younger than ``ttl``
+    seconds: ``(True, value)``, else ``(False, None)``; a damaged entry is a
+    miss (logged).  The cache rule of runs with a store and of workers."""
+    try:
+        found = store.cache_get(key)
+        if found is not None and _fresh(found[1], ttl):
+            return True, store.decode(found[0])
+    except Exception as exc:
+        log(30, "cache entry %s in %r is damaged (%s: %s); the step runs", key, store, type(exc).__name__, exc)
+    return False, None
 
 
 class NullRecorder:
@@ -333,15 +346,8 @@ class StoreRecorder:
     # -- the cache ------------------------------------------------------------------
 
     def cache_get(self, key: str, ttl: "float | None") -> "tuple[bool, Any]":
-        """The cached output under ``key``; a damaged entry is a miss (logged)."""
-        try:
-            found = self.store.cache_get(key)
-            if found is not None and _fresh(found[1], ttl):
-                return True, self.store.decode(found[0])
-        except Exception as exc:
-            log(30, "cache entry %s in %r is damaged (%s: %s); the step runs", key, self.store,
-                type(exc).__name__, exc)
-        return False, None
+        """The cached output under ``key`` (:func:`cached`)."""
+        return cached(self.store, key, ttl)
 
     def cache_put(self, key: str, value: "Any") -> None:
         try:

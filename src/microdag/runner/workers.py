@@ -15,11 +15,25 @@ What each rule's home is:
 - which steps a finished one makes ready or skips, a failure stopping a run
   under ``fail_fast``: the kernel, replayed by the store's mirror
   (``stores/_queue``); a run's status at its end: ``_records.run_status``;
-- calling a step once: ``_call`` (its arguments, its attempt, its timeout)
-  and the pools' ``invoke`` (its context, capture, an ``async def`` step's loop);
+- calling a step once: ``_call`` (its arguments, its attempt, its timeout,
+  a map step's units and their gathering) and the pools' ``invoke`` (its
+  context, capture, an ``async def`` step's loop);
+- a cached step's key and whether its entry answers: ``_cache.cache_key``
+  and ``_recorder.cached``, as in a run with a store;
 - whether a failed attempt is tried again and when: the step's ``Retry``
   policy (``plan.retry``), which the worker asks as the state machine does;
 - leases, fencing and cancel: the queue.
+
+A map step is three kinds of claim, as an Argo pod's roles are: the step's
+own claim plans it (expands the value it maps over into units: ``planned``,
+one claimable row per unit, so that every worker shares its items); a
+unit's claim runs one unit (its attempts and retries its own, its record an
+item record as on any backend); the ``GATHER`` claim, ready once the last
+unit finished, makes the step's output (or its failure: the first failed
+item's) from the item records.  A worker keeps the units of a map it
+expanded, by run and step, so that the value mapped over is read and
+expanded once per worker.  A cached step's claim whose entry answers is
+recorded as a cache hit (no attempt) without running it.
 
 A worker runs steps on ``concurrency`` threads, each claiming a few ready
 steps at a time (one at first, more while they take under a millisecond:
@@ -49,8 +63,11 @@ from .._result import Run
 from .._steps import TRIGGERS
 from ..pools._attempt import Captured, invoke
 from ..stores._files import new_owner
-from ..stores._queue import Claim, Outcome
-from ._call import Caller, bind_inputs, call_with_timeout, kwargs
+from ..stores._queue import GATHER, Claim, Outcome
+from ._cache import cache_key
+from ._call import Caller, batch_error, bind_inputs, call_with_timeout, gather, kwargs, map_call, unit_kwargs, units
+from ._maps import item_failed
+from ._recorder import cached
 from ._setup import prepare, release
 
 TYPE_CHECKING = False
@@ -104,9 +121,6 @@ def submit(
     """
     if options.resume:
         raise FlowError("executor='workers' starts new runs: resume a run with another executor")
-    if plan.maps or any(s.cache for s in plan.steps):
-        shown = ", ".join(repr(s.name) for s in plan.steps if s.map is not None or s.cache)
-        raise FlowError(f"flow {flow!r}: executor='workers' runs neither map steps nor cached steps yet ({shown})")
     runner, _ = prepare(plan, flow, source, inputs, options)
     keep = None if runner.keep is None else {str(runner.names[i]) for i in runner.keep}
     try:
@@ -167,7 +181,7 @@ def run_on_workers(
 class _RunOf:
     """What a worker knows of one run it works on."""
 
-    __slots__ = ("plan", "names", "caller", "inputs", "bound", "foreign")
+    __slots__ = ("plan", "names", "caller", "inputs", "bound", "foreign", "maps")
 
     def __init__(self, plan: "_Plan", info: "RunInfo", run_dir: "str | None") -> None:
         self.plan = plan
@@ -175,18 +189,42 @@ class _RunOf:
         self.caller = Caller(plan, info.id, info.flow, run_dir, capture=True)
         self.inputs = info.inputs
         self.bound: dict[int, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+        #: Map step -> its call's names and values, the position mapped over, its units.
+        self.maps: dict[int, tuple[tuple[str, ...], list[Any], int, list[Any]]] = {}
         mine = plan.code() or {}
         recorded = info.code or {}
         #: Steps whose code differs from the run's: left alone.
         self.foreign = {i for i, name in enumerate(self.names)
                         if name in recorded and name in mine and recorded[name] != mine[name]}
 
-    def kwargs(self, i: int, values: "list[Any]") -> "dict[str, Any]":
+    def _bind(self, i: int) -> "tuple[tuple[str, ...], tuple[Any, ...]]":
         bound = self.bound.get(i)
         if bound is None:
             names, consts, _ = bind_inputs(self.plan, i, self.inputs)
             bound = self.bound[i] = (names, consts)
-        return kwargs(bound[0], values, bound[1])
+        return bound
+
+    def kwargs(self, i: int, values: "list[Any]") -> "dict[str, Any]":
+        """Step ``i``'s arguments over its dependencies' outputs ``values``."""
+        names, consts = self._bind(i)
+        return kwargs(names, list(values), consts)
+
+    def expand(self, i: int, values: "list[Any]") -> "tuple[tuple[str, ...], list[Any], int, list[Any]]":
+        """Map step ``i`` over its dependencies' outputs ``values`` (once):
+        its call's names and values, the position mapped over, its units.
+
+        Raises:
+            TypeError: the value it maps over is not iterable.
+        """
+        got = self.maps.get(i)
+        if got is None:
+            names, consts = self._bind(i)
+            args = [*values, *consts]
+            names, pos = map_call(self.plan, i, names, args)
+            step = self.plan.steps[i]
+            assert step.map is not None
+            got = self.maps[i] = (names, args, pos, units(str(self.names[i]), step.map, args[pos], step.batch_size))
+        return got
 
 
 class Worker:
@@ -217,7 +255,7 @@ class Worker:
         self.runs: dict[str, _RunOf | None] = {}
         self.unknown: set[str] = set()  # runs met in a claim, to look at outside it
         self.learning = threading.Lock()
-        self.held: dict[tuple[str, int], Claim] = {}
+        self.held: dict[tuple[str, int, int], Claim] = {}
         self.done = threading.Event()
         self.threads: list[threading.Thread] = []
         self.ran = 0  # steps whose outcome was recorded
@@ -343,7 +381,7 @@ class Worker:
                 queue.wait(0.05)
                 continue
             for c in claims:
-                self.held[c.run_id, c.step] = c
+                self.held[c.key] = c
             began = time.perf_counter()
             done: list[tuple[Claim, Outcome]] = []
             try:
@@ -359,7 +397,7 @@ class Worker:
             took = time.perf_counter() - began
             self._finish(done)
             for c in claims:
-                self.held.pop((c.run_id, c.step), None)
+                self.held.pop(c.key, None)
             batch = min(BATCH, batch * 2) if took < 0.001 * len(claims) else 1
 
     def _finish(self, done: "list[tuple[Claim, Outcome]]") -> None:
@@ -377,28 +415,55 @@ class Worker:
 
     def _inputs(self, claims: "list[Claim]") -> "dict[str, dict[str, bytes]]":
         """The encoded outputs the claimed steps take, by run: one read per run
-        (a claimed step is ready: what it takes is recorded)."""
+        (a claimed step is ready: what it takes is recorded); none for the
+        units of a map this worker expanded already."""
         wanted: dict[str, set[str]] = {}
         for c in claims:
             run = self.runs[c.run_id]
             assert run is not None
+            if c.item >= 0 and c.step in run.maps:
+                continue
             wanted.setdefault(c.run_id, set()).update(run.names[d] for d in run.plan.argdeps[c.step])
         return {run_id: self.queue.outputs(run_id, sorted(steps)) for run_id, steps in wanted.items() if steps}
 
     def _run(self, claim: Claim, encoded: "dict[str, bytes]") -> Outcome:
-        """Run the attempt ``claim`` holds (``encoded``: the outputs it takes); how it ended."""
+        """Run what ``claim`` holds (``encoded``: the outputs it takes): a
+        step's attempt, a map step's plan or one of its units or its
+        gathering (see the module docs); how it ended."""
         run = self.runs[claim.run_id]
         assert run is not None
         i = claim.step
         plan = run.plan
         names = run.names
+        step = plan.steps[i]
         att = run.caller.attempt(i, claim.attempt)
         started = time.time()
+        key = None
         fn = plan.fns[i]
         try:
-            deps = [names[d] for d in plan.argdeps[i]]
-            values = [self.store.decode(encoded[d]) if d in encoded else None for d in deps]
-            kw = run.kwargs(i, values)
+            expanded = run.maps.get(i) if claim.item >= 0 else None
+            if expanded is None:
+                values = [self.store.decode(encoded[d]) if d in encoded else None
+                          for d in (names[d] for d in plan.argdeps[i])]
+                if claim.item == GATHER:
+                    return self._gather(run, claim, values, started)
+                if claim.item >= 0:
+                    expanded = run.expand(i, values)
+            if expanded is not None:  # a map unit
+                call_names, args, pos, unit_list = expanded
+                j = claim.item // (step.batch_size or 1)
+                att = run.caller.attempt(i, claim.attempt, unit=j, item=claim.item)
+                kw = unit_kwargs(call_names, args, pos, unit_list[j])
+            else:
+                kw = run.kwargs(i, values)
+                if step.cache:
+                    key = cache_key(step.name, step.fn, kw)
+                    hit, value = cached(self.store, key, step.cache_ttl)
+                    if hit:  # (recorded as the runner records a hit: no attempt, no times)
+                        return Outcome("succeeded", None, None, self.store.encode(value, "a cached output"),
+                                       attempts=0)
+                if step.map is not None:
+                    return self._plan(run, claim, values, started, key)
             if att.timeout is None:
                 value = invoke(fn, kw, att)
             else:
@@ -407,18 +472,77 @@ class Worker:
             return Outcome("skipped", started, time.time(), logs=getattr(exc, "__microdag_logs__", ""))
         except Exception as exc:
             retry = plan.retry[i].delay(exc, claim.attempt)
-            tb = getattr(exc, "__microdag_traceback__", None) or step_traceback(exc)
-            return Outcome("failed", started, time.time(), None, type(exc).__name__, str(exc), tb,
-                           getattr(exc, "__microdag_logs__", ""), retry)
+            if expanded is not None and retry is None:
+                item_failed(exc, att)
+            return self._failed(exc, started, time.time(), getattr(exc, "__microdag_logs__", ""), retry)
         finished = time.time()
         text = ""
         if type(value) is Captured:
             value, text = value.value, value.text
+        if expanded is not None and step.batch_size is not None:  # a batch returns one result per item
+            error = batch_error(str(names[i]), claim.item, len(expanded[3][att.unit]), value)
+            if error is not None:
+                item_failed(error, att)
+                return self._failed(error, started, finished, text)
+        what = f"the output of step {names[i]!r}" if expanded is None else \
+            f"the output of item {claim.item} of step {names[i]!r}"
+        return self._succeeded(value, what, started, finished, key, text)
+
+    def _succeeded(
+        self, value: "Any", what: str, started: float, finished: float, key: "str | None", logs: str = "",
+        attempts: "int | None" = None,
+    ) -> Outcome:
+        """A success with ``value`` (``what`` it is; cached under ``key``), or
+        a failure when the store cannot keep it."""
         try:
-            data = self.store.encode(value, f"the output of step {names[i]!r}")
+            data = self.store.encode(value, what)
         except Exception as exc:  # not JSON, does not pickle: the step fails
-            return Outcome("failed", started, finished, None, type(exc).__name__, str(exc), None, text)
-        return Outcome("succeeded", started, finished, data, logs=text)
+            return self._failed(exc, started, finished, logs, attempts=attempts)
+        if key is not None:
+            try:
+                self.store.cache_put(key, data, time.time())
+            except StoreError as exc:
+                log(30, "worker: %s", exc)
+        return Outcome("succeeded", started, finished, data, logs=logs, attempts=attempts)
+
+    @staticmethod
+    def _failed(
+        exc: BaseException, started: float, finished: float, logs: str = "", retry: "float | None" = None,
+        attempts: "int | None" = None,
+    ) -> Outcome:
+        tb = getattr(exc, "__microdag_traceback__", None) or step_traceback(exc)
+        return Outcome("failed", started, finished, None, type(exc).__name__, str(exc), tb, logs, retry, attempts)
+
+    def _plan(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float, key: "str | None") -> Outcome:
+        """Map step ``claim.step``'s own claim: expand it into units (``planned``),
+        or end it (no items: succeeded; not iterable: failed, not retried)."""
+        i = claim.step
+        try:
+            unit_list = run.expand(i, values)[3]
+        except TypeError as exc:
+            return self._failed(exc, started, time.time())
+        if not unit_list:
+            return self._succeeded([], f"the output of step {run.names[i]!r}", started, time.time(), key)
+        size = run.plan.steps[i].batch_size or 1
+        return Outcome("planned", started, time.time(), units=range(0, len(unit_list) * size, size))
+
+    def _gather(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float) -> Outcome:
+        """Map step ``claim.step``'s last unit finished: its outcome from its
+        item records (``_call.gather``; the first failed item's error), its
+        attempts its most-tried unit's."""
+        i = claim.step
+        step = run.plan.steps[i]
+        name = str(run.names[i])
+        items = self.queue.items(claim.run_id, name)
+        attempts = max((row[2] for row in items), default=1)
+        began = min((row[3] for row in items if row[3] is not None), default=started)
+        for _, status, _, _, etype, emsg, tb, _ in items:
+            if status != "succeeded":
+                return Outcome("failed", began, time.time(), None, etype, emsg, tb, attempts=attempts)
+        results = [self.store.decode(row[7]) for row in items]
+        key = cache_key(step.name, step.fn, run.kwargs(i, values)) if step.cache else None
+        return self._succeeded(gather(results, step.batch_size is not None), f"the output of step {name!r}",
+                               began, time.time(), key, attempts=attempts)
 
     def _beat(self) -> None:
         """Renew leases; stop the steps of cancelled runs."""

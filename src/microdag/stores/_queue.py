@@ -30,6 +30,11 @@ The protocol, one rule each:
 - **retries** are decided by the worker (the step's own retry policy, which
   it loaded with the flow): an outcome with ``retry_in`` puts the step back,
   ready that many seconds from now, and keeps the failed attempt.
+- **map steps**: the step's own claim ends ``"planned"`` with its units,
+  each a claimable row under its first item's index (a retry puts a unit
+  back as it puts a step back); when the last unit finished, a
+  :data:`GATHER` row is ready, whose outcome is the step's.  The mirror
+  sees only the step's.
 - **cancel** (:meth:`~WorkQueue.cancel`) stops a run for every worker: ready
   steps end cancelled at once; claimed ones when their workers see it
   (:meth:`~WorkQueue.stopping`, read with each heartbeat) and stop them as a
@@ -60,7 +65,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
-__all__ = ["CANCELLED", "FAILED", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue"]
+__all__ = ["CANCELLED", "FAILED", "GATHER", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue"]
 
 #: Outcomes in the log (the kernel's state codes), and the stop of a run.
 SUCCEEDED = sched.SUCCEEDED
@@ -68,41 +73,58 @@ FAILED = sched.FAILED
 SKIPPED = sched.SKIPPED
 CANCELLED = sched.CANCELLED
 STOP = -1
+#: The ``item`` of a claim that gathers a map step's units (a step's own: ``-1``;
+#: a map unit's: the index of its first item).
+GATHER = -2
 
 
 class Claim:
     """A step a worker holds: run, step id, attempt number (the fencing token)
-    and the worker's token.  ``lost`` is set once a heartbeat finds the claim
-    gone (its lease ran out, or the run was cancelled)."""
+    and the worker's token; ``item``: ``-1`` for the step itself (a map
+    step's: planning its units), a map unit's first item, or :data:`GATHER`
+    (a map step's result from its units).  ``lost`` is set once a heartbeat
+    finds the claim gone (its lease ran out, or the run was cancelled)."""
 
-    __slots__ = ("run_id", "step", "attempt", "worker", "lost")
+    __slots__ = ("run_id", "step", "attempt", "worker", "item", "lost")
 
-    def __init__(self, run_id: str, step: int, attempt: int, worker: str) -> None:
+    def __init__(self, run_id: str, step: int, attempt: int, worker: str, item: int = -1) -> None:
         self.run_id = run_id
         self.step = step
         self.attempt = attempt
         self.worker = worker
+        self.item = item
         self.lost = False
 
+    @property
+    def key(self) -> "tuple[str, int, int]":
+        """What names the claimed row: run, step, item."""
+        return self.run_id, self.step, self.item
+
     def __repr__(self) -> str:
-        return f"<Claim run {self.run_id} step {self.step} attempt {self.attempt}>"
+        item = "" if self.item == -1 else f" item {self.item}"
+        return f"<Claim run {self.run_id} step {self.step}{item} attempt {self.attempt}>"
 
 
 class Outcome:
     """How an attempt ended, as a worker reports it to :meth:`WorkQueue.finish`.
 
     ``status``: ``"succeeded"`` (``output``: the encoded output),
-    ``"failed"``, ``"skipped"`` or ``"cancelled"``; ``retry_in``: seconds
-    until the step runs again (a failure its retry policy retries), else
-    ``None``; times are wall-clock; ``logs``: what the attempt printed."""
+    ``"failed"``, ``"skipped"`` or ``"cancelled"``, or for a map step's own
+    claim ``"planned"`` (``units``: the first item of each of its units, one
+    claimable row each); ``retry_in``: seconds until the step (or the unit)
+    runs again (a failure its retry policy retries), else ``None``; times are
+    wall-clock (``None``: it did not run, a cache hit); ``logs``: what the
+    attempt printed; ``attempts``: the step's attempts when they are not the
+    claim's (a cache hit's 0, a map step's most-tried unit's)."""
 
     __slots__ = ("status", "output", "started", "finished", "error_type", "error_message", "traceback", "logs",
-                 "retry_in")
+                 "retry_in", "attempts", "units")
 
     def __init__(
-        self, status: str, started: float, finished: float, output: "bytes | None" = None,
+        self, status: str, started: "float | None", finished: "float | None", output: "bytes | None" = None,
         error_type: "str | None" = None, error_message: "str | None" = None, traceback: "str | None" = None,
-        logs: str = "", retry_in: "float | None" = None,
+        logs: str = "", retry_in: "float | None" = None, attempts: "int | None" = None,
+        units: "Sequence[int]" = (),
     ) -> None:
         self.status = status
         self.output = output
@@ -113,6 +135,8 @@ class Outcome:
         self.traceback = traceback
         self.logs = logs
         self.retry_in = retry_in
+        self.attempts = attempts
+        self.units = units
 
 
 class Mirror:
@@ -149,6 +173,10 @@ class Mirror:
         else:  # failed, or cancelled while handed out
             gone = k.fail(step)
         return (k.take(-1) if k.ready else []), gone
+
+    def running(self, step: int) -> bool:
+        """Whether ``step`` was handed out and has not ended (a map step: its units run)."""
+        return bool(self.k.state(step) == sched.RUNNING)
 
     @property
     def remaining(self) -> int:
@@ -215,6 +243,12 @@ class WorkQueue:
 
     def outputs(self, run_id: str, steps: "Sequence[str]") -> "dict[str, bytes]":
         """The encoded outputs of ``steps`` of run ``run_id`` (those with one)."""
+        raise NotImplementedError
+
+    def items(self, run_id: str, step: str) -> "list[tuple[Any, ...]]":
+        """The item records of map step ``step`` of run ``run_id``, in item
+        order: ``(item, status, attempts, started, error_type, error_message,
+        traceback, encoded output)``."""
         raise NotImplementedError
 
     def progress(self, run_id: str, after: int) -> "tuple[int, list[tuple[str, str, int]]]":

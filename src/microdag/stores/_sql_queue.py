@@ -15,7 +15,9 @@ work (``_sqlite_queue``, ``_postgres_queue``).  Tables, beside the store's
   (0 ready, 1 claimed), ``attempt`` (attempts made; a claim makes the next
   and that is its fencing token), ``due`` (ready: when it may be claimed, a
   retry's time; claimed: when its lease runs out), ``worker``, ``claimed``
-  (when).  A finished step's row is gone; its record is in ``tasks``;
+  (when), ``item`` (``-1``: the step; a map step's units are rows of their
+  own under their first item's index, and its gathering one more,
+  ``GATHER``).  A finished step's row is gone; its record is in ``tasks``;
 - ``queue_log``: the run's outcomes in order, which each worker's
   :class:`~microdag.stores._queue.Mirror` replays.
 
@@ -28,6 +30,14 @@ run's mirror holds the run's lock (SQLite: the file's; PostgreSQL: an
 advisory lock per run), taken before any queue row, and a claim never waits
 for one (it leaves a row whose run is busy for the next look): no deadlock.
 Times are read from the database (``_NOW``).
+
+A map step: its own claim plans it (``"planned"``: a row per unit, which
+any worker claims); a unit's finish records its item (or its retry); when
+the last unit row is gone, a ``GATHER`` row makes the step's result from
+the item records (``items``).  A unit that fails for good under
+``fail_fast``, or skips, ends the step at once (its other units' rows are
+deleted, so their finishes record nothing); a stopped run deletes the
+rows of its maps' units and ends those steps cancelled.
 """
 
 import json
@@ -37,7 +47,7 @@ import time
 from .._errors import StoreError
 from .._records import run_status
 from ._files import BLOB_SIZE
-from ._queue import CANCELLED, FAILED, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
+from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
 from ._sql import ATTEMPTS, LOGS
 
 TYPE_CHECKING = False
@@ -58,7 +68,7 @@ CREATE TABLE IF NOT EXISTS queue_runs (
 );
 CREATE TABLE IF NOT EXISTS queue (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    due {real} NOT NULL, worker TEXT, claimed {real}, PRIMARY KEY (run_id, step)
+    due {real} NOT NULL, worker TEXT, claimed {real}, item INTEGER NOT NULL, PRIMARY KEY (run_id, step, item)
 ){keyed};
 CREATE INDEX IF NOT EXISTS queue_by_due ON queue (state, due);
 CREATE TABLE IF NOT EXISTS queue_log (
@@ -218,9 +228,9 @@ class SQLQueue(WorkQueue):
 
     def _record(
         self, db: "Any", run: _Run, step: int, status: str, attempts: int, started: "float | None" = None,
-        finished: "float | None" = None, out: "Outcome | None" = None,
+        finished: "float | None" = None, out: "Outcome | None" = None, item: int = -1,
     ) -> None:
-        """Keep the task record of ``step`` (with the transaction)."""
+        """Keep the task record of ``step`` (or of its map item ``item``; with the transaction)."""
         output = ref = etype = emsg = tb = None
         if out is not None:
             output, etype, emsg, tb = out.output, out.error_type, out.error_message, out.traceback
@@ -228,7 +238,7 @@ class SQLQueue(WorkQueue):
                 ref, output = self._blob(db, output), None
         self._seq = max(self._seq + 1, time.time_ns())
         t = self._t
-        self._rows.append((t(run.run_id), t(run.names[step]), -1, self._seq, status, attempts, started, finished,
+        self._rows.append((t(run.run_id), t(run.names[step]), item, self._seq, status, attempts, started, finished,
                            t(etype), t(emsg), t(tb), output, ref))
 
     def _settle(
@@ -240,7 +250,7 @@ class SQLQueue(WorkQueue):
         self._record(db, run, step, status, attempts, started, finished, out)
         ready, skipped = run.apply(step, _STATUS[status])
         if ready:
-            db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL)",
+            db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, -1)",
                            [(run.run_id, i, now) for i in ready])
             self._notify(db)
         for i in skipped:
@@ -256,9 +266,15 @@ class SQLQueue(WorkQueue):
         run.state = max(run.state, state)
         for i in run.apply(-1, STOP)[1]:
             self._record(db, run, i, "cancelled", 0)
-        rows = db.execute("DELETE FROM queue WHERE run_id = ? AND state = 0 RETURNING step, attempt",
-                          (run.run_id,)).fetchall()
-        for step, attempt in sorted(rows):
+        rows = db.execute("DELETE FROM queue WHERE run_id = ? AND (state = 0 OR item <> -1)"
+                          " RETURNING step, item, attempt", (run.run_id,)).fetchall()
+        maps: dict[int, int] = {}  # a map step whose units or gathering were left: its most attempts
+        for step, item, attempt in sorted(rows):
+            if item == -1:
+                self._settle(db, run, step, "cancelled", attempt, now)
+            else:
+                maps[step] = max(maps.get(step, 1), attempt)
+        for step, attempt in maps.items():
             self._settle(db, run, step, "cancelled", attempt, now)
 
     def _close(self, db: "Any", runs: "Iterable[_Run]", now: float) -> None:
@@ -287,7 +303,7 @@ class SQLQueue(WorkQueue):
 
         def body(db: "Any", now: float) -> None:
             db.execute("INSERT INTO queue_runs VALUES (?, ?, 0, 0, 0)", (run_id, plan_text(plan)))
-            db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL)",
+            db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, -1)",
                            [(run_id, i, now) for i in mirror.first])
             self._notify(db)
             self._mirrors[run_id] = (mirror, plan["names"])
@@ -314,12 +330,13 @@ class SQLQueue(WorkQueue):
 
         def body(db: "Any", now: float) -> "list[Claim]":
             # Steps whose lease ran out first (they have waited longest), then ready ones as they came.
-            select = f"SELECT run_id, step, state, attempt, worker, claimed FROM queue WHERE state = ? AND due <= ?{where}"
+            select = ("SELECT run_id, step, state, attempt, worker, claimed, item FROM queue"
+                      f" WHERE state = ? AND due <= ?{where}")
             rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, now, *skip, limit)).fetchall()
             rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, now, *skip, limit * 4 + 16)).fetchall()
             claims: list[Claim] = []
             runs: dict[str, _Run | None] = {}
-            for run_id, step, state, attempt, holder, claimed in rows:
+            for run_id, step, state, attempt, holder, claimed, item in rows:
                 if len(claims) == limit:
                     break
                 if refuse is not None and refuse(run_id, step):
@@ -330,16 +347,18 @@ class SQLQueue(WorkQueue):
                     run = runs[run_id]
                     if run is None:
                         continue  # (ended, or busy: the next look takes it)
-                    db.execute(ATTEMPTS, (self._t(run_id), self._t(run.names[step]), -1, attempt, claimed, now,
-                                          "WorkerLost",
-                                          f"worker {holder} stopped renewing its lease; the step runs again"))
+                    if item != GATHER:  # (a gathering lost is done again, not an attempt of the step)
+                        db.execute(ATTEMPTS, (self._t(run_id), self._t(run.names[step]), item, attempt, claimed,
+                                              now, "WorkerLost",
+                                              f"worker {holder} stopped renewing its lease; the step runs again"))
                     if run.state == _CANCELLED:
-                        db.execute("DELETE FROM queue WHERE run_id = ? AND step = ?", (run_id, step))
+                        db.execute("DELETE FROM queue WHERE run_id = ? AND step = ? AND item = -1", (run_id, step))
                         self._settle(db, run, step, "cancelled", attempt, now, claimed, now)
                         continue
                 db.execute("UPDATE queue SET state = 1, attempt = ?, due = ?, worker = ?, claimed = ?"
-                           " WHERE run_id = ? AND step = ?", (attempt + 1, now + lease, worker, now, run_id, step))
-                claims.append(Claim(run_id, step, attempt + 1, worker))
+                           " WHERE run_id = ? AND step = ? AND item = ?",
+                           (attempt + 1, now + lease, worker, now, run_id, step, item))
+                claims.append(Claim(run_id, step, attempt + 1, worker, item))
             self._close(db, [run for run in runs.values() if run is not None], now)
             return claims
 
@@ -348,8 +367,9 @@ class SQLQueue(WorkQueue):
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
         def body(db: "Any", now: float) -> None:
             for c in claims:
-                if not db.execute("UPDATE queue SET due = ? WHERE run_id = ? AND step = ? AND attempt = ?"
-                                  " AND state = 1", (now + lease, c.run_id, c.step, c.attempt)).rowcount:
+                if not db.execute("UPDATE queue SET due = ? WHERE run_id = ? AND step = ? AND item = ?"
+                                  " AND attempt = ? AND state = 1",
+                                  (now + lease, c.run_id, c.step, c.item, c.attempt)).rowcount:
                     c.lost = True
 
         if claims:
@@ -362,39 +382,75 @@ class SQLQueue(WorkQueue):
         def body(db: "Any", now: float) -> "list[bool]":
             runs = {key: self._run(db, key) for key in sorted({c.run_id for c, _ in done})}  # (held first)
             # The fence: the rows these attempts still hold, ended in one statement.
-            marks = ", ".join(["(?, ?, ?)"] * len(done))
+            marks = ", ".join(["(?, ?, ?, ?)"] * len(done))
             held = set(db.execute(
-                f"DELETE FROM queue WHERE state = 1 AND (run_id, step, attempt) IN ({marks}) RETURNING run_id, step",
-                tuple(v for c, _ in done for v in (c.run_id, c.step, c.attempt))).fetchall())
+                f"DELETE FROM queue WHERE state = 1 AND (run_id, step, item, attempt) IN ({marks})"
+                " RETURNING run_id, step, item",
+                tuple(v for c, _ in done for v in (*c.key, c.attempt))).fetchall())
             recorded = []
+            units: set[tuple[str, int]] = set()  # maps whose units finished: gathered when none is left
             t = self._t
             for claim, out in done:
                 key = claim.run_id
                 run = runs[key]
-                if run is None or (key, claim.step) not in held:
+                if run is None or claim.key not in held:
                     recorded.append(False)
                     continue
                 recorded.append(True)
                 name = t(run.names[claim.step])
+                item = max(claim.item, -1)
                 if out.logs:
-                    db.execute(LOGS, (t(key), name, -1, claim.attempt, t(out.logs)))
+                    db.execute(LOGS, (t(key), name, item, claim.attempt, t(out.logs)))
                 if out.retry_in is not None and run.state == _RUNNING:
-                    db.execute(ATTEMPTS, (t(key), name, -1, claim.attempt, out.started, out.finished,
+                    db.execute(ATTEMPTS, (t(key), name, item, claim.attempt, out.started, out.finished,
                                           t(out.error_type), t(out.error_message)))
-                    db.execute("INSERT INTO queue VALUES (?, ?, 0, ?, ?, NULL, NULL)",
-                               (key, claim.step, claim.attempt, now + out.retry_in))
+                    db.execute("INSERT INTO queue VALUES (?, ?, 0, ?, ?, NULL, NULL, ?)",
+                               (key, claim.step, claim.attempt, now + out.retry_in, claim.item))
+                elif claim.item >= 0:
+                    self._unit(db, run, claim, out, now, units)
+                elif out.status == "planned" and run.state == _RUNNING:
+                    db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, ?)",
+                                   [(key, claim.step, now, j) for j in out.units])
+                    self._notify(db)
+                else:
+                    status = "cancelled" if out.status == "planned" else out.status
+                    attempts = claim.attempt if out.attempts is None else out.attempts
+                    self._settle(db, run, claim.step, status, attempts, now, out.started, out.finished, out)
+            for key, step in sorted(units):  # (a map whose last unit finished: its gathering is ready)
+                gathering = runs[key]
+                if gathering is None or not gathering.mirror.running(step):
                     continue
-                self._settle(db, run, claim.step, out.status, claim.attempt, now, out.started, out.finished, out)
+                if not db.execute("SELECT 1 FROM queue WHERE run_id = ? AND step = ? AND item <> -1 LIMIT 1",
+                                  (key, step)).fetchall():
+                    db.execute("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, ?)", (key, step, now, GATHER))
+                    self._notify(db)
             self._close(db, [run for run in runs.values() if run is not None], now)
             return recorded
 
         return self._transaction(body)  # type: ignore[no-any-return]
 
+    def _unit(
+        self, db: "Any", run: _Run, claim: Claim, out: "Outcome", now: float, units: "set[tuple[str, int]]"
+    ) -> None:
+        """Map unit ``claim`` ended ``out`` (not retried): its item's record; a
+        failure under ``fail_fast`` (or a skip, or a cancel) ends its step now."""
+        step = claim.step
+        if not run.mirror.running(step):
+            return  # (its map ended in this transaction: a unit that failed before it, in the same finish)
+        if out.status in ("succeeded", "failed"):
+            self._record(db, run, step, out.status, claim.attempt, out.started, out.finished, out, claim.item)
+            if out.status == "succeeded" or not run.mirror.fail_fast:
+                units.add((run.run_id, step))
+                return
+        db.execute("DELETE FROM queue WHERE run_id = ? AND step = ? AND item <> -1", (run.run_id, step))
+        units.discard((run.run_id, step))
+        self._settle(db, run, step, out.status, claim.attempt, now, out.started, out.finished, out)
+
     def release(self, claims: "Sequence[Claim]") -> None:
         def body(db: "Any", now: float) -> None:
             db.executemany("UPDATE queue SET state = 0, due = ?, worker = NULL"  # (the attempt counts: it may have begun)
-                           " WHERE run_id = ? AND step = ? AND attempt = ? AND state = 1",
-                           [(now, c.run_id, c.step, c.attempt) for c in claims])
+                           " WHERE run_id = ? AND step = ? AND item = ? AND attempt = ? AND state = 1",
+                           [(now, *c.key, c.attempt) for c in claims])
             self._notify(db)
             self._changed.set()
 
@@ -432,6 +488,19 @@ class SQLQueue(WorkQueue):
                 output = self.store._read_blob(ref, f"the output of step {name!r} of run {run_id!r}")
             if output is not None:
                 found[name] = bytes(output)
+        return found
+
+    def items(self, run_id: str, step: str) -> "list[tuple[Any, ...]]":
+        rows = self._query(
+            "SELECT item, status, attempts, started, error_type, error_message, traceback, output, output_ref"
+            " FROM tasks WHERE run_id = ? AND step = ? AND item >= 0 ORDER BY item", (self._t(run_id), self._t(step)))
+        found = []
+        s = self._s
+        for item, status, attempts, started, etype, emsg, tb, output, ref in rows:
+            if ref is not None:
+                output = self.store._read_blob(ref, f"the output of item {item} of step {step!r} of run {run_id!r}")
+            found.append((item, s(status), attempts, started, s(etype), s(emsg), s(tb),
+                          None if output is None else bytes(output)))
         return found
 
     def progress(self, run_id: str, after: int) -> "tuple[int, list[tuple[str, str, int]]]":
