@@ -11,6 +11,7 @@ worker.
 import sys
 
 from .._cmdline import OK, UsageError, input_option, load, positive
+from ..stores._queue import cancel_shared
 from ._common import DEFAULT_STORE, store_at, store_options
 from ._run import flow_to_run
 
@@ -158,14 +159,8 @@ def _cmd_cancel(args: "argparse.Namespace") -> int:
         if info.status != "running":
             print(f"run {args.run_id} already ended: {info.status}", file=sys.stderr)
             return OK
-        queue = store.queue()
-        try:
-            if queue.plan(args.run_id) is None:
-                raise UsageError(f"run {args.run_id} is not shared with workers: stop the process running it "
-                                 "(Ctrl-C)")
-            queue.cancel(args.run_id)
-        finally:
-            queue.close()
+        if not cancel_shared(store, args.run_id):
+            raise UsageError(f"run {args.run_id} is not shared with workers: stop the process running it (Ctrl-C)")
     finally:
         store.close()
     print(f"run {args.run_id}: cancelled; the steps running stop as their workers see it", file=sys.stderr)

@@ -60,7 +60,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
-__all__ = ["CANCELLED", "FAILED", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue"]
+    from ._base import Store
+
+__all__ = [
+    "CANCELLED", "FAILED", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue", "cancel_shared",
+]
 
 #: Outcomes in the log (the kernel's state codes), and the stop of a run.
 SUCCEEDED = sched.SUCCEEDED
@@ -129,7 +133,7 @@ class Mirror:
         k = self.k = sched.Kernel(plan["n"], plan["src"], plan["dst"])
         if plan.get("triggers"):
             k.set_triggers(plan["triggers"])
-        k.reset(plan.get("subset"), policy="fifo")
+        k.reset(plan.get("subset"), policy="fifo", done=plan.get("done"))  # (done: a resumed run's)
         self.seq = 0  # the last log entry applied
         self.fail_fast = plan.get("on_failure", "fail_fast") == "fail_fast"
         #: The steps ready when the run starts.
@@ -156,6 +160,24 @@ class Mirror:
         return int(self.k.remaining)
 
 
+def cancel_shared(store: "Store", run_id: str) -> bool:
+    """Cancel run ``run_id`` for every worker, through ``store``'s queue (what
+    ``python -m microdag cancel`` and the UI's Cancel do); ``False`` when the
+    run is not on the queue (not shared with workers, or ended).
+
+    Raises:
+        StoreError: the store cannot be written, or is no work queue.
+    """
+    queue = store.queue()
+    try:
+        if queue.plan(run_id) is None:
+            return False
+        queue.cancel(run_id)
+        return True
+    finally:
+        queue.close()
+
+
 def plan_text(plan: "dict[str, Any]") -> str:
     """A plan document as the store keeps it."""
     return json.dumps(plan, separators=(",", ":"))
@@ -169,7 +191,7 @@ class WorkQueue:
     def submit(self, run_id: str, plan: "dict[str, Any]") -> None:
         """Start run ``run_id`` (already begun in the store) on the queue:
         keep ``plan`` (``n``, ``src``, ``dst``, ``names``, ``triggers``,
-        ``subset``, ``on_failure``, and per step what it needs to run) and
+        ``subset``, ``done`` (the steps a resumed run finished), ``on_failure``, and per step what it needs to run) and
         make its first steps ready.  A run with nothing to run ends at once."""
         raise NotImplementedError
 

@@ -213,6 +213,12 @@ class SQLReader(Store):
         rows = self._read("SELECT owner FROM owners WHERE run_id = ?", (run_id,))
         return None if not rows else self._s(rows[0][0])
 
+    def shared(self, run_id: str) -> bool:
+        try:
+            return bool(self._read("SELECT 1 FROM queue_runs WHERE run_id = ?", (run_id,)))
+        except StoreError:  # (no queue_runs table: the store was never a work queue)
+            return False
+
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         rows = self._read("SELECT output, output_ref, created FROM cache WHERE key = ?", (key,))
         if not rows:
