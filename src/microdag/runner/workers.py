@@ -49,7 +49,7 @@ from .._result import Run
 from .._steps import TRIGGERS
 from ..pools._attempt import Captured, invoke
 from ..stores._files import new_owner
-from ..stores._queue import Claim, Outcome
+from ..stores._queue import SUCCEEDED, Claim, Outcome
 from ._call import Caller, bind_inputs, call_with_timeout, kwargs
 from ._setup import prepare, release
 
@@ -74,8 +74,11 @@ LOOK = 0.1
 BATCH = 64
 
 
-def plan_document(plan: "_Plan", subset: "list[int] | None", on_failure: str) -> "dict[str, Any]":
-    """What the queue keeps of a run's plan (``WorkQueue.submit``)."""
+def plan_document(
+    plan: "_Plan", subset: "list[int] | None", on_failure: str, done: "list[int] | None" = None
+) -> "dict[str, Any]":
+    """What the queue keeps of a run's plan (``WorkQueue.submit``); ``done``:
+    the steps a resumed run finished before."""
     kernel = plan.graph.kernel
     src: list[int] = []
     dst: list[int] = []
@@ -86,7 +89,7 @@ def plan_document(plan: "_Plan", subset: "list[int] | None", on_failure: str) ->
     return {
         "n": len(plan.steps), "src": src, "dst": dst, "names": [str(name) for name in plan.graph.names],
         "triggers": [TRIGGERS.index(s.trigger) for s in plan.steps] if plan.has_triggers else None,
-        "subset": subset, "on_failure": on_failure,
+        "subset": subset, "done": done, "on_failure": on_failure,
         "timeout": [s.timeout for s in plan.steps], "retries": [s.retries for s in plan.steps],
     }
 
@@ -98,12 +101,15 @@ def submit(
     first ready steps); the store, the run's id, its hooks and the steps
     whose outputs its ``Run`` holds (``None``: all).
 
+    A resumed run (``options.resume``) is reopened as on any backend (its
+    finished steps kept, a change of their code refused) and its unfinished
+    steps go back on the queue; one still on the queue (its caller died)
+    stays there as it is, for its workers and this process to go on with.
+
     Raises:
         FlowError: a problem with the options, the inputs, or the store.
         StoreError: the store cannot be used.
     """
-    if options.resume:
-        raise FlowError("executor='workers' starts new runs: resume a run with another executor")
     if plan.maps or any(s.cache for s in plan.steps):
         shown = ", ".join(repr(s.name) for s in plan.steps if s.map is not None or s.cache)
         raise FlowError(f"flow {flow!r}: executor='workers' runs neither map steps nor cached steps yet ({shown})")
@@ -113,7 +119,11 @@ def submit(
         store = runner.recorder.store  # type: ignore[union-attr]
         queue = store.queue()
         try:
-            queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure))
+            if not (options.resume and queue.plan(runner.run_id) is not None):
+                done = None
+                if options.resume:  # (the steps it finished before: succeeded in the reset kernel)
+                    done = [i for i, state in enumerate(runner.k.states()) if state == SUCCEEDED]
+                queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure, done))
         finally:
             queue.close()
         store.release(runner.run_id)  # (the queue holds the run now, not this process)
@@ -133,7 +143,7 @@ def run_on_workers(
     worker = Worker(store, lambda info: plan if info.id == run_id else None, concurrency=options.max_workers or 1,
                     lease=options.lease or LEASE, only=run_id)
     queue = store.queue()
-    seen = 0
+    seen = queue.progress(run_id, 0)[0] if options.resume else 0  # (a resume tells what happens from now on)
 
     def emit(kind: str, step: "str | None", **fields: "Any") -> None:
         dispatch(tuple(hooks), Event(kind, run_id, flow, step, time=time.time(), **fields))
