@@ -210,3 +210,73 @@ def test_a_sqlite_store_leaves_a_run_off_the_queue_to_its_owner_process(tmp_path
         assert s.shared("r-local") is False and s.live("r-local") is None
     finally:
         s.close()
+
+
+# -- a run's lease -----------------------------------------------------------------------------------
+
+ONCE = """\
+import os, time
+import microdag
+
+flow = microdag.Flow("once")
+
+
+def slow_first():
+    log = os.environ["WORKERS_TEST_LOG"]
+    first = not os.path.exists(log)
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    if first:
+        time.sleep(60)
+    return 1
+
+
+flow.add("s", slow_first)
+"""
+
+
+def test_a_run_s_lease_is_its_claims_lease_on_every_worker(tmp_path, shared) -> None:
+    path, log = tmp_path / "once.py", str(tmp_path / "calls.log")
+    path.write_text(ONCE)
+    run_id = submit(str(path), shared, "--lease", "0.6")
+    workers = [start_worker(shared, log), start_worker(shared, log)]  # their own lease: 30 s
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(log) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (pid,) = map(int, open(log).read().split())
+        (holder,) = [w for w in workers if w.pid == pid]
+        holder.kill()  # SIGKILL: its claim holds for the run's lease, not for the worker's 30 s
+        began = time.monotonic()
+        assert wait_end(shared, run_id, 20) == "succeeded"
+        assert time.monotonic() - began < 10
+    finally:
+        stop(workers)
+    records, _, lost = facts(shared, run_id)
+    assert records == {"s": ("succeeded", 2)} and len(lost) == 1
+
+
+def test_a_claim_holds_for_its_run_s_lease_and_its_heartbeat_renews_that(shared) -> None:
+    flow = microdag.Flow("two")
+    flow.add("a", lambda: 1)
+    flow.add("b", lambda: 2)
+    s = open_store(shared)
+    from microdag.runner import RunOptions
+    from microdag.runner.workers import submit as submit_run
+
+    options = RunOptions(executor="workers", max_workers=None, targets=None, on_failure="fail_fast", hooks=(),
+                         keep_outputs=False, cancel=None, store=s, run_id="r-lease", resume=False, force=False,
+                         lease=5.0)
+    submit_run(flow._compiled(), "two", None, None, options)
+    queue = s.queue()
+    try:
+        assert queue.plan("r-lease")["lease"] == 5.0
+        claims = queue.claim("w", 30.0, 2, leases={"r-lease": 5.0})
+        assert sorted(c.lease for c in claims) == [5.0, 5.0]
+        queue.heartbeat(claims, 30.0)
+        (due,) = {round(row[0] - row[1]) for row in s._read("SELECT due, claimed FROM queue")}
+        assert due == 5 and not any(c.lost for c in claims)
+        queue.cancel("r-lease")
+    finally:
+        queue.close()
+        s.close()

@@ -66,7 +66,8 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
     )
     p.add_argument(
         "--lease", type=float, default=None, metavar="SECONDS",
-        help="--executor workers: seconds a worker's claim holds without a heartbeat (default: 30)",
+        help="--executor workers: the run's lease: seconds every worker's claim of one of its steps holds without "
+        "a heartbeat: a worker that dies loses the step after that (default: each worker's --lease, 30)",
     )
     p.add_argument(
         "--workers", type=positive, metavar="N",

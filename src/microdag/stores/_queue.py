@@ -57,7 +57,7 @@ from .._compat import sched
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
     from ._base import Store
@@ -75,17 +75,19 @@ STOP = -1
 
 
 class Claim:
-    """A step a worker holds: run, step id, attempt number (the fencing token)
-    and the worker's token.  ``lost`` is set once a heartbeat finds the claim
-    gone (its lease ran out, or the run was cancelled)."""
+    """A step a worker holds: run, step id, attempt number (the fencing token),
+    the worker's token and the claim's lease (seconds; ``None``: the
+    worker's).  ``lost`` is set once a heartbeat finds the claim gone (its
+    lease ran out, or the run was cancelled)."""
 
-    __slots__ = ("run_id", "step", "attempt", "worker", "lost")
+    __slots__ = ("run_id", "step", "attempt", "worker", "lease", "lost")
 
-    def __init__(self, run_id: str, step: int, attempt: int, worker: str) -> None:
+    def __init__(self, run_id: str, step: int, attempt: int, worker: str, lease: "float | None" = None) -> None:
         self.run_id = run_id
         self.step = step
         self.attempt = attempt
         self.worker = worker
+        self.lease = lease
         self.lost = False
 
     def __repr__(self) -> str:
@@ -191,7 +193,8 @@ class WorkQueue:
     def submit(self, run_id: str, plan: "dict[str, Any]") -> None:
         """Start run ``run_id`` (already begun in the store) on the queue:
         keep ``plan`` (``n``, ``src``, ``dst``, ``names``, ``triggers``,
-        ``subset``, ``done`` (the steps a resumed run finished), ``on_failure``, and per step what it needs to run) and
+        ``subset``, ``done`` (the steps a resumed run finished), ``on_failure``,
+        ``lease`` (the run's, or ``None``: each worker's), and per step what it needs to run) and
         make its first steps ready.  A run with nothing to run ends at once."""
         raise NotImplementedError
 
@@ -202,17 +205,18 @@ class WorkQueue:
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
+        leases: "Mapping[str, float] | None" = None,
     ) -> "list[Claim]":
         """Claim up to ``limit`` steps that are ready (or whose lease ran out),
-        for ``lease`` seconds, atomically; none of ``skip_runs``, and none
+        for ``lease`` seconds (a run of ``leases``: its own), atomically; none of ``skip_runs``, and none
         that ``refuse(run_id, step)`` turns down (asked inside the claim's
         transaction: no I/O).  ``meet`` is first told the runs that have
         steps to claim, outside it (a worker learns runs it has not seen)."""
         raise NotImplementedError
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
-        """Renew the leases of ``claims`` for ``lease`` seconds from now; a claim
-        that no longer holds is marked ``lost``."""
+        """Renew the leases of ``claims`` for their own lease (else ``lease``)
+        seconds from now; a claim that no longer holds is marked ``lost``."""
         raise NotImplementedError
 
     def finish(self, done: "Sequence[tuple[Claim, Outcome]]") -> "list[bool]":

@@ -42,7 +42,7 @@ from ._sql import ATTEMPTS, LOGS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
     from ._queue import Outcome
@@ -302,6 +302,7 @@ class SQLQueue(WorkQueue):
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
+        leases: "Mapping[str, float] | None" = None,
     ) -> "list[Claim]":
         skip = tuple(skip_runs)
         where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
@@ -337,9 +338,10 @@ class SQLQueue(WorkQueue):
                         db.execute("DELETE FROM queue WHERE run_id = ? AND step = ?", (run_id, step))
                         self._settle(db, run, step, "cancelled", attempt, now, claimed, now)
                         continue
+                held = leases.get(run_id, lease) if leases else lease  # (the run's lease, else the worker's)
                 db.execute("UPDATE queue SET state = 1, attempt = ?, due = ?, worker = ?, claimed = ?"
-                           " WHERE run_id = ? AND step = ?", (attempt + 1, now + lease, worker, now, run_id, step))
-                claims.append(Claim(run_id, step, attempt + 1, worker))
+                           " WHERE run_id = ? AND step = ?", (attempt + 1, now + held, worker, now, run_id, step))
+                claims.append(Claim(run_id, step, attempt + 1, worker, held))
             self._close(db, [run for run in runs.values() if run is not None], now)
             return claims
 
@@ -349,7 +351,7 @@ class SQLQueue(WorkQueue):
         def body(db: "Any", now: float) -> None:
             for c in claims:
                 if not db.execute("UPDATE queue SET due = ? WHERE run_id = ? AND step = ? AND attempt = ?"
-                                  " AND state = 1", (now + lease, c.run_id, c.step, c.attempt)).rowcount:
+                                  " AND state = 1", (now + (c.lease or lease), c.run_id, c.step, c.attempt)).rowcount:
                     c.lost = True
 
         if claims:
