@@ -267,7 +267,7 @@ class Worker:
                 continue
             self.unknown.discard(run_id)
             try:
-                info = self.store.run_info(run_id)
+                info, lease = self.queue.learn(run_id)  # (one read: on the way to a claim)
                 plan = self.plans(info)
             except Exception as exc:
                 self.runs[run_id] = None
@@ -284,9 +284,8 @@ class Worker:
                 self.say(f"worker: run {run_id} of flow {info.flow!r} is left alone: its steps or dependencies "
                          "differ from the flow this worker loaded")
                 continue
-            document = self.queue.plan(run_id)
-            if document is not None and document.get("lease"):
-                self.leases[run_id] = float(document["lease"])
+            if lease:
+                self.leases[run_id] = lease
             run = self.runs[run_id] = _RunOf(plan, info, self.store.run_dir(run_id))
             if run.foreign:
                 shown = ", ".join(repr(run.names[i]) for i in sorted(run.foreign)[:5])

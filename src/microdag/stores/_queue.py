@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
+    from .._records import RunInfo
     from ._base import Store
 
 __all__ = [
@@ -196,6 +197,15 @@ class WorkQueue:
         ``subset``, ``done`` (the steps a resumed run finished), ``on_failure``,
         ``lease`` (the run's, or ``None``: each worker's), and per step what it needs to run) and
         make its first steps ready.  A run with nothing to run ends at once."""
+        raise NotImplementedError
+
+    def learn(self, run_id: str) -> "tuple[RunInfo, float | None]":
+        """What a worker reads of a run it meets: its record and its lease
+        (``None``: each worker's own), in one read.
+
+        Raises:
+            StoreError: no such run.
+        """
         raise NotImplementedError
 
     def plan(self, run_id: str) -> "dict[str, Any] | None":
