@@ -104,6 +104,8 @@ def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", comma
     dashed = step is not None and step.startswith("-")  # (then after the options and --)
     if step is not None and not dashed:
         hint += f" {shlex.quote(step)}"
+    if command == "resume" and getattr(args, "executor", None) == "workers":  # (a run shared with workers)
+        hint += " --executor workers"
     if store_spec != DEFAULT_STORE:
         hint += f" --store {shlex.quote(store_spec)}"
     if getattr(args, "codec", None) is not None:
