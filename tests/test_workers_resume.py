@@ -16,20 +16,10 @@ import time
 import pytest
 
 from support import child_env, postgres_url, run_cli
-from test_workers import facts, start_worker, stop, submit, wait_end
+from test_workers import facts, shared, start_worker, stop, submit, wait_end  # noqa: F401  (shared: a fixture)
 
 import microdag
-from microdag.stores import SQLiteStore, open_store
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def shared(request, tmp_path) -> str:
-    """The spec of a store workers share: an SQLite file, or a database on the tests' PostgreSQL server."""
-    if request.param == "postgres":
-        return postgres_url()
-    spec = str(tmp_path / "runs.db")
-    SQLiteStore(spec).close()
-    return spec
+from microdag.stores import open_store
 
 
 #: a -> b -> c; b fails while the file FAIL_IF exists; each call is noted in CALLS.
