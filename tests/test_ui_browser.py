@@ -847,3 +847,30 @@ def test_the_starter_code_of_a_step_is_valid_whatever_its_name(served: UI, brows
         assert _inline.problems(code, name, ()) == [], (name, code)
         [missing] = _inline.problems("x = 1\n", name, ())
         assert f"write def {function}(...)" in missing.message, (name, missing)
+
+
+def test_a_run_on_workers_is_watched_and_cancelled_from_the_page(served: UI, browser: "webdriver.Chrome") -> None:
+    from test_ui_workers import SLOW, running_on_two_workers
+    from test_workers import facts, stop, wait_end
+
+    with open(os.path.join(served.folder, "shared.py"), "w") as f:
+        f.write(SLOW.replace('"slow"', '"shared"'))
+    store = os.path.join(served.folder, ".microdag", "runs.db")  # (the server's store)
+    os.makedirs(os.path.dirname(store), exist_ok=True)  # (when this test runs alone: no run made it yet)
+    run_id, workers, _ = running_on_two_workers(served.folder, store, "shared.py")
+    try:
+        browser.get(served.url)  # the token's cookie (when this test runs alone)
+        browser.get(f"{served.base}/#/runs/{run_id}")
+        _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "running"
+              and _css(d, "span.live") and _css(d, "button#cancel"), what="the live run and its Cancel")
+        _wait(browser, lambda d: _css(d, _node("left")) and _css(d, _node("right")), what="the run's graph")
+        browser.find_element(By.CSS_SELECTOR, "button#cancel").click()
+        _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "cancelled", timeout=10,
+              what="the run cancelled")
+        _wait(browser, lambda d: not _css(d, "button#cancel") and not _css(d, "span.live"), what="no longer live")
+        assert wait_end(store, run_id, 5) == "cancelled"
+        assert facts(store, run_id)[0] == {"left": ("cancelled", 1), "right": ("cancelled", 1),
+                                           "after": ("cancelled", 0)}  # each worker stopped its step
+        assert all(w.poll() is None for w in workers)
+    finally:
+        stop(workers)

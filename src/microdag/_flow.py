@@ -430,8 +430,10 @@ class Flow:
                 default to the run's.
             force: resume even if the flow's structure changed since, or the
                 run seems live in another process.
-            lease: with ``executor="workers"``: seconds this process's claims
-                on steps hold without a heartbeat (default 30).
+            lease: with ``executor="workers"``: the run's lease, seconds every
+                worker's claim of one of its steps holds without a heartbeat
+                (a worker that dies loses the step after that; default: each
+                worker's ``--lease``, 30).
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).

@@ -66,7 +66,8 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
     )
     p.add_argument(
         "--lease", type=float, default=None, metavar="SECONDS",
-        help="--executor workers: seconds a worker's claim holds without a heartbeat (default: 30)",
+        help="--executor workers: the run's lease: seconds every worker's claim of one of its steps holds without "
+        "a heartbeat: a worker that dies loses the step after that (default: each worker's --lease, 30)",
     )
     p.add_argument(
         "--workers", type=positive, metavar="N",
@@ -103,6 +104,8 @@ def _resume_hint(run_id: str, store_spec: str, args: "argparse.Namespace", comma
     dashed = step is not None and step.startswith("-")  # (then after the options and --)
     if step is not None and not dashed:
         hint += f" {shlex.quote(step)}"
+    if command == "resume" and getattr(args, "executor", None) == "workers":  # (a run shared with workers)
+        hint += " --executor workers"
     if store_spec != DEFAULT_STORE:
         hint += f" --store {shlex.quote(store_spec)}"
     if getattr(args, "codec", None) is not None:

@@ -11,6 +11,7 @@ worker.
 import sys
 
 from .._cmdline import OK, UsageError, input_option, load, positive
+from ..stores._queue import cancel_shared
 from ._common import DEFAULT_STORE, store_at, store_options
 from ._run import flow_to_run
 
@@ -32,7 +33,9 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
         p.add_argument("--concurrency", type=positive, default=1, metavar="N", help="steps run at once (default: 1)")
         p.add_argument("--flows", nargs="+", default=[], metavar="FLOW",
                        help="the flows this worker runs (files or module:attr; default: each run's own)")
-        lease_option(p)
+        p.add_argument("--lease", type=_seconds, default=None, metavar="SECONDS",
+                       help="seconds this worker's claims hold without a heartbeat, for runs without a lease of "
+                       "their own (submit --lease): a worker that dies loses its steps after that (default: 30)")
         p.add_argument("--exit-idle", type=_seconds, metavar="SECONDS",
                        help="stop after this long with nothing to claim (default: never)")
         p.set_defaults(handler=_cmd_worker)
@@ -41,6 +44,7 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
         input_option(p)
         p.add_argument("--inputs", metavar="FILE.json", help="flow inputs from a JSON object (--input overrides)")
         p.add_argument("--run-id", metavar="ID", help="the run's id (default: a new one)")
+        lease_option(p)
         p.add_argument("--target", metavar="STEP", action="append",
                        help="run only this step and what it needs; repeatable")
         p.add_argument("--on-failure", choices=("fail_fast", "continue"), default="fail_fast",
@@ -53,10 +57,11 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
 
 
 def lease_option(p: "argparse.ArgumentParser") -> None:
-    """``--lease SECONDS`` on parser ``p``."""
+    """``--lease SECONDS`` of a run submitted (``submit``) on parser ``p``."""
     p.add_argument("--lease", type=_seconds, default=None, metavar="SECONDS",
-                   help="seconds a worker's claim holds without a heartbeat: a worker that dies loses "
-                   "its step after that (default: 30)")
+                   help="the run's lease: seconds every worker's claim of one of its steps holds "
+                   "without a heartbeat: a worker that dies loses the step after that (default: each worker's "
+                   "--lease, 30)")
 
 
 def _seconds(text: str) -> float:
@@ -143,7 +148,7 @@ def _cmd_submit(args: "argparse.Namespace") -> int:
     options = RunOptions(
         executor="workers", max_workers=None, targets=args.target, on_failure=args.on_failure, hooks=(),
         keep_outputs=False, cancel=None, store=store_at(args.store, create=True, codec=args.codec),
-        run_id=args.run_id, resume=False, force=False,
+        run_id=args.run_id, resume=False, force=False, lease=args.lease,
     )
     store, run_id, _, _ = submit(flow._compiled(), flow.name, flow._source, inputs, options)
     store.close()
@@ -158,14 +163,8 @@ def _cmd_cancel(args: "argparse.Namespace") -> int:
         if info.status != "running":
             print(f"run {args.run_id} already ended: {info.status}", file=sys.stderr)
             return OK
-        queue = store.queue()
-        try:
-            if queue.plan(args.run_id) is None:
-                raise UsageError(f"run {args.run_id} is not shared with workers: stop the process running it "
-                                 "(Ctrl-C)")
-            queue.cancel(args.run_id)
-        finally:
-            queue.close()
+        if not cancel_shared(store, args.run_id):
+            raise UsageError(f"run {args.run_id} is not shared with workers: stop the process running it (Ctrl-C)")
     finally:
         store.close()
     print(f"run {args.run_id}: cancelled; the steps running stop as their workers see it", file=sys.stderr)

@@ -236,6 +236,9 @@ def check(
     bound = _bind_inputs(plan, subset, given, problems)
     if executor == "processes":
         _check_picklable(plan, subset, problems)
+    if resumed_info is not None and executor != "workers" and not options.force and store.shared(run_id):
+        problems.append(f"run {run_id} is shared with workers (on the store's work queue): resume it with "
+                        "executor='workers', or cancel it first")
     if resumed_info is not None and not options.force and not plan.made(resumed_info.fingerprint):
         problems.append(
             f"run {run_id} was made by another version of flow {flow!r} (its steps, "

@@ -39,7 +39,8 @@ A worker runs steps on ``concurrency`` threads, each claiming a few ready
 steps at a time (one at first, more while they take under a millisecond:
 tiny steps pay one transaction per batch, slow ones are not held back from
 idle workers), and one more thread renews the leases of what it holds
-(every third of the lease) and looks for cancelled runs (every
+(every third of the shortest: a claim holds for its run's lease, given with
+``lease=`` or ``submit --lease``, else for the worker's own) and looks for cancelled runs (every
 :data:`LOOK` seconds).  A step of a cancelled run is stopped as a timeout
 would stop it: its record says ``cancelled`` at once and the programs of the
 run's command steps are killed; the call itself is abandoned and its result,
@@ -56,14 +57,14 @@ import threading
 import time
 
 from .._children import kill
-from .._errors import FlowError, Skip, StoreError
+from .._errors import Skip, StoreError
 from .._events import Event, dispatch, log
 from .._records import step_traceback
 from .._result import Run
 from .._steps import TRIGGERS
 from ..pools._attempt import Captured, invoke
 from ..stores._files import new_owner
-from ..stores._queue import GATHER, Claim, Outcome
+from ..stores._queue import GATHER, SUCCEEDED, Claim, Outcome
 from ._cache import cache_key
 from ._call import Caller, batch_error, bind_inputs, call_with_timeout, gather, kwargs, map_call, unit_kwargs, units
 from ._maps import item_failed
@@ -83,7 +84,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LEASE", "LOOK", "Worker", "plan_document", "run_on_workers", "submit"]
 
-#: Seconds a claim holds without a heartbeat (``lease=``, ``--lease``).
+#: Seconds a claim holds without a heartbeat, by default (a run's ``lease=``, a worker's ``--lease``).
 LEASE = 30.0
 #: Seconds between two looks for cancelled runs while steps run.
 LOOK = 0.1
@@ -91,8 +92,13 @@ LOOK = 0.1
 BATCH = 64
 
 
-def plan_document(plan: "_Plan", subset: "list[int] | None", on_failure: str) -> "dict[str, Any]":
-    """What the queue keeps of a run's plan (``WorkQueue.submit``)."""
+def plan_document(
+    plan: "_Plan", subset: "list[int] | None", on_failure: str, done: "list[int] | None" = None,
+    lease: "float | None" = None,
+) -> "dict[str, Any]":
+    """What the queue keeps of a run's plan (``WorkQueue.submit``); ``done``:
+    the steps a resumed run finished before; ``lease``: the run's lease
+    (its claims', on every worker; ``None``: each worker's own)."""
     kernel = plan.graph.kernel
     src: list[int] = []
     dst: list[int] = []
@@ -103,7 +109,7 @@ def plan_document(plan: "_Plan", subset: "list[int] | None", on_failure: str) ->
     return {
         "n": len(plan.steps), "src": src, "dst": dst, "names": [str(name) for name in plan.graph.names],
         "triggers": [TRIGGERS.index(s.trigger) for s in plan.steps] if plan.has_triggers else None,
-        "subset": subset, "on_failure": on_failure,
+        "subset": subset, "done": done, "on_failure": on_failure, "lease": lease,
         "timeout": [s.timeout for s in plan.steps], "retries": [s.retries for s in plan.steps],
     }
 
@@ -115,19 +121,26 @@ def submit(
     first ready steps); the store, the run's id, its hooks and the steps
     whose outputs its ``Run`` holds (``None``: all).
 
+    A resumed run (``options.resume``) is reopened as on any backend (its
+    finished steps kept, a change of their code refused) and its unfinished
+    steps go back on the queue; one still on the queue (its caller died)
+    stays there as it is, for its workers and this process to go on with.
+
     Raises:
         FlowError: a problem with the options, the inputs, or the store.
         StoreError: the store cannot be used.
     """
-    if options.resume:
-        raise FlowError("executor='workers' starts new runs: resume a run with another executor")
     runner, _ = prepare(plan, flow, source, inputs, options)
     keep = None if runner.keep is None else {str(runner.names[i]) for i in runner.keep}
     try:
         store = runner.recorder.store  # type: ignore[union-attr]
         queue = store.queue()
         try:
-            queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure))
+            if not (options.resume and queue.plan(runner.run_id) is not None):
+                done = None
+                if options.resume:  # (the steps it finished before: succeeded in the reset kernel)
+                    done = [i for i, state in enumerate(runner.k.states()) if state == SUCCEEDED]
+                queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure, done, options.lease))
         finally:
             queue.close()
         store.release(runner.run_id)  # (the queue holds the run now, not this process)
@@ -147,7 +160,7 @@ def run_on_workers(
     worker = Worker(store, lambda info: plan if info.id == run_id else None, concurrency=options.max_workers or 1,
                     lease=options.lease or LEASE, only=run_id)
     queue = store.queue()
-    seen = 0
+    seen = queue.progress(run_id, 0)[0] if options.resume else 0  # (a resume tells what happens from now on)
 
     def emit(kind: str, step: "str | None", **fields: "Any") -> None:
         dispatch(tuple(hooks), Event(kind, run_id, flow, step, time=time.time(), **fields))
@@ -253,6 +266,7 @@ class Worker:
         self.say = say or (lambda text: log(30, "%s", text))
         self.token = new_owner()
         self.runs: dict[str, _RunOf | None] = {}
+        self.leases: dict[str, float] = {}  # the runs that have a lease of their own
         self.unknown: set[str] = set()  # runs met in a claim, to look at outside it
         self.learning = threading.Lock()
         self.held: dict[tuple[str, int, int], Claim] = {}
@@ -291,7 +305,7 @@ class Worker:
                 continue
             self.unknown.discard(run_id)
             try:
-                info = self.store.run_info(run_id)
+                info, lease = self.queue.learn(run_id)  # (one read: on the way to a claim)
                 plan = self.plans(info)
             except Exception as exc:
                 self.runs[run_id] = None
@@ -308,6 +322,8 @@ class Worker:
                 self.say(f"worker: run {run_id} of flow {info.flow!r} is left alone: its steps or dependencies "
                          "differ from the flow this worker loaded")
                 continue
+            if lease:
+                self.leases[run_id] = lease
             run = self.runs[run_id] = _RunOf(plan, info, self.store.run_dir(run_id))
             if run.foreign:
                 shown = ", ".join(repr(run.names[i]) for i in sorted(run.foreign)[:5])
@@ -367,7 +383,8 @@ class Worker:
         queue = self.queue
         while not self.done.is_set():
             try:
-                claims = queue.claim(self.token, self.lease, batch, self._refuse, self._skipped_runs(), self._meet)
+                claims = queue.claim(self.token, self.lease, batch, self._refuse, self._skipped_runs(), self._meet,
+                                     self.leases)
             except StoreError as exc:
                 log(30, "worker: %s", exc)
                 self.done.wait(0.5)
@@ -403,7 +420,7 @@ class Worker:
     def _finish(self, done: "list[tuple[Claim, Outcome]]") -> None:
         """Record what ran; while the store cannot be written (a server
         restarting), try again for as long as the leases hold."""
-        deadline = time.monotonic() + self.lease / 2
+        deadline = time.monotonic() + min([c.lease or self.lease for c, _ in done], default=self.lease) / 2
         while True:
             try:
                 self.ran += sum(self.queue.finish([d for d in done if not d[0].lost]))
@@ -547,14 +564,13 @@ class Worker:
     def _beat(self) -> None:
         """Renew leases; stop the steps of cancelled runs."""
         queue = self.queue
-        every = self.lease / 3
         last = time.monotonic()
         while not self.done.wait(LOOK):
             held = [c for c in list(self.held.values()) if not c.lost]
             if not held:
                 continue
             try:
-                if time.monotonic() - last >= every:
+                if time.monotonic() - last >= min(c.lease or self.lease for c in held) / 3:  # (the shortest lease)
                     last = time.monotonic()
                     queue.heartbeat(held, self.lease)
                 self._end_cancelled(held)

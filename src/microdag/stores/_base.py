@@ -310,6 +310,21 @@ class Store(Writer):
         """
         raise NotImplementedError
 
+    def shared(self, run_id: str) -> bool:
+        """Whether run ``run_id`` is on the store's work queue and not ended
+        (``executor="workers"``, ``submit``): its workers run it, whatever
+        becomes of the process that started it."""
+        return False
+
+    def live(self, run_id: str) -> "bool | None":
+        """Whether run ``run_id`` is being run, as far as the store itself
+        knows: ``True`` while it is on the work queue (:meth:`shared`), or
+        (PostgreSQL) while a process on any machine holds its claim;
+        ``False`` when the store knows that nobody runs it; ``None`` when
+        only its :meth:`owner`'s process can tell (a process of this machine,
+        which the caller may look for)."""
+        return True if self.shared(run_id) else None
+
     def queue(self) -> "WorkQueue":
         """The store's work queue, for runs that workers share
         (``executor="workers"``; ``stores/_queue``): a new connection, closed

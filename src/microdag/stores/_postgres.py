@@ -412,6 +412,18 @@ class PostgresStore(SQLStore):
             with self._lock:
                 self._let_go(run_id)
 
+    def live(self, run_id: str) -> bool:
+        """On the work queue, or its claim's session lock held by a connection
+        of any machine (``pg_locks``: the lock is looked at, never taken)."""
+        if self.shared(run_id):
+            return True
+        rows = self._read(
+            f"SELECT count(*) FROM pg_locks, (SELECT {_KEY} AS k) AS run WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = ((run.k >> 32) & 4294967295)::oid AND objid = (run.k & 4294967295)::oid"
+            " AND objsubid = 1", (_run_key(run_id),))
+        return bool(rows[0][0])
+
     # -- the rest --------------------------------------------------------------------------
 
     def queue(self) -> "PostgresQueue":

@@ -10,7 +10,8 @@ The queue's SQL is ``_sql_queue``'s; this is PostgreSQL's side of it:
   (a claim only tries it, ``pg_try_advisory_xact_lock``, and leaves the row
   to the next look when it is busy): the log's order is the commits' order;
 - the database's clock is the server's (``clock_timestamp()``): lease times
-  are never compared across machines;
+  are never compared across machines; a transaction begins and reads it in
+  one round trip;
 - claims and renewed leases commit with ``synchronous_commit`` off;
 - big outputs go to the store's ``blobs`` table in the transaction that
   names them (under the shared lock that ``prune`` takes exclusively);
@@ -51,6 +52,7 @@ class PostgresQueue(SQLQueue):
     _BEGIN_FAST = "BEGIN; SET LOCAL synchronous_commit TO off"
     _CLOCK = "extract(epoch FROM clock_timestamp())"
     _TAKE = " FOR UPDATE SKIP LOCKED"
+    _LEASE = "(plan::json ->> 'lease')::float8"
 
     def __init__(self, store: "PostgresStore") -> None:
         import psycopg  # (the postgres extra: the store imported it already)
@@ -83,6 +85,13 @@ class PostgresQueue(SQLQueue):
         db.execute(f"SELECT pg_advisory_xact_lock_shared({_KEY})", ("microdag blobs",))
         db.execute("INSERT INTO blobs VALUES (?, ?) ON CONFLICT (sha) DO NOTHING", (ref, data))
         return ref
+
+    def _begin(self, db: "Any", durable: bool) -> float:
+        # one round trip: the statements that begin, and the clock (the last result)
+        cursor = db.execute(f"{self._BEGIN if durable else self._BEGIN_FAST}; SELECT {self._CLOCK}")
+        while cursor.nextset():
+            pass
+        return float(cursor.fetchone()[0])
 
     def _notify(self, db: "Any") -> None:
         db.execute("NOTIFY microdag_queue")

@@ -62,10 +62,16 @@ from .._compat import sched
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
-__all__ = ["CANCELLED", "FAILED", "GATHER", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue"]
+    from .._records import RunInfo
+    from ._base import Store
+
+__all__ = [
+    "CANCELLED", "FAILED", "GATHER", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue",
+    "cancel_shared",
+]
 
 #: Outcomes in the log (the kernel's state codes), and the stop of a run.
 SUCCEEDED = sched.SUCCEEDED
@@ -79,20 +85,24 @@ GATHER = -2
 
 
 class Claim:
-    """A step a worker holds: run, step id, attempt number (the fencing token)
-    and the worker's token; ``item``: ``-1`` for the step itself (a map
-    step's: planning its units), a map unit's first item, or :data:`GATHER`
-    (a map step's result from its units).  ``lost`` is set once a heartbeat
-    finds the claim gone (its lease ran out, or the run was cancelled)."""
+    """A step a worker holds: run, step id, attempt number (the fencing token),
+    the worker's token and the claim's lease (seconds; ``None``: the
+    worker's); ``item``: ``-1`` for the step itself (a map step's: planning
+    its units), a map unit's first item, or :data:`GATHER` (a map step's
+    result from its units).  ``lost`` is set once a heartbeat finds the claim
+    gone (its lease ran out, or the run was cancelled)."""
 
-    __slots__ = ("run_id", "step", "attempt", "worker", "item", "lost")
+    __slots__ = ("run_id", "step", "attempt", "worker", "item", "lease", "lost")
 
-    def __init__(self, run_id: str, step: int, attempt: int, worker: str, item: int = -1) -> None:
+    def __init__(
+        self, run_id: str, step: int, attempt: int, worker: str, item: int = -1, lease: "float | None" = None
+    ) -> None:
         self.run_id = run_id
         self.step = step
         self.attempt = attempt
         self.worker = worker
         self.item = item
+        self.lease = lease
         self.lost = False
 
     @property
@@ -153,7 +163,7 @@ class Mirror:
         k = self.k = sched.Kernel(plan["n"], plan["src"], plan["dst"])
         if plan.get("triggers"):
             k.set_triggers(plan["triggers"])
-        k.reset(plan.get("subset"), policy="fifo")
+        k.reset(plan.get("subset"), policy="fifo", done=plan.get("done"))  # (done: a resumed run's)
         self.seq = 0  # the last log entry applied
         self.fail_fast = plan.get("on_failure", "fail_fast") == "fail_fast"
         #: The steps ready when the run starts.
@@ -184,6 +194,24 @@ class Mirror:
         return int(self.k.remaining)
 
 
+def cancel_shared(store: "Store", run_id: str) -> bool:
+    """Cancel run ``run_id`` for every worker, through ``store``'s queue (what
+    ``python -m microdag cancel`` and the UI's Cancel do); ``False`` when the
+    run is not on the queue (not shared with workers, or ended).
+
+    Raises:
+        StoreError: the store cannot be written, or is no work queue.
+    """
+    queue = store.queue()
+    try:
+        if queue.plan(run_id) is None:
+            return False
+        queue.cancel(run_id)
+        return True
+    finally:
+        queue.close()
+
+
 def plan_text(plan: "dict[str, Any]") -> str:
     """A plan document as the store keeps it."""
     return json.dumps(plan, separators=(",", ":"))
@@ -197,8 +225,18 @@ class WorkQueue:
     def submit(self, run_id: str, plan: "dict[str, Any]") -> None:
         """Start run ``run_id`` (already begun in the store) on the queue:
         keep ``plan`` (``n``, ``src``, ``dst``, ``names``, ``triggers``,
-        ``subset``, ``on_failure``, and per step what it needs to run) and
+        ``subset``, ``done`` (the steps a resumed run finished), ``on_failure``,
+        ``lease`` (the run's, or ``None``: each worker's), and per step what it needs to run) and
         make its first steps ready.  A run with nothing to run ends at once."""
+        raise NotImplementedError
+
+    def learn(self, run_id: str) -> "tuple[RunInfo, float | None]":
+        """What a worker reads of a run it meets: its record and its lease
+        (``None``: each worker's own), in one read.
+
+        Raises:
+            StoreError: no such run.
+        """
         raise NotImplementedError
 
     def plan(self, run_id: str) -> "dict[str, Any] | None":
@@ -208,17 +246,18 @@ class WorkQueue:
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
+        leases: "Mapping[str, float] | None" = None,
     ) -> "list[Claim]":
         """Claim up to ``limit`` steps that are ready (or whose lease ran out),
-        for ``lease`` seconds, atomically; none of ``skip_runs``, and none
+        for ``lease`` seconds (a run of ``leases``: its own), atomically; none of ``skip_runs``, and none
         that ``refuse(run_id, step)`` turns down (asked inside the claim's
         transaction: no I/O).  ``meet`` is first told the runs that have
         steps to claim, outside it (a worker learns runs it has not seen)."""
         raise NotImplementedError
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
-        """Renew the leases of ``claims`` for ``lease`` seconds from now; a claim
-        that no longer holds is marked ``lost``."""
+        """Renew the leases of ``claims`` for their own lease (else ``lease``)
+        seconds from now; a claim that no longer holds is marked ``lost``."""
         raise NotImplementedError
 
     def finish(self, done: "Sequence[tuple[Claim, Outcome]]") -> "list[bool]":

@@ -52,9 +52,10 @@ from ._sql import ATTEMPTS, LOGS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
+    from .._records import RunInfo
     from ._queue import Outcome
     from ._sql import SQLStore
 
@@ -119,6 +120,8 @@ class SQLQueue(WorkQueue):
     _CLOCK = ""
     #: What locks the rows a claim selects (PostgreSQL: ``FOR UPDATE SKIP LOCKED``).
     _TAKE = ""
+    #: The lease in a run's plan, over its ``queue_runs`` row (an SQL expression).
+    _LEASE = "json_extract(plan, '$.lease')"
 
     def __init__(self, store: "SQLStore") -> None:
         self.store = store
@@ -147,6 +150,11 @@ class SQLQueue(WorkQueue):
 
     def _notify(self, db: "Any") -> None:
         """In a transaction that made work: wake the workers waiting (when it commits)."""
+
+    def _begin(self, db: "Any", durable: bool) -> float:
+        """Begin a transaction (:meth:`_transaction`); the database's clock."""
+        db.execute(self._BEGIN if durable else self._BEGIN_FAST)
+        return float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
 
     def _reconnect(self) -> bool:
         """After a dropped connection (a server restart): connect again; whether it did."""
@@ -178,10 +186,8 @@ class SQLQueue(WorkQueue):
         power cut loses is taken again (its worker is gone too)."""
         def once() -> "Any":
             db = self._db
-            db.execute(self._BEGIN if durable else self._BEGIN_FAST)
             try:
-                now = float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
-                result = body(db, now)
+                result = body(db, self._begin(db, durable))
                 if self._rows:
                     self.store._upsert_tasks(db, self._rows)
             except BaseException:
@@ -311,6 +317,10 @@ class SQLQueue(WorkQueue):
 
         self._transaction(body)
 
+    def learn(self, run_id: str) -> "tuple[RunInfo, float | None]":
+        info, lease = self.store._run_info(run_id, f"(SELECT {self._LEASE} FROM queue_runs WHERE run_id = runs.id)")
+        return info, None if lease is None else float(lease)
+
     def plan(self, run_id: str) -> "dict[str, Any] | None":
         rows = self._query("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,))
         return json.loads(rows[0][0]) if rows else None
@@ -318,21 +328,25 @@ class SQLQueue(WorkQueue):
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
+        leases: "Mapping[str, float] | None" = None,
     ) -> "list[Claim]":
         skip = tuple(skip_runs)
         where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
-        found = [row[0] for row in self._query(  # a look first, outside a transaction: most find nothing
-            f"SELECT DISTINCT run_id FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16", skip)]
-        if not found:
+        seen = self._query(  # a look first, outside a transaction: most find nothing
+            f"SELECT DISTINCT run_id, state FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16",
+            skip)
+        if not seen:
             return []
+        found = list(dict.fromkeys(row[0] for row in seen))
         if meet is not None:
             meet(found)
+        lost = len(seen) == 16 or any(row[1] for row in seen)  # (a lease ran out, or the look saw only some)
 
         def body(db: "Any", now: float) -> "list[Claim]":
             # Steps whose lease ran out first (they have waited longest), then ready ones as they came.
             select = ("SELECT run_id, step, state, attempt, worker, claimed, item FROM queue"
                       f" WHERE state = ? AND due <= ?{where}")
-            rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, now, *skip, limit)).fetchall()
+            rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, now, *skip, limit)).fetchall() if lost else []
             rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, now, *skip, limit * 4 + 16)).fetchall()
             claims: list[Claim] = []
             runs: dict[str, _Run | None] = {}
@@ -355,10 +369,11 @@ class SQLQueue(WorkQueue):
                         db.execute("DELETE FROM queue WHERE run_id = ? AND step = ? AND item = -1", (run_id, step))
                         self._settle(db, run, step, "cancelled", attempt, now, claimed, now)
                         continue
+                held = leases.get(run_id, lease) if leases else lease  # (the run's lease, else the worker's)
                 db.execute("UPDATE queue SET state = 1, attempt = ?, due = ?, worker = ?, claimed = ?"
                            " WHERE run_id = ? AND step = ? AND item = ?",
-                           (attempt + 1, now + lease, worker, now, run_id, step, item))
-                claims.append(Claim(run_id, step, attempt + 1, worker, item))
+                           (attempt + 1, now + held, worker, now, run_id, step, item))
+                claims.append(Claim(run_id, step, attempt + 1, worker, item, held))
             self._close(db, [run for run in runs.values() if run is not None], now)
             return claims
 
@@ -369,7 +384,7 @@ class SQLQueue(WorkQueue):
             for c in claims:
                 if not db.execute("UPDATE queue SET due = ? WHERE run_id = ? AND step = ? AND item = ?"
                                   " AND attempt = ? AND state = 1",
-                                  (now + lease, c.run_id, c.step, c.item, c.attempt)).rowcount:
+                                  (now + (c.lease or lease), c.run_id, c.step, c.item, c.attempt)).rowcount:
                     c.lost = True
 
         if claims:

@@ -114,14 +114,16 @@ class SQLReader(Store):
                        source if type(source) is str else None, code=_code_of(code))
 
     def run_info(self, run_id: str) -> RunInfo:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS}, {self._code} FROM runs WHERE id = ?",
-            (run_id,),
-        )
+        return self._run_info(run_id)[0]
+
+    def _run_info(self, run_id: str, also: str = "NULL") -> "tuple[RunInfo, Any]":
+        """:meth:`run_info`, and the value of the SQL expression ``also`` over
+        the run's row, read in the same query (the work queue's)."""
+        rows = self._read(f"SELECT {_RUN_COLUMNS}, {self._code}, {also} FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise StoreError(f"no run {run_id!r} in store {self.path!r}")
         try:
-            return self._info(rows[0])
+            return self._info(rows[0][:-1]), rows[0][-1]
         except ValueError as exc:
             raise StoreError(f"run {run_id!r} in store {self.path!r} is damaged: {exc}") from None
 
@@ -212,6 +214,12 @@ class SQLReader(Store):
         self.run_info(run_id)
         rows = self._read("SELECT owner FROM owners WHERE run_id = ?", (run_id,))
         return None if not rows else self._s(rows[0][0])
+
+    def shared(self, run_id: str) -> bool:
+        try:
+            return bool(self._read("SELECT 1 FROM queue_runs WHERE run_id = ?", (run_id,)))
+        except StoreError:  # (no queue_runs table: the store was never a work queue)
+            return False
 
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         rows = self._read("SELECT output, output_ref, created FROM cache WHERE key = ?", (key,))

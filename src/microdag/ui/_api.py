@@ -83,7 +83,7 @@ class Api:
                 out = run_detail(store, run_id)
             except StoreError as exc:
                 return self._starting(run_id, exc)
-            live = self.launcher.live(store, run_id) is not None
+            live = self.launcher.live(store, run_id)
             out.update(self._actions(out["run"], live))
             return out
 
@@ -139,7 +139,7 @@ class Api:
                         return
                     time.sleep(interval)
                     continue
-                live = self.launcher.live(store, run_id) is not None
+                live = self.launcher.live(store, run_id)
                 starting = child is not None and child.process.poll() is None
                 data = {"run": run, "tasks": tasks, "live": live or starting}
                 if graph is not None:
@@ -202,7 +202,7 @@ class Api:
     def resume(self, run_id: str) -> "dict[str, Any]":
         with self._reading() as store:
             info = _known(store, run_id)
-            if store is not None and self.launcher.live(store, run_id) is not None:
+            if store is not None and self.launcher.live(store, run_id):
                 raise ApiError(409, f"run {run_id} is running: it cannot be resumed until it stops")
         if info.status == "succeeded":
             raise ApiError(409, f"run {run_id} succeeded: there is nothing to resume")

@@ -12,9 +12,14 @@ What the launcher keeps: each child it started (run id -> :class:`Child`),
 so that a run can be shown before its record exists (the child is starting)
 and, when the child failed before beginning the run (bad inputs, a flow that
 does not load), its error is shown instead of a run that never appears.
-Cancelling is SIGINT to the process running the run (a child of ours, or the
+Cancelling a run shared with workers (on the store's work queue) goes
+through the store, to every worker, as ``python -m microdag cancel`` does;
+any other run's is SIGINT to the process running it (a child of ours, or the
 store's owner of the run when it runs on this machine): the runner treats it
-as Ctrl-C, records every unfinished step as cancelled, and exits.
+as Ctrl-C, records every unfinished step as cancelled, and exits.  Whether a
+run is live is the store's answer where it has one (``Store.live``: on the
+queue; on PostgreSQL, a claim held from any machine), never a guess about a
+process of another machine.
 """
 
 import json
@@ -28,6 +33,7 @@ import threading
 from .._result import new_run_id
 from ..stores import open_store, spec_parts
 from ..stores._files import alive, local_pid
+from ..stores._queue import cancel_shared
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,23 +133,46 @@ class Launcher:
         with self._lock:
             return self.children.get(run_id)
 
-    def live(self, store: "Store", run_id: str) -> "int | None":
-        """The pid of the process running ``run_id`` on this machine, or ``None``."""
+    def live(self, store: "Store", run_id: str) -> bool:
+        """Whether ``run_id`` is being run: by a child of ours; else as the
+        store knows (a run on the work queue; PostgreSQL: a claim held on
+        any machine); else by its owner, a live process of this machine."""
+        if self._pid(run_id) is not None:
+            return True
+        try:
+            known = store.live(run_id)
+        except Exception:
+            return False
+        return known if known is not None else self._pid(run_id, store) is not None
+
+    def _pid(self, run_id: str, store: "Store | None" = None) -> "int | None":
+        """The pid of the process running ``run_id`` on this machine: a child of
+        ours, or (given the ``store``) the run's owner when it is a live
+        process here; else ``None``."""
         child = self.starting(run_id)
         if child is not None and child.process.poll() is None:
             return child.process.pid
+        if store is None:
+            return None
         try:
             owner = store.owner(run_id)
         except Exception:
             return None
-        if owner is None or not alive(owner):
-            return None
-        pid = local_pid(owner)
+        pid = None if owner is None or not alive(owner) else local_pid(owner)
         return None if pid is None or pid == os.getpid() else pid
 
     def cancel(self, store: "Store", run_id: str) -> bool:
-        """Ask the process running ``run_id`` to stop (SIGINT); whether there was one."""
-        pid = self.live(store, run_id)
+        """Stop ``run_id``: a run on the work queue for every worker, through the
+        store (as ``python -m microdag cancel`` does), else the process running
+        it here (SIGINT); whether there was one."""
+        if store.shared(run_id):
+            writable = open_store(self.store_spec)  # (the UI reads with a store opened read-only)
+            try:
+                if cancel_shared(writable, run_id):
+                    return True
+            finally:
+                writable.close()
+        pid = self._pid(run_id, store)
         if pid is None:
             return False
         try:
