@@ -270,3 +270,54 @@ def test_a_claim_holds_for_its_run_s_lease_and_its_heartbeat_renews_that(shared)
     finally:
         queue.close()
         s.close()
+
+
+MAPPED = '''
+import os
+import microdag
+
+flow = microdag.Flow("mapped")
+
+
+@flow.step
+def numbers():
+    return [1, 2, 3, 4, 5]
+
+
+@flow.step(map="numbers", batch_size={batch})
+def double(numbers):
+    batch = numbers if isinstance(numbers, list) else [numbers]
+    with open(os.environ["CALLS"], "a") as f:
+        f.write("".join(f"{{n}}\\n" for n in batch))
+    if 3 in batch and os.path.exists(os.environ["FAIL_IF"]):
+        raise RuntimeError("3 fails")
+    return [n * 2 for n in batch] if isinstance(numbers, list) else numbers * 2
+
+
+@flow.step
+def total(double):
+    return sum(double)
+'''
+
+
+@pytest.mark.parametrize("batch", ["None", "2"])
+def test_a_resumed_map_on_workers_runs_only_the_units_that_did_not_succeed(shared, three, tmp_path, batch) -> None:
+    _, calls, fail = three
+    path = tmp_path / "mapped.py"
+    path.write_text(MAPPED.format(batch=batch))
+    flow = _load(str(path))
+    open(fail, "w").close()
+    run = flow.run(executor="workers", store=shared, run_id="r-map", raise_on_failure=False, on_failure="continue")
+    assert run.status == "failed" and sorted(_calls(calls)) == ["1", "2", "3", "4", "5"]
+    os.unlink(fail)
+    run = flow.run(executor="workers", store=shared, run_id="r-map", resume=True, keep_outputs=True)
+    assert run.status == "succeeded" and run["total"] == 30 and run["double"] == [2, 4, 6, 8, 10]
+    again = _calls(calls)[5:]
+    assert again == (["3"] if batch == "None" else ["3", "4"])  # the unit that failed, alone
+    # the same as the runner does on a resume
+    os.unlink(calls)
+    open(fail, "w").close()
+    local = flow.run(store=shared, run_id="r-local", raise_on_failure=False, on_failure="continue")
+    os.unlink(fail)
+    flow.run(store=shared, run_id=local.id, resume=True)
+    assert _calls(calls)[5:] == again

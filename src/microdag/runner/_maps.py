@@ -26,17 +26,43 @@ from ._call import batch_error, gather, map_call, unit_kwargs, units
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ._state import Runner
 
-__all__ = ["MapRun", "Maps", "item_failed"]
+__all__ = ["MapRun", "Maps", "item_failed", "kept"]
 
 
 def item_failed(exc: BaseException, att: Attempt) -> None:
     """Note on ``exc`` that map unit attempt ``att`` failed for good with it (its item's record says so)."""
     exc.add_note(f"microdag: item {att.item} of map step {att.name!r} failed on attempt {att.number}")
 
+
+
+def kept(
+    unit_list: "list[Any]", size: "int | None", recorded: "dict[int, int]", output: "Callable[[int], Any]"
+) -> "dict[int, tuple[Any, int]]":
+    """Resume: the units of a map step (``unit_list``, of ``size`` items a
+    batch, or one item each) that its run recorded as succeeded, by unit
+    position: ``(result, attempts)``.  ``recorded`` is {item index: attempts}
+    of its succeeded item records (a unit is recorded under its first item's
+    index); ``output(item)`` reads one, raising :class:`KeyError` when it is
+    not kept.  A record that does not fit today's units is not used."""
+    base = size or 1
+    found: dict[int, tuple[Any, int]] = {}
+    for item, tries in recorded.items():
+        j, rest = divmod(item, base)
+        if rest or j >= len(unit_list):
+            continue
+        try:
+            result = output(item)
+        except KeyError:
+            continue
+        if size is not None and (not isinstance(result, list) or len(result) != len(unit_list[j])):
+            continue
+        found[j] = (result, tries)
+    return found
 
 class MapRun:
     """One map step being run: its units and how far they got."""
@@ -147,22 +173,11 @@ class Maps:
         """Resume: fill in the units of ``ms`` its run records as succeeded (a
         unit is recorded under its first item's index); ``False`` when that
         settled the whole map."""
-        base = ms.size or 1
         name = self.r.names[ms.i]
-        done: set[int] = set()
-        for item, tries in recorded.items():
-            j, rest = divmod(item, base)
-            if rest or j >= len(ms.units):
-                continue
-            try:
-                result = self.r.recorder.output(name, item)
-            except KeyError:
-                continue
-            if ms.size is not None and (not isinstance(result, list) or len(result) != len(ms.units[j])):
-                continue
+        done = kept(ms.units, ms.size, recorded, lambda item: self.r.recorder.output(name, item))
+        for j, (result, tries) in done.items():
             ms.results[j] = result
             ms.tries[j] = tries
-            done.add(j)
         ms.todo = [j for j in range(len(ms.units)) if j not in done]
         ms.pending = len(ms.todo)
         if self.r.hooks:

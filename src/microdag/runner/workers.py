@@ -67,7 +67,7 @@ from ..stores._files import new_owner
 from ..stores._queue import GATHER, SUCCEEDED, Claim, Outcome
 from ._cache import cache_key
 from ._call import Caller, batch_error, bind_inputs, call_with_timeout, gather, kwargs, map_call, unit_kwargs, units
-from ._maps import item_failed
+from ._maps import item_failed, kept
 from ._recorder import cached
 from ._setup import prepare, release
 
@@ -532,7 +532,10 @@ class Worker:
 
     def _plan(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float, key: "str | None") -> Outcome:
         """Map step ``claim.step``'s own claim: expand it into units (``planned``),
-        or end it (no items: succeeded; not iterable: failed, not retried)."""
+        or end it (no items: succeeded; not iterable: failed, not retried).
+        A resumed run keeps the units it recorded as succeeded (``_maps.kept``,
+        the runner's rule): only the others are planned, and a map they all
+        finished is gathered at once."""
         i = claim.step
         try:
             unit_list = run.expand(i, values)[3]
@@ -540,8 +543,15 @@ class Worker:
             return self._failed(exc, started, time.time())
         if not unit_list:
             return self._succeeded([], f"the output of step {run.names[i]!r}", started, time.time(), key)
-        size = run.plan.steps[i].batch_size or 1
-        return Outcome("planned", started, time.time(), units=range(0, len(unit_list) * size, size))
+        step = run.plan.steps[i]
+        size = step.batch_size or 1
+        rows = {row[0]: row for row in self.queue.items(claim.run_id, str(run.names[i])) if row[1] == "succeeded"}
+        done = kept(unit_list, step.batch_size, {item: row[2] for item, row in rows.items()},
+                    lambda item: self.store.decode(rows[item][7])) if rows else {}
+        if len(done) == len(unit_list):
+            return self._gather(run, claim, values, started)
+        return Outcome("planned", started, time.time(),
+                       units=[j * size for j in range(len(unit_list)) if j not in done])
 
     def _gather(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float) -> Outcome:
         """Map step ``claim.step``'s last unit finished: its outcome from its
