@@ -223,6 +223,11 @@ def _page_errors(driver: "webdriver.Chrome") -> str:
         return f"(the page cannot be read: {exc})"
 
 
+def _click(driver: "webdriver.Chrome", selector: str) -> None:
+    """Click the element ``selector`` finds, again if the page redrew it in between."""
+    _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True, what=f"a click on {selector}")
+
+
 def _css(driver: "webdriver.Chrome", selector: str) -> "list[object]":
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
@@ -272,17 +277,17 @@ def test_open_run_watch_and_read_a_log(served: UI, browser: "webdriver.Chrome") 
     assert rows == {"fetch": "succeeded", EVIL_STEP: "succeeded", "report": "succeeded"}
     _shot(browser, "ui-run.png")
     # the log of a step, as text
-    browser.find_element(By.CSS_SELECTOR, _node("fetch")).click()
+    _click(browser, _node("fetch"))
     log = _wait(browser, lambda d: [e.text for e in _css(d, "#step-panel pre.log") if "fetching" in e.text],
                 what="the step's log")
     assert log[0].strip() == f"fetching {EVIL}"  # type: ignore[index]
     # the hostile step's output, as text
-    browser.find_element(By.CSS_SELECTOR, _node(EVIL_STEP)).click()
+    _click(browser, _node(EVIL_STEP))
     out = _wait(browser, lambda d: [e.text for e in _css(d, "#step-panel pre.output") if "onerror" in e.text],
                 what="the hostile output")
     assert json.loads(out[0]) == EVIL  # type: ignore[index]  (the output, as JSON)
     # run one step again on this run's outputs
-    browser.find_element(By.CSS_SELECTOR, _node("report")).click()
+    _click(browser, _node("report"))
     _wait(browser, lambda d: _css(d, "#step-panel h3") and d.find_element(By.CSS_SELECTOR, "#step-panel h3").text
           == "report", what="the report step's panel")
     browser.find_element(By.CSS_SELECTOR, "button#run-step").click()
@@ -297,7 +302,7 @@ def test_hostile_errors_show_as_text(served: UI, browser: "webdriver.Chrome") ->
     served.wait_run(run_id)
     browser.get(f"{served.base}/#/runs/{run_id}")
     _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "failed", what="the failed run")
-    browser.find_element(By.CSS_SELECTOR, _node("bad")).click()
+    _click(browser, _node("bad"))
     shown = _wait(browser, lambda d: [e.text for e in _css(d, "#step-panel pre.error, #step-panel pre.log")
                                       if "onerror" in e.text], what="the error text")
     assert any(EVIL in text for text in shown)  # type: ignore[attr-defined]
@@ -441,7 +446,7 @@ def test_the_graph_fits_its_box(served: UI, browser: "webdriver.Chrome") -> None
         "const box = document.querySelector('svg.dag').getBoundingClientRect();"
         "return [...document.querySelectorAll('svg.dag g.node')].map((g) => [g.getAttribute('data-step'),"
         " g.getBoundingClientRect()]).filter(([, r]) => r.left > box.left && r.right < box.right)[0][0]")
-    browser.find_element(By.CSS_SELECTOR, _node(shown)).click()
+    _click(browser, _node(shown))
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#step-panel h3").text == shown, what="the panel")
 
 
@@ -466,7 +471,7 @@ def test_at_820_px_a_clicked_step_s_panel_is_in_view(served: UI, browser: "webdr
     browser.set_window_size(820, 900)
     try:
         _run_page(served, browser, "five.toml")
-        browser.find_element(By.CSS_SELECTOR, _node("s4")).click()
+        _click(browser, _node("s4"))
         _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#step-panel h3").text == "s4", what="the panel")
         seen = browser.execute_script(
             "const r = document.getElementById('step-panel').getBoundingClientRect();"
@@ -711,7 +716,7 @@ def test_every_view_opens_without_an_error(served: UI, browser: "webdriver.Chrom
     _wait(browser, lambda d: "token" not in d.current_url and _css(d, "table#runs"), what="the runs")
     browser.get_log("browser")  # what came before this test is not this test's
     run_id = _run_page(served, browser, "skip.toml")
-    browser.find_element(By.CSS_SELECTOR, _node("b")).click()
+    _click(browser, _node("b"))
     _wait(browser, lambda d: _css(d, "#step-panel h3"), what="the step panel")
     _wait(browser, lambda d: _css(d, "svg.timeline rect.bar"), what="the timeline")
     browser.get(served.base + "/#/flows")

@@ -531,11 +531,9 @@ class Worker:
         return Outcome("failed", started, finished, None, type(exc).__name__, str(exc), tb, logs, retry, attempts)
 
     def _plan(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float, key: "str | None") -> Outcome:
-        """Map step ``claim.step``'s own claim: expand it into units (``planned``),
-        or end it (no items: succeeded; not iterable: failed, not retried).
-        A resumed run keeps the units it recorded as succeeded (``_maps.kept``,
-        the runner's rule): only the others are planned, and a map they all
-        finished is gathered at once."""
+        """Map step ``claim.step``'s own claim: expand it into the units its run
+        has not recorded as succeeded (``_maps.kept``: a resume's), or end it
+        (no items, or none left: succeeded; not iterable: failed, not retried)."""
         i = claim.step
         try:
             unit_list = run.expand(i, values)[3]
@@ -543,15 +541,14 @@ class Worker:
             return self._failed(exc, started, time.time())
         if not unit_list:
             return self._succeeded([], f"the output of step {run.names[i]!r}", started, time.time(), key)
-        step = run.plan.steps[i]
-        size = step.batch_size or 1
+        size = run.plan.steps[i].batch_size
         rows = {row[0]: row for row in self.queue.items(claim.run_id, str(run.names[i])) if row[1] == "succeeded"}
-        done = kept(unit_list, step.batch_size, {item: row[2] for item, row in rows.items()},
+        done = kept(unit_list, size, {item: row[2] for item, row in rows.items()},
                     lambda item: self.store.decode(rows[item][7])) if rows else {}
         if len(done) == len(unit_list):
             return self._gather(run, claim, values, started)
-        return Outcome("planned", started, time.time(),
-                       units=[j * size for j in range(len(unit_list)) if j not in done])
+        todo = [j * (size or 1) for j in range(len(unit_list)) if j not in done]
+        return Outcome("planned", started, time.time(), units=todo)
 
     def _gather(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float) -> Outcome:
         """Map step ``claim.step``'s last unit finished: its outcome from its
