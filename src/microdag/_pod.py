@@ -378,17 +378,14 @@ class _Task:
         :class:`_Skipped` when it raised :class:`microdag.Skip`."""
         from ._errors import Skip  # (step --help reads this module's options: it loads no kernel nor store)
         from ._records import step_traceback  # (step --help reads this module's options: it loads no kernel nor store)
-        from .pools._attempt import invoke  # (an export imports this module, and needs no runner)
-        from .runner._call import Caller, call_with_timeout  # (an export imports this module, and needs no runner)
+        from .runner._call import Caller, invoke_timed  # (an export imports this module, and needs no runner)
 
         step = self.step
         unit = -1 if index is None or self.item is None else self.item
         attempt = Caller(self.plan, self.run_id, self.flow.name, self.folder.work).attempt(
             self.i, self.retry + 1, unit=unit, item=index)
         try:
-            if step.timeout is None:
-                return invoke(step.fn, kwargs, attempt)
-            return call_with_timeout(invoke, {"fn": step.fn, "kwargs": kwargs, "attempt": attempt}, attempt)
+            return invoke_timed(step.fn, kwargs, attempt)
         except BaseException as exc:  # noqa: BLE001 - reported below, whatever it is
             if isinstance(exc, Skip):
                 return _Skipped(exc.reason)

@@ -38,7 +38,7 @@ import time
 from .._binding import NO_DEFAULT
 from .._context import enter
 from .._errors import FlowError
-from ..pools._attempt import Attempt
+from ..pools._attempt import Attempt, invoke
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .._context import Frame
     from .._plan import _Plan
 
-__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "gather", "kill_limit",
+__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "invoke_timed", "gather", "kill_limit",
            "kwargs", "map_call", "missing_input", "unit_kwargs", "units"]
 
 #: Seconds (at most a tenth of the timeout) a program's kill comes before its step's deadline.
@@ -208,6 +208,15 @@ class Caller:
 
 
 # -- timeouts -----------------------------------------------------------------------------
+
+
+def invoke_timed(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", att: Attempt) -> "Any":
+    """``pools._attempt.invoke`` of ``fn(**kwargs)`` as attempt ``att``, under
+    ``att.timeout`` when it has one (:func:`call_with_timeout`): how a worker
+    and an Argo pod call a step."""
+    if att.timeout is None:
+        return invoke(fn, kwargs, att)
+    return call_with_timeout(invoke, {"fn": fn, "kwargs": kwargs, "attempt": att}, att)
 
 
 def call_with_timeout(

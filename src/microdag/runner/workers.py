@@ -62,11 +62,11 @@ from .._events import Event, dispatch, log
 from .._records import step_traceback
 from .._result import Run
 from .._steps import TRIGGERS
-from ..pools._attempt import Captured, invoke
+from ..pools._attempt import Captured
 from ..stores._files import new_owner
 from ..stores._queue import GATHER, SUCCEEDED, Claim, Outcome
 from ._cache import cache_key
-from ._call import Caller, batch_error, bind_inputs, call_with_timeout, gather, kwargs, map_call, unit_kwargs, units
+from ._call import Caller, batch_error, bind_inputs, gather, invoke_timed, kwargs, map_call, unit_kwargs, units
 from ._maps import item_failed, kept
 from ._recorder import cached
 from ._setup import prepare, release
@@ -481,10 +481,7 @@ class Worker:
                                        attempts=0)
                 if step.map is not None:
                     return self._plan(run, claim, values, started, key)
-            if att.timeout is None:
-                value = invoke(fn, kw, att)
-            else:
-                value = call_with_timeout(invoke, {"fn": fn, "kwargs": kw, "attempt": att}, att)
+            value = invoke_timed(fn, kw, att)
         except Skip as exc:
             return Outcome("skipped", started, time.time(), logs=getattr(exc, "__microdag_logs__", ""))
         except Exception as exc:
