@@ -360,7 +360,8 @@ def test_map_steps_on_workers_are_recorded_as_on_any_backend(tmp_path, shared) -
     assert got.tasks["short"].error.type_name == "ValueError"
     s = open_store(shared, readonly=True)
     assert "<html" in s.report(got.id).lower()
-    assert [r.item for r in s.tasks(got.id) if r.step == "batched"] == [0, 3, 6, 9, -1]
+    batched = [r.item for r in s.tasks(got.id) if r.step == "batched"]  # records in the order first saved:
+    assert sorted(batched[:-1]) == [0, 3, 6, 9] and batched[-1] == -1  # units end in any order, the step after them
     s.close()
 
 
