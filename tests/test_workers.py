@@ -510,7 +510,7 @@ def test_a_worker_killed_during_a_maps_units_costs_a_counted_attempt_of_one_item
     killed worker held, which run again as counted attempts of their items."""
     n = 40
     path = tmp_path / "mapped.py"
-    path.write_text(MAP_FLOW.format(n=n, seconds=0.02))
+    path.write_text(MAP_FLOW.format(n=n, seconds=0.05))  # (2 s of units: time for the third worker to start)
     store, log = shared, str(tmp_path / "calls.log")
     run_id = submit(str(path), store)
     procs = [start_worker(store, log, "--lease", "0.4") for _ in range(2)]

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -267,6 +268,72 @@ def test_a_claim_holds_for_its_run_s_lease_and_its_heartbeat_renews_that(shared)
         (due,) = {round(row[0] - row[1]) for row in s._read("SELECT due, claimed FROM queue")}
         assert due == 5 and not any(c.lost for c in claims)
         queue.cancel("r-lease")
+    finally:
+        queue.close()
+        s.close()
+
+
+def _two_runs(spec: str) -> "tuple[Any, Any]":
+    """Runs ``r-one`` and ``r-two`` (steps a, b each) on the queue of store ``spec``: the store and its queue."""
+    from microdag.runner import RunOptions
+    from microdag.runner.workers import submit as submit_run
+
+    flow = microdag.Flow("two")
+    flow.add("a", lambda: 1)
+    flow.add("b", lambda: 2)
+    s = open_store(spec)
+    for run_id in ("r-one", "r-two"):
+        options = RunOptions(executor="workers", max_workers=None, targets=None, on_failure="fail_fast", hooks=(),
+                             keep_outputs=False, cancel=None, store=s, run_id=run_id, resume=False, force=False)
+        submit_run(flow._compiled(), "two", None, None, options)
+    return s, s.queue()
+
+
+def test_a_worker_serving_one_run_claims_only_its_steps(shared) -> None:
+    s, queue = _two_runs(shared)
+    try:
+        claims = queue.claim("w", 30.0, 8, only="r-two")
+        assert sorted((c.run_id, c.step) for c in claims) == [("r-two", 0), ("r-two", 1)]
+        assert queue.claim("w", 30.0, 8, skip_runs=["r-one"]) == []
+        assert {c.run_id for c in queue.claim("w", 30.0, 8)} == {"r-one"}
+    finally:
+        queue.close()
+        s.close()
+
+
+def test_a_step_turned_down_is_given_back_uncounted_and_left_to_other_workers(shared) -> None:
+    s, queue = _two_runs(shared)
+    met: list[list[str]] = []
+    try:
+        refuse = lambda run_id, step: (run_id, step) == ("r-one", 0)  # noqa: E731  (its code differs here)
+        claims = queue.claim("w", 30.0, 8, refuse, meet=met.append)
+        assert sorted((c.run_id, c.step) for c in claims) == [("r-one", 1), ("r-two", 0), ("r-two", 1)]
+        assert sorted(r for runs in met for r in runs) == ["r-one", "r-two"]  # (learned before asked about)
+        assert queue.claim("w", 30.0, 8, refuse) == []  # (nor claimed again by this worker)
+        other = s.queue()
+        try:
+            (claim,) = other.claim("v", 30.0, 8)
+            assert (claim.run_id, claim.step, claim.attempt) == ("r-one", 0, 1)  # the first attempt still
+        finally:
+            other.close()
+    finally:
+        queue.close()
+        s.close()
+
+
+def test_a_postgresql_queue_made_before_runs_kept_their_lease_in_a_column_gains_it() -> None:
+    spec = postgres_url()
+    s, queue = _two_runs(spec)
+    queue.close()
+    s.close()
+    import psycopg
+
+    with psycopg.connect(spec, autocommit=True) as db:
+        db.execute("ALTER TABLE microdag.queue_runs DROP COLUMN lease")
+    s = open_store(spec)
+    queue = s.queue()  # (adds the column, computed from the plans of the runs already there)
+    try:
+        assert sorted((c.run_id, c.lease) for c in queue.claim("w", 7.0, 1, only="r-one")) == [("r-one", 7.0)]
     finally:
         queue.close()
         s.close()

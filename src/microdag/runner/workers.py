@@ -384,7 +384,7 @@ class Worker:
         while not self.done.is_set():
             try:
                 claims = queue.claim(self.token, self.lease, batch, self._refuse, self._skipped_runs(), self._meet,
-                                     self.leases)
+                                     self.leases, self.only)
             except StoreError as exc:
                 log(30, "worker: %s", exc)
                 self.done.wait(0.5)

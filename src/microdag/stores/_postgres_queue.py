@@ -12,7 +12,16 @@ The queue's SQL is ``_sql_queue``'s; this is PostgreSQL's side of it:
 - the database's clock is the server's (``clock_timestamp()``): lease times
   are never compared across machines; a transaction begins and reads it in
   one round trip;
-- claims and renewed leases commit with ``synchronous_commit`` off;
+- a claim of ready steps is one statement, one round trip: it reads the
+  clock, takes up to its limit of ready rows (``SKIP LOCKED``) with each
+  run's lease (a column of ``queue_runs`` computed from its plan); when a
+  lease ran out, it takes nothing and says so, and the claim is made in
+  ``_sql_queue``'s transaction (the attempt lost is recorded under its
+  run's lock).  A worker learns a run it meets after claiming its steps, and
+  gives back, uncounted, those it turns down (remembered: it does not claim
+  them again);
+- claims and renewed leases commit with ``synchronous_commit`` off (the
+  session's setting; a transaction that must reach the disk sets it on);
 - big outputs go to the store's ``blobs`` table in the transaction that
   names them (under the shared lock that ``prune`` takes exclusively);
 - waiting: transactions that make work ``NOTIFY microdag_queue``; a waiting
@@ -24,10 +33,12 @@ import threading
 
 from .._errors import StoreError
 from ._files import checksum
-from ._sql_queue import TABLES, SQLQueue
+from ._queue import Claim
+from ._sql_queue import TABLES, SQLQueue, runs_where
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
     from ._postgres import PostgresStore
@@ -37,7 +48,29 @@ __all__ = ["POLL_MAX", "PostgresQueue"]
 #: The longest wait for a notification before looking again (seconds).
 POLL_MAX = 0.05
 
-_TABLES = TABLES.format(real="DOUBLE PRECISION", big="BIGINT", keyed="")
+_LEASE_COLUMN = "lease DOUBLE PRECISION GENERATED ALWAYS AS ((plan::json ->> 'lease')::float8) STORED"
+_TABLES = TABLES.format(real="DOUBLE PRECISION", big="BIGINT", keyed="", lease=", " + _LEASE_COLUMN)
+
+#: Ready rows claimed in one statement (``{where}``: which runs), each with
+#: its run's lease; when a lease ran out, none but one row of ``NULL``.
+_CLAIM = """
+WITH clock AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp()) AS now),
+lost AS MATERIALIZED (
+    SELECT EXISTS (SELECT 1 FROM queue WHERE state = 1 AND due <= (SELECT now FROM clock){where}) AS ran_out),
+picked AS MATERIALIZED (
+    SELECT run_id, step, item FROM queue
+    WHERE state = 0 AND due <= (SELECT now FROM clock) AND NOT (SELECT ran_out FROM lost){where}{refused}
+    ORDER BY due LIMIT ? FOR UPDATE SKIP LOCKED),
+claimed AS (
+    UPDATE queue q SET state = 1, attempt = q.attempt + 1, worker = ?, claimed = clock.now,
+        due = clock.now + COALESCE(r.lease, ?)
+    FROM picked, clock, queue_runs r
+    WHERE q.run_id = picked.run_id AND q.step = picked.step AND q.item = picked.item AND r.run_id = q.run_id
+    RETURNING q.run_id, q.step, q.attempt, q.item, COALESCE(r.lease, ?) AS lease)
+SELECT run_id, step, attempt, item, lease FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL WHERE (SELECT ran_out FROM lost)
+"""
 
 _KEY = "hashtextextended(?, 0)"
 
@@ -49,10 +82,11 @@ class PostgresQueue(SQLQueue):
         store: the store; the queue connects on its own to its database.
     """
 
-    _BEGIN_FAST = "BEGIN; SET LOCAL synchronous_commit TO off"
+    _BEGIN = "BEGIN; SET LOCAL synchronous_commit TO on"
+    _BEGIN_FAST = "BEGIN"
     _CLOCK = "extract(epoch FROM clock_timestamp())"
     _TAKE = " FOR UPDATE SKIP LOCKED"
-    _LEASE = "(plan::json ->> 'lease')::float8"
+    _LEASE = "lease"
 
     def __init__(self, store: "PostgresStore") -> None:
         import psycopg  # (the postgres extra: the store imported it already)
@@ -60,14 +94,19 @@ class PostgresQueue(SQLQueue):
         super().__init__(store)
         self._connect = store._connect  # (waits for the server as the store does)
         self._fresh = store._fresh
-        self._db = self._connect()
+        self._db = self._session()
         self._listen = self._connect()
         self._listening = threading.Lock()
+        self._refused: set[tuple[str, int]] = set()  # steps given back: not claimed again
         try:
             with self._lock:
                 with self._db.conn.transaction():
                     self._db.execute(f"SELECT pg_advisory_xact_lock({_KEY})", ("microdag queue schema",))
                     self._db.conn.execute(_TABLES)
+                    if not self._db.execute("SELECT 1 FROM information_schema.columns WHERE table_schema ="
+                                            " current_schema() AND table_name = 'queue_runs' AND column_name = "
+                                            "'lease'").fetchall():  # (a database made before the column)
+                        self._db.conn.execute("ALTER TABLE queue_runs ADD COLUMN " + _LEASE_COLUMN)
             self._listen.execute("LISTEN microdag_queue")
         except psycopg.Error as exc:
             self.close()
@@ -96,12 +135,57 @@ class PostgresQueue(SQLQueue):
     def _notify(self, db: "Any") -> None:
         db.execute("NOTIFY microdag_queue")
 
+    def _session(self, db: "Any" = None) -> "Any":
+        """The queue's connection (``db``, else a new one): commits need not reach the disk unless asked."""
+        db = db or self._connect()
+        db.execute("SET synchronous_commit TO off")
+        return db
+
     def _reconnect(self) -> bool:
         db = self._fresh(self._db)
         if db is None:
             return False
-        self._db = db
+        self._db = self._session(db)
         return True
+
+    def claim(
+        self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
+        skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
+        leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
+    ) -> "list[Claim]":
+        where, params = runs_where(skip_runs, only)
+        refused = [key for key in self._refused if key[0] not in params]
+        sql = _CLAIM.format(where=where, refused=" AND (run_id, step) NOT IN (VALUES {})".format(
+            ", ".join(["(?, ?)"] * len(refused))) if refused else "")
+        values = (*params, *params, *(v for key in refused for v in key), limit, worker, lease, lease)
+        try:
+            rows = self._retrying(lambda: self._db.execute(sql, values).fetchall())
+        except self._error as exc:
+            raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
+        claims = [Claim(run_id, step, attempt, worker, item, held)
+                  for run_id, step, attempt, item, held in rows if run_id is not None]
+        if len(claims) < len(rows):  # (leases ran out: the lost attempts are recorded under their runs' locks)
+            return super().claim(worker, lease, limit, refuse, skip_runs, meet, leases, only)
+        if claims and meet is not None:
+            meet(list(dict.fromkeys(c.run_id for c in claims)))
+        if not claims or refuse is None:
+            return claims
+        back = [c for c in claims if refuse(c.run_id, c.step)]
+        if back:
+            self._give_back(back)
+        return [c for c in claims if c not in back]
+
+    def _give_back(self, claims: "list[Claim]") -> None:
+        """Claims turned down before they began: ready again, their attempts not counted."""
+        self._refused.update((c.run_id, c.step) for c in claims)
+
+        def body(db: "Any", now: float) -> None:
+            db.executemany("UPDATE queue SET state = 0, attempt = attempt - 1, due = claimed, worker = NULL,"
+                           " claimed = NULL WHERE run_id = ? AND step = ? AND item = ? AND attempt = ? AND state = 1",
+                           [(*c.key, c.attempt) for c in claims])
+            self._notify(db)
+
+        self._transaction(body, durable=False)
 
     def wait(self, timeout: float) -> None:
         if self._changed.is_set():

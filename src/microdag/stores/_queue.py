@@ -246,13 +246,13 @@ class WorkQueue:
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
-        leases: "Mapping[str, float] | None" = None,
+        leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
     ) -> "list[Claim]":
         """Claim up to ``limit`` steps that are ready (or whose lease ran out),
-        for ``lease`` seconds (a run of ``leases``: its own), atomically; none of ``skip_runs``, and none
-        that ``refuse(run_id, step)`` turns down (asked inside the claim's
-        transaction: no I/O).  ``meet`` is first told the runs that have
-        steps to claim, outside it (a worker learns runs it has not seen)."""
+        for ``lease`` seconds (a run of ``leases``: its own), atomically; none of ``skip_runs``
+        (and, with ``only``, of no other run), and none that ``refuse(run_id, step)``
+        turns down (no I/O).  ``meet`` is told the runs met, before ``refuse``
+        is asked about their steps (a worker learns runs it has not seen)."""
         raise NotImplementedError
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:

@@ -59,13 +59,14 @@ if TYPE_CHECKING:
     from ._queue import Outcome
     from ._sql import SQLStore
 
-__all__ = ["TABLES", "SQLQueue"]
+__all__ = ["TABLES", "SQLQueue", "runs_where"]
 
-#: The queue's tables, in a dialect's types (``real``, ``big``) and ``keyed`` (SQLite: ``WITHOUT ROWID``).
+#: The queue's tables, in a dialect's types (``real``, ``big``), ``keyed`` (SQLite: ``WITHOUT ROWID``)
+#: and ``lease`` (PostgreSQL: a run's lease as a column of its own, read by its one-statement claims).
 TABLES = """
 CREATE TABLE IF NOT EXISTS queue_runs (
     run_id TEXT PRIMARY KEY, plan TEXT NOT NULL, seq {big} NOT NULL, state INTEGER NOT NULL,
-    failed INTEGER NOT NULL
+    failed INTEGER NOT NULL{lease}
 );
 CREATE TABLE IF NOT EXISTS queue (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
@@ -80,6 +81,16 @@ CREATE TABLE IF NOT EXISTS queue_log (
 
 _STATUS = {"succeeded": SUCCEEDED, "failed": FAILED, "skipped": SKIPPED, "cancelled": CANCELLED}
 _RUNNING, _STOPPING, _CANCELLED = 0, 1, 2
+
+
+def runs_where(skip_runs: "Iterable[str]", only: "str | None") -> "tuple[str, tuple[str, ...]]":
+    """The condition on ``run_id`` (``" AND ..."``, or nothing) that leaves
+    out ``skip_runs`` and, with ``only``, every other run; its parameters."""
+    skip = tuple(skip_runs)
+    where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+    if only is None:
+        return where, skip
+    return where + " AND run_id = ?", (*skip, only)
 
 
 class _Run:
@@ -328,10 +339,9 @@ class SQLQueue(WorkQueue):
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
-        leases: "Mapping[str, float] | None" = None,
+        leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
     ) -> "list[Claim]":
-        skip = tuple(skip_runs)
-        where = f" AND run_id NOT IN ({', '.join('?' * len(skip))})" if skip else ""
+        where, skip = runs_where(skip_runs, only)
         seen = self._query(  # a look first, outside a transaction: most find nothing
             f"SELECT DISTINCT run_id, state FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16",
             skip)

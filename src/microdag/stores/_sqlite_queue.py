@@ -36,7 +36,7 @@ __all__ = ["POLL_MAX", "SQLiteQueue"]
 #: The longest pause between two looks at the file while waiting (seconds).
 POLL_MAX = 0.004
 
-_TABLES = TABLES.format(real="REAL", big="INTEGER", keyed=" WITHOUT ROWID")
+_TABLES = TABLES.format(real="REAL", big="INTEGER", keyed=" WITHOUT ROWID", lease="")
 
 
 class SQLiteQueue(SQLQueue):
