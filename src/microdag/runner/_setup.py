@@ -318,7 +318,7 @@ def _open_record(
     active = None if runner.subset is None else set(runner.subset)
     if resumed is not None:
         maps = {runner.names[i] for i in plan.maps if active is None or i in active}
-        steps, items = recorder.resume(name_index(plan.graph), active, maps, force)
+        steps, items, numbered = recorder.resume(name_index(plan.graph), active, maps, force)
         changed = [] if force else _changed_code(resumed.code, plan.code(), runner.names, steps[0])
         if changed:
             recorder.let_go()
@@ -329,7 +329,7 @@ def _open_record(
                 "force=True to use them anyway, or run the flow anew"
             )
         recorder.reopen()
-        runner.resume_from(*steps, items)
+        runner.resume_from(*steps, items, numbered)
         _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep

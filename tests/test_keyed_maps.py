@@ -1,0 +1,277 @@
+"""Maps keyed by an attribute (``map="item", key="query_uuid"``): each item is
+identified by its key, not its position.
+
+A resume reuses a finished item by key when the list was reordered, extended
+or shortened (only new keys run, the output follows the new order); keys are
+read once, checked (type, duplicates) and recorded by every store; a keyed
+map's parameter bound to another keyed map's output gets the entry of its own
+key; flow files take ``key``.
+"""
+
+import json
+import sqlite3
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from microdag import Flow, FlowError, RunFailed, load_flow
+from microdag.stores import SQLiteStore
+from support import EXECUTORS, PERSISTENT, executor_for, make_store
+
+
+@dataclass(frozen=True)
+class Query:
+    query_uuid: str
+    text: str
+
+
+#: What each item call saw, by key (module level: the process backends' workers are forked copies).
+CALLS: "list[str]" = []
+#: Keys whose calls fail, until cleared.
+FAILING: "set[str]" = set()
+
+
+def search(query: "dict[str, str]") -> str:
+    CALLS.append(query["query_uuid"])
+    if query["query_uuid"] in FAILING:
+        raise RuntimeError(f"no answer for {query['query_uuid']}")
+    return query["text"].upper()
+
+
+def rank(query: "dict[str, str]", search: str) -> str:
+    return f"{query['text']}={search}"
+
+
+def by_text(item: "dict[str, object]") -> object:
+    return item["text"]
+
+
+def pair(item: "dict[str, object]") -> object:
+    return item["id"]
+
+
+def keyed_flow() -> Flow:
+    flow = Flow("keyed")
+    flow.add("search", search, map="query", key="query_uuid")
+    return flow
+
+
+def queries(*ids: str) -> "list[dict[str, str]]":
+    """Items as a JSON store keeps its inputs: a key of a dict item is read as its key."""
+    return [{"query_uuid": i, "text": f"text of {i}"} for i in ids]
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CALLS.clear()
+    FAILING.clear()
+
+
+# -- resume by key, on every durable store ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", PERSISTENT)
+@pytest.mark.parametrize("change", ["reorder", "extend", "shrink", "all"])
+def test_resume_runs_only_new_keys(kind: str, change: str, tmp_path: Path) -> None:
+    store = make_store(kind, tmp_path)
+    flow = keyed_flow()
+    first = queries("a", "b", "c", "d")
+    FAILING.add("c")
+    with pytest.raises(RunFailed):
+        flow.run(inputs={"query": first}, store=store, run_id="r1", on_failure="continue")
+    assert sorted(CALLS) == ["a", "b", "c", "d"]
+    FAILING.clear()
+    CALLS.clear()
+    later = {
+        "reorder": queries("d", "c", "b", "a"),
+        "extend": queries("e", "a", "b", "c", "d", "f"),
+        "shrink": queries("d", "c"),
+        "all": queries("f", "c", "a", "e"),
+    }[change]
+    run = flow.run(inputs={"query": later}, store=store, run_id="r1", resume=True)
+    new = {q["query_uuid"] for q in later} - {"a", "b", "d"}
+    assert sorted(CALLS) == sorted(new)  # only the keys that had not succeeded ran
+    assert run["search"] == [q["text"].upper() for q in later]  # in the new order
+    fresh = keyed_flow().run(inputs={"query": later})
+    assert run["search"] == fresh["search"]
+    records = {r.key: r for r in store.tasks("r1") if r.item >= 0}
+    assert set(records) >= {json.dumps(q["query_uuid"]) for q in later}
+    assert all(records[json.dumps(q["query_uuid"])].status == "succeeded" for q in later)
+    numbers = [r.item for r in store.tasks("r1") if r.item >= 0]
+    assert len(numbers) == len(set(numbers))  # no two keys under one record number
+    store.close()
+
+
+def test_resume_keeps_item_logs_by_key(tmp_path: Path) -> None:
+    store = make_store("sqlite", tmp_path)
+    flow = keyed_flow()
+    FAILING.add("b")
+    with pytest.raises(RunFailed):
+        flow.run(inputs={"query": queries("a", "b")}, store=store, run_id="r")
+    FAILING.clear()
+    flow.run(inputs={"query": queries("b", "a")}, store=store, run_id="r", resume=True)
+    items = {r.key: r.item for r in store.tasks("r") if r.item >= 0}
+    assert items == {'"a"': 0, '"b"': 1}  # each key kept its number, whatever its position now
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_keys_on_every_backend(executor: str, tmp_path: Path) -> None:
+    store = make_store("sqlite", tmp_path)
+    flow = keyed_flow()
+    flow.add("rank", rank, map="query", key="query_uuid", inputs={"search": "search"})
+    qs = queries("x", "y", "z")
+    with executor_for(executor) as value:
+        run = flow.run(inputs={"query": qs}, executor=value, store=store, run_id="r")  # type: ignore[arg-type]
+    assert run["rank"] == [f"{q['text']}={q['text'].upper()}" for q in qs]
+    keys = sorted(r.key for r in store.tasks("r") if r.step == "search" and r.item >= 0)
+    assert keys == ['"x"', '"y"', '"z"']
+
+
+@pytest.mark.parametrize("kind", [None, *PERSISTENT])
+def test_a_cached_keyed_map_caches_each_item(kind: "str | None", tmp_path: Path) -> None:
+    store = None if kind is None else make_store(kind, tmp_path)
+    flow = Flow("cached").add("search", search, map="query", key="query_uuid", cache=True)
+    tag = f"{kind}-{tmp_path.name}"  # (a run without a store caches in this process: items of this test only)
+    items = {i: {"query_uuid": i, "text": f"{tag} {i}"} for i in "abcd"}
+    flow.run(inputs={"query": [items["a"], items["b"]]}, store=store)
+    assert sorted(CALLS) == ["a", "b"]
+    CALLS.clear()
+    run = flow.run(inputs={"query": [items["c"], items["b"], items["a"]]}, store=store)
+    assert CALLS == ["c"]
+    assert run["search"] == [items[i]["text"].upper() for i in "cba"]
+    if store is not None:
+        store.close()
+
+
+# -- keys checked -------------------------------------------------------------------------
+
+
+def test_duplicate_keys_refuse_the_step_before_any_item_runs() -> None:
+    with pytest.raises(RunFailed) as info:
+        keyed_flow().run(inputs={"query": queries("a", "b", "a")})
+    assert CALLS == []
+    cause = info.value.__cause__
+    assert isinstance(cause, ValueError)
+    assert "items 0 and 2 have the same key 'query_uuid' value 'a'" in str(cause)
+    assert "'search'" in str(cause)
+
+
+def test_a_key_that_cannot_be_read_fails_its_item() -> None:
+    items = [Query("a", "x"), {"query_uuid": "b", "text": "y"}, object(), {"query_uuid": 1.5}]
+    flow = Flow("k").add("s", lambda q: 1, map="q", key="query_uuid")
+    run = flow.run(inputs={"q": items}, on_failure="continue", raise_on_failure=False)
+    assert run.tasks["s"].status == "failed"
+    error = run.tasks["s"].error
+    assert isinstance(error, LookupError)
+    assert "step 's' item 2: its key 'query_uuid' cannot be read (AttributeError" in str(error)
+    with pytest.raises(RunFailed) as info:
+        Flow("k").add("s", lambda q: 1, map="q", key="query_uuid").run(inputs={"q": [{"query_uuid": 1.5}]})
+    assert "step 's' item 0: its key 'query_uuid' is 1.5, a float: a key must be a str or an int" in str(
+        info.value.__cause__)
+
+
+def test_a_key_error_fails_only_its_item_on_a_store(tmp_path: Path) -> None:
+    store = make_store("sqlite", tmp_path)
+    flow = Flow("k").add("s", lambda q: q["id"] * 2, map="q", key="id")
+    with pytest.raises(RunFailed):
+        flow.run(inputs={"q": [{"id": 1}, {"id": True}, {"id": 3}]}, store=store, run_id="r",
+                 on_failure="continue")
+    status = {r.item: (r.status, r.key) for r in store.tasks("r") if r.item >= 0}
+    assert status == {0: ("succeeded", "1"), 1: ("failed", None), 2: ("succeeded", "3")}
+
+
+def test_attribute_keys() -> None:
+    flow = Flow("k").add("a", lambda q: q.text, map="q", key="query_uuid")
+    assert flow.run(inputs={"q": [Query("x", "1"), Query("y", "2")]})["a"] == ["1", "2"]
+
+
+def test_callable_keys_and_int_keys() -> None:
+    flow = Flow("k")
+    flow.add("a", lambda item: item["text"] * 2, map="item", key=pair)
+    run = flow.run(inputs={"item": [{"id": 7, "text": "x"}, {"id": "7", "text": "y"}]})
+    assert run["a"] == ["xx", "yy"]  # 7 and "7" are two keys
+
+
+def test_key_is_checked_as_the_step_is_added() -> None:
+    with pytest.raises(FlowError, match=r"key needs map="):
+        Flow("k").add("a", search, key="query_uuid")
+    with pytest.raises(FlowError, match=r"key goes with map= of one item a call, not with batch_size"):
+        Flow("k").add("a", search, map="query", key="query_uuid", batch_size=2)
+    with pytest.raises(FlowError, match=r"key must name an attribute"):
+        Flow("k").add("a", search, map="query", key=3)  # type: ignore[arg-type]
+
+
+# -- two maps aligned by key ----------------------------------------------------------------
+
+
+def test_two_maps_align_by_key_not_position() -> None:
+    flow = keyed_flow()
+    flow.add("reverse", lambda query: query[::-1])  # (the same items, reordered)
+    flow.add("rank", rank, map="query", key="query_uuid", inputs={"query": "reverse", "search": "search"})
+    qs = queries("a", "b", "c")
+    run = flow.run(inputs={"query": qs})
+    assert run["rank"] == [f"{q['text']}={q['text'].upper()}" for q in reversed(qs)]
+
+
+def test_an_item_without_an_aligned_entry_fails() -> None:
+    flow = keyed_flow()
+    flow.add("more", lambda query: query + [{"query_uuid": "new", "text": "n"}])
+    flow.add("rank", rank, map="query", key="query_uuid", inputs={"query": "more", "search": "search"})
+    run = flow.run(inputs={"query": queries("a")}, on_failure="continue", raise_on_failure=False)
+    assert "step 'rank' item 1: step 'search' (parameter 'search') has no result for key 'new'" in str(
+        run.tasks["rank"].error)
+
+
+def test_alignment_after_a_resume(tmp_path: Path) -> None:
+    store = make_store("sqlite", tmp_path)
+    flow = keyed_flow()
+    FAILING.add("b")
+    flow.add("reverse", lambda query: query[::-1])
+    flow.add("rank", rank, map="query", key="query_uuid", inputs={"query": "reverse", "search": "search"})
+    qs = queries("a", "b", "c")
+    with pytest.raises(RunFailed):
+        flow.run(inputs={"query": qs}, store=store, run_id="r")
+    FAILING.clear()
+    run = flow.run(inputs={"query": qs}, store=store, run_id="r", resume=True)
+    assert run["rank"] == [f"{q['text']}={q['text'].upper()}" for q in reversed(qs)]
+
+
+# -- flow files ------------------------------------------------------------------------------
+
+
+def test_flow_files_take_key(tmp_path: Path) -> None:
+    (tmp_path / "ksteps.py").write_text(textwrap.dedent("""
+        def double(item):
+            return item["n"] * 2
+    """))
+    toml = tmp_path / "flow.toml"
+    toml.write_text('[flow]\nname = "k"\n\n[steps.double]\ncall = "ksteps:double"\nmap = "item"\nkey = "id"\n')
+    flow = load_flow(str(toml))
+    run = flow.run(inputs={"item": [{"id": "a", "n": 1}, {"id": "b", "n": 2}]})
+    assert run["double"] == [2, 4]
+    data = {"flow": {"name": "k"}, "steps": {"double": {"call": "ksteps:double", "map": "item", "key": "id"}}}
+    as_json = tmp_path / "flow.json"
+    as_json.write_text(json.dumps(data))
+    assert load_flow(str(as_json)).run(inputs={"item": [{"id": "a", "n": 3}]})["double"] == [6]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[flow]\nname = "k"\n\n[steps.double]\ncall = "ksteps:double"\nkey = "id"\n')
+    with pytest.raises(FlowError, match=r"key needs map"):
+        load_flow(str(bad))
+
+
+# -- stores ------------------------------------------------------------------------------------
+
+
+def test_an_older_sqlite_store_gains_the_key_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE tasks DROP COLUMN key")  # as a store made before keyed maps
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    keyed_flow().run(inputs={"query": queries("a")}, store=store, run_id="r")
+    assert [r.key for r in store.tasks("r") if r.item >= 0] == ['"a"']
+    store.close()
