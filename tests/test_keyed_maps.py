@@ -275,3 +275,32 @@ def test_an_older_sqlite_store_gains_the_key_column(tmp_path: Path) -> None:
     keyed_flow().run(inputs={"query": queries("a")}, store=store, run_id="r")
     assert [r.key for r in store.tasks("r") if r.item >= 0] == ['"a"']
     store.close()
+
+
+# -- where items are named by key ----------------------------------------------------------------
+
+
+def test_events_name_the_item_and_its_key() -> None:
+    events: "list[object]" = []
+    flow = Flow("k").add("s", lambda q: q["id"], map="q", key="id")
+    flow.run(inputs={"q": [{"id": "a"}, {"id": 3}]}, hooks=[events.append])
+    progress = [(e.item, e.key) for e in events if e.kind == "step_progress"]  # type: ignore[attr-defined]
+    assert sorted(progress, key=str) == [(0, "a"), (1, 3)]
+
+
+def test_show_names_items_by_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from support import cli
+
+    store = str(tmp_path / "runs.db")
+    flow = Flow("k").add("s", lambda q: q["id"] * 2, map="q", key="id")
+    flow.run(inputs={"q": [{"id": "a"}, {"id": 7}]}, store=store, run_id="r")
+    code, out, _ = cli(capsys, "show", "r", "--store", store)
+    assert code == 0
+    assert 's[0 key "a"]' in out and "s[1 key 7]" in out
+    code, out, _ = cli(capsys, "show", "r", "--json", "--store", store)
+    assert [t.get("key") for t in json.loads(out)["tasks"]] == ["a", 7, None]
+
+
+def test_workers_refuse_keyed_maps(tmp_path: Path) -> None:
+    with pytest.raises(FlowError, match=r"step 'search' maps with key=, which executor='workers' does not run"):
+        keyed_flow().run(inputs={"query": queries("a")}, store=str(tmp_path / "runs.db"), executor="workers")

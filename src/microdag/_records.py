@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODES", "EXCLUDED", "PACKAGE", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id",
-    "check_task", "busy_time", "key_text", "run_status", "step_traceback",
+    "check_task", "busy_time", "key_text", "key_value", "run_status", "step_traceback",
 ]
 
 #: microdag's own folder (with a trailing separator): a frame whose file is in
@@ -246,6 +246,17 @@ def key_text(key: "str | int") -> str:
     from json import dumps  # (import time: json loads on first use)
 
     return dumps(key, ensure_ascii=False)
+
+
+def key_value(text: str) -> "Any":
+    """A key recorded by :func:`key_text`, back as the key (what an older or
+    damaged record holds that is not JSON: as it is)."""
+    from json import loads  # (import time: json loads on first use)
+
+    try:
+        return loads(text)
+    except ValueError:
+        return text
 
 
 def busy_time(intervals: "Iterable[tuple[float | None, float | None]]") -> float:

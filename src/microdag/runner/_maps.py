@@ -430,7 +430,9 @@ class Maps:
             last = ms.pending == 0
             progress = ms.end_units(start, stop) if r.hooks else None  # (counted for the hooks alone)
         if progress is not None:
-            r.emit("step_progress", ms.i, items=progress)
+            one = att if att is not None and stop - start == 1 else None  # (one item: named)
+            r.emit("step_progress", ms.i, items=progress, item=None if one is None else one.item,
+                   key=None if one is None else one.key)
         for j, error in bad:
             r.failed(att if att is not None else self.hot_attempt(ms, j), error, retry=False)
         if last:
@@ -451,7 +453,7 @@ class Maps:
             last = ms.pending == 0
             progress = ms.end_units(att.unit, att.unit + 1) if r.hooks else None
         if progress is not None:
-            r.emit("step_progress", ms.i, items=progress)
+            r.emit("step_progress", ms.i, items=progress, item=att.item, key=att.key)
         if r.fail_fast or last:
             self.finish(ms)
 

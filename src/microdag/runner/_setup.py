@@ -189,6 +189,10 @@ def check(
                 store.queue()
             except StoreError as exc:
                 problems.append(str(exc))
+        keyed = [str(plan.graph.names[i]) for i in plan.maps if plan.steps[i].key is not None]
+        if keyed:
+            problems.append(f"step {keyed[0]!r} maps with key=, which executor='workers' does not run: its items' "
+                            "record numbers are kept by one process; run it on another executor")
         lease = options.lease
         if lease is not None and (type(lease) not in (int, float) or not 0 < lease < float("inf")):
             problems.append(f"lease must be a number of seconds > 0, not {lease!r}")

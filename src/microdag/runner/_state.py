@@ -372,7 +372,7 @@ class Runner:
             heapq.heappush(self.retries, (self.clock() + delay, self._seq, att, exc))
         log(20, "run %s: %s failed on attempt %d (%s: %s); retrying in %.3f s",
             self.run_id, att.describe(), att.number, type(exc).__name__, exc, delay)
-        self.emit("step_retrying", att.step, attempt=att.number, duration=delay, error=exc)
+        self.emit("step_retrying", att.step, attempt=att.number, duration=delay, error=exc, item=att.item, key=att.key)
         self.wake()
 
     def fail(self, i: int, exc: BaseException) -> None:
