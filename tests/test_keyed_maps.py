@@ -159,13 +159,17 @@ def test_duplicate_keys_refuse_the_step_before_any_item_runs() -> None:
 
 
 def test_a_key_that_cannot_be_read_fails_its_item() -> None:
-    items = [Query("a", "x"), {"query_uuid": "b", "text": "y"}, object(), {"query_uuid": 1.5}]
+    # The first item says how keys are read: dicts by key, other items by attribute.
+    items = [{"query_uuid": "b", "text": "y"}, Query("a", "x"), {"query_uuid": 1.5}]
     flow = Flow("k").add("s", lambda q: 1, map="q", key="query_uuid")
     run = flow.run(inputs={"q": items}, on_failure="continue", raise_on_failure=False)
     assert run.tasks["s"].status == "failed"
     error = run.tasks["s"].error
     assert isinstance(error, LookupError)
-    assert "step 's' item 2: its key 'query_uuid' cannot be read (AttributeError" in str(error)
+    assert "step 's' item 1: its key 'query_uuid' cannot be read (TypeError" in str(error)
+    run = Flow("k").add("s", lambda q: 1, map="q", key="query_uuid").run(
+        inputs={"q": [Query("a", "x"), {"query_uuid": "b"}]}, raise_on_failure=False)
+    assert "step 's' item 1: its key 'query_uuid' cannot be read (AttributeError" in str(run.tasks["s"].error)
     with pytest.raises(RunFailed) as info:
         Flow("k").add("s", lambda q: 1, map="q", key="query_uuid").run(inputs={"q": [{"query_uuid": 1.5}]})
     assert "step 's' item 0: its key 'query_uuid' is 1.5, a float: a key must be a str or an int" in str(
@@ -304,3 +308,10 @@ def test_show_names_items_by_key(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_workers_refuse_keyed_maps(tmp_path: Path) -> None:
     with pytest.raises(FlowError, match=r"step 'search' maps with key=, which executor='workers' does not run"):
         keyed_flow().run(inputs={"query": queries("a")}, store=str(tmp_path / "runs.db"), executor="workers")
+
+
+def test_argo_refuses_keyed_maps() -> None:
+    from microdag._argo import manifest
+
+    with pytest.raises(FlowError, match=r"step 'search': key cannot be expressed in Argo"):
+        manifest(keyed_flow(), image="img", flow_spec="flow.toml")

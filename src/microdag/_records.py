@@ -243,9 +243,9 @@ def key_text(key: "str | int") -> str:
     so that ``7`` and ``"7"`` stay two keys (``"q-1"``, ``7``)."""
     if type(key) is int:
         return str(key)
-    from json import dumps  # (import time: json loads on first use)
+    from json.encoder import encode_basestring  # (import time: json loads on first use)
 
-    return dumps(key, ensure_ascii=False)
+    return encode_basestring(key)  # (json.dumps's own quoting, without its per-call setup)
 
 
 def key_value(text: str) -> "Any":

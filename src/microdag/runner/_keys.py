@@ -24,6 +24,8 @@ by its key rather than its position.  The rules, one each:
 Nothing here runs per call: keys are read once, when the map step starts.
 """
 
+from operator import attrgetter, itemgetter
+
 from .._records import key_text
 
 TYPE_CHECKING = False
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["aligned", "duplicate", "key_expr", "numbers", "read_keys"]
+
+#: The types a key may have (not ``bool``: ``True == 1`` would make two items one).
+_KEY_TYPES = frozenset((str, int))
 
 
 def key_expr(key: "str | Callable[[Any], Any]") -> str:
@@ -46,20 +51,23 @@ def read_keys(
 ) -> "tuple[list[Any], dict[int, BaseException]]":
     """The keys of map step ``name``'s ``items`` by position, and the errors
     of the items whose key cannot be read or is not a ``str`` or an ``int``
-    (their slot in the list holds ``None``)."""
-    try:  # the usual case: every key read at once
-        if isinstance(key, str):
-            keys = [item[key] if type(item) is dict else getattr(item, key) for item in items]
-        else:
-            keys = list(map(key, items))
-        if all(type(k) is str or type(k) is int for k in keys):
+    (their slot in the list holds ``None``).  An attribute name is read as
+    ``item[key]`` when the items are dicts (the first one says), else as
+    ``getattr(item, key)``."""
+    if isinstance(key, str):
+        read: Callable[[Any], Any] = (itemgetter if isinstance(items[0], dict) else attrgetter)(key)
+    else:
+        read = key
+    try:  # the usual case: every key read at once, checked in two passes
+        keys = list(map(read, items))
+        if _KEY_TYPES.issuperset(map(type, keys)):
             return keys, {}
     except Exception:
         pass
     keys, bad = [], {}
     for j, item in enumerate(items):
         try:
-            k = (item[key] if type(item) is dict else getattr(item, key)) if isinstance(key, str) else key(item)
+            k = read(item)
         except Exception as exc:
             error: BaseException = LookupError(
                 f"step {name!r} item {j}: its {key_expr(key)} cannot be read ({type(exc).__name__}: {exc})")
@@ -79,6 +87,8 @@ def read_keys(
 def duplicate(name: str, key: "str | Callable[[Any], Any]", keys: "list[Any]") -> "ValueError | None":
     """The error of map step ``name`` whose ``keys`` hold one twice (the
     first such pair), or ``None``."""
+    if len(set(keys)) == len(keys):  # (the usual case: one pass in C; two keys None take the long way)
+        return None
     seen: dict[Any, int] = {}
     for j, k in enumerate(keys):
         if k is None:
