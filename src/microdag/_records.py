@@ -241,7 +241,7 @@ def check_task(
 def key_text(key: "str | int") -> str:
     """How an item's key (a ``str`` or an ``int``) is recorded: as JSON text,
     so that ``7`` and ``"7"`` stay two keys (``"q-1"``, ``7``)."""
-    if type(key) is int:
+    if not isinstance(key, str):
         return str(key)
     from json.encoder import encode_basestring  # (import time: json loads on first use)
 
