@@ -18,7 +18,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     from ._types import RunStatus
@@ -238,14 +238,21 @@ def check_task(
     raise ValueError(", ".join(problems) or "a field has the wrong type")
 
 
+#: ``json.encoder.encode_basestring``, once a key was recorded.
+_quote: "Callable[[str], str] | None" = None
+
+
 def key_text(key: "str | int") -> str:
     """How an item's key (a ``str`` or an ``int``) is recorded: as JSON text,
     so that ``7`` and ``"7"`` stay two keys (``"q-1"``, ``7``)."""
+    global _quote
     if not isinstance(key, str):
         return str(key)
-    from json.encoder import encode_basestring  # (import time: json loads on first use)
+    if _quote is None:
+        from json.encoder import encode_basestring  # (import time: json loads on first use)
 
-    return encode_basestring(key)  # (json.dumps's own quoting, without its per-call setup)
+        _quote = encode_basestring  # (json.dumps's own quoting, without its per-call setup)
+    return _quote(key)
 
 
 def key_value(text: str) -> "Any":
