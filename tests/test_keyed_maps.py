@@ -315,3 +315,18 @@ def test_argo_refuses_keyed_maps() -> None:
 
     with pytest.raises(FlowError, match=r"step 'search': key cannot be expressed in Argo"):
         manifest(keyed_flow(), image="img", flow_spec="flow.toml")
+
+
+def test_a_key_added_or_removed_is_a_change_of_structure(tmp_path: Path) -> None:
+    store = make_store("sqlite", tmp_path)
+    plain = Flow("keyed").add("search", search, map="query")
+    FAILING.add("b")
+    with pytest.raises(RunFailed):
+        plain.run(inputs={"query": queries("a", "b")}, store=store, run_id="r")
+    FAILING.clear()
+    with pytest.raises(FlowError, match="made by another version of flow"):
+        keyed_flow().run(store=store, run_id="r", resume=True)
+    run = keyed_flow().run(store=store, run_id="r", resume=True, force=True)
+    assert run["search"] == ["TEXT OF A", "TEXT OF B"]  # records without keys are not reused by key
+    assert Flow("u").add("s", search, map="query")._compiled().fingerprint() == \
+        Flow("u").add("s", search, map="query")._compiled().fingerprint()
