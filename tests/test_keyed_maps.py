@@ -145,6 +145,48 @@ def test_a_cached_keyed_map_caches_each_item(kind: "str | None", tmp_path: Path)
         store.close()
 
 
+@pytest.mark.parametrize("pool", ["asyncio", "dask"])
+def test_keys_on_the_event_loop_and_dask(pool: str, tmp_path: Path) -> None:
+    import asyncio
+
+    store = make_store("sqlite", tmp_path)
+    flow = keyed_flow()
+    flow.add("reverse", lambda query: query[::-1])
+    flow.add("rank", rank, map="query", key="query_uuid", inputs={"query": "reverse", "search": "search"})
+    qs = queries("x", "y", "z")
+    FAILING.add("y")
+    options = {"store": store, "run_id": "r", "on_failure": "continue", "raise_on_failure": False}
+    if pool == "asyncio":
+        first = asyncio.run(flow.arun({"query": qs}, **options))  # type: ignore[arg-type]
+    else:
+        distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                           dashboard_address=":0")
+        client = distributed.Client(cluster)
+        try:
+            first = flow.run({"query": qs}, executor=client, **options)  # type: ignore[arg-type]
+        finally:
+            FAILING.clear()
+            later = queries("w", "x", "y", "z")
+            CALLS.clear()
+            again = flow.run({"query": later}, executor=client, store=store, run_id="r", resume=True,
+                             keep_outputs=True)
+            client.close()
+            cluster.close()
+    if pool == "asyncio":
+        FAILING.clear()
+        later = queries("w", "x", "y", "z")
+        CALLS.clear()
+        again = asyncio.run(flow.arun({"query": later}, store=store, run_id="r", resume=True, keep_outputs=True))
+    assert first.status == "failed"
+    assert sorted(CALLS) == ["w", "y"]
+    # "reverse" finished in the first run and keeps its output (the first list,
+    # reversed); "search" ran over the new list: "rank" matches them by key.
+    assert again["search"] == [q["text"].upper() for q in later]
+    assert again["rank"] == [f"{q['text']}={q['text'].upper()}" for q in reversed(qs)]
+    store.close()
+
+
 # -- keys checked -------------------------------------------------------------------------
 
 
