@@ -347,6 +347,19 @@ def test_show_names_items_by_key(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert [t.get("key") for t in json.loads(out)["tasks"]] == ["a", 7, None]
 
 
+def test_the_report_and_the_ui_name_items_by_key(tmp_path: Path) -> None:
+    from microdag.ui._runs import run_detail
+
+    store = make_store("sqlite", tmp_path)
+    Flow("k").add("s", lambda q: q["id"] * 2, map="q", key="id").run(
+        inputs={"q": [{"id": "a"}, {"id": 7}]}, store=store, run_id="r")
+    html = store.report("r")
+    assert "s[0 key &quot;a&quot;]" in html and "s[1 key 7]" in html
+    labels = [t["item_label"] for t in run_detail(store, "r")["tasks"]]
+    assert labels == ['0 key "a"', "1 key 7", None]
+    store.close()
+
+
 def test_workers_refuse_keyed_maps(tmp_path: Path) -> None:
     with pytest.raises(FlowError, match=r"step 'search' maps with key=, which executor='workers' does not run"):
         keyed_flow().run(inputs={"query": queries("a")}, store=str(tmp_path / "runs.db"), executor="workers")
