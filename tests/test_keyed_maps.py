@@ -347,6 +347,22 @@ def test_show_names_items_by_key(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert [t.get("key") for t in json.loads(out)["tasks"]] == ["a", 7, None]
 
 
+def item_and_key(item: "dict[str, object]") -> "tuple[object, object]":
+    import microdag
+
+    ctx = microdag.context()
+    return ctx.item, ctx.key
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("careful", [False, True])
+def test_the_context_says_the_key(executor: str, careful: bool) -> None:
+    flow = Flow("k").add("s", item_and_key, map="item", key=pair, **({"timeout": 30} if careful else {}))
+    with executor_for(executor) as value:
+        run = flow.run(inputs={"item": [{"id": "a"}, {"id": 5}]}, executor=value)  # type: ignore[arg-type]
+    assert run["s"] == [(0, "a"), (1, 5)]
+
+
 def test_the_report_and_the_ui_name_items_by_key(tmp_path: Path) -> None:
     from microdag.ui._runs import run_detail
 

@@ -175,7 +175,7 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
     if attempt is None:
         return awaited(fn(**kwargs))
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
-    frame.current[:] = [0, attempt.item, attempt.number]
+    frame.current[:] = [0, attempt.item, attempt.number, attempt.key]
     token = enter(frame)
     trace = attempt.trace
     span = None if trace is None else trace.enter()
