@@ -401,3 +401,17 @@ def test_a_key_added_or_removed_is_a_change_of_structure(tmp_path: Path) -> None
     assert run["search"] == ["TEXT OF A", "TEXT OF B"]  # records without keys are not reused by key
     assert Flow("u").add("s", search, map="query")._compiled().fingerprint() == \
         Flow("u").add("s", search, map="query")._compiled().fingerprint()
+
+
+def test_an_older_postgres_store_gains_the_key_column(postgres: str) -> None:
+    import psycopg
+
+    from microdag.stores import PostgresStore
+
+    PostgresStore(postgres).close()
+    with psycopg.connect(postgres, autocommit=True) as db:
+        db.execute("ALTER TABLE microdag.tasks DROP COLUMN key")  # as a store made before keyed maps
+    store = PostgresStore(postgres)
+    keyed_flow().run(inputs={"query": queries("a")}, store=store, run_id="r")
+    assert [r.key for r in store.tasks("r") if r.item >= 0] == ['"a"']
+    store.close()
