@@ -1,8 +1,9 @@
 """Keyed maps: what identifies each item of a map step with ``key=``.
 
-A map step given ``key`` (an attribute name, looked up as an attribute, or
-as a key of a ``dict`` item; or a callable ``item -> key``) names each item
-by its key rather than its position.  The rules, one each:
+A map step given ``key`` (an attribute name, read as ``item[key]`` when the
+items are dicts, the first one saying, else as an attribute; or a callable
+``item -> key``) names each item by its key rather than its position.  The
+rules, one each:
 
 - **reading keys** (:func:`read_keys`): a key is a ``str`` or an ``int`` (not
   a ``bool``): they compare, hash and record alike in every process and
@@ -21,7 +22,9 @@ by its key rather than its position.  The rules, one each:
   the item's own key (the other map's results are matched to its keys by
   position, as its output lists them).
 
-Nothing here runs per call: keys are read once, when the map step starts.
+Nothing here runs per call: keys are read once, when the map step starts,
+in three passes in C over the list (read, types, uniqueness); only a list
+with a bad or duplicate key is walked again in Python, to say which.
 """
 
 from operator import attrgetter, itemgetter
