@@ -185,8 +185,7 @@ class Flow:
                 and its output is the list of item results in order.
             batch_size: with ``map``, pass lists of up to this many items
                 per call; the function returns one result per item.
-            key: with ``map``, what identifies an item, by which a resume finds it:
-                an attribute's name (a dict item's key) or ``item -> key``.
+            key: with ``map``, what identifies an item: an attribute's name or ``item -> key``.
             cache: reuse the output of an earlier call with the same inputs
                 (any run): the key hashes the step's name, its function's
                 code and default values, and its arguments; kept in the
