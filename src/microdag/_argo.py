@@ -253,6 +253,11 @@ def _refusals(plan: "_Plan", volume: bool) -> "list[str]":
                 f"{where}: cache cannot be expressed in Argo (each pod starts afresh, with no "
                 "cache to reuse): remove cache from the step to export it"
             )
+        if step.key is not None:
+            problems.append(
+                f"{where}: key cannot be expressed in Argo (its pods take items by position, and a "
+                "workflow resubmitted is not resumed by key): remove key from the step to export it"
+            )
         if step.retry_on != _RETRY_ON:
             shown = ", ".join(t.__name__ for t in step.retry_on)
             problems.append(

@@ -132,7 +132,8 @@ def _check_edges(
                 continue
             producer = steps[index[source]]
             produced = hints[id(producer.fn)].get("return", MISSING)
-            if producer.map is not None and producer.batch_size is None and produced is not MISSING:
+            by_key = step.key is not None and producer.key is not None and step.map != param  # (aligned by key)
+            if producer.map is not None and producer.batch_size is None and produced is not MISSING and not by_key:
                 produced = list[produced]  # type: ignore[valid-type]  # a map step's output: the list of its calls'
             if step.map == param:
                 if step.batch_size is not None:

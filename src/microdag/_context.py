@@ -46,8 +46,9 @@ class Frame:
         self.run_dir = run_dir
         #: The run's cancel event (``None``: none, or in a worker process).
         self.cancel = cancel
-        # step id, item index, attempt of a map unit (0: read the step's attempts)
-        self.current: list[object] = [-1, None, 0]
+        # step id, item index, attempt of a map unit (0: read the step's attempts),
+        # a keyed map item's key (or, on the map loop, the keys by item index)
+        self.current: list[object] = [-1, None, 0, None]
 
 
 _FRAME: "contextvars.ContextVar[Frame | None]" = contextvars.ContextVar("microdag_frame", default=None)
@@ -81,12 +82,14 @@ class StepContext:
         attempt: the attempt number, 1 for the first.
         item: the map item index (for a batch, the index of its first item),
             or ``None`` outside a map.
+        key: the item's key, in a map with ``key=``; else ``None``.
     """
 
-    __slots__ = ("run_id", "flow", "step", "attempt", "item", "_run_dir")
+    __slots__ = ("run_id", "flow", "step", "attempt", "item", "_run_dir", "key")
 
     def __init__(
-        self, run_id: str, flow: str, step: str, attempt: int, item: "int | None", run_dir: str
+        self, run_id: str, flow: str, step: str, attempt: int, item: "int | None", run_dir: str,
+        key: "str | int | None" = None,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -94,6 +97,7 @@ class StepContext:
         self.attempt = attempt
         self.item = item
         self._run_dir = run_dir
+        self.key = key
 
     @property
     def run_dir(self) -> str:
@@ -143,14 +147,17 @@ def context() -> StepContext:
             "microdag.context() was called outside a running step: it is only "
             "available while a step of a flow run executes"
         )
-    i, item, attempt = frame.current
+    i, item, attempt, key = frame.current
     assert isinstance(i, int)
+    if type(key) is list:  # the map loop's: the keys, by item index
+        key = key[item]  # type: ignore[call-overload]
     if not attempt and frame.attempts is not None:  # a step, not a map unit
         attempt = frame.attempts[i]
     if frame.run_dir is None:
         frame.run_dir = default_run_dir(frame.run_id)
     return StepContext(
-        frame.run_id, frame.flow, frame.names[i], int(attempt or 1), item, frame.run_dir  # type: ignore[call-overload, arg-type]
+        frame.run_id, frame.flow, frame.names[i], int(attempt or 1), item, frame.run_dir,  # type: ignore[call-overload, arg-type]
+        key,  # type: ignore[arg-type]
     )
 
 

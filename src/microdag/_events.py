@@ -36,9 +36,13 @@ class Event:
         items: for ``step_progress``, ``(finished, total)``: how many items of
             the map step have finished (succeeded or failed, in this run or,
             resumed, before it) and how many it maps over; else ``None``.
+        item, key: for ``step_retrying`` and ``step_progress`` about one item
+            of a map step, its number and (a map with ``key=``) its key;
+            else ``None``.
     """
 
-    __slots__ = ("kind", "run_id", "flow", "step", "status", "attempt", "duration", "error", "time", "items")
+    __slots__ = ("kind", "run_id", "flow", "step", "status", "attempt", "duration", "error", "time", "items",
+                 "item", "key")
 
     def __init__(
         self,
@@ -52,6 +56,8 @@ class Event:
         error: "BaseException | None" = None,
         time: float = 0.0,
         items: "tuple[int, int] | None" = None,
+        item: "int | None" = None,
+        key: "str | int | None" = None,
     ) -> None:
         self.kind = kind
         self.run_id = run_id
@@ -63,12 +69,14 @@ class Event:
         self.error = error
         self.time = time
         self.items = items
+        self.item = item
+        self.key = key
 
     def __repr__(self) -> str:
         fields = [f"{self.kind}", f"run={self.run_id}"]
         if self.step is not None:
             fields.append(f"step={self.step!r}")
-        for name in ("status", "attempt", "duration", "items"):
+        for name in ("status", "attempt", "duration", "items", "item", "key"):
             value = getattr(self, name)
             if value is not None:
                 fields.append(f"{name}={value!r}")

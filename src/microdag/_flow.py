@@ -102,11 +102,7 @@ class Flow:
 
         @overload
         def step(
-            self,
-            fn: None = None,
-            /,
-            *,
-            name: "str | None" = None,
+            self, fn: None = None, /, *, name: "str | None" = None,
         depends_on: "Iterable[str]" = (),
         inputs: "Mapping[str, str] | None" = None,
         retries: int = 0,
@@ -121,6 +117,7 @@ class Flow:
         batch_size: "int | None" = None,
         cache: bool = False,
         cache_ttl: "float | None" = None,
+        key: "str | Callable[[Any], Any] | None" = None,
         ) -> "Callable[[F], F]": ...
 
     def step(self, fn: "F | None" = None, /, *, name: "str | None" = None, **options: "Any") -> "Any":
@@ -164,6 +161,7 @@ class Flow:
         batch_size: "int | None" = None,
         cache: bool = False,
         cache_ttl: "float | None" = None,
+        key: "str | Callable[[Any], Any] | None" = None,
     ) -> "Flow":
         """Add a step; returns the flow, so calls chain.
 
@@ -187,6 +185,7 @@ class Flow:
                 and its output is the list of item results in order.
             batch_size: with ``map``, pass lists of up to this many items
                 per call; the function returns one result per item.
+            key: with ``map``, what identifies an item: an attribute's name or ``item -> key``.
             cache: reuse the output of an earlier call with the same inputs
                 (any run): the key hashes the step's name, its function's
                 code and default values, and its arguments; kept in the
@@ -206,7 +205,7 @@ class Flow:
         index = self._index
         deps, binding, opts, ids = _checked(index, self._shared, self._name, name, fn, depends_on, inputs, (
             retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
-            batch_size, cache, cache_ttl))
+            batch_size, cache, cache_ttl, key))
         if self._lent:
             index = self._own()
         steps = self._steps
@@ -289,6 +288,7 @@ class Flow:
         batch_size: "int | None" = None,
         cache: bool = False,
         cache_ttl: "float | None" = None,
+        key: "str | Callable[[Any], Any] | None" = None,
     ) -> "Flow":
         """Add many steps of one function and one set of options; returns the flow.
 
@@ -312,7 +312,7 @@ class Flow:
         """
         names, deps_of, bindings, opts = _many(self._shared, names, fn, depends_on, inputs, (
             retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
-            batch_size, cache, cache_ttl))
+            batch_size, cache, cache_ttl, key))
         if names:
             if self._lent:
                 self._own()

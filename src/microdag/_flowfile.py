@@ -69,6 +69,7 @@ STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "trigger": {"enum": list(TRIGGERS)},
     "map": {"type": "string", "minLength": 1},
     "batch_size": {"type": "integer", "minimum": 1},
+    "key": {"type": "string", "minLength": 1},
     "cache": {"type": "boolean"},
     "cache_ttl": {"type": "number", "exclusiveMinimum": 0},
 }
@@ -330,6 +331,10 @@ class Builder:
                 f'{label}batch_size needs output = "json" or "lines": the command prints one result '
                 "per item of its batch (a JSON list, or one line each)",
             )
+        if "key" in options and "map" not in body:
+            self.report(where + ("key",), f"{label}key needs map (the parameter whose items it names)")
+        elif "key" in options and "batch_size" in body:
+            self.report(where + ("key",), f"{label}key goes with map of one item a call, not with batch_size")
         if "output" in body and "command" not in body and kinds:
             self.report(
                 where + ("output",),

@@ -292,7 +292,7 @@ class _Plan:
         return self._code
 
     def fingerprint(self) -> str:
-        """A digest of the flow's structure: steps, dependencies, bindings, maps, triggers.
+        """A digest of the flow's structure: steps, dependencies, bindings, maps (and their keys), triggers.
 
         Retry, timeout and priority options and the functions' code are left
         out: changing them does not stop a run from being resumed.  Each
@@ -307,7 +307,9 @@ class _Plan:
         n = len(self.steps)
         triples: dict[int, tuple[Any, ...] | None] = {}  # options -> their structural part, when not the default
         for o in self._options:
-            shape = (o.map, o.batch_size, o.trigger)
+            shape: tuple[Any, ...] = (o.map, o.batch_size, o.trigger)
+            if o.key is not None:  # (what identifies a map's items; an unkeyed step's shape is as before)
+                shape += (o.key if isinstance(o.key, str) else True,)
             triples[id(o)] = None if shape == (None, None, "all_success") else shape
         names, deps, kw, argdeps = self.graph.names, self.graph._deps, self.dep_kwnames, self.argdeps
         with NoGC():

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ._records import TaskRecord
 
-__all__ = ["WORST_FIRST", "step_status", "worst", "duration_text", "task_order", "preview", "shorten"]
+__all__ = ["WORST_FIRST", "step_status", "worst", "duration_text", "item_label", "task_order", "preview", "shorten"]
 
 #: Statuses worst first: a step of items, a layer or a list shows the first one found.
 WORST_FIRST = ("failed", "running", "cancelled", "skipped", "pending")
@@ -59,6 +59,12 @@ def task_order(records: "list[TaskRecord]") -> "list[TaskRecord]":
     for r in records:
         first.setdefault(r.step, len(first))
     return sorted(records, key=lambda r: (first[r.step], r.item < 0, r.item))
+
+
+def item_label(record: "TaskRecord") -> str:
+    """How an item of a map step is named (``step[...]``): its number, and a
+    keyed map's item's key after it, as recorded (``3``, ``3 key "q-1"``, ``3 key 7``)."""
+    return str(record.item) if record.key is None else f"{record.item} key {record.key}"
 
 
 def duration_text(seconds: "float | None") -> str:

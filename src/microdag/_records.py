@@ -18,14 +18,14 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from typing import Any
 
     from ._types import RunStatus
 
 __all__ = [
     "CODES", "EXCLUDED", "PACKAGE", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id",
-    "check_task", "busy_time", "run_status", "step_traceback",
+    "check_task", "busy_time", "key_text", "key_value", "run_status", "step_traceback",
 ]
 
 #: microdag's own folder (with a trailing separator): a frame whose file is in
@@ -95,7 +95,12 @@ class RunInfo:
 class TaskRecord:
     """One task (a step, or item ``item`` of a map step) as a store records it.
 
-    ``output`` is the encoded output (``None`` when there is none).
+    ``output`` is the encoded output (``None`` when there is none); ``key``,
+    for an item of a map step with ``key=``, the item's key as JSON text
+    (:func:`key_text`; ``None``: no key), by which a resume finds it again.
+    ``item`` is the item's number among the step's records: its position in
+    the list the step mapped over, or for a keyed item first met by a resume
+    whose list had changed, a number after every one the step recorded before.
     """
 
     __slots__ = (
@@ -109,6 +114,7 @@ class TaskRecord:
         "error_message",
         "traceback",
         "output",
+        "key",
     )
 
     def __init__(
@@ -123,6 +129,7 @@ class TaskRecord:
         error_message: "str | None" = None,
         traceback: "str | None" = None,
         output: "bytes | None" = None,
+        key: "str | None" = None,
     ) -> None:
         self.step = step
         self.item = item
@@ -134,18 +141,19 @@ class TaskRecord:
         self.error_message = error_message
         self.traceback = traceback
         self.output = output
+        self.key = key
 
     def as_tuple(self) -> tuple["Any", ...]:
         return (
             self.step, self.item, self.status, self.attempts, self.started, self.finished,
-            self.error_type, self.error_message, self.traceback, self.output,
+            self.error_type, self.error_message, self.traceback, self.output, self.key,
         )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TaskRecord) and self.as_tuple() == other.as_tuple()
 
     def __repr__(self) -> str:
-        item = "" if self.item < 0 else f"[{self.item}]"
+        item = "" if self.item < 0 else f"[{self.item}]" if self.key is None else f"[{self.item} key {self.key}]"
         return f"<TaskRecord {self.step}{item} {self.status} attempts={self.attempts}>"
 
 
@@ -188,7 +196,7 @@ def check_run_id(run_id: object) -> str:
 
 def check_task(
     step: object, item: object, status: object, attempts: object, started: object, finished: object,
-    error_type: object, error_message: object, traceback: object, output: object,
+    error_type: object, error_message: object, traceback: object, output: object, key: object = None,
 ) -> TaskRecord:
     """A :class:`TaskRecord` from fields read back from a store, each checked.
 
@@ -201,12 +209,12 @@ def check_task(
         and (started is None or type(started) in _NUMBER) and (finished is None or type(finished) in _NUMBER)
         and (output is None or type(output) is bytes)
         and (error_type is None or type(error_type) is str) and (error_message is None or type(error_message) is str)
-        and (traceback is None or type(traceback) is str)
+        and (traceback is None or type(traceback) is str) and (key is None or type(key) is str)
         and started == started and finished == finished  # not NaN
     ):
         return TaskRecord(
             step, item, status, attempts, started, finished, error_type, error_message,  # type: ignore[arg-type]
-            traceback, output,
+            traceback, output, key,
         )
     problems = []
     if type(step) is not str:
@@ -225,7 +233,37 @@ def check_task(
             problems.append(f"{name} is a {type(value).__name__}")
     if output is not None and type(output) is not bytes:
         problems.append(f"output is a {type(output).__name__}")
+    if key is not None and type(key) is not str:
+        problems.append(f"key is a {type(key).__name__}")
     raise ValueError(", ".join(problems) or "a field has the wrong type")
+
+
+#: ``json.encoder.encode_basestring``, once a key was recorded.
+_quote: "Callable[[str], str] | None" = None
+
+
+def key_text(key: "str | int") -> str:
+    """How an item's key (a ``str`` or an ``int``) is recorded: as JSON text,
+    so that ``7`` and ``"7"`` stay two keys (``"q-1"``, ``7``)."""
+    global _quote
+    if not isinstance(key, str):
+        return str(key)
+    if _quote is None:
+        from json.encoder import encode_basestring  # (import time: json loads on first use)
+
+        _quote = encode_basestring  # (json.dumps's own quoting, without its per-call setup)
+    return _quote(key)
+
+
+def key_value(text: str) -> "Any":
+    """A key recorded by :func:`key_text`, back as the key (what an older or
+    damaged record holds that is not JSON: as it is)."""
+    from json import loads  # (import time: json loads on first use)
+
+    try:
+        return loads(text)
+    except ValueError:
+        return text
 
 
 def busy_time(intervals: "Iterable[tuple[float | None, float | None]]") -> float:

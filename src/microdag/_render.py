@@ -43,7 +43,7 @@ from operator import attrgetter, neg, not_, sub
 
 from ._layout import NODE_H, NODE_W, layers, layout, smooth_path
 from ._nogc import NoGC
-from ._present import duration_text, step_status
+from ._present import duration_text, item_label, step_status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ def _timeline(
     rows: list[tuple[str, TaskRecord | None]] = []
     for name, rec in sorted(steps.items(), key=lambda kv: _start_key(kv[1], items.get(kv[0]))):
         rows.append((name, rec))
-        rows.extend((f"{name}[{t.item}]", t) for t in sorted(items.get(name, ()), key=_item))
+        rows.extend((f"{name}[{item_label(t)}]", t) for t in sorted(items.get(name, ()), key=_item))
     t0 = info.started
     times = [t for _, r in rows if r is not None for t in (r.started, r.finished) if t is not None]
     times.extend(t for tries in earlier.values() for _, a, b, _, _ in tries for t in (a, b))
@@ -428,7 +428,7 @@ def _section(
         if t.error_type is None and t.status != "failed" and not text:
             continue
         duration = _span(t.started, t.finished, t.status)
-        out.append(f'<div class="item"><h4>{_esc(name)}[{t.item}] {_badge(t.status)}</h4>'
+        out.append(f'<div class="item"><h4>{_esc(name)}[{_esc(item_label(t))}] {_badge(t.status)}</h4>'
                    f"<p>attempts {t.attempts} &middot; duration {_esc(duration)}</p>{_error(t)}")
         if text:
             out.append(f'<pre class="log">{_esc(text)}</pre>')

@@ -49,7 +49,7 @@ class _Options:
     """
 
     __slots__ = ("retries", "retry_delay", "retry_backoff", "retry_max_delay", "retry_on", "timeout",
-                 "priority", "trigger", "map", "batch_size", "cache", "cache_ttl")
+                 "priority", "trigger", "map", "batch_size", "cache", "cache_ttl", "key")
 
     #: The default options (set below); a flow shares at most this many other sets.
     DEFAULT: "_Options"
@@ -70,6 +70,7 @@ class _Options:
         batch_size: "int | None" = None,
         cache: bool = False,
         cache_ttl: "float | None" = None,
+        key: "str | Callable[[Any], Any] | None" = None,
     ) -> None:
         problems: list[str] = []
         if not _is_int(retries) or retries < 0:
@@ -107,6 +108,15 @@ class _Options:
                 problems.append(f"{where}: batch_size must be an int >= 1, not {batch_size!r}")
             elif map is None:
                 problems.append(f"{where}: batch_size needs map= (the parameter to map over)")
+        if key is not None:
+            if not (isinstance(key, str) and key) and not callable(key):
+                problems.append(f"{where}: key must name an attribute of the items or be a callable "
+                                f"item -> key, not {key!r}")
+            elif map is None:
+                problems.append(f"{where}: key needs map= (the parameter whose items it names)")
+            elif batch_size is not None:
+                problems.append(f"{where}: key goes with map= of one item a call, not with batch_size "
+                                "(a batch is recorded as one unit, so its items could not be kept by key)")
         if not isinstance(cache, bool):
             problems.append(f"{where}: cache must be True or False, not {cache!r}")
         if cache_ttl is not None and (not _is_number(cache_ttl) or cache_ttl <= 0):
@@ -130,6 +140,7 @@ class _Options:
         self.batch_size = batch_size
         self.cache = cache
         self.cache_ttl = None if cache_ttl is None else float(cache_ttl)
+        self.key = key
 
     @classmethod
     def shared(cls, known: "dict[tuple[Any, ...], _Options]", name: str, options: "tuple[Any, ...]") -> "_Options":
@@ -180,6 +191,7 @@ class _Step:
         batch_size: int | None
         cache: bool
         cache_ttl: float | None
+        key: "str | Callable[[Any], Any] | None"
 
     def __init__(
         self, name: str, fn: "Callable[..., Any]", depends_on: "tuple[str, ...]", inputs: "dict[str, str]",
@@ -428,5 +440,5 @@ def _is_number(value: object) -> bool:
 
 
 #: The options' defaults, in ``_Options``' order (``Flow.add`` compares with them first).
-_DEFAULTS = (0, 0.0, 2.0, None, _RETRY_ON, None, None, "all_success", None, None, False, None)
+_DEFAULTS = (0, 0.0, 2.0, None, _RETRY_ON, None, None, "all_success", None, None, False, None, None)
 _Options.DEFAULT = _Options("the defaults", *_DEFAULTS)

@@ -5,8 +5,8 @@ import argparse
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, no_step, positive, printable
-from .._present import duration_text, task_order
-from .._records import busy_time
+from .._present import duration_text, item_label, task_order
+from .._records import busy_time, key_value
 from ._common import (
     color, dump, indented, jsonable, paint, preview,
     store_at, store_options, table, took, when,
@@ -107,7 +107,7 @@ def _decode(store: "Store", run_id: str, record: "TaskRecord", data: bytes) -> "
     except Exception as exc:
         from ..stores import StoreError  # (the handler's: --help opens no store)
 
-        of_item = f" (item {record.item})" if record.item >= 0 else ""
+        of_item = f" (item {item_label(record)})" if record.item >= 0 else ""
         raise StoreError(
             f"the output of step {record.step!r}{of_item} of run {run_id} cannot be decoded with the "
             f"{store.codec} codec ({type(exc).__name__}: {exc}); it is damaged, or the store was written "
@@ -148,6 +148,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
                 {
                     "step": r.step,
                     "item": None if r.item < 0 else r.item,
+                    **({} if r.key is None else {"key": key_value(r.key)}),
                     "status": r.status,
                     "attempts": r.attempts,
                     "started": r.started,
@@ -184,7 +185,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         print(f"  tasks: {sum(counts.values()):,} ({tally}); shown: the first {SHOW_FIRST} and up to "
               f"{SHOW_FAILURES} that failed or were cancelled (--all lists every one)")
     for n, r in enumerate(records):
-        name = printable(r.step if r.item < 0 else f"{r.step}[{r.item}]")
+        name = printable(r.step if r.item < 0 else f"{r.step}[{item_label(r)}]")
         spent = None if r.started is None or r.finished is None else r.finished - r.started
         output = preview(outputs[n], 60) if n in outputs else "-"
         rows.append([name, r.status, str(r.attempts), duration_text(spent), output])
@@ -226,7 +227,8 @@ def _show_error(args: "argparse.Namespace", record: "TaskRecord", failed: "list[
     if args.json:
         dump({"step": record.step, "status": record.status, "attempts": record.attempts,
               "error": _error_document(record),
-              "items": [{"item": r.item, "error": _error_document(r)} for r in items]})
+              "items": [{"item": r.item, **({} if r.key is None else {"key": key_value(r.key)}),
+                         "error": _error_document(r)} for r in items]})
         return FAILED
     attempts = f" after {record.attempts} attempt{'s' if record.attempts != 1 else ''}" if record.attempts else ""
     print(f"step {printable(repr(record.step))} of run {args.run_id}: {record.status}{attempts}")
@@ -234,7 +236,7 @@ def _show_error(args: "argparse.Namespace", record: "TaskRecord", failed: "list[
     sys.stdout.write(_error_text(record))
     for r in items[:SHOW_ITEM_ERRORS]:
         print()
-        print(f"item {r.item}:")
+        print(f"item {item_label(r)}:")
         sys.stdout.write(_error_text(r))
     if len(items) > SHOW_ITEM_ERRORS:
         print(f"\n... and {len(items) - SHOW_ITEM_ERRORS} more failed items (show --json lists every one)")

@@ -38,10 +38,11 @@ class Attempt:
         started, finished: the runner's clock readings (``0.0`` until set).
         trace: the attempt's span when a run is traced (``microdag.otel``),
             made current around the call; else ``None``.
+        key: the item's key, for a unit of a map step with ``key=``; else ``None``.
     """
 
     __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
-                 "capture", "started", "finished", "trace")
+                 "capture", "started", "finished", "trace", "key")
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class Attempt:
         started: float = 0.0,
         finished: float = 0.0,
         trace: "Any" = None,
+        key: "str | int | None" = None,
     ) -> None:
         self.step = step
         self.unit = unit
@@ -72,16 +74,21 @@ class Attempt:
         self.started = started
         self.finished = finished
         self.trace = trace
+        self.key = key
 
     def __reduce__(self) -> "Any":
         return (Attempt, (self.step, self.unit, self.item, self.number, self.name, self.timeout,
-                          self.run_id, self.flow, self.run_dir, self.capture, self.started, self.finished, self.trace))
+                          self.run_id, self.flow, self.run_dir, self.capture, self.started, self.finished, self.trace,
+                          self.key))
 
     def describe(self) -> str:
-        """``step 'name'``, or ``step 'name' item 3``: the attempt in messages."""
+        """``step 'name'``, ``step 'name' item 3`` or ``step 'name' item 3 (key 'q-1')``:
+        the attempt in messages."""
         if self.item is None:
             return f"step {self.name!r}"
-        return f"step {self.name!r} item {self.item}"
+        if self.key is None:
+            return f"step {self.name!r} item {self.item}"
+        return f"step {self.name!r} item {self.item} (key {self.key!r})"
 
     def timed_out(self, how: str) -> TimeoutError:
         """The error of this attempt past its timeout; ``how`` says what became of the call."""
@@ -168,7 +175,7 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
     if attempt is None:
         return awaited(fn(**kwargs))
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
-    frame.current[:] = [0, attempt.item, attempt.number]
+    frame.current[:] = [0, attempt.item, attempt.number, attempt.key]
     token = enter(frame)
     trace = attempt.trace
     span = None if trace is None else trace.enter()

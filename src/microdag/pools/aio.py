@@ -40,7 +40,7 @@ __all__ = ["AsyncPool"]
 async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt") -> "Any":
     """One attempt of an async step, as a task of the running loop (own context frame)."""
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
-    frame.current[:] = [0, attempt.item, attempt.number]
+    frame.current[:] = [0, attempt.item, attempt.number, attempt.key]
     enter(frame)  # a task runs in a copy of the context: this stays in the task
     if attempt.trace is not None:
         attempt.trace.enter()  # (so does the attempt's span)

@@ -199,12 +199,12 @@ class Caller:
 
     def attempt(
         self, i: int, number: int, started: float = 0.0, finished: float = 0.0, unit: int = -1,
-        item: "int | None" = None,
+        item: "int | None" = None, key: "str | int | None" = None,
     ) -> Attempt:
         """Attempt ``number`` of step ``i`` (or of its map unit ``unit``, whose
-        first item is ``item``), with the runner's clock readings."""
+        first item is ``item``, keyed ``key``), with the runner's clock readings."""
         return Attempt(i, unit, item, number, self.names[i], self.options[i].timeout, self.run_id, self.flow,
-                       self.run_dir, self.capture, started, finished)
+                       self.run_dir, self.capture, started, finished, None, key)
 
 
 # -- timeouts -----------------------------------------------------------------------------

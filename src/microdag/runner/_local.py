@@ -55,7 +55,7 @@ class InThread:
         fn, kwargs = r.call_args(att)
         frame = current_frame()
         if frame is not None:
-            frame.current[:] = [i, att.item, att.number]
+            frame.current[:] = [i, att.item, att.number, att.key]
         buffer = token = None
         if att.capture:
             buffer, token = _capture.start()
@@ -68,7 +68,7 @@ class InThread:
                 value = fn(**kwargs)
             else:
                 helper = r.frame()
-                helper.current[:] = [i, att.item, att.number]
+                helper.current[:] = [i, att.item, att.number, att.key]
                 value = call_with_timeout(fn, kwargs, att, helper)
             ok = True
         except BaseException as exc:
@@ -78,7 +78,7 @@ class InThread:
             if trace is not None:
                 trace.leave(span)
             if frame is not None:
-                frame.current[:] = [-1, None, 0]
+                frame.current[:] = [-1, None, 0, None]
             if token is not None:
                 _capture.stop(token)
         del kwargs
@@ -98,7 +98,7 @@ class InThread:
         i = ms.i
         step = r.plan.steps[i]
         careful = (step.timeout is not None or r.hooks or r.tracers is not None or r.plan.is_async[i]
-                   or r.capture)
+                   or r.capture or ms.extra is not None or ms.numbers is not None or ms.cache is not None)
         fn = step.fn
         frame = current_frame()
         current = None
@@ -106,6 +106,7 @@ class InThread:
             current = frame.current
             current[0] = i
             current[2] = 1  # first attempts; retries come back as attempts of their own
+            current[3] = ms.keys  # a keyed map's keys, by the item index the loop writes
         base = ms.size or 1
         while True:
             start, stop = maps.claim(ms)
@@ -128,7 +129,7 @@ class InThread:
                     break
                 j = failed + 1
         if current is not None:
-            current[:] = [-1, None, 0]
+            current[:] = [-1, None, 0, None]
 
     def _run_coroutine(self, coro: "Any", att: "Attempt") -> "Any":
         """Run an async step's coroutine on this thread's event loop (timeout: cancel it)."""

@@ -18,11 +18,17 @@ under the runner's lock; a unit's result slot belongs to whoever claimed it.
 
 A map step's ``attempts`` is the largest number of attempts any of its units
 took.
+
+A map step with ``key=`` (``_keys``: the rules) also holds its items' keys
+(``keys``), their record numbers when a resume moved them (``numbers``) and
+the values of parameters aligned by key (``extra``); a resume then finds a
+finished item by its key, whatever its position now.
 """
 
 from .._compat import sched
 from ..pools._attempt import Attempt, local
 from ._call import batch_error, gather, map_call, unit_kwargs, units
+from ._keys import aligned, duplicate, numbers, read_keys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,7 +42,8 @@ __all__ = ["MapRun", "Maps", "item_failed", "kept"]
 
 def item_failed(exc: BaseException, att: Attempt) -> None:
     """Note on ``exc`` that map unit attempt ``att`` failed for good with it (its item's record says so)."""
-    exc.add_note(f"microdag: item {att.item} of map step {att.name!r} failed on attempt {att.number}")
+    key = "" if att.key is None else f" (key {att.key!r})"
+    exc.add_note(f"microdag: item {att.item}{key} of map step {att.name!r} failed on attempt {att.number}")
 
 
 
@@ -68,7 +75,7 @@ class MapRun:
     """One map step being run: its units and how far they got."""
 
     __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
-                 "tries", "errors", "finished", "todo", "items", "ended")
+                 "tries", "errors", "finished", "todo", "items", "ended", "keys", "numbers", "extra", "cache")
 
     def __init__(
         self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
@@ -91,6 +98,14 @@ class MapRun:
         #: counted only when a run has hooks, which the counts are for).
         self.items = len(units) if size is None else sum(map(len, units))
         self.ended = 0
+        #: A keyed map's: each item's key; its record number, when not its
+        #: position (a resume); ``(position in names, value by item)`` of the
+        #: parameters aligned by key.
+        self.keys: list[Any] | None = None
+        self.numbers: list[int] | None = None
+        self.extra: list[tuple[int, list[Any]]] | None = None
+        #: A cached keyed map's: unit -> the cache key its result is kept under.
+        self.cache: dict[int, str] | None = None
 
     def unclaimed(self) -> bool:
         """Whether some unit of this map is still to be claimed."""
@@ -108,11 +123,22 @@ class MapRun:
 
     def kwargs(self, j: int) -> "dict[str, Any]":
         """The keyword arguments of unit ``j``."""
-        return unit_kwargs(self.names, self.values, self.pos, self.units[j])
+        out = unit_kwargs(self.names, self.values, self.pos, self.units[j])
+        if self.extra is not None:
+            for p, by_item in self.extra:
+                out[self.names[p]] = by_item[j]
+        return out
 
     def item(self, j: int) -> int:
-        """The index of unit ``j``'s (first) item."""
+        """The record number of unit ``j``'s (first) item: its position, or a
+        keyed item's number (``_keys.numbers``)."""
+        if self.numbers is not None:
+            return self.numbers[j]
         return j * (self.size or 1)
+
+    def key(self, j: int) -> "Any":
+        """Unit ``j``'s key (``None``: not a keyed map)."""
+        return None if self.keys is None else self.keys[j]
 
     def end_units(self, start: int, stop: int) -> "tuple[int, int]":
         """Units ``start .. stop-1`` ended (the caller holds the lock): the map's
@@ -130,6 +156,10 @@ class Maps:
         self.of: dict[int, MapRun] = {}
         #: Resume: map step id -> {recorded item index: attempts} of its succeeded units.
         self.resumed: dict[int, dict[int, int]] = {}
+        #: Resume: keyed map step id -> ({key text: record number}, the largest number recorded).
+        self.numbered: dict[int, tuple[dict[str, int], int]] = {}
+        #: Keyed map step id -> its items' keys, in this run (for the maps aligned with it).
+        self.keys_of: dict[int, list[Any]] = {}
 
     # -- starting -----------------------------------------------------------------
 
@@ -160,29 +190,135 @@ class Maps:
             r.succeed(i, [])
             return
         ms = MapRun(i, names, values, pos, unit_list, size)
+        bad: dict[int, BaseException] = {}
+        if step.key is not None:
+            try:
+                bad = self._keyed(ms, step.key)
+            except ValueError as exc:  # duplicate keys, or a map to align with whose keys are not known
+                r.finished[i] = r.clock()
+                r.fail(i, exc)
+                return
+        hits = self._cached_items(ms, bad) if step.cache and ms.keys is not None else {}
         recorded = self.resumed.pop(i, None)
         with r.lock:
             self.of[i] = ms
-        if recorded and not self._take_recorded(ms, recorded):
+        if (recorded or bad or hits) and not self._take_recorded(ms, recorded or {}, bad, hits):
             return
         with r.lock:
             self.running.append(ms)
         r.wake()
 
-    def _take_recorded(self, ms: MapRun, recorded: "dict[int, int]") -> bool:
+    def _keyed(self, ms: MapRun, key: "Any") -> "dict[int, BaseException]":
+        """Read the keys of keyed map ``ms``, number its items and align the
+        parameters bound to other keyed maps (``_keys``); the errors of the
+        items that fail without running.
+
+        Raises:
+            ValueError: two items have one key, or a map to align with has no known keys.
+        """
+        r = self.r
+        i = ms.i
+        name = r.names[i]
+        keys, bad = read_keys(name, key, ms.units)
+        error = duplicate(name, key, keys)
+        if error is not None:
+            raise error
+        ms.keys = self.keys_of[i] = keys
+        got = self.numbered.pop(i, None)
+        if got is not None:
+            ms.numbers = numbers(keys, *got)
+        argdeps = r.plan.argdeps[i]
+        for p, d in enumerate(argdeps):
+            other = r.plan.steps[d]
+            if p == ms.pos or other.map is None or other.key is None:
+                continue
+            their = self.keys_of.get(d)
+            if their is None:  # a map a resumed run finished before: its keys read again from its items
+                their = self._keys_again(d)
+            by_item, missing = aligned(name, ms.names[p], r.names[d], keys, their, local(ms.values[p]))
+            ms.extra = (ms.extra or []) + [(p, by_item)]
+            for j, exc in missing.items():
+                bad.setdefault(j, exc)
+        return bad
+
+    def _keys_again(self, d: int) -> "list[Any] | None":
+        """The keys of keyed map step ``d``, which did not start in this run (a
+        resume: it finished before), from the value it maps over, if that is
+        still at hand and every key reads."""
+        r = self.r
+        step = r.plan.steps[d]
+        assert step.key is not None
+        try:
+            values = [r.value(x) for x in r.plan.argdeps[d]]
+            values.extend(r.consts[d])
+            _, pos = map_call(r.plan, d, r.kwnames[d], values)
+            keys, bad = read_keys(r.names[d], step.key, units(r.names[d], str(step.map), local(values[pos]), None))
+        except Exception:  # (not at hand: the caller says what cannot be aligned)
+            return None
+        return None if bad else keys
+
+    def _cached_items(self, ms: MapRun, bad: "dict[int, BaseException]") -> "dict[int, Any]":
+        """A cached keyed map caches each item: the results the cache holds for
+        items of ``ms`` (by unit), and the keys the others' results go under
+        (``ms.cache``), so that a list reordered, extended or shortened since
+        runs only the items the cache has not seen."""
+        from ._cache import cache_key  # (cached steps only)
+
+        r = self.r
+        step = r.plan.steps[ms.i]
+        ms.cache = {}
+        hits = {}
+        for j in range(len(ms.units)):
+            if j not in bad:
+                key = cache_key(f"{step.name}\x00item", step.fn, ms.kwargs(j))
+                hit, value = r.recorder.cache_get(key, step.cache_ttl)
+                if hit:
+                    hits[j] = value
+                else:
+                    ms.cache[j] = key
+        return hits
+
+    def _take_recorded(
+        self, ms: MapRun, recorded: "dict[int, int]", bad: "dict[int, BaseException]", hits: "dict[int, Any]",
+    ) -> bool:
         """Resume: fill in the units of ``ms`` its run records as succeeded (a
-        unit is recorded under its first item's index); ``False`` when that
-        settled the whole map."""
+        unit is recorded under its first item's index, a keyed item under its
+        number), and the results the cache had (``hits``, recorded now); fail
+        the items in ``bad`` (a keyed map's, without running them); ``False``
+        when that settled the whole map."""
         name = self.r.names[ms.i]
-        done = kept(ms.units, ms.size, recorded, lambda item: self.r.recorder.output(name, item))
+        output = self.r.recorder.output
+        if ms.keys is None:
+            done = kept(ms.units, ms.size, recorded, lambda item: output(name, item))
+        else:
+            done = {}
+            for j in range(len(ms.units)):
+                tries = None if j in bad else recorded.get(ms.item(j))
+                if tries is not None:
+                    try:
+                        done[j] = (output(name, ms.item(j)), tries)
+                    except KeyError:
+                        continue
+        for j, value in hits.items():
+            if j not in done:
+                att = self.r.caller.attempt(ms.i, 0, self.r.clock(), unit=j, item=ms.item(j), key=ms.key(j))
+                att.finished = att.started
+                self.r.recorder.unit_succeeded(att, value)
+                done[j] = (value, 0)
         for j, (result, tries) in done.items():
             ms.results[j] = result
             ms.tries[j] = tries
-        ms.todo = [j for j in range(len(ms.units)) if j not in done]
-        ms.pending = len(ms.todo)
+        ms.todo = [j for j in range(len(ms.units)) if j not in done and j not in bad]
+        ms.pending = len(ms.todo) + len(bad)
         if self.r.hooks:
             for j in done:
                 ms.end_units(j, j + 1)
+        for j, exc in bad.items():
+            att = self.begin_unit(ms, j)
+            att.finished = att.started
+            self.r.failed(att, exc, retry=False)
+            if ms.finished:
+                return False
         if ms.todo:
             return True
         self.finish(ms)
@@ -236,7 +372,7 @@ class Maps:
         r = self.r
         number = ms.tries[j] = ms.tries.get(j, 0) + 1
         i = ms.i
-        att = r.caller.attempt(i, number, r.clock(), unit=j, item=ms.item(j))
+        att = r.caller.attempt(i, number, r.clock(), unit=j, item=ms.item(j), key=ms.key(j))
         if r.tracers is not None:
             r.tracers.started(att)
         return att
@@ -287,12 +423,16 @@ class Maps:
                     bad.append((j, error))
         if att is not None and not bad:
             r.recorder.unit_succeeded(att, ms.results[att.unit])
+            if ms.cache is not None and att.unit in ms.cache:
+                r.recorder.cache_put(ms.cache.pop(att.unit), ms.results[att.unit])
         with r.lock:
             ms.pending -= stop - start - len(bad)
             last = ms.pending == 0
             progress = ms.end_units(start, stop) if r.hooks else None  # (counted for the hooks alone)
         if progress is not None:
-            r.emit("step_progress", ms.i, items=progress)
+            one = att if att is not None and stop - start == 1 else None  # (one item: named)
+            r.emit("step_progress", ms.i, items=progress, item=None if one is None else one.item,
+                   key=None if one is None else one.key)
         for j, error in bad:
             r.failed(att if att is not None else self.hot_attempt(ms, j), error, retry=False)
         if last:
@@ -313,7 +453,7 @@ class Maps:
             last = ms.pending == 0
             progress = ms.end_units(att.unit, att.unit + 1) if r.hooks else None
         if progress is not None:
-            r.emit("step_progress", ms.i, items=progress)
+            r.emit("step_progress", ms.i, items=progress, item=att.item, key=att.key)
         if r.fail_fast or last:
             self.finish(ms)
 

@@ -33,7 +33,7 @@ from itertools import compress
 from .._capture import take
 from .._errors import StoreError
 from .._events import log
-from .._records import RunInfo, TaskRecord, step_traceback
+from .._records import RunInfo, TaskRecord, key_text, step_traceback
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -175,13 +175,15 @@ class StoreRecorder:
 
     def resume(
         self, index: "dict[str, int]", active: "set[int] | None", maps: "set[str]", force: bool
-    ) -> "tuple[Resumed, dict[int, dict[int, int]]]":
+    ) -> "tuple[Resumed, dict[int, dict[int, int]], dict[int, tuple[dict[str, int], int]]]":
         """Claim run ``run_id`` to resume it; what its store records as
-        succeeded, as ``(steps, items)``: ``steps``, the ids of the steps
+        succeeded, as ``(steps, items, numbered)``: ``steps``, the ids of the steps
         that succeeded and their attempts, starts and finishes (four
-        columns), and ``items``, map step id -> {item: attempts} for the
-        items of the map steps ``maps`` that succeeded.  Then :meth:`reopen`
-        (or :meth:`let_go`).
+        columns), ``items``, map step id -> {item: attempts} for the
+        items of the map steps ``maps`` that succeeded, and ``numbered``,
+        map step id -> ({key text: item}, the largest item recorded) over
+        the item records of those map steps (keyed maps' items are found
+        by key).  Then :meth:`reopen` (or :meth:`let_go`).
 
         Raises:
             StoreError: the run is live in another process (unless ``force``).
@@ -198,13 +200,20 @@ class StoreRecorder:
             columns = [list(compress(column, keep)) for column in columns]
         steps: Resumed = tuple(columns)
         items: dict[int, dict[int, int]] = {}
+        numbered: dict[int, tuple[dict[str, int], int]] = {}
         if maps:
             maps = maps.difference(self.names[i] for i in steps[0])
         if maps:
             for r in store.tasks(run_id, outputs=False):
-                if r.item >= 0 and r.status == "succeeded" and r.step in maps:
-                    items.setdefault(index[r.step], {})[r.item] = r.attempts
-        return steps, items
+                if r.item >= 0 and r.step in maps:
+                    i = index[r.step]
+                    if r.status == "succeeded":
+                        items.setdefault(i, {})[r.item] = r.attempts
+                    by_key, top = numbered.get(i) or ({}, -1)
+                    if r.key is not None:
+                        by_key[r.key] = r.item
+                    numbered[i] = (by_key, max(top, r.item))
+        return steps, items, numbered
 
     def reopen(self) -> None:
         """The resumed run goes on: recorded as running again."""
@@ -230,6 +239,7 @@ class StoreRecorder:
     def _save(
         self, step: str, item: int, status: str, attempts: int, started: "float | None",
         finished: "float | None", error: "BaseException | None" = None, output: "bytes | None" = None,
+        key: "str | int | None" = None,
     ) -> None:
         if self.refused:
             return
@@ -237,7 +247,8 @@ class StoreRecorder:
         etype = emsg = tb = None
         if error is not None:
             etype, emsg, tb = type(error).__name__, str(error), step_traceback(error)
-        record = TaskRecord(step, item, status, attempts, started, finished, etype, emsg, tb, output)
+        record = TaskRecord(step, item, status, attempts, started, finished, etype, emsg, tb, output,
+                            None if key is None else key_text(key))
         try:
             self.store.save(self.run_id, [record])
         except StoreError as exc:
@@ -282,12 +293,12 @@ class StoreRecorder:
         except Exception:
             return  # the step's own record reports what cannot be stored
         self._save(att.name, att.item or 0, "succeeded", att.number, att.started + self.offset,
-                   att.finished + self.offset, output=data)
+                   att.finished + self.offset, output=data, key=att.key)
 
     def unit_failed(self, att: "Attempt", exc: BaseException) -> None:
         """Record that a map unit failed for good."""
         self._save(att.name, att.item or 0, "failed", att.number, att.started + self.offset,
-                   att.finished + self.offset, exc)
+                   att.finished + self.offset, exc, key=att.key)
 
     def retried(self, att: "Attempt", exc: BaseException) -> None:
         """Keep the times and error of an attempt that failed and is tried again."""

@@ -189,6 +189,10 @@ def check(
                 store.queue()
             except StoreError as exc:
                 problems.append(str(exc))
+        keyed = [str(plan.graph.names[i]) for i in plan.maps if plan.steps[i].key is not None]
+        if keyed:
+            problems.append(f"step {keyed[0]!r} maps with key=, which executor='workers' does not run: its items' "
+                            "record numbers are kept by one process; run it on another executor")
         lease = options.lease
         if lease is not None and (type(lease) not in (int, float) or not 0 < lease < float("inf")):
             problems.append(f"lease must be a number of seconds > 0, not {lease!r}")
@@ -318,7 +322,7 @@ def _open_record(
     active = None if runner.subset is None else set(runner.subset)
     if resumed is not None:
         maps = {runner.names[i] for i in plan.maps if active is None or i in active}
-        steps, items = recorder.resume(name_index(plan.graph), active, maps, force)
+        steps, items, numbered = recorder.resume(name_index(plan.graph), active, maps, force)
         changed = [] if force else _changed_code(resumed.code, plan.code(), runner.names, steps[0])
         if changed:
             recorder.let_go()
@@ -329,7 +333,7 @@ def _open_record(
                 "force=True to use them anyway, or run the flow anew"
             )
         recorder.reopen()
-        runner.resume_from(*steps, items)
+        runner.resume_from(*steps, items, numbered)
         _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep

@@ -372,7 +372,7 @@ class Runner:
             heapq.heappush(self.retries, (self.clock() + delay, self._seq, att, exc))
         log(20, "run %s: %s failed on attempt %d (%s: %s); retrying in %.3f s",
             self.run_id, att.describe(), att.number, type(exc).__name__, exc, delay)
-        self.emit("step_retrying", att.step, attempt=att.number, duration=delay, error=exc)
+        self.emit("step_retrying", att.step, attempt=att.number, duration=delay, error=exc, item=att.item, key=att.key)
         self.wake()
 
     def fail(self, i: int, exc: BaseException) -> None:
@@ -550,13 +550,18 @@ class Runner:
     def resume_from(
         self, ids: "list[int]", attempts: "Sequence[int]", started: "Sequence[float | None]",
         finished: "Sequence[float | None]", items: "dict[int, dict[int, int]] | None" = None,
+        numbered: "dict[int, tuple[dict[str, int], int]] | None" = None,
     ) -> None:
         """Take over the steps ``ids`` a resumed run records as succeeded
         (with their attempts, starts and finishes): their attempts and times
         now, their outputs when a step needs them (:meth:`value`); ``items``:
-        map step id -> {item index: attempts} of the units it records as succeeded."""
+        map step id -> {item index: attempts} of the units it records as succeeded;
+        ``numbered``: map step id -> ({key text: item index}, the largest index)
+        of its item records (a keyed map's items are found by key)."""
         if items:
             self.maps.resumed = items
+        if numbered:
+            self.maps.numbered = numbered
         offset, wall0 = self.offset, self.wall0
         tries, starts, ends, outputs = self.attempts, self.started, self.finished, self.outputs
         for i, a, start, end in zip(ids, attempts, started, finished):

@@ -174,6 +174,8 @@ class JSONStore(Store):
                 self._timer.arm()
             for r in records:
                 row: dict[str, Any] = {name: getattr(r, name) for name in TaskRecord.__slots__}
+                if r.key is None:  # (only a keyed map's items have one; older files have none)
+                    del row["key"]
                 if r.output is not None:
                     if len(r.output) >= BLOB_SIZE:
                         row["output"] = None
@@ -313,6 +315,7 @@ class JSONStore(Store):
             return check_task(
                 step, row.get("item"), row.get("status"), row.get("attempts"), row.get("started"),
                 row.get("finished"), row.get("error_type"), row.get("error_message"), row.get("traceback"), output,
+                row.get("key"),
             )
         except ValueError as exc:  # (binascii.Error, UnicodeError are ValueErrors)
             raise StoreError(

@@ -4,7 +4,6 @@ import copy
 import itertools
 import json
 import threading
-from operator import itemgetter
 
 from .._context import default_run_dir
 from .._errors import StoreError
@@ -13,10 +12,10 @@ from .._records import RunInfo, TaskRecord, check_run_id
 from ._base import Store
 from ._files import BLOB_SIZE, doomed, drop_folders
 
-#: Where a kept task row (``TaskRecord.as_tuple()``) has its output (the last field).
+#: Where a kept task row (``TaskRecord.as_tuple()``) has its output.
 _OUTPUT = TaskRecord.__slots__.index("output")
-#: A kept task row without its output.
-_NO_OUTPUT = itemgetter(slice(0, _OUTPUT))
+#: A kept task row without its output (``None`` in its place).
+_NO_OUTPUT = lambda row: (*row[:_OUTPUT], None, *row[_OUTPUT + 1:])  # noqa: E731
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ class MemoryStore(Store):
                 if data is not None and len(data) >= BLOB_SIZE:
                     digest = self.digest(data)
                     self._blobs[digest] = data
-                    kept = (*kept[:_OUTPUT], _Blob(digest))
+                    kept = (*kept[:_OUTPUT], _Blob(digest), *kept[_OUTPUT + 1:])
                 tasks[(record.step, record.item)] = kept
 
     def flush(self) -> None:

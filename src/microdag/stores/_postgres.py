@@ -65,7 +65,7 @@ CREATE INDEX IF NOT EXISTS runs_by_flow ON microdag.runs (flow, started);
 CREATE TABLE IF NOT EXISTS microdag.tasks (
     run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, seq BIGINT NOT NULL,
     status TEXT NOT NULL, attempts INTEGER NOT NULL, started DOUBLE PRECISION, finished DOUBLE PRECISION,
-    error_type TEXT, error_message TEXT, traceback TEXT, output BYTEA, output_ref TEXT,
+    error_type TEXT, error_message TEXT, traceback TEXT, output BYTEA, output_ref TEXT, key TEXT,
     PRIMARY KEY (run_id, step, item)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON microdag.tasks (run_id, seq);
@@ -92,9 +92,10 @@ CREATE TABLE IF NOT EXISTS microdag.blobs (sha TEXT PRIMARY KEY, data BYTEA NOT 
 #: text cost the client a quoting pass per value).
 _UPSERT_COLUMNS = f"""
 INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref)
+                   error_type, error_message, traceback, output, output_ref, key)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::integer[], %b::bigint[], %b::text[], %b::integer[],
-                     %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[])
+                     %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[],
+                     %b::text[])
 {TASK_UPDATES}
 """
 
@@ -261,6 +262,15 @@ class PostgresStore(SQLStore):
                 f"{self.path!r} has store schema {schema}, newer than this microdag's ({SCHEMA}): "
                 "upgrade microdag to use it"
             )
+        try:
+            if not db.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = 'microdag'"
+                              " AND table_name = 'tasks' AND column_name = 'key'").fetchone():
+                with db.conn.transaction():  # a keyed map item's key: a column added since (no change of data)
+                    db.execute(f"SELECT pg_advisory_xact_lock({_KEY})", ("microdag schema",))
+                    db.execute("ALTER TABLE microdag.tasks ADD COLUMN IF NOT EXISTS key TEXT")
+        except psycopg.Error as exc:
+            db.close()
+            raise StoreError(f"cannot open store {self.path!r}: {_first_line(exc)}") from None
         try:
             return settle_codec(codec, meta.get("codec"), self.path)
         except BaseException:

@@ -48,11 +48,11 @@ TASK_UPDATES = """ON CONFLICT (run_id, step, item) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started = excluded.started,
     finished = excluded.finished, error_type = excluded.error_type,
     error_message = excluded.error_message, traceback = excluded.traceback,
-    output = excluded.output, output_ref = excluded.output_ref"""
+    output = excluded.output, output_ref = excluded.output_ref, key = excluded.key"""
 _UPSERT = f"""
 INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   error_type, error_message, traceback, output, output_ref, key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 {TASK_UPDATES}
 """
 #: What an attempt printed, kept (or replaced).
@@ -188,7 +188,7 @@ class SQLStore(SQLReader):
                     etype, emsg, tb = t(etype), t(emsg), t(tb)
                 self._pending.append(
                     (key, step, r.item, self._seq, status, r.attempts, r.started, r.finished, etype, emsg, tb,
-                     output, ref)
+                     output, ref, r.key if r.key is None else t(r.key))
                 )
                 if status == "succeeded" and r.started is not None and r.finished is not None:
                     self._work += r.finished - r.started  # (the work lost if this record were)

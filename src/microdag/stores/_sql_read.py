@@ -138,22 +138,22 @@ class SQLReader(Store):
         with NoGC():  # (a big run's million rows and records)
             rows = self._read(
                 "SELECT step, item, status, attempts, started, finished, error_type, error_message,"
-                f" traceback, {columns} FROM tasks WHERE run_id = ? ORDER BY seq",
+                f" traceback, {columns}, key FROM tasks WHERE run_id = ? ORDER BY seq",
                 (run_id,),
             )
             return _records(rows, lambda row: self._record(run_id, row), self._texts)
 
     def _record(self, run_id: str, row: "tuple[Any, ...]") -> TaskRecord:
-        """A ``tasks`` row (step ... traceback, output, output_ref) as a checked :class:`TaskRecord`."""
+        """A ``tasks`` row (step ... traceback, output, output_ref, key) as a checked :class:`TaskRecord`."""
         s = self._s
-        row = (s(row[0]), row[1], s(row[2]), *row[3:6], s(row[6]), s(row[7]), s(row[8]), *row[9:])
+        row = (s(row[0]), row[1], s(row[2]), *row[3:6], s(row[6]), s(row[7]), s(row[8]), row[9], row[10], s(row[11]))
         step, item = row[0], row[1]
         output = row[9]
         if row[10] is not None:
             output = self._blob(row[10], run_id, str(step), item if type(item) is int else -1)
         try:
             _, _, status, attempts, started, finished, etype, emsg, tb = row[:9]
-            return check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output)
+            return check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output, row[11])
         except ValueError as exc:
             raise StoreError(
                 f"the record of step {step!r} (item {item!r}) of run {run_id!r} in store "
@@ -165,7 +165,7 @@ class SQLReader(Store):
         counts = {self._s(status): n for status, n in self._read(
             "SELECT status, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY status", (run_id,))}
         columns = ("seq, step, item, status, attempts, started, finished, error_type, error_message, traceback,"
-                   " output, output_ref")
+                   " output, output_ref, key")
         rows = self._read(f"SELECT {columns} FROM tasks WHERE run_id = ? ORDER BY seq LIMIT ?", (run_id, first))
         if counts.get("failed") or counts.get("cancelled"):
             rows += self._read(

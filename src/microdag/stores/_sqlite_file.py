@@ -38,7 +38,7 @@ CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
 CREATE TABLE IF NOT EXISTS tasks (
     run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, seq INTEGER NOT NULL,
     status TEXT NOT NULL, attempts INTEGER NOT NULL, started REAL, finished REAL,
-    error_type TEXT, error_message TEXT, traceback TEXT, output BLOB, output_ref TEXT,
+    error_type TEXT, error_message TEXT, traceback TEXT, output BLOB, output_ref TEXT, key TEXT,
     PRIMARY KEY (run_id, step, item)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
@@ -176,6 +176,8 @@ def _check_and_create(db: "sqlite3.Connection", path: str, codec: str) -> None:
         for column in ("source", "code"):
             if column not in columns:
                 db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+        if "key" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:  # a keyed map item's key
+            db.execute("ALTER TABLE tasks ADD COLUMN key TEXT")
     if not tables:
         try:
             db.executescript(

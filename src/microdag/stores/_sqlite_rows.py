@@ -83,17 +83,17 @@ def _records(
     if not rows:
         return []
     columns = list(zip(*rows))
-    for k in (0, 2, 6, 7, 8):  # the text columns
+    for k in (0, 2, 6, 7, 8, 11):  # the text columns
         columns[k] = texts(columns[k])
-    step, item, status, attempts, started, finished, etype, emsg, tb, output, ref = columns
+    step, item, status, attempts, started, finished, etype, emsg, tb, output, ref, key = columns
     times = set(map(type, started)) | set(map(type, finished))
-    kinds = set(map(type, etype)) | set(map(type, emsg)) | set(map(type, tb))
+    kinds = set(map(type, etype)) | set(map(type, emsg)) | set(map(type, tb)) | set(map(type, key))
     if not (set(map(type, step)) == set(map(type, status)) == {str} and set(map(type, item)) == {int}
             and set(map(type, attempts)) == {int} and min(item) >= -1 and min(attempts) >= 0
             and times <= {float, int, type(None)} and kinds <= {str, type(None)}
             and set(map(type, output)) <= {bytes, type(None)} and ref.count(None) == len(ref)):
         return [one(row) for row in rows]  # (a REAL column never holds NaN: SQLite makes it NULL)
-    return list(map(TaskRecord, step, item, status, attempts, started, finished, etype, emsg, tb, output))
+    return list(map(TaskRecord, step, item, status, attempts, started, finished, etype, emsg, tb, output, key))
 
 
 def _successes(

@@ -15,7 +15,7 @@ usefully of them.
 import json
 
 from .._layout import NODE_H, NODE_W, layers, layout
-from .._present import duration_text, preview, step_status, task_order
+from .._present import duration_text, item_label, preview, step_status, task_order
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
     return {
         "step": record.step,
         "item": None if record.item < 0 else record.item,
+        "item_label": None if record.item < 0 else item_label(record),
         "status": record.status,
         "attempts": record.attempts,
         "started": record.started,

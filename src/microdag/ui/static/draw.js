@@ -170,7 +170,7 @@ export function drawTimeline(tasks, attempts, t0, end) {
   const [failFill, failStroke] = COLOURS.failed;
   rows.forEach((t, k) => {
     const y = 24 + k * ROW_H;
-    const label = missing(t.item) ? t.step : `${t.step}[${t.item}]`;
+    const label = missing(t.item) ? t.step : `${t.step}[${t.item_label ?? t.item}]`;
     frag.append(svgEl('text', {class: 'row', x: 4, y: y + 12}, svgEl('title', null, label), cut(label, 30)));
     if (missing(t.started)) return;
     for (const a of earlier.get(taskKey(t.step, t.item)) || []) {

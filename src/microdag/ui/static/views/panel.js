@@ -17,7 +17,7 @@ export function renderPanel(ctx, step, task, tasks) {
   if (items.length) { // a mapped step: pick the whole step or one item
     const select = el('select', {class: 'item-select', 'aria-label': 'Task'});
     if (tasks.has(taskKey(step, null))) select.append(el('option', {value: ''}, 'whole step'));
-    for (const t of items.slice(0, 1000)) select.append(el('option', {value: String(t.item)}, `item ${t.item} (${t.status})`));
+    for (const t of items.slice(0, 1000)) select.append(el('option', {value: String(t.item)}, `item ${t.item_label ?? t.item} (${t.status})`));
     select.value = task && !missing(task.item) ? String(task.item) : '';
     select.addEventListener('change', () => openStep(step, select.value === '' ? null : Number(select.value)));
     panel.append(el('label', {class: 'item-pick'}, 'Task ', select));
