@@ -131,11 +131,11 @@ class Converter:
         """``value`` as JSON bytes (compact; only the JSON codec's encoder writes
         the rest, so call this for a Pydantic model that is the whole value)."""
         node = self._node
-        if isinstance(node, Model):
-            if type(value) is not node.cls:
+        if self.whole:
+            cls: Any = node.cls  # type: ignore[attr-defined]
+            if type(value) is not cls:
                 raise self._error(Bad(f"expected {node.name}, not {kind(value)}"))
-            model: Any = value  # (type() narrowed value)
-            data: bytes = model.model_dump_json().encode()
+            data: bytes = cls.__pydantic_serializer__.to_json(value)  # (what model_dump_json calls)
             return data
         import json  # (import time: json loads on first use)
 
@@ -148,14 +148,20 @@ class Converter:
             ConvertError: the JSON does not fit the annotation; ValueError: it is not JSON.
         """
         node = self._node
-        if isinstance(node, Model):
-            lines = node.validate(data, "")
-            if isinstance(lines, list):
-                raise ConvertError(_say(self.what, *lines[0]), [_say(self.what, *line) for line in lines])
-            return lines
+        if self.whole:
+            try:
+                return node.cls.__pydantic_validator__.validate_json(data, strict=True)  # type: ignore[attr-defined]
+            except ValueError as exc:  # (pydantic's ValidationError is one)
+                lines = Model.errors(exc, "")
+                where, problem = lines[0]
+                raise ConvertError(_say(self.what, where, problem), [_say(self.what, *line) for line in lines],
+                                   f"at {where.lstrip('.')}: {problem}" if where else problem) from None
         import json  # (import time: json loads on first use)
 
-        return self.load(json.loads(data))
+        try:
+            return node.load(json.loads(data))
+        except Bad as bad:
+            raise self._error(bad) from None
 
 
 def converter(annotation: "Any", what: str) -> "Converter | None":

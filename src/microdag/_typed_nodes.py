@@ -64,11 +64,13 @@ ANY = Node("Any", plain=True)
 class Plain(Node):
     """``str``, ``int``, ``float``, ``bool``, ``None`` or a ``Literal``: checked on load only."""
 
-    __slots__ = ("test",)
+    __slots__ = ("test", "types")
 
-    def __init__(self, name: str, test: "Callable[[Any], bool]") -> None:
+    def __init__(self, name: str, test: "Callable[[Any], bool]", types: "frozenset[type] | None" = None) -> None:
         super().__init__(name, plain=True)
         self.test = test
+        #: The exact types of the values it takes, when that says it (not a Literal's): checked inline.
+        self.types = types
 
     def load(self, value: "Any") -> "Any":
         if not self.test(value):
@@ -80,11 +82,11 @@ class Plain(Node):
 
 
 PLAIN = {
-    str: Plain("str", lambda v: type(v) is str),
-    int: Plain("int", lambda v: type(v) is int),
-    float: Plain("float", lambda v: type(v) is float or type(v) is int),
-    bool: Plain("bool", lambda v: type(v) is bool),
-    type(None): Plain("None", lambda v: v is None),
+    str: Plain("str", lambda v: type(v) is str, frozenset({str})),
+    int: Plain("int", lambda v: type(v) is int, frozenset({int})),
+    float: Plain("float", lambda v: type(v) is float or type(v) is int, frozenset({float, int})),
+    bool: Plain("bool", lambda v: type(v) is bool, frozenset({bool})),
+    type(None): Plain("None", lambda v: v is None, frozenset({type(None)})),
 }
 
 
@@ -152,8 +154,9 @@ class Items(Node):
         if type(value) is not list:
             raise Bad(f"expected {self.name} (a JSON list), not {kind(value)}")
         item = self.item
-        if item is ANY:
-            return value if self.make is list else self.make(value)
+        types = getattr(item, "types", None)
+        if item is ANY or types is not None and types.issuperset(map(type, value)):
+            return value if self.make is list else self.make(value)  # (plain items, checked at C speed)
         out = []
         for k, v in enumerate(value):
             try:
@@ -243,6 +246,9 @@ class Dict(Node):
         if type(value) is not dict:
             raise Bad(f"expected {self.name} (a JSON object), not {kind(value)}")
         key, node = self.key, self.value
+        types = getattr(node, "types", None)
+        if key is PLAIN[str] and (node is ANY or types is not None and types.issuperset(map(type, value.values()))):
+            return value  # (plain values under text keys, checked at C speed)
         out = {}
         for k, v in value.items():
             try:
@@ -268,12 +274,14 @@ def _integer(text: str) -> bool:
 class Fields(Node):
     """A dataclass, ``NamedTuple`` or ``TypedDict``: a JSON object of its fields."""
 
-    __slots__ = ("cls", "fields", "required", "late", "kind")
+    __slots__ = ("cls", "fields", "required", "late", "kind", "fast")
 
     def __init__(self, cls: type, kind: str) -> None:
         super().__init__(cls.__name__)
         self.cls, self.kind = cls, kind
         self.fields: dict[str, Node] = {}
+        #: ``load`` for a value with no problem, written for this class at the first load.
+        self.fast: Callable[[Any], Any] | None = None
         self.required: frozenset[str] = frozenset()
         self.late: tuple[str, ...] = ()  # a dataclass's fields with init=False: set after __init__
 
@@ -305,6 +313,50 @@ class Fields(Node):
         return out
 
     def load(self, value: "Any") -> "Any":
+        fast = self.fast
+        if fast is None:
+            fast = self.fast = self._write_fast()
+        return fast(value)
+
+    def _write_fast(self) -> "Callable[[Any], Any]":
+        """A ``load`` for this class, as ``dataclasses`` writes ``__init__``: one
+        line per field (a plain field's type checked inline, another's node
+        called), and at the first problem :meth:`slow`, which says what it is."""
+        env: dict[str, Any] = {"Bad": Bad, "M": Bad, "slow": self.slow, "cls": self.cls,
+                               "names": frozenset(self.fields), "required": self.required}
+        lines = ["def load(value):",
+                 " if type(value) is not dict or not value.keys() <= names or not required <= value.keys():",
+                 "  return slow(value)",
+                 " kw = {}",
+                 " try:"]
+        for k, (name, node) in enumerate(self.fields.items()):
+            text = repr(name)
+            lines.append(f"  x = value[{text}]" if name in self.required else f"  x = value.get({text}, M)")
+            pad = "  " if name in self.required else "   "
+            if name not in self.required:
+                lines.append("  if x is not M:")
+            types = getattr(node, "types", None)
+            if node is ANY:
+                lines.append(f"{pad}kw[{text}] = x")
+            elif types is not None:
+                env[f"t{k}"] = types
+                lines += [f"{pad}if type(x) not in t{k}: return slow(value)", f"{pad}kw[{text}] = x"]
+            else:
+                env[f"l{k}"] = node.load
+                lines.append(f"{pad}kw[{text}] = l{k}(x)")
+        lines += [" except Bad:", "  return slow(value)"]
+        if self.kind == "typeddict":
+            lines.append(" return kw")
+        elif self.late:
+            lines.append(" return slow(value)")
+        else:
+            lines += [" try:", "  return cls(**kw)", " except Exception:", "  return slow(value)"]
+        exec("\n".join(lines), env)  # noqa: S102 - names are written as literals (repr)
+        load: Callable[[Any], Any] = env["load"]
+        return load
+
+    def slow(self, value: "Any") -> "Any":
+        """``load``, field by field: the value, or :class:`Bad` for its first problem."""
         if type(value) is not dict:
             raise Bad(f"expected {self.name} (a JSON object), not {kind(value)}")
         fields = self.fields
@@ -322,7 +374,7 @@ class Fields(Node):
             raise Bad(f"{self.name} needs {', '.join(repr(n) for n in sorted(self.required - kw.keys()))}")
         if self.kind == "typeddict":
             return kw
-        late = [(name, kw.pop(name)) for name in self.late if name in kw]
+        late = [(name, kw.pop(name)) for name in self.late if name in kw] if self.late else ()
         try:
             made = self.cls(**kw)
         except Exception as exc:
@@ -368,15 +420,21 @@ class Model(Node):
         return model.model_dump(mode="json")
 
     def validate(self, data: "bytes | str", path: str) -> "Any":
-        """The model from JSON text, or a list of ``(path, problem)`` (Pydantic's errors)."""
+        """The model from JSON text, or a list of ``(path, problem)`` (Pydantic's errors).
+        (``model_validate_json``'s own validator, called as it calls it: a wrapper less.)"""
         try:
-            return self.cls.model_validate_json(data, strict=True)  # type: ignore[attr-defined]
+            return self.cls.__pydantic_validator__.validate_json(data, strict=True)  # type: ignore[attr-defined]
         except ValueError as exc:  # (pydantic's ValidationError is one)
-            errors = getattr(exc, "errors", None)
-            if errors is None:
-                return [(path, str(exc))]
-            return [(path + "".join(f"[{p}]" if type(p) is int else f".{p}" for p in e.get("loc", ())),
-                     e.get("msg", "invalid")) for e in errors()]
+            return self.errors(exc, path)
+
+    @staticmethod
+    def errors(exc: ValueError, path: str) -> "list[tuple[str, str]]":
+        """Pydantic's errors as ``(path, problem)``."""
+        errors = getattr(exc, "errors", None)
+        if errors is None:
+            return [(path, str(exc))]
+        return [(path + "".join(f"[{p}]" if type(p) is int else f".{p}" for p in e.get("loc", ())),
+                 e.get("msg", "invalid")) for e in errors()]
 
     def load(self, value: "Any") -> "Any":
         found = self.validate(_json_text(value), "")
@@ -404,13 +462,16 @@ def _json_text(value: "Any") -> str:
 class Union(Node):
     """``X | Y``: ``X | None`` and unions of plain JSON as they are; any other tagged."""
 
-    __slots__ = ("members", "tagged", "nullable")
+    __slots__ = ("members", "tagged", "nullable", "types")
 
     def __init__(self, members: "list[Node]", nullable: bool) -> None:
         names = [m.name for m in members] + (["None"] if nullable else [])
         super().__init__(" | ".join(names), plain=all(m.plain for m in members))
         self.members = members
         self.nullable = nullable
+        kinds = [getattr(m, "types", None) for m in members] + ([frozenset({type(None)})] if nullable else [])
+        #: As :class:`Plain`'s: the exact types of its values, when its members' say them.
+        self.types = frozenset().union(*kinds) if None not in kinds else None  # type: ignore[arg-type]
         self.tagged: dict[str, Node] | None = None
         if not self.plain and len(members) > 1:
             self.tagged = {m.name: m for m in members}
