@@ -262,8 +262,7 @@ class StoreRecorder:
         name = self.names[i]
         self.wrote = True
         try:
-            typed = self.typed.get(name) if self.typed else None
-            data = self.store.encode(value, f"the output of step {name!r}", typed)
+            data = self._encode(value, f"the output of step {name!r}", self.typed.get(name) if self.typed else None)
         except Exception as exc:  # not JSON, does not pickle: the step fails
             return exc
         offset = self.offset
@@ -277,6 +276,11 @@ class StoreRecorder:
             self._refused(exc, name, -1)
         return None
 
+    def _encode(self, value: "Any", what: str, typed: "Converter | None") -> bytes:
+        """``value`` encoded by the store (by its annotation's converter ``typed``, if any:
+        a store of its own that encodes with two arguments is called with two)."""
+        return self.store.encode(value, what) if typed is None else self.store.encode(value, what, typed)
+
     def step_ended(
         self, i: int, status: str, attempts: int, started: float, finished: float,
         error: "BaseException | None" = None,
@@ -288,8 +292,8 @@ class StoreRecorder:
     def unit_succeeded(self, att: "Attempt", value: "Any") -> None:
         """Record a map unit's success (under its first item's index)."""
         try:
-            data = self.store.encode(value, f"the output of item {att.item} of step {att.name!r}",
-                                     self.unit_typed.get(att.name) if self.unit_typed else None)
+            data = self._encode(value, f"the output of item {att.item} of step {att.name!r}",
+                                self.unit_typed.get(att.name) if self.unit_typed else None)
         except Exception:
             return  # the step's own record reports what cannot be stored
         self._save(att.name, att.item or 0, "succeeded", att.number, att.started + self.offset,
@@ -368,7 +372,7 @@ class StoreRecorder:
     def cache_put(self, key: str, value: "Any", step: str = "") -> None:
         try:
             typed = self.typed.get(step) if self.typed else None
-            self.store.cache_put(key, self.store.encode(value, "a cached output", typed), time.time())
+            self.store.cache_put(key, self._encode(value, "a cached output", typed), time.time())
         except TypeError:
             pass  # not storable: the step's own record says so
 
