@@ -133,16 +133,7 @@ class Items(Node):
             raise Bad(f"expected {self.name}, not {kind(value)}")
         item = self.item
         given: Any = value  # (type() narrowed value)
-        if item.plain:
-            out = list(given)
-        else:
-            out = []
-            for k, v in enumerate(given):
-                try:
-                    out.append(item.dump(v))
-                except Bad as bad:
-                    bad.path.append(f"[{k}]")
-                    raise
+        out = list(given) if item.plain else _every(item.dump, given)
         if self.make is set or self.make is frozenset:
             try:
                 out.sort()
@@ -157,13 +148,7 @@ class Items(Node):
         types = getattr(item, "types", None)
         if item is ANY or types is not None and types.issuperset(map(type, value)):
             return value if self.make is list else self.make(value)  # (plain items, checked at C speed)
-        out = []
-        for k, v in enumerate(value):
-            try:
-                out.append(item.load(v))
-            except Bad as bad:
-                bad.path.append(f"[{k}]")
-                raise
+        out = _every(item.load, value)
         return out if self.make is list else self.make(out)
 
     def collect(self, value: "Any", path: str, out: "list[tuple[str, str]]") -> None:
@@ -172,6 +157,18 @@ class Items(Node):
             return
         for k, v in enumerate(value):
             self.item.collect(v, f"{path}[{k}]", out)
+
+
+def _every(how: "Callable[[Any], Any]", values: "Any") -> "list[Any]":
+    """``how`` of each of ``values``; a problem's path gets the item's index."""
+    out = []
+    for k, v in enumerate(values):
+        try:
+            out.append(how(v))
+        except Bad as bad:
+            bad.path.append(f"[{k}]")
+            raise
+    return out
 
 
 class Tuple(Node):
