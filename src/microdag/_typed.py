@@ -13,15 +13,16 @@ unions of those, a class this module does not know).  A converter has
 - ``problems(json_value)`` -> every problem of a value, one line each (for
   inputs);
 - ``dumps``/``loads``, the whole value as bytes (a Pydantic model that is the
-  whole value goes through ``model_dump_json``/``model_validate_json``).
+  whole value goes through the serializer and validator that
+  ``model_dump_json``/``model_validate_json`` call: ``whole`` says so).
 
 Errors are :class:`ConvertError` (a ``ValueError``) naming ``what`` and the
 path inside the value (``order.items[2].price``).
 
 What each type becomes (docs/stores.md says it for users): a dataclass,
 ``NamedTuple`` or ``TypedDict`` an object of its fields; a Pydantic v2
-model its ``model_dump(mode="json")`` (loaded by ``model_validate_json``,
-strict); an ``Enum`` its value; ``datetime``/``date``/``time`` ISO 8601 text
+model its JSON mode (``model_dump(mode="json")``, or its JSON text when it is
+the whole value), loaded by its validator in strict mode; an ``Enum`` its value; ``datetime``/``date``/``time`` ISO 8601 text
 (a ``zoneinfo`` zone kept by name: ``2024-03-01T09:00:00+01:00[Europe/Paris]``);
 ``timedelta`` ``P<days>DT<seconds>.<microseconds>S``; ``Decimal``, ``UUID`` and
 paths their text; ``bytes`` base64; ``tuple``/``set``/``frozenset`` a list (a
@@ -32,7 +33,10 @@ as is when it is ``X | None`` or all plain JSON; any other union is tagged:
 ``<member>`` the member's name (``Order``, ``int``, ``list[int]``).
 
 Pydantic is never imported here: a model is known by its classes' module
-names, and its own methods do the work.  The standard modules a type needs
+names, and its own methods do the work.  A dataclass loads through a function
+written for its class at its first load (``Fields``), as ``dataclasses``
+writes ``__init__``: that keeps a load with every field checked within 2x of
+``json.loads`` + the constructor (docs/performance.md).  The standard modules a type needs
 (``datetime``, ``decimal``...) are loaded already when an annotation names
 one of their classes.
 """
