@@ -306,6 +306,19 @@ def test_a_value_of_another_type_than_its_annotation_is_refused_naming_both(dura
     assert failed.value.run.tasks["again2"].status == "succeeded"
 
 
+def test_a_resumed_map_reads_its_finished_units_as_their_type(durable: Any, failing: Path) -> None:
+    failing.touch()
+    with pytest.raises(RunFailed) as failed:
+        typedsteps.maps().run(store=durable, on_failure="continue", keep_outputs=True)
+    run_id = failed.value.run.id
+    kept = {(r.step, r.item) for r in durable.tasks(run_id) if r.item >= 0 and r.status == "succeeded"}
+    assert {("flaky", 0), ("flaky", 2), ("flaky_batch", 0)} <= kept  # (item 1 and the batch of item 3 failed)
+    failing.unlink()
+    resumed = typedsteps.maps().run(store=durable, run_id=run_id, resume=True, keep_outputs=True)
+    assert same(resumed["flaky"], [typedsteps.flaky(i) for i in (1, 2, 3)])
+    assert same(resumed["flaky_batch"], [Point(1), Point(2), Point(3)])
+
+
 def test_step_from_run_on_the_command_line_reads_typed_outputs(failing: Path, tmp_path: Path, capsys) -> None:
     store = f"sqlite:{tmp_path / 'runs.db'}"
     run = typedsteps.build().run(store=store)

@@ -164,3 +164,23 @@ def build() -> Flow:
 
 
 flow = build()
+
+
+def flaky(items: int) -> Item:
+    if items == 2 and FAIL["flag"] and os.path.exists(FAIL["flag"]):
+        raise RuntimeError("item 2 fails until the flag is gone")
+    return Item(f"item {items}", decimal.Decimal(items))
+
+
+def flaky_batch(items: list[int]) -> list[Point]:
+    if 3 in items and FAIL["flag"] and os.path.exists(FAIL["flag"]):
+        raise RuntimeError("the batch of item 3 fails until the flag is gone")
+    return [Point(i) for i in items]
+
+
+def maps() -> Flow:
+    f = Flow("typed maps")
+    f.add("items", items)
+    f.add("flaky", flaky, map="items")
+    f.add("flaky_batch", flaky_batch, map="items", batch_size=2)
+    return f
