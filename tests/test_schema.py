@@ -83,7 +83,7 @@ def _schema_of_param(annotation: object) -> dict[str, Any]:
     (Colour, {"enum": ["red", "blue"], "description": "Colour"}),
     (Point, {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
              "required": ["x", "y"], "additionalProperties": False, "description": "Point"}),
-    (Options, {"type": "object", "properties": {"depth": {"type": "integer"}, "name": {"type": "string"}},
+    (Options, {"type": "object", "properties": {"depth": {"type": "integer"}, "name": {"type": "string", "default": "x"}},
                "required": ["depth"], "description": "Options"}),
     (Any, {}),
     ("list[int]", {"type": "array", "items": {"type": "integer"}}),
@@ -316,7 +316,8 @@ def test_bad_declarations_name_the_input_and_line(tmp_path: Any) -> None:
     problems = info.value.problems
     assert len(problems) == 3
     assert problems[0].endswith("bad.toml:4: [inputs] 'limit': type must be one of string, integer, number, "
-                                "boolean, array, object, null (or a list of them), not \"int\"")
+                                "boolean, array, object, null (or a list of them), or a class as \"module:Class\", "
+                                "not \"int\"")
     assert "bad.toml:5: [inputs] 'n': the default does not fit its type: expected an integer" in problems[1]
     assert "bad.toml:6: [inputs] 'm': enum must be a non-empty list" in problems[2]
 

@@ -36,7 +36,7 @@ from ._flow import Flow
 from ._graph import Graph
 from ._flowcall import WithDefaults, bound, import_module
 from ._inline import CodeProblem, LoadError, load, toml_lines
-from ._schema import INF_NAN, describe, problem
+from ._schema import INF_NAN, describe, problem, schema_of
 from ._steps import MAX_SECONDS, TRIGGERS
 
 TYPE_CHECKING = False
@@ -106,6 +106,7 @@ class Builder:
         #: (key path, text, the problem of step code it is, if it is one)
         self.located: list[tuple[tuple[str, ...], str, CodeProblem | None]] = [((), p, None) for p in problems]
         self.declared: dict[str, dict[str, Any]] = {}  # typed inputs: name -> JSON Schema
+        self.classes: dict[str, type] = {}  # typed inputs naming a class: name -> the class
         self.deps: dict[str, list[str]] = {}  # step -> the steps it runs after
         self.folder = os.path.dirname(os.path.abspath(path))
         self._lines: dict[tuple[str, ...], int] | None = None
@@ -189,6 +190,7 @@ class Builder:
                     "a parameter of that name would receive the step's output; rename one",
                 )
         flow = Flow(name, inputs=self.declared)
+        flow._declared_types = self.classes
         for step_name, body in steps.items():
             self.step(flow, step_name, body, defaults, steps)
         cycle: CycleError | None = None
@@ -262,9 +264,11 @@ class Builder:
         where = ("inputs", key)
         kinds = value["type"] if isinstance(value["type"], list) else [value["type"]]
         schema: dict[str, Any] = {}
-        if not kinds or not all(k in _JSON_TYPES for k in kinds):
+        if isinstance(value["type"], str) and ":" in value["type"]:
+            schema = self.declared_class(key, value["type"])
+        elif not kinds or not all(k in _JSON_TYPES for k in kinds):
             self.report(where, f"[inputs] {key!r}: type must be one of {', '.join(_JSON_TYPES)} (or a list of "
-                               f"them), not {_show(value['type'])}")
+                               f"them), or a class as \"module:Class\", not {_show(value['type'])}")
         else:
             schema["type"] = value["type"]
         if "enum" in value:
@@ -290,6 +294,48 @@ class Builder:
         if wrong is not None:
             self.report(where, f"[inputs] {key!r}: the default does not fit its type: {wrong}")
         return value["default"]
+
+    def named(self, target: str) -> "tuple[object, str | None]":
+        """What ``module:attr`` names (its module imported once per file, the
+        file's folder on ``sys.path``), or why it cannot be had."""
+        module_name, _, attr = target.partition(":")
+        module = self._modules.get(module_name)
+        if module is None:
+            module = self._modules[module_name] = import_module(module_name, self.folder)
+        if isinstance(module, str):
+            return None, module
+        value: object = module
+        for part in attr.split("."):
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                return None, f"module {module_name!r} has no attribute {attr!r}"
+        return value, None
+
+    def declared_class(self, key: str, target: str) -> "dict[str, Any]":
+        """``[inputs] key = {type = "module:Class"}``: the class imported (its
+        schema returned, the class kept for the flow), or each problem
+        reported at the input's line (an empty schema then)."""
+        where = ("inputs", key)
+        label = f"[inputs] {key!r}: type {_show(target)}: "
+        if problem(STEP_OPTIONS["call"], target) is not None:
+            self.report(where, f'{label}a class is named as "module:Class" (e.g. "orders:Order")')
+            return {}
+        cls, why = self.named(target)
+        if why is not None:
+            self.report(where, label + why)
+            return {}
+        if not isinstance(cls, type):
+            self.report(where, f"{label}{target.partition(':')[2]!r} is not a class (it is of type "
+                               f"{type(cls).__name__})")
+            return {}
+        schema = schema_of(cls)
+        if not set(schema) - {"description"}:
+            self.report(where, f"{label}class {cls.__qualname__!r} cannot be read from JSON (a dataclass, a "
+                               "Pydantic model, an Enum, a TypedDict, a NamedTuple, a datetime, a Decimal... can)")
+            return {}
+        self.classes[key] = cls
+        return schema
 
     # -- steps
 
@@ -380,22 +426,13 @@ class Builder:
         cannot be had), and the steps its parameters name."""
         where = ("steps", name, "call")
         label = f"step {name!r}: call {target!r}: "
-        module_name, _, attr = target.partition(":")
-        module = self._modules.get(module_name)
-        if module is None:
-            module = self._modules[module_name] = import_module(module_name, self.folder)
-        if isinstance(module, str):
-            self.report(where, label + module)
+        value, why = self.named(target)
+        if why is not None:
+            self.report(where, label + why)
             return None, []
-        value: object = module
-        for part in attr.split("."):
-            try:
-                value = getattr(value, part)
-            except AttributeError:
-                self.report(where, f"{label}module {module_name!r} has no attribute {attr!r}")
-                return None, []
         if not callable(value):
-            self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
+            self.report(where, f"{label}{target.partition(':')[2]!r} is not callable (it is of type "
+                               f"{type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
         found = bound(name, fn, options, defaults, steps)

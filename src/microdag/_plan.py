@@ -63,7 +63,9 @@ class _Plan:
         "_fingerprint",
         "_code",
         "declared",
+        "declared_types",
         "_types",
+        "_annotations",
         "_options",
         "options",
     )
@@ -142,7 +144,10 @@ class _Plan:
         self._code: dict[str, str] | None = None
         #: Input name -> the JSON Schema a flow file declares for it (``Flow`` sets it).
         self.declared: dict[str, dict[str, Any]] = {}
+        #: Input name -> the class a flow file names as its type (``[inputs] x = {type = "mod:Class"}``).
+        self.declared_types: dict[str, Any] = {}
         self._types: dict[str, dict[str, Any]] | None = None
+        self._annotations: dict[str, Any] = {}
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
@@ -219,6 +224,8 @@ class _Plan:
         """``Flow.input_schema``: a JSON Schema of the inputs (see there)."""
         import json  # (import time: json loads on first use)
 
+        from ._schema import lift_defs  # (loaded by input_types already)
+
         types = self.input_types()
         defaults: dict[str, Any] = {}
         for ins in self.input_params:
@@ -236,7 +243,9 @@ class _Plan:
                 except (TypeError, ValueError):
                     pass
             properties[name] = prop
-        return {
+        defs: dict[str, Any] = {}
+        properties = lift_defs(properties, defs)  # (a model's nested models, named from the top)
+        schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": title,
             "type": "object",
@@ -244,22 +253,29 @@ class _Plan:
             "required": sorted(name for name, required in needed.items() if required),
             "additionalProperties": False,
         }
+        if defs:
+            schema["$defs"] = defs
+        return schema
 
     def input_types(self) -> "dict[str, dict[str, Any]]":
         """Input name -> its JSON Schema: declared by the flow file, else from
-        the annotation of the first parameter that takes it (``{}``: any)."""
+        the annotation of the first parameter that takes it and says
+        something (``{}``: any)."""
         if self._types is None:
             # (_schema loads with the first compile, not with a flow's definition)
-            from ._schema import MISSING, annotations, item_type, schema_of
+            from ._schema import MISSING, annotations, item_type, schema_of, typed
 
             seen: dict[int, dict[str, Any]] = {}
             types: dict[str, dict[str, Any]] = {}
+            annotated: dict[str, Any] = {}
             for i, ins in enumerate(self.input_params):
                 for param, name, _ in ins:
                     if name in types and types[name]:
                         continue
                     if name in self.declared:
                         types[name] = self.declared[name]
+                        if name in self.declared_types:  # (a class: typed)
+                            annotated[name] = self.declared_types[name]
                         continue
                     fn = self.fns[i]
                     hints = seen.get(id(fn))
@@ -271,10 +287,21 @@ class _Plan:
                         item = item_type(ann) if step.batch_size is not None else ann
                         types[name] = {"type": "array"} if item is MISSING else {
                             "type": "array", "items": schema_of(item)}
+                        ann = MISSING if item is MISSING else list[item]  # type: ignore[valid-type]
                     else:
                         types[name] = {} if ann is MISSING else schema_of(ann)
+                    if typed(ann):
+                        annotated[name] = ann
+            self._annotations = annotated
             self._types = types
         return self._types
+
+    def input_classes(self) -> "dict[str, Any]":
+        """Input name -> the annotation that gives it its type in
+        :meth:`input_types` (or the class a flow file declares), for the
+        inputs whose values are turned into a class (``_schema.typed``)."""
+        self.input_types()
+        return self._annotations
 
     def code(self) -> "dict[str, str] | None":
         """Step name -> :func:`code_digest` of its function's code, for flows of up to

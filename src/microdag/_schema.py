@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["ALLOW_INF_NAN", "INF_NAN", "MISSING", "annotations", "clash", "describe", "item_type", "problem", "schema_of"]
+__all__ = ["ALLOW_INF_NAN", "INF_NAN", "MISSING", "annotations", "clash", "describe", "fits", "is_model", "item_type",
+           "lift_defs", "problem", "schema_of", "typed"]
 
 #: An annotation that is absent, or that could not be evaluated.
 MISSING = object()
@@ -163,6 +164,28 @@ def _schema(ann: "Any", depth: int) -> "dict[str, Any]":
     return _unknown(ann)
 
 
+#: Classes JSON holds as text (or a number), by the module and name of the
+#: class or of a base: the JSON Schema of their values.  Looked up by name, so
+#: that no module is imported to ask (an annotation's class is loaded already).
+_TEXT: "dict[tuple[str, str], dict[str, Any]]" = {
+    ("datetime", "datetime"): {"type": "string", "format": "date-time"},
+    ("datetime", "date"): {"type": "string", "format": "date"},
+    ("datetime", "time"): {"type": "string", "format": "time"},
+    ("datetime", "timedelta"): {"type": "string", "format": "duration"},
+    ("decimal", "Decimal"): {"type": ["string", "number"], "format": "decimal"},
+    ("uuid", "UUID"): {"type": "string", "format": "uuid"},
+    ("pathlib", "PurePath"): {"type": "string", "format": "path"},
+    ("builtins", "bytes"): {"type": "string", "contentEncoding": "base64"},
+}
+
+
+def is_model(cls: "Any") -> bool:
+    """Whether ``cls`` is a Pydantic (v2) model class, told by its bases'
+    names: Pydantic is not imported to ask."""
+    return isinstance(cls, type) and any(
+        base.__name__ == "BaseModel" and base.__module__ == "pydantic.main" for base in cls.__mro__)
+
+
 def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
     enum = sys.modules.get("enum")
     if enum is not None and issubclass(cls, enum.Enum):
@@ -170,6 +193,15 @@ def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
         if all(isinstance(v, (str, int, float, bool)) or v is None for v in values):
             return {"enum": values, "description": cls.__name__}
         return _unknown(cls)
+    if is_model(cls):  # the model's own schema (its nested models under "$defs")
+        try:
+            return dict(cls.model_json_schema())  # type: ignore[attr-defined]
+        except Exception:  # (a field JSON Schema cannot say)
+            return _unknown(cls)
+    for base in cls.__mro__:
+        text = _TEXT.get((base.__module__, base.__qualname__))
+        if text is not None:
+            return {**text, "description": cls.__name__}
     hints = getattr(cls, "__annotations__", None)
     if hasattr(cls, "__required_keys__") and isinstance(hints, dict):  # a TypedDict
         return {"type": "object", "properties": {k: _schema(_resolve(v, cls), depth + 1) for k, v in hints.items()},
@@ -179,12 +211,38 @@ def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
     if isinstance(fields, dict):
         import dataclasses  # (import time: dataclasses loads on first use)
 
-        required = [name for name, f in fields.items()
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        return {"type": "object",
-                "properties": {name: _schema(_resolve(f.type, cls), depth + 1) for name, f in fields.items()},
-                "required": required, "description": cls.__name__}
+        properties = {}
+        required = []
+        for name, f in fields.items():
+            if not f.init:
+                continue
+            properties[name] = prop = _schema(_resolve(f.type, cls), depth + 1)
+            if f.default is not dataclasses.MISSING:
+                if _plain(f.default):
+                    prop["default"] = f.default
+            elif f.default_factory is dataclasses.MISSING:
+                required.append(name)
+        return {"type": "object", "properties": properties, "required": required, "description": cls.__name__}
+    fields = getattr(cls, "_fields", None)
+    if issubclass(cls, tuple) and isinstance(fields, tuple):  # a NamedTuple: its fields in order
+        hints = hints if isinstance(hints, dict) else {}
+        defaults = getattr(cls, "_field_defaults", {})
+        return {"type": "array",
+                "prefixItems": [_schema(_resolve(hints.get(name, MISSING), cls), depth + 1) for name in fields],
+                "minItems": len([name for name in fields if name not in defaults]), "maxItems": len(fields),
+                "description": cls.__name__}
     return _unknown(cls)
+
+
+def _plain(value: "Any") -> bool:
+    """Whether ``value`` is JSON as it is (a default a schema can show)."""
+    if value is None or type(value) in (str, int, bool):
+        return True
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) in (list, tuple):
+        return all(map(_plain, value))
+    return type(value) is dict and all(type(k) is str and _plain(v) for k, v in value.items())
 
 
 def _resolve(ann: "Any", cls: type) -> "Any":
@@ -203,6 +261,119 @@ def _resolve(ann: "Any", cls: type) -> "Any":
 def _unknown(ann: "Any") -> "dict[str, Any]":
     name = getattr(ann, "__qualname__", None) or repr(ann)
     return {"description": f"a Python {name} (not checked: JSON Schema cannot describe it)"}
+
+
+def lift_defs(schema: "Any", defs: "dict[str, Any]") -> "Any":
+    """``schema`` without the ``$defs`` inside it (a Pydantic model's schema
+    keeps its nested models there, referred to as ``#/$defs/NAME``), which go
+    into ``defs``, to be the top level's: a schema holding models is then
+    valid as a whole.  Of two different definitions of one name the later is
+    renamed (``NAME_2``), and so are the references to it beside it."""
+    if isinstance(schema, list):
+        return [lift_defs(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    own = schema.get("$defs")
+    if isinstance(own, dict):
+        renamed: dict[str, str] = {}
+        for name, sub in own.items():
+            new, n = name, 1
+            while new in defs and defs[new] != sub:
+                n += 1
+                new = f"{name}_{n}"
+            if new != name:
+                renamed[f"#/$defs/{name}"] = f"#/$defs/{new}"
+        schema = _renamed({k: v for k, v in schema.items() if k != "$defs"}, renamed)
+        for name, sub in _renamed(own, renamed).items():
+            defs[renamed.get(f"#/$defs/{name}", f"#/$defs/{name}")[8:]] = lift_defs(sub, defs)
+    return {k: lift_defs(v, defs) for k, v in schema.items()}
+
+
+def _renamed(schema: "Any", renamed: "dict[str, str]") -> "Any":
+    """``schema`` with its ``$ref`` values renamed by ``renamed``."""
+    if not renamed:
+        return schema
+    if isinstance(schema, list):
+        return [_renamed(item, renamed) for item in schema]
+    if isinstance(schema, dict):
+        return {k: renamed.get(v, v) if k == "$ref" and isinstance(v, str) else _renamed(v, renamed)
+                for k, v in schema.items()}
+    return schema
+
+
+# -- Python values of an annotation ------------------------------------------------------
+
+
+def typed(ann: "Any") -> bool:
+    """Whether annotation ``ann`` names a class that JSON values are turned
+    into (a dataclass, a Pydantic model, an ``Enum``, a ``datetime``, a
+    ``tuple``...), anywhere inside it: an input of it is converted, unless
+    the value given already is of it (:func:`fits`)."""
+    return _typed(ann, 0)
+
+
+def _typed(ann: "Any", depth: int) -> bool:
+    if ann is MISSING or ann is None or depth > 20:
+        return False
+    if type(ann).__name__ == "_AnnotatedAlias":
+        return _typed(ann.__origin__, depth + 1)
+    origin, args = _origin_args(ann)
+    if origin in ("union", list, dict):
+        return any(_typed(a, depth + 1) for a in args)
+    if not isinstance(origin, type):
+        return False
+    if origin in _BUILTINS:
+        return origin in (bytes, tuple, set, frozenset)
+    hints = getattr(origin, "__annotations__", None)
+    if hasattr(origin, "__required_keys__") and isinstance(hints, dict):  # a TypedDict: a dict of its fields
+        return any(_typed(_resolve(v, origin), depth + 1) for v in hints.values())
+    return _known(origin) is not None
+
+
+def fits(ann: "Any", value: "Any") -> bool:
+    """Whether ``value`` already is of annotation ``ann``, as deep as its
+    lists, tuples, sets and dicts go (a class: ``isinstance``; anything this
+    cannot tell, such as a type variable: yes)."""
+    return _fits(ann, value, 0)
+
+
+def _fits(ann: "Any", value: "Any", depth: int) -> bool:
+    if ann is MISSING or _is_any(ann) or ann is object or depth > 20:
+        return True
+    if ann is None:
+        return value is None
+    if type(ann).__name__ == "_AnnotatedAlias":
+        return _fits(ann.__origin__, value, depth + 1)
+    origin, args = _origin_args(ann)
+    if origin == "literal":
+        return any(_same(value, a) for a in args)
+    if origin == "union":
+        return any(_fits(a, value, depth + 1) for a in args)
+    if not isinstance(origin, type):
+        return True
+    if hasattr(origin, "__required_keys__"):  # a TypedDict: a dict at run time
+        return isinstance(value, dict)
+    if origin is float:
+        return isinstance(value, (int, float))
+    try:
+        if not isinstance(value, origin):
+            return False
+    except TypeError:  # (a protocol that cannot be checked at run time)
+        return True
+    return _items_fit(origin, args, value, depth)
+
+
+def _items_fit(origin: type, args: "tuple[Any, ...]", value: "Any", depth: int) -> bool:
+    """Whether the items of container ``value`` (of class ``origin``) fit ``args``."""
+    if origin in (list, set, frozenset) and len(args) == 1:
+        return all(_fits(args[0], item, depth + 1) for item in value)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return all(_fits(args[0], item, depth + 1) for item in value)
+    if origin is tuple and args:
+        return len(value) == len(args) and all(_fits(a, item, depth + 1) for a, item in zip(args, value))
+    if origin is dict and len(args) == 2:
+        return all(_fits(args[0], k, depth + 1) and _fits(args[1], v, depth + 1) for k, v in value.items())
+    return True
 
 
 # -- values --------------------------------------------------------------------------
@@ -406,22 +577,53 @@ def item_type(ann: "Any") -> "Any":
 
 def clash(produced: "Any", wanted: "Any") -> bool:
     """Whether a value annotated ``produced`` can never be what ``wanted``
-    annotates: both built-in types, and not assignable (when in doubt: no)."""
+    annotates (when in doubt: no).
+
+    Only classes whose values are known are compared: built-in types, and
+    data classes (dataclasses, Pydantic models, ``Enum``, ``NamedTuple``,
+    ``datetime``, ``Decimal``, ``UUID``, ``Path``...; a ``TypedDict`` is a
+    ``dict``).  They clash when neither is a subclass of the other (a subclass
+    wanted may be what a base's annotation returns), except between built-in
+    types, compared as assignment allows (``bool`` is an ``int``, an ``int``
+    a ``float``, an ``int`` never a ``bool``); lists, sets and dicts item-wise.
+    Anything else (``Any``, ``object``, unions, type variables, protocols,
+    other classes, names that do not resolve) never clashes."""
     if produced is MISSING or wanted is MISSING:
         return False
     p_origin, p_args = _origin_args(None if produced is None else produced)
     w_origin, w_args = _origin_args(None if wanted is None else wanted)
-    p_origin = type(None) if p_origin is None else p_origin
-    w_origin = type(None) if w_origin is None else w_origin
-    if p_origin not in _BUILTINS or w_origin not in _BUILTINS:
+    p_kind, w_kind = _known(p_origin), _known(w_origin)
+    if p_kind is None or w_kind is None:
         return False
-    if not _assignable(p_origin, w_origin):
-        return True
+    if not _assignable(p_kind, w_kind):
+        return p_kind in _BUILTINS and w_kind in _BUILTINS or not issubclass(w_kind, p_kind)
     if p_origin in (list, set, frozenset) and w_origin is p_origin and len(p_args) == 1 and len(w_args) == 1:
         return clash(p_args[0], w_args[0])
     if p_origin is dict and w_origin is dict and len(p_args) == 2 and len(w_args) == 2:
         return clash(p_args[0], w_args[0]) or clash(p_args[1], w_args[1])
     return False
+
+
+def _known(origin: "Any") -> "type | None":
+    """The class an edge check compares for annotation origin ``origin``, or
+    ``None`` when its values are not known well enough to refuse anything."""
+    if origin is None:
+        return type(None)
+    if not isinstance(origin, type):
+        return None
+    if origin in _BUILTINS:
+        return origin
+    if hasattr(origin, "__required_keys__"):  # a TypedDict: a dict at run time
+        return dict
+    if getattr(origin, "_is_protocol", False):
+        return None
+    enum = sys.modules.get("enum")
+    if (isinstance(getattr(origin, "__dataclass_fields__", None), dict) or is_model(origin)
+            or enum is not None and issubclass(origin, enum.Enum)
+            or issubclass(origin, tuple) and isinstance(getattr(origin, "_fields", None), tuple)
+            or any((base.__module__, base.__qualname__) in _TEXT for base in origin.__mro__)):
+        return origin
+    return None
 
 
 def _assignable(produced: type, wanted: type) -> bool:

@@ -23,9 +23,8 @@ from .._events import log
 from .._graph import name_index, new_kernel
 from .._records import PACKAGE, RunInfo, check_run_id
 from .._result import new_run_id
-from .._schema import problem
 from ..stores import Store
-from ._call import bind_inputs, missing_input
+from ._call import bind_inputs, missing_input, typed_inputs
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
 from ._state import Runner
@@ -68,17 +67,6 @@ def _bind_inputs(
                 said.add(name)
         bound[i] = (names, values)
     return bound
-
-
-def _check_types(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]") -> None:
-    """A problem for each given input that its declared or annotated type refuses."""
-    types = plan.input_types()
-    for name, value in given.items():
-        schema = types.get(name)
-        if schema:
-            wrong = problem(schema, value)
-            if wrong is not None:
-                problems.append(f"input {name!r}: {wrong}")
 
 
 def _check_picklable(plan: "_Plan", subset: "list[int] | None", problems: "list[str]") -> None:
@@ -218,8 +206,7 @@ def check(
     for name in unknown:
         known = ", ".join(sorted(plan.inputs)) or "none"
         problems.append(f"flow {flow!r} has no input {name!r} (its inputs: {known})")
-    if given:
-        _check_types(plan, given, problems)
+    values = typed_inputs(plan, given, problems) if given else given
     graph = plan.graph
     subset: list[int] | None = None
     keep: list[int] | None = None
@@ -233,7 +220,7 @@ def check(
         keep = None if options.keep_outputs else target_ids
     elif not options.keep_outputs:
         keep = plan.sinks()
-    bound = _bind_inputs(plan, subset, given, problems)
+    bound = _bind_inputs(plan, subset, values, problems)
     if executor == "processes":
         _check_picklable(plan, subset, problems)
     if resumed_info is not None and executor != "workers" and not options.force and store.shared(run_id):
