@@ -84,7 +84,7 @@ def _schema_of_param(annotation: object) -> dict[str, Any]:
     (Point, {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
              "required": ["x", "y"], "additionalProperties": False, "description": "Point"}),
     (Options, {"type": "object", "properties": {"depth": {"type": "integer"}, "name": {"type": "string", "default": "x"}},
-               "required": ["depth"], "description": "Options"}),
+               "required": ["depth"], "additionalProperties": False, "description": "Options"}),
     (Any, {}),
     ("list[int]", {"type": "array", "items": {"type": "integer"}}),
     ("Decimal", {}),  # imported under TYPE_CHECKING only: not an error, not checked

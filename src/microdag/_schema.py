@@ -3,11 +3,20 @@
 Three jobs, all driven by the annotations users already write:
 
 - :func:`schema_of` turns an annotation into a JSON Schema (draft 2020-12)
-  fragment: ``str``, ``int``, ``float``, ``bool``, ``None``, ``list[X]``,
-  ``tuple[...]``, ``set[X]``, ``dict[str, X]``, ``Literal[...]``, ``Enum``
-  classes, unions (``X | None``), ``TypedDict`` and dataclasses (their
-  fields), ``Any``.  What JSON Schema cannot say becomes ``{}`` (anything)
-  with a description naming the type: never an error, never a crash.
+  fragment of the JSON that stands for its values (as ``_typed``'s
+  converters write and read it): ``str``, ``int``, ``float``, ``bool``,
+  ``None``, ``list[X]``, ``tuple[...]``, ``set[X]``, ``dict[str, X]``,
+  ``Literal[...]``, ``Enum`` classes (their values), unions (``X | None``;
+  one of classes is tagged, ``{"type": NAME, "value": ...}``), ``TypedDict``,
+  dataclasses and ``NamedTuple`` (objects of their fields), Pydantic models
+  (the model's own ``model_json_schema()``, its nested models under
+  ``$defs``: :func:`lift_defs` moves them to the top), ``datetime``,
+  ``date``, ``time``, ``timedelta``, ``Decimal``, ``UUID``, paths and
+  ``bytes`` (text, with a ``format``), ``Any``.  What JSON Schema cannot say
+  becomes ``{}`` (anything) with a description naming the type: never an
+  error, never a crash.  :func:`typed` says whether an annotation names
+  such a class (its inputs are converted), :func:`fits` whether a value
+  already is of it (passed as it is).
 - :func:`problem` checks a value against such a fragment (the subset this
   module writes, plus what a flow file may declare: ``type``, ``enum``, and
   the keywords of the flow file's own rules: ``minLength``, ``pattern``,
@@ -17,11 +26,13 @@ Three jobs, all driven by the annotations users already write:
   bound on a real number: NaN and infinities break any of them (JSON has
   neither).  :func:`describe` says a schema in a few words.
 - :func:`clash` says whether a step's return annotation can never feed a
-  parameter's: only when both are built-in types (``str``, ``int``,
-  ``list[int]``...) that cannot be converted by assignment (``bool`` is an
-  ``int``, an ``int`` is a ``float``).  Anything else (``Any``, unions,
-  type variables, protocols, user classes, names that do not resolve, such as
-  those imported under ``TYPE_CHECKING``) is accepted: no false positives.
+  parameter's: only when both are classes whose values are known (built-in
+  types, dataclasses, models, enums, ``datetime``...) and neither is a
+  subclass of the other (built-in types as assignment allows: ``bool`` is
+  an ``int``, an ``int`` is a ``float``).  Anything else (``Any``,
+  ``object``, unions, type variables, protocols, other classes, names that
+  do not resolve, such as those imported under ``TYPE_CHECKING``) is
+  accepted: no false positives.
 
 Annotations are read from ``fn.__annotations__``; strings (``from __future__
 import annotations``) are evaluated in the function's globals, and one that
@@ -139,6 +150,11 @@ def _schema(ann: "Any", depth: int) -> "dict[str, Any]":
     if origin == "literal":
         return {"enum": list(args)} if len(args) != 1 else {"const": args[0]}
     if origin == "union":
+        members = [a for a in args if a is not None and a is not type(None)]
+        if len(members) > 1 and any(_typed(a, depth + 1) for a in members):  # tagged: one object per member
+            return {"anyOf": [{"type": "null"} if a is None or a is type(None) else {
+                "type": "object", "properties": {"type": {"const": tag(a)}, "value": _schema(a, depth + 1)},
+                "required": ["type", "value"], "additionalProperties": False} for a in args]}
         return {"anyOf": [_schema(a, depth + 1) for a in args]}
     if isinstance(origin, type) and origin in _JSON_TYPES and not args:
         return {"type": _JSON_TYPES[origin]}
@@ -172,7 +188,7 @@ _TEXT: "dict[tuple[str, str], dict[str, Any]]" = {
     ("datetime", "date"): {"type": "string", "format": "date"},
     ("datetime", "time"): {"type": "string", "format": "time"},
     ("datetime", "timedelta"): {"type": "string", "format": "duration"},
-    ("decimal", "Decimal"): {"type": ["string", "number"], "format": "decimal"},
+    ("decimal", "Decimal"): {"type": "string", "format": "decimal"},
     ("uuid", "UUID"): {"type": "string", "format": "uuid"},
     ("pathlib", "PurePath"): {"type": "string", "format": "path"},
     ("builtins", "bytes"): {"type": "string", "contentEncoding": "base64"},
@@ -184,6 +200,24 @@ def is_model(cls: "Any") -> bool:
     names: Pydantic is not imported to ask."""
     return isinstance(cls, type) and any(
         base.__name__ == "BaseModel" and base.__module__ == "pydantic.main" for base in cls.__mro__)
+
+
+def tag(ann: "Any") -> str:
+    """The name that tags a member of a union of classes in JSON
+    (``{"type": "Order", "value": ...}``): a class's name, a generic's with
+    its arguments' (``list[Order]``), ``None``."""
+    if ann is None or ann is type(None):
+        return "None"
+    if type(ann).__name__ == "_AnnotatedAlias":
+        return tag(ann.__origin__)
+    origin, args = _origin_args(ann)
+    if origin == "union":
+        return " | ".join(map(tag, args))
+    if not args:
+        return getattr(ann, "__name__", None) or repr(ann).replace("typing.", "")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        args = args[:1]
+    return f"{getattr(origin, '__name__', origin)}[{', '.join(map(tag, args))}]"
 
 
 def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
@@ -222,15 +256,19 @@ def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
                     prop["default"] = f.default
             elif f.default_factory is dataclasses.MISSING:
                 required.append(name)
-        return {"type": "object", "properties": properties, "required": required, "description": cls.__name__}
+        return {"type": "object", "properties": properties, "required": required, "additionalProperties": False,
+                "description": cls.__name__}
     fields = getattr(cls, "_fields", None)
-    if issubclass(cls, tuple) and isinstance(fields, tuple):  # a NamedTuple: its fields in order
+    if issubclass(cls, tuple) and isinstance(fields, tuple):  # a NamedTuple: an object of its fields
         hints = hints if isinstance(hints, dict) else {}
         defaults = getattr(cls, "_field_defaults", {})
-        return {"type": "array",
-                "prefixItems": [_schema(_resolve(hints.get(name, MISSING), cls), depth + 1) for name in fields],
-                "minItems": len([name for name in fields if name not in defaults]), "maxItems": len(fields),
-                "description": cls.__name__}
+        properties = {}
+        for name in fields:
+            properties[name] = prop = _schema(_resolve(hints.get(name, MISSING), cls), depth + 1)
+            if name in defaults and _plain(defaults[name]):
+                prop["default"] = defaults[name]
+        return {"type": "object", "properties": properties, "required": [n for n in fields if n not in defaults],
+                "additionalProperties": False, "description": cls.__name__}
     return _unknown(cls)
 
 

@@ -9,7 +9,7 @@ called one way in a pod and another way in a local run.
 
 The rules, one each:
 
-- **arguments** (:func:`typed_inputs`, :func:`bind_inputs`, :func:`kwargs`,
+- **arguments** (:func:`checked_inputs`, :func:`bind_inputs`, :func:`kwargs`,
   :func:`arguments`): a step is called with the outputs of the steps it
   takes, under the parameter names the plan gives them, then the flow
   inputs it takes that were given; an input not given keeps the function's
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .._context import Frame
     from .._plan import _Plan
 
-__all__ = ["Caller", "arguments", "typed_inputs", "batch_error", "bind_inputs", "call_with_timeout", "invoke_timed", "gather", "kill_limit",
+__all__ = ["Caller", "arguments", "checked_inputs", "batch_error", "bind_inputs", "call_with_timeout", "invoke_timed", "gather", "kill_limit",
            "kwargs", "map_call", "missing_input", "unit_kwargs", "units"]
 
 #: Seconds (at most a tenth of the timeout) a program's kill comes before its step's deadline.
@@ -62,7 +62,7 @@ KILL_GRACE = 0.5
 # -- arguments ---------------------------------------------------------------------------
 
 
-def typed_inputs(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]") -> "dict[str, Any]":
+def checked_inputs(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]") -> "dict[str, Any]":
     """The flow inputs ``given`` (and anything else in it, as it is), each
     checked against its declared or annotated type, whose problems go into
     ``problems`` (``input 'x': ...``); a value already of the class its
@@ -135,7 +135,7 @@ def arguments(plan: "_Plan", i: int, given: "Mapping[str, Any]") -> "dict[str, A
             deps.append(given[key])
         else:
             problems.append(f"step {names[i]!r} needs the output of step {key!r}, which was not given")
-    kwnames, consts, missing = bind_inputs(plan, i, typed_inputs(plan, given, problems))
+    kwnames, consts, missing = bind_inputs(plan, i, checked_inputs(plan, given, problems))
     problems.extend(missing_input(plan, i, param, name) for param, name in missing)
     if problems:
         raise FlowError(*problems)
