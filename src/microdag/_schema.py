@@ -568,6 +568,8 @@ def describe(schema: "dict[str, Any]", show: "Callable[[Any], str]" = repr) -> s
     if kind == "array":
         items = schema.get("items")
         return f"a list of {describe(items, show)}" if isinstance(items, dict) and items else "a list"
+    if kind == "string" and ("format" in schema or "contentEncoding" in schema):  # a date-time string, ...
+        return f"a {schema.get('format') or schema['contentEncoding']} string"
     if kind == "string" and schema.get("minLength"):
         return "a non-empty string" if schema["minLength"] == 1 else f"a string of {schema['minLength']}+ characters"
     if kind in ("integer", "number"):
