@@ -549,10 +549,13 @@ def _run_one(
             raise FlowError("run_step(from_run=...) needs the store= that holds the run")
         source = open_store(store)
         given.update(source.run_info(from_run).inputs)
+        typed = plan.typed_outputs(source.codec)[0]
         for dep in plan.argdeps[i]:
             dep_name = str(plan.graph.names[dep])
+            converter = typed.get(dep_name)
             try:
-                given[dep_name] = source.output(from_run, dep_name)
+                given[dep_name] = source.output(from_run, dep_name) if converter is None else source.output(
+                    from_run, dep_name, typed=converter)  # (of the type its step's annotation says)
             except KeyError:
                 pass  # reported below as missing, unless inputs gives it
     given.update(inputs or {})

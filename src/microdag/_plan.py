@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
+    from ._typed import Outputs
+
 __all__ = ["NO_DEFAULT", "_Plan"]  # (NO_DEFAULT is binding's, used here too)
 
 #: A byte of flags with the kernel's KEEP bit set (``bytes.translate`` sets it on every step).
@@ -66,6 +68,7 @@ class _Plan:
         "declared_types",
         "_types",
         "_annotations",
+        "_typed",
         "_options",
         "options",
     )
@@ -148,6 +151,7 @@ class _Plan:
         self.declared_types: dict[str, Any] = {}
         self._types: dict[str, dict[str, Any]] | None = None
         self._annotations: dict[str, Any] = {}
+        self._typed: Outputs | None = None
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
@@ -256,6 +260,19 @@ class _Plan:
         if defs:
             schema["$defs"] = defs
         return schema
+
+    def typed_outputs(self, codec: str = "json") -> "Outputs":
+        """The converters of the steps' outputs by their return annotations
+        (``_typed.step_outputs``) for a store's ``codec``, read at the first
+        run that keeps outputs as JSON; empty for the other codecs (their
+        values are kept as they are) and for plain JSON outputs."""
+        if codec != "json":
+            return ({}, {})
+        if self._typed is None:
+            from ._typed import step_outputs  # (runs with a JSON store only)
+
+            self._typed = step_outputs(self.steps)
+        return self._typed
 
     def input_types(self) -> "dict[str, dict[str, Any]]":
         """Input name -> its JSON Schema: declared by the flow file, else from

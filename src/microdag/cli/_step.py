@@ -80,7 +80,13 @@ def _cmd_step(args: "argparse.Namespace") -> int:
     try:
         text = json.dumps(output, indent=2, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        text = json.dumps(repr(output))
+        converter = flow._compiled().typed_outputs()[0].get(args.step)  # a typed value: as its annotation keeps it
+        try:
+            if converter is None:
+                raise ValueError(args.step)
+            text = json.dumps(converter.dump(output), indent=2, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            text = json.dumps(repr(output))
     if args.output is None:
         sys.stdout.write(text + "\n")
         return OK

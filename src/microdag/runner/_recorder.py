@@ -7,7 +7,9 @@ outputs) and for cached outputs.  Two recorders:
 
 - :class:`NullRecorder`, for runs without a store: it keeps nothing, so that
   the hot loop pays nothing; its cache lives in this process's memory;
-- :class:`StoreRecorder`: it encodes outputs with the store's codec, builds
+- :class:`StoreRecorder`: it encodes outputs with the store's codec (with the
+  JSON codec, by the step's return annotation: ``_typed``, so that an output
+  read back by a resume or a cache hit is of the type it was made), builds
   task records and hands them to the store (which commits them in groups),
   keeps logs and retried attempts, opens the run's record (new, or resumed:
   what already succeeded) and closes it.
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
     from .._plan import _Plan
     from ..pools._attempt import Attempt
+    from .._typed import Converter, Outputs
     from ..stores import Store
 
     #: The steps a resumed run finished: their ids, attempts, starts and finishes (columns).
@@ -62,14 +65,15 @@ def _fresh(made: float, ttl: "float | None") -> bool:
     return ttl is None or time.time() - made <= ttl
 
 
-def cached(store: "Store", key: str, ttl: "float | None") -> "tuple[bool, Any]":
+def cached(store: "Store", key: str, ttl: "float | None", typed: "Converter | None" = None) -> "tuple[bool, Any]":
     """The output ``store`` caches under ``key``, if younger than ``ttl``
-    seconds: ``(True, value)``, else ``(False, None)``; a damaged entry is a
-    miss (logged).  The cache rule of runs with a store and of workers."""
+    seconds: ``(True, value)``, else ``(False, None)``; a damaged entry (or
+    one that does not fit ``typed``, the converter of the step's annotation)
+    is a miss (logged).  The cache rule of runs with a store and of workers."""
     try:
         found = store.cache_get(key)
         if found is not None and _fresh(found[1], ttl):
-            return True, store.decode(found[0])
+            return True, store.decode(found[0]) if typed is None else store.decode(found[0], typed)
     except Exception as exc:
         log(30, "cache entry %s in %r is damaged (%s: %s); the step runs", key, store, type(exc).__name__, exc)
     return False, None
@@ -114,13 +118,13 @@ class NullRecorder:
     def outputs(self, steps: "list[str]") -> "dict[str, Any]":
         return {}
 
-    def cache_get(self, key: str, ttl: "float | None") -> "tuple[bool, Any]":
+    def cache_get(self, key: str, ttl: "float | None", step: str = "") -> "tuple[bool, Any]":
         entry = PROCESS_CACHE.get(key)
         if entry is not None and _fresh(entry[1], ttl):
             return True, entry[0]
         return False, None
 
-    def cache_put(self, key: str, value: "Any") -> None:
+    def cache_put(self, key: str, value: "Any", step: str = "") -> None:
         PROCESS_CACHE[key] = (value, time.time())
 
     def close(self, status: str, finished: float) -> None:
@@ -132,10 +136,15 @@ class StoreRecorder:
 
     durable = True
 
-    def __init__(self, store: "Store", run_id: str, names: "tuple[str, ...]") -> None:
+    def __init__(
+        self, store: "Store", run_id: str, names: "tuple[str, ...]", typed: "Outputs" = ({}, {})
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.names = names
+        #: Step name -> the converter of its output, and of a map step's unit
+        #: (``_Plan.typed_outputs``; empty for plain JSON outputs and other codecs).
+        self.typed, self.unit_typed = typed
         self.run_dir = store.run_dir(run_id)
         self.offset = 0.0  # clock reading + offset = wall time (start)
         #: The first write the store refused, with the step and item it recorded.
@@ -253,7 +262,8 @@ class StoreRecorder:
         name = self.names[i]
         self.wrote = True
         try:
-            data = self.store.encode(value, f"the output of step {name!r}")
+            typed = self.typed.get(name) if self.typed else None
+            data = self.store.encode(value, f"the output of step {name!r}", typed)
         except Exception as exc:  # not JSON, does not pickle: the step fails
             return exc
         offset = self.offset
@@ -278,7 +288,8 @@ class StoreRecorder:
     def unit_succeeded(self, att: "Attempt", value: "Any") -> None:
         """Record a map unit's success (under its first item's index)."""
         try:
-            data = self.store.encode(value, f"the output of item {att.item} of step {att.name!r}")
+            data = self.store.encode(value, f"the output of item {att.item} of step {att.name!r}",
+                                     self.unit_typed.get(att.name) if self.unit_typed else None)
         except Exception:
             return  # the step's own record reports what cannot be stored
         self._save(att.name, att.item or 0, "succeeded", att.number, att.started + self.offset,
@@ -322,9 +333,12 @@ class StoreRecorder:
     # -- reading what a resumed run left ------------------------------------------------
 
     def output(self, step: str, item: int = -1) -> "Any":
-        """A stored output of this run (``KeyError`` when there is none)."""
+        """A stored output of this run (``KeyError`` when there is none), of its annotation's type."""
+        typed = (self.unit_typed if item >= 0 else self.typed).get(step)
         try:
-            return self.store.output(self.run_id, step, item)
+            if typed is None:
+                return self.store.output(self.run_id, step, item)
+            return self.store.output(self.run_id, step, item, typed)
         except StoreError:
             self._unreadable()
             raise
@@ -332,6 +346,8 @@ class StoreRecorder:
     def outputs(self, steps: "list[str]") -> "dict[str, Any]":
         """Several stored outputs in one read."""
         try:
+            if self.typed:
+                return self.store.outputs(self.run_id, steps, self.typed)
             return self.store.outputs(self.run_id, steps)
         except StoreError:
             self._unreadable()
@@ -345,13 +361,14 @@ class StoreRecorder:
 
     # -- the cache ------------------------------------------------------------------
 
-    def cache_get(self, key: str, ttl: "float | None") -> "tuple[bool, Any]":
-        """The cached output under ``key`` (:func:`cached`)."""
-        return cached(self.store, key, ttl)
+    def cache_get(self, key: str, ttl: "float | None", step: str = "") -> "tuple[bool, Any]":
+        """The cached output of ``step`` under ``key`` (:func:`cached`)."""
+        return cached(self.store, key, ttl, self.typed.get(step) if self.typed else None)
 
-    def cache_put(self, key: str, value: "Any") -> None:
+    def cache_put(self, key: str, value: "Any", step: str = "") -> None:
         try:
-            self.store.cache_put(key, self.store.encode(value, "a cached output"), time.time())
+            typed = self.typed.get(step) if self.typed else None
+            self.store.cache_put(key, self.store.encode(value, "a cached output", typed), time.time())
         except TypeError:
             pass  # not storable: the step's own record says so
 

@@ -258,7 +258,8 @@ def open_run(
         kernel = new_kernel(graph)
         plan.configure(kernel)
     try:
-        recorder = NullRecorder() if store is None else StoreRecorder(store, run_id, graph.names)
+        recorder = NullRecorder() if store is None else StoreRecorder(
+            store, run_id, graph.names, plan.typed_outputs(store.codec))
         runner = Runner(
             plan, kernel, run_id, flow, recorder=recorder, subset=subset, on_failure=options.on_failure,
             hooks=checked.hooks, keep=checked.keep, cancel=options.cancel, bound=checked.bound, owned=owned,

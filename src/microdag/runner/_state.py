@@ -278,7 +278,7 @@ class Runner:
 
         step = self.plan.steps[i]
         key = cache_key(step.name, step.fn, self.kwargs(i))
-        hit, value = self.recorder.cache_get(key, step.cache_ttl)
+        hit, value = self.recorder.cache_get(key, step.cache_ttl, step.name)
         if not hit:
             self.cache_keys[i] = key
             return False
@@ -326,7 +326,7 @@ class Runner:
         """Step ``i`` succeeded with ``result`` *(owner; locks)*."""
         key = self.cache_keys.pop(i, None)
         if key is not None:
-            self.recorder.cache_put(key, result)
+            self.recorder.cache_put(key, result, self.names[i])
         exc = self.recorder.step_succeeded(i, result, self.attempts[i], self.started[i], self.finished[i])
         if exc is not None:  # the output cannot be stored: the step fails
             self.fail(i, exc)

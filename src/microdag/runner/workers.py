@@ -80,6 +80,7 @@ if TYPE_CHECKING:
 
     from .._plan import _Plan
     from .._records import RunInfo
+    from .._typed import Converter
     from ..stores import Store
     from ..stores._queue import WorkQueue
     from ._options import RunOptions
@@ -187,7 +188,8 @@ def run_on_workers(
     finally:
         worker.stop_after(0.0)
         queue.close()
-    run = Run.from_records(store.run_info(run_id), store.tasks(run_id), lambda step: store.output(run_id, step), keep)
+    run = Run.from_records(store.run_info(run_id), store.tasks(run_id), lambda step: store.output(
+        run_id, step, -1, plan.typed_outputs(store.codec)[0].get(step)), keep)
     if hooks:
         emit("run_finished", None, status=run.status, duration=run.duration)
     return run
@@ -196,10 +198,11 @@ def run_on_workers(
 class _RunOf:
     """What a worker knows of one run it works on."""
 
-    __slots__ = ("plan", "names", "caller", "inputs", "bound", "foreign", "maps")
+    __slots__ = ("plan", "names", "caller", "inputs", "bound", "foreign", "maps", "outs", "units")
 
-    def __init__(self, plan: "_Plan", info: "RunInfo", run_dir: "str | None") -> None:
+    def __init__(self, plan: "_Plan", info: "RunInfo", run_dir: "str | None", codec: str) -> None:
         self.plan = plan
+        self.outs, self.units = plan.typed_outputs(codec)  # (the converters of its steps' and units' outputs)
         self.names = plan.graph.names
         self.caller = Caller(plan, info.id, info.flow, run_dir, capture=True)
         self.inputs = checked_inputs(plan, info.inputs, [])  # (their problems were said when the run was submitted)
@@ -326,7 +329,7 @@ class Worker:
                 continue
             if lease:
                 self.leases[run_id] = lease
-            run = self.runs[run_id] = _RunOf(plan, info, self.store.run_dir(run_id))
+            run = self.runs[run_id] = _RunOf(plan, info, self.store.run_dir(run_id), self.store.codec)
             if run.foreign:
                 shown = ", ".join(repr(run.names[i]) for i in sorted(run.foreign)[:5])
                 self.say(f"worker: run {run_id} of flow {info.flow!r}: steps {shown} are left alone: their "
@@ -462,7 +465,7 @@ class Worker:
         try:
             expanded = run.maps.get(i) if claim.item >= 0 else None
             if expanded is None:
-                values = [self.store.decode(encoded[d]) if d in encoded else None
+                values = [self.store.decode(encoded[d], run.outs.get(d)) if d in encoded else None
                           for d in (names[d] for d in plan.argdeps[i])]
                 if claim.item == GATHER:
                     return self._gather(run, claim, values, started)
@@ -477,10 +480,10 @@ class Worker:
                 kw = run.kwargs(i, values)
                 if step.cache:
                     key = cache_key(step.name, step.fn, kw)
-                    hit, value = cached(self.store, key, step.cache_ttl)
+                    hit, value = cached(self.store, key, step.cache_ttl, run.outs.get(step.name))
                     if hit:  # (recorded as the runner records a hit: no attempt, no times)
-                        return Outcome("succeeded", None, None, self.store.encode(value, "a cached output"),
-                                       attempts=0)
+                        return Outcome("succeeded", None, None, self.store.encode(
+                            value, "a cached output", run.outs.get(step.name)), attempts=0)
                 if step.map is not None:
                     return self._plan(run, claim, values, started, key)
             value = invoke_timed(fn, kw, att)
@@ -500,18 +503,18 @@ class Worker:
             if error is not None:
                 item_failed(error, att)
                 return self._failed(error, started, finished, text)
-        what = f"the output of step {names[i]!r}" if expanded is None else \
-            f"the output of item {claim.item} of step {names[i]!r}"
-        return self._succeeded(value, what, started, finished, key, text)
+        what, typed = (f"the output of step {names[i]!r}", run.outs) if expanded is None else \
+            (f"the output of item {claim.item} of step {names[i]!r}", run.units)
+        return self._succeeded(value, what, started, finished, key, text, typed=typed.get(names[i]))
 
     def _succeeded(
         self, value: "Any", what: str, started: float, finished: float, key: "str | None", logs: str = "",
-        attempts: "int | None" = None,
+        attempts: "int | None" = None, typed: "Converter | None" = None,
     ) -> Outcome:
-        """A success with ``value`` (``what`` it is; cached under ``key``), or
-        a failure when the store cannot keep it."""
+        """A success with ``value`` (``what`` it is, ``typed`` its converter; cached
+        under ``key``), or a failure when the store cannot keep it."""
         try:
-            data = self.store.encode(value, what)
+            data = self.store.encode(value, what, typed)
         except Exception as exc:  # not JSON, does not pickle: the step fails
             return self._failed(exc, started, finished, logs, attempts=attempts)
         if key is not None:
@@ -543,7 +546,7 @@ class Worker:
         size = run.plan.steps[i].batch_size
         rows = {row[0]: row for row in self.queue.items(claim.run_id, str(run.names[i])) if row[1] == "succeeded"}
         done = kept(unit_list, size, {item: row[2] for item, row in rows.items()},
-                    lambda item: self.store.decode(rows[item][7])) if rows else {}
+                    lambda item: self.store.decode(rows[item][7], run.units.get(str(run.names[i])))) if rows else {}
         if len(done) == len(unit_list):
             return self._gather(run, claim, values, started)
         todo = [j * (size or 1) for j in range(len(unit_list)) if j not in done]
@@ -562,10 +565,10 @@ class Worker:
         for _, status, _, _, etype, emsg, tb, _ in items:
             if status != "succeeded":
                 return Outcome("failed", began, time.time(), None, etype, emsg, tb, attempts=attempts)
-        results = [self.store.decode(row[7]) for row in items]
+        results = [self.store.decode(row[7], run.units.get(name)) for row in items]
         key = cache_key(step.name, step.fn, run.kwargs(i, values)) if step.cache else None
         return self._succeeded(gather(results, step.batch_size is not None), f"the output of step {name!r}",
-                               began, time.time(), key, attempts=attempts)
+                               began, time.time(), key, attempts=attempts, typed=run.outs.get(name))
 
     def _beat(self) -> None:
         """Renew leases; stop the steps of cancelled runs."""

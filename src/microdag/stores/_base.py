@@ -39,10 +39,11 @@ from ._files import BLOB_SIZE, HELD, alive, new_owner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
     from .._result import Run
+    from .._typed import Converter
     from ._queue import WorkQueue
 
     #: A run's successes as columns: steps, attempts, starts, finishes (``Store.succeeded_columns``).
@@ -104,25 +105,31 @@ class Writer:
         self.codec: str = codec or "json"
         self._claims: dict[str, str] = {}  # run id -> the owner token this object holds
 
-    def encode(self, value: "Any", what: str) -> bytes:
+    def encode(self, value: "Any", what: str, typed: "Converter | None" = None) -> bytes:
         """Encode an output (or the inputs) with the store's codec; ``what``
-        names it in errors.
+        names it in errors; ``typed``: the converter of its annotation
+        (``_typed.converter``), for the JSON codec.
 
         Raises:
             TypeError: the JSON codec cannot represent the value exactly.
         """
-        if type(value) is int and self.codec == "json":  # the commonest small output
+        if type(value) is int and typed is None and self.codec == "json":  # the commonest small output
             return b"%d" % value
-        return encode(self.codec, value, what)
+        return encode(self.codec, value, what, typed)
 
-    def decode(self, data: bytes) -> "Any":
-        return decode(self.codec, data)
+    def decode(self, data: bytes, typed: "Converter | None" = None) -> "Any":
+        return decode(self.codec, data, typed)
 
-    def _decoded(self, data: bytes, what: str) -> "Any":
-        """``decode(data)``; a :class:`StoreError` naming ``what`` when it cannot be."""
+    def _decoded(self, data: bytes, what: str, typed: "Converter | None" = None) -> "Any":
+        """``decode(data, typed)``; a :class:`StoreError` naming ``what`` when it cannot be."""
         try:
-            return self.decode(data)
+            return self.decode(data, typed)
         except Exception as exc:
+            if typed is not None and hasattr(exc, "detail"):  # (ConvertError: JSON, but not of its type)
+                raise StoreError(
+                    f"{what} does not fit its annotation {typed.name} ({exc.detail}); it is damaged, or the "
+                    "step's return annotation changed since it was written"
+                ) from None
             raise StoreError(
                 f"{what} cannot be decoded with the {self.codec} codec ({type(exc).__name__}: {exc}); "
                 "it is damaged, or the store was written with another codec"
@@ -376,17 +383,22 @@ class Store(Writer):
         """
         return read_report(self, run_id)
 
-    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
-        """The decoded output of a task.
+    def output(self, run_id: str, step: str, item: int = -1, typed: "Converter | None" = None) -> "Any":
+        """The decoded output of a task (``typed``: the converter of the step's
+        annotation, which the flow knows: ``_typed``).
 
         Raises:
             KeyError: the task has no stored output.
+            StoreError: it is damaged (or does not fit ``typed``).
         """
-        return read_output(self, run_id, step, item)
+        return read_output(self, run_id, step, item, typed)
 
-    def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
-        """The decoded outputs of several steps (those with one), in one read."""
-        return read_outputs(self, run_id, steps)
+    def outputs(
+        self, run_id: str, steps: "Iterable[str]", typed: "Mapping[str, Converter] | None" = None
+    ) -> "dict[str, Any]":
+        """The decoded outputs of several steps (those with one), in one read
+        (``typed``: step name -> the converter of its annotation)."""
+        return read_outputs(self, run_id, steps, typed)
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
         """Per step that succeeded (not map items): its attempts, start and finish."""

@@ -1,8 +1,11 @@
 """The codecs a store encodes outputs (and run inputs) with.
 
-- ``"json"`` (the default): JSON values only, so that a resumed run reads
-  back exactly what the first one produced; anything else is refused with an
-  error that names the value and what to do;
+- ``"json"`` (the default): JSON values, and values of the types a step's
+  annotation names that ``_typed`` turns into JSON and back (dataclasses,
+  Pydantic models, ``datetime``, ``Decimal``...: the caller passes the
+  annotation's converter), so that a resumed run reads back exactly what the
+  first one produced, of the same type; anything else is refused with one
+  error that names the value, its type and the two ways out;
 - ``"pickle"``: any picklable value (trusted data only: unpickling runs code).
 
 String values are written with ASCII escapes, so that lone surrogates (file
@@ -15,13 +18,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .._typed import Converter
+
 __all__ = ["CODECS", "decode", "encode", "json_encoder", "not_json", "settle_codec"]
 
 CODECS = ("json", "pickle")
 
 
-def encode(codec: str, value: "Any", what: str) -> bytes:
-    """``value`` encoded with ``codec``; ``what`` names it in errors.
+def encode(codec: str, value: "Any", what: str, typed: "Converter | None" = None) -> bytes:
+    """``value`` encoded with ``codec``; ``what`` names it in errors; ``typed``,
+    the converter of its annotation (``_typed.converter``; JSON codec only).
 
     Raises:
         TypeError: the JSON codec cannot represent the value exactly.
@@ -30,19 +36,35 @@ def encode(codec: str, value: "Any", what: str) -> bytes:
         import pickle  # (import time: pickle loads on first use)
 
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    if type(value) is int:  # the commonest small output, as JSON writes it
+    if type(value) is int and typed is None:  # the commonest small output, as JSON writes it
         return b"%d" % value
+    if typed is not None:
+        try:
+            if typed.whole:  # a Pydantic model: its own JSON, in one call
+                return typed.dumps(value)
+            value = typed.dump(value)
+        except ValueError as exc:  # (ConvertError)
+            raise TypeError(_refused(what, getattr(exc, "detail", str(exc)), typed.name)) from None
     bad = not_json(value)
     if bad is not None:
-        raise TypeError(
-            f"{what} is not JSON: it holds a {bad}. A durable store keeps JSON values "
-            "exactly (dict with str keys, list, str, int, finite float, bool, None) and "
-            "refuses the rest rather than change them; to keep any picklable value, use the "
-            "pickle codec (trusted data only): SQLiteStore(path, codec='pickle'), the store "
-            "spec 'sqlite:PATH?codec=pickle', or --codec pickle on the command line"
-        )
+        raise TypeError(_refused(what, f"it holds a {bad}", None if typed is None else typed.name))
     text: str = json_encoder().encode(value)
     return text.encode()
+
+
+def _refused(what: str, why: str, annotation: "str | None") -> str:
+    """The one refusal of a value the JSON codec cannot keep; ``annotation``
+    names the type its annotation says, when it has one."""
+    said = "it has no annotation that says its type" if annotation is None else f"it is annotated {annotation}"
+    return (
+        f"{what} is not JSON: {why}, and {said}. A durable store keeps JSON values exactly (dict "
+        "with str keys, list, str, int, finite float, bool, None) and the types an annotation names "
+        "(dataclasses, Pydantic models, Enum, datetime, Decimal, UUID, Path, bytes, tuple, set...), "
+        "and refuses the rest rather than change them. Two ways out: annotate the step's return "
+        "with the type it returns, or, to keep any picklable value, use the pickle codec (trusted "
+        "data only): SQLiteStore(path, codec='pickle'), the store spec 'sqlite:PATH?codec=pickle', "
+        "or --codec pickle on the command line"
+    )
 
 
 def settle_codec(asked: "str | None", recorded: "str | None", where: str) -> str:
@@ -70,12 +92,18 @@ def settle_codec(asked: "str | None", recorded: "str | None", where: str) -> str
     raise StoreError(f"store {where!r} keeps its outputs with the {recorded} codec, not {asked}")
 
 
-def decode(codec: str, data: bytes) -> "Any":
-    """What :func:`encode` encoded."""
+def decode(codec: str, data: bytes, typed: "Converter | None" = None) -> "Any":
+    """What :func:`encode` encoded (with the same ``typed``).
+
+    Raises:
+        ValueError: not JSON, or JSON that does not fit ``typed`` (``ConvertError``).
+    """
     if codec == "pickle":
         import pickle  # (import time: pickle loads on first use)
 
         return pickle.loads(data)
+    if typed is not None:
+        return typed.loads(data)
     import json  # (import time: json loads on first use)
 
     return json.loads(data)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
+    from .._typed import Converter
+
 SCHEMA = 1
 GROUP = 1024
 GROUP_SECONDS = 0.5
@@ -320,7 +322,7 @@ class JSONStore(Store):
                 f"{os.path.basename(path)}: {exc}"
             ) from None
 
-    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
+    def output(self, run_id: str, step: str, item: int = -1, typed: "Converter | None" = None) -> "Any":
         with self._lock:
             self._commit(run_id)
             outputs = self._outputs.get(run_id)
@@ -331,7 +333,7 @@ class JSONStore(Store):
             data = outputs.get((step, item))
         if data is None:
             raise KeyError(f"run {run_id} has no stored output for step {step!r}")
-        return self._decoded(data, self._where(run_id, step, item))
+        return self._decoded(data, self._where(run_id, step, item), typed)
 
     def save_logs(self, run_id: str, step: str, item: int, attempt: int, text: str) -> None:
         folder = os.path.join(self._run_dir(run_id), "logs")

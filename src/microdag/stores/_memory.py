@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
+    from .._typed import Converter
+
 
 class MemoryStore(Store):
     """Runs kept in this process's memory (nothing survives it).
@@ -53,18 +55,18 @@ class MemoryStore(Store):
         self._graphs: dict[str, str] = {}
         self._attempts: dict[tuple[str, str, int, int], tuple[float, float, str, str]] = {}
 
-    def encode(self, value: "Any", what: str) -> bytes:
+    def encode(self, value: "Any", what: str, typed: "Converter | None" = None) -> bytes:
         objects = self._objects
         if objects is None:
-            return super().encode(value, what)
+            return super().encode(value, what, typed)
         token = b"\x00kept %d" % next(self._tokens)  # (pickle and JSON never start with a NUL)
         objects[token] = value
         return token
 
-    def decode(self, data: bytes) -> "Any":
+    def decode(self, data: bytes, typed: "Converter | None" = None) -> "Any":
         objects = self._objects
         if objects is None or not data.startswith(b"\x00kept "):
-            return super().decode(data)
+            return super().decode(data, typed)
         return objects[bytes(data)]
 
     def begin(self, info: RunInfo) -> None:
@@ -178,7 +180,7 @@ class MemoryStore(Store):
                         copy.output = self._blobs[copy.output.digest]
             return out
 
-    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
+    def output(self, run_id: str, step: str, item: int = -1, typed: "Converter | None" = None) -> "Any":
         with self._lock:
             self._info(run_id)
             row = self._tasks[run_id].get((step, item))
@@ -187,7 +189,9 @@ class MemoryStore(Store):
                 data = self._blobs[data.digest]
         if data is None:
             raise KeyError(f"run {run_id} has no stored output for step {step!r}")
-        return self.decode(data)
+        if typed is None or self._objects is not None:  # (kept as they are: nothing to convert)
+            return self.decode(data)
+        return self._decoded(data, self._where(run_id, step, item), typed)
 
     def list_runs(self, flow: "str | None" = None, limit: "int | None" = None) -> "list[RunInfo]":
         with self._lock:

@@ -13,8 +13,10 @@ functions here for the rest (``report``, ``logs``, ``load_run``).
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from typing import Any
+
+    from .._typed import Converter
 
     from .._records import TaskRecord
     from .._result import Run
@@ -82,24 +84,26 @@ def report(store: "Store", run_id: str) -> str:
     )
 
 
-def output(store: "Store", run_id: str, step: str, item: int = -1) -> "Any":
-    """The decoded output of a task.
+def output(store: "Store", run_id: str, step: str, item: int = -1, typed: "Converter | None" = None) -> "Any":
+    """The decoded output of a task (``typed``: see ``Store.output``).
 
     Raises:
         KeyError: the task has no stored output.
     """
     for record in store.tasks(run_id):
         if record.step == step and record.item == item and record.output is not None:
-            return store.decode(record.output)
+            return store._decoded(record.output, store._where(run_id, step, item), typed)
     raise KeyError(f"run {run_id} has no stored output for step {step!r}")
 
 
-def outputs(store: "Store", run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
+def outputs(
+    store: "Store", run_id: str, steps: "Iterable[str]", typed: "Mapping[str, Converter] | None" = None
+) -> "dict[str, Any]":
     """The decoded outputs of several steps (those with one), in one read."""
     out = {}
     for step in steps:
         try:
-            out[step] = store.output(run_id, step)
+            out[step] = store.output(run_id, step, typed=typed.get(step) if typed else None)
         except KeyError:
             pass
     return out

@@ -19,8 +19,10 @@ from ._sqlite_rows import _code_of, _records, _s, _successes, _t, _texts
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
+
+    from .._typed import Converter
 
     from ._base import Successes
 
@@ -174,7 +176,7 @@ class SQLReader(Store):
         picked = {row[0]: row[1:] for row in rows}
         return counts, [self._record(run_id, picked[seq]) for seq in sorted(picked)]
 
-    def output(self, run_id: str, step: str, item: int = -1) -> "Any":
+    def output(self, run_id: str, step: str, item: int = -1, typed: "Converter | None" = None) -> "Any":
         rows = self._read(
             "SELECT output, output_ref FROM tasks WHERE run_id = ? AND step = ? AND item = ?",
             (run_id, step, item),
@@ -186,7 +188,7 @@ class SQLReader(Store):
         data = self._blob(row[1], run_id, step, item) if row[1] is not None else row[0]
         if not isinstance(data, bytes):
             raise StoreError(f"{self._where(run_id, step, item)} is damaged: it is not encoded data")
-        return self._decoded(data, self._where(run_id, step, item))
+        return self._decoded(data, self._where(run_id, step, item), typed)
 
     def attempts(self, run_id: str) -> "list[tuple[str, int, int, float, float, str, str]]":
         self.run_info(run_id)
@@ -235,7 +237,9 @@ class SQLReader(Store):
             return None  # damaged: a miss
         return data, created
 
-    def outputs(self, run_id: str, steps: "Iterable[str]") -> "dict[str, Any]":
+    def outputs(
+        self, run_id: str, steps: "Iterable[str]", typed: "Mapping[str, Converter] | None" = None
+    ) -> "dict[str, Any]":
         wanted = list(steps)
         out: dict[str, Any] = {}
         for lo in range(0, len(wanted), 500):
@@ -251,7 +255,8 @@ class SQLReader(Store):
                 if ref is not None:
                     data = self._blob(ref, run_id, step, -1)
                 if data is not None:
-                    out[step] = self._decoded(bytes(data), self._where(run_id, step))
+                    out[step] = self._decoded(bytes(data), self._where(run_id, step),
+                                              typed.get(step) if typed else None)
         return out
 
     def succeeded(self, run_id: str) -> "dict[str, tuple[int, float | None, float | None]]":
