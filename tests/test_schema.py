@@ -155,7 +155,7 @@ def test_values_that_fit() -> None:
     with pytest.raises(FlowError) as info:
         flow.run({"ratio": "x", "colour": "green", "point": {"x": 1}, "tags": [1]})
     assert sorted(info.value.problems) == [
-        "input 'colour': expected one of 'red', 'blue', not 'green'",
+        "input 'colour': expected Colour, not str ('green') ('green' is not a valid Colour)",  # (read into Colour)
         "input 'point': key 'y' is missing",
         "input 'ratio': expected a number, not a string ('x')",
         "input 'tags': expected a list of a string or null (None), not a list ([1])",

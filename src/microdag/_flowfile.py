@@ -34,7 +34,7 @@ from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
 from ._graph import Graph
-from ._flowcall import WithDefaults, bound, import_module
+from ._flowcall import WithDefaults, bound, class_default, input_class, named
 from ._inline import CodeProblem, LoadError, load, toml_lines
 from ._schema import INF_NAN, describe, problem, schema_of
 from ._steps import MAX_SECONDS, TRIGGERS
@@ -290,52 +290,27 @@ class Builder:
         self.declared[key] = schema
         if "default" not in value:
             return Required
+        if key in self.classes:  # read into its class, as a run reads the input
+            default, wrong_lines = class_default(self.classes[key], f"[inputs] {key!r}: the default", value["default"])
+            for line in wrong_lines:
+                self.report(where, line)
+            return default
         wrong = problem(schema, value["default"])
         if wrong is not None:
             self.report(where, f"[inputs] {key!r}: the default does not fit its type: {wrong}")
         return value["default"]
 
-    def named(self, target: str) -> "tuple[object, str | None]":
-        """What ``module:attr`` names (its module imported once per file, the
-        file's folder on ``sys.path``), or why it cannot be had."""
-        module_name, _, attr = target.partition(":")
-        module = self._modules.get(module_name)
-        if module is None:
-            module = self._modules[module_name] = import_module(module_name, self.folder)
-        if isinstance(module, str):
-            return None, module
-        value: object = module
-        for part in attr.split("."):
-            try:
-                value = getattr(value, part)
-            except AttributeError:
-                return None, f"module {module_name!r} has no attribute {attr!r}"
-        return value, None
-
     def declared_class(self, key: str, target: str) -> "dict[str, Any]":
-        """``[inputs] key = {type = "module:Class"}``: the class imported (its
-        schema returned, the class kept for the flow), or each problem
-        reported at the input's line (an empty schema then)."""
-        where = ("inputs", key)
+        """``[inputs] key = {type = "module:Class"}``: the class's schema (the
+        class kept for the flow), or each problem reported at the input's line."""
         label = f"[inputs] {key!r}: type {_show(target)}: "
-        if problem(STEP_OPTIONS["call"], target) is not None:
-            self.report(where, f'{label}a class is named as "module:Class" (e.g. "orders:Order")')
-            return {}
-        cls, why = self.named(target)
-        if why is not None:
-            self.report(where, label + why)
-            return {}
-        if not isinstance(cls, type):
-            self.report(where, f"{label}{target.partition(':')[2]!r} is not a class (it is of type "
-                               f"{type(cls).__name__})")
-            return {}
-        schema = schema_of(cls)
-        if not set(schema) - {"description"}:
-            self.report(where, f"{label}class {cls.__qualname__!r} cannot be read from JSON (a dataclass, a "
-                               "Pydantic model, an Enum, a TypedDict, a NamedTuple, a datetime, a Decimal... can)")
+        cls, why = (None, 'a class is named as "module:Class" (e.g. "orders:Order")') if problem(
+            STEP_OPTIONS["call"], target) is not None else input_class(target, self.folder, self._modules)
+        if cls is None:
+            self.report(("inputs", key), label + str(why))
             return {}
         self.classes[key] = cls
-        return schema
+        return schema_of(cls)
 
     # -- steps
 
@@ -426,7 +401,7 @@ class Builder:
         cannot be had), and the steps its parameters name."""
         where = ("steps", name, "call")
         label = f"step {name!r}: call {target!r}: "
-        value, why = self.named(target)
+        value, why = named(target, self.folder, self._modules)
         if why is not None:
             self.report(where, label + why)
             return None, []

@@ -27,10 +27,10 @@ from ._steps import TRIGGERS, _Same, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
-    from ._typed import Outputs
+    from ._typed import Converter, Outputs
 
 __all__ = ["NO_DEFAULT", "_Plan"]  # (NO_DEFAULT is binding's, used here too)
 
@@ -68,6 +68,7 @@ class _Plan:
         "declared_types",
         "_types",
         "_annotations",
+        "_converters",
         "_typed",
         "_options",
         "options",
@@ -151,6 +152,7 @@ class _Plan:
         self.declared_types: dict[str, Any] = {}
         self._types: dict[str, dict[str, Any]] | None = None
         self._annotations: dict[str, Any] = {}
+        self._converters: dict[str, Converter | None] = {}
         self._typed: Outputs | None = None
 
     def configure(self, kernel: "Any") -> None:
@@ -319,6 +321,49 @@ class _Plan:
         inputs whose values are turned into a class (``_schema.typed``)."""
         self.input_types()
         return self._annotations
+
+    def checked_inputs(self, given: "Mapping[str, Any]", problems: "list[str]") -> "dict[str, Any]":
+        """The flow inputs ``given`` (anything else in it kept as it is), each
+        checked against its declared or annotated type, every problem into
+        ``problems`` (``input 'x': ...``), and turned into the class its
+        annotation names (``_typed``'s converter, compiled once), unless it
+        already is of it (``_edges.fits``: passed as it is)."""
+        from ._edges import fits  # (loaded by compiling the flow)
+        from ._schema import problem  # (loaded by input_types)
+
+        types = self.input_types()
+        classes = self._annotations
+        out = dict(given)
+        for name, value in given.items():
+            ann = classes.get(name)
+            if ann is not None:
+                if fits(ann, value):
+                    continue
+                convert = self.input_converter(name)
+                if convert is not None:
+                    try:
+                        out[name] = convert.load(value)
+                    except ValueError:  # (ConvertError) every problem of the value, not only the first
+                        problems.extend(convert.problems(value) or [f"input {name!r}: cannot be read"])
+                    continue
+            schema = types.get(name)
+            if schema:
+                wrong = problem(schema, value)
+                if wrong is not None:
+                    problems.append(f"input {name!r}: {wrong}")
+        return out
+
+    def input_converter(self, name: str) -> "Converter | None":
+        """The converter of input ``name``'s JSON into its class (``None``: plain JSON)."""
+        if name not in self._converters:
+            ann = self.input_classes().get(name)
+            if ann is None:
+                self._converters[name] = None
+            else:
+                from ._typed import converter  # (an input of a class only)
+
+                self._converters[name] = converter(ann, f"input {name!r}")
+        return self._converters[name]
 
     def code(self) -> "dict[str, str] | None":
         """Step name -> :func:`code_digest` of its function's code, for flows of up to

@@ -308,8 +308,7 @@ class _Task:
     def kwargs(self, deps: "dict[str, dict[str, Any] | None]") -> "dict[str, Any]":
         """The step's arguments: its dependencies' outputs (``None`` for one that
         did not succeed) and its flow inputs."""
-        # (lazy: an export imports this module, and needs no runner)
-        from .runner._call import bind_inputs, checked_inputs, kwargs
+        from .runner._call import bind_inputs, kwargs  # (lazy: an export imports this module, and needs no runner)
 
         plan, i = self.plan, self.i
         names = plan.graph.names
@@ -318,7 +317,7 @@ class _Task:
             envelope = deps.get(str(names[dep]))
             values.append(envelope.get("output") if envelope and envelope["status"] == "succeeded" else None)
         # (a wrong input fails the step as its function finds it, recorded for the workflow to see)
-        inputs = checked_inputs(plan, self.inputs, [])
+        inputs = plan.checked_inputs(self.inputs, [])
         kwnames, consts, missing = bind_inputs(plan, i, inputs, defaults=True)
         if missing:
             from ._errors import FlowError  # (step --help reads this module's options: it loads no kernel nor store)

@@ -9,15 +9,14 @@ called one way in a pod and another way in a local run.
 
 The rules, one each:
 
-- **arguments** (:func:`checked_inputs`, :func:`bind_inputs`, :func:`kwargs`,
-  :func:`arguments`): a step is called with the outputs of the steps it
-  takes, under the parameter names the plan gives them, then the flow
-  inputs it takes that were given; an input not given keeps the function's
-  own default (a pod, which has no function default to fall back on when it
+- **arguments** (:func:`bind_inputs`, :func:`kwargs`, :func:`arguments`): a
+  step is called with the outputs of the steps it takes, under the
+  parameter names the plan gives them, then the flow inputs it takes that
+  were given (checked and turned into their classes first:
+  ``_Plan.checked_inputs``); an input not given keeps the function's own
+  default (a pod, which has no function default to fall back on when it
   expands a map, asks for the defaults), and a required one not given is a
-  problem.  A given input is first checked against its type (every problem
-  said) and turned into the class its annotation names, unless it already
-  is of it.
+  problem.
 - **attempts** (:class:`Caller`): every :class:`Attempt` of a run is made by
   the run's caller, which knows its id, flow, folder, whether attempts
   capture what they print, and each step's timeout.
@@ -41,7 +40,6 @@ import time
 from .._binding import NO_DEFAULT
 from .._context import enter
 from .._errors import FlowError
-from .._schema import fits, problem
 from ..pools._attempt import Attempt, invoke
 
 TYPE_CHECKING = False
@@ -52,7 +50,7 @@ if TYPE_CHECKING:
     from .._context import Frame
     from .._plan import _Plan
 
-__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "checked_inputs", "invoke_timed",
+__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "invoke_timed",
            "gather", "kill_limit", "kwargs", "map_call", "missing_input", "unit_kwargs", "units"]
 
 #: Seconds (at most a tenth of the timeout) a program's kill comes before its step's deadline.
@@ -60,26 +58,6 @@ KILL_GRACE = 0.5
 
 
 # -- arguments ---------------------------------------------------------------------------
-
-
-def checked_inputs(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]") -> "dict[str, Any]":
-    """The flow inputs ``given`` (and anything else in it, as it is), each
-    checked against its declared or annotated type, whose problems go into
-    ``problems`` (``input 'x': ...``); a value already of the class its
-    annotation names is passed as it is."""
-    types = plan.input_types()
-    classes = plan.input_classes()
-    out = dict(given)
-    for name, value in given.items():
-        ann = classes.get(name)
-        if ann is not None and fits(ann, value):
-            continue
-        schema = types.get(name)
-        if schema:
-            wrong = problem(schema, value)
-            if wrong is not None:
-                problems.append(f"input {name!r}: {wrong}")
-    return out
 
 
 def bind_inputs(
@@ -135,7 +113,7 @@ def arguments(plan: "_Plan", i: int, given: "Mapping[str, Any]") -> "dict[str, A
             deps.append(given[key])
         else:
             problems.append(f"step {names[i]!r} needs the output of step {key!r}, which was not given")
-    kwnames, consts, missing = bind_inputs(plan, i, checked_inputs(plan, given, problems))
+    kwnames, consts, missing = bind_inputs(plan, i, plan.checked_inputs(given, problems))
     problems.extend(missing_input(plan, i, param, name) for param, name in missing)
     if problems:
         raise FlowError(*problems)

@@ -24,7 +24,7 @@ from .._graph import name_index, new_kernel
 from .._records import PACKAGE, RunInfo, check_run_id
 from .._result import new_run_id
 from ..stores import Store
-from ._call import bind_inputs, missing_input, checked_inputs
+from ._call import bind_inputs, missing_input
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
 from ._state import Runner
@@ -206,7 +206,7 @@ def check(
     for name in unknown:
         known = ", ".join(sorted(plan.inputs)) or "none"
         problems.append(f"flow {flow!r} has no input {name!r} (its inputs: {known})")
-    values = checked_inputs(plan, given, problems) if given else given
+    values = plan.checked_inputs(given, problems) if given else given
     graph = plan.graph
     subset: list[int] | None = None
     keep: list[int] | None = None

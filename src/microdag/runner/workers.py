@@ -66,9 +66,7 @@ from ..pools._attempt import Captured
 from ..stores._files import new_owner
 from ..stores._queue import GATHER, SUCCEEDED, Claim, Outcome
 from ._cache import cache_key
-from ._call import (
-    Caller, batch_error, bind_inputs, checked_inputs, gather, invoke_timed, kwargs, map_call, unit_kwargs, units,
-)
+from ._call import Caller, batch_error, bind_inputs, gather, invoke_timed, kwargs, map_call, unit_kwargs, units
 from ._maps import item_failed, kept
 from ._recorder import cached
 from ._setup import prepare, release
@@ -205,7 +203,7 @@ class _RunOf:
         self.outs, self.units = plan.typed_outputs(codec)  # (the converters of its steps' and units' outputs)
         self.names = plan.graph.names
         self.caller = Caller(plan, info.id, info.flow, run_dir, capture=True)
-        self.inputs = checked_inputs(plan, info.inputs, [])  # (their problems were said when the run was submitted)
+        self.inputs = plan.checked_inputs(info.inputs, [])  # (their problems were said when the run was submitted)
         self.bound: dict[int, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
         #: Map step -> its call's names and values, the position mapped over, its units.
         self.maps: dict[int, tuple[tuple[str, ...], list[Any], int, list[Any]]] = {}
