@@ -226,6 +226,70 @@ def test_wrong_inputs_of_classes_are_all_said_at_once() -> None:
     ]
 
 
+def test_json_inputs_are_read_into_their_classes() -> None:
+    seen: list[Any] = []
+
+    def keep(order: Order, carts: list[Cart], when: datetime.datetime, point: Point, ids: tuple[int, int],
+             maybe: Optional[Cart] = None) -> int:
+        seen.extend([order, carts, when, point, ids, maybe])
+        return 1
+
+    flow = Flow("read")
+    flow.add("keep", keep)
+    flow.run({"order": {"id": 1, "lines": [{"sku": "a", "qty": 2}], "placed": "2024-03-01T09:00:00+01:00",
+                        "colour": "blue"},
+              "carts": [{"owner": "x", "items": [{"name": "pen", "price": "1.10"}]}],
+              "when": "2024-03-01T09:00:00", "point": {"x": 1}, "ids": [1, 2], "maybe": None})
+    order, carts, when, point, ids, maybe = seen
+    assert order == Order(1, [Line("a", 2)], datetime.datetime.fromisoformat("2024-03-01T09:00:00+01:00"),
+                          Colour.BLUE)
+    assert carts == [Cart(owner="x", items=[Item(name="pen", price=decimal.Decimal("1.10"))])]
+    assert when == datetime.datetime(2024, 3, 1, 9) and point == Point(1) and ids == (1, 2) and maybe is None
+
+
+def test_run_step_reads_its_inputs_into_their_classes() -> None:
+    flow = Flow("one")
+    flow.add("total", typedsteps.total)
+    assert flow.run_step("total", {"order": {"id": 1, "lines": [{"sku": "a", "qty": 4}]}}) == 4
+    with pytest.raises(FlowError, match="input 'order': Order needs 'lines'"):
+        flow.run_step("total", {"order": {"id": 1}})
+
+
+_FAILED_ONCE: list[str] = []
+
+
+def _total_failing_once(order: Order) -> int:
+    if not _FAILED_ONCE:
+        _FAILED_ONCE.append(type(order).__name__)
+        raise RuntimeError("once")
+    _FAILED_ONCE.append(type(order).__name__)
+    return order.id
+
+
+def test_a_value_of_a_class_is_recorded_as_its_json_and_read_back_on_resume(store: Any) -> None:
+    _FAILED_ONCE.clear()
+    flow = Flow("kept")
+    flow.add("total", _total_failing_once)
+    order = Order(7, [Line("a")], datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc))
+    with pytest.raises(microdag.RunFailed):
+        flow.run({"order": order}, store=store, run_id="r1")
+    recorded = store.run_info("r1").inputs["order"]
+    if store.codec == "json":
+        assert recorded == {"id": 7, "lines": [{"sku": "a", "qty": 1}], "placed": "2024-03-01T00:00:00+00:00",
+                            "colour": "red", "tags": []}
+    run = flow.run(store=store, run_id="r1", resume=True)
+    assert run["total"] == 7 and _FAILED_ONCE == ["Order", "Order"]
+
+
+def test_workers_read_their_inputs_into_their_classes(tmp_path: Any) -> None:
+    flow = Flow("workers")
+    flow.add("total", typedsteps.total)
+    flow.add("kind", typedsteps.kind_of)
+    run = flow.run({"order": {"id": 1, "lines": [{"sku": "a", "qty": 3}]}}, executor="workers",
+                   store=str(tmp_path / "runs.db"))
+    assert run["total"] == 3 and run["kind"] == "Order"
+
+
 # -- flow files ---------------------------------------------------------------------
 
 TYPED_TOML = """\
@@ -351,7 +415,13 @@ def test_the_command_line_reads_a_dataclass_input_and_says_what_is_wrong(tmp_pat
     done = run_cli("run", "cli.toml", "-i", 'order={"id": "x", "lines": [{"qty": 2}]}', "--store", "memory",
                    cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "input 'order'" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "input 'order', at id: expected int, not str ('x')" in done.stderr
+    assert "input 'order', at lines[0]: Line needs 'sku'" in done.stderr
+    done = run_cli("run", "cli.toml", "-i", 'order={"id": 1, "lines": [{"sku": "a", "qty": 2}]}', "--json",
+                   "--store", str(tmp_path / "runs.db"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["outputs"] == {"total": 2}
 
 
 # -- edges --------------------------------------------------------------------------

@@ -321,13 +321,30 @@ def _open_record(
         _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep
-    info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**given, **kept}, "running", runner.wall0,
-                   source=source, code=plan.code())
+    info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**_recorded(plan, given, recorder), **kept},
+                   "running", runner.wall0, source=source, code=plan.code())
     try:
         recorder.begin(info, plan)
     except TypeError as exc:  # inputs the codec cannot store
         raise FlowError(str(exc)) from None
     return None
+
+
+def _recorded(plan: "_Plan", given: "dict[str, Any]", recorder: StoreRecorder) -> "dict[str, Any]":
+    """The ``given`` inputs as the run's record keeps them: with the JSON
+    codec, a value of an input's class as its JSON (which a resume reads
+    back into the class, as it would the JSON given)."""
+    if recorder.store.codec != "json" or not plan.input_classes():
+        return given
+    out = dict(given)
+    for name, value in given.items():
+        convert = plan.input_converter(name)
+        if convert is not None:
+            try:
+                out[name] = convert.dump(value)
+            except ValueError:  # (JSON already, or not of the class: the codec says so)
+                pass
+    return out
 
 
 def _changed_code(
