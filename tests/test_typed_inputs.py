@@ -34,8 +34,8 @@ from support import child_env, run_cli
 pydantic = pytest.importorskip("pydantic")
 jsonschema = pytest.importorskip("jsonschema")
 
-import typedsteps  # noqa: E402  (Pydantic first: the module defines models)
-from typedsteps import Cart, Colour, Item, Line, Meta, Opaque, Order, Point, Refund  # noqa: E402
+import inputsteps  # noqa: E402  (Pydantic first: the module defines models)
+from inputsteps import Cart, Colour, Item, Line, Meta, Opaque, Order, Point, Refund  # noqa: E402
 
 T = TypeVar("T")
 
@@ -151,7 +151,7 @@ def test_a_union_of_classes_is_tagged_by_name() -> None:
 
 def test_a_map_over_classes_takes_a_list_of_them() -> None:
     flow = Flow("mapped")
-    flow.add("total", typedsteps.total, map="order")
+    flow.add("total", inputsteps.total, map="order")
     schema = flow.input_schema()
     assert schema["properties"]["order"]["type"] == "array"
     assert schema["properties"]["order"]["items"]["description"] == "Order"
@@ -249,7 +249,7 @@ def test_json_inputs_are_read_into_their_classes() -> None:
 
 def test_run_step_reads_its_inputs_into_their_classes() -> None:
     flow = Flow("one")
-    flow.add("total", typedsteps.total)
+    flow.add("total", inputsteps.total)
     assert flow.run_step("total", {"order": {"id": 1, "lines": [{"sku": "a", "qty": 4}]}}) == 4
     with pytest.raises(FlowError, match="input 'order': Order needs 'lines'"):
         flow.run_step("total", {"order": {"id": 1}})
@@ -283,8 +283,8 @@ def test_a_value_of_a_class_is_recorded_as_its_json_and_read_back_on_resume(stor
 
 def test_workers_read_their_inputs_into_their_classes(tmp_path: Any) -> None:
     flow = Flow("workers")
-    flow.add("total", typedsteps.total)
-    flow.add("kind", typedsteps.kind_of)
+    flow.add("total", inputsteps.total)
+    flow.add("kind", inputsteps.kind_of)
     run = flow.run({"order": {"id": 1, "lines": [{"sku": "a", "qty": 3}]}}, executor="workers",
                    store=str(tmp_path / "runs.db"))
     assert run["total"] == 3 and run["kind"] == "Order"
@@ -297,14 +297,14 @@ TYPED_TOML = """\
 name = "orders"
 
 [inputs]
-order = { type = "typedsteps:Order", description = "the order to price" }
-cart = { type = "typedsteps:Cart" }
+order = { type = "inputsteps:Order", description = "the order to price" }
+cart = { type = "inputsteps:Cart" }
 
 [steps.kind]
-call = "typedsteps:kind_of"
+call = "inputsteps:kind_of"
 
 [steps.size]
-call = "typedsteps:cart_size"
+call = "inputsteps:cart_size"
 """
 
 
@@ -338,8 +338,8 @@ def test_a_flow_file_names_an_inputs_class(tmp_path: Any) -> None:
 
 def test_a_json_flow_file_names_an_inputs_class(tmp_path: Any) -> None:
     path = tmp_path / "orders.json"
-    path.write_text(json.dumps({"flow": {"name": "orders"}, "inputs": {"order": {"type": "typedsteps:Order"}},
-                                "steps": {"kind": {"call": "typedsteps:kind_of"}}}, indent=1))
+    path.write_text(json.dumps({"flow": {"name": "orders"}, "inputs": {"order": {"type": "inputsteps:Order"}},
+                                "steps": {"kind": {"call": "inputsteps:kind_of"}}}, indent=1))
     flow = microdag.load_flow(str(path))
     assert flow.input_schema()["properties"]["order"] == schema_of(Order)
     assert flow.run({"order": Order(3, [])})["kind"] == "Order"
@@ -351,13 +351,13 @@ name = "bad"
 
 [inputs]
 a = { type = "nosuchmodule:Order" }
-b = { type = "typedsteps:Nothing" }
-c = { type = "typedsteps:kind_of" }
-d = { type = "typedsteps:Opaque" }
+b = { type = "inputsteps:Nothing" }
+c = { type = "inputsteps:kind_of" }
+d = { type = "inputsteps:Opaque" }
 e = { type = "typed steps:Order" }
-f = { type = "typedsteps:not_a_class" }
-g = { type = "typedsteps:Order", default = { id = "x", lines = [] } }
-h = { type = "typedsteps:Order", default = { id = 1, lines = [] } }
+f = { type = "inputsteps:not_a_class" }
+g = { type = "inputsteps:Order", default = { id = "x", lines = [] } }
+h = { type = "inputsteps:Order", default = { id = 1, lines = [] } }
 
 [steps.echo]
 command = ["echo", "{inputs.a}{inputs.b}{inputs.c}{inputs.d}{inputs.e}{inputs.f}{inputs.g}{inputs.h}"]
@@ -373,13 +373,13 @@ def test_every_bad_class_name_is_said_with_its_line(tmp_path: Any) -> None:
     assert problems[0].startswith("bad.toml:5: [inputs] 'a': type \"nosuchmodule:Order\": cannot import module "
                                   "'nosuchmodule'")
     assert problems[1:] == [
-        "bad.toml:6: [inputs] 'b': type \"typedsteps:Nothing\": module 'typedsteps' has no attribute 'Nothing'",
-        "bad.toml:7: [inputs] 'c': type \"typedsteps:kind_of\": 'kind_of' is not a class (it is of type function)",
-        "bad.toml:8: [inputs] 'd': type \"typedsteps:Opaque\": class 'Opaque' cannot be read from JSON (a "
+        "bad.toml:6: [inputs] 'b': type \"inputsteps:Nothing\": module 'inputsteps' has no attribute 'Nothing'",
+        "bad.toml:7: [inputs] 'c': type \"inputsteps:kind_of\": 'kind_of' is not a class (it is of type function)",
+        "bad.toml:8: [inputs] 'd': type \"inputsteps:Opaque\": class 'Opaque' cannot be read from JSON (a "
         "dataclass, a Pydantic model, an Enum, a TypedDict, a NamedTuple, a datetime, a Decimal... can)",
         "bad.toml:9: [inputs] 'e': type \"typed steps:Order\": a class is named as \"module:Class\" "
         "(e.g. \"orders:Order\")",
-        "bad.toml:10: [inputs] 'f': type \"typedsteps:not_a_class\": 'not_a_class' is not a class (it is of type int)",
+        "bad.toml:10: [inputs] 'f': type \"inputsteps:not_a_class\": 'not_a_class' is not a class (it is of type int)",
         "bad.toml:11: [inputs] 'g': the default, at id: expected int, not str ('x')",
     ]
 
@@ -403,7 +403,7 @@ CLI_TOML = """\
 name = "cli"
 
 [steps.total]
-call = "typedsteps:total"
+call = "inputsteps:total"
 """
 
 

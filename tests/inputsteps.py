@@ -1,4 +1,4 @@
-"""Classes and steps for the typed-inputs tests; flow files name them (``typedsteps:Order``)."""
+"""Classes and steps for the typed-inputs tests; flow files name them (``inputsteps:Order``)."""
 
 import dataclasses
 import datetime
