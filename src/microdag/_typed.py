@@ -317,7 +317,12 @@ def _from_iso(cls: "Any", value: "Any") -> "Any":
 
         if not zone.endswith("]") or made.tzinfo is None:
             raise ValueError("a zone is written [Area/City] after an offset")
-        made = made.astimezone(zoneinfo.ZoneInfo(zone[:-1]))
+        wall = made.replace(tzinfo=zoneinfo.ZoneInfo(zone[:-1]))
+        for fold in (0, 1):  # (the same wall time and offset: a time the clocks went back over, or skipped)
+            kept = wall.replace(fold=fold)
+            if kept.utcoffset() == made.utcoffset():
+                return kept
+        raise ValueError(f"offset {text[-6:]} is not one of zone {zone[:-1]}'s at that time")
     return made
 
 

@@ -444,14 +444,15 @@ class Union(Node):
                 except Bad:
                     continue
             raise Bad(f"expected {self.name}, not {kind(value)}")
-        if type(value) is not dict or value.keys() != {"type", "value"} or value["type"] not in tagged:
+        if type(value) is not dict or value.keys() != {"type", "value"} or type(value["type"]) is not str \
+                or value["type"] not in tagged:
             raise Bad(f"expected {self.name} as {{\"type\": one of {sorted(tagged)}, \"value\": ...}}, "
                        f"not {kind(value)}")
         return tagged[value["type"]].load(value["value"])
 
     def collect(self, value: "Any", path: str, out: "list[tuple[str, str]]") -> None:
-        if self.tagged is not None and type(value) is dict and value.get("type") in self.tagged \
-                and value.keys() == {"type", "value"}:
+        if self.tagged is not None and type(value) is dict and value.keys() == {"type", "value"} \
+                and type(value["type"]) is str and value["type"] in self.tagged:
             self.tagged[value["type"]].collect(value["value"], path, out)
         elif len(self.members) == 1 and value is not None:
             self.members[0].collect(value, path, out)
