@@ -156,6 +156,9 @@ def test_a_map_over_classes_takes_a_list_of_them() -> None:
     assert schema["properties"]["order"]["type"] == "array"
     assert schema["properties"]["order"]["items"]["description"] == "Order"
     assert flow.run({"order": [Order(1, [Line("a", 3)])]})["total"] == [3]
+    assert flow.run({"order": [{"id": 1, "lines": [{"sku": "a", "qty": 2}]}, {"id": 2, "lines": []}]})["total"] == [2, 0]
+    with pytest.raises(FlowError, match=r"input 'order', at \[1\]: Order needs 'lines'"):
+        flow.run({"order": [{"id": 1, "lines": []}, {"id": 2}]})
 
 
 def test_which_annotations_name_classes_and_which_values_are_of_them() -> None:
