@@ -4,7 +4,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
-from typing import NamedTuple, TypedDict
+from typing import Generic, NamedTuple, Protocol, TypedDict, TypeVar
 
 import pydantic
 
@@ -54,6 +54,34 @@ class Meta(TypedDict):
 
 class Opaque:
     """A class JSON cannot stand for."""
+
+
+# -- for edges: subclasses, a protocol, a generic class
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class Parent:
+    x: int
+
+
+@dataclasses.dataclass
+class Child(Parent):
+    y: int = 0
+
+
+class SubCart(Cart):
+    extra: int = 0
+
+
+class HasQty(Protocol):
+    qty: int
+
+
+@dataclasses.dataclass
+class Box(Generic[T]):
+    item: T
 
 
 not_a_class = 3
