@@ -160,6 +160,7 @@ def test_a_map_over_classes_takes_a_list_of_them() -> None:
     assert flow.run({"order": [{"id": 1, "lines": [{"sku": "a", "qty": 2}]}, {"id": 2, "lines": []}]})["total"] == [2, 0]
     with pytest.raises(FlowError, match=r"input 'order', at \[1\]: Order needs 'lines'"):
         flow.run({"order": [{"id": 1, "lines": []}, {"id": 2}]})
+    assert flow.run({"order": (Order(n, []) for n in range(2))})["total"] == [0, 0]  # a generator: as it is
 
 
 def test_which_annotations_name_classes_and_which_values_are_of_them() -> None:
@@ -342,11 +343,18 @@ def test_a_flow_file_names_an_inputs_class(tmp_path: Any) -> None:
 
 def test_a_json_flow_file_names_an_inputs_class(tmp_path: Any) -> None:
     path = tmp_path / "orders.json"
-    path.write_text(json.dumps({"flow": {"name": "orders"}, "inputs": {"order": {"type": "inputsteps:Order"}},
-                                "steps": {"kind": {"call": "inputsteps:kind_of"}}}, indent=1))
+    path.write_text(json.dumps({"flow": {"name": "orders"}, "inputs": {"order": {"type": "inputsteps:Order"},
+                                                                        "meta": {"type": "inputsteps:Meta"}},
+                                "steps": {"kind": {"call": "inputsteps:kind_of"},
+                                          "tag": {"python": "def tag(meta):\n    return meta['tag']\n"}}},
+                               indent=1))
     flow = microdag.load_flow(str(path))
     assert flow.input_schema()["properties"]["order"] == schema_of(Order)
-    assert flow.run({"order": Order(3, [])})["kind"] == "Order"
+    run = flow.run({"order": Order(3, []), "meta": {"tag": "t"}})
+    assert run["kind"] == "Order" and run["tag"] == "t"
+    with pytest.raises(FlowError) as info:  # a TypedDict of plain values: its JSON is checked, and kept a dict
+        flow.run({"order": {"id": 3}, "meta": {"tog": "t"}})
+    assert info.value.problems == ["input 'order': Order needs 'lines'", "input 'meta': key 'tag' is missing"]
 
 
 BAD_TYPES = """\

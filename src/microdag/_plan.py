@@ -293,7 +293,7 @@ class _Plan:
                         continue
                     if name in self.declared:
                         types[name] = self.declared[name]
-                        if name in self.declared_types:  # (a class: typed)
+                        if typed(self.declared_types.get(name)):
                             annotated[name] = self.declared_types[name]
                         continue
                     fn = self.fns[i]
@@ -327,7 +327,8 @@ class _Plan:
         checked against its declared or annotated type, every problem into
         ``problems`` (``input 'x': ...``), and turned into the class its
         annotation names (``_typed``'s converter, compiled once), unless it
-        already is of it (``_edges.fits``: passed as it is)."""
+        already is of it (``_edges.fits``: passed as it is), or is a generator
+        or a range given for a list (a map's items: not read ahead)."""
         from ._edges import fits  # (loaded by compiling the flow)
         from ._schema import problem  # (loaded by input_types)
 
@@ -337,7 +338,7 @@ class _Plan:
         for name, value in given.items():
             ann = classes.get(name)
             if ann is not None:
-                if fits(ann, value):
+                if fits(ann, value) or getattr(ann, "__origin__", None) is list and _lazy(value):
                     continue
                 convert = self.input_converter(name)
                 if convert is not None:
@@ -458,6 +459,11 @@ class _Plan:
                     used[j] = 1
             self._sinks = [i for i, u in enumerate(used) if not u]
         return self._sinks
+
+
+def _lazy(value: "Any") -> bool:
+    """Whether ``value`` is an iterable that is not held whole (a generator, a range)."""
+    return hasattr(value, "__iter__") and not isinstance(value, (list, tuple, dict, str, bytes, set, frozenset))
 
 
 def _dep_names(
