@@ -67,6 +67,6 @@ def squares(extract: list[int]) -> list[int]:
     return [x * x for x in extract]
 
 
-def unique(extract: list[int]) -> set[int]:
-    """A value JSON cannot hold: it needs the pickle codec."""
+def unique(extract: list[int]):  # type: ignore[no-untyped-def]
+    """A value JSON cannot hold without an annotation that says it is a set: it needs the pickle codec."""
     return set(extract)

@@ -6,6 +6,9 @@ infer (and ``reveal_type`` lines are not needed).  Lines marked
 ``--strict``'s ``warn_unused_ignores``) if mypy accepts them.
 """
 
+import dataclasses
+import datetime
+import decimal
 from collections.abc import Callable, Coroutine
 from typing import Any, assert_type
 
@@ -73,3 +76,32 @@ assert_type(numbers.order(), list[int])
 schema = flow.input_schema()
 assert_type(schema, dict[str, Any])
 required: list[str] = schema["required"]
+
+
+# Typed values through a durable store: a step returning a dataclass; with the
+# JSON codec it is kept by its annotation and read back as an Order.
+@dataclasses.dataclass(frozen=True)
+class Order:
+    id: int
+    when: datetime.datetime
+    price: decimal.Decimal
+
+
+orders = microdag.Flow("orders")
+
+
+@orders.step
+def make_order() -> Order:
+    return Order(1, datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc), decimal.Decimal("9.99"))
+
+
+@orders.step
+def total(make_order: Order) -> decimal.Decimal:
+    return make_order.price
+
+
+assert_type(make_order(), Order)
+stored = orders.run(store="sqlite:runs.db", keep_outputs=True)
+kept: Order = stored["make_order"]
+resumed = orders.run(store="sqlite:runs.db", run_id=stored.id, resume=True)
+assert_type(resumed, microdag.Run)
