@@ -66,8 +66,8 @@ def import_module(module_name: str, folder: str) -> object:
 
 
 def named(target: str, folder: str, modules: "dict[str, object]") -> "tuple[object, str | None]":
-    """What ``module:attr`` names (each module imported once into ``modules``:
-    the module or why it cannot be had), or why it cannot be had."""
+    """What ``module:attr`` names, or why it cannot be had (``modules`` keeps
+    each module met, or why it does not import, so it is imported once)."""
     module_name, _, attr = target.partition(":")
     module = modules.get(module_name)
     if module is None:

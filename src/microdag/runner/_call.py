@@ -50,8 +50,8 @@ if TYPE_CHECKING:
     from .._context import Frame
     from .._plan import _Plan
 
-__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "invoke_timed",
-           "gather", "kill_limit", "kwargs", "map_call", "missing_input", "unit_kwargs", "units"]
+__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "invoke_timed", "gather", "kill_limit",
+           "kwargs", "map_call", "missing_input", "unit_kwargs", "units"]
 
 #: Seconds (at most a tenth of the timeout) a program's kill comes before its step's deadline.
 KILL_GRACE = 0.5
