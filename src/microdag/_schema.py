@@ -189,6 +189,17 @@ _TEXT: "dict[tuple[str, str], dict[str, Any]]" = {
 }
 
 
+def _as_text(cls: type) -> "dict[str, Any] | None":
+    """The schema of a class JSON holds as text (:data:`_TEXT`: it or a base,
+    by its top module's name: ``pathlib._local`` is ``pathlib``, ``_decimal``
+    is ``decimal``), or ``None``."""
+    for base in cls.__mro__:
+        text = _TEXT.get((base.__module__.partition(".")[0].lstrip("_"), base.__qualname__))
+        if text is not None:
+            return text
+    return None
+
+
 def is_model(cls: "Any") -> bool:
     """Whether ``cls`` is a Pydantic (v2) model class, told by its bases'
     names: Pydantic is not imported to ask."""
@@ -226,10 +237,9 @@ def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
             return dict(cls.model_json_schema())  # type: ignore[attr-defined]
         except Exception:  # (a field JSON Schema cannot say)
             return _unknown(cls)
-    for base in cls.__mro__:
-        text = _TEXT.get((base.__module__, base.__qualname__))
-        if text is not None:
-            return {**text, "description": cls.__name__}
+    text = _as_text(cls)
+    if text is not None:
+        return {**text, "description": cls.__name__}
     hints = getattr(cls, "__annotations__", None)
     if hasattr(cls, "__required_keys__") and isinstance(hints, dict):  # a TypedDict
         return {"type": "object", "properties": {k: _schema(_resolve(v, cls), depth + 1) for k, v in hints.items()},
@@ -580,6 +590,6 @@ def _known(origin: "Any") -> "type | None":
     if (isinstance(getattr(origin, "__dataclass_fields__", None), dict) or is_model(origin)
             or enum is not None and issubclass(origin, enum.Enum)
             or issubclass(origin, tuple) and isinstance(getattr(origin, "_fields", None), tuple)
-            or any((base.__module__, base.__qualname__) in _TEXT for base in origin.__mro__)):
+            or _as_text(origin) is not None):
         return origin
     return None
