@@ -10,6 +10,7 @@ one class and a parameter wanting an unrelated one is refused at
 generics, type variables, ``Any``, names that do not resolve) ever is.
 """
 
+import dataclasses
 import datetime
 import decimal
 import json
@@ -137,6 +138,34 @@ def test_two_models_of_one_name_keep_both_definitions() -> None:
     assert validator.is_valid({"cart": {"owner": "a", "items": [{"name": "x", "price": "1"}]},
                                "box": {"item": {"code": 3}}})
     assert not validator.is_valid({"cart": {"owner": "a", "items": []}, "box": {"item": {"name": "x"}}})
+
+
+@dataclasses.dataclass
+class Holder:
+    cart: Cart
+    refunds: list[Refund]
+
+
+def test_models_inside_a_dataclass_have_their_definitions_at_the_top() -> None:
+    seen: list[Any] = []
+
+    def keep(holder: Holder, either: Cart | Refund) -> int:
+        seen.extend([holder, either])
+        return 1
+
+    flow = Flow("nested")
+    flow.add("keep", keep)
+    schema = flow.input_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert list(schema["$defs"]) == ["Item"]
+    good = {"holder": {"cart": {"owner": "a", "items": [{"name": "n", "price": "1"}]}, "refunds": [{"order": 1}]},
+            "either": {"type": "Refund", "value": {"order": 2}}}
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(good)
+    assert not validator.is_valid({**good, "holder": {"cart": {"owner": "a", "items": [{}]}, "refunds": []}})
+    flow.run(good)
+    assert seen == [Holder(Cart(owner="a", items=[Item(name="n", price=decimal.Decimal(1))]), [Refund(order=1)]),
+                    Refund(order=2)]
 
 
 def test_a_union_of_classes_is_tagged_by_name() -> None:
