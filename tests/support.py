@@ -165,3 +165,25 @@ def scenarios(module: str, twin: str, timeout: float) -> dict:
     out = run_child(f"import json, {module}\nprint(json.dumps({module}.run_all()))", timeout, twin)
     assert isinstance(out, dict)
     return out
+
+
+#: An annotation left out (for :func:`edge_flow`).
+NO_ANNOTATION = object()
+
+
+def edge_flow(produced: object, wanted: object, **options: object) -> "microdag.Flow":
+    """A flow of two steps: ``source`` annotated to return ``produced``, feeding
+    ``sink``'s parameter ``value`` annotated ``wanted`` (``sink`` takes ``options``)."""
+    flow = microdag.Flow("edge")
+
+    def source():  # type: ignore[no-untyped-def]
+        return None
+
+    def sink(value):  # type: ignore[no-untyped-def]
+        return value
+
+    source.__annotations__ = {} if produced is NO_ANNOTATION else {"return": produced}
+    sink.__annotations__ = {} if wanted is NO_ANNOTATION else {"value": wanted}
+    flow.add("source", source)
+    flow.add("sink", sink, inputs={"value": "source"}, **options)  # type: ignore[arg-type]
+    return flow

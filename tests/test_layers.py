@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.abspath(microdag.__file__))
 #: Bottom to top (docs/design.md): a module may import from its own layer and below.
 LAYERS = [
     ["microdag._version", "microdag._context", "microdag._children", "microdag._types", "microdag._yaml",
-     "microdag._schema", "microdag._typed_nodes", "microdag._typed",  # _typed: typed values to JSON and back
+     "microdag._schema", "microdag._edges", "microdag._typed_nodes", "microdag._typed",  # _typed: typed values to JSON and back
      "microdag._tomltext", "microdag.otel", "microdag._nogc", "microdag._layout"],
     ["microdag._errors"],
     ["microdag._sched_py", "microdag._sched", "microdag._compat"],

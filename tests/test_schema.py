@@ -11,16 +11,21 @@ imported for type checkers) is ever refused.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import enum
 import json
 import os
+import pathlib
 from typing import TYPE_CHECKING, Any, Literal, Optional, TypedDict, TypeVar
 
 import pytest
 
 import microdag
 from microdag import Flow, FlowError
-from support import run_cli
+from inputsteps import Box, Cart, Child, HasQty, Line, Order, Parent, Refund, SubCart
+from inputsteps import Point as NamedPoint
+from support import NO_ANNOTATION, edge_flow, run_cli
 
 if TYPE_CHECKING:
     from decimal import Decimal  # a name type checkers see, and runs never resolve
@@ -83,8 +88,8 @@ def _schema_of_param(annotation: object) -> dict[str, Any]:
     (Colour, {"enum": ["red", "blue"], "description": "Colour"}),
     (Point, {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
              "required": ["x", "y"], "additionalProperties": False, "description": "Point"}),
-    (Options, {"type": "object", "properties": {"depth": {"type": "integer"}, "name": {"type": "string"}},
-               "required": ["depth"], "description": "Options"}),
+    (Options, {"type": "object", "properties": {"depth": {"type": "integer"}, "name": {"type": "string", "default": "x"}},
+               "required": ["depth"], "additionalProperties": False, "description": "Options"}),
     (Any, {}),
     ("list[int]", {"type": "array", "items": {"type": "integer"}}),
     ("Decimal", {}),  # imported under TYPE_CHECKING only: not an error, not checked
@@ -155,7 +160,7 @@ def test_values_that_fit() -> None:
     with pytest.raises(FlowError) as info:
         flow.run({"ratio": "x", "colour": "green", "point": {"x": 1}, "tags": [1]})
     assert sorted(info.value.problems) == [
-        "input 'colour': expected one of 'red', 'blue', not 'green'",
+        "input 'colour': expected Colour, not str ('green') ('green' is not a valid Colour)",  # (read into Colour)
         "input 'point': key 'y' is missing",
         "input 'ratio': expected a number, not a string ('x')",
         "input 'tags': expected a list of a string or null (None), not a list ([1])",
@@ -191,32 +196,18 @@ def test_a_map_over_an_input_takes_its_items() -> None:
 # -- edges --------------------------------------------------------------------------
 
 
-def _edge(produced: object, wanted: object, **options: Any) -> Flow:
-    flow = Flow("edge")
-
-    def source():  # type: ignore[no-untyped-def]
-        return None
-
-    def sink(value):  # type: ignore[no-untyped-def]
-        return value
-
-    source.__annotations__ = {} if produced is _NONE else {"return": produced}
-    sink.__annotations__ = {} if wanted is _NONE else {"value": wanted}
-    flow.add("source", source)
-    flow.add("sink", sink, inputs={"value": "source"}, **options)
-    return flow
-
-
-_NONE = object()
-
-
 @pytest.mark.parametrize("produced,wanted", [
     (str, int), (int, str), (None, int), (list[int], dict), (list[str], list[int]), ("str", "int"),
     (dict[str, int], dict[str, str]), (float, int),
+    # classes whose values are known, neither a subclass of the other
+    (Order, int), (int, Order), (Order, str), (Cart, dict), (dict, Cart), (Order, Cart), (Cart, Refund),
+    (Cart, list[Cart]), (list[Order], list[int]), (None, Order), (Order, None), (Colour, int),
+    (datetime.date, str), (decimal.Decimal, float), (NamedPoint, dict), (Point, int), (Parent, Line),
+    (dict[str, Order], dict[str, Cart]),
 ])
 def test_edges_whose_types_never_meet_are_refused(produced: object, wanted: object) -> None:
     with pytest.raises(FlowError) as info:
-        _edge(produced, wanted).validate()
+        edge_flow(produced, wanted).validate()
     (problem,) = info.value.problems
     assert problem.startswith("step 'sink': parameter 'value' is annotated ")
     assert "what step 'source' returns is annotated" in problem
@@ -224,20 +215,28 @@ def test_edges_whose_types_never_meet_are_refused(produced: object, wanted: obje
 
 @pytest.mark.parametrize("produced,wanted", [
     (int, int), (bool, int), (int, float), (bool, float), (list[int], list), (list, list[int]),
-    (Any, int), (int, Any), (_NONE, int), (int, _NONE), (Optional[str], int), (int, Optional[str]),
+    (Any, int), (int, Any), (NO_ANNOTATION, int), (int, NO_ANNOTATION), (Optional[str], int), (int, Optional[str]),
     (T, int), (Opaque, int), (int, Opaque), ("Decimal", int), ("NoSuchName", str), (list[int], list[T]),
     (dict[str, int], dict), (tuple[int, str], tuple),
+    # classes: subclasses either way, protocols, generics, unions, what says too little
+    (Order, Order), (Order, Order | None), (Order, Optional[Order]), (Child, Parent), (Parent, Child),
+    (SubCart, Cart), (Cart, SubCart), (Order, Any), (Order, object), (Any, Order), (object, Order),
+    (Order, T), (T, Order), (Line, HasQty), (HasQty, Line), (Box[int], Box[str]), (Box[int], Box),
+    (Order, Opaque), (Opaque, Order), (Order, "NoSuchName"), ("NoSuchName", Order), (list[Order], list[T]),
+    (Point, dict), (dict, Point), (NamedPoint, tuple), (tuple, NamedPoint), (Colour, Colour),
+    (Order | None, Order), (list[Child], list[Parent]), (datetime.datetime, datetime.date),
+    (pathlib.PosixPath, pathlib.Path),
 ])
 def test_edges_in_doubt_are_accepted(produced: object, wanted: object) -> None:
-    _edge(produced, wanted).validate()
+    edge_flow(produced, wanted).validate()
 
 
 def test_map_steps_are_checked_item_wise() -> None:
-    _edge(list[int], int, map="value").validate()
-    _edge(list[int], list[int], map="value", batch_size=2).validate()  # a batch is a list of items
+    edge_flow(list[int], int, map="value").validate()
+    edge_flow(list[int], list[int], map="value", batch_size=2).validate()  # a batch is a list of items
     with pytest.raises(FlowError, match="the items of what step 'source' returns are annotated str"):
-        _edge(list[str], int, map="value").validate()
-    _edge(dict[str, int], int, map="value").validate()  # keys: in doubt
+        edge_flow(list[str], int, map="value").validate()
+    edge_flow(dict[str, int], int, map="value").validate()  # keys: in doubt
 
 
 def test_a_map_steps_output_is_the_list_of_its_calls() -> None:
@@ -316,7 +315,8 @@ def test_bad_declarations_name_the_input_and_line(tmp_path: Any) -> None:
     problems = info.value.problems
     assert len(problems) == 3
     assert problems[0].endswith("bad.toml:4: [inputs] 'limit': type must be one of string, integer, number, "
-                                "boolean, array, object, null (or a list of them), not \"int\"")
+                                "boolean, array, object, null (or a list of them), or a class as \"module:Class\", "
+                                "not \"int\"")
     assert "bad.toml:5: [inputs] 'n': the default does not fit its type: expected an integer" in problems[1]
     assert "bad.toml:6: [inputs] 'm': enum must be a non-empty list" in problems[2]
 

@@ -108,11 +108,11 @@ def _check_edges(
 ) -> None:
     """A problem for each parameter whose annotation a dependency's return
     annotation can never satisfy (``-> str`` feeding ``count: int``; a map
-    parameter item-wise); see ``_schema.clash`` for what counts as sure.
+    parameter item-wise); see ``_edges.clash`` for what counts as sure.
     ``fns``, ``signatures``: the flow's functions and their signatures, by
     the function's id."""
-    # (_schema loads with the first compile, not with a flow's definition)
-    from ._schema import MISSING, annotations, clash, item_type
+    from ._edges import clash  # (loads with the first compile, not with a flow's definition)
+    from ._schema import MISSING, annotations, item_type  # (as _edges)
 
     hints = {key: annotations(fn) for key, fn in fns.items()}
     # Only a named parameter's annotation is checked (one of **kwargs is not):

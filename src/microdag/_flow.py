@@ -44,8 +44,8 @@ class Flow:
         name: the flow's name (used in run records, logs and errors).
     """
 
-    __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_shared", "_given",
-                 "__weakref__")
+    __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_declared_types", "_shared",
+                 "_given", "__weakref__")
 
     def __init__(self, name: str, *, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]" = ()) -> None:
         """A flow named ``name``, with no step yet; ``inputs`` declares flow
@@ -75,6 +75,7 @@ class Flow:
         self._source: str | None = None
         #: Input name -> the JSON Schema its flow file declares (``[inputs] x = {type = ...}``).
         self._declared: dict[str, dict[str, Any]] = _declared(name, inputs)
+        self._declared_types: dict[str, Any] = {}  # input -> the class a flow file names (``type = "mod:Class"``)
 
     @property
     def name(self) -> str:
@@ -333,7 +334,7 @@ class Flow:
         if plan is None:
             plan = self._plan = _Plan(self._steps, self._index)
             self._lent = True
-            plan.declared = self._declared
+            plan.declared, plan.declared_types = self._declared, self._declared_types
         return plan
 
     def validate(self, inputs: "Iterable[str]" = ()) -> None:

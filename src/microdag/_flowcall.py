@@ -7,7 +7,9 @@ cannot be had).  A ``call`` or ``python`` step's parameters declared in
 ``[inputs]`` take their defaults from there (:func:`bound`); a ``call``
 step's function then becomes a :class:`WithDefaults` (a
 ``functools.partial``), which still pickles and still reads as async to the
-runner when the function is.
+runner when the function is.  An input's ``type = "module:Class"`` is found
+the same way (:func:`named`), and its default is read into that class
+(:func:`input_class`, :func:`class_default`).
 """
 
 import functools
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 else:
     _PartialBase = functools.partial
 
-__all__ = ["WithDefaults", "bound", "import_module", "on_path", "reason"]
+__all__ = ["WithDefaults", "bound", "class_default", "import_module", "input_class", "named", "on_path", "reason"]
 
 
 def bound(
@@ -61,6 +63,53 @@ def import_module(module_name: str, folder: str) -> object:
         return f"importing module {module_name!r} raised {reason(exc)}"
     except Exception as exc:
         return f"importing module {module_name!r} raised {reason(exc)}"
+
+
+def named(target: str, folder: str, modules: "dict[str, object]") -> "tuple[object, str | None]":
+    """What ``module:attr`` names, or why it cannot be had (``modules`` keeps
+    each module met, or why it does not import, so it is imported once)."""
+    module_name, _, attr = target.partition(":")
+    module = modules.get(module_name)
+    if module is None:
+        module = modules[module_name] = import_module(module_name, folder)
+    if isinstance(module, str):
+        return None, module
+    value: object = module
+    for part in attr.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            return None, f"module {module_name!r} has no attribute {attr!r}"
+    return value, None
+
+
+def input_class(target: str, folder: str, modules: "dict[str, object]") -> "tuple[type | None, str | None]":
+    """The class an input's ``type = "module:Class"`` names, or why it cannot be one."""
+    from ._schema import schema_of  # (a flow file naming a class only)
+
+    cls, why = named(target, folder, modules)
+    if why is not None:
+        return None, why
+    if not isinstance(cls, type):
+        return None, f"{target.partition(':')[2]!r} is not a class (it is of type {type(cls).__name__})"
+    if not set(schema_of(cls)) - {"description"}:
+        return None, (f"class {cls.__qualname__!r} cannot be read from JSON (a dataclass, a Pydantic model, an "
+                      "Enum, a TypedDict, a NamedTuple, a datetime, a Decimal... can)")
+    return cls, None
+
+
+def class_default(cls: type, label: str, default: "Any") -> "tuple[Any, list[str]]":
+    """An input's ``default`` (JSON) read into its class ``cls`` (as runs read
+    given inputs), and its problems, each starting with ``label``."""
+    from ._typed import converter  # (a flow file naming a class only)
+
+    convert = converter(cls, label)
+    if convert is None:  # (a TypedDict of plain values: its JSON is its value)
+        return default, []
+    try:
+        return convert.load(default), []
+    except ValueError:
+        return default, convert.problems(default)
 
 
 def reason(exc: BaseException) -> str:

@@ -34,9 +34,9 @@ from ._command import Command, Required, parse_item
 from ._errors import CycleError, FlowError
 from ._flow import Flow
 from ._graph import Graph
-from ._flowcall import WithDefaults, bound, import_module
+from ._flowcall import WithDefaults, bound, class_default, input_class, named
 from ._inline import CodeProblem, LoadError, load, toml_lines
-from ._schema import INF_NAN, describe, problem
+from ._schema import INF_NAN, describe, problem, schema_of
 from ._steps import MAX_SECONDS, TRIGGERS
 
 TYPE_CHECKING = False
@@ -107,6 +107,7 @@ class Builder:
         #: (key path, text, the problem of step code it is, if it is one)
         self.located: list[tuple[tuple[str, ...], str, CodeProblem | None]] = [((), p, None) for p in problems]
         self.declared: dict[str, dict[str, Any]] = {}  # typed inputs: name -> JSON Schema
+        self.classes: dict[str, type] = {}  # typed inputs naming a class: name -> the class
         self.deps: dict[str, list[str]] = {}  # step -> the steps it runs after
         self.folder = os.path.dirname(os.path.abspath(path))
         self._lines: dict[tuple[str, ...], int] | None = None
@@ -190,6 +191,7 @@ class Builder:
                     "a parameter of that name would receive the step's output; rename one",
                 )
         flow = Flow(name, inputs=self.declared)
+        flow._declared_types = self.classes
         for step_name, body in steps.items():
             self.step(flow, step_name, body, defaults, steps)
         cycle: CycleError | None = None
@@ -263,9 +265,11 @@ class Builder:
         where = ("inputs", key)
         kinds = value["type"] if isinstance(value["type"], list) else [value["type"]]
         schema: dict[str, Any] = {}
-        if not kinds or not all(k in _JSON_TYPES for k in kinds):
+        if isinstance(value["type"], str) and ":" in value["type"]:
+            schema = self.declared_class(key, value["type"])
+        elif not kinds or not all(k in _JSON_TYPES for k in kinds):
             self.report(where, f"[inputs] {key!r}: type must be one of {', '.join(_JSON_TYPES)} (or a list of "
-                               f"them), not {_show(value['type'])}")
+                               f"them), or a class as \"module:Class\", not {_show(value['type'])}")
         else:
             schema["type"] = value["type"]
         if "enum" in value:
@@ -287,10 +291,27 @@ class Builder:
         self.declared[key] = schema
         if "default" not in value:
             return Required
+        if key in self.classes:  # read into its class, as a run reads the input
+            default, wrong_lines = class_default(self.classes[key], f"[inputs] {key!r}: the default", value["default"])
+            for line in wrong_lines:
+                self.report(where, line)
+            return default
         wrong = problem(schema, value["default"])
         if wrong is not None:
             self.report(where, f"[inputs] {key!r}: the default does not fit its type: {wrong}")
         return value["default"]
+
+    def declared_class(self, key: str, target: str) -> "dict[str, Any]":
+        """``[inputs] key = {type = "module:Class"}``: the class's schema (the
+        class kept for the flow), or each problem reported at the input's line."""
+        label = f"[inputs] {key!r}: type {_show(target)}: "
+        cls, why = (None, 'a class is named as "module:Class" (e.g. "orders:Order")') if problem(
+            STEP_OPTIONS["call"], target) is not None else input_class(target, self.folder, self._modules)
+        if cls is None:
+            self.report(("inputs", key), label + str(why))
+            return {}
+        self.classes[key] = cls
+        return schema_of(cls)
 
     # -- steps
 
@@ -385,22 +406,13 @@ class Builder:
         cannot be had), and the steps its parameters name."""
         where = ("steps", name, "call")
         label = f"step {name!r}: call {target!r}: "
-        module_name, _, attr = target.partition(":")
-        module = self._modules.get(module_name)
-        if module is None:
-            module = self._modules[module_name] = import_module(module_name, self.folder)
-        if isinstance(module, str):
-            self.report(where, label + module)
+        value, why = named(target, self.folder, self._modules)
+        if why is not None:
+            self.report(where, label + why)
             return None, []
-        value: object = module
-        for part in attr.split("."):
-            try:
-                value = getattr(value, part)
-            except AttributeError:
-                self.report(where, f"{label}module {module_name!r} has no attribute {attr!r}")
-                return None, []
         if not callable(value):
-            self.report(where, f"{label}{attr!r} is not callable (it is of type {type(value).__name__})")
+            self.report(where, f"{label}{target.partition(':')[2]!r} is not callable (it is of type "
+                               f"{type(value).__name__})")
             return None, []
         fn: Callable[..., Any] = value
         found = bound(name, fn, options, defaults, steps)

@@ -27,10 +27,10 @@ from ._steps import TRIGGERS, _Same, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
-    from ._typed import Outputs
+    from ._typed import Converter, Outputs
 
 __all__ = ["NO_DEFAULT", "_Plan"]  # (NO_DEFAULT is binding's, used here too)
 
@@ -65,7 +65,10 @@ class _Plan:
         "_fingerprint",
         "_code",
         "declared",
+        "declared_types",
         "_types",
+        "_annotations",
+        "_converters",
         "_typed",
         "_options",
         "options",
@@ -145,7 +148,11 @@ class _Plan:
         self._code: dict[str, str] | None = None
         #: Input name -> the JSON Schema a flow file declares for it (``Flow`` sets it).
         self.declared: dict[str, dict[str, Any]] = {}
+        #: Input name -> the class a flow file names as its type (``[inputs] x = {type = "mod:Class"}``).
+        self.declared_types: dict[str, Any] = {}
         self._types: dict[str, dict[str, Any]] | None = None
+        self._annotations: dict[str, Any] = {}
+        self._converters: dict[str, Converter | None] = {}
         self._typed: Outputs | None = None
 
     def configure(self, kernel: "Any") -> None:
@@ -223,6 +230,8 @@ class _Plan:
         """``Flow.input_schema``: a JSON Schema of the inputs (see there)."""
         import json  # (import time: json loads on first use)
 
+        from ._schema import lift_defs  # (loaded by input_types already)
+
         types = self.input_types()
         defaults: dict[str, Any] = {}
         for ins in self.input_params:
@@ -240,7 +249,9 @@ class _Plan:
                 except (TypeError, ValueError):
                     pass
             properties[name] = prop
-        return {
+        defs: dict[str, Any] = {}
+        properties = lift_defs(properties, defs)  # (a model's nested models, named from the top)
+        schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": title,
             "type": "object",
@@ -248,6 +259,9 @@ class _Plan:
             "required": sorted(name for name, required in needed.items() if required),
             "additionalProperties": False,
         }
+        if defs:
+            schema["$defs"] = defs
+        return schema
 
     def typed_outputs(self, codec: str = "json") -> "Outputs":
         """The converters of the steps' outputs by their return annotations
@@ -264,19 +278,23 @@ class _Plan:
 
     def input_types(self) -> "dict[str, dict[str, Any]]":
         """Input name -> its JSON Schema: declared by the flow file, else from
-        the annotation of the first parameter that takes it (``{}``: any)."""
+        the annotation of the first parameter that takes it and says
+        something (``{}``: any)."""
         if self._types is None:
             # (_schema loads with the first compile, not with a flow's definition)
-            from ._schema import MISSING, annotations, item_type, schema_of
+            from ._schema import MISSING, annotations, item_type, schema_of, typed
 
             seen: dict[int, dict[str, Any]] = {}
             types: dict[str, dict[str, Any]] = {}
+            annotated: dict[str, Any] = {}
             for i, ins in enumerate(self.input_params):
                 for param, name, _ in ins:
                     if name in types and types[name]:
                         continue
                     if name in self.declared:
                         types[name] = self.declared[name]
+                        if typed(self.declared_types.get(name)):
+                            annotated[name] = self.declared_types[name]
                         continue
                     fn = self.fns[i]
                     hints = seen.get(id(fn))
@@ -288,10 +306,65 @@ class _Plan:
                         item = item_type(ann) if step.batch_size is not None else ann
                         types[name] = {"type": "array"} if item is MISSING else {
                             "type": "array", "items": schema_of(item)}
+                        ann = MISSING if item is MISSING else list[item]  # type: ignore[valid-type]
                     else:
                         types[name] = {} if ann is MISSING else schema_of(ann)
+                    if typed(ann):
+                        annotated[name] = ann
+            self._annotations = annotated
             self._types = types
         return self._types
+
+    def input_classes(self) -> "dict[str, Any]":
+        """Input name -> the annotation that gives it its type in
+        :meth:`input_types` (or the class a flow file declares), for the
+        inputs whose values are turned into a class (``_schema.typed``)."""
+        self.input_types()
+        return self._annotations
+
+    def checked_inputs(self, given: "Mapping[str, Any]", problems: "list[str]") -> "dict[str, Any]":
+        """The flow inputs ``given`` (anything else in it kept as it is), each
+        checked against its declared or annotated type, every problem into
+        ``problems`` (``input 'x': ...``), and turned into the class its
+        annotation names (``_typed``'s converter, compiled once), unless it
+        already is of it (``_edges.fits``: passed as it is), or is a generator
+        or a range given for a list (a map's items: not read ahead)."""
+        from ._edges import fits  # (loaded by compiling the flow)
+        from ._schema import problem  # (loaded by input_types)
+
+        types = self.input_types()
+        classes = self._annotations
+        out = dict(given)
+        for name, value in given.items():
+            ann = classes.get(name)
+            if ann is not None:
+                if fits(ann, value) or getattr(ann, "__origin__", None) is list and _lazy(value):
+                    continue
+                convert = self.input_converter(name)
+                if convert is not None:
+                    try:
+                        out[name] = convert.load(value)
+                    except ValueError:  # (ConvertError) every problem of the value, not only the first
+                        problems.extend(convert.problems(value) or [f"input {name!r}: cannot be read"])
+                    continue
+            schema = types.get(name)
+            if schema:
+                wrong = problem(schema, value)
+                if wrong is not None:
+                    problems.append(f"input {name!r}: {wrong}")
+        return out
+
+    def input_converter(self, name: str) -> "Converter | None":
+        """The converter of input ``name``'s JSON into its class (``None``: plain JSON)."""
+        if name not in self._converters:
+            ann = self.input_classes().get(name)
+            if ann is None:
+                self._converters[name] = None
+            else:
+                from ._typed import converter  # (an input of a class only)
+
+                self._converters[name] = converter(ann, f"input {name!r}")
+        return self._converters[name]
 
     def code(self) -> "dict[str, str] | None":
         """Step name -> :func:`code_digest` of its function's code, for flows of up to
@@ -388,6 +461,11 @@ class _Plan:
                     used[j] = 1
             self._sinks = [i for i, u in enumerate(used) if not u]
         return self._sinks
+
+
+def _lazy(value: "Any") -> bool:
+    """Whether ``value`` is an iterable that is not held whole (a generator, a range)."""
+    return hasattr(value, "__iter__") and not isinstance(value, (list, tuple, dict, str, bytes, set, frozenset))
 
 
 def _dep_names(

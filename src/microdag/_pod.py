@@ -316,7 +316,9 @@ class _Task:
         for dep in plan.argdeps[i]:
             envelope = deps.get(str(names[dep]))
             values.append(envelope.get("output") if envelope and envelope["status"] == "succeeded" else None)
-        kwnames, consts, missing = bind_inputs(plan, i, self.inputs, defaults=True)
+        # (a wrong input fails the step as its function finds it, recorded for the workflow to see)
+        inputs = plan.checked_inputs(self.inputs, [])
+        kwnames, consts, missing = bind_inputs(plan, i, inputs, defaults=True)
         if missing:
             from ._errors import FlowError  # (step --help reads this module's options: it loads no kernel nor store)
 

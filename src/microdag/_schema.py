@@ -3,11 +3,19 @@
 Three jobs, all driven by the annotations users already write:
 
 - :func:`schema_of` turns an annotation into a JSON Schema (draft 2020-12)
-  fragment: ``str``, ``int``, ``float``, ``bool``, ``None``, ``list[X]``,
-  ``tuple[...]``, ``set[X]``, ``dict[str, X]``, ``Literal[...]``, ``Enum``
-  classes, unions (``X | None``), ``TypedDict`` and dataclasses (their
-  fields), ``Any``.  What JSON Schema cannot say becomes ``{}`` (anything)
-  with a description naming the type: never an error, never a crash.
+  fragment of the JSON that stands for its values (as ``_typed``'s
+  converters write and read it): ``str``, ``int``, ``float``, ``bool``,
+  ``None``, ``list[X]``, ``tuple[...]``, ``set[X]``, ``dict[str, X]``,
+  ``Literal[...]``, ``Enum`` classes (their values), unions (``X | None``;
+  one of classes is tagged, ``{"type": NAME, "value": ...}``), ``TypedDict``,
+  dataclasses and ``NamedTuple`` (objects of their fields), Pydantic models
+  (the model's own ``model_json_schema()``, its nested models under
+  ``$defs``: :func:`lift_defs` moves them to the top), ``datetime``,
+  ``date``, ``time``, ``timedelta``, ``Decimal``, ``UUID``, paths and
+  ``bytes`` (text, with a ``format``), ``Any``.  What JSON Schema cannot say
+  becomes ``{}`` (anything) with a description naming the type: never an
+  error, never a crash.  :func:`typed` says whether an annotation names
+  such a class (its inputs are converted).
 - :func:`problem` checks a value against such a fragment (the subset this
   module writes, plus what a flow file may declare: ``type``, ``enum``, and
   the keywords of the flow file's own rules: ``minLength``, ``pattern``,
@@ -16,12 +24,9 @@ Three jobs, all driven by the annotations users already write:
   declarations and every key of a flow file go through it.  A bound is a
   bound on a real number: NaN and infinities break any of them (JSON has
   neither).  :func:`describe` says a schema in a few words.
-- :func:`clash` says whether a step's return annotation can never feed a
-  parameter's: only when both are built-in types (``str``, ``int``,
-  ``list[int]``...) that cannot be converted by assignment (``bool`` is an
-  ``int``, an ``int`` is a ``float``).  Anything else (``Any``, unions,
-  type variables, protocols, user classes, names that do not resolve, such as
-  those imported under ``TYPE_CHECKING``) is accepted: no false positives.
+- Which annotations meet (a step's output and a parameter, a value and its
+  annotation) is ``_edges``'s (``clash``, ``fits``), on this module's
+  reading of annotations (:func:`_known`: the classes whose values are known).
 
 Annotations are read from ``fn.__annotations__``; strings (``from __future__
 import annotations``) are evaluated in the function's globals, and one that
@@ -37,7 +42,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["ALLOW_INF_NAN", "INF_NAN", "MISSING", "annotations", "clash", "describe", "item_type", "problem", "schema_of"]
+__all__ = ["ALLOW_INF_NAN", "INF_NAN", "MISSING", "annotations", "describe", "is_model", "item_type", "lift_defs",
+           "problem", "schema_of", "tag", "typed"]
 
 #: An annotation that is absent, or that could not be evaluated.
 MISSING = object()
@@ -138,6 +144,11 @@ def _schema(ann: "Any", depth: int) -> "dict[str, Any]":
     if origin == "literal":
         return {"enum": list(args)} if len(args) != 1 else {"const": args[0]}
     if origin == "union":
+        members = [a for a in args if a is not None and a is not type(None)]
+        if len(members) > 1 and any(_typed(a, depth + 1) for a in members):  # tagged: one object per member
+            return {"anyOf": [{"type": "null"} if a is None or a is type(None) else {
+                "type": "object", "properties": {"type": {"const": tag(a)}, "value": _schema(a, depth + 1)},
+                "required": ["type", "value"], "additionalProperties": False} for a in args]}
         return {"anyOf": [_schema(a, depth + 1) for a in args]}
     if isinstance(origin, type) and origin in _JSON_TYPES and not args:
         return {"type": _JSON_TYPES[origin]}
@@ -163,6 +174,57 @@ def _schema(ann: "Any", depth: int) -> "dict[str, Any]":
     return _unknown(ann)
 
 
+#: Classes JSON holds as text (or a number), by the module and name of the
+#: class or of a base: the JSON Schema of their values.  Looked up by name, so
+#: that no module is imported to ask (an annotation's class is loaded already).
+_TEXT: "dict[tuple[str, str], dict[str, Any]]" = {
+    ("datetime", "datetime"): {"type": "string", "format": "date-time"},
+    ("datetime", "date"): {"type": "string", "format": "date"},
+    ("datetime", "time"): {"type": "string", "format": "time"},
+    ("datetime", "timedelta"): {"type": "string", "format": "duration"},
+    ("decimal", "Decimal"): {"type": "string", "format": "decimal"},
+    ("uuid", "UUID"): {"type": "string", "format": "uuid"},
+    ("pathlib", "PurePath"): {"type": "string", "format": "path"},
+    ("builtins", "bytes"): {"type": "string", "contentEncoding": "base64"},
+}
+
+
+def _as_text(cls: type) -> "dict[str, Any] | None":
+    """The schema of a class JSON holds as text (:data:`_TEXT`: it or a base,
+    by its top module's name: ``pathlib._local`` is ``pathlib``, ``_decimal``
+    is ``decimal``), or ``None``."""
+    for base in cls.__mro__:
+        text = _TEXT.get((base.__module__.partition(".")[0].lstrip("_"), base.__qualname__))
+        if text is not None:
+            return text
+    return None
+
+
+def is_model(cls: "Any") -> bool:
+    """Whether ``cls`` is a Pydantic (v2) model class, told by its bases'
+    names: Pydantic is not imported to ask."""
+    return isinstance(cls, type) and any(
+        base.__name__ == "BaseModel" and base.__module__ == "pydantic.main" for base in cls.__mro__)
+
+
+def tag(ann: "Any") -> str:
+    """The name that tags a member of a union of classes in JSON
+    (``{"type": "Order", "value": ...}``): a class's name, a generic's with
+    its arguments' (``list[Order]``), ``None``."""
+    if ann is None or ann is type(None):
+        return "None"
+    if type(ann).__name__ == "_AnnotatedAlias":
+        return tag(ann.__origin__)
+    origin, args = _origin_args(ann)
+    if origin == "union":
+        return " | ".join(map(tag, args))
+    if not args:
+        return getattr(ann, "__name__", None) or repr(ann).replace("typing.", "")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        args = args[:1]
+    return f"{getattr(origin, '__name__', origin)}[{', '.join(map(tag, args))}]"
+
+
 def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
     enum = sys.modules.get("enum")
     if enum is not None and issubclass(cls, enum.Enum):
@@ -170,6 +232,14 @@ def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
         if all(isinstance(v, (str, int, float, bool)) or v is None for v in values):
             return {"enum": values, "description": cls.__name__}
         return _unknown(cls)
+    if is_model(cls):  # the model's own schema (its nested models under "$defs")
+        try:
+            return dict(cls.model_json_schema())  # type: ignore[attr-defined]
+        except Exception:  # (a field JSON Schema cannot say)
+            return _unknown(cls)
+    text = _as_text(cls)
+    if text is not None:
+        return {**text, "description": cls.__name__}
     hints = getattr(cls, "__annotations__", None)
     if hasattr(cls, "__required_keys__") and isinstance(hints, dict):  # a TypedDict
         return {"type": "object", "properties": {k: _schema(_resolve(v, cls), depth + 1) for k, v in hints.items()},
@@ -179,12 +249,42 @@ def _class_schema(cls: type, depth: int) -> "dict[str, Any]":
     if isinstance(fields, dict):
         import dataclasses  # (import time: dataclasses loads on first use)
 
-        required = [name for name, f in fields.items()
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        return {"type": "object",
-                "properties": {name: _schema(_resolve(f.type, cls), depth + 1) for name, f in fields.items()},
-                "required": required, "description": cls.__name__}
+        properties = {}
+        required = []
+        for name, f in fields.items():
+            if not f.init:
+                continue
+            properties[name] = prop = _schema(_resolve(f.type, cls), depth + 1)
+            if f.default is not dataclasses.MISSING:
+                if _plain(f.default):
+                    prop["default"] = f.default
+            elif f.default_factory is dataclasses.MISSING:
+                required.append(name)
+        return {"type": "object", "properties": properties, "required": required, "additionalProperties": False,
+                "description": cls.__name__}
+    fields = getattr(cls, "_fields", None)
+    if issubclass(cls, tuple) and isinstance(fields, tuple):  # a NamedTuple: an object of its fields
+        hints = hints if isinstance(hints, dict) else {}
+        defaults = getattr(cls, "_field_defaults", {})
+        properties = {}
+        for name in fields:
+            properties[name] = prop = _schema(_resolve(hints.get(name, MISSING), cls), depth + 1)
+            if name in defaults and _plain(defaults[name]):
+                prop["default"] = defaults[name]
+        return {"type": "object", "properties": properties, "required": [n for n in fields if n not in defaults],
+                "additionalProperties": False, "description": cls.__name__}
     return _unknown(cls)
+
+
+def _plain(value: "Any") -> bool:
+    """Whether ``value`` is JSON as it is (a default a schema can show)."""
+    if value is None or type(value) in (str, int, bool):
+        return True
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) in (list, tuple):
+        return all(map(_plain, value))
+    return type(value) is dict and all(type(k) is str and _plain(v) for k, v in value.items())
 
 
 def _resolve(ann: "Any", cls: type) -> "Any":
@@ -203,6 +303,73 @@ def _resolve(ann: "Any", cls: type) -> "Any":
 def _unknown(ann: "Any") -> "dict[str, Any]":
     name = getattr(ann, "__qualname__", None) or repr(ann)
     return {"description": f"a Python {name} (not checked: JSON Schema cannot describe it)"}
+
+
+def lift_defs(schema: "Any", defs: "dict[str, Any]") -> "Any":
+    """``schema`` without the ``$defs`` inside it (a Pydantic model's schema
+    keeps its nested models there, referred to as ``#/$defs/NAME``), which go
+    into ``defs``, to be the top level's: a schema holding models is then
+    valid as a whole.  Of two different definitions of one name the later is
+    renamed (``NAME_2``), and so are the references to it beside it."""
+    if isinstance(schema, list):
+        return [lift_defs(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    own = schema.get("$defs")
+    if isinstance(own, dict):
+        renamed: dict[str, str] = {}
+        for name, sub in own.items():
+            new, n = name, 1
+            while new in defs and defs[new] != sub:
+                n += 1
+                new = f"{name}_{n}"
+            if new != name:
+                renamed[f"#/$defs/{name}"] = f"#/$defs/{new}"
+        schema = _renamed({k: v for k, v in schema.items() if k != "$defs"}, renamed)
+        for name, sub in _renamed(own, renamed).items():
+            defs[renamed.get(f"#/$defs/{name}", f"#/$defs/{name}")[8:]] = lift_defs(sub, defs)
+    return {k: lift_defs(v, defs) for k, v in schema.items()}
+
+
+def _renamed(schema: "Any", renamed: "dict[str, str]") -> "Any":
+    """``schema`` with its ``$ref`` values renamed by ``renamed``."""
+    if not renamed:
+        return schema
+    if isinstance(schema, list):
+        return [_renamed(item, renamed) for item in schema]
+    if isinstance(schema, dict):
+        return {k: renamed.get(v, v) if k == "$ref" and isinstance(v, str) else _renamed(v, renamed)
+                for k, v in schema.items()}
+    return schema
+
+
+# -- Python values of an annotation ------------------------------------------------------
+
+
+def typed(ann: "Any") -> bool:
+    """Whether annotation ``ann`` names a class that JSON values are turned
+    into (a dataclass, a Pydantic model, an ``Enum``, a ``datetime``, a
+    ``tuple``...), anywhere inside it: an input of it is converted, unless
+    the value given already is of it (``_edges.fits``)."""
+    return _typed(ann, 0)
+
+
+def _typed(ann: "Any", depth: int) -> bool:
+    if ann is MISSING or ann is None or depth > 20:
+        return False
+    if type(ann).__name__ == "_AnnotatedAlias":
+        return _typed(ann.__origin__, depth + 1)
+    origin, args = _origin_args(ann)
+    if origin in ("union", list, dict):
+        return any(_typed(a, depth + 1) for a in args)
+    if not isinstance(origin, type):
+        return False
+    if origin in _BUILTINS:
+        return origin in (bytes, tuple, set, frozenset)
+    hints = getattr(origin, "__annotations__", None)
+    if hasattr(origin, "__required_keys__") and isinstance(hints, dict):  # a TypedDict: a dict of its fields
+        return any(_typed(_resolve(v, origin), depth + 1) for v in hints.values())
+    return _known(origin) is not None
 
 
 # -- values --------------------------------------------------------------------------
@@ -359,6 +526,8 @@ def describe(schema: "dict[str, Any]", show: "Callable[[Any], str]" = repr) -> s
     if kind == "array":
         items = schema.get("items")
         return f"a list of {describe(items, show)}" if isinstance(items, dict) and items else "a list"
+    if kind == "string" and ("format" in schema or "contentEncoding" in schema):  # a date-time string, ...
+        return f"a {schema.get('format') or schema['contentEncoding']} string"
     if kind == "string" and schema.get("minLength"):
         return "a non-empty string" if schema["minLength"] == 1 else f"a string of {schema['minLength']}+ characters"
     if kind in ("integer", "number"):
@@ -404,27 +573,23 @@ def item_type(ann: "Any") -> "Any":
     return MISSING
 
 
-def clash(produced: "Any", wanted: "Any") -> bool:
-    """Whether a value annotated ``produced`` can never be what ``wanted``
-    annotates: both built-in types, and not assignable (when in doubt: no)."""
-    if produced is MISSING or wanted is MISSING:
-        return False
-    p_origin, p_args = _origin_args(None if produced is None else produced)
-    w_origin, w_args = _origin_args(None if wanted is None else wanted)
-    p_origin = type(None) if p_origin is None else p_origin
-    w_origin = type(None) if w_origin is None else w_origin
-    if p_origin not in _BUILTINS or w_origin not in _BUILTINS:
-        return False
-    if not _assignable(p_origin, w_origin):
-        return True
-    if p_origin in (list, set, frozenset) and w_origin is p_origin and len(p_args) == 1 and len(w_args) == 1:
-        return clash(p_args[0], w_args[0])
-    if p_origin is dict and w_origin is dict and len(p_args) == 2 and len(w_args) == 2:
-        return clash(p_args[0], w_args[0]) or clash(p_args[1], w_args[1])
-    return False
-
-
-def _assignable(produced: type, wanted: type) -> bool:
-    if produced is wanted or issubclass(produced, wanted):
-        return True
-    return (produced, wanted) in {(int, float), (int, complex), (float, complex), (bool, float), (bool, complex)}
+def _known(origin: "Any") -> "type | None":
+    """The class an edge check compares for annotation origin ``origin``, or
+    ``None`` when its values are not known well enough to refuse anything."""
+    if origin is None:
+        return type(None)
+    if not isinstance(origin, type):
+        return None
+    if origin in _BUILTINS:
+        return origin
+    if hasattr(origin, "__required_keys__"):  # a TypedDict: a dict at run time
+        return dict
+    if getattr(origin, "_is_protocol", False):
+        return None
+    enum = sys.modules.get("enum")
+    if (isinstance(getattr(origin, "__dataclass_fields__", None), dict) or is_model(origin)
+            or enum is not None and issubclass(origin, enum.Enum)
+            or issubclass(origin, tuple) and isinstance(getattr(origin, "_fields", None), tuple)
+            or _as_text(origin) is not None):
+        return origin
+    return None

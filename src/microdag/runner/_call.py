@@ -12,9 +12,11 @@ The rules, one each:
 - **arguments** (:func:`bind_inputs`, :func:`kwargs`, :func:`arguments`): a
   step is called with the outputs of the steps it takes, under the
   parameter names the plan gives them, then the flow inputs it takes that
-  were given; an input not given keeps the function's own default (a pod,
-  which has no function default to fall back on when it expands a map,
-  asks for the defaults), and a required one not given is a problem.
+  were given (checked and turned into their classes first:
+  ``_Plan.checked_inputs``); an input not given keeps the function's own
+  default (a pod, which has no function default to fall back on when it
+  expands a map, asks for the defaults), and a required one not given is a
+  problem.
 - **attempts** (:class:`Caller`): every :class:`Attempt` of a run is made by
   the run's caller, which knows its id, flow, folder, whether attempts
   capture what they print, and each step's timeout.
@@ -111,7 +113,7 @@ def arguments(plan: "_Plan", i: int, given: "Mapping[str, Any]") -> "dict[str, A
             deps.append(given[key])
         else:
             problems.append(f"step {names[i]!r} needs the output of step {key!r}, which was not given")
-    kwnames, consts, missing = bind_inputs(plan, i, given)
+    kwnames, consts, missing = bind_inputs(plan, i, plan.checked_inputs(given, problems))
     problems.extend(missing_input(plan, i, param, name) for param, name in missing)
     if problems:
         raise FlowError(*problems)

@@ -23,7 +23,6 @@ from .._events import log
 from .._graph import name_index, new_kernel
 from .._records import PACKAGE, RunInfo, check_run_id
 from .._result import new_run_id
-from .._schema import problem
 from ..stores import Store
 from ._call import bind_inputs, missing_input
 from ._options import RunOptions
@@ -68,17 +67,6 @@ def _bind_inputs(
                 said.add(name)
         bound[i] = (names, values)
     return bound
-
-
-def _check_types(plan: "_Plan", given: "Mapping[str, Any]", problems: "list[str]") -> None:
-    """A problem for each given input that its declared or annotated type refuses."""
-    types = plan.input_types()
-    for name, value in given.items():
-        schema = types.get(name)
-        if schema:
-            wrong = problem(schema, value)
-            if wrong is not None:
-                problems.append(f"input {name!r}: {wrong}")
 
 
 def _check_picklable(plan: "_Plan", subset: "list[int] | None", problems: "list[str]") -> None:
@@ -222,8 +210,7 @@ def check(
     for name in unknown:
         known = ", ".join(sorted(plan.inputs)) or "none"
         problems.append(f"flow {flow!r} has no input {name!r} (its inputs: {known})")
-    if given:
-        _check_types(plan, given, problems)
+    values = plan.checked_inputs(given, problems) if given else given
     graph = plan.graph
     subset: list[int] | None = None
     keep: list[int] | None = None
@@ -237,7 +224,7 @@ def check(
         keep = None if options.keep_outputs else target_ids
     elif not options.keep_outputs:
         keep = plan.sinks()
-    bound = _bind_inputs(plan, subset, given, problems)
+    bound = _bind_inputs(plan, subset, values, problems)
     if executor == "processes":
         _check_picklable(plan, subset, problems)
     if resumed_info is not None and executor != "workers" and not options.force and store.shared(run_id):
@@ -338,13 +325,30 @@ def _open_record(
         _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep
-    info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**given, **kept}, "running", runner.wall0,
-                   source=source, code=plan.code())
+    info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**_recorded(plan, given, recorder), **kept},
+                   "running", runner.wall0, source=source, code=plan.code())
     try:
         recorder.begin(info, plan)
     except TypeError as exc:  # inputs the codec cannot store
         raise FlowError(str(exc)) from None
     return None
+
+
+def _recorded(plan: "_Plan", given: "dict[str, Any]", recorder: StoreRecorder) -> "dict[str, Any]":
+    """The ``given`` inputs as the run's record keeps them: with the JSON
+    codec, a value of an input's class as its JSON (which a resume reads
+    back into the class, as it would the JSON given)."""
+    if recorder.store.codec != "json" or not plan.input_classes():
+        return given
+    out = dict(given)
+    for name, value in given.items():
+        convert = plan.input_converter(name)
+        if convert is not None:
+            try:
+                out[name] = convert.dump(value)
+            except ValueError:  # (JSON already, or not of the class: the codec says so)
+                pass
+    return out
 
 
 def _changed_code(

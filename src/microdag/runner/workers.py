@@ -203,7 +203,7 @@ class _RunOf:
         self.outs, self.units = plan.typed_outputs(codec)  # (the converters of its steps' and units' outputs)
         self.names = plan.graph.names
         self.caller = Caller(plan, info.id, info.flow, run_dir, capture=True)
-        self.inputs = info.inputs
+        self.inputs = plan.checked_inputs(info.inputs, [])  # (their problems were said when the run was submitted)
         self.bound: dict[int, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
         #: Map step -> its call's names and values, the position mapped over, its units.
         self.maps: dict[int, tuple[tuple[str, ...], list[Any], int, list[Any]]] = {}
