@@ -50,7 +50,6 @@ from ._typed_nodes import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
     from ._steps import _Steps
