@@ -1072,7 +1072,7 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
 
     examples = HERE.parent / "examples" / "website"
     shutil.copy(examples / "websteps.py", tmp_path / "websteps.py")
-    example, typed, inline, snippet, bad = _doc_blocks("toml")
+    example, typed, keyed, inline, snippet, bad = _doc_blocks("toml")
     assert inline == (HERE.parent / "examples" / "inline" / "flow.toml").read_text(encoding="utf-8")
     (json_example,) = _doc_blocks("json")
     (report,) = _doc_blocks("text")
@@ -1092,6 +1092,10 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
                                  '["echo", "{inputs.limit} {inputs.version} {inputs.mode} {inputs.tags}"]\n'))
     assert typed_flow.inputs == {"limit": False, "version": True, "mode": False, "tags": False}
     assert typed_flow.run({"version": "2"})["s"] == '10 2 fast ["a","b"]'
+    (tmp_path / "search.py").write_text("def run(query):\n    return query['text']\n")
+    keyed_flow = load_flow(write(tmp_path / "keyed.toml", '[flow]\nname = "k"\n' + keyed))
+    queries = [{"query_uuid": "q-2", "text": "b"}, {"query_uuid": "q-1", "text": "a"}]
+    assert keyed_flow.run({"query": queries})["search"] == ["b", "a"]
     path = write(tmp_path / "website.toml", bad)
     with pytest.raises(FlowError) as info:
         load_flow(path)
