@@ -451,7 +451,7 @@ def _problem(schema: "dict[str, Any]", value: "Any", depth: int, inf_nan: bool =
         if "maxItems" in schema and len(items) > schema["maxItems"] or len(items) < schema.get("minItems", 0):
             return f"expected {describe(schema)}, not a list of {len(items)}"
         sub = schema.get("items")
-        if isinstance(sub, dict):
+        if isinstance(sub, dict) and sub:  # ({}: any item, a list of Any: nothing to look at)
             # {"type": T} alone (a list of names): its check is enough for an item that passes it
             kind = sub.get("type") if len(sub) == 1 else None
             simple = _CHECKS.get(kind) if isinstance(kind, str) else None
