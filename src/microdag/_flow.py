@@ -44,13 +44,19 @@ class Flow:
         name: the flow's name (used in run records, logs and errors).
     """
 
-    __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_shared", "_given",
+    __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_shared", "_given", "_pools", "_rates",
                  "__weakref__")
 
-    def __init__(self, name: str, *, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]" = ()) -> None:
+    def __init__(
+        self, name: str, *, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]" = (),
+        pools: "Mapping[str, int] | None" = None, rates: "Mapping[str, str] | None" = None,
+    ) -> None:
         """A flow named ``name``, with no step yet; ``inputs`` declares flow
         inputs (name -> JSON Schema, or names), which are then never taken for
-        misspelt step names (see :meth:`validate`).
+        misspelt step names (see :meth:`validate`); ``pools`` and ``rates``
+        are those its runs have unless a run gives others of the same name
+        (see :meth:`run`), and :meth:`validate` checks the steps' ``uses``
+        against them.
 
         Raises:
             FlowError: the name is empty, or ``inputs`` is not names or schemas.
@@ -75,6 +81,9 @@ class Flow:
         self._source: str | None = None
         #: Input name -> the JSON Schema its flow file declares (``[inputs] x = {type = ...}``).
         self._declared: dict[str, dict[str, Any]] = _declared(name, inputs)
+        #: The pools and rates declared with the flow (a flow file's ``[pools]`` and ``[rates]``).
+        self._pools: dict[str, int] = dict(pools or {})
+        self._rates: dict[str, str] = dict(rates or {})
 
     @property
     def name(self) -> str:
@@ -121,6 +130,7 @@ class Flow:
         batch_size: "int | None" = None,
         cache: bool = False,
         cache_ttl: "float | None" = None,
+        uses: "str | Mapping[str, int] | None" = None,
         ) -> "Callable[[F], F]": ...
 
     def step(self, fn: "F | None" = None, /, *, name: "str | None" = None, **options: "Any") -> "Any":
@@ -164,6 +174,7 @@ class Flow:
         batch_size: "int | None" = None,
         cache: bool = False,
         cache_ttl: "float | None" = None,
+        uses: "str | Mapping[str, int] | None" = None,
     ) -> "Flow":
         """Add a step; returns the flow, so calls chain.
 
@@ -192,6 +203,11 @@ class Flow:
                 code and default values, and its arguments; kept in the
                 run's store, or in this process's memory without one.
             cache_ttl: seconds a cached output stays valid (default: always).
+            uses: what the step holds while an attempt runs: a pool or rate
+                name (one unit) or ``{"name": units}``.  A run's ``pools``
+                bound how many units of a pool its running steps hold at
+                once; its ``rates`` give each attempt a token (each item of
+                a map step holds them on its own).
             trigger: when the step runs, given how its dependencies ended:
                 ``"all_success"`` (default; otherwise it is skipped),
                 ``"all_done"`` (whatever their state) or ``"none_failed"``
@@ -206,7 +222,7 @@ class Flow:
         index = self._index
         deps, binding, opts, ids = _checked(index, self._shared, self._name, name, fn, depends_on, inputs, (
             retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
-            batch_size, cache, cache_ttl))
+            batch_size, cache, cache_ttl, uses))
         if self._lent:
             index = self._own()
         steps = self._steps
@@ -289,6 +305,7 @@ class Flow:
         batch_size: "int | None" = None,
         cache: bool = False,
         cache_ttl: "float | None" = None,
+        uses: "str | Mapping[str, int] | None" = None,
     ) -> "Flow":
         """Add many steps of one function and one set of options; returns the flow.
 
@@ -312,7 +329,7 @@ class Flow:
         """
         names, deps_of, bindings, opts = _many(self._shared, names, fn, depends_on, inputs, (
             retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
-            batch_size, cache, cache_ttl))
+            batch_size, cache, cache_ttl, uses))
         if names:
             if self._lent:
                 self._own()
@@ -339,15 +356,24 @@ class Flow:
     def validate(self, inputs: "Iterable[str]" = ()) -> None:
         """Check the whole flow now (dependencies, cycles, bindings); a required
         input named almost like a step is a misspelling unless declared or
-        named in ``inputs`` (those a run will be given).
+        named in ``inputs`` (those a run will be given).  When the flow
+        declares pools or rates (``Flow(pools=, rates=)``, a flow file's
+        ``[pools]`` and ``[rates]``), a step using one it does not declare,
+        or more units than a pool holds, is a problem too (naming the step
+        and the pool); otherwise that is checked when a run gives them.
 
         Raises:
             FlowError: every problem found.
             CycleError: the steps form a cycle (its path is in ``args[1]``).
         """
-        problems = self._compiled().misspelt(inputs)
-        if problems:
-            raise FlowError(*problems.values())
+        plan = self._compiled()
+        found = list(plan.misspelt(inputs).values())
+        if self._pools or self._rates:
+            from .runner._limits import problems as limit_problems  # (the rule's home; flows with pools only)
+
+            found.extend(limit_problems(plan, None, self._pools, self._rates))
+        if found:
+            raise FlowError(*found)
 
     @property
     def graph(self) -> "Graph[str]":
@@ -371,6 +397,15 @@ class Flow:
         """
         return self._compiled().input_schema(f"inputs of flow {self._name}")
 
+    @staticmethod
+    def _limits(declared: "dict[str, Any]", given: "Mapping[str, Any] | None") -> "Mapping[str, Any]":
+        """A run's pools (or rates): the flow's, with those the run gives."""
+        if not given:
+            return declared
+        if not declared:
+            return given
+        return {**declared, **given}
+
     def run(
         self,
         inputs: "Mapping[str, Any] | None" = None,
@@ -388,6 +423,8 @@ class Flow:
         resume: bool = False,
         force: bool = False,
         lease: "float | None" = None,
+        pools: "Mapping[str, int] | None" = None,
+        rates: "Mapping[str, str] | None" = None,
     ) -> "Run":
         """Run the flow and return its :class:`~microdag.Run`.
 
@@ -434,6 +471,16 @@ class Flow:
                 worker's claim of one of its steps holds without a heartbeat
                 (a worker that dies loses the step after that; default: each
                 worker's ``--lease``, 30).
+            pools: ``{"db": 2}``: at no instant do the running steps hold
+                more units of a pool than its size (a step holds what its
+                ``uses`` says); a step waiting for room holds no worker, and
+                the best step that fits runs first.  Added to the flow's own
+                (``Flow(pools=)``, a flow file's ``[pools]``).
+            rates: ``{"api": "10/s"}`` (also ``"600/min"``, ``"5/h"``, and
+                ``"10/s burst 5"``): a token bucket; every attempt of a step
+                using it takes a token, waiting without holding a worker.
+                Added to the flow's own.  A step using a pool or rate the
+                run does not have is refused before anything runs.
 
         Raises:
             FlowError: invalid flow, options or inputs (before any step runs).
@@ -448,7 +495,7 @@ class Flow:
         options = RunOptions(
             executor=executor, max_workers=max_workers, targets=targets, on_failure=on_failure, hooks=hooks,
             keep_outputs=keep_outputs, cancel=cancel, store=store, run_id=run_id, resume=resume, force=force,
-            lease=lease,
+            lease=lease, pools=self._limits(self._pools, pools), rates=self._limits(self._rates, rates),
         )
         run = execute(plan, self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":
@@ -471,6 +518,8 @@ class Flow:
         run_id: "str | None" = None,
         resume: bool = False,
         force: bool = False,
+        pools: "Mapping[str, int] | None" = None,
+        rates: "Mapping[str, str] | None" = None,
     ) -> "Run":
         """Run the flow inside the caller's event loop; same options as :meth:`run`.
 
@@ -501,6 +550,8 @@ class Flow:
             run_id=run_id,
             resume=resume,
             force=force,
+            pools=self._limits(self._pools, pools),
+            rates=self._limits(self._rates, rates),
         )
         run = await execute_async(self._compiled(), self._name, self._source, inputs, options)
         if raise_on_failure and run.status != "succeeded":

@@ -68,6 +68,7 @@ from .._events import Event, debug_enabled, dispatch, log
 from .._records import run_status
 from ..pools._attempt import Attempt
 from ._call import Caller, kwargs
+from ._limits import Limits
 from ._maps import Maps
 from ._tracing import Tracers
 
@@ -130,6 +131,8 @@ class Runner:
         bound: "Mapping[int, tuple[tuple[str, ...], tuple[Any, ...]]] | None" = None,
         owned: bool = False,
         halt: "Callable[[], object] | None" = None,
+        pools: "Mapping[str, int] | None" = None,
+        rates: "Mapping[str, str] | None" = None,
     ) -> None:
         n = len(plan.steps)
         self.plan = plan
@@ -185,6 +188,13 @@ class Runner:
         self.lock: Any = _NoLock()
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
+        #: The run's pools and rates, set on the kernel (``None``: none; the
+        #: kernel is told so, a run before may have set some).
+        self.limits: Limits | None = None
+        if pools or rates:
+            self.limits = Limits(plan, kernel, pools or {}, rates or {}, self.clock)
+        else:
+            kernel.set_pools(())
 
     # -- how the run is run --------------------------------------------------------
 
@@ -242,7 +252,7 @@ class Runner:
         attempt, or ``None`` when the cache settled it or it is a map step
         (whose units are claimed from :attr:`maps`)."""
         step = self.plan.options[i]
-        if step.cache and self._from_cache(i):
+        if step.cache and not self.attempts[i] and self._from_cache(i):
             return None
         if step.map is not None:
             self.maps.start(i)
@@ -296,6 +306,8 @@ class Runner:
         if self.tracers is not None:
             self.tracers.ended(att, ok, value)
         if att.unit >= 0:
+            if self.limits is not None and att.step in self.limits.mapped:
+                self.units_back(att.step)
             self.maps.settle(att, ok, value)
             return
         self.finished[att.step] = att.finished
@@ -368,6 +380,8 @@ class Runner:
             return
         self.recorder.retried(att, exc)
         with self.lock:
+            if self.limits is not None and att.unit < 0:
+                self.k.give_back(att.step)  # (its pools' units are free while it waits)
             self._seq += 1
             heapq.heappush(self.retries, (self.clock() + delay, self._seq, att, exc))
         log(20, "run %s: %s failed on attempt %d (%s: %s); retrying in %.3f s",
@@ -459,20 +473,46 @@ class Runner:
         """Seconds until the first waiting retry is due (``<= 0``: due now), or
         ``None`` when none waits.  Takes nothing."""
         with self.lock:
-            return self.retries[0][0] - self.clock() if self.retries else None
+            due = self.retries[0][0] - self.clock() if self.retries else None
+            limits = self.limits
+            if limits is not None and (self.k.waiting or self.maps.held()):
+                token = limits.due()
+                if token is not None and (due is None or token < due):
+                    due = token
+            return due
 
     def pop_due(self) -> "Attempt | None":
         """The next attempt of a retry that is due now, taken from the queue
         *(locks)*; ``None`` when none is due."""
+        limits = self.limits
         while True:
+            readied = False
             with self.lock:
+                if limits is not None and limits.tick():
+                    readied = True
                 heap = self.retries
                 if not heap or heap[0][0] > self.clock():
-                    return None
-                att = heapq.heappop(heap)[2]
+                    att = None
+                else:
+                    att = heapq.heappop(heap)[2]
+                    if limits is not None and att.unit < 0:
+                        self.k.again(att.step)  # taken again under its pools and rates
+                        readied = True
+            if readied:
+                self.wake()
+            if att is None:
+                return None
+            if limits is not None and att.unit < 0:
+                continue
             again = self._again(att)
             if again is not None:
                 return again
+
+    def units_back(self, i: int) -> None:
+        """A unit attempt of map step ``i`` gives back the units it held *(locks)*."""
+        with self.lock:
+            self.k.restore(i)
+        self.wake()
 
     def next_attempt(self) -> "Attempt | None":
         """Work for a pool *(locks)*: a due retry, a unit of a running map, or
@@ -486,7 +526,10 @@ class Runner:
                 return att
             if k.ready == 0:
                 return None
-            att = self.begin(k.take(1)[0])
+            took = k.take(1)
+            if not took:  # (every ready step waits for room in a pool or a token)
+                return None
+            att = self.begin(took[0])
             if att is not None:
                 return att
         return None
