@@ -212,3 +212,60 @@ def test_each_run_has_its_own_sizes() -> None:
         run = flow.run(executor="threads", max_workers=3, keep_outputs=True, pools={"db": size})
         assert ls.most_at_once([run[f"s{j}"] for j in range(3)]) <= size
     assert ls.most_at_once([run[f"s{j}"] for j in range(3)]) == 1
+
+
+FLOW_FILE = """\
+[flow]
+name = "limited"
+
+[pools]
+db = 2
+
+[rates]
+api = "50/s"
+
+[steps.a]
+call = "limitsteps:held"
+uses = "db"
+
+[steps.b]
+call = "limitsteps:held"
+uses = {db = 2, api = 1}
+
+[steps.c]
+call = "limitsteps:held"
+uses = "api"
+"""
+
+
+def test_a_flow_file_declares_pools_and_rates(tmp_path) -> None:
+    from microdag._spec import load_flow
+
+    path = tmp_path / "limited.toml"
+    path.write_text(FLOW_FILE)
+    flow = load_flow(str(path))
+    run = flow.run(executor="threads", max_workers=3, keep_outputs=True)
+    assert run.status == "succeeded"
+    assert ls.most_at_once([run["a"], run["b"], run["b"]]) <= 2  # b holds both units
+    path.write_text(FLOW_FILE.replace("db = 2, api", "db = 3, api").replace('uses = "api"', 'uses = "gpu"')
+                    .replace('"50/s"', '"fast"').replace("db = 2\n", "db = 0\n"))
+    with pytest.raises(FlowError) as info:
+        load_flow(str(path))
+    problems = info.value.problems
+    assert any(":5: [pools] 'db': a pool's size is an integer >= 1, not 0" in p for p in problems), problems
+    assert any(":8: [rates] 'api': a rate is" in p for p in problems), problems
+    assert any(":20: step 'c' uses 'gpu', which is no pool or rate" in p for p in problems), problems
+
+
+def test_the_command_line_gives_pools_and_rates(tmp_path, capsys) -> None:
+    from support import cli
+
+    path = tmp_path / "limited.toml"
+    path.write_text(FLOW_FILE)
+    code, out, err = cli(capsys, "run", path, "--pool", "db=1", "--store", "memory", "-q")
+    assert code == 2 and "step 'b' uses 2 units of pool 'db', which holds 1" in err
+    code, out, err = cli(capsys, "run", path, "--pool", "db=3", "--rate", "api=10/s burst 2", "--store", "memory",
+                         "-q")
+    assert code == 0, err
+    code, out, err = cli(capsys, "run", path, "--rate", "api=10")
+    assert code == 2 and "argument --rate: a rate is" in err

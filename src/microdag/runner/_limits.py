@@ -127,6 +127,27 @@ class Limits:
         self.rates = [(len(pools) + j, per_second, burst) for j, (per_second, burst) in enumerate(parsed)]
         self.last: list[float | None] = [None] * len(parsed)
 
+    @classmethod
+    def of(
+        cls, plan: "_Plan", kernel: "sched.Kernel", pools: "Mapping[str, int] | None",
+        rates: "Mapping[str, str] | None", clock: "Callable[[], float]",
+    ) -> "Limits | None":
+        """A run's limits, or ``None`` without pools and rates (the kernel is
+        told so: a run before may have given it some)."""
+        if pools or rates:
+            return cls(plan, kernel, pools or {}, rates or {}, clock)
+        kernel.set_pools(())
+        return None
+
+    def sooner(self, due: "float | None", held: "Callable[[], bool]") -> "float | None":
+        """``due`` (seconds until a retry), or sooner the next token when a
+        step waits for one (``held()``: a running map's units hold some)."""
+        if self.rates and (self.k.waiting or held()):
+            token = self.due()
+            if token is not None and (due is None or token < due):
+                return token
+        return due
+
     def tick(self) -> int:
         """Refill the token buckets from the clock; how many waiting steps
         became ready (the caller holds the run's lock)."""

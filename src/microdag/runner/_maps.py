@@ -294,6 +294,10 @@ class Maps:
     def settle(self, att: Attempt, ok: bool, value: "Any") -> None:
         """Unit attempt ``att`` ended (see ``Runner.settle``)."""
         ms = self.of.get(att.step)
+        if ms is not None and ms.held:  # the units it held go back
+            with self.r.lock:
+                self.r.k.restore(att.step)
+            self.r.wake()
         if ms is None or ms.finished:
             return
         if not ok:

@@ -69,6 +69,7 @@ from .._records import run_status
 from ..pools._attempt import Attempt
 from ._call import Caller, kwargs
 from ._limits import Limits
+from ._recorder import STORED
 from ._maps import Maps
 from ._tracing import Tracers
 
@@ -81,21 +82,11 @@ if TYPE_CHECKING:
     from .._types import RunStatus
     from ._recorder import NullRecorder, StoreRecorder
 
-__all__ = ["STORED", "Runner"]
+__all__ = ["Runner"]
 
 _SLOW = sched.SLOW
 _KEEP = sched.KEEP
 _RUNNING = sched.RUNNING
-
-
-class _Stored:
-    """The marker of an output a resumed run's store holds."""
-
-    __repr__ = lambda self: "<stored output>"  # noqa: E731
-
-
-#: An output a resumed run's store holds, read when a step needs it.
-STORED = _Stored()
 
 
 class _NoLock:
@@ -188,13 +179,7 @@ class Runner:
         self.lock: Any = _NoLock()
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
-        #: The run's pools and rates, set on the kernel (``None``: none; the
-        #: kernel is told so, a run before may have set some).
-        self.limits: Limits | None = None
-        if pools or rates:
-            self.limits = Limits(plan, kernel, pools or {}, rates or {}, self.clock)
-        else:
-            kernel.set_pools(())
+        self.limits = Limits.of(plan, kernel, pools, rates, self.clock)  # (None: none)
 
     # -- how the run is run --------------------------------------------------------
 
@@ -306,8 +291,6 @@ class Runner:
         if self.tracers is not None:
             self.tracers.ended(att, ok, value)
         if att.unit >= 0:
-            if self.limits is not None and att.step in self.limits.mapped:
-                self.units_back(att.step)
             self.maps.settle(att, ok, value)
             return
         self.finished[att.step] = att.finished
@@ -474,45 +457,26 @@ class Runner:
         ``None`` when none waits.  Takes nothing."""
         with self.lock:
             due = self.retries[0][0] - self.clock() if self.retries else None
-            limits = self.limits
-            if limits is not None and (self.k.waiting or self.maps.held()):
-                token = limits.due()
-                if token is not None and (due is None or token < due):
-                    due = token
-            return due
+            return due if self.limits is None else self.limits.sooner(due, self.maps.held)
 
     def pop_due(self) -> "Attempt | None":
         """The next attempt of a retry that is due now, taken from the queue
         *(locks)*; ``None`` when none is due."""
         limits = self.limits
         while True:
-            readied = False
             with self.lock:
-                if limits is not None and limits.tick():
-                    readied = True
+                readied = limits is not None and limits.tick() > 0
                 heap = self.retries
-                if not heap or heap[0][0] > self.clock():
-                    att = None
-                else:
-                    att = heapq.heappop(heap)[2]
-                    if limits is not None and att.unit < 0:
-                        self.k.again(att.step)  # taken again under its pools and rates
-                        readied = True
+                att = heapq.heappop(heap)[2] if heap and heap[0][0] <= self.clock() else None
+                if att is not None and limits is not None and att.unit < 0:
+                    readied, att = self.k.again(att.step) > 0, None  # taken again under its pools and rates
             if readied:
                 self.wake()
             if att is None:
                 return None
-            if limits is not None and att.unit < 0:
-                continue
             again = self._again(att)
             if again is not None:
                 return again
-
-    def units_back(self, i: int) -> None:
-        """A unit attempt of map step ``i`` gives back the units it held *(locks)*."""
-        with self.lock:
-            self.k.restore(i)
-        self.wake()
 
     def next_attempt(self) -> "Attempt | None":
         """Work for a pool *(locks)*: a due retry, a unit of a running map, or
@@ -524,10 +488,8 @@ class Runner:
                 att = self.maps.next_unit()
             if att is not None:
                 return att
-            if k.ready == 0:
-                return None
-            took = k.take(1)
-            if not took:  # (every ready step waits for room in a pool or a token)
+            took = k.take(1) if k.ready else None
+            if not took:  # (nothing is ready, or every ready step waits for room in a pool or a token)
                 return None
             att = self.begin(took[0])
             if att is not None:
