@@ -269,3 +269,33 @@ def test_the_command_line_gives_pools_and_rates(tmp_path, capsys) -> None:
     assert code == 0, err
     code, out, err = cli(capsys, "run", path, "--rate", "api=10")
     assert code == 2 and "argument --rate: a rate is" in err
+
+
+def test_the_time_a_step_waited_is_told_to_hooks_and_tracers() -> None:
+    events = []
+    flow = Flow("waits")
+    for j in range(3):
+        flow.add(f"s{j}", ls.held, uses="db")
+    flow.run(hooks=[events.append], pools={"db": 1}, executor="threads", max_workers=3)
+    waited = sorted(e.waited for e in events if e.kind == "step_started")
+    assert waited[0] < 0.01 and waited[-1] >= 0.03  # the last one waited for two others
+    assert "waited=" in repr(next(e for e in events if e.kind == "step_started"))
+
+
+def test_a_traced_attempt_says_how_long_it_waited() -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed (the test extras have it)")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from microdag.otel import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    flow = Flow("traced")
+    for j in range(2):
+        flow.add(f"s{j}", ls.held, uses="db")
+    flow.run(hooks=[Tracing(provider)], pools={"db": 1}, executor="threads", max_workers=2)
+    waits = [s.attributes.get("microdag.pool.wait_s") for s in exporter.get_finished_spans() if s.name == "microdag.step"]
+    assert len(waits) == 2 and waits.count(None) == 1 and max(w for w in waits if w) >= 0.01

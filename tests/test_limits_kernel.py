@@ -246,3 +246,23 @@ def _random_run(twin: ModuleType, seed: int) -> list[object]:
 @pytest.mark.parametrize("seed", range(60))
 def test_random_runs_agree_on_both_twins_and_keep_the_bound(seed: int) -> None:
     assert _random_run(c_twin, seed) == _random_run(py_twin, seed)
+
+
+def test_how_long_a_node_waited_aside(twin: ModuleType) -> None:
+    now = [0.0]
+    k = twin.Kernel(3)
+    k.set_pools([1], [[(0, 1)]] * 3, clock=lambda: now[0])
+    k.reset()
+    assert k.take() == [0]
+    assert k.waited(0) == 0.0
+    now[0] = 2.5
+    k.done(0)
+    assert k.take(1) == [1]
+    assert k.waited(1) == 2.5  # set aside at 0.0, taken at 2.5
+    k.again(1)  # a retry: back in the ready set, taken before 2 (the lower id), without waiting
+    now[0] = 3.0
+    assert k.take() == [1]
+    assert k.waited(1) == 0.0
+    k.done(1)
+    assert k.take() == [2]
+    assert k.waited(2) == 3.0  # set aside since the start

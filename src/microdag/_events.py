@@ -36,9 +36,13 @@ class Event:
         items: for ``step_progress``, ``(finished, total)``: how many items of
             the map step have finished (succeeded or failed, in this run or,
             resumed, before it) and how many it maps over; else ``None``.
+        waited: for ``step_started``, seconds the step waited for room in
+            its pools or for a rate's token before it started (a run with
+            pools or rates); else ``None``.
     """
 
-    __slots__ = ("kind", "run_id", "flow", "step", "status", "attempt", "duration", "error", "time", "items")
+    __slots__ = ("kind", "run_id", "flow", "step", "status", "attempt", "duration", "error", "time", "items",
+                 "waited")
 
     def __init__(
         self,
@@ -52,6 +56,7 @@ class Event:
         error: "BaseException | None" = None,
         time: float = 0.0,
         items: "tuple[int, int] | None" = None,
+        waited: "float | None" = None,
     ) -> None:
         self.kind = kind
         self.run_id = run_id
@@ -63,12 +68,13 @@ class Event:
         self.error = error
         self.time = time
         self.items = items
+        self.waited = waited
 
     def __repr__(self) -> str:
         fields = [f"{self.kind}", f"run={self.run_id}"]
         if self.step is not None:
             fields.append(f"step={self.step!r}")
-        for name in ("status", "attempt", "duration", "items"):
+        for name in ("status", "attempt", "duration", "items", "waited"):
             value = getattr(self, name)
             if value is not None:
                 fields.append(f"{name}={value!r}")

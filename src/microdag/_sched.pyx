@@ -236,6 +236,8 @@ cdef class Kernel:
     cdef list _psize, _pfree, _ustart, _upool, _uunits, _pwait
     cdef bytearray _pspent, _apart, _held
     cdef Py_ssize_t _waiting, _seq
+    cdef object _clock
+    cdef dict _parked_at, _waited
 
     def __cinit__(self):
         self._n = 0
@@ -1146,7 +1148,7 @@ cdef class Kernel:
     # lists here too: a flow without pools pays one flag check, one with
     # pools a few list operations per step)
 
-    def set_pools(self, sizes, uses=(), spent=(), apart=()):
+    def set_pools(self, sizes, uses=(), spent=(), apart=(), clock=None):
         """Give the kernel pools; takes effect at the next :meth:`reset`.
 
         Args:
@@ -1157,6 +1159,8 @@ cdef class Kernel:
                 buckets): only :meth:`refill` adds units to them.
             apart: nodes taken without holding their units (map steps, whose
                 units hold them per attempt: :meth:`acquire`).
+            clock: when given, how long each node waited aside before it was
+                taken is measured with it (:meth:`waited`).
 
         Raises:
             ValueError: a size or a use below zero or more than its pool's size,
@@ -1164,6 +1168,7 @@ cdef class Kernel:
             IndexError: a pool or node id out of range.
         """
         cdef Py_ssize_t n = self._n, i, np
+        self._clock = clock
         psize = [operator.index(s) for s in sizes]
         if any(s < 0 for s in psize):
             raise ValueError("a pool's size cannot be negative")
@@ -1207,12 +1212,20 @@ cdef class Kernel:
         self._held = bytearray(self._n)
         self._waiting = 0
         self._seq = 0
+        self._parked_at = {}
+        self._waited = {}
         return 0
 
     @property
     def waiting(self):
         """Ready nodes waiting for room in a pool (not counted in :attr:`ready`)."""
         return self._waiting
+
+    def waited(self, Py_ssize_t i):
+        """Seconds node ``i`` waited aside (for room in a pool or a token)
+        before it was last taken; ``0.0`` when it did not, or no clock was given."""
+        _check_id(i, self._n)
+        return self._waited.get(i, 0.0) if self._pooled else 0.0
 
     def room(self, p):
         """Units of pool ``p`` free now."""
@@ -1266,6 +1279,8 @@ cdef class Kernel:
             key = -(((<uint64_t>self._rank[i]) << 32) | (<uint64_t>(_ID_MASK - <uint32_t>i)))
         heapq.heappush(self._pwait[p], key)
         self._waiting += 1
+        if self._clock is not None and i not in self._parked_at:
+            self._parked_at[i] = self._clock()
         return 0
 
     cdef int _requeue(self) except -1:
@@ -1327,11 +1342,21 @@ cdef class Kernel:
                 if self._ustart[i] != self._ustart[i + 1]:
                     self._hold(i)
                     self._held[i] = 1
+                if self._clock is not None:
+                    self._note_wait(i)
             self._state[i] = _RUNNING
             self._running += 1
             out[got] = i
             got += 1
         return got
+
+    cdef int _note_wait(self, Py_ssize_t i) except -1:
+        since = self._parked_at.pop(i, None)
+        if since is not None:
+            self._waited[i] = self._clock() - since
+        elif self._waited:
+            self._waited.pop(i, None)
+        return 0
 
     cdef bint _tokens_awaited(self) except -1:
         cdef Py_ssize_t p

@@ -173,6 +173,9 @@ class Kernel:
         "_pwait",
         "_waiting",
         "_seq",
+        "_clock",
+        "_parked_at",
+        "_waited",
     )
 
     def __init__(self, n: int, src: "Sequence[int]" = (), dst: "Sequence[int]" = ()) -> None:
@@ -227,6 +230,9 @@ class Kernel:
         self._pwait: list[list[int]] = []
         self._waiting = 0
         self._seq = 0
+        self._clock: Callable[[], float] | None = None
+        self._parked_at: dict[int, float] = {}
+        self._waited: dict[int, float] = {}
 
     # -- the graph ---------------------------------------------------------
 
@@ -761,6 +767,7 @@ class Kernel:
         uses: "Sequence[Sequence[tuple[int, int]]]" = (),
         spent: "Iterable[int]" = (),
         apart: "Iterable[int]" = (),
+        clock: "Callable[[], float] | None" = None,
     ) -> None:
         """Give the kernel pools; takes effect at the next :meth:`reset`.
 
@@ -772,6 +779,8 @@ class Kernel:
                 buckets): only :meth:`refill` adds units to them.
             apart: nodes taken without holding their units (map steps, whose
                 units hold them per attempt: :meth:`acquire`).
+            clock: when given, how long each node waited aside before it was
+                taken is measured with it (:meth:`waited`).
 
         Raises:
             ValueError: a size or a use below zero or more than its pool's size,
@@ -779,6 +788,7 @@ class Kernel:
             IndexError: a pool or node id out of range.
         """
         n = self._n
+        self._clock = clock
         psize = [operator.index(s) for s in sizes]
         if any(s < 0 for s in psize):
             raise ValueError("a pool's size cannot be negative")
@@ -823,11 +833,19 @@ class Kernel:
         self._held = bytearray(self._n)
         self._waiting = 0
         self._seq = 0
+        self._parked_at = {}
+        self._waited = {}
 
     @property
     def waiting(self) -> int:
         """Ready nodes waiting for room in a pool (not counted in :attr:`ready`)."""
         return self._waiting
+
+    def waited(self, i: int) -> float:
+        """Seconds node ``i`` waited aside (for room in a pool or a token)
+        before it was last taken; ``0.0`` when it did not, or no clock was given."""
+        _check_id(i, self._n)
+        return self._waited.get(i, 0.0) if self._pooled else 0.0
 
     def room(self, p: int) -> int:
         """Units of pool ``p`` free now."""
@@ -880,6 +898,8 @@ class Kernel:
             key = -((rank[i] << 32) | (_ID_MASK - i))
         heapq.heappush(self._pwait[p], key)
         self._waiting += 1
+        if self._clock is not None and i not in self._parked_at:
+            self._parked_at[i] = self._clock()
 
     def _readmit(self, p: int) -> int:
         """Move the best waiters of pool ``p`` back into the ready set, as many as its free units cover."""
@@ -925,10 +945,19 @@ class Kernel:
                 if self._ustart[i] != self._ustart[i + 1]:
                     self._hold(i)
                     self._held[i] = 1
+                if self._clock is not None:
+                    self._note_wait(i)
             state[i] = RUNNING
             self._running += 1
             ids.append(i)
         return ids
+
+    def _note_wait(self, i: int) -> None:
+        since = self._parked_at.pop(i, None)
+        if since is not None:
+            self._waited[i] = self._clock() - since  # type: ignore[misc]
+        elif self._waited:
+            self._waited.pop(i, None)
 
     def _tokens_awaited(self) -> bool:
         """Whether some node waits for a spent pool (a refill will come)."""

@@ -38,10 +38,12 @@ class Attempt:
         started, finished: the runner's clock readings (``0.0`` until set).
         trace: the attempt's span when a run is traced (``microdag.otel``),
             made current around the call; else ``None``.
+        waited: seconds it waited for room in its pools or a rate's token
+            before it started (this process's; a worker's copy says 0.0).
     """
 
     __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
-                 "capture", "started", "finished", "trace")
+                 "capture", "started", "finished", "trace", "waited")
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class Attempt:
         self.started = started
         self.finished = finished
         self.trace = trace
+        self.waited = 0.0
 
     def __reduce__(self) -> "Any":
         return (Attempt, (self.step, self.unit, self.item, self.number, self.name, self.timeout,

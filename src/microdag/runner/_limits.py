@@ -121,7 +121,7 @@ class Limits:
         uses = [tuple((ids[name], units) for name, units in o.uses) for o in options]
         #: Map steps that use pools or rates: each unit attempt holds their units.
         self.mapped = frozenset(i for i, o in enumerate(options) if o.map is not None and o.uses)
-        kernel.set_pools(sizes, uses, spent=range(len(pools), len(names)), apart=self.mapped)
+        kernel.set_pools(sizes, uses, spent=range(len(pools), len(names)), apart=self.mapped, clock=clock)
         self.k = kernel
         self.clock = clock
         self.rates = [(len(pools) + j, per_second, burst) for j, (per_second, burst) in enumerate(parsed)]

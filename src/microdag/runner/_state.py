@@ -248,10 +248,12 @@ class Runner:
         self.attempts[i] += 1
         number = self.attempts[i]
         now = self.started[i] = self.clock()
-        self.emit("step_started", i, attempt=number)
+        waited = None if self.limits is None else self.k.waited(i)
+        self.emit("step_started", i, attempt=number, waited=waited)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, self.names[i], number)
         att = self.caller.attempt(i, number, now)
+        att.waited = waited or 0.0
         if self.tracers is not None:
             self.tracers.started(att)
         return att
