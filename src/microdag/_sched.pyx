@@ -1185,14 +1185,20 @@ cdef class Kernel:
         ustart = [0] * (n + 1)
         upool = []
         uunits = []
+        seen = {}  # id(pairs) -> checked (nodes share them)
         for i, pairs in enumerate(uses):
-            for p, u in pairs:
-                p = _check_id(operator.index(p), np)
-                u = operator.index(u)
-                if not 0 < u <= psize[p]:
-                    raise ValueError(f"node {i} uses {u} units of pool {p}, which holds {psize[p]}")
-                upool.append(p)
-                uunits.append(u)
+            checked = seen.get(id(pairs))
+            if checked is None:
+                checked = seen[id(pairs)] = ([], [])
+                for p, u in pairs:
+                    p = _check_id(operator.index(p), np)
+                    u = operator.index(u)
+                    if not 0 < u <= psize[p]:
+                        raise ValueError(f"node {i} uses {u} units of pool {p}, which holds {psize[p]}")
+                    checked[0].append(p)
+                    checked[1].append(u)
+            upool.extend(checked[0])
+            uunits.extend(checked[1])
             ustart[i + 1] = len(upool)
         spent_flags = bytearray(np)
         for p in spent:

@@ -88,10 +88,19 @@ def problems(
             sizes[name] = parse_rate(rate)[1]
         except ValueError as exc:
             out.append(f"rates: {name!r}: {exc}")
-    ids = range(len(plan.options)) if subset is None else subset
+    options = plan.options
+    bad = set()  # the sets of options with a problem (steps share them)
+    for o in set(options):
+        for name, units in o.uses:
+            if sizes.get(name, 0) < units and (name not in pools and name not in rates or name in sizes):
+                bad.add(o)
+    if not bad:
+        return out
     names = plan.graph.names
-    for i in ids:
-        for name, units in plan.options[i].uses:
+    for i in range(len(options)) if subset is None else subset:
+        if options[i] not in bad:
+            continue
+        for name, units in options[i].uses:
             size = sizes.get(name)
             if size is None:
                 if name not in pools and name not in rates:
@@ -118,9 +127,12 @@ class Limits:
         parsed = [parse_rate(rates[name]) for name in rates]
         sizes = [pools[name] for name in pools] + [burst for _, burst in parsed]
         options = plan.options
-        uses = [tuple((ids[name], units) for name, units in o.uses) for o in options]
+        # (per set of options, which steps share: a step costs a lookup)
+        each = {o: tuple((ids[name], units) for name, units in o.uses) for o in set(options)}
+        uses = list(map(each.__getitem__, options))
+        mapping = {o for o in each if o.map is not None and o.uses}
         #: Map steps that use pools or rates: each unit attempt holds their units.
-        self.mapped = frozenset(i for i, o in enumerate(options) if o.map is not None and o.uses)
+        self.mapped = frozenset(i for i, o in enumerate(options) if o in mapping) if mapping else frozenset()
         kernel.set_pools(sizes, uses, spent=range(len(pools), len(names)), apart=self.mapped, clock=clock)
         self.k = kernel
         self.clock = clock
