@@ -104,7 +104,7 @@ class _Runs:
                 (a worker that dies loses the step after that; default: each
                 worker's ``--lease``, 30).
             pools: ``{"db": 2}``: the running steps never hold more units
-                of a pool than its size (docs/pools.md); added to the flow's.
+                of a pool than its size (docs/api.md, "Pools and rates"); added to the flow's.
             rates: ``{"api": "10/s"}`` (``"600/min"``, ``"5/h"``, ``"10/s
                 burst 5"``): every attempt of a step using one takes a token.
 

@@ -24,7 +24,8 @@ Every node leaves ``PENDING`` at most once per run, so one run does
 
 Why a driver loop cannot hang: ``take()`` raises :class:`RuntimeError` when
 work remains but nothing is ready and nothing is running (only a cycle can do
-that, and graphs are checked for cycles before they run).
+that, and graphs are checked for cycles before they run), unless a node
+waits for a token bucket's refill (pools and rates: ``set_pools``, below).
 
 Besides the kernel, the hot loops that drive it (``drive``, ``run_items``)
 and the graph-building functions a flow of a million steps needs in bulk:

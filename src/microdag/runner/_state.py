@@ -21,7 +21,8 @@ State, by step id ``i`` (the plan's):
 - ``errors``, ``reasons``, ``cancelled``, ``cached``: how steps ended;
 - ``retries``: a heap of ``(due, seq, attempt, error)``: attempts that failed
   and run again when due;
-- ``maps``: the map steps being run and their units (``_maps.Maps``).
+- ``maps``: the map steps being run and their units (``_maps.Maps``);
+- ``limits``: the run's pools and rates, set on the kernel (``_limits``), or ``None``.
 
 Attempts.  :meth:`Runner.begin` starts a step taken from the kernel and
 returns its :class:`~microdag.pools._attempt.Attempt` (or ``None`` when the
