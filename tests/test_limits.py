@@ -25,16 +25,6 @@ from microdag import Flow, FlowError
 BACKENDS = ["inline", "threads", "processes", "executor", "asyncio", "dask"]
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest):
     """How to run a flow on each backend: a function of (flow, **options)."""
