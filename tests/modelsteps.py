@@ -281,27 +281,30 @@ def run_everywhere(
     if limited:
         options.update(pools=limited["pools"], rates=limited["rates"])
     results: dict[str, object] = {}
-    with tempfile.TemporaryDirectory() as logs:
-        log = os.environ[LOG] = os.path.join(logs, "calls")
+    # One path for the life of this process: worker processes (a forkserver's
+    # children) keep the environment they started with.
+    log = os.environ.setdefault(LOG, os.path.join(tempfile.gettempdir(), f"microdag-model-{os.getpid()}.log"))
+    if os.path.exists(log):
+        os.remove(log)
 
-        def record(where: str, run: microdag.Run) -> None:
-            results[where] = [run.status, facts(run)]
-            if limited:
-                results[where].append(peaks(log) if os.path.exists(log) else {})  # type: ignore[attr-defined]
-                if os.path.exists(log):
-                    os.remove(log)
+    def record(where: str, run: microdag.Run) -> None:
+        results[where] = [run.status, facts(run)]
+        if limited:
+            results[where].append(peaks(log) if os.path.exists(log) else {})  # type: ignore[attr-defined]
+            if os.path.exists(log):
+                os.remove(log)
 
-        record("inline", flow.run(**options))
-        for workers in (1, 2, 3):
-            for backend in ("threads", "processes", "executor", "arun"):
-                if backend == "arun":
-                    run = asyncio.run(flow.arun(max_workers=workers, **options))
-                elif backend == "executor":
-                    with ThreadPoolExecutor(workers) as pool:
-                        run = flow.run(executor=pool, max_workers=workers, **options)
-                else:
-                    run = flow.run(executor=backend, max_workers=workers, **options)
-                record(f"{backend}/{workers}", run)
+    record("inline", flow.run(**options))
+    for workers in (1, 2, 3):
+        for backend in ("threads", "processes", "executor", "arun"):
+            if backend == "arun":
+                run = asyncio.run(flow.arun(max_workers=workers, **options))
+            elif backend == "executor":
+                with ThreadPoolExecutor(workers) as pool:
+                    run = flow.run(executor=pool, max_workers=workers, **options)
+            else:
+                run = flow.run(executor=backend, max_workers=workers, **options)
+            record(f"{backend}/{workers}", run)
     if limited:
         return results
     with tempfile.TemporaryDirectory() as folder:
