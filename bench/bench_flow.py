@@ -226,3 +226,34 @@ def test_map_items(benchmark: Any, executor: str, batch: int | None, request: py
     out = run["m"]
     assert len(out) == n and out[0] == 1 and out[-1] == n
     per_step(benchmark, n)
+
+
+_POOLED: dict[int, microdag.Flow] = {}
+
+
+def pooled_workload(n: int) -> microdag.Flow:
+    """The same layered flow, every step using one unit of pool ``db``."""
+    if n not in _POOLED:
+        flow = microdag.Flow("layered-pooled")
+        for name, ds in layered_deps(n).items():
+            flow.add(name, add_up, depends_on=ds, uses="db")
+        flow.validate()
+        _POOLED[n] = flow
+    return _POOLED[n]
+
+
+@pytest.mark.benchmark(group="flow-50k-pools")
+@pytest.mark.parametrize("runner", ["inline", "inline-pools", "threads-2", "threads-2-pools"])
+def test_flow_pools(benchmark: Any, runner: str, size: int) -> None:
+    """What pools cost the scheduler: the 50k-step flow without pools, and with
+    every step holding a unit of a pool of 2 (inline: the bookkeeping alone,
+    one step runs at a time; threads: steps wait aside and come back)."""
+    _, plain, expected = workload(size)
+    flow = pooled_workload(size) if runner.endswith("-pools") else plain
+    options: dict[str, Any] = {"pools": {"db": 2}} if runner.endswith("-pools") else {}
+    if runner.startswith("threads"):
+        options.update(executor="threads", max_workers=2)
+    run = benchmark.pedantic(lambda: flow.run(**options), rounds=5, iterations=1,
+                             warmup_rounds=1 if size > 2_000 else 0)
+    assert max(run.outputs.values()) == expected
+    per_step(benchmark, size)

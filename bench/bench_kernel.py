@@ -115,3 +115,37 @@ def test_kernel_build(benchmark: Any, kind: str, twin: str) -> None:
         d for s, d in zip(graph.src, graph.dst) if s == 0
     )
     record(benchmark, graph, twin=twin)
+
+
+def run_one_by_one(k: Any, policy: str) -> Any:
+    """``take(1)`` and ``done`` per node: what a runner's loop pays per step."""
+    k.reset(policy=policy)
+    take, done = k.take, k.done
+    while k.remaining:
+        for i in take(1):
+            done(i)
+    return k
+
+
+POOL_CASES = [(twin, pools) for twin in TWINS for pools in ("none", "roomy", "tight")]
+
+
+@pytest.mark.parametrize(("twin", "pools"), POOL_CASES)
+def test_kernel_pools(benchmark: Any, twin: str, pools: str) -> None:
+    """One node at a time (``take(1)``, ``done``) on the wide graph: without
+    pools (``none``: what every flow without pools pays), every node holding
+    a unit of a pool that never runs out (``roomy``: the cost of the
+    bookkeeping), or of a pool of 4 (``tight``: nodes wait aside and come
+    back as units are given back)."""
+    module = twin_module(twin)
+    graph = graphs.get("wide", graphs.bench_size(benchmark.disabled))
+    k = module.Kernel(graph.n, graph.src, graph.dst)
+    if pools != "none":
+        size = graph.n if pools == "roomy" else 4
+        k.set_pools([size], [((0, 1),)] * graph.n)
+    run_one_by_one(k, "critical")
+    gc.collect()
+    benchmark.group = "kernel take(1)/done, pools"
+    benchmark.pedantic(run_one_by_one, args=(k, "critical"), rounds=ROUNDS[twin], iterations=1)
+    assert k.finished == graph.n
+    record(benchmark, graph, twin=twin, pools=pools)

@@ -13,6 +13,8 @@
   stopped and its folder removed when the session ends (Ctrl-C too).
 - ``warm_forkserver``: the forkserver started once, so that timing bounds do
   not pay for it.
+- ``dask_client``: a Dask cluster in this process (one worker of 2 threads),
+  per module; skipped where ``distributed`` is not installed.
 - ``twin``: the kernel module of each twin. The ``c`` case imports the
   compiled module directly, so a missing build fails instead of silently
   testing the pure twin twice; it is skipped only when
@@ -56,6 +58,17 @@ def twin(request: pytest.FixtureRequest) -> ModuleType:
             pytest.skip("MICRODAG_NO_EXTENSIONS is set: the pure twin only")
         return importlib.import_module("microdag._sched")
     return importlib.import_module("microdag._sched_py")
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> "Iterator[object]":
+    """A Dask cluster in this process (one worker of 2 threads), shared by a module's tests."""
+    distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
 
 
 @pytest.fixture(scope="session")

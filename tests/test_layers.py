@@ -34,6 +34,7 @@ LAYERS = [
     ["microdag._plan"],
     ["microdag.pools"],
     ["microdag.runner"],
+    ["microdag._flowrun"],  # a flow run: Flow.run, arun, run_step (Flow's base class)
     ["microdag._flow"],
     ["microdag._command", "microdag._inline"],  # a command step: a program; a python step: code in a flow file
     ["microdag._flowcall"],  # a call step's function found, and the defaults a flow file gives it

@@ -7,7 +7,9 @@ timeout, and most often a map step with flaky items.  A child process runs
 it on every backend (inline; threads, processes, a foreign
 ``ThreadPoolExecutor`` and ``arun`` with ``max_workers`` 1, 2 and 3; workers
 sharing an SQLite file, and a PostgreSQL database where the tests have a
-server, ``executor="workers"``) under
+server, ``executor="workers"``), and again (but on workers) under random
+pools of sizes 1 to 3 and a rate, checking that no pool was ever over its
+size, under
 ``on_failure="continue"``, with a timeout, so a run that hangs fails the test.
 Every run must match what the documented rules say (``modelsteps.expected``),
 step by step: status, attempts, output and error type; so every backend also
@@ -33,6 +35,27 @@ def stores(tmp_path_factory) -> "tuple[str, ...]":
     if pgserver.missing() is not None and not IN_CI:
         return (sqlite,)
     return sqlite, postgres_url()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pools_and_rates_hold_on_every_backend(seed, twin) -> None:
+    """The same flows under random pools (sizes 1 to 3) and a rate: every run
+    ends, agrees with the rules (so with inline), and no pool was ever over
+    its size (the steps' logged calls, from every process)."""
+    specs = modelsteps.draw(seed)
+    limited = modelsteps.limits(seed, specs)
+    want = modelsteps.expected(specs)
+    results = run_child(
+        "import json, modelsteps\n"
+        f"specs = modelsteps.draw({seed})\n"
+        f"print(json.dumps(modelsteps.run_everywhere(specs, limited=modelsteps.limits({seed}, specs))))",
+        timeout=90.0, twin=twin.TWIN,
+    )
+    assert isinstance(results, dict) and len(results) == 13
+    for where, (_, got, peaks) in results.items():
+        assert got == want, f"{where} (seed {seed}): {specs} {limited}"
+        for pool, most in peaks.items():
+            assert most <= limited["pools"][pool], f"{where} (seed {seed}): pool {pool} held {most} units"
 
 
 @pytest.mark.parametrize("seed", SEEDS)

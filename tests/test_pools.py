@@ -73,18 +73,6 @@ POOLS = ["processes", "executor-threads", "executor-processes", "asyncio", "dask
 WORKERS = 2  # every pool's size, so that "at most this many at once" means the same everywhere
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    """A Dask cluster in this process (threads), shared by the module's tests."""
-    distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=WORKERS, processes=False,
-                                       dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 @pytest.fixture(params=POOLS)
 def pool(request: pytest.FixtureRequest):
     """Each pool, with ``WORKERS`` workers; what it started ends at teardown."""

@@ -1072,7 +1072,7 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
 
     examples = HERE.parent / "examples" / "website"
     shutil.copy(examples / "websteps.py", tmp_path / "websteps.py")
-    example, typed, keyed, inline, snippet, bad = _doc_blocks("toml")
+    example, typed, limited, keyed, inline, snippet, bad = _doc_blocks("toml")
     assert inline == (HERE.parent / "examples" / "inline" / "flow.toml").read_text(encoding="utf-8")
     (json_example,) = _doc_blocks("json")
     (report,) = _doc_blocks("text")
@@ -1101,6 +1101,13 @@ def test_docs_examples_load_and_their_errors_are_the_real_ones(tmp_path: Path) -
         load_flow(path)
     shown = f"microdag.FlowError: {info.value}\n".replace(str(tmp_path) + os.sep, "")
     assert shown == report
+    write(tmp_path / "steps.py", "def fetch():\n    return 1\n\ndef load():\n    return 2\n")
+    sys.modules.pop("steps", None)  # (the docs' module name: this folder's, not one a test imported before)
+    try:
+        limited_flow = load_flow(write(tmp_path / "limited.toml", '[flow]\nname = "l"\n' + limited))
+        assert limited_flow.run(keep_outputs=True).outputs == {"fetch": 1, "load": 2}
+    finally:
+        sys.modules.pop("steps", None)
 
 
 @pytest.mark.parametrize("suffix", ["toml", "json"])

@@ -39,10 +39,13 @@ class Event:
         item, key: for ``step_retrying`` and ``step_progress`` about one item
             of a map step, its number and (a map with ``key=``) its key;
             else ``None``.
+        waited: for ``step_started``, seconds the step waited for room in
+            its pools or for a rate's token before it started (a run with
+            pools or rates); else ``None``.
     """
 
     __slots__ = ("kind", "run_id", "flow", "step", "status", "attempt", "duration", "error", "time", "items",
-                 "item", "key")
+                 "item", "key", "waited")
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class Event:
         items: "tuple[int, int] | None" = None,
         item: "int | None" = None,
         key: "str | int | None" = None,
+        waited: "float | None" = None,
     ) -> None:
         self.kind = kind
         self.run_id = run_id
@@ -71,12 +75,13 @@ class Event:
         self.items = items
         self.item = item
         self.key = key
+        self.waited = waited
 
     def __repr__(self) -> str:
         fields = [f"{self.kind}", f"run={self.run_id}"]
         if self.step is not None:
             fields.append(f"step={self.step!r}")
-        for name in ("status", "attempt", "duration", "items", "item", "key"):
+        for name in ("status", "attempt", "duration", "items", "item", "key", "waited"):
             value = getattr(self, name)
             if value is not None:
                 fields.append(f"{name}={value!r}")

@@ -4,35 +4,31 @@ A :class:`Flow` keeps its steps in definition order (each checked as it is
 added, by :mod:`microdag._build`) and compiles them into a ``_plan._Plan``
 when first needed (see :mod:`microdag._plan` for the checks and
 :mod:`microdag._binding` for the binding rules); :meth:`Flow.run` and
-:meth:`Flow.arun` hand the plan to :mod:`microdag.runner`, which never
-imports this module.
+:meth:`Flow.arun` (its base class's, in :mod:`microdag._flowrun`) hand
+the plan to :mod:`microdag.runner`, which never imports either module.
 """
-
-import sys
 
 from ._build import _checked, _declared, _many
 from ._compat import sched
 from ._errors import FlowError
+from ._flowrun import _Runs
 from ._graph import Graph
-from ._result import new_run_id, run_failed
 from ._plan import _Plan
 from ._steps import _NO_BINDING, _RETRY_ON, TRIGGERS, _Options, _Step, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
-    from concurrent.futures import Executor
-    from typing import Any, Literal, TypeVar, overload
+    from typing import Any, TypeVar, overload
 
-    from ._result import Run
-    from ._types import DaskClient, ExecutorName, OnFailure, Trigger
+    from ._types import Trigger
 
     F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Flow", "TRIGGERS", "_Step"]
 
 
-class Flow:
+class Flow(_Runs):
     """A named DAG of Python steps.
 
     Steps are plain functions; a parameter named like another step receives
@@ -45,12 +41,16 @@ class Flow:
     """
 
     __slots__ = ("_name", "_steps", "_index", "_lent", "_plan", "_source", "_declared", "_declared_types", "_shared",
-                 "_given", "__weakref__")
+                 "_given", "_pools", "_rates", "__weakref__")
 
-    def __init__(self, name: str, *, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]" = ()) -> None:
+    def __init__(
+        self, name: str, *, inputs: "Mapping[str, Mapping[str, Any]] | Iterable[str]" = (),
+        pools: "Mapping[str, int] | None" = None, rates: "Mapping[str, str] | None" = None,
+    ) -> None:
         """A flow named ``name``, with no step yet; ``inputs`` declares flow
         inputs (name -> JSON Schema, or names), which are then never taken for
-        misspelt step names (see :meth:`validate`).
+        misspelt step names (see :meth:`validate`); ``pools`` and ``rates``:
+        its runs' (see :meth:`run`), which :meth:`validate` checks ``uses`` against.
 
         Raises:
             FlowError: the name is empty, or ``inputs`` is not names or schemas.
@@ -76,6 +76,9 @@ class Flow:
         #: Input name -> the JSON Schema its flow file declares (``[inputs] x = {type = ...}``).
         self._declared: dict[str, dict[str, Any]] = _declared(name, inputs)
         self._declared_types: dict[str, Any] = {}  # input -> the class a flow file names (``type = "mod:Class"``)
+        #: The pools and rates declared with the flow (a flow file's ``[pools]`` and ``[rates]``).
+        self._pools: dict[str, int] = dict(pools or {})
+        self._rates: dict[str, str] = dict(rates or {})
 
     @property
     def name(self) -> str:
@@ -119,6 +122,7 @@ class Flow:
         cache: bool = False,
         cache_ttl: "float | None" = None,
         key: "str | Callable[[Any], Any] | None" = None,
+        uses: "str | Mapping[str, int] | None" = None,
         ) -> "Callable[[F], F]": ...
 
     def step(self, fn: "F | None" = None, /, *, name: "str | None" = None, **options: "Any") -> "Any":
@@ -163,6 +167,7 @@ class Flow:
         cache: bool = False,
         cache_ttl: "float | None" = None,
         key: "str | Callable[[Any], Any] | None" = None,
+        uses: "str | Mapping[str, int] | None" = None,
     ) -> "Flow":
         """Add a step; returns the flow, so calls chain.
 
@@ -192,6 +197,8 @@ class Flow:
                 code and default values, and its arguments; kept in the
                 run's store, or in this process's memory without one.
             cache_ttl: seconds a cached output stays valid (default: always).
+            uses: what each attempt (or map item) holds: a pool or rate
+                name (one unit) or ``{"name": units}`` (see :meth:`run`).
             trigger: when the step runs, given how its dependencies ended:
                 ``"all_success"`` (default; otherwise it is skipped),
                 ``"all_done"`` (whatever their state) or ``"none_failed"``
@@ -206,7 +213,7 @@ class Flow:
         index = self._index
         deps, binding, opts, ids = _checked(index, self._shared, self._name, name, fn, depends_on, inputs, (
             retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
-            batch_size, cache, cache_ttl, key))
+            batch_size, cache, cache_ttl, key, uses))
         if self._lent:
             index = self._own()
         steps = self._steps
@@ -290,6 +297,7 @@ class Flow:
         cache: bool = False,
         cache_ttl: "float | None" = None,
         key: "str | Callable[[Any], Any] | None" = None,
+        uses: "str | Mapping[str, int] | None" = None,
     ) -> "Flow":
         """Add many steps of one function and one set of options; returns the flow.
 
@@ -313,7 +321,7 @@ class Flow:
         """
         names, deps_of, bindings, opts = _many(self._shared, names, fn, depends_on, inputs, (
             retries, retry_delay, retry_backoff, retry_max_delay, retry_on, timeout, priority, trigger, map,
-            batch_size, cache, cache_ttl, key))
+            batch_size, cache, cache_ttl, key, uses))
         if names:
             if self._lent:
                 self._own()
@@ -340,15 +348,18 @@ class Flow:
     def validate(self, inputs: "Iterable[str]" = ()) -> None:
         """Check the whole flow now (dependencies, cycles, bindings); a required
         input named almost like a step is a misspelling unless declared or
-        named in ``inputs`` (those a run will be given).
+        named in ``inputs`` (those a run will be given).  A flow declaring
+        pools or rates has a step using one it lacks, or more units than a
+        pool holds, refused too (otherwise a run checks that).
 
         Raises:
             FlowError: every problem found.
             CycleError: the steps form a cycle (its path is in ``args[1]``).
         """
-        problems = self._compiled().misspelt(inputs)
-        if problems:
-            raise FlowError(*problems.values())
+        plan = self._compiled()
+        found = list(plan.misspelt(inputs).values()) + _limit_problems(plan, self._pools, self._rates)
+        if found:
+            raise FlowError(*found)
 
     @property
     def graph(self) -> "Graph[str]":
@@ -372,208 +383,11 @@ class Flow:
         """
         return self._compiled().input_schema(f"inputs of flow {self._name}")
 
-    def run(
-        self,
-        inputs: "Mapping[str, Any] | None" = None,
-        *,
-        executor: "ExecutorName | Executor | DaskClient" = "inline",
-        max_workers: "int | None" = None,
-        targets: "Iterable[str] | None" = None,
-        on_failure: "OnFailure" = "fail_fast",
-        hooks: "Iterable[Callable[[Any], Any]]" = (),
-        raise_on_failure: bool = True,
-        keep_outputs: bool = False,
-        cancel: "Any" = None,
-        store: "Any" = None,
-        run_id: "str | None" = None,
-        resume: bool = False,
-        force: bool = False,
-        lease: "float | None" = None,
-    ) -> "Run":
-        """Run the flow and return its :class:`~microdag.Run`.
 
-        Args:
-            inputs: values for the flow inputs, by name.
-            executor: ``"inline"`` (the caller's thread), ``"threads"``,
-                ``"processes"``, ``"workers"`` (claimed from ``store`` by
-                ``python -m microdag worker`` processes and this one:
-                docs/workers.md), any ``concurrent.futures.Executor``, or a
-                ``distributed.Client``: the steps run on its Dask cluster,
-                their outputs stay there (see docs/distributed.md).
-            max_workers: parallel steps at most (threads and processes:
-                the pool size; default: like ``concurrent.futures``; a Dask
-                cluster: every step that can run is given to it).
-            targets: run only these steps and what they depend on.
-            on_failure: ``"fail_fast"`` (start nothing new after a failure;
-                pending steps end ``cancelled``) or ``"continue"`` (run every
-                branch that does not depend on the failure; the rest end
-                ``skipped``).
-            hooks: callables receiving each :class:`~microdag.Event`.
-            raise_on_failure: raise :class:`~microdag.RunFailed` when the
-                run does not succeed.
-            keep_outputs: keep every output in ``Run.outputs``; by default an
-                output is released once every step consuming it has finished,
-                and ``Run.outputs`` holds the targets' outputs (or, without
-                targets, those of the steps nothing else consumes).
-            cancel: a ``threading.Event``; once set, no new step starts,
-                pending steps end ``cancelled``, steps running on processes
-                are terminated, steps running inline or on threads finish
-                (their results are recorded), and the run ends ``cancelled``.
-            store: keep the run in a store: a :class:`microdag.stores.Store`
-                or a spec (``"memory"``, ``"json:DIR"``, ``"sqlite:PATH"``,
-                a path ending in ``.db``); each finished step is recorded
-                (grouped commits), the run's end durably before ``run``
-                returns.
-            run_id: the run's id (default: a new one).
-            resume: with ``store`` and ``run_id``: go on with that run; steps
-                it records as succeeded are not run again (their stored
-                outputs are used), every other step runs; ``inputs``
-                default to the run's.
-            force: resume even if the flow's structure changed since, or the
-                run seems live in another process.
-            lease: with ``executor="workers"``: the run's lease, seconds every
-                worker's claim of one of its steps holds without a heartbeat
-                (a worker that dies loses the step after that; default: each
-                worker's ``--lease``, 30).
+def _limit_problems(plan: _Plan, pools: "dict[str, int]", rates: "dict[str, str]") -> "list[str]":
+    """What :meth:`Flow.validate` finds wrong with the steps' ``uses`` given the flow's pools and rates."""
+    if not pools and not rates:
+        return []
+    from .runner._limits import problems  # (the rule's home; flows with pools only)
 
-        Raises:
-            FlowError: invalid flow, options or inputs (before any step runs).
-            CycleError: the steps form a cycle.
-            RunFailed: the run did not succeed and ``raise_on_failure``.
-        """
-        from .runner import RunOptions, execute  # (the runner loads with the first run, not with a flow's definition)
-
-        plan = self._compiled()
-        if executor == "inline":
-            _check_no_running_loop(self._name, plan)
-        options = RunOptions(
-            executor=executor, max_workers=max_workers, targets=targets, on_failure=on_failure, hooks=hooks,
-            keep_outputs=keep_outputs, cancel=cancel, store=store, run_id=run_id, resume=resume, force=force,
-            lease=lease,
-        )
-        run = execute(plan, self._name, self._source, inputs, options)
-        if raise_on_failure and run.status != "succeeded":
-            raise run_failed(run)  # (raised here: the traceback users read starts at their call)
-        return run
-
-    async def arun(
-        self,
-        inputs: "Mapping[str, Any] | None" = None,
-        *,
-        executor: "Literal['inline', 'workers'] | DaskClient" = "inline",
-        max_workers: "int | None" = None,
-        targets: "Iterable[str] | None" = None,
-        on_failure: "OnFailure" = "fail_fast",
-        hooks: "Iterable[Callable[[Any], Any]]" = (),
-        raise_on_failure: bool = True,
-        keep_outputs: bool = False,
-        cancel: "Any" = None,
-        store: "Any" = None,
-        run_id: "str | None" = None,
-        resume: bool = False,
-        force: bool = False,
-    ) -> "Run":
-        """Run the flow inside the caller's event loop; same options as :meth:`run`.
-
-        ``async def`` steps run concurrently as tasks of the running loop,
-        other steps on threads; ``max_workers`` bounds how many run at once
-        (default: 100 steps, plain ones on at most ``min(32, cpus + 4)``
-        threads).  A timed-out async step is cancelled.  Cancelling the
-        ``arun`` task cancels the step tasks, ends the run ``cancelled`` and
-        re-raises :class:`asyncio.CancelledError`.
-
-        With ``executor=`` a (synchronous) ``distributed.Client``, the steps
-        run on its Dask cluster as with :meth:`run`, and this coroutine
-        waits for them without blocking the loop; so it does for
-        ``executor="workers"``.
-        """
-        # (the runner loads with the first run, not with a flow's definition)
-        from .runner import RunOptions, execute_async
-
-        options = RunOptions(
-            executor=executor,
-            max_workers=max_workers,
-            targets=targets,
-            on_failure=on_failure,
-            hooks=hooks,
-            keep_outputs=keep_outputs,
-            cancel=cancel,
-            store=store,
-            run_id=run_id,
-            resume=resume,
-            force=force,
-        )
-        run = await execute_async(self._compiled(), self._name, self._source, inputs, options)
-        if raise_on_failure and run.status != "succeeded":
-            raise run_failed(run)
-        return run
-
-    def run_step(
-        self,
-        name: str,
-        inputs: "Mapping[str, Any] | None" = None,
-        *,
-        from_run: "str | None" = None,
-        store: "Any" = None,
-    ) -> "Any":
-        """Run one step alone, in the calling thread, and return its output.
-
-        Args:
-            name: the step.
-            inputs: the outputs of the steps it depends on, by step name, and
-                the flow inputs it takes, by input name.
-            from_run, store: take those values from the stored run
-                ``from_run`` instead (``inputs`` overrides any of them); the
-                stored run is not changed.
-
-        Raises:
-            FlowError: unknown step, or a value it needs is missing.
-            StoreError: the store or the run cannot be read.
-            Exception: whatever the step raises (no retries).
-        """
-        return _run_one(self._compiled(), self._name, name, inputs, from_run, store)
-
-
-def _run_one(
-    plan: _Plan, flow: str, name: str, inputs: "Mapping[str, Any] | None", from_run: "str | None", store: "Any",
-) -> "Any":
-    """What :meth:`Flow.run_step` does, for ``plan``, the plan of flow ``flow``."""
-    i = plan.graph.ids([name])[0]
-    given: dict[str, Any] = {}
-    if from_run is not None:
-        from .stores import open_store  # (stores load for a run that keeps one)
-
-        if store is None:
-            raise FlowError("run_step(from_run=...) needs the store= that holds the run")
-        source = open_store(store)
-        given.update(source.run_info(from_run).inputs)
-        typed = plan.typed_outputs(source.codec)[0]
-        for dep in plan.argdeps[i]:
-            dep_name = str(plan.graph.names[dep])
-            converter = typed.get(dep_name)
-            try:
-                given[dep_name] = source.output(from_run, dep_name) if converter is None else source.output(
-                    from_run, dep_name, typed=converter)  # (of the type its step's annotation says)
-            except KeyError:
-                pass  # reported below as missing, unless inputs gives it
-    given.update(inputs or {})
-    from .pools._attempt import invoke  # (the runner loads with the first run, not with a flow's definition)
-    from .runner._call import Caller, arguments  # (the runner loads with the first run, not with a flow's definition)
-
-    kwargs = arguments(plan, i, given)
-    return invoke(plan.fns[i], kwargs, Caller(plan, new_run_id(), flow).attempt(i, 1))
-
-
-def _check_no_running_loop(flow: str, plan: _Plan) -> None:
-    """``run(executor="inline")`` from inside a running event loop cannot run
-    ``async def`` steps (they need this thread's loop): say so at once."""
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None or asyncio._get_running_loop() is None:
-        return
-    steps = [s.name for s, is_async in zip(plan.steps, plan.is_async) if is_async]
-    if steps:
-        shown = ", ".join(repr(name) for name in steps[:3]) + (" ..." if len(steps) > 3 else "")
-        raise FlowError(
-            f"flow {flow!r} has async steps ({shown}) and run() was called inside a running event "
-            "loop: use `await flow.arun(...)` there (or run(executor='threads'))"
-        )
+    return problems(plan, None, pools, rates)

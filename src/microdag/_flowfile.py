@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["DECLARATION", "FLOW_OPTIONS", "KINDS", "STEP_OPTIONS", "TOP_KEYS", "Builder"]
 
 #: Keys of the document's top level (``$schema`` lets editors find the schema).
-TOP_KEYS = ("$schema", "flow", "inputs", "steps")
+TOP_KEYS = ("$schema", "flow", "inputs", "pools", "rates", "steps")
 #: Keys of ``[flow]``.
 FLOW_OPTIONS: "dict[str, dict[str, Any]]" = {"name": {"type": "string", "minLength": 1}}
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -72,6 +72,8 @@ STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
     "key": {"type": "string", "minLength": 1},
     "cache": {"type": "boolean"},
     "cache_ttl": {"type": "number", "exclusiveMinimum": 0},
+    "uses": {"anyOf": [{"type": "string", "minLength": 1},
+                       {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}]},
 }
 #: The keys of a typed input's declaration, and the types it may name.
 DECLARATION = {"type", "default", "description", "enum", "allow_inf_nan"}
@@ -85,6 +87,7 @@ _WORDS = {
     "python": "a string of Python code defining the step's function",
     "depends_on": "a list of strings",
     "inputs": 'a table of parameter = "step name"',
+    "uses": 'a pool or rate name, or a table of name = units (an integer >= 1)',
 }
 
 
@@ -190,7 +193,9 @@ class Builder:
                     f"input {input_name!r} is named like step {input_name!r}: "
                     "a parameter of that name would receive the step's output; rename one",
                 )
-        flow = Flow(name, inputs=self.declared)
+        pools = self.limits(data.get("pools", {}), "pools")
+        rates = self.limits(data.get("rates", {}), "rates")
+        flow = Flow(name, inputs=self.declared, pools=pools, rates=rates)
         flow._declared_types = self.classes
         for step_name, body in steps.items():
             self.step(flow, step_name, body, defaults, steps)
@@ -222,6 +227,27 @@ class Builder:
         except FlowError:
             pass
         return None
+
+    def limits(self, section: object, kind: str) -> "dict[str, Any]":
+        """``[pools]`` (name = size) or ``[rates]`` (name = "10/s"...), the good entries."""
+        from .runner._limits import parse_rate  # (the rule's home; files with pools or rates only)
+
+        if not isinstance(section, dict):
+            self.report((kind,), f"{kind} must be a table of names, not {_show(section)}")
+            return {}
+        out = {}
+        for key, value in section.items():
+            try:
+                if kind == "rates":
+                    parse_rate(value)
+                elif type(value) is not int or value < 1:
+                    raise ValueError(f"a pool's size is an integer >= 1, not {_show(value)}")
+                out[key] = value
+            except ValueError as exc:
+                self.report((kind, key), f"[{kind}] {key!r}: {exc}")
+                # (a stand-in, so that the steps using it are not also told it is unknown: the file is refused)
+                out[key] = f"1/s burst {2**31}" if kind == "rates" else 2**31
+        return out
 
     def flow_name(self, section: object) -> str:
         fallback = os.path.splitext(os.path.basename(self.path))[0] or "flow"

@@ -452,6 +452,10 @@ class _Plan:
         names = [str(name) for name in self.graph.names]
         return json.dumps({"nodes": names, "deps": [list(d) for d in self.graph._deps]})
 
+    def limited(self) -> bool:
+        """Whether some step uses a pool or a rate."""
+        return any(o.uses for o in self._options)
+
     def sinks(self) -> list[int]:
         """Ids of the steps no other step depends on."""
         if self._sinks is None:

@@ -23,9 +23,11 @@ from cpython.long cimport PyLong_CheckExact, PyLong_AsLongLongAndOverflow
 from cpython.exc cimport PyErr_Clear
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memmove
 from libc.stdlib cimport qsort
 
+import heapq
+import operator
 from types import GenericAlias
 
 from ._errors import CycleError
@@ -229,6 +231,13 @@ cdef class Kernel:
     cdef list _ids
     cdef int32_t* _work
     cdef Py_ssize_t _active, _finished, _running, _ready
+    # pools (see the section below): off unless set_pools() gave some
+    cdef bint _pooled
+    cdef list _psize, _pfree, _ustart, _upool, _uunits, _pwait
+    cdef bytearray _pspent, _apart, _held
+    cdef Py_ssize_t _waiting, _seq
+    cdef object _clock
+    cdef dict _parked_at, _waited
 
     def __cinit__(self):
         self._n = 0
@@ -794,7 +803,9 @@ cdef class Kernel:
         self._policy = pol
         if pol == _FIFO:
             if self._queue == NULL:
-                self._queue = <int32_t*>_alloc(n + 1, sizeof(int32_t))
+                # (twice the nodes: a node ready again, a retry or a pool's
+                # waiter, is queued again; _requeue keeps within this)
+                self._queue = <int32_t*>_alloc(2 * n + 2, sizeof(int32_t))
         else:
             self._ranks()
             if self._heap == NULL:
@@ -803,6 +814,8 @@ cdef class Kernel:
         self._active = active
         self._finished = finished
         self._running = self._ready = 0
+        if self._pooled:
+            self._reset_pools()
         for i in range(n):
             if state[i] == _PENDING and self._count[i] == 0:
                 self._push(<int32_t>i)
@@ -926,10 +939,11 @@ cdef class Kernel:
             RuntimeError: nodes remain, but none is ready or running: the
                 run could never finish (the graph has a cycle).
         """
-        if self._ready == 0 and self._running == 0 and self._active != self._finished:
+        if self._ready == 0 and self._running == 0 and self._active != self._finished \
+                and not self._tokens_awaited():
             raise RuntimeError(
                 f"scheduler stalled: {self._active - self._finished} nodes remain but none "
-                "is ready or running (the graph has a cycle)")
+                "is ready or running (the graph has a cycle, or a node waits for a pool nobody holds)")
         cdef Py_ssize_t lim = PyNumber_AsSsize_t(limit, NULL)  # clamps huge values
         cdef Py_ssize_t k = self._ready if lim < 0 or lim > self._ready else lim
         cdef Py_ssize_t j
@@ -939,7 +953,10 @@ cdef class Kernel:
             self._ids = list(range(self._n))
         if self._out == NULL:
             self._out = <int32_t*>_alloc(self._n, sizeof(int32_t))
-        self._gather(self._out, k)
+        if self._pooled:
+            k = self._take_pooled(self._out, lim)
+        else:
+            self._gather(self._out, k)
         result = PyList_New(k)
         for j in range(k):
             obj = PyList_GET_ITEM_BORROWED(self._ids, self._out[j])
@@ -965,7 +982,10 @@ cdef class Kernel:
             ValueError: ``i`` is not running (named in the message).
         """
         self._check_running(i)
-        return self._done(<int32_t>i)
+        cdef Py_ssize_t became = self._done(<int32_t>i)
+        if self._pooled:
+            became += self._give_back(i)
+        return became
 
     def done_many(self, ids):
         """Mark running nodes succeeded, in order; return how many became ready.
@@ -980,6 +1000,8 @@ cdef class Kernel:
             i = <object>PySequence_Fast_GET_ITEM_BORROWED(seq, j)
             self._check_running(i)
             became += self._done(<int32_t>i)
+            if self._pooled:
+                became += self._give_back(i)
         return became
 
     cdef inline Py_ssize_t _done(self, int32_t i) noexcept:
@@ -1076,6 +1098,8 @@ cdef class Kernel:
         state[i] = outcome
         self._running -= 1
         self._finished += 1
+        if self._pooled:
+            self._give_back(i)
         work[tail] = i
         tail += 1
         while head < tail:
@@ -1119,6 +1143,285 @@ cdef class Kernel:
                     out.append(p)
         return out
 
+    # -- pools and rates -----------------------------------------------------
+    # (the rules: ``_sched_py.py``; the pools' bookkeeping is kept in Python
+    # lists here too: a flow without pools pays one flag check, one with
+    # pools a few list operations per step)
+
+    def set_pools(self, sizes, uses=(), spent=(), apart=(), clock=None):
+        """Give the kernel pools; takes effect at the next :meth:`reset`.
+
+        Args:
+            sizes: each pool's number of units, by pool id (``[]``: no pools).
+            uses: per node (``n`` entries, or none), ``(pool, units)`` pairs:
+                what the node holds while it runs.
+            spent: pools whose units are used up rather than given back (token
+                buckets): only :meth:`refill` adds units to them.
+            apart: nodes taken without holding their units (map steps, whose
+                units hold them per attempt: :meth:`acquire`).
+            clock: when given, how long each node waited aside before it was
+                taken is measured with it (:meth:`waited`).
+
+        Raises:
+            ValueError: a size or a use below zero or more than its pool's size,
+                or ``uses`` not one entry per node.
+            IndexError: a pool or node id out of range.
+        """
+        cdef Py_ssize_t n = self._n, i, np
+        self._clock = clock
+        psize = [operator.index(s) for s in sizes]
+        if any(s < 0 for s in psize):
+            raise ValueError("a pool's size cannot be negative")
+        if not psize:
+            self._pooled = False
+            self._psize, self._pfree, self._pspent = [], [], bytearray()
+            self._ustart, self._upool, self._uunits = [], [], []
+            self._apart, self._held, self._pwait = bytearray(), bytearray(), []
+            self._waiting = 0
+            return
+        if len(uses) not in (0, n):
+            raise ValueError(f"uses needs one entry per node ({n}), not {len(uses)}")
+        np = len(psize)
+        ustart = [0] * (n + 1)
+        upool = []
+        uunits = []
+        seen = {}  # id(pairs) -> checked (nodes share them)
+        for i, pairs in enumerate(uses):
+            checked = seen.get(id(pairs))
+            if checked is None:
+                checked = seen[id(pairs)] = ([], [])
+                for p, u in pairs:
+                    p = _check_id(operator.index(p), np)
+                    u = operator.index(u)
+                    if not 0 < u <= psize[p]:
+                        raise ValueError(f"node {i} uses {u} units of pool {p}, which holds {psize[p]}")
+                    checked[0].append(p)
+                    checked[1].append(u)
+            upool.extend(checked[0])
+            uunits.extend(checked[1])
+            ustart[i + 1] = len(upool)
+        spent_flags = bytearray(np)
+        for p in spent:
+            spent_flags[_check_id(operator.index(p), np)] = 1
+        apart_flags = bytearray(n)
+        for i in apart:
+            apart_flags[_check_id(operator.index(i), n)] = 1
+        self._psize, self._pspent = psize, spent_flags
+        self._ustart, self._upool, self._uunits = ustart, upool, uunits
+        self._apart = apart_flags
+        self._pooled = True
+        self._reset_pools()
+
+    cdef int _reset_pools(self) except -1:
+        self._pfree = list(self._psize)
+        self._pwait = [[] for _ in self._psize]
+        self._held = bytearray(self._n)
+        self._waiting = 0
+        self._seq = 0
+        self._parked_at = {}
+        self._waited = {}
+        return 0
+
+    @property
+    def waiting(self):
+        """Ready nodes waiting for room in a pool (not counted in :attr:`ready`)."""
+        return self._waiting
+
+    def waited(self, Py_ssize_t i):
+        """Seconds node ``i`` waited aside (for room in a pool or a token)
+        before it was last taken; ``0.0`` when it did not, or no clock was given."""
+        _check_id(i, self._n)
+        return self._waited.get(i, 0.0) if self._pooled else 0.0
+
+    def room(self, p):
+        """Units of pool ``p`` free now."""
+        return self._pfree[_check_id(operator.index(p), len(self._psize))]
+
+    def fits(self, Py_ssize_t i):
+        """Whether every pool node ``i`` uses has room for it now."""
+        _check_id(i, self._n)
+        return not self._pooled or self._blocker(i) < 0
+
+    cdef Py_ssize_t _blocker(self, Py_ssize_t i) except -2:
+        cdef Py_ssize_t e, p
+        cdef list free = self._pfree, upool = self._upool, uunits = self._uunits
+        for e in range(<Py_ssize_t>self._ustart[i], <Py_ssize_t>self._ustart[i + 1]):
+            p = upool[e]
+            if <Py_ssize_t>free[p] < <Py_ssize_t>uunits[e]:
+                return p
+        return -1
+
+    cdef int _hold(self, Py_ssize_t i) except -1:
+        cdef Py_ssize_t e, p
+        cdef list free = self._pfree, upool = self._upool, uunits = self._uunits
+        for e in range(<Py_ssize_t>self._ustart[i], <Py_ssize_t>self._ustart[i + 1]):
+            p = upool[e]
+            free[p] = <Py_ssize_t>free[p] - <Py_ssize_t>uunits[e]
+        return 0
+
+    cdef Py_ssize_t _unhold(self, Py_ssize_t i) except -1:
+        cdef Py_ssize_t e, p, back = 0
+        cdef list free = self._pfree, upool = self._upool, uunits = self._uunits
+        cdef bytearray spent = self._pspent
+        for e in range(<Py_ssize_t>self._ustart[i], <Py_ssize_t>self._ustart[i + 1]):
+            p = upool[e]
+            if not spent[p]:
+                free[p] = <Py_ssize_t>free[p] + <Py_ssize_t>uunits[e]
+                if self._pwait[p]:
+                    back += self._readmit(p)
+        return back
+
+    cdef Py_ssize_t _give_back(self, Py_ssize_t i) except -1:
+        if not self._held[i]:
+            return 0
+        self._held[i] = 0
+        return self._unhold(i)
+
+    cdef int _park(self, int32_t i, Py_ssize_t p) except -1:
+        if self._policy == _FIFO:
+            self._seq += 1
+            key = (self._seq << 32) | i
+        else:
+            key = -(((<uint64_t>self._rank[i]) << 32) | (<uint64_t>(_ID_MASK - <uint32_t>i)))
+        heapq.heappush(self._pwait[p], key)
+        self._waiting += 1
+        if self._clock is not None and i not in self._parked_at:
+            self._parked_at[i] = self._clock()
+        return 0
+
+    cdef int _requeue(self) except -1:
+        """Make room at the FIFO queue's end for a node that is ready again."""
+        cdef Py_ssize_t size
+        if self._policy == _FIFO and self._qtail >= self._n:
+            size = self._qtail - self._qhead
+            memmove(self._queue, self._queue + self._qhead, size * sizeof(int32_t))
+            self._qhead = 0
+            self._qtail = size
+        return 0
+
+    cdef Py_ssize_t _readmit(self, Py_ssize_t p) except -1:
+        cdef list wait = self._pwait[p]
+        cdef Py_ssize_t budget = self._pfree[p], moved = 0, need, e, i
+        cdef bint fifo = self._policy == _FIFO
+        while wait and budget > 0:
+            key = wait[0]
+            if fifo:
+                i = key & _ID_MASK
+            else:
+                i = _ID_MASK - ((-key) & _ID_MASK)
+            need = 0
+            for e in range(<Py_ssize_t>self._ustart[i], <Py_ssize_t>self._ustart[i + 1]):
+                if <Py_ssize_t>self._upool[e] == p:
+                    need = self._uunits[e]
+            if need > budget:
+                break
+            heapq.heappop(wait)
+            budget -= need
+            self._waiting -= 1
+            self._requeue()
+            self._push(<int32_t>i)
+            moved += 1
+        return moved
+
+    cdef Py_ssize_t _take_pooled(self, int32_t* out, Py_ssize_t limit) except -1:
+        """Take up to ``limit`` (all: negative) ready nodes that fit into ``out``; how many."""
+        cdef Py_ssize_t got = 0, j, p
+        cdef int32_t i
+        cdef bytearray apart = self._apart
+        if self._policy != _FIFO:
+            for j in range(self._nstaged):
+                self._hsize += 1
+                self._sift_up(self._hsize - 1)
+            self._nstaged = 0
+        while self._ready > 0 and (limit < 0 or got < limit):
+            if self._policy == _FIFO:
+                i = self._queue[self._qhead]
+                self._qhead += 1
+            else:
+                i = self._pop()
+            self._ready -= 1
+            if not apart[i]:
+                p = self._blocker(i)
+                if p >= 0:
+                    self._park(i, p)
+                    continue
+                if self._ustart[i] != self._ustart[i + 1]:
+                    self._hold(i)
+                    self._held[i] = 1
+                if self._clock is not None:
+                    self._note_wait(i)
+            self._state[i] = _RUNNING
+            self._running += 1
+            out[got] = i
+            got += 1
+        return got
+
+    cdef int _note_wait(self, Py_ssize_t i) except -1:
+        since = self._parked_at.pop(i, None)
+        if since is not None:
+            self._waited[i] = self._clock() - since
+        elif self._waited:
+            self._waited.pop(i, None)
+        return 0
+
+    cdef bint _tokens_awaited(self) except -1:
+        cdef Py_ssize_t p
+        if not self._pooled:
+            return False
+        for p in range(len(self._psize)):
+            if self._pspent[p] and self._pwait[p]:
+                return True
+        return False
+
+    def acquire(self, Py_ssize_t i):
+        """Hold node ``i``'s units once more, if every pool has room now (one
+        attempt of a map step's units); nothing waits when there is none.
+
+        Returns:
+            Whether the units are held (give them back with :meth:`restore`).
+        """
+        _check_id(i, self._n)
+        if not self._pooled:
+            return True
+        if self._blocker(i) >= 0:
+            return False
+        self._hold(i)
+        return True
+
+    def restore(self, Py_ssize_t i):
+        """Give back units of node ``i`` that :meth:`acquire` held; return how
+        many waiting nodes re-entered the ready set."""
+        _check_id(i, self._n)
+        return self._unhold(i) if self._pooled else 0
+
+    def give_back(self, Py_ssize_t i):
+        """Running node ``i`` gives back the units :meth:`take` held for it
+        (it waits to be tried again); return how many waiting nodes re-entered
+        the ready set.  Nothing happens when it holds none."""
+        self._check_running(i)
+        return self._give_back(i) if self._pooled else 0
+
+    def again(self, Py_ssize_t i):
+        """Put running node ``i`` back into the ready set (a retry, to be taken
+        again under its pools), giving back what it holds; return how many
+        nodes became ready, itself included."""
+        self._check_running(i)
+        cdef Py_ssize_t back = self._give_back(i) if self._pooled else 0
+        self._running -= 1
+        self._requeue()
+        self._push(<int32_t>i)
+        return back + 1
+
+    def refill(self, p, units):
+        """Add ``units`` to spent pool ``p`` (a token bucket), up to its size;
+        return how many waiting nodes re-entered the ready set."""
+        cdef Py_ssize_t q = _check_id(operator.index(p), len(self._psize))
+        cdef Py_ssize_t u = operator.index(units)
+        if u < 0:
+            raise ValueError("a refill cannot be negative")
+        self._pfree[q] = min(<Py_ssize_t>self._psize[q], <Py_ssize_t>self._pfree[q] + u)
+        return self._readmit(q) if self._pwait[q] else 0
+
     def cancel(self):
         """Cancel every pending and ready node; return them in id order.
 
@@ -1136,6 +1439,9 @@ cdef class Kernel:
         self._finished += cnt
         self._ready = 0
         self._qhead = self._qtail = self._hsize = self._nstaged = 0
+        if self._pooled:
+            self._pwait = [[] for _ in self._psize]
+            self._waiting = 0
         return result
 
 
@@ -1367,7 +1673,7 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         the caller decides between a retry, ``fail`` and ``skip``).
     """
     cdef int32_t i, p
-    cdef Py_ssize_t j, m, nc, e
+    cdef Py_ssize_t j, m, nc, e, became
     cdef const unsigned char* fl = flags
     cdef tuple deps, cst, names, vals
     cdef object obj
@@ -1383,7 +1689,11 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
                 return None
             if k._ready == 0:  # another thread took it while is_set() ran
                 return None
-        k._gather(&i, 1)
+        if k._pooled:
+            if k._take_pooled(&i, 1) == 0:  # every ready step waits for room
+                return None
+        else:
+            k._gather(&i, 1)
         if fl[i] & _SLOW:
             return (i, None)
         if current is not None:
@@ -1425,7 +1735,10 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
                 k._left[p] -= 1
                 if k._left[p] == 0 and not (fl[p] & _KEEP):
                     outputs[p] = None
-        if k._done(i) and idle is not None and idle[0] > 0:
+        became = k._done(i)
+        if k._pooled:
+            became += k._give_back(i)
+        if became and idle is not None and idle[0] > 0:
             return (-1, None)
     return None
 

@@ -24,7 +24,8 @@ Every node leaves ``PENDING`` at most once per run, so one run does
 
 Why a driver loop cannot hang: ``take()`` raises :class:`RuntimeError` when
 work remains but nothing is ready and nothing is running (only a cycle can do
-that, and graphs are checked for cycles before they run).
+that, and graphs are checked for cycles before they run), unless a node
+waits for a token bucket's refill (pools and rates: ``set_pools``, below).
 
 Besides the kernel, the hot loops that drive it (``drive``, ``run_items``)
 and the graph-building functions a flow of a million steps needs in bulk:
@@ -161,6 +162,21 @@ class Kernel:
         "_finished",
         "_running",
         "_ready",
+        "_pooled",
+        "_psize",
+        "_pfree",
+        "_pspent",
+        "_ustart",
+        "_upool",
+        "_uunits",
+        "_apart",
+        "_held",
+        "_pwait",
+        "_waiting",
+        "_seq",
+        "_clock",
+        "_parked_at",
+        "_waited",
     )
 
     def __init__(self, n: int, src: "Sequence[int]" = (), dst: "Sequence[int]" = ()) -> None:
@@ -203,6 +219,21 @@ class Kernel:
         self._finished = 0
         self._running = 0
         self._ready = 0
+        self._pooled = False
+        self._psize: list[int] = []
+        self._pfree: list[int] = []
+        self._pspent = bytearray()
+        self._ustart: list[int] = []
+        self._upool: list[int] = []
+        self._uunits: list[int] = []
+        self._apart = bytearray()
+        self._held = bytearray()
+        self._pwait: list[list[int]] = []
+        self._waiting = 0
+        self._seq = 0
+        self._clock: Callable[[], float] | None = None
+        self._parked_at: dict[int, float] = {}
+        self._waited: dict[int, float] = {}
 
     # -- the graph ---------------------------------------------------------
 
@@ -501,6 +532,8 @@ class Kernel:
         self._active, self._finished, self._running, self._ready = active, finished, 0, 0
         if policy == "critical":
             self._ranks()
+        if self._pooled:
+            self._reset_pools()
         for i in range(n):
             if state[i] == PENDING and count[i] == 0:
                 self._push(i)
@@ -556,14 +589,16 @@ class Kernel:
                 run could never finish (the graph has a cycle).
         """
         limit = operator.index(limit)
-        if self._ready == 0 and self._running == 0 and self._active != self._finished:
+        if self._ready == 0 and self._running == 0 and self._active != self._finished and not self._tokens_awaited():
             raise RuntimeError(
                 f"scheduler stalled: {self._active - self._finished} nodes remain but none "
-                "is ready or running (the graph has a cycle)"
+                "is ready or running (the graph has a cycle, or a node waits for a pool nobody holds)"
             )
         return self._take(limit)
 
     def _take(self, limit: int) -> list[int]:
+        if self._pooled:
+            return self._take_pooled(limit)
         k = self._ready if limit < 0 or limit > self._ready else limit
         if k == 0:
             return []
@@ -602,7 +637,10 @@ class Kernel:
             ValueError: ``i`` is not running (named in the message).
         """
         self._check_running(i)
-        return self._done(i)
+        became = self._done(i)
+        if self._pooled:
+            became += self._give_back(i)
+        return became
 
     def done_many(self, ids: "Iterable[int]") -> int:
         """Mark running nodes succeeded, in order; return how many became ready.
@@ -614,6 +652,8 @@ class Kernel:
         for i in ids:
             self._check_running(i)
             became += self._done(i)
+            if self._pooled:
+                became += self._give_back(i)
         return became
 
     def _done(
@@ -661,6 +701,8 @@ class Kernel:
         state[i] = outcome
         self._running -= 1
         self._finished += 1
+        if self._pooled:
+            self._give_back(i)
         skipped: list[int] = []
         work = [i]
         for s in work:  # grows while we walk it
@@ -702,6 +744,285 @@ class Kernel:
                     out.append(p)
         return out
 
+    # -- pools and rates -----------------------------------------------------
+    #
+    # A pool is an integer id with a size; node ``i`` uses ``uunits[e]`` units
+    # of pool ``upool[e]`` for ``e`` in ``ustart[i]:ustart[i + 1]`` (CSR).
+    # ``take()`` hands out a node only when each of its pools has room, and
+    # holds its units (``held[i]``) until ``done``, ``fail``, ``skip`` or
+    # ``give_back``.  A ready node that does not fit waits aside in the
+    # waiting list of the first pool without room (``pwait[p]``: a heap of the
+    # ready set's keys, or of arrival numbers under ``"fifo"``); it is still
+    # ``READY`` but not counted in ``ready`` (``waiting`` counts it).  Units
+    # coming back to a pool move its best waiters back into the ready set, as
+    # many as the units cover, so no take rescans what waits.  A *spent* pool
+    # (a rate's token bucket) keeps the units taken from it: only ``refill``
+    # adds units.  Nodes in ``apart`` (map steps) are taken without holding
+    # anything: their units are held per attempt, by ``acquire``/``restore``.
+    # Without pools (``set_pools`` never called, or given no pool), every
+    # method pays one flag check.
+
+    def set_pools(
+        self,
+        sizes: "Sequence[int]",
+        uses: "Sequence[Sequence[tuple[int, int]]]" = (),
+        spent: "Iterable[int]" = (),
+        apart: "Iterable[int]" = (),
+        clock: "Callable[[], float] | None" = None,
+    ) -> None:
+        """Give the kernel pools; takes effect at the next :meth:`reset`.
+
+        Args:
+            sizes: each pool's number of units, by pool id (``[]``: no pools).
+            uses: per node (``n`` entries, or none), ``(pool, units)`` pairs:
+                what the node holds while it runs.
+            spent: pools whose units are used up rather than given back (token
+                buckets): only :meth:`refill` adds units to them.
+            apart: nodes taken without holding their units (map steps, whose
+                units hold them per attempt: :meth:`acquire`).
+            clock: when given, how long each node waited aside before it was
+                taken is measured with it (:meth:`waited`).
+
+        Raises:
+            ValueError: a size or a use below zero or more than its pool's size,
+                or ``uses`` not one entry per node.
+            IndexError: a pool or node id out of range.
+        """
+        n = self._n
+        self._clock = clock
+        psize = [operator.index(s) for s in sizes]
+        if any(s < 0 for s in psize):
+            raise ValueError("a pool's size cannot be negative")
+        if not psize:
+            self._pooled = False
+            self._psize, self._pfree, self._pspent = [], [], bytearray()
+            self._ustart, self._upool, self._uunits = [], [], []
+            self._apart, self._held, self._pwait = bytearray(), bytearray(), []
+            self._waiting = 0
+            return
+        if len(uses) not in (0, n):
+            raise ValueError(f"uses needs one entry per node ({n}), not {len(uses)}")
+        ustart = [0] * (n + 1)
+        upool: list[int] = []
+        uunits: list[int] = []
+        seen: dict[int, tuple[list[int], list[int]]] = {}  # id(pairs) -> checked (nodes share them)
+        for i, pairs in enumerate(uses):
+            checked = seen.get(id(pairs))
+            if checked is None:
+                checked = seen[id(pairs)] = ([], [])
+                for p, u in pairs:
+                    p = _check_id(operator.index(p), len(psize))
+                    u = operator.index(u)
+                    if not 0 < u <= psize[p]:
+                        raise ValueError(f"node {i} uses {u} units of pool {p}, which holds {psize[p]}")
+                    checked[0].append(p)
+                    checked[1].append(u)
+            upool.extend(checked[0])
+            uunits.extend(checked[1])
+            ustart[i + 1] = len(upool)
+        if not uses:
+            ustart = [0] * (n + 1)
+        spent_flags = bytearray(len(psize))
+        for p in spent:
+            spent_flags[_check_id(operator.index(p), len(psize))] = 1
+        apart_flags = bytearray(n)
+        for i in apart:
+            apart_flags[_check_id(operator.index(i), n)] = 1
+        self._psize, self._pspent = psize, spent_flags
+        self._ustart, self._upool, self._uunits = ustart, upool, uunits
+        self._apart = apart_flags
+        self._pooled = True
+        self._reset_pools()
+
+    def _reset_pools(self) -> None:
+        self._pfree = list(self._psize)
+        self._pwait = [[] for _ in self._psize]
+        self._held = bytearray(self._n)
+        self._waiting = 0
+        self._seq = 0
+        self._parked_at = {}
+        self._waited = {}
+
+    @property
+    def waiting(self) -> int:
+        """Ready nodes waiting for room in a pool (not counted in :attr:`ready`)."""
+        return self._waiting
+
+    def waited(self, i: int) -> float:
+        """Seconds node ``i`` waited aside (for room in a pool or a token)
+        before it was last taken; ``0.0`` when it did not, or no clock was given."""
+        _check_id(i, self._n)
+        return self._waited.get(i, 0.0) if self._pooled else 0.0
+
+    def room(self, p: int) -> int:
+        """Units of pool ``p`` free now."""
+        return self._pfree[_check_id(operator.index(p), len(self._psize))]
+
+    def fits(self, i: int) -> bool:
+        """Whether every pool node ``i`` uses has room for it now."""
+        _check_id(i, self._n)
+        return not self._pooled or self._blocker(i) < 0
+
+    def _blocker(self, i: int) -> int:
+        """The first pool without room for node ``i``, or ``-1``."""
+        free, upool, uunits = self._pfree, self._upool, self._uunits
+        for e in range(self._ustart[i], self._ustart[i + 1]):
+            if free[upool[e]] < uunits[e]:
+                return upool[e]
+        return -1
+
+    def _hold(self, i: int) -> None:
+        free, upool, uunits = self._pfree, self._upool, self._uunits
+        for e in range(self._ustart[i], self._ustart[i + 1]):
+            free[upool[e]] -= uunits[e]
+
+    def _unhold(self, i: int) -> int:
+        """Give node ``i``'s units back (a spent pool's are used up); how
+        many waiting nodes re-entered the ready set."""
+        free, upool, uunits, spent = self._pfree, self._upool, self._uunits, self._pspent
+        back = 0
+        for e in range(self._ustart[i], self._ustart[i + 1]):
+            p = upool[e]
+            if not spent[p]:
+                free[p] += uunits[e]
+                if self._pwait[p]:
+                    back += self._readmit(p)
+        return back
+
+    def _give_back(self, i: int) -> int:
+        if not self._held[i]:
+            return 0
+        self._held[i] = 0
+        return self._unhold(i)
+
+    def _park(self, i: int, p: int) -> None:
+        if self._policy == "fifo":
+            self._seq += 1
+            key = (self._seq << 32) | i
+        else:
+            rank = self._rank
+            assert rank is not None
+            key = -((rank[i] << 32) | (_ID_MASK - i))
+        heapq.heappush(self._pwait[p], key)
+        self._waiting += 1
+        if self._clock is not None and i not in self._parked_at:
+            self._parked_at[i] = self._clock()
+
+    def _readmit(self, p: int) -> int:
+        """Move the best waiters of pool ``p`` back into the ready set, as many as its free units cover."""
+        wait = self._pwait[p]
+        budget = self._pfree[p]
+        fifo = self._policy == "fifo"
+        moved = 0
+        while wait and budget > 0:
+            key = wait[0]
+            i = key & _ID_MASK if fifo else _ID_MASK - (-key & _ID_MASK)
+            need = 0
+            for e in range(self._ustart[i], self._ustart[i + 1]):
+                if self._upool[e] == p:
+                    need = self._uunits[e]
+            if need > budget:
+                break
+            heapq.heappop(wait)
+            budget -= need
+            self._waiting -= 1
+            self._push(i)
+            moved += 1
+        return moved
+
+    def _take_pooled(self, limit: int) -> list[int]:
+        ids: list[int] = []
+        state = self._state
+        apart = self._apart
+        while self._ready and (limit < 0 or len(ids) < limit):
+            if self._policy == "fifo":
+                i = self._queue[self._head]
+                self._head += 1
+                if self._head == len(self._queue):
+                    self._queue.clear()
+                    self._head = 0
+            else:
+                i = _ID_MASK - (-heapq.heappop(self._heap) & _ID_MASK)
+            self._ready -= 1
+            if not apart[i]:
+                p = self._blocker(i)
+                if p >= 0:
+                    self._park(i, p)
+                    continue
+                if self._ustart[i] != self._ustart[i + 1]:
+                    self._hold(i)
+                    self._held[i] = 1
+                if self._clock is not None:
+                    self._note_wait(i)
+            state[i] = RUNNING
+            self._running += 1
+            ids.append(i)
+        return ids
+
+    def _note_wait(self, i: int) -> None:
+        since = self._parked_at.pop(i, None)
+        if since is not None:
+            self._waited[i] = self._clock() - since  # type: ignore[misc]
+        elif self._waited:
+            self._waited.pop(i, None)
+
+    def _tokens_awaited(self) -> bool:
+        """Whether some node waits for a spent pool (a refill will come)."""
+        if not self._pooled:
+            return False
+        return any(self._pspent[p] and self._pwait[p] for p in range(len(self._psize)))
+
+    def acquire(self, i: int) -> bool:
+        """Hold node ``i``'s units once more, if every pool has room now (one
+        attempt of a map step's units); nothing waits when there is none.
+
+        Returns:
+            Whether the units are held (give them back with :meth:`restore`).
+        """
+        _check_id(i, self._n)
+        if not self._pooled:
+            return True
+        if self._blocker(i) >= 0:
+            return False
+        self._hold(i)
+        return True
+
+    def restore(self, i: int) -> int:
+        """Give back units of node ``i`` that :meth:`acquire` held; return how
+        many waiting nodes re-entered the ready set."""
+        _check_id(i, self._n)
+        return self._unhold(i) if self._pooled else 0
+
+    def give_back(self, i: int) -> int:
+        """Running node ``i`` gives back the units :meth:`take` held for it
+        (it waits to be tried again); return how many waiting nodes re-entered
+        the ready set.  Nothing happens when it holds none."""
+        self._check_running(i)
+        return self._give_back(i) if self._pooled else 0
+
+    def again(self, i: int) -> int:
+        """Put running node ``i`` back into the ready set (a retry, to be taken
+        again under its pools), giving back what it holds; return how many
+        nodes became ready, itself included."""
+        self._check_running(i)
+        back = self._give_back(i) if self._pooled else 0
+        self._running -= 1
+        if self._policy == "fifo" and self._head:
+            del self._queue[: self._head]
+            self._head = 0
+        self._push(i)
+        return back + 1
+
+    def refill(self, p: int, units: int) -> int:
+        """Add ``units`` to spent pool ``p`` (a token bucket), up to its size;
+        return how many waiting nodes re-entered the ready set."""
+        p = _check_id(operator.index(p), len(self._psize))
+        units = operator.index(units)
+        if units < 0:
+            raise ValueError("a refill cannot be negative")
+        self._pfree[p] = min(self._psize[p], self._pfree[p] + units)
+        return self._readmit(p) if self._pwait[p] else 0
+
     def cancel(self) -> list[int]:
         """Cancel every pending and ready node; return them in id order.
 
@@ -715,6 +1036,9 @@ class Kernel:
         self._finished += len(ids)
         self._ready = 0
         self._queue, self._head, self._heap = [], 0, []
+        if self._pooled:
+            self._pwait = [[] for _ in self._psize]
+            self._waiting = 0
         return ids
 
 
@@ -875,11 +1199,14 @@ def drive(
             with lock:
                 if k._ready == 0:
                     return None
-                i = k._take(1)[0]
+                got = k._take(1)
         else:
             if k._ready == 0:
                 return None
-            i = k._take(1)[0]
+            got = k._take(1)
+        if not got:  # (pools: every ready step waits for room)
+            return None
+        i = got[0]
         if flags[i] & SLOW:
             return (i, None)
         if current is not None:
@@ -908,6 +1235,8 @@ def drive(
                     if left[p] == 0 and not flags[p] & KEEP:
                         outputs[p] = None
             became = k._done(i)
+            if k._pooled:
+                became += k._give_back(i)
         finally:
             if lock is not None:
                 lock.__exit__(None, None, None)

@@ -39,6 +39,21 @@ def _seconds(value: "Any", zero: bool = True) -> bool:
     return _is_number(value) and (0 <= value if zero else 0 < value) and value <= MAX_SECONDS
 
 
+def _uses(where: str, uses: "Any", problems: "list[str]") -> "tuple[tuple[str, int], ...]":
+    """A step's ``uses`` (a pool or rate name for one unit, or name -> units)
+    as ``(name, units)`` pairs by name; a problem noted when it is neither."""
+    if uses is None:
+        return ()
+    if isinstance(uses, str):
+        uses = {uses: 1}
+    if not hasattr(uses, "items") or not all(
+            isinstance(k, str) and k and _is_int(v) and v >= 1 for k, v in uses.items()):
+        problems.append(f"{where}: uses must name a pool or rate, or map names to units (ints >= 1), "
+                        f"not {uses!r}")
+        return ()
+    return tuple(sorted((k, int(v)) for k, v in uses.items()))
+
+
 class _Options:
     """A step's options, checked once and shared by every step given the same
     ones (a flow of a million steps with one set of options holds one).
@@ -49,7 +64,7 @@ class _Options:
     """
 
     __slots__ = ("retries", "retry_delay", "retry_backoff", "retry_max_delay", "retry_on", "timeout",
-                 "priority", "trigger", "map", "batch_size", "cache", "cache_ttl", "key")
+                 "priority", "trigger", "map", "batch_size", "cache", "cache_ttl", "key", "uses")
 
     #: The default options (set below); a flow shares at most this many other sets.
     DEFAULT: "_Options"
@@ -71,6 +86,7 @@ class _Options:
         cache: bool = False,
         cache_ttl: "float | None" = None,
         key: "str | Callable[[Any], Any] | None" = None,
+        uses: "str | Mapping[str, int] | None" = None,
     ) -> None:
         problems: list[str] = []
         if not _is_int(retries) or retries < 0:
@@ -126,6 +142,7 @@ class _Options:
                 f"{where}: unknown trigger {trigger!r}: expected one of "
                 + ", ".join(repr(t) for t in TRIGGERS)
             )
+        held = _uses(where, uses, problems)
         if problems:
             raise FlowError(*problems)
         self.retries = int(retries)
@@ -141,6 +158,8 @@ class _Options:
         self.cache = cache
         self.cache_ttl = None if cache_ttl is None else float(cache_ttl)
         self.key = key
+        #: ``(pool or rate name, units)`` pairs, by name; ``()``: none.
+        self.uses = held
 
     @classmethod
     def shared(cls, known: "dict[tuple[Any, ...], _Options]", name: str, options: "tuple[Any, ...]") -> "_Options":
@@ -192,6 +211,7 @@ class _Step:
         cache: bool
         cache_ttl: float | None
         key: "str | Callable[[Any], Any] | None"
+        uses: tuple[tuple[str, int], ...]
 
     def __init__(
         self, name: str, fn: "Callable[..., Any]", depends_on: "tuple[str, ...]", inputs: "dict[str, str]",
@@ -440,5 +460,5 @@ def _is_number(value: object) -> bool:
 
 
 #: The options' defaults, in ``_Options``' order (``Flow.add`` compares with them first).
-_DEFAULTS = (0, 0.0, 2.0, None, _RETRY_ON, None, None, "all_success", None, None, False, None, None)
+_DEFAULTS = (0, 0.0, 2.0, None, _RETRY_ON, None, None, "all_success", None, None, False, None, None, None)
 _Options.DEFAULT = _Options("the defaults", *_DEFAULTS)

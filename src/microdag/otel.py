@@ -110,6 +110,8 @@ class Tracing:
         attributes: dict[str, Any] = {"microdag.step": att.name, "microdag.attempt": att.number}
         if att.item is not None:
             attributes["microdag.item"] = att.item
+        if att.waited:
+            attributes["microdag.pool.wait_s"] = att.waited
         span = self._tracer.start_span("microdag.step", run[1], attributes=attributes, start_time=_ns(started))
         step = _StepSpan(span)
         run[2].add(step)

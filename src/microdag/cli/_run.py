@@ -74,6 +74,16 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
         help="parallel steps at most (--executor dask: the cluster's worker processes)",
     )
     p.add_argument(
+        "--pool", type=_pool, action="append", default=[], metavar="NAME=N",
+        help="a resource pool of N units: its steps (uses = NAME) hold at most N at once; repeatable "
+        "(adds to the flow file's [pools], or changes a size)",
+    )
+    p.add_argument(
+        "--rate", type=_rate, action="append", default=[], metavar="NAME=RATE",
+        help="a rate limit, e.g. api=10/s, 600/min, 5/h, '10/s burst 5': every attempt of its steps takes a "
+        "token; repeatable (adds to the flow file's [rates])",
+    )
+    p.add_argument(
         "--quiet", "-q", action="store_true", help="print no progress, summary or outputs unless the run fails"
     )
     p.add_argument("--json", action="store_true", help="print one JSON document describing the run")
@@ -85,6 +95,26 @@ def _run_options(p: "argparse.ArgumentParser") -> None:
         "--otel", action="store_true",
         help="trace the run with OpenTelemetry, exported as the OTEL_* variables say (docs/observability.md)",
     )
+
+
+def _pool(text: str) -> "tuple[str, int]":
+    name, _, size = text.partition("=")
+    if not name or not size.isdigit() or int(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=N, N an integer >= 1, not {text!r}")
+    return name, int(size)
+
+
+def _rate(text: str) -> "tuple[str, str]":
+    from ..runner._limits import parse_rate  # (the rule's home; --rate only)
+
+    name, _, rate = text.partition("=")
+    try:
+        if not name:
+            raise ValueError(f"expected NAME=RATE, not {text!r}")
+        parse_rate(rate)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, rate
 
 
 def _executor(text: str) -> str:
@@ -199,6 +229,10 @@ def _execute(
         except RuntimeError as exc:
             raise UsageError(f"--otel: {exc}") from None
         hooks.append(Tracing(provider))
+    if args.pool:
+        options["pools"] = dict(args.pool)
+    if args.rate:
+        options["rates"] = dict(args.rate)
     progress = Progress(total, done, args.quiet or args.json, live=False if args.echo else None)
     hooks.append(progress)
     echo = os.environ.get("MICRODAG_ECHO")

@@ -39,10 +39,12 @@ class Attempt:
         trace: the attempt's span when a run is traced (``microdag.otel``),
             made current around the call; else ``None``.
         key: the item's key, for a unit of a map step with ``key=``; else ``None``.
+        waited: seconds it waited for room in its pools or a rate's token
+            before it started (this process's; a worker's copy says 0.0).
     """
 
     __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
-                 "capture", "started", "finished", "trace", "key")
+                 "capture", "started", "finished", "trace", "key", "waited")
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class Attempt:
         self.finished = finished
         self.trace = trace
         self.key = key
+        self.waited = 0.0
 
     def __reduce__(self) -> "Any":
         return (Attempt, (self.step, self.unit, self.item, self.number, self.name, self.timeout,

@@ -9,7 +9,8 @@ one when its step really starts (see ``pools/dask.py``).
 A step may go ahead when it is pending, its trigger is ``all_success`` (any
 other rule needs to know how its dependencies ended), it is not a map step
 (its units are known only from its input) nor cached (the cache is asked
-when it starts), and each of its dependencies has succeeded or runs (or went
+when it starts) nor using a pool or rate (it waits for room in the runner,
+which hands it out only when there is), and each of its dependencies has succeeded or runs (or went
 ahead) in the pool.  The run stopping stops it.
 """
 
@@ -38,7 +39,7 @@ class Ahead:
     def __init__(self, runner: "Runner") -> None:
         self.r = runner
         steps = runner.plan.steps
-        self._plain = [s.trigger == "all_success" and s.map is None and not s.cache for s in steps]
+        self._plain = [s.trigger == "all_success" and s.map is None and not s.cache and not s.uses for s in steps]
 
     def after(self, step: int) -> "Iterable[int]":
         """The steps that depend on ``step``."""

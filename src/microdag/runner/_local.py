@@ -98,7 +98,8 @@ class InThread:
         i = ms.i
         step = r.plan.steps[i]
         careful = (step.timeout is not None or r.hooks or r.tracers is not None or r.plan.is_async[i]
-                   or r.capture or ms.extra is not None or ms.numbers is not None or ms.cache is not None)
+                   or r.capture or ms.extra is not None or ms.numbers is not None or ms.cache is not None
+                   or ms.held)
         fn = step.fn
         frame = current_frame()
         current = None

@@ -75,7 +75,8 @@ class MapRun:
     """One map step being run: its units and how far they got."""
 
     __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
-                 "tries", "errors", "finished", "todo", "items", "ended", "keys", "numbers", "extra", "cache")
+                 "tries", "errors", "finished", "todo", "items", "ended", "keys", "numbers", "extra", "cache", "held",
+                 "redo")
 
     def __init__(
         self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
@@ -106,10 +107,15 @@ class MapRun:
         self.extra: list[tuple[int, list[Any]]] | None = None
         #: A cached keyed map's: unit -> the cache key its result is kept under.
         self.cache: dict[int, str] | None = None
+        #: Whether each unit attempt holds the step's pools and rates (one
+        #: unit claimed at a time, when they have room), and the units due to
+        #: be tried again, claimed before the others.
+        self.held = False
+        self.redo: list[int] = []
 
     def unclaimed(self) -> bool:
         """Whether some unit of this map is still to be claimed."""
-        return self.next < self.count() and not self.finished
+        return (self.next < self.count() or bool(self.redo)) and not self.finished
 
     def count(self) -> int:
         """How many units this run of the map claims in all."""
@@ -199,6 +205,7 @@ class Maps:
                 r.fail(i, exc)
                 return
         hits = self._cached_items(ms, bad) if step.cache and ms.keys is not None else {}
+        ms.held = r.limits is not None and i in r.limits.mapped
         recorded = self.resumed.pop(i, None)
         with r.lock:
             self.of[i] = ms
@@ -327,8 +334,20 @@ class Maps:
     # -- claiming units ---------------------------------------------------------------
 
     def claimable(self) -> bool:
-        """Whether some running map has units nobody claimed yet."""
-        return any(ms.unclaimed() for ms in self.running)
+        """Whether some running map has units nobody claimed yet (and room in
+        its pools and rates for one)."""
+        return any(ms.unclaimed() and (not ms.held or self.r.k.fits(ms.i)) for ms in self.running)
+
+    def held(self) -> bool:
+        """Whether some running map's units hold pools or rates."""
+        return any(ms.held for ms in self.running)
+
+    def _claim_held(self, ms: MapRun) -> int:
+        """Claim one unit of ``ms``, whose units hold pools or rates, if they
+        have room (the caller holds the lock); its index, or -1."""
+        if not ms.unclaimed() or not self.r.k.acquire(ms.i):
+            return -1
+        return ms.redo.pop(0) if ms.redo else ms.take()
 
     def unclaimed(self) -> "list[MapRun]":
         """The running maps with units nobody claimed yet."""
@@ -345,6 +364,9 @@ class Maps:
         if r.cancel is not None and r.check_cancel():
             return 0, 0
         with r.lock:
+            if ms.held:
+                j = self._claim_held(ms)
+                return (0, 0) if j < 0 else (j, j + 1)
             left = ms.count() - ms.next
             if ms.finished or left <= 0:
                 return 0, 0
@@ -360,7 +382,11 @@ class Maps:
         """Claim one unit of a running map, for a pool *(locks)*."""
         with self.r.lock:
             for ms in self.running:
-                if ms.unclaimed():
+                if ms.held:
+                    j = self._claim_held(ms)
+                    if j >= 0:
+                        break
+                elif ms.unclaimed():
                     j = ms.take()
                     break
             else:
@@ -388,6 +414,11 @@ class Maps:
         ms = self.of.get(att.step)
         if ms is None or ms.finished:
             return None
+        if ms.held:  # claimed again when its pools and rates have room
+            with self.r.lock:
+                ms.redo.append(att.unit)
+            self.r.wake()
+            return None
         return self.begin_unit(ms, att.unit)
 
     # -- settling units ------------------------------------------------------------
@@ -400,6 +431,10 @@ class Maps:
     def settle(self, att: Attempt, ok: bool, value: "Any") -> None:
         """Unit attempt ``att`` ended (see ``Runner.settle``)."""
         ms = self.of.get(att.step)
+        if ms is not None and ms.held:  # the units it held go back
+            with self.r.lock:
+                self.r.k.restore(att.step)
+            self.r.wake()
         if ms is None or ms.finished:
             return
         if not ok:

@@ -10,7 +10,7 @@ together, before anything runs.  A plain class with slots, not a dataclass:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
 __all__ = ["RunOptions"]
@@ -20,7 +20,7 @@ class RunOptions:
     """What ``Flow.run`` was asked for, besides the inputs (see its docs)."""
 
     __slots__ = ("executor", "max_workers", "targets", "on_failure", "hooks", "keep_outputs", "cancel", "store",
-                 "run_id", "resume", "force", "lease")
+                 "run_id", "resume", "force", "lease", "pools", "rates")
 
     executor: "Any"
     max_workers: "int | None"
@@ -34,11 +34,14 @@ class RunOptions:
     resume: bool
     force: bool
     lease: "float | None"
+    pools: "Mapping[str, int]"
+    rates: "Mapping[str, str]"
 
     def __init__(
         self, *, executor: "Any", max_workers: "int | None", targets: "Iterable[str] | None", on_failure: str,
         hooks: "Iterable[Callable[[Any], Any]]", keep_outputs: bool, cancel: "Any", store: "Any",
         run_id: "str | None", resume: bool, force: bool, lease: "float | None" = None,
+        pools: "Mapping[str, int] | None" = None, rates: "Mapping[str, str] | None" = None,
     ) -> None:
         # Every field is given: the defaults are Flow.run's, and live there only.
         setattr_ = object.__setattr__
@@ -54,6 +57,8 @@ class RunOptions:
         setattr_(self, "resume", resume)
         setattr_(self, "force", force)
         setattr_(self, "lease", lease)
+        setattr_(self, "pools", pools or {})
+        setattr_(self, "rates", rates or {})
 
     def __setattr__(self, name: str, value: "Any") -> None:
         raise AttributeError(f"RunOptions are frozen: {name!r} cannot be set (make a copy with replace())")

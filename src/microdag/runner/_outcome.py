@@ -12,7 +12,7 @@ import time
 from .._compat import sched
 from .._result import Run
 from ..pools._attempt import local_all
-from ._state import STORED
+from ._recorder import STORED
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -50,7 +50,17 @@ if TYPE_CHECKING:
     #: The steps a resumed run finished: their ids, attempts, starts and finishes (columns).
     Resumed = tuple[list[int], Sequence[int], Sequence["float | None"], Sequence["float | None"]]
 
-__all__ = ["GRAPH_LIMIT", "PROCESS_CACHE", "NullRecorder", "StoreRecorder", "cached"]
+__all__ = ["GRAPH_LIMIT", "PROCESS_CACHE", "STORED", "NullRecorder", "StoreRecorder", "cached"]
+
+
+class _Stored:
+    """The marker of an output a resumed run's store holds."""
+
+    __repr__ = lambda self: "<stored output>"  # noqa: E731
+
+
+#: An output a resumed run's store holds, read when a step needs it (``Runner.value``).
+STORED = _Stored()
 
 #: Flows of at most this many steps have their structure kept with their runs
 #: (for reports); drawing a bigger one would not be read anyway.

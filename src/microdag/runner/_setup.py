@@ -25,6 +25,7 @@ from .._records import PACKAGE, RunInfo, check_run_id
 from .._result import new_run_id
 from ..stores import Store
 from ._call import bind_inputs, missing_input
+from ._limits import problems as limit_problems
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
 from ._state import Runner
@@ -225,6 +226,11 @@ def check(
     elif not options.keep_outputs:
         keep = plan.sinks()
     bound = _bind_inputs(plan, subset, values, problems)
+    if options.pools or options.rates or plan.limited():
+        problems.extend(limit_problems(plan, subset, options.pools, options.rates))
+        if executor == "workers":
+            problems.append("pools and rates do not bound steps run by workers yet: run this flow on another "
+                            "executor, or without pools, rates and uses")
     if executor == "processes":
         _check_picklable(plan, subset, problems)
     if resumed_info is not None and executor != "workers" and not options.force and store.shared(run_id):
@@ -267,7 +273,7 @@ def open_run(
         runner = Runner(
             plan, kernel, run_id, flow, recorder=recorder, subset=subset, on_failure=options.on_failure,
             hooks=checked.hooks, keep=checked.keep, cancel=options.cancel, bound=checked.bound, owned=owned,
-            halt=lambda: _halt(run_id),
+            halt=lambda: _halt(run_id), pools=options.pools, rates=options.rates,
         )
         done = None
         effective = effective_inputs(plan, subset, given)

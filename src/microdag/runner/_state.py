@@ -21,7 +21,8 @@ State, by step id ``i`` (the plan's):
 - ``errors``, ``reasons``, ``cancelled``, ``cached``: how steps ended;
 - ``retries``: a heap of ``(due, seq, attempt, error)``: attempts that failed
   and run again when due;
-- ``maps``: the map steps being run and their units (``_maps.Maps``).
+- ``maps``: the map steps being run and their units (``_maps.Maps``);
+- ``limits``: the run's pools and rates, set on the kernel (``_limits``), or ``None``.
 
 Attempts.  :meth:`Runner.begin` starts a step taken from the kernel and
 returns its :class:`~microdag.pools._attempt.Attempt` (or ``None`` when the
@@ -68,6 +69,8 @@ from .._events import Event, debug_enabled, dispatch, log
 from .._records import run_status
 from ..pools._attempt import Attempt
 from ._call import Caller, kwargs
+from ._limits import Limits
+from ._recorder import STORED
 from ._maps import Maps
 from ._tracing import Tracers
 
@@ -80,21 +83,11 @@ if TYPE_CHECKING:
     from .._types import RunStatus
     from ._recorder import NullRecorder, StoreRecorder
 
-__all__ = ["STORED", "Runner"]
+__all__ = ["Runner"]
 
 _SLOW = sched.SLOW
 _KEEP = sched.KEEP
 _RUNNING = sched.RUNNING
-
-
-class _Stored:
-    """The marker of an output a resumed run's store holds."""
-
-    __repr__ = lambda self: "<stored output>"  # noqa: E731
-
-
-#: An output a resumed run's store holds, read when a step needs it.
-STORED = _Stored()
 
 
 class _NoLock:
@@ -130,6 +123,8 @@ class Runner:
         bound: "Mapping[int, tuple[tuple[str, ...], tuple[Any, ...]]] | None" = None,
         owned: bool = False,
         halt: "Callable[[], object] | None" = None,
+        pools: "Mapping[str, int] | None" = None,
+        rates: "Mapping[str, str] | None" = None,
     ) -> None:
         n = len(plan.steps)
         self.plan = plan
@@ -185,6 +180,7 @@ class Runner:
         self.lock: Any = _NoLock()
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
+        self.limits = Limits.of(plan, kernel, pools, rates, self.clock)  # (None: none)
 
     # -- how the run is run --------------------------------------------------------
 
@@ -242,7 +238,7 @@ class Runner:
         attempt, or ``None`` when the cache settled it or it is a map step
         (whose units are claimed from :attr:`maps`)."""
         step = self.plan.options[i]
-        if step.cache and self._from_cache(i):
+        if step.cache and not self.attempts[i] and self._from_cache(i):
             return None
         if step.map is not None:
             self.maps.start(i)
@@ -253,10 +249,12 @@ class Runner:
         self.attempts[i] += 1
         number = self.attempts[i]
         now = self.started[i] = self.clock()
-        self.emit("step_started", i, attempt=number)
+        waited = None if self.limits is None else self.k.waited(i)
+        self.emit("step_started", i, attempt=number, waited=waited)
         if self.debug:
             log(10, "run %s: step %r started (attempt %d)", self.run_id, self.names[i], number)
         att = self.caller.attempt(i, number, now)
+        att.waited = waited or 0.0
         if self.tracers is not None:
             self.tracers.started(att)
         return att
@@ -368,6 +366,8 @@ class Runner:
             return
         self.recorder.retried(att, exc)
         with self.lock:
+            if self.limits is not None and att.unit < 0:
+                self.k.give_back(att.step)  # (its pools' units are free while it waits)
             self._seq += 1
             heapq.heappush(self.retries, (self.clock() + delay, self._seq, att, exc))
         log(20, "run %s: %s failed on attempt %d (%s: %s); retrying in %.3f s",
@@ -459,17 +459,24 @@ class Runner:
         """Seconds until the first waiting retry is due (``<= 0``: due now), or
         ``None`` when none waits.  Takes nothing."""
         with self.lock:
-            return self.retries[0][0] - self.clock() if self.retries else None
+            due = self.retries[0][0] - self.clock() if self.retries else None
+            return due if self.limits is None else self.limits.sooner(due, self.maps.held)
 
     def pop_due(self) -> "Attempt | None":
         """The next attempt of a retry that is due now, taken from the queue
         *(locks)*; ``None`` when none is due."""
+        limits = self.limits
         while True:
             with self.lock:
+                readied = limits is not None and limits.tick() > 0
                 heap = self.retries
-                if not heap or heap[0][0] > self.clock():
-                    return None
-                att = heapq.heappop(heap)[2]
+                att = heapq.heappop(heap)[2] if heap and heap[0][0] <= self.clock() else None
+                if att is not None and limits is not None and att.unit < 0:
+                    readied, att = self.k.again(att.step) > 0, None  # taken again under its pools and rates
+            if readied:
+                self.wake()
+            if att is None:
+                return None
             again = self._again(att)
             if again is not None:
                 return again
@@ -484,9 +491,10 @@ class Runner:
                 att = self.maps.next_unit()
             if att is not None:
                 return att
-            if k.ready == 0:
+            took = k.take(1) if k.ready else None
+            if not took:  # (nothing is ready, or every ready step waits for room in a pool or a token)
                 return None
-            att = self.begin(k.take(1)[0])
+            att = self.begin(took[0])
             if att is not None:
                 return att
         return None

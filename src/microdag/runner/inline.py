@@ -65,8 +65,8 @@ def run_inline(runner: "Runner") -> None:
             att = runner.pop_due()
             if att is not None:
                 local.run(att)
-                if runner.maps.running:
-                    local.run_maps()
+            if runner.maps.running:  # (units that waited for a retry or a token)
+                local.run_maps()
     finally:
         local.close()
         if routed is not None:
