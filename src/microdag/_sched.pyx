@@ -111,6 +111,15 @@ cdef void* _alloc(Py_ssize_t count, size_t size) except NULL:
     return p
 
 
+cdef void* _grown(void* p, Py_ssize_t old, Py_ssize_t count, size_t size) except NULL:
+    """``p`` (``old`` items) reallocated to ``count`` items, the new ones zero."""
+    cdef void* q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * size)
+    if q == NULL:
+        raise MemoryError()
+    if count > old:
+        memset(<char*>q + old * size, 0, (count - old) * size)
+    return q
+
 cdef inline int _same_int(PyObject* a, object b) noexcept:
     """1: both exact ints, equal; 2: both exact ints, not equal; 0: don't know.
 
@@ -886,6 +895,156 @@ cdef class Kernel:
         self._running += k
         return 0
 
+    def grow(self, m, src=(), dst=(), triggers=None):
+        """Add nodes ``n .. n+m-1`` in the middle of a run, keeping every state
+        and counter (see the Python twin for the rules).
+
+        Returns:
+            the new nodes skipped at once, in id order.
+        """
+        cdef Py_ssize_t mm = m, n = self._n, total, i, j, e, ne, pos
+        cdef int32_t s_, d_
+        if mm < 0 or n + mm > _MAX_NODES:
+            raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n + mm}")
+        srcs = [int(x) for x in src]
+        dsts = [int(x) for x in dst]
+        if len(srcs) != len(dsts):
+            raise ValueError(f"src and dst differ in length ({len(srcs)} != {len(dsts)})")
+        total = n + mm
+        for s, d in zip(srcs, dsts):
+            _check_id(s, total)
+            _check_id(d, total)
+            if d < n:
+                raise ValueError(f"node {d} exists: only new nodes (from {n}) may gain predecessors")
+        trig = None
+        if triggers is not None:
+            trig = list(triggers)
+            if len(trig) != mm:
+                raise ValueError(f"expected {mm} triggers, got {len(trig)}")
+            for t in trig:
+                if type(t) is not int or t not in (_ALL_SUCCESS, _ALL_DONE, _NONE_FAILED):
+                    raise ValueError(f"unknown trigger rule {t!r}")
+        inner = [[] for _ in range(mm)]
+        preds = [[] for _ in range(mm)]
+        indeg = [0] * mm
+        for s, d in zip(srcs, dsts):
+            preds[d - n].append(s)
+            if s >= n:
+                inner[s - n].append(d - n)
+                indeg[d - n] += 1
+        order = [j for j in range(mm) if indeg[j] == 0]
+        pos = 0
+        while pos < len(order):
+            for d in inner[order[pos]]:
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    order.append(d)
+            pos += 1
+        if len(order) < mm:
+            sub = Kernel(mm, [s - n for s, d in zip(srcs, dsts) if s >= n],
+                         [d - n for s, d in zip(srcs, dsts) if s >= n])
+            cycle = sub.find_cycle() or []
+            raise CycleError("nodes are in a cycle", [c + n for c in cycle])
+        # The graph: each node's successors, the new ones after the old.
+        extra = {}
+        for s, d in zip(srcs, dsts):
+            extra.setdefault(s, []).append(d)
+        ne = self._nedges + len(srcs)
+        cdef int32_t* start = <int32_t*>_alloc(total + 1, sizeof(int32_t))
+        cdef int32_t* succ = <int32_t*>PyMem_Malloc((ne if ne > 0 else 1) * sizeof(int32_t))
+        if succ == NULL:
+            PyMem_Free(start)
+            raise MemoryError()
+        pos = 0
+        start[0] = 0
+        for i in range(total):
+            if i < n:
+                for e in range(self._start[i], self._start[i + 1]):
+                    succ[pos] = self._succ[e]
+                    pos += 1
+            more = extra.get(i)
+            if more is not None:
+                for d in more:
+                    succ[pos] = <int32_t>d
+                    pos += 1
+            start[i + 1] = <int32_t>pos
+        had_preds = self._pstart != NULL
+        PyMem_Free(self._start)
+        PyMem_Free(self._succ)
+        PyMem_Free(self._pstart)
+        PyMem_Free(self._pred)
+        PyMem_Free(self._indeg)
+        PyMem_Free(self._tmp)
+        PyMem_Free(self._out)
+        PyMem_Free(self._work)
+        self._pstart = self._pred = self._indeg = self._work = self._out = NULL
+        self._tmp = NULL
+        self._ids = None
+        self._start, self._succ = start, succ
+        self._nedges = ne
+        self._n = total
+        self._state = <uint8_t*>_grown(self._state, n, total, sizeof(uint8_t))
+        self._count = <int32_t*>_grown(self._count, n, total, sizeof(int32_t))
+        self._left = <int32_t*>_grown(self._left, n if self._left != NULL else 0, total, sizeof(int32_t))
+        if self._queue != NULL:
+            self._queue = <int32_t*>_grown(self._queue, n + 1, total + 1, sizeof(int32_t))
+        if self._heap != NULL:
+            self._heap = <uint64_t*>_grown(self._heap, n + 1, total + 1, sizeof(uint64_t))
+        if trig is not None and any(trig) and self._trigger == NULL:
+            self._trigger = <uint8_t*>_grown(NULL, 0, n, sizeof(uint8_t))
+        if self._trigger != NULL:
+            self._trigger = <uint8_t*>_grown(self._trigger, n, total, sizeof(uint8_t))
+            if trig is not None:
+                for j in range(mm):
+                    self._trigger[n + j] = <uint8_t>trig[j]
+        if self._prio != NULL:
+            self._prio = <int32_t*>_grown(self._prio, n, total, sizeof(int32_t))
+        cp = [0] * mm
+        for j in reversed(order):
+            cp[j] = 1 + max([cp[d] for d in inner[j]], default=0)
+        if self._rank != NULL:
+            self._rank = <uint32_t*>_grown(self._rank, n, total, sizeof(uint32_t))
+            for j in range(mm):
+                self._rank[n + j] = <uint32_t>cp[j]
+        self._stale = True  # a new run ranks the whole graph again
+        if had_preds:  # (a running drive() reads them)
+            self._preds()
+        cdef uint8_t* state = self._state
+        cdef int rule, st
+        self._active += mm
+        skipped = []
+        for j in order:
+            d_ = <int32_t>(n + j)
+            rule = _ALL_SUCCESS if trig is None else trig[j]
+            waits = 0
+            dead = False
+            state[d_] = _PENDING
+            for s in preds[j]:
+                st = state[<Py_ssize_t>s]
+                if st == _PENDING or st == _READY or st == _RUNNING:
+                    waits += 1
+                elif st == _SUCCEEDED or st == _EXCLUDED or rule == _ALL_DONE:
+                    continue
+                elif st == _SKIPPED and rule == _NONE_FAILED:
+                    continue
+                else:
+                    dead = True
+            if dead:
+                state[d_] = _SKIPPED
+                self._finished += 1
+                skipped.append(d_)
+                continue
+            for s in preds[j]:
+                if state[<Py_ssize_t>s] != _EXCLUDED:
+                    self._left[<Py_ssize_t>s] += 1
+            self._count[d_] = <int32_t>waits
+            if waits == 0:
+                if self._policy == _CRITICAL and self._rank == NULL:
+                    self._ranks()
+                self._push(d_)
+        skipped.sort()
+        return skipped
+
     # -- a run -------------------------------------------------------------
 
     @property
@@ -1377,11 +1536,12 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
             or len(kwnames) < k._n or len(argdeps) < k._n or len(consts) < k._n:
         raise ValueError("drive() needs one entry per node in every list")
     k._preds()
-    while k._ready > 0:
+    cdef Py_ssize_t n0 = k._n
+    while k._ready > 0 and k._n == n0:
         if cancel is not None:
             if cancel.is_set():
                 return None
-            if k._ready == 0:  # another thread took it while is_set() ran
+            if k._ready == 0 or k._n != n0:  # another thread took it (or grew the kernel) meanwhile
                 return None
         k._gather(&i, 1)
         if fl[i] & _SLOW:

@@ -515,6 +515,145 @@ class Kernel:
             assert rank is not None
             heapq.heappush(self._heap, -((rank[i] << 32) | (_ID_MASK - i)))
 
+    def grow(
+        self, m: int, src: "Sequence[int]" = (), dst: "Sequence[int]" = (),
+        triggers: "Sequence[int] | None" = None,
+    ) -> list[int]:
+        """Add nodes ``n .. n+m-1`` to the kernel in the middle of a run (steps
+        that a running step adds), keeping every state and counter.
+
+        Each edge ``src[e] -> dst[e]`` must end at a new node (existing nodes
+        cannot gain predecessors), so a cycle can only run through new nodes.
+        A new node's predecessors decide its start, as :meth:`reset` and the
+        trigger rules would have: one that succeeded (or lies outside the run)
+        is satisfied, one still unfinished is waited for, and one that failed,
+        was skipped or was cancelled follows the new node's trigger rule
+        (``triggers``: one per new node; ``None``: ``ALL_SUCCESS``).  New
+        nodes join the run (``remaining`` counts them), those whose
+        predecessors are satisfied are ready at once, and every predecessor
+        counts them among its consumers (:meth:`release`).  Their scheduling
+        rank is their critical path among the new nodes.
+
+        The graph's arrays are rebuilt: ``O(n + edges)`` per call.
+
+        Returns:
+            the new nodes skipped at once, in id order.
+
+        Raises:
+            ValueError: ``m`` is negative or too large, lengths differ, an edge
+                ends at an existing node, or a trigger is not a rule.
+            IndexError: an edge names a node id outside ``0 .. n+m-1``.
+            CycleError: the new edges make a cycle (``args[1]`` holds its ids);
+                the kernel is left as it was.
+        """
+        m = operator.index(m)
+        n = self._n
+        src = [operator.index(s) for s in src]
+        dst = [operator.index(d) for d in dst]
+        if m < 0 or n + m > _MAX_NODES:
+            raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n + m}")
+        if len(src) != len(dst):
+            raise ValueError(f"src and dst differ in length ({len(src)} != {len(dst)})")
+        total = n + m
+        for s, d in zip(src, dst):
+            _check_id(s, total)
+            _check_id(d, total)
+            if d < n:
+                raise ValueError(f"node {d} exists: only new nodes (from {n}) may gain predecessors")
+        trig = None
+        if triggers is not None:
+            trig = list(triggers)
+            if len(trig) != m:
+                raise ValueError(f"expected {m} triggers, got {len(trig)}")
+            for t in trig:
+                if type(t) is not int or t not in (ALL_SUCCESS, ALL_DONE, NONE_FAILED):
+                    raise ValueError(f"unknown trigger rule {t!r}")
+        # The new nodes' own edges, their order, and their cycle if any.
+        inner: list[list[int]] = [[] for _ in range(m)]  # new node -> its new successors
+        preds: list[list[int]] = [[] for _ in range(m)]  # new node -> every predecessor
+        indeg = [0] * m
+        for s, d in zip(src, dst):
+            preds[d - n].append(s)
+            if s >= n:
+                inner[s - n].append(d - n)
+                indeg[d - n] += 1
+        order = [j for j in range(m) if indeg[j] == 0]
+        for j in order:  # grows while we walk it
+            for d in inner[j]:
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    order.append(d)
+        if len(order) < m:
+            sub = Kernel(m, [s - n for s, d in zip(src, dst) if s >= n], [d - n for s, d in zip(src, dst) if s >= n])
+            cycle = sub.find_cycle() or []
+            raise CycleError("nodes are in a cycle", [c + n for c in cycle])
+        # The graph: each node's successors, the new ones after the old.
+        extra: list[list[int]] = [[] for _ in range(total)]
+        for s, d in zip(src, dst):
+            extra[s].append(d)
+        start, succ = [0] * (total + 1), []
+        old_start, old_succ = self._start, self._succ
+        for i in range(total):
+            if i < n:
+                succ.extend(old_succ[old_start[i] : old_start[i + 1]])
+            succ.extend(extra[i])
+            start[i + 1] = len(succ)
+        had_preds = self._pstart is not None
+        self._start, self._succ = start, succ
+        self._pstart = self._pred = None
+        self._n = total
+        if had_preds:  # (a running drive() reads them for the nodes it knows)
+            self._preds()
+        if trig is not None and any(trig) and self._trigger is None:
+            self._trigger = bytearray(n)
+        if self._trigger is not None:
+            self._trigger.extend(trig if trig is not None else bytes(m))
+        if self._prio is not None:
+            self._prio.extend([0] * m)
+        cp = [0] * m
+        for j in reversed(order):
+            cp[j] = 1 + max((cp[d] for d in inner[j]), default=0)
+        if self._rank is not None:
+            self._rank.extend(cp)
+        self._stale = True  # a new run ranks the whole graph again
+        # The new nodes' states, in order: their predecessors' fates are known.
+        state, count, left = self._state, self._count, self._left
+        state.extend(bytes([PENDING]) * m)  # (in place: a running drive() holds these)
+        count.extend([0] * m)
+        left.extend([0] * m)
+        self._active += m
+        skipped: list[int] = []
+        for j in order:
+            d = n + j
+            rule = ALL_SUCCESS if trig is None else trig[j]
+            waits = 0
+            dead = False
+            for s in preds[j]:
+                st = state[s]
+                if st in (PENDING, READY, RUNNING):
+                    waits += 1
+                elif st == SUCCEEDED or st == EXCLUDED or rule == ALL_DONE:
+                    continue
+                elif st == SKIPPED and rule == NONE_FAILED:
+                    continue
+                else:
+                    dead = True
+            if dead:
+                state[d] = SKIPPED
+                self._finished += 1
+                skipped.append(d)
+                continue
+            for s in preds[j]:
+                if state[s] != EXCLUDED:
+                    left[s] += 1
+            count[d] = waits
+            if waits == 0:
+                if self._policy == "critical" and self._rank is None:
+                    self._ranks()
+                self._push(d)
+        skipped.sort()
+        return skipped
+
     # -- a run -------------------------------------------------------------
 
     @property
@@ -860,24 +999,29 @@ def drive(
     (the runner records it in its store there); if it returns false, it has
     settled the step itself and the loop goes on without marking it done.
 
+    A step may grow the kernel (:meth:`Kernel.grow`): the loop then returns
+    ``None`` before it takes another step, since the lists it was given
+    have no entries for the new nodes; the caller gives it longer ones.
+
     Returns:
-        ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
+        ``None`` when no step is ready (or the kernel grew); ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
         taken but ``flags[i] & SLOW`` asks the caller to run it; ``(i, exc)``
         when step ``i`` raised ``exc`` (it is still running in the kernel:
         the caller decides between a retry, ``fail`` and ``skip``).
     """
     pstart, pred = k._preds()
     left = k._left
+    n = k._n
     while True:
         if cancel is not None and cancel.is_set():
             return None
         if lock is not None:
             with lock:
-                if k._ready == 0:
+                if k._ready == 0 or k._n != n:
                     return None
                 i = k._take(1)[0]
         else:
-            if k._ready == 0:
+            if k._ready == 0 or k._n != n:
                 return None
             i = k._take(1)[0]
         if flags[i] & SLOW:

@@ -1,0 +1,235 @@
+"""Steps that add steps: ``microdag.context().add`` in a running step.
+
+The kernel's growth (``Kernel.grow``) on both twins, with every state and
+counter kept; then the runner: added steps on every in-process backend,
+with retries, maps, caches and stores, refusals at the call, resume after a
+failure and after ``kill -9``; and the out-of-process backends' refusal.
+
+Step functions used by child processes live in ``addsteps.py`` (importable).
+"""
+
+from __future__ import annotations
+
+import random
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import microdag._sched_py
+from microdag import CycleError
+
+
+# -- the kernel: grow ----------------------------------------------------------
+
+
+def make(twin: ModuleType, n: int, edges: list[tuple[int, int]] = ()) -> Any:  # type: ignore[assignment]
+    return twin.Kernel(n, [s for s, _ in edges], [d for _, d in edges])
+
+
+def test_grow_mid_run_waits_for_unfinished_and_starts_on_finished(twin: ModuleType) -> None:
+    k = make(twin, 3, [(0, 1), (1, 2)])
+    k.reset()
+    assert k.take() == [0]
+    k.done(0)
+    assert k.take() == [1]
+    # 3 after 0 (succeeded): ready at once; 4 after 1 (running) and 3
+    assert k.grow(2, [0, 1, 3], [3, 4, 4]) == []
+    assert k.n == 5 and k.edges == 5
+    assert k.remaining == 4 and k.ready == 1 and k.running == 1
+    assert k.successors(0) == [1, 3] and k.successors(1) == [2, 4]
+    assert k.predecessors(4) == [1, 3]
+    assert k.take() == [3]
+    k.done(3)
+    assert k.ready == 0
+    k.done(1)
+    assert sorted(k.take()) == [2, 4]
+    k.done(2)
+    k.done(4)
+    assert k.remaining == 0 and k.states() == bytes([twin.SUCCEEDED] * 5)
+
+
+def test_grow_keeps_consumers_counted(twin: ModuleType) -> None:
+    """A succeeded node gains a consumer: its output is needed until that one finishes."""
+    k = make(twin, 2, [(0, 1)])
+    k.reset()
+    k.take()
+    k.done(0)
+    k.take()
+    k.grow(1, [0], [2])
+    assert k.release(1) == []  # 0 is still needed by 2
+    k.done(1)
+    assert k.take() == [2]
+    k.done(2)
+    assert k.release(2) == [0]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "rule", "skipped"),
+    [
+        ("fail", "ALL_SUCCESS", True),
+        ("fail", "NONE_FAILED", True),
+        ("fail", "ALL_DONE", False),
+        ("skip", "ALL_SUCCESS", True),
+        ("skip", "NONE_FAILED", False),
+        ("skip", "ALL_DONE", False),
+    ],
+)
+def test_grow_after_a_bad_end_follows_the_trigger_rule(twin: ModuleType, outcome: str, rule: str, skipped: bool) -> None:
+    k = make(twin, 1)
+    k.reset()
+    k.take()
+    getattr(k, outcome)(0)
+    # 1 after 0 with the rule; 2 after 1 (ALL_SUCCESS): skipped with it
+    out = k.grow(2, [0, 1], [1, 2], triggers=[getattr(twin, rule), twin.ALL_SUCCESS])
+    if skipped:
+        assert out == [1, 2] and k.remaining == 0
+        assert k.state(1) == k.state(2) == twin.SKIPPED
+    else:
+        assert out == [] and k.take() == [1]
+
+
+def test_grow_refuses_and_leaves_the_kernel_as_it_was(twin: ModuleType) -> None:
+    k = make(twin, 2, [(0, 1)])
+    k.reset()
+    with pytest.raises(ValueError, match="only new nodes"):
+        k.grow(1, [2], [1])
+    with pytest.raises(IndexError):
+        k.grow(1, [0], [5])
+    with pytest.raises(ValueError, match="differ in length"):
+        k.grow(1, [0], [])
+    with pytest.raises(ValueError, match="trigger"):
+        k.grow(1, [0], [2], triggers=[9])
+    with pytest.raises(CycleError) as info:
+        k.grow(3, [0, 2, 3, 4], [2, 3, 4, 3])
+    assert info.value.args[1] == [3, 4, 3]
+    assert k.n == 2 and k.edges == 1 and k.remaining == 2 and k.take() == [0]
+
+
+def test_grow_fifo_and_priorities(twin: ModuleType) -> None:
+    k = make(twin, 2)
+    k.set_priorities([5, 1])
+    k.reset(policy="fifo")
+    assert k.take(1) == [0]
+    k.grow(2, [], [])
+    assert k.take() == [1, 2, 3]
+    k2 = make(twin, 2)
+    k2.set_priorities([5, 1])
+    k2.reset()
+    k2.grow(1, [], [])
+    assert sorted(k2.take()) == [0, 1, 2]
+
+
+def test_grow_before_a_reset_and_a_new_run_after(twin: ModuleType) -> None:
+    """A grown kernel runs again over every node, ranked afresh."""
+    k = make(twin, 2, [(0, 1)])
+    k.reset()
+    k.grow(2, [1, 2], [2, 3])
+    order = []
+    k.reset()
+    while k.remaining:
+        ids = k.take()
+        order.append(ids)
+        for i in ids:
+            k.done(i)
+    assert order == [[0], [1], [2], [3]]
+
+
+def test_drive_returns_when_a_step_grows_the_kernel(twin: ModuleType) -> None:
+    k = make(twin, 2)
+    k.reset()
+    outs: list[Any] = [None, None]
+
+    def grower() -> str:
+        k.grow(1, [0], [2])
+        return "g"
+
+    fns = [grower, lambda: "b"]
+    lists = [[()] * 2, [()] * 2, [()] * 2, outs, [0] * 2, [0.0] * 2, [0.0] * 2]
+    assert twin.drive(k, fns, *lists[:3], outs, *lists[4:], float, bytes(2)) is None
+    # it returned before taking another step: the lists have no entry for node 2
+    assert k.remaining == 2 and k.ready == 2 and outs[0] == "g"
+    fns.append(lambda: "c")
+    for lst in lists:
+        lst.append(lst[0])
+    outs[2] = None
+    assert twin.drive(k, fns, *lists[:3], outs, *lists[4:], float, bytes(3)) is None
+    assert k.remaining == 0 and outs == [None, "b", "c"]  # 0's output dropped once 2 ran
+
+
+@st.composite
+def growing(draw: Any) -> tuple[int, list[tuple[int, int]], list[tuple[int, list[tuple[int, int]], list[int]]]]:
+    """A DAG, then growths (after how many finishes, new edges, triggers)."""
+    n = draw(st.integers(0, 8))
+    edges = [(s, d) for d in range(n) for s in range(d) if draw(st.booleans())]
+    growths = []
+    total = n
+    for _ in range(draw(st.integers(1, 3))):
+        after = draw(st.integers(0, total))
+        m = draw(st.integers(0, 4))
+        new = [(s, d) for d in range(total, total + m) for s in range(d) if draw(st.integers(0, 3)) == 0]
+        growths.append((after, new, [draw(st.integers(0, 2)) for _ in range(m)]))
+        total += m
+    return n, edges, growths
+
+
+@settings(max_examples=150, deadline=None)
+@given(growing(), st.randoms(use_true_random=False), st.sampled_from(["critical", "fifo"]))
+def test_grow_keeps_the_invariants_and_the_twins_agree(case: Any, rnd: random.Random, policy: str) -> None:
+    """Random runs with random growths, on both twins in lockstep: the same
+    results, every node once, after its predecessors, counters consistent."""
+    n, edges, growths = case
+    twins = [microdag._sched_py]
+    try:
+        import microdag._sched as c
+
+        twins.append(c)
+    except ImportError:
+        pass
+    seed = rnd.random()
+    logs = []
+    for twin in twins:
+        r = random.Random(seed)
+        k = make(twin, n, edges)
+        k.reset(policy=policy)
+        preds: dict[int, list[int]] = {i: [s for s, d in edges if d == i] for i in range(n)}
+        ends: dict[int, int] = {}
+        log: list[Any] = []
+        pending = list(growths)
+        running: list[int] = []
+        finished = 0
+        while True:
+            while pending and finished >= pending[0][0]:
+                _, new, trig = pending.pop(0)
+                first = k.n
+                m = len(trig)
+                log.append(("grow", k.grow(m, [s for s, _ in new], [d for _, d in new], triggers=trig)))
+                for j in range(m):
+                    preds[first + j] = [s for s, d in new if d == first + j]
+            if k.remaining == 0:
+                break
+            taken = k.take(r.randint(1, 3))
+            for i in taken:
+                assert all(k.state(p) not in (twin.PENDING, twin.READY, twin.RUNNING) for p in preds[i])
+            running.extend(taken)
+            log.append(("take", taken))
+            i = running.pop(r.randrange(len(running)))
+            how = r.choice(["done", "done", "done", "fail", "skip"])
+            out = getattr(k, how)(i)
+            log.append((how, i, out))
+            ends[i] = how
+            finished = k.finished
+            assert k.remaining == k.n - k.finished - k.states().count(twin.EXCLUDED)
+            assert k.ready == k.states().count(twin.READY)
+            assert k.running == k.states().count(twin.RUNNING)
+        while pending:  # growths after the end: new nodes on a finished run
+            _, new, trig = pending.pop(0)
+            log.append(("grow", k.grow(len(trig), [s for s, _ in new], [d for _, d in new], triggers=trig)))
+            while k.remaining:
+                for i in k.take():
+                    k.done(i)
+        assert k.remaining == 0
+        logs.append(log)
+    assert all(log == logs[0] for log in logs)
