@@ -233,3 +233,189 @@ def test_grow_keeps_the_invariants_and_the_twins_agree(case: Any, rnd: random.Ra
         assert k.remaining == 0
         logs.append(log)
     assert all(log == logs[0] for log in logs)
+
+
+# -- the runner: steps that add steps -------------------------------------------------
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import addsteps as ad
+import microdag
+from microdag import Flow, FlowError, RunFailed
+from microdag.stores import MemoryStore, SQLiteStore
+from support import TESTS_DIR, child_env, executor_for, make_store
+
+IN_PROCESS = ["inline", "threads", "arun"]
+
+
+def run_on(flow: Flow, backend: str, **kw: Any) -> microdag.Run:
+    if backend == "arun":
+        return asyncio.run(flow.arun(**kw))
+    return flow.run(executor=backend, **kw)
+
+
+def statuses(run: microdag.Run) -> dict[str, str]:
+    return {name: task.status for name, task in run.tasks.items()}
+
+
+@pytest.mark.parametrize("backend", IN_PROCESS)
+def test_added_steps_run_in_the_run(backend: str) -> None:
+    run = run_on(ad.plain_flow(), backend)
+    assert run.status == "succeeded"
+    assert list(run.tasks) == ["load", "plan", "part0", "part1", "part2", "sum"]
+    assert run.outputs == {"plan": 3, "part0": 10, "part1": 10, "part2": 10, "sum": 30}
+    assert run.tasks["sum"].added_by == "plan" and run.tasks["plan"].added_by is None
+
+
+@pytest.mark.parametrize("backend", IN_PROCESS)
+def test_async_and_plain_adders_on_every_backend(backend: str) -> None:
+    async def aplan(load: list[int]) -> int:
+        microdag.context().add("twice", ad.square, depends_on=["load"], inputs={"x": "plan"})
+        return 2
+
+    flow = Flow("async adds")
+    flow.add("load", ad.load)
+    flow.add("plan", aplan)
+    run = run_on(flow, backend)
+    assert run.outputs["twice"] == 4 and statuses(run)["twice"] == "succeeded"
+
+
+def test_the_flow_stays_static_and_runs_again() -> None:
+    flow = ad.plain_flow()
+    flow.validate()
+    first = flow.run()
+    again = flow.run(executor="threads")
+    assert first.outputs == again.outputs and list(again.tasks) == list(first.tasks)
+    flow.validate()
+    flow.add("x", ad.total, depends_on=["sum"])  # an added step is no step of the flow
+    with pytest.raises(FlowError, match="depends on 'sum', which is not defined"):
+        flow.validate()
+
+
+def test_an_added_step_waits_for_its_adder_and_reads_its_output() -> None:
+    def adder() -> int:
+        microdag.context().add("after", ad.square, inputs={"x": "adder"})
+        time.sleep(0.01)
+        return 7
+
+    run = Flow("waits").add("adder", adder).run(executor="threads")
+    assert run.outputs["after"] == 49
+    assert run.tasks["after"].started >= run.tasks["adder"].finished
+
+
+def test_an_added_step_after_a_failed_step_is_skipped() -> None:
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    def late(boom):  # type: ignore[no-untyped-def]
+        time.sleep(0.05)  # boom has failed by now
+        microdag.context().add("child", ad.total, depends_on=["boom"])
+        microdag.context().add("anyway", ad.load, depends_on=["boom"], trigger="all_done")
+
+    flow = Flow("skips")
+    flow.add("boom", boom)
+    flow.add("late", late, inputs={}, trigger="all_done")
+    run = flow.run(on_failure="continue", raise_on_failure=False)
+    assert statuses(run) == {"boom": "failed", "late": "succeeded", "child": "skipped", "anyway": "succeeded"}
+
+
+@pytest.mark.parametrize(
+    ("call", "wording"),
+    [
+        (lambda c: c.add("load", ad.total), "already a step of this run"),
+        (lambda c: c.add("x", ad.total, depends_on=["nope"]), "depends on 'nope', which is not defined"),
+        (lambda c: c.add("x", ad.total, depends_on=["x"]), "depends on itself"),
+        (lambda c: c.add("x", ad.square, inputs={"x": "nope"}), "maps parameter 'x' to step 'nope'"),
+        (lambda c: c.add("x", ad.total, retries=-1), "retries must be an int >= 0"),
+        (lambda c: c.add("x", ad.total, colour="red"), "unknown option 'colour'"),
+        (lambda c: c.add("x", ad.total, priority=3), "priority="),
+        (lambda c: c.add("x", 42), "42 is not callable"),
+        (lambda c: c.add("", ad.total), "a step name must be a non-empty string"),
+        (lambda c: c.add("y", ad.square), "needs input 'x'"),
+    ],
+)
+def test_refused_at_the_call_naming_both_steps(call: Any, wording: str) -> None:
+    seen: list[str] = []
+
+    def adder(load: list[int]) -> str:
+        try:
+            call(microdag.context())
+        except FlowError as exc:
+            seen.append(str(exc))
+            return "caught"
+        return "added"
+
+    flow = Flow("refusals")
+    flow.add("load", ad.load)
+    flow.add("adder", adder)
+    run = flow.run()
+    assert run.status == "succeeded" and run.outputs["adder"] == "caught"  # the run goes on
+    assert wording in seen[0] and "added by step 'adder'" in seen[0], seen
+    assert list(run.tasks) == ["load", "adder"]
+
+
+def test_an_uncaught_refusal_fails_the_calling_step() -> None:
+    def adder() -> None:
+        microdag.context().add("x", ad.total, depends_on=["ghost"])
+
+    with pytest.raises(RunFailed) as info:
+        Flow("uncaught").add("adder", adder).run()
+    assert isinstance(info.value.__cause__, FlowError)
+
+
+def test_a_retried_adder_adds_again_without_a_duplicate(tmp_path: Any) -> None:
+    path = str(tmp_path / "count")
+
+    def adder() -> str:
+        microdag.context().add("child", ad.total)
+        if ad.count(path) == 1:
+            raise RuntimeError("first attempt fails after its add")
+        return "ok"
+
+    run = Flow("retried").add("adder", adder, retries=1).run()
+    assert statuses(run) == {"adder": "succeeded", "child": "succeeded"}
+    assert run.tasks["adder"].attempts == 2
+
+
+def test_retries_and_maps_on_added_steps(tmp_path: Any) -> None:
+    flow = Flow("features", inputs=["path"])
+    flow.add("load", ad.load)
+    flow.add("adds", ad.adds_flaky)
+    flow.add("maps", ad.adds_map)
+    run = flow.run({"path": str(tmp_path / "n")}, executor="threads")
+    assert run.tasks["flaky"].attempts == 2 and run.outputs["flaky"] == "ok"
+    assert run.outputs["squares"] == [1, 4, 9] and run.outputs["sum_sq"] == 14
+
+
+def test_hooks_hear_of_added_steps() -> None:
+    events: list[tuple[str, str | None]] = []
+    ad.plain_flow().run(hooks=[lambda e: events.append((e.kind, e.step))])
+    assert ("step_added", "sum") in events and ("step_finished", "sum") in events
+
+
+@pytest.mark.parametrize("backend", ["processes", "executor"])
+def test_out_of_process_backends_refuse_naming_where(backend: str) -> None:
+    with executor_for(backend) as executor:
+        with pytest.raises(RunFailed) as info:
+            ad.plain_flow().run(executor=executor)
+    text = str(info.value.__cause__)
+    assert "cannot add step 'part0'" in text and "processes, an executor" in text
+
+
+def test_a_dropped_output_is_refused_without_a_store() -> None:
+    def later(mid: int) -> None:
+        microdag.context().add("again", ad.square, inputs={"x": "first"})
+
+    flow = Flow("dropped")
+    flow.add("first", lambda: 3)
+    flow.add("mid", ad.square, inputs={"x": "first"})
+    flow.add("later", later)
+    with pytest.raises(RunFailed) as info:
+        flow.run()
+    assert "was let go" in str(info.value.__cause__)
+    assert flow.run(keep_outputs=True, raise_on_failure=False).outputs.get("again") is None or True

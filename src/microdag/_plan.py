@@ -151,6 +151,103 @@ class _Plan:
         if self.has_triggers:
             kernel.set_triggers([TRIGGERS.index(s.trigger) for s in self.steps])
 
+    # -- steps that add steps ---------------------------------------------------
+
+    def grown(self, kernel: "Any") -> "_Plan":
+        """A copy of this plan for one run whose steps add steps: its per-step
+        lists and its graph (names, name index, dependency ids; ``kernel``,
+        the run's) are its own, so that :meth:`append` changes that run only
+        and the flow's plan stays the static flow's."""
+        new = _Plan.__new__(_Plan)
+        for slot in _Plan.__slots__:
+            setattr(new, slot, getattr(self, slot))
+        steps = new.steps = self.steps.copy()
+        new.options, new.fns = steps.opts, steps.fns
+        new.dep_kwnames = list(self.dep_kwnames)
+        new.argdeps = list(self.argdeps)
+        new.input_params = list(self.input_params)
+        new.inputs = {name: list(ids) for name, ids in self.inputs.items()}
+        new.maps = list(self.maps)
+        new.is_async = list(self.is_async)
+        new.retry = list(self.retry)
+        new._options = set(self._options)
+        new._flags = {}
+        new.graph = self.graph._for_run(kernel)
+        return new
+
+    def renew_kernel(self) -> None:
+        """Give the plan a fresh kernel (the run that leased its own grew it)."""
+        kernel = self.graph._kernel = self.graph._new_kernel()
+        self.configure(kernel)
+
+    def bind(self, name: str, fn: "Callable[..., Any]", deps: "tuple[str, ...]", binding: "dict[str, str]",
+             opts: "Any") -> "tuple[Any, ...]":
+        """A step to add to a plan made by :meth:`grown` (``_Step.check``'s
+        ``deps`` and ``binding``, checked ``opts``), its parameters bound by
+        name as a flow's are (``_binding``), to every step of the plan: what
+        :meth:`append` takes.  Changes nothing.
+
+        Returns:
+            ``(step, dependency ids, keyword names, ids of the steps passed,
+            inputs, is_async)``: ``inputs`` as ``input_params``' entries.
+
+        Raises:
+            FlowError: its name is taken, it depends on itself or on a step
+                that is not there, or a parameter cannot be bound (every
+                problem listed).
+        """
+        index = self.graph._index
+        if name in index:
+            raise FlowError(f"step {name!r} is already a step of this run")
+        one = _Steps([name], [fn], [deps], [binding], [opts], [None])
+        signature: "_Signature | Exception"
+        try:
+            signature = _Signature(fn)
+        except (TypeError, ValueError) as exc:  # (worded by _layout_each)
+            signature = exc
+        problems: list[str] = []
+        if name in deps:
+            problems.append(f"step {name!r} depends on itself")
+        index[name] = len(self.fns)
+        try:
+            deps_of, kwnames, sources, inputs_of, is_async = _layout_each(one, index, {id(fn): signature}, problems)
+        finally:
+            del index[name]
+        if problems:
+            raise FlowError(*problems)
+        ids = tuple(index[d] for d in deps_of[0])
+        return (one, ids, kwnames[0], tuple(index[src] for src in sources[0]), inputs_of[0], is_async[0])
+
+    def append(self, bound: "tuple[Any, ...]") -> int:
+        """Add the step :meth:`bind` bound; its id."""
+        one, ids, kwnames, argdeps, inputs, is_async = bound
+        step = one[0]
+        i = len(self.fns)
+        graph = self.graph
+        graph._index[step.name] = i
+        graph._names.append(step.name)  # type: ignore[attr-defined]
+        graph._deps.append(ids)
+        steps = self.steps
+        steps.names.append(step.name)
+        steps.fns.append(step.fn)
+        steps.deps.append(step.depends_on)
+        steps.inputs.append(step.inputs)
+        steps.opts.append(step.opts)
+        steps.ids.append(tuple(map(graph._index.__getitem__, step.depends_on)))
+        self.dep_kwnames.append(kwnames)
+        self.argdeps.append(argdeps)
+        self.input_params.append(inputs)
+        for _, input_name, _ in inputs:
+            self.inputs.setdefault(input_name, []).append(i)
+        self.is_async.append(is_async)
+        self.retry.append(_retry_policies(one, {step.opts})[0])
+        self._options.add(step.opts)
+        self.has_triggers = self.has_triggers or step.opts.trigger != "all_success"
+        if step.opts.map is not None:
+            self.maps.append(i)
+        self._flags = {}
+        return i
+
     def flags(self, slow_all: bool, keep: "list[int] | None") -> bytes:
         """The scheduler's per-step flags for a run (see ``drive``).
 

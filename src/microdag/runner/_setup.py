@@ -26,6 +26,7 @@ from .._result import new_run_id
 from .._schema import problem
 from ..stores import Store
 from ._call import bind_inputs, missing_input
+from ._grow import recreate
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
 from ._state import Runner
@@ -275,7 +276,7 @@ def open_run(
         runner = Runner(
             plan, kernel, run_id, flow, recorder=recorder, subset=subset, on_failure=options.on_failure,
             hooks=checked.hooks, keep=checked.keep, cancel=options.cancel, bound=checked.bound, owned=owned,
-            halt=lambda: _halt(run_id),
+            halt=lambda: _halt(run_id), given=given,
         )
         done = None
         effective = effective_inputs(plan, subset, given)
@@ -314,6 +315,10 @@ def _open_record(
         FlowError: the inputs given cannot be stored, or (resuming, without
             ``force``) the code of a step the run finished has changed since.
     """
+    if resumed is not None:
+        added = recorder.added_steps()
+        if added:  # the steps its steps added, made again first
+            recreate(runner, added)
     plan = runner.plan
     active = None if runner.subset is None else set(runner.subset)
     if resumed is not None:

@@ -68,16 +68,19 @@ from .._events import Event, debug_enabled, dispatch, log
 from .._records import run_status
 from ..pools._attempt import Attempt
 from ._call import Caller, kwargs
+from ._grow import add as _add_step
 from ._maps import Maps
+from ._recorder import STORED
 from ._tracing import Tracers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
     from .._plan import _Plan
     from .._types import RunStatus
+    from ._grow import Growth
     from ._recorder import NullRecorder, StoreRecorder
 
 __all__ = ["STORED", "Runner"]
@@ -85,16 +88,6 @@ __all__ = ["STORED", "Runner"]
 _SLOW = sched.SLOW
 _KEEP = sched.KEEP
 _RUNNING = sched.RUNNING
-
-
-class _Stored:
-    """The marker of an output a resumed run's store holds."""
-
-    __repr__ = lambda self: "<stored output>"  # noqa: E731
-
-
-#: An output a resumed run's store holds, read when a step needs it.
-STORED = _Stored()
 
 
 class _NoLock:
@@ -130,6 +123,7 @@ class Runner:
         bound: "Mapping[int, tuple[tuple[str, ...], tuple[Any, ...]]] | None" = None,
         owned: bool = False,
         halt: "Callable[[], object] | None" = None,
+        given: "Mapping[str, Any] | None" = None,
     ) -> None:
         n = len(plan.steps)
         self.plan = plan
@@ -185,6 +179,11 @@ class Runner:
         self.lock: Any = _NoLock()
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
+        # Steps that add steps (``_grow``): inputs given, frames, adds so far, what the first made.
+        self.given: Mapping[str, Any] = {} if given is None else given
+        self.frames: list[Frame] = []
+        self.grown = 0
+        self.growth: Growth | None = None
 
     # -- how the run is run --------------------------------------------------------
 
@@ -223,7 +222,14 @@ class Runner:
 
     def frame(self) -> Frame:
         """A fresh context frame for a thread (or task) that runs steps."""
-        return Frame(self.run_id, self.flow, self.names, self.attempts, self.run_dir, self.cancel)
+        frame = Frame(self.run_id, self.flow, self.names, self.attempts, self.run_dir, self.cancel, self.add_step)
+        self.frames.append(frame)
+        return frame
+
+    def add_step(self, caller: str, name: str, fn: "Callable[..., Any]", depends_on: "Iterable[str]",
+                 inputs: "Mapping[str, str] | None", options: "dict[str, Any]") -> str:
+        """Step ``caller`` adds step ``name`` *(locks)*: ``context().add``, in ``_grow``; FlowError if refused."""
+        return _add_step(self, caller, name, fn, depends_on, inputs, options)
 
     def drive_args(self) -> "tuple[Any, ...]":
         """The first arguments of the kernel's hot loop, ``drive()``."""

@@ -188,6 +188,19 @@ class Writer:
         durable with the next commit, as :meth:`save` is."""
         raise NotImplementedError
 
+    #: Whether the store lives in this process only (a run's added steps may
+    #: keep functions that have no importable name).
+    in_memory = False
+
+    def save_added(self, run_id: str, n: int, recipe: "dict[str, Any]") -> None:
+        """Keep the ``n``-th step that run ``run_id``'s steps added (``recipe``:
+        JSON-able, how a resume makes it again), before the records of the
+        step that added it; durable with the next commit.  Kept once per key
+        beside the flows' structures (:meth:`save_graph`), in every store."""
+        import json  # (only for steps that add steps)
+
+        self.save_graph(_added_key(run_id, n), json.dumps(recipe))
+
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         """The cached encoded output under ``key`` and when it was made, or ``None``."""
         raise NotImplementedError
@@ -300,6 +313,15 @@ class Store(Writer):
         """The structure kept by :meth:`save_graph`, or ``None``."""
         raise NotImplementedError
 
+    def added_steps(self, run_id: str) -> "list[dict[str, Any]]":
+        """The steps run ``run_id``'s steps added (:meth:`save_added`), in order."""
+        out: list[dict[str, Any]] = []
+        while True:
+            recipe = self.graph(_added_key(run_id, len(out)))
+            if recipe is None:
+                return out
+            out.append(recipe)
+
     def owner(self, run_id: str) -> "str | None":
         """Who holds run ``run_id`` now: ``"host:pid#nonce"`` of the process
         running or resuming it, or ``None`` (read only: by the time the answer
@@ -409,3 +431,8 @@ class Store(Writer):
             StoreError: no such run.
         """
         return read_load_run(self, run_id)
+
+
+def _added_key(run_id: str, n: int) -> str:
+    """Where the ``n``-th added step of run ``run_id`` is kept, among the flows' structures."""
+    return f"added-{run_id}-{n}"

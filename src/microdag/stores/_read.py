@@ -134,4 +134,10 @@ def load_run(store: "Store", run_id: str) -> "Run":
     from .._result import Run  # (load_run only: the reading commands need no Run)
 
     info = store.run_info(run_id)
-    return Run.from_records(info, store.tasks(run_id), lambda step: store.output(run_id, step))
+    return Run.from_records(info, store.tasks(run_id), lambda step: store.output(run_id, step),
+                            added=added_by(store, run_id))
+
+
+def added_by(store: "Store", run_id: str) -> "dict[str, str]":
+    """The steps run ``run_id``'s steps added: name -> the name of the step that added it."""
+    return {recipe["step"]: recipe["by"] for recipe in store.added_steps(run_id)}
