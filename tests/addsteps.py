@@ -68,16 +68,16 @@ def adds_flaky(path: str) -> str:
     return "added"
 
 
-def fails_while(path: str) -> str:
-    """Fails while the file ``path`` exists."""
-    if os.path.exists(path):
+def fails_while(gate: str) -> int:
+    """Fails while the file ``gate`` exists."""
+    if os.path.exists(gate):
         raise RuntimeError("told to fail")
-    return "fine"
+    return 1
 
 
 def adds_failing(gate: str) -> str:
     ctx = microdag.context()
-    ctx.add("shaky", fails_while, depends_on=[], inputs={})
+    ctx.add("shaky", fails_while)
     ctx.add("after", total, depends_on=["shaky"])
     return "planned"
 

@@ -124,6 +124,10 @@ def test_grow_fifo_and_priorities(twin: ModuleType) -> None:
 
 def test_grow_before_a_reset_and_a_new_run_after(twin: ModuleType) -> None:
     """A grown kernel runs again over every node, ranked afresh."""
+    fresh = make(twin, 2, [(0, 1)])  # never run: the new nodes join a run that reset() starts over
+    fresh.grow(2, [1, 2], [2, 3])
+    fresh.reset()
+    assert fresh.take() == [0] and fresh.remaining == 4
     k = make(twin, 2, [(0, 1)])
     k.reset()
     k.grow(2, [1, 2], [2, 3])
@@ -419,3 +423,75 @@ def test_a_dropped_output_is_refused_without_a_store() -> None:
         flow.run()
     assert "was let go" in str(info.value.__cause__)
     assert flow.run(keep_outputs=True, raise_on_failure=False).outputs.get("again") is None or True
+
+
+# -- records and resume ------------------------------------------------------------------
+
+
+def test_added_steps_are_recorded_with_who_added_them(store: Any) -> None:
+    run = ad.plain_flow().run(store=store)
+    loaded = store.load_run(run.id)
+    assert list(loaded.tasks) == list(run.tasks)
+    assert loaded.tasks["part1"].added_by == "plan" and loaded.tasks["load"].added_by is None
+    assert [r["step"] for r in store.added_steps(run.id)] == ["part0", "part1", "part2", "sum"]
+    assert store.added_steps(run.id)[0]["fn"] == "addsteps:part"
+
+
+def test_a_function_without_a_name_is_refused_for_a_durable_store(tmp_path: Any) -> None:
+    def adder() -> str:
+        try:
+            microdag.context().add("anon", lambda: 1)
+        except FlowError as exc:
+            return str(exc)
+        return "added"
+
+    flow = Flow("anon").add("adder", adder)
+    refused = flow.run(store=SQLiteStore(str(tmp_path / "s.db"))).outputs["adder"]
+    assert "cannot be found again by name" in refused and "added by step 'adder'" in refused
+    assert flow.run(store=MemoryStore()).outputs == {"adder": "added", "anon": 1}  # kept in memory
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "json"])
+def test_resume_after_a_failure_remakes_added_steps(kind: str, tmp_path: Any) -> None:
+    store = make_store(kind, tmp_path)
+    gate = tmp_path / "fail"
+    gate.touch()
+    flow = Flow("resumed")
+    flow.add("plan", ad.adds_failing)
+    given = {"gate": str(gate)}
+    first = flow.run(given, store=store, raise_on_failure=False, on_failure="continue")
+    assert statuses(first) == {"plan": "succeeded", "shaky": "failed", "after": "skipped"}
+    gate.unlink()
+    again = flow.run(given, store=store, run_id=first.id, resume=True)
+    assert statuses(again) == {"plan": "succeeded", "shaky": "succeeded", "after": "succeeded"}
+    assert again.tasks["plan"].attempts == 1  # not run again: its added steps were made from the record
+    assert again.tasks["after"].added_by == "plan"
+    assert len(store.added_steps(first.id)) == 2
+    store.close()
+
+
+def test_kill_9_then_resume_finishes_the_added_steps(tmp_path: Any) -> None:
+    db, marks = str(tmp_path / "runs.db"), tmp_path / "marks"
+    marks.mkdir()
+    n = 40
+    args = [sys.executable, "-m", "addsteps", db, "killed-run", str(marks), str(n)]
+    env = child_env()
+    proc = subprocess.Popen(args, cwd=TESTS_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(os.listdir(marks)) < 10 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    before = {name.split("-")[0] for name in os.listdir(marks)}
+    assert len(before) < n
+    done = subprocess.run(args, cwd=TESTS_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["succeeded", str(sum(range(n)))], done.stderr
+    run = SQLiteStore(db).load_run("killed-run")
+    assert run.status == "succeeded" and len(run.tasks) == n + 2
+    assert all(task.status == "succeeded" for task in run.tasks.values())
+    # what succeeded before the kill did not run again (each step ran once or, if cut short, twice)
+    starts: dict[str, int] = {}
+    for name in os.listdir(marks):
+        starts[name.split("-")[0]] = starts.get(name.split("-")[0], 0) + 1
+    assert len(starts) == n and max(starts.values()) <= 2

@@ -990,6 +990,10 @@ cdef class Kernel:
             self._queue = <int32_t*>_grown(self._queue, n + 1, total + 1, sizeof(int32_t))
         if self._heap != NULL:
             self._heap = <uint64_t*>_grown(self._heap, n + 1, total + 1, sizeof(uint64_t))
+        if self._policy == _FIFO and self._queue == NULL:  # (a kernel that never ran: reset() sizes these)
+            self._queue = <int32_t*>_grown(NULL, 0, total + 1, sizeof(int32_t))
+        if self._policy == _CRITICAL and self._heap == NULL:
+            self._heap = <uint64_t*>_grown(NULL, 0, total + 1, sizeof(uint64_t))
         if trig is not None and any(trig) and self._trigger == NULL:
             self._trigger = <uint8_t*>_grown(NULL, 0, n, sizeof(uint8_t))
         if self._trigger != NULL:
