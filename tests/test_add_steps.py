@@ -495,3 +495,46 @@ def test_kill_9_then_resume_finishes_the_added_steps(tmp_path: Any) -> None:
     for name in os.listdir(marks):
         starts[name.split("-")[0]] = starts.get(name.split("-")[0], 0) + 1
     assert len(starts) == n and max(starts.values()) <= 2
+
+
+# -- visibility ----------------------------------------------------------------------------
+
+
+def test_otel_spans_carry_added_by() -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed (the test extras have it)")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from microdag.otel import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ad.plain_flow().run(hooks=[Tracing(provider)])
+    by = {s.attributes["microdag.step"]: s.attributes.get("microdag.step.added_by")
+          for s in exporter.get_finished_spans() if s.name == "microdag.step"}
+    assert by == {"load": None, "plan": None, "part0": "plan", "part1": "plan", "part2": "plan", "sum": "plan"}
+
+
+def test_show_report_and_ui_mark_added_steps(tmp_path: Any, capsys: Any) -> None:
+    from microdag.ui._runs import run_detail
+    from support import cli
+
+    db = str(tmp_path / "runs.db")
+    store = SQLiteStore(db)
+    run = ad.plain_flow().run(store=store, run_id="shown")
+    graph = store.run_graph(store.run_info(run.id))
+    assert graph is not None and graph["nodes"][-1] == "sum" and graph["added"]["sum"] == "plan"
+    assert [graph["nodes"][d] for d in graph["deps"][-1]] == ["part0", "part1", "part2"]
+    html = store.report(run.id)
+    assert "added by step plan" in html and 'stroke-dasharray="5 3"' in html
+    detail = run_detail(store, run.id)
+    by_node = {n["name"]: n.get("added_by") for n in detail["graph"]["nodes"]}
+    assert by_node["part1"] == "plan" and by_node["load"] is None
+    assert {t["step"]: t["added_by"] for t in detail["tasks"]}["sum"] == "plan"
+    store.close()
+    code, out, _ = cli(capsys, "show", "shown", "--store", db)
+    assert code == 0 and "added steps: 4, added by plan" in out and "sum (added by plan)" in out
+    code, out, _ = cli(capsys, "show", "shown", "--store", db, "--json")
+    assert '"added_by": "plan"' in out

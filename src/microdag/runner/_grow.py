@@ -138,7 +138,10 @@ def _add(
         r.n += 1
         growth.by[i] = who
         growth.made[i] = made
+        if r.tracers is not None:
+            r.tracers.added[i] = who
         if saved is not None:
+            saved["after"] = [r.names[d] for d in plan.graph._deps[i]]  # (as bound: what reports draw)
             if saved["fn"] is None:
                 _LOCAL[(r.run_id, name)] = fn
             r.recorder.step_added(saved)

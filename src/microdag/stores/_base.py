@@ -31,7 +31,7 @@ from .._errors import StoreError
 from .._records import RunInfo, StoredError, TaskRecord
 from ._read import (
     load_run as read_load_run, logged as read_logged, logs as read_logs, output as read_output,
-    outputs as read_outputs, report as read_report, succeeded as read_succeeded,
+    outputs as read_outputs, report as read_report, run_graph as read_run_graph, succeeded as read_succeeded,
     succeeded_columns as read_succeeded_columns, task_summary as read_task_summary,
 )
 from ._codec import CODECS, decode, encode
@@ -322,6 +322,10 @@ class Store(Writer):
                 return out
             out.append(recipe)
 
+    def added_by(self, run_id: str) -> "dict[str, str]":
+        """The steps run ``run_id``'s steps added: name -> the name of the step that added it."""
+        return {recipe["step"]: recipe["by"] for recipe in self.added_steps(run_id)}
+
     def owner(self, run_id: str) -> "str | None":
         """Who holds run ``run_id`` now: ``"host:pid#nonce"`` of the process
         running or resuming it, or ``None`` (read only: by the time the answer
@@ -397,6 +401,10 @@ class Store(Writer):
             StoreError: no such run.
         """
         return read_report(self, run_id)
+
+    def run_graph(self, info: RunInfo) -> "dict[str, Any] | None":
+        """The run's graph, its added steps with it (``_read.run_graph``), or ``None``."""
+        return read_run_graph(self, info)
 
     def output(self, run_id: str, step: str, item: int = -1) -> "Any":
         """The decoded output of a task.
