@@ -238,6 +238,13 @@ cdef class Kernel:
     cdef list _ids
     cdef int32_t* _work
     cdef Py_ssize_t _active, _finished, _running, _ready
+    # Successors gained by growing (grow): a chain per node (head, tail; -1:
+    # none) through _xnext, to _xdst; merged into the CSR arrays by _compact.
+    cdef int32_t* _xhead
+    cdef int32_t* _xtail
+    cdef int32_t* _xnext
+    cdef int32_t* _xdst
+    cdef Py_ssize_t _xn, _xcap
 
     def __cinit__(self):
         self._n = 0
@@ -318,6 +325,7 @@ cdef class Kernel:
         PyMem_Free(self._work)
         PyMem_Free(self._tmp)
         PyMem_Free(self._out)
+        self._free_extra()
         self._tmp = NULL
         self._out = NULL
         self._ids = None
@@ -326,6 +334,46 @@ cdef class Kernel:
         self._state = self._trigger = NULL
         self._rank = NULL
         self._heap = NULL
+
+    cdef void _free_extra(self) noexcept:
+        PyMem_Free(self._xhead)
+        PyMem_Free(self._xtail)
+        PyMem_Free(self._xnext)
+        PyMem_Free(self._xdst)
+        self._xhead = self._xtail = self._xnext = self._xdst = NULL
+        self._xn = self._xcap = 0
+
+    cdef int _compact(self) except -1:
+        """Merge the successors nodes gained by growing into the CSR arrays."""
+        cdef Py_ssize_t n = self._n, i, e, pos = 0, ne = self._nedges + self._xn
+        cdef int32_t x
+        cdef int32_t* start
+        cdef int32_t* succ
+        if self._xn == 0:
+            return 0
+        start = <int32_t*>_alloc(n + 1, sizeof(int32_t))
+        succ = <int32_t*>PyMem_Malloc((ne if ne > 0 else 1) * sizeof(int32_t))
+        if succ == NULL:
+            PyMem_Free(start)
+            raise MemoryError()
+        start[0] = 0
+        for i in range(n):
+            for e in range(self._start[i], self._start[i + 1]):
+                succ[pos] = self._succ[e]
+                pos += 1
+            x = self._xhead[i]
+            while x >= 0:
+                succ[pos] = self._xdst[x]
+                pos += 1
+                x = self._xnext[x]
+            start[i + 1] = <int32_t>pos
+        PyMem_Free(self._start)
+        PyMem_Free(self._succ)
+        PyMem_Free(self._indeg)
+        self._indeg = NULL
+        self._start, self._succ, self._nedges = start, succ, ne
+        self._free_extra()
+        return 0
 
     def __dealloc__(self):
         self._free()
@@ -340,12 +388,17 @@ cdef class Kernel:
     @property
     def edges(self):
         """Number of edges (duplicates included)."""
-        return self._nedges
+        return self._nedges + self._xn
 
     def successors(self, Py_ssize_t i):
         """The successors of node ``i``, in edge order."""
         _check_id(i, self._n)
-        return [self._succ[e] for e in range(self._start[i], self._start[i + 1])]
+        out = [self._succ[e] for e in range(self._start[i], self._start[i + 1])]
+        cdef int32_t x = -1 if self._xhead == NULL else self._xhead[i]
+        while x >= 0:
+            out.append(self._xdst[x])
+            x = self._xnext[x]
+        return out
 
     def predecessors(self, Py_ssize_t i):
         """The predecessors of node ``i``, in edge order."""
@@ -361,6 +414,7 @@ cdef class Kernel:
         cdef int32_t* pred
         if self._pstart != NULL:
             return 0
+        self._compact()
         pstart = <int32_t*>_alloc(n + 1, sizeof(int32_t))
         pred = <int32_t*>_alloc(self._nedges, sizeof(int32_t))
         fill = <int32_t*>PyMem_Malloc((n if n > 0 else 1) * sizeof(int32_t))
@@ -399,6 +453,7 @@ cdef class Kernel:
         cdef int32_t* pos = NULL
         cdef int32_t* cyc
         cdef bint advanced
+        self._compact()
         out[0] = NULL
         try:
             seen = <uint8_t*>_alloc(n, sizeof(uint8_t))
@@ -469,6 +524,7 @@ cdef class Kernel:
         """Fill ``order`` with Kahn's order (ties by id); return its length."""
         cdef Py_ssize_t n = self._n, i, e, head = 0, tail = 0
         cdef int32_t s, d
+        self._compact()
         cdef int32_t* indeg = <int32_t*>_alloc(n, sizeof(int32_t))
         memset(indeg, 0, n * sizeof(int32_t))
         for e in range(self._nedges):
@@ -579,6 +635,7 @@ cdef class Kernel:
 
     def descendants(self, ids):
         """The given nodes and everything that depends on them, in id order."""
+        self._compact()
         return self._closure(ids, self._start, self._succ)
 
     cdef list _closure(self, ids, const int32_t* start, const int32_t* adj):
@@ -733,6 +790,7 @@ cdef class Kernel:
             IndexError: a subset or done id outside ``0 .. n-1``.
         """
         cdef int pol
+        self._compact()
         if policy == "critical":
             pol = _CRITICAL
         elif policy == "fifo":
@@ -945,43 +1003,50 @@ cdef class Kernel:
                          [d - n for s, d in zip(srcs, dsts) if s >= n])
             cycle = sub.find_cycle() or []
             raise CycleError("nodes are in a cycle", [c + n for c in cycle])
-        # The graph: each node's successors, the new ones after the old.
-        extra = {}
+        # The graph: the successors existing nodes gain kept in chains beside
+        # the CSR arrays (merged by _compact when a query or a new run needs
+        # them whole); the new nodes' predecessors appended.
+        self._preds()
+        cdef Py_ssize_t np = self._pstart[n], add = len(srcs)
+        cdef int32_t xe
+        self._start = <int32_t*>_grown(self._start, n + 1, total + 1, sizeof(int32_t))
+        for i in range(n + 1, total + 1):
+            self._start[i] = self._start[n]
+        self._pstart = <int32_t*>_grown(self._pstart, n + 1, total + 1, sizeof(int32_t))
+        self._pred = <int32_t*>_grown(self._pred, np, np + add, sizeof(int32_t))
+        for j in range(mm):
+            for s in preds[j]:
+                self._pred[np] = <int32_t>s
+                np += 1
+            self._pstart[n + j + 1] = <int32_t>np
+        self._xhead = <int32_t*>_grown(self._xhead, n if self._xhead != NULL else 0, total, sizeof(int32_t))
+        self._xtail = <int32_t*>_grown(self._xtail, n if self._xtail != NULL else 0, total, sizeof(int32_t))
+        if self._xn == 0:
+            memset(self._xhead, 0xFF, total * sizeof(int32_t))  # -1: no chain
+        else:
+            memset(self._xhead + n, 0xFF, mm * sizeof(int32_t))
+        if self._xn + add > self._xcap:
+            self._xcap = max(self._xn + add, 2 * self._xcap, 16)
+            self._xnext = <int32_t*>_grown(self._xnext, self._xn, self._xcap, sizeof(int32_t))
+            self._xdst = <int32_t*>_grown(self._xdst, self._xn, self._xcap, sizeof(int32_t))
         for s, d in zip(srcs, dsts):
-            extra.setdefault(s, []).append(d)
-        ne = self._nedges + len(srcs)
-        cdef int32_t* start = <int32_t*>_alloc(total + 1, sizeof(int32_t))
-        cdef int32_t* succ = <int32_t*>PyMem_Malloc((ne if ne > 0 else 1) * sizeof(int32_t))
-        if succ == NULL:
-            PyMem_Free(start)
-            raise MemoryError()
-        pos = 0
-        start[0] = 0
-        for i in range(total):
-            if i < n:
-                for e in range(self._start[i], self._start[i + 1]):
-                    succ[pos] = self._succ[e]
-                    pos += 1
-            more = extra.get(i)
-            if more is not None:
-                for d in more:
-                    succ[pos] = <int32_t>d
-                    pos += 1
-            start[i + 1] = <int32_t>pos
-        had_preds = self._pstart != NULL
-        PyMem_Free(self._start)
-        PyMem_Free(self._succ)
-        PyMem_Free(self._pstart)
-        PyMem_Free(self._pred)
+            xe = <int32_t>self._xn
+            self._xn += 1
+            self._xdst[xe] = <int32_t>d
+            self._xnext[xe] = -1
+            if self._xhead[<Py_ssize_t>s] < 0:
+                self._xhead[<Py_ssize_t>s] = xe
+            else:
+                self._xnext[self._xtail[<Py_ssize_t>s]] = xe
+            self._xtail[<Py_ssize_t>s] = xe
         PyMem_Free(self._indeg)
         PyMem_Free(self._tmp)
         PyMem_Free(self._out)
         PyMem_Free(self._work)
-        self._pstart = self._pred = self._indeg = self._work = self._out = NULL
+        self._indeg = self._work = self._out = NULL
         self._tmp = NULL
-        self._ids = None
-        self._start, self._succ = start, succ
-        self._nedges = ne
+        if self._ids is not None:
+            self._ids.extend(range(n, total))
         self._n = total
         self._state = <uint8_t*>_grown(self._state, n, total, sizeof(uint8_t))
         self._count = <int32_t*>_grown(self._count, n, total, sizeof(int32_t))
@@ -1011,8 +1076,6 @@ cdef class Kernel:
             for j in range(mm):
                 self._rank[n + j] = <uint32_t>cp[j]
         self._stale = True  # a new run ranks the whole graph again
-        if had_preds:  # (a running drive() reads them)
-            self._preds()
         cdef uint8_t* state = self._state
         cdef int rule, st
         self._active += mm
@@ -1188,7 +1251,22 @@ cdef class Kernel:
                 became += flag
             self._nstaged += became
         self._ready += became
+        if self._xhead != NULL and self._xhead[i] >= 0:  # successors it gained by growing
+            became += self._done_extra(i)
         return became
+
+    cdef Py_ssize_t _done_extra(self, int32_t i) noexcept:
+        """:meth:`_done`'s part for the successors node ``i`` gained by growing."""
+        cdef Py_ssize_t before = self._ready
+        cdef int32_t d
+        cdef int32_t x = self._xhead[i]
+        while x >= 0:
+            d = self._xdst[x]
+            self._count[d] -= 1
+            if self._count[d] == 0 and self._state[d] == _PENDING:
+                self._push(d)
+            x = self._xnext[x]
+        return self._ready - before
 
     cdef int _done_noting(self, int32_t i, dict objs, dict handed) except -1:
         """``_done(i)`` that also notes in ``handed[d]`` the object ``objs`` holds
@@ -1229,7 +1307,7 @@ cdef class Kernel:
 
     cdef list _finish_bad(self, int32_t i, uint8_t outcome):
         cdef Py_ssize_t head = 0, tail = 0, e
-        cdef int32_t s, d
+        cdef int32_t s, d, x
         cdef uint8_t how, rule
         cdef uint8_t* state = self._state
         cdef int32_t* work
@@ -1245,8 +1323,17 @@ cdef class Kernel:
             s = work[head]
             head += 1
             how = state[s]
-            for e in range(self._start[s], self._start[s + 1]):
-                d = self._succ[e]
+            x = -1 if self._xhead == NULL else self._xhead[s]  # then the successors it gained by growing
+            e = self._start[s]
+            while True:
+                if e < self._start[s + 1]:
+                    d = self._succ[e]
+                    e += 1
+                elif x >= 0:
+                    d = self._xdst[x]
+                    x = self._xnext[x]
+                else:
+                    break
                 if state[d] != _PENDING:
                     continue
                 rule = _ALL_SUCCESS if self._trigger == NULL else self._trigger[d]

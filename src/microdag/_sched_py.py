@@ -144,6 +144,7 @@ class Kernel:
         "_n",
         "_start",
         "_succ",
+        "_extra",
         "_pstart",
         "_pred",
         "_state",
@@ -186,6 +187,9 @@ class Kernel:
         self._n = n
         self._start = start
         self._succ = succ
+        #: Successors gained by growing (:meth:`grow`), node -> list, in the
+        #: order added; merged into the CSR arrays by :meth:`_compact`.
+        self._extra: dict[int, list[int]] | None = None
         self._pstart: list[int] | None = None
         self._pred: list[int] | None = None
         self._state = bytearray([EXCLUDED]) * n
@@ -214,12 +218,15 @@ class Kernel:
     @property
     def edges(self) -> int:
         """Number of edges (duplicates included)."""
-        return len(self._succ)
+        return len(self._succ) + (0 if self._extra is None else sum(map(len, self._extra.values())))
 
     def successors(self, i: int) -> list[int]:
         """The successors of node ``i``, in edge order."""
         _check_id(i, self._n)
-        return self._succ[self._start[i] : self._start[i + 1]]
+        out = self._succ[self._start[i] : self._start[i + 1]]
+        if self._extra is not None and i in self._extra:
+            out.extend(self._extra[i])
+        return out
 
     def predecessors(self, i: int) -> list[int]:
         """The predecessors of node ``i``, in edge order."""
@@ -229,6 +236,7 @@ class Kernel:
 
     def _preds(self) -> tuple[list[int], list[int]]:
         if self._pstart is None or self._pred is None:
+            self._compact()
             n, start, succ = self._n, self._start, self._succ
             pstart = [0] * (n + 1)
             for d in succ:
@@ -245,6 +253,20 @@ class Kernel:
             self._pstart, self._pred = pstart, pred
         return self._pstart, self._pred
 
+    def _compact(self) -> None:
+        """Merge the successors nodes gained by growing into the CSR arrays."""
+        extra = self._extra
+        if extra is None:
+            return
+        start, succ = [0] * (self._n + 1), []
+        old_start, old_succ = self._start, self._succ
+        for i in range(self._n):
+            succ.extend(old_succ[old_start[i] : old_start[i + 1]])
+            if i in extra:
+                succ.extend(extra[i])
+            start[i + 1] = len(succ)
+        self._start, self._succ, self._extra = start, succ, None
+
     def find_cycle(self) -> list[int] | None:
         """One cycle of the graph, or ``None`` when it has none.
 
@@ -258,6 +280,7 @@ class Kernel:
 
     def _find_cycle(self) -> "tuple[list[int], list[int]] | None":
         """The cycle and, per element, the edge (CSR position) that reached it (-1: a root)."""
+        self._compact()
         n, start, succ = self._n, self._start, self._succ
         seen = bytearray(n)
         stacki = [-1] * n
@@ -306,6 +329,7 @@ class Kernel:
         return order
 
     def _kahn(self) -> list[int]:
+        self._compact()
         n, start, succ = self._n, self._start, self._succ
         indeg = [0] * n
         for d in succ:
@@ -325,9 +349,9 @@ class Kernel:
         Sources have level 1.  Meaningful on acyclic graphs: on a graph with a
         cycle, the values on and behind the cycle are unspecified.
         """
+        order = self._kahn()
         start, succ = self._start, self._succ
         level = [0] * self._n
-        order = self._kahn()
         for s in order:
             if level[s] == 0:
                 level[s] = 1
@@ -344,9 +368,10 @@ class Kernel:
         Sinks have 1.  Meaningful on acyclic graphs: on a graph with a cycle,
         the values on and before the cycle are unspecified.
         """
+        order = self._kahn()
         start, succ = self._start, self._succ
         cp = [0] * self._n
-        for s in reversed(self._kahn()):
+        for s in reversed(order):
             best = 0
             for e in range(start[s], start[s + 1]):
                 c = cp[succ[e]]
@@ -362,6 +387,7 @@ class Kernel:
 
     def descendants(self, ids: "Iterable[int]") -> list[int]:
         """The given nodes and everything that depends on them, in id order."""
+        self._compact()
         return self._closure(ids, self._start, self._succ)
 
     def _closure(self, ids: "Iterable[int]", start: list[int], adj: list[int]) -> list[int]:
@@ -463,6 +489,7 @@ class Kernel:
         """
         if policy not in ("critical", "fifo"):
             raise ValueError(f"unknown policy {policy!r}: expected 'critical' or 'fifo'")
+        self._compact()
         n, start, succ = self._n, self._start, self._succ
         if subset is None:
             state = bytearray(n)
@@ -534,7 +561,9 @@ class Kernel:
         counts them among its consumers (:meth:`release`).  Their scheduling
         rank is their critical path among the new nodes.
 
-        The graph's arrays are rebuilt: ``O(n + edges)`` per call.
+        Costs ``O(m + new edges)`` (amortised): the successors that existing
+        nodes gain are kept beside the graph's arrays, and merged into them
+        (``O(n + edges)``) when a new run or a query needs them whole.
 
         Returns:
             the new nodes skipped at once, in id order.
@@ -587,23 +616,19 @@ class Kernel:
             sub = Kernel(m, [s - n for s, d in zip(src, dst) if s >= n], [d - n for s, d in zip(src, dst) if s >= n])
             cycle = sub.find_cycle() or []
             raise CycleError("nodes are in a cycle", [c + n for c in cycle])
-        # The graph: each node's successors, the new ones after the old.
-        extra: list[list[int]] = [[] for _ in range(total)]
+        # The graph: the new nodes' successors kept aside (the CSR arrays are
+        # merged with them when a query or a new run needs them whole), their
+        # predecessors appended to the predecessor arrays.
+        pstart, pred = self._preds()  # (in place: a running drive() holds them)
+        extra = self._extra if self._extra is not None else {}
         for s, d in zip(src, dst):
-            extra[s].append(d)
-        start, succ = [0] * (total + 1), []
-        old_start, old_succ = self._start, self._succ
-        for i in range(total):
-            if i < n:
-                succ.extend(old_succ[old_start[i] : old_start[i + 1]])
-            succ.extend(extra[i])
-            start[i + 1] = len(succ)
-        had_preds = self._pstart is not None
-        self._start, self._succ = start, succ
-        self._pstart = self._pred = None
+            extra.setdefault(s, []).append(d)
+        self._extra = extra or None
+        self._start.extend([len(self._succ)] * m)
+        for j in range(m):
+            pred.extend(preds[j])
+            pstart.append(len(pred))
         self._n = total
-        if had_preds:  # (a running drive() reads them for the nodes it knows)
-            self._preds()
         if trig is not None and any(trig) and self._trigger is None:
             self._trigger = bytearray(n)
         if self._trigger is not None:
@@ -773,6 +798,12 @@ class Kernel:
                 self._push(d)
                 if objs and e in objs:
                     handed[d] = objs[e]  # type: ignore[index]
+        if self._extra is not None and i in self._extra:  # (successors it gained by growing)
+            for d in self._extra[i]:
+                c = count[d] - 1
+                count[d] = c
+                if c == 0 and state[d] == PENDING:
+                    self._push(d)
         return self._ready - before
 
     def fail(self, i: int) -> list[int]:
@@ -802,10 +833,13 @@ class Kernel:
         self._finished += 1
         skipped: list[int] = []
         work = [i]
+        extra = self._extra
         for s in work:  # grows while we walk it
             how = state[s]
-            for e in range(start[s], start[s + 1]):
-                d = succ[e]
+            after = succ[start[s] : start[s + 1]]
+            if extra is not None and s in extra:  # (successors it gained by growing)
+                after.extend(extra[s])
+            for d in after:
                 if state[d] != PENDING:
                     continue
                 rule = ALL_SUCCESS if trig is None else trig[d]

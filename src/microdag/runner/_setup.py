@@ -26,7 +26,6 @@ from .._result import new_run_id
 from .._schema import problem
 from ..stores import Store
 from ._call import bind_inputs, missing_input
-from ._grow import recreate
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
 from ._state import Runner
@@ -318,6 +317,8 @@ def _open_record(
     if resumed is not None:
         added = recorder.added_steps()
         if added:  # the steps its steps added, made again first
+            from ._grow import recreate  # (only runs whose steps added steps)
+
             recreate(runner, added)
     plan = runner.plan
     active = None if runner.subset is None else set(runner.subset)

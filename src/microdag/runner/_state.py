@@ -68,7 +68,6 @@ from .._events import Event, debug_enabled, dispatch, log
 from .._records import run_status
 from ..pools._attempt import Attempt
 from ._call import Caller, kwargs
-from ._grow import add as _add_step
 from ._maps import Maps
 from ._recorder import STORED
 from ._tracing import Tracers
@@ -229,7 +228,9 @@ class Runner:
     def add_step(self, caller: str, name: str, fn: "Callable[..., Any]", depends_on: "Iterable[str]",
                  inputs: "Mapping[str, str] | None", options: "dict[str, Any]") -> str:
         """Step ``caller`` adds step ``name`` *(locks)*: ``context().add``, in ``_grow``; FlowError if refused."""
-        return _add_step(self, caller, name, fn, depends_on, inputs, options)
+        from ._grow import add  # (only runs whose steps add steps)
+
+        return add(self, caller, name, fn, depends_on, inputs, options)
 
     def drive_args(self) -> "tuple[Any, ...]":
         """The first arguments of the kernel's hot loop, ``drive()``."""
