@@ -10,6 +10,7 @@ kill test SIGKILLs it midway and runs it again.
 """
 
 import os
+from typing import Any
 import sys
 import time
 
@@ -136,3 +137,140 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+# -- random flows whose steps add steps (the model test of test_add_steps) ----------------
+
+KINDS = ("ok", "ok", "ok", "fail", "flaky", "skip")
+TRIGGERS = ("all_success", "all_success", "all_done", "none_failed")
+
+
+def draw(seed: int) -> "dict[str, Any]":
+    """A random flow: static steps (some of which add steps), and what each adder adds.
+
+    ``{"static": [{name, deps, kind, trigger, adds}], "adds": {adder: [{name, deps, kind, trigger}]}}``:
+    an added step depends on its adder, static steps, or steps its adder added before it.
+    """
+    import random
+
+    rnd = random.Random(seed)
+    static = []
+    for k in range(rnd.randint(2, 6)):
+        deps = sorted(rnd.sample(range(k), rnd.randint(0, min(k, 2)))) if k else []
+        static.append({"name": f"s{k}", "deps": [f"s{d}" for d in deps], "kind": rnd.choice(KINDS[:3] + ("flaky",)),
+                       "trigger": rnd.choice(TRIGGERS), "adds": rnd.random() < 0.6})
+    adds: dict[str, list[dict[str, Any]]] = {}
+    for spec in static:
+        if not spec["adds"]:
+            continue
+        made: list[str] = []
+        for j in range(rnd.randint(1, 4)):
+            pool = [spec["name"]] + [s["name"] for s in static] + made
+            deps = sorted(set(rnd.sample(pool, rnd.randint(0, min(2, len(pool))))))
+            name = f"{spec['name']}a{j}"
+            adds.setdefault(spec["name"], []).append(
+                {"name": name, "deps": deps, "kind": rnd.choice(KINDS), "trigger": rnd.choice(TRIGGERS)})
+            made.append(name)
+    return {"static": static, "adds": adds}
+
+
+def behave(kind: str, deps: "dict[str, Any]") -> int:
+    """A step of the model: its output is one more than its dependencies' (None counts 0)."""
+    ctx = microdag.context()
+    if kind == "fail":
+        raise ValueError(f"{ctx.step} fails")
+    if kind == "flaky" and ctx.attempt == 1:
+        raise ValueError(f"{ctx.step} fails once")
+    if kind == "skip":
+        raise microdag.Skip("told to")
+    return 1 + sum(v for v in deps.values() if isinstance(v, int))
+
+
+def model_step(model: "dict[str, Any]", **deps: Any) -> int:
+    """A step of a drawn flow (its spec found by its name in ``model``); an adder adds its steps first."""
+    name = microdag.context().step
+    spec = _spec_of(model, name)
+    if name in model["adds"]:
+        ctx = microdag.context()
+        for added in model["adds"][name]:
+            ctx.add(added["name"], model_step, depends_on=added["deps"], retries=1,
+                    trigger=added["trigger"])
+    return behave(spec["kind"], deps)
+
+
+def _spec_of(model: "dict[str, Any]", name: str) -> "dict[str, Any]":
+    for spec in model["static"]:
+        if spec["name"] == name:
+            return spec
+    for added in model["adds"].values():
+        for spec in added:
+            if spec["name"] == name:
+                return spec
+    raise KeyError(name)
+
+
+def model_flow(model: "dict[str, Any]") -> Flow:
+    flow = Flow("model")
+    for spec in model["static"]:
+        flow.add(spec["name"], model_step, depends_on=spec["deps"], retries=1, trigger=spec["trigger"])
+    return flow
+
+
+def run_model(seed: int) -> "dict[str, Any]":
+    """The drawn flow of ``seed`` on every in-process backend: each one's tasks (status, attempts, output)."""
+    import asyncio
+
+    model = draw(seed)
+    flow = model_flow(model)
+    out: dict[str, Any] = {}
+    runs = {"inline": lambda: flow.run({"model": model}, on_failure="continue", keep_outputs=True,
+                                       raise_on_failure=False)}
+    for w in (1, 2, 3):
+        runs[f"threads{w}"] = lambda w=w: flow.run(  # type: ignore[misc]
+            {"model": model}, executor="threads", max_workers=w, on_failure="continue", keep_outputs=True,
+            raise_on_failure=False)
+        runs[f"arun{w}"] = lambda w=w: asyncio.run(flow.arun(  # type: ignore[misc]
+            {"model": model}, max_workers=w, on_failure="continue", keep_outputs=True, raise_on_failure=False))
+    for where, go in runs.items():
+        run = go()
+        out[where] = {name: [t.status, t.attempts, run.outputs.get(name), t.added_by]
+                      for name, t in run.tasks.items()}
+    return {"model": model, "runs": out}
+
+
+def expected(model: "dict[str, Any]") -> "dict[str, list[Any]]":
+    """What the rules say each step ends as: ``[status, attempts, output, added_by]``."""
+    specs = {s["name"]: (s, None) for s in model["static"]}
+    for adder, added in model["adds"].items():
+        for s in added:
+            specs[s["name"]] = (s, adder)
+    got: dict[str, list[Any]] = {}
+
+    def settle(name: str) -> None:
+        spec, by = specs[name]
+        deps = [d for d in spec["deps"]]
+        for d in deps:
+            if d not in got:
+                settle(d)
+        states = [got[d][0] for d in deps]
+        rule = spec["trigger"]
+        bad = {"all_success": ("failed", "skipped"), "none_failed": ("failed",), "all_done": ()}[rule]
+        if any(st in bad for st in states):
+            got[name] = ["skipped", 0, None, by]
+            return
+        kind = spec["kind"]
+        if kind == "fail":
+            got[name] = ["failed", 2, None, by]
+        elif kind == "skip":
+            got[name] = ["skipped", 1, None, by]
+        else:
+            value = 1 + sum(got[d][2] for d in deps if isinstance(got[d][2], int))
+            got[name] = ["succeeded", 2 if kind == "flaky" else 1, value, by]
+
+    for spec in model["static"]:
+        settle(spec["name"])
+        if spec["name"] in model["adds"] and got[spec["name"]][0] == "succeeded" or (
+                spec["name"] in model["adds"] and got[spec["name"]][1] > 0):
+            for s in model["adds"][spec["name"]]:
+                settle(s["name"])
+    return got

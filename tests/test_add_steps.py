@@ -538,3 +538,31 @@ def test_show_report_and_ui_mark_added_steps(tmp_path: Any, capsys: Any) -> None
     assert code == 0 and "added steps: 4, added by plan" in out and "sum (added by plan)" in out
     code, out, _ = cli(capsys, "show", "shown", "--store", db, "--json")
     assert '"added_by": "plan"' in out
+
+
+# -- the model: random flows whose steps add steps, every in-process backend, both twins ---------------
+
+from support import run_child  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_adding_flows_follow_the_rules_everywhere(seed: int, twin: ModuleType) -> None:
+    """Random flows whose steps add steps (with retries, failures, skips and
+    trigger rules, added steps depending on their adder, on static steps and
+    on one another) end as the rules say, on inline, threads and arun with 1
+    to 3 workers, in a child per twin with a timeout."""
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.run_model({seed})))", timeout=90.0,
+                    twin=twin.TWIN)
+    assert isinstance(got, dict)
+    want = ad.expected(got["model"])
+    assert any(spec["adds"] for spec in got["model"]["static"]) or not got["model"]["adds"]
+    for where, tasks in got["runs"].items():
+        assert tasks == want, f"{where} (seed {seed}): {got['model']}"
+
+
+def test_the_random_flows_add_steps_of_every_kind() -> None:
+    kinds = set()
+    for seed in range(8):
+        for added in ad.draw(seed)["adds"].values():
+            kinds.update((s["kind"], s["trigger"]) for s in added)
+    assert {k for k, _ in kinds} == set(ad.KINDS) and {t for _, t in kinds} == set(ad.TRIGGERS)
