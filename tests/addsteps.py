@@ -274,3 +274,7 @@ def expected(model: "dict[str, Any]") -> "dict[str, list[Any]]":
             for s in model["adds"][spec["name"]]:
                 settle(s["name"])
     return got
+
+
+#: The flow of :func:`plain_flow`, for the command line (``addsteps:FLOW``).
+FLOW = plain_flow()

@@ -566,3 +566,11 @@ def test_the_random_flows_add_steps_of_every_kind() -> None:
         for added in ad.draw(seed)["adds"].values():
             kinds.update((s["kind"], s["trigger"]) for s in added)
     assert {k for k, _ in kinds} == set(ad.KINDS) and {t for _, t in kinds} == set(ad.TRIGGERS)
+
+
+def test_the_progress_line_counts_added_steps(capsys: Any) -> None:
+    from support import cli
+
+    code, out, err = cli(capsys, "run", "addsteps:FLOW")
+    assert code == 0
+    assert "[6/6] sum: succeeded" in out + err and "(6 steps: 6 succeeded)" in out + err
