@@ -586,11 +586,12 @@ class Runner:
 
     def close(self) -> None:
         """Drop what the run no longer needs once its result is made: the
-        references back to this object (the maps', the threads' wake-up),
+        references back to this object (the maps', the threads' wake-up, the frames'),
         so that a run's outputs and map units are freed when it returns,
         not when the cycle collector next runs."""
         self.maps.r = None  # type: ignore[assignment]
         self.wake = _nothing
+        self.frames = []  # (each holds add_step, bound to this object)
         self.outputs = []  # (a failed step's traceback may keep this object alive)
 
     def status(self) -> "RunStatus":
