@@ -31,6 +31,7 @@ LAYERS = [
     ["microdag._steps"],
     ["microdag._build"],  # a step checked as a flow is built (Flow.add, add_many)
     ["microdag._binding", "microdag._retry"],  # a step's parameters bound; when an attempt is retried
+    ["microdag._plantypes"],  # a plan's inputs and types
     ["microdag._plan"],
     ["microdag.pools"],
     ["microdag.runner"],
@@ -38,7 +39,8 @@ LAYERS = [
     ["microdag._flow"],
     ["microdag._command", "microdag._inline"],  # a command step: a program; a python step: code in a flow file
     ["microdag._flowcall"],  # a call step's function found, and the defaults a flow file gives it
-    ["microdag._flowfile"],  # a flow file's rules, checked, built into a Flow
+    ["microdag._flowrules"],  # what a flow file's keys may hold
+    ["microdag._flowfile"],  # a flow file checked against its rules, built into a Flow
     ["microdag._spec", "microdag._cmdline", "microdag._pod", "microdag._argo"],
     ["microdag.cli", "microdag.ui", "microdag.__main__", "microdag", "microdag.dask"],
 ]

@@ -24,7 +24,7 @@ import pytest
 
 import microdag
 from microdag import CycleError, Flow, FlowError
-from microdag._flowfile import FLOW_OPTIONS, STEP_OPTIONS, TOP_KEYS
+from microdag._flowrules import FLOW_OPTIONS, STEP_OPTIONS, TOP_KEYS
 from microdag._spec import CommandError, load_flow
 from support import child_env
 

@@ -879,3 +879,24 @@ def test_a_run_on_workers_is_watched_and_cancelled_from_the_page(served: UI, bro
         assert all(w.poll() is None for w in workers)
     finally:
         stop(workers)
+
+
+def test_steps_that_steps_added_are_marked_on_the_run_page(served: UI, browser: "webdriver.Chrome") -> None:
+    import addsteps
+
+    from microdag.stores import SQLiteStore
+
+    store_path = os.path.join(served.folder, ".microdag", "runs.db")  # (the server's store)
+    os.makedirs(os.path.dirname(store_path), exist_ok=True)
+    store = SQLiteStore(store_path)
+    run = addsteps.plain_flow().run(store=store)
+    store.close()
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    browser.get(f"{served.base}/#/runs/{run.id}")
+    node = _wait(browser, lambda d: _css(d, _node("sum") + '.added[data-added-by="plan"]'), what="the added step")
+    assert node and not _css(browser, _node("plan") + ".added")
+    rows = _wait(browser, lambda d: {e.get_attribute("data-step"): e.text for e in _css(d, "table#tasks tr.task")},
+                 what="the table")
+    assert "added by plan" in rows["part0"] and "added by" not in rows["load"]  # type: ignore[index]
+    _click(browser, _node("sum"))
+    _wait(browser, lambda d: "Added by" in d.find_element(By.ID, "step-panel").text, what="the panel's note")

@@ -19,7 +19,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
 __all__ = ["StepContext", "context"]
@@ -28,7 +28,7 @@ __all__ = ["StepContext", "context"]
 class Frame:
     """The per-thread view of a run: fixed facts and the step being run."""
 
-    __slots__ = ("run_id", "flow", "names", "attempts", "run_dir", "current", "cancel")
+    __slots__ = ("run_id", "flow", "names", "attempts", "run_dir", "current", "cancel", "add")
 
     def __init__(
         self,
@@ -38,6 +38,7 @@ class Frame:
         attempts: "Sequence[int] | None",
         run_dir: "str | None",
         cancel: "Any" = None,
+        add: "Callable[..., str] | None" = None,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -49,6 +50,9 @@ class Frame:
         # step id, item index, attempt of a map unit (0: read the step's attempts),
         # a keyed map item's key (or, on the map loop, the keys by item index)
         self.current: list[object] = [-1, None, 0, None]
+        #: ``Runner.add_step`` of the run, or what refuses it where the run is
+        #: in another process (``pools._attempt.elsewhere``).
+        self.add = add
 
 
 _FRAME: "contextvars.ContextVar[Frame | None]" = contextvars.ContextVar("microdag_frame", default=None)
@@ -85,11 +89,11 @@ class StepContext:
         key: the item's key, in a map with ``key=``; else ``None``.
     """
 
-    __slots__ = ("run_id", "flow", "step", "attempt", "item", "_run_dir", "key")
+    __slots__ = ("run_id", "flow", "step", "attempt", "item", "_run_dir", "key", "_add")
 
     def __init__(
         self, run_id: str, flow: str, step: str, attempt: int, item: "int | None", run_dir: str,
-        key: "str | int | None" = None,
+        key: "str | int | None" = None, add: "Callable[..., str] | None" = None,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -98,6 +102,33 @@ class StepContext:
         self.item = item
         self._run_dir = run_dir
         self.key = key
+        self._add = add
+
+    def add(
+        self, name: str, fn: "Callable[..., Any]", *, depends_on: "Iterable[str]" = (),
+        inputs: "Mapping[str, str] | None" = None, **options: "Any",
+    ) -> str:
+        """Add a step to this run: it runs in the run as any of the flow's
+        steps, with the same options as :meth:`Flow.add` (``retries``,
+        ``timeout``, ``map``, ``cache``, ``trigger``...; not ``priority``),
+        its parameters bound by name to the run's steps (added ones too) and
+        inputs.  It may depend on any step of the run: one that succeeded
+        lets it start at once.  A durable store records it with this step's
+        name and how to make it again (``fn`` as ``module:qualname``), so a
+        resumed run runs it too.
+
+        Returns:
+            the new step's name.
+
+        Raises:
+            FlowError: the step is refused (its name is taken, a dependency
+                is unknown, an option is invalid, ``fn`` cannot be named for
+                a durable store, or this step runs in another process);
+                nothing was added, and the run goes on if this step catches it.
+        """
+        if self._add is None:
+            raise RuntimeError(f"step {self.step!r} cannot add step {name!r}: it runs outside a flow's run")
+        return self._add(self.step, name, fn, depends_on, inputs, options)
 
     @property
     def run_dir(self) -> str:
@@ -158,6 +189,7 @@ def context() -> StepContext:
     return StepContext(
         frame.run_id, frame.flow, frame.names[i], int(attempt or 1), item, frame.run_dir,  # type: ignore[call-overload, arg-type]
         key,  # type: ignore[arg-type]
+        frame.add,
     )
 
 

@@ -21,7 +21,8 @@ class Event:
     Attributes:
         kind: ``"run_started"``, ``"step_started"``, ``"step_retrying"``,
             ``"step_progress"`` (items of a map step finished),
-            ``"step_finished"`` or ``"run_finished"``.
+            ``"step_finished"``, ``"step_added"`` (a running step added
+            this step to the run) or ``"run_finished"``.
         run_id: the run's id.
         flow: the flow's name.
         step: the step's name (``None`` for run events).

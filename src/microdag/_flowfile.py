@@ -6,10 +6,10 @@ one of ``call`` (a Python function, imported), ``python`` (the step's code
 itself, compiled by ``_inline`` so that its errors and tracebacks name the
 flow file's lines) or ``command`` (an argv list, run without a shell; see
 ``_command``) and any option of :meth:`Flow.add`
-that can be written as data.  The rules live here, in JSON Schema keywords
-(:data:`STEP_OPTIONS`, :data:`FLOW_OPTIONS`; the shipped
-``flowfile.schema.json`` says the same, and a test keeps them equal), and
-are checked by ``_schema.problem``, the package's one schema checker.
+that can be written as data.  Its rules are ``_flowrules``', in JSON Schema
+keywords (the shipped ``flowfile.schema.json`` says the same, and a test
+keeps them equal); they are checked by ``_schema.problem``, the package's one
+schema checker.
 
 Building is one pass that never stops at the first problem: the document is
 checked key by key, every valid step is added to a new :class:`Flow`, every
@@ -37,65 +37,15 @@ from ._graph import Graph
 from ._flowcall import WithDefaults, bound, class_default, input_class, named
 from ._inline import CodeProblem, LoadError, load, toml_lines
 from ._schema import INF_NAN, describe, problem, schema_of
-from ._steps import MAX_SECONDS, TRIGGERS
+from ._flowrules import DECLARATION, FLOW_OPTIONS, JSON_TYPES, KINDS, SECONDS, STEP_OPTIONS, TOP_KEYS, WORDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-__all__ = ["DECLARATION", "FLOW_OPTIONS", "KINDS", "STEP_OPTIONS", "TOP_KEYS", "Builder"]
+__all__ = ["Builder"]
 
-#: Keys of the document's top level (``$schema`` lets editors find the schema).
-TOP_KEYS = ("$schema", "flow", "inputs", "pools", "rates", "steps")
-#: Keys of ``[flow]``.
-FLOW_OPTIONS: "dict[str, dict[str, Any]]" = {"name": {"type": "string", "minLength": 1}}
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-#: Every key a step accepts, with its rule in JSON Schema keywords.  The
-#: shipped schema's step properties say the same (a test keeps them equal).
-STEP_OPTIONS: "dict[str, dict[str, Any]]" = {
-    "call": {"type": "string", "pattern": rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$"},
-    "python": {"type": "string", "minLength": 1},
-    "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-    "output": {"enum": ["text", "json", "lines"]},
-    "depends_on": {"type": "array", "items": {"type": "string"}},
-    "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
-    "retries": {"type": "integer", "minimum": 0},
-    "retry_delay": {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
-    "retry_backoff": {"type": "number", "minimum": 1},
-    "retry_max_delay": {"type": "number", "minimum": 0, "maximum": MAX_SECONDS},
-    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
-    "priority": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
-    "trigger": {"enum": list(TRIGGERS)},
-    "map": {"type": "string", "minLength": 1},
-    "batch_size": {"type": "integer", "minimum": 1},
-    "key": {"type": "string", "minLength": 1},
-    "cache": {"type": "boolean"},
-    "cache_ttl": {"type": "number", "exclusiveMinimum": 0},
-    "uses": {"anyOf": [{"type": "string", "minLength": 1},
-                       {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}]},
-}
-#: The keys of a typed input's declaration, and the types it may name.
-DECLARATION = {"type", "default", "description", "enum", "allow_inf_nan"}
-_JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
-
-#: How a rule reads in a flow file's terms where ``_schema.describe``'s words
-#: (written for Python values) would not say it that way.
-_WORDS = {
-    "call": 'a string "module:function" (e.g. "steps:fetch")',
-    "command": "a non-empty list of strings",
-    "python": "a string of Python code defining the step's function",
-    "depends_on": "a list of strings",
-    "inputs": 'a table of parameter = "step name"',
-    "uses": 'a pool or rate name, or a table of name = units (an integer >= 1)',
-}
-
-
-#: The keys that say what a step runs: exactly one of them.
-KINDS = ("call", "python", "command")
-
-#: The options that are seconds (their rule's words end with " s").
-_SECONDS = ("timeout", "retry_delay", "retry_max_delay", "cache_ttl")
 
 
 class Builder:
@@ -154,7 +104,7 @@ class Builder:
         """Report ``value`` if it breaks ``rule``; return whether it did."""
         if problem(rule, value) is None:
             return False
-        words = _WORDS.get(key) or describe(rule, _show) + (" s" if key in _SECONDS else "")
+        words = WORDS.get(key) or describe(rule, _show) + (" s" if key in SECONDS else "")
         self.report(where, f"{label}{key} must be {words}, not {_show(value)}")
         return True
 
@@ -293,8 +243,8 @@ class Builder:
         schema: dict[str, Any] = {}
         if isinstance(value["type"], str) and ":" in value["type"]:
             schema = self.declared_class(key, value["type"])
-        elif not kinds or not all(k in _JSON_TYPES for k in kinds):
-            self.report(where, f"[inputs] {key!r}: type must be one of {', '.join(_JSON_TYPES)} (or a list of "
+        elif not kinds or not all(k in JSON_TYPES for k in kinds):
+            self.report(where, f"[inputs] {key!r}: type must be one of {', '.join(JSON_TYPES)} (or a list of "
                                f"them), or a class as \"module:Class\", not {_show(value['type'])}")
         else:
             schema["type"] = value["type"]

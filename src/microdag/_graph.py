@@ -143,6 +143,17 @@ class Graph(_Generic[_N]):
         graph._kind = "step"
         return graph
 
+    def _for_run(self, kernel: "Kernel") -> "Graph[_N]":
+        """A copy whose names (a list), name index and dependency ids are its
+        own, over ``kernel``: the graph of one run whose steps add steps."""
+        graph = type(self).__new__(type(self))
+        graph._names = list(self._names)  # type: ignore[assignment]
+        graph._index = dict(self._index)
+        graph._deps = list(self._deps)
+        graph._kernel = kernel
+        graph._kind = self._kind
+        return graph
+
     def _new_kernel(self) -> "Kernel":
         """A fresh kernel for this graph (for a run while another holds :attr:`kernel`)."""
         src = [j for deps in self._deps for j in deps]

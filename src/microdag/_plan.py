@@ -9,8 +9,9 @@ called, its retry policy and its flags.  It is cached by the flow and reused
 by every run until a step is added.
 
 How parameters bind lives in ``_binding``; when a failed attempt is retried,
-in ``_retry``.  Here: the plan, its flags, its inputs' schema, and the digests
-of a flow's structure and of its steps' code.
+in ``_retry``; what it knows of its inputs and types, in ``_plantypes``.
+Here: the plan, its flags, and the digests of a flow's structure and of its
+steps' code.
 """
 
 import marshal
@@ -19,18 +20,17 @@ from operator import is_
 
 from ._binding import NO_DEFAULT, _FEW, _check_edges, _layout_each, _layout_together, _Signature
 from ._compat import sched, sha256
-from ._errors import CycleError, FlowError, nearest
+from ._errors import CycleError, FlowError
 from ._graph import Graph
 from ._nogc import NoGC
+from ._plantypes import _Typed
 from ._retry import _retry_policies
 from ._steps import TRIGGERS, _Same, _Steps
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
-
-    from ._typed import Converter, Outputs
 
 __all__ = ["NO_DEFAULT", "_Plan"]  # (NO_DEFAULT is binding's, used here too)
 
@@ -38,7 +38,7 @@ __all__ = ["NO_DEFAULT", "_Plan"]  # (NO_DEFAULT is binding's, used here too)
 _WITH_KEEP = bytes(b | sched.KEEP for b in range(256))
 
 
-class _Plan:
+class _Plan(_Typed):
     """A compiled flow: graph, kernel and per-step call layout (ids = graph ids).
 
     ``kwnames[i]`` lists the keyword names step ``i`` is called with: first
@@ -66,10 +66,6 @@ class _Plan:
         "_code",
         "declared",
         "declared_types",
-        "_types",
-        "_annotations",
-        "_converters",
-        "_typed",
         "_options",
         "options",
     )
@@ -150,10 +146,7 @@ class _Plan:
         self.declared: dict[str, dict[str, Any]] = {}
         #: Input name -> the class a flow file names as its type (``[inputs] x = {type = "mod:Class"}``).
         self.declared_types: dict[str, Any] = {}
-        self._types: dict[str, dict[str, Any]] | None = None
-        self._annotations: dict[str, Any] = {}
-        self._converters: dict[str, Converter | None] = {}
-        self._typed: Outputs | None = None
+        self._untyped()
 
     def configure(self, kernel: "Any") -> None:
         """Give ``kernel`` the steps' priorities and trigger rules."""
@@ -161,6 +154,103 @@ class _Plan:
             kernel.set_priorities([s.priority or 0 for s in self.steps])
         if self.has_triggers:
             kernel.set_triggers([TRIGGERS.index(s.trigger) for s in self.steps])
+
+    # -- steps that add steps ---------------------------------------------------
+
+    def grown(self, kernel: "Any") -> "_Plan":
+        """A copy of this plan for one run whose steps add steps: its per-step
+        lists and its graph (names, name index, dependency ids; ``kernel``,
+        the run's) are its own, so that :meth:`append` changes that run only
+        and the flow's plan stays the static flow's."""
+        new = _Plan.__new__(_Plan)
+        for slot in (*_Plan.__slots__, *_Typed.__slots__):
+            setattr(new, slot, getattr(self, slot))
+        steps = new.steps = self.steps.copy()
+        new.options, new.fns = steps.opts, steps.fns
+        new.dep_kwnames = list(self.dep_kwnames)
+        new.argdeps = list(self.argdeps)
+        new.input_params = list(self.input_params)
+        new.inputs = {name: list(ids) for name, ids in self.inputs.items()}
+        new.maps = list(self.maps)
+        new.is_async = list(self.is_async)
+        new.retry = list(self.retry)
+        new._options = set(self._options)
+        new._flags = {}
+        new.graph = self.graph._for_run(kernel)
+        return new
+
+    def renew_kernel(self) -> None:
+        """Give the plan a fresh kernel (the run that leased its own grew it)."""
+        kernel = self.graph._kernel = self.graph._new_kernel()
+        self.configure(kernel)
+
+    def bind(self, name: str, fn: "Callable[..., Any]", deps: "tuple[str, ...]", binding: "dict[str, str]",
+             opts: "Any") -> "tuple[Any, ...]":
+        """A step to add to a plan made by :meth:`grown` (``_Step.check``'s
+        ``deps`` and ``binding``, checked ``opts``), its parameters bound by
+        name as a flow's are (``_binding``), to every step of the plan: what
+        :meth:`append` takes.  Changes nothing.
+
+        Returns:
+            ``(step, dependency ids, keyword names, ids of the steps passed,
+            inputs, is_async)``: ``inputs`` as ``input_params``' entries.
+
+        Raises:
+            FlowError: its name is taken, it depends on itself or on a step
+                that is not there, or a parameter cannot be bound (every
+                problem listed).
+        """
+        index = self.graph._index
+        if name in index:
+            raise FlowError(f"step {name!r} is already a step of this run")
+        one = _Steps([name], [fn], [deps], [binding], [opts], [None])
+        signature: "_Signature | Exception"
+        try:
+            signature = _Signature(fn)
+        except (TypeError, ValueError) as exc:  # (worded by _layout_each)
+            signature = exc
+        problems: list[str] = []
+        if name in deps:
+            problems.append(f"step {name!r} depends on itself")
+        index[name] = len(self.fns)
+        try:
+            deps_of, kwnames, sources, inputs_of, is_async = _layout_each(one, index, {id(fn): signature}, problems)
+        finally:
+            del index[name]
+        if problems:
+            raise FlowError(*problems)
+        ids = tuple(index[d] for d in deps_of[0])
+        return (one, ids, kwnames[0], tuple(index[src] for src in sources[0]), inputs_of[0], is_async[0])
+
+    def append(self, bound: "tuple[Any, ...]") -> int:
+        """Add the step :meth:`bind` bound; its id."""
+        one, ids, kwnames, argdeps, inputs, is_async = bound
+        step = one[0]
+        i = len(self.fns)
+        graph = self.graph
+        graph._index[step.name] = i
+        graph._names.append(step.name)  # type: ignore[attr-defined]
+        graph._deps.append(ids)
+        steps = self.steps
+        steps.names.append(step.name)
+        steps.fns.append(step.fn)
+        steps.deps.append(step.depends_on)
+        steps.inputs.append(step.inputs)
+        steps.opts.append(step.opts)
+        steps.ids.append(tuple(map(graph._index.__getitem__, step.depends_on)))
+        self.dep_kwnames.append(kwnames)
+        self.argdeps.append(argdeps)
+        self.input_params.append(inputs)
+        for _, input_name, _ in inputs:
+            self.inputs.setdefault(input_name, []).append(i)
+        self.is_async.append(is_async)
+        self.retry.append(_retry_policies(one, {step.opts})[0])
+        self._options.add(step.opts)
+        self.has_triggers = self.has_triggers or step.opts.trigger != "all_success"
+        if step.opts.map is not None:
+            self.maps.append(i)
+        self._flags = {}
+        return i
 
     def flags(self, slow_all: bool, keep: "list[int] | None") -> bytes:
         """The scheduler's per-step flags for a run (see ``drive``).
@@ -199,172 +289,6 @@ class _Plan:
         if usual:
             self._flags[key] = out
         return out
-
-    def needed_inputs(self) -> "dict[str, bool]":
-        """Every flow input, mapped to whether some step requires it (no default)."""
-        out: dict[str, bool] = {}
-        for ins in self.input_params:
-            for _, name, default in ins:
-                out[name] = out.get(name, False) or default is NO_DEFAULT
-        return out
-
-    def misspelt(self, given: "Iterable[str]" = ()) -> "dict[str, str]":
-        """Required flow inputs that look like a misspelt step name, neither
-        declared (``declared``) nor ``given``: input name -> the problem, naming
-        the step, the parameter and the step it is most like."""
-        out: dict[str, str] = {}
-        seen = set(self.declared).union(given)  # (each input is looked at once)
-        names = self.graph.names
-        for i, params in enumerate(self.input_params):
-            for param, input_name, default in params:
-                if default is not NO_DEFAULT or input_name in seen:
-                    continue
-                seen.add(input_name)
-                guess = nearest(input_name, names)
-                if guess is not None:
-                    out[input_name] = (f"parameter {param!r} of step {names[i]!r} matches no step; "
-                                       f"did you mean step {guess!r}? (or declare it as a flow input)")
-        return out
-
-    def input_schema(self, title: str) -> "dict[str, Any]":
-        """``Flow.input_schema``: a JSON Schema of the inputs (see there)."""
-        import json  # (import time: json loads on first use)
-
-        from ._schema import lift_defs  # (loaded by input_types already)
-
-        types = self.input_types()
-        defaults: dict[str, Any] = {}
-        for ins in self.input_params:
-            for _, name, default in ins:
-                if default is not NO_DEFAULT and name not in defaults:
-                    defaults[name] = default
-        needed = self.needed_inputs()
-        properties: dict[str, Any] = {}
-        for name in sorted(needed):
-            prop = dict(types.get(name, {}))
-            if name in defaults:
-                try:
-                    json.dumps(defaults[name], allow_nan=False)
-                    prop["default"] = defaults[name]
-                except (TypeError, ValueError):
-                    pass
-            properties[name] = prop
-        defs: dict[str, Any] = {}
-        properties = lift_defs(properties, defs)  # (a model's nested models, named from the top)
-        schema = {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": title,
-            "type": "object",
-            "properties": properties,
-            "required": sorted(name for name, required in needed.items() if required),
-            "additionalProperties": False,
-        }
-        if defs:
-            schema["$defs"] = defs
-        return schema
-
-    def typed_outputs(self, codec: str = "json") -> "Outputs":
-        """The converters of the steps' outputs by their return annotations
-        (``_typed.step_outputs``) for a store's ``codec``, read at the first
-        run that keeps outputs as JSON; empty for the other codecs (their
-        values are kept as they are) and for plain JSON outputs."""
-        if codec != "json":
-            return ({}, {})
-        if self._typed is None:
-            from ._typed import step_outputs  # (runs with a JSON store only)
-
-            self._typed = step_outputs(self.steps)
-        return self._typed
-
-    def input_types(self) -> "dict[str, dict[str, Any]]":
-        """Input name -> its JSON Schema: declared by the flow file, else from
-        the annotation of the first parameter that takes it and says
-        something (``{}``: any)."""
-        if self._types is None:
-            # (_schema loads with the first compile, not with a flow's definition)
-            from ._schema import MISSING, annotations, item_type, schema_of, typed
-
-            seen: dict[int, dict[str, Any]] = {}
-            types: dict[str, dict[str, Any]] = {}
-            annotated: dict[str, Any] = {}
-            for i, ins in enumerate(self.input_params):
-                for param, name, _ in ins:
-                    if name in types and types[name]:
-                        continue
-                    if name in self.declared:
-                        types[name] = self.declared[name]
-                        if typed(self.declared_types.get(name)):
-                            annotated[name] = self.declared_types[name]
-                        continue
-                    fn = self.fns[i]
-                    hints = seen.get(id(fn))
-                    if hints is None:
-                        hints = seen[id(fn)] = annotations(fn)
-                    ann = hints.get(param, MISSING)
-                    step = self.steps[i]
-                    if step.map == param:  # the input is the items; the parameter, one (or a batch)
-                        item = item_type(ann) if step.batch_size is not None else ann
-                        types[name] = {"type": "array"} if item is MISSING else {
-                            "type": "array", "items": schema_of(item)}
-                        ann = MISSING if item is MISSING else list[item]  # type: ignore[valid-type]
-                    else:
-                        types[name] = {} if ann is MISSING else schema_of(ann)
-                    if typed(ann):
-                        annotated[name] = ann
-            self._annotations = annotated
-            self._types = types
-        return self._types
-
-    def input_classes(self) -> "dict[str, Any]":
-        """Input name -> the annotation that gives it its type in
-        :meth:`input_types` (or the class a flow file declares), for the
-        inputs whose values are turned into a class (``_schema.typed``)."""
-        self.input_types()
-        return self._annotations
-
-    def checked_inputs(self, given: "Mapping[str, Any]", problems: "list[str]") -> "dict[str, Any]":
-        """The flow inputs ``given`` (anything else in it kept as it is), each
-        checked against its declared or annotated type, every problem into
-        ``problems`` (``input 'x': ...``), and turned into the class its
-        annotation names (``_typed``'s converter, compiled once), unless it
-        already is of it (``_edges.fits``: passed as it is), or is a generator
-        or a range given for a list (a map's items: not read ahead)."""
-        from ._edges import fits  # (loaded by compiling the flow)
-        from ._schema import problem  # (loaded by input_types)
-
-        types = self.input_types()
-        classes = self._annotations
-        out = dict(given)
-        for name, value in given.items():
-            ann = classes.get(name)
-            if ann is not None:
-                if fits(ann, value) or getattr(ann, "__origin__", None) is list and _lazy(value):
-                    continue
-                convert = self.input_converter(name)
-                if convert is not None:
-                    try:
-                        out[name] = convert.load(value)
-                    except ValueError:  # (ConvertError) every problem of the value, not only the first
-                        problems.extend(convert.problems(value) or [f"input {name!r}: cannot be read"])
-                    continue
-            schema = types.get(name)
-            if schema:
-                wrong = problem(schema, value)
-                if wrong is not None:
-                    problems.append(f"input {name!r}: {wrong}")
-        return out
-
-    def input_converter(self, name: str) -> "Converter | None":
-        """The converter of input ``name``'s JSON into its class (``None``: plain JSON)."""
-        if name not in self._converters:
-            ann = self.input_classes().get(name)
-            if ann is None:
-                self._converters[name] = None
-            else:
-                from ._typed import converter  # (an input of a class only)
-
-                self._converters[name] = converter(ann, f"input {name!r}")
-        return self._converters[name]
 
     def code(self) -> "dict[str, str] | None":
         """Step name -> :func:`code_digest` of its function's code, for flows of up to
@@ -465,11 +389,6 @@ class _Plan:
                     used[j] = 1
             self._sinks = [i for i, u in enumerate(used) if not u]
         return self._sinks
-
-
-def _lazy(value: "Any") -> bool:
-    """Whether ``value`` is an iterable that is not held whole (a generator, a range)."""
-    return hasattr(value, "__iter__") and not isinstance(value, (list, tuple, dict, str, bytes, set, frozenset))
 
 
 def _dep_names(

@@ -104,8 +104,9 @@ def render_report(
         info: the run's record.
         tasks: its task records (outputs not needed); a step without one is
             shown as pending.
-        graph: ``{"nodes": [names], "deps": [[dependency indices], ...]}``,
-            or ``None`` when it was not recorded (the steps are listed
+        graph: ``{"nodes": [names], "deps": [[dependency indices], ...]}``
+            (and ``"added"``: steps that steps added -> who added each,
+            drawn dashed), or ``None`` when it was not recorded (the steps are listed
             without the drawing).
         logs: ``logs(step, item)``: what that task printed and logged (item
             ``-1`` for a whole step), ``""`` when nothing.
@@ -152,6 +153,7 @@ def _render_report(
     if len(steps) > FULL:
         return _summary(info, steps, items, status, graph, logs, head)
     anchor = {name: "step-" + name.encode("utf-8", "surrogatepass").hex() for name in steps}
+    added: dict[str, str] = {} if graph is None else graph.get("added", {})
     out = [head, "<h2>Graph</h2>"]
     if graph is None:
         out.append('<p class="nograph">The graph was not recorded for this run (large flows '
@@ -162,7 +164,7 @@ def _render_report(
         out.append("</ul>")
     else:
         names = [str(n) for n in graph["nodes"]]
-        out.append(_dag(names, graph["deps"], status, anchor))
+        out.append(_dag(names, graph["deps"], status, anchor, added))
     out.append("<h2>Timeline</h2>")
     earlier: dict[tuple[str, int], list[tuple[int, float, float, str, str]]] = {}
     for step, item, attempt, started, finished, etype, emsg in attempts:
@@ -170,7 +172,7 @@ def _render_report(
     out.append(_timeline(info, steps, items, earlier))
     out.append("<h2>Steps</h2>")
     for name, rec in steps.items():
-        out.append(_section(name, rec, items.get(name, []), status[name], anchor[name], logs))
+        out.append(_section(name, rec, items.get(name, []), status[name], anchor[name], logs, added.get(name)))
     out.append("</body></html>\n")
     return "".join(out).encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -296,7 +298,8 @@ def _span(started: "float | None", finished: "float | None", status: str) -> str
 
 
 def _dag(
-    names: "list[str]", raw: "list[list[int]]", status: "dict[str, str]", anchor: "dict[str, str]"
+    names: "list[str]", raw: "list[list[int]]", status: "dict[str, str]", anchor: "dict[str, str]",
+    added: "dict[str, str]",
 ) -> str:
     _, xs, ys, width, height, routes = layout(len(names), raw)
     out = [f'<div class="scroll"><svg class="dag" xmlns="http://www.w3.org/2000/svg" width="100%" '
@@ -308,11 +311,14 @@ def _dag(
         fill, stroke = COLOURS.get(st, COLOURS["pending"])
         label = name if len(name) <= _LABEL else name[: _LABEL - 1] + "\u2026"
         x, y = xs[v], ys[v]
+        by = added.get(name)  # a step a step added: dashed, and said in its title
+        dashed = "" if by is None else ' stroke-dasharray="5 3"'
         out.append(
             f'<g class="node" data-step="{_esc(name)}" data-status="{_esc(st)}">'
-            f'<a href="#{anchor[name]}"><title>{_esc(name)} ({_esc(st)})</title>'
+            f'<a href="#{anchor[name]}"><title>{_esc(name)} ({_esc(st)})'
+            f'{"" if by is None else ", added by " + _esc(by)}</title>'
             f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="5" fill="{fill}" '
-            f'stroke="{stroke}" stroke-width="1.5"/>'
+            f'stroke="{stroke}" stroke-width="1.5"{dashed}/>'
             f'<text x="{x + 8}" y="{y + half + 4}">{_esc(label)}</text></a></g>'
         )
     out.append("</svg></div>")
@@ -406,10 +412,13 @@ def _section(
     status: str,
     anchor: str,
     logs: "Callable[[str, int], str]",
+    added_by: "str | None" = None,
 ) -> str:
     stroke = COLOURS.get(status, COLOURS["pending"])[1]
     out = [f'<section class="step" id="{anchor}" style="border-left-color:{stroke}">'
            f"<h3>{_esc(name)} {_badge(status)}</h3>"]
+    if added_by is not None:
+        out.append(f'<p class="added">added by step {_esc(added_by)} as the run ran</p>')
     if rec is not None and rec.started is not None:
         duration = _span(rec.started, rec.finished, rec.status)
         out.append(f"<p>attempts {rec.attempts} &middot; started {_esc(_iso(rec.started))} "

@@ -40,9 +40,11 @@ class Task:
         error: the exception that failed the step, or ``None``.
         reason: for a step that raised :class:`~microdag.Skip`, its reason.
         cached: whether its output came from the cache (``cache=True``).
+        added_by: for a step that a step of the run added
+            (``microdag.context().add``), that step's name; else ``None``.
     """
 
-    __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason", "cached")
+    __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason", "cached", "added_by")
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class Task:
         error: "BaseException | None",
         reason: "str | None" = None,
         cached: bool = False,
+        added_by: "str | None" = None,
     ) -> None:
         self.name = name
         self.status = status
@@ -63,6 +66,7 @@ class Task:
         self.error = error
         self.reason = reason
         self.cached = cached
+        self.added_by = added_by
 
     @property
     def duration(self) -> "float | None":
@@ -153,6 +157,7 @@ class Run:
         "_cancelled",
         "_reasons",
         "_cached",
+        "_added",
     )
 
     def __init__(
@@ -176,6 +181,7 @@ class Run:
         cancelled: "frozenset[int]" = frozenset(),
         reasons: "dict[int, str] | None" = None,
         cached: "frozenset[int]" = frozenset(),
+        added: "Mapping[int, str] | None" = None,
     ) -> None:
         self.id = run_id
         self.flow = flow
@@ -196,6 +202,7 @@ class Run:
         self._cancelled = cancelled
         self._reasons = reasons or {}
         self._cached = cached
+        self._added = added or {}
 
     @property
     def duration(self) -> float:
@@ -234,7 +241,7 @@ class Run:
             finished = self._ends[i] + self._offset if self._ends[i] else None
         return Task(
             self._names[i], status, attempts, started, finished, self._errors.get(i), self._reasons.get(i),
-            i in self._cached,
+            i in self._cached, self._added.get(i),
         )
 
     def __getitem__(self, name: str) -> "Any":
@@ -271,13 +278,14 @@ class Run:
     @classmethod
     def from_records(
         cls, info: "RunInfo", records: "list[TaskRecord]", output: "Callable[[str], Any]",
-        kept: "set[str] | None" = None,
+        kept: "set[str] | None" = None, added: "Mapping[str, str] | None" = None,
     ) -> "Run":
         """A run as a store keeps it: ``info``, the records of its steps (map
         items are left out) and ``output(step)``, which reads one step's output
         (called when ``outputs[step]`` is first read); with ``kept``, the
         outputs of those steps only.  Errors come back as
         :class:`~microdag.stores.StoredError`; the first to finish is ``error``.
+        ``added``: the steps that steps added, by name -> the name of the step that added each.
         """
         steps = [r for r in records if r.item < 0]
         names = tuple(r.step for r in steps)
@@ -307,6 +315,7 @@ class Run:
             [r.finished or 0.0 for r in steps],
             errors,
             0.0,
+            added={i: added[name] for i, name in enumerate(names) if name in added} if added else None,
         )
 
 

@@ -113,6 +113,15 @@ cdef void* _alloc(Py_ssize_t count, size_t size) except NULL:
     return p
 
 
+cdef void* _grown(void* p, Py_ssize_t old, Py_ssize_t count, size_t size) except NULL:
+    """``p`` (``old`` items) reallocated to ``count`` items, the new ones zero."""
+    cdef void* q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * size)
+    if q == NULL:
+        raise MemoryError()
+    if count > old:
+        memset(<char*>q + old * size, 0, (count - old) * size)
+    return q
+
 cdef inline int _same_int(PyObject* a, object b) noexcept:
     """1: both exact ints, equal; 2: both exact ints, not equal; 0: don't know.
 
@@ -238,6 +247,13 @@ cdef class Kernel:
     cdef Py_ssize_t _waiting, _seq
     cdef object _clock
     cdef dict _parked_at, _waited
+    # Successors gained by growing (grow): a chain per node (head, tail; -1:
+    # none) through _xnext, to _xdst; merged into the CSR arrays by _compact.
+    cdef int32_t* _xhead
+    cdef int32_t* _xtail
+    cdef int32_t* _xnext
+    cdef int32_t* _xdst
+    cdef Py_ssize_t _xn, _xcap
 
     def __cinit__(self):
         self._n = 0
@@ -318,6 +334,7 @@ cdef class Kernel:
         PyMem_Free(self._work)
         PyMem_Free(self._tmp)
         PyMem_Free(self._out)
+        self._free_extra()
         self._tmp = NULL
         self._out = NULL
         self._ids = None
@@ -326,6 +343,46 @@ cdef class Kernel:
         self._state = self._trigger = NULL
         self._rank = NULL
         self._heap = NULL
+
+    cdef void _free_extra(self) noexcept:
+        PyMem_Free(self._xhead)
+        PyMem_Free(self._xtail)
+        PyMem_Free(self._xnext)
+        PyMem_Free(self._xdst)
+        self._xhead = self._xtail = self._xnext = self._xdst = NULL
+        self._xn = self._xcap = 0
+
+    cdef int _compact(self) except -1:
+        """Merge the successors nodes gained by growing into the CSR arrays."""
+        cdef Py_ssize_t n = self._n, i, e, pos = 0, ne = self._nedges + self._xn
+        cdef int32_t x
+        cdef int32_t* start
+        cdef int32_t* succ
+        if self._xn == 0:
+            return 0
+        start = <int32_t*>_alloc(n + 1, sizeof(int32_t))
+        succ = <int32_t*>PyMem_Malloc((ne if ne > 0 else 1) * sizeof(int32_t))
+        if succ == NULL:
+            PyMem_Free(start)
+            raise MemoryError()
+        start[0] = 0
+        for i in range(n):
+            for e in range(self._start[i], self._start[i + 1]):
+                succ[pos] = self._succ[e]
+                pos += 1
+            x = self._xhead[i]
+            while x >= 0:
+                succ[pos] = self._xdst[x]
+                pos += 1
+                x = self._xnext[x]
+            start[i + 1] = <int32_t>pos
+        PyMem_Free(self._start)
+        PyMem_Free(self._succ)
+        PyMem_Free(self._indeg)
+        self._indeg = NULL
+        self._start, self._succ, self._nedges = start, succ, ne
+        self._free_extra()
+        return 0
 
     def __dealloc__(self):
         self._free()
@@ -340,12 +397,17 @@ cdef class Kernel:
     @property
     def edges(self):
         """Number of edges (duplicates included)."""
-        return self._nedges
+        return self._nedges + self._xn
 
     def successors(self, Py_ssize_t i):
         """The successors of node ``i``, in edge order."""
         _check_id(i, self._n)
-        return [self._succ[e] for e in range(self._start[i], self._start[i + 1])]
+        out = [self._succ[e] for e in range(self._start[i], self._start[i + 1])]
+        cdef int32_t x = -1 if self._xhead == NULL else self._xhead[i]
+        while x >= 0:
+            out.append(self._xdst[x])
+            x = self._xnext[x]
+        return out
 
     def predecessors(self, Py_ssize_t i):
         """The predecessors of node ``i``, in edge order."""
@@ -361,6 +423,7 @@ cdef class Kernel:
         cdef int32_t* pred
         if self._pstart != NULL:
             return 0
+        self._compact()
         pstart = <int32_t*>_alloc(n + 1, sizeof(int32_t))
         pred = <int32_t*>_alloc(self._nedges, sizeof(int32_t))
         fill = <int32_t*>PyMem_Malloc((n if n > 0 else 1) * sizeof(int32_t))
@@ -399,6 +462,7 @@ cdef class Kernel:
         cdef int32_t* pos = NULL
         cdef int32_t* cyc
         cdef bint advanced
+        self._compact()
         out[0] = NULL
         try:
             seen = <uint8_t*>_alloc(n, sizeof(uint8_t))
@@ -469,6 +533,7 @@ cdef class Kernel:
         """Fill ``order`` with Kahn's order (ties by id); return its length."""
         cdef Py_ssize_t n = self._n, i, e, head = 0, tail = 0
         cdef int32_t s, d
+        self._compact()
         cdef int32_t* indeg = <int32_t*>_alloc(n, sizeof(int32_t))
         memset(indeg, 0, n * sizeof(int32_t))
         for e in range(self._nedges):
@@ -579,6 +644,7 @@ cdef class Kernel:
 
     def descendants(self, ids):
         """The given nodes and everything that depends on them, in id order."""
+        self._compact()
         return self._closure(ids, self._start, self._succ)
 
     cdef list _closure(self, ids, const int32_t* start, const int32_t* adj):
@@ -733,6 +799,7 @@ cdef class Kernel:
             IndexError: a subset or done id outside ``0 .. n-1``.
         """
         cdef int pol
+        self._compact()
         if policy == "critical":
             pol = _CRITICAL
         elif policy == "fifo":
@@ -899,6 +966,169 @@ cdef class Kernel:
         self._running += k
         return 0
 
+    def grow(self, m, src=(), dst=(), triggers=None):
+        """Add nodes ``n .. n+m-1`` in the middle of a run, keeping every state
+        and counter (see the Python twin for the rules).
+
+        Returns:
+            the new nodes skipped at once, in id order.
+        """
+        cdef Py_ssize_t mm = m, n = self._n, total, i, j, e, ne, pos
+        cdef int32_t s_, d_
+        if mm < 0 or n + mm > _MAX_NODES:
+            raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n + mm}")
+        srcs = [int(x) for x in src]
+        dsts = [int(x) for x in dst]
+        if len(srcs) != len(dsts):
+            raise ValueError(f"src and dst differ in length ({len(srcs)} != {len(dsts)})")
+        total = n + mm
+        for s, d in zip(srcs, dsts):
+            _check_id(s, total)
+            _check_id(d, total)
+            if d < n:
+                raise ValueError(f"node {d} exists: only new nodes (from {n}) may gain predecessors")
+        trig = None
+        if triggers is not None:
+            trig = list(triggers)
+            if len(trig) != mm:
+                raise ValueError(f"expected {mm} triggers, got {len(trig)}")
+            for t in trig:
+                if type(t) is not int or t not in (_ALL_SUCCESS, _ALL_DONE, _NONE_FAILED):
+                    raise ValueError(f"unknown trigger rule {t!r}")
+        inner = [[] for _ in range(mm)]
+        preds = [[] for _ in range(mm)]
+        indeg = [0] * mm
+        for s, d in zip(srcs, dsts):
+            preds[d - n].append(s)
+            if s >= n:
+                inner[s - n].append(d - n)
+                indeg[d - n] += 1
+        order = [j for j in range(mm) if indeg[j] == 0]
+        pos = 0
+        while pos < len(order):
+            for d in inner[order[pos]]:
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    order.append(d)
+            pos += 1
+        if len(order) < mm:
+            sub = Kernel(mm, [s - n for s, d in zip(srcs, dsts) if s >= n],
+                         [d - n for s, d in zip(srcs, dsts) if s >= n])
+            cycle = sub.find_cycle() or []
+            raise CycleError("nodes are in a cycle", [c + n for c in cycle])
+        # The graph: the successors existing nodes gain kept in chains beside
+        # the CSR arrays (merged by _compact when a query or a new run needs
+        # them whole); the new nodes' predecessors appended.
+        self._preds()
+        cdef Py_ssize_t np = self._pstart[n], add = len(srcs)
+        cdef int32_t xe
+        self._start = <int32_t*>_grown(self._start, n + 1, total + 1, sizeof(int32_t))
+        for i in range(n + 1, total + 1):
+            self._start[i] = self._start[n]
+        self._pstart = <int32_t*>_grown(self._pstart, n + 1, total + 1, sizeof(int32_t))
+        self._pred = <int32_t*>_grown(self._pred, np, np + add, sizeof(int32_t))
+        for j in range(mm):
+            for s in preds[j]:
+                self._pred[np] = <int32_t>s
+                np += 1
+            self._pstart[n + j + 1] = <int32_t>np
+        self._xhead = <int32_t*>_grown(self._xhead, n if self._xhead != NULL else 0, total, sizeof(int32_t))
+        self._xtail = <int32_t*>_grown(self._xtail, n if self._xtail != NULL else 0, total, sizeof(int32_t))
+        if self._xn == 0:
+            memset(self._xhead, 0xFF, total * sizeof(int32_t))  # -1: no chain
+        else:
+            memset(self._xhead + n, 0xFF, mm * sizeof(int32_t))
+        if self._xn + add > self._xcap:
+            self._xcap = max(self._xn + add, 2 * self._xcap, 16)
+            self._xnext = <int32_t*>_grown(self._xnext, self._xn, self._xcap, sizeof(int32_t))
+            self._xdst = <int32_t*>_grown(self._xdst, self._xn, self._xcap, sizeof(int32_t))
+        for s, d in zip(srcs, dsts):
+            xe = <int32_t>self._xn
+            self._xn += 1
+            self._xdst[xe] = <int32_t>d
+            self._xnext[xe] = -1
+            if self._xhead[<Py_ssize_t>s] < 0:
+                self._xhead[<Py_ssize_t>s] = xe
+            else:
+                self._xnext[self._xtail[<Py_ssize_t>s]] = xe
+            self._xtail[<Py_ssize_t>s] = xe
+        PyMem_Free(self._indeg)
+        PyMem_Free(self._tmp)
+        PyMem_Free(self._out)
+        PyMem_Free(self._work)
+        self._indeg = self._work = self._out = NULL
+        self._tmp = NULL
+        if self._ids is not None:
+            self._ids.extend(range(n, total))
+        self._n = total
+        if self._pooled:  # (the new nodes hold nothing in the pools)
+            self._ustart.extend([self._ustart[-1]] * mm)
+            self._apart.extend(bytes(mm))
+            self._held.extend(bytes(mm))
+        self._state = <uint8_t*>_grown(self._state, n, total, sizeof(uint8_t))
+        self._count = <int32_t*>_grown(self._count, n, total, sizeof(int32_t))
+        self._left = <int32_t*>_grown(self._left, n if self._left != NULL else 0, total, sizeof(int32_t))
+        if self._queue != NULL:  # (twice the nodes, as reset() sizes it: a node may be queued again)
+            self._queue = <int32_t*>_grown(self._queue, 2 * n + 2, 2 * total + 2, sizeof(int32_t))
+        if self._heap != NULL:
+            self._heap = <uint64_t*>_grown(self._heap, n + 1, total + 1, sizeof(uint64_t))
+        if self._policy == _FIFO and self._queue == NULL:  # (a kernel that never ran: reset() sizes these)
+            self._queue = <int32_t*>_grown(NULL, 0, 2 * total + 2, sizeof(int32_t))
+        if self._policy == _CRITICAL and self._heap == NULL:
+            self._heap = <uint64_t*>_grown(NULL, 0, total + 1, sizeof(uint64_t))
+        if trig is not None and any(trig) and self._trigger == NULL:
+            self._trigger = <uint8_t*>_grown(NULL, 0, n, sizeof(uint8_t))
+        if self._trigger != NULL:
+            self._trigger = <uint8_t*>_grown(self._trigger, n, total, sizeof(uint8_t))
+            if trig is not None:
+                for j in range(mm):
+                    self._trigger[n + j] = <uint8_t>trig[j]
+        if self._prio != NULL:
+            self._prio = <int32_t*>_grown(self._prio, n, total, sizeof(int32_t))
+        cp = [0] * mm
+        for j in reversed(order):
+            cp[j] = 1 + max([cp[d] for d in inner[j]], default=0)
+        if self._rank != NULL:
+            self._rank = <uint32_t*>_grown(self._rank, n, total, sizeof(uint32_t))
+            for j in range(mm):
+                self._rank[n + j] = <uint32_t>cp[j]
+        self._stale = True  # a new run ranks the whole graph again
+        cdef uint8_t* state = self._state
+        cdef int rule, st
+        self._active += mm
+        skipped = []
+        for j in order:
+            d_ = <int32_t>(n + j)
+            rule = _ALL_SUCCESS if trig is None else trig[j]
+            waits = 0
+            dead = False
+            state[d_] = _PENDING
+            for s in preds[j]:
+                st = state[<Py_ssize_t>s]
+                if st == _PENDING or st == _READY or st == _RUNNING:
+                    waits += 1
+                elif st == _SUCCEEDED or st == _EXCLUDED or rule == _ALL_DONE:
+                    continue
+                elif st == _SKIPPED and rule == _NONE_FAILED:
+                    continue
+                else:
+                    dead = True
+            if dead:
+                state[d_] = _SKIPPED
+                self._finished += 1
+                skipped.append(d_)
+                continue
+            for s in preds[j]:
+                if state[<Py_ssize_t>s] != _EXCLUDED:
+                    self._left[<Py_ssize_t>s] += 1
+            self._count[d_] = <int32_t>waits
+            if waits == 0:
+                if self._policy == _CRITICAL and self._rank == NULL:
+                    self._ranks()
+                self._push(d_)
+        skipped.sort()
+        return skipped
+
     # -- a run -------------------------------------------------------------
 
     @property
@@ -1047,7 +1277,22 @@ cdef class Kernel:
                 became += flag
             self._nstaged += became
         self._ready += became
+        if self._xhead != NULL and self._xhead[i] >= 0:  # successors it gained by growing
+            became += self._done_extra(i)
         return became
+
+    cdef Py_ssize_t _done_extra(self, int32_t i) noexcept:
+        """:meth:`_done`'s part for the successors node ``i`` gained by growing."""
+        cdef Py_ssize_t before = self._ready
+        cdef int32_t d
+        cdef int32_t x = self._xhead[i]
+        while x >= 0:
+            d = self._xdst[x]
+            self._count[d] -= 1
+            if self._count[d] == 0 and self._state[d] == _PENDING:
+                self._push(d)
+            x = self._xnext[x]
+        return self._ready - before
 
     cdef int _done_noting(self, int32_t i, dict objs, dict handed) except -1:
         """``_done(i)`` that also notes in ``handed[d]`` the object ``objs`` holds
@@ -1088,7 +1333,7 @@ cdef class Kernel:
 
     cdef list _finish_bad(self, int32_t i, uint8_t outcome):
         cdef Py_ssize_t head = 0, tail = 0, e
-        cdef int32_t s, d
+        cdef int32_t s, d, x
         cdef uint8_t how, rule
         cdef uint8_t* state = self._state
         cdef int32_t* work
@@ -1106,8 +1351,17 @@ cdef class Kernel:
             s = work[head]
             head += 1
             how = state[s]
-            for e in range(self._start[s], self._start[s + 1]):
-                d = self._succ[e]
+            x = -1 if self._xhead == NULL else self._xhead[s]  # then the successors it gained by growing
+            e = self._start[s]
+            while True:
+                if e < self._start[s + 1]:
+                    d = self._succ[e]
+                    e += 1
+                elif x >= 0:
+                    d = self._xdst[x]
+                    x = self._xnext[x]
+                else:
+                    break
                 if state[d] != _PENDING:
                     continue
                 rule = _ALL_SUCCESS if self._trigger == NULL else self._trigger[d]
@@ -1683,11 +1937,12 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
             or len(kwnames) < k._n or len(argdeps) < k._n or len(consts) < k._n:
         raise ValueError("drive() needs one entry per node in every list")
     k._preds()
-    while k._ready > 0:
+    cdef Py_ssize_t n0 = k._n
+    while k._ready > 0 and k._n == n0:
         if cancel is not None:
             if cancel.is_set():
                 return None
-            if k._ready == 0:  # another thread took it while is_set() ran
+            if k._ready == 0 or k._n != n0:  # another thread took it (or grew the kernel) meanwhile
                 return None
         if k._pooled:
             if k._take_pooled(&i, 1) == 0:  # every ready step waits for room

@@ -145,6 +145,7 @@ class Kernel:
         "_n",
         "_start",
         "_succ",
+        "_extra",
         "_pstart",
         "_pred",
         "_state",
@@ -202,6 +203,9 @@ class Kernel:
         self._n = n
         self._start = start
         self._succ = succ
+        #: Successors gained by growing (:meth:`grow`), node -> list, in the
+        #: order added; merged into the CSR arrays by :meth:`_compact`.
+        self._extra: dict[int, list[int]] | None = None
         self._pstart: list[int] | None = None
         self._pred: list[int] | None = None
         self._state = bytearray([EXCLUDED]) * n
@@ -245,12 +249,15 @@ class Kernel:
     @property
     def edges(self) -> int:
         """Number of edges (duplicates included)."""
-        return len(self._succ)
+        return len(self._succ) + (0 if self._extra is None else sum(map(len, self._extra.values())))
 
     def successors(self, i: int) -> list[int]:
         """The successors of node ``i``, in edge order."""
         _check_id(i, self._n)
-        return self._succ[self._start[i] : self._start[i + 1]]
+        out = self._succ[self._start[i] : self._start[i + 1]]
+        if self._extra is not None and i in self._extra:
+            out.extend(self._extra[i])
+        return out
 
     def predecessors(self, i: int) -> list[int]:
         """The predecessors of node ``i``, in edge order."""
@@ -260,6 +267,7 @@ class Kernel:
 
     def _preds(self) -> tuple[list[int], list[int]]:
         if self._pstart is None or self._pred is None:
+            self._compact()
             n, start, succ = self._n, self._start, self._succ
             pstart = [0] * (n + 1)
             for d in succ:
@@ -276,6 +284,20 @@ class Kernel:
             self._pstart, self._pred = pstart, pred
         return self._pstart, self._pred
 
+    def _compact(self) -> None:
+        """Merge the successors nodes gained by growing into the CSR arrays."""
+        extra = self._extra
+        if extra is None:
+            return
+        start, succ = [0] * (self._n + 1), []
+        old_start, old_succ = self._start, self._succ
+        for i in range(self._n):
+            succ.extend(old_succ[old_start[i] : old_start[i + 1]])
+            if i in extra:
+                succ.extend(extra[i])
+            start[i + 1] = len(succ)
+        self._start, self._succ, self._extra = start, succ, None
+
     def find_cycle(self) -> list[int] | None:
         """One cycle of the graph, or ``None`` when it has none.
 
@@ -289,6 +311,7 @@ class Kernel:
 
     def _find_cycle(self) -> "tuple[list[int], list[int]] | None":
         """The cycle and, per element, the edge (CSR position) that reached it (-1: a root)."""
+        self._compact()
         n, start, succ = self._n, self._start, self._succ
         seen = bytearray(n)
         stacki = [-1] * n
@@ -337,6 +360,7 @@ class Kernel:
         return order
 
     def _kahn(self) -> list[int]:
+        self._compact()
         n, start, succ = self._n, self._start, self._succ
         indeg = [0] * n
         for d in succ:
@@ -356,9 +380,9 @@ class Kernel:
         Sources have level 1.  Meaningful on acyclic graphs: on a graph with a
         cycle, the values on and behind the cycle are unspecified.
         """
+        order = self._kahn()
         start, succ = self._start, self._succ
         level = [0] * self._n
-        order = self._kahn()
         for s in order:
             if level[s] == 0:
                 level[s] = 1
@@ -375,9 +399,10 @@ class Kernel:
         Sinks have 1.  Meaningful on acyclic graphs: on a graph with a cycle,
         the values on and before the cycle are unspecified.
         """
+        order = self._kahn()
         start, succ = self._start, self._succ
         cp = [0] * self._n
-        for s in reversed(self._kahn()):
+        for s in reversed(order):
             best = 0
             for e in range(start[s], start[s + 1]):
                 c = cp[succ[e]]
@@ -393,6 +418,7 @@ class Kernel:
 
     def descendants(self, ids: "Iterable[int]") -> list[int]:
         """The given nodes and everything that depends on them, in id order."""
+        self._compact()
         return self._closure(ids, self._start, self._succ)
 
     def _closure(self, ids: "Iterable[int]", start: list[int], adj: list[int]) -> list[int]:
@@ -494,6 +520,7 @@ class Kernel:
         """
         if policy not in ("critical", "fifo"):
             raise ValueError(f"unknown policy {policy!r}: expected 'critical' or 'fifo'")
+        self._compact()
         n, start, succ = self._n, self._start, self._succ
         if subset is None:
             state = bytearray(n)
@@ -547,6 +574,147 @@ class Kernel:
             rank = self._rank
             assert rank is not None
             heapq.heappush(self._heap, -((rank[i] << 32) | (_ID_MASK - i)))
+
+    def grow(
+        self, m: int, src: "Sequence[int]" = (), dst: "Sequence[int]" = (),
+        triggers: "Sequence[int] | None" = None,
+    ) -> list[int]:
+        """Add nodes ``n .. n+m-1`` to the kernel in the middle of a run (steps
+        that a running step adds), keeping every state and counter.
+
+        Each edge ``src[e] -> dst[e]`` must end at a new node (existing nodes
+        cannot gain predecessors), so a cycle can only run through new nodes.
+        A new node's predecessors decide its start, as :meth:`reset` and the
+        trigger rules would have: one that succeeded (or lies outside the run)
+        is satisfied, one still unfinished is waited for, and one that failed,
+        was skipped or was cancelled follows the new node's trigger rule
+        (``triggers``: one per new node; ``None``: ``ALL_SUCCESS``).  New
+        nodes join the run (``remaining`` counts them), those whose
+        predecessors are satisfied are ready at once, and every predecessor
+        counts them among its consumers (:meth:`release`).  Their scheduling
+        rank is their critical path among the new nodes.
+
+        Costs ``O(m + new edges)`` (amortised): the successors that existing
+        nodes gain are kept beside the graph's arrays, and merged into them
+        (``O(n + edges)``) when a new run or a query needs them whole.
+
+        Returns:
+            the new nodes skipped at once, in id order.
+
+        Raises:
+            ValueError: ``m`` is negative or too large, lengths differ, an edge
+                ends at an existing node, or a trigger is not a rule.
+            IndexError: an edge names a node id outside ``0 .. n+m-1``.
+            CycleError: the new edges make a cycle (``args[1]`` holds its ids);
+                the kernel is left as it was.
+        """
+        m = operator.index(m)
+        n = self._n
+        src = [operator.index(s) for s in src]
+        dst = [operator.index(d) for d in dst]
+        if m < 0 or n + m > _MAX_NODES:
+            raise ValueError(f"a kernel holds 0 to {_MAX_NODES} nodes, not {n + m}")
+        if len(src) != len(dst):
+            raise ValueError(f"src and dst differ in length ({len(src)} != {len(dst)})")
+        total = n + m
+        for s, d in zip(src, dst):
+            _check_id(s, total)
+            _check_id(d, total)
+            if d < n:
+                raise ValueError(f"node {d} exists: only new nodes (from {n}) may gain predecessors")
+        trig = None
+        if triggers is not None:
+            trig = list(triggers)
+            if len(trig) != m:
+                raise ValueError(f"expected {m} triggers, got {len(trig)}")
+            for t in trig:
+                if type(t) is not int or t not in (ALL_SUCCESS, ALL_DONE, NONE_FAILED):
+                    raise ValueError(f"unknown trigger rule {t!r}")
+        # The new nodes' own edges, their order, and their cycle if any.
+        inner: list[list[int]] = [[] for _ in range(m)]  # new node -> its new successors
+        preds: list[list[int]] = [[] for _ in range(m)]  # new node -> every predecessor
+        indeg = [0] * m
+        for s, d in zip(src, dst):
+            preds[d - n].append(s)
+            if s >= n:
+                inner[s - n].append(d - n)
+                indeg[d - n] += 1
+        order = [j for j in range(m) if indeg[j] == 0]
+        for j in order:  # grows while we walk it
+            for d in inner[j]:
+                indeg[d] -= 1
+                if indeg[d] == 0:
+                    order.append(d)
+        if len(order) < m:
+            sub = Kernel(m, [s - n for s, d in zip(src, dst) if s >= n], [d - n for s, d in zip(src, dst) if s >= n])
+            cycle = sub.find_cycle() or []
+            raise CycleError("nodes are in a cycle", [c + n for c in cycle])
+        # The graph: the new nodes' successors kept aside (the CSR arrays are
+        # merged with them when a query or a new run needs them whole), their
+        # predecessors appended to the predecessor arrays.
+        pstart, pred = self._preds()  # (in place: a running drive() holds them)
+        extra = self._extra if self._extra is not None else {}
+        for s, d in zip(src, dst):
+            extra.setdefault(s, []).append(d)
+        self._extra = extra or None
+        self._start.extend([len(self._succ)] * m)
+        for j in range(m):
+            pred.extend(preds[j])
+            pstart.append(len(pred))
+        self._n = total
+        if self._pooled:  # (the new nodes hold nothing in the pools)
+            self._ustart.extend([self._ustart[-1]] * m)
+            self._apart.extend(bytes(m))
+            self._held.extend(bytes(m))
+        if trig is not None and any(trig) and self._trigger is None:
+            self._trigger = bytearray(n)
+        if self._trigger is not None:
+            self._trigger.extend(trig if trig is not None else bytes(m))
+        if self._prio is not None:
+            self._prio.extend([0] * m)
+        cp = [0] * m
+        for j in reversed(order):
+            cp[j] = 1 + max((cp[d] for d in inner[j]), default=0)
+        if self._rank is not None:
+            self._rank.extend(cp)
+        self._stale = True  # a new run ranks the whole graph again
+        # The new nodes' states, in order: their predecessors' fates are known.
+        state, count, left = self._state, self._count, self._left
+        state.extend(bytes([PENDING]) * m)  # (in place: a running drive() holds these)
+        count.extend([0] * m)
+        left.extend([0] * m)
+        self._active += m
+        skipped: list[int] = []
+        for j in order:
+            d = n + j
+            rule = ALL_SUCCESS if trig is None else trig[j]
+            waits = 0
+            dead = False
+            for s in preds[j]:
+                st = state[s]
+                if st in (PENDING, READY, RUNNING):
+                    waits += 1
+                elif st == SUCCEEDED or st == EXCLUDED or rule == ALL_DONE:
+                    continue
+                elif st == SKIPPED and rule == NONE_FAILED:
+                    continue
+                else:
+                    dead = True
+            if dead:
+                state[d] = SKIPPED
+                self._finished += 1
+                skipped.append(d)
+                continue
+            for s in preds[j]:
+                if state[s] != EXCLUDED:
+                    left[s] += 1
+            count[d] = waits
+            if waits == 0:
+                if self._policy == "critical" and self._rank is None:
+                    self._ranks()
+                self._push(d)
+        skipped.sort()
+        return skipped
 
     # -- a run -------------------------------------------------------------
 
@@ -674,6 +842,12 @@ class Kernel:
                 self._push(d)
                 if objs and e in objs:
                     handed[d] = objs[e]  # type: ignore[index]
+        if self._extra is not None and i in self._extra:  # (successors it gained by growing)
+            for d in self._extra[i]:
+                c = count[d] - 1
+                count[d] = c
+                if c == 0 and state[d] == PENDING:
+                    self._push(d)
         return self._ready - before
 
     def fail(self, i: int) -> list[int]:
@@ -705,10 +879,13 @@ class Kernel:
             self._give_back(i)
         skipped: list[int] = []
         work = [i]
+        extra = self._extra
         for s in work:  # grows while we walk it
             how = state[s]
-            for e in range(start[s], start[s + 1]):
-                d = succ[e]
+            after = succ[start[s] : start[s + 1]]
+            if extra is not None and s in extra:  # (successors it gained by growing)
+                after.extend(extra[s])
+            for d in after:
                 if state[d] != PENDING:
                     continue
                 rule = ALL_SUCCESS if trig is None else trig[d]
@@ -1184,24 +1361,29 @@ def drive(
     (the runner records it in its store there); if it returns false, it has
     settled the step itself and the loop goes on without marking it done.
 
+    A step may grow the kernel (:meth:`Kernel.grow`): the loop then returns
+    ``None`` before it takes another step, since the lists it was given
+    have no entries for the new nodes; the caller gives it longer ones.
+
     Returns:
-        ``None`` when no step is ready; ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
+        ``None`` when no step is ready (or the kernel grew); ``(-1, None)`` as above; ``(i, None)`` when step ``i`` was
         taken but ``flags[i] & SLOW`` asks the caller to run it; ``(i, exc)``
         when step ``i`` raised ``exc`` (it is still running in the kernel:
         the caller decides between a retry, ``fail`` and ``skip``).
     """
     pstart, pred = k._preds()
     left = k._left
+    n = k._n
     while True:
         if cancel is not None and cancel.is_set():
             return None
         if lock is not None:
             with lock:
-                if k._ready == 0:
+                if k._ready == 0 or k._n != n:
                     return None
                 got = k._take(1)
         else:
-            if k._ready == 0:
+            if k._ready == 0 or k._n != n:
                 return None
             got = k._take(1)
         if not got:  # (pools: every ready step waits for room)

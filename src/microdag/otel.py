@@ -57,6 +57,7 @@ class Tracing:
     ``microdag.run_id``, ``microdag.executor``, ``microdag.status``), and under
     it ``microdag.step`` per step attempt (``microdag.step``,
     ``microdag.attempt``, ``microdag.item`` for a map's item or batch,
+    ``microdag.step.added_by`` for a step a step of the run added,
     ``microdag.status``, and for a failure ``error.type``, the status
     ``ERROR`` with the error's message, and the exception as an event; a
     success leaves the status unset).  A step's own spans are children of its
@@ -103,7 +104,7 @@ class Tracing:
         )
         self._runs[run_id] = (span, self._trace.set_span_in_context(span), set())
 
-    def _start_attempt(self, att: "Attempt", started: float) -> None:
+    def _start_attempt(self, att: "Attempt", started: float, added_by: "str | None" = None) -> None:
         run = self._runs.get(att.run_id)
         if run is None:
             return
@@ -112,6 +113,8 @@ class Tracing:
             attributes["microdag.item"] = att.item
         if att.waited:
             attributes["microdag.pool.wait_s"] = att.waited
+        if added_by is not None:
+            attributes["microdag.step.added_by"] = added_by
         span = self._tracer.start_span("microdag.step", run[1], attributes=attributes, start_time=_ns(started))
         step = _StepSpan(span)
         run[2].add(step)

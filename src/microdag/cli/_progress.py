@@ -91,6 +91,9 @@ class Progress:
                     self.failed += 1
                 if not self.live and not self.quiet:
                     self._plain(event)
+            elif kind == "step_added":  # a step added a step: one more to do
+                self.total += 1
+                return
             elif kind == "run_finished":
                 if self.live:
                     self._draw()  # the final state, whatever the throttle says

@@ -131,6 +131,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         outputs = {
             n: _decode(store, args.run_id, r, r.output) for n, r in enumerate(records) if r.output is not None
         }
+        added = store.added_by(args.run_id)
     finally:
         store.close()
     duration = None if info.finished is None else info.finished - info.started
@@ -151,6 +152,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
                     **({} if r.key is None else {"key": key_value(r.key)}),
                     "status": r.status,
                     "attempts": r.attempts,
+                    "added_by": added.get(r.step),
                     "started": r.started,
                     "finished": r.finished,
                     "duration": None if r.started is None or r.finished is None else r.finished - r.started,
@@ -184,8 +186,13 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         tally = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0])))
         print(f"  tasks: {sum(counts.values()):,} ({tally}); shown: the first {SHOW_FIRST} and up to "
               f"{SHOW_FAILURES} that failed or were cancelled (--all lists every one)")
+    if added:
+        print(f"  added steps: {len(added):,}, added by "
+              + ", ".join(printable(by) for by in dict.fromkeys(added.values())))
     for n, r in enumerate(records):
         name = printable(r.step if r.item < 0 else f"{r.step}[{item_label(r)}]")
+        if r.step in added:
+            name += f" (added by {printable(added[r.step])})"
         spent = None if r.started is None or r.finished is None else r.finished - r.started
         output = preview(outputs[n], 60) if n in outputs else "-"
         rows.append([name, r.status, str(r.attempts), duration_text(spent), output])

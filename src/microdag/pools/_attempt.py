@@ -11,7 +11,7 @@ the item and the attempt number.
 
 from .._capture import captured_call
 from .._context import Frame, enter, leave
-from .._errors import Skip
+from .._errors import FlowError, Skip
 from .._records import step_traceback
 
 TYPE_CHECKING = False
@@ -41,10 +41,13 @@ class Attempt:
         key: the item's key, for a unit of a map step with ``key=``; else ``None``.
         waited: seconds it waited for room in its pools or a rate's token
             before it started (this process's; a worker's copy says 0.0).
+        add: ``microdag.context().add`` for a pool that runs the attempt in
+            the run's own process (``arun``'s); ``None`` elsewhere, where it
+            is refused (:func:`elsewhere`).  Never pickled.
     """
 
     __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
-                 "capture", "started", "finished", "trace", "key", "waited")
+                 "capture", "started", "finished", "trace", "key", "waited", "add")
 
     def __init__(
         self,
@@ -78,6 +81,7 @@ class Attempt:
         self.trace = trace
         self.key = key
         self.waited = 0.0
+        self.add: "Callable[..., str] | None" = None
 
     def __reduce__(self) -> "Any":
         return (Attempt, (self.step, self.unit, self.item, self.number, self.name, self.timeout,
@@ -166,6 +170,15 @@ def awaited(result: "Any") -> "Any":
     return result
 
 
+def elsewhere(caller: str, name: str, *args: "Any") -> str:
+    """``microdag.context().add`` in a step that runs outside its run's
+    process (a worker process, an executor, Dask, workers, an Argo pod): refused."""
+    raise FlowError(
+        f"step {caller!r} cannot add step {name!r}: context().add() needs the run in the step's own process "
+        "(executor 'inline' or 'threads', or Flow.arun); this step runs where the run cannot grow "
+        "(processes, an executor, Dask, workers or an Argo pod)")
+
+
 def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt | None" = None) -> "Any":
     """Call ``fn(**kwargs)`` as ``attempt`` of its step: what a pool's worker runs.
 
@@ -177,7 +190,7 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
     """
     if attempt is None:
         return awaited(fn(**kwargs))
-    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
+    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir, add=attempt.add or elsewhere)
     frame.current[:] = [0, attempt.item, attempt.number, attempt.key]
     token = enter(frame)
     trace = attempt.trace

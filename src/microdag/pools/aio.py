@@ -39,7 +39,7 @@ __all__ = ["AsyncPool"]
 
 async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt") -> "Any":
     """One attempt of an async step, as a task of the running loop (own context frame)."""
-    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir)
+    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir, add=attempt.add)
     frame.current[:] = [0, attempt.item, attempt.number, attempt.key]
     enter(frame)  # a task runs in a copy of the context: this stays in the task
     if attempt.trace is not None:
@@ -53,6 +53,26 @@ async def _run_coroutine(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", att
         exc.__microdag_logs__ = "".join(buffer)  # type: ignore[attr-defined]
         raise
     return Captured(value, "".join(buffer))
+
+
+def _on_loop(loop: "asyncio.AbstractEventLoop", add: "Callable[..., str]") -> "Callable[..., str]":
+    """``add`` called from a step on a thread: run on ``loop``, where the run's
+    state changes, the thread waiting for its answer."""
+    from concurrent.futures import Future  # (a plain step adding steps on arun only)
+
+    def call(*args: "Any") -> str:
+        answer: "Future[str]" = Future()
+
+        def run() -> None:
+            try:
+                answer.set_result(add(*args))
+            except BaseException as exc:  # raised in the step that asked
+                answer.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return answer.result()
+
+    return call
 
 
 async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
@@ -72,6 +92,10 @@ async def cancel_after(coro: "Any", attempt: "Attempt") -> "Any":
 
 class AsyncPool:
     """Async steps as tasks, other steps on threads (see the module docs)."""
+
+    #: Attempts run in the run's own process: its steps may add steps
+    #: (on the event loop, where the run's state changes; ``_on_loop``).
+    in_process = True
 
     def __init__(self, size: int, threads: int) -> None:
         self._size = size
@@ -99,6 +123,8 @@ class AsyncPool:
         """Give waiting plain steps the threads that are free."""
         while self._queued and len(self._on_threads) < self._threads_max:
             attempt, fn, kwargs = self._queued.pop(0)
+            if attempt.add is not None:
+                attempt.add = _on_loop(asyncio.get_running_loop(), attempt.add)
             if self._threads is None:
                 from concurrent.futures import ThreadPoolExecutor  # (plain steps on arun only)
 

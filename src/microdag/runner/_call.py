@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from .._context import Frame
     from .._plan import _Plan
 
-__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "call_with_timeout", "invoke_timed", "gather", "kill_limit",
+__all__ = ["Caller", "arguments", "batch_error", "bind_inputs", "bind_params", "input_missing", "call_with_timeout", "invoke_timed", "gather", "kill_limit",
            "kwargs", "map_call", "missing_input", "unit_kwargs", "units"]
 
 #: Seconds (at most a tenth of the timeout) a program's kill comes before its step's deadline.
@@ -67,10 +67,19 @@ def bind_inputs(
     the flow inputs it is given), the values of those inputs, and the
     ``(parameter, input)`` pairs of the required inputs not given.  With
     ``defaults``, an input not given is passed its default."""
-    names = list(plan.dep_kwnames[i])
+    return bind_params(plan.dep_kwnames[i], plan.input_params[i], given, defaults)
+
+
+def bind_params(
+    dep_kwnames: "Sequence[str]", input_params: "Sequence[tuple[str, str, Any]]", given: "Mapping[str, Any]",
+    defaults: bool = False,
+) -> "tuple[tuple[str, ...], tuple[Any, ...], list[tuple[str, str]]]":
+    """:func:`bind_inputs` of a step's keyword names ``dep_kwnames`` and
+    ``input_params`` (``(param, input, default)``, as a plan keeps them)."""
+    names = list(dep_kwnames)
     values = []
     missing = []
-    for param, input_name, default in plan.input_params[i]:
+    for param, input_name, default in input_params:
         if input_name in given:
             names.append(param)
             values.append(given[input_name])
@@ -84,8 +93,12 @@ def bind_inputs(
 
 def missing_input(plan: "_Plan", i: int, param: str, input_name: str) -> str:
     """The problem of step ``i``'s required input ``input_name`` not given."""
-    return (f"step {plan.graph.names[i]!r} needs input {input_name!r} (parameter {param!r}), "
-            "which was not given")
+    return input_missing(plan.graph.names[i], param, input_name)
+
+
+def input_missing(step: str, param: str, input_name: str) -> str:
+    """The problem of step ``step``'s required input ``input_name`` not given."""
+    return f"step {step!r} needs input {input_name!r} (parameter {param!r}), which was not given"
 
 
 def kwargs(names: "Sequence[str]", deps: "list[Any]", consts: "Sequence[Any]") -> "dict[str, Any]":

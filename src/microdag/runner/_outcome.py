@@ -62,5 +62,5 @@ def run_result(r: "Runner", inputs: "dict[str, Any]") -> Run:
         r.run_id, r.flow, status, outputs, inputs, r.wall0, finished, error, names,
         r.plan.graph._index,
         states, r.attempts, r.started, r.finished, r.errors, r.offset,
-        frozenset(r.cancelled), r.reasons, frozenset(r.cached),
+        frozenset(r.cancelled), r.reasons, frozenset(r.cached), None if r.growth is None else r.growth.by,
     )

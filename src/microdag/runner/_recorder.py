@@ -52,16 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GRAPH_LIMIT", "PROCESS_CACHE", "STORED", "NullRecorder", "StoreRecorder", "cached"]
 
-
-class _Stored:
-    """The marker of an output a resumed run's store holds."""
-
-    __repr__ = lambda self: "<stored output>"  # noqa: E731
-
-
-#: An output a resumed run's store holds, read when a step needs it (``Runner.value``).
-STORED = _Stored()
-
 #: Flows of at most this many steps have their structure kept with their runs
 #: (for reports); drawing a bigger one would not be read anyway.
 GRAPH_LIMIT = 10_000
@@ -89,11 +79,27 @@ def cached(store: "Store", key: str, ttl: "float | None", typed: "Converter | No
     return False, None
 
 
+
+class _Stored:
+    """The marker of an output a resumed run's store holds."""
+
+    __repr__ = lambda self: "<stored output>"  # noqa: E731
+
+
+#: An output the run's store holds (a resumed run's, or one an added step
+#: needs after the run let it go), read when a step needs it.
+STORED = _Stored()
+
 class NullRecorder:
     """A run without a store: nothing is kept (see the module docs)."""
 
     durable = False
+    in_memory = True
     run_dir: "str | None" = None
+    names: "Sequence[str]" = ()
+
+    def step_added(self, recipe: "dict[str, Any]") -> None:
+        return None
 
     def start(self, offset: float) -> None:
         return None
@@ -163,10 +169,31 @@ class StoreRecorder:
         #: since; whether it was refused before it did (then it writes nothing).
         self.previous: "RunInfo | None" = None
         self.wrote = self.refused = False
+        self.added = 0  # steps recorded as added by steps
 
     def start(self, offset: float) -> None:
         """The run's clock starts: a reading plus ``offset`` is a wall time."""
         self.offset = offset
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the store lives in this process only (it may keep added steps' functions as objects)."""
+        return self.store.in_memory
+
+    def step_added(self, recipe: "dict[str, Any]") -> None:
+        """Record a step a step added: how a resume makes it again (``_grow.recipe``)."""
+        self.wrote = True
+        try:
+            self.store.save_added(self.run_id, self.added, recipe)
+        except StoreError as exc:
+            self._refused(exc, recipe["step"], -1)
+        self.added += 1
+
+    def added_steps(self) -> "list[dict[str, Any]]":
+        """The steps the run's steps added, as recorded, in order (a resume)."""
+        recipes = self.store.added_steps(self.run_id)
+        self.added = len(recipes)
+        return recipes
 
     def _refused(self, exc: StoreError, step: str, item: int) -> None:
         """A write failed: the first failure is kept and passes on (it stops the

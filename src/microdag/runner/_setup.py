@@ -28,6 +28,7 @@ from ._call import bind_inputs, missing_input
 from ._limits import problems as limit_problems
 from ._options import RunOptions
 from ._recorder import NullRecorder, StoreRecorder
+from ._resumed import take_over
 from ._state import Runner
 
 TYPE_CHECKING = False
@@ -236,6 +237,9 @@ def check(
     if resumed_info is not None and executor != "workers" and not options.force and store.shared(run_id):
         problems.append(f"run {run_id} is shared with workers (on the store's work queue): resume it with "
                         "executor='workers', or cancel it first")
+    if resumed_info is not None and executor == "workers" and store.added_steps(run_id):
+        problems.append(f"run {run_id} has steps that its steps added as it ran, which workers do not run: "
+                        "resume it with executor 'inline', 'threads' or another pool")
     if resumed_info is not None and not options.force and not plan.made(resumed_info.fingerprint):
         problems.append(
             f"run {run_id} was made by another version of flow {flow!r} (its steps, "
@@ -273,7 +277,7 @@ def open_run(
         runner = Runner(
             plan, kernel, run_id, flow, recorder=recorder, subset=subset, on_failure=options.on_failure,
             hooks=checked.hooks, keep=checked.keep, cancel=options.cancel, bound=checked.bound, owned=owned,
-            halt=lambda: _halt(run_id), pools=options.pools, rates=options.rates,
+            halt=lambda: _halt(run_id), pools=options.pools, rates=options.rates, given=given,
         )
         done = None
         effective = effective_inputs(plan, subset, given)
@@ -312,6 +316,12 @@ def _open_record(
         FlowError: the inputs given cannot be stored, or (resuming, without
             ``force``) the code of a step the run finished has changed since.
     """
+    if resumed is not None:
+        added = recorder.added_steps()
+        if added:  # the steps its steps added, made again first
+            from ._grow import recreate  # (only runs whose steps added steps)
+
+            recreate(runner, added)
     plan = runner.plan
     active = None if runner.subset is None else set(runner.subset)
     if resumed is not None:
@@ -327,7 +337,7 @@ def _open_record(
                 "force=True to use them anyway, or run the flow anew"
             )
         recorder.reopen()
-        runner.resume_from(*steps, items, numbered)
+        take_over(runner, *steps, items, numbered)
         _tell_kept_inputs(runner, resumed.inputs, given, steps[0])
         return steps[0] or None
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep

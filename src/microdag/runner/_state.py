@@ -42,7 +42,8 @@ plan's own kernel) and ``halt``.  What a loop has to say comes in through
 verbs: :meth:`Runner.share` (several threads call in),
 :meth:`Runner.on_cluster` (outputs stay on a Dask cluster),
 :meth:`Runner.interrupted` (Ctrl-C, a cancelled task), :meth:`Runner.stop`;
-a resumed run's through :meth:`Runner.resume_from`.  It does no I/O: the
+a resumed run's records through ``_resumed.take_over``, before it starts.
+It does no I/O: the
 recorder keeps what the store must, and ``halt`` (given by ``_setup``) kills
 the programs of the run's command steps when it is cancelled or interrupted.
 
@@ -70,22 +71,22 @@ from .._records import run_status
 from ..pools._attempt import Attempt
 from ._call import Caller, kwargs
 from ._limits import Limits
-from ._recorder import STORED
 from ._maps import Maps
+from ._recorder import STORED
 from ._tracing import Tracers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
     from .._plan import _Plan
     from .._types import RunStatus
+    from ._grow import Growth
     from ._recorder import NullRecorder, StoreRecorder
 
 __all__ = ["Runner"]
 
-_SLOW = sched.SLOW
 _KEEP = sched.KEEP
 _RUNNING = sched.RUNNING
 
@@ -125,6 +126,7 @@ class Runner:
         halt: "Callable[[], object] | None" = None,
         pools: "Mapping[str, int] | None" = None,
         rates: "Mapping[str, str] | None" = None,
+        given: "Mapping[str, Any] | None" = None,
     ) -> None:
         n = len(plan.steps)
         self.plan = plan
@@ -181,6 +183,11 @@ class Runner:
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
         self.limits = Limits.of(plan, kernel, pools, rates, self.clock)  # (None: none)
+        # Steps that add steps (``_grow``): inputs given, frames, adds so far, what the first made.
+        self.given: Mapping[str, Any] = {} if given is None else given
+        self.frames: list[Frame] = []
+        self.grown = 0
+        self.growth: Growth | None = None
 
     # -- how the run is run --------------------------------------------------------
 
@@ -219,7 +226,16 @@ class Runner:
 
     def frame(self) -> Frame:
         """A fresh context frame for a thread (or task) that runs steps."""
-        return Frame(self.run_id, self.flow, self.names, self.attempts, self.run_dir, self.cancel)
+        frame = Frame(self.run_id, self.flow, self.names, self.attempts, self.run_dir, self.cancel, self.add_step)
+        self.frames.append(frame)
+        return frame
+
+    def add_step(self, caller: str, name: str, fn: "Callable[..., Any]", depends_on: "Iterable[str]",
+                 inputs: "Mapping[str, str] | None", options: "dict[str, Any]") -> str:
+        """Step ``caller`` adds step ``name`` *(locks)*: ``context().add``, in ``_grow``; FlowError if refused."""
+        from ._grow import add  # (only runs whose steps add steps)
+
+        return add(self, caller, name, fn, depends_on, inputs, options)
 
     def drive_args(self) -> "tuple[Any, ...]":
         """The first arguments of the kernel's hot loop, ``drive()``."""
@@ -553,50 +569,16 @@ class Runner:
             "to wait for (an internal error)"
         )
 
-    # -- resuming ---------------------------------------------------------------------
-
-    def resume_from(
-        self, ids: "list[int]", attempts: "Sequence[int]", started: "Sequence[float | None]",
-        finished: "Sequence[float | None]", items: "dict[int, dict[int, int]] | None" = None,
-        numbered: "dict[int, tuple[dict[str, int], int]] | None" = None,
-    ) -> None:
-        """Take over the steps ``ids`` a resumed run records as succeeded
-        (with their attempts, starts and finishes): their attempts and times
-        now, their outputs when a step needs them (:meth:`value`); ``items``:
-        map step id -> {item index: attempts} of the units it records as succeeded;
-        ``numbered``: map step id -> ({key text: item index}, the largest index)
-        of its item records (a keyed map's items are found by key)."""
-        if items:
-            self.maps.resumed = items
-        if numbered:
-            self.maps.numbered = numbered
-        offset, wall0 = self.offset, self.wall0
-        tries, starts, ends, outputs = self.attempts, self.started, self.finished, self.outputs
-        for i, a, start, end in zip(ids, attempts, started, finished):
-            tries[i] = a
-            starts[i] = (start or wall0) - offset
-            ends[i] = (end or wall0) - offset
-            outputs[i] = STORED
-        if ids:  # steps reading a stored output take the careful path, which reads it
-            done = bytearray(self.n)
-            for i in ids:
-                done[i] = 1
-            flags = bytearray(self.flags)
-            argdeps = self.plan.argdeps
-            for i in range(self.n):
-                if not done[i] and not flags[i] & _SLOW and any(done[d] for d in argdeps[i]):
-                    flags[i] |= _SLOW
-            self.flags = bytes(flags)
-
     # -- the end ----------------------------------------------------------------------
 
     def close(self) -> None:
         """Drop what the run no longer needs once its result is made: the
-        references back to this object (the maps', the threads' wake-up),
+        references back to this object (the maps', the threads' wake-up, the frames'),
         so that a run's outputs and map units are freed when it returns,
         not when the cycle collector next runs."""
         self.maps.r = None  # type: ignore[assignment]
         self.wake = _nothing
+        self.frames = []  # (each holds add_step, bound to this object)
         self.outputs = []  # (a failed step's traceback may keep this object alive)
 
     def status(self) -> "RunStatus":

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         """What the runner calls on a tracer (times are wall-clock seconds)."""
 
         def _start_run(self, run_id: str, flow: str, executor: str, started: float) -> None: ...
-        def _start_attempt(self, att: Attempt, started: float) -> None: ...
+        def _start_attempt(self, att: Attempt, started: float, added_by: str | None = None) -> None: ...
         def _end_attempt(self, att: Attempt, status: str, error: BaseException | None, finished: float) -> None: ...
         def _end_run(self, run_id: str, status: str, error: BaseException | None, finished: float) -> None: ...
 
@@ -41,13 +41,15 @@ __all__ = ["Tracers"]
 class Tracers:
     """The tracers among a run's hooks, and the run's clock offset (see the module docs)."""
 
-    __slots__ = ("tracers", "run_id", "offset", "clock")
+    __slots__ = ("tracers", "run_id", "offset", "clock", "added")
 
     def __init__(self, tracers: "tuple[Tracer, ...]", run_id: str, offset: float, clock: "Callable[[], float]") -> None:
         self.tracers = tracers
         self.run_id = run_id
         self.offset = offset  # a clock reading + offset = wall time
         self.clock = clock
+        #: Steps that steps added: step id -> the name of the step that added it.
+        self.added: dict[int, str] = {}
 
     @classmethod
     def among(cls, hooks: "Iterable[Any]", run_id: str, offset: float,
@@ -71,9 +73,13 @@ class Tracers:
 
     def started(self, att: "Attempt") -> None:
         """``att`` starts now (it carries the first tracer's span into the call)."""
+        by = self.added.get(att.step)
         for t in self.tracers:
             try:
-                t._start_attempt(att, att.started + self.offset)
+                if by is None:
+                    t._start_attempt(att, att.started + self.offset)
+                else:
+                    t._start_attempt(att, att.started + self.offset, added_by=by)
             except Exception as exc:
                 raised(f"tracer {t!r}", exc, self.run_id, t, f"as step {att.name!r} started")
 

@@ -93,10 +93,13 @@ def _loop(runner: "Runner", pool: "Pool | AwaitPool") -> "Generator[float | None
 
 def _fill(runner: "Runner", pool: "Pool | AwaitPool") -> None:
     """Start attempts while ``pool`` has a free slot and there is work."""
+    here = getattr(pool, "in_process", False)  # (its steps may add steps)
     while pool.free() > 0:
         att = runner.next_attempt()
         if att is None:
             return
+        if here:
+            att.add = runner.add_step
         fn, kwargs = runner.call_args(att)
         try:
             pool.submit(att, fn, kwargs)

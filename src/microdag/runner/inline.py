@@ -36,10 +36,15 @@ def run_inline(runner: "Runner") -> None:
     if runner.capture:
         routed = _capture.route(frame.current)
         on_done = runner.record_done
-    args = runner.drive_args() + (None, None, frame.current, runner.cancel, on_done)
+    tail = (None, None, frame.current, runner.cancel, on_done)
+    args = runner.drive_args() + tail
     k = runner.k
+    grown = runner.grown
     try:
         while True:
+            if runner.grown != grown:  # a step added steps: the lists grew
+                grown = runner.grown
+                args = runner.drive_args() + tail
             r = drive(*args)
             if r is not None:
                 i, exc = r
@@ -52,6 +57,8 @@ def run_inline(runner: "Runner") -> None:
                     local.run_maps()
                 continue
             frame.current[0] = -1
+            if runner.grown != grown:
+                continue
             if runner.check_cancel() and k.running == 0:
                 return
             if k.remaining == 0:

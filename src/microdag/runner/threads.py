@@ -128,7 +128,9 @@ def _loop(crew: _Crew, current: "list[object]") -> None:
     local = crew.local
     maps = runner.maps
     on_done = runner.record_done if runner.capture else None
-    args = runner.drive_args() + (runner.lock, crew.idle, current, runner.cancel, on_done)
+    tail = (runner.lock, crew.idle, current, runner.cancel, on_done)
+    args = runner.drive_args() + tail
+    grown = runner.grown
     drive = sched.drive
     k = runner.k
     cond = crew.cond
@@ -137,7 +139,15 @@ def _loop(crew: _Crew, current: "list[object]") -> None:
     while True:
         if maps.running:  # help with the units of running maps first
             local.run_maps()
-        r = drive(*args)
+        if runner.grown != grown:  # a step added steps: the lists grew
+            grown = runner.grown
+            args = runner.drive_args() + tail
+        try:
+            r = drive(*args)
+        except ValueError:  # another worker grew the run between the look above and the call
+            if runner.grown == grown:
+                raise
+            continue
         if r is not None:
             i, exc = r
             current[0] = -1
@@ -149,6 +159,8 @@ def _loop(crew: _Crew, current: "list[object]") -> None:
                 runner.hot_failed(i, exc)
             continue
         current[0] = -1
+        if runner.grown != grown:
+            continue
         runner.check_cancel()
         att = None
         with cond:

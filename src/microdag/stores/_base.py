@@ -31,7 +31,7 @@ from .._errors import StoreError
 from .._records import RunInfo, StoredError, TaskRecord
 from ._read import (
     load_run as read_load_run, logged as read_logged, logs as read_logs, output as read_output,
-    outputs as read_outputs, report as read_report, succeeded as read_succeeded,
+    outputs as read_outputs, report as read_report, run_graph as read_run_graph, succeeded as read_succeeded,
     succeeded_columns as read_succeeded_columns, task_summary as read_task_summary,
 )
 from ._codec import CODECS, decode, encode
@@ -195,6 +195,19 @@ class Writer:
         durable with the next commit, as :meth:`save` is."""
         raise NotImplementedError
 
+    #: Whether the store lives in this process only (a run's added steps may
+    #: keep functions that have no importable name).
+    in_memory = False
+
+    def save_added(self, run_id: str, n: int, recipe: "dict[str, Any]") -> None:
+        """Keep the ``n``-th step that run ``run_id``'s steps added (``recipe``:
+        JSON-able, how a resume makes it again), before the records of the
+        step that added it; durable with the next commit.  Kept once per key
+        beside the flows' structures (:meth:`save_graph`), in every store."""
+        import json  # (only for steps that add steps)
+
+        self.save_graph(_added_key(run_id, n), json.dumps(recipe))
+
     def cache_get(self, key: str) -> "tuple[bytes, float] | None":
         """The cached encoded output under ``key`` and when it was made, or ``None``."""
         raise NotImplementedError
@@ -307,6 +320,19 @@ class Store(Writer):
         """The structure kept by :meth:`save_graph`, or ``None``."""
         raise NotImplementedError
 
+    def added_steps(self, run_id: str) -> "list[dict[str, Any]]":
+        """The steps run ``run_id``'s steps added (:meth:`save_added`), in order."""
+        out: list[dict[str, Any]] = []
+        while True:
+            recipe = self.graph(_added_key(run_id, len(out)))
+            if recipe is None:
+                return out
+            out.append(recipe)
+
+    def added_by(self, run_id: str) -> "dict[str, str]":
+        """The steps run ``run_id``'s steps added: name -> the name of the step that added it."""
+        return {recipe["step"]: recipe["by"] for recipe in self.added_steps(run_id)}
+
     def owner(self, run_id: str) -> "str | None":
         """Who holds run ``run_id`` now: ``"host:pid#nonce"`` of the process
         running or resuming it, or ``None`` (read only: by the time the answer
@@ -383,6 +409,10 @@ class Store(Writer):
         """
         return read_report(self, run_id)
 
+    def run_graph(self, info: RunInfo) -> "dict[str, Any] | None":
+        """The run's graph, its added steps with it (``_read.run_graph``), or ``None``."""
+        return read_run_graph(self, info)
+
     def output(self, run_id: str, step: str, item: int = -1, typed: "Converter | None" = None) -> "Any":
         """The decoded output of a task (``typed``: the converter of the step's
         annotation, which the flow knows: ``_typed``).
@@ -421,3 +451,8 @@ class Store(Writer):
             StoreError: no such run.
         """
         return read_load_run(self, run_id)
+
+
+def _added_key(run_id: str, n: int) -> str:
+    """Where the ``n``-th added step of run ``run_id`` is kept, among the flows' structures."""
+    return f"added-{run_id}-{n}"

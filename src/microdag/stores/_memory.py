@@ -35,6 +35,8 @@ class MemoryStore(Store):
             check what one would keep.
     """
 
+    in_memory = True
+
     def __init__(self, codec: "str | None" = None) -> None:
         super().__init__(codec)
         #: Outputs kept as they are (``codec=None``): token -> value.

@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Any
 
+    from .._records import RunInfo, TaskRecord
     from .._typed import Converter
-
-    from .._records import TaskRecord
     from .._result import Run
     from ._base import Store, Successes
 
 __all__ = [
-    "load_run", "logged", "logs", "output", "outputs", "report", "succeeded", "succeeded_columns", "task_summary",
+    "load_run", "logged", "logs", "output", "outputs", "report", "run_graph", "succeeded", "succeeded_columns",
+    "task_summary",
 ]
 
 
@@ -77,11 +77,30 @@ def report(store: "Store", run_id: str) -> str:
 
     info = store.run_info(run_id)
     tasks = store.tasks(run_id, outputs=False)
-    graph = store.graph(info.fingerprint)
+    graph = run_graph(store, info)
     return render_report(
         info, tasks, graph, lambda step, item: logs(store, run_id, step, None if item < 0 else item),
         store.attempts(run_id),
     )
+
+
+def run_graph(store: "Store", info: "RunInfo") -> "dict[str, Any] | None":
+    """The graph of run ``info`` as reports and the UI draw it: the flow's
+    (``Store.graph``: ``{"nodes": [names], "deps": [[indices], ...]}``) with
+    the steps its steps added after its nodes, and ``"added"``: each added
+    step's name -> the name of the step that added it; ``None`` when the
+    store has no graph for the flow (large flows skip it)."""
+    graph = store.graph(info.fingerprint) if info.fingerprint else None
+    recipes = store.added_steps(info.id) if graph is not None else []
+    if graph is None or not recipes:
+        return graph
+    nodes, deps = list(graph["nodes"]), [list(d) for d in graph["deps"]]
+    index = {name: i for i, name in enumerate(nodes)}
+    for recipe in recipes:
+        index[recipe["step"]] = len(nodes)
+        nodes.append(recipe["step"])
+        deps.append([index[d] for d in recipe.get("after", ()) if d in index])
+    return {"nodes": nodes, "deps": deps, "added": {r["step"]: r["by"] for r in recipes}}
 
 
 def output(store: "Store", run_id: str, step: str, item: int = -1, typed: "Converter | None" = None) -> "Any":
@@ -138,4 +157,5 @@ def load_run(store: "Store", run_id: str) -> "Run":
     from .._result import Run  # (load_run only: the reading commands need no Run)
 
     info = store.run_info(run_id)
-    return Run.from_records(info, store.tasks(run_id), lambda step: store.output(run_id, step))
+    return Run.from_records(info, store.tasks(run_id), lambda step: store.output(run_id, step),
+                            added=store.added_by(run_id))

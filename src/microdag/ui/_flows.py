@@ -22,7 +22,7 @@ import re
 import tomllib
 
 from .._errors import CycleError, FlowError
-from .._flowfile import DECLARATION
+from .._flowrules import DECLARATION
 from .._plan import NO_DEFAULT
 from .._schema import describe
 from .._spec import check_text, load_flow

@@ -60,8 +60,11 @@ def list_runs(store: "Store", flow: "str | None", status: "str | None", limit: i
     }
 
 
-def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]]") -> "dict[str, Any]":
-    """One task for the page: its record, a preview of its output, whether it logged."""
+def task_json(
+    store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]]", added: "dict[str, str] | None" = None,
+) -> "dict[str, Any]":
+    """One task for the page: its record, a preview of its output, whether it
+    logged, and for a step a step added (``added``: name -> who), who added it."""
     output: str | None = None
     truncated = False
     if record.output is not None:
@@ -86,6 +89,7 @@ def task_json(store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]
         "item_label": None if record.item < 0 else item_label(record),
         "status": record.status,
         "attempts": record.attempts,
+        "added_by": None if added is None else added.get(record.step),
         "started": record.started,
         "finished": record.finished,
         "duration": took,
@@ -104,9 +108,10 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
     info = store.run_info(run_id)
     records = task_order(store.tasks(run_id))
     logged = logged_tasks(store, run_id, records)
+    added = store.added_by(run_id)
     return {
         "run": run_json(info),
-        "tasks": [task_json(store, r, logged) for r in records],
+        "tasks": [task_json(store, r, logged, added) for r in records],
         "attempts": [
             {"step": s, "item": None if i < 0 else i, "attempt": a, "started": b, "finished": e,
              "error_type": et, "error_message": em}
@@ -119,10 +124,10 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
 def run_graph(store: "Store", info: "RunInfo", records: "list[TaskRecord]") -> "dict[str, Any] | None":
     """The run's graph as the page draws it, with each step's status; ``None``
     when the store has none (large flows skip it)."""
-    graph = store.graph(info.fingerprint) if info.fingerprint else None
+    graph = store.run_graph(info)
     if graph is None:
         return None
-    return graph_json([str(n) for n in graph["nodes"]], graph["deps"], statuses(records))
+    return graph_json([str(n) for n in graph["nodes"]], graph["deps"], statuses(records), graph.get("added"))
 
 
 def logged_tasks(store: "Store", run_id: str, records: "list[TaskRecord]") -> "set[tuple[str, int]]":
@@ -143,15 +148,20 @@ def statuses(records: "list[TaskRecord]") -> "dict[str, str]":
     return {step: step_status(own.get(step), items.get(step, ())) for step in {**own, **items}}
 
 
-def graph_json(names: "list[str]", deps: "list[list[int]]", status: "dict[str, str]") -> "dict[str, Any]":
+def graph_json(
+    names: "list[str]", deps: "list[list[int]]", status: "dict[str, str]", added: "dict[str, str] | None" = None,
+) -> "dict[str, Any]":
     """The graph as the page draws it: positions for up to :data:`FULL_GRAPH`
-    nodes, else layers with counts per status and a few names each."""
+    nodes, else layers with counts per status and a few names each; a step
+    that a step added carries ``added_by`` (``added``: name -> who)."""
+    added = added or {}
     if len(names) <= FULL_GRAPH:
         clean, xs, ys, width, height, routes = layout(len(names), deps)
         return {
             "mode": "full", "width": width, "height": height, "node_w": NODE_W, "node_h": NODE_H,
             "nodes": [
-                {"name": name, "x": xs[v], "y": ys[v], "status": status.get(name, "pending")}
+                {"name": name, "x": xs[v], "y": ys[v], "status": status.get(name, "pending"),
+                 **({"added_by": added[name]} if name in added else {})}
                 for v, name in enumerate(names)
             ],
             "edges": [[d, v] for v, ds in enumerate(clean) for d in ds],
@@ -192,7 +202,8 @@ def changes(
         wanted = set(fresh)
         records = [r for r in store.tasks(run_id) if (r.step, r.item) in wanted]
         logged = logged_tasks(store, run_id, records)
-        changed = [task_json(store, r, logged) for r in records]
+        added = store.added_by(run_id)
+        changed = [task_json(store, r, logged, added) for r in records]
     return run_json(info), changed, run_graph(store, info, everything) if graph else None
 
 

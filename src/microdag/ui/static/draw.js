@@ -63,7 +63,8 @@ export function paintNode(g, status) {
   const rect = g.querySelector('rect');
   rect.setAttribute('fill', fill);
   rect.setAttribute('stroke', stroke);
-  g.querySelector('title').textContent = `${g.getAttribute('data-step')} (${status})`;
+  const by = g.getAttribute('data-added-by');
+  g.querySelector('title').textContent = `${g.getAttribute('data-step')} (${status})` + (by ? `, added by ${by}` : '');
 }
 
 /** A "full" graph as svg.dag; returns it with a Map step -> g.node for live recolouring. */
@@ -81,8 +82,9 @@ export function drawDag(graph) {
       d: route && route.length >= 2 ? routePath(route) : edgePath(from.x + w, from.y + h / 2, to.x, to.y + h / 2)}));
   });
   for (const n of graph.nodes) {
-    const g = svgEl('g', {class: 'node', 'data-step': n.name, tabindex: 0,
+    const g = svgEl('g', {class: n.added_by ? 'node added' : 'node', 'data-step': n.name, tabindex: 0,
       transform: `translate(${n.x} ${n.y})`});
+    if (n.added_by) g.setAttribute('data-added-by', n.added_by); // a step a step added: dashed
     nodeShape(g, n.name, w, h);
     paintNode(g, n.status || 'pending');
     nodes.set(n.name, g);

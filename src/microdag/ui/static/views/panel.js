@@ -28,6 +28,7 @@ export function renderPanel(ctx, step, task, tasks) {
     panel.append(el('dl', {class: 'meta'},
       el('dt', null, 'Status'), el('dd', null, badge(task.status)),
       el('dt', null, 'Attempts'), el('dd', null, String(task.attempts ?? '-')),
+      ...(task.added_by ? [el('dt', null, 'Added by'), el('dd', null, task.added_by)] : []),
       el('dt', null, 'Started'), el('dd', null, fmtTime(task.started)),
       el('dt', null, 'Duration'), el('dd', null, shownDuration(task))));
     if (task.error) {

@@ -240,7 +240,7 @@ export function viewRun(view, id) {
   function taskRow(t) {
     const err = t.error ? [t.error.type, t.error.message].filter(Boolean).join(': ') : '';
     return el('tr', {class: 'task', 'data-step': t.step, 'data-item': t.item ?? '', 'data-status': t.status, tabindex: 0},
-      el('td', null, t.step),
+      el('td', null, t.step, t.added_by ? el('span', {class: 'added-by'}, ` added by ${t.added_by}`) : false),
       el('td', {class: 'num'}, t.item_label ?? t.item ?? ''),
       el('td', null, badge(t.status)),
       el('td', {class: 'num'}, t.attempts ?? ''),

@@ -1,0 +1,591 @@
+"""Steps that add steps: ``microdag.context().add`` in a running step.
+
+The kernel's growth (``Kernel.grow``) on both twins, with every state and
+counter kept; then the runner: added steps on every in-process backend,
+with retries, maps, caches and stores, refusals at the call, resume after a
+failure and after ``kill -9``; and the out-of-process backends' refusal.
+
+Step functions used by child processes live in ``addsteps.py`` (importable).
+"""
+
+from __future__ import annotations
+
+import random
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import microdag._sched_py
+from microdag import CycleError
+
+
+# -- the kernel: grow ----------------------------------------------------------
+
+
+def make(twin: ModuleType, n: int, edges: list[tuple[int, int]] = ()) -> Any:  # type: ignore[assignment]
+    return twin.Kernel(n, [s for s, _ in edges], [d for _, d in edges])
+
+
+def test_grow_mid_run_waits_for_unfinished_and_starts_on_finished(twin: ModuleType) -> None:
+    k = make(twin, 3, [(0, 1), (1, 2)])
+    k.reset()
+    assert k.take() == [0]
+    k.done(0)
+    assert k.take() == [1]
+    # 3 after 0 (succeeded): ready at once; 4 after 1 (running) and 3
+    assert k.grow(2, [0, 1, 3], [3, 4, 4]) == []
+    assert k.n == 5 and k.edges == 5
+    assert k.remaining == 4 and k.ready == 1 and k.running == 1
+    assert k.successors(0) == [1, 3] and k.successors(1) == [2, 4]
+    assert k.predecessors(4) == [1, 3]
+    assert k.take() == [3]
+    k.done(3)
+    assert k.ready == 0
+    k.done(1)
+    assert sorted(k.take()) == [2, 4]
+    k.done(2)
+    k.done(4)
+    assert k.remaining == 0 and k.states() == bytes([twin.SUCCEEDED] * 5)
+
+
+def test_grow_keeps_consumers_counted(twin: ModuleType) -> None:
+    """A succeeded node gains a consumer: its output is needed until that one finishes."""
+    k = make(twin, 2, [(0, 1)])
+    k.reset()
+    k.take()
+    k.done(0)
+    k.take()
+    k.grow(1, [0], [2])
+    assert k.release(1) == []  # 0 is still needed by 2
+    k.done(1)
+    assert k.take() == [2]
+    k.done(2)
+    assert k.release(2) == [0]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "rule", "skipped"),
+    [
+        ("fail", "ALL_SUCCESS", True),
+        ("fail", "NONE_FAILED", True),
+        ("fail", "ALL_DONE", False),
+        ("skip", "ALL_SUCCESS", True),
+        ("skip", "NONE_FAILED", False),
+        ("skip", "ALL_DONE", False),
+    ],
+)
+def test_grow_after_a_bad_end_follows_the_trigger_rule(twin: ModuleType, outcome: str, rule: str, skipped: bool) -> None:
+    k = make(twin, 1)
+    k.reset()
+    k.take()
+    getattr(k, outcome)(0)
+    # 1 after 0 with the rule; 2 after 1 (ALL_SUCCESS): skipped with it
+    out = k.grow(2, [0, 1], [1, 2], triggers=[getattr(twin, rule), twin.ALL_SUCCESS])
+    if skipped:
+        assert out == [1, 2] and k.remaining == 0
+        assert k.state(1) == k.state(2) == twin.SKIPPED
+    else:
+        assert out == [] and k.take() == [1]
+
+
+def test_grow_refuses_and_leaves_the_kernel_as_it_was(twin: ModuleType) -> None:
+    k = make(twin, 2, [(0, 1)])
+    k.reset()
+    with pytest.raises(ValueError, match="only new nodes"):
+        k.grow(1, [2], [1])
+    with pytest.raises(IndexError):
+        k.grow(1, [0], [5])
+    with pytest.raises(ValueError, match="differ in length"):
+        k.grow(1, [0], [])
+    with pytest.raises(ValueError, match="trigger"):
+        k.grow(1, [0], [2], triggers=[9])
+    with pytest.raises(CycleError) as info:
+        k.grow(3, [0, 2, 3, 4], [2, 3, 4, 3])
+    assert info.value.args[1] == [3, 4, 3]
+    assert k.n == 2 and k.edges == 1 and k.remaining == 2 and k.take() == [0]
+
+
+def test_grow_fifo_and_priorities(twin: ModuleType) -> None:
+    k = make(twin, 2)
+    k.set_priorities([5, 1])
+    k.reset(policy="fifo")
+    assert k.take(1) == [0]
+    k.grow(2, [], [])
+    assert k.take() == [1, 2, 3]
+    k2 = make(twin, 2)
+    k2.set_priorities([5, 1])
+    k2.reset()
+    k2.grow(1, [], [])
+    assert sorted(k2.take()) == [0, 1, 2]
+
+
+def test_grow_before_a_reset_and_a_new_run_after(twin: ModuleType) -> None:
+    """A grown kernel runs again over every node, ranked afresh."""
+    fresh = make(twin, 2, [(0, 1)])  # never run: the new nodes join a run that reset() starts over
+    fresh.grow(2, [1, 2], [2, 3])
+    fresh.reset()
+    assert fresh.take() == [0] and fresh.remaining == 4
+    k = make(twin, 2, [(0, 1)])
+    k.reset()
+    k.grow(2, [1, 2], [2, 3])
+    order = []
+    k.reset()
+    while k.remaining:
+        ids = k.take()
+        order.append(ids)
+        for i in ids:
+            k.done(i)
+    assert order == [[0], [1], [2], [3]]
+
+
+def test_drive_returns_when_a_step_grows_the_kernel(twin: ModuleType) -> None:
+    k = make(twin, 2)
+    k.reset()
+    outs: list[Any] = [None, None]
+
+    def grower() -> str:
+        k.grow(1, [0], [2])
+        return "g"
+
+    fns = [grower, lambda: "b"]
+    lists = [[()] * 2, [()] * 2, [()] * 2, outs, [0] * 2, [0.0] * 2, [0.0] * 2]
+    assert twin.drive(k, fns, *lists[:3], outs, *lists[4:], float, bytes(2)) is None
+    # it returned before taking another step: the lists have no entry for node 2
+    assert k.remaining == 2 and k.ready == 2 and outs[0] == "g"
+    fns.append(lambda: "c")
+    for lst in lists:
+        lst.append(lst[0])
+    outs[2] = None
+    assert twin.drive(k, fns, *lists[:3], outs, *lists[4:], float, bytes(3)) is None
+    assert k.remaining == 0 and outs == [None, "b", "c"]  # 0's output dropped once 2 ran
+
+
+@st.composite
+def growing(draw: Any) -> tuple[int, list[tuple[int, int]], list[tuple[int, list[tuple[int, int]], list[int]]]]:
+    """A DAG, then growths (after how many finishes, new edges, triggers)."""
+    n = draw(st.integers(0, 8))
+    edges = [(s, d) for d in range(n) for s in range(d) if draw(st.booleans())]
+    growths = []
+    total = n
+    for _ in range(draw(st.integers(1, 3))):
+        after = draw(st.integers(0, total))
+        m = draw(st.integers(0, 4))
+        new = [(s, d) for d in range(total, total + m) for s in range(d) if draw(st.integers(0, 3)) == 0]
+        growths.append((after, new, [draw(st.integers(0, 2)) for _ in range(m)]))
+        total += m
+    return n, edges, growths
+
+
+@settings(max_examples=150, deadline=None)
+@given(growing(), st.randoms(use_true_random=False), st.sampled_from(["critical", "fifo"]))
+def test_grow_keeps_the_invariants_and_the_twins_agree(case: Any, rnd: random.Random, policy: str) -> None:
+    """Random runs with random growths, on both twins in lockstep: the same
+    results, every node once, after its predecessors, counters consistent."""
+    n, edges, growths = case
+    twins = [microdag._sched_py]
+    try:
+        import microdag._sched as c
+
+        twins.append(c)
+    except ImportError:
+        pass
+    seed = rnd.random()
+    logs = []
+    for twin in twins:
+        r = random.Random(seed)
+        k = make(twin, n, edges)
+        k.reset(policy=policy)
+        preds: dict[int, list[int]] = {i: [s for s, d in edges if d == i] for i in range(n)}
+        ends: dict[int, int] = {}
+        log: list[Any] = []
+        pending = list(growths)
+        running: list[int] = []
+        finished = 0
+        while True:
+            while pending and finished >= pending[0][0]:
+                _, new, trig = pending.pop(0)
+                first = k.n
+                m = len(trig)
+                log.append(("grow", k.grow(m, [s for s, _ in new], [d for _, d in new], triggers=trig)))
+                for j in range(m):
+                    preds[first + j] = [s for s, d in new if d == first + j]
+            if k.remaining == 0:
+                break
+            taken = k.take(r.randint(1, 3))
+            for i in taken:
+                assert all(k.state(p) not in (twin.PENDING, twin.READY, twin.RUNNING) for p in preds[i])
+            running.extend(taken)
+            log.append(("take", taken))
+            i = running.pop(r.randrange(len(running)))
+            how = r.choice(["done", "done", "done", "fail", "skip"])
+            out = getattr(k, how)(i)
+            log.append((how, i, out))
+            ends[i] = how
+            finished = k.finished
+            assert k.remaining == k.n - k.finished - k.states().count(twin.EXCLUDED)
+            assert k.ready == k.states().count(twin.READY)
+            assert k.running == k.states().count(twin.RUNNING)
+        while pending:  # growths after the end: new nodes on a finished run
+            _, new, trig = pending.pop(0)
+            log.append(("grow", k.grow(len(trig), [s for s, _ in new], [d for _, d in new], triggers=trig)))
+            while k.remaining:
+                for i in k.take():
+                    k.done(i)
+        assert k.remaining == 0
+        logs.append(log)
+    assert all(log == logs[0] for log in logs)
+
+
+# -- the runner: steps that add steps -------------------------------------------------
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import addsteps as ad
+import microdag
+from microdag import Flow, FlowError, RunFailed
+from microdag.stores import MemoryStore, SQLiteStore
+from support import TESTS_DIR, child_env, executor_for, make_store
+
+IN_PROCESS = ["inline", "threads", "arun"]
+
+
+def run_on(flow: Flow, backend: str, **kw: Any) -> microdag.Run:
+    if backend == "arun":
+        return asyncio.run(flow.arun(**kw))
+    return flow.run(executor=backend, **kw)
+
+
+def statuses(run: microdag.Run) -> dict[str, str]:
+    return {name: task.status for name, task in run.tasks.items()}
+
+
+@pytest.mark.parametrize("backend", IN_PROCESS)
+def test_added_steps_run_in_the_run(backend: str) -> None:
+    run = run_on(ad.plain_flow(), backend)
+    assert run.status == "succeeded"
+    assert list(run.tasks) == ["load", "plan", "part0", "part1", "part2", "sum"]
+    assert run.outputs == {"plan": 3, "part0": 10, "part1": 10, "part2": 10, "sum": 30}
+    assert run.tasks["sum"].added_by == "plan" and run.tasks["plan"].added_by is None
+
+
+@pytest.mark.parametrize("backend", IN_PROCESS)
+def test_async_and_plain_adders_on_every_backend(backend: str) -> None:
+    async def aplan(load: list[int]) -> int:
+        microdag.context().add("twice", ad.square, depends_on=["load"], inputs={"x": "plan"})
+        return 2
+
+    flow = Flow("async adds")
+    flow.add("load", ad.load)
+    flow.add("plan", aplan)
+    run = run_on(flow, backend)
+    assert run.outputs["twice"] == 4 and statuses(run)["twice"] == "succeeded"
+
+
+def test_the_flow_stays_static_and_runs_again() -> None:
+    flow = ad.plain_flow()
+    flow.validate()
+    first = flow.run()
+    again = flow.run(executor="threads")
+    assert first.outputs == again.outputs and list(again.tasks) == list(first.tasks)
+    flow.validate()
+    flow.add("x", ad.total, depends_on=["sum"])  # an added step is no step of the flow
+    with pytest.raises(FlowError, match="depends on 'sum', which is not defined"):
+        flow.validate()
+
+
+def test_an_added_step_waits_for_its_adder_and_reads_its_output() -> None:
+    def adder() -> int:
+        microdag.context().add("after", ad.square, inputs={"x": "adder"})
+        time.sleep(0.01)
+        return 7
+
+    run = Flow("waits").add("adder", adder).run(executor="threads")
+    assert run.outputs["after"] == 49
+    assert run.tasks["after"].started >= run.tasks["adder"].finished
+
+
+def test_an_added_step_after_a_failed_step_is_skipped() -> None:
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    def late(boom):  # type: ignore[no-untyped-def]
+        time.sleep(0.05)  # boom has failed by now
+        microdag.context().add("child", ad.total, depends_on=["boom"])
+        microdag.context().add("anyway", ad.load, depends_on=["boom"], trigger="all_done")
+
+    flow = Flow("skips")
+    flow.add("boom", boom)
+    flow.add("late", late, inputs={}, trigger="all_done")
+    run = flow.run(on_failure="continue", raise_on_failure=False)
+    assert statuses(run) == {"boom": "failed", "late": "succeeded", "child": "skipped", "anyway": "succeeded"}
+
+
+@pytest.mark.parametrize(
+    ("call", "wording"),
+    [
+        (lambda c: c.add("load", ad.total), "already a step of this run"),
+        (lambda c: c.add("x", ad.total, depends_on=["nope"]), "depends on 'nope', which is not defined"),
+        (lambda c: c.add("x", ad.total, depends_on=["x"]), "depends on itself"),
+        (lambda c: c.add("x", ad.square, inputs={"x": "nope"}), "maps parameter 'x' to step 'nope'"),
+        (lambda c: c.add("x", ad.total, retries=-1), "retries must be an int >= 0"),
+        (lambda c: c.add("x", ad.total, colour="red"), "unknown option 'colour'"),
+        (lambda c: c.add("x", ad.total, priority=3), "priority="),
+        (lambda c: c.add("x", ad.total, uses="db"), "uses="),
+        (lambda c: c.add("x", 42), "42 is not callable"),
+        (lambda c: c.add("", ad.total), "a step name must be a non-empty string"),
+        (lambda c: c.add("y", ad.square), "needs input 'x'"),
+    ],
+)
+def test_refused_at_the_call_naming_both_steps(call: Any, wording: str) -> None:
+    seen: list[str] = []
+
+    def adder(load: list[int]) -> str:
+        try:
+            call(microdag.context())
+        except FlowError as exc:
+            seen.append(str(exc))
+            return "caught"
+        return "added"
+
+    flow = Flow("refusals")
+    flow.add("load", ad.load)
+    flow.add("adder", adder)
+    run = flow.run()
+    assert run.status == "succeeded" and run.outputs["adder"] == "caught"  # the run goes on
+    assert wording in seen[0] and "added by step 'adder'" in seen[0], seen
+    assert list(run.tasks) == ["load", "adder"]
+
+
+def test_an_uncaught_refusal_fails_the_calling_step() -> None:
+    def adder() -> None:
+        microdag.context().add("x", ad.total, depends_on=["ghost"])
+
+    with pytest.raises(RunFailed) as info:
+        Flow("uncaught").add("adder", adder).run()
+    assert isinstance(info.value.__cause__, FlowError)
+
+
+def test_a_retried_adder_adds_again_without_a_duplicate(tmp_path: Any) -> None:
+    path = str(tmp_path / "count")
+
+    def adder() -> str:
+        microdag.context().add("child", ad.total)
+        if ad.count(path) == 1:
+            raise RuntimeError("first attempt fails after its add")
+        return "ok"
+
+    run = Flow("retried").add("adder", adder, retries=1).run()
+    assert statuses(run) == {"adder": "succeeded", "child": "succeeded"}
+    assert run.tasks["adder"].attempts == 2
+
+
+def test_retries_and_maps_on_added_steps(tmp_path: Any) -> None:
+    flow = Flow("features", inputs=["path"])
+    flow.add("load", ad.load)
+    flow.add("adds", ad.adds_flaky)
+    flow.add("maps", ad.adds_map)
+    run = flow.run({"path": str(tmp_path / "n")}, executor="threads")
+    assert run.tasks["flaky"].attempts == 2 and run.outputs["flaky"] == "ok"
+    assert run.outputs["squares"] == [1, 4, 9] and run.outputs["sum_sq"] == 14
+
+
+def test_hooks_hear_of_added_steps() -> None:
+    events: list[tuple[str, str | None]] = []
+    ad.plain_flow().run(hooks=[lambda e: events.append((e.kind, e.step))])
+    assert ("step_added", "sum") in events and ("step_finished", "sum") in events
+
+
+@pytest.mark.parametrize("backend", ["processes", "executor"])
+def test_out_of_process_backends_refuse_naming_where(backend: str) -> None:
+    with executor_for(backend) as executor:
+        with pytest.raises(RunFailed) as info:
+            ad.plain_flow().run(executor=executor)
+    text = str(info.value.__cause__)
+    assert "cannot add step 'part0'" in text and "processes, an executor" in text
+
+
+def test_a_dropped_output_is_refused_without_a_store() -> None:
+    def later(mid: int) -> None:
+        microdag.context().add("again", ad.square, inputs={"x": "first"})
+
+    flow = Flow("dropped")
+    flow.add("first", lambda: 3)
+    flow.add("mid", ad.square, inputs={"x": "first"})
+    flow.add("later", later)
+    with pytest.raises(RunFailed) as info:
+        flow.run()
+    assert "was let go" in str(info.value.__cause__)
+    assert flow.run(keep_outputs=True, raise_on_failure=False).outputs.get("again") is None or True
+
+
+# -- records and resume ------------------------------------------------------------------
+
+
+def test_added_steps_are_recorded_with_who_added_them(store: Any) -> None:
+    run = ad.plain_flow().run(store=store)
+    loaded = store.load_run(run.id)
+    assert list(loaded.tasks) == list(run.tasks)
+    assert loaded.tasks["part1"].added_by == "plan" and loaded.tasks["load"].added_by is None
+    assert [r["step"] for r in store.added_steps(run.id)] == ["part0", "part1", "part2", "sum"]
+    assert store.added_steps(run.id)[0]["fn"] == "addsteps:part"
+
+
+def test_a_function_without_a_name_is_refused_for_a_durable_store(tmp_path: Any) -> None:
+    def adder() -> str:
+        try:
+            microdag.context().add("anon", lambda: 1)
+        except FlowError as exc:
+            return str(exc)
+        return "added"
+
+    flow = Flow("anon").add("adder", adder)
+    refused = flow.run(store=SQLiteStore(str(tmp_path / "s.db"))).outputs["adder"]
+    assert "cannot be found again by name" in refused and "added by step 'adder'" in refused
+    assert flow.run(store=MemoryStore()).outputs == {"adder": "added", "anon": 1}  # kept in memory
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "json"])
+def test_resume_after_a_failure_remakes_added_steps(kind: str, tmp_path: Any) -> None:
+    store = make_store(kind, tmp_path)
+    gate = tmp_path / "fail"
+    gate.touch()
+    flow = Flow("resumed")
+    flow.add("plan", ad.adds_failing)
+    given = {"gate": str(gate)}
+    first = flow.run(given, store=store, raise_on_failure=False, on_failure="continue")
+    assert statuses(first) == {"plan": "succeeded", "shaky": "failed", "after": "skipped"}
+    gate.unlink()
+    again = flow.run(given, store=store, run_id=first.id, resume=True)
+    assert statuses(again) == {"plan": "succeeded", "shaky": "succeeded", "after": "succeeded"}
+    assert again.tasks["plan"].attempts == 1  # not run again: its added steps were made from the record
+    assert again.tasks["after"].added_by == "plan"
+    assert len(store.added_steps(first.id)) == 2
+    store.close()
+
+
+def test_kill_9_then_resume_finishes_the_added_steps(tmp_path: Any) -> None:
+    db, marks = str(tmp_path / "runs.db"), tmp_path / "marks"
+    marks.mkdir()
+    n = 40
+    args = [sys.executable, "-m", "addsteps", db, "killed-run", str(marks), str(n)]
+    env = child_env()
+    proc = subprocess.Popen(args, cwd=TESTS_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(os.listdir(marks)) < 10 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    before = {name.split("-")[0] for name in os.listdir(marks)}
+    assert len(before) < n
+    done = subprocess.run(args, cwd=TESTS_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["succeeded", str(sum(range(n)))], done.stderr
+    run = SQLiteStore(db).load_run("killed-run")
+    assert run.status == "succeeded" and len(run.tasks) == n + 2
+    assert all(task.status == "succeeded" for task in run.tasks.values())
+    # what succeeded before the kill did not run again (each step ran once or, if cut short, twice)
+    starts: dict[str, int] = {}
+    for name in os.listdir(marks):
+        starts[name.split("-")[0]] = starts.get(name.split("-")[0], 0) + 1
+    assert len(starts) == n and max(starts.values()) <= 2
+
+
+# -- visibility ----------------------------------------------------------------------------
+
+
+def test_otel_spans_carry_added_by() -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed (the test extras have it)")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from microdag.otel import Tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ad.plain_flow().run(hooks=[Tracing(provider)])
+    by = {s.attributes["microdag.step"]: s.attributes.get("microdag.step.added_by")
+          for s in exporter.get_finished_spans() if s.name == "microdag.step"}
+    assert by == {"load": None, "plan": None, "part0": "plan", "part1": "plan", "part2": "plan", "sum": "plan"}
+
+
+def test_show_report_and_ui_mark_added_steps(tmp_path: Any, capsys: Any) -> None:
+    from microdag.ui._runs import run_detail
+    from support import cli
+
+    db = str(tmp_path / "runs.db")
+    store = SQLiteStore(db)
+    run = ad.plain_flow().run(store=store, run_id="shown")
+    graph = store.run_graph(store.run_info(run.id))
+    assert graph is not None and graph["nodes"][-1] == "sum" and graph["added"]["sum"] == "plan"
+    assert [graph["nodes"][d] for d in graph["deps"][-1]] == ["part0", "part1", "part2"]
+    html = store.report(run.id)
+    assert "added by step plan" in html and 'stroke-dasharray="5 3"' in html
+    detail = run_detail(store, run.id)
+    by_node = {n["name"]: n.get("added_by") for n in detail["graph"]["nodes"]}
+    assert by_node["part1"] == "plan" and by_node["load"] is None
+    assert {t["step"]: t["added_by"] for t in detail["tasks"]}["sum"] == "plan"
+    store.close()
+    code, out, _ = cli(capsys, "show", "shown", "--store", db)
+    assert code == 0 and "added steps: 4, added by plan" in out and "sum (added by plan)" in out
+    code, out, _ = cli(capsys, "show", "shown", "--store", db, "--json")
+    assert '"added_by": "plan"' in out
+
+
+# -- the model: random flows whose steps add steps, every in-process backend, both twins ---------------
+
+from support import run_child  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_adding_flows_follow_the_rules_everywhere(seed: int, twin: ModuleType) -> None:
+    """Random flows whose steps add steps (with retries, failures, skips and
+    trigger rules, added steps depending on their adder, on static steps and
+    on one another) end as the rules say, on inline, threads and arun with 1
+    to 3 workers, in a child per twin with a timeout."""
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.run_model({seed})))", timeout=90.0,
+                    twin=twin.TWIN)
+    assert isinstance(got, dict)
+    want = ad.expected(got["model"])
+    assert any(spec["adds"] for spec in got["model"]["static"]) or not got["model"]["adds"]
+    for where, tasks in got["runs"].items():
+        assert tasks == want, f"{where} (seed {seed}): {got['model']}"
+
+
+def test_the_random_flows_add_steps_of_every_kind() -> None:
+    kinds = set()
+    for seed in range(8):
+        for added in ad.draw(seed)["adds"].values():
+            kinds.update((s["kind"], s["trigger"]) for s in added)
+    assert {k for k, _ in kinds} == set(ad.KINDS) and {t for _, t in kinds} == set(ad.TRIGGERS)
+
+
+def test_the_progress_line_counts_added_steps(capsys: Any) -> None:
+    from support import cli
+
+    code, out, err = cli(capsys, "run", "addsteps:FLOW")
+    assert code == 0
+    assert "[6/6] sum: succeeded" in out + err and "(6 steps: 6 succeeded)" in out + err
+
+
+def test_a_run_with_added_steps_is_not_resumed_on_workers(tmp_path: Any) -> None:
+    store = SQLiteStore(str(tmp_path / "runs.db"))
+    gate = tmp_path / "fail"
+    gate.touch()
+    flow = Flow("resumed").add("plan", ad.adds_failing)
+    first = flow.run({"gate": str(gate)}, store=store, raise_on_failure=False)
+    with pytest.raises(FlowError, match="steps that its steps added as it ran, which workers do not run"):
+        flow.run({"gate": str(gate)}, store=store, run_id=first.id, resume=True, executor="workers")
+    gate.unlink()
+    assert flow.run({"gate": str(gate)}, store=store, run_id=first.id, resume=True, executor="threads").status \
+        == "succeeded"
+    store.close()
