@@ -163,6 +163,65 @@ def test_drive_returns_when_a_step_grows_the_kernel(twin: ModuleType) -> None:
     assert k.remaining == 0 and outs == [None, "b", "c"]  # 0's output dropped once 2 ran
 
 
+def test_grow_gives_new_nodes_their_pools(twin: ModuleType) -> None:
+    k = make(twin, 2)
+    k.set_pools([1], [[(0, 1)], []])
+    k.reset()
+    assert k.take() == [0, 1]
+    assert k.grow(3, uses=[[(0, 1)], [], [(0, 1)]]) == []
+    assert k.take() == [3]  # 2 and 4 wait for the unit 0 holds
+    assert (k.waiting, k.room(0)) == (2, 0)
+    assert k.done(0) == 1
+    assert k.take() == [2] and k.take() == []
+    k.done(2)
+    assert k.take() == [4]
+    assert k.grow(1) == [] and k.take() == [5]  # (none given: it holds nothing)
+    for i in (1, 3, 4, 5):
+        k.done(i)
+    assert (k.remaining, k.room(0)) == (0, 1)
+
+
+def test_grow_takes_an_apart_node_without_its_units(twin: ModuleType) -> None:
+    k = make(twin, 1)
+    k.set_pools([1], [[(0, 1)]])
+    k.reset()
+    assert k.take() == [0]
+    k.grow(1, uses=[[(0, 1)]], apart=[1])
+    assert k.take() == [1]  # (a map step: its units are held per unit attempt)
+    assert k.acquire(1) is False
+    k.done(0)
+    assert k.acquire(1) is True and k.room(0) == 0
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "wording"),
+    [
+        ({"uses": [[(0, 3)]]}, ValueError, "node 1 uses 3 units of pool 0, which holds 2"),
+        ({"uses": [[(0, 0)]]}, ValueError, "uses 0 units"),
+        ({"uses": [[(1, 1)]]}, IndexError, None),
+        ({"uses": [[], []]}, ValueError, "one entry per new node"),
+        ({"apart": [0]}, IndexError, "not new"),
+    ],
+)
+def test_grow_checks_uses_as_set_pools_does(twin: ModuleType, kw: Any, error: type, wording: str | None) -> None:
+    k = make(twin, 1)
+    k.set_pools([2], [[(0, 1)]])
+    k.reset()
+    with pytest.raises(error, match=wording):
+        k.grow(1, **kw)
+    assert k.n == 1  # left as it was
+    k.grow(1, uses=[[(0, 2)]])
+    assert k.take() == [0] and k.waiting == 1
+
+
+def test_grow_refuses_uses_without_pools(twin: ModuleType) -> None:
+    k = make(twin, 1)
+    k.reset()
+    with pytest.raises(ValueError, match="no pools"):
+        k.grow(1, uses=[[(0, 1)]])
+    assert k.grow(1, uses=[[]]) == [] and k.take() == [0, 1]
+
+
 @st.composite
 def growing(draw: Any) -> tuple[int, list[tuple[int, int]], list[tuple[int, list[tuple[int, int]], list[int]]]]:
     """A DAG, then growths (after how many finishes, new edges, triggers)."""
@@ -338,7 +397,6 @@ def test_an_added_step_after_a_failed_step_is_skipped() -> None:
         (lambda c: c.add("x", ad.total, retries=-1), "retries must be an int >= 0"),
         (lambda c: c.add("x", ad.total, colour="red"), "unknown option 'colour'"),
         (lambda c: c.add("x", ad.total, priority=3), "priority="),
-        (lambda c: c.add("x", ad.total, uses="db"), "uses="),
         (lambda c: c.add("x", 42), "42 is not callable"),
         (lambda c: c.add("", ad.total), "a step name must be a non-empty string"),
         (lambda c: c.add("y", ad.square), "needs input 'x'"),
@@ -589,3 +647,67 @@ def test_a_run_with_added_steps_is_not_resumed_on_workers(tmp_path: Any) -> None
     assert flow.run({"gate": str(gate)}, store=store, run_id=first.id, resume=True, executor="threads").status \
         == "succeeded"
     store.close()
+
+
+# -- pools on added steps --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_adds_under_a_pool_never_exceed_it(seed: int, twin: ModuleType) -> None:
+    """Steps added (and adds on adds, map steps among them) holding 1 or 2
+    units of a pool of 1 or 2: an instrumented counter never sees more held
+    at once than the pool's size, on inline, threads and arun, both twins."""
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.run_pooled({seed})))", timeout=90.0,
+                    twin=twin.TWIN)
+    assert isinstance(got, dict)
+    size = got["model"]["size"]
+    added = {s["name"] for specs in got["model"]["adds"].values() for s in specs}
+    for where, result in got["runs"].items():
+        assert set(result["statuses"].values()) == {"succeeded"}, (where, result)
+        assert set(result["statuses"]) == {"items", "root"} | added, where
+        assert 0 < result["most"] <= size, (where, seed, result["most"], size)
+
+
+def test_added_steps_hold_their_pool_on_every_in_process_backend() -> None:
+    for backend in IN_PROCESS:
+        ad._HELD[1] = 0
+        model = {"size": 1, "adds": {"root": [{"name": f"a{k}u1", "kind": "plain", "units": 1, "deps": []}
+                                              for k in range(4)]}}
+        flow = Flow("pooled").add("items", ad.load).add("root", ad.pool_adder)
+        kw: dict[str, Any] = {} if backend == "inline" else {"max_workers": 4}
+        run = run_on(flow, backend, inputs={"model": model}, pools={"db": 1}, **kw)
+        assert run.status == "succeeded" and len(run.tasks) == 6
+        assert ad._HELD[1] == 1, backend
+
+
+@pytest.mark.parametrize(
+    ("uses", "wording"),
+    [
+        ("gpu", "step 'x' uses 'gpu', which is no pool or rate of this run (pools and rates: 'api', 'db')"),
+        ({"db": 3}, "step 'x' uses 3 units of pool 'db', which holds 2"),
+        ({"api": 2}, "step 'x' uses 2 units of rate (its burst) 'api', which holds 1"),
+    ],
+)
+def test_uses_refused_at_the_call_naming_both_steps_and_the_pool(uses: Any, wording: str) -> None:
+    seen: list[str] = []
+
+    def adder() -> str:
+        try:
+            microdag.context().add("x", ad.total, uses=uses)
+        except FlowError as exc:
+            seen.append(str(exc))
+            return "caught"
+        return "added"
+
+    run = Flow("refused uses").add("adder", adder).run(pools={"db": 2}, rates={"api": "100/s"})
+    assert run.outputs["adder"] == "caught" and list(run.tasks) == ["adder"]
+    assert wording in seen[0] and "added by step 'adder'" in seen[0], seen
+
+
+def test_uses_without_pools_is_refused_at_the_call() -> None:
+    def adder() -> None:
+        microdag.context().add("x", ad.total, uses="db")
+
+    with pytest.raises(RunFailed) as info:
+        Flow("no pools").add("adder", adder).run()
+    assert "which is no pool or rate of this run (pools and rates: none)" in str(info.value.__cause__)

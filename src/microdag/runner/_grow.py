@@ -39,6 +39,7 @@ from .._compat import sched
 from .._errors import FlowError
 from .._steps import TRIGGERS, _Options, _Step
 from ._call import bind_params, input_missing
+from ._limits import uses_of
 from ._recorder import STORED
 
 TYPE_CHECKING = False
@@ -122,6 +123,7 @@ def _add(
         names, consts, missing = bind_params(dep_kwnames, input_params, r.given)
         if missing:
             raise FlowError(*[input_missing(name, p, n) for p, n in missing])
+        uses = uses_of(r.limits, name, opts) if opts.uses else ()
         # Nothing is refused from here on.
         i = plan.append(bound)
         r.outputs.append(None)
@@ -146,7 +148,12 @@ def _add(
                 _LOCAL[(r.run_id, name)] = fn
             r.recorder.step_added(saved)
         triggers = [TRIGGERS.index(opts.trigger)] if plan.has_triggers else None
-        skipped = r.k.grow(1, src, [i] * len(src), triggers=triggers)
+        apart: tuple[int, ...] = ()
+        if uses and opts.map is not None:  # (each unit attempt holds the units)
+            assert r.limits is not None
+            r.limits.mapped = r.limits.mapped | {i}
+            apart = (i,)
+        skipped = r.k.grow(1, src, [i] * len(src), triggers=triggers, uses=[uses] if uses else None, apart=apart)
         r.grown += 1
     return i, skipped
 
@@ -160,9 +167,6 @@ def _options(name: str, options: "dict[str, Any]") -> _Options:
         raise FlowError(*[f"step {name!r}: unknown option {key!r}" for key in options if key not in known]) from None
     if opts.priority is not None:
         raise FlowError(f"step {name!r}: priority= ranks a flow's steps before a run; an added step takes none")
-    if opts.uses:
-        raise FlowError(f"step {name!r}: uses= holds pools and rates that a run sets before it starts; an "
-                        "added step takes none (a step of the flow that uses them can depend on it)")
     return opts
 
 
