@@ -372,3 +372,46 @@ def run_pooled(seed: int) -> "dict[str, Any]":
         run = go()
         out[where] = {"most": _HELD[1], "statuses": {n: t.status for n, t in run.tasks.items()}}
     return {"model": model, "runs": out}
+
+
+# -- adds from another process: carried back with the attempt's result -----------------
+
+
+def adds_lambda() -> str:
+    """Adds a lambda: refused at the call, where the step runs (caught, said)."""
+    try:
+        microdag.context().add("x", lambda: 1)
+    except microdag.FlowError as exc:
+        return str(exc)
+    return "added"
+
+
+def adds_taken() -> int:
+    """Adds a step whose name the run has: refused only when the run applies it."""
+    microdag.context().add("load", total)
+    return 1
+
+
+def adds_then_fails() -> None:
+    """Adds a step, then fails: the step it added is skipped (it depends on this one)."""
+    microdag.context().add("after_fail", total, depends_on=["adds_then_fails"])
+    microdag.context().add("free", total)
+    raise RuntimeError("after the adds")
+
+
+def adds_pooled(model: "dict[str, Any]") -> int:
+    """:func:`pool_adder`'s adds, as ``root`` (from another process)."""
+    return pool_adder(model)
+
+
+def run_elsewhere(backend: str) -> "dict[str, Any]":
+    """:func:`plain_flow` on ``backend`` ("processes", or "executor": a
+    ``ThreadPoolExecutor`` passed as the executor): outputs and who added what."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if backend == "executor":
+        with ThreadPoolExecutor(2) as pool:
+            run = plain_flow().run(executor=pool)
+    else:
+        run = plain_flow().run(executor=backend, max_workers=2)
+    return {"outputs": run.outputs, "by": {n: t.added_by for n, t in run.tasks.items()}, "order": list(run.tasks)}

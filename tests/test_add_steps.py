@@ -461,13 +461,77 @@ def test_hooks_hear_of_added_steps() -> None:
     assert ("step_added", "sum") in events and ("step_finished", "sum") in events
 
 
+PLAIN = {"outputs": {"plan": 3, "part0": 10, "part1": 10, "part2": 10, "sum": 30},
+         "by": {"load": None, "plan": None, "part0": "plan", "part1": "plan", "part2": "plan", "sum": "plan"},
+         "order": ["load", "plan", "part0", "part1", "part2", "sum"]}
+
+
 @pytest.mark.parametrize("backend", ["processes", "executor"])
-def test_out_of_process_backends_refuse_naming_where(backend: str) -> None:
-    with executor_for(backend) as executor:
-        with pytest.raises(RunFailed) as info:
-            ad.plain_flow().run(executor=executor)
-    text = str(info.value.__cause__)
-    assert "cannot add step 'part0'" in text and "processes, an executor" in text
+def test_adds_from_another_process_come_back_with_the_result(backend: str, twin: ModuleType) -> None:
+    """A step in a process pool, or a ThreadPoolExecutor given as the executor
+    (an Executor that is not threads), adds steps: they run in the run."""
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.run_elsewhere({backend!r})))", timeout=90.0,
+                    twin=twin.TWIN)
+    assert got == PLAIN
+
+
+def test_adds_from_dask_come_back_with_the_result(dask_client: Any) -> None:
+    run = ad.plain_flow().run(executor=dask_client)
+    assert {"outputs": run.outputs, "by": {n: t.added_by for n, t in run.tasks.items()},
+            "order": list(run.tasks)} == PLAIN
+
+
+@pytest.mark.parametrize("backend", ["processes", "executor", "dask"])
+def test_adds_elsewhere_checked_at_the_call_and_when_applied(backend: str, request: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor: Any = "processes"
+    if backend == "dask":
+        executor = request.getfixturevalue("dask_client")
+    elif backend == "executor":
+        executor = ThreadPoolExecutor(2)
+    try:
+        flow = Flow("checks")
+        flow.add("load", ad.load)
+        flow.add("adds_lambda", ad.adds_lambda)
+        flow.add("adds_taken", ad.adds_taken, depends_on=["load"])
+        flow.add("adds_then_fails", ad.adds_then_fails)
+        run = flow.run(executor=executor, on_failure="continue", raise_on_failure=False)
+    finally:
+        if backend == "executor":
+            executor.shutdown()
+    said = run.outputs["adds_lambda"]
+    assert "cannot be found again by name" in said and "added by step 'adds_lambda', in another process" in said
+    taken = run.tasks["adds_taken"]
+    assert taken.status == "failed" and isinstance(taken.error, FlowError)
+    assert "'load' is already a step of this run" in str(taken.error)
+    assert "added by step 'adds_taken'" in str(taken.error)
+    assert run.tasks["adds_then_fails"].status == "failed"
+    assert run.tasks["after_fail"].status == "skipped" and run.tasks["free"].status == "succeeded"
+    assert run.tasks["free"].added_by == "adds_then_fails"
+
+
+def test_pools_hold_for_steps_added_in_another_process() -> None:
+    model = {"size": 1, "adds": {"root": [{"name": f"a{k}u1", "kind": "plain", "units": 1, "deps": []}
+                                          for k in range(4)]}}
+    flow = Flow("pooled elsewhere").add("items", ad.load).add("root", ad.pool_adder)
+    seen: list[tuple[str, str]] = []
+    run = flow.run({"model": model}, executor="processes", max_workers=3, pools={"db": 1},
+                   hooks=[lambda e: seen.append((e.kind, e.step or "")) if e.kind in ("step_started", "step_finished") else None])
+    assert run.status == "succeeded" and len(run.tasks) == 6
+    running = 0
+    for kind, step in seen:
+        if step.startswith("a"):
+            running += 1 if kind == "step_started" else -1
+            assert running <= 1
+
+
+def test_workers_still_refuse_adds_naming_where() -> None:
+    from microdag.pools._attempt import Attempt, invoke
+
+    att = Attempt(0, -1, None, 1, "plan", None, "r1", "f")  # (as a worker or an Argo pod makes it: carry off)
+    with pytest.raises(FlowError, match="workers or an Argo pod"):
+        invoke(ad.plan, {"load": [1]}, att)
 
 
 def test_a_dropped_output_is_refused_without_a_store() -> None:

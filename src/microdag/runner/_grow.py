@@ -37,6 +37,7 @@ Dask, workers) has no run to grow: ``add`` is refused there
 
 from .._compat import sched
 from .._errors import FlowError
+from .._recipe import checked_options, made_again, name_of, recipe
 from .._steps import TRIGGERS, _Options, _Step
 from ._call import bind_params, input_missing
 from ._limits import uses_of
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from .._plan import _Plan
     from ._state import Runner
 
-__all__ = ["Growth", "add", "recipe", "recreate"]
+__all__ = ["Growth", "add", "apply", "recreate"]
 
 _FINISHED = (sched.SUCCEEDED, sched.FAILED, sched.SKIPPED, sched.CANCELLED)
 
@@ -104,7 +105,7 @@ def _add(
         raise FlowError(f"a step name must be a non-empty string, not {name!r}")
     deps, binding = _Step.check(name, fn, depends_on, inputs)
     deps = tuple(dict.fromkeys(deps))
-    opts = _options(name, options)
+    opts = checked_options(name, options)
     made = (fn, deps, binding, tuple(getattr(opts, field) for field in _Options.__slots__))
     saved = None if not record or not r.recorder.durable else recipe(
         name, who, (fn, deps, binding, options), r.recorder.in_memory)
@@ -158,18 +159,6 @@ def _add(
     return i, skipped
 
 
-def _options(name: str, options: "dict[str, Any]") -> _Options:
-    """An added step's options, checked as ``Flow.add`` checks them."""
-    try:
-        opts = _Options(f"step {name!r}", **options)
-    except TypeError:
-        known = _Options.__slots__
-        raise FlowError(*[f"step {name!r}: unknown option {key!r}" for key in options if key not in known]) from None
-    if opts.priority is not None:
-        raise FlowError(f"step {name!r}: priority= ranks a flow's steps before a run; an added step takes none")
-    return opts
-
-
 def _own_plan(r: "Runner") -> "_Plan":
     """The run's first add: a plan of its own, named steps in every frame;
     the flow's plan gets a fresh kernel if this run had leased its own."""
@@ -221,7 +210,7 @@ def _flag(r: "Runner", name: str, argdeps: "tuple[int, ...]", opts: _Options, is
 
 def _same(a: "tuple[Any, ...]", b: "tuple[Any, ...]") -> bool:
     """Whether two adds made the same step (the function itself, or one of the same name)."""
-    return (a[0] is b[0] or _name_of(a[0]) == _name_of(b[0]) is not None) and a[1:] == b[1:]
+    return (a[0] is b[0] or name_of(a[0]) == name_of(b[0]) is not None) and a[1:] == b[1:]
 
 
 # -- records and resume ---------------------------------------------------------------
@@ -229,71 +218,6 @@ def _same(a: "tuple[Any, ...]", b: "tuple[Any, ...]") -> bool:
 #: Functions of added steps kept by name for runs in a memory store (which
 #: keeps no code): ``(run id, step) -> fn``, read by a resume in this process.
 _LOCAL: "dict[tuple[str, str], Callable[..., Any]]" = {}
-
-
-def _name_of(obj: "Any") -> "str | None":
-    """``module:qualname`` of ``obj`` if importing it finds ``obj`` again, else ``None``."""
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
-        return None
-    try:
-        return f"{module}:{qualname}" if _find(f"{module}:{qualname}") is obj else None
-    except Exception:  # (not importable as named)
-        return None
-
-
-def _find(spec: str) -> "Any":
-    """The object ``module:qualname`` names.
-
-    Raises:
-        ImportError, AttributeError: it names nothing.
-    """
-    import importlib  # (only for steps that add steps, with a store)
-
-    module, _, qualname = spec.partition(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def recipe(name: str, who: str, made: "tuple[Any, ...]", in_memory: bool) -> "dict[str, Any]":
-    """How a resume makes added step ``name`` again: a JSON-able dict of the
-    step that added it, its function as ``module:qualname``, its
-    dependencies, inputs and options (exception classes by name).
-
-    Raises:
-        FlowError: the function (or an option) cannot be named, and the store
-            keeps the run beyond this process.
-    """
-    import json  # (only for steps that add steps, with a store)
-
-    fn, deps, binding, options = made
-    problems = []
-    spec = _name_of(fn)
-    if spec is None and not in_memory:
-        problems.append(
-            f"step {name!r}: its function {getattr(fn, '__qualname__', fn)!r} cannot be found again by "
-            "name (a lambda, a closure or a function not at a module's top level), which a resumed run "
-            "needs: add a function defined at a module's top level"
-        )
-    kept = dict(options)
-    if "retry_on" in kept:
-        on = kept["retry_on"]
-        classes = on if isinstance(on, tuple) else (on,)
-        named = [_name_of(c) for c in classes]
-        if None in named:
-            problems.append(f"step {name!r}: retry_on names an exception class that cannot be found again by name")
-        kept["retry_on"] = named
-    try:
-        json.dumps(kept)
-    except (TypeError, ValueError):
-        problems.append(f"step {name!r}: its options cannot be kept as JSON ({kept!r})")
-    if problems:
-        raise FlowError(*problems)
-    return {"step": name, "by": who, "fn": spec, "depends_on": list(deps), "inputs": dict(binding) or None,
-            "options": kept}
 
 
 def recreate(r: "Runner", recipes: "list[dict[str, Any]]") -> None:
@@ -305,15 +229,34 @@ def recreate(r: "Runner", recipes: "list[dict[str, Any]]") -> None:
     for made in recipes:
         name, who, spec = made["step"], made["by"], made["fn"]
         try:
-            fn = _LOCAL[(r.run_id, name)] if spec is None else _find(spec)
+            fn, options = made_again(made)
+            if fn is None:
+                fn = _LOCAL[(r.run_id, name)]
         except (ImportError, AttributeError, KeyError) as exc:
             raise FlowError(f"run {r.run_id}: step {name!r}, added by step {who!r}, cannot be made again: "
                             f"its function {spec or '(kept in memory by an ended process)'} is not found ({exc})") from None
-        options = dict(made["options"])
-        if "retry_on" in options:
-            options["retry_on"] = tuple(_find(c) for c in options["retry_on"])
         try:
             _add(r, who, name, fn, made["depends_on"], made["inputs"], options, record=False)
         except FlowError as exc:
             raise FlowError(*[f"run {r.run_id}: step {name!r}, added by step {who!r}, cannot be made again: {p}"
                               for p in exc.problems]) from None
+
+
+def apply(r: "Runner", recipes: "list[dict[str, Any]]") -> "FlowError | None":
+    """The adds a step made in another process (``_recipe.carried``), applied
+    in order as its attempt settles, before its dependents are ready; the
+    first one refused (with the checks that need the run: a name taken, an
+    unknown dependency, a parameter bound to nothing, a pool) ends them, as
+    a ``FlowError`` that fails the step (those before it stay added)."""
+    for made in recipes:
+        name, who = made["step"], made["by"]
+        try:
+            fn, options = made_again(made)
+        except (ImportError, AttributeError) as exc:
+            return FlowError(f"step {name!r}, added by step {who!r} in another process, cannot be made in the "
+                             f"run's process: its function {made['fn']} is not found here ({exc})")
+        try:
+            add(r, who, name, fn, made["depends_on"], made["inputs"], options)
+        except FlowError as exc:
+            return exc
+    return None
