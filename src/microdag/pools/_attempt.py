@@ -10,7 +10,7 @@ the item and the attempt number.
 """
 
 from .._capture import captured_call
-from .._context import Frame, enter, leave
+from .._context import Frame, current_frame, enter, leave
 from .._errors import FlowError, Skip
 from .._recipe import carried
 from .._records import step_traceback
@@ -199,28 +199,45 @@ def elsewhere(caller: str, name: str, *args: "Any") -> str:
         "this step runs where neither holds (workers or an Argo pod)")
 
 
+class _Carried:
+    """``context().add`` in an attempt whose adds are carried back: the
+    recipes so far (``_recipe.carried``: checked here, applied by the run)."""
+
+    __slots__ = ("added",)
+
+    def __init__(self) -> None:
+        self.added: list[dict[str, Any]] = []
+
+    def __call__(self, *args: "Any") -> str:
+        self.added.append(carried(*args))
+        return str(args[1])
+
+
+def _carry(*args: "Any") -> str:
+    """The first add of such an attempt: its frame collects them from now on
+    (an attempt that adds nothing pays nothing for it)."""
+    frame = current_frame()
+    assert frame is not None
+    collect = frame.add
+    if type(collect) is not _Carried:  # (a StepContext made before holds this function)
+        collect = frame.add = _Carried()
+    return collect(*args)
+
+
 def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt | None" = None) -> "Any":
     """Call ``fn(**kwargs)`` as ``attempt`` of its step: what a pool's worker runs.
 
     The step's ``microdag.context()`` answers from ``attempt``, and the
     attempt's span (a traced run) is current; with ``attempt.capture`` what
     it prints and logs comes back with its result as a :class:`Captured` (an
-    exception carries it as ``__microdag_logs__``).  A
-    module-level function, so that it pickles for process executors.
+    exception carries it as ``__microdag_logs__``); with ``attempt.carry``
+    the steps it added come back as a :class:`Grown` (an exception carries
+    them as ``__microdag_added__``).  A module-level function, so that it
+    pickles for process executors.
     """
     if attempt is None:
         return awaited(fn(**kwargs))
-    added: list[dict[str, Any]] | None = None
-    add = attempt.add
-    if add is None:
-        if attempt.carry:
-            added = []
-
-            def add(*args: "Any") -> str:
-                added.append(carried(*args))
-                return str(args[1])
-        else:
-            add = elsewhere
+    add = attempt.add or (_carry if attempt.carry else elsewhere)
     frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir, add=add)
     frame.current[:] = [0, attempt.item, attempt.number, attempt.key]
     token = enter(frame)
@@ -232,11 +249,11 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
             result = Captured(result, text)
         else:
             result = awaited(fn(**kwargs))
-        return Grown(result, added) if added else result
+        return Grown(result, frame.add.added) if type(frame.add) is _Carried else result
     except Exception as exc:  # its traceback, as text: the frames do not travel back with it from a process
-        if added:
+        if type(frame.add) is _Carried:
             try:
-                exc.__microdag_added__ = added  # type: ignore[attr-defined]
+                exc.__microdag_added__ = frame.add.added  # type: ignore[attr-defined]
             except AttributeError:  # (an exception without a __dict__)
                 pass
         if not isinstance(exc, Skip):

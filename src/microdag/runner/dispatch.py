@@ -138,10 +138,12 @@ def _settle(runner: "Runner", att: "Any", ok: bool, value: "Any") -> None:
                 value = value.fetch()
             except BaseException as exc:  # the task failed on its way back, or the cluster is gone
                 ok, value = False, exc
-    added = value.added if type(value) is Grown else getattr(value, "__microdag_added__", None) \
-        if isinstance(value, BaseException) else None
+    added = None
     if type(value) is Grown:
+        added = value.added
         value = value.value
+    elif isinstance(value, BaseException):
+        added = getattr(value, "__microdag_added__", None)
     if added:
         refused = runner.apply_added(added)
         if refused is not None and ok:
