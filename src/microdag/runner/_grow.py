@@ -30,9 +30,13 @@ one some unfinished step still needs; otherwise (and when no store holds it)
 the add is refused.
 
 Where: the calling step runs in this process (inline, threads, ``arun``'s
-event loop).  A step that runs in another process (processes, executors,
-Dask, workers) has no run to grow: ``add`` is refused there
-(``pools._attempt.elsewhere``).
+event loop), or in another (processes, executors, Dask), where its adds
+are checked as far as that can be done without the run and carried back
+with its result (``_recipe.carried``, ``pools._attempt.Grown``): the run
+applies them when the attempt settles (:func:`apply`), before the step's
+dependents are ready.  Workers and Argo pods refuse ``add``
+(``pools._attempt.elsewhere``).  An added step's ``uses=`` is mapped to the
+run's pool ids (``_limits.uses_of``) and given to ``Kernel.grow``.
 """
 
 from .._compat import sched
