@@ -415,3 +415,11 @@ def run_elsewhere(backend: str) -> "dict[str, Any]":
     else:
         run = plain_flow().run(executor=backend, max_workers=2)
     return {"outputs": run.outputs, "by": {n: t.added_by for n, t in run.tasks.items()}, "order": list(run.tasks)}
+
+
+def adds_then_retried(path: str) -> str:
+    """Adds a step, and fails its first attempt after the add (counted in ``path``)."""
+    microdag.context().add("child", total)
+    if count(path) == 1:
+        raise RuntimeError("first attempt fails after its add")
+    return "ok"

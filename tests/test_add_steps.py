@@ -775,3 +775,29 @@ def test_uses_without_pools_is_refused_at_the_call() -> None:
     with pytest.raises(RunFailed) as info:
         Flow("no pools").add("adder", adder).run()
     assert "which is no pool or rate of this run (pools and rates: none)" in str(info.value.__cause__)
+
+
+def test_a_retried_adder_in_another_process_adds_again_without_a_duplicate(tmp_path: Any) -> None:
+    flow = Flow("retried elsewhere", inputs=["path"]).add("adder", ad.adds_then_retried, retries=1)
+    run = flow.run({"path": str(tmp_path / "n")}, executor="processes", max_workers=2)
+    assert statuses(run) == {"adder": "succeeded", "child": "succeeded"}
+    assert run.tasks["adder"].attempts == 2 and run.tasks["child"].added_by == "adder"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "json"])
+def test_adds_from_another_process_are_recorded_and_resumed(kind: str, tmp_path: Any) -> None:
+    store = make_store(kind, tmp_path)
+    gate = tmp_path / "fail"
+    gate.touch()
+    flow = Flow("resumed elsewhere")
+    flow.add("plan", ad.adds_failing)
+    given = {"gate": str(gate)}
+    first = flow.run(given, store=store, executor="processes", max_workers=2, raise_on_failure=False,
+                     on_failure="continue")
+    assert statuses(first) == {"plan": "succeeded", "shaky": "failed", "after": "skipped"}
+    assert [made["step"] for made in store.added_steps(first.id)] == ["shaky", "after"]
+    gate.unlink()
+    again = flow.run(given, store=store, run_id=first.id, resume=True, executor="processes", max_workers=2)
+    assert statuses(again) == {"plan": "succeeded", "shaky": "succeeded", "after": "succeeded"}
+    assert again.tasks["plan"].attempts == 1 and again.tasks["after"].added_by == "plan"
+    store.close()
