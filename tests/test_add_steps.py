@@ -801,3 +801,11 @@ def test_adds_from_another_process_are_recorded_and_resumed(kind: str, tmp_path:
     assert statuses(again) == {"plan": "succeeded", "shaky": "succeeded", "after": "succeeded"}
     assert again.tasks["plan"].attempts == 1 and again.tasks["after"].added_by == "plan"
     store.close()
+
+
+@pytest.mark.parametrize("backend", IN_PROCESS)
+def test_a_run_with_pools_grows_by_steps_that_use_none(backend: str) -> None:
+    """(The compiled kernel read past a list when it grew with pools.)"""
+    flow = Flow("pools, adds without").add("load", ad.load).add("plan", ad.plan, uses="db")
+    run = run_on(flow, backend, pools={"db": 1})
+    assert run.status == "succeeded" and run.outputs["sum"] == 30
