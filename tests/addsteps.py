@@ -278,3 +278,148 @@ def expected(model: "dict[str, Any]") -> "dict[str, list[Any]]":
 
 #: The flow of :func:`plain_flow`, for the command line (``addsteps:FLOW``).
 FLOW = plain_flow()
+
+
+# -- pools: added steps that hold a pool's units (a counter proves the bound) -----------
+
+import threading
+
+_HELD = [0, 0]  # units held now, the most ever held at once
+_HELD_LOCK = threading.Lock()
+
+
+def _hold(units: int) -> None:
+    with _HELD_LOCK:
+        _HELD[0] += units
+        _HELD[1] = max(_HELD[1], _HELD[0])
+    time.sleep(0.003)
+    with _HELD_LOCK:
+        _HELD[0] -= units
+
+
+def held(**deps: Any) -> int:
+    """Holds the units its name ends with (``a3u2``: 2) for a moment."""
+    units = int(microdag.context().step.rpartition("u")[2])
+    _hold(units)
+    return units
+
+
+def held_item(x: int) -> int:
+    """A map unit of ``held``."""
+    _hold(int(microdag.context().step.rpartition("u")[2]))
+    return x
+
+
+def pool_adder(model: "dict[str, Any]", **deps: Any) -> int:
+    """Adds the steps the model gives this step (they may add more in turn)."""
+    ctx = microdag.context()
+    for spec in model["adds"].get(ctx.step, []):
+        name = spec["name"]
+        if spec["kind"] == "map":
+            ctx.add(name, held_item, map="x", inputs={"x": "items"}, uses={"db": spec["units"]})
+        elif spec["kind"] == "adder":
+            ctx.add(name, pool_adder, depends_on=spec["deps"], uses={"db": spec["units"]})
+        else:
+            ctx.add(name, held, depends_on=spec["deps"], uses={"db": spec["units"]})
+    return 0
+
+
+def draw_pooled(seed: int) -> "dict[str, Any]":
+    """A pool of 1 or 2 units, and steps added (adds on adds) that each hold 1 or 2 of them."""
+    import random
+
+    r = random.Random(seed)
+    size = r.randint(1, 2)
+    adds: dict[str, list[dict[str, Any]]] = {}
+    names: list[str] = []
+    adders = ["root"]
+    k = 0
+    while adders:
+        adder = adders.pop(0)
+        for _ in range(r.randint(2, 6) if adder == "root" else r.randint(1, 3)):
+            units = r.randint(1, size)
+            kind = r.choice(["plain", "plain", "map", "adder"] if k < 12 else ["plain"])
+            name = f"a{k}u{units}" if kind != "adder" else f"add{k}u{units}"
+            k += 1
+            deps = [d for d in names if r.random() < 0.2]
+            adds.setdefault(adder, []).append({"name": name, "kind": kind, "units": units, "deps": deps})
+            if kind == "adder":
+                adders.append(name)
+            elif kind == "plain":
+                names.append(name)
+    return {"size": size, "adds": adds}
+
+
+def run_pooled(seed: int) -> "dict[str, Any]":
+    """The drawn pooled flow of ``seed`` on every in-process backend: each
+    run's statuses and the most units held at once."""
+    import asyncio
+
+    model = draw_pooled(seed)
+    flow = Flow("pooled")
+    flow.add("items", load)
+    flow.add("root", pool_adder, depends_on=["items"])
+    pools = {"db": model["size"]}
+    runs = {"inline": lambda: flow.run({"model": model}, pools=pools, keep_outputs=True)}
+    for w in (2, 3):
+        runs[f"threads{w}"] = lambda w=w: flow.run(  # type: ignore[misc]
+            {"model": model}, executor="threads", max_workers=w, pools=pools, keep_outputs=True)
+        runs[f"arun{w}"] = lambda w=w: asyncio.run(flow.arun(  # type: ignore[misc]
+            {"model": model}, max_workers=w, pools=pools, keep_outputs=True))
+    out: dict[str, Any] = {}
+    for where, go in runs.items():
+        _HELD[1] = 0
+        run = go()
+        out[where] = {"most": _HELD[1], "statuses": {n: t.status for n, t in run.tasks.items()}}
+    return {"model": model, "runs": out}
+
+
+# -- adds from another process: carried back with the attempt's result -----------------
+
+
+def adds_lambda() -> str:
+    """Adds a lambda: refused at the call, where the step runs (caught, said)."""
+    try:
+        microdag.context().add("x", lambda: 1)
+    except microdag.FlowError as exc:
+        return str(exc)
+    return "added"
+
+
+def adds_taken() -> int:
+    """Adds a step whose name the run has: refused only when the run applies it."""
+    microdag.context().add("load", total)
+    return 1
+
+
+def adds_then_fails() -> None:
+    """Adds a step, then fails: the step it added is skipped (it depends on this one)."""
+    microdag.context().add("after_fail", total, depends_on=["adds_then_fails"])
+    microdag.context().add("free", total)
+    raise RuntimeError("after the adds")
+
+
+def adds_pooled(model: "dict[str, Any]") -> int:
+    """:func:`pool_adder`'s adds, as ``root`` (from another process)."""
+    return pool_adder(model)
+
+
+def run_elsewhere(backend: str) -> "dict[str, Any]":
+    """:func:`plain_flow` on ``backend`` ("processes", or "executor": a
+    ``ThreadPoolExecutor`` passed as the executor): outputs and who added what."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if backend == "executor":
+        with ThreadPoolExecutor(2) as pool:
+            run = plain_flow().run(executor=pool)
+    else:
+        run = plain_flow().run(executor=backend, max_workers=2)
+    return {"outputs": run.outputs, "by": {n: t.added_by for n, t in run.tasks.items()}, "order": list(run.tasks)}
+
+
+def adds_then_retried(path: str) -> str:
+    """Adds a step, and fails its first attempt after the add (counted in ``path``)."""
+    microdag.context().add("child", total)
+    if count(path) == 1:
+        raise RuntimeError("first attempt fails after its add")
+    return "ok"

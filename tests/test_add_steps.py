@@ -163,6 +163,65 @@ def test_drive_returns_when_a_step_grows_the_kernel(twin: ModuleType) -> None:
     assert k.remaining == 0 and outs == [None, "b", "c"]  # 0's output dropped once 2 ran
 
 
+def test_grow_gives_new_nodes_their_pools(twin: ModuleType) -> None:
+    k = make(twin, 2)
+    k.set_pools([1], [[(0, 1)], []])
+    k.reset()
+    assert k.take() == [0, 1]
+    assert k.grow(3, uses=[[(0, 1)], [], [(0, 1)]]) == []
+    assert k.take() == [3]  # 2 and 4 wait for the unit 0 holds
+    assert (k.waiting, k.room(0)) == (2, 0)
+    assert k.done(0) == 1
+    assert k.take() == [2] and k.take() == []
+    k.done(2)
+    assert k.take() == [4]
+    assert k.grow(1) == [] and k.take() == [5]  # (none given: it holds nothing)
+    for i in (1, 3, 4, 5):
+        k.done(i)
+    assert (k.remaining, k.room(0)) == (0, 1)
+
+
+def test_grow_takes_an_apart_node_without_its_units(twin: ModuleType) -> None:
+    k = make(twin, 1)
+    k.set_pools([1], [[(0, 1)]])
+    k.reset()
+    assert k.take() == [0]
+    k.grow(1, uses=[[(0, 1)]], apart=[1])
+    assert k.take() == [1]  # (a map step: its units are held per unit attempt)
+    assert k.acquire(1) is False
+    k.done(0)
+    assert k.acquire(1) is True and k.room(0) == 0
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "wording"),
+    [
+        ({"uses": [[(0, 3)]]}, ValueError, "node 1 uses 3 units of pool 0, which holds 2"),
+        ({"uses": [[(0, 0)]]}, ValueError, "uses 0 units"),
+        ({"uses": [[(1, 1)]]}, IndexError, None),
+        ({"uses": [[], []]}, ValueError, "one entry per new node"),
+        ({"apart": [0]}, IndexError, "not new"),
+    ],
+)
+def test_grow_checks_uses_as_set_pools_does(twin: ModuleType, kw: Any, error: type, wording: str | None) -> None:
+    k = make(twin, 1)
+    k.set_pools([2], [[(0, 1)]])
+    k.reset()
+    with pytest.raises(error, match=wording):
+        k.grow(1, **kw)
+    assert k.n == 1  # left as it was
+    k.grow(1, uses=[[(0, 2)]])
+    assert k.take() == [0] and k.waiting == 1
+
+
+def test_grow_refuses_uses_without_pools(twin: ModuleType) -> None:
+    k = make(twin, 1)
+    k.reset()
+    with pytest.raises(ValueError, match="no pools"):
+        k.grow(1, uses=[[(0, 1)]])
+    assert k.grow(1, uses=[[]]) == [] and k.take() == [0, 1]
+
+
 @st.composite
 def growing(draw: Any) -> tuple[int, list[tuple[int, int]], list[tuple[int, list[tuple[int, int]], list[int]]]]:
     """A DAG, then growths (after how many finishes, new edges, triggers)."""
@@ -338,7 +397,6 @@ def test_an_added_step_after_a_failed_step_is_skipped() -> None:
         (lambda c: c.add("x", ad.total, retries=-1), "retries must be an int >= 0"),
         (lambda c: c.add("x", ad.total, colour="red"), "unknown option 'colour'"),
         (lambda c: c.add("x", ad.total, priority=3), "priority="),
-        (lambda c: c.add("x", ad.total, uses="db"), "uses="),
         (lambda c: c.add("x", 42), "42 is not callable"),
         (lambda c: c.add("", ad.total), "a step name must be a non-empty string"),
         (lambda c: c.add("y", ad.square), "needs input 'x'"),
@@ -403,13 +461,77 @@ def test_hooks_hear_of_added_steps() -> None:
     assert ("step_added", "sum") in events and ("step_finished", "sum") in events
 
 
+PLAIN = {"outputs": {"plan": 3, "part0": 10, "part1": 10, "part2": 10, "sum": 30},
+         "by": {"load": None, "plan": None, "part0": "plan", "part1": "plan", "part2": "plan", "sum": "plan"},
+         "order": ["load", "plan", "part0", "part1", "part2", "sum"]}
+
+
 @pytest.mark.parametrize("backend", ["processes", "executor"])
-def test_out_of_process_backends_refuse_naming_where(backend: str) -> None:
-    with executor_for(backend) as executor:
-        with pytest.raises(RunFailed) as info:
-            ad.plain_flow().run(executor=executor)
-    text = str(info.value.__cause__)
-    assert "cannot add step 'part0'" in text and "processes, an executor" in text
+def test_adds_from_another_process_come_back_with_the_result(backend: str, twin: ModuleType) -> None:
+    """A step in a process pool, or a ThreadPoolExecutor given as the executor
+    (an Executor that is not threads), adds steps: they run in the run."""
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.run_elsewhere({backend!r})))", timeout=90.0,
+                    twin=twin.TWIN)
+    assert got == PLAIN
+
+
+def test_adds_from_dask_come_back_with_the_result(dask_client: Any) -> None:
+    run = ad.plain_flow().run(executor=dask_client)
+    assert {"outputs": run.outputs, "by": {n: t.added_by for n, t in run.tasks.items()},
+            "order": list(run.tasks)} == PLAIN
+
+
+@pytest.mark.parametrize("backend", ["processes", "executor", "dask"])
+def test_adds_elsewhere_checked_at_the_call_and_when_applied(backend: str, request: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor: Any = "processes"
+    if backend == "dask":
+        executor = request.getfixturevalue("dask_client")
+    elif backend == "executor":
+        executor = ThreadPoolExecutor(2)
+    try:
+        flow = Flow("checks")
+        flow.add("load", ad.load)
+        flow.add("adds_lambda", ad.adds_lambda)
+        flow.add("adds_taken", ad.adds_taken, depends_on=["load"])
+        flow.add("adds_then_fails", ad.adds_then_fails)
+        run = flow.run(executor=executor, on_failure="continue", raise_on_failure=False)
+    finally:
+        if backend == "executor":
+            executor.shutdown()
+    said = run.outputs["adds_lambda"]
+    assert "cannot be found again by name" in said and "added by step 'adds_lambda', in another process" in said
+    taken = run.tasks["adds_taken"]
+    assert taken.status == "failed" and isinstance(taken.error, FlowError)
+    assert "'load' is already a step of this run" in str(taken.error)
+    assert "added by step 'adds_taken'" in str(taken.error)
+    assert run.tasks["adds_then_fails"].status == "failed"
+    assert run.tasks["after_fail"].status == "skipped" and run.tasks["free"].status == "succeeded"
+    assert run.tasks["free"].added_by == "adds_then_fails"
+
+
+def test_pools_hold_for_steps_added_in_another_process() -> None:
+    model = {"size": 1, "adds": {"root": [{"name": f"a{k}u1", "kind": "plain", "units": 1, "deps": []}
+                                          for k in range(4)]}}
+    flow = Flow("pooled elsewhere").add("items", ad.load).add("root", ad.pool_adder)
+    seen: list[tuple[str, str]] = []
+    run = flow.run({"model": model}, executor="processes", max_workers=3, pools={"db": 1},
+                   hooks=[lambda e: seen.append((e.kind, e.step or "")) if e.kind in ("step_started", "step_finished") else None])
+    assert run.status == "succeeded" and len(run.tasks) == 6
+    running = 0
+    for kind, step in seen:
+        if step.startswith("a"):
+            running += 1 if kind == "step_started" else -1
+            assert running <= 1
+
+
+def test_workers_still_refuse_adds_naming_where() -> None:
+    from microdag.pools._attempt import Attempt, invoke
+
+    att = Attempt(0, -1, None, 1, "plan", None, "r1", "f")  # (as a worker or an Argo pod makes it: carry off)
+    with pytest.raises(FlowError, match="workers or an Argo pod"):
+        invoke(ad.plan, {"load": [1]}, att)
 
 
 def test_a_dropped_output_is_refused_without_a_store() -> None:
@@ -452,18 +574,20 @@ def test_a_function_without_a_name_is_refused_for_a_durable_store(tmp_path: Any)
     assert flow.run(store=MemoryStore()).outputs == {"adder": "added", "anon": 1}  # kept in memory
 
 
+@pytest.mark.parametrize("executor", ["inline", "processes"])
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "json"])
-def test_resume_after_a_failure_remakes_added_steps(kind: str, tmp_path: Any) -> None:
+def test_resume_after_a_failure_remakes_added_steps(kind: str, executor: str, tmp_path: Any) -> None:
+    """(On processes the adds come back with the adder's result: recorded all the same.)"""
     store = make_store(kind, tmp_path)
     gate = tmp_path / "fail"
     gate.touch()
     flow = Flow("resumed")
     flow.add("plan", ad.adds_failing)
     given = {"gate": str(gate)}
-    first = flow.run(given, store=store, raise_on_failure=False, on_failure="continue")
+    first = flow.run(given, store=store, executor=executor, raise_on_failure=False, on_failure="continue")
     assert statuses(first) == {"plan": "succeeded", "shaky": "failed", "after": "skipped"}
     gate.unlink()
-    again = flow.run(given, store=store, run_id=first.id, resume=True)
+    again = flow.run(given, store=store, run_id=first.id, resume=True, executor=executor)
     assert statuses(again) == {"plan": "succeeded", "shaky": "succeeded", "after": "succeeded"}
     assert again.tasks["plan"].attempts == 1  # not run again: its added steps were made from the record
     assert again.tasks["after"].added_by == "plan"
@@ -589,3 +713,82 @@ def test_a_run_with_added_steps_is_not_resumed_on_workers(tmp_path: Any) -> None
     assert flow.run({"gate": str(gate)}, store=store, run_id=first.id, resume=True, executor="threads").status \
         == "succeeded"
     store.close()
+
+
+# -- pools on added steps --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_adds_under_a_pool_never_exceed_it(seed: int, twin: ModuleType) -> None:
+    """Steps added (and adds on adds, map steps among them) holding 1 or 2
+    units of a pool of 1 or 2: an instrumented counter never sees more held
+    at once than the pool's size, on inline, threads and arun, both twins."""
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.run_pooled({seed})))", timeout=90.0,
+                    twin=twin.TWIN)
+    assert isinstance(got, dict)
+    size = got["model"]["size"]
+    added = {s["name"] for specs in got["model"]["adds"].values() for s in specs}
+    for where, result in got["runs"].items():
+        assert set(result["statuses"].values()) == {"succeeded"}, (where, result)
+        assert set(result["statuses"]) == {"items", "root"} | added, where
+        assert 0 < result["most"] <= size, (where, seed, result["most"], size)
+
+
+def test_added_steps_hold_their_pool_on_every_in_process_backend() -> None:
+    for backend in IN_PROCESS:
+        ad._HELD[1] = 0
+        model = {"size": 1, "adds": {"root": [{"name": f"a{k}u1", "kind": "plain", "units": 1, "deps": []}
+                                              for k in range(4)]}}
+        flow = Flow("pooled").add("items", ad.load).add("root", ad.pool_adder)
+        kw: dict[str, Any] = {} if backend == "inline" else {"max_workers": 4}
+        run = run_on(flow, backend, inputs={"model": model}, pools={"db": 1}, **kw)
+        assert run.status == "succeeded" and len(run.tasks) == 6
+        assert ad._HELD[1] == 1, backend
+
+
+@pytest.mark.parametrize(
+    ("uses", "wording"),
+    [
+        ("gpu", "step 'x' uses 'gpu', which is no pool or rate of this run (pools and rates: 'api', 'db')"),
+        ({"db": 3}, "step 'x' uses 3 units of pool 'db', which holds 2"),
+        ({"api": 2}, "step 'x' uses 2 units of rate (its burst) 'api', which holds 1"),
+    ],
+)
+def test_uses_refused_at_the_call_naming_both_steps_and_the_pool(uses: Any, wording: str) -> None:
+    seen: list[str] = []
+
+    def adder() -> str:
+        try:
+            microdag.context().add("x", ad.total, uses=uses)
+        except FlowError as exc:
+            seen.append(str(exc))
+            return "caught"
+        return "added"
+
+    run = Flow("refused uses").add("adder", adder).run(pools={"db": 2}, rates={"api": "100/s"})
+    assert run.outputs["adder"] == "caught" and list(run.tasks) == ["adder"]
+    assert wording in seen[0] and "added by step 'adder'" in seen[0], seen
+
+
+def test_uses_without_pools_is_refused_at_the_call() -> None:
+    def adder() -> None:
+        microdag.context().add("x", ad.total, uses="db")
+
+    with pytest.raises(RunFailed) as info:
+        Flow("no pools").add("adder", adder).run()
+    assert "which is no pool or rate of this run (pools and rates: none)" in str(info.value.__cause__)
+
+
+def test_a_retried_adder_in_another_process_adds_again_without_a_duplicate(tmp_path: Any) -> None:
+    flow = Flow("retried elsewhere", inputs=["path"]).add("adder", ad.adds_then_retried, retries=1)
+    run = flow.run({"path": str(tmp_path / "n")}, executor="processes", max_workers=2)
+    assert statuses(run) == {"adder": "succeeded", "child": "succeeded"}
+    assert run.tasks["adder"].attempts == 2 and run.tasks["child"].added_by == "adder"
+
+
+@pytest.mark.parametrize("backend", IN_PROCESS)
+def test_a_run_with_pools_grows_by_steps_that_use_none(backend: str) -> None:
+    """(The compiled kernel read past a list when it grew with pools.)"""
+    flow = Flow("pools, adds without").add("load", ad.load).add("plan", ad.plan, uses="db")
+    run = run_on(flow, backend, pools={"db": 1})
+    assert run.status == "succeeded" and run.outputs["sum"] == 30

@@ -30,7 +30,7 @@ LAYERS = [
     ["microdag._graph"],
     ["microdag._steps"],
     ["microdag._build"],  # a step checked as a flow is built (Flow.add, add_many)
-    ["microdag._binding", "microdag._retry"],  # a step's parameters bound; when an attempt is retried
+    ["microdag._binding", "microdag._retry", "microdag._recipe"],  # a step's parameters bound; when an attempt is retried; an added step's recipe
     ["microdag._plantypes"],  # a plan's inputs and types
     ["microdag._plan"],
     ["microdag.pools"],

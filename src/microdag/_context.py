@@ -50,8 +50,8 @@ class Frame:
         # step id, item index, attempt of a map unit (0: read the step's attempts),
         # a keyed map item's key (or, on the map loop, the keys by item index)
         self.current: list[object] = [-1, None, 0, None]
-        #: ``Runner.add_step`` of the run, or what refuses it where the run is
-        #: in another process (``pools._attempt.elsewhere``).
+        #: ``Runner.add_step`` of the run; in another process, what carries
+        #: the adds back with the result, or refuses them (``pools._attempt``).
         self.add = add
 
 
@@ -110,7 +110,7 @@ class StepContext:
     ) -> str:
         """Add a step to this run: it runs in the run as any of the flow's
         steps, with the same options as :meth:`Flow.add` (``retries``,
-        ``timeout``, ``map``, ``cache``, ``trigger``...; not ``priority``),
+        ``timeout``, ``map``, ``cache``, ``trigger``, ``uses``...; not ``priority``),
         its parameters bound by name to the run's steps (added ones too) and
         inputs.  It may depend on any step of the run: one that succeeded
         lets it start at once.  A durable store records it with this step's
@@ -120,11 +120,18 @@ class StepContext:
         Returns:
             the new step's name.
 
+        In a step that runs in another process (processes, an executor,
+        Dask) the add is checked there as far as it can be without the run
+        (``fn`` must be found again by name) and applied when the step's
+        attempt settles: a check that needs the run (a name taken, an unknown
+        dependency) then fails this step.
+
         Raises:
             FlowError: the step is refused (its name is taken, a dependency
-                is unknown, an option is invalid, ``fn`` cannot be named for
-                a durable store, or this step runs in another process);
-                nothing was added, and the run goes on if this step catches it.
+                is unknown, an option or a pool is invalid, ``fn`` cannot be
+                named for a durable store or another process, or this step
+                runs on workers or an Argo pod); nothing was added, and the
+                run goes on if this step catches it.
         """
         if self._add is None:
             raise RuntimeError(f"step {self.step!r} cannot add step {name!r}: it runs outside a flow's run")

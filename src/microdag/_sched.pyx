@@ -966,7 +966,7 @@ cdef class Kernel:
         self._running += k
         return 0
 
-    def grow(self, m, src=(), dst=(), triggers=None):
+    def grow(self, m, src=(), dst=(), triggers=None, uses=None, apart=()):
         """Add nodes ``n .. n+m-1`` in the middle of a run, keeping every state
         and counter (see the Python twin for the rules).
 
@@ -995,6 +995,7 @@ cdef class Kernel:
             for t in trig:
                 if type(t) is not int or t not in (_ALL_SUCCESS, _ALL_DONE, _NONE_FAILED):
                     raise ValueError(f"unknown trigger rule {t!r}")
+        held = self._grown_uses(n, mm, uses, apart)
         inner = [[] for _ in range(mm)]
         preds = [[] for _ in range(mm)]
         indeg = [0] * mm
@@ -1061,10 +1062,8 @@ cdef class Kernel:
         if self._ids is not None:
             self._ids.extend(range(n, total))
         self._n = total
-        if self._pooled:  # (the new nodes hold nothing in the pools)
-            self._ustart.extend([self._ustart[-1]] * mm)
-            self._apart.extend(bytes(mm))
-            self._held.extend(bytes(mm))
+        if self._pooled:
+            self._grow_pools(mm, held)
         self._state = <uint8_t*>_grown(self._state, n, total, sizeof(uint8_t))
         self._count = <int32_t*>_grown(self._count, n, total, sizeof(int32_t))
         self._left = <int32_t*>_grown(self._left, n if self._left != NULL else 0, total, sizeof(int32_t))
@@ -1401,6 +1400,52 @@ cdef class Kernel:
     # (the rules: ``_sched_py.py``; the pools' bookkeeping is kept in Python
     # lists here too: a flow without pools pays one flag check, one with
     # pools a few list operations per step)
+
+    cdef object _grown_uses(self, Py_ssize_t n, Py_ssize_t m, object uses, object apart):
+        """:meth:`grow`'s ``uses`` and ``apart`` checked (nothing changed):
+        per new node its pools and units, and the new nodes' apart flags."""
+        cdef Py_ssize_t j
+        if uses is None and not apart:
+            return None
+        psize = self._psize if self._pooled else []
+        checked = []
+        if uses is not None:
+            if len(uses) != m:
+                raise ValueError(f"uses needs one entry per new node ({m}), not {len(uses)}")
+            for j, pairs in enumerate(uses):
+                ps = []
+                us = []
+                for p, u in pairs:
+                    if not psize:
+                        raise ValueError(f"node {n + j} uses pool {p}, and the kernel has no pools")
+                    p = _check_id(operator.index(p), len(psize))
+                    u = operator.index(u)
+                    if not 0 < u <= psize[p]:
+                        raise ValueError(f"node {n + j} uses {u} units of pool {p}, which holds {psize[p]}")
+                    ps.append(p)
+                    us.append(u)
+                checked.append((ps, us))
+        flags = bytearray(m)
+        for i in apart:
+            i = _check_id(operator.index(i), n + m)
+            if i < n:
+                raise IndexError(f"node {i} is not new: only new nodes (from {n}) may be given apart")
+            flags[i - n] = 1
+        return checked, flags
+
+    cdef int _grow_pools(self, Py_ssize_t m, object held) except -1:
+        """:meth:`grow`: the new nodes' uses (none unless given) and flags."""
+        cdef list ustart = self._ustart
+        if held is None or not held[0]:
+            ustart.extend([ustart[len(ustart) - 1]] * m)  # (wraparound is off: no [-1])
+        else:
+            for ps, us in held[0]:
+                self._upool.extend(ps)
+                self._uunits.extend(us)
+                ustart.append(len(self._upool))
+        self._apart.extend(bytes(m) if held is None else held[1])
+        self._held.extend(bytes(m))
+        return 0
 
     def set_pools(self, sizes, uses=(), spent=(), apart=(), clock=None):
         """Give the kernel pools; takes effect at the next :meth:`reset`.

@@ -578,6 +578,7 @@ class Kernel:
     def grow(
         self, m: int, src: "Sequence[int]" = (), dst: "Sequence[int]" = (),
         triggers: "Sequence[int] | None" = None,
+        uses: "Sequence[Sequence[tuple[int, int]]] | None" = None, apart: "Iterable[int]" = (),
     ) -> list[int]:
         """Add nodes ``n .. n+m-1`` to the kernel in the middle of a run (steps
         that a running step adds), keeping every state and counter.
@@ -592,7 +593,11 @@ class Kernel:
         nodes join the run (``remaining`` counts them), those whose
         predecessors are satisfied are ready at once, and every predecessor
         counts them among its consumers (:meth:`release`).  Their scheduling
-        rank is their critical path among the new nodes.
+        rank is their critical path among the new nodes.  With pools
+        (:meth:`set_pools`), ``uses`` gives each new node its ``(pool, units)``
+        pairs (one entry per new node; ``None``: none), checked as
+        :meth:`set_pools` checks them, and ``apart`` the new nodes taken
+        without holding their units (map steps).
 
         Costs ``O(m + new edges)`` (amortised): the successors that existing
         nodes gain are kept beside the graph's arrays, and merged into them
@@ -603,8 +608,10 @@ class Kernel:
 
         Raises:
             ValueError: ``m`` is negative or too large, lengths differ, an edge
-                ends at an existing node, or a trigger is not a rule.
-            IndexError: an edge names a node id outside ``0 .. n+m-1``.
+                ends at an existing node, a trigger is not a rule, or a use is
+                below one unit or more than its pool's size (or there are no pools).
+            IndexError: an edge names a node id outside ``0 .. n+m-1``, or a
+                use a pool id out of range, or ``apart`` a node that is not new.
             CycleError: the new edges make a cycle (``args[1]`` holds its ids);
                 the kernel is left as it was.
         """
@@ -630,6 +637,7 @@ class Kernel:
             for t in trig:
                 if type(t) is not int or t not in (ALL_SUCCESS, ALL_DONE, NONE_FAILED):
                     raise ValueError(f"unknown trigger rule {t!r}")
+        held = self._grown_uses(n, m, uses, apart)
         # The new nodes' own edges, their order, and their cycle if any.
         inner: list[list[int]] = [[] for _ in range(m)]  # new node -> its new successors
         preds: list[list[int]] = [[] for _ in range(m)]  # new node -> every predecessor
@@ -662,10 +670,8 @@ class Kernel:
             pred.extend(preds[j])
             pstart.append(len(pred))
         self._n = total
-        if self._pooled:  # (the new nodes hold nothing in the pools)
-            self._ustart.extend([self._ustart[-1]] * m)
-            self._apart.extend(bytes(m))
-            self._held.extend(bytes(m))
+        if self._pooled:
+            self._grow_pools(m, held)
         if trig is not None and any(trig) and self._trigger is None:
             self._trigger = bytearray(n)
         if self._trigger is not None:
@@ -938,6 +944,52 @@ class Kernel:
     # anything: their units are held per attempt, by ``acquire``/``restore``.
     # Without pools (``set_pools`` never called, or given no pool), every
     # method pays one flag check.
+
+    def _grown_uses(
+        self, n: int, m: int, uses: "Sequence[Sequence[tuple[int, int]]] | None", apart: "Iterable[int]",
+    ) -> "tuple[list[tuple[list[int], list[int]]], bytearray] | None":
+        """:meth:`grow`'s ``uses`` and ``apart`` checked (nothing changed):
+        per new node its pools and units, and the new nodes' apart flags."""
+        if uses is None and not apart:
+            return None
+        psize = self._psize if self._pooled else []
+        checked: list[tuple[list[int], list[int]]] = []
+        if uses is not None:
+            if len(uses) != m:
+                raise ValueError(f"uses needs one entry per new node ({m}), not {len(uses)}")
+            for j, pairs in enumerate(uses):
+                ps: list[int] = []
+                us: list[int] = []
+                for p, u in pairs:
+                    if not psize:
+                        raise ValueError(f"node {n + j} uses pool {p}, and the kernel has no pools")
+                    p = _check_id(operator.index(p), len(psize))
+                    u = operator.index(u)
+                    if not 0 < u <= psize[p]:
+                        raise ValueError(f"node {n + j} uses {u} units of pool {p}, which holds {psize[p]}")
+                    ps.append(p)
+                    us.append(u)
+                checked.append((ps, us))
+        flags = bytearray(m)
+        for i in apart:
+            i = _check_id(operator.index(i), n + m)
+            if i < n:
+                raise IndexError(f"node {i} is not new: only new nodes (from {n}) may be given apart")
+            flags[i - n] = 1
+        return checked, flags
+
+    def _grow_pools(self, m: int, held: "tuple[list[tuple[list[int], list[int]]], bytearray] | None") -> None:
+        """:meth:`grow`: the new nodes' uses (none unless given) and flags."""
+        ustart = self._ustart
+        if held is None or not held[0]:
+            ustart.extend([ustart[-1]] * m)
+        else:
+            for ps, us in held[0]:
+                self._upool.extend(ps)
+                self._uunits.extend(us)
+                ustart.append(len(self._upool))
+        self._apart.extend(bytes(m) if held is None else held[1])
+        self._held.extend(bytes(m))
 
     def set_pools(
         self,

@@ -10,8 +10,9 @@ the item and the attempt number.
 """
 
 from .._capture import captured_call
-from .._context import Frame, enter, leave
+from .._context import Frame, current_frame, enter, leave
 from .._errors import FlowError, Skip
+from .._recipe import carried
 from .._records import step_traceback
 
 TYPE_CHECKING = False
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["Attempt", "Captured", "Remote", "awaited", "invoke", "local", "local_all"]
+__all__ = ["Attempt", "Captured", "Grown", "Remote", "awaited", "invoke", "local", "local_all"]
 
 
 class Attempt:
@@ -42,12 +43,14 @@ class Attempt:
         waited: seconds it waited for room in its pools or a rate's token
             before it started (this process's; a worker's copy says 0.0).
         add: ``microdag.context().add`` for a pool that runs the attempt in
-            the run's own process (``arun``'s); ``None`` elsewhere, where it
-            is refused (:func:`elsewhere`).  Never pickled.
+            the run's own process (``arun``'s); ``None`` elsewhere.  Never pickled.
+        carry: without ``add``, whether the attempt's adds are carried back
+            with its result (:class:`Grown`; processes, executors, Dask) or
+            refused (:func:`elsewhere`; workers, an Argo pod).
     """
 
     __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
-                 "capture", "started", "finished", "trace", "key", "waited", "add")
+                 "capture", "started", "finished", "trace", "key", "waited", "add", "carry")
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class Attempt:
         finished: float = 0.0,
         trace: "Any" = None,
         key: "str | int | None" = None,
+        carry: bool = False,
     ) -> None:
         self.step = step
         self.unit = unit
@@ -82,11 +86,12 @@ class Attempt:
         self.key = key
         self.waited = 0.0
         self.add: "Callable[..., str] | None" = None
+        self.carry = carry
 
     def __reduce__(self) -> "Any":
         return (Attempt, (self.step, self.unit, self.item, self.number, self.name, self.timeout,
                           self.run_id, self.flow, self.run_dir, self.capture, self.started, self.finished, self.trace,
-                          self.key))
+                          self.key, self.carry))
 
     def describe(self) -> str:
         """``step 'name'``, ``step 'name' item 3`` or ``step 'name' item 3 (key 'q-1')``:
@@ -161,6 +166,21 @@ class Captured:
         return (Captured, (self.value, self.text))
 
 
+class Grown:
+    """A step's result with the steps it added in another process: their
+    recipes (``_recipe.carried``), applied by the run as the attempt settles.
+    A step that raised carries them as ``__microdag_added__``."""
+
+    __slots__ = ("value", "added")
+
+    def __init__(self, value: "Any", added: "list[dict[str, Any]]") -> None:
+        self.value = value
+        self.added = added
+
+    def __reduce__(self) -> "Any":
+        return (Grown, (self.value, self.added))
+
+
 def awaited(result: "Any") -> "Any":
     """``result``, or what it returns when run to completion if it is a coroutine."""
     if hasattr(result, "__await__") and hasattr(result, "send"):
@@ -175,8 +195,33 @@ def elsewhere(caller: str, name: str, *args: "Any") -> str:
     process (a worker process, an executor, Dask, workers, an Argo pod): refused."""
     raise FlowError(
         f"step {caller!r} cannot add step {name!r}: context().add() needs the run in the step's own process "
-        "(executor 'inline' or 'threads', or Flow.arun); this step runs where the run cannot grow "
-        "(processes, an executor, Dask, workers or an Argo pod)")
+        "or one that carries the adds back to it (inline, threads, Flow.arun, processes, an executor, Dask); "
+        "this step runs where neither holds (workers or an Argo pod)")
+
+
+class _Carried:
+    """``context().add`` in an attempt whose adds are carried back: the
+    recipes so far (``_recipe.carried``: checked here, applied by the run)."""
+
+    __slots__ = ("added",)
+
+    def __init__(self) -> None:
+        self.added: list[dict[str, Any]] = []
+
+    def __call__(self, *args: "Any") -> str:
+        self.added.append(carried(*args))
+        return str(args[1])
+
+
+def _carry(*args: "Any") -> str:
+    """The first add of such an attempt: its frame collects them from now on
+    (an attempt that adds nothing pays nothing for it)."""
+    frame = current_frame()
+    assert frame is not None
+    collect = frame.add
+    if type(collect) is not _Carried:  # (a StepContext made before holds this function)
+        collect = frame.add = _Carried()
+    return collect(*args)
 
 
 def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt | None" = None) -> "Any":
@@ -185,12 +230,15 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
     The step's ``microdag.context()`` answers from ``attempt``, and the
     attempt's span (a traced run) is current; with ``attempt.capture`` what
     it prints and logs comes back with its result as a :class:`Captured` (an
-    exception carries it as ``__microdag_logs__``).  A
-    module-level function, so that it pickles for process executors.
+    exception carries it as ``__microdag_logs__``); with ``attempt.carry``
+    the steps it added come back as a :class:`Grown` (an exception carries
+    them as ``__microdag_added__``).  A module-level function, so that it
+    pickles for process executors.
     """
     if attempt is None:
         return awaited(fn(**kwargs))
-    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir, add=attempt.add or elsewhere)
+    add = attempt.add or (_carry if attempt.carry else elsewhere)
+    frame = Frame(attempt.run_id, attempt.flow, (attempt.name,), None, attempt.run_dir, add=add)
     frame.current[:] = [0, attempt.item, attempt.number, attempt.key]
     token = enter(frame)
     trace = attempt.trace
@@ -198,9 +246,16 @@ def invoke(fn: "Callable[..., Any]", kwargs: "dict[str, Any]", attempt: "Attempt
     try:
         if attempt.capture:
             result, text = captured_call(lambda: awaited(fn(**kwargs)), {})
-            return Captured(result, text)
-        return awaited(fn(**kwargs))
+            result = Captured(result, text)
+        else:
+            result = awaited(fn(**kwargs))
+        return Grown(result, frame.add.added) if type(frame.add) is _Carried else result
     except Exception as exc:  # its traceback, as text: the frames do not travel back with it from a process
+        if type(frame.add) is _Carried:
+            try:
+                exc.__microdag_added__ = frame.add.added  # type: ignore[attr-defined]
+            except AttributeError:  # (an exception without a __dict__)
+                pass
         if not isinstance(exc, Skip):
             try:
                 exc.__microdag_traceback__ = step_traceback(exc)  # type: ignore[attr-defined]

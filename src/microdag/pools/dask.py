@@ -46,7 +46,7 @@ import time
 import uuid
 
 from . import until_deadline
-from ._attempt import Captured, Remote, invoke
+from ._attempt import Captured, Grown, Remote, invoke
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -375,19 +375,27 @@ class _Call:
         return cls(fn)
 
     def __call__(self, kwargs: "dict[str, Any]", attempt: "Attempt", lists: "tuple[str, ...]") -> "Any":
-        # An output that a worker captured the prints of comes as Captured: the
-        # step is given its value (alone, or in a list of a map's outputs).
+        # An output that a worker captured the prints of comes as Captured, one
+        # of a step that added steps as Grown: the step is given its value
+        # (alone, or in a list of a map's outputs).
         for name, value in kwargs.items():
-            if type(value) is Captured:
-                kwargs[name] = value.value
+            if type(value) is Grown or type(value) is Captured:
+                kwargs[name] = _value(value)
         for name in lists:
-            kwargs[name] = [v.value if type(v) is Captured else v for v in kwargs[name]]
+            kwargs[name] = [_value(v) for v in kwargs[name]]
         return invoke(self.fn, kwargs, attempt)
 
     def __reduce__(self) -> "Any":
         if self.blob is not None:
             return (_by_value, (self.blob,))
         return (_Call, (self.fn,))
+
+
+def _value(v: "Any") -> "Any":
+    """An output as the step gave it, out of its :class:`Grown` and :class:`Captured`."""
+    if type(v) is Grown:
+        v = v.value
+    return v.value if type(v) is Captured else v
 
 
 def _by_value(blob: bytes) -> _Call:

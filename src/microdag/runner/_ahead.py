@@ -11,7 +11,8 @@ other rule needs to know how its dependencies ended), it is not a map step
 (its units are known only from its input) nor cached (the cache is asked
 when it starts) nor using a pool or rate (it waits for room in the runner,
 which hands it out only when there is), and each of its dependencies has succeeded or runs (or went
-ahead) in the pool.  The run stopping stops it.
+ahead) in the pool.  The run stopping stops it.  A step added while the run
+runs never goes ahead (it is submitted when ready).
 """
 
 from .._compat import sched
@@ -52,11 +53,12 @@ class Ahead:
         ``futures`` (step id -> future); ``None`` when it may not go ahead."""
         r = self.r
         k = r.k
-        if r.stopping or not self._plain[step] or k.state(step) not in (_PENDING, _READY):
+        if r.stopping or step >= len(self._plain) or not self._plain[step] or k.state(step) not in (_PENDING, _READY):
             return None
         for dep in k.predecessors(step):
             if dep not in futures and k.state(dep) != _SUCCEEDED:
                 return None
         deps = [futures[d] if d in futures else r.value(d) for d in r.plan.argdeps[step]]
         attempt = r.caller.attempt(step, r.attempts[step] + 1)
+        attempt.carry = True  # (its adds come back with its result, as dispatch's attempts' do)
         return attempt, r.plan.fns[step], kwargs(r.kwnames[step], deps, r.consts[step])

@@ -30,15 +30,21 @@ one some unfinished step still needs; otherwise (and when no store holds it)
 the add is refused.
 
 Where: the calling step runs in this process (inline, threads, ``arun``'s
-event loop).  A step that runs in another process (processes, executors,
-Dask, workers) has no run to grow: ``add`` is refused there
-(``pools._attempt.elsewhere``).
+event loop), or in another (processes, executors, Dask), where its adds
+are checked as far as that can be done without the run and carried back
+with its result (``_recipe.carried``, ``pools._attempt.Grown``): the run
+applies them when the attempt settles (:func:`apply`), before the step's
+dependents are ready.  Workers and Argo pods refuse ``add``
+(``pools._attempt.elsewhere``).  An added step's ``uses=`` is mapped to the
+run's pool ids (``_limits.uses_of``) and given to ``Kernel.grow``.
 """
 
 from .._compat import sched
 from .._errors import FlowError
+from .._recipe import checked_options, made_again, name_of, recipe
 from .._steps import TRIGGERS, _Options, _Step
 from ._call import bind_params, input_missing
+from ._limits import uses_of
 from ._recorder import STORED
 
 TYPE_CHECKING = False
@@ -49,7 +55,7 @@ if TYPE_CHECKING:
     from .._plan import _Plan
     from ._state import Runner
 
-__all__ = ["Growth", "add", "recipe", "recreate"]
+__all__ = ["Growth", "add", "apply", "recreate"]
 
 _FINISHED = (sched.SUCCEEDED, sched.FAILED, sched.SKIPPED, sched.CANCELLED)
 
@@ -103,7 +109,7 @@ def _add(
         raise FlowError(f"a step name must be a non-empty string, not {name!r}")
     deps, binding = _Step.check(name, fn, depends_on, inputs)
     deps = tuple(dict.fromkeys(deps))
-    opts = _options(name, options)
+    opts = checked_options(name, options)
     made = (fn, deps, binding, tuple(getattr(opts, field) for field in _Options.__slots__))
     saved = None if not record or not r.recorder.durable else recipe(
         name, who, (fn, deps, binding, options), r.recorder.in_memory)
@@ -122,6 +128,7 @@ def _add(
         names, consts, missing = bind_params(dep_kwnames, input_params, r.given)
         if missing:
             raise FlowError(*[input_missing(name, p, n) for p, n in missing])
+        uses = uses_of(r.limits, name, opts) if opts.uses else ()
         # Nothing is refused from here on.
         i = plan.append(bound)
         r.outputs.append(None)
@@ -146,24 +153,14 @@ def _add(
                 _LOCAL[(r.run_id, name)] = fn
             r.recorder.step_added(saved)
         triggers = [TRIGGERS.index(opts.trigger)] if plan.has_triggers else None
-        skipped = r.k.grow(1, src, [i] * len(src), triggers=triggers)
+        apart: tuple[int, ...] = ()
+        if uses and opts.map is not None:  # (each unit attempt holds the units)
+            assert r.limits is not None
+            r.limits.mapped = r.limits.mapped | {i}
+            apart = (i,)
+        skipped = r.k.grow(1, src, [i] * len(src), triggers=triggers, uses=[uses] if uses else None, apart=apart)
         r.grown += 1
     return i, skipped
-
-
-def _options(name: str, options: "dict[str, Any]") -> _Options:
-    """An added step's options, checked as ``Flow.add`` checks them."""
-    try:
-        opts = _Options(f"step {name!r}", **options)
-    except TypeError:
-        known = _Options.__slots__
-        raise FlowError(*[f"step {name!r}: unknown option {key!r}" for key in options if key not in known]) from None
-    if opts.priority is not None:
-        raise FlowError(f"step {name!r}: priority= ranks a flow's steps before a run; an added step takes none")
-    if opts.uses:
-        raise FlowError(f"step {name!r}: uses= holds pools and rates that a run sets before it starts; an "
-                        "added step takes none (a step of the flow that uses them can depend on it)")
-    return opts
 
 
 def _own_plan(r: "Runner") -> "_Plan":
@@ -217,7 +214,7 @@ def _flag(r: "Runner", name: str, argdeps: "tuple[int, ...]", opts: _Options, is
 
 def _same(a: "tuple[Any, ...]", b: "tuple[Any, ...]") -> bool:
     """Whether two adds made the same step (the function itself, or one of the same name)."""
-    return (a[0] is b[0] or _name_of(a[0]) == _name_of(b[0]) is not None) and a[1:] == b[1:]
+    return (a[0] is b[0] or name_of(a[0]) == name_of(b[0]) is not None) and a[1:] == b[1:]
 
 
 # -- records and resume ---------------------------------------------------------------
@@ -225,71 +222,6 @@ def _same(a: "tuple[Any, ...]", b: "tuple[Any, ...]") -> bool:
 #: Functions of added steps kept by name for runs in a memory store (which
 #: keeps no code): ``(run id, step) -> fn``, read by a resume in this process.
 _LOCAL: "dict[tuple[str, str], Callable[..., Any]]" = {}
-
-
-def _name_of(obj: "Any") -> "str | None":
-    """``module:qualname`` of ``obj`` if importing it finds ``obj`` again, else ``None``."""
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
-        return None
-    try:
-        return f"{module}:{qualname}" if _find(f"{module}:{qualname}") is obj else None
-    except Exception:  # (not importable as named)
-        return None
-
-
-def _find(spec: str) -> "Any":
-    """The object ``module:qualname`` names.
-
-    Raises:
-        ImportError, AttributeError: it names nothing.
-    """
-    import importlib  # (only for steps that add steps, with a store)
-
-    module, _, qualname = spec.partition(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def recipe(name: str, who: str, made: "tuple[Any, ...]", in_memory: bool) -> "dict[str, Any]":
-    """How a resume makes added step ``name`` again: a JSON-able dict of the
-    step that added it, its function as ``module:qualname``, its
-    dependencies, inputs and options (exception classes by name).
-
-    Raises:
-        FlowError: the function (or an option) cannot be named, and the store
-            keeps the run beyond this process.
-    """
-    import json  # (only for steps that add steps, with a store)
-
-    fn, deps, binding, options = made
-    problems = []
-    spec = _name_of(fn)
-    if spec is None and not in_memory:
-        problems.append(
-            f"step {name!r}: its function {getattr(fn, '__qualname__', fn)!r} cannot be found again by "
-            "name (a lambda, a closure or a function not at a module's top level), which a resumed run "
-            "needs: add a function defined at a module's top level"
-        )
-    kept = dict(options)
-    if "retry_on" in kept:
-        on = kept["retry_on"]
-        classes = on if isinstance(on, tuple) else (on,)
-        named = [_name_of(c) for c in classes]
-        if None in named:
-            problems.append(f"step {name!r}: retry_on names an exception class that cannot be found again by name")
-        kept["retry_on"] = named
-    try:
-        json.dumps(kept)
-    except (TypeError, ValueError):
-        problems.append(f"step {name!r}: its options cannot be kept as JSON ({kept!r})")
-    if problems:
-        raise FlowError(*problems)
-    return {"step": name, "by": who, "fn": spec, "depends_on": list(deps), "inputs": dict(binding) or None,
-            "options": kept}
 
 
 def recreate(r: "Runner", recipes: "list[dict[str, Any]]") -> None:
@@ -301,15 +233,34 @@ def recreate(r: "Runner", recipes: "list[dict[str, Any]]") -> None:
     for made in recipes:
         name, who, spec = made["step"], made["by"], made["fn"]
         try:
-            fn = _LOCAL[(r.run_id, name)] if spec is None else _find(spec)
+            fn, options = made_again(made)
+            if fn is None:
+                fn = _LOCAL[(r.run_id, name)]
         except (ImportError, AttributeError, KeyError) as exc:
             raise FlowError(f"run {r.run_id}: step {name!r}, added by step {who!r}, cannot be made again: "
                             f"its function {spec or '(kept in memory by an ended process)'} is not found ({exc})") from None
-        options = dict(made["options"])
-        if "retry_on" in options:
-            options["retry_on"] = tuple(_find(c) for c in options["retry_on"])
         try:
             _add(r, who, name, fn, made["depends_on"], made["inputs"], options, record=False)
         except FlowError as exc:
             raise FlowError(*[f"run {r.run_id}: step {name!r}, added by step {who!r}, cannot be made again: {p}"
                               for p in exc.problems]) from None
+
+
+def apply(r: "Runner", recipes: "list[dict[str, Any]]") -> "FlowError | None":
+    """The adds a step made in another process (``_recipe.carried``), applied
+    in order as its attempt settles, before its dependents are ready; the
+    first one refused (with the checks that need the run: a name taken, an
+    unknown dependency, a parameter bound to nothing, a pool) ends them, as
+    a ``FlowError`` that fails the step (those before it stay added)."""
+    for made in recipes:
+        name, who = made["step"], made["by"]
+        try:
+            fn, options = made_again(made)
+        except (ImportError, AttributeError) as exc:
+            return FlowError(f"step {name!r}, added by step {who!r} in another process, cannot be made in the "
+                             f"run's process: its function {made['fn']} is not found here ({exc})")
+        try:
+            add(r, who, name, fn, made["depends_on"], made["inputs"], options)
+        except FlowError as exc:
+            return exc
+    return None

@@ -26,6 +26,8 @@ State: ``rates`` (pool id, tokens a second, burst) and ``last`` (the clock
 reading from which each bucket's next token counts; ``None`` while it is full).
 """
 
+from .._errors import FlowError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
 
     from .._compat import sched
     from .._plan import _Plan
+    from .._steps import _Options
 
-__all__ = ["Limits", "parse_rate", "problems"]
+__all__ = ["Limits", "parse_rate", "problems", "uses_of"]
 
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
         "h": 3600.0, "hour": 3600.0}
@@ -113,10 +116,38 @@ def problems(
     return out
 
 
+def uses_of(limits: "Limits | None", name: str, opts: "_Options") -> "tuple[tuple[int, int], ...]":
+    """The pool ids and units of added step ``name`` (``opts``: its options)
+    in a run with these ``limits`` (``None``: none), for ``Kernel.grow``.
+
+    Raises:
+        FlowError: a name that is no pool or rate of the run, or more units
+            than a pool holds (naming the step and the pool).
+    """
+    ids = {} if limits is None else limits.ids
+    out: list[str] = []
+    pairs = []
+    for pool, units in opts.uses:
+        p = ids.get(pool)
+        if p is None:
+            known = ", ".join(map(repr, sorted(ids))) or "none"
+            out.append(f"step {name!r} uses {pool!r}, which is no pool or rate of this run (pools and rates: {known})")
+            continue
+        assert limits is not None
+        size = limits.sizes[p]
+        if units > size:
+            what = "pool" if p < limits.npools else "rate (its burst)"
+            out.append(f"step {name!r} uses {units} units of {what} {pool!r}, which holds {size}")
+        pairs.append((p, units))
+    if out:
+        raise FlowError(*out)
+    return tuple(pairs)
+
+
 class Limits:
     """The pools and rates of one run, set on its kernel (see the module docs)."""
 
-    __slots__ = ("k", "clock", "rates", "last", "mapped")
+    __slots__ = ("k", "clock", "rates", "last", "mapped", "ids", "sizes", "npools")
 
     def __init__(
         self, plan: "_Plan", kernel: "sched.Kernel", pools: "Mapping[str, int]", rates: "Mapping[str, str]",
@@ -136,6 +167,9 @@ class Limits:
         kernel.set_pools(sizes, uses, spent=range(len(pools), len(names)), apart=self.mapped, clock=clock)
         self.k = kernel
         self.clock = clock
+        self.ids = ids
+        self.sizes = sizes
+        self.npools = len(pools)
         self.rates = [(len(pools) + j, per_second, burst) for j, (per_second, burst) in enumerate(parsed)]
         self.last: list[float | None] = [None] * len(parsed)
 

@@ -181,7 +181,7 @@ class StoreRecorder:
         return self.store.in_memory
 
     def step_added(self, recipe: "dict[str, Any]") -> None:
-        """Record a step a step added: how a resume makes it again (``_grow.recipe``)."""
+        """Record a step a step added: how a resume makes it again (``_recipe.recipe``)."""
         self.wrote = True
         try:
             self.store.save_added(self.run_id, self.added, recipe)

@@ -30,7 +30,7 @@ run cannot go on: the state machine's stall error is raised instead of
 waiting forever.  With a cancel event, every wait is 50 ms at most.
 """
 
-from ..pools._attempt import Captured, Remote
+from ..pools._attempt import Captured, Grown, Remote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,6 +100,8 @@ def _fill(runner: "Runner", pool: "Pool | AwaitPool") -> None:
             return
         if here:
             att.add = runner.add_step
+        else:
+            att.carry = True  # (its adds come back with its result: Grown)
         fn, kwargs = runner.call_args(att)
         try:
             pool.submit(att, fn, kwargs)
@@ -124,15 +126,28 @@ def _wait_time(runner: "Runner", pool: "Pool | AwaitPool") -> "float | None":
 
 def _settle(runner: "Runner", att: "Any", ok: bool, value: "Any") -> None:
     """Hand an outcome from the pool to the state machine, with what the step
-    printed; an output that stayed on a cluster is fetched where this process
-    needs it (a store records it, the cache keeps it, a batch is counted)."""
+    printed and after the steps it added (``_grow.apply``: a refused add
+    fails it); an output that stayed on a cluster is fetched where this
+    process needs it (a store records it, the cache keeps it, a batch is
+    counted, it carries adds: Dask tells its type without fetching it)."""
     if type(value) is Remote:
         step = runner.plan.steps[att.step]
-        if runner.capture or step.cache or (att.unit >= 0 and step.batch_size is not None):
+        if runner.capture or step.cache or (att.unit >= 0 and step.batch_size is not None) \
+                or getattr(value.future, "type", None) is Grown:  # (its adds must be read here)
             try:
                 value = value.fetch()
             except BaseException as exc:  # the task failed on its way back, or the cluster is gone
                 ok, value = False, exc
+    added = None
+    if type(value) is Grown:
+        added = value.added
+        value = value.value
+    elif isinstance(value, BaseException):
+        added = getattr(value, "__microdag_added__", None)
+    if added:
+        refused = runner.apply_added(added)
+        if refused is not None and ok:
+            ok, value = False, refused
     text: str | None = None
     if isinstance(value, Captured):
         text = value.text
