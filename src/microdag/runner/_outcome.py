@@ -56,7 +56,7 @@ def run_result(r: "Runner", inputs: "dict[str, Any]") -> Run:
                 label = "skipped" if st == sched.SKIPPED else "pending"
             else:
                 continue
-            r.recorder.step_ended(i, label, r.attempts[i], r.started[i], r.finished[i])
+            r.recorder.step_ended(i, label, r.attempts[i], r.started[i], r.finished[i], None, r.waited(i))
     r.recorder.close(status, finished)
     return Run(
         r.run_id, r.flow, status, outputs, inputs, r.wall0, finished, error, names,

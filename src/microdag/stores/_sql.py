@@ -48,11 +48,12 @@ TASK_UPDATES = """ON CONFLICT (run_id, step, item) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started = excluded.started,
     finished = excluded.finished, error_type = excluded.error_type,
     error_message = excluded.error_message, traceback = excluded.traceback,
-    output = excluded.output, output_ref = excluded.output_ref, key = excluded.key"""
+    output = excluded.output, output_ref = excluded.output_ref, key = excluded.key,
+    waited = excluded.waited"""
 _UPSERT = f"""
 INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref, key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   error_type, error_message, traceback, output, output_ref, key, waited)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 {TASK_UPDATES}
 """
 #: What an attempt printed, kept (or replaced).
@@ -152,10 +153,10 @@ class SQLStore(SQLReader):
         try:
             self._transaction([
                 (
-                    "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source, code)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source, code,"
+                    " limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (t(info.id), t(info.flow), info.fingerprint, inputs, info.status, info.started,
-                     info.finished, t(info.source), _code_text(info.code)),
+                     info.finished, t(info.source), _code_text(info.code), _code_text(info.limits)),
                 ),
                 (OWNERS, (t(info.id), self._new_claim(info.id))),
             ])
@@ -188,7 +189,7 @@ class SQLStore(SQLReader):
                     etype, emsg, tb = t(etype), t(emsg), t(tb)
                 self._pending.append(
                     (key, step, r.item, self._seq, status, r.attempts, r.started, r.finished, etype, emsg, tb,
-                     output, ref, r.key if r.key is None else t(r.key))
+                     output, ref, r.key if r.key is None else t(r.key), r.waited)
                 )
                 if status == "succeeded" and r.started is not None and r.finished is not None:
                     self._work += r.finished - r.started  # (the work lost if this record were)
