@@ -196,3 +196,42 @@ def test_an_older_postgres_store_gains_the_columns(postgres: str) -> None:
         "uses": {"first": {"db": 1}, "second": {"db": 1}, "calls": {"api": 1}}}
     assert {r.waited is None for r in store.tasks(run.id)} == {False}  # type: ignore[attr-defined]
     store.close()
+
+
+def test_how_pools_uses_and_waits_read() -> None:
+    from microdag._present import limits_text, uses_text, wait_text
+
+    assert limits_text({"pools": {"db": 2, "gpu": 1}, "rates": {"api": "10/s"}, "uses": {}}) == \
+        "pools db=2, gpu=1; rates api=10/s"
+    assert limits_text({"pools": {}, "rates": {"api": "600/min"}}) == "rates api=600/min"
+    assert limits_text(None) == "" and uses_text(None) == "" and uses_text({"db": 1, "api": 2}) == "db=1, api=2"
+    assert wait_text(None) == wait_text(0.0) == "-" and wait_text(0.0123) == "12.3 ms" and wait_text(2.5) == "2.50 s"
+
+
+def test_a_damaged_wait_or_limits_is_named_or_left_out() -> None:
+    from microdag._records import check_task, limits_of
+
+    with pytest.raises(ValueError, match="waited is -1.0"):
+        check_task("a", -1, "succeeded", 1, 1.0, 2.0, None, None, None, None, None, -1.0)
+    with pytest.raises(ValueError, match="waited is 'x'"):
+        check_task("a", -1, "succeeded", 1, 1.0, 2.0, None, None, None, None, None, "x")
+    assert check_task("a", -1, "succeeded", 1, 1.0, 2.0, None, None, None, None, None, 0.5).waited == 0.5
+    assert limits_of('{"pools": {"db": 2}}') == {"pools": {"db": 2}, "rates": {}, "uses": {}}
+    assert limits_of("not json") is None and limits_of({"pools": {"db": "2"}}) is None and limits_of(7) is None
+
+
+def test_a_damaged_wait_in_an_sqlite_store_is_named(tmp_path: Path) -> None:
+    from microdag.stores import StoreError
+
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    run = run_pooled(store)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE tasks SET waited = 'soon' WHERE step = 'free'")
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    with pytest.raises(StoreError, match=r"the record of step 'free' .* is damaged: waited is 'soon'"):
+        store.tasks(run.id)  # type: ignore[attr-defined]
+    store.close()
