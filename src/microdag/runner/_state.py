@@ -330,7 +330,7 @@ class Runner:
         recorder = self.recorder
         recorder.hot_logs(i, self.attempts[i])
         exc = recorder.step_succeeded(i, self.outputs[i], self.attempts[i], self.started[i], self.finished[i],
-                                      None if self.limits is None else self.k.waited(i))
+                                      self.waited(i))
         if exc is None:
             return True
         self.outputs[i] = None
