@@ -1030,6 +1030,7 @@ def test_a_store_made_before_graphs_and_sources_is_upgraded_in_place(tmp_path: P
     db.execute("DROP TABLE graphs")
     db.execute("ALTER TABLE runs DROP COLUMN source")
     db.execute("ALTER TABLE runs DROP COLUMN code")
+    db.execute("ALTER TABLE runs DROP COLUMN limits")
     db.execute("INSERT INTO runs VALUES ('old', 'etl', 'fp', '{}', 'succeeded', 1.0, 2.0)")
     db.commit()
     db.close()

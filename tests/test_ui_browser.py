@@ -900,3 +900,27 @@ def test_steps_that_steps_added_are_marked_on_the_run_page(served: UI, browser: 
     assert "added by plan" in rows["part0"] and "added by" not in rows["load"]  # type: ignore[index]
     _click(browser, _node("sum"))
     _wait(browser, lambda d: "Added by" in d.find_element(By.ID, "step-panel").text, what="the panel's note")
+
+
+def test_the_run_page_shows_pools_uses_and_waits(served: UI, browser: "webdriver.Chrome") -> None:
+    from microdag import Flow
+    from microdag.stores import SQLiteStore
+
+    store_path = os.path.join(served.folder, ".microdag", "runs.db")  # (the server's store)
+    os.makedirs(os.path.dirname(store_path), exist_ok=True)
+    store = SQLiteStore(store_path)
+    flow = Flow("pooled").add("one", lambda: time.sleep(0.03), uses="db").add("two", lambda: time.sleep(0.03), uses="db")
+    flow.add("free", lambda: 5)
+    run = flow.run(executor="threads", max_workers=3, pools={"db": 1}, store=store)
+    store.close()
+    waiter = max(("one", "two"), key=lambda s: run.tasks[s].waited or 0.0)
+    browser.get(served.url)  # the token's cookie (when this test runs alone)
+    browser.get(f"{served.base}/#/runs/{run.id}")
+    _wait(browser, lambda d: "pools db=1" in d.find_element(By.ID, "run-limits").text, what="the run's pools")
+    rows = _wait(browser, lambda d: {e.get_attribute("data-step"): e.text for e in _css(d, "table#tasks tr.task")},
+                 what="the table")
+    assert "uses db=1" in rows["one"] and "uses db=1" in rows["two"] and "uses" not in rows["free"]  # type: ignore[index]
+    assert "waited" in rows[waiter] and "waited" not in rows["free"]  # type: ignore[index]
+    _click(browser, f'table#tasks tr.task[data-step="{waiter}"]')
+    _wait(browser, lambda d: d.find_element(By.ID, "step-uses").text == "db=1", what="the panel's uses")
+    assert browser.find_element(By.ID, "step-waited").text.endswith("ms")

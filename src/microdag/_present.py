@@ -13,7 +13,12 @@
   before its own record (a resumed run's new items stay with their step);
 - **output previews** (:func:`preview`, :func:`shorten`): a value as JSON
   text when it is JSON, else its repr, never written whole when it is big,
-  and cut to a limit with ``...``.
+  and cut to a limit with ``...``;
+- **pools, rates and waits** (:func:`limits_text`, :func:`uses_text`,
+  :func:`wait_text`): a run's pools and rates as ``pools db=2; rates
+  api=10/s``, what a step holds as ``db=1, api=2``, and the time an attempt
+  waited for them as a duration, ``-`` when it did not wait; the UI's API
+  sends these texts.
 
 The page mirrors these rules in ``ui/static/present.js``; the tests of both
 pin the same cases.  Nothing here reads a store or imports microdag.
@@ -21,12 +26,15 @@ pin the same cases.  Nothing here reads a store or imports microdag.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from typing import Any
 
     from ._records import TaskRecord
 
-__all__ = ["WORST_FIRST", "step_status", "worst", "duration_text", "item_label", "task_order", "preview", "shorten"]
+__all__ = [
+    "WORST_FIRST", "step_status", "worst", "duration_text", "item_label", "task_order", "preview", "shorten",
+    "limits_text", "uses_text", "wait_text",
+]
 
 #: Statuses worst first: a step of items, a layer or a list shows the first one found.
 WORST_FIRST = ("failed", "running", "cancelled", "skipped", "pending")
@@ -79,6 +87,27 @@ def duration_text(seconds: "float | None") -> str:
         return f"{seconds:.2f} s"
     minutes, s = divmod(int(round(seconds)), 60)
     return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def uses_text(uses: "Mapping[str, int] | None") -> str:
+    """What a step holds of its run's pools and rates: ``db=1, api=2`` (``""``: nothing)."""
+    return ", ".join(f"{name}={units}" for name, units in (uses or {}).items())
+
+
+def limits_text(limits: "Mapping[str, Mapping[str, Any]] | None") -> str:
+    """A run's pools and rates (``RunInfo.limits``): ``pools db=2, gpu=1; rates
+    api=10/s`` (``""``: none)."""
+    if not limits:
+        return ""
+    parts = [f"{kind} " + ", ".join(f"{name}={value}" for name, value in limits[kind].items())
+             for kind in ("pools", "rates") if limits.get(kind)]
+    return "; ".join(parts)
+
+
+def wait_text(seconds: "float | None") -> str:
+    """The time an attempt waited for room in its pools or a token, as a
+    duration (:func:`duration_text`); ``-`` when it did not wait (or ``None``)."""
+    return duration_text(seconds) if seconds else "-"
 
 
 def preview(value: "Any", limit: int, indent: "int | None" = None) -> str:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODES", "EXCLUDED", "PACKAGE", "STATUS", "UNKNOWN", "RunInfo", "StoredError", "TaskRecord", "check_run_id",
-    "check_task", "busy_time", "key_text", "key_value", "run_status", "step_traceback",
+    "check_task", "busy_time", "key_text", "limits_of", "key_value", "run_status", "step_traceback",
 ]
 
 #: microdag's own folder (with a trailing separator): a frame whose file is in
@@ -52,7 +52,8 @@ def run_status(cancelled: bool, failed: bool) -> "RunStatus":
 class RunInfo:
     """One run as a store records it (without its tasks)."""
 
-    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source", "problem", "code")
+    __slots__ = ("id", "flow", "fingerprint", "inputs", "status", "started", "finished", "source", "problem", "code",
+                 "limits")
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class RunInfo:
         source: "str | None" = None,
         problem: "str | None" = None,
         code: "dict[str, str] | None" = None,
+        limits: "dict[str, dict[str, Any]] | None" = None,
     ) -> None:
         self.id = id
         self.flow = flow
@@ -82,6 +84,10 @@ class RunInfo:
         #: so that a resume can tell when a finished step's code has changed
         #: (``None``: not recorded, by an older microdag or for a huge flow).
         self.code = code
+        #: The run's pools and rates as given, and what its steps hold:
+        #: ``{"pools": {name: size}, "rates": {name: "10/s"}, "uses": {step:
+        #: {name: units}}}`` (``None``: it had none, or an older microdag ran it).
+        self.limits = limits
 
     @classmethod
     def damaged(cls, run_id: str, problem: str, flow: str = "?", started: float = 0.0) -> "RunInfo":
@@ -95,7 +101,9 @@ class RunInfo:
 class TaskRecord:
     """One task (a step, or item ``item`` of a map step) as a store records it.
 
-    ``output`` is the encoded output (``None`` when there is none); ``key``,
+    ``output`` is the encoded output (``None`` when there is none); ``waited``,
+    the seconds its attempts waited, in all, for room in a pool or a rate's
+    token (``None``: the run had no pools or rates); ``key``,
     for an item of a map step with ``key=``, the item's key as JSON text
     (:func:`key_text`; ``None``: no key), by which a resume finds it again.
     ``item`` is the item's number among the step's records: its position in
@@ -115,6 +123,7 @@ class TaskRecord:
         "traceback",
         "output",
         "key",
+        "waited",
     )
 
     def __init__(
@@ -130,6 +139,7 @@ class TaskRecord:
         traceback: "str | None" = None,
         output: "bytes | None" = None,
         key: "str | None" = None,
+        waited: "float | None" = None,
     ) -> None:
         self.step = step
         self.item = item
@@ -142,11 +152,13 @@ class TaskRecord:
         self.traceback = traceback
         self.output = output
         self.key = key
+        self.waited = waited
 
     def as_tuple(self) -> tuple["Any", ...]:
         return (
             self.step, self.item, self.status, self.attempts, self.started, self.finished,
             self.error_type, self.error_message, self.traceback, self.output, self.key,
+            self.waited,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -197,6 +209,7 @@ def check_run_id(run_id: object) -> str:
 def check_task(
     step: object, item: object, status: object, attempts: object, started: object, finished: object,
     error_type: object, error_message: object, traceback: object, output: object, key: object = None,
+    waited: object = None,
 ) -> TaskRecord:
     """A :class:`TaskRecord` from fields read back from a store, each checked.
 
@@ -210,11 +223,12 @@ def check_task(
         and (output is None or type(output) is bytes)
         and (error_type is None or type(error_type) is str) and (error_message is None or type(error_message) is str)
         and (traceback is None or type(traceback) is str) and (key is None or type(key) is str)
+        and (waited is None or type(waited) in _NUMBER and waited >= 0)  # type: ignore[operator]
         and started == started and finished == finished  # not NaN
     ):
         return TaskRecord(
             step, item, status, attempts, started, finished, error_type, error_message,  # type: ignore[arg-type]
-            traceback, output, key,
+            traceback, output, key, waited,  # type: ignore[arg-type]
         )
     problems = []
     if type(step) is not str:
@@ -235,11 +249,37 @@ def check_task(
         problems.append(f"output is a {type(output).__name__}")
     if key is not None and type(key) is not str:
         problems.append(f"key is a {type(key).__name__}")
+    if waited is not None and not (type(waited) in _NUMBER and waited >= 0):  # type: ignore[operator]
+        problems.append(f"waited is {waited!r}")
     raise ValueError(", ".join(problems) or "a field has the wrong type")
 
 
 #: ``json.encoder.encode_basestring``, once a key was recorded.
 _quote: "Callable[[str], str] | None" = None
+
+
+def limits_of(value: object) -> "dict[str, dict[str, Any]] | None":
+    """A run's pools and rates as read back from a store (``RunInfo.limits``):
+    ``{"pools": {name: size}, "rates": {name: rate}, "uses": {step: {name:
+    units}}}``, or ``None`` when missing or not of that shape (they only
+    inform what is shown)."""
+    if type(value) is str:
+        from json import loads  # (import time: json loads on first use)
+
+        try:
+            value = loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dict):
+        return None
+    pools, rates, uses = value.get("pools", {}), value.get("rates", {}), value.get("uses", {})
+    if not (isinstance(pools, dict) and isinstance(rates, dict) and isinstance(uses, dict)
+            and all(type(k) is str and type(v) is int for k, v in pools.items())
+            and all(type(k) is str and type(v) is str for k, v in rates.items())
+            and all(type(k) is str and isinstance(v, dict)
+                    and all(type(p) is str and type(u) is int for p, u in v.items()) for k, v in uses.items())):
+        return None
+    return {"pools": pools, "rates": rates, "uses": uses}
 
 
 def key_text(key: "str | int") -> str:

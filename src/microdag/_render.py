@@ -4,17 +4,20 @@ The document needs nothing else: inline CSS, inline SVG, no script, no
 network.  It has four parts:
 
 - the header: flow, run id, status, start (ISO 8601, UTC), duration, inputs
-  (JSON), and how many steps ended in each state;
+  (JSON), how many steps ended in each state, and the run's pools and rates
+  when it had some;
 - the DAG: one ``<g class="node" data-step data-status>`` per step (a rect
   coloured by status, the label cut to fit, the full name in ``<title>``,
   linking to the step's section) and one ``<path class="edge">`` per
   dependency, drawn from the dependency to its dependent along its route;
 - the timeline: one row per task (map items as ``step[item]``), a bar from
   its start to its finish relative to the run's start, the attempt count when
-  there were retries, a time axis with "nice" ticks (1, 2 or 5 times a power
+  there were retries (its tooltip says how long it waited for its pools and
+  rates, when it did), a time axis with "nice" ticks (1, 2 or 5 times a power
   of ten);
 - one section per step (anchor ``step-`` + the hex of its UTF-8 name): status,
-  attempts, duration, error and traceback, captured logs, and for map steps
+  attempts, duration, what it holds of the run's pools and rates and how long
+  it waited for them, error and traceback, captured logs, and for map steps
   their items' failures and logs.
 
 The DAG is laid out by :mod:`microdag._layout` (layers left to right, long
@@ -43,7 +46,7 @@ from operator import attrgetter, neg, not_, sub
 
 from ._layout import NODE_H, NODE_W, layers, layout, smooth_path
 from ._nogc import NoGC
-from ._present import duration_text, item_label, step_status
+from ._present import duration_text, item_label, limits_text, step_status, uses_text, wait_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -154,6 +157,7 @@ def _render_report(
         return _summary(info, steps, items, status, graph, logs, head)
     anchor = {name: "step-" + name.encode("utf-8", "surrogatepass").hex() for name in steps}
     added: dict[str, str] = {} if graph is None else graph.get("added", {})
+    uses = _uses(info)
     out = [head, "<h2>Graph</h2>"]
     if graph is None:
         out.append('<p class="nograph">The graph was not recorded for this run (large flows '
@@ -172,7 +176,8 @@ def _render_report(
     out.append(_timeline(info, steps, items, earlier))
     out.append("<h2>Steps</h2>")
     for name, rec in steps.items():
-        out.append(_section(name, rec, items.get(name, []), status[name], anchor[name], logs, added.get(name)))
+        out.append(_section(name, rec, items.get(name, []), status[name], anchor[name], logs, added.get(name),
+                            uses.get(name, "")))
     out.append("</body></html>\n")
     return "".join(out).encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -189,6 +194,7 @@ def _header(info: "RunInfo", count: int, tally: str, inputs: str) -> str:
         f"<tr><td>duration</td><td>{_esc(_span(info.started, info.finished, info.status))}</td></tr>",
         f"<tr><td>fingerprint</td><td><code>{_esc(info.fingerprint)}</code></td></tr>",
         f"<tr><td>steps</td><td>{count}: {_esc(tally)}</td></tr>",
+        f"<tr><td>pools and rates</td><td>{_esc(limits_text(info.limits))}</td></tr>" if info.limits else "",
         f'</table><h3>inputs</h3><pre class="inputs">{_esc(inputs)}</pre>',
     ])
 
@@ -252,13 +258,17 @@ def _summary(
     out.append(f"<h2>The {len(slowest)} slowest steps</h2>")
     out.append(_timeline(info, dict(slowest), {}, {}))
     out.append(f"<h2>Steps</h2><p>The first {min(PAGE, len(names)):,} of {len(names):,}.</p>"
-               '<table class="tasks"><tr><th>step</th><th>status</th><th>attempts</th><th>duration</th></tr>')
+               '<table class="tasks"><tr><th>step</th><th>status</th><th>attempts</th><th>duration</th>'
+               + ("<th>uses</th><th>waited</th>" if info.limits else "") + "</tr>")
+    uses = _uses(info)
     for name in names[:PAGE]:
         r = steps[name]
         took = "-" if r is None else _span(r.started, r.finished, r.status)
         link = f'<a href="#{anchor[name]}">{_esc(name)}</a>' if name in anchor else _esc(name)
+        limited = "" if not info.limits else (
+            f"<td>{_esc(uses.get(name) or '-')}</td><td>{_esc(wait_text(None if r is None else r.waited))}</td>")
         out.append(f'<tr class="task" data-step="{_esc(name)}"><td>{link}</td><td>{_badge(status[name])}</td>'
-                   f"<td>{0 if r is None else r.attempts}</td><td>{_esc(took)}</td></tr>")
+                   f"<td>{0 if r is None else r.attempts}</td><td>{_esc(took)}</td>{limited}</tr>")
     out.append("</table></body></html>\n")
     return "".join(out).encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -383,7 +393,8 @@ def _timeline(
         x = _GANTT_LABEL_W + (rec.started - t0) * scale
         w = max(1.0, ((rec.finished if rec.finished is not None else end) - rec.started) * scale)
         tip = (f"{label}: {st}, attempts {rec.attempts}\nstarted {_iso(rec.started)}\n"
-               f"finished {_iso(rec.finished)}\nduration {_span(rec.started, rec.finished, st)}")
+               f"finished {_iso(rec.finished)}\nduration {_span(rec.started, rec.finished, st)}"
+               + (f"\nwaited {wait_text(rec.waited)} for its pools and rates" if rec.waited else ""))
         out.append(f'<rect class="bar" data-task="{_esc(label)}" data-status="{_esc(st)}" '
                    f'x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{_ROW_H - 5}" fill="{fill}" '
                    f'stroke="{stroke}"><title>{_esc(tip)}</title></rect>')
@@ -392,6 +403,17 @@ def _timeline(
                        f"\u00d7{rec.attempts}</text>")
     out.append("</svg></div>")
     return "".join(out)
+
+
+def _uses(info: "RunInfo") -> "dict[str, str]":
+    """Step name -> what it holds of the run's pools and rates, as text."""
+    return {name: uses_text(u) for name, u in (info.limits or {}).get("uses", {}).items()}
+
+
+def _held(uses: str, waited: "float | None") -> str:
+    """`` · uses db=1 · waited 1.20 s`` after a task's attempts (each part when there is one)."""
+    out = f" &middot; uses {_esc(uses)}" if uses else ""
+    return out + (f" &middot; waited {_esc(wait_text(waited))}" if waited else "")
 
 
 def _item(t: "TaskRecord") -> int:
@@ -413,6 +435,7 @@ def _section(
     anchor: str,
     logs: "Callable[[str, int], str]",
     added_by: "str | None" = None,
+    uses: str = "",
 ) -> str:
     stroke = COLOURS.get(status, COLOURS["pending"])[1]
     out = [f'<section class="step" id="{anchor}" style="border-left-color:{stroke}">'
@@ -422,7 +445,7 @@ def _section(
     if rec is not None and rec.started is not None:
         duration = _span(rec.started, rec.finished, rec.status)
         out.append(f"<p>attempts {rec.attempts} &middot; started {_esc(_iso(rec.started))} "
-                   f"&middot; duration {_esc(duration)}</p>")
+                   f"&middot; duration {_esc(duration)}{_held(uses, rec.waited)}</p>")
     elif not items:
         out.append('<p class="idle">Never started.</p>')
     if rec is not None:
@@ -438,7 +461,8 @@ def _section(
             continue
         duration = _span(t.started, t.finished, t.status)
         out.append(f'<div class="item"><h4>{_esc(name)}[{_esc(item_label(t))}] {_badge(t.status)}</h4>'
-                   f"<p>attempts {t.attempts} &middot; duration {_esc(duration)}</p>{_error(t)}")
+                   f"<p>attempts {t.attempts} &middot; duration {_esc(duration)}{_held('', t.waited)}</p>"
+                   f"{_error(t)}")
         if text:
             out.append(f'<pre class="log">{_esc(text)}</pre>')
         out.append("</div>")

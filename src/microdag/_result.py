@@ -42,9 +42,13 @@ class Task:
         cached: whether its output came from the cache (``cache=True``).
         added_by: for a step that a step of the run added
             (``microdag.context().add``), that step's name; else ``None``.
+        waited: seconds its last attempt waited for room in its pools or for
+            a rate's token before it started (``0.0``: none), or ``None``
+            when the run had no pools and rates or the step never started.
     """
 
-    __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason", "cached", "added_by")
+    __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason", "cached", "added_by",
+                 "waited")
 
     def __init__(
         self,
@@ -57,6 +61,7 @@ class Task:
         reason: "str | None" = None,
         cached: bool = False,
         added_by: "str | None" = None,
+        waited: "float | None" = None,
     ) -> None:
         self.name = name
         self.status = status
@@ -67,6 +72,7 @@ class Task:
         self.reason = reason
         self.cached = cached
         self.added_by = added_by
+        self.waited = waited
 
     @property
     def duration(self) -> "float | None":
@@ -158,6 +164,7 @@ class Run:
         "_reasons",
         "_cached",
         "_added",
+        "_waited",
     )
 
     def __init__(
@@ -182,6 +189,7 @@ class Run:
         reasons: "dict[int, str] | None" = None,
         cached: "frozenset[int]" = frozenset(),
         added: "Mapping[int, str] | None" = None,
+        waited: "Mapping[int, float] | None" = None,
     ) -> None:
         self.id = run_id
         self.flow = flow
@@ -203,6 +211,7 @@ class Run:
         self._reasons = reasons or {}
         self._cached = cached
         self._added = added or {}
+        self._waited = waited  # (step id -> seconds its last attempt waited; None: no pools or rates)
 
     @property
     def duration(self) -> float:
@@ -241,7 +250,7 @@ class Run:
             finished = self._ends[i] + self._offset if self._ends[i] else None
         return Task(
             self._names[i], status, attempts, started, finished, self._errors.get(i), self._reasons.get(i),
-            i in self._cached, self._added.get(i),
+            i in self._cached, self._added.get(i), None if self._waited is None else self._waited.get(i),
         )
 
     def __getitem__(self, name: str) -> "Any":
@@ -296,6 +305,7 @@ class Run:
             if r.error_type is not None
         }
         first = min(errors, default=-1, key=lambda i: steps[i].finished or 0.0)
+        waited = {i: r.waited for i, r in enumerate(steps) if r.waited is not None}
         outputs = _StoredOutputs(output, {r.step for r in steps if r.output is not None
                                           and (kept is None or r.step in kept)})
         return cls(
@@ -316,6 +326,7 @@ class Run:
             errors,
             0.0,
             added={i: added[name] for i, name in enumerate(names) if name in added} if added else None,
+            waited=waited if waited or info.limits is not None else None,
         )
 
 

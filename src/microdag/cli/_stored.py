@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, no_step, positive, printable
-from .._present import duration_text, item_label, task_order
+from .._present import duration_text, item_label, limits_text, task_order, uses_text, wait_text
 from .._records import busy_time, key_value
 from ._common import (
     color, dump, indented, jsonable, paint, preview,
@@ -135,6 +135,8 @@ def _cmd_show(args: "argparse.Namespace") -> int:
     finally:
         store.close()
     duration = None if info.finished is None else info.finished - info.started
+    limits = info.limits
+    uses: dict[str, dict[str, int]] = {} if limits is None else limits.get("uses", {})
     if args.json:
         dump({
             "run_id": info.id,
@@ -145,6 +147,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
             "duration": duration,
             "source": info.source,
             "inputs": jsonable(info.inputs),
+            **({} if limits is None else {"pools": limits["pools"], "rates": limits["rates"]}),
             "tasks": [
                 {
                     "step": r.step,
@@ -156,6 +159,8 @@ def _cmd_show(args: "argparse.Namespace") -> int:
                     "started": r.started,
                     "finished": r.finished,
                     "duration": None if r.started is None or r.finished is None else r.finished - r.started,
+                    **({} if r.step not in uses else {"uses": uses[r.step]}),
+                    **({} if r.waited is None else {"waited": r.waited}),
                     "error": None if r.error_type is None else {
                         "type": r.error_type, "message": r.error_message, "traceback": r.traceback,
                     },
@@ -178,9 +183,13 @@ def _cmd_show(args: "argparse.Namespace") -> int:
             print(f"    {printable(str(key))}: {preview(value)}")
     else:
         print("  inputs: none")
+    if limits is not None:
+        print(f"  {printable(limits_text(limits))}")
     if not records:
         return OK
     rows = [["STEP", "STATUS", "ATTEMPTS", "DURATION", "OUTPUT"]]
+    if limits is not None:  # a run with pools or rates: what each step holds, how long it waited
+        rows[0][4:4] = ["USES", "WAITED"]
     errors = []
     if counts:  # a big run: summarised
         tally = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0])))
@@ -196,6 +205,8 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         spent = None if r.started is None or r.finished is None else r.finished - r.started
         output = preview(outputs[n], 60) if n in outputs else "-"
         rows.append([name, r.status, str(r.attempts), duration_text(spent), output])
+        if limits is not None:
+            rows[-1][4:4] = [printable(uses_text(uses.get(r.step))) or "-", wait_text(r.waited)]
         if r.error_type is not None:
             errors.append(indented(f"{name}: {r.error_type}: {r.error_message or ''}"))
     print()

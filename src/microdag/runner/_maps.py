@@ -76,7 +76,7 @@ class MapRun:
 
     __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
                  "tries", "errors", "finished", "todo", "items", "ended", "keys", "numbers", "extra", "cache", "held",
-                 "redo")
+                 "redo", "blocked", "waits")
 
     def __init__(
         self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
@@ -112,6 +112,11 @@ class MapRun:
         #: be tried again, claimed before the others.
         self.held = False
         self.redo: list[int] = []
+        #: Of such a map: the clock reading when a unit could have started but
+        #: its pools or rates had no room (``None``: none waits), and the seconds
+        #: each unit's attempt being claimed waited so.
+        self.blocked: float | None = None
+        self.waits: dict[int, float] = {}
 
     def unclaimed(self) -> bool:
         """Whether some unit of this map is still to be claimed."""
@@ -336,7 +341,16 @@ class Maps:
     def claimable(self) -> bool:
         """Whether some running map has units nobody claimed yet (and room in
         its pools and rates for one)."""
-        return any(ms.unclaimed() and (not ms.held or self.r.k.fits(ms.i)) for ms in self.running)
+        return any(ms.unclaimed() and (not ms.held or self._fits(ms)) for ms in self.running)
+
+    def _fits(self, ms: MapRun) -> bool:
+        """Whether a unit of ``ms`` (which holds pools or rates) could be
+        claimed now; if not, it waits from now (the caller holds the lock)."""
+        if self.r.k.fits(ms.i):
+            return True
+        if ms.blocked is None:
+            ms.blocked = self.r.clock()
+        return False
 
     def held(self) -> bool:
         """Whether some running map's units hold pools or rates."""
@@ -345,9 +359,17 @@ class Maps:
     def _claim_held(self, ms: MapRun) -> int:
         """Claim one unit of ``ms``, whose units hold pools or rates, if they
         have room (the caller holds the lock); its index, or -1."""
-        if not ms.unclaimed() or not self.r.k.acquire(ms.i):
+        if not ms.unclaimed():
             return -1
-        return ms.redo.pop(0) if ms.redo else ms.take()
+        if not self.r.k.acquire(ms.i):
+            if ms.blocked is None:  # (a free worker asked for a unit: it waits from now)
+                ms.blocked = self.r.clock()
+            return -1
+        j = ms.redo.pop(0) if ms.redo else ms.take()
+        if ms.blocked is not None:
+            ms.waits[j] = self.r.clock() - ms.blocked
+            ms.blocked = None
+        return j
 
     def unclaimed(self) -> "list[MapRun]":
         """The running maps with units nobody claimed yet."""
@@ -399,6 +421,8 @@ class Maps:
         number = ms.tries[j] = ms.tries.get(j, 0) + 1
         i = ms.i
         att = r.caller.attempt(i, number, r.clock(), unit=j, item=ms.item(j), key=ms.key(j))
+        if ms.waits:
+            att.waited = ms.waits.pop(j, 0.0)
         if r.tracers is not None:
             r.tracers.started(att)
         return att

@@ -56,11 +56,12 @@ def run_result(r: "Runner", inputs: "dict[str, Any]") -> Run:
                 label = "skipped" if st == sched.SKIPPED else "pending"
             else:
                 continue
-            r.recorder.step_ended(i, label, r.attempts[i], r.started[i], r.finished[i])
+            r.recorder.step_ended(i, label, r.attempts[i], r.started[i], r.finished[i], None, r.waited(i))
     r.recorder.close(status, finished)
     return Run(
         r.run_id, r.flow, status, outputs, inputs, r.wall0, finished, error, names,
         r.plan.graph._index,
         states, r.attempts, r.started, r.finished, r.errors, r.offset,
         frozenset(r.cancelled), r.reasons, frozenset(r.cached), None if r.growth is None else r.growth.by,
+        None if r.limits is None else {i: r.k.waited(i) for i in range(r.n) if r.attempts[i]},
     )

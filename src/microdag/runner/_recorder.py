@@ -94,6 +94,7 @@ class NullRecorder:
     """A run without a store: nothing is kept (see the module docs)."""
 
     durable = False
+    timed = False
     in_memory = True
     run_dir: "str | None" = None
     names: "Sequence[str]" = ()
@@ -104,12 +105,14 @@ class NullRecorder:
     def start(self, offset: float) -> None:
         return None
 
-    def step_succeeded(self, i: int, value: "Any", attempts: int, started: float, finished: float) -> None:
+    def step_succeeded(
+        self, i: int, value: "Any", attempts: int, started: float, finished: float, waited: "float | None" = None,
+    ) -> None:
         return None
 
     def step_ended(
         self, i: int, status: str, attempts: int, started: float, finished: float,
-        error: "BaseException | None" = None,
+        error: "BaseException | None" = None, waited: "float | None" = None,
     ) -> None:
         return None
 
@@ -170,6 +173,9 @@ class StoreRecorder:
         self.previous: "RunInfo | None" = None
         self.wrote = self.refused = False
         self.added = 0  # steps recorded as added by steps
+        #: Whether the run has pools or rates: then each record keeps how long
+        #: its attempt waited for them (``TaskRecord.waited``).
+        self.timed = False
 
     def start(self, offset: float) -> None:
         """The run's clock starts: a reading plus ``offset`` is a wall time."""
@@ -285,7 +291,7 @@ class StoreRecorder:
     def _save(
         self, step: str, item: int, status: str, attempts: int, started: "float | None",
         finished: "float | None", error: "BaseException | None" = None, output: "bytes | None" = None,
-        key: "str | int | None" = None,
+        key: "str | int | None" = None, waited: "float | None" = None,
     ) -> None:
         if self.refused:
             return
@@ -294,7 +300,7 @@ class StoreRecorder:
         if error is not None:
             etype, emsg, tb = type(error).__name__, str(error), step_traceback(error)
         record = TaskRecord(step, item, status, attempts, started, finished, etype, emsg, tb, output,
-                            None if key is None else key_text(key))
+                            None if key is None else key_text(key), waited)
         try:
             self.store.save(self.run_id, [record])
         except StoreError as exc:
@@ -304,7 +310,7 @@ class StoreRecorder:
         return reading + self.offset if attempts and reading else None
 
     def step_succeeded(
-        self, i: int, value: "Any", attempts: int, started: float, finished: float
+        self, i: int, value: "Any", attempts: int, started: float, finished: float, waited: "float | None" = None,
     ) -> "Exception | None":
         """Record step ``i``'s success; the exception when its output cannot be stored."""
         name = self.names[i]
@@ -316,7 +322,7 @@ class StoreRecorder:
         offset = self.offset
         record = TaskRecord(
             name, -1, "succeeded", attempts, started + offset if attempts else None,
-            finished + offset if attempts and finished else None, None, None, None, data,
+            finished + offset if attempts and finished else None, None, None, None, data, None, waited,
         )
         try:
             self.store.save(self.run_id, [record])
@@ -331,11 +337,11 @@ class StoreRecorder:
 
     def step_ended(
         self, i: int, status: str, attempts: int, started: float, finished: float,
-        error: "BaseException | None" = None,
+        error: "BaseException | None" = None, waited: "float | None" = None,
     ) -> None:
         """Record that step ``i`` ended ``status`` (not a success), or is left pending."""
         self._save(self.names[i], -1, status, attempts, self._wall(attempts, started),
-                   self._wall(attempts, finished), error)
+                   self._wall(attempts, finished), error, waited=waited if attempts else None)
 
     def unit_succeeded(self, att: "Attempt", value: "Any") -> None:
         """Record a map unit's success (under its first item's index)."""
@@ -345,12 +351,12 @@ class StoreRecorder:
         except Exception:
             return  # the step's own record reports what cannot be stored
         self._save(att.name, att.item or 0, "succeeded", att.number, att.started + self.offset,
-                   att.finished + self.offset, output=data, key=att.key)
+                   att.finished + self.offset, output=data, key=att.key, waited=att.waited if self.timed else None)
 
     def unit_failed(self, att: "Attempt", exc: BaseException) -> None:
         """Record that a map unit failed for good."""
         self._save(att.name, att.item or 0, "failed", att.number, att.started + self.offset,
-                   att.finished + self.offset, exc, key=att.key)
+                   att.finished + self.offset, exc, key=att.key, waited=att.waited if self.timed else None)
 
     def retried(self, att: "Attempt", exc: BaseException) -> None:
         """Keep the times and error of an attempt that failed and is tried again."""

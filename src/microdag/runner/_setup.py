@@ -27,7 +27,7 @@ from ..stores import Store
 from ._call import bind_inputs, missing_input
 from ._limits import problems as limit_problems
 from ._options import RunOptions
-from ._recorder import NullRecorder, StoreRecorder
+from ._recorder import GRAPH_LIMIT, NullRecorder, StoreRecorder
 from ._resumed import take_over
 from ._state import Runner
 
@@ -282,7 +282,8 @@ def open_run(
         done = None
         effective = effective_inputs(plan, subset, given)
         if isinstance(recorder, StoreRecorder):
-            done = _open_record(runner, recorder, source, effective, given, checked.resumed, options.force)
+            limits = _limits(plan, options) if runner.limits else None
+            done = _open_record(runner, recorder, source, effective, given, checked.resumed, options.force, limits)
         kernel.reset(subset, done=done)
         if recorder.durable:
             install()
@@ -296,6 +297,17 @@ def open_run(
     return runner, effective
 
 
+def _limits(plan: "_Plan", options: "RunOptions") -> "dict[str, dict[str, Any]]":
+    """A run's pools and rates as its record keeps them (``RunInfo.limits``),
+    with what each step holds (for flows small enough to keep their graph)."""
+    uses: dict[str, dict[str, int]] = {}
+    if len(plan.options) <= GRAPH_LIMIT:
+        for name, o in zip(plan.graph.names, plan.options):
+            if o.uses:
+                uses[str(name)] = dict(o.uses)
+    return {"pools": dict(options.pools), "rates": dict(options.rates), "uses": uses}
+
+
 def _halt(run_id: str) -> None:
     """Kill the programs run ``run_id``'s command steps are running (their
     process groups); ``_children`` is loaded by a run that is cancelled or
@@ -307,10 +319,11 @@ def _halt(run_id: str) -> None:
 
 def _open_record(
     runner: Runner, recorder: StoreRecorder, source: "str | None", inputs: "dict[str, Any]",
-    given: "dict[str, Any]", resumed: "Any", force: bool,
+    given: "dict[str, Any]", resumed: "Any", force: bool, limits: "dict[str, dict[str, Any]] | None" = None,
 ) -> "list[int] | None":
     """Start the run's record (with its effective ``inputs``: those ``given``
-    and the defaults of the others), or reopen it: the steps it already finished.
+    and the defaults of the others, and its pools and rates ``limits``), or
+    reopen it: the steps it already finished.
 
     Raises:
         FlowError: the inputs given cannot be stored, or (resuming, without
@@ -342,7 +355,7 @@ def _open_record(
         return steps[0] or None
     kept = recorder.storable({k: v for k, v in inputs.items() if k not in given})  # defaults a codec can keep
     info = RunInfo(runner.run_id, runner.flow, plan.fingerprint(), {**_recorded(plan, given, recorder), **kept},
-                   "running", runner.wall0, source=source, code=plan.code())
+                   "running", runner.wall0, source=source, code=plan.code(), limits=limits)
     try:
         recorder.begin(info, plan)
     except TypeError as exc:  # inputs the codec cannot store

@@ -184,6 +184,7 @@ class Runner:
         self.wake: Callable[[], None] = _nothing
         self.workers = 1
         self.limits = Limits.of(plan, kernel, pools, rates, self.clock)  # (None: none)
+        recorder.timed = self.limits is not None  # (its records keep their waits)
         # Steps that add steps (``_grow``): inputs given, frames, adds so far, what the first made.
         self.given: Mapping[str, Any] = {} if given is None else given
         self.frames: list[Frame] = []
@@ -283,6 +284,11 @@ class Runner:
             self.tracers.started(att)
         return att
 
+    def waited(self, i: int) -> "float | None":
+        """Seconds step ``i``'s last attempt waited for room in its pools or a
+        token (what its record keeps); ``None`` in a run without pools and rates."""
+        return None if self.limits is None else self.k.waited(i)
+
     def hot_attempt(self, i: int) -> Attempt:
         """The attempt of step ``i`` that ``drive()`` just made."""
         return self.caller.attempt(i, self.attempts[i], self.started[i], self.finished[i])
@@ -331,7 +337,8 @@ class Runner:
         success; ``False`` when its output cannot be stored (it failed then)."""
         recorder = self.recorder
         recorder.hot_logs(i, self.attempts[i])
-        exc = recorder.step_succeeded(i, self.outputs[i], self.attempts[i], self.started[i], self.finished[i])
+        exc = recorder.step_succeeded(i, self.outputs[i], self.attempts[i], self.started[i], self.finished[i],
+                                      self.waited(i))
         if exc is None:
             return True
         self.outputs[i] = None
@@ -349,7 +356,8 @@ class Runner:
         key = self.cache_keys.pop(i, None)
         if key is not None:
             self.recorder.cache_put(key, result, self.names[i])
-        exc = self.recorder.step_succeeded(i, result, self.attempts[i], self.started[i], self.finished[i])
+        exc = self.recorder.step_succeeded(i, result, self.attempts[i], self.started[i], self.finished[i],
+                                           self.waited(i))
         if exc is not None:  # the output cannot be stored: the step fails
             self.fail(i, exc)
             return
@@ -415,7 +423,7 @@ class Runner:
         self.errors[i] = exc
         if self.first_failure < 0:
             self.first_failure = i
-        self.recorder.step_ended(i, "failed", attempt, self.started[i], self.finished[i], exc)
+        self.recorder.step_ended(i, "failed", attempt, self.started[i], self.finished[i], exc, self.waited(i))
         log(30, "run %s: step %r failed on attempt %d: %s: %s", self.run_id, name, attempt, type(exc).__name__, exc)
         with self.lock:
             skipped = self.k.fail(i)

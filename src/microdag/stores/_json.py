@@ -28,7 +28,7 @@ import threading
 import time
 
 from .._errors import StoreError
-from .._records import RunInfo, TaskRecord, check_run_id, check_task
+from .._records import RunInfo, TaskRecord, check_run_id, check_task, limits_of
 from ._base import WORK_SECONDS, Store, _CommitTimer
 from ._codec import settle_codec
 from ._files import BLOB_SIZE, FileLock, checksum, doomed, drop_blobs, put_blob, read_blob, write_atomic
@@ -132,6 +132,8 @@ class JSONStore(Store):
             "source": info.source,
             "code": info.code,
         }
+        if info.limits is not None:  # (a run with pools or rates; older files have none)
+            record["limits"] = info.limits
         body = json.dumps(record).encode()
         signed = body[:-1] + _CHECK + checksum(body).encode() + b'"}'
         try:
@@ -178,6 +180,8 @@ class JSONStore(Store):
                 row: dict[str, Any] = {name: getattr(r, name) for name in TaskRecord.__slots__}
                 if r.key is None:  # (only a keyed map's items have one; older files have none)
                     del row["key"]
+                if r.waited is None:  # (only a run with pools or rates times waits)
+                    del row["waited"]
                 if r.output is not None:
                     if len(r.output) >= BLOB_SIZE:
                         row["output"] = None
@@ -271,7 +275,7 @@ class JSONStore(Store):
         source = r.get("source")
         code = r.get("code")
         return RunInfo(*fields[:3], inputs, fields[3], started, finished, source if type(source) is str else None,
-                       code=code if isinstance(code, dict) else None)
+                       code=code if isinstance(code, dict) else None, limits=limits_of(r.get("limits")))
 
     def tasks(self, run_id: str, outputs: bool = True) -> "list[TaskRecord]":
         self.run_info(run_id)
@@ -317,7 +321,7 @@ class JSONStore(Store):
             return check_task(
                 step, row.get("item"), row.get("status"), row.get("attempts"), row.get("started"),
                 row.get("finished"), row.get("error_type"), row.get("error_message"), row.get("traceback"), output,
-                row.get("key"),
+                row.get("key"), row.get("waited"),
             )
         except ValueError as exc:  # (binascii.Error, UnicodeError are ValueErrors)
             raise StoreError(

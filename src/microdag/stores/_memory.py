@@ -244,5 +244,5 @@ def _copy_info(info: RunInfo) -> RunInfo:
     inputs = copy.deepcopy(info.inputs)
     return RunInfo(
         info.id, info.flow, info.fingerprint, inputs, info.status, info.started, info.finished, info.source,
-        code=None if info.code is None else dict(info.code),
+        code=None if info.code is None else dict(info.code), limits=copy.deepcopy(info.limits),
     )

@@ -38,7 +38,7 @@ from .._errors import StoreError
 from .._records import check_run_id
 from ._codec import settle_codec
 from ._files import checksum, new_owner
-from ._sql import OWNERS, TASK_UPDATES, SQLStore
+from ._sql import OWNERS, TASK_UPDATES, SQLStore, timed_rows
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,13 +59,15 @@ CREATE SCHEMA IF NOT EXISTS microdag;
 CREATE TABLE IF NOT EXISTS microdag.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS microdag.runs (
     id TEXT PRIMARY KEY, flow TEXT NOT NULL, fingerprint TEXT NOT NULL, inputs BYTEA NOT NULL,
-    status TEXT NOT NULL, started DOUBLE PRECISION NOT NULL, finished DOUBLE PRECISION, source TEXT, code TEXT
+    status TEXT NOT NULL, started DOUBLE PRECISION NOT NULL, finished DOUBLE PRECISION, source TEXT, code TEXT,
+    limits TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_flow ON microdag.runs (flow, started);
 CREATE TABLE IF NOT EXISTS microdag.tasks (
     run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, seq BIGINT NOT NULL,
     status TEXT NOT NULL, attempts INTEGER NOT NULL, started DOUBLE PRECISION, finished DOUBLE PRECISION,
     error_type TEXT, error_message TEXT, traceback TEXT, output BYTEA, output_ref TEXT, key TEXT,
+    waited DOUBLE PRECISION,
     PRIMARY KEY (run_id, step, item)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_seq ON microdag.tasks (run_id, seq);
@@ -92,10 +94,10 @@ CREATE TABLE IF NOT EXISTS microdag.blobs (sha TEXT PRIMARY KEY, data BYTEA NOT 
 #: text cost the client a quoting pass per value).
 _UPSERT_COLUMNS = f"""
 INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref, key)
+                   error_type, error_message, traceback, output, output_ref, key, waited)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::integer[], %b::bigint[], %b::text[], %b::integer[],
                      %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[],
-                     %b::text[])
+                     %b::text[], %b::float8[])
 {TASK_UPDATES}
 """
 
@@ -263,11 +265,16 @@ class PostgresStore(SQLStore):
                 "upgrade microdag to use it"
             )
         try:
-            if not db.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = 'microdag'"
-                              " AND table_name = 'tasks' AND column_name = 'key'").fetchone():
-                with db.conn.transaction():  # a keyed map item's key: a column added since (no change of data)
+            # Columns added since (no change of data): a keyed map item's key, the
+            # seconds a task waited for its pools and rates, a run's pools and rates.
+            if len(db.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = 'microdag'"
+                              " AND (table_name = 'tasks' AND column_name IN ('key', 'waited')"
+                              " OR table_name = 'runs' AND column_name = 'limits')").fetchall()) < 3:
+                with db.conn.transaction():
                     db.execute(f"SELECT pg_advisory_xact_lock({_KEY})", ("microdag schema",))
                     db.execute("ALTER TABLE microdag.tasks ADD COLUMN IF NOT EXISTS key TEXT")
+                    db.execute("ALTER TABLE microdag.tasks ADD COLUMN IF NOT EXISTS waited DOUBLE PRECISION")
+                    db.execute("ALTER TABLE microdag.runs ADD COLUMN IF NOT EXISTS limits TEXT")
         except psycopg.Error as exc:
             db.close()
             raise StoreError(f"cannot open store {self.path!r}: {_first_line(exc)}") from None
@@ -331,12 +338,12 @@ class PostgresStore(SQLStore):
 
     def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
         last: dict[tuple[Any, Any, Any], tuple[Any, ...]] = {}
-        for row in rows:  # one row per task (a statement may not update a row twice): the last, first seq
+        for row in timed_rows(rows):  # one row per task (a statement may not update a row twice): the last, first seq
             key = row[:3]
             before = last.get(key)
             last[key] = row if before is None else (*row[:3], before[3], *row[4:])
         columns = list(map(list, zip(*last.values())))
-        for k in (6, 7):  # the times: an array holds one type (a time saved as an int is a float, as in SQLite)
+        for k in (6, 7, 14):  # the times and waits: an array holds one type (a time saved as an int is a float, as in SQLite)
             if set(map(type, columns[k])) - {float, type(None)}:
                 columns[k] = [None if v is None else float(v) for v in columns[k]]
         db.conn.execute(_UPSERT_COLUMNS, columns)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES"]
+__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES", "timed_rows"]
 
 #: Task records buffered before a commit...
 GROUP = 1024
@@ -48,11 +48,12 @@ TASK_UPDATES = """ON CONFLICT (run_id, step, item) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, started = excluded.started,
     finished = excluded.finished, error_type = excluded.error_type,
     error_message = excluded.error_message, traceback = excluded.traceback,
-    output = excluded.output, output_ref = excluded.output_ref, key = excluded.key"""
+    output = excluded.output, output_ref = excluded.output_ref, key = excluded.key,
+    waited = excluded.waited"""
 _UPSERT = f"""
 INSERT INTO tasks (run_id, step, item, seq, status, attempts, started, finished,
-                   error_type, error_message, traceback, output, output_ref, key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   error_type, error_message, traceback, output, output_ref, key, waited)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 {TASK_UPDATES}
 """
 #: What an attempt printed, kept (or replaced).
@@ -67,6 +68,18 @@ ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (r
 OWNERS = "INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner"
 _CACHE = ("INSERT INTO cache VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
           " output = excluded.output, output_ref = excluded.output_ref, created = excluded.created")
+
+
+#: The fields of a task row as ``_upsert_tasks`` writes it (``run_id`` ... ``key``, ``waited``).
+TASK_FIELDS = 15
+
+
+def timed_rows(rows: "list[tuple[Any, ...]]") -> "list[tuple[Any, ...]]":
+    """``rows`` (task rows of one writer) each with its wait: the work queue's
+    rows, made without one (a run on workers has no pools or rates), gain ``None``."""
+    if rows and len(rows[0]) < TASK_FIELDS:
+        return [(*row, None) for row in rows]
+    return rows
 
 
 class SQLStore(SQLReader):
@@ -103,7 +116,7 @@ class SQLStore(SQLReader):
 
     def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
         """Write the pending task rows (inside the commit's transaction)."""
-        db.executemany(_UPSERT, rows)
+        db.executemany(_UPSERT, timed_rows(rows))
 
     def _before_writes(self, db: "Any") -> None:
         """Inside a writing transaction, before what is pending is written."""
@@ -152,10 +165,10 @@ class SQLStore(SQLReader):
         try:
             self._transaction([
                 (
-                    "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source, code)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (id, flow, fingerprint, inputs, status, started, finished, source, code,"
+                    " limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (t(info.id), t(info.flow), info.fingerprint, inputs, info.status, info.started,
-                     info.finished, t(info.source), _code_text(info.code)),
+                     info.finished, t(info.source), _code_text(info.code), _code_text(info.limits)),
                 ),
                 (OWNERS, (t(info.id), self._new_claim(info.id))),
             ])
@@ -188,7 +201,7 @@ class SQLStore(SQLReader):
                     etype, emsg, tb = t(etype), t(emsg), t(tb)
                 self._pending.append(
                     (key, step, r.item, self._seq, status, r.attempts, r.started, r.finished, etype, emsg, tb,
-                     output, ref, r.key if r.key is None else t(r.key))
+                     output, ref, r.key if r.key is None else t(r.key), r.waited)
                 )
                 if status == "succeeded" and r.started is not None and r.finished is not None:
                     self._work += r.finished - r.started  # (the work lost if this record were)

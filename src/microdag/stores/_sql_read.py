@@ -12,7 +12,7 @@ store's (``_sqlite``, ``_postgres``).
 
 from .._errors import StoreError
 from .._nogc import NoGC
-from .._records import RunInfo, TaskRecord, check_task
+from .._records import RunInfo, TaskRecord, check_task, limits_of
 from ._base import Store
 from ._sqlite_rows import _code_of, _records, _s, _successes, _t, _texts
 
@@ -39,8 +39,10 @@ class _Lost(Exception):
 class SQLReader(Store):
     """The reading half of an SQL store (see the module docs)."""
 
-    #: The ``code`` column of ``runs`` (``"NULL"`` for an older store opened read-only).
-    _code = "code"
+    #: The ``code`` and ``limits`` columns of ``runs``, and the ``waited``
+    #: column of ``tasks`` (``NULL`` for each missing from an older store opened read-only).
+    _code = "code, limits"
+    _waited = "waited"
     _t = staticmethod(_t)
     _s = staticmethod(_s)
     _texts = staticmethod(_texts)
@@ -97,7 +99,7 @@ class SQLReader(Store):
 
     def _info(self, row: "tuple[Any, ...]") -> RunInfo:
         """A ``runs`` row as a :class:`RunInfo`, checked (``ValueError`` names what is wrong)."""
-        run_id, flow, fingerprint, inputs, status, started, finished, source, code = map(self._s, row)
+        run_id, flow, fingerprint, inputs, status, started, finished, source, code, limits = map(self._s, row)
         if not all(type(v) is str for v in (run_id, flow, fingerprint, status)):
             raise ValueError("its id, flow, fingerprint or status is not text")
         if type(started) not in (int, float) or (finished is not None and type(finished) not in (int, float)):
@@ -113,7 +115,7 @@ class SQLReader(Store):
         if not isinstance(values, dict):
             raise ValueError("its inputs are not a mapping")
         return RunInfo(run_id, flow, fingerprint, values, status, started, finished,
-                       source if type(source) is str else None, code=_code_of(code))
+                       source if type(source) is str else None, code=_code_of(code), limits=limits_of(limits))
 
     def run_info(self, run_id: str) -> RunInfo:
         return self._run_info(run_id)[0]
@@ -140,22 +142,24 @@ class SQLReader(Store):
         with NoGC():  # (a big run's million rows and records)
             rows = self._read(
                 "SELECT step, item, status, attempts, started, finished, error_type, error_message,"
-                f" traceback, {columns}, key FROM tasks WHERE run_id = ? ORDER BY seq",
+                f" traceback, {columns}, key, {self._waited} FROM tasks WHERE run_id = ? ORDER BY seq",
                 (run_id,),
             )
             return _records(rows, lambda row: self._record(run_id, row), self._texts)
 
     def _record(self, run_id: str, row: "tuple[Any, ...]") -> TaskRecord:
-        """A ``tasks`` row (step ... traceback, output, output_ref, key) as a checked :class:`TaskRecord`."""
+        """A ``tasks`` row (step ... traceback, output, output_ref, key, waited) as a checked :class:`TaskRecord`."""
         s = self._s
-        row = (s(row[0]), row[1], s(row[2]), *row[3:6], s(row[6]), s(row[7]), s(row[8]), row[9], row[10], s(row[11]))
+        row = (s(row[0]), row[1], s(row[2]), *row[3:6], s(row[6]), s(row[7]), s(row[8]), row[9], row[10], s(row[11]),
+               row[12])
         step, item = row[0], row[1]
         output = row[9]
         if row[10] is not None:
             output = self._blob(row[10], run_id, str(step), item if type(item) is int else -1)
         try:
             _, _, status, attempts, started, finished, etype, emsg, tb = row[:9]
-            return check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output, row[11])
+            return check_task(step, item, status, attempts, started, finished, etype, emsg, tb, output, row[11],
+                              row[12])
         except ValueError as exc:
             raise StoreError(
                 f"the record of step {step!r} (item {item!r}) of run {run_id!r} in store "
@@ -167,7 +171,7 @@ class SQLReader(Store):
         counts = {self._s(status): n for status, n in self._read(
             "SELECT status, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY status", (run_id,))}
         columns = ("seq, step, item, status, attempts, started, finished, error_type, error_message, traceback,"
-                   " output, output_ref, key")
+                   f" output, output_ref, key, {self._waited}")
         rows = self._read(f"SELECT {columns} FROM tasks WHERE run_id = ? ORDER BY seq LIMIT ?", (run_id, first))
         if counts.get("failed") or counts.get("cancelled"):
             rows += self._read(

@@ -74,7 +74,10 @@ class SQLiteStore(SQLStore):
         # readonly: opened for reading only, as asked or because the file or its folder cannot be written
         self._db, self.readonly, self.codec = connect(self.path, timeout, readonly, codec)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        self._code = "code" if "code" in columns else "NULL"  # (an older store opened read-only)
+        # (an older store opened read-only: columns added since read as NULL)
+        self._code = ", ".join(name if name in columns else "NULL" for name in ("code", "limits"))
+        if "waited" not in {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}:
+            self._waited = "NULL"
 
     def _errors(self) -> "tuple[type[BaseException], type[BaseException]]":
         import sqlite3  # (import time: sqlite3 loads on first use)

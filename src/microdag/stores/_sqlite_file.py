@@ -32,13 +32,14 @@ _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, flow TEXT NOT NULL, fingerprint TEXT NOT NULL, inputs BLOB NOT NULL,
-    status TEXT NOT NULL, started REAL NOT NULL, finished REAL, source TEXT, code TEXT
+    status TEXT NOT NULL, started REAL NOT NULL, finished REAL, source TEXT, code TEXT,
+    limits TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
 CREATE TABLE IF NOT EXISTS tasks (
     run_id TEXT NOT NULL, step TEXT NOT NULL, item INTEGER NOT NULL, seq INTEGER NOT NULL,
     status TEXT NOT NULL, attempts INTEGER NOT NULL, started REAL, finished REAL,
-    error_type TEXT, error_message TEXT, traceback TEXT, output BLOB, output_ref TEXT, key TEXT,
+    error_type TEXT, error_message TEXT, traceback TEXT, output BLOB, output_ref TEXT, key TEXT, waited REAL,
     PRIMARY KEY (run_id, step, item)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, output BLOB, output_ref TEXT, created REAL NOT NULL);
@@ -173,11 +174,14 @@ def _check_and_create(db: "sqlite3.Connection", path: str, codec: str) -> None:
         db.executescript(_TABLES)
     if tables:  # columns added since: made where missing (a change of the schema, not of the data)
         columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-        for column in ("source", "code"):
+        for column in ("source", "code", "limits"):  # (limits: a run's pools and rates)
             if column not in columns:
                 db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
-        if "key" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:  # a keyed map item's key
+        columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        if "key" not in columns:  # a keyed map item's key
             db.execute("ALTER TABLE tasks ADD COLUMN key TEXT")
+        if "waited" not in columns:  # the seconds a task waited for its pools and rates
+            db.execute("ALTER TABLE tasks ADD COLUMN waited REAL")
     if not tables:
         try:
             db.executescript(

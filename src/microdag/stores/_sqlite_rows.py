@@ -1,7 +1,7 @@
 """The SQL stores' rows: values as SQLite keeps them, and rows read back as checked records.
 
 Text SQLite cannot take as UTF-8 goes in as bytes and comes back whole
-(:func:`_t`, :func:`_s`); a run's code digests are one JSON text
+(:func:`_t`, :func:`_s`); a run's code digests, and its pools and rates, are one JSON text each
 (:func:`_code_text`, :func:`_code_of`); ``tasks`` rows become
 :class:`TaskRecord` s a column at a time when every value has a type it may
 have, else row by row, naming what is damaged (:func:`_records`,
@@ -25,7 +25,7 @@ __all__ = ["_code_of", "_code_text", "_records", "_s", "_successes", "_t", "_tex
 _TIME = (float, int, type(None))
 
 
-def _code_text(code: "dict[str, str] | None") -> "str | None":
+def _code_text(code: "dict[str, Any] | None") -> "str | None":
     import json  # (import time: json loads on first use)
 
     return None if code is None else json.dumps(code, separators=(",", ":"))
@@ -85,15 +85,19 @@ def _records(
     columns = list(zip(*rows))
     for k in (0, 2, 6, 7, 8, 11):  # the text columns
         columns[k] = texts(columns[k])
-    step, item, status, attempts, started, finished, etype, emsg, tb, output, ref, key = columns
+    step, item, status, attempts, started, finished, etype, emsg, tb, output, ref, key, waited = columns
     times = set(map(type, started)) | set(map(type, finished))
+    if waited.count(None) != len(waited):  # (a run with pools or rates: each wait a time, not below zero)
+        times |= set(map(type, waited))
+        if not times <= set(_TIME) or min(w for w in waited if w is not None) < 0:
+            return [one(row) for row in rows]
     kinds = set(map(type, etype)) | set(map(type, emsg)) | set(map(type, tb)) | set(map(type, key))
     if not (set(map(type, step)) == set(map(type, status)) == {str} and set(map(type, item)) == {int}
             and set(map(type, attempts)) == {int} and min(item) >= -1 and min(attempts) >= 0
             and times <= {float, int, type(None)} and kinds <= {str, type(None)}
             and set(map(type, output)) <= {bytes, type(None)} and ref.count(None) == len(ref)):
         return [one(row) for row in rows]  # (a REAL column never holds NaN: SQLite makes it NULL)
-    return list(map(TaskRecord, step, item, status, attempts, started, finished, etype, emsg, tb, output, key))
+    return list(map(TaskRecord, step, item, status, attempts, started, finished, etype, emsg, tb, output, key, waited))
 
 
 def _successes(

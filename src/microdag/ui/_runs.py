@@ -15,7 +15,7 @@ usefully of them.
 import json
 
 from .._layout import NODE_H, NODE_W, layers, layout
-from .._present import duration_text, item_label, preview, step_status, task_order
+from .._present import duration_text, item_label, limits_text, preview, step_status, task_order, uses_text, wait_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,7 +39,16 @@ def run_json(info: "RunInfo") -> "dict[str, Any]":
         "finished": info.finished, "source": info.source, "inputs": jsonable(info.inputs),
         "duration_text": duration_text(None if info.finished is None else info.finished - info.started),
         "problem": info.problem,
+        # the run's pools and rates (None: it had none), and as the page shows them
+        "pools": None if info.limits is None else info.limits["pools"],
+        "rates": None if info.limits is None else info.limits["rates"],
+        "limits_text": limits_text(info.limits),
     }
+
+
+def step_uses(info: "RunInfo") -> "dict[str, dict[str, int]]":
+    """Step name -> what it holds of the run's pools and rates (``{}``: a run without them)."""
+    return {} if info.limits is None else info.limits.get("uses", {})
 
 
 def list_runs(store: "Store", flow: "str | None", status: "str | None", limit: int) -> "dict[str, Any]":
@@ -62,9 +71,12 @@ def list_runs(store: "Store", flow: "str | None", status: "str | None", limit: i
 
 def task_json(
     store: "Store", record: "TaskRecord", logged: "set[tuple[str, int]]", added: "dict[str, str] | None" = None,
+    uses: "dict[str, dict[str, int]] | None" = None,
 ) -> "dict[str, Any]":
     """One task for the page: its record, a preview of its output, whether it
-    logged, and for a step a step added (``added``: name -> who), who added it."""
+    logged, for a step a step added (``added``: name -> who), who added it,
+    and what it holds of the run's pools and rates (``uses``: name -> units
+    by pool) and how long its attempt waited for them."""
     output: str | None = None
     truncated = False
     if record.output is not None:
@@ -94,6 +106,10 @@ def task_json(
         "finished": record.finished,
         "duration": took,
         "duration_text": duration_text(took),
+        "uses": None if not uses or record.step not in uses else uses[record.step],
+        "uses_text": uses_text(None if not uses else uses.get(record.step)),
+        "waited": record.waited,
+        "waited_text": wait_text(record.waited),
         "error": None if record.error_type is None else {
             "type": record.error_type, "message": record.error_message, "traceback": record.traceback,
         },
@@ -111,7 +127,7 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
     added = store.added_by(run_id)
     return {
         "run": run_json(info),
-        "tasks": [task_json(store, r, logged, added) for r in records],
+        "tasks": [task_json(store, r, logged, added, step_uses(info)) for r in records],
         "attempts": [
             {"step": s, "item": None if i < 0 else i, "attempt": a, "started": b, "finished": e,
              "error_type": et, "error_message": em}
@@ -203,7 +219,7 @@ def changes(
         records = [r for r in store.tasks(run_id) if (r.step, r.item) in wanted]
         logged = logged_tasks(store, run_id, records)
         added = store.added_by(run_id)
-        changed = [task_json(store, r, logged, added) for r in records]
+        changed = [task_json(store, r, logged, added, step_uses(info)) for r in records]
     return run_json(info), changed, run_graph(store, info, everything) if graph else None
 
 

@@ -29,6 +29,8 @@ export function renderPanel(ctx, step, task, tasks) {
       el('dt', null, 'Status'), el('dd', null, badge(task.status)),
       el('dt', null, 'Attempts'), el('dd', null, String(task.attempts ?? '-')),
       ...(task.added_by ? [el('dt', null, 'Added by'), el('dd', null, task.added_by)] : []),
+      ...(task.uses_text ? [el('dt', null, 'Uses'), el('dd', {id: 'step-uses'}, task.uses_text)] : []),
+      ...(missing(task.waited) ? [] : [el('dt', null, 'Waited'), el('dd', {id: 'step-waited'}, task.waited_text)]),
       el('dt', null, 'Started'), el('dd', null, fmtTime(task.started)),
       el('dt', null, 'Duration'), el('dd', null, shownDuration(task))));
     if (task.error) {

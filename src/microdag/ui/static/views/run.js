@@ -174,6 +174,7 @@ export function viewRun(view, id) {
         row('Started', fmtTime(run.started)),
         row('Duration', duration),
         run.source ? row('Source', run.source) : null,
+        run.limits_text ? row('Pools', el('span', {id: 'run-limits'}, run.limits_text)) : null,
         flowPath ? row('Flow file', el('a', {href: '#/flows/' + enc(flowPath)}, flowPath)) : null,
         run.problem ? row('Problem', el('span', {class: 'problem-text'}, run.problem)) : null,
         !resumable && resumeWhy ? row('Resume', el('span', {id: 'resume-why', class: 'note'}, `Not offered here: ${resumeWhy}`)) : null),
@@ -240,11 +241,14 @@ export function viewRun(view, id) {
   function taskRow(t) {
     const err = t.error ? [t.error.type, t.error.message].filter(Boolean).join(': ') : '';
     return el('tr', {class: 'task', 'data-step': t.step, 'data-item': t.item ?? '', 'data-status': t.status, tabindex: 0},
-      el('td', null, t.step, t.added_by ? el('span', {class: 'added-by'}, ` added by ${t.added_by}`) : false),
+      el('td', null, t.step, t.added_by ? el('span', {class: 'added-by'}, ` added by ${t.added_by}`) : false,
+        t.uses_text ? el('span', {class: 'uses', title: 'what it holds of the run\'s pools and rates'}, ` uses ${t.uses_text}`) : false),
       el('td', {class: 'num'}, t.item_label ?? t.item ?? ''),
       el('td', null, badge(t.status)),
       el('td', {class: 'num'}, t.attempts ?? ''),
-      el('td', {class: 'num'}, shownDuration(t)),
+      el('td', {class: 'num'}, shownDuration(t),
+        t.waited ? el('span', {class: 'waited', title: 'waited for room in its pools or a rate\'s token before it started'},
+          ` waited ${t.waited_text}`) : false),
       el('td', {class: 'error-cell', title: err || null}, cut(err, 160)));
   }
 
