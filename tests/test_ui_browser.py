@@ -258,13 +258,13 @@ def test_open_run_watch_and_read_a_log(served: UI, browser: "webdriver.Chrome") 
     assert "token" not in browser.current_url  # the token left the address bar
     browser.get(served.base + "/#/flows/" + "flow.toml")
     _wait(browser, lambda d: _css(d, "button#run-flow"), what="the run button")
-    browser.find_element(By.CSS_SELECTOR, "button#run-flow").click()
+    _click(browser, "button#run-flow")
     field = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form#run-form input[name=greeting]"),
                   what="the run form")
     assert field.get_attribute("value") == "hi"  # type: ignore[attr-defined]
     field.clear()  # type: ignore[attr-defined]
     field.send_keys("hello")  # type: ignore[attr-defined]
-    browser.find_element(By.CSS_SELECTOR, "form#run-form button[type=submit]").click()
+    _click(browser, "form#run-form button[type=submit]")
     _wait(browser, lambda d: "#/runs/" in d.current_url, what="the new run's page")
     _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "succeeded", what="the run to succeed")
     for name in ("fetch", EVIL_STEP, "report"):
@@ -290,7 +290,7 @@ def test_open_run_watch_and_read_a_log(served: UI, browser: "webdriver.Chrome") 
     _click(browser, _node("report"))
     _wait(browser, lambda d: _css(d, "#step-panel h3") and d.find_element(By.CSS_SELECTOR, "#step-panel h3").text
           == "report", what="the report step's panel")
-    browser.find_element(By.CSS_SELECTOR, "button#run-step").click()
+    _click(browser, "button#run-step")
     result = _wait(browser, lambda d: [e for e in _css(d, "#step-result pre.output") if "hello 41" in e.text],
                    what="the step's new output")
     assert result
@@ -321,10 +321,10 @@ def test_edit_connect_and_save(served: UI, browser: "webdriver.Chrome") -> None:
     path = os.path.join(served.folder, "edit.toml")
     browser.get(served.base + "/#/flows/edit.toml")
     _wait(browser, lambda d: _css(d, _node("first", "svg.canvas")), what="the editor's canvas")
-    browser.find_element(By.CSS_SELECTOR, "button#add-step").click()
+    _click(browser, "button#add-step")
     name = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input#new-step-name"), what="the name field")
     name.send_keys("added")  # type: ignore[attr-defined]
-    browser.find_element(By.CSS_SELECTOR, "button#add-step-ok").click()
+    _click(browser, "button#add-step-ok")
     _wait(browser, lambda d: _css(d, _node("added", "svg.canvas")), what="the new step")
     # connect by clicking: first's port, then the new step
     browser.find_element(By.CSS_SELECTOR, _node("first", "svg.canvas") + " circle.port-out").click()
@@ -337,7 +337,7 @@ def test_edit_connect_and_save(served: UI, browser: "webdriver.Chrome") -> None:
     _wait(browser, lambda d: _css(d, 'svg.canvas path.edge[data-from="second"][data-to="added"]'),
           what="the dragged edge")
     _shot(browser, "ui-editor.png")
-    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _click(browser, "button#save")
     _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower() == "saved", what="the save")
     text = open(path).read()
     data = tomllib.loads(text)
@@ -360,7 +360,7 @@ def test_problems_show_live_and_block_the_save(served: UI, browser: "webdriver.C
     field.send_keys("-4")  # type: ignore[attr-defined]
     _wait(browser, lambda d: any("retries" in e.text for e in _css(d, "ul#problems li")), what="the problem")
     assert _css(browser, _node("second", "svg.canvas") + ".problem")
-    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _click(browser, "button#save")
     _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
           what="the refusal")
     time.sleep(0.3)
@@ -434,7 +434,7 @@ def test_the_graph_fits_its_box(served: UI, browser: "webdriver.Chrome") -> None
     box = _box(browser)
     assert box["pannable"] and box["tools"] and box["scrollW"] <= box["clientW"], box
     before = box["viewBox"]
-    browser.find_element(By.CSS_SELECTOR, ".zoom-tools button[title='Zoom in']").click()
+    _click(browser, ".zoom-tools button[title='Zoom in']")
     assert _box(browser)["viewBox"] != before
     svg = browser.find_element(By.CSS_SELECTOR, "svg.dag")
     zoomed = _box(browser)["viewBox"]
@@ -521,13 +521,13 @@ def _type_code(browser: "webdriver.Chrome", *lines: str) -> None:
 
 
 def _add_python_step(browser: "webdriver.Chrome", name: str) -> None:
-    browser.find_element(By.CSS_SELECTOR, "button#add-step").click()
+    _click(browser, "button#add-step")
     field = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input#new-step-name"), what="the name field")
     field.send_keys(name)  # type: ignore[attr-defined]
-    browser.find_element(By.CSS_SELECTOR, "button#add-step-ok").click()
+    _click(browser, "button#add-step-ok")
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#code-panel h3").text == f"Code of {name}",
           what=f"the code panel of {name}")
-    browser.find_element(By.CSS_SELECTOR, "button#make-inline").click()
+    _click(browser, "button#make-inline")
     _wait(browser, lambda d: f"def {name}():" in d.find_element(By.CSS_SELECTOR, "#code-panel .cm-content").text,
           what="the starter function")
 
@@ -537,7 +537,7 @@ def _text(browser: "webdriver.Chrome", selector: str) -> str:
 
 
 def _saved(browser: "webdriver.Chrome", what: str) -> None:
-    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _click(browser, "button#save")
     _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower() == "saved", what=what)
 
 
@@ -571,7 +571,7 @@ def test_the_whole_loop_in_the_browser(served: UI, browser: "webdriver.Chrome") 
         "return [...lines].findIndex((l) => { const r = l.getBoundingClientRect();"
         " return m.top + m.height / 2 >= r.top && m.top + m.height / 2 <= r.bottom; }) + 1")
     assert marked == 3
-    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _click(browser, "button#save")
     _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
           what="the refusal")
     assert "double" not in open(path).read()
@@ -589,14 +589,14 @@ def test_the_whole_loop_in_the_browser(served: UI, browser: "webdriver.Chrome") 
 
     assert microdag.load_flow(path).run().outputs["double"] == 40  # type: ignore[attr-defined]
     # run up to here (no run yet to take load's output from), then this step alone on that run's output
-    browser.find_element(By.CSS_SELECTOR, "button#run-up-to-here").click()
+    _click(browser, "button#run-up-to-here")
     _wait(browser, lambda d: "40" in _text(d, "#step-run-result pre.output"), what="the output of run up to here")
     _wait(browser, lambda d: "doubling 20" in _text(d, "#step-run-result pre.log"), what="what the step printed")
     timings = []
     for _ in range(3):
         browser.execute_script("document.getElementById('step-run-result').textContent = ''")
         start = time.perf_counter()
-        browser.find_element(By.CSS_SELECTOR, "button#run-this-step").click()
+        _click(browser, "button#run-this-step")
         _wait(browser, lambda d: "40" in _text(d, "#step-run-result pre.output"), what="the step's output")
         timings.append(time.perf_counter() - start)
     own = browser.execute_script("return document.getElementById('step-run-result').getAttribute('data-ms')")
@@ -612,7 +612,7 @@ def test_the_whole_loop_in_the_browser(served: UI, browser: "webdriver.Chrome") 
     _wait(browser, lambda d: not _css(d, "ul#problems li"), what="no problem")
     _saved(browser, "the second save")
     # the flow, run to its end
-    browser.find_element(By.CSS_SELECTOR, "button#run-flow").click()
+    _click(browser, "button#run-flow")
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "form#run-form button[type=submit]"),
           what="the run form").click()  # type: ignore[attr-defined]
     _wait(browser, lambda d: "#/runs/" in d.current_url, what="the run's page")
@@ -744,14 +744,14 @@ def test_a_module_step_s_code_is_checked_as_it_is_typed(served: UI, browser: "we
     _wait(browser, lambda d: _css(d, 'ul#problems li[data-step="shout"][data-line="2"]'), what="the syntax error")
     _wait(browser, lambda d: _css(d, "#code-panel .cm-lint-marker-error"), what="the mark in the editor")
     assert "syntax error" in _text(browser, "ul#problems li")
-    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _click(browser, "button#save")
     _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
           what="the refusal")
     assert open(module).read() == CHECKED_MODULE
     _type_code(browser, "def shout(wrod):", "return wrod.upper()")
     _wait(browser, lambda d: "did you mean 'word'?" in _text(d, 'ul#problems li[data-step="shout"][data-line="1"]'),
           what="the parameter that binds to nothing")
-    browser.find_element(By.CSS_SELECTOR, "button#save").click()
+    _click(browser, "button#save")
     _wait(browser, lambda d: d.find_element(By.ID, "save-status").text.lower().startswith("not saved"),
           what="the second refusal")
     time.sleep(0.3)
@@ -869,7 +869,7 @@ def test_a_run_on_workers_is_watched_and_cancelled_from_the_page(served: UI, bro
         _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "running"
               and _css(d, "span.live") and _css(d, "button#cancel"), what="the live run and its Cancel")
         _wait(browser, lambda d: _css(d, _node("left")) and _css(d, _node("right")), what="the run's graph")
-        browser.find_element(By.CSS_SELECTOR, "button#cancel").click()
+        _click(browser, "button#cancel")
         _wait(browser, lambda d: d.find_element(By.ID, "run-status").text == "cancelled", timeout=10,
               what="the run cancelled")
         _wait(browser, lambda d: not _css(d, "button#cancel") and not _css(d, "span.live"), what="no longer live")

@@ -80,7 +80,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
-    from .._errors import FlowError
     from .._plan import _Plan
     from .._types import RunStatus
     from ._grow import Growth
@@ -238,13 +237,6 @@ class Runner:
         from ._grow import add  # (only runs whose steps add steps)
 
         return add(self, caller, name, fn, depends_on, inputs, options)
-
-    def apply_added(self, recipes: "list[dict[str, Any]]") -> "FlowError | None":
-        """The adds of a step that ran in another process, applied *(owner)*:
-        ``_grow.apply``; the first add refused, or ``None``."""
-        from ._grow import apply  # (only runs whose steps add steps)
-
-        return apply(self, recipes)
 
     def drive_args(self) -> "tuple[Any, ...]":
         """The first arguments of the kernel's hot loop, ``drive()``."""

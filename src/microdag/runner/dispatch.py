@@ -145,7 +145,9 @@ def _settle(runner: "Runner", att: "Any", ok: bool, value: "Any") -> None:
     elif isinstance(value, BaseException):
         added = getattr(value, "__microdag_added__", None)
     if added:
-        refused = runner.apply_added(added)
+        from ._grow import apply  # (only runs whose steps add steps; the owner's: the first add refused, or None)
+
+        refused = apply(runner, added)
         if refused is not None and ok:
             ok, value = False, refused
     text: str | None = None
