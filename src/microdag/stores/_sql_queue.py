@@ -420,7 +420,7 @@ class SQLQueue(WorkQueue):
         rows = self._query(f"SELECT size, rate, room, at, {self._CLOCK} FROM queue_pools WHERE rate > 0{where}"
                            " AND EXISTS (SELECT 1 FROM queue WHERE queue.run_id = queue_pools.run_id AND state = 0"
                            f" AND due <= {self._CLOCK})", skip)
-        wait = self._limits.next_token([row[:4] for row in rows], rows[0][4]) if rows else None
+        wait = self._limits.next_token([row[:4] for row in rows], float(rows[0][4])) if rows else None
         self._limits.token = None if wait is None else time.monotonic() + wait
 
     def _pause(self, timeout: float) -> float:
