@@ -192,3 +192,23 @@ def test_a_step_using_more_than_its_pool_is_refused_on_workers(tmp_path) -> None
     flow = microdag.Flow("big").add("a", lambda: 1, uses={"db": 3})
     with pytest.raises(microdag.FlowError, match="uses 3 units of pool 'db'"):
         flow.run(executor="workers", store=str(tmp_path / "runs.db"), pools={"db": 2})
+
+
+def test_submit_takes_pools_and_rates_beside_the_flows(tmp_path) -> None:
+    path = pooled_flow(tmp_path, db=2, api=1)
+    store = str(tmp_path / "runs.db")
+    run_id = submit(path, store, "--pool", "db=1", "--rate", "api=5/s burst 2")
+    s = open_store(store)
+    queue = s.queue()
+    try:
+        plan = queue.plan(run_id)
+        assert plan is not None and plan["pools"] == {"db": 1} and plan["rates"] == {"api": [5.0, 2]}
+        assert plan["uses"][:3] == [[["db", 1]], [["db", 1]], [["api", 1]]]
+        rows = queue._query(  # type: ignore[attr-defined]
+            "SELECT name, size, rate, room FROM queue_pools WHERE run_id = ? ORDER BY name", (run_id,))
+        assert [tuple(row) for row in rows] == [("api", 2.0, 5.0, 2.0), ("db", 1.0, 0.0, 1.0)]
+        queue.cancel(run_id)
+        assert pools_left(store, run_id) == []
+    finally:
+        queue.close()
+        s.close()
