@@ -212,3 +212,28 @@ def test_submit_takes_pools_and_rates_beside_the_flows(tmp_path) -> None:
     finally:
         queue.close()
         s.close()
+
+
+def test_a_lost_claim_gives_its_units_back_and_waits_for_a_token(tmp_path, shared) -> None:
+    """At the queue: a claim whose lease ran out gives its pool units back
+    before the step is claimed again; a rate's token is spent, so the step
+    lost waits, ready, for the next one."""
+    path = pooled_flow(tmp_path, db=2, api=1, rate="1/h")
+    run_id = submit(path, shared, "--pool", "db=1")
+    s = open_store(shared)
+    queue = s.queue()
+    try:
+        first = queue.claim("w1", 0.5, limit=3)
+        assert sorted(c.step for c in first) == [0, 2], "one db step (the pool holds 1) and the api step"
+        assert queue.claim("w2", 30, limit=3) == []
+        time.sleep(0.7)  # (both leases ran out)
+        again = queue.claim("w2", 30, limit=3)
+        assert [c.step for c in again] == [0], "db0's unit came back with its lease; api has no token"
+        look = queue._query  # type: ignore[attr-defined]
+        rows = look("SELECT step, state, attempt FROM queue WHERE run_id = ? ORDER BY step", (run_id,))
+        assert [tuple(row) for row in rows] == [(0, 1, 2), (1, 0, 0), (2, 0, 1)]
+        assert sorted(a[0] for a in s.attempts(run_id) if a[5] == "WorkerLost") == ["api0", "db0"]
+        queue.cancel(run_id)
+    finally:
+        queue.close()
+        s.close()
