@@ -237,3 +237,37 @@ def test_a_lost_claim_gives_its_units_back_and_waits_for_a_token(tmp_path, share
     finally:
         queue.close()
         s.close()
+
+
+def test_units_come_back_when_a_skipped_item_ends_its_map(tmp_path, shared) -> None:
+    """At the queue: a map item that skips ends its map, and the units its
+    siblings' claims held come back with it (their finishes are fenced out)."""
+    from microdag.stores._queue import Outcome
+
+    path = pooled_flow(tmp_path, db=1, items=3)  # db0 (0), xs (1), m (2)
+    run_id = submit(path, shared, "--pool", "db=3")
+    s = open_store(shared)
+    queue = s.queue()
+    look = queue._query  # type: ignore[attr-defined]
+
+    def room() -> float:
+        return float(look("SELECT room FROM queue_pools WHERE run_id = ? AND name = 'db'", (run_id,))[0][0])
+
+    try:
+        db0, xs = sorted(queue.claim("w", 30, limit=2), key=lambda c: c.step)
+        assert (db0.step, xs.step, room()) == (0, 1, 2.0)
+        now = time.time()
+        assert queue.finish([(xs, Outcome("succeeded", now, now, s.encode([0, 1, 2], "xs")))]) == [True]
+        (m,) = queue.claim("w", 30)
+        assert queue.finish([(m, Outcome("planned", now, now, units=[0, 1, 2]))]) == [True]
+        a, b = queue.claim("w", 30, limit=3)  # (db0 holds the third unit)
+        assert room() == 0.0 and a.item != b.item
+        assert queue.finish([(a, Outcome("skipped", now, now))]) == [True]
+        assert room() == 2.0, "the skipped item's unit and its sibling's came back"
+        assert queue.finish([(b, Outcome("succeeded", now, now, s.encode(1, "item")))]) == [False]
+        assert room() == 2.0
+        assert queue.finish([(db0, Outcome("succeeded", now, now, s.encode(0, "db0")))]) == [True]
+    finally:
+        queue.close()
+        s.close()
+    assert wait_end(shared, run_id, 10) == "succeeded"
