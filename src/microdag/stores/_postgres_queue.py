@@ -63,8 +63,8 @@ WITH clock AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp()) AS now)
 lost AS MATERIALIZED (
     SELECT EXISTS (SELECT 1 FROM queue WHERE state = 1 AND due <= (SELECT now FROM clock){where}) AS ran_out),
 limited AS MATERIALIZED (
-    SELECT EXISTS (SELECT 1 FROM queue WHERE state = 0 AND due <= (SELECT now FROM clock){where}
-        AND EXISTS (SELECT 1 FROM queue_pools p WHERE p.run_id = queue.run_id)) AS waiting),
+    SELECT EXISTS (SELECT 1 FROM queue_pools p WHERE EXISTS (SELECT 1 FROM queue
+        WHERE queue.run_id = p.run_id AND state = 0 AND due <= (SELECT now FROM clock){where})) AS waiting),
 picked AS MATERIALIZED (
     SELECT run_id, step, item FROM queue
     WHERE state = 0 AND due <= (SELECT now FROM clock) AND NOT (SELECT ran_out FROM lost){where}{refused}
