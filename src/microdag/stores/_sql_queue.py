@@ -357,13 +357,17 @@ class SQLQueue(WorkQueue):
         leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
     ) -> "list[Claim]":
         where, skip = runs_where(skip_runs, only)
+        # Rows that do not fit their pools are left out (when some run has pools: else a probe a row for nothing);
+        # the claim's own check of the units it takes is the rule, this one keeps them from hiding others.
+        limited = bool(self._query("SELECT 1 FROM queue_pools LIMIT 1"))
         seen = self._query(  # a look first, outside a transaction: most find nothing
             f"SELECT DISTINCT run_id, state FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where}"
-            f"{fits(self._CLOCK, self._LEAST)} LIMIT 16", skip)
-        if not seen:
-            self._wait_token(where, skip)
-            return []
+            f"{fits(self._CLOCK, self._LEAST) if limited else ''} LIMIT 16", skip)
         self._limits.token = None
+        if not seen:
+            if limited:
+                self._wait_token(where, skip)
+            return []
         found = list(dict.fromkeys(row[0] for row in seen))
         if meet is not None:
             meet(found)
@@ -372,10 +376,10 @@ class SQLQueue(WorkQueue):
         def body(db: "Any", now: float) -> "list[Claim]":
             # Steps whose lease ran out first (they have waited longest), then ready ones as they came.
             select = ("SELECT run_id, step, state, attempt, worker, claimed, item FROM queue"
-                      f" WHERE state = ? AND due <= ?{where}{fits('?', self._LEAST)}")
-            rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, now, *skip, now, limit)).fetchall() if lost else []
-            rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}",
-                               (0, now, *skip, now, limit * 4 + 16)).fetchall()
+                      f" WHERE state = ? AND due <= ?{where}{fits('?', self._LEAST) if limited else ''}")
+            params = (now, *skip, now) if limited else (now, *skip)
+            rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, *params, limit)).fetchall() if lost else []
+            rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, *params, limit * 4 + 16)).fetchall()
             limits = self._limits
             limits.read(db, [row[0] for row in rows if limits.held(db, row[0], row[1], row[6])])
             claims: list[Claim] = []
