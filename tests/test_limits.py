@@ -188,12 +188,6 @@ def test_a_step_option_is_checked_as_it_is_added() -> None:
         Flow("f").add("a", ls.held, uses=3)
 
 
-def test_workers_refuse_pools(tmp_path) -> None:
-    flow = Flow("shared").add("a", ls.held, uses="db")
-    with pytest.raises(FlowError, match="do not bound steps run by workers"):
-        flow.run(executor="workers", store=str(tmp_path / "runs.db"), pools={"db": 1})
-
-
 def test_each_run_has_its_own_sizes() -> None:
     flow = Flow("again")
     for j in range(3):

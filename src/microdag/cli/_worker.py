@@ -13,7 +13,7 @@ import sys
 from .._cmdline import OK, UsageError, input_option, load, positive
 from ..stores._queue import cancel_shared
 from ._common import DEFAULT_STORE, store_at, store_options
-from ._run import flow_to_run
+from ._run import _pool, _rate, flow_to_run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +45,12 @@ def add_parser(sub: "Any", name: str, **options: "Any") -> None:
         p.add_argument("--inputs", metavar="FILE.json", help="flow inputs from a JSON object (--input overrides)")
         p.add_argument("--run-id", metavar="ID", help="the run's id (default: a new one)")
         lease_option(p)
+        p.add_argument("--pool", type=_pool, action="append", default=[], metavar="NAME=N",
+                       help="a resource pool of N units, held across every worker; repeatable (adds to the flow "
+                       "file's [pools])")
+        p.add_argument("--rate", type=_rate, action="append", default=[], metavar="NAME=RATE",
+                       help="a rate limit (e.g. api=10/s) across every worker; repeatable (adds to the flow "
+                       "file's [rates])")
         p.add_argument("--target", metavar="STEP", action="append",
                        help="run only this step and what it needs; repeatable")
         p.add_argument("--on-failure", choices=("fail_fast", "continue"), default="fail_fast",
@@ -149,6 +155,7 @@ def _cmd_submit(args: "argparse.Namespace") -> int:
         executor="workers", max_workers=None, targets=args.target, on_failure=args.on_failure, hooks=(),
         keep_outputs=False, cancel=None, store=store_at(args.store, create=True, codec=args.codec),
         run_id=args.run_id, resume=False, force=False, lease=args.lease,
+        pools={**flow._pools, **dict(args.pool)}, rates={**flow._rates, **dict(args.rate)},
     )
     store, run_id, _, _ = submit(flow._compiled(), flow.name, flow._source, inputs, options)
     store.close()

@@ -230,3 +230,17 @@ class Limits:
             if soonest is None or wait < soonest:
                 soonest = wait
         return soonest
+
+
+def document(plan: "_Plan", pools: "Mapping[str, int]", rates: "Mapping[str, str]") -> "dict[str, Any]":
+    """A run's pools and rates as its plan on a store's work queue keeps them
+    (``stores/_queue_pools``): ``pools`` (name -> size), ``rates`` (name ->
+    [tokens a second, burst]), ``uses`` (per step its (name, units) pairs, or
+    ``None``) and ``mapped`` (the map steps using some: their units hold them);
+    nothing without pools and rates."""
+    if not (pools or rates):
+        return {}
+    options = plan.options
+    return {"pools": dict(pools), "rates": {name: list(parse_rate(rate)) for name, rate in rates.items()},
+            "uses": [[list(pair) for pair in o.uses] or None for o in options],
+            "mapped": [i for i, o in enumerate(options) if o.map is not None and o.uses]}

@@ -229,9 +229,6 @@ def check(
     bound = _bind_inputs(plan, subset, values, problems)
     if options.pools or options.rates or plan.limited():
         problems.extend(limit_problems(plan, subset, options.pools, options.rates))
-        if executor == "workers":
-            problems.append("pools and rates do not bound steps run by workers yet: run this flow on another "
-                            "executor, or without pools, rates and uses")
     if executor == "processes":
         _check_picklable(plan, subset, problems)
     if resumed_info is not None and executor != "workers" and not options.force and store.shared(run_id):

@@ -22,7 +22,7 @@ What each rule's home is:
   and ``_recorder.cached``, as in a run with a store;
 - whether a failed attempt is tried again and when: the step's ``Retry``
   policy (``plan.retry``), which the worker asks as the state machine does;
-- leases, fencing and cancel: the queue.
+- leases, fencing, cancel, and a run's pools and rates (``_limits.document``): the queue.
 
 A map step is three kinds of claim, as an Argo pod's roles are: the step's
 own claim plans it (expands the value it maps over into units: ``planned``,
@@ -30,22 +30,20 @@ one claimable row per unit, so that every worker shares its items); a
 unit's claim runs one unit (its attempts and retries its own, its record an
 item record as on any backend); the ``GATHER`` claim, ready once the last
 unit finished, makes the step's output (or its failure: the first failed
-item's) from the item records.  A worker keeps the units of a map it
-expanded, by run and step, so that the value mapped over is read and
-expanded once per worker.  A cached step's claim whose entry answers is
-recorded as a cache hit (no attempt) without running it.
+item's) from the item records.  A worker keeps the units of a map it expanded, by
+run and step, so that the value mapped over is read and expanded once per worker.
+A cached step's claim whose entry answers is recorded as a hit (no attempt), not run.
 
 A worker runs steps on ``concurrency`` threads, each claiming a few ready
 steps at a time (one at first, more while they take under a millisecond:
 tiny steps pay one transaction per batch, slow ones are not held back from
-idle workers), and one more thread renews the leases of what it holds
-(every third of the shortest: a claim holds for its run's lease, given with
-``lease=`` or ``submit --lease``, else for the worker's own) and looks for cancelled runs (every
-:data:`LOOK` seconds).  A step of a cancelled run is stopped as a timeout
-would stop it: its record says ``cancelled`` at once and the programs of the
-run's command steps are killed; the call itself is abandoned and its result,
-if it comes, is refused by the fence, and its thread is taken until it
-returns.
+idle workers), and one more thread renews the leases of what it holds (every third
+of the shortest: a claim holds for its run's lease, given with ``lease=`` or ``submit
+--lease``, else for the worker's own) and looks for cancelled runs (every :data:`LOOK`
+seconds).  A step of a cancelled run is stopped as a timeout would stop it: its
+record says ``cancelled`` at once and the programs of the run's command steps are
+killed; the call itself is abandoned and its result, if it comes, is refused by the
+fence, and its thread is taken until it returns.
 
 Which code runs: a worker compares each step's code digest with the one the
 run recorded, and leaves a step whose code differs alone (it says so once
@@ -66,6 +64,7 @@ from ..pools._attempt import Captured
 from ..stores._files import new_owner
 from ..stores._queue import GATHER, SUCCEEDED, Claim, Outcome
 from ._cache import cache_key
+from ._limits import document
 from ._call import Caller, batch_error, bind_inputs, gather, invoke_timed, kwargs, map_call, unit_kwargs, units
 from ._maps import item_failed, kept
 from ._recorder import cached
@@ -141,7 +140,8 @@ def submit(
                 done = None
                 if options.resume:  # (the steps it finished before: succeeded in the reset kernel)
                     done = [i for i, state in enumerate(runner.k.states()) if state == SUCCEEDED]
-                queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure, done, options.lease))
+                queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure, done, options.lease)
+                             | document(plan, options.pools, options.rates))
         finally:
             queue.close()
         store.release(runner.run_id)  # (the queue holds the run now, not this process)

@@ -20,6 +20,10 @@ The queue's SQL is ``_sql_queue``'s; this is PostgreSQL's side of it:
   run's lock).  A worker learns a run it meets after claiming its steps, and
   gives back, uncounted, those it turns down (remembered: it does not claim
   them again);
+- a run with pools or rates (``_queue_pools``) is claimed in ``_sql_queue``'s
+  transaction instead, its pool rows locked ``FOR UPDATE`` (in one sorted
+  read): the one statement leaves its rows alone and says when some are
+  ready, and the claim goes on in the transaction for what is left of its limit;
 - claims and renewed leases commit with ``synchronous_commit`` off (the
   session's setting; a transaction that must reach the disk sets it on);
 - big outputs go to the store's ``blobs`` table in the transaction that
@@ -52,14 +56,19 @@ _LEASE_COLUMN = "lease DOUBLE PRECISION GENERATED ALWAYS AS ((plan::json ->> 'le
 _TABLES = TABLES.format(real="DOUBLE PRECISION", big="BIGINT", keyed="", lease=", " + _LEASE_COLUMN)
 
 #: Ready rows claimed in one statement (``{where}``: which runs), each with
-#: its run's lease; when a lease ran out, none but one row of ``NULL``.
+#: its run's lease; when a lease ran out, none but one row of ``NULL``; rows
+#: of runs with pools or rates are left, and a row ``(NULL, 1, ...)`` says some are ready.
 _CLAIM = """
 WITH clock AS MATERIALIZED (SELECT extract(epoch FROM clock_timestamp()) AS now),
 lost AS MATERIALIZED (
     SELECT EXISTS (SELECT 1 FROM queue WHERE state = 1 AND due <= (SELECT now FROM clock){where}) AS ran_out),
+limited AS MATERIALIZED (
+    SELECT EXISTS (SELECT 1 FROM queue_pools p WHERE EXISTS (SELECT 1 FROM queue
+        WHERE queue.run_id = p.run_id AND state = 0 AND due <= (SELECT now FROM clock){where})) AS waiting),
 picked AS MATERIALIZED (
     SELECT run_id, step, item FROM queue
     WHERE state = 0 AND due <= (SELECT now FROM clock) AND NOT (SELECT ran_out FROM lost){where}{refused}
+        AND NOT EXISTS (SELECT 1 FROM queue_pools p WHERE p.run_id = queue.run_id)
     ORDER BY due LIMIT ? FOR UPDATE SKIP LOCKED),
 claimed AS (
     UPDATE queue q SET state = 1, attempt = q.attempt + 1, worker = ?, claimed = clock.now,
@@ -70,6 +79,8 @@ claimed AS (
 SELECT run_id, step, attempt, item, lease FROM claimed
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL WHERE (SELECT ran_out FROM lost)
+UNION ALL
+SELECT NULL, 1, NULL, NULL, NULL WHERE (SELECT waiting FROM limited) AND NOT (SELECT ran_out FROM lost)
 """
 
 _KEY = "hashtextextended(?, 0)"
@@ -87,6 +98,8 @@ class PostgresQueue(SQLQueue):
     _CLOCK = "extract(epoch FROM clock_timestamp())"
     _TAKE = " FOR UPDATE SKIP LOCKED"
     _LEASE = "lease"
+    _LEAST = "LEAST"
+    _LOCK_POOLS = " FOR UPDATE"
 
     def __init__(self, store: "PostgresStore") -> None:
         import psycopg  # (the postgres extra: the store imported it already)
@@ -157,23 +170,28 @@ class PostgresQueue(SQLQueue):
         refused = [key for key in self._refused if key[0] not in params]
         sql = _CLAIM.format(where=where, refused=" AND (run_id, step) NOT IN (VALUES {})".format(
             ", ".join(["(?, ?)"] * len(refused))) if refused else "")
-        values = (*params, *params, *(v for key in refused for v in key), limit, worker, lease, lease)
+        values = (*params, *params, *params, *(v for key in refused for v in key), limit, worker, lease, lease)
         try:
             rows = self._retrying(lambda: self._db.execute(sql, values).fetchall())
         except self._error as exc:
             raise StoreError(f"cannot write to store {self.path!r}: {exc}") from None
         claims = [Claim(run_id, step, attempt, worker, item, held)
                   for run_id, step, attempt, item, held in rows if run_id is not None]
-        if len(claims) < len(rows):  # (leases ran out: the lost attempts are recorded under their runs' locks)
+        marks = {step for run_id, step, *_ in rows if run_id is None}
+        if None in marks:  # (leases ran out: the lost attempts are recorded under their runs' locks)
             return super().claim(worker, lease, limit, refuse, skip_runs, meet, leases, only)
         if claims and meet is not None:
             meet(list(dict.fromkeys(c.run_id for c in claims)))
-        if not claims or refuse is None:
-            return claims
-        back = [c for c in claims if refuse(c.run_id, c.step)]
-        if back:
-            self._give_back(back)
-        return [c for c in claims if c not in back]
+        if claims and refuse is not None:
+            back = [c for c in claims if refuse(c.run_id, c.step)]
+            if back:
+                self._give_back(back)
+                claims = [c for c in claims if c not in back]
+        if marks and len(claims) < limit:  # (ready steps of runs with pools or rates: the transaction's)
+            claims += super().claim(worker, lease, limit - len(claims), refuse, skip_runs, meet, leases, only)
+        elif not claims:
+            self._limits.token = None
+        return claims
 
     def _give_back(self, claims: "list[Claim]") -> None:
         """Claims turned down before they began: ready again, their attempts not counted."""
@@ -188,6 +206,7 @@ class PostgresQueue(SQLQueue):
         self._transaction(body, durable=False)
 
     def wait(self, timeout: float) -> None:
+        timeout = self._pause(timeout)
         if self._changed.is_set():
             self._changed.clear()
             return

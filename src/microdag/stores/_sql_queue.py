@@ -19,7 +19,10 @@ work (``_sqlite_queue``, ``_postgres_queue``).  Tables, beside the store's
   own under their first item's index, and its gathering one more,
   ``GATHER``).  A finished step's row is gone; its record is in ``tasks``;
 - ``queue_log``: the run's outcomes in order, which each worker's
-  :class:`~microdag.stores._queue.Mirror` replays.
+  :class:`~microdag.stores._queue.Mirror` replays;
+- ``queue_pools`` and ``queue_uses``: a run's pools and rates and what its
+  steps hold (``_queue_pools``: a claim takes only rows whose pools have
+  room, and takes their units with them; whatever ends a claim gives them back).
 
 Every change is one transaction.  A claim reads claimable rows and takes
 them before anyone else can (SQLite: ``BEGIN IMMEDIATE``, the file's one
@@ -48,6 +51,8 @@ from .._errors import StoreError
 from .._records import run_status
 from ._files import BLOB_SIZE
 from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
+from ._queue_pools import TABLES as POOL_TABLES
+from ._queue_pools import Limits, fits
 from ._sql import ATTEMPTS, LOGS
 
 TYPE_CHECKING = False
@@ -77,7 +82,7 @@ CREATE TABLE IF NOT EXISTS queue_log (
     run_id TEXT NOT NULL, seq {big} NOT NULL, step INTEGER NOT NULL, outcome INTEGER NOT NULL,
     PRIMARY KEY (run_id, seq)
 ){keyed};
-"""
+""" + POOL_TABLES
 
 _STATUS = {"succeeded": SUCCEEDED, "failed": FAILED, "skipped": SKIPPED, "cancelled": CANCELLED}
 _RUNNING, _STOPPING, _CANCELLED = 0, 1, 2
@@ -133,6 +138,9 @@ class SQLQueue(WorkQueue):
     _TAKE = ""
     #: The lease in a run's plan, over its ``queue_runs`` row (an SQL expression).
     _LEASE = "json_extract(plan, '$.lease')"
+    #: The dialect's minimum of two numbers; what locks the pool rows a claim reads.
+    _LEAST = "min"
+    _LOCK_POOLS = ""
 
     def __init__(self, store: "SQLStore") -> None:
         self.store = store
@@ -147,6 +155,7 @@ class SQLQueue(WorkQueue):
         self._seq = 0
         self._rows: list[tuple[Any, ...]] = []  # task records of the transaction
         self._changed = threading.Event()  # this process changed the queue
+        self._limits = Limits(self._LOCK_POOLS)
 
     # -- the dialect ------------------------------------------------------------------
 
@@ -199,10 +208,12 @@ class SQLQueue(WorkQueue):
             db = self._db
             try:
                 result = body(db, self._begin(db, durable))
+                self._limits.write(db)
                 if self._rows:
                     self.store._upsert_tasks(db, self._rows)
             except BaseException:
                 self._rows.clear()
+                self._limits.clear()
                 self._mirrors.clear()
                 try:
                     db.execute("ROLLBACK")
@@ -284,9 +295,11 @@ class SQLQueue(WorkQueue):
         for i in run.apply(-1, STOP)[1]:
             self._record(db, run, i, "cancelled", 0)
         rows = db.execute("DELETE FROM queue WHERE run_id = ? AND (state = 0 OR item <> -1)"
-                          " RETURNING step, item, attempt", (run.run_id,)).fetchall()
+                          " RETURNING step, item, attempt, state", (run.run_id,)).fetchall()
         maps: dict[int, int] = {}  # a map step whose units or gathering were left: its most attempts
-        for step, item, attempt in sorted(rows):
+        for step, item, attempt, state in sorted(rows):
+            if state == 1:  # (a unit claimed: its units come back)
+                self._limits.give(db, run.run_id, step, item)
             if item == -1:
                 self._settle(db, run, step, "cancelled", attempt, now)
             else:
@@ -308,9 +321,10 @@ class SQLQueue(WorkQueue):
             key = run.run_id
             db.execute("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now, self._t(key)))
             db.execute("DELETE FROM owners WHERE run_id = ?", (self._t(key),))
-            for table in ("queue", "queue_log", "queue_runs"):
+            for table in ("queue", "queue_log", "queue_runs", "queue_pools", "queue_uses"):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ?", (key,))
             self._mirrors.pop(key, None)
+            self._limits.forget(key)
         self._changed.set()
 
     # -- the protocol ------------------------------------------------------------------------
@@ -320,6 +334,7 @@ class SQLQueue(WorkQueue):
 
         def body(db: "Any", now: float) -> None:
             db.execute("INSERT INTO queue_runs VALUES (?, ?, 0, 0, 0)", (run_id, plan_text(plan)))
+            Limits.submit(db, run_id, plan, now)
             db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, -1)",
                            [(run_id, i, now) for i in mirror.first])
             self._notify(db)
@@ -342,10 +357,16 @@ class SQLQueue(WorkQueue):
         leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
     ) -> "list[Claim]":
         where, skip = runs_where(skip_runs, only)
+        # Rows that do not fit their pools are left out (when some run has pools: else a probe a row for nothing);
+        # the claim's own check of the units it takes is the rule, this one keeps them from hiding others.
+        limited = bool(self._query("SELECT 1 FROM queue_pools LIMIT 1"))
         seen = self._query(  # a look first, outside a transaction: most find nothing
-            f"SELECT DISTINCT run_id, state FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where} LIMIT 16",
-            skip)
+            f"SELECT DISTINCT run_id, state FROM queue WHERE state IN (0, 1) AND due <= {self._CLOCK}{where}"
+            f"{fits(self._CLOCK, self._LEAST) if limited else ''} LIMIT 16", skip)
+        self._limits.token = None
         if not seen:
+            if limited:
+                self._wait_token(where, skip)
             return []
         found = list(dict.fromkeys(row[0] for row in seen))
         if meet is not None:
@@ -355,9 +376,12 @@ class SQLQueue(WorkQueue):
         def body(db: "Any", now: float) -> "list[Claim]":
             # Steps whose lease ran out first (they have waited longest), then ready ones as they came.
             select = ("SELECT run_id, step, state, attempt, worker, claimed, item FROM queue"
-                      f" WHERE state = ? AND due <= ?{where}")
-            rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, now, *skip, limit)).fetchall() if lost else []
-            rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, now, *skip, limit * 4 + 16)).fetchall()
+                      f" WHERE state = ? AND due <= ?{where}{fits('?', self._LEAST) if limited else ''}")
+            params = (now, *skip, now) if limited else (now, *skip)
+            rows = db.execute(f"{select} LIMIT ?{self._TAKE}", (1, *params, limit)).fetchall() if lost else []
+            rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, *params, limit * 4 + 16)).fetchall()
+            limits = self._limits
+            limits.read(db, [row[0] for row in rows if limits.held(db, row[0], row[1], row[6])])
             claims: list[Claim] = []
             runs: dict[str, _Run | None] = {}
             for run_id, step, state, attempt, holder, claimed, item in rows:
@@ -375,10 +399,16 @@ class SQLQueue(WorkQueue):
                         db.execute(ATTEMPTS, (self._t(run_id), self._t(run.names[step]), item, attempt, claimed,
                                               now, "WorkerLost",
                                               f"worker {holder} stopped renewing its lease; the step runs again"))
+                    limits.give(db, run_id, step, item)  # (the lost attempt's units)
                     if run.state == _CANCELLED:
                         db.execute("DELETE FROM queue WHERE run_id = ? AND step = ? AND item = -1", (run_id, step))
                         self._settle(db, run, step, "cancelled", attempt, now, claimed, now)
                         continue
+                if not limits.take(db, run_id, step, item, now):
+                    if state == 1:  # (ready again, its lost attempt counted, until a token comes)
+                        db.execute("UPDATE queue SET state = 0, due = ?, worker = NULL WHERE run_id = ? AND step = ?"
+                                   " AND item = ?", (now, run_id, step, item))
+                    continue
                 held = leases.get(run_id, lease) if leases else lease  # (the run's lease, else the worker's)
                 db.execute("UPDATE queue SET state = 1, attempt = ?, due = ?, worker = ?, claimed = ?"
                            " WHERE run_id = ? AND step = ? AND item = ?",
@@ -388,6 +418,19 @@ class SQLQueue(WorkQueue):
             return claims
 
         return self._transaction(body, durable=False)  # type: ignore[no-any-return]
+
+    def _wait_token(self, where: str, skip: "tuple[str, ...]") -> None:
+        """Nothing to claim: when the next token comes of a bucket that ready rows wait for."""
+        rows = self._query(f"SELECT size, rate, room, at, {self._CLOCK} FROM queue_pools WHERE rate > 0{where}"
+                           " AND EXISTS (SELECT 1 FROM queue WHERE queue.run_id = queue_pools.run_id AND state = 0"
+                           f" AND due <= {self._CLOCK})", skip)
+        wait = self._limits.next_token([row[:4] for row in rows], float(rows[0][4])) if rows else None
+        self._limits.token = None if wait is None else time.monotonic() + wait
+
+    def _pause(self, timeout: float) -> float:
+        """``timeout``, or less: until the next token that steps wait for."""
+        token = self._limits.token
+        return timeout if token is None else max(0.0, min(timeout, token - time.monotonic()))
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
         def body(db: "Any", now: float) -> None:
@@ -422,6 +465,7 @@ class SQLQueue(WorkQueue):
                     recorded.append(False)
                     continue
                 recorded.append(True)
+                self._limits.give(db, key, claim.step, claim.item)
                 name = t(run.names[claim.step])
                 item = max(claim.item, -1)
                 if out.logs:
@@ -467,15 +511,20 @@ class SQLQueue(WorkQueue):
             if out.status == "succeeded" or not run.mirror.fail_fast:
                 units.add((run.run_id, step))
                 return
-        db.execute("DELETE FROM queue WHERE run_id = ? AND step = ? AND item <> -1", (run.run_id, step))
+        for state, item in db.execute("DELETE FROM queue WHERE run_id = ? AND step = ? AND item <> -1"
+                                      " RETURNING state, item", (run.run_id, step)).fetchall():
+            if state == 1:  # (a unit claimed: its units come back; its finish is fenced out)
+                self._limits.give(db, run.run_id, step, item)
         units.discard((run.run_id, step))
         self._settle(db, run, step, out.status, claim.attempt, now, out.started, out.finished, out)
 
     def release(self, claims: "Sequence[Claim]") -> None:
         def body(db: "Any", now: float) -> None:
-            db.executemany("UPDATE queue SET state = 0, due = ?, worker = NULL"  # (the attempt counts: it may have begun)
-                           " WHERE run_id = ? AND step = ? AND item = ? AND attempt = ? AND state = 1",
-                           [(now, *c.key, c.attempt) for c in claims])
+            for c in claims:  # (the attempt counts: it may have begun)
+                if db.execute("UPDATE queue SET state = 0, due = ?, worker = NULL"
+                              " WHERE run_id = ? AND step = ? AND item = ? AND attempt = ? AND state = 1",
+                              (now, *c.key, c.attempt)).rowcount:
+                    self._limits.give(db, *c.key)
             self._notify(db)
             self._changed.set()
 

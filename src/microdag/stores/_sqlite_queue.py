@@ -14,7 +14,8 @@ The queue's SQL is ``_sql_queue``'s; this is SQLite's side of it:
 - waiting: a worker with nothing to claim polls ``PRAGMA data_version`` (it
   changes when another connection commits: a cheap read of the file's
   header) every half millisecond, backing off to :data:`POLL_MAX`, and wakes
-  at once on a change this process made.
+  at once on a change this process made, or when a token comes that ready
+  steps wait for (``_queue_pools``).
 """
 
 import time
@@ -77,7 +78,7 @@ class SQLiteQueue(SQLQueue):
         return put_blob(self.blobs, data, self.path)
 
     def wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self._pause(timeout)
         pause = 0.0005
         changed = self._changed
         while True:
