@@ -38,7 +38,7 @@ from .._errors import StoreError
 from .._records import check_run_id
 from ._codec import settle_codec
 from ._files import checksum, new_owner
-from ._sql import OWNERS, TASK_UPDATES, SQLStore, timed_rows
+from ._sql import OWNERS, TASK_UPDATES, SQLStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -338,7 +338,7 @@ class PostgresStore(SQLStore):
 
     def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
         last: dict[tuple[Any, Any, Any], tuple[Any, ...]] = {}
-        for row in timed_rows(rows):  # one row per task (a statement may not update a row twice): the last, first seq
+        for row in rows:  # one row per task (a statement may not update a row twice): the last, first seq
             key = row[:3]
             before = last.get(key)
             last[key] = row if before is None else (*row[:3], before[3], *row[4:])

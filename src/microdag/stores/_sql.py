@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES", "timed_rows"]
+__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES"]
 
 #: Task records buffered before a commit...
 GROUP = 1024
@@ -68,18 +68,6 @@ ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (r
 OWNERS = "INSERT INTO owners VALUES (?, ?) ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner"
 _CACHE = ("INSERT INTO cache VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
           " output = excluded.output, output_ref = excluded.output_ref, created = excluded.created")
-
-
-#: The fields of a task row as ``_upsert_tasks`` writes it (``run_id`` ... ``key``, ``waited``).
-TASK_FIELDS = 15
-
-
-def timed_rows(rows: "list[tuple[Any, ...]]") -> "list[tuple[Any, ...]]":
-    """``rows`` (task rows of one writer) each with its wait: the work queue's
-    rows, made without one (a run on workers has no pools or rates), gain ``None``."""
-    if rows and len(rows[0]) < TASK_FIELDS:
-        return [(*row, None) for row in rows]
-    return rows
 
 
 class SQLStore(SQLReader):
@@ -116,7 +104,7 @@ class SQLStore(SQLReader):
 
     def _upsert_tasks(self, db: "Any", rows: "list[tuple[Any, ...]]") -> None:
         """Write the pending task rows (inside the commit's transaction)."""
-        db.executemany(_UPSERT, timed_rows(rows))
+        db.executemany(_UPSERT, rows)
 
     def _before_writes(self, db: "Any") -> None:
         """Inside a writing transaction, before what is pending is written."""

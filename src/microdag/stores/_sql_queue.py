@@ -267,7 +267,7 @@ class SQLQueue(WorkQueue):
         self._seq = max(self._seq + 1, time.time_ns())
         t = self._t
         self._rows.append((t(run.run_id), t(run.names[step]), item, self._seq, status, attempts, started, finished,
-                           t(etype), t(emsg), t(tb), output, ref, None))
+                           t(etype), t(emsg), t(tb), output, ref, None, None))  # (no key, no wait measured)
 
     def _settle(
         self, db: "Any", run: _Run, step: int, status: str, attempts: int, now: float,
