@@ -51,6 +51,7 @@ from .._errors import StoreError
 from .._records import run_status
 from ._files import BLOB_SIZE
 from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
+from ._queue_grow import grown as _grown
 from ._queue_pools import TABLES as POOL_TABLES
 from ._queue_pools import Limits, fits
 from ._sql import ATTEMPTS, LOGS
@@ -243,14 +244,15 @@ class SQLQueue(WorkQueue):
         if known is None:
             (text,) = db.execute("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()
             plan = json.loads(text)
-            known = self._mirrors[run_id] = (Mirror(plan), plan["names"])
+            mirror = Mirror(plan)
+            known = self._mirrors[run_id] = (mirror, mirror.names)
         mirror = known[0]
         if mirror.seq < seq:
-            for _, step, outcome in db.execute(
+            mirror.catch_up(db.execute(
                 "SELECT seq, step, outcome FROM queue_log WHERE run_id = ? AND seq > ? ORDER BY seq",
                 (run_id, mirror.seq),
-            ).fetchall():
-                mirror.apply(step, outcome)
+            ).fetchall(), lambda: json.loads(db.execute(
+                "SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()[0]))
             mirror.seq = seq
         return _Run(run_id, mirror, known[1], state, failed)
 
@@ -470,6 +472,8 @@ class SQLQueue(WorkQueue):
                 item = max(claim.item, -1)
                 if out.logs:
                     db.execute(LOGS, (t(key), name, item, claim.attempt, t(out.logs)))
+                if out.added:  # (steps it added: they join the run first)
+                    out = _grown(self, db, run, claim, out, now)
                 if out.retry_in is not None and run.state == _RUNNING:
                     db.execute(ATTEMPTS, (t(key), name, item, claim.attempt, out.started, out.finished,
                                           t(out.error_type), t(out.error_message)))
