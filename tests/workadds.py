@@ -88,3 +88,19 @@ def taken_flow() -> Flow:
     f.add("side", side)
     f.add("taken", taken)
     return f
+
+
+def gated(gate: str) -> int:
+    """Fails while the file ``gate`` exists."""
+    if os.path.exists(gate):
+        raise RuntimeError("told to fail")
+    return 2
+
+
+def adds_gated(gate: str) -> int:
+    microdag.context().add("after", gated)
+    return 1
+
+
+def gated_flow() -> Flow:
+    return Flow("wgated").add("plan", adds_gated)

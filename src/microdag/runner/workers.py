@@ -143,7 +143,7 @@ def submit(
                     done = [i for i, state in enumerate(runner.k.states()) if state == SUCCEEDED]
                 doc = plan_document(runner.plan, runner.subset, options.on_failure, done, options.lease)
                 if runner.plan is not plan:  # (a resumed run whose steps added steps: made again by prepare)
-                    doc |= added_document(plan, runner.plan, runner.recorder.added_steps())
+                    doc |= added_document(plan, runner.plan, store.added_steps(runner.run_id))
                 queue.submit(runner.run_id, doc | document(runner.plan, options.pools, options.rates))
         finally:
             queue.close()
