@@ -92,9 +92,10 @@ def test_a_worker_killed_mid_run_and_the_run_finishes(tmp_path, shared) -> None:
         while "double" not in ran(log) and time.monotonic() < deadline:
             time.sleep(0.01)
         procs[0].kill()  # SIGKILL: its claims are held until their lease runs out
-        assert wait_end(store, run_id, 60) == "succeeded"
+        status = wait_end(store, run_id, 60)
     finally:
-        stop(procs)
+        said = stop(procs)
+    assert status == "succeeded", said
     assert outputs(store, run_id) == dict(workadds.flow().run(keep_outputs=True).outputs)
 
 

@@ -269,6 +269,7 @@ class Worker:
             doc = self.queue.plan(run_id)
             if run is not None and doc is not None:
                 run.grow_to(doc)
+                self.queue.reconsider(run_id)  # (its added steps, turned down while unknown)
         for run_id in list(self.unknown):
             if run_id in self.runs:
                 self.unknown.discard(run_id)

@@ -288,6 +288,10 @@ class WorkQueue:
         is asked about their steps (a worker learns runs it has not seen)."""
         raise NotImplementedError
 
+    def reconsider(self, run_id: str) -> None:
+        """Steps of run ``run_id`` that ``claim`` was told to turn down may be
+        claimed again (their worker learned the steps its run's steps added)."""
+
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
         """Renew the leases of ``claims`` for their own lease (else ``lease``)
         seconds from now; a claim that no longer holds is marked ``lost``."""

@@ -33,7 +33,8 @@ import json
 
 from .._errors import FlowError
 from ._base import _added_key
-from ._queue import GROW, Outcome
+from ._queue import GROW, Outcome, plan_text
+from ._sql import GRAPHS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,23 +72,15 @@ def apply(
             plan["timeout"].append(entry.pop("timeout"))
             plan["retries"].append(entry.pop("retries"))
             entries.append(entry)
-            db.execute("INSERT INTO graphs VALUES (?, ?) ON CONFLICT (fingerprint) DO NOTHING",
-                       (_added_key(run.run_id, len(entries) - 1), json.dumps({k: entry[k] for k in _RECIPE})))
+            db.execute(GRAPHS, (_added_key(run.run_id, len(entries) - 1), json.dumps({k: entry[k] for k in _RECIPE})))
             run.mirror.learn(plan)
-            ready, skipped = run.apply(i, GROW)
-            if ready:
-                db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, -1)",
-                               [(run.run_id, j, now) for j in ready])
-                queue._notify(db)
-            for j in skipped:
-                queue._record(db, run, j, "skipped", 0)
+            queue._follow(db, run, i, GROW, now)
             grew = True
     except FlowError as exc:
         return exc
     finally:
         if grew:
-            db.execute("UPDATE queue_runs SET plan = ? WHERE run_id = ?",
-                       (json.dumps(plan, separators=(",", ":")), run.run_id))
+            db.execute("UPDATE queue_runs SET plan = ? WHERE run_id = ?", (plan_text(plan), run.run_id))
     return None
 
 

@@ -278,17 +278,22 @@ class SQLQueue(WorkQueue):
         """Step ``step`` (handed out: its row is gone) ended ``status``: its
         record, and what the kernel says follows from it."""
         self._record(db, run, step, status, attempts, started, finished, out)
-        ready, skipped = run.apply(step, _STATUS[status])
+        self._follow(db, run, step, _STATUS[status], now)
+        if status == "failed":
+            run.failed = 1
+            if run.mirror.fail_fast and run.state == _RUNNING:
+                self._stop(db, run, _STOPPING, now)
+
+    def _follow(self, db: "Any", run: _Run, step: int, outcome: int, now: float) -> None:
+        """Log ``outcome`` of ``step`` (or a step added: ``GROW``) and write what
+        the kernel says follows: rows for the steps ready, records of those skipped."""
+        ready, skipped = run.apply(step, outcome)
         if ready:
             db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, -1)",
                            [(run.run_id, i, now) for i in ready])
             self._notify(db)
         for i in skipped:
             self._record(db, run, i, "skipped", 0)
-        if status == "failed":
-            run.failed = 1
-            if run.mirror.fail_fast and run.state == _RUNNING:
-                self._stop(db, run, _STOPPING, now)
 
     def _stop(self, db: "Any", run: _Run, state: int, now: float) -> None:
         """Start nothing more of ``run`` (``state``: stopping or cancelled):
