@@ -526,11 +526,11 @@ def test_pools_hold_for_steps_added_in_another_process() -> None:
             assert running <= 1
 
 
-def test_workers_still_refuse_adds_naming_where() -> None:
+def test_an_argo_pod_still_refuses_adds_naming_where() -> None:
     from microdag.pools._attempt import Attempt, invoke
 
-    att = Attempt(0, -1, None, 1, "plan", None, "r1", "f")  # (as a worker or an Argo pod makes it: carry off)
-    with pytest.raises(FlowError, match="workers or an Argo pod"):
+    att = Attempt(0, -1, None, 1, "plan", None, "r1", "f")  # (as an Argo pod makes it: carry off)
+    with pytest.raises(FlowError, match="an Argo pod"):
         invoke(ad.plan, {"load": [1]}, att)
 
 
