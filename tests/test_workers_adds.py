@@ -110,3 +110,11 @@ def test_a_run_with_added_steps_resumes_on_workers(tmp_path, shared) -> None:
     gate.unlink()
     again = workadds.gated_flow().run(inputs, executor="workers", store=shared, run_id=first.id, resume=True)
     assert again.status == "succeeded" and dict(again.outputs) == {"plan": 1, "after": 2}
+
+
+def test_added_steps_hold_the_runs_pools_on_workers(shared) -> None:
+    run = workadds.pooled_flow().run(executor="workers", store=shared, max_workers=2, pools={"db": 1})
+    assert run.status == "succeeded" and run["p1"] == 6 and run["p2"] == 4
+    refused = workadds.pooled_flow().run(executor="workers", store=shared, raise_on_failure=False)
+    assert refused.status == "failed"
+    assert "no pool or rate of this run" in str(refused.error)

@@ -104,3 +104,15 @@ def adds_gated(gate: str) -> int:
 
 def gated_flow() -> Flow:
     return Flow("wgated").add("plan", adds_gated)
+
+
+def adds_pooled(seed: int) -> int:
+    """Adds two steps that hold pool ``db``."""
+    ctx = microdag.context()
+    ctx.add("p1", double, inputs={"x": "seed"}, uses="db")
+    ctx.add("p2", inc, inputs={"x": "seed"}, uses="db")
+    return seed
+
+
+def pooled_flow() -> Flow:
+    return Flow("wpooled").add("seed", seed).add("pooled", adds_pooled)

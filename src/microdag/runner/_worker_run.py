@@ -145,8 +145,7 @@ class RunOf:
                 raise FlowError(f"step {name!r}: its function {made['fn']} is not found ({exc})") from None
             deps, binding = _Step.check(name, fn, made["depends_on"], made["inputs"])
             opts = checked_options(name, options)
-            if opts.uses:
-                raise FlowError(f"step {name!r}: uses= on a step added on workers is not supported")
+            uses = _uses(name, opts.uses, doc)
             bound = self.plan.bind(name, fn, tuple(dict.fromkeys(deps)), binding, opts)
             missing = bind_params(bound[2], bound[4], self.inputs)[2]
             if missing:
@@ -157,7 +156,7 @@ class RunOf:
         ids = bound[1]
         self.plan.append(bound)
         return made | {"after": [self.names[d] for d in ids], "trigger": TRIGGERS.index(opts.trigger),
-                       "timeout": opts.timeout, "retries": opts.retries}
+                       "timeout": opts.timeout, "retries": opts.retries, "uses": uses, "map": opts.map is not None}
 
 
 def added_document(static: "_Plan", grown: "_Plan", recipes: "list[dict[str, Any]]") -> "dict[str, Any]":
@@ -168,6 +167,25 @@ def added_document(static: "_Plan", grown: "_Plan", recipes: "list[dict[str, Any
     base = len(static.steps)
     return {"base": base, "added": [made | {"trigger": TRIGGERS.index(grown.steps[base + n].trigger)}
                                     for n, made in enumerate(recipes)]}
+
+
+def _uses(name: str, uses: "tuple[tuple[str, int], ...]", doc: "dict[str, Any]") -> "list[list[Any]] | None":
+    """An added step's ``uses=`` as the queue keeps it (``_limits.document``),
+    checked against the run's pools and rates as ``_limits.uses_of`` checks them.
+
+    Raises:
+        FlowError: a name that is no pool or rate of the run, or more units than it holds.
+    """
+    if not uses:
+        return None
+    sizes = {**(doc.get("pools") or {}), **{rate: burst for rate, (_, burst) in (doc.get("rates") or {}).items()}}
+    problems = [f"step {name!r} uses {pool!r}, which is no pool or rate of this run "
+                f"(pools and rates: {', '.join(map(repr, sorted(sizes))) or 'none'})" if pool not in sizes else
+                f"step {name!r} uses {units} units of {pool!r}, which holds {sizes[pool]}"
+                for pool, units in uses if pool not in sizes or units > sizes[pool]]
+    if problems:
+        raise FlowError(*problems)
+    return [list(pair) for pair in uses]
 
 
 def _missing(**kwargs: "Any") -> "Any":

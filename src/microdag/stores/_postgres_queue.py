@@ -195,6 +195,7 @@ class PostgresQueue(SQLQueue):
 
     def reconsider(self, run_id: str) -> None:
         self._refused = {key for key in self._refused if key[0] != run_id}
+        super().reconsider(run_id)
 
     def _give_back(self, claims: "list[Claim]") -> None:
         """Claims turned down before they began: ready again, their attempts not counted."""

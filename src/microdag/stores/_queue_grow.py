@@ -71,7 +71,15 @@ def apply(
             plan["names"].append(made["step"])
             plan["timeout"].append(entry.pop("timeout"))
             plan["retries"].append(entry.pop("retries"))
+            uses, mapped = entry.pop("uses", None), entry.pop("map", False)
             entries.append(entry)
+            if "uses" in plan:  # (a run with pools or rates: what the step holds, as _queue_pools keeps it)
+                plan["uses"].append(uses)
+                if uses and mapped:
+                    plan["mapped"].append(i)
+                db.executemany("INSERT INTO queue_uses VALUES (?, ?, ?, ?, ?)",
+                               [(run.run_id, i, int(mapped), pool, units) for pool, units in uses or ()])
+                queue.reconsider(run.run_id)
             db.execute(GRAPHS, (_added_key(run.run_id, len(entries) - 1), json.dumps({k: entry[k] for k in _RECIPE})))
             run.mirror.learn(plan)
             queue._follow(db, run, i, GROW, now)

@@ -250,8 +250,7 @@ class SQLQueue(WorkQueue):
         if mirror.seq < seq:
             mirror.catch_up(db.execute(
                 "SELECT seq, step, outcome FROM queue_log WHERE run_id = ? AND seq > ? ORDER BY seq",
-                (run_id, mirror.seq),
-            ).fetchall(), lambda: json.loads(db.execute(
+                (run_id, mirror.seq)).fetchall(), lambda: json.loads(db.execute(
                 "SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()[0]))
             mirror.seq = seq
         return _Run(run_id, mirror, known[1], state, failed)
@@ -285,8 +284,7 @@ class SQLQueue(WorkQueue):
                 self._stop(db, run, _STOPPING, now)
 
     def _follow(self, db: "Any", run: _Run, step: int, outcome: int, now: float) -> None:
-        """Log ``outcome`` of ``step`` (or a step added: ``GROW``) and write what
-        the kernel says follows: rows for the steps ready, records of those skipped."""
+        """Log ``outcome`` of ``step`` (``GROW``: added) and write what follows: rows ready, records skipped."""
         ready, skipped = run.apply(step, outcome)
         if ready:
             db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, -1)",
@@ -438,6 +436,9 @@ class SQLQueue(WorkQueue):
         """``timeout``, or less: until the next token that steps wait for."""
         token = self._limits.token
         return timeout if token is None else max(0.0, min(timeout, token - time.monotonic()))
+
+    def reconsider(self, run_id: str) -> None:
+        self._limits.forget(run_id)  # (what its steps hold is read again: added steps')
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
         def body(db: "Any", now: float) -> None:
