@@ -45,6 +45,11 @@ record says ``cancelled`` at once and the programs of the run's command steps ar
 killed; the call itself is abandoned and its result, if it comes, is refused by the
 fence, and its thread is taken until it returns.
 
+Steps that add steps: a step's attempt carries its adds (``Attempt.carry``)
+with its outcome to the queue, which applies them as it records it
+(``stores/_queue_grow``); what a worker knows of a run, and its plan grown by
+the added steps, is ``_worker_run.RunOf``.
+
 Which code runs: a worker compares each step's code digest with the one the
 run recorded, and leaves a step whose code differs alone (it says so once
 per run), as it leaves runs whose flow it cannot load or whose structure
