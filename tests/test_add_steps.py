@@ -526,11 +526,11 @@ def test_pools_hold_for_steps_added_in_another_process() -> None:
             assert running <= 1
 
 
-def test_workers_still_refuse_adds_naming_where() -> None:
+def test_an_argo_pod_still_refuses_adds_naming_where() -> None:
     from microdag.pools._attempt import Attempt, invoke
 
-    att = Attempt(0, -1, None, 1, "plan", None, "r1", "f")  # (as a worker or an Argo pod makes it: carry off)
-    with pytest.raises(FlowError, match="workers or an Argo pod"):
+    att = Attempt(0, -1, None, 1, "plan", None, "r1", "f")  # (as an Argo pod makes it: carry off)
+    with pytest.raises(FlowError, match="an Argo pod"):
         invoke(ad.plan, {"load": [1]}, att)
 
 
@@ -701,16 +701,14 @@ def test_the_progress_line_counts_added_steps(capsys: Any) -> None:
     assert "[6/6] sum: succeeded" in out + err and "(6 steps: 6 succeeded)" in out + err
 
 
-def test_a_run_with_added_steps_is_not_resumed_on_workers(tmp_path: Any) -> None:
+def test_a_run_with_added_steps_resumes_on_workers(tmp_path: Any) -> None:
     store = SQLiteStore(str(tmp_path / "runs.db"))
     gate = tmp_path / "fail"
     gate.touch()
     flow = Flow("resumed").add("plan", ad.adds_failing)
     first = flow.run({"gate": str(gate)}, store=store, raise_on_failure=False)
-    with pytest.raises(FlowError, match="steps that its steps added as it ran, which workers do not run"):
-        flow.run({"gate": str(gate)}, store=store, run_id=first.id, resume=True, executor="workers")
     gate.unlink()
-    assert flow.run({"gate": str(gate)}, store=store, run_id=first.id, resume=True, executor="threads").status \
+    assert flow.run({"gate": str(gate)}, store=store, run_id=first.id, resume=True, executor="workers").status \
         == "succeeded"
     store.close()
 

@@ -121,7 +121,7 @@ class StepContext:
             the new step's name.
 
         In a step that runs in another process (processes, an executor,
-        Dask) the add is checked there as far as it can be without the run
+        Dask, workers) the add is checked there as far as it can be without the run
         (``fn`` must be found again by name) and applied when the step's
         attempt settles: a check that needs the run (a name taken, an unknown
         dependency) then fails this step.
@@ -130,7 +130,7 @@ class StepContext:
             FlowError: the step is refused (its name is taken, a dependency
                 is unknown, an option or a pool is invalid, ``fn`` cannot be
                 named for a durable store or another process, or this step
-                runs on workers or an Argo pod); nothing was added, and the
+                runs in an Argo pod); nothing was added, and the
                 run goes on if this step catches it.
         """
         if self._add is None:

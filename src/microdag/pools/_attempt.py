@@ -45,8 +45,8 @@ class Attempt:
         add: ``microdag.context().add`` for a pool that runs the attempt in
             the run's own process (``arun``'s); ``None`` elsewhere.  Never pickled.
         carry: without ``add``, whether the attempt's adds are carried back
-            with its result (:class:`Grown`; processes, executors, Dask) or
-            refused (:func:`elsewhere`; workers, an Argo pod).
+            with its result (:class:`Grown`; processes, executors, Dask, workers) or
+            refused (:func:`elsewhere`; an Argo pod).
     """
 
     __slots__ = ("step", "unit", "item", "number", "name", "timeout", "run_id", "flow", "run_dir",
@@ -192,11 +192,11 @@ def awaited(result: "Any") -> "Any":
 
 def elsewhere(caller: str, name: str, *args: "Any") -> str:
     """``microdag.context().add`` in a step that runs outside its run's
-    process (a worker process, an executor, Dask, workers, an Argo pod): refused."""
+    process and cannot carry its adds back (an Argo pod): refused."""
     raise FlowError(
         f"step {caller!r} cannot add step {name!r}: context().add() needs the run in the step's own process "
-        "or one that carries the adds back to it (inline, threads, Flow.arun, processes, an executor, Dask); "
-        "this step runs where neither holds (workers or an Argo pod)")
+        "or one that carries the adds back to it (inline, threads, Flow.arun, processes, an executor, Dask, "
+        "workers); this step runs where neither holds (an Argo pod)")
 
 
 class _Carried:

@@ -34,8 +34,10 @@ event loop), or in another (processes, executors, Dask), where its adds
 are checked as far as that can be done without the run and carried back
 with its result (``_recipe.carried``, ``pools._attempt.Grown``): the run
 applies them when the attempt settles (:func:`apply`), before the step's
-dependents are ready.  Workers and Argo pods refuse ``add``
-(``pools._attempt.elsewhere``).  An added step's ``uses=`` is mapped to the
+dependents are ready.  A step run by workers carries its adds the same way,
+to the queue, which applies them as it records the step's outcome
+(``stores/_queue_grow``, bound by ``runner/_worker_run``).  Argo pods
+refuse ``add`` (``pools._attempt.elsewhere``).  An added step's ``uses=`` is mapped to the
 run's pool ids (``_limits.uses_of``) and given to ``Kernel.grow``.
 """
 

@@ -234,9 +234,6 @@ def check(
     if resumed_info is not None and executor != "workers" and not options.force and store.shared(run_id):
         problems.append(f"run {run_id} is shared with workers (on the store's work queue): resume it with "
                         "executor='workers', or cancel it first")
-    if resumed_info is not None and executor == "workers" and store.added_steps(run_id):
-        problems.append(f"run {run_id} has steps that its steps added as it ran, which workers do not run: "
-                        "resume it with executor 'inline', 'threads' or another pool")
     if resumed_info is not None and not options.force and not plan.made(resumed_info.fingerprint):
         problems.append(
             f"run {run_id} was made by another version of flow {flow!r} (its steps, "

@@ -45,6 +45,11 @@ record says ``cancelled`` at once and the programs of the run's command steps ar
 killed; the call itself is abandoned and its result, if it comes, is refused by the
 fence, and its thread is taken until it returns.
 
+Steps that add steps: a step's attempt carries its adds (``Attempt.carry``)
+with its outcome to the queue, which applies them as it records it
+(``stores/_queue_grow``); what a worker knows of a run, and its plan grown by
+the added steps, is ``_worker_run.RunOf``.
+
 Which code runs: a worker compares each step's code digest with the one the
 run recorded, and leaves a step whose code differs alone (it says so once
 per run), as it leaves runs whose flow it cannot load or whose structure
@@ -60,15 +65,16 @@ from .._events import Event, dispatch, log
 from .._records import step_traceback
 from .._result import Run
 from .._steps import TRIGGERS
-from ..pools._attempt import Captured
+from ..pools._attempt import Captured, Grown
 from ..stores._files import new_owner
 from ..stores._queue import GATHER, SUCCEEDED, Claim, Outcome
 from ._cache import cache_key
 from ._limits import document
-from ._call import Caller, batch_error, bind_inputs, gather, invoke_timed, kwargs, map_call, unit_kwargs, units
+from ._call import batch_error, gather, invoke_timed, unit_kwargs
 from ._maps import item_failed, kept
 from ._recorder import cached
 from ._setup import prepare, release
+from ._worker_run import RunOf, added_document
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -140,8 +146,10 @@ def submit(
                 done = None
                 if options.resume:  # (the steps it finished before: succeeded in the reset kernel)
                     done = [i for i, state in enumerate(runner.k.states()) if state == SUCCEEDED]
-                queue.submit(runner.run_id, plan_document(plan, runner.subset, options.on_failure, done, options.lease)
-                             | document(plan, options.pools, options.rates))
+                doc = plan_document(runner.plan, runner.subset, options.on_failure, done, options.lease)
+                if runner.plan is not plan:  # (a resumed run whose steps added steps: made again by prepare)
+                    doc |= added_document(plan, runner.plan, store.added_steps(runner.run_id))
+                queue.submit(runner.run_id, doc | document(runner.plan, options.pools, options.rates))
         finally:
             queue.close()
         store.release(runner.run_id)  # (the queue holds the run now, not this process)
@@ -186,61 +194,14 @@ def run_on_workers(
     finally:
         worker.stop_after(0.0)
         queue.close()
-    run = Run.from_records(store.run_info(run_id), store.tasks(run_id), lambda step: store.output(
+    tasks = store.tasks(run_id)
+    if keep is not None and not options.targets:  # (added steps' outputs are kept, as in one process)
+        keep |= {t.step for t in tasks if t.step not in plan.graph._index}
+    run = Run.from_records(store.run_info(run_id), tasks, lambda step: store.output(
         run_id, step, -1, plan.typed_outputs(store.codec)[0].get(step)), keep)
     if hooks:
         emit("run_finished", None, status=run.status, duration=run.duration)
     return run
-
-
-class _RunOf:
-    """What a worker knows of one run it works on."""
-
-    __slots__ = ("plan", "names", "caller", "inputs", "bound", "foreign", "maps", "outs", "units")
-
-    def __init__(self, plan: "_Plan", info: "RunInfo", run_dir: "str | None", codec: str) -> None:
-        self.plan = plan
-        self.outs, self.units = plan.typed_outputs(codec)  # (the converters of its steps' and units' outputs)
-        self.names = plan.graph.names
-        self.caller = Caller(plan, info.id, info.flow, run_dir, capture=True)
-        self.inputs = plan.checked_inputs(info.inputs, [])  # (their problems were said when the run was submitted)
-        self.bound: dict[int, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
-        #: Map step -> its call's names and values, the position mapped over, its units.
-        self.maps: dict[int, tuple[tuple[str, ...], list[Any], int, list[Any]]] = {}
-        mine = plan.code() or {}
-        recorded = info.code or {}
-        #: Steps whose code differs from the run's: left alone.
-        self.foreign = {i for i, name in enumerate(self.names)
-                        if name in recorded and name in mine and recorded[name] != mine[name]}
-
-    def _bind(self, i: int) -> "tuple[tuple[str, ...], tuple[Any, ...]]":
-        bound = self.bound.get(i)
-        if bound is None:
-            names, consts, _ = bind_inputs(self.plan, i, self.inputs)
-            bound = self.bound[i] = (names, consts)
-        return bound
-
-    def kwargs(self, i: int, values: "list[Any]") -> "dict[str, Any]":
-        """Step ``i``'s arguments over its dependencies' outputs ``values``."""
-        names, consts = self._bind(i)
-        return kwargs(names, list(values), consts)
-
-    def expand(self, i: int, values: "list[Any]") -> "tuple[tuple[str, ...], list[Any], int, list[Any]]":
-        """Map step ``i`` over its dependencies' outputs ``values`` (once):
-        its call's names and values, the position mapped over, its units.
-
-        Raises:
-            TypeError: the value it maps over is not iterable.
-        """
-        got = self.maps.get(i)
-        if got is None:
-            names, consts = self._bind(i)
-            args = [*values, *consts]
-            names, pos = map_call(self.plan, i, names, args)
-            step = self.plan.steps[i]
-            assert step.map is not None
-            got = self.maps[i] = (names, args, pos, units(str(self.names[i]), step.map, args[pos], step.batch_size))
-        return got
 
 
 class Worker:
@@ -268,9 +229,11 @@ class Worker:
         self.only = only
         self.say = say or (lambda text: log(30, "%s", text))
         self.token = new_owner()
-        self.runs: dict[str, _RunOf | None] = {}
+        self.runs: dict[str, RunOf | None] = {}
         self.leases: dict[str, float] = {}  # the runs that have a lease of their own
         self.unknown: set[str] = set()  # runs met in a claim, to look at outside it
+        self.growing: set[str] = set()  # runs with a step added that this worker has not made yet
+        self.queue.bind_added = lambda run_id, doc, made: self.runs[run_id].bind_added(doc, made)  # type: ignore[union-attr]
         self.learning = threading.Lock()
         self.held: dict[tuple[str, int, int], Claim] = {}
         self.done = threading.Event()
@@ -287,6 +250,9 @@ class Worker:
         if run is False:
             self.unknown.add(run_id)
             return True
+        if run is not None and step >= len(run.names):  # type: ignore[union-attr]
+            self.growing.add(run_id)  # (an added step: made outside the claim)
+            return True
         return run is None or step in run.foreign  # type: ignore[union-attr]
 
     def _meet(self, run_ids: "list[str]") -> None:
@@ -302,6 +268,13 @@ class Worker:
             self._look()
 
     def _look(self) -> None:
+        for run_id in list(self.growing):
+            self.growing.discard(run_id)
+            run = self.runs.get(run_id)
+            doc = self.queue.plan(run_id)
+            if run is not None and doc is not None:
+                run.grow_to(doc)
+                self.queue.reconsider(run_id)  # (its added steps, turned down while unknown)
         for run_id in list(self.unknown):
             if run_id in self.runs:
                 self.unknown.discard(run_id)
@@ -327,7 +300,7 @@ class Worker:
                 continue
             if lease:
                 self.leases[run_id] = lease
-            run = self.runs[run_id] = _RunOf(plan, info, self.store.run_dir(run_id), self.store.codec)
+            run = self.runs[run_id] = RunOf(plan, info, self.store.run_dir(run_id), self.store.codec)
             if run.foreign:
                 shown = ", ".join(repr(run.names[i]) for i in sorted(run.foreign)[:5])
                 self.say(f"worker: run {run_id} of flow {info.flow!r}: steps {shown} are left alone: their "
@@ -392,7 +365,7 @@ class Worker:
                 log(30, "worker: %s", exc)
                 self.done.wait(0.5)
                 continue
-            if self.unknown:
+            if self.unknown or self.growing:
                 self._learn()
                 if not claims:
                     continue  # (the steps of the runs just learned are claimed at once)
@@ -457,6 +430,7 @@ class Worker:
         names = run.names
         step = plan.steps[i]
         att = run.caller.attempt(i, claim.attempt)
+        att.carry = True  # (its adds come back with its result, applied as it finishes: _queue_grow)
         started = time.time()
         key = None
         fn = plan.fns[i]
@@ -473,6 +447,7 @@ class Worker:
                 call_names, args, pos, unit_list = expanded
                 j = claim.item // (step.batch_size or 1)
                 att = run.caller.attempt(i, claim.attempt, unit=j, item=claim.item)
+                att.carry = True
                 kw = unit_kwargs(call_names, args, pos, unit_list[j])
             else:
                 kw = run.kwargs(i, values)
@@ -486,13 +461,19 @@ class Worker:
                     return self._plan(run, claim, values, started, key)
             value = invoke_timed(fn, kw, att)
         except Skip as exc:
-            return Outcome("skipped", started, time.time(), logs=getattr(exc, "__microdag_logs__", ""))
+            return Outcome("skipped", started, time.time(), logs=getattr(exc, "__microdag_logs__", ""),
+                           added=getattr(exc, "__microdag_added__", None))
         except Exception as exc:
             retry = plan.retry[i].delay(exc, claim.attempt)
             if expanded is not None and retry is None:
                 item_failed(exc, att)
-            return self._failed(exc, started, time.time(), getattr(exc, "__microdag_logs__", ""), retry)
+            out = self._failed(exc, started, time.time(), getattr(exc, "__microdag_logs__", ""), retry)
+            out.added = getattr(exc, "__microdag_added__", None)
+            return out
         finished = time.time()
+        added = None
+        if type(value) is Grown:  # (the steps it added: applied by the queue as it finishes)
+            value, added = value.value, value.added
         text = ""
         if type(value) is Captured:
             value, text = value.value, value.text
@@ -500,10 +481,14 @@ class Worker:
             error = batch_error(str(names[i]), claim.item, len(expanded[3][att.unit]), value)
             if error is not None:
                 item_failed(error, att)
-                return self._failed(error, started, finished, text)
+                out = self._failed(error, started, finished, text)
+                out.added = added
+                return out
         what, typed = (f"the output of step {names[i]!r}", run.outs) if expanded is None else \
             (f"the output of item {claim.item} of step {names[i]!r}", run.units)
-        return self._succeeded(value, what, started, finished, key, text, typed=typed.get(names[i]))
+        out = self._succeeded(value, what, started, finished, key, text, typed=typed.get(names[i]))
+        out.added = added
+        return out
 
     def _succeeded(
         self, value: "Any", what: str, started: float, finished: float, key: "str | None", logs: str = "",
@@ -530,7 +515,7 @@ class Worker:
         tb = getattr(exc, "__microdag_traceback__", None) or step_traceback(exc)
         return Outcome("failed", started, finished, None, type(exc).__name__, str(exc), tb, logs, retry, attempts)
 
-    def _plan(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float, key: "str | None") -> Outcome:
+    def _plan(self, run: RunOf, claim: Claim, values: "list[Any]", started: float, key: "str | None") -> Outcome:
         """Map step ``claim.step``'s own claim: expand it into the units its run
         has not recorded as succeeded (``_maps.kept``: a resume's), or end it
         (no items, or none left: succeeded; not iterable: failed, not retried)."""
@@ -550,7 +535,7 @@ class Worker:
         todo = [j * (size or 1) for j in range(len(unit_list)) if j not in done]
         return Outcome("planned", started, time.time(), units=todo)
 
-    def _gather(self, run: _RunOf, claim: Claim, values: "list[Any]", started: float) -> Outcome:
+    def _gather(self, run: RunOf, claim: Claim, values: "list[Any]", started: float) -> Outcome:
         """Map step ``claim.step``'s last unit finished: its outcome from its
         item records (``_call.gather``; the first failed item's error), its
         attempts its most-tried unit's."""

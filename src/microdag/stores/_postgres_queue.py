@@ -193,6 +193,10 @@ class PostgresQueue(SQLQueue):
             self._limits.token = None
         return claims
 
+    def reconsider(self, run_id: str) -> None:
+        self._refused = {key for key in self._refused if key[0] != run_id}
+        super().reconsider(run_id)
+
     def _give_back(self, claims: "list[Claim]") -> None:
         """Claims turned down before they began: ready again, their attempts not counted."""
         self._refused.update((c.run_id, c.step) for c in claims)

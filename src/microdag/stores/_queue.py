@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from ._base import Store
 
 __all__ = [
-    "CANCELLED", "FAILED", "GATHER", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue",
+    "CANCELLED", "FAILED", "GATHER", "GROW", "SKIPPED", "STOP", "SUCCEEDED", "Claim", "Mirror", "Outcome", "WorkQueue",
     "cancel_shared",
 ]
 
@@ -79,6 +79,9 @@ FAILED = sched.FAILED
 SKIPPED = sched.SKIPPED
 CANCELLED = sched.CANCELLED
 STOP = -1
+#: The log entry of a step added as the run ran (its step: the new step's id,
+#: its recipe the plan's ``added[id - base]``).
+GROW = -3
 #: The ``item`` of a claim that gathers a map step's units (a step's own: ``-1``;
 #: a map unit's: the index of its first item).
 GATHER = -2
@@ -128,13 +131,13 @@ class Outcome:
     claim's (a cache hit's 0, a map step's most-tried unit's)."""
 
     __slots__ = ("status", "output", "started", "finished", "error_type", "error_message", "traceback", "logs",
-                 "retry_in", "attempts", "units")
+                 "retry_in", "attempts", "units", "added")
 
     def __init__(
         self, status: str, started: "float | None", finished: "float | None", output: "bytes | None" = None,
         error_type: "str | None" = None, error_message: "str | None" = None, traceback: "str | None" = None,
         logs: str = "", retry_in: "float | None" = None, attempts: "int | None" = None,
-        units: "Sequence[int]" = (),
+        units: "Sequence[int]" = (), added: "list[dict[str, Any]] | None" = None,
     ) -> None:
         self.status = status
         self.output = output
@@ -147,6 +150,7 @@ class Outcome:
         self.retry_in = retry_in
         self.attempts = attempts
         self.units = units
+        self.added = added
 
 
 class Mirror:
@@ -157,7 +161,7 @@ class Mirror:
         plan: the plan document the run wrote (:meth:`WorkQueue.submit`).
     """
 
-    __slots__ = ("k", "seq", "first", "fail_fast")
+    __slots__ = ("k", "seq", "first", "fail_fast", "names", "base", "added")
 
     def __init__(self, plan: "dict[str, Any]") -> None:
         k = self.k = sched.Kernel(plan["n"], plan["src"], plan["dst"])
@@ -168,6 +172,24 @@ class Mirror:
         self.fail_fast = plan.get("on_failure", "fail_fast") == "fail_fast"
         #: The steps ready when the run starts.
         self.first: list[int] = k.take(-1)
+        self.names: list[str] = plan["names"]
+        #: The static flow's steps; added step ``i``'s entry is ``added[i - base]``.
+        self.base: int = plan.get("base", plan["n"])
+        self.added: list[dict[str, Any]] = plan.get("added", [])
+
+    def learn(self, plan: "dict[str, Any]") -> None:
+        """The run's plan grew (steps added): its names and added steps."""
+        self.names[:] = plan["names"]
+        self.added = plan.get("added", [])
+
+    def catch_up(self, rows: "list[tuple[int, int, int]]", reread: "Callable[[], dict[str, Any]]") -> None:
+        """Apply the log's entries ``rows`` (``seq, step, outcome``) not applied
+        yet; ``reread``: the run's plan, read again when a step was added."""
+        for seq, step, outcome in rows:
+            if outcome == GROW and step - self.base >= len(self.added):
+                self.learn(reread())
+            self.apply(step, outcome)
+            self.seq = seq
 
     def apply(self, step: int, outcome: int) -> "tuple[list[int], list[int]]":
         """Apply one entry of the log: the steps that became ready, and those
@@ -180,6 +202,10 @@ class Mirror:
             gone = k.skip(step)
         elif outcome == STOP:
             return [], k.cancel()
+        elif outcome == GROW:  # (an added step: its dependencies as bound, its trigger rule)
+            made = self.added[step - self.base]
+            deps = [self.names.index(d) for d in made["after"]]
+            gone = k.grow(1, deps, [step] * len(deps), triggers=[made.get("trigger", 0)])
         else:  # failed, or cancelled while handed out
             gone = k.fail(step)
         return (k.take(-1) if k.ready else []), gone
@@ -222,6 +248,13 @@ class WorkQueue:
     implements it beside its writer side; the runner's workers
     (``runner/workers``) are its only users."""
 
+    #: Binds a step a worker's step added to the run's plan document
+    #: (``_queue_grow``): ``(run id, plan, recipe)`` -> the plan's entry for it
+    #: (the recipe, ``after``, ``trigger``, ``timeout``, ``retries``), or
+    #: ``None`` when the run has it already; raises ``FlowError`` to refuse it.
+    #: Given by the worker that uses the queue.
+    bind_added: "Callable[[str, dict[str, Any], dict[str, Any]], dict[str, Any] | None] | None" = None
+
     def submit(self, run_id: str, plan: "dict[str, Any]") -> None:
         """Start run ``run_id`` (already begun in the store) on the queue:
         keep ``plan`` (``n``, ``src``, ``dst``, ``names``, ``triggers``,
@@ -254,6 +287,10 @@ class WorkQueue:
         turns down (no I/O).  ``meet`` is told the runs met, before ``refuse``
         is asked about their steps (a worker learns runs it has not seen)."""
         raise NotImplementedError
+
+    def reconsider(self, run_id: str) -> None:
+        """Steps of run ``run_id`` that ``claim`` was told to turn down may be
+        claimed again (their worker learned the steps its run's steps added)."""
 
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
         """Renew the leases of ``claims`` for their own lease (else ``lease``)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
-__all__ = ["ATTEMPTS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES"]
+__all__ = ["ATTEMPTS", "GRAPHS", "GROUP", "GROUP_SECONDS", "LOGS", "OWNERS", "SQLStore", "TASK_UPDATES"]
 
 #: Task records buffered before a commit...
 GROUP = 1024
@@ -59,7 +59,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 #: What an attempt printed, kept (or replaced).
 LOGS = ("INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (run_id, step, item, attempt) DO UPDATE SET text = excluded.text")
-_GRAPHS = "INSERT INTO graphs VALUES (?, ?) ON CONFLICT (fingerprint) DO NOTHING"
+#: A flow's structure (or an added step's recipe), kept once per key.
+GRAPHS = "INSERT INTO graphs VALUES (?, ?) ON CONFLICT (fingerprint) DO NOTHING"
 #: A retried (or lost) attempt, kept (or replaced).
 ATTEMPTS = ("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, step, item, attempt)"
             " DO UPDATE SET started = excluded.started, finished = excluded.finished,"
@@ -225,7 +226,7 @@ class SQLStore(SQLReader):
             if self._pending_logs:
                 db.executemany(LOGS, self._pending_logs)
             if self._pending_graphs:
-                db.executemany(_GRAPHS, self._pending_graphs)
+                db.executemany(GRAPHS, self._pending_graphs)
             if self._pending_attempts:
                 db.executemany(ATTEMPTS, self._pending_attempts)
             for sql, params in statements or ():

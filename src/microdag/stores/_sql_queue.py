@@ -51,6 +51,7 @@ from .._errors import StoreError
 from .._records import run_status
 from ._files import BLOB_SIZE
 from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
+from ._queue_grow import grown as _grown
 from ._queue_pools import TABLES as POOL_TABLES
 from ._queue_pools import Limits, fits
 from ._sql import ATTEMPTS, LOGS
@@ -243,14 +244,14 @@ class SQLQueue(WorkQueue):
         if known is None:
             (text,) = db.execute("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()
             plan = json.loads(text)
-            known = self._mirrors[run_id] = (Mirror(plan), plan["names"])
+            mirror = Mirror(plan)
+            known = self._mirrors[run_id] = (mirror, mirror.names)
         mirror = known[0]
         if mirror.seq < seq:
-            for _, step, outcome in db.execute(
+            mirror.catch_up(db.execute(
                 "SELECT seq, step, outcome FROM queue_log WHERE run_id = ? AND seq > ? ORDER BY seq",
-                (run_id, mirror.seq),
-            ).fetchall():
-                mirror.apply(step, outcome)
+                (run_id, mirror.seq)).fetchall(), lambda: json.loads(db.execute(
+                "SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,)).fetchone()[0]))
             mirror.seq = seq
         return _Run(run_id, mirror, known[1], state, failed)
 
@@ -276,17 +277,21 @@ class SQLQueue(WorkQueue):
         """Step ``step`` (handed out: its row is gone) ended ``status``: its
         record, and what the kernel says follows from it."""
         self._record(db, run, step, status, attempts, started, finished, out)
-        ready, skipped = run.apply(step, _STATUS[status])
+        self._follow(db, run, step, _STATUS[status], now)
+        if status == "failed":
+            run.failed = 1
+            if run.mirror.fail_fast and run.state == _RUNNING:
+                self._stop(db, run, _STOPPING, now)
+
+    def _follow(self, db: "Any", run: _Run, step: int, outcome: int, now: float) -> None:
+        """Log ``outcome`` of ``step`` (``GROW``: added) and write what follows: rows ready, records skipped."""
+        ready, skipped = run.apply(step, outcome)
         if ready:
             db.executemany("INSERT INTO queue VALUES (?, ?, 0, 0, ?, NULL, NULL, -1)",
                            [(run.run_id, i, now) for i in ready])
             self._notify(db)
         for i in skipped:
             self._record(db, run, i, "skipped", 0)
-        if status == "failed":
-            run.failed = 1
-            if run.mirror.fail_fast and run.state == _RUNNING:
-                self._stop(db, run, _STOPPING, now)
 
     def _stop(self, db: "Any", run: _Run, state: int, now: float) -> None:
         """Start nothing more of ``run`` (``state``: stopping or cancelled):
@@ -432,6 +437,9 @@ class SQLQueue(WorkQueue):
         token = self._limits.token
         return timeout if token is None else max(0.0, min(timeout, token - time.monotonic()))
 
+    def reconsider(self, run_id: str) -> None:
+        self._limits.forget(run_id)  # (what its steps hold is read again: added steps')
+
     def heartbeat(self, claims: "Sequence[Claim]", lease: float) -> None:
         def body(db: "Any", now: float) -> None:
             for c in claims:
@@ -470,6 +478,8 @@ class SQLQueue(WorkQueue):
                 item = max(claim.item, -1)
                 if out.logs:
                     db.execute(LOGS, (t(key), name, item, claim.attempt, t(out.logs)))
+                if out.added:  # (steps it added: they join the run first)
+                    out = _grown(self, db, run, claim, out, now)
                 if out.retry_in is not None and run.state == _RUNNING:
                     db.execute(ATTEMPTS, (t(key), name, item, claim.attempt, out.started, out.finished,
                                           t(out.error_type), t(out.error_message)))
