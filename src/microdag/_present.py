@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Any
 
-    from ._records import TaskRecord
+    from ._records import RunInfo, TaskRecord
 
 __all__ = [
     "WORST_FIRST", "step_status", "worst", "duration_text", "item_label", "task_order", "preview", "shorten",
-    "limits_text", "uses_text", "wait_text",
+    "limits_text", "step_uses", "uses_text", "wait_text",
 ]
 
 #: Statuses worst first: a step of items, a layer or a list shows the first one found.
@@ -87,6 +87,11 @@ def duration_text(seconds: "float | None") -> str:
         return f"{seconds:.2f} s"
     minutes, s = divmod(int(round(seconds)), 60)
     return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def step_uses(info: "RunInfo") -> "dict[str, dict[str, int]]":
+    """Step name -> what it holds of run ``info``'s pools and rates (``{}``: a run without them)."""
+    return {} if info.limits is None else info.limits.get("uses", {})
 
 
 def uses_text(uses: "Mapping[str, int] | None") -> str:

@@ -46,7 +46,7 @@ from operator import attrgetter, neg, not_, sub
 
 from ._layout import NODE_H, NODE_W, layers, layout, smooth_path
 from ._nogc import NoGC
-from ._present import duration_text, item_label, limits_text, step_status, uses_text, wait_text
+from ._present import duration_text, item_label, limits_text, step_status, step_uses, uses_text, wait_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -407,7 +407,7 @@ def _timeline(
 
 def _uses(info: "RunInfo") -> "dict[str, str]":
     """Step name -> what it holds of the run's pools and rates, as text."""
-    return {name: uses_text(u) for name, u in (info.limits or {}).get("uses", {}).items()}
+    return {name: uses_text(u) for name, u in step_uses(info).items()}
 
 
 def _held(uses: str, waited: "float | None") -> str:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .._cmdline import FAILED, OK, UsageError, no_step, positive, printable
-from .._present import duration_text, item_label, limits_text, task_order, uses_text, wait_text
+from .._present import duration_text, item_label, limits_text, step_uses, task_order, uses_text, wait_text
 from .._records import busy_time, key_value
 from ._common import (
     color, dump, indented, jsonable, paint, preview,
@@ -136,7 +136,7 @@ def _cmd_show(args: "argparse.Namespace") -> int:
         store.close()
     duration = None if info.finished is None else info.finished - info.started
     limits = info.limits
-    uses: dict[str, dict[str, int]] = {} if limits is None else limits.get("uses", {})
+    uses = step_uses(info)
     if args.json:
         dump({
             "run_id": info.id,

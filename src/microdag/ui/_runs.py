@@ -15,7 +15,8 @@ usefully of them.
 import json
 
 from .._layout import NODE_H, NODE_W, layers, layout
-from .._present import duration_text, item_label, limits_text, preview, step_status, task_order, uses_text, wait_text
+from .._present import (duration_text, item_label, limits_text, preview, step_status, step_uses, task_order,
+                        uses_text, wait_text)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,11 +45,6 @@ def run_json(info: "RunInfo") -> "dict[str, Any]":
         "rates": None if info.limits is None else info.limits["rates"],
         "limits_text": limits_text(info.limits),
     }
-
-
-def step_uses(info: "RunInfo") -> "dict[str, dict[str, int]]":
-    """Step name -> what it holds of the run's pools and rates (``{}``: a run without them)."""
-    return {} if info.limits is None else info.limits.get("uses", {})
 
 
 def list_runs(store: "Store", flow: "str | None", status: "str | None", limit: int) -> "dict[str, Any]":
