@@ -936,7 +936,7 @@ cdef class Kernel:
             heap[pos] = last
         return <int32_t>(_ID_MASK - <uint32_t>(top & _ID_MASK))
 
-    cdef int _gather(self, int32_t* out, Py_ssize_t k) except -1:
+    cdef inline int _gather(self, int32_t* out, Py_ssize_t k) except -1:
         """Take the best ``k`` ready nodes into ``out`` and mark them running."""
         cdef Py_ssize_t j, ns = self._nstaged
         cdef uint64_t* keys
