@@ -560,6 +560,19 @@ def test_added_steps_are_recorded_with_who_added_them(store: Any) -> None:
     assert store.added_steps(run.id)[0]["fn"] == "addsteps:part"
 
 
+@pytest.mark.parametrize("backend", [*IN_PROCESS, "processes"])
+def test_an_added_steps_output_is_kept_by_its_return_annotation(backend: str, tmp_path: Any) -> None:
+    """A JSON store writes an added step's output (a dataclass) by its return
+    annotation, as it does a flow's step's (it was refused as not JSON)."""
+    import workadds
+
+    store = SQLiteStore(str(tmp_path / "runs.db"))
+    run = run_on(workadds.typed_flow(), backend, store=store, keep_outputs=True)
+    assert run.status == "succeeded" and run["kind"] == "Part 3" and run["part"] == workadds.Part("p", 3)
+    assert store.load_run(run.id).tasks["part"].status == "succeeded"
+    store.close()
+
+
 def test_a_function_without_a_name_is_refused_for_a_durable_store(tmp_path: Any) -> None:
     def adder() -> str:
         try:
