@@ -126,3 +126,11 @@ def test_an_added_steps_output_is_kept_by_its_return_annotation(shared) -> None:
     run = workadds.typed_flow().run(executor="workers", store=shared, max_workers=2)
     assert run.status == "succeeded" and run["kind"] == "Part 3"
     assert run["part"] == workadds.Part("p", 3)
+
+
+def test_the_runs_tasks_name_the_step_that_added_them(shared) -> None:
+    """``Task.added_by`` of a run on workers, as in one process (it was ``None``)."""
+    run = workadds.flow().run(executor="workers", store=shared, max_workers=2)
+    assert {name: task.added_by for name, task in run.tasks.items()} == \
+        {name: task.added_by for name, task in workadds.flow().run().tasks.items()}
+    assert run.tasks["total"].added_by == "grow"
