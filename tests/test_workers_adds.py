@@ -5,7 +5,6 @@ Worker processes are real children (``python -m microdag worker``) with
 deadlines; the flows are ``workadds`` (functions a worker finds by name).
 """
 
-import json
 import os
 import time
 
