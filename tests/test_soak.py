@@ -27,6 +27,7 @@ import test_add_steps
 import test_build
 import test_durable
 import test_model
+from test_model import stores  # noqa: F401  (the fixture: the stores workers share)
 
 pytestmark = pytest.mark.soak
 
@@ -36,8 +37,8 @@ SEEDS = range(BASE, BASE + ROUNDS)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_every_backend_follows_the_rules(seed, twin) -> None:
-    test_model.test_every_backend_follows_the_rules_on_random_flows(seed, twin)
+def test_every_backend_follows_the_rules(seed, twin, stores) -> None:
+    test_model.test_every_backend_follows_the_rules_on_random_flows(seed, twin, stores)
 
 
 @pytest.mark.parametrize("where", addsteps.ELSEWHERE)
