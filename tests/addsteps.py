@@ -428,17 +428,21 @@ def pool_adder(model: "dict[str, Any]", **deps: Any) -> int:
 
 
 def draw_pooled(seed: int) -> "dict[str, Any]":
-    """A pool of 1 or 2 units, and steps added (adds on adds) that each hold 1 or 2 of them."""
+    """A pool of 1 or 2 units, and steps added (adds on adds) that each hold 1 or 2 of them.
+
+    An added step depends only on steps there when it is added: those its
+    adder's adders added before its adder, and those its adder added before it.
+    """
     import random
 
     r = random.Random(seed)
     size = r.randint(1, 2)
     adds: dict[str, list[dict[str, Any]]] = {}
-    names: list[str] = []
-    adders = ["root"]
+    adders: list[tuple[str, list[str]]] = [("root", [])]  # an adder, and the steps there when it was added
     k = 0
     while adders:
-        adder = adders.pop(0)
+        adder, there = adders.pop(0)
+        names = list(there)
         for _ in range(r.randint(2, 6) if adder == "root" else r.randint(1, 3)):
             units = r.randint(1, size)
             kind = r.choice(["plain", "plain", "map", "adder"] if k < 12 else ["plain"])
@@ -447,7 +451,7 @@ def draw_pooled(seed: int) -> "dict[str, Any]":
             deps = [d for d in names if r.random() < 0.2]
             adds.setdefault(adder, []).append({"name": name, "kind": kind, "units": units, "deps": deps})
             if kind == "adder":
-                adders.append(name)
+                adders.append((name, list(names)))
             elif kind == "plain":
                 names.append(name)
     return {"size": size, "adds": adds}

@@ -812,6 +812,24 @@ def held_within(model: "dict[str, Any]", result: "dict[str, Any]", where: str) -
     assert 0 < result["most"] <= model["size"], (where, result["most"], model["size"])
 
 
+def test_the_pooled_flows_depend_only_on_steps_there_when_added() -> None:
+    """An added step's dependencies were added before its adder was (by its
+    adder's adders) or by its adder before it: any other may not be there yet
+    when it is added (an adder in another process, or on another thread,
+    may run before the step that adds a dependency does), which refuses it."""
+    for seed in range(300):
+        adds = ad.draw_pooled(seed)["adds"]
+        visible = {"root": set()}
+        for adder in list(adds):  # (in the order adders were drawn: each after its own adder)
+            there = set(visible[adder])
+            for spec in adds[adder]:
+                assert set(spec["deps"]) <= there, (seed, adder, spec)
+                if spec["kind"] == "adder":
+                    visible[spec["name"]] = set(there)
+                elif spec["kind"] == "plain":
+                    there.add(spec["name"])
+
+
 def test_added_steps_hold_their_pool_on_every_in_process_backend() -> None:
     for backend in IN_PROCESS:
         ad._HELD[1] = 0
