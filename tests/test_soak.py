@@ -27,13 +27,17 @@ import test_add_steps
 import test_build
 import test_durable
 import test_model
-from test_model import stores  # noqa: F401  (the fixture: the stores workers share)
 
 pytestmark = pytest.mark.soak
 
 ROUNDS = int(os.environ.get("MICRODAG_SOAK_ROUNDS", "100"))
 BASE = int(os.environ.get("MICRODAG_SOAK_BASE", "1000"))
 SEEDS = range(BASE, BASE + ROUNDS)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> "tuple[str, ...]":
+    return test_model.shared_stores(tmp_path_factory)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
