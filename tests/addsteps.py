@@ -9,10 +9,12 @@ write a mark file in MARKS and sleep a little, and ``gather`` sums them; the
 kill test SIGKILLs it midway and runs it again.
 """
 
+import contextlib
 import os
-from typing import Any
 import sys
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import microdag
 from microdag import Flow
@@ -216,26 +218,114 @@ def model_flow(model: "dict[str, Any]") -> Flow:
     return flow
 
 
+#: Where the model tests run flows beside inline, threads and ``arun``
+#: (:func:`elsewhere`): a process pool, a foreign ``ThreadPoolExecutor`` and
+#: ``ProcessPoolExecutor``, a Dask cluster, and ``executor="workers"`` on a
+#: store (an SQLite file, a PostgreSQL database).
+ELSEWHERE = ("processes", "executor", "process_executor", "dask", "workers/sqlite", "workers/postgres")
+
+#: The options of every run of the model.
+OPTIONS: "dict[str, Any]" = {"on_failure": "continue", "keep_outputs": True, "raise_on_failure": False}
+
+
+@contextlib.contextmanager
+def elsewhere(where: str, store: "str | None" = None, workers: int = 0,
+              flows: str = "") -> "Iterator[Callable[..., microdag.Run]]":
+    """Runs flows on ``where`` (one of :data:`ELSEWHERE`), two at once: yields
+    ``run(flow, inputs, **options)``.  What it starts (a pool, a Dask cluster
+    in this process, worker processes) serves every run of the block.
+
+    ``store``: the spec of a ``workers/KIND``'s store, where ``workers``
+    worker processes (``python -m microdag worker --flows FLOWS``) share the
+    runs with this one; steps hold their units (:func:`_hold`) longer there,
+    so that each process has its turn."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    if where == "processes":
+        yield lambda flow, inputs, **options: flow.run(inputs, executor="processes", max_workers=2, **options)
+    elif where == "executor":
+        with ThreadPoolExecutor(2) as pool:
+            yield lambda flow, inputs, **options: flow.run(inputs, executor=pool, **options)
+    elif where == "process_executor":
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            yield lambda flow, inputs, **options: flow.run(inputs, executor=pool, **options)
+    elif where == "dask":
+        import distributed  # (the Dask runs only)
+
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+            yield lambda flow, inputs, **options: flow.run(inputs, executor=client, **options)
+    else:
+        assert store is not None, where
+        with _workers(store, workers, flows):
+            yield lambda flow, inputs, **options: flow.run(inputs, executor="workers", store=store, max_workers=2,
+                                                           **options)
+
+
+@contextlib.contextmanager
+def _workers(store: str, n: int, flows: str) -> "Iterator[None]":
+    """``n`` worker processes serving ``store`` (the flows ``flows``), ready when the block starts."""
+    import signal
+    import subprocess
+
+    if not n:
+        yield
+        return
+    if not store.startswith("postgresql:"):
+        from microdag.stores import SQLiteStore
+
+        SQLiteStore(store).close()  # (made before the workers open it)
+    env = {**os.environ, HOLD: "0.02"}
+    procs = [subprocess.Popen([sys.executable, "-m", "microdag", "worker", "--store", store, "--flows", flows],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+             for _ in range(n)]
+    try:
+        for proc in procs:
+            said = proc.stderr.readline()  # type: ignore[union-attr]
+            assert "serving" in said, said + proc.communicate()[1]
+        os.environ[HOLD] = "0.02"
+        yield
+    finally:
+        os.environ.pop(HOLD, None)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+def tasks_of(run: "microdag.Run") -> "dict[str, list[Any]]":
+    """Per task of ``run``: status, attempts, output, who added it."""
+    return {name: [t.status, t.attempts, run.outputs.get(name), t.added_by] for name, t in run.tasks.items()}
+
+
 def run_model(seed: int) -> "dict[str, Any]":
-    """The drawn flow of ``seed`` on every in-process backend: each one's tasks (status, attempts, output)."""
+    """The drawn flow of ``seed`` on every in-process backend: each one's tasks (:func:`tasks_of`)."""
     import asyncio
 
     model = draw(seed)
     flow = model_flow(model)
-    out: dict[str, Any] = {}
-    runs = {"inline": lambda: flow.run({"model": model}, on_failure="continue", keep_outputs=True,
-                                       raise_on_failure=False)}
+    runs = {"inline": lambda: flow.run({"model": model}, **OPTIONS)}
     for w in (1, 2, 3):
         runs[f"threads{w}"] = lambda w=w: flow.run(  # type: ignore[misc]
-            {"model": model}, executor="threads", max_workers=w, on_failure="continue", keep_outputs=True,
-            raise_on_failure=False)
+            {"model": model}, executor="threads", max_workers=w, **OPTIONS)
         runs[f"arun{w}"] = lambda w=w: asyncio.run(flow.arun(  # type: ignore[misc]
-            {"model": model}, max_workers=w, on_failure="continue", keep_outputs=True, raise_on_failure=False))
-    for where, go in runs.items():
-        run = go()
-        out[where] = {name: [t.status, t.attempts, run.outputs.get(name), t.added_by]
-                      for name, t in run.tasks.items()}
-    return {"model": model, "runs": out}
+            {"model": model}, max_workers=w, **OPTIONS))
+    return {"model": model, "runs": {where: tasks_of(go()) for where, go in runs.items()}}
+
+
+def models_on(where: str, seeds: "list[int]", store: "str | None" = None) -> "dict[str, Any]":
+    """The drawn flows of ``seeds`` on ``where`` (:func:`elsewhere`): per seed its model and tasks."""
+    out: dict[str, Any] = {}
+    with elsewhere(where, store) as run:
+        for seed in seeds:
+            model = draw(seed)
+            out[str(seed)] = {"model": model, "tasks": tasks_of(run(model_flow(model), {"model": model}, **OPTIONS))}
+    return out
 
 
 def expected(model: "dict[str, Any]") -> "dict[str, list[Any]]":
@@ -284,17 +374,30 @@ FLOW = plain_flow()
 
 import threading
 
-_HELD = [0, 0]  # units held now, the most ever held at once
+#: The environment variable that says how long a step holds its units (default 3 ms).
+HOLD = "MICRODAG_TEST_HOLD"
+_HELD = [0, 0]  # units held now, the most ever held at once (in this process)
 _HELD_LOCK = threading.Lock()
 
 
 def _hold(units: int) -> None:
+    """Holds ``units`` of ``db`` for a moment: counted in this process, and
+    the interval logged for every process (``modelsteps.LOG``, when set)."""
+    start = time.time()
     with _HELD_LOCK:
         _HELD[0] += units
         _HELD[1] = max(_HELD[1], _HELD[0])
-    time.sleep(0.003)
+    time.sleep(float(os.environ.get(HOLD, "0.003")))
     with _HELD_LOCK:
         _HELD[0] -= units
+    log = os.environ.get("MICRODAG_MODEL_LOG")  # (modelsteps.LOG, whose peaks() reads it)
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{start!r} {time.time()!r} db={units}\n".encode())
+        os.close(fd)
+        fd = os.open(log + ".pids", os.O_WRONLY | os.O_APPEND | os.O_CREAT)  # (which processes held them)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
 
 
 def held(**deps: Any) -> int:
@@ -325,17 +428,21 @@ def pool_adder(model: "dict[str, Any]", **deps: Any) -> int:
 
 
 def draw_pooled(seed: int) -> "dict[str, Any]":
-    """A pool of 1 or 2 units, and steps added (adds on adds) that each hold 1 or 2 of them."""
+    """A pool of 1 or 2 units, and steps added (adds on adds) that each hold 1 or 2 of them.
+
+    An added step depends only on steps there when it is added: those its
+    adder's adders added before its adder, and those its adder added before it.
+    """
     import random
 
     r = random.Random(seed)
     size = r.randint(1, 2)
     adds: dict[str, list[dict[str, Any]]] = {}
-    names: list[str] = []
-    adders = ["root"]
+    adders: list[tuple[str, list[str]]] = [("root", [])]  # an adder, and the steps there when it was added
     k = 0
     while adders:
-        adder = adders.pop(0)
+        adder, there = adders.pop(0)
+        names = list(there)
         for _ in range(r.randint(2, 6) if adder == "root" else r.randint(1, 3)):
             units = r.randint(1, size)
             kind = r.choice(["plain", "plain", "map", "adder"] if k < 12 else ["plain"])
@@ -344,21 +451,31 @@ def draw_pooled(seed: int) -> "dict[str, Any]":
             deps = [d for d in names if r.random() < 0.2]
             adds.setdefault(adder, []).append({"name": name, "kind": kind, "units": units, "deps": deps})
             if kind == "adder":
-                adders.append(name)
+                adders.append((name, list(names)))
             elif kind == "plain":
                 names.append(name)
     return {"size": size, "adds": adds}
 
 
-def run_pooled(seed: int) -> "dict[str, Any]":
-    """The drawn pooled flow of ``seed`` on every in-process backend: each
-    run's statuses and the most units held at once."""
-    import asyncio
-
-    model = draw_pooled(seed)
+def pooled_flow() -> Flow:
+    """The static part of a pooled model: ``items``, and ``root``, which adds the rest."""
     flow = Flow("pooled")
     flow.add("items", load)
     flow.add("root", pool_adder, depends_on=["items"])
+    return flow
+
+
+#: :func:`pooled_flow`, for worker processes (``--flows addsteps:POOLED``).
+POOLED = pooled_flow()
+
+
+def run_pooled(seed: int) -> "dict[str, Any]":
+    """The drawn pooled flow of ``seed`` on every in-process backend: each
+    run's statuses and the most units held at once (:func:`_pooled`)."""
+    import asyncio
+
+    model = draw_pooled(seed)
+    flow = pooled_flow()
     pools = {"db": model["size"]}
     runs = {"inline": lambda: flow.run({"model": model}, pools=pools, keep_outputs=True)}
     for w in (2, 3):
@@ -366,12 +483,49 @@ def run_pooled(seed: int) -> "dict[str, Any]":
             {"model": model}, executor="threads", max_workers=w, pools=pools, keep_outputs=True)
         runs[f"arun{w}"] = lambda w=w: asyncio.run(flow.arun(  # type: ignore[misc]
             {"model": model}, max_workers=w, pools=pools, keep_outputs=True))
+    return {"model": model, "runs": {where: _pooled(go) for where, go in runs.items()}}
+
+
+def pooled_on(where: str, seeds: "list[int]", store: "str | None" = None, workers: int = 2) -> "dict[str, Any]":
+    """The drawn pooled flows of ``seeds`` on ``where`` (:func:`elsewhere`;
+    on workers, ``workers`` worker processes beside this one): per seed its
+    model and what :func:`_pooled` says of its run."""
     out: dict[str, Any] = {}
-    for where, go in runs.items():
-        _HELD[1] = 0
-        run = go()
-        out[where] = {"most": _HELD[1], "statuses": {n: t.status for n, t in run.tasks.items()}}
-    return {"model": model, "runs": out}
+    log = _log()  # (before any process starts: they keep the environment they start with)
+    assert log
+    with elsewhere(where, store, workers, "addsteps:POOLED") as run:
+        for seed in seeds:
+            model = draw_pooled(seed)
+            out[str(seed)] = {"model": model, "run": _pooled(
+                lambda: run(pooled_flow(), {"model": model}, pools={"db": model["size"]}, keep_outputs=True))}
+    return out
+
+
+def _log() -> str:
+    """The file every process logs its holds to (``modelsteps.LOG``: one for this process's life)."""
+    import tempfile
+
+    import modelsteps
+
+    return os.environ.setdefault(modelsteps.LOG, os.path.join(tempfile.mkdtemp(), "held.log"))
+
+
+def _pooled(go: "Callable[[], microdag.Run]") -> "dict[str, Any]":
+    """The run ``go()`` makes: its statuses, the most units held at once (in
+    this process, and over every process's logged intervals:
+    ``modelsteps.peaks``) and the processes that held some."""
+    import modelsteps
+
+    log = _log()
+    _HELD[1] = 0
+    for path in (log, log + ".pids"):
+        if os.path.exists(path):
+            os.remove(path)
+    run = go()
+    logged = modelsteps.peaks(log).get("db", 0) if os.path.exists(log) else 0
+    with open(log + ".pids") as f:
+        pids = sorted(set(map(int, f.read().split())))
+    return {"most": max(_HELD[1], logged), "statuses": {n: t.status for n, t in run.tasks.items()}, "pids": pids}
 
 
 # -- adds from another process: carried back with the attempt's result -----------------

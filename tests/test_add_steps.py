@@ -3,7 +3,10 @@
 The kernel's growth (``Kernel.grow``) on both twins, with every state and
 counter kept; then the runner: added steps on every in-process backend,
 with retries, maps, caches and stores, refusals at the call, resume after a
-failure and after ``kill -9``; and the out-of-process backends' refusal.
+failure and after ``kill -9``; adds from other processes; and the model:
+random flows whose steps add steps on every backend (in-process ones per
+seed; processes, executors, Dask and workers on SQLite and PostgreSQL each
+over several seeds in one child), against the rules and a pool's bound.
 
 Step functions used by child processes live in ``addsteps.py`` (importable).
 """
@@ -311,7 +314,7 @@ import addsteps as ad
 import microdag
 from microdag import Flow, FlowError, RunFailed
 from microdag.stores import MemoryStore, SQLiteStore
-from support import TESTS_DIR, child_env, executor_for, make_store
+from support import TESTS_DIR, child_env, make_store
 
 IN_PROCESS = ["inline", "threads", "arun"]
 
@@ -560,6 +563,19 @@ def test_added_steps_are_recorded_with_who_added_them(store: Any) -> None:
     assert store.added_steps(run.id)[0]["fn"] == "addsteps:part"
 
 
+@pytest.mark.parametrize("backend", [*IN_PROCESS, "processes"])
+def test_an_added_steps_output_is_kept_by_its_return_annotation(backend: str, tmp_path: Any) -> None:
+    """A JSON store writes an added step's output (a dataclass) by its return
+    annotation, as it does a flow's step's (it was refused as not JSON)."""
+    import workadds
+
+    store = SQLiteStore(str(tmp_path / "runs.db"))
+    run = run_on(workadds.typed_flow(), backend, store=store, keep_outputs=True)
+    assert run.status == "succeeded" and run["kind"] == "Part 3" and run["part"] == workadds.Part("p", 3)
+    assert store.load_run(run.id).tasks["part"].status == "succeeded"
+    store.close()
+
+
 def test_a_function_without_a_name_is_refused_for_a_durable_store(tmp_path: Any) -> None:
     def adder() -> str:
         try:
@@ -665,12 +681,14 @@ def test_show_report_and_ui_mark_added_steps(tmp_path: Any, capsys: Any) -> None
     assert '"added_by": "plan"' in out
 
 
-# -- the model: random flows whose steps add steps, every in-process backend, both twins ---------------
+# -- the model: random flows whose steps add steps, every backend, both twins -------------------------
 
-from support import run_child  # noqa: E402
+from support import postgres_url, run_child  # noqa: E402
+
+SEEDS = range(8)
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_random_adding_flows_follow_the_rules_everywhere(seed: int, twin: ModuleType) -> None:
     """Random flows whose steps add steps (with retries, failures, skips and
     trigger rules, added steps depending on their adder, on static steps and
@@ -685,9 +703,42 @@ def test_random_adding_flows_follow_the_rules_everywhere(seed: int, twin: Module
         assert tasks == want, f"{where} (seed {seed}): {got['model']}"
 
 
+def half(seeds: "range", where: str) -> "list[int]":
+    """Half of ``seeds`` for backend ``where``: the even ones, or the odd ones
+    for every other backend of ``addsteps.ELSEWHERE`` (the cost stays in check)."""
+    return [seed for seed in seeds if (seed + ad.ELSEWHERE.index(where)) % 2 == 0]
+
+
+def store_of(where: str, folder: Any) -> "str | None":
+    """The store the workers of ``where`` share: an SQLite file in ``folder``,
+    or a new PostgreSQL database (skipped where there is none, but in CI)."""
+    if where == "workers/sqlite":
+        return str(folder / "runs.db")
+    return postgres_url() if where == "workers/postgres" else None
+
+
+@pytest.mark.parametrize("where", ad.ELSEWHERE)
+def test_random_adding_flows_follow_the_rules_out_of_process(where: str, twin: ModuleType, tmp_path: Any) -> None:
+    """The same flows on processes, a foreign ThreadPoolExecutor and
+    ProcessPoolExecutor, Dask, and workers on SQLite and PostgreSQL: each
+    backend runs half the seeds (the other half its neighbour's) in one
+    child per twin (what it starts, once); the soak runs every seed."""
+    check_model(where, half(SEEDS, where), twin, tmp_path)
+
+
+def check_model(where: str, seeds: "list[int]", twin: ModuleType, folder: Any) -> None:
+    """The models of ``seeds`` on ``where`` end as the rules say (``addsteps.models_on``, in a child)."""
+    store = store_of(where, folder)
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.models_on({where!r}, {seeds!r}, {store!r})))",
+                    timeout=60.0 + 3.0 * len(seeds), twin=twin.TWIN)
+    assert isinstance(got, dict) and sorted(map(int, got)) == sorted(seeds)
+    for seed, result in got.items():
+        assert result["tasks"] == ad.expected(result["model"]), f"{where} (seed {seed}): {result['model']}"
+
+
 def test_the_random_flows_add_steps_of_every_kind() -> None:
     kinds = set()
-    for seed in range(8):
+    for seed in SEEDS:
         for added in ad.draw(seed)["adds"].values():
             kinds.update((s["kind"], s["trigger"]) for s in added)
     assert {k for k, _ in kinds} == set(ad.KINDS) and {t for _, t in kinds} == set(ad.TRIGGERS)
@@ -716,7 +767,10 @@ def test_a_run_with_added_steps_resumes_on_workers(tmp_path: Any) -> None:
 # -- pools on added steps --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(6))
+POOLED_SEEDS = range(6)
+
+
+@pytest.mark.parametrize("seed", POOLED_SEEDS)
 def test_random_adds_under_a_pool_never_exceed_it(seed: int, twin: ModuleType) -> None:
     """Steps added (and adds on adds, map steps among them) holding 1 or 2
     units of a pool of 1 or 2: an instrumented counter never sees more held
@@ -724,12 +778,56 @@ def test_random_adds_under_a_pool_never_exceed_it(seed: int, twin: ModuleType) -
     got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.run_pooled({seed})))", timeout=90.0,
                     twin=twin.TWIN)
     assert isinstance(got, dict)
-    size = got["model"]["size"]
-    added = {s["name"] for specs in got["model"]["adds"].values() for s in specs}
     for where, result in got["runs"].items():
-        assert set(result["statuses"].values()) == {"succeeded"}, (where, result)
-        assert set(result["statuses"]) == {"items", "root"} | added, where
-        assert 0 < result["most"] <= size, (where, seed, result["most"], size)
+        held_within(got["model"], result, f"{where} (seed {seed})")
+
+
+@pytest.mark.parametrize("where", ad.ELSEWHERE)
+def test_random_adds_under_a_pool_never_exceed_it_out_of_process(where: str, twin: ModuleType, tmp_path: Any) -> None:
+    """The same on processes, a foreign ThreadPoolExecutor and
+    ProcessPoolExecutor, Dask, and workers on SQLite and PostgreSQL (two
+    worker processes beside the run's own): every process logs the interval
+    it held units in, and no instant of them all holds more than the pool
+    (half the seeds per backend, as above)."""
+    check_pooled(where, half(POOLED_SEEDS, where), twin, tmp_path)
+
+
+def check_pooled(where: str, seeds: "list[int]", twin: ModuleType, folder: Any) -> None:
+    """The pooled models of ``seeds`` on ``where`` hold the bound (``addsteps.pooled_on``, in a child)."""
+    store = store_of(where, folder)
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.pooled_on({where!r}, {seeds!r}, {store!r})))",
+                    timeout=60.0 + 3.0 * len(seeds), twin=twin.TWIN)
+    assert isinstance(got, dict) and sorted(map(int, got)) == sorted(seeds)
+    for seed, result in got.items():
+        held_within(result["model"], result["run"], f"{where} (seed {seed})")
+    if where.startswith("workers/"):  # (the counter saw the holds of several processes)
+        assert len({pid for result in got.values() for pid in result["run"]["pids"]}) >= 2, got
+
+
+def held_within(model: "dict[str, Any]", result: "dict[str, Any]", where: str) -> None:
+    """Every step of a pooled run succeeded, and it never held more units than its pool's size."""
+    added = {s["name"] for specs in model["adds"].values() for s in specs}
+    assert set(result["statuses"].values()) == {"succeeded"}, (where, result)
+    assert set(result["statuses"]) == {"items", "root"} | added, where
+    assert 0 < result["most"] <= model["size"], (where, result["most"], model["size"])
+
+
+def test_the_pooled_flows_depend_only_on_steps_there_when_added() -> None:
+    """An added step's dependencies were added before its adder was (by its
+    adder's adders) or by its adder before it: any other may not be there yet
+    when it is added (an adder in another process, or on another thread,
+    may run before the step that adds a dependency does), which refuses it."""
+    for seed in range(300):
+        adds = ad.draw_pooled(seed)["adds"]
+        visible = {"root": set()}
+        for adder in list(adds):  # (in the order adders were drawn: each after its own adder)
+            there = set(visible[adder])
+            for spec in adds[adder]:
+                assert set(spec["deps"]) <= there, (seed, adder, spec)
+                if spec["kind"] == "adder":
+                    visible[spec["name"]] = set(there)
+                elif spec["kind"] == "plain":
+                    there.add(spec["name"])
 
 
 def test_added_steps_hold_their_pool_on_every_in_process_backend() -> None:

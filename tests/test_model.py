@@ -30,7 +30,12 @@ SEEDS = range(10)
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> "tuple[str, ...]":
-    """The stores workers share: an SQLite file, and a PostgreSQL database where there is a server."""
+    """The stores workers share (:func:`shared_stores`)."""
+    return shared_stores(tmp_path_factory)
+
+
+def shared_stores(tmp_path_factory) -> "tuple[str, ...]":
+    """The stores workers share: an SQLite file, and a PostgreSQL database where there is a server (always in CI)."""
     sqlite = str(tmp_path_factory.mktemp("model") / "runs.db")
     if pgserver.missing() is not None and not IN_CI:
         return (sqlite,)

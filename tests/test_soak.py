@@ -6,6 +6,8 @@ on two cores), on the twin ``MICRODAG_NO_EXTENSIONS`` leaves (the model test
 on both twins, as in the default run):
 
 - random flows on every backend, against the documented rules (``test_model``);
+- random flows whose steps add steps, on every backend out of the process
+  (``test_add_steps``: the rules; a pool's bound, on a third of the seeds);
 - a child run SIGKILLed at random moments, then resumed, on both durable
   stores (``test_durable``): nothing recorded as succeeded runs again, and
   every output is the uninterrupted run's;
@@ -20,6 +22,8 @@ import os
 
 import pytest
 
+import addsteps
+import test_add_steps
 import test_build
 import test_durable
 import test_model
@@ -31,9 +35,24 @@ BASE = int(os.environ.get("MICRODAG_SOAK_BASE", "1000"))
 SEEDS = range(BASE, BASE + ROUNDS)
 
 
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> "tuple[str, ...]":
+    return test_model.shared_stores(tmp_path_factory)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-def test_every_backend_follows_the_rules(seed, twin) -> None:
-    test_model.test_every_backend_follows_the_rules_on_random_flows(seed, twin)
+def test_every_backend_follows_the_rules(seed, twin, stores) -> None:
+    test_model.test_every_backend_follows_the_rules_on_random_flows(seed, twin, stores)
+
+
+@pytest.mark.parametrize("where", addsteps.ELSEWHERE)
+def test_adding_flows_follow_the_rules_out_of_process(where, twin, tmp_path) -> None:
+    test_add_steps.check_model(where, list(SEEDS), twin, tmp_path)
+
+
+@pytest.mark.parametrize("where", addsteps.ELSEWHERE)
+def test_adds_under_a_pool_never_exceed_it_out_of_process(where, twin, tmp_path) -> None:
+    test_add_steps.check_pooled(where, list(SEEDS[: max(3, ROUNDS // 3)]), twin, tmp_path)
 
 
 @pytest.mark.parametrize("seed", SEEDS[: max(1, ROUNDS // 3)])

@@ -5,7 +5,6 @@ Worker processes are real children (``python -m microdag worker``) with
 deadlines; the flows are ``workadds`` (functions a worker finds by name).
 """
 
-import json
 import os
 import time
 
@@ -118,3 +117,19 @@ def test_added_steps_hold_the_runs_pools_on_workers(shared) -> None:
     refused = workadds.pooled_flow().run(executor="workers", store=shared, raise_on_failure=False)
     assert refused.status == "failed"
     assert "no pool or rate of this run" in str(refused.error)
+
+
+def test_an_added_steps_output_is_kept_by_its_return_annotation(shared) -> None:
+    """A JSON store writes an added step's output by its return annotation (a
+    dataclass) and its consumer, on a worker, reads the dataclass back."""
+    run = workadds.typed_flow().run(executor="workers", store=shared, max_workers=2)
+    assert run.status == "succeeded" and run["kind"] == "Part 3"
+    assert run["part"] == workadds.Part("p", 3)
+
+
+def test_the_runs_tasks_name_the_step_that_added_them(shared) -> None:
+    """``Task.added_by`` of a run on workers, as in one process (it was ``None``)."""
+    run = workadds.flow().run(executor="workers", store=shared, max_workers=2)
+    assert {name: task.added_by for name, task in run.tasks.items()} == \
+        {name: task.added_by for name, task in workadds.flow().run().tasks.items()}
+    assert run.tasks["total"].added_by == "grow"

@@ -116,3 +116,35 @@ def adds_pooled(seed: int) -> int:
 
 def pooled_flow() -> Flow:
     return Flow("wpooled").add("seed", seed).add("pooled", adds_pooled)
+
+
+# -- an added step's output kept by its return annotation -------------------------------
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class Part:
+    name: str
+    count: int
+
+
+def part(seed: int) -> Part:
+    return Part("p", seed)
+
+
+def part_kind(part: Part) -> str:
+    """What its consumer received: the class's name and a field."""
+    return f"{type(part).__name__} {part.count}"
+
+
+def adds_typed(seed: int) -> int:
+    """Adds ``part`` (annotated to return a dataclass) and ``kind``, which reads it."""
+    ctx = microdag.context()
+    ctx.add("part", part, inputs={"seed": "seed"})
+    ctx.add("kind", part_kind, inputs={"part": "part"})
+    return seed
+
+
+def typed_flow() -> Flow:
+    return Flow("wtyped").add("seed", seed).add("typed", adds_typed)

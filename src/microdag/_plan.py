@@ -177,6 +177,7 @@ class _Plan(_Typed):
         new._options = set(self._options)
         new._flags = {}
         new.graph = self.graph._for_run(kernel)
+        new._typed_grown()
         return new
 
     def renew_kernel(self) -> None:
@@ -250,6 +251,7 @@ class _Plan(_Typed):
         if step.opts.map is not None:
             self.maps.append(i)
         self._flags = {}
+        self._typed_added(i)
         return i
 
     def flags(self, slow_all: bool, keep: "list[int] | None") -> bytes:

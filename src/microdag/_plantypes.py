@@ -118,6 +118,25 @@ class _Typed:
             self._typed = step_outputs(self.steps)
         return self._typed
 
+    def _typed_grown(self) -> None:
+        """A plan made for a run whose steps add steps (``_Plan.grown``): its
+        converters of outputs are its own, which :meth:`_typed_added` extends
+        (the flow's plan keeps the static flow's)."""
+        if self._typed is not None:
+            self._typed = (dict(self._typed[0]), dict(self._typed[1]))
+
+    def _typed_added(self, i: int) -> None:
+        """Step ``i`` joined the plan (``_Plan.append``): the converters of its
+        outputs join those worked out, in place, so that whoever holds them
+        (a store's recorder, a worker's run) writes and reads it by its
+        return annotation as it does the flow's steps."""
+        if self._typed is not None:
+            from ._typed import step_outputs  # (worked out already: the module is loaded)
+
+            outs, units = step_outputs(self.steps, i)
+            self._typed[0].update(outs)
+            self._typed[1].update(units)
+
     def input_types(self) -> "dict[str, dict[str, Any]]":
         """Input name -> its JSON Schema: declared by the flow file, else from
         the annotation of the first parameter that takes it and says

@@ -175,15 +175,16 @@ def converter(annotation: "Any", what: str) -> "Converter | None":
     return None if node.plain else Converter(node, what)
 
 
-def step_outputs(steps: "_Steps") -> "Outputs":
-    """The converters of the outputs of ``steps`` by their functions' return
-    annotations (read once here, each function once): a map step's unit by the
-    annotation (a batch's ``list[X]`` too), its output as the list of its items
-    (``X`` or the batch's ``list[X]``'s ``X``); plain JSON outputs have none."""
+def step_outputs(steps: "_Steps", start: int = 0) -> "Outputs":
+    """The converters of the outputs of ``steps`` (from the ``start``-th on)
+    by their functions' return annotations (read once here, each function
+    once): a map step's unit by the annotation (a batch's ``list[X]`` too),
+    its output as the list of its items (``X`` or the batch's ``list[X]``'s
+    ``X``); plain JSON outputs have none."""
     returns: dict[int, Any] = {}
     outs: dict[str, Converter] = {}
     units: dict[str, Converter] = {}
-    for name, fn, opts in zip(steps.names, steps.fns, steps.opts):
+    for name, fn, opts in zip(steps.names[start:], steps.fns[start:], steps.opts[start:]):
         ann = returns.get(id(fn), returns)
         if ann is returns:
             ann = returns[id(fn)] = annotations(fn).get("return", MISSING)

@@ -177,7 +177,7 @@ def _own_plan(r: "Runner") -> "_Plan":
     names = r.names = plan.graph.names
     r.caller.names = names
     r.caller.options = plan.options
-    r.recorder.names = names
+    r.recorder.grown(plan)
     for frame in r.frames:
         frame.names = names
     targets = r.keep is not None and r.keep is not static.sinks()

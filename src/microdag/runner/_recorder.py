@@ -99,6 +99,9 @@ class NullRecorder:
     run_dir: "str | None" = None
     names: "Sequence[str]" = ()
 
+    def grown(self, plan: "_Plan") -> None:
+        self.names = plan.graph.names
+
     def step_added(self, recipe: "dict[str, Any]") -> None:
         return None
 
@@ -185,6 +188,12 @@ class StoreRecorder:
     def in_memory(self) -> bool:
         """Whether the store lives in this process only (it may keep added steps' functions as objects)."""
         return self.store.in_memory
+
+    def grown(self, plan: "_Plan") -> None:
+        """The run has a plan of its own (its first add): its steps' names,
+        and the converters of their outputs, which its adds extend."""
+        self.names = plan.graph.names
+        self.typed, self.unit_typed = plan.typed_outputs(self.store.codec)
 
     def step_added(self, recipe: "dict[str, Any]") -> None:
         """Record a step a step added: how a resume makes it again (``_recipe.recipe``)."""

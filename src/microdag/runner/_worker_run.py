@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from .._plan import _Plan
     from .._records import RunInfo
+    from .._typed import Converter
 
 __all__ = ["RunOf", "added_document"]
 
@@ -91,9 +92,18 @@ class RunOf:
         if self.names[:len(names)] != names[:len(self.names)]:  # (a grow this worker made was not kept)
             self.plan = self.static
             self.names = self.plan.graph.names
+            self.outs, self.units = self.plan.typed_outputs(self.codec)
         base = doc.get("base", len(self.static.steps))
         for made in doc.get("added", [])[len(self.names) - base:]:
             self._append(made)
+
+    def typed_outputs(self, recipes: "list[dict[str, Any]]") -> "dict[str, Converter]":
+        """The converters of the outputs of the run's steps, those its steps
+        added too (``recipes``, as the store recorded them): how its ``Run``
+        reads them back."""
+        names = [*map(str, self.static.graph.names), *(made["step"] for made in recipes)]
+        self.grow_to({"names": names, "base": len(self.static.steps), "added": recipes})
+        return self.outs
 
     def _append(self, made: "dict[str, Any]") -> None:
         """Step ``made`` (a recipe) joins this run's plan (a stand-in left alone if it cannot be made)."""
@@ -118,6 +128,7 @@ class RunOf:
         if self.plan is self.static:
             self.plan = self.static.grown(self.static.graph.kernel)
             self.names = self.caller.names = self.plan.graph.names
+            self.outs, self.units = self.plan.typed_outputs(self.codec)  # (which its adds extend)
             self.caller.options = self.plan.options
 
     def bind_added(self, doc: "dict[str, Any]", made: "dict[str, Any]") -> "dict[str, Any] | None":

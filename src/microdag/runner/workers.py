@@ -197,8 +197,10 @@ def run_on_workers(
     tasks = store.tasks(run_id)
     if keep is not None and not options.targets:  # (added steps' outputs are kept, as in one process)
         keep |= {t.step for t in tasks if t.step not in plan.graph._index}
-    run = Run.from_records(store.run_info(run_id), tasks, lambda step: store.output(
-        run_id, step, -1, plan.typed_outputs(store.codec)[0].get(step)), keep)
+    info, recipes = store.run_info(run_id), store.added_steps(run_id)
+    typed = (worker.runs.get(run_id) or RunOf(plan, info, None, store.codec)).typed_outputs(recipes)
+    run = Run.from_records(info, tasks, lambda step: store.output(run_id, step, -1, typed.get(step)), keep,
+                           added={made["step"]: made["by"] for made in recipes})
     if hooks:
         emit("run_finished", None, status=run.status, duration=run.duration)
     return run
