@@ -5,8 +5,9 @@
 connection, how a transaction begins and reads the database's clock, how a
 run is locked while its mirror is replayed, how claimed rows are locked, its
 tables' types, where big outputs go, and how a waiting worker learns of new
-work (``_sqlite_queue``, ``_postgres_queue``).  Tables, beside the store's
-(made on first use):
+work (``_sqlite_queue``, ``_postgres_queue``); its base, ``_sql_queue_read``,
+holds the connection and the reads made outside transactions.  Tables,
+beside the store's (made on first use):
 
 - ``queue_runs``: a run on the queue: its plan document, the position of its
   log, its state (0 running, 1 stopping after a failure under ``fail_fast``,
@@ -50,18 +51,18 @@ import time
 from .._errors import StoreError
 from .._records import run_status
 from ._files import BLOB_SIZE
-from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
+from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, plan_text
 from ._queue_grow import grown as _grown
 from ._queue_pools import TABLES as POOL_TABLES
 from ._queue_pools import Limits, fits
 from ._sql import ATTEMPTS, LOGS
+from ._sql_queue_read import QueueReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
-    from .._records import RunInfo
     from ._queue import Outcome
     from ._sql import SQLStore
 
@@ -121,7 +122,7 @@ class _Run:
         return m.apply(step, outcome)
 
 
-class SQLQueue(WorkQueue):
+class SQLQueue(QueueReader):
     """The work queue in a SQL store's database (see the module docs); a
     subclass gives the dialect.
 
@@ -137,21 +138,12 @@ class SQLQueue(WorkQueue):
     _CLOCK = ""
     #: What locks the rows a claim selects (PostgreSQL: ``FOR UPDATE SKIP LOCKED``).
     _TAKE = ""
-    #: The lease in a run's plan, over its ``queue_runs`` row (an SQL expression).
-    _LEASE = "json_extract(plan, '$.lease')"
     #: The dialect's minimum of two numbers; what locks the pool rows a claim reads.
     _LEAST = "min"
     _LOCK_POOLS = ""
 
     def __init__(self, store: "SQLStore") -> None:
-        self.store = store
-        self.path = store.path
-        self._t = store._t
-        self._s = store._s
-        self._db: Any
-        self._error: type[BaseException] = store._errors()[0]
-        self._lost: type[BaseException] = store._lost()
-        self._lock = threading.RLock()
+        super().__init__(store)
         self._mirrors: dict[str, tuple[Mirror, list[str]]] = {}
         self._seq = 0
         self._rows: list[tuple[Any, ...]] = []  # task records of the transaction
@@ -176,27 +168,6 @@ class SQLQueue(WorkQueue):
         """Begin a transaction (:meth:`_transaction`); the database's clock."""
         db.execute(self._BEGIN if durable else self._BEGIN_FAST)
         return float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
-
-    def _reconnect(self) -> bool:
-        """After a dropped connection (a server restart): connect again; whether it did."""
-        return False
-
-    def _retrying(self, work: "Callable[[], Any]") -> "Any":
-        """``work()`` under the lock; once more on a new connection if the connection dropped."""
-        with self._lock:
-            try:
-                return work()
-            except self._lost as exc:
-                if not self._reconnect():
-                    raise StoreError(f"cannot use store {self.path!r}: {exc}") from None
-                return work()
-
-    def _query(self, sql: str, params: "tuple[Any, ...]" = ()) -> "list[Any]":
-        """The rows of a query outside a transaction."""
-        try:
-            return self._retrying(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
-        except self._error as exc:
-            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
 
     # -- transactions ------------------------------------------------------------------
 
@@ -347,14 +318,6 @@ class SQLQueue(WorkQueue):
             self._close(db, [_Run(run_id, mirror, plan["names"], _RUNNING, 0)], now)
 
         self._transaction(body)
-
-    def learn(self, run_id: str) -> "tuple[RunInfo, float | None]":
-        info, lease = self.store._run_info(run_id, f"(SELECT {self._LEASE} FROM queue_runs WHERE run_id = runs.id)")
-        return info, None if lease is None else float(lease)
-
-    def plan(self, run_id: str) -> "dict[str, Any] | None":
-        rows = self._query("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,))
-        return json.loads(rows[0][0]) if rows else None
 
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
@@ -549,52 +512,3 @@ class SQLQueue(WorkQueue):
                 self._close(db, [run], now)
 
         self._transaction(body)
-
-    def stopping(self, run_ids: "Iterable[str]") -> "set[str]":
-        wanted = set(run_ids)
-        if not wanted:
-            return set()
-        marks = ", ".join("?" * len(wanted))
-        live = self._query(f"SELECT run_id FROM queue_runs WHERE state < 2 AND run_id IN ({marks})", tuple(wanted))
-        return wanted.difference(row[0] for row in live)
-
-    def outputs(self, run_id: str, steps: "Sequence[str]") -> "dict[str, bytes]":
-        if not steps:
-            return {}
-        marks = ", ".join("?" * len(steps))
-        rows = self._query(
-            f"SELECT step, output, output_ref FROM tasks WHERE run_id = ? AND item = -1 AND step IN ({marks})",
-            (self._t(run_id), *map(self._t, steps)))
-        found = {}
-        for step, output, ref in rows:
-            name = self._s(step)
-            if ref is not None:
-                output = self.store._read_blob(ref, f"the output of step {name!r} of run {run_id!r}")
-            if output is not None:
-                found[name] = bytes(output)
-        return found
-
-    def items(self, run_id: str, step: str) -> "list[tuple[Any, ...]]":
-        rows = self._query(
-            "SELECT item, status, attempts, started, error_type, error_message, traceback, output, output_ref"
-            " FROM tasks WHERE run_id = ? AND step = ? AND item >= 0 ORDER BY item", (self._t(run_id), self._t(step)))
-        found = []
-        s = self._s
-        for item, status, attempts, started, etype, emsg, tb, output, ref in rows:
-            if ref is not None:
-                output = self.store._read_blob(ref, f"the output of item {item} of step {step!r} of run {run_id!r}")
-            found.append((item, s(status), attempts, started, s(etype), s(emsg), s(tb),
-                          None if output is None else bytes(output)))
-        return found
-
-    def progress(self, run_id: str, after: int) -> "tuple[int, list[tuple[str, str, int]]]":
-        rows = self._query("SELECT seq, step, status, attempts FROM tasks WHERE run_id = ? AND seq > ?"
-                           " AND item = -1 ORDER BY seq", (self._t(run_id), after))
-        if not rows:
-            return after, []
-        s = self._s
-        return int(rows[-1][0]), [(s(step), s(status), attempts) for _, step, status, attempts in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
