@@ -53,6 +53,7 @@ from .._records import run_status
 from ._files import BLOB_SIZE
 from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, plan_text
 from ._queue_grow import grown as _grown
+from ._queue_pools import NAMES as POOL_NAMES
 from ._queue_pools import TABLES as POOL_TABLES
 from ._queue_pools import Limits, fits
 from ._sql import ATTEMPTS, LOGS
@@ -148,7 +149,7 @@ class SQLQueue(QueueReader):
         self._seq = 0
         self._rows: list[tuple[Any, ...]] = []  # task records of the transaction
         self._changed = threading.Event()  # this process changed the queue
-        self._limits = Limits(self._LOCK_POOLS)
+        self._limits = Limits(self._LOCK_POOLS, self._LEAST, self._TAKE)
 
     # -- the dialect ------------------------------------------------------------------
 
@@ -228,9 +229,10 @@ class SQLQueue(QueueReader):
 
     def _record(
         self, db: "Any", run: _Run, step: int, status: str, attempts: int, started: "float | None" = None,
-        finished: "float | None" = None, out: "Outcome | None" = None, item: int = -1,
+        finished: "float | None" = None, out: "Outcome | None" = None, item: int = -1, waited: "float | None" = None,
     ) -> None:
-        """Keep the task record of ``step`` (or of its map item ``item``; with the transaction)."""
+        """Keep the task record of ``step`` (or of its map item ``item``; with
+        the transaction); ``waited``: seconds its claims waited for pools and rates."""
         output = ref = etype = emsg = tb = None
         if out is not None:
             output, etype, emsg, tb = out.output, out.error_type, out.error_message, out.traceback
@@ -239,15 +241,17 @@ class SQLQueue(QueueReader):
         self._seq = max(self._seq + 1, time.time_ns())
         t = self._t
         self._rows.append((t(run.run_id), t(run.names[step]), item, self._seq, status, attempts, started, finished,
-                           t(etype), t(emsg), t(tb), output, ref, None, None))  # (no key, no wait measured)
+                           t(etype), t(emsg), t(tb), output, ref, None,  # (no key)
+                           (waited or 0.0) if attempts and run.mirror.timed else None))
 
     def _settle(
         self, db: "Any", run: _Run, step: int, status: str, attempts: int, now: float,
         started: "float | None" = None, finished: "float | None" = None, out: "Outcome | None" = None,
+        waited: "float | None" = None,
     ) -> None:
         """Step ``step`` (handed out: its row is gone) ended ``status``: its
         record, and what the kernel says follows from it."""
-        self._record(db, run, step, status, attempts, started, finished, out)
+        self._record(db, run, step, status, attempts, started, finished, out, waited=waited)
         self._follow(db, run, step, _STATUS[status], now)
         if status == "failed":
             run.failed = 1
@@ -297,7 +301,7 @@ class SQLQueue(QueueReader):
             key = run.run_id
             db.execute("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now, self._t(key)))
             db.execute("DELETE FROM owners WHERE run_id = ?", (self._t(key),))
-            for table in ("queue", "queue_log", "queue_runs", "queue_pools", "queue_uses"):
+            for table in ("queue", "queue_log", "queue_runs", *POOL_NAMES):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ?", (key,))
             self._mirrors.pop(key, None)
             self._limits.forget(key)
@@ -335,6 +339,8 @@ class SQLQueue(QueueReader):
         if not seen:
             if limited:
                 self._wait_token(where, skip)
+                if self._query(self._limits.unmarked(self._CLOCK, where), skip):  # (ready rows begin waiting)
+                    self._transaction(lambda db, now: self._limits.stamp(db, now, where, skip), durable=False)
             return []
         found = list(dict.fromkeys(row[0] for row in seen))
         if meet is not None:
@@ -350,6 +356,8 @@ class SQLQueue(QueueReader):
             rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, *params, limit * 4 + 16)).fetchall()
             limits = self._limits
             limits.read(db, [row[0] for row in rows if limits.held(db, row[0], row[1], row[6])])
+            if limited:  # (rows that do not fit begin waiting: a worker could have run them)
+                limits.stamp(db, now, where, skip)
             claims: list[Claim] = []
             runs: dict[str, _Run | None] = {}
             for run_id, step, state, attempt, holder, claimed, item in rows:
@@ -376,12 +384,14 @@ class SQLQueue(QueueReader):
                     if state == 1:  # (ready again, its lost attempt counted, until a token comes)
                         db.execute("UPDATE queue SET state = 0, due = ?, worker = NULL WHERE run_id = ? AND step = ?"
                                    " AND item = ?", (now, run_id, step, item))
+                    limits.refused(db, run_id, step, item, now)
                     continue
                 held = leases.get(run_id, lease) if leases else lease  # (the run's lease, else the worker's)
                 db.execute("UPDATE queue SET state = 1, attempt = ?, due = ?, worker = ?, claimed = ?"
                            " WHERE run_id = ? AND step = ? AND item = ?",
                            (attempt + 1, now + held, worker, now, run_id, step, item))
                 claims.append(Claim(run_id, step, attempt + 1, worker, item, held))
+                claims[-1].waited = limits.waited(db, run_id, step, item, now) if limited else None
             self._close(db, [run for run in runs.values() if run is not None], now)
             return claims
 
@@ -457,7 +467,8 @@ class SQLQueue(QueueReader):
                 else:
                     status = "cancelled" if out.status == "planned" else out.status
                     attempts = claim.attempt if out.attempts is None else out.attempts
-                    self._settle(db, run, claim.step, status, attempts, now, out.started, out.finished, out)
+                    self._settle(db, run, claim.step, status, attempts, now, out.started, out.finished, out,
+                                 claim.waited)
             for key, step in sorted(units):  # (a map whose last unit finished: its gathering is ready)
                 gathering = runs[key]
                 if gathering is None or not gathering.mirror.running(step):
@@ -480,7 +491,8 @@ class SQLQueue(QueueReader):
         if not run.mirror.running(step):
             return  # (its map ended in this transaction: a unit that failed before it, in the same finish)
         if out.status in ("succeeded", "failed"):
-            self._record(db, run, step, out.status, claim.attempt, out.started, out.finished, out, claim.item)
+            self._record(db, run, step, out.status, claim.attempt, out.started, out.finished, out, claim.item,
+                         claim.waited)
             if out.status == "succeeded" or not run.mirror.fail_fast:
                 units.add((run.run_id, step))
                 return
