@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from ._queue import Outcome
     from ._sql import SQLStore
 
-__all__ = ["TABLES", "SQLQueue", "runs_where"]
+__all__ = ["FORGET_EVERY", "TABLES", "SQLQueue", "runs_where"]
 
 #: The queue's tables, in a dialect's types (``real``, ``big``), ``keyed`` (SQLite: ``WITHOUT ROWID``)
 #: and ``lease`` (PostgreSQL: a run's lease as a column of its own, read by its one-statement claims).
@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS queue_log (
     PRIMARY KEY (run_id, seq)
 ){keyed};
 """ + POOL_TABLES
+
+#: How often (seconds, at most) a queue looks for the runs it kept something of that ended elsewhere.
+FORGET_EVERY = 1.0
 
 _STATUS = {"succeeded": SUCCEEDED, "failed": FAILED, "skipped": SKIPPED, "cancelled": CANCELLED}
 _RUNNING, _STOPPING, _CANCELLED = 0, 1, 2
@@ -150,6 +153,7 @@ class SQLQueue(QueueReader):
         self._rows: list[tuple[Any, ...]] = []  # task records of the transaction
         self._changed = threading.Event()  # this process changed the queue
         self._limits = Limits(self._LOCK_POOLS, self._LEAST, self._TAKE)
+        self._pruned = time.monotonic()  # (when :meth:`_prune` last looked)
 
     # -- the dialect ------------------------------------------------------------------
 
@@ -303,9 +307,36 @@ class SQLQueue(QueueReader):
             db.execute("DELETE FROM owners WHERE run_id = ?", (self._t(key),))
             for table in ("queue", "queue_log", "queue_runs", *POOL_NAMES):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ?", (key,))
-            self._mirrors.pop(key, None)
-            self._limits.forget(key)
+            self._forget(key)
         self._changed.set()
+
+    def _forget(self, run_id: str) -> None:
+        """Run ``run_id`` is no longer on the queue: drop what this queue kept of it (under the lock)."""
+        self._mirrors.pop(run_id, None)
+        self._limits.forget(run_id)
+
+    def _known(self) -> "set[str]":
+        """The runs this queue keeps something of."""
+        return set(self._mirrors).union(self._limits.uses)
+
+    def _prune(self) -> None:
+        """At most every :data:`FORGET_EVERY` seconds: forget the runs this
+        queue kept something of that are no longer on the queue (ended by
+        any worker's transaction), so that a long-lived worker keeps only
+        live runs."""
+        now = time.monotonic()
+        if now < self._pruned + FORGET_EVERY:
+            return
+        self._pruned = now
+        known = self._known()
+        if not known:
+            return
+        marks = ", ".join("?" * len(known))
+        live = {row[0] for row in self._query(f"SELECT run_id FROM queue_runs WHERE run_id IN ({marks})",
+                                              tuple(known))}
+        with self._lock:
+            for run_id in known - live:
+                self._forget(run_id)
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -328,6 +359,7 @@ class SQLQueue(QueueReader):
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
         leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
     ) -> "list[Claim]":
+        self._prune()
         where, skip = runs_where(skip_runs, only)
         # Rows that do not fit their pools are left out (when some run has pools: else a probe a row for nothing);
         # the claim's own check of the units it takes is the rule, this one keeps them from hiding others.
