@@ -38,13 +38,16 @@ The rules, and where they are kept:
   (:meth:`Limits.next_token`);
 - what waiting cost: a ready row that a claim (a worker with room to run
   it) found without room in its pools or rates is marked with the time
-  (``queue_waits.since``, on the database's clock: :meth:`Limits.stamp`,
-  :meth:`Limits.refused`); the claim that takes it adds the time since to
-  the seconds its task waited, in all, over its attempts (``waited``:
-  :meth:`Limits.waited`), which its record keeps (``TaskRecord.waited``),
-  as a run in one process keeps the kernel's measure.  A row that waited
-  only for a free worker is not marked, as the kernel does not set aside
-  a step that no worker took.
+  (``queue_waits.since``, on the database's clock): all such rows when a
+  worker found nothing it could claim (:meth:`Limits.stamp`, one statement
+  after the look that found nothing, which read those rows already), and
+  a row whose units a claim could not take (:meth:`Limits.refused`), so
+  that a claim that finds work pays nothing more.  The claim that takes
+  the row adds the time since to the seconds its task waited, in all, over
+  its attempts (``waited``: :meth:`Limits.waited`), which its record keeps
+  (``TaskRecord.waited``), as a run in one process keeps the kernel's
+  measure.  A row that waited only for a free worker is not marked, as the
+  kernel does not set aside a step that no worker took.
 
 What a transaction gives back is summed and written at its end, in one
 order (run, name), after everything else it locks: two transactions never

@@ -371,7 +371,9 @@ class SQLQueue(QueueReader):
         if not seen:
             if limited:
                 self._wait_token(where, skip)
-                if self._query(self._limits.unmarked(self._CLOCK, where), skip):  # (ready rows begin waiting)
+                # (a worker with nothing to run: ready rows without room begin waiting; looked at only
+                # here, where the look above read them all already, so that a claim pays nothing for it)
+                if self._query(self._limits.unmarked(self._CLOCK, where), skip):
                     self._transaction(lambda db, now: self._limits.stamp(db, now, where, skip), durable=False)
             return []
         found = list(dict.fromkeys(row[0] for row in seen))
@@ -388,8 +390,6 @@ class SQLQueue(QueueReader):
             rows += db.execute(f"{select} ORDER BY due LIMIT ?{self._TAKE}", (0, *params, limit * 4 + 16)).fetchall()
             limits = self._limits
             limits.read(db, [row[0] for row in rows if limits.held(db, row[0], row[1], row[6])])
-            if limited:  # (rows that do not fit begin waiting: a worker could have run them)
-                limits.stamp(db, now, where, skip)
             claims: list[Claim] = []
             runs: dict[str, _Run | None] = {}
             for run_id, step, state, attempt, holder, claimed, item in rows:
