@@ -99,9 +99,8 @@ def fits(now: str, least: str) -> str:
     return f" AND (state = 1 OR NOT {_short(now, least)})"
 
 
-#: A task that begins waiting now, unless it waits already (parameters: run, step, item, now).
-_WAITS = ("INSERT INTO queue_waits VALUES (?, ?, ?, ?, 0) ON CONFLICT (run_id, step, item)"
-          " DO UPDATE SET since = excluded.since WHERE queue_waits.since IS NULL")
+#: What makes a task waiting from now, unless it waits already (after the rows inserted into ``queue_waits``).
+_FROM_NOW = " ON CONFLICT (run_id, step, item) DO UPDATE SET since = excluded.since WHERE queue_waits.since IS NULL"
 
 
 def unit_of(item: int) -> int:
@@ -222,12 +221,12 @@ class Limits:
         self.back.clear()
 
     def stamp(self, db: "Any", now: float, where: str = "", params: "tuple[Any, ...]" = ()) -> None:
-        """A claim at ``now`` (a worker with room to run a task): the ready rows
-        (of the runs ``where``, with ``params``, says) whose pools or rates
-        lack room begin waiting, unless they wait already."""
+        """A worker found nothing it could claim at ``now``: the ready rows (of
+        the runs ``where``, with ``params``, says) whose pools or rates lack
+        room begin waiting, unless they wait already."""
         db.execute("INSERT INTO queue_waits SELECT run_id, step, item, ?, 0 FROM queue WHERE state = 0"
-                   f" AND due <= ?{where} AND {_short('?', self.least)}{self.skip} ON CONFLICT (run_id, step, item)"
-                   " DO UPDATE SET since = excluded.since WHERE queue_waits.since IS NULL", (now, now, *params, now))
+                   f" AND due <= ?{where} AND {_short('?', self.least)}{self.skip}{_FROM_NOW}",
+                   (now, now, *params, now))
 
     def unmarked(self, clock: str, where: str) -> str:
         """A query (parameters: those of ``where``) that finds a ready row at
@@ -240,7 +239,7 @@ class Limits:
     @staticmethod
     def refused(db: "Any", run_id: str, step: int, item: int, now: float) -> None:
         """A claim at ``now`` found no room for ready row ``step`` (``item``): it waits from now."""
-        db.execute(_WAITS, (run_id, step, item, now))
+        db.execute(f"INSERT INTO queue_waits VALUES (?, ?, ?, ?, 0){_FROM_NOW}", (run_id, step, item, now))
 
     def waited(self, db: "Any", run_id: str, step: int, item: int, now: float) -> "float | None":
         """A claim at ``now`` takes row ``step`` (``item``), which holds units:
