@@ -64,3 +64,17 @@ def most_at_once(intervals):
 
 def five(**_):
     return list(range(5))
+
+
+def fails_twice(seconds=0.0, **_):
+    """Runs ``seconds``, and fails its first two attempts; then its attempt number."""
+    time.sleep(seconds)
+    if microdag.context().attempt < 3:
+        raise ValueError("the first two attempts fail")
+    return microdag.context().attempt
+
+
+def adds_held(**_):
+    """Adds step ``added``, which holds a unit of ``db`` and a token of ``api``."""
+    microdag.context().add("added", call, uses={"db": 1, "api": 1})
+    return 1

@@ -235,3 +235,26 @@ def test_a_damaged_wait_in_an_sqlite_store_is_named(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"the record of step 'free' .* is damaged: waited is 'soon'"):
         store.tasks(run.id)  # type: ignore[attr-defined]
     store.close()
+
+
+def test_what_an_added_step_holds_is_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import limitsteps
+
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    flow = Flow("adds").add("adder", limitsteps.adds_held, uses="db")
+    run = flow.run(pools={"db": 1}, rates={"api": "20/s"}, store=store)
+    page = store.report(run.id)
+    doc = run_detail(store, run.id)
+    store.close()
+    assert run.status == "succeeded" and run.tasks["added"].added_by == "adder"
+    code, out, _ = cli(capsys, "show", run.id, "--store", path)
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    assert "api=1, db=1" in lines["added"] and "db=1" in lines["adder"]
+    code, out, _ = cli(capsys, "show", run.id, "--store", path, "--json")
+    tasks = {t["step"]: t for t in json.loads(out)["tasks"]}
+    assert tasks["added"]["uses"] == {"api": 1, "db": 1} and tasks["adder"]["uses"] == {"db": 1}
+    assert "&middot; uses api=1, db=1" in page
+    ui = {t["step"]: t for t in doc["tasks"]}
+    assert ui["added"]["uses"] == {"api": 1, "db": 1} and ui["added"]["uses_text"] == "api=1, db=1"

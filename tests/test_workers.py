@@ -748,3 +748,40 @@ def test_a_store_opened_read_only_is_no_work_queue(tmp_path) -> None:
     SQLiteStore(str(tmp_path / "r.db")).close()
     with pytest.raises(StoreError, match="reading only"):
         SQLiteStore(str(tmp_path / "r.db"), readonly=True).queue()
+
+
+def test_a_worker_forgets_the_runs_that_ended_elsewhere(shared, monkeypatch) -> None:
+    """What a worker's queue keeps of a run (its mirror, on PostgreSQL the
+    steps it turned down) goes once another worker ended the run."""
+    from microdag.runner import RunOptions
+    from microdag.runner.workers import submit as submit_run
+    from microdag.stores import _sql_queue
+    from microdag.stores._queue import Outcome
+
+    monkeypatch.setattr(_sql_queue, "FORGET_EVERY", 0.0)
+    flow = microdag.Flow("q")
+    flow.add("a", lambda: 1)
+    flow.add("b", lambda: 2)
+    store = open_store(shared)
+    options = RunOptions(executor="workers", max_workers=None, targets=None, on_failure="fail_fast", hooks=(),
+                         keep_outputs=False, cancel=None, store=store, run_id=None, resume=False, force=False)
+    _, run_id, _, _ = submit_run(flow._compiled(), "q", None, None, options)
+    other = open_store(shared)
+    mine, theirs = store.queue(), other.queue()
+    try:
+        (a,) = mine.claim("w1", 10, limit=2, refuse=lambda run, step: step == 1)  # (b turned down)
+        now = time.time()
+        assert a.step == 0 and mine.finish([(a, Outcome("succeeded", now, now, b"1"))]) == [True]
+        known = mine._known()  # type: ignore[attr-defined]
+        assert run_id in known
+        (b,) = theirs.claim("w2", 10)
+        assert theirs.finish([(b, Outcome("succeeded", now, now, b"2"))]) == [True]  # (the run ends there)
+        assert store.run_info(run_id).status == "succeeded"
+        assert mine.claim("w1", 10) == []
+        assert mine._known() == set()  # type: ignore[attr-defined]
+        assert getattr(mine, "_refused", set()) == set()
+    finally:
+        mine.close()
+        theirs.close()
+        store.close()
+        other.close()

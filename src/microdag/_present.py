@@ -14,7 +14,8 @@
 - **output previews** (:func:`preview`, :func:`shorten`): a value as JSON
   text when it is JSON, else its repr, never written whole when it is big,
   and cut to a limit with ``...``;
-- **pools, rates and waits** (:func:`limits_text`, :func:`uses_text`,
+- **pools, rates and waits** (:func:`step_uses`: what each step holds,
+  added steps' too; :func:`limits_text`, :func:`uses_text`,
   :func:`wait_text`): a run's pools and rates as ``pools db=2; rates
   api=10/s``, what a step holds as ``db=1, api=2``, and the time an attempt
   waited for them as a duration, ``-`` when it did not wait; the UI's API
@@ -89,9 +90,21 @@ def duration_text(seconds: "float | None") -> str:
     return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def step_uses(info: "RunInfo") -> "dict[str, dict[str, int]]":
-    """Step name -> what it holds of run ``info``'s pools and rates (``{}``: a run without them)."""
-    return {} if info.limits is None else info.limits.get("uses", {})
+def step_uses(info: "RunInfo", added: "Iterable[Mapping[str, Any]]" = ()) -> "dict[str, dict[str, int]]":
+    """Step name -> what it holds of run ``info``'s pools and rates (``{}``: a
+    run without them): its flow's steps', as the run recorded them, and those
+    of the steps its steps added (``added``: their recipes, ``Store.added_steps``;
+    their ``uses=`` option as ``Flow.add`` takes it: a name for one unit, or
+    name -> units)."""
+    if info.limits is None:
+        return {}
+    uses: dict[str, dict[str, int]] = info.limits.get("uses", {})
+    for recipe in added:
+        held = (recipe.get("options") or {}).get("uses")
+        if held:
+            uses = dict(uses) if uses is info.limits.get("uses") else uses  # (the record's stays as read)
+            uses[recipe["step"]] = {held: 1} if isinstance(held, str) else {k: int(v) for k, v in sorted(held.items())}
+    return uses
 
 
 def uses_text(uses: "Mapping[str, int] | None") -> str:

@@ -50,7 +50,7 @@ from ._present import duration_text, item_label, limits_text, step_status, step_
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
     from ._records import RunInfo, TaskRecord
@@ -100,6 +100,7 @@ def render_report(
     graph: "dict[str, Any] | None",
     logs: "Callable[[str, int], str]",
     attempts: "Iterable[tuple[str, int, int, float, float, str, str]]" = (),
+    added: "Iterable[Mapping[str, Any]]" = (),
 ) -> str:
     """One self-contained HTML document describing a stored run.
 
@@ -116,12 +117,14 @@ def render_report(
         attempts: the retried attempts, ``(step, item, attempt, started,
             finished, error type, error message)`` (``Store.attempts``):
             drawn in the timeline before their task's last attempt.
+        added: the recipes of the steps its steps added (``Store.added_steps``),
+            for what they hold of the run's pools and rates.
 
     Returns:
         The HTML document.
     """
     with NoGC():  # (the tables of a big run: a million entries, none of them garbage)
-        return _render_report(info, tasks, graph, logs, attempts)
+        return _render_report(info, tasks, graph, logs, attempts, step_uses(info, added))
 
 
 def _render_report(
@@ -130,6 +133,7 @@ def _render_report(
     graph: "dict[str, Any] | None",
     logs: "Callable[[str, int], str]",
     attempts: "Iterable[tuple[str, int, int, float, float, str, str]]",
+    held: "dict[str, dict[str, int]]",
 ) -> str:
     steps: dict[str, TaskRecord | None] = {}
     items: dict[str, list[TaskRecord]] = {}
@@ -154,10 +158,10 @@ def _render_report(
     inputs = json.dumps(info.inputs, indent=2, sort_keys=True, default=repr, ensure_ascii=False)
     head = _header(info, len(steps), tally, inputs)
     if len(steps) > FULL:
-        return _summary(info, steps, items, status, graph, logs, head)
+        return _summary(info, steps, items, status, graph, logs, head, held)
     anchor = {name: "step-" + name.encode("utf-8", "surrogatepass").hex() for name in steps}
     added: dict[str, str] = {} if graph is None else graph.get("added", {})
-    uses = _uses(info)
+    uses = _uses(held)
     out = [head, "<h2>Graph</h2>"]
     if graph is None:
         out.append('<p class="nograph">The graph was not recorded for this run (large flows '
@@ -207,6 +211,7 @@ def _summary(
     graph: "dict[str, Any] | None",
     logs: "Callable[[str, int], str]",
     head: str,
+    held: "dict[str, dict[str, int]]",
 ) -> str:
     """The report of a run too big to draw step by step: the graph by layers
     with counts, failures first, the slowest tasks, and the first page of the
@@ -260,7 +265,7 @@ def _summary(
     out.append(f"<h2>Steps</h2><p>The first {min(PAGE, len(names)):,} of {len(names):,}.</p>"
                '<table class="tasks"><tr><th>step</th><th>status</th><th>attempts</th><th>duration</th>'
                + ("<th>uses</th><th>waited</th>" if info.limits else "") + "</tr>")
-    uses = _uses(info)
+    uses = _uses(held)
     for name in names[:PAGE]:
         r = steps[name]
         took = "-" if r is None else _span(r.started, r.finished, r.status)
@@ -405,9 +410,9 @@ def _timeline(
     return "".join(out)
 
 
-def _uses(info: "RunInfo") -> "dict[str, str]":
-    """Step name -> what it holds of the run's pools and rates, as text."""
-    return {name: uses_text(u) for name, u in step_uses(info).items()}
+def _uses(held: "dict[str, dict[str, int]]") -> "dict[str, str]":
+    """Step name -> what it holds of the run's pools and rates (``held``: :func:`step_uses`'s), as text."""
+    return {name: uses_text(u) for name, u in held.items()}
 
 
 def _held(uses: str, waited: "float | None") -> str:

@@ -42,9 +42,11 @@ class Task:
         cached: whether its output came from the cache (``cache=True``).
         added_by: for a step that a step of the run added
             (``microdag.context().add``), that step's name; else ``None``.
-        waited: seconds its last attempt waited for room in its pools or for
-            a rate's token before it started (``0.0``: none), or ``None``
-            when the run had no pools and rates or the step never started.
+        waited: seconds its attempts waited, in all, for room in its pools
+            or for a rate's tokens before they started (``0.0``: none), or
+            ``None`` when the run had no pools and rates or the step never
+            started.  Each attempt's own wait is told with its start (the
+            ``step_started`` event, its OpenTelemetry span).
     """
 
     __slots__ = ("name", "status", "attempts", "started", "finished", "error", "reason", "cached", "added_by",
@@ -211,7 +213,7 @@ class Run:
         self._reasons = reasons or {}
         self._cached = cached
         self._added = added or {}
-        self._waited = waited  # (step id -> seconds its last attempt waited; None: no pools or rates)
+        self._waited = waited  # (step id -> seconds its attempts waited; None: no pools or rates)
 
     @property
     def duration(self) -> float:

@@ -132,11 +132,11 @@ def _cmd_show(args: "argparse.Namespace") -> int:
             n: _decode(store, args.run_id, r, r.output) for n, r in enumerate(records) if r.output is not None
         }
         added = store.added_by(args.run_id)
+        uses = step_uses(info, store.added_steps(args.run_id) if added and info.limits is not None else ())
     finally:
         store.close()
     duration = None if info.finished is None else info.finished - info.started
     limits = info.limits
-    uses = step_uses(info)
     if args.json:
         dump({
             "run_id": info.id,

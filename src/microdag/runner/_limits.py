@@ -147,7 +147,7 @@ def uses_of(limits: "Limits | None", name: str, opts: "_Options") -> "tuple[tupl
 class Limits:
     """The pools and rates of one run, set on its kernel (see the module docs)."""
 
-    __slots__ = ("k", "clock", "rates", "last", "mapped", "ids", "sizes", "npools")
+    __slots__ = ("k", "clock", "rates", "last", "mapped", "ids", "sizes", "npools", "earlier")
 
     def __init__(
         self, plan: "_Plan", kernel: "sched.Kernel", pools: "Mapping[str, int]", rates: "Mapping[str, str]",
@@ -172,6 +172,9 @@ class Limits:
         self.npools = len(pools)
         self.rates = [(len(pools) + j, per_second, burst) for j, (per_second, burst) in enumerate(parsed)]
         self.last: list[float | None] = [None] * len(parsed)
+        #: Step -> seconds its attempts before the current one waited (the
+        #: kernel measures one take: the current attempt's).
+        self.earlier: dict[int, float] = {}
 
     @classmethod
     def of(
@@ -184,6 +187,14 @@ class Limits:
             return cls(plan, kernel, pools or {}, rates or {}, clock)
         kernel.set_pools(())
         return None
+
+    def retried(self, i: int) -> None:
+        """Step ``i``'s attempt failed and will be tried again: keep what it waited."""
+        self.earlier[i] = self.earlier.get(i, 0.0) + self.k.waited(i)
+
+    def waited(self, i: int) -> float:
+        """Seconds step ``i``'s attempts waited, in all, for room in their pools or a token."""
+        return self.k.waited(i) + self.earlier.get(i, 0.0) if self.earlier else self.k.waited(i)
 
     def sooner(self, due: "float | None", held: "Callable[[], bool]") -> "float | None":
         """``due`` (seconds until a retry), or sooner the next token when a

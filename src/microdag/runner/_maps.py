@@ -76,7 +76,7 @@ class MapRun:
 
     __slots__ = ("i", "names", "values", "pos", "units", "size", "results", "next", "pending",
                  "tries", "errors", "finished", "todo", "items", "ended", "keys", "numbers", "extra", "cache", "held",
-                 "redo", "blocked", "waits")
+                 "redo", "blocked", "waits", "spent")
 
     def __init__(
         self, i: int, names: "tuple[str, ...]", values: "list[Any]", pos: int,
@@ -117,6 +117,8 @@ class MapRun:
         #: each unit's attempt being claimed waited so.
         self.blocked: float | None = None
         self.waits: dict[int, float] = {}
+        #: Unit -> seconds its attempts before the current one waited (its record keeps the sum).
+        self.spent: dict[int, float] = {}
 
     def unclaimed(self) -> bool:
         """Whether some unit of this map is still to be claimed."""
@@ -438,6 +440,8 @@ class Maps:
         ms = self.of.get(att.step)
         if ms is None or ms.finished:
             return None
+        if att.waited:
+            ms.spent[att.unit] = ms.spent.get(att.unit, 0.0) + att.waited
         if ms.held:  # claimed again when its pools and rates have room
             with self.r.lock:
                 ms.redo.append(att.unit)
@@ -481,7 +485,7 @@ class Maps:
                 if error is not None:
                     bad.append((j, error))
         if att is not None and not bad:
-            r.recorder.unit_succeeded(att, ms.results[att.unit])
+            r.recorder.unit_succeeded(att, ms.results[att.unit], ms.spent.get(att.unit, 0.0))
             if ms.cache is not None and att.unit in ms.cache:
                 r.recorder.cache_put(ms.cache.pop(att.unit), ms.results[att.unit])
         with r.lock:
@@ -505,7 +509,7 @@ class Maps:
         if ms.finished:
             return
         item_failed(exc, att)
-        r.recorder.unit_failed(att, exc)
+        r.recorder.unit_failed(att, exc, ms.spent.get(att.unit, 0.0))
         with r.lock:
             ms.errors[att.unit] = exc
             ms.pending -= 1

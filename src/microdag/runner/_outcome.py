@@ -63,5 +63,5 @@ def run_result(r: "Runner", inputs: "dict[str, Any]") -> Run:
         r.plan.graph._index,
         states, r.attempts, r.started, r.finished, r.errors, r.offset,
         frozenset(r.cancelled), r.reasons, frozenset(r.cached), None if r.growth is None else r.growth.by,
-        None if r.limits is None else {i: r.k.waited(i) for i in range(r.n) if r.attempts[i]},
+        None if r.limits is None else {i: r.limits.waited(i) for i in range(r.n) if r.attempts[i]},
     )

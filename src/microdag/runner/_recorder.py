@@ -119,10 +119,10 @@ class NullRecorder:
     ) -> None:
         return None
 
-    def unit_succeeded(self, att: "Attempt", value: "Any") -> None:
+    def unit_succeeded(self, att: "Attempt", value: "Any", earlier: float = 0.0) -> None:
         return None
 
-    def unit_failed(self, att: "Attempt", exc: BaseException) -> None:
+    def unit_failed(self, att: "Attempt", exc: BaseException, earlier: float = 0.0) -> None:
         return None
 
     def retried(self, att: "Attempt", exc: BaseException) -> None:
@@ -177,7 +177,7 @@ class StoreRecorder:
         self.wrote = self.refused = False
         self.added = 0  # steps recorded as added by steps
         #: Whether the run has pools or rates: then each record keeps how long
-        #: its attempt waited for them (``TaskRecord.waited``).
+        #: its attempts waited for them, in all (``TaskRecord.waited``).
         self.timed = False
 
     def start(self, offset: float) -> None:
@@ -352,20 +352,22 @@ class StoreRecorder:
         self._save(self.names[i], -1, status, attempts, self._wall(attempts, started),
                    self._wall(attempts, finished), error, waited=waited if attempts else None)
 
-    def unit_succeeded(self, att: "Attempt", value: "Any") -> None:
-        """Record a map unit's success (under its first item's index)."""
+    def unit_succeeded(self, att: "Attempt", value: "Any", earlier: float = 0.0) -> None:
+        """Record a map unit's success (under its first item's index; ``earlier``:
+        seconds its attempts before ``att`` waited for pools and rates)."""
         try:
             data = self._encode(value, f"the output of item {att.item} of step {att.name!r}",
                                 self.unit_typed.get(att.name) if self.unit_typed else None)
         except Exception:
             return  # the step's own record reports what cannot be stored
         self._save(att.name, att.item or 0, "succeeded", att.number, att.started + self.offset,
-                   att.finished + self.offset, output=data, key=att.key, waited=att.waited if self.timed else None)
+                   att.finished + self.offset, output=data, key=att.key,
+                   waited=att.waited + earlier if self.timed else None)
 
-    def unit_failed(self, att: "Attempt", exc: BaseException) -> None:
-        """Record that a map unit failed for good."""
+    def unit_failed(self, att: "Attempt", exc: BaseException, earlier: float = 0.0) -> None:
+        """Record that a map unit failed for good (``earlier``: as :meth:`unit_succeeded`'s)."""
         self._save(att.name, att.item or 0, "failed", att.number, att.started + self.offset,
-                   att.finished + self.offset, exc, key=att.key, waited=att.waited if self.timed else None)
+                   att.finished + self.offset, exc, key=att.key, waited=att.waited + earlier if self.timed else None)
 
     def retried(self, att: "Attempt", exc: BaseException) -> None:
         """Keep the times and error of an attempt that failed and is tried again."""

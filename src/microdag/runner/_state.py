@@ -277,9 +277,9 @@ class Runner:
         return att
 
     def waited(self, i: int) -> "float | None":
-        """Seconds step ``i``'s last attempt waited for room in its pools or a
-        token (what its record keeps); ``None`` in a run without pools and rates."""
-        return None if self.limits is None else self.k.waited(i)
+        """Seconds step ``i``'s attempts waited, in all, for room in its pools
+        or a token (what its record keeps); ``None`` in a run without pools and rates."""
+        return None if self.limits is None else self.limits.waited(i)
 
     def hot_attempt(self, i: int) -> Attempt:
         """The attempt of step ``i`` that ``drive()`` just made."""
@@ -391,6 +391,7 @@ class Runner:
         self.recorder.retried(att, exc)
         with self.lock:
             if self.limits is not None and att.unit < 0:
+                self.limits.retried(att.step)
                 self.k.give_back(att.step)  # (its pools' units are free while it waits)
             self._seq += 1
             heapq.heappush(self.retries, (self.clock() + delay, self._seq, att, exc))

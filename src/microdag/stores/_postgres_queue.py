@@ -19,7 +19,8 @@ The queue's SQL is ``_sql_queue``'s; this is PostgreSQL's side of it:
   ``_sql_queue``'s transaction (the attempt lost is recorded under its
   run's lock).  A worker learns a run it meets after claiming its steps, and
   gives back, uncounted, those it turns down (remembered: it does not claim
-  them again);
+  them again until it learns more of the run, and forgets them once the run
+  is no longer on the queue);
 - a run with pools or rates (``_queue_pools``) is claimed in ``_sql_queue``'s
   transaction instead, its pool rows locked ``FOR UPDATE`` (in one sorted
   read): the one statement leaves its rows alone and says when some are
@@ -166,6 +167,7 @@ class PostgresQueue(SQLQueue):
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
         leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
     ) -> "list[Claim]":
+        self._prune()
         where, params = runs_where(skip_runs, only)
         refused = [key for key in self._refused if key[0] not in params]
         sql = _CLAIM.format(where=where, refused=" AND (run_id, step) NOT IN (VALUES {})".format(
@@ -196,6 +198,13 @@ class PostgresQueue(SQLQueue):
     def reconsider(self, run_id: str) -> None:
         self._refused = {key for key in self._refused if key[0] != run_id}
         super().reconsider(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        super()._forget(run_id)
+        self._refused = {key for key in self._refused if key[0] != run_id}
+
+    def _known(self) -> "set[str]":
+        return super()._known().union(key[0] for key in self._refused)
 
     def _give_back(self, claims: "list[Claim]") -> None:
         """Claims turned down before they began: ready again, their attempts not counted."""

@@ -93,9 +93,11 @@ class Claim:
     worker's); ``item``: ``-1`` for the step itself (a map step's: planning
     its units), a map unit's first item, or :data:`GATHER` (a map step's
     result from its units).  ``lost`` is set once a heartbeat finds the claim
-    gone (its lease ran out, or the run was cancelled)."""
+    gone (its lease ran out, or the run was cancelled).  ``waited``: in a run
+    with pools or rates, the seconds the task's attempts waited for them, in
+    all, up to this claim (``None``: it never waited), which its record keeps."""
 
-    __slots__ = ("run_id", "step", "attempt", "worker", "item", "lease", "lost")
+    __slots__ = ("run_id", "step", "attempt", "worker", "item", "lease", "lost", "waited")
 
     def __init__(
         self, run_id: str, step: int, attempt: int, worker: str, item: int = -1, lease: "float | None" = None
@@ -107,6 +109,7 @@ class Claim:
         self.item = item
         self.lease = lease
         self.lost = False
+        self.waited: float | None = None
 
     @property
     def key(self) -> "tuple[str, int, int]":
@@ -161,7 +164,7 @@ class Mirror:
         plan: the plan document the run wrote (:meth:`WorkQueue.submit`).
     """
 
-    __slots__ = ("k", "seq", "first", "fail_fast", "names", "base", "added")
+    __slots__ = ("k", "seq", "first", "fail_fast", "names", "base", "added", "timed")
 
     def __init__(self, plan: "dict[str, Any]") -> None:
         k = self.k = sched.Kernel(plan["n"], plan["src"], plan["dst"])
@@ -176,6 +179,8 @@ class Mirror:
         #: The static flow's steps; added step ``i``'s entry is ``added[i - base]``.
         self.base: int = plan.get("base", plan["n"])
         self.added: list[dict[str, Any]] = plan.get("added", [])
+        #: Whether the run has pools or rates: its records keep their waits.
+        self.timed: bool = "uses" in plan
 
     def learn(self, plan: "dict[str, Any]") -> None:
         """The run's plan grew (steps added): its names and added steps."""

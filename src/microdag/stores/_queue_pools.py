@@ -10,7 +10,10 @@ tables (made with the queue's, in ``_sql_queue``):
 - ``queue_uses``: per run and step, the units of each pool or rate it holds
   while one of its claims runs; ``unit`` says which claims hold them: ``0``
   a step's own claim, ``1`` a map step's units (the map step's own claim and
-  its gathering hold nothing, as in a run in one process).
+  its gathering hold nothing, as in a run in one process);
+- ``queue_waits``: per run, step and ``item`` (as the ``queue`` row's), a
+  task that waited for room: ``since`` (when it began waiting; ``NULL``: it
+  does not wait now) and ``waited`` (seconds its claims so far waited).
 
 One formula for both: the room at time ``now`` is ``min(size, room + (now -
 at) * rate)``: a pool's room moves only when units are taken and given
@@ -32,7 +35,19 @@ The rules, and where they are kept:
   cancel or a stopped run deleting claimed units; a bucket's tokens are
   spent, never given back;
 - a worker that finds nothing to claim sleeps until the next token at most
-  (:meth:`Limits.next_token`).
+  (:meth:`Limits.next_token`);
+- what waiting cost: a ready row that a claim (a worker with room to run
+  it) found without room in its pools or rates is marked with the time
+  (``queue_waits.since``, on the database's clock): all such rows when a
+  worker found nothing it could claim (:meth:`Limits.stamp`, one statement
+  after the look that found nothing, which read those rows already), and
+  a row whose units a claim could not take (:meth:`Limits.refused`), so
+  that a claim that finds work pays nothing more.  The claim that takes
+  the row adds the time since to the seconds its task waited, in all, over
+  its attempts (``waited``: :meth:`Limits.waited`), which its record keeps
+  (``TaskRecord.waited``), as a run in one process keeps the kernel's
+  measure.  A row that waited only for a free worker is not marked, as the
+  kernel does not set aside a step that no worker took.
 
 What a transaction gives back is summed and written at its end, in one
 order (run, name), after everything else it locks: two transactions never
@@ -44,7 +59,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-__all__ = ["TABLES", "Limits", "fits"]
+__all__ = ["NAMES", "TABLES", "Limits", "fits"]
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS queue_pools (
@@ -55,20 +70,37 @@ CREATE TABLE IF NOT EXISTS queue_uses (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, unit INTEGER NOT NULL, name TEXT NOT NULL, units INTEGER NOT NULL,
     PRIMARY KEY (run_id, step, name)
 ){keyed};
+CREATE TABLE IF NOT EXISTS queue_waits (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, item INTEGER NOT NULL, since {real}, waited {real} NOT NULL,
+    PRIMARY KEY (run_id, step, item)
+){keyed};
 """
+
+#: The tables of a run's pools, rates and waits (deleted with the run).
+NAMES = ("queue_pools", "queue_uses", "queue_waits")
 
 #: Which claims of a ``queue`` row hold its step's units (``queue_uses.unit``; ``-1``: none, a gathering).
 _UNIT = "CASE WHEN queue.item >= 0 THEN 1 WHEN queue.item = -1 THEN 0 ELSE -1 END"
 
 
+def _short(now: str, least: str) -> str:
+    """The condition that some pool or rate of a ``queue`` row's run lacks
+    room for it at time ``now`` (an SQL expression; ``least``: the dialect's
+    two-argument minimum)."""
+    return ("EXISTS (SELECT 1 FROM queue_uses u JOIN queue_pools p"
+            " ON p.run_id = u.run_id AND p.name = u.name WHERE u.run_id = queue.run_id AND u.step = queue.step"
+            f" AND u.unit = {_UNIT} AND {least}(p.size, p.room + ({now} - p.at) * p.rate) < u.units)")
+
+
 def fits(now: str, least: str) -> str:
     """The condition (``" AND ..."``) on a ``queue`` row that its run's pools
-    and rates have room for it at time ``now`` (an SQL expression; ``least``:
-    the dialect's two-argument minimum); a claimed row (a lease run out)
-    passes: its units come back before it is claimed again."""
-    return (" AND (state = 1 OR NOT EXISTS (SELECT 1 FROM queue_uses u JOIN queue_pools p"
-            " ON p.run_id = u.run_id AND p.name = u.name WHERE u.run_id = queue.run_id AND u.step = queue.step"
-            f" AND u.unit = {_UNIT} AND {least}(p.size, p.room + ({now} - p.at) * p.rate) < u.units))")
+    and rates have room for it at time ``now`` (see :func:`_short`); a claimed
+    row (a lease run out) passes: its units come back before it is claimed again."""
+    return f" AND (state = 1 OR NOT {_short(now, least)})"
+
+
+#: What makes a task waiting from now, unless it waits already (after the rows inserted into ``queue_waits``).
+_FROM_NOW = " ON CONFLICT (run_id, step, item) DO UPDATE SET since = excluded.since WHERE queue_waits.since IS NULL"
 
 
 def unit_of(item: int) -> int:
@@ -82,12 +114,18 @@ class Limits:
 
     Args:
         lock: what locks the pool rows a claim reads (PostgreSQL: ``FOR UPDATE``).
+        least: the dialect's two-argument minimum.
+        skip: what locks the ``queue`` rows a claim marks as waiting, passing
+            those locked (PostgreSQL: ``FOR UPDATE SKIP LOCKED``): a mark never
+            waits, and whoever else writes a row's wait holds the row.
     """
 
-    __slots__ = ("lock", "uses", "rooms", "changed", "back", "token")
+    __slots__ = ("lock", "least", "skip", "uses", "rooms", "changed", "back", "token")
 
-    def __init__(self, lock: str = "") -> None:
+    def __init__(self, lock: str = "", least: str = "min", skip: str = "") -> None:
         self.lock = lock
+        self.least = least
+        self.skip = skip
         #: Run -> (step, unit) -> the units it holds ((name, units) pairs); ``{}``: none.
         self.uses: dict[str, dict[tuple[int, int], list[tuple[str, int]]]] = {}
         #: (run, name) -> [size, rate, room, at], read (and locked) by this transaction's claim.
@@ -181,6 +219,45 @@ class Limits:
         self.rooms.clear()
         self.changed.clear()
         self.back.clear()
+
+    def stamp(self, db: "Any", now: float, where: str = "", params: "tuple[Any, ...]" = ()) -> None:
+        """A worker found nothing it could claim at ``now``: the ready rows (of
+        the runs ``where``, with ``params``, says) whose pools or rates lack
+        room begin waiting, unless they wait already."""
+        db.execute("INSERT INTO queue_waits SELECT run_id, step, item, ?, 0 FROM queue WHERE state = 0"
+                   f" AND due <= ?{where} AND {_short('?', self.least)}{self.skip}{_FROM_NOW}",
+                   (now, now, *params, now))
+
+    def unmarked(self, clock: str, where: str) -> str:
+        """A query (parameters: those of ``where``) that finds a ready row at
+        ``clock`` (an SQL expression) whose pools or rates lack room and that
+        does not wait yet: :meth:`stamp` has work."""
+        return (f"SELECT 1 FROM queue WHERE state = 0 AND due <= {clock}{where} AND {_short(clock, self.least)}"
+                " AND NOT EXISTS (SELECT 1 FROM queue_waits w WHERE w.run_id = queue.run_id AND w.step ="
+                " queue.step AND w.item = queue.item AND w.since IS NOT NULL) LIMIT 1")
+
+    @staticmethod
+    def refused(db: "Any", run_id: str, step: int, item: int, now: float) -> None:
+        """A claim at ``now`` found no room for ready row ``step`` (``item``): it waits from now."""
+        db.execute(f"INSERT INTO queue_waits VALUES (?, ?, ?, ?, 0){_FROM_NOW}", (run_id, step, item, now))
+
+    def waited(self, db: "Any", run_id: str, step: int, item: int, now: float) -> "float | None":
+        """A claim at ``now`` takes row ``step`` (``item``), which holds units:
+        the seconds its task waited, in all, up to now (``None``: never)."""
+        if not self.held(db, run_id, step, item):
+            return None
+        key = (run_id, step, item)
+        row = db.execute("SELECT since, waited FROM queue_waits WHERE run_id = ? AND step = ? AND item = ?",
+                         key).fetchone()
+        if row is None:
+            return None
+        since, total = row
+        if since is None:
+            return float(total)
+        total = float(total) + max(0.0, now - float(since))
+        db.execute("UPDATE queue_waits SET since = NULL, waited = ? WHERE run_id = ? AND step = ? AND item = ?",
+                   (total, *key))
+        return total
 
     def forget(self, run_id: str) -> None:
         """Run ``run_id`` ended."""

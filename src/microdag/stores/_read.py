@@ -80,7 +80,7 @@ def report(store: "Store", run_id: str) -> str:
     graph = run_graph(store, info)
     return render_report(
         info, tasks, graph, lambda step, item: logs(store, run_id, step, None if item < 0 else item),
-        store.attempts(run_id),
+        store.attempts(run_id), store.added_steps(run_id) if info.limits is not None else (),
     )
 
 

@@ -5,8 +5,9 @@
 connection, how a transaction begins and reads the database's clock, how a
 run is locked while its mirror is replayed, how claimed rows are locked, its
 tables' types, where big outputs go, and how a waiting worker learns of new
-work (``_sqlite_queue``, ``_postgres_queue``).  Tables, beside the store's
-(made on first use):
+work (``_sqlite_queue``, ``_postgres_queue``); its base, ``_sql_queue_read``,
+holds the connection and the reads made outside transactions.  Tables,
+beside the store's (made on first use):
 
 - ``queue_runs``: a run on the queue: its plan document, the position of its
   log, its state (0 running, 1 stopping after a failure under ``fail_fast``,
@@ -50,22 +51,23 @@ import time
 from .._errors import StoreError
 from .._records import run_status
 from ._files import BLOB_SIZE
-from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, WorkQueue, plan_text
+from ._queue import CANCELLED, FAILED, GATHER, SKIPPED, STOP, SUCCEEDED, Claim, Mirror, plan_text
 from ._queue_grow import grown as _grown
+from ._queue_pools import NAMES as POOL_NAMES
 from ._queue_pools import TABLES as POOL_TABLES
 from ._queue_pools import Limits, fits
 from ._sql import ATTEMPTS, LOGS
+from ._sql_queue_read import QueueReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
-    from .._records import RunInfo
     from ._queue import Outcome
     from ._sql import SQLStore
 
-__all__ = ["TABLES", "SQLQueue", "runs_where"]
+__all__ = ["FORGET_EVERY", "TABLES", "SQLQueue", "runs_where"]
 
 #: The queue's tables, in a dialect's types (``real``, ``big``), ``keyed`` (SQLite: ``WITHOUT ROWID``)
 #: and ``lease`` (PostgreSQL: a run's lease as a column of its own, read by its one-statement claims).
@@ -84,6 +86,9 @@ CREATE TABLE IF NOT EXISTS queue_log (
     PRIMARY KEY (run_id, seq)
 ){keyed};
 """ + POOL_TABLES
+
+#: How often (seconds, at most) a queue looks for the runs it kept something of that ended elsewhere.
+FORGET_EVERY = 1.0
 
 _STATUS = {"succeeded": SUCCEEDED, "failed": FAILED, "skipped": SKIPPED, "cancelled": CANCELLED}
 _RUNNING, _STOPPING, _CANCELLED = 0, 1, 2
@@ -121,7 +126,7 @@ class _Run:
         return m.apply(step, outcome)
 
 
-class SQLQueue(WorkQueue):
+class SQLQueue(QueueReader):
     """The work queue in a SQL store's database (see the module docs); a
     subclass gives the dialect.
 
@@ -137,26 +142,18 @@ class SQLQueue(WorkQueue):
     _CLOCK = ""
     #: What locks the rows a claim selects (PostgreSQL: ``FOR UPDATE SKIP LOCKED``).
     _TAKE = ""
-    #: The lease in a run's plan, over its ``queue_runs`` row (an SQL expression).
-    _LEASE = "json_extract(plan, '$.lease')"
     #: The dialect's minimum of two numbers; what locks the pool rows a claim reads.
     _LEAST = "min"
     _LOCK_POOLS = ""
 
     def __init__(self, store: "SQLStore") -> None:
-        self.store = store
-        self.path = store.path
-        self._t = store._t
-        self._s = store._s
-        self._db: Any
-        self._error: type[BaseException] = store._errors()[0]
-        self._lost: type[BaseException] = store._lost()
-        self._lock = threading.RLock()
+        super().__init__(store)
         self._mirrors: dict[str, tuple[Mirror, list[str]]] = {}
         self._seq = 0
         self._rows: list[tuple[Any, ...]] = []  # task records of the transaction
         self._changed = threading.Event()  # this process changed the queue
-        self._limits = Limits(self._LOCK_POOLS)
+        self._limits = Limits(self._LOCK_POOLS, self._LEAST, self._TAKE)
+        self._pruned = time.monotonic()  # (when :meth:`_prune` last looked)
 
     # -- the dialect ------------------------------------------------------------------
 
@@ -176,27 +173,6 @@ class SQLQueue(WorkQueue):
         """Begin a transaction (:meth:`_transaction`); the database's clock."""
         db.execute(self._BEGIN if durable else self._BEGIN_FAST)
         return float(db.execute(f"SELECT {self._CLOCK}").fetchone()[0])
-
-    def _reconnect(self) -> bool:
-        """After a dropped connection (a server restart): connect again; whether it did."""
-        return False
-
-    def _retrying(self, work: "Callable[[], Any]") -> "Any":
-        """``work()`` under the lock; once more on a new connection if the connection dropped."""
-        with self._lock:
-            try:
-                return work()
-            except self._lost as exc:
-                if not self._reconnect():
-                    raise StoreError(f"cannot use store {self.path!r}: {exc}") from None
-                return work()
-
-    def _query(self, sql: str, params: "tuple[Any, ...]" = ()) -> "list[Any]":
-        """The rows of a query outside a transaction."""
-        try:
-            return self._retrying(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
-        except self._error as exc:
-            raise StoreError(f"cannot read store {self.path!r}: {exc}") from None
 
     # -- transactions ------------------------------------------------------------------
 
@@ -257,9 +233,10 @@ class SQLQueue(WorkQueue):
 
     def _record(
         self, db: "Any", run: _Run, step: int, status: str, attempts: int, started: "float | None" = None,
-        finished: "float | None" = None, out: "Outcome | None" = None, item: int = -1,
+        finished: "float | None" = None, out: "Outcome | None" = None, item: int = -1, waited: "float | None" = None,
     ) -> None:
-        """Keep the task record of ``step`` (or of its map item ``item``; with the transaction)."""
+        """Keep the task record of ``step`` (or of its map item ``item``; with
+        the transaction); ``waited``: seconds its claims waited for pools and rates."""
         output = ref = etype = emsg = tb = None
         if out is not None:
             output, etype, emsg, tb = out.output, out.error_type, out.error_message, out.traceback
@@ -268,15 +245,17 @@ class SQLQueue(WorkQueue):
         self._seq = max(self._seq + 1, time.time_ns())
         t = self._t
         self._rows.append((t(run.run_id), t(run.names[step]), item, self._seq, status, attempts, started, finished,
-                           t(etype), t(emsg), t(tb), output, ref, None, None))  # (no key, no wait measured)
+                           t(etype), t(emsg), t(tb), output, ref, None,  # (no key)
+                           (waited or 0.0) if attempts and run.mirror.timed else None))
 
     def _settle(
         self, db: "Any", run: _Run, step: int, status: str, attempts: int, now: float,
         started: "float | None" = None, finished: "float | None" = None, out: "Outcome | None" = None,
+        waited: "float | None" = None,
     ) -> None:
         """Step ``step`` (handed out: its row is gone) ended ``status``: its
         record, and what the kernel says follows from it."""
-        self._record(db, run, step, status, attempts, started, finished, out)
+        self._record(db, run, step, status, attempts, started, finished, out, waited=waited)
         self._follow(db, run, step, _STATUS[status], now)
         if status == "failed":
             run.failed = 1
@@ -326,11 +305,38 @@ class SQLQueue(WorkQueue):
             key = run.run_id
             db.execute("UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now, self._t(key)))
             db.execute("DELETE FROM owners WHERE run_id = ?", (self._t(key),))
-            for table in ("queue", "queue_log", "queue_runs", "queue_pools", "queue_uses"):
+            for table in ("queue", "queue_log", "queue_runs", *POOL_NAMES):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ?", (key,))
-            self._mirrors.pop(key, None)
-            self._limits.forget(key)
+            self._forget(key)
         self._changed.set()
+
+    def _forget(self, run_id: str) -> None:
+        """Run ``run_id`` is no longer on the queue: drop what this queue kept of it (under the lock)."""
+        self._mirrors.pop(run_id, None)
+        self._limits.forget(run_id)
+
+    def _known(self) -> "set[str]":
+        """The runs this queue keeps something of."""
+        return set(self._mirrors).union(self._limits.uses)
+
+    def _prune(self) -> None:
+        """At most every :data:`FORGET_EVERY` seconds: forget the runs this
+        queue kept something of that are no longer on the queue (ended by
+        any worker's transaction), so that a long-lived worker keeps only
+        live runs."""
+        now = time.monotonic()
+        if now < self._pruned + FORGET_EVERY:
+            return
+        self._pruned = now
+        known = self._known()
+        if not known:
+            return
+        marks = ", ".join("?" * len(known))
+        live = {row[0] for row in self._query(f"SELECT run_id FROM queue_runs WHERE run_id IN ({marks})",
+                                              tuple(known))}
+        with self._lock:
+            for run_id in known - live:
+                self._forget(run_id)
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -348,19 +354,12 @@ class SQLQueue(WorkQueue):
 
         self._transaction(body)
 
-    def learn(self, run_id: str) -> "tuple[RunInfo, float | None]":
-        info, lease = self.store._run_info(run_id, f"(SELECT {self._LEASE} FROM queue_runs WHERE run_id = runs.id)")
-        return info, None if lease is None else float(lease)
-
-    def plan(self, run_id: str) -> "dict[str, Any] | None":
-        rows = self._query("SELECT plan FROM queue_runs WHERE run_id = ?", (run_id,))
-        return json.loads(rows[0][0]) if rows else None
-
     def claim(
         self, worker: str, lease: float, limit: int = 1, refuse: "Callable[[str, int], bool] | None" = None,
         skip_runs: "Iterable[str]" = (), meet: "Callable[[list[str]], object] | None" = None,
         leases: "Mapping[str, float] | None" = None, only: "str | None" = None,
     ) -> "list[Claim]":
+        self._prune()
         where, skip = runs_where(skip_runs, only)
         # Rows that do not fit their pools are left out (when some run has pools: else a probe a row for nothing);
         # the claim's own check of the units it takes is the rule, this one keeps them from hiding others.
@@ -372,6 +371,10 @@ class SQLQueue(WorkQueue):
         if not seen:
             if limited:
                 self._wait_token(where, skip)
+                # (a worker with nothing to run: ready rows without room begin waiting; looked at only
+                # here, where the look above read them all already, so that a claim pays nothing for it)
+                if self._query(self._limits.unmarked(self._CLOCK, where), skip):
+                    self._transaction(lambda db, now: self._limits.stamp(db, now, where, skip), durable=False)
             return []
         found = list(dict.fromkeys(row[0] for row in seen))
         if meet is not None:
@@ -413,12 +416,14 @@ class SQLQueue(WorkQueue):
                     if state == 1:  # (ready again, its lost attempt counted, until a token comes)
                         db.execute("UPDATE queue SET state = 0, due = ?, worker = NULL WHERE run_id = ? AND step = ?"
                                    " AND item = ?", (now, run_id, step, item))
+                    limits.refused(db, run_id, step, item, now)
                     continue
                 held = leases.get(run_id, lease) if leases else lease  # (the run's lease, else the worker's)
                 db.execute("UPDATE queue SET state = 1, attempt = ?, due = ?, worker = ?, claimed = ?"
                            " WHERE run_id = ? AND step = ? AND item = ?",
                            (attempt + 1, now + held, worker, now, run_id, step, item))
                 claims.append(Claim(run_id, step, attempt + 1, worker, item, held))
+                claims[-1].waited = limits.waited(db, run_id, step, item, now) if limited else None
             self._close(db, [run for run in runs.values() if run is not None], now)
             return claims
 
@@ -494,7 +499,8 @@ class SQLQueue(WorkQueue):
                 else:
                     status = "cancelled" if out.status == "planned" else out.status
                     attempts = claim.attempt if out.attempts is None else out.attempts
-                    self._settle(db, run, claim.step, status, attempts, now, out.started, out.finished, out)
+                    self._settle(db, run, claim.step, status, attempts, now, out.started, out.finished, out,
+                                 claim.waited)
             for key, step in sorted(units):  # (a map whose last unit finished: its gathering is ready)
                 gathering = runs[key]
                 if gathering is None or not gathering.mirror.running(step):
@@ -517,7 +523,8 @@ class SQLQueue(WorkQueue):
         if not run.mirror.running(step):
             return  # (its map ended in this transaction: a unit that failed before it, in the same finish)
         if out.status in ("succeeded", "failed"):
-            self._record(db, run, step, out.status, claim.attempt, out.started, out.finished, out, claim.item)
+            self._record(db, run, step, out.status, claim.attempt, out.started, out.finished, out, claim.item,
+                         claim.waited)
             if out.status == "succeeded" or not run.mirror.fail_fast:
                 units.add((run.run_id, step))
                 return
@@ -549,52 +556,3 @@ class SQLQueue(WorkQueue):
                 self._close(db, [run], now)
 
         self._transaction(body)
-
-    def stopping(self, run_ids: "Iterable[str]") -> "set[str]":
-        wanted = set(run_ids)
-        if not wanted:
-            return set()
-        marks = ", ".join("?" * len(wanted))
-        live = self._query(f"SELECT run_id FROM queue_runs WHERE state < 2 AND run_id IN ({marks})", tuple(wanted))
-        return wanted.difference(row[0] for row in live)
-
-    def outputs(self, run_id: str, steps: "Sequence[str]") -> "dict[str, bytes]":
-        if not steps:
-            return {}
-        marks = ", ".join("?" * len(steps))
-        rows = self._query(
-            f"SELECT step, output, output_ref FROM tasks WHERE run_id = ? AND item = -1 AND step IN ({marks})",
-            (self._t(run_id), *map(self._t, steps)))
-        found = {}
-        for step, output, ref in rows:
-            name = self._s(step)
-            if ref is not None:
-                output = self.store._read_blob(ref, f"the output of step {name!r} of run {run_id!r}")
-            if output is not None:
-                found[name] = bytes(output)
-        return found
-
-    def items(self, run_id: str, step: str) -> "list[tuple[Any, ...]]":
-        rows = self._query(
-            "SELECT item, status, attempts, started, error_type, error_message, traceback, output, output_ref"
-            " FROM tasks WHERE run_id = ? AND step = ? AND item >= 0 ORDER BY item", (self._t(run_id), self._t(step)))
-        found = []
-        s = self._s
-        for item, status, attempts, started, etype, emsg, tb, output, ref in rows:
-            if ref is not None:
-                output = self.store._read_blob(ref, f"the output of item {item} of step {step!r} of run {run_id!r}")
-            found.append((item, s(status), attempts, started, s(etype), s(emsg), s(tb),
-                          None if output is None else bytes(output)))
-        return found
-
-    def progress(self, run_id: str, after: int) -> "tuple[int, list[tuple[str, str, int]]]":
-        rows = self._query("SELECT seq, step, status, attempts FROM tasks WHERE run_id = ? AND seq > ?"
-                           " AND item = -1 ORDER BY seq", (self._t(run_id), after))
-        if not rows:
-            return after, []
-        s = self._s
-        return int(rows[-1][0]), [(s(step), s(status), attempts) for _, step, status, attempts in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

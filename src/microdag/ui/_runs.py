@@ -72,7 +72,7 @@ def task_json(
     """One task for the page: its record, a preview of its output, whether it
     logged, for a step a step added (``added``: name -> who), who added it,
     and what it holds of the run's pools and rates (``uses``: name -> units
-    by pool) and how long its attempt waited for them."""
+    by pool) and how long its attempts waited for them, in all."""
     output: str | None = None
     truncated = False
     if record.output is not None:
@@ -121,9 +121,10 @@ def run_detail(store: "Store", run_id: str) -> "dict[str, Any]":
     records = task_order(store.tasks(run_id))
     logged = logged_tasks(store, run_id, records)
     added = store.added_by(run_id)
+    uses = step_uses(info, store.added_steps(run_id) if added and info.limits is not None else ())
     return {
         "run": run_json(info),
-        "tasks": [task_json(store, r, logged, added, step_uses(info)) for r in records],
+        "tasks": [task_json(store, r, logged, added, uses) for r in records],
         "attempts": [
             {"step": s, "item": None if i < 0 else i, "attempt": a, "started": b, "finished": e,
              "error_type": et, "error_message": em}
@@ -215,7 +216,8 @@ def changes(
         records = [r for r in store.tasks(run_id) if (r.step, r.item) in wanted]
         logged = logged_tasks(store, run_id, records)
         added = store.added_by(run_id)
-        changed = [task_json(store, r, logged, added, step_uses(info)) for r in records]
+        uses = step_uses(info, store.added_steps(run_id) if added and info.limits is not None else ())
+        changed = [task_json(store, r, logged, added, uses) for r in records]
     return run_json(info), changed, run_graph(store, info, everything) if graph else None
 
 
