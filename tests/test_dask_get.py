@@ -228,10 +228,6 @@ def test_import_microdag_does_not_load_it() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def interrupt(x: int) -> int:
-    raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_interrupt_stops_the_run(workers: int) -> None:
     import time
@@ -239,13 +235,189 @@ def test_an_interrupt_stops_the_run(workers: int) -> None:
     ran: list[int] = []
 
     def slow(i: int) -> int:
+        if len(ran) == 10:  # the eleventh task to start, whichever it is
+            raise KeyboardInterrupt
         time.sleep(0.002)
         ran.append(i)
         return i
 
     dsk: dict[Any, Any] = {("s", i): (slow, i) for i in range(200)}
-    dsk["stop"] = (interrupt, 1)
-    dsk["out"] = (sum, ["stop"] + [("s", i) for i in range(200)])
+    dsk["out"] = (sum, [("s", i) for i in range(200)])
     with pytest.raises(KeyboardInterrupt):
         mdask.get(dsk, "out", num_workers=workers)
-    assert len(ran) < 200  # no new task started once it was raised
+    assert len(ran) <= 10 + workers  # no new task started once it was raised
+
+
+def pair(a: Any, b: Any) -> tuple[Any, Any]:
+    return (a, b)
+
+
+def listed(*args: Any) -> list[Any]:
+    return list(args)
+
+
+def test_tuple_tasks_read_as_dask_reads_them() -> None:
+    """Simple tuple tasks are called directly: every shape of argument means
+    what it means to Dask (compared with ``dask.get`` on the same graph)."""
+    dsk: dict[Any, Any] = {
+        "x": 1,
+        1: 10,  # an int key: the argument 1 is a key, True too (it equals 1)
+        ("t", 0): 5,
+        "keys-then-literals": (listed, "x", ("t", 0), 7, "not-a-key", None, b"b", 2.5),
+        "literal-then-key": (listed, 7, "x"),
+        "int-key": (listed, 1, True, 2),
+        "same-key-twice": (listed, "x", "x"),
+        "list-of-keys": (listed, ["x", ("t", 0), 1]),
+        "list-with-a-literal": (listed, ["x", "literal"]),
+        "empty-list": (listed, []),
+        "nested-task": (listed, (inc, "x"), "x"),
+        "literal-tuple": (listed, ("a", "b")),
+        "tuple-with-a-key": (listed, ("x", 3)),
+        "dict": (listed, {"k": "x"}),
+        "alias": "x",
+        "literal-list": [1, 2],
+        "unhashable-tuple": (listed, ("t", [0])),
+        "callable-head-key": (listed, (inc, 1)),
+        (inc, 1): 99,  # a key that looks like a task: as an argument, Dask runs it
+        "float-key": (listed, 1.0),
+        "pair": (pair, "keys-then-literals", "list-of-keys"),
+    }
+    keys = [k for k in dsk if isinstance(k, str) and k != "x"]
+    expected = dask.get(dsk, keys)
+    assert mdask.get_sync(dsk, keys) == expected
+    assert mdask.get(dsk, keys, num_workers=2) == expected
+    # "x": 1 is an alias of the key 1 (whose value is 10), as Dask reads it.
+    assert mdask.get(dsk, ["literal-then-key", "list-of-keys"]) == ([7, 10], [[10, 5, 10]])
+    # A cached key is a key for the tasks that use it, literals are not.
+    cached = {"y": (listed, "c", "x", "d"), "x": 2}
+    assert mdask.get(cached, "y", cache={"c": 3}) == [3, 2, "d"]
+
+
+def test_a_task_that_needs_itself_is_a_cycle() -> None:
+    with pytest.raises(ValueError, match="[Cc]ycle"):
+        mdask.get({"a": (inc, "a")}, "a")
+    with pytest.raises(ValueError, match="[Cc]ycle"):
+        mdask.get({"a": (sum, ["b"]), "b": (add, 1, "a")}, "a")
+
+
+def test_a_reduction_runs_depth_first() -> None:
+    """A tree reduction consumes its inputs as they are made, as ``dask.order``
+    would have it: never more than a few leaves' values held at once."""
+    live: set[int] = set()
+    most = [0]
+
+    def leaf(i: int) -> int:
+        live.add(i)
+        most[0] = max(most[0], len(live))
+        return i
+
+    def combine(*parts: int) -> int:
+        live.difference_update(parts)
+        return -sum(parts) - 1
+
+    dsk: dict[Any, Any] = {("leaf", i): (leaf, i) for i in range(64)}
+    level = [("leaf", i) for i in range(64)]
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        nxt = []
+        for j in range(0, len(level), 4):
+            dsk[("agg", depth, j)] = (combine, *level[j : j + 4])
+            nxt.append(("agg", depth, j))
+        level = nxt
+    mdask.get_sync(dsk, level[0])
+    assert most[0] <= 4  # one combine's inputs; all 64 when leaves run first
+    assert not live
+
+
+class Flaky:
+    """Fails its first ``fails`` calls."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+        self.calls = 0
+
+    def __call__(self, x: int) -> int:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise Boom(f"call {self.calls}")
+        return x + 1
+
+
+@pytest.mark.parametrize("get", [mdask.get, mdask.get_sync])
+def test_retries_run_a_failing_task_again(get: Any) -> None:
+    flaky = Flaky(2)
+    dsk = {"a": (flaky, 1), "b": (inc, "a")}
+    assert get(dsk, "b", retries=2) == 3
+    assert flaky.calls == 3
+    flaky = Flaky(2)
+    with pytest.raises(Boom, match="call 2"):
+        get({"a": (flaky, 1), "b": (inc, "a")}, "b", retries=1)
+    assert flaky.calls == 2
+    flaky = Flaky(1)
+    with pytest.raises(Boom, match="call 1"):  # off by default
+        get({"a": (flaky, 1)}, "a")
+
+
+@pytest.mark.parametrize("get", [mdask.get, mdask.get_sync])
+def test_timeout_fails_a_task_that_runs_too_long(get: Any) -> None:
+    import time
+
+    def slow(x: int) -> int:
+        time.sleep(x)
+        return x
+
+    dsk = {("s", 0): (slow, 0), ("s", 1): (slow, 2), "out": (sum, [("s", 0), ("s", 1)])}
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"\('s', 1\).* timed out after 0.2 s"):
+        get(dsk, "out", timeout=0.2)
+    assert time.monotonic() - start < 1.5  # the late task is abandoned, not waited for
+    assert get(dsk, ("s", 0), timeout=0.2) == 0
+    # A timed-out attempt is retried like a failed one.
+    flaky = Flaky(0)
+    calls: list[float] = []
+
+    def late_once(x: int) -> int:
+        calls.append(x)
+        if len(calls) == 1:
+            time.sleep(1)
+        return flaky(x)
+
+    assert get({"a": (late_once, 1)}, "a", timeout=0.2, retries=1) == 2
+    assert len(calls) == 2
+
+
+def test_max_workers_is_num_workers() -> None:
+    dsk = {f"x{i}": (inc, i) for i in range(50)}
+    dsk["total"] = (sum, [f"x{i}" for i in range(50)])
+    assert mdask.get(dsk, "total", max_workers=3) == sum(range(1, 51))
+    assert mdask.get(dsk, "total", max_workers=3, num_workers=3) == sum(range(1, 51))
+    with pytest.raises(ValueError, match="num_workers=2 and max_workers=3"):
+        mdask.get(dsk, "total", max_workers=3, num_workers=2)
+
+
+@pytest.mark.parametrize(("option", "value"), [("retries", -1), ("retries", 1.5), ("retries", True),
+                                               ("timeout", 0), ("timeout", "1"), ("timeout", True)])
+def test_bad_options_are_refused(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=option):
+        mdask.get({"a": (inc, 1)}, "a", **{option: value})
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_an_array_reduction_holds_few_chunks_at_once(optimize: bool) -> None:
+    """Each chunk is dropped once summed: the peak is a few chunks, not all 200."""
+    pytest.importorskip("numpy")
+    import tracemalloc
+
+    import dask.array as da
+
+    n = 200 * 100_000
+    total = da.arange(n, chunks=100_000, dtype=float).sum()  # chunks of 0.8 MB
+    tracemalloc.start()
+    try:
+        (value,) = dask.compute(total, scheduler=mdask.get_sync, optimize_graph=optimize)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert value == n * (n - 1) / 2
+    assert peak < 10 * 800_000, peak

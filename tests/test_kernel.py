@@ -866,3 +866,26 @@ def test_drive_takes_nothing_when_another_thread_took_the_last_ready_step(twin: 
     assert r is None
     assert taken == [0]
     assert (k.state(0), k.state(1), k.ready, k.running) == (twin.RUNNING, twin.PENDING, 0, 1)
+
+
+def test_drive_passes_values_by_position_before_the_keyword_names(twin: ModuleType) -> None:
+    """Values beyond ``kwnames[i]`` go by position, in order (dependencies
+    first, then constants); more names than values is refused."""
+    k = make(twin, 3, [(0, 2), (1, 2)])
+    k.reset()
+    calls: list[tuple[Any, ...]] = []
+
+    def record(*args: Any, **kwargs: Any) -> str:
+        calls.append((args, kwargs))
+        return "out"
+
+    outputs: list[Any] = [None] * 3
+    r = twin.drive(k, [lambda: 1, lambda: 2, record], [(), (), ("c",)], [(), (), (1, 0)], [(), (), ("b", "c")],
+                   outputs, [0] * 3, [0.0] * 3, [0.0] * 3, lambda: 0.0, bytes(3))
+    assert r is None
+    assert calls == [((2, 1, "b"), {"c": "c"})]
+    assert outputs[2] == "out"
+    k.reset()
+    with pytest.raises(ValueError, match="step 0: 1 names for 0 values"):
+        twin.drive(k, [lambda: 1] * 3, [("x",), (), ()], [()] * 3, [()] * 3, [None] * 3, [0] * 3,
+                   [0.0] * 3, [0.0] * 3, lambda: 0.0, bytes(3))

@@ -1947,8 +1947,9 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
 
     The inline hot loop of the runner, here because a task costs less than
     a trip out of the kernel per task would.  Step ``i`` is called with the
-    keyword names ``kwnames[i]`` bound to the outputs of ``argdeps[i]``
-    followed by ``consts[i]`` (one vectorcall, no dict); its output goes to
+    outputs of ``argdeps[i]`` followed by ``consts[i]`` (one vectorcall, no
+    dict), the last ``len(kwnames[i])`` of them under those keyword names and
+    any before them by position; its output goes to
     ``outputs[i]``, its attempt count and clock readings to the other lists.
     After a success, predecessors whose consumers have all finished have
     their output dropped (set to ``None``) unless ``flags[p] & KEEP``; then
@@ -1972,7 +1973,7 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         the caller decides between a retry, ``fail`` and ``skip``).
     """
     cdef int32_t i, p
-    cdef Py_ssize_t j, m, nc, e, became
+    cdef Py_ssize_t j, m, nc, nk, e, became
     cdef const unsigned char* fl = flags
     cdef tuple deps, cst, names, vals
     cdef object obj
@@ -2003,8 +2004,9 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         names = <tuple?>PyList_GET_ITEM_BORROWED(kwnames, i)
         m = PyTuple_GET_SIZE(deps)
         nc = PyTuple_GET_SIZE(cst)
-        if m + nc != PyTuple_GET_SIZE(names):
-            raise ValueError(f"step {i}: {PyTuple_GET_SIZE(names)} names for {m + nc} values")
+        nk = PyTuple_GET_SIZE(names)
+        if nk > m + nc:
+            raise ValueError(f"step {i}: {nk} names for {m + nc} values")
         vals = PyTuple_New(m + nc)
         for j in range(m):
             item = PyList_GET_ITEM_BORROWED(outputs, _check_id(<object>PyTuple_GET_ITEM_BORROWED(deps, j), k._n))
@@ -2018,8 +2020,8 @@ def drive(Kernel k, list fns, list kwnames, list argdeps, list consts, list outp
         started[i] = clock()
         try:
             obj = PyObject_Vectorcall(
-                <object>PyList_GET_ITEM_BORROWED(fns, i), PySequence_Fast_ITEMS(vals), 0,
-                <PyObject*>names if m + nc else NULL)
+                <object>PyList_GET_ITEM_BORROWED(fns, i), PySequence_Fast_ITEMS(vals), m + nc - nk,
+                <PyObject*>names if nk else NULL)
         except BaseException as exc:
             finished[i] = clock()
             return (i, exc)

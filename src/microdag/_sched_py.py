@@ -1396,7 +1396,10 @@ def drive(
     The inline hot loop of the runner, here because a task costs less than
     a trip out of the kernel per task would.  Step ``i`` is called as
     ``fns[i](**dict(zip(kwnames[i], values)))`` where the values are the
-    outputs of ``argdeps[i]`` followed by ``consts[i]``; its output goes to
+    outputs of ``argdeps[i]`` followed by ``consts[i]``; when ``kwnames[i]``
+    is shorter than the values, those before the last ``len(kwnames[i])``
+    go by position (``fns[i](*values[:-len(kwnames[i])], ...)``, all of them
+    when it is empty); its output goes to
     ``outputs[i]``, its attempt count and clock readings to the other lists.
     After a success, predecessors whose consumers have all finished have
     their output dropped (set to ``None``) unless ``flags[p] & KEEP``; then
@@ -1447,10 +1450,17 @@ def drive(
             current[0] = i
         values = [outputs[d] for d in argdeps[i]]
         values.extend(consts[i])
+        names = kwnames[i]
+        npos = len(values) - len(names)
+        if npos < 0:
+            raise ValueError(f"step {i}: {len(names)} names for {len(values)} values")
         attempts[i] += 1
         started[i] = clock()
         try:
-            result = fns[i](**dict(zip(kwnames[i], values)))
+            if npos == 0:
+                result = fns[i](**dict(zip(names, values)))
+            else:
+                result = fns[i](*values[:npos], **dict(zip(names, values[npos:])))
         except BaseException as exc:
             finished[i] = clock()
             return (i, exc)

@@ -5,38 +5,18 @@ Dask documents its scheduler as a replaceable function, ``get(dsk, keys,
 kernel (``_compat.sched``) and its hot loop (``drive``).  Imported only when
 used: ``import microdag`` does not load it, nor Dask.
 
-What a call keeps, over ids ``0 .. n-1`` given to the culled graph's keys:
-
-- ``nodes[i]``: the task, a ``dask._task_spec.GraphNode`` (Dask's own
-  ``convert_legacy_graph`` turns tuple tasks, aliases and literals into
-  these, and a node is executed by its own ``__call__``: Dask's semantics,
-  not a copy of them);
-- the kernel over the dependency edges, with the critical-path order;
-- ``outputs[i]``: a task's result, dropped by ``drive`` once its last
-  dependent has run, unless the key was asked for (``KEEP``): peak memory
-  like Dask's;
-- with Dask callbacks only, Dask's scheduler ``state`` dict (``waiting``,
-  ``ready``, ``running``, ``finished``, ``cache``, ``dependencies``,
-  ``dependents``, ``released``), updated under one lock around each task, so
-  that ``dask.diagnostics.ProgressBar`` and friends read what they expect.
-
-Why a run cannot hang: a worker waits only while some other worker runs a
-task (which notifies when it is done); the last worker to go idle with work
-left but nothing ready and nothing running returns (a graph with a cycle is
-refused before it runs), and a failure sets the stop event every worker
-checks between tasks.
+This module holds the public functions, their options and Dask's callbacks
+(start, start_state, finish); ``_dask_run`` reads the graph (culling, the
+tasks' calls), keeps the state Dask's per-task callbacks read, and runs the
+tasks on the calling thread and its crew (see its docs for what a run keeps
+and why it cannot hang).
 """
 
-import threading
-import time
-from functools import partial
-
-from . import _compat
-from ._nogc import NoGC
+from ._dask_run import Options, dask_state, execute, read_graph
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Mapping
+    from collections.abc import Mapping
     from typing import Any
 
 __all__ = ["get", "get_sync"]
@@ -49,6 +29,10 @@ def get(
     num_workers: "int | None" = None,
     pool: "Any" = None,
     callbacks: "Any" = None,
+    *,
+    max_workers: "int | None" = None,
+    retries: int = 0,
+    timeout: "float | None" = None,
     **kwargs: "Any",
 ) -> "Any":
     """Compute ``keys`` of the Dask graph ``dsk`` on threads, as ``dask.threaded.get`` does.
@@ -65,6 +49,13 @@ def get(
             ``multiprocessing.pool.ThreadPool`` whose threads run the work.
         callbacks: Dask callbacks (``dask.callbacks.Callback`` tuples); the
             active ``Callback`` contexts when ``None``.
+        max_workers: another name for ``num_workers`` (microdag's).
+        retries: run a task that raised an ``Exception`` up to this many more
+            times before its error ends the run (default 0).
+        timeout: seconds a task may run; past them it fails with
+            ``TimeoutError`` (and is retried when ``retries`` allows).  A
+            Python thread cannot be stopped: the late task is left running in
+            a thread of its own and its result, if it comes, is dropped.
         **kwargs: other options of Dask's schedulers, accepted and ignored.
 
     Returns:
@@ -73,25 +64,34 @@ def get(
     Raises:
         KeyError: a requested key is not in the graph.
         ValueError: a task depends on a key that is neither in the graph nor
-            in ``cache``, or the graph has a cycle.
+            in ``cache``, the graph has a cycle, or an option is invalid.
         BaseException: the first exception a task raised, itself.
     """
+    if max_workers is not None:
+        if num_workers is not None and num_workers != max_workers:
+            raise ValueError(f"num_workers={num_workers!r} and max_workers={max_workers!r} disagree: "
+                             "max_workers is another name for num_workers, give one")
+        num_workers = max_workers
+    options = Options(retries, timeout)
     workers = num_workers or _pool_size(pool)
     if not workers:
         from dask import config  # (an optional extra: loaded where it is used)
         from dask.system import CPU_COUNT  # (as above; the CPUs this process may use, as Dask counts them)
 
         workers = config.get("num_workers", None) or CPU_COUNT
-    return _run(dsk, keys, cache, callbacks, max(1, int(workers)), pool)
+    return _run(dsk, keys, cache, callbacks, max(1, int(workers)), pool, options)
 
 
 def get_sync(dsk: "Mapping[Any, Any]", keys: "Any", cache: "dict[Any, Any] | None" = None,
-             callbacks: "Any" = None, **kwargs: "Any") -> "Any":
+             callbacks: "Any" = None, *, retries: int = 0, timeout: "float | None" = None,
+             **kwargs: "Any") -> "Any":
     """Compute ``keys`` of ``dsk`` in the calling thread, as ``dask.get`` does.
 
-    Args, Returns and Raises as :func:`get` (``num_workers`` and ``pool`` are ignored).
+    Args, Returns and Raises as :func:`get` (``num_workers``, ``max_workers``
+    and ``pool`` are ignored; under a ``timeout``, a task runs in a thread of
+    its own while the calling thread waits for it).
     """
-    return _run(dsk, keys, cache, callbacks, 1, None)
+    return _run(dsk, keys, cache, callbacks, 1, None, Options(retries, timeout))
 
 
 def _pool_size(pool: "Any") -> int:
@@ -118,57 +118,8 @@ def _nested(keys: "Any", values: "Mapping[Any, Any]") -> "Any":
     return values[keys]
 
 
-def _call(node: "Any", deps: "tuple[Any, ...]", **values: "Any") -> "Any":
-    """Run one task: its dependencies' values come in as keyword arguments, in order."""
-    return node(dict(zip(deps, values.values())))
-
-
-class _Graph:
-    """A Dask graph culled to the requested keys, numbered for the kernel."""
-
-    def __init__(self, dsk: "Mapping[Any, Any]", wanted: "list[Any]", cache: "Mapping[Any, Any]") -> None:
-        # (an optional extra: Dask is loaded only when its scheduler is used)
-        from dask._task_spec import DataNode, convert_legacy_graph
-
-        graph = convert_legacy_graph(dsk, all_keys=set(dsk) | set(cache))
-        index: "dict[Any, int]" = {}
-        nodes: "list[Any]" = []
-        deps: "list[tuple[Any, ...]]" = []
-        stack: "list[Any]" = []
-        push = stack.append
-        for key in wanted:
-            if key not in graph:
-                if key not in cache:
-                    raise KeyError(key)
-                graph[key] = DataNode(key, cache[key])
-            push(key)
-        while stack:  # culling: what the requested keys need, and nothing else
-            key = stack.pop()
-            if key in index:
-                continue
-            node = graph[key]
-            index[key] = len(nodes)
-            nodes.append(node)
-            mine = tuple(node.dependencies)
-            deps.append(mine)
-            for d in mine:
-                if d not in index:
-                    if d not in graph:
-                        if d not in cache:
-                            raise ValueError(f"Missing dependency {d!r} for dependents {{{key!r}}}")
-                        graph[d] = DataNode(d, cache[d])
-                    push(d)
-        self.graph = graph
-        self.index = index
-        self.keys = list(index)
-        self.nodes = nodes
-        self.deps = deps
-        at = index.__getitem__
-        self.argdeps = [tuple(map(at, mine)) for mine in deps]
-
-
 def _run(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None", callbacks: "Any", workers: int,
-         pool: "Any") -> "Any":
+         pool: "Any", options: "Options | None" = None) -> "Any":
     # (an optional extra: Dask is loaded only when its scheduler is used)
     from dask.callbacks import local_callbacks
 
@@ -176,6 +127,8 @@ def _run(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None", callbacks: "An
         cache = {}
     if not hasattr(dsk, "items"):
         dsk = dsk.__dask_graph__()
+    if type(dsk) is not dict:  # a HighLevelGraph or another mapping: one lookup a key from here on
+        dsk = dict(dsk)
     wanted = _flat(keys, [])
     with local_callbacks(callbacks) as cbs:
         # Each callback is a (start, start_state, pretask, posttask, finish) tuple.
@@ -186,242 +139,23 @@ def _run(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None", callbacks: "An
         state: "dict[str, Any]" = {}
         failed = True
         try:
-            if starts:
+            if cbs:  # callbacks are shown Dask's task objects, as Dask's schedulers show them
                 from dask._task_spec import convert_legacy_graph  # (as above: Dask when used)
 
-                dsk = convert_legacy_graph(dsk)
+                dsk = convert_legacy_graph(dsk, all_keys=set(dsk) | set(cache))
                 for cb in cbs:
                     if cb[0]:
                         cb[0](dsk)
                     started.append(cb)
-            else:
-                started = list(cbs)
-            with NoGC():  # a few small objects per task, none of them garbage
-                g = _Graph(dsk, wanted, cache)
+            g = read_graph(dsk, wanted, cache)
             if start_states or pretasks or posttasks or finishes:
-                state = _dask_state(g, cache)
+                state = dask_state(g, cache)
                 for f in start_states:
                     f(g.graph, state)
-            out = _execute(g, set(wanted), workers, pool, state, pretasks, posttasks)
+            out = execute(g, set(wanted), workers, pool, options or Options(), state, pretasks, posttasks)
             failed = False
         finally:
             for cb in started:
                 if cb[4]:
                     cb[4](dsk, state, failed)
     return _nested(keys, out)
-
-
-def _dask_state(g: _Graph, cache: "dict[Any, Any]") -> "dict[str, Any]":
-    """The scheduler state Dask's callbacks read, at the start of a run."""
-    dependents: "dict[Any, set[Any]]" = {k: set() for k in g.keys}
-    for key, mine in zip(g.keys, g.deps):
-        for d in mine:
-            dependents[d].add(key)
-    waiting = {key: set(mine) for key, mine in zip(g.keys, g.deps) if mine}
-    return {
-        "cache": cache,
-        "dependencies": {key: set(mine) for key, mine in zip(g.keys, g.deps)},
-        "dependents": dependents,
-        "waiting": waiting,
-        "waiting_data": {key: set(d) for key, d in dependents.items() if d},
-        # Reversed: the kernel takes low ids first, and before() pops from the end.
-        "ready": [key for key, mine in zip(g.keys, g.deps) if not mine][::-1],
-        "running": set(),
-        "finished": set(),
-        "released": set(),
-    }
-
-
-def _call_watched(node: "Any", deps: "tuple[Any, ...]", key: "Hashable", hooks: "_Hooks", **values: "Any") -> "Any":
-    """Run one task between Dask's ``pretask`` and ``posttask`` callbacks."""
-    hooks.before(key)
-    result = node(dict(zip(deps, values.values())))
-    hooks.after(key, result)
-    return result
-
-
-class _Hooks:
-    """Dask's callbacks around each task, and the state they read (under a lock)."""
-
-    def __init__(self, g: _Graph, state: "dict[str, Any]", wanted: "set[Any]",
-                 pretasks: "list[Any]", posttasks: "list[Any]") -> None:
-        self.g = g
-        self.state = state
-        self.wanted = wanted
-        self.pretasks = pretasks
-        self.posttasks = posttasks
-        self.lock = threading.Lock()
-
-    def before(self, key: "Hashable") -> None:
-        state = self.state
-        with self.lock:
-            ready = state["ready"]
-            for j in range(len(ready) - 1, -1, -1):  # near the end, mostly
-                if ready[j] == key:
-                    del ready[j]
-                    break
-            state["running"].add(key)
-            for f in self.pretasks:
-                f(key, self.g.graph, state)
-
-    def after(self, key: "Hashable", result: "Any") -> None:
-        state = self.state
-        with self.lock:
-            waiting, ready = state["waiting"], state["ready"]
-            for d in state["dependents"][key]:
-                left = waiting[d]
-                left.discard(key)
-                if not left:
-                    del waiting[d]
-                    ready.append(d)
-            if key in self.wanted:
-                state["cache"][key] = result
-            for d in state["dependencies"][key]:
-                users = state["waiting_data"].get(d)
-                if users is not None:
-                    users.discard(key)
-                    if not users and d not in self.wanted:
-                        del state["waiting_data"][d]
-                        state["released"].add(d)
-            state["running"].discard(key)
-            state["finished"].add(key)
-            ident = threading.current_thread().ident
-            for f in self.posttasks:
-                f(key, result, self.g.graph, state, ident)
-
-
-def _execute(g: _Graph, wanted: "set[Any]", workers: int, pool: "Any", state: "dict[str, Any]",
-             pretasks: "list[Any]", posttasks: "list[Any]") -> "dict[Any, Any]":
-    """Run the culled graph; the values of the requested keys."""
-    with NoGC():  # a few small objects per task, none of them garbage
-        args = _drive_args(g, wanted, state, pretasks, posttasks)
-    k, outputs = args[0], args[5]
-    if workers <= 1 or len(outputs) <= 1:
-        r = _compat.sched.drive(*args)
-        if r is not None:
-            raise r[1] if r[1] is not None else RuntimeError(f"task {g.keys[r[0]]!r} was not run")
-    else:
-        _Crew(k, args, min(workers, len(outputs))).run(pool)
-    if k.remaining:  # pragma: no cover - only a cycle leaves work, and cycles are refused
-        raise RuntimeError("the scheduler stopped with tasks left")
-    return {key: outputs[g.index[key]] for key in wanted}
-
-
-def _drive_args(g: _Graph, wanted: "set[Any]", state: "dict[str, Any]", pretasks: "list[Any]",
-                posttasks: "list[Any]") -> "tuple[Any, ...]":
-    """The kernel over the culled graph, reset, and the other arguments of its hot loop."""
-    sched = _compat.sched
-    n = len(g.keys)
-    src = [d for mine in g.argdeps for d in mine]
-    dst = [i for i, mine in enumerate(g.argdeps) for _ in mine]
-    k = sched.Kernel(n, src, dst)
-    cycle = k.find_cycle()
-    if cycle is not None:
-        raise ValueError(f"Cycle detected in the graph: {[g.keys[i] for i in cycle]!r}")
-    k.reset()
-    names = tuple(f"a{j}" for j in range(max(map(len, g.argdeps), default=0)))
-    kwnames = [names[: len(mine)] for mine in g.argdeps]
-    if pretasks or posttasks:
-        hooks = _Hooks(g, state, wanted, pretasks, posttasks)
-        fns: "list[Callable[..., Any]]" = [
-            partial(_call_watched, node, mine, key, hooks) for node, mine, key in zip(g.nodes, g.deps, g.keys)
-        ]
-    else:
-        fns = [partial(_call, node, mine) if mine else node for node, mine in zip(g.nodes, g.deps)]
-    keep = bytearray(n)
-    for key in wanted:
-        keep[g.index[key]] = sched.KEEP
-    zeros = [0.0] * n
-    return (k, fns, kwnames, g.argdeps, [()] * n, [None] * n, [0] * n, zeros, list(zeros), time.perf_counter,
-            bytes(keep))
-
-
-class _Crew:
-    """Worker threads driving one kernel: the calling thread and ``workers - 1`` others."""
-
-    def __init__(self, k: "Any", args: "tuple[Any, ...]", workers: int) -> None:
-        self.k = k
-        self.cond = threading.Condition()
-        self.lock = threading.RLock()  # the pure twin's kernel operations
-        self.idle = [0]
-        self.live = workers
-        self.stop = threading.Event()
-        self.errors: "list[BaseException]" = []
-        self.workers = workers
-        self.args = args + (self.lock, self.idle, [None], self.stop, None)
-
-    def run(self, pool: "Any") -> None:
-        """Run the graph; re-raise the first exception a task raised."""
-        helpers = self.workers - 1
-        threads: "list[threading.Thread]" = []
-        futures: "list[Any]" = []
-        try:
-            for _ in range(helpers):
-                if pool is None:
-                    t = threading.Thread(target=self.work, name="microdag dask worker", daemon=True)
-                    t.start()
-                    threads.append(t)
-                elif hasattr(pool, "submit"):  # a concurrent.futures executor
-                    futures.append(pool.submit(self.work))
-                else:  # a multiprocessing.pool.ThreadPool
-                    futures.append(pool.apply_async(self.work))
-            self.work()
-        except BaseException as exc:  # Ctrl-C in the calling thread: stop the others
-            self.halt(exc)
-        finally:
-            for t in threads:
-                t.join()
-            for f in futures:
-                if hasattr(f, "result"):
-                    f.result()
-                else:
-                    f.get()
-        if self.errors:
-            raise self.errors[0]
-
-    def halt(self, exc: BaseException) -> None:
-        with self.cond:
-            self.errors.append(exc)
-            self.stop.set()
-            self.cond.notify_all()
-
-    def work(self) -> None:
-        """One worker: the kernel's hot loop, then wait for work while others run."""
-        try:
-            self._loop()
-        except BaseException as exc:
-            self.halt(exc)
-        finally:
-            with self.cond:
-                self.live -= 1
-                self.cond.notify_all()
-
-    def _loop(self) -> None:
-        drive = _compat.sched.drive
-        args, k, cond, idle, stop, lock = self.args, self.k, self.cond, self.idle, self.stop, self.lock
-        while not stop.is_set():
-            r = drive(*args)
-            if r is not None:
-                i, exc = r
-                if i < 0:  # tasks became ready while workers wait
-                    with cond:
-                        cond.notify_all()
-                    continue
-                self.halt(exc if exc is not None else RuntimeError(f"task {i} was not run"))
-                return
-            with cond:
-                if stop.is_set() or k.remaining == 0:
-                    cond.notify_all()
-                    return
-                # Count ourselves idle before looking again, so that a task
-                # finishing in another thread either sees us or we see it.
-                idle[0] += 1
-                try:
-                    with lock:
-                        nothing = k.ready == 0
-                    if nothing:
-                        # Another worker runs a task (the graph has no cycle):
-                        # it notifies when it makes work or ends the run.
-                        cond.wait()
-                finally:
-                    idle[0] -= 1
