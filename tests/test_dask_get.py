@@ -249,3 +249,34 @@ def test_an_interrupt_stops_the_run(workers: int) -> None:
     with pytest.raises(KeyboardInterrupt):
         mdask.get(dsk, "out", num_workers=workers)
     assert len(ran) < 200  # no new task started once it was raised
+
+
+def test_ctrl_c_returns_while_tasks_still_run() -> None:
+    """SIGINT to the calling thread while tasks wait: KeyboardInterrupt at once (Dask's test_interrupt)."""
+    import signal
+    import time
+
+    main = threading.get_ident()
+    release = threading.Event()
+    barrier = threading.Barrier(4)
+
+    def blocked() -> None:
+        barrier.wait(10)
+        release.wait(10)
+
+    def interrupt() -> None:
+        barrier.wait(10)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    dsk: dict[Any, Any] = {("b", i): (blocked,) for i in range(3)}
+    dsk["interrupt"] = (interrupt,)
+    pool = ThreadPoolExecutor(4)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mdask.get(dsk, list(dsk), pool=pool)
+        assert time.perf_counter() - start < 5
+    finally:
+        release.set()
+        pool.shutdown()
+

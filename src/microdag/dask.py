@@ -369,9 +369,11 @@ class _Crew:
         except BaseException as exc:  # Ctrl-C in the calling thread: stop the others
             self.halt(exc)
         finally:
-            for t in threads:
+            # On an error or Ctrl-C, return at once as Dask does: the tasks still
+            # running finish in their threads, which then see the stop event.
+            for t in threads if not self.errors else ():
                 t.join()
-            for f in futures:
+            for f in futures if not self.errors else ():
                 if hasattr(f, "result"):
                     f.result()
                 else:
