@@ -280,3 +280,25 @@ def test_ctrl_c_returns_while_tasks_still_run() -> None:
         release.set()
         pool.shutdown()
 
+
+
+@pytest.mark.parametrize("get", [mdask.get, mdask.get_sync])
+def test_the_cache_option_holds_values_as_they_are_made(get: Any) -> None:
+    """Dask's ``cache`` option (argument or ``dask.config``): the run's values live there while
+    they are needed, and the results stay (Dask's ``test_cache_options``)."""
+    seen: list[bool] = []
+    cache: dict[Any, Any] = {}
+    other: dict[Any, Any] = {}
+    where = [cache]
+
+    def inc2(x: int) -> int:
+        seen.append("y" in where[0])
+        return x + 1
+
+    with dask.config.set(cache=cache):
+        assert get({"x": (inc2, "y"), "y": 1, "z": (inc, "x")}, "z") == 3
+    assert seen == [True]
+    assert cache == {"z": 3}  # intermediates released, the result kept, as Dask does
+    where[0] = other
+    assert get({"x": (inc2, "y"), "y": 1}, "x", cache=other) == 2
+    assert seen == [True, True] and other == {"x": 2}

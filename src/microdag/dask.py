@@ -173,6 +173,11 @@ def _run(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None", callbacks: "An
     from dask.callbacks import local_callbacks
 
     if cache is None:
+        from dask import config  # (as above: Dask when used)
+
+        cache = config.get("cache", None)
+    kept = cache is not None  # Dask's cache option: the values live in it, as in Dask's state
+    if cache is None:
         cache = {}
     if not hasattr(dsk, "items"):
         dsk = dsk.__dask_graph__()
@@ -198,7 +203,7 @@ def _run(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None", callbacks: "An
                 started = list(cbs)
             with NoGC():  # a few small objects per task, none of them garbage
                 g = _Graph(dsk, wanted, cache)
-            if start_states or pretasks or posttasks or finishes:
+            if start_states or pretasks or posttasks or finishes or kept:
                 state = _dask_state(g, cache)
                 for f in start_states:
                     f(g.graph, state)
@@ -274,8 +279,7 @@ class _Hooks:
                 if not left:
                     del waiting[d]
                     ready.append(d)
-            if key in self.wanted:
-                state["cache"][key] = result
+            state["cache"][key] = result
             for d in state["dependencies"][key]:
                 users = state["waiting_data"].get(d)
                 if users is not None:
@@ -283,6 +287,7 @@ class _Hooks:
                     if not users and d not in self.wanted:
                         del state["waiting_data"][d]
                         state["released"].add(d)
+                        state["cache"].pop(d, None)
             state["running"].discard(key)
             state["finished"].add(key)
             ident = threading.current_thread().ident
@@ -321,7 +326,7 @@ def _drive_args(g: _Graph, wanted: "set[Any]", state: "dict[str, Any]", pretasks
     k.reset()
     names = tuple(f"a{j}" for j in range(max(map(len, g.argdeps), default=0)))
     kwnames = [names[: len(mine)] for mine in g.argdeps]
-    if pretasks or posttasks:
+    if state:  # Dask's state kept up to date, for its callbacks or its cache option
         hooks = _Hooks(g, state, wanted, pretasks, posttasks)
         fns: "list[Callable[..., Any]]" = [
             partial(_call_watched, node, mine, key, hooks) for node, mine, key in zip(g.nodes, g.deps, g.keys)
