@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
     from typing import Any
 
-__all__ = ["get", "get_sync"]
+__all__ = ["get", "get_processes", "get_sync"]
 
 
 def get(
@@ -92,6 +92,36 @@ def get_sync(dsk: "Mapping[Any, Any]", keys: "Any", cache: "dict[Any, Any] | Non
     Args, Returns and Raises as :func:`get` (``num_workers`` and ``pool`` are ignored).
     """
     return _run(dsk, keys, cache, callbacks, 1, None)
+
+
+def get_processes(dsk: "Mapping[Any, Any]", keys: "Any", num_workers: "int | None" = None, pool: "Any" = None,
+                  **kwargs: "Any") -> "Any":
+    """Compute ``keys`` of ``dsk`` with its tasks in worker processes, as ``dask.multiprocessing.get`` does.
+
+    The kernel runs in the calling process; each task goes to a process with
+    its dependencies' values (pickled with cloudpickle) and its value comes
+    back, released there once its last dependent has run.
+
+    Args:
+        dsk, keys, cache, callbacks: as :func:`get`.
+        num_workers: processes to start (default: Dask's ``num_workers``
+            option, else the CPUs Dask counts); with ``pool``, its size.
+        pool: a ``concurrent.futures`` executor or ``multiprocessing`` pool
+            of processes to run the tasks (default: Dask's ``pool`` option,
+            else one made for the call and shut down at its end).
+        **kwargs: as :func:`get`.
+
+    Returns:
+        The value of ``keys``, shaped like it.
+
+    Raises:
+        As :func:`get`; a task's exception is raised as itself, with the
+        worker's traceback in a note, or as ``RuntimeError`` if it does not
+        pickle; ``TypeError``: a task that does not pickle.
+    """
+    from ._dask_processes import get_processes as run  # (a process pool: loaded when used)
+
+    return run(get, dsk, keys, num_workers, pool, **kwargs)
 
 
 def _pool_size(pool: "Any") -> int:
