@@ -302,3 +302,22 @@ def test_the_cache_option_holds_values_as_they_are_made(get: Any) -> None:
     where[0] = other
     assert get({"x": (inc2, "y"), "y": 1}, "x", cache=other) == 2
     assert seen == [True, True] and other == {"x": 2}
+
+
+def test_dasks_pool_option_and_a_process_pool() -> None:
+    """As ``dask.threaded.get``: Dask's ``pool`` option when no ``pool=``, and a process pool runs
+    the tasks in its processes (``get_processes``)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    dsk: dict[Any, Any] = {("n", i): (threading.current_thread,) for i in range(20)}
+    dsk["names"] = (lambda *ts: {t.name for t in ts}, *dsk)
+    with ThreadPoolExecutor(2, thread_name_prefix="given") as pool, dask.config.set(pool=pool):
+        names = mdask.get(dsk, "names")
+    assert any(name.startswith("given") for name in names)
+    pids: dict[Any, Any] = {("p", i): (os.getpid,) for i in range(4)}
+    pids["all"] = (set, list(pids))
+    with ProcessPoolExecutor(2) as procs:
+        assert os.getpid() not in mdask.get(pids, "all", pool=procs)
+        with dask.config.set(pool=procs):
+            assert os.getpid() not in mdask.get(pids, "all")

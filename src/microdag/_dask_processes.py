@@ -38,7 +38,7 @@ __all__ = ["get_processes"]
 
 def get_processes(get: "Callable[..., Any]", dsk: "Any", keys: "Any", num_workers: "int | None",
                   pool: "Any", cache: "dict[Any, Any] | None" = None, **kwargs: "Any") -> "Any":
-    """``get`` (``microdag.dask.get``) over ``dsk`` with its tasks run by a process pool."""
+    """``get`` (``microdag.dask.get`` on threads) over ``dsk``, its tasks run by a process pool."""
     from dask import config  # (an optional extra: loaded where it is used)
 
     pool = pool or config.get("pool", None)

@@ -62,7 +62,9 @@ def get(
         num_workers: threads to run on (default: the pool's size, else
             ``dask.config`` ``num_workers``, else the CPUs Dask counts).
         pool: a ``concurrent.futures.Executor`` or a
-            ``multiprocessing.pool.ThreadPool`` whose threads run the work.
+            ``multiprocessing.pool.ThreadPool`` whose threads run the work
+            (default: Dask's ``pool`` option); a pool of processes runs the
+            tasks in its processes, as :func:`get_processes` does.
         callbacks: Dask callbacks (``dask.callbacks.Callback`` tuples); the
             active ``Callback`` contexts when ``None``.
         **kwargs: other options of Dask's schedulers, accepted and ignored.
@@ -76,9 +78,20 @@ def get(
             in ``cache``, or the graph has a cycle.
         BaseException: the first exception a task raised, itself.
     """
+    from dask import config  # (an optional extra: loaded where it is used)
+
+    pool = pool or config.get("pool", None)
+    if pool is not None and _in_processes(pool):  # as Dask's threaded get: the tasks run in its processes
+        return get_processes(dsk, keys, num_workers, pool, cache=cache, callbacks=callbacks, **kwargs)
+    return _on_threads(dsk, keys, cache, num_workers, pool, callbacks)
+
+
+def _on_threads(dsk: "Any", keys: "Any", cache: "dict[Any, Any] | None" = None, num_workers: "int | None" = None,
+                pool: "Any" = None, callbacks: "Any" = None, **kwargs: "Any") -> "Any":
+    """:func:`get` on threads: those of ``pool`` (a pool of threads, or ``None``)."""
     workers = num_workers or _pool_size(pool)
     if not workers:
-        from dask import config  # (an optional extra: loaded where it is used)
+        from dask import config  # (as above)
         from dask.system import CPU_COUNT  # (as above; the CPUs this process may use, as Dask counts them)
 
         workers = config.get("num_workers", None) or CPU_COUNT
@@ -121,7 +134,17 @@ def get_processes(dsk: "Mapping[Any, Any]", keys: "Any", num_workers: "int | Non
     """
     from ._dask_processes import get_processes as run  # (a process pool: loaded when used)
 
-    return run(get, dsk, keys, num_workers, pool, **kwargs)
+    return run(_on_threads, dsk, keys, num_workers, pool, **kwargs)
+
+
+def _in_processes(pool: "Any") -> bool:
+    """Whether ``pool`` runs its work in other processes."""
+    import concurrent.futures  # (heavy: only with a pool, which has loaded it already)
+    import multiprocessing.pool  # (as above)
+
+    if isinstance(pool, multiprocessing.pool.Pool):
+        return not isinstance(pool, multiprocessing.pool.ThreadPool)
+    return isinstance(pool, concurrent.futures.ProcessPoolExecutor)
 
 
 def _pool_size(pool: "Any") -> int:
