@@ -24,7 +24,9 @@ Why a run cannot hang: a worker waits only while some other worker runs a
 task (which notifies when it is done); the last worker to go idle with work
 left but nothing ready and nothing running returns (a graph with a cycle is
 refused before it runs), and a failure sets the stop event every worker
-checks between tasks.
+checks between tasks.  With a ``pool`` given, its threads run every task (as
+in Dask) while the calling thread waits for them: a pool whose threads are
+all taken (a task calling ``get`` with its own pool) waits for them.
 """
 
 import threading
@@ -410,7 +412,7 @@ class _Crew:
 
     def run(self, pool: "Any") -> None:
         """Run the graph; re-raise the first exception a task raised."""
-        helpers = self.workers - 1
+        helpers = self.workers - 1 if pool is None else self.workers
         threads: "list[threading.Thread]" = []
         futures: "list[Any]" = []
         try:
@@ -423,7 +425,14 @@ class _Crew:
                     futures.append(pool.submit(self.work))
                 else:  # a multiprocessing.pool.ThreadPool
                     futures.append(pool.apply_async(self.work))
-            self.work()
+            if pool is None:
+                self.work()
+            else:  # as in Dask, a pool given runs every task; this thread waits (and takes Ctrl-C)
+                with self.cond:
+                    while self.live and not self.errors:
+                        # Timed: CPython can miss a SIGINT that lands as a wait begins;
+                        # the next wake-up takes it.
+                        self.cond.wait(0.05)
         except BaseException as exc:  # Ctrl-C in the calling thread: stop the others
             self.halt(exc)
         finally:
