@@ -421,3 +421,75 @@ def test_an_array_reduction_holds_few_chunks_at_once(optimize: bool) -> None:
         tracemalloc.stop()
     assert value == n * (n - 1) / 2
     assert peak < 10 * 800_000, peak
+
+
+def test_ctrl_c_returns_while_tasks_still_run() -> None:
+    """SIGINT to the calling thread while tasks wait: KeyboardInterrupt at once (Dask's test_interrupt)."""
+    import signal
+    import time
+
+    main = threading.get_ident()
+    release = threading.Event()
+    barrier = threading.Barrier(4)
+
+    def blocked() -> None:
+        barrier.wait(10)
+        release.wait(10)
+
+    def interrupt() -> None:
+        barrier.wait(10)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    dsk: dict[Any, Any] = {("b", i): (blocked,) for i in range(3)}
+    dsk["interrupt"] = (interrupt,)
+    pool = ThreadPoolExecutor(4)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mdask.get(dsk, list(dsk), pool=pool)
+        assert time.perf_counter() - start < 5
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+
+@pytest.mark.parametrize("get", [mdask.get, mdask.get_sync])
+def test_the_cache_option_holds_values_as_they_are_made(get: Any) -> None:
+    """Dask's ``cache`` option (argument or ``dask.config``): the run's values live there while
+    they are needed, and the results stay (Dask's ``test_cache_options``)."""
+    seen: list[bool] = []
+    cache: dict[Any, Any] = {}
+    other: dict[Any, Any] = {}
+    where = [cache]
+
+    def inc2(x: int) -> int:
+        seen.append("y" in where[0])
+        return x + 1
+
+    with dask.config.set(cache=cache):
+        assert get({"x": (inc2, "y"), "y": 1, "z": (inc, "x")}, "z") == 3
+    assert seen == [True]
+    assert cache == {"z": 3}  # intermediates released, the result kept, as Dask does
+    where[0] = other
+    assert get({"x": (inc2, "y"), "y": 1}, "x", cache=other) == 2
+    assert seen == [True, True] and other == {"x": 2}
+
+
+def test_dasks_pool_option_and_a_process_pool() -> None:
+    """As ``dask.threaded.get``: Dask's ``pool`` option when no ``pool=``, and a process pool runs
+    the tasks in its processes (``get_processes``)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    dsk: dict[Any, Any] = {("n", i): (threading.current_thread,) for i in range(20)}
+    dsk["names"] = (lambda *ts: {t.name for t in ts}, *dsk)
+    with ThreadPoolExecutor(2, thread_name_prefix="given") as pool, dask.config.set(pool=pool):
+        names = mdask.get(dsk, "names")
+    assert all(name.startswith("given") for name in names)  # as in Dask: every task on the pool
+    pids: dict[Any, Any] = {("p", i): (os.getpid,) for i in range(4)}
+    pids["all"] = (set, list(pids))
+    with ProcessPoolExecutor(2) as procs:
+        assert os.getpid() not in mdask.get(pids, "all", pool=procs)
+        with dask.config.set(pool=procs):
+            assert os.getpid() not in mdask.get(pids, "all")

@@ -43,6 +43,7 @@ LAYERS = [
     ["microdag._flowfile"],  # a flow file checked against its rules, built into a Flow
     ["microdag._spec", "microdag._cmdline", "microdag._pod", "microdag._argo"],
     ["microdag._dask_run"],  # Dask graphs run on the kernel: the graph read, the calls, the crew
+    ["microdag._dask_processes"],  # get_processes: a Dask graph's tasks shipped to processes
     ["microdag.cli", "microdag.ui", "microdag.__main__", "microdag", "microdag.dask"],
 ]
 

@@ -369,8 +369,7 @@ class _Hooks:
                 if not left:
                     del waiting[d]
                     ready.append(d)
-            if key in self.wanted:
-                state["cache"][key] = result
+            state["cache"][key] = result
             for d in state["dependencies"][key]:
                 users = state["waiting_data"].get(d)
                 if users is not None:
@@ -378,6 +377,7 @@ class _Hooks:
                     if not users and d not in self.wanted:
                         del state["waiting_data"][d]
                         state["released"].add(d)
+                        state["cache"].pop(d, None)
             state["running"].discard(key)
             state["finished"].add(key)
             ident = threading.current_thread().ident
@@ -416,7 +416,7 @@ def _drive_args(g: _Graph, wanted: "set[Any]", options: Options, state: "dict[st
     fns = g.fns
     if options:
         fns = [_Guarded(fn, key, options) for fn, key in zip(fns, g.keys)]
-    if pretasks or posttasks:
+    if state:  # Dask's state kept up to date, for its callbacks or its cache option
         hooks = _Hooks(g, state, wanted, pretasks, posttasks)
         fns = [_Watched(fn, key, hooks) for fn, key in zip(fns, g.keys)]
     keep = bytearray(n)
@@ -443,7 +443,7 @@ class _Crew:
 
     def run(self, pool: "Any") -> None:
         """Run the graph; re-raise the first exception a task raised."""
-        helpers = self.workers - 1
+        helpers = self.workers - 1 if pool is None else self.workers
         threads: "list[threading.Thread]" = []
         futures: "list[Any]" = []
         try:
@@ -456,13 +456,22 @@ class _Crew:
                     futures.append(pool.submit(self.work))
                 else:  # a multiprocessing.pool.ThreadPool
                     futures.append(pool.apply_async(self.work))
-            self.work()
+            if pool is None:
+                self.work()
+            else:  # as in Dask, a pool given runs every task; this thread waits (and takes Ctrl-C)
+                with self.cond:
+                    while self.live and not self.errors:
+                        # Timed: CPython can miss a SIGINT that lands as a wait begins;
+                        # the next wake-up takes it.
+                        self.cond.wait(0.05)
         except BaseException as exc:  # Ctrl-C in the calling thread: stop the others
             self.halt(exc)
         finally:
-            for t in threads:
+            # On an error or Ctrl-C, return at once as Dask does: the tasks still
+            # running finish in their threads, which then see the stop event.
+            for t in threads if not self.errors else ():
                 t.join()
-            for f in futures:
+            for f in futures if not self.errors else ():
                 if hasattr(f, "result"):
                     f.result()
                 else:
