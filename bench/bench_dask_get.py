@@ -54,19 +54,27 @@ def disabled(request: pytest.FixtureRequest) -> bool:
     return bool(config.getoption("benchmark_disable")) and not config.getoption("benchmark_enable")
 
 
+def independent(n: int) -> tuple[dict[Any, Any], Any, int, Any]:
+    """``n`` independent ``inc`` tasks and a ``sum`` of them: the graph, its key, its tasks, its value."""
+    dsk: dict[Any, Any] = {("inc", i): (inc, i) for i in range(n)}
+    dsk["total"] = (sum, [("inc", i) for i in range(n)])
+    return dsk, "total", n + 1, sum(range(1, n + 1))
+
+
+def chain(n: int) -> tuple[dict[Any, Any], Any, int, Any]:
+    """A chain of ``n`` ``inc`` tasks: the graph, its last key, its tasks, its value."""
+    dsk: dict[Any, Any] = {"c0": (inc, 0)}
+    for i in range(1, n):
+        dsk[f"c{i}"] = (inc, f"c{i - 1}")
+    return dsk, f"c{n - 1}", n, n
+
+
 def graph(workload: str, small: bool) -> tuple[dict[Any, Any], Any, int, Any]:
     """The graph, the key asked for, the number of tasks and the expected value."""
     if workload == "independent":
-        n = 500 if small else 20_000
-        dsk: dict[Any, Any] = {("inc", i): (inc, i) for i in range(n)}
-        dsk["total"] = (sum, [("inc", i) for i in range(n)])
-        return dsk, "total", n + 1, sum(range(1, n + 1))
+        return independent(500 if small else 20_000)
     if workload == "chain":
-        n = 200 if small else 5_000
-        dsk = {"c0": (inc, 0)}
-        for i in range(1, n):
-            dsk[f"c{i}"] = (inc, f"c{i - 1}")
-        return dsk, f"c{n - 1}", n, n
+        return chain(200 if small else 5_000)
     if workload == "layered":
         return layered(40 if small else 1_000, 50)
     return array(small)

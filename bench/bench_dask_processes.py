@@ -32,11 +32,8 @@ pytest.importorskip("dask", reason="Dask is measured where installed (the test e
 
 import dask.multiprocessing  # noqa: E402
 
+from bench_dask_get import chain, inc, independent  # noqa: E402  (the same tiny graphs, smaller)
 from microdag import dask as mdask  # noqa: E402
-
-
-def inc(x: int) -> int:
-    return x + 1
 
 
 def disabled(request: pytest.FixtureRequest) -> bool:
@@ -48,16 +45,9 @@ def disabled(request: pytest.FixtureRequest) -> bool:
 def graph(workload: str, small: bool) -> tuple[Any, Any, int, Any]:
     """The graph, the key asked for, the number of tasks and a check of the value."""
     if workload == "independent":
-        n = 100 if small else 2_000
-        dsk: dict[Any, Any] = {("inc", i): (inc, i) for i in range(n)}
-        dsk["total"] = (sum, [("inc", i) for i in range(n)])
-        return dsk, "total", n + 1, sum(range(1, n + 1))
+        return independent(100 if small else 2_000)
     if workload == "chain":
-        n = 50 if small else 500
-        dsk = {"c0": (inc, 0)}
-        for i in range(1, n):
-            dsk[f"c{i}"] = (inc, f"c{i - 1}")
-        return dsk, f"c{n - 1}", n, n
+        return chain(50 if small else 500)
     np = pytest.importorskip("numpy")
     import dask.array as da
 

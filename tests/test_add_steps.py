@@ -726,12 +726,18 @@ def test_random_adding_flows_follow_the_rules_out_of_process(where: str, twin: M
     check_model(where, half(SEEDS, where), twin, tmp_path)
 
 
-def check_model(where: str, seeds: "list[int]", twin: ModuleType, folder: Any) -> None:
-    """The models of ``seeds`` on ``where`` end as the rules say (``addsteps.models_on``, in a child)."""
+def in_child(model: str, where: str, seeds: "list[int]", twin: ModuleType, folder: Any) -> "dict[str, Any]":
+    """``addsteps.<model>`` of ``seeds`` on ``where``, in a child with a timeout: its results by seed."""
     store = store_of(where, folder)
-    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.models_on({where!r}, {seeds!r}, {store!r})))",
+    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.{model}({where!r}, {seeds!r}, {store!r})))",
                     timeout=60.0 + 3.0 * len(seeds), twin=twin.TWIN)
     assert isinstance(got, dict) and sorted(map(int, got)) == sorted(seeds)
+    return got
+
+
+def check_model(where: str, seeds: "list[int]", twin: ModuleType, folder: Any) -> None:
+    """The models of ``seeds`` on ``where`` end as the rules say (``addsteps.models_on``, in a child)."""
+    got = in_child("models_on", where, seeds, twin, folder)
     for seed, result in got.items():
         assert result["tasks"] == ad.expected(result["model"]), f"{where} (seed {seed}): {result['model']}"
 
@@ -794,10 +800,7 @@ def test_random_adds_under_a_pool_never_exceed_it_out_of_process(where: str, twi
 
 def check_pooled(where: str, seeds: "list[int]", twin: ModuleType, folder: Any) -> None:
     """The pooled models of ``seeds`` on ``where`` hold the bound (``addsteps.pooled_on``, in a child)."""
-    store = store_of(where, folder)
-    got = run_child(f"import json, addsteps\nprint(json.dumps(addsteps.pooled_on({where!r}, {seeds!r}, {store!r})))",
-                    timeout=60.0 + 3.0 * len(seeds), twin=twin.TWIN)
-    assert isinstance(got, dict) and sorted(map(int, got)) == sorted(seeds)
+    got = in_child("pooled_on", where, seeds, twin, folder)
     for seed, result in got.items():
         held_within(result["model"], result["run"], f"{where} (seed {seed})")
     if where.startswith("workers/"):  # (the counter saw the holds of several processes)
