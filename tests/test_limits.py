@@ -14,6 +14,7 @@ refuse pools.  The kernel's side is ``test_limits_kernel.py``.
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 
@@ -102,11 +103,13 @@ def test_a_free_worker_runs_a_step_that_fits_while_others_wait(executor, request
     # The db steps come first (higher priority), but only one fits at a time:
     # a scheduler that waits for the head of its queue would leave the second
     # worker idle until all four are done.  The free steps run beside them.
+    # (The db steps last long enough for the second worker to have started,
+    # a process's start included.)
     if executor == "processes":
         request.getfixturevalue("warm_forkserver")
     flow = Flow("greedy")
     for j in range(4):
-        flow.add(f"db{j}", ls.held, uses="db", priority=10)
+        flow.add(f"db{j}", partial(ls.held, seconds=0.25), uses="db", priority=10)
     for j in range(3):
         flow.add(f"free{j}", ls.held)
     run = within(60, lambda: flow.run(executor=executor, max_workers=2, keep_outputs=True, pools={"db": 1}))
