@@ -48,10 +48,6 @@ MODULES = {
     "dask/dataframe/tests/test_dataframe.py": ("numpy", "pandas", "pyarrow"),
 }
 
-#: The modules run on the pure-Python kernel too (``--twins``): Dask's tests of its
-#: local schedulers and of ``delayed``, which call ``get`` most directly.
-PURE = ("dask/tests/test_threaded.py", "dask/tests/test_local.py", "dask/tests/test_delayed.py")
-
 #: The pytest plugins Dask's test configuration needs (its ``timeout`` option,
 #: its ``flaky`` marker, the ``mocker`` fixture), from its ``test`` extra.
 PLUGINS = {"pytest-timeout": "pytest_timeout", "pytest-rerunfailures": "pytest_rerunfailures",
@@ -160,7 +156,6 @@ def main(argv: "list[str]") -> int:
     for pure in (False, True) if twins else (False,):
         if pure:
             env["MICRODAG_NO_EXTENSIONS"] = "1"
-            modules = [m for m in modules if m in PURE]
         kernel = "pure" if env.get("MICRODAG_NO_EXTENSIONS") else "default"
         print(f"dask suite: Dask {version}, the {kernel} kernel: {' '.join(modules)}", flush=True)
         start = time.perf_counter()
